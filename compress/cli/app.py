@@ -1,0 +1,92 @@
+"""The Typer app: registers each verb and maps errors to exit codes in one place.
+
+Every command module only parses options and calls a library function; nothing here decides
+anything about models. Heavy libraries are imported inside the commands, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from compress.cli.output import err_console
+from models.errors import EXIT_CODES, CompressError
+
+
+class ErrorMappingGroup(TyperGroup):
+    """Turns library errors into one red line and a stable exit code; no traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CompressError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished artifacts were kept")
+            raise typer.Exit(130) from None
+        except OSError as e:
+            if getattr(e, "errno", None) == 28:  # ENOSPC
+                err_console.print(f"[bold red]error:[/] disk full: {e}")
+                raise typer.Exit(6) from None
+            raise
+
+
+def _epilog() -> str:
+    codes = "  ".join(f"{k} {v.split(' (')[0]}" for k, v in EXIT_CODES.items())
+    return f"Exit codes: {codes}."
+
+
+app = typer.Typer(
+    cls=ErrorMappingGroup,
+    name="compress",
+    help="Compress CNNs (prune, distill, quantize), export them to ONNX and benchmark them.",
+    epilog=_epilog(),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        force=True,
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+    )
+
+
+def _register() -> None:
+    from compress.cli import info_cmd, train_cmd
+
+    train_cmd.register(app)
+    info_cmd.register(app)
+    for name in ("prune_cmd", "export_cmd", "quantize_cmd", "distill_cmd", "run_cmd", "ddp_cmd"):
+        try:
+            module = __import__(f"compress.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"compress.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

@@ -1,0 +1,67 @@
+"""`compress models` (the zoo) and `compress info` (an artifact's card)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from compress.cli.output import console, write_json
+
+
+def models_cmd(
+    input_size: Annotated[int, typer.Option(help="Input size to show specs for.")] = 28,
+    in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes.")] = 10,
+) -> None:
+    """List the model zoo with parameter counts and specs at the given shape."""
+    from rich.table import Table
+
+    from models.registry import create_model, list_models
+
+    table = Table(
+        title=f"model zoo at {in_channels}x{input_size}x{input_size}, {num_classes} classes"
+    )
+    for col in ("name", "variant", "params", "classifier", "mean/std"):
+        table.add_column(col)
+    for name in list_models():
+        m = create_model(
+            name, num_classes=num_classes, in_channels=in_channels, input_size=input_size
+        )
+        s = m.spec
+        table.add_row(
+            name,
+            s.variant,
+            f"{sum(p.numel() for p in m.parameters()):,}",
+            s.classifier,
+            f"{s.mean}/{s.std}",
+        )
+    console.print(table)
+
+
+def info(
+    artifact: Annotated[str, typer.Argument(help="Artifact directory.")],
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the card here.")] = None,
+) -> None:
+    """Show an artifact's card: architecture, precision, metrics and lineage."""
+    from models.artifact import card_json, read_card
+
+    card = read_card(artifact)
+    a = card.architecture
+    console.print(
+        f"[bold]{artifact}[/]: {card.kind} {a.name} "
+        f"({a.in_channels}x{a.input_size}x{a.input_size} -> {a.num_classes}), "
+        f"{card.precision}, {'trained' if card.trained else 'UNTRAINED'}"
+    )
+    for split in ("val", "test"):
+        if split in card.metrics:
+            console.print(f"  {split} top-1: {100 * card.metrics[split]['top1']:.2f} %")
+    for f, meta in card.files.items():
+        console.print(f"  {f}: {meta['bytes']:,} bytes")
+    console.print("  lineage: " + " -> ".join(h["stage"] for h in card.history))
+    write_json(json_out, card_json(card))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models_cmd)
+    app.command("info")(info)

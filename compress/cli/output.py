@@ -1,0 +1,27 @@
+"""The only place that prints: results to stdout, diagnostics to stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    """`--json FILE` (or `-` for stdout)."""
+    if not path:
+        return
+    text = json.dumps(payload, indent=2, default=str)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"

@@ -1,0 +1,60 @@
+"""A rich progress bar implementing the training hooks."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from compress.cli.output import err_console
+
+
+class RichHooks:
+    """One bar per epoch with ETA, running loss, and a summary line after each epoch."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.task: int | None = None
+
+    def __enter__(self) -> RichHooks:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.epochs = epochs
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, loss=0.0)
+
+    def on_batch(self, loss: float) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, loss=loss)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        val = metrics.get("val_top1")
+        shown = f" val top-1 {100 * val:.2f} %" if val is not None else ""
+        self.progress.console.print(
+            f"epoch {epoch + 1}/{self.epochs}: loss {metrics['train_loss']:.4f} "
+            f"train acc {100 * metrics['train_acc']:.2f} %{shown} ({metrics['seconds']:.1f} s)"
+        )

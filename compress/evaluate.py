@@ -1,0 +1,78 @@
+"""Evaluation: top-1/top-5, loss, per-class accuracy and confusion matrix for any predictor.
+
+A predictor is any callable from an input batch to logits, so PyTorch models and onnxruntime
+sessions are measured by the same code on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one pass over one split; fractions in [0, 1]."""
+
+    top1: float
+    top5: float
+    loss: float
+    samples: int
+    per_class: list[float]
+    confusion: list[list[int]]
+
+    def to_dict(self, *, full: bool = True) -> dict[str, object]:
+        d = asdict(self)
+        if not full:
+            d.pop("confusion")
+            d.pop("per_class")
+        return d
+
+
+def torch_predictor(model: nn.Module, device: torch.device | str = "cpu") -> Predictor:
+    """Wrap a module: eval mode, no grad, inputs moved to `device`, logits back on CPU."""
+    model.eval().to(device)
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device)).float().cpu()
+
+    return predict
+
+
+def evaluate(
+    predict: Predictor, loader: DataLoader, num_classes: int, limit: int | None = None
+) -> EvalResult:
+    """Run `predict` over `loader` (up to `limit` samples) and summarize."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    loss_sum, top5_hits, n = 0.0, 0, 0
+    for x, y in loader:
+        if limit is not None and n >= limit:
+            break
+        if limit is not None:
+            x, y = x[: limit - n], y[: limit - n]
+        logits = predict(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        k = min(5, logits.shape[1])
+        top5_hits += int((logits.topk(k, dim=1).indices == y[:, None]).any(1).sum())
+        pred = logits.argmax(1)
+        confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+        n += len(y)
+    if n == 0:
+        return EvalResult(0.0, 0.0, float("nan"), 0, [0.0] * num_classes, confusion.tolist())
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
+    return EvalResult(
+        top1=float(confusion.diag().sum()) / n,
+        top5=top5_hits / n,
+        loss=loss_sum / n,
+        samples=n,
+        per_class=per_class,
+        confusion=confusion.tolist(),
+    )

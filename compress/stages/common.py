@@ -1,0 +1,87 @@
+"""What every stage needs first: the input model and the data shaped for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from models.artifact import Card, new_card
+from models.data import DataBundle, DataConfig, dataset_shape, load_data
+from models.resolve import ModelSource, ShapeArgs, resolve_model
+
+
+@dataclass
+class ModelRef:
+    """`--model` plus the options that shape or fill it."""
+
+    model: str
+    weights: str | None = None
+    num_classes: int | None = None
+    in_channels: int | None = None
+    input_size: int | None = None
+    trust_pickle: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
+    """The data a stage uses: the data set named in `data`, else the input artifact's (same
+    split), else Fashion-MNIST; batch size, limit and augmentation always come from `data`."""
+    data = data or DataConfig()
+    if data.dataset is not None:
+        return data
+    if card is not None and card.dataset:
+        d = card.dataset
+        return replace(
+            data,
+            dataset=str(d.get("dataset", "fashion-mnist")),
+            data_dir=data.data_dir or d.get("data_dir"),
+            val_size=int(d.get("val_size", data.val_size)),
+            seed=int(d.get("val_seed", data.seed)),
+        )
+    return replace(data, dataset="fashion-mnist")
+
+
+def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
+    """Resolve the model; zoo models take their shape from the options, else from the data."""
+    c, s, n = dataset_shape(data or DataConfig())
+    shape = ShapeArgs(
+        num_classes=ref.num_classes or n,
+        in_channels=ref.in_channels or c,
+        input_size=ref.input_size or s,
+    )
+    return resolve_model(ref.model, weights=ref.weights, shape=shape, trust_pickle=ref.trust_pickle)
+
+
+def load_source_and_data(ref: ModelRef, data: DataConfig | None) -> tuple[ModelSource, DataBundle]:
+    src = load_source(ref, data)
+    cfg = data_config_for(data, src.card)
+    return src, load_data(cfg, src.model.spec)  # type: ignore[arg-type]
+
+
+def dataset_record(bundle: DataBundle) -> dict[str, Any]:
+    """The card's `dataset` section: enough to reload the same splits."""
+    return {
+        **bundle.describe(),
+        "data_dir": bundle.config.data_dir,
+        "val_size": bundle.config.val_size,
+    }
+
+
+def card_for(src: ModelSource, bundle: DataBundle | None) -> Card:
+    """Continue the input's card (lineage kept) or start a new one for a fresh model."""
+    card = src.card.model_copy(deep=True) if src.card else new_card(src.model)
+    if src.card is None:
+        card.history.append({"stage": "create", "model": src.ref, "weights": src.weights})
+    if bundle is not None:
+        card.class_names = list(bundle.class_names)
+        card.dataset = dataset_record(bundle)
+    card.trained = src.trained
+    return card
+
+
+def count_params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def with_limit(data: DataConfig, limit: int | None) -> DataConfig:
+    return replace(data, limit=limit) if limit else data

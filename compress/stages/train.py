@@ -1,0 +1,77 @@
+"""`compress train`: fit a model on real data, evaluate it, write an artifact."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from compress.evaluate import evaluate, torch_predictor
+from compress.stages.common import ModelRef, card_for, count_params, load_source_and_data
+from compress.train import FitResult, Hooks, TrainConfig, fit
+from models.artifact import check_out_dir, save_model
+from models.data import DataBundle, DataConfig
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir_for(out: str | Path) -> Path:
+    """Per-epoch checkpoints live beside the output until the artifact is written."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint")
+
+
+def run_train(
+    ref: ModelRef,
+    cfg: TrainConfig,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate on val and test, save `out`; returns the summary stored in the card."""
+    if not cfg.resume:
+        check_out_dir(out, overwrite)
+    src, bundle = load_source_and_data(ref, data)
+    ckpt = checkpoint_dir_for(out)
+    cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)
+    result = fit(src.model, bundle, cfg, hooks=hooks)
+    metrics = final_metrics(src.model, bundle, result)
+    card = card_for(src, bundle)
+    card.trained = card.trained or cfg.epochs > 0
+    card.precision = "fp32"
+    card.metrics = metrics
+    card.add_history(
+        "train",
+        config=asdict(cfg),
+        data=bundle.describe(),
+        fit=result.to_dict(),
+        metrics=metrics,
+        params=count_params(src.model),
+    )
+    save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return {
+        "out": str(out),
+        "params": count_params(src.model),
+        "metrics": metrics,
+        "seconds": result.seconds,
+        "precision": result.precision,
+        "amp_reason": result.amp_reason,
+        "epochs": result.epochs,
+    }
+
+
+def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> dict[str, Any]:
+    """Validation and test metrics of the trained model (test is for reporting only)."""
+    predict = torch_predictor(model)
+    n = model.spec.num_classes
+    val = evaluate(predict, bundle.loader("val"), n)
+    test = evaluate(predict, bundle.loader("test"), n)
+    out: dict[str, Any] = {"val": val.to_dict(full=False), "test": test.to_dict(full=False)}
+    if result is not None:
+        out["train_seconds"] = round(result.seconds, 2)
+    return out

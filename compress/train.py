@@ -1,0 +1,274 @@
+"""The fit loop every training stage shares (train, fine-tune after pruning, distill, QAT).
+
+One config, one function: `fit(model, data, TrainConfig(...))`. Losses are pluggable (KD adds a
+teacher term), progress goes to hooks (the CLI draws a bar; libraries only log), a checkpoint is
+written after each epoch so `resume=True` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.evaluate import evaluate, torch_predictor
+from compress.precision import AmpPolicy, resolve_amp, resolve_device
+from models.data import DataBundle
+from models.errors import InvalidInputError, UsageError
+
+log = logging.getLogger(__name__)
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the defaults train LeNet-5 on Fashion-MNIST to ~91 % in a few minutes."""
+
+    epochs: int = 15
+    lr: float = 4e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = False
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    validate_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise UsageError(f"epochs must be >= 0, got {self.epochs}")
+        if not self.lr > 0:
+            raise UsageError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UsageError("label_smoothing must be in [0, 1)")
+
+
+class Hooks(Protocol):
+    """Progress callbacks; the CLI implements them with a rich progress bar."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def on_batch(self, loss: float) -> None: ...
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+class LogHooks:
+    """Default hooks: one log line per epoch."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        self.epochs = epochs
+
+    def on_batch(self, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        log.info("epoch %d/%d %s", epoch + 1, self.epochs, shown)
+
+
+@dataclass
+class FitResult:
+    """What a fit did: per-epoch metrics, final validation top-1, time, precision used."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    val_top1: float | None = None
+    seconds: float = 0.0
+    device: str = "cpu"
+    precision: str = "fp32"
+    amp_reason: str = ""
+    overflow_steps: int = 0
+    resumed_from: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(1, cfg.epochs * steps)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _ckpt_path(cfg: TrainConfig) -> Path | None:
+    return Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Plain tensors and numbers only (loadable with weights_only=True); atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
+    except Exception as e:
+        raise InvalidInputError(f"checkpoint {path} is unreadable: {e}") from e
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    *,
+    loss_fn: LossFn | None = None,
+    extra_params: Iterable[nn.Parameter] = (),
+    hooks: Hooks | None = None,
+) -> FitResult:
+    """Train `model` in place on `data.train`, validating on `data.val` after each epoch."""
+    hooks = hooks or LogHooks()
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    policy = resolve_amp(cfg.amp, device)
+    log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = data.loader("train")
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    opt = make_optimizer(params, cfg)
+    sched = make_scheduler(opt, cfg, len(loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
+    result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
+    start_epoch = _maybe_resume(cfg, model, opt, sched, result)
+    loss_fn = loss_fn or (
+        lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    )
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
+        te = time.perf_counter()
+        train_loss, train_acc = _train_epoch(
+            model, loader, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result
+        )
+        metrics = {"train_loss": train_loss, "train_acc": train_acc}
+        if cfg.validate_every and (
+            (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
+        ):
+            ev = evaluate(
+                torch_predictor(model, device), data.loader("val"), model.spec.num_classes
+            )  # type: ignore[union-attr]
+            metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
+            result.val_top1 = ev.top1
+        metrics["seconds"] = time.perf_counter() - te
+        result.epochs.append({"epoch": epoch + 1, **metrics})
+        hooks.on_epoch_end(epoch, metrics)
+        if (ck := _ckpt_path(cfg)) is not None:
+            save_checkpoint(
+                ck,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "history": result.epochs,
+                },
+            )
+    result.seconds = time.perf_counter() - t0
+    model.to("cpu").eval()
+    return result
+
+
+def _maybe_resume(
+    cfg: TrainConfig,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    result: FitResult,
+) -> int:
+    ck = _ckpt_path(cfg)
+    if not (cfg.resume and ck and ck.is_file()):
+        if cfg.resume:
+            log.warning(
+                "--resume: no checkpoint found in %s; starting from scratch", cfg.checkpoint_dir
+            )
+        return 0
+    state = load_checkpoint(ck)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    result.epochs = list(state.get("history", []))
+    result.resumed_from = int(state["epoch"]) + 1
+    log.info("resumed from %s after epoch %d", ck, result.resumed_from)
+    return result.resumed_from
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    policy: AmpPolicy,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    device: torch.device,
+    hooks: Hooks,
+    result: FitResult,
+) -> tuple[float, float]:
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with policy.autocast(device):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y, x)
+        if not math.isfinite(float(loss)) and not policy.scaler:
+            raise InvalidInputError(
+                "training diverged (loss is NaN/Inf)", hint="lower --lr, or check the input data"
+            )
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scale_before = scaler.get_scale() if policy.scaler else 0.0
+        scaler.step(opt)
+        scaler.update()
+        if policy.scaler and scaler.get_scale() < scale_before:
+            result.overflow_steps += 1  # the scaler skipped this step (inf/NaN gradients)
+        sched.step()
+        loss_sum += float(loss) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        hooks.on_batch(float(loss))
+    return loss_sum / max(seen, 1), correct / max(seen, 1)

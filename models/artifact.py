@@ -1,0 +1,239 @@
+"""Self-describing artifacts: a directory with `model.safetensors` (or `model.onnx`) + `card.json`.
+
+The card says what the model is (architecture and arguments, or the user factory; spec; the
+shapes of pruned layers), how it was made (`history`: one entry per stage), and how good it is
+(`metrics`). Writes are atomic: everything goes into a temporary sibling directory that is renamed
+into place only when complete, so an interrupted run never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from models.errors import ArtifactError, OutputExistsError, ResourceError
+from models.registry import ModelSpec, create_model
+from models.structure import apply_structure, capture_structure
+from models.weights import check_finite, load_into
+
+log = logging.getLogger(__name__)
+
+CARD = "card.json"
+WEIGHTS = "model.safetensors"
+ONNX = "model.onnx"
+FORMAT = "compress-artifact/1"
+
+
+class Architecture(BaseModel):
+    """How to rebuild the module: a zoo name (or `file.py:factory`) and its arguments."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    input_size: int
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Card(BaseModel):
+    """card.json. Extra keys are kept, so later stages can add their own sections."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: str = FORMAT
+    kind: Literal["pytorch", "onnx"] = "pytorch"
+    architecture: Architecture
+    spec: dict[str, Any]
+    structure: dict[str, dict[str, Any]] | None = None
+    class_names: list[str] = Field(default_factory=list)
+    precision: str = "fp32"
+    trained: bool = False
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    dataset: dict[str, Any] | None = None
+    software: dict[str, str] = Field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    content_hash: str = ""
+    gates: dict[str, Any] = Field(default_factory=dict)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.spec)
+
+    def add_history(self, stage: str, **fields: Any) -> None:
+        """Append one lineage entry (stage name, time, tool version, whatever the stage adds)."""
+        self.history.append({"stage": stage, "at": now(), "tool": tool_version(), **fields})
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def tool_version() -> str:
+    try:
+        return f"compress {metadata.version('compress')}"
+    except metadata.PackageNotFoundError:
+        return "compress (source)"
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a model's numbers, read without importing them."""
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "onnx", "onnxruntime", "torch-pruning", "compress"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_out_dir(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing non-empty output directory unless `overwrite`; call before long work."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(
+            f"output {out} exists and is not empty",
+            hint="pass --overwrite to replace it, or choose another --out",
+        )
+    return out
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces `out` in one rename."""
+    out = check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ResourceError(f"writing {out} failed: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_card(directory: Path, card: Card) -> None:
+    """Record file hashes/sizes and the content hash, then write card.json."""
+    card.files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != CARD
+    }
+    card.content_hash = hashlib.sha256(
+        "".join(f["sha256"] for f in card.files.values()).encode()
+    ).hexdigest()
+    card.software = software_versions()
+    (directory / CARD).write_text(card.model_dump_json(indent=2) + "\n")
+
+
+def new_card(model: nn.Module, **fields: Any) -> Card:
+    """A card describing `model` (its spec, rebuild arguments and current layer shapes)."""
+    spec: ModelSpec = model.spec  # type: ignore[assignment]
+    arch = Architecture(
+        name=spec.extra.get("factory", spec.name),
+        num_classes=spec.num_classes,
+        in_channels=spec.in_channels,
+        input_size=spec.input_size,
+        kwargs=spec.extra.get("kwargs", {}),
+    )
+    return Card(architecture=arch, spec=spec.to_dict(), **fields)
+
+
+def save_model(model: nn.Module, out: str | Path, card: Card, *, overwrite: bool = False) -> Path:
+    """Write a PyTorch artifact atomically: tensors in safetensors, description in the card."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    check_finite(sd, "the model being saved")
+    card.kind = "pytorch"
+    card.structure = capture_structure(model)
+    with atomic_dir(out, overwrite) as tmp:
+        save_file(sd, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        write_card(tmp, card)
+    log.info("saved %s", out)
+    return Path(out)
+
+
+def is_artifact(path: str | Path) -> bool:
+    return (Path(path) / CARD).is_file()
+
+
+def read_card(path: str | Path) -> Card:
+    """Parse and validate `path/card.json`; check the listed files exist with the right size."""
+    path = Path(path)
+    if not is_artifact(path):
+        raise ArtifactError(f"{path} is not an artifact directory (no {CARD})")
+    try:
+        card = Card.model_validate_json((path / CARD).read_text())
+    except (ValidationError, ValueError) as e:
+        raise ArtifactError(f"{path / CARD} is not a valid card: {str(e).splitlines()[0]}") from e
+    for name, info in card.files.items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != info.get("bytes"):
+            raise ArtifactError(
+                f"{path}: {name} is missing or its size differs from the card "
+                "(incomplete copy or tampered artifact)"
+            )
+    return card
+
+
+def build_model(card: Card) -> nn.Module:
+    """The architecture a card describes, with pruned shapes applied, weights uninitialized."""
+    a = card.architecture
+    model = create_model(
+        a.name,
+        num_classes=a.num_classes,
+        in_channels=a.in_channels,
+        input_size=a.input_size,
+        **a.kwargs,
+    )
+    if card.structure:
+        apply_structure(model, card.structure)
+    return model
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, Card]:
+    """Rebuild a PyTorch artifact's model and load its tensors strictly; never unpickles."""
+    from models.weights import read_state_dict
+
+    path = Path(path)
+    card = read_card(path)
+    if card.kind != "pytorch":
+        raise ArtifactError(f"{path} is an {card.kind} artifact, not a PyTorch one")
+    model = build_model(card)
+    load_into(model, read_state_dict(path / WEIGHTS), str(path / WEIGHTS))
+    model.spec = ModelSpec.from_dict(card.spec)
+    model.eval()
+    return model, card
+
+
+def card_json(card: Card) -> dict[str, Any]:
+    return json.loads(card.model_dump_json())

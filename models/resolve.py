@@ -1,0 +1,91 @@
+"""One rule for what `--model` and `--weights` mean everywhere.
+
+`--model`: a zoo name, an artifact directory, or `path/to/file.py:factory`.
+`--weights`: a .safetensors file, an artifact directory, a `weights_only` PyTorch state_dict
+(.pt/.pth/.bin), or the literal `random` (explicitly untrained).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from models.artifact import WEIGHTS, Card, is_artifact, load_model, read_card
+from models.errors import ArtifactError, UsageError
+from models.registry import create_model
+from models.structure import apply_structure
+from models.weights import load_into, read_state_dict
+
+
+@dataclass
+class ModelSource:
+    """A resolved model: the module, its card if it came from an artifact, and provenance."""
+
+    model: nn.Module
+    card: Card | None
+    trained: bool
+    ref: str
+    weights: str  # path, "artifact", "random" or "none"
+
+
+@dataclass
+class ShapeArgs:
+    """Shape options for zoo/factory models (ignored for artifacts, whose card decides)."""
+
+    num_classes: int = 10
+    in_channels: int = 1
+    input_size: int = 28
+
+
+def resolve_model(
+    ref: str,
+    *,
+    weights: str | None = None,
+    shape: ShapeArgs | None = None,
+    trust_pickle: bool = False,
+) -> ModelSource:
+    """Build or load the model `ref` names, then apply `weights` if given."""
+    shape = shape or ShapeArgs()
+    if is_artifact(ref):
+        card = read_card(ref)
+        if card.kind == "onnx":
+            raise ArtifactError(
+                f"{ref} is an ONNX artifact; this command needs a PyTorch model",
+                hint="pass the PyTorch artifact it was exported from",
+            )
+        model, card = load_model(ref)
+        src = ModelSource(model, card, card.trained, ref, "artifact")
+    elif Path(ref).is_dir():
+        raise ArtifactError(f"{ref} is a directory but not an artifact (no card.json)")
+    else:
+        model = create_model(
+            ref,
+            num_classes=shape.num_classes,
+            in_channels=shape.in_channels,
+            input_size=shape.input_size,
+        )
+        src = ModelSource(model, None, False, ref, "none")
+    if weights is not None:
+        _apply_weights(src, weights, trust_pickle)
+    return src
+
+
+def _apply_weights(src: ModelSource, weights: str, trust_pickle: bool) -> None:
+    if weights == "random":
+        if src.card is not None:
+            raise UsageError("--weights random makes no sense with an artifact as --model")
+        src.weights, src.trained = "random", False
+        return
+    if is_artifact(weights):
+        wcard = read_card(weights)
+        if wcard.structure:
+            apply_structure(src.model, wcard.structure)
+        path = Path(weights) / WEIGHTS
+        src.trained = wcard.trained
+    else:
+        path = Path(weights)
+        src.trained = True
+    load_into(src.model, read_state_dict(path, trust_pickle=trust_pickle), str(path))
+    src.weights = str(weights)
