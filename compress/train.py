@@ -252,7 +252,8 @@ def _train_epoch(
         with policy.autocast(device):
             logits = model(x)
             loss = loss_fn(logits.float(), y, x)
-        if not math.isfinite(float(loss)) and not policy.scaler:
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value) and not policy.scaler:
             raise InvalidInputError(
                 "training diverged (loss is NaN/Inf)", hint="lower --lr, or check the input data"
             )
@@ -267,8 +268,8 @@ def _train_epoch(
         if policy.scaler and scaler.get_scale() < scale_before:
             result.overflow_steps += 1  # the scaler skipped this step (inf/NaN gradients)
         sched.step()
-        loss_sum += float(loss) * len(y)
+        loss_sum += loss_value * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
-        hooks.on_batch(float(loss))
+        hooks.on_batch(loss_value)
     return loss_sum / max(seen, 1), correct / max(seen, 1)

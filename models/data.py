@@ -95,7 +95,7 @@ def read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise InvalidInputError(f"{path} is truncated: header says {dims}, found {body.size} bytes")
-    return body.reshape(dims)
+    return body.reshape(dims).copy()  # writable, detached from the decompressed buffer
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -258,6 +258,11 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(perm[: n - val_size]), np.sort(perm[n - val_size :])
 
 
+def effective_val_size(n: int, val_size: int) -> int:
+    """`val_size`, capped at a tenth of the training file so small data sets still train."""
+    return min(val_size, n // 10)
+
+
 def load_data(cfg: DataConfig, spec: ModelSpec) -> DataBundle:
     """Load a data set into train/val/test splits shaped for `spec`."""
     if cfg.dataset is None:
@@ -269,7 +274,7 @@ def load_data(cfg: DataConfig, spec: ModelSpec) -> DataBundle:
         return load_imagefolder(cfg, spec)
     x, y = load_idx_split(cfg.dataset, cfg.data_dir, "train")
     xt, yt = load_idx_split(cfg.dataset, cfg.data_dir, "test")
-    tr, va = split_indices(len(y), cfg.val_size, cfg.seed)
+    tr, va = split_indices(len(y), effective_val_size(len(y), cfg.val_size), cfg.seed)
     if cfg.limit:
         tr = tr[: cfg.limit]
     names = cfg.class_names or (

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.data import DataBundle, DataConfig, random_flip_crop, split_indices, to_model_input
+from models.data import (
+    DataBundle,
+    DataConfig,
+    effective_val_size,
+    random_flip_crop,
+    split_indices,
+    to_model_input,
+)
 from models.errors import DataNotFoundError, InvalidInputError
 from models.registry import ModelSpec
 
@@ -92,7 +99,7 @@ def load_imagefolder(cfg: DataConfig, spec: ModelSpec) -> DataBundle:
     test_items, test_classes = scan(root / "val")
     if test_classes != classes:
         raise InvalidInputError(f"class folders differ between {root}/train and {root}/val")
-    tr, va = split_indices(len(items), min(cfg.val_size, len(items) // 5), cfg.seed)
+    tr, va = split_indices(len(items), effective_val_size(len(items), cfg.val_size), cfg.seed)
     if cfg.limit:
         tr = tr[: cfg.limit]
     return DataBundle(
