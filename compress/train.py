@@ -23,6 +23,7 @@ from compress.evaluate import evaluate, torch_predictor
 from compress.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
 from models.errors import InvalidInputError, UsageError
+from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -160,8 +161,8 @@ def fit(
     log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
     model.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = data.loader("train")
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    loader = data.loader("train", epoch=0)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = make_optimizer(params, cfg)
     sched = make_scheduler(opt, cfg, len(loader))
@@ -175,6 +176,7 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
         te = time.perf_counter()
+        loader = data.loader("train", epoch=epoch)  # per-epoch seeded order: resumable
         train_loss, train_acc = _train_epoch(
             model, loader, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result
         )
@@ -183,24 +185,26 @@ def fit(
             (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
         ):
             ev = evaluate(
-                torch_predictor(model, device), data.loader("val"), model.spec.num_classes
-            )  # type: ignore[union-attr]
+                torch_predictor(model, device), data.loader("val"), spec_of(model).num_classes
+            )
             metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
             result.val_top1 = ev.top1
         metrics["seconds"] = time.perf_counter() - te
         result.epochs.append({"epoch": epoch + 1, **metrics})
-        hooks.on_epoch_end(epoch, metrics)
         if (ck := _ckpt_path(cfg)) is not None:
             save_checkpoint(
                 ck,
                 {
                     "epoch": epoch,
+                    "epochs": cfg.epochs,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "history": result.epochs,
+                    "rng": torch.get_rng_state(),
                 },
             )
+        hooks.on_epoch_end(epoch, metrics)
     result.seconds = time.perf_counter() - t0
     model.to("cpu").eval()
     return result
@@ -221,9 +225,17 @@ def _maybe_resume(
             )
         return 0
     state = load_checkpoint(ck)
+    if int(state.get("epochs", cfg.epochs)) != cfg.epochs:
+        raise UsageError(
+            f"--resume: the checkpoint in {cfg.checkpoint_dir} belongs to a "
+            f"{state['epochs']}-epoch run, not {cfg.epochs}",
+            hint="resume with the same --epochs, or start again without --resume",
+        )
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
     result.epochs = list(state.get("history", []))
     result.resumed_from = int(state["epoch"]) + 1
     log.info("resumed from %s after epoch %d", ck, result.resumed_from)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from models.errors import ArtifactError, OutputExistsError, ResourceError
-from models.registry import ModelSpec, create_model
+from models.registry import ModelSpec, attach_spec, create_model
 from models.structure import apply_structure, capture_structure
 from models.weights import check_finite, load_into
 
@@ -230,7 +230,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, Card]:
         raise ArtifactError(f"{path} is an {card.kind} artifact, not a PyTorch one")
     model = build_model(card)
     load_into(model, read_state_dict(path / WEIGHTS), str(path / WEIGHTS))
-    model.spec = ModelSpec.from_dict(card.spec)
+    attach_spec(model, ModelSpec.from_dict(card.spec))
     model.eval()
     return model, card
 

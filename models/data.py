@@ -138,7 +138,14 @@ def load_idx_split(dataset: str, data_dir: str | None, split: str) -> tuple[np.n
 # ----------------------------------------------------------------------------- datasets
 
 
-class TensorImages(Dataset):
+class SizedDataset(Dataset):
+    """A map-style dataset with a length (all of ours)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class TensorImages(SizedDataset):
     """In-memory uint8 images, indexed by *lists* of indices to fetch whole batches at once."""
 
     def __init__(
@@ -204,9 +211,9 @@ def random_flip_crop(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
 class DataBundle:
     """The three splits plus what describes them."""
 
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: SizedDataset
+    val: SizedDataset
+    test: SizedDataset
     class_names: list[str]
     config: DataConfig
     source: str
@@ -215,6 +222,7 @@ class DataBundle:
         self,
         split: str,
         *,
+        epoch: int = 0,
         shuffle: bool | None = None,
         batch_size: int | None = None,
         sampler: torch.utils.data.Sampler | None = None,
@@ -226,7 +234,8 @@ class DataBundle:
         )
         shuffle = (split == "train") if shuffle is None else shuffle
         if sampler is None:
-            g = torch.Generator().manual_seed(self.config.seed)
+            # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
+            g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
             sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
         batches = BatchSampler(sampler, bs, drop_last=False)
         if isinstance(ds, TensorImages):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from models.data import (
     DataBundle,
     DataConfig,
+    SizedDataset,
     effective_val_size,
     random_flip_crop,
     split_indices,
@@ -46,7 +46,7 @@ def scan(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     return items, classes
 
 
-class ImageFiles(Dataset):
+class ImageFiles(SizedDataset):
     """Reads one image per item with Pillow; batches are collated by the DataLoader."""
 
     def __init__(self, items: list[tuple[Path, int]], spec: ModelSpec, augment: bool = False):
@@ -63,8 +63,9 @@ class ImageFiles(Dataset):
         path, label = self.items[i]
         try:
             with Image.open(path) as im:
-                im = im.convert("L" if self.spec.in_channels == 1 else "RGB")
-                arr = np.asarray(im, dtype=np.uint8)
+                arr = np.asarray(
+                    im.convert("L" if self.spec.in_channels == 1 else "RGB"), dtype=np.uint8
+                )
         except (OSError, UnidentifiedImageError) as e:
             raise InvalidInputError(f"cannot read image {path}: {e}") from e
         x = torch.from_numpy(arr.copy())

@@ -123,7 +123,7 @@ def create_model(
         num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
     )
     spec: ModelSpec = model.spec  # type: ignore[assignment]
-    model.spec = replace(spec, extra={**spec.extra, "kwargs": _jsonable(kwargs)})
+    attach_spec(model, replace(spec, extra={**spec.extra, "kwargs": _jsonable(kwargs)}))
     return model
 
 
@@ -168,18 +168,34 @@ def create_user_model(
         raise InvalidInputError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
     if not isinstance(getattr(model, "spec", None), ModelSpec):
         mean, std = default_mean_std(in_channels)
-        model.spec = ModelSpec(
-            name=ref,
-            input_size=input_size,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            mean=mean,
-            std=std,
-            classifier=_last_linear_name(model),
-            variant="user",
-            extra={"factory": ref, "kwargs": _jsonable(kwargs)},
+        attach_spec(
+            model,
+            ModelSpec(
+                name=ref,
+                input_size=input_size,
+                in_channels=in_channels,
+                num_classes=num_classes,
+                mean=mean,
+                std=std,
+                classifier=_last_linear_name(model),
+                variant="user",
+                extra={"factory": ref, "kwargs": _jsonable(kwargs)},
+            ),
         )
     return model
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The model's spec, typed (attribute access on nn.Module is typed as Tensor | Module)."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise InvalidInputError(f"{type(model).__name__} carries no ModelSpec (.spec)")
+    return spec
+
+
+def attach_spec(model: nn.Module, spec: ModelSpec) -> None:
+    """Give a module its spec (setattr: nn.Module's typed __setattr__ only admits tensors)."""
+    setattr(model, "spec", spec)  # noqa: B010
 
 
 def _last_linear_name(model: nn.Module) -> str:

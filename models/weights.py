@@ -47,11 +47,12 @@ def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> StateDic
     of code unless `trust_pickle`)."""
     path = Path(path)
     sniff(path)
-    if path.suffix == ".safetensors":
-        sd = _read_safetensors(path)
-    else:
-        sd = _read_torch(path, trust_pickle)
-    return _unwrap(sd, path)
+    obj: object = (
+        _read_safetensors(path)
+        if path.suffix == ".safetensors"
+        else _read_torch(path, trust_pickle)
+    )
+    return _unwrap(obj, path)
 
 
 def _read_safetensors(path: Path) -> StateDict:

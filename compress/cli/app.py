@@ -20,7 +20,7 @@ from models.errors import EXIT_CODES, CompressError
 class ErrorMappingGroup(TyperGroup):
     """Turns library errors into one red line and a stable exit code; no traceback."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except CompressError as e:

@@ -17,7 +17,7 @@ def models_cmd(
     """List the model zoo with parameter counts and specs at the given shape."""
     from rich.table import Table
 
-    from models.registry import create_model, list_models
+    from models.registry import create_model, list_models, spec_of
 
     table = Table(
         title=f"model zoo at {in_channels}x{input_size}x{input_size}, {num_classes} classes"
@@ -28,7 +28,7 @@ def models_cmd(
         m = create_model(
             name, num_classes=num_classes, in_channels=in_channels, input_size=input_size
         )
-        s = m.spec
+        s = spec_of(m)
         table.add_row(
             name,
             s.variant,

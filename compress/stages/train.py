@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from compress.evaluate import evaluate, torch_predictor
 from compress.stages.common import ModelRef, card_for, count_params, load_source_and_data
 from compress.train import FitResult, Hooks, TrainConfig, fit
@@ -35,6 +37,7 @@ def run_train(
     """Train, evaluate on val and test, save `out`; returns the summary stored in the card."""
     if not cfg.resume:
         check_out_dir(out, overwrite)
+    torch.manual_seed(cfg.seed)  # the seed governs initialization too
     src, bundle = load_source_and_data(ref, data)
     ckpt = checkpoint_dir_for(out)
     cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)

@@ -1,0 +1,87 @@
+"""Data loaders on the committed subset: shapes, splits, normalization, errors."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import DataConfig, load_data, read_idx, split_indices
+from models.errors import DataNotFoundError, InvalidInputError, UsageError
+from models.registry import create_model
+from tests.conftest import FASHION_MINI
+
+
+def test_idx_subset_loads_with_expected_shapes(mini_data):
+    spec = create_model("lenet5").spec
+    b = load_data(mini_data, spec)
+    assert len(b.train) + len(b.val) == 800 and len(b.val) == 80
+    assert len(b.test) == 300
+    x, y = next(iter(b.loader("train")))
+    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32
+    assert y.min() >= 0 and y.max() <= 9
+    assert b.class_names[0] == "T-shirt/top"
+
+
+def test_normalization_uses_spec_statistics(mini_data):
+    spec = create_model("lenet5").spec
+    x, _ = next(iter(load_data(mini_data, spec).loader("test", batch_size=300)))
+    # Normalized with the Fashion-MNIST mean/std: roughly zero mean and unit std.
+    assert abs(float(x.mean())) < 0.15 and 0.8 < float(x.std()) < 1.2
+
+
+def test_resize_and_channels_follow_the_spec(mini_data):
+    spec = create_model("resnet18", in_channels=3, input_size=32).spec
+    x, _ = next(iter(load_data(mini_data, spec).loader("val")))
+    assert x.shape[1:] == (3, 32, 32)
+
+
+def test_split_is_deterministic_and_disjoint():
+    a_tr, a_va = split_indices(1000, 100, seed=3)
+    b_tr, b_va = split_indices(1000, 100, seed=3)
+    assert np.array_equal(a_va, b_va) and np.array_equal(a_tr, b_tr)
+    assert not set(a_tr) & set(a_va) and len(a_tr) + len(a_va) == 1000
+    assert not np.array_equal(split_indices(1000, 100, seed=4)[1], a_va)
+
+
+def test_missing_data_names_places_and_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setattr("models.data.DEBIAN_FASHION", tmp_path / "nope")
+    monkeypatch.delenv("COMPRESS_DATA_DIR", raising=False)
+    with pytest.raises(DataNotFoundError) as e:
+        load_data(DataConfig(data_dir=str(tmp_path)), create_model("lenet5").spec)
+    assert "apt-get install -y dataset-fashion-mnist" in str(e.value)
+
+
+def test_truncated_idx_is_rejected(tmp_path):
+    raw = gzip.decompress((FASHION_MINI / "t10k-images-idx3-ubyte.gz").read_bytes())
+    bad = tmp_path / "t10k-images-idx3-ubyte"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InvalidInputError, match="truncated"):
+        read_idx(bad)
+
+
+def test_unknown_dataset_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown dataset"):
+        DataConfig(dataset="cifar")
+
+
+def test_imagefolder_any_size_and_mode(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(12 if split == "train" else 3):
+                arr = rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)
+                mode_img = Image.fromarray(arr).convert("RGB" if i % 2 else "L")
+                mode_img.save(d / f"{i}.png")
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path), batch_size=4)
+    spec = create_model("lenet5", num_classes=2, in_channels=3, input_size=32).spec
+    b = load_data(cfg, spec)
+    assert b.class_names == ["cat", "dog"] and len(b.test) == 6
+    x, y = next(iter(b.loader("train")))
+    assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
