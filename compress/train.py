@@ -96,7 +96,8 @@ class FitResult:
     device: str = "cpu"
     precision: str = "fp32"
     amp_reason: str = ""
-    overflow_steps: int = 0
+    overflow_steps: int = 0  # optimizer steps skipped by fp16 loss scaling (inf/NaN grads)
+    steps: int = 0
     resumed_from: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +207,12 @@ def fit(
             )
         hooks.on_epoch_end(epoch, metrics)
     result.seconds = time.perf_counter() - t0
+    if result.overflow_steps:
+        log.info(
+            "loss scaling skipped %d of %d steps (fp16 overflow)",
+            result.overflow_steps,
+            result.steps,
+        )
     model.to("cpu").eval()
     return result
 
@@ -256,7 +263,7 @@ def _train_epoch(
     result: FitResult,
 ) -> tuple[float, float]:
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, loss_seen = 0.0, 0, 0, 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.channels_last:
@@ -277,11 +284,15 @@ def _train_epoch(
         scale_before = scaler.get_scale() if policy.scaler else 0.0
         scaler.step(opt)
         scaler.update()
+        result.steps += 1
         if policy.scaler and scaler.get_scale() < scale_before:
             result.overflow_steps += 1  # the scaler skipped this step (inf/NaN gradients)
-        sched.step()
-        loss_sum += loss_value * len(y)
+        else:
+            sched.step()  # a step the scaler skipped does not advance the schedule
+        if math.isfinite(loss_value):  # an overflowed (skipped) step does not count
+            loss_sum += loss_value * len(y)
+            loss_seen += len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         hooks.on_batch(loss_value)
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+    return loss_sum / max(loss_seen, 1), correct / max(seen, 1)

@@ -45,7 +45,8 @@ def run_train(
     metrics = final_metrics(src.model, bundle, result)
     card = card_for(src, bundle)
     card.trained = card.trained or cfg.epochs > 0
-    card.precision = "fp32"
+    card.precision = "fp32"  # stored weights; autocast precision is training_precision
+    card.training_precision = result.precision  # type: ignore[attr-defined]
     card.metrics = metrics
     card.add_history(
         "train",

@@ -1,0 +1,329 @@
+"""Knowledge distillation: train a student on a frozen teacher's softened outputs.
+
+`distill(student, teacher, data, DistillConfig(...))` trains `student` in place with the
+Hinton et al. (2015) loss: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) plus
+(1 - alpha) * cross-entropy on the labels, optionally plus feature-map matching through
+learned adapters (see `compress.feature_distill`). The teacher stays frozen in eval mode; when
+the training data is not augmented its logits are computed once and reused every epoch.
+It is built on `compress.train.fit`, so AMP, schedules and progress hooks are the same as
+for plain training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.feature_distill import FeatureDistiller, Pair, parse_pairs
+from compress.precision import AmpPolicy, resolve_amp, resolve_device
+from compress.train import FitResult, Hooks, TrainConfig, fit
+from models.data import DataBundle, TensorImages
+from models.errors import InvalidInputError, UsageError
+from models.registry import ModelSpec, spec_of
+
+log = logging.getLogger(__name__)
+CACHE_MAX_BYTES = 512 << 20  # teacher logits kept in memory at most
+
+
+@dataclass
+class DistillConfig:
+    """KD settings. `epochs`/`lr` None: take them from the TrainConfig. `features`: None (off),
+    "auto", or (teacher_layer, student_layer) pairs. `cache_teacher` None: cache the teacher's
+    logits when that is exact (no augmentation, no feature distillation) and pays (>1 epoch)."""
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+    epochs: int | None = None
+    lr: float | None = None
+    features: list[Pair] | str | None = None
+    feature_weight: float = 1.0
+    cache_teacher: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise UsageError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(
+                f"--alpha must be in [0, 1], got {self.alpha}",
+                hint="alpha weighs the teacher term; 1 - alpha weighs the hard-label loss",
+            )
+        if self.epochs is not None and self.epochs < 0:
+            raise UsageError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be > 0, got {self.lr}")
+        if not self.feature_weight >= 0:
+            raise UsageError(f"--feature-weight must be >= 0, got {self.feature_weight}")
+        if isinstance(self.features, str):
+            self.features = parse_pairs(self.features)
+        elif self.features is not None:
+            self.features = [_pair(p) for p in self.features]
+
+    def train_config(self, base: TrainConfig | None) -> TrainConfig:
+        """The TrainConfig fit runs with: `base` with this config's epochs and lr applied."""
+        base = base or TrainConfig()
+        return replace(
+            base,
+            epochs=base.epochs if self.epochs is None else self.epochs,
+            lr=base.lr if self.lr is None else self.lr,
+        )
+
+
+def _pair(p: Sequence[str]) -> Pair:
+    if len(p) != 2 or not all(isinstance(n, str) and n for n in p):
+        raise UsageError(f"feature pair must be (teacher_layer, student_layer), got {p!r}")
+    return (p[0], p[1])
+
+
+@dataclass
+class DistillResult:
+    """What distillation did: the fit, whether teacher logits were cached, feature pairs."""
+
+    fit: FitResult
+    config: DistillConfig
+    train_config: TrainConfig
+    teacher_cached: bool = False
+    cache_seconds: float = 0.0
+    feature_pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fit": self.fit.to_dict(),
+            "kd": asdict(self.config),
+            "train_config": asdict(self.train_config),
+            "teacher_cached": self.teacher_cached,
+            "cache_seconds": round(self.cache_seconds, 2),
+            "feature_pairs": self.feature_pairs,
+        }
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y).
+
+    T^2 keeps the soft term's gradient scale independent of T.
+    """
+    s, t = student_logits.float(), teacher_logits.float()
+    soft = F.kl_div(
+        F.log_softmax(s / temperature, dim=1),
+        F.log_softmax(t / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (temperature * temperature)
+    if alpha >= 1.0:
+        return soft
+    hard = F.cross_entropy(s, labels, label_smoothing=label_smoothing)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def check_compatible(teacher_spec: ModelSpec, student_spec: ModelSpec) -> None:
+    """Teacher and student must agree on classes and input shape (normalization may differ)."""
+    if teacher_spec.num_classes != student_spec.num_classes:
+        raise InvalidInputError(
+            f"teacher {teacher_spec.name} has {teacher_spec.num_classes} classes but student "
+            f"{student_spec.name} has {student_spec.num_classes}",
+            hint="build the student for the teacher's classes (--num-classes)",
+        )
+    if teacher_spec.input_shape != student_spec.input_shape:
+        raise InvalidInputError(
+            f"teacher {teacher_spec.name} takes input {_shape(teacher_spec.input_shape)} but "
+            f"student {student_spec.name} takes {_shape(student_spec.input_shape)}",
+            hint="build the student for the teacher's input (--in-channels, --input-size)",
+        )
+
+
+def _shape(s: Sequence[int]) -> str:
+    return "x".join(str(v) for v in s)
+
+
+def teacher_input(student_spec: ModelSpec, teacher_spec: ModelSpec) -> Callable[..., Any]:
+    """Re-normalize student-normalized batches for the teacher when their mean/std differ."""
+    if (student_spec.mean, student_spec.std) == (teacher_spec.mean, teacher_spec.std):
+        return lambda x: x
+    ms, ss = _stat(student_spec.mean), _stat(student_spec.std)
+    mt, st = _stat(teacher_spec.mean), _stat(teacher_spec.std)
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        d = x.device
+        return ((x * ss.to(d) + ms.to(d)) - mt.to(d)) / st.to(d)
+
+    return convert
+
+
+def _stat(v: Sequence[float]) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+def check_outputs(
+    teacher: nn.Module, student: nn.Module, xs: torch.Tensor, xt: torch.Tensor
+) -> None:
+    """One probe batch through both models: their logits must have the same shape."""
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            t, s = teacher(xt), student(xs)
+    finally:
+        student.train(was_training)
+    if not (isinstance(t, torch.Tensor) and isinstance(s, torch.Tensor)) or t.shape != s.shape:
+        raise InvalidInputError(
+            f"teacher and student outputs differ on the same batch: teacher "
+            f"{_out_shape(t)}, student {_out_shape(s)}",
+            hint="both must return (batch, classes) logits for the same classes",
+        )
+
+
+def _out_shape(v: object) -> str:
+    return (
+        f"({', '.join(str(d) for d in v.shape)})"
+        if isinstance(v, torch.Tensor)
+        else type(v).__name__
+    )
+
+
+class _RecordingImages(TensorImages):
+    """The training images, remembering which indices the current batch came from."""
+
+    def __init__(self, base: TensorImages) -> None:
+        super().__init__(base.images, base.labels, base.spec, augment=base.augment)
+        self.last_index: torch.Tensor | None = None
+
+    def __getitem__(self, idx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.last_index = torch.as_tensor(idx, dtype=torch.long)
+        return super().__getitem__(idx)
+
+
+class TeacherOutputs:
+    """Teacher logits for a training batch: from the per-sample cache when one was built and
+    the batch is identified, else by running the frozen teacher."""
+
+    def __init__(
+        self, teacher: nn.Module, to_teacher: Callable[..., Any], device: torch.device
+    ) -> None:
+        self.teacher, self.to_teacher, self.device = teacher, to_teacher, device
+        self.cache: torch.Tensor | None = None
+        self.images: _RecordingImages | None = None
+        self.seconds = 0.0
+
+    def build_cache(self, data: DataBundle, policy: AmpPolicy) -> DataBundle:
+        """Compute logits for every training sample once; returns the bundle to train on."""
+        base = data.train
+        assert isinstance(base, TensorImages)
+        t0 = time.perf_counter()
+        bs, n = data.config.eval_batch_size, len(base)
+        chunks = []
+        with torch.no_grad(), policy.autocast(self.device):
+            for i in range(0, n, bs):
+                x, _ = base[list(range(i, min(i + bs, n)))]
+                chunks.append(self.teacher(self.to_teacher(x.to(self.device))).float().cpu())
+        self.cache = torch.cat(chunks)
+        self.images = _RecordingImages(base)
+        self.seconds = time.perf_counter() - t0
+        log.info("cached teacher logits for %d samples in %.1f s", n, self.seconds)
+        return replace(data, train=self.images)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None and self.images is not None:
+            idx = self.images.last_index
+            if (
+                idx is not None
+                and idx.ndim == 1
+                and len(idx) == len(y)
+                and torch.equal(self.images.labels[idx], y.cpu())
+            ):
+                return self.cache[idx].to(y.device)
+            log.warning("teacher cache: batch not identified; running the teacher instead")
+            self.cache = None
+        with torch.no_grad():
+            return self.teacher(self.to_teacher(x)).float()
+
+
+def should_cache(cfg: DistillConfig, data: DataBundle, epochs: int, num_classes: int) -> bool:
+    """Caching is exact only without augmentation and without feature hooks."""
+    exact = not data.config.augment and not cfg.features and isinstance(data.train, TensorImages)
+    if cfg.cache_teacher and not exact:
+        raise UsageError(
+            "cache_teacher needs in-memory training data without augmentation and without "
+            "feature distillation"
+        )
+    if cfg.cache_teacher is False or not exact:
+        return False
+    fits = len(data.train) * num_classes * 4 <= CACHE_MAX_BYTES  # type: ignore[arg-type]
+    return bool(cfg.cache_teacher) or (epochs > 1 and fits)
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    data: DataBundle,
+    cfg: DistillConfig,
+    train_cfg: TrainConfig | None = None,
+    *,
+    hooks: Hooks | None = None,
+) -> DistillResult:
+    """Train `student` in place from the frozen `teacher` on `data` (shaped for the student)."""
+    if student is teacher:
+        raise UsageError("the student and the teacher are the same model")
+    tcfg = cfg.train_config(train_cfg)
+    device = resolve_device(tcfg.device)
+    policy = resolve_amp(tcfg.amp, device)  # fail on an impossible --amp before any work
+    s_spec, t_spec = spec_of(student), spec_of(teacher)
+    check_compatible(t_spec, s_spec)
+    to_teacher = teacher_input(s_spec, t_spec)
+    frozen = [p.requires_grad for p in teacher.parameters()]
+    teacher.eval().requires_grad_(False)
+    xs = data.train[list(range(min(8, len(data.train))))][0]  # type: ignore[arg-type]
+    xt = to_teacher(xs)
+    check_outputs(teacher, student, xs, xt)
+    features = FeatureDistiller(teacher, student, cfg.features, xt, xs) if cfg.features else None
+    teacher.to(device)
+    outputs = TeacherOutputs(teacher, to_teacher, device)
+    train_data = data
+    try:
+        if should_cache(cfg, data, tcfg.epochs, s_spec.num_classes):
+            train_data = outputs.build_cache(data, policy)
+        if features is not None:
+            features.adapters.to(device)
+
+        def loss_fn(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            t_logits = outputs(x, y)
+            loss = kd_loss(logits, t_logits, y, cfg.temperature, cfg.alpha, tcfg.label_smoothing)
+            if features is not None and cfg.feature_weight > 0:
+                loss = loss + cfg.feature_weight * features.loss()
+            return loss
+
+        result = fit(
+            student,
+            train_data,
+            tcfg,
+            loss_fn=loss_fn,
+            extra_params=features.parameters() if features else (),
+            hooks=hooks,
+        )
+    finally:
+        if features is not None:
+            features.remove()
+        teacher.to("cpu")
+        for p, g in zip(teacher.parameters(), frozen, strict=True):
+            p.requires_grad_(g)
+    return DistillResult(
+        fit=result,
+        config=cfg,
+        train_config=tcfg,
+        teacher_cached=outputs.cache is not None,
+        cache_seconds=outputs.seconds,
+        feature_pairs=features.describe() if features else [],
+    )

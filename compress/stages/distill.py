@@ -1,0 +1,159 @@
+"""`compress distill`: train a student from a trained teacher and write the student artifact.
+
+The teacher must carry trained weights (an artifact, or a zoo/factory model with weights). The
+student may be an artifact (e.g. a pruned model, whose lineage continues), a zoo name or a
+`file.py:factory`; a fresh student takes its classes and input shape from the teacher. The data
+defaults to the teacher's data set and validation split. The card records the teacher's
+lineage, the KD settings, the training precision and the student's accuracy before and after.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.distill import DistillConfig, check_compatible, distill, teacher_input
+from compress.evaluate import evaluate, torch_predictor
+from compress.precision import resolve_amp, resolve_device
+from compress.stages.common import ModelRef, card_for, count_params, data_config_for, load_source
+from compress.stages.train import final_metrics
+from compress.train import Hooks, TrainConfig
+from models.artifact import Card, check_out_dir, save_model
+from models.data import DataBundle, DataConfig, load_data
+from models.errors import UsageError, WeightsError
+from models.registry import spec_of
+from models.resolve import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+def run_distill(
+    teacher_ref: ModelRef,
+    student_ref: ModelRef,
+    cfg: DistillConfig,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    train_cfg: TrainConfig | None = None,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """Distill, evaluate the student before and after on val and test, save `out`."""
+    check_out_dir(out, overwrite)
+    tcfg = cfg.train_config(train_cfg)
+    resolve_amp(tcfg.amp, resolve_device(tcfg.device))  # an impossible --amp fails first
+    if tcfg.resume or tcfg.checkpoint_dir:
+        raise UsageError("distill does not checkpoint or resume (the adapters are not saved)")
+    torch.manual_seed(tcfg.seed)  # the seed governs a fresh student's initialization too
+    teacher = load_teacher(teacher_ref, data)
+    t_spec = spec_of(teacher.model)
+    student = load_source(_shaped_like(student_ref, t_spec), data)
+    check_compatible(t_spec, spec_of(student.model))
+    bundle = load_data(data_config_for(data, teacher.card), spec_of(student.model))
+    teacher_metrics = _teacher_metrics(teacher, bundle)
+    before = final_metrics(student.model, bundle, None)
+    result = distill(student.model, teacher.model, bundle, cfg, tcfg, hooks=hooks)
+    after = final_metrics(student.model, bundle, result.fit)
+    card = card_for(student, bundle)
+    card.trained = True
+    card.metrics = after
+    card.training_precision = result.fit.precision  # type: ignore[attr-defined]
+    lineage = teacher_lineage(teacher, teacher_metrics)
+    card.add_history(
+        "distill",
+        teacher=lineage,
+        student={"ref": student.ref, "weights": student.weights, "trained": student.trained},
+        kd=result.to_dict()["kd"],
+        feature_pairs=result.feature_pairs,
+        teacher_cached=result.teacher_cached,
+        config=result.to_dict()["train_config"],
+        data=bundle.describe(),
+        fit=result.fit.to_dict(),
+        training_precision=result.fit.precision,
+        metrics_before=before,
+        metrics=after,
+        params=count_params(student.model),
+    )
+    save_model(student.model, out, card, overwrite=overwrite)
+    return {
+        "out": str(out),
+        "teacher": lineage,
+        "student": student.ref,
+        "params": count_params(student.model),
+        "teacher_params": count_params(teacher.model),
+        "before": before,
+        "metrics": after,
+        "kd": result.to_dict()["kd"],
+        "feature_pairs": result.feature_pairs,
+        "teacher_cached": result.teacher_cached,
+        "seconds": result.fit.seconds,
+        "precision": result.fit.precision,
+        "amp_reason": result.fit.amp_reason,
+        "overflow_steps": result.fit.overflow_steps,
+        "epochs": result.fit.epochs,
+    }
+
+
+def load_teacher(ref: ModelRef, data: DataConfig | None) -> ModelSource:
+    """The teacher, refused unless it has trained weights (an untrained teacher teaches noise)."""
+    src = load_source(ref, data)
+    if not src.trained:
+        how = "artifact is marked untrained" if src.card is not None else "has no weights"
+        raise WeightsError(
+            f"teacher {ref.model} {how}",
+            hint="pass a trained artifact (`compress train ... --out DIR`) or "
+            "--teacher-weights FILE",
+        )
+    return src
+
+
+def _shaped_like(ref: ModelRef, spec: Any) -> ModelRef:
+    """A fresh student defaults to the teacher's classes and input shape."""
+    return replace(
+        ref,
+        num_classes=ref.num_classes or spec.num_classes,
+        in_channels=ref.in_channels or spec.in_channels,
+        input_size=ref.input_size or spec.input_size,
+    )
+
+
+def _teacher_metrics(teacher: ModelSource, bundle: DataBundle) -> dict[str, Any]:
+    """The teacher's val/test accuracy: from its card when measured on these same splits,
+    else measured now (inputs re-normalized for the teacher)."""
+    card = teacher.card
+    if card is not None and card.metrics.get("test") and _same_splits(card, bundle):
+        return {**card.metrics, "source": "card"}
+    model: nn.Module = teacher.model
+    predict = torch_predictor(model)
+    convert = teacher_input(bundle.train.spec, spec_of(model))  # type: ignore[attr-defined]
+    n = spec_of(model).num_classes
+    out: dict[str, Any] = {"source": "measured"}
+    for split in ("val", "test"):
+        ev = evaluate(lambda x: predict(convert(x)), bundle.loader(split), n)
+        out[split] = ev.to_dict(full=False)
+    return out
+
+
+def _same_splits(card: Card, bundle: DataBundle) -> bool:
+    d, now = card.dataset or {}, bundle.describe()
+    keys = ("dataset", "train", "val", "test", "val_seed")
+    return all(d.get(k) == now.get(k) for k in keys)
+
+
+def teacher_lineage(teacher: ModelSource, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the student card says about its teacher: enough to find and trust it again."""
+    card = teacher.card
+    return {
+        "ref": teacher.ref,
+        "weights": teacher.weights,
+        "architecture": spec_of(teacher.model).name,
+        "params": count_params(teacher.model),
+        "content_hash": card.content_hash if card else None,
+        "history": card.history if card else [],
+        "metrics": metrics,
+    }
