@@ -1,0 +1,260 @@
+"""`compress export`, `compress bench` and `compress doctor`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from compress.cli import options as o
+from compress.cli.output import console, err_console, write_json
+from models.errors import UsageError
+
+RuntimeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--runtime",
+        "-r",
+        help="torch, torch-cuda, ort-cpu, ort-cuda or ort-trt; repeat for several "
+        "(default: torch and ort-cpu).",
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="Intra-op threads for every runtime (default: physical cores).")
+]
+
+
+def export(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch/--static", help="Dynamic or fixed (1) batch size.")
+    ] = True,
+    exporter: Annotated[
+        str, typer.Option(help="torchscript (fast, default) or dynamo (torch.export based).")
+    ] = "torchscript",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16 (fp16 weights, fp32 I/O).")] = "fp32",
+    optimize: Annotated[
+        str,
+        typer.Option(
+            help="Offline onnxruntime graph optimization: none, basic, extended (ORT-only ops) "
+            "or all (CPU-specific layouts). Parity is re-checked after it."
+        ),
+    ] = "none",
+    parity_samples: Annotated[
+        int, typer.Option(help="Inputs for the parity gate (validation images if trained).")
+    ] = 64,
+    weights: o.WeightsOpt = None,
+    num_classes: o.NumClassesOpt = None,
+    in_channels: o.InChannelsOpt = None,
+    input_size: o.InputSizeOpt = None,
+    trust_pickle: o.TrustPickleOpt = False,
+    dataset: o.DatasetOpt = None,
+    data_dir: o.DataDirOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Export a PyTorch model to an ONNX artifact (model.onnx + card.json), parity-gated.
+
+    The ONNX file passes onnx.checker and shape inference, then must match the PyTorch model in
+    onnxruntime (fp32: max abs diff <= 1e-4, rtol 1e-3, same top-1; fp16: <= 1e-2 and cosine
+    >= 0.999) on real validation images (random inputs if untrained). A failed gate keeps the
+    artifact, marks its card, and exits with code 5.
+    """
+    from compress.stages.export import run_export
+    from export.onnx_export import ExportConfig
+
+    cfg = ExportConfig(
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        exporter=exporter,
+        precision=precision,
+        optimize=optimize,
+        parity_samples=parity_samples,
+    )
+    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
+        summary = run_export(ref, cfg, o.data_config(dataset, data_dir), out, overwrite=overwrite)
+    e = summary["export"]
+    console.print(
+        f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "
+        f"opset {e['opset']}, {e['precision']}, {e['exporter']}, {e['seconds']:.1f} s"
+        + (f", optimized: {e['optimized']}" if e["optimized"] != "none" else "")
+        + ")"
+    )
+    console.print(summary["parity_summary"], highlight=False)
+    write_json(json_out, summary)
+
+
+def bench(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
+            "(speed-ups are relative to the first).",
+        ),
+    ],
+    runtime: RuntimeOpt = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    threads: ThreadsOpt = None,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before each case.")] = 2,
+    iters: Annotated[int | None, typer.Option(help="Timed runs per case.")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Time per case (default 3 s, at least 5 runs).")
+    ] = None,
+    opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17,
+    weights: o.WeightsOpt = None,
+    num_classes: o.NumClassesOpt = None,
+    in_channels: o.InChannelsOpt = None,
+    input_size: o.InputSizeOpt = None,
+    trust_pickle: o.TrustPickleOpt = False,
+    json_out: o.JsonOpt = None,
+    csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
+    md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option(help="PNG: latency vs batch size (+ <name>-accuracy.png when known)."),
+    ] = None,
+) -> None:
+    """Measure latency (p50/p90/p99), throughput, memory and size per model, runtime and batch.
+
+    Inputs are synthetic (random, the model's shape): the numbers are speed, not accuracy.
+    PyTorch models also run on onnxruntime after an in-memory export.
+    """
+    from rich.table import Table
+
+    from compress.stages.bench import run_bench
+    from export.bench import INPUT_NOTE, BenchConfig
+    from export.report import TABLE_COLUMNS, environment_line, table_rows, write_reports
+
+    cfg = BenchConfig(
+        runtimes=tuple(runtime or ("torch", "ort-cpu")),
+        batch_sizes=_batch_sizes(batch_sizes),
+        threads=threads,
+        warmup=warmup,
+        iters=iters,
+        seconds=seconds,
+        opset=opset,
+    )
+    refs = [
+        o.model_ref(m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle)
+        for m in model
+    ]
+    with _BenchProgress() as progress:
+        report = run_bench(refs, cfg, progress=progress)
+    # A narrow terminal gets the columns that matter most; the files always have all of them.
+    keep = [
+        i
+        for i, c in enumerate(TABLE_COLUMNS)
+        if console.width >= 120 or c not in ("p90 ms", "peak RSS MB", "size MB")
+    ]
+    table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
+    for i in keep:
+        table.add_column(TABLE_COLUMNS[i], justify="left" if i < 2 else "right")
+    for row in table_rows(report):
+        table.add_row(*[row[i] for i in keep])
+    console.print(table)
+    console.print(f"inputs: {INPUT_NOTE}", highlight=False)
+    console.print(f"machine: {environment_line(report)}", highlight=False)
+    for note in report.notes:
+        style = "yellow" if ("FAILED" in note or "fell back" in note or "asked" in note) else "dim"
+        console.print(f"[{style}]note:[/] {note}", highlight=False)
+    for path in write_reports(
+        report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
+    ):
+        console.print(f"wrote {path}")
+    if json_out == "-":
+        write_json("-", report.to_dict())
+
+
+def doctor(
+    model: o.ModelOpt,
+    runtime: Annotated[
+        str, typer.Option("--runtime", "-r", help="ort-cpu, ort-cuda or ort-trt.")
+    ] = "ort-cpu",
+    threads: ThreadsOpt = None,
+    weights: o.WeightsOpt = None,
+    num_classes: o.NumClassesOpt = None,
+    in_channels: o.InChannelsOpt = None,
+    input_size: o.InputSizeOpt = None,
+    trust_pickle: o.TrustPickleOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
+    fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
+    from compress.stages.bench import run_doctor
+
+    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    with err_console.status(f"examining {model} on {runtime}"):
+        d = run_doctor(ref, runtime, threads)
+    console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
+    marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
+    for f in d.findings:
+        mark = marks.get(f.severity, "[bold red]PROBLEM[/]")
+        console.print(f"{mark} {f.title}", highlight=False)
+        if f.detail:
+            console.print(f"     [dim]{f.detail}[/]", highlight=False)
+        if f.suggestion:
+            console.print(f"     -> {f.suggestion}", highlight=False)
+    write_json(json_out, d.to_dict())
+
+
+class _BenchProgress:
+    """A rich progress bar driven by the benchmark's (done, total, what) callback."""
+
+    def __enter__(self) -> _BenchProgress:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("benchmark", total=None)
+        return self
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        self.progress.update(self.task, completed=done, total=total, description=what)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        raise UsageError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes:
+        raise UsageError("--batch-sizes is empty")
+    return sizes
+
+
+def _zoo_only(model: str, weights: str | None) -> str | None:
+    """--weights applies to zoo names and factories, not to artifacts or ONNX files."""
+    from pathlib import Path
+
+    return None if Path(model).exists() else weights
+
+
+def _file(path: str | None) -> str | None:
+    return None if path in (None, "-") else path
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+    app.command("bench")(bench)
+    app.command("doctor")(doctor)

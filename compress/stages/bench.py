@@ -1,0 +1,159 @@
+"""`compress bench` and `compress doctor`: resolve `--model` references, then measure or diagnose.
+
+A reference is a zoo name (built with the shape options), a PyTorch artifact, an ONNX artifact,
+or a bare `.onnx` file. ONNX inputs are first opened and run once in a child process, so a file
+that crashes onnxruntime is reported as an error instead of killing the command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from compress.stages.common import ModelRef, load_source
+from export.bench import BenchConfig, BenchModel, BenchReport, Progress, benchmark
+from export.doctor import Diagnosis, Finding, diagnose
+from export.onnx_export import META_PREFIX, ExportConfig, export_onnx
+from export.runtime import ORT_PROVIDERS, card_from_onnx, inspect_onnx, probe_in_subprocess
+from models.artifact import ONNX, WEIGHTS, Card, is_artifact, read_card
+from models.data import DataConfig
+from models.errors import InvalidInputError, UsageError
+from models.registry import ModelSpec, default_mean_std
+
+log = logging.getLogger(__name__)
+
+
+def run_bench(
+    refs: list[ModelRef],
+    cfg: BenchConfig,
+    data: DataConfig | None = None,
+    *,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Benchmark every model in `refs` on every runtime and batch size of `cfg`."""
+    probe_runtime = next((r for r in cfg.runtimes if r in ORT_PROVIDERS), None)
+    models = [bench_model(ref, data, probe_runtime, cfg.threads) for ref in refs]
+    _unique_labels(models)
+    return benchmark(models, cfg, progress)
+
+
+def bench_model(
+    ref: ModelRef,
+    data: DataConfig | None = None,
+    probe_runtime: str | None = "ort-cpu",
+    threads: int | None = None,
+) -> BenchModel:
+    """Turn one `--model` reference into a BenchModel (ONNX files probed in a child process)."""
+    path = Path(ref.model)
+    if (path.is_file() and path.suffix == ".onnx") or (is_artifact(path) and _is_onnx(path)):
+        onnx_path = path / ONNX if path.is_dir() else path
+        card: Card | None = read_card(path) if path.is_dir() else _card_or_none(onnx_path)
+        spec = card.model_spec if card else _spec_from_onnx(onnx_path, ref)
+        if probe_runtime:
+            probe_in_subprocess(onnx_path, probe_runtime, threads)
+        return BenchModel(
+            label=path.name, spec=spec, onnx_path=str(onnx_path), card=card, source=str(path)
+        )
+    src = load_source(ref, data)
+    if src.card is not None:
+        size = src.card.files.get(WEIGHTS, {}).get("bytes")
+    else:
+        size = sum(t.numel() * t.element_size() for t in src.model.state_dict().values())
+    return BenchModel(
+        label=path.name if is_artifact(path) else ref.model,
+        spec=src.model.spec,  # type: ignore[arg-type]
+        torch_model=src.model.eval(),
+        card=src.card,
+        source=ref.model,
+        torch_bytes=size,
+    )
+
+
+def run_doctor(
+    ref: ModelRef,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    data: DataConfig | None = None,
+) -> Diagnosis:
+    """Diagnose an ONNX file/artifact, or the ONNX export of a PyTorch model."""
+    path = Path(ref.model)
+    if path.is_file() and path.suffix == ".onnx":
+        return diagnose(path, runtime, threads)
+    if is_artifact(path) and _is_onnx(path):
+        return diagnose(path / ONNX, runtime, threads)
+    src = load_source(ref, data)
+    with tempfile.TemporaryDirectory(prefix="compress-doctor-") as tmp:
+        onnx_path = Path(tmp) / ONNX
+        export_onnx(src.model, onnx_path, ExportConfig())
+        d = diagnose(onnx_path, runtime, threads)
+    d.model = ref.model
+    d.findings.insert(
+        0,
+        Finding(
+            "source",
+            "info",
+            f"{ref.model} is a PyTorch model: diagnosed its ONNX export (opset 17, dynamic batch)",
+            suggestion="export it with `compress export` to keep that file",
+        ),
+    )
+    return d
+
+
+def _is_onnx(path: Path) -> bool:
+    return read_card(path).kind == "onnx"
+
+
+def _card_or_none(path: Path) -> Card | None:
+    if META_PREFIX + "spec" in inspect_onnx(path).metadata:
+        card: Card = card_from_onnx(path)
+        return card
+    return None
+
+
+def _spec_from_onnx(path: Path, ref: ModelRef) -> ModelSpec:
+    """Input shape of a foreign .onnx file; symbolic sizes need --input-size/--in-channels."""
+    info = inspect_onnx(path)
+    shape = info.input_shape
+    if len(shape) != 4:
+        raise UsageError(f"{path}: input {shape} is not an image batch (N, C, H, W)")
+    c, h, w = shape[1], shape[2], shape[3]
+    for name, given, declared in (
+        ("--in-channels", ref.in_channels, c),
+        ("--input-size", ref.input_size, h),
+    ):
+        if given and isinstance(declared, int) and declared > 0 and given != declared:
+            raise InvalidInputError(
+                f"input shape mismatch: {name} {given}, but {path} expects input {shape}",
+                hint=f"drop {name} or pass {declared}",
+            )
+    chans = c if isinstance(c, int) and c > 0 else ref.in_channels
+    size = h if isinstance(h, int) and h > 0 else ref.input_size
+    if not chans or not size or (isinstance(w, int) and w > 0 and w != size):
+        raise UsageError(
+            f"{path}: cannot tell the input size from {shape}",
+            hint="pass --input-size and --in-channels (square inputs only)",
+        )
+    out = info.output_shape
+    classes = out[-1] if out and isinstance(out[-1], int) else (ref.num_classes or 10)
+    mean, std = default_mean_std(chans)
+    log.debug("spec of %s from its input %s: %s", path, json.dumps(shape), (chans, size, classes))
+    return ModelSpec(
+        name=path.stem,
+        input_size=size,
+        in_channels=chans,
+        num_classes=classes,
+        mean=mean,
+        std=std,
+        variant="onnx",
+    )
+
+
+def _unique_labels(models: list[BenchModel]) -> None:
+    seen: dict[str, int] = {}
+    for m in models:
+        n = seen.get(m.label, 0)
+        seen[m.label] = n + 1
+        if n:
+            m.label = f"{m.label}#{n + 1}"

@@ -1,0 +1,128 @@
+"""`compress export`: a PyTorch model (zoo name or artifact) -> an ONNX artifact, parity-gated.
+
+The artifact is `model.onnx` + `card.json` (kind "onnx", the input's lineage continued). The
+parity gate compares the ONNX file in onnxruntime with the PyTorch model it came from, on real
+validation images when the model is trained (random inputs when it is not). A failed gate keeps
+the artifact, marks its card and raises QualityGateError (exit code 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.stages.common import ModelRef, card_for, count_params, data_config_for, load_source
+from export.onnx_export import (
+    ExportConfig,
+    card_metadata,
+    export_onnx,
+    external_data_path,
+    onnx_size,
+    optimize_offline,
+)
+from export.parity import ParityReport, check_parity
+from export.runtime import create_session, run_batched, torch_runner
+from models.artifact import ONNX, atomic_dir, check_out_dir, write_card
+from models.data import DataConfig, iterate_inputs, load_data, synthetic_batch
+from models.errors import QualityGateError
+from models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+PARITY_BATCH = 32
+
+
+def run_export(
+    ref: ModelRef,
+    cfg: ExportConfig,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary."""
+    check_out_dir(out, overwrite)
+    src = load_source(ref, data)
+    model = src.model.eval()
+    spec: ModelSpec = model.spec  # type: ignore[assignment]
+    bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
+    if bundle is not None:
+        real = torch.cat(list(iterate_inputs(bundle.loader("val"), cfg.parity_samples)))
+        inputs, batches = "val", _split(real, cfg)
+    else:
+        inputs, batches = "random", _split(synthetic_batch(spec, cfg.parity_samples, seed=0), cfg)
+    card = card_for(src, bundle)
+    card.kind, card.precision = "onnx", cfg.precision
+    gates: dict[str, ParityReport] = {}
+    with atomic_dir(out, overwrite) as tmp:
+        path = tmp / ONNX
+        result = export_onnx(model, path, cfg, metadata=card_metadata(card))
+        if cfg.optimize != "none":
+            gates["parity_unoptimized"] = _parity(model, path, batches, cfg, inputs)
+            _optimize_in_place(path, cfg.optimize)
+            result.optimized, result.bytes = cfg.optimize, onnx_size(path)
+        gates["parity"] = _parity(model, path, batches, cfg, inputs)
+        for name, rep in gates.items():
+            card.gates[name] = rep.to_dict()
+        card.add_history(
+            "export",
+            source=ref.model,
+            source_content_hash=src.card.content_hash if src.card else None,
+            config=asdict(cfg),
+            result=result.to_dict(),
+            parity=gates["parity"].summary(),
+            metrics_note="metrics are the PyTorch parent's (parity-gated); "
+            "re-measure with `compress eval`",
+        )
+        write_card(tmp, card)
+    parity = gates["parity"]
+    summary = {
+        "out": str(out),
+        "params": count_params(model),
+        "export": result.to_dict(),
+        "parity": parity.to_dict(),
+        "parity_summary": parity.summary(),
+        "gates": {k: v.passed for k, v in gates.items()},
+    }
+    failed = [k for k, v in gates.items() if not v.passed]
+    if failed:
+        raise QualityGateError(
+            f"{failed[0]} gate failed: {gates[failed[0]].summary()}",
+            hint=f"the artifact was kept at {out} and marked in card.json (gates.{failed[0]})",
+            artifact=str(out),
+        )
+    return summary
+
+
+def _split(x: torch.Tensor, cfg: ExportConfig) -> list[np.ndarray]:
+    """Batch 1 first (catches batch-1 special cases), then batches of 32 (or the static size)."""
+    arr = x.numpy().astype(np.float32)
+    if not cfg.dynamic_batch:
+        return [arr[i : i + cfg.static_batch] for i in range(0, len(arr), cfg.static_batch)]
+    return [arr[:1]] + [arr[i : i + PARITY_BATCH] for i in range(1, len(arr), PARITY_BATCH)]
+
+
+def _parity(
+    model: Any, path: Path, batches: list[np.ndarray], cfg: ExportConfig, inputs: str
+) -> ParityReport:
+    reference = torch_runner(model).run
+    runner = create_session(path, "ort-cpu")
+    report = check_parity(
+        reference, lambda x: run_batched(runner, x), batches, cfg.precision, inputs
+    )
+    log.debug("%s", report.summary())
+    return report
+
+
+def _optimize_in_place(path: Path, level: str) -> None:
+    if external_data_path(path).exists():
+        log.warning("--optimize skipped: models with external data (> 2 GB) are left as exported")
+        return
+    tmp = path.with_name("optimized.onnx")
+    optimize_offline(path, tmp, level)
+    os.replace(tmp, path)

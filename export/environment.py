@@ -1,0 +1,122 @@
+"""What machine a number was measured on: CPU model and ISA, threads, library versions, GPU.
+
+Latency means little without it: int8 kernels need VNNI/AMX (x86) or dot-product (ARM) to beat
+fp32, so the ISA flags are recorded with every benchmark and read by the doctor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# Flag names as /proc/cpuinfo spells them, grouped by what they mean for inference.
+ISA_GROUPS: dict[str, tuple[str, ...]] = {
+    "avx2": ("avx2",),
+    "fma": ("fma",),
+    "avx512": ("avx512f",),
+    "avx512_vnni": ("avx512_vnni",),
+    "avx_vnni": ("avx_vnni",),
+    "avx512_bf16": ("avx512_bf16",),
+    "amx": ("amx_tile", "amx_int8", "amx_bf16"),
+    "neon": ("neon", "asimd"),
+    "arm_dotprod": ("asimddp",),
+    "arm_i8mm": ("i8mm",),
+}
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "compress")
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """(CPU model name, feature flags) from /proc/cpuinfo; best effort elsewhere."""
+    name, flags = "", frozenset[str]()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not name:
+                name = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = frozenset(value.split())
+    name = name or platform.processor() or platform.machine()
+    if platform.machine() in ("arm64", "aarch64") and not flags:
+        flags = frozenset({"neon"})  # every 64-bit ARM core has NEON
+    return name, flags
+
+
+def isa_flags() -> dict[str, bool]:
+    """Which inference-relevant instruction sets this CPU has."""
+    _, flags = cpu_info()
+    return {group: any(f in flags for f in names) for group, names in ISA_GROUPS.items()}
+
+
+def has_int8_dot_product() -> bool:
+    """True where int8 GEMM has a fast path (VNNI, AMX, ARM dot product)."""
+    isa = isa_flags()
+    return any(isa[k] for k in ("avx512_vnni", "avx_vnni", "amx", "arm_dotprod", "arm_i8mm"))
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """The first CUDA device as torch sees it, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name,
+        "memory_gb": round(props.total_memory / 2**30, 1),
+        "count": torch.cuda.device_count(),
+        "cuda": torch.version.cuda,
+    }
+
+
+def ort_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def capture_environment(threads: int | None = None) -> dict[str, Any]:
+    """Everything a latency number depends on, as plain JSON-able data."""
+    name, _ = cpu_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": name,
+        "arch": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "threads": threads,
+        "isa": isa_flags(),
+        "int8_dot_product": has_int8_dot_product(),
+        "load_average": [round(x, 2) for x in load] if load else None,
+        "libraries": library_versions(),
+        "ort_providers": ort_providers(),
+        "gpu": gpu_info(),
+    }

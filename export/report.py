@@ -1,0 +1,205 @@
+"""Benchmark reports: table rows (the CLI draws them with rich), JSON, CSV, Markdown, PNG plots.
+
+Every format says that the inputs were synthetic and on what machine the numbers were taken.
+Speed-ups are p50 ratios measured in the same run: vs the first model (same runtime and batch
+size) and vs torch eager (same model and batch size).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from export.bench import INPUT_NOTE, BenchReport, CaseResult
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = (
+    "model",
+    "runtime",
+    "batch",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "items/s",
+    "peak RSS MB",
+    "size MB",
+    "vs first",
+    "vs torch",
+)
+
+
+def table_rows(report: BenchReport) -> list[list[str]]:
+    """One row of strings per case, in TABLE_COLUMNS order."""
+    return [
+        [
+            r.model,
+            r.runtime + (" (fell back)" if r.fallback else ""),
+            str(r.batch_size),
+            f"{r.p50_ms:.2f}",
+            f"{r.p90_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.throughput:,.1f}",
+            _num(r.peak_rss_mb, "{:.0f}"),
+            _num(None if r.size_bytes is None else r.size_bytes / 1e6, "{:.2f}"),
+            _num(r.speedup_vs_first, "{:.2f}x"),
+            _num(r.speedup_vs_torch, "{:.2f}x"),
+        ]
+        for r in report.results
+    ]
+
+
+def environment_line(report: BenchReport) -> str:
+    env = report.environment
+    isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "none detected"
+    libs = env.get("libraries", {})
+    load = env.get("load_average")
+    return (
+        f"{env.get('cpu')} ({env.get('logical_cores')} logical cores; ISA: {isa}), "
+        f"{env.get('threads')} threads, torch {libs.get('torch', '-')}, onnxruntime "
+        f"{libs.get('onnxruntime', libs.get('onnxruntime-gpu', '-'))}"
+        + (f", load average {load[0]:.2f}" if load else "")
+        + (f", GPU {env['gpu']['name']}" if env.get("gpu") else "")
+    )
+
+
+def write_json(report: BenchReport, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return path
+
+
+def write_csv(report: BenchReport, path: str | Path) -> Path:
+    """One row per case, every CaseResult field (providers joined with '+')."""
+    path = Path(path)
+    names = [f.name for f in fields(CaseResult)]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=names)
+        w.writeheader()
+        for r in report.results:
+            row = asdict(r)
+            row["providers"] = "+".join(r.providers)
+            w.writerow(row)
+    return path
+
+
+def to_markdown(report: BenchReport) -> str:
+    """A Markdown table plus the environment and input notes."""
+    lines = [
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(TABLE_COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["", f"Inputs: {INPUT_NOTE}.", f"Machine: {environment_line(report)}."]
+    c = report.config
+    how = f"{c['iters']} iterations" if c.get("iters") else f"{c.get('seconds') or 3.0:g} s"
+    lines.append(f"Measurement: {c.get('warmup')} warm-up runs, then {how} per case.")
+    lines += [f"- {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: BenchReport, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(to_markdown(report))
+    return path
+
+
+def plot_latency(report: BenchReport, path: str | Path) -> Path:
+    """p50 latency and throughput vs batch size, one line per (model, runtime)."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (model, runtime), rows in _series(report).items():
+        bs = [r.batch_size for r in rows]
+        ax1.plot(bs, [r.p50_ms for r in rows], marker="o", label=f"{model} · {runtime}")
+        ax2.plot(bs, [r.throughput for r in rows], marker="o", label=f"{model} · {runtime}")
+    sizes = sorted({r.batch_size for r in report.results})
+    for ax, ylabel in ((ax1, "p50 latency (ms)"), (ax2, "throughput (items/s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    fig.suptitle(f"latency vs batch size ({report.environment.get('cpu')}, synthetic inputs)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_latency(report: BenchReport, path: str | Path) -> Path | None:
+    """Accuracy (from the cards) vs p50 latency at the smallest batch size; None if unknown."""
+    known = [r for r in report.results if r.accuracy is not None]
+    if not known:
+        return None
+    bs = min(r.batch_size for r in known)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for runtime in dict.fromkeys(r.runtime for r in known):
+        rows = [r for r in known if r.runtime == runtime and r.batch_size == bs]
+        ax.scatter([r.p50_ms for r in rows], [100 * (r.accuracy or 0) for r in rows], label=runtime)
+        for r in rows:
+            ax.annotate(r.model, (r.p50_ms, 100 * (r.accuracy or 0)), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency at batch {bs} (ms, log scale)")
+    ax.set_ylabel("top-1 accuracy (%, from the cards)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_reports(
+    report: BenchReport,
+    *,
+    json_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    md_path: str | Path | None = None,
+    plot_path: str | Path | None = None,
+) -> list[Path]:
+    """Write whichever outputs were asked for; the plot also gets `<stem>-accuracy.png`."""
+    written = []
+    if json_path:
+        written.append(write_json(report, json_path))
+    if csv_path:
+        written.append(write_csv(report, csv_path))
+    if md_path:
+        written.append(write_markdown(report, md_path))
+    if plot_path:
+        plot_path = Path(plot_path)
+        written.append(plot_latency(report, plot_path))
+        acc = plot_accuracy_latency(
+            report, plot_path.with_name(plot_path.stem + "-accuracy" + plot_path.suffix)
+        )
+        if acc:
+            written.append(acc)
+    return written
+
+
+def _series(report: BenchReport) -> dict[tuple[str, str], list[CaseResult]]:
+    out: dict[tuple[str, str], list[CaseResult]] = {}
+    for r in report.results:
+        out.setdefault((r.model, r.runtime), []).append(r)
+    return {k: sorted(v, key=lambda r: r.batch_size) for k, v in out.items()}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else fmt.format(x)

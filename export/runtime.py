@@ -1,0 +1,456 @@
+"""Runtimes behind one interface: `runner.run(x: np.ndarray) -> np.ndarray`.
+
+`torch` (eager, CPU), `torch-cuda`, `ort-cpu`, `ort-cuda` and `ort-trt` (onnxruntime execution
+providers). An onnxruntime session records the providers it really got; when it silently fell
+back (asked for CUDA, got CPU) we warn and say so in every result. ONNX files are validated first
+(readable, opset the installed runtime can run), so bad files fail with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.errors import InvalidInputError, UnsupportedError, UsageError
+
+log = logging.getLogger(__name__)
+
+ORT_PROVIDERS: dict[str, list[str]] = {
+    "ort-cpu": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+TORCH_RUNTIMES = ("torch", "torch-cuda")
+RUNTIMES = (*TORCH_RUNTIMES, *ORT_PROVIDERS)
+GPU_HINT = "install onnxruntime-gpu (with a CUDA GPU and drivers), or use --runtime ort-cpu"
+
+
+class Runner(Protocol):
+    """Anything that maps an input batch to logits, with what it ran on."""
+
+    runtime: str
+    providers: list[str]
+    create_seconds: float
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def check_runtime(name: str) -> str:
+    """Validate a runtime name and that this machine can run it (UsageError / UnsupportedError)."""
+    if name not in RUNTIMES:
+        raise UsageError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+    if name == "torch-cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UnsupportedError(
+                "--runtime torch-cuda: no CUDA GPU is available", hint="use --runtime torch"
+            )
+    elif name in ("ort-cuda", "ort-trt"):
+        import onnxruntime as ort
+
+        wanted = ORT_PROVIDERS[name][0]
+        if wanted not in ort.get_available_providers():
+            raise UnsupportedError(
+                f"--runtime {name}: onnxruntime here has no {wanted} "
+                f"(available: {', '.join(ort.get_available_providers())})",
+                hint=GPU_HINT,
+            )
+    return name
+
+
+# ----------------------------------------------------------------------------- ONNX files
+
+
+@dataclass
+class OnnxInfo:
+    """What a file declares, read without loading its weights."""
+
+    path: str
+    opset: int
+    input_name: str
+    input_shape: list[int | str]
+    input_dtype: str
+    output_shape: list[int | str]
+    metadata: dict[str, str]
+    bytes: int
+
+    @property
+    def static_batch(self) -> int | None:
+        b = self.input_shape[0] if self.input_shape else None
+        return b if isinstance(b, int) and b > 0 else None
+
+
+def inspect_onnx(path: str | Path) -> OnnxInfo:
+    """Parse an ONNX file's header: graph IO, opset, metadata. Raises on bad or too-new files."""
+    import onnx
+
+    from export.onnx_export import onnx_size, opset_of
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise InvalidInputError(
+            f"{path} is not a valid ONNX file (truncated or another format): "
+            f"{str(e).splitlines()[0][:200]}"
+        ) from e
+    if not proto.graph.input or not proto.graph.output:
+        raise InvalidInputError(f"{path} has no graph inputs/outputs (not an ONNX model?)")
+    opset = opset_of(proto)
+    top = onnx.defs.onnx_opset_version()
+    if opset > top:
+        raise UnsupportedError(
+            f"{path} uses opset {opset}, newer than this onnx ({top}) and onnxruntime can run",
+            hint="re-export with a lower --opset (17 is widely supported)",
+        )
+    init = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise UnsupportedError(
+            f"{path} has {len(inputs)} inputs; only single-input models run here"
+        )
+    inp, out = inputs[0], proto.graph.output[0]
+    return OnnxInfo(
+        path=str(path),
+        opset=opset,
+        input_name=inp.name,
+        input_shape=_dims(inp),
+        input_dtype=onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name,
+        output_shape=_dims(out),
+        metadata={p.key: p.value for p in proto.metadata_props},
+        bytes=onnx_size(path),
+    )
+
+
+def _dims(value_info: Any) -> list[int | str]:
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value_info.type.tensor_type.shape.dim
+    ]
+
+
+def _ort_error(path: str | Path, e: Exception) -> Exception:
+    """Translate an onnxruntime load error into our typed errors."""
+    msg = str(e)
+    kind = type(e).__name__
+    if "INVALID_PROTOBUF" in msg or kind == "InvalidProtobuf":
+        return InvalidInputError(f"{path} is not a valid ONNX file (truncated or another format)")
+    m = re.search(r"[Oo]pset (\d+)", msg)
+    if m and ("guarantees" in msg or "not supported" in msg or "under development" in msg):
+        return UnsupportedError(
+            f"{path}: opset {m.group(1)} is not supported by the installed onnxruntime",
+            hint="re-export with a lower --opset (17 is widely supported)",
+        )
+    if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
+        op = re.search(r"implementation for (\w+)\((\d+)\)", msg)
+        what = f"{op.group(1)} (opset {op.group(2)})" if op else "an operator"
+        return UnsupportedError(
+            f"{path}: onnxruntime has no kernel for {what} on this execution provider",
+            hint="run `compress doctor` on it; ConvInteger (dynamic conv quantization) has no "
+            "CPU kernel: use static QDQ quantization for convolutions",
+        )
+    first = msg.strip().splitlines()[0] if msg.strip() else kind
+    return InvalidInputError(f"onnxruntime could not load {path}: {first[:300]}")
+
+
+# ----------------------------------------------------------------------------- onnxruntime
+
+
+@dataclass
+class OrtRunner:
+    """An onnxruntime session plus the facts a benchmark must report about it."""
+
+    session: Any
+    path: str
+    runtime: str
+    requested: list[str]
+    providers: list[str]
+    create_seconds: float
+    input_name: str
+    input_shape: list[int | str]
+    input_dtype: np.dtype
+    fallback: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits for one batch; shapes are checked so mismatches read as one line."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        check_input_shape(x.shape, self.input_shape, self.path)
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except Exception as e:
+            first = str(e).strip().splitlines()[0]
+            raise InvalidInputError(f"onnxruntime failed running {self.path}: {first}") from e
+
+    def predict(self, x: Any) -> Any:
+        """torch.Tensor -> torch.Tensor (for `compress.evaluate`); splits for static batch."""
+        import torch
+
+        arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        out = run_batched(self, arr)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+def check_input_shape(shape: tuple[int, ...], declared: list[int | str], where: str) -> None:
+    if len(shape) != len(declared) or any(
+        isinstance(d, int) and d > 0 and d != s for s, d in zip(shape, declared, strict=False)
+    ):
+        raise InvalidInputError(
+            f"input shape {list(shape)} does not fit {where}, which expects {declared}",
+            hint="check --input-size / --in-channels, or export with a dynamic batch",
+        )
+
+
+def run_batched(runner: OrtRunner, x: np.ndarray) -> np.ndarray:
+    """Run a batch of any size on a model whose batch dimension may be fixed (padding the tail)."""
+    fixed = runner.input_shape[0] if runner.input_shape else None
+    if not isinstance(fixed, int) or fixed <= 0 or len(x) == fixed:
+        return runner.run(x)
+    outs = []
+    for i in range(0, len(x), fixed):
+        chunk = x[i : i + fixed]
+        n = len(chunk)
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+        outs.append(runner.run(chunk)[:n])
+    return np.concatenate(outs)
+
+
+def create_session(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    *,
+    optimization: str = "all",
+    profile: bool = False,
+    optimized_model_path: str | Path | None = None,
+) -> OrtRunner:
+    """Open `path` in onnxruntime on `runtime`'s providers; record the providers really used."""
+    import onnxruntime as ort
+
+    if runtime not in ORT_PROVIDERS:
+        raise UsageError(f"{runtime!r} is not an onnxruntime runtime ({', '.join(ORT_PROVIDERS)})")
+    check_runtime(runtime)
+    info = inspect_onnx(path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling = profile
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
+    requested = ORT_PROVIDERS[runtime]
+    t0 = time.perf_counter()
+    try:
+        session = ort.InferenceSession(str(path), so, providers=requested)
+    except Exception as e:
+        raise _ort_error(path, e) from e
+    seconds = time.perf_counter() - t0
+    used = list(session.get_providers())
+    runner = OrtRunner(
+        session=session,
+        path=str(path),
+        runtime=runtime,
+        requested=requested,
+        providers=used,
+        create_seconds=seconds,
+        input_name=session.get_inputs()[0].name,
+        input_shape=info.input_shape,
+        input_dtype=np.dtype(info.input_dtype),
+    )
+    if requested[0] not in used:
+        runner.fallback = True
+        note = f"{runtime}: asked for {requested[0]}, session runs on {', '.join(used)}"
+        runner.notes.append(note)
+        log.warning("%s (fell back)", note)
+    return runner
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+@dataclass
+class TorchRunner:
+    """PyTorch eager inference (no_grad, eval mode) behind the same `run` interface."""
+
+    model: Any
+    runtime: str
+    device: str
+    providers: list[str]
+    create_seconds: float
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            if self.device != "cpu":
+                torch.cuda.synchronize()
+            return out.float().cpu().numpy()
+
+
+def torch_runner(model: Any, runtime: str = "torch") -> TorchRunner:
+    """Wrap a module for inference on CPU (`torch`) or the first GPU (`torch-cuda`)."""
+    if runtime not in TORCH_RUNTIMES:
+        raise UsageError(f"{runtime!r} is not a torch runtime ({', '.join(TORCH_RUNTIMES)})")
+    check_runtime(runtime)
+    device = "cuda" if runtime == "torch-cuda" else "cpu"
+    t0 = time.perf_counter()
+    model = model.eval().to(device)
+    return TorchRunner(model, runtime, device, [device], time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def onnx_artifact_predictor(path: str | Path, runtime: str = "ort-cpu") -> tuple[Any, Any]:
+    """(predict, card) for an ONNX artifact directory (or a .onnx file we exported).
+
+    `predict` maps a torch batch to torch logits, so `compress eval` measures ONNX and PyTorch
+    artifacts with the same code on the same data.
+    """
+    from models.artifact import ONNX, is_artifact, read_card
+
+    path = Path(path)
+    if is_artifact(path):
+        card = read_card(path)
+        if card.kind != "onnx":
+            raise InvalidInputError(f"{path} is a {card.kind} artifact, not an ONNX one")
+        model_path = path / ONNX
+    else:
+        model_path, card = path, card_from_onnx(path)
+    runner = create_session(model_path, runtime)
+    return runner.predict, card
+
+
+def card_from_onnx(path: str | Path) -> Any:
+    """Rebuild a card from the `compress.*` metadata_props an exported file carries."""
+    from export.onnx_export import META_PREFIX
+    from models.artifact import Architecture, Card
+
+    meta = inspect_onnx(path).metadata
+    if META_PREFIX + "spec" not in meta:
+        raise InvalidInputError(
+            f"{path} carries no compress metadata (spec, classes), so its preprocessing is unknown",
+            hint="export it with `compress export`, or evaluate the artifact directory",
+        )
+    spec = json.loads(meta[META_PREFIX + "spec"])
+    return Card(
+        kind="onnx",
+        architecture=Architecture(
+            name=meta.get(META_PREFIX + "architecture", spec.get("name", "?")),
+            num_classes=int(spec["num_classes"]),
+            in_channels=int(spec["in_channels"]),
+            input_size=int(spec["input_size"]),
+        ),
+        spec=spec,
+        class_names=json.loads(meta.get(META_PREFIX + "class_names", "[]")),
+        precision=meta.get(META_PREFIX + "precision", "fp32"),
+        trained=meta.get(META_PREFIX + "trained", "false") == "true",
+    )
+
+
+# ----------------------------------------------------------------------------- isolation
+
+
+def probe_in_subprocess(
+    path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, timeout: float = 300
+) -> dict[str, Any]:
+    """Open and run `path` once in a child process, so a crashing runtime can't take us down.
+
+    Returns the child's report (providers, seconds); raises a typed error if it failed or died.
+    """
+    cmd = [sys.executable, "-m", "export.runtime", str(path), runtime, str(threads or 0)]
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise UnsupportedError(
+            f"onnxruntime did not finish one inference of {path} in {timeout:.0f} s"
+        ) from e
+    return interpret_probe(path, proc.returncode, proc.stdout, proc.stderr)
+
+
+def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """Map a probe child's exit to a report or a typed error."""
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    if returncode == 0 and last.startswith("{"):
+        report: dict[str, Any] = json.loads(last)
+        return report
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        raise InvalidInputError(
+            f"onnxruntime crashed ({name}) loading or running {path}",
+            hint="the file is malformed or hits a runtime bug; `compress doctor` lists its ops",
+        )
+    if last.startswith("{"):
+        err = json.loads(last)
+        cls = {"UnsupportedError": UnsupportedError, "UsageError": UsageError}.get(
+            err.get("type", ""), InvalidInputError
+        )
+        raise cls(err.get("message", "probe failed"), hint=err.get("hint"))
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
+    raise InvalidInputError(f"probing {path} failed (exit {returncode}): {tail[:300]}")
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parents[1])
+    extra = os.environ.get("PYTHONPATH")
+    return root + (os.pathsep + extra if extra else "")
+
+
+def _probe_main(argv: list[str]) -> int:
+    """Child side of `probe_in_subprocess`: one session, one synthetic inference, JSON out."""
+    from models.errors import CompressError
+
+    path, runtime, threads = argv[0], argv[1], int(argv[2]) or None
+    try:
+        runner = create_session(path, runtime, threads)
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in runner.input_shape]
+        t0 = time.perf_counter()
+        out = runner.run(np.zeros(shape, dtype=runner.input_dtype))
+        report = {
+            "providers": runner.providers,
+            "fallback": runner.fallback,
+            "create_seconds": runner.create_seconds,
+            "run_seconds": time.perf_counter() - t0,
+            "output_shape": list(out.shape),
+        }
+    except CompressError as e:
+        kind = next(
+            c.__name__
+            for c in (UnsupportedError, UsageError, InvalidInputError, CompressError)
+            if isinstance(e, c)
+        )
+        print(json.dumps({"type": kind, "message": e.args[0], "hint": e.hint}))
+        return 1
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main(sys.argv[1:]))

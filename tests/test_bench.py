@@ -1,0 +1,185 @@
+"""Benchmark: JSON schema, every output format, ONNX inputs, static batch, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from compress.cli.app import app
+from compress.stages.bench import run_bench
+from compress.stages.common import ModelRef
+from compress.stages.export import run_export
+from export.bench import SCHEMA, BenchConfig, BenchModel, benchmark
+from export.onnx_export import ExportConfig, export_onnx
+from export.report import table_rows, to_markdown, write_reports
+from models.artifact import new_card, save_model
+from models.data import DataConfig
+from models.errors import InvalidInputError, UsageError
+from models.registry import create_model
+
+MINI = DataConfig(dataset="fashion-mnist", data_dir="tests/data/fashion-mini")
+FAST = {"warmup": 1, "iters": 3}
+RESULT_FIELDS = {
+    "model": str,
+    "runtime": str,
+    "batch_size": int,
+    "providers": list,
+    "fallback": bool,
+    "threads": int,
+    "iters": int,
+    "p50_ms": float,
+    "p90_ms": float,
+    "p99_ms": float,
+    "mean_ms": float,
+    "std_ms": float,
+    "min_ms": float,
+    "max_ms": float,
+    "throughput": float,
+    "session_seconds": float,
+    "precision": str,
+    "input": str,
+}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 'trained' PyTorch LeNet-5 artifact (accuracy in its card) and its ONNX export."""
+    root = tmp_path_factory.mktemp("bench")
+    model = create_model("lenet5")
+    card = new_card(model, trained=False)
+    card.metrics = {"test": {"top1": 0.9}}
+    save_model(model, root / "pt", card)
+    run_export(ModelRef(str(root / "pt")), ExportConfig(parity_samples=4), MINI, root / "ox")
+    return {"pt": root / "pt", "ox": root / "ox"}
+
+
+def test_json_schema_and_reports(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    calls: list[tuple[int, int, str]] = []
+    refs = [ModelRef("lenet5", weights="random"), ModelRef(str(artifacts["ox"]))]
+    cfg = BenchConfig(runtimes=("torch", "ort-cpu"), batch_sizes=(1, 2), threads=1, **FAST)
+    report = run_bench(refs, cfg, progress=lambda d, t, w: calls.append((d, t, w)))
+    d = json.loads(json.dumps(report.to_dict()))  # JSON-serializable as is
+    assert d["schema"] == SCHEMA and "synthetic" in d["input"]
+    env = d["environment"]
+    assert {"cpu", "isa", "threads", "libraries", "gpu", "ort_providers"} <= set(env)
+    assert {"avx2", "avx512", "avx512_vnni", "amx", "neon"} <= set(env["isa"])
+    assert env["threads"] == 1 and "onnxruntime" in env["libraries"]
+    # lenet5 on torch + ort-cpu, the ONNX artifact on ort-cpu only: 3 pairs x 2 batch sizes.
+    assert len(d["results"]) == 6
+    assert any("torch skipped" in n for n in d["notes"])
+    for r in d["results"]:
+        for key, typ in RESULT_FIELDS.items():
+            assert isinstance(r[key], typ), (key, r[key])
+        assert r["iters"] == 3 and r["input"] == "synthetic"
+        assert r["min_ms"] <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["throughput"] > 0 and r["size_bytes"] > 100_000
+        assert r["peak_rss_mb"] > 10
+        assert r["speedup_vs_first"] is not None
+    ort = [r for r in d["results"] if r["runtime"] == "ort-cpu"]
+    assert all(r["providers"] == ["CPUExecutionProvider"] and not r["fallback"] for r in ort)
+    lenet_ort = next(r for r in ort if r["model"] == "lenet5")
+    assert lenet_ort["speedup_vs_torch"] > 0
+    assert calls[-1][0] == calls[-1][1] == 6
+    paths = write_reports(
+        report,
+        json_path=tmp_path / "b.json",
+        csv_path=tmp_path / "b.csv",
+        md_path=tmp_path / "b.md",
+        plot_path=tmp_path / "b.png",
+    )
+    assert json.loads((tmp_path / "b.json").read_text())["schema"] == SCHEMA
+    rows = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert len(rows) == 6 and rows[0]["p50_ms"]
+    md = (tmp_path / "b.md").read_text()
+    assert "| lenet5 | torch | 1 |" in md and "synthetic" in md
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    # The ONNX artifact's card has an accuracy: the accuracy-vs-latency plot is written too.
+    assert tmp_path / "b-accuracy.png" in paths
+
+
+def test_torch_artifact_accuracy_and_static_batch(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    model = create_model("lenet5")
+    export_onnx(model, tmp_path / "s.onnx", ExportConfig(dynamic_batch=False))
+    cfg = BenchConfig(runtimes=("ort-cpu",), batch_sizes=(1, 4), **FAST)
+    report = run_bench([ModelRef(str(artifacts["pt"])), ModelRef(str(tmp_path / "s.onnx"))], cfg)
+    got = {(r.model, r.batch_size) for r in report.results}
+    assert got == {("pt", 1), ("pt", 4), ("s.onnx", 1)}
+    assert any("static batch 1" in n for n in report.notes)
+    assert report.results[0].accuracy == 0.9
+    assert len(table_rows(report)) == 3 and "s.onnx" in to_markdown(report)
+
+
+def test_benchmark_library_with_in_memory_model() -> None:
+    m = create_model("lenet5")
+    bm = BenchModel(label="a", spec=m.spec, torch_model=m)
+    report = benchmark([bm], BenchConfig(runtimes=("ort-cpu",), batch_sizes=(2,), seconds=0.05))
+    r = report.results[0]
+    assert r.iters >= 5 and r.size_bytes and r.size_bytes > 100_000  # min_iters, exported size
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"runtimes": ("tflite",)},
+        {"batch_sizes": (0,)},
+        {"iters": 3, "seconds": 1.0},
+        {"threads": 0},
+        {"runtimes": ()},
+    ],
+)
+def test_config_validation(kwargs: dict) -> None:
+    with pytest.raises(UsageError):
+        BenchConfig(**kwargs)
+
+
+def test_onnx_shape_mismatch(tmp_path: Path) -> None:
+    export_onnx(create_model("lenet5"), tmp_path / "m.onnx")
+    cfg = BenchConfig(runtimes=("ort-cpu",), batch_sizes=(1,), **FAST)
+    with pytest.raises(InvalidInputError, match="shape mismatch"):
+        run_bench([ModelRef(str(tmp_path / "m.onnx"), input_size=32)], cfg)
+
+
+def test_cli_bench(tmp_path: Path) -> None:
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "-m",
+            "lenet5",
+            "--weights",
+            "random",
+            "-r",
+            "torch",
+            "-r",
+            "ort-cpu",
+            "--batch-sizes",
+            "1,2",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--md",
+            str(tmp_path / "b.md"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "synthetic" in r.output and "ort-cpu" in r.output
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert {(x["runtime"], x["batch_size"]) for x in d["results"]} == {
+        ("torch", 1),
+        ("torch", 2),
+        ("ort-cpu", 1),
+        ("ort-cpu", 2),
+    }
+    bad = CliRunner().invoke(app, ["bench", "-m", "lenet5", "-r", "ort-nope"])
+    assert bad.exit_code == 2 and "unknown runtime" in bad.output
