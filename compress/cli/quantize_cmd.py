@@ -1,0 +1,139 @@
+"""`compress quantize`: int8 (static, dynamic, QAT) or fp16 ONNX, accuracy-gated and measured."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from compress.cli import options as o
+from compress.cli.output import console, pct, write_json
+
+
+def quantize(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    method: Annotated[
+        str, typer.Option(help="ptq-static (default), ptq-dynamic (Linear only), qat or fp16.")
+    ] = "ptq-static",
+    samples: Annotated[
+        int, typer.Option(help="Calibration images (seeded subset of the validation split).")
+    ] = 300,
+    calibration: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="Per-channel weight scales.")
+    ] = True,
+    fmt: Annotated[str, typer.Option("--format", help="qdq (default) or qoperator.")] = "qdq",
+    activation_type: Annotated[
+        str, typer.Option(help="auto (from the CPU), uint8 or int8.")
+    ] = "auto",
+    weight_type: Annotated[str, typer.Option(help="auto (from the CPU), int8 or uint8.")] = "auto",
+    reduce_range: Annotated[
+        str, typer.Option(help="auto (from the CPU), on or off (7-bit weights).")
+    ] = "auto",
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="Try the candidate int8 settings, measure validation accuracy and latency, "
+            "keep the fastest within --max-drop."
+        ),
+    ] = False,
+    max_drop: Annotated[
+        float, typer.Option(help="Accuracy budget: points of validation top-1 int8 may lose.")
+    ] = 1.0,
+    max_fallback: Annotated[
+        int, typer.Option(help="Most nodes kept in float to meet --max-drop (0: no fallback).")
+    ] = 8,
+    mixed: Annotated[
+        bool, typer.Option(help="fp16: keep sensitive nodes fp32 until the parity gate holds.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
+    lr: Annotated[float, typer.Option(help="QAT peak learning rate.")] = 1e-4,
+    amp: Annotated[str, typer.Option(help="QAT training precision (off, bf16, auto).")] = "off",
+    eval_samples: Annotated[
+        int | None, typer.Option(help="Cap on validation/test images per accuracy check.")
+    ] = None,
+    latency: Annotated[
+        bool, typer.Option("--latency/--no-latency", help="Measure fp32 vs quantized latency.")
+    ] = True,
+    seed: o.SeedOpt = 0,
+    weights: o.WeightsOpt = None,
+    num_classes: o.NumClassesOpt = None,
+    in_channels: o.InChannelsOpt = None,
+    input_size: o.InputSizeOpt = None,
+    trust_pickle: o.TrustPickleOpt = False,
+    dataset: o.DatasetOpt = None,
+    data_dir: o.DataDirOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Quantize a model for onnxruntime into an ONNX artifact (model.onnx + card.json).
+
+    PyTorch models are exported first (parity-gated). int8 settings follow this CPU's
+    instruction set (VNNI: U8S8 full range; AVX2 without VNNI: reduce_range; ARM dot-product:
+    S8S8) unless set; --tune measures the alternatives. If validation top-1 drops more than
+    --max-drop points, the most sensitive nodes stay in float (up to --max-fallback); if the
+    budget still can't be met the artifact is kept, marked, and the exit code is 5. The report
+    says plainly when the quantized model is not faster than fp32 on this machine.
+    """
+    from compress.cli.progress import RichHooks
+    from compress.quantize import QuantizeConfig
+    from compress.stages.quantize import run_quantize
+
+    cfg = QuantizeConfig(
+        method=method,
+        samples=samples,
+        calibration=calibration,
+        per_channel=per_channel,
+        format=fmt,
+        activation_type=activation_type,
+        weight_type=weight_type,
+        reduce_range=reduce_range,
+        tune=tune,
+        max_drop=max_drop,
+        max_fallback=max_fallback,
+        mixed=mixed,
+        epochs=epochs,
+        lr=lr,
+        amp=amp,
+        eval_samples=eval_samples,
+        latency=latency,
+        seed=seed,
+    )
+    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    data = o.data_config(dataset, data_dir, seed=seed)
+    with RichHooks() as hooks:
+        summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+    _print(summary)
+    write_json(json_out, summary)
+
+
+def _print(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    st = s["settings"]
+    label = st.get("label") or st.get("format")
+    console.print(f"[green]{s['method']}[/] -> {s['precision']} ({label}): {s['reason']}")
+    table = Table(title=f"fp32 vs {s['precision']}")
+    table.add_column("")
+    table.add_column("fp32", justify="right")
+    table.add_column(s["precision"], justify="right")
+    f, q = s["fp32"], s["quantized"]
+    table.add_row("size", f"{f['bytes'] / 1024:.1f} KiB", f"{q['bytes'] / 1024:.1f} KiB")
+    table.add_row("val top-1", pct(f.get("val_top1")), pct(q.get("val_top1")))
+    if s.get("test"):
+        t = s["test"]
+        table.add_row("test top-1", pct(t["fp32"]["top1"]), pct(t["quantized"]["top1"]))
+    for b, ms in (f.get("latency_ms") or {}).items():
+        table.add_row(f"latency b{b}", f"{ms:.3f} ms", f"{q['latency_ms'][b]:.3f} ms")
+    console.print(table)
+    console.print(f"size ratio {s['size_ratio']:.3f}x")
+    if s["fallback_nodes"]:
+        console.print(f"kept in float: {', '.join(s['fallback_nodes'])}")
+    for note in s["notes"]:
+        console.print(("[yellow]" if "NOT" in note else "") + note)
+    console.print(f"artifact: {s['out']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize)

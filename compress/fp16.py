@@ -1,0 +1,104 @@
+"""fp16 ONNX for GPU execution providers, with fp32 inputs/outputs and an optional mixed mode.
+
+The whole graph is converted (onnxconverter-common) with Cast nodes at the inputs and outputs,
+so callers keep feeding fp32. The fp16 parity gate of mature exporters applies to the logits
+(max abs <= 1e-2, cosine >= 0.999); with `mixed`, the nodes whose fp16 version hurts the logits
+most stay fp32 until the gate holds. On CPU, onnxruntime runs most fp16 ops through inserted
+casts, so fp16 is for size and GPUs, not for CPU speed; the measured latency says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress import ortrun, qgraph
+from compress.quant_fallback import NodeScore, rank_nodes, steps
+from models.errors import UnsupportedError
+
+if TYPE_CHECKING:
+    from compress.quantize import QuantizeResult, _Ctx
+
+log = logging.getLogger(__name__)
+MAX_ABS = 1e-2
+MIN_COSINE = 0.999
+
+
+def to_fp16(src: Path, dst: Path, block: list[str]) -> Path:
+    """Convert `src` to fp16 except the nodes in `block`; inputs and outputs stay fp32."""
+    try:
+        from onnxconverter_common import float16
+    except ImportError as e:
+        raise UnsupportedError(
+            "fp16 conversion needs onnxconverter-common",
+            hint="pip install onnxconverter-common",
+        ) from e
+    import onnx
+
+    model = qgraph.load(src)
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, node_block_list=block or None, disable_shape_infer=False
+    )
+    onnx.save(converted, str(dst))
+    return dst
+
+
+def gate(p: dict[str, float]) -> bool:
+    return p["max_abs"] <= MAX_ABS and p["cosine"] >= MIN_COSINE
+
+
+def convert_fp16(ctx: _Ctx) -> QuantizeResult:
+    """fp16 model (mixed when asked and needed), its parity and validation accuracy."""
+    from compress.isa import detect_isa
+    from compress.quantize import QuantizeResult, _drop, _within
+
+    ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
+    names = list(qgraph.inspect(ctx.pre).nodes)
+
+    def build(block: list[str]) -> Path:
+        return to_fp16(ctx.pre, ctx.fresh("fp16"), block)
+
+    def check(path: Path) -> dict[str, float]:
+        return ortrun.parity(ref, ortrun.run(ortrun.session(path), ctx.probe))
+
+    path, block = build([]), []
+    par = check(path)
+    ranked: list[NodeScore] = []
+    if not gate(par) and ctx.cfg.mixed:
+        nodes = dict(qgraph.inspect(ctx.pre).nodes.items())
+        ranked = rank_nodes(
+            lambda only: build([n for n in names if n not in only]), nodes, ctx.probe, ref
+        )
+        for k in steps(min(ctx.cfg.max_fallback, len(ranked))):
+            block = [r.node for r in ranked[:k]]
+            path = build(block)
+            par = check(path)
+            log.info(
+                "mixed fp16: %d node(s) in fp32 -> max abs %.2e, cosine %.5f",
+                k,
+                par["max_abs"],
+                par["cosine"],
+            )
+            if gate(par):
+                break
+    fp32_top1, top1 = ctx.top1(ctx.source), ctx.top1(path)
+    parity = {**{k: round(v, 6) for k, v in par.items()}, "passed": gate(par)}
+    settings: dict[str, Any] = {"format": "fp16", "keep_io_types": True, "mixed": ctx.cfg.mixed}
+    return QuantizeResult(
+        path=str(path),
+        method="fp16",
+        precision="fp16",
+        settings=settings,
+        reason=(
+            "fp16 halves the weights and targets GPU execution providers; inputs and outputs "
+            f"stay fp32 (parity gate: max abs <= {MAX_ABS}, cosine >= {MIN_COSINE})"
+        ),
+        isa=detect_isa().to_dict(),
+        fp32={"val_top1": fp32_top1},
+        quantized={"val_top1": top1, "parity": parity},
+        drop_pts=_drop(fp32_top1, top1),
+        budget_met=gate(par) and _within(fp32_top1, top1, ctx.cfg.max_drop),
+        fallback_nodes=block,
+        sensitivity=[r.__dict__ for r in ranked],
+    )

@@ -1,0 +1,139 @@
+"""Which int8 instructions this CPU has, and the onnxruntime int8 settings that suit them.
+
+int8 is only fast (and, on some CPUs, only accurate) with the right instructions: x86 VNNI
+(`vpdpbusd`) multiplies u8 x s8 straight into 32-bit sums; AVX2/AVX-512 without VNNI go through
+`vpmaddubsw`, whose 16-bit intermediate sums saturate with full-range U8S8 (onnxruntime's
+documented remedy is `reduce_range`, 7-bit weights); ARM's dot-product instructions have no
+such problem. The choice and its reason go into the card, so a user can see why. Reading the
+flags is export.environment's job; this module decides what they mean for quantization.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Isa:
+    """The int8-relevant instruction sets of this CPU."""
+
+    arch: str  # x86_64, arm64 or other
+    avx2: bool = False
+    avx512: bool = False
+    vnni: bool = False  # AVX512-VNNI or AVX-VNNI
+    amx_int8: bool = False
+    arm_dot: bool = False  # ARMv8.2 dot product (asimddp)
+
+    @property
+    def name(self) -> str:
+        """Short label: 'x86 AVX-512 + VNNI', 'x86 AVX2 (no VNNI)', 'ARM dot-product', ..."""
+        if self.arch == "x86_64":
+            base = "AVX-512" if self.avx512 else "AVX2" if self.avx2 else "SSE"
+            if self.amx_int8:
+                return f"x86 {base} + VNNI + AMX"
+            return f"x86 {base} + VNNI" if self.vnni else f"x86 {base} (no VNNI)"
+        if self.arch == "arm64":
+            return "ARM dot-product" if self.arm_dot else "ARM (no dot-product)"
+        return self.arch
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "name": self.name}
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """Activation/weight types and reduce_range for onnxruntime, with the reason."""
+
+    activation_type: str  # uint8 | int8
+    weight_type: str  # int8 | uint8
+    reduce_range: bool
+    reason: str
+
+    @property
+    def label(self) -> str:
+        letter = {"uint8": "U", "int8": "S"}
+        a, w = letter[self.activation_type], letter[self.weight_type]
+        return f"{a}8{w}8" + (" reduce_range" if self.reduce_range else "")
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "label": self.label}
+
+
+def _arch() -> str:
+    m = platform.machine().lower()
+    if m in ("x86_64", "amd64"):
+        return "x86_64"
+    if m in ("aarch64", "arm64"):
+        return "arm64"
+    return m or "unknown"
+
+
+def detect_isa(flags: frozenset[str] | None = None, arch: str | None = None) -> Isa:
+    """Read the CPU flags (export.environment, from /proc/cpuinfo); `flags`/`arch` for tests."""
+    if flags is None:
+        from export.environment import cpu_info
+
+        flags = cpu_info()[1]
+    arch = arch or _arch()
+    if arch == "x86_64":
+        return Isa(
+            arch=arch,
+            avx2="avx2" in flags,
+            avx512="avx512f" in flags,
+            vnni=bool({"avx512_vnni", "avx_vnni", "avx512vnni"} & flags),
+            amx_int8="amx_int8" in flags,
+        )
+    if arch == "arm64":
+        return Isa(arch=arch, arm_dot="asimddp" in flags)
+    return Isa(arch=arch)
+
+
+def int8_defaults(isa: Isa) -> Int8Settings:
+    """The documented-good int8 combination for `isa` (tune=True measures the others too)."""
+    if isa.arch == "x86_64" and (isa.vnni or isa.amx_int8):
+        return Int8Settings(
+            "uint8",
+            "int8",
+            False,
+            f"{isa.name}: VNNI multiplies u8 x s8 into 32-bit sums without saturation, so "
+            "full-range U8S8 is both accurate and the fastest kernel",
+        )
+    if isa.arch == "x86_64":
+        return Int8Settings(
+            "uint8",
+            "int8",
+            True,
+            f"{isa.name}: U8S8 runs on vpmaddubsw, whose 16-bit sums can saturate; "
+            "reduce_range (7-bit weights) is onnxruntime's documented remedy",
+        )
+    if isa.arch == "arm64" and isa.arm_dot:
+        return Int8Settings(
+            "int8",
+            "int8",
+            False,
+            f"{isa.name}: sdot computes s8 x s8 without saturation; S8S8 is onnxruntime's "
+            "default for QDQ",
+        )
+    return Int8Settings(
+        "int8",
+        "int8",
+        False,
+        f"{isa.name}: no known int8 instructions; onnxruntime's QDQ default S8S8 "
+        "(expect int8 to be slower than fp32 here)",
+    )
+
+
+def int8_candidates(isa: Isa) -> list[Int8Settings]:
+    """The few settings `tune` tries: the ISA default first, then the usual alternatives."""
+    default = int8_defaults(isa)
+    others = [
+        Int8Settings("uint8", "int8", False, "candidate: U8S8 full range"),
+        Int8Settings("uint8", "int8", True, "candidate: U8S8 reduce_range"),
+        Int8Settings("int8", "int8", False, "candidate: S8S8 (onnxruntime's QDQ default)"),
+        Int8Settings("uint8", "uint8", False, "candidate: U8U8 (no saturation anywhere)"),
+    ]
+    key = (default.activation_type, default.weight_type, default.reduce_range)
+    return [default] + [
+        c for c in others if (c.activation_type, c.weight_type, c.reduce_range) != key
+    ]

@@ -1,0 +1,115 @@
+"""onnxruntime sessions as the quantizer needs them: predict, evaluate, time, compare logits.
+
+Kept small and local so quantization does not depend on the export package's internals; every
+number the quantizer reports (accuracy, latency, sizes) comes from these few functions, so fp32
+and int8 are measured by the same code on the same inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.evaluate import Predictor, evaluate
+from models.errors import InvalidInputError, UnsupportedError
+
+log = logging.getLogger(__name__)
+
+
+def session(path: str | Path, threads: int | None = None) -> Any:
+    """A CPU onnxruntime session; a model the runtime can't load is an input error."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        msg = str(e).splitlines()[0][:300]
+        if "NOT_IMPLEMENTED" in str(e) or "Could not find an implementation" in str(e):
+            raise UnsupportedError(f"onnxruntime can't run {path}: {msg}") from e
+        raise InvalidInputError(f"onnxruntime can't load {path}: {msg}") from e
+
+
+def run(sess: Any, x: np.ndarray) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    out: np.ndarray = sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    return out
+
+
+def predictor(sess: Any) -> Predictor:
+    """Adapt a session to compress.evaluate's predictor (torch in, torch logits out)."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run(sess, x.numpy()).astype(np.float32))
+
+    return predict
+
+
+def top1(
+    path: str | Path,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    limit: int | None = None,
+) -> float:
+    """Top-1 accuracy (fraction) of an ONNX file on labelled batches."""
+    return evaluate(predictor(session(path)), batches, num_classes, limit=limit).top1  # type: ignore[arg-type]
+
+
+def latencies(
+    paths: list[str | Path],
+    sample: np.ndarray,
+    batches: tuple[int, ...] = (1, 32),
+    *,
+    warmup: int = 3,
+    runs: int = 30,
+    budget_s: float = 6.0,
+) -> list[dict[int, float]]:
+    """Median latency (ms) of each model per batch size, measured interleaved.
+
+    The models take turns on the same input (rows of `sample` repeated to the batch size), so
+    load from other processes on a shared machine hits them alike and their ratio stays
+    meaningful even when the absolute numbers are noisy.
+    """
+    sessions = [session(p) for p in paths]
+    out: list[dict[int, float]] = [{} for _ in paths]
+    for b in batches:
+        x = np.concatenate([sample] * -(-b // len(sample)))[:b]
+        for s in sessions:
+            for _ in range(warmup):
+                run(s, x)
+        times: list[list[float]] = [[] for _ in paths]
+        t_end = time.perf_counter() + budget_s
+        while len(times[0]) < runs and (len(times[0]) < 5 or time.perf_counter() < t_end):
+            for i, s in enumerate(sessions):
+                t0 = time.perf_counter()
+                run(s, x)
+                times[i].append((time.perf_counter() - t0) * 1e3)
+        for i, t in enumerate(times):
+            out[i][b] = round(statistics.median(t), 4)
+    return out
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of `test` against `ref` in dB (higher is closer)."""
+    noise = float(np.sum((ref.astype(np.float64) - test) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(max(signal, 1e-30) / noise))
+
+
+def parity(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Max abs difference and mean per-row cosine similarity of two logit arrays."""
+    a, b = ref.astype(np.float64), test.astype(np.float64)
+    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"max_abs": float(np.max(np.abs(a - b))), "cosine": float(np.min(cos))}

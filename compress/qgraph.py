@@ -1,0 +1,173 @@
+"""Reading and checking ONNX graphs around quantization: inputs, quantizable nodes, scales.
+
+These checks turn the runtime's late, cryptic failures into early, typed errors: a model with
+nothing to quantize (say which ops it has), NaN weights, a quantized graph with zero or NaN
+scales, or a ConvInteger node (no onnxruntime CPU kernel).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.errors import InvalidInputError, UnsupportedError
+
+STATIC_OPS = ("Conv", "Gemm", "MatMul")  # what carries the weights and the time in a CNN
+DYNAMIC_OPS = ("MatMul", "Gemm")  # never Conv: ConvInteger has no CPU kernel
+SCALE_OPS = ("QuantizeLinear", "DequantizeLinear")
+QLINEAR_SCALE_INPUTS = {  # QOperator nodes: which inputs are scales
+    "QLinearConv": (1, 4, 6),
+    "QLinearMatMul": (1, 4, 6),
+    "QGemm": (1, 4, 7),
+    "QLinearAdd": (1, 4, 6),
+}
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What the quantizer needs to know about a model."""
+
+    input_name: str
+    input_shape: tuple[int | str | None, ...]
+    op_counts: dict[str, int]
+    nodes: dict[str, str]  # node name -> op type, in graph order
+
+    def nodes_of(self, ops: tuple[str, ...]) -> list[str]:
+        return [n for n, op in self.nodes.items() if op in ops]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        b = self.input_shape[0] if self.input_shape else None
+        return b if isinstance(b, int) and b > 0 else None
+
+
+def load(path: str | Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # protobuf decode errors have no common base class
+        raise InvalidInputError(f"{path} is not a readable ONNX model: {e}") from e
+
+
+def inspect(path: str | Path) -> GraphInfo:
+    """Input name/shape, op histogram and named nodes of an ONNX file (unnamed nodes get names)."""
+    model = load(path)
+    inputs_init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inputs_init]
+    if len(inputs) != 1:
+        raise UnsupportedError(
+            f"{path}: quantization supports models with one input, this one has {len(inputs)}"
+        )
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+    nodes = {(n.name or f"{n.op_type}_{i}"): n.op_type for i, n in enumerate(model.graph.node)}
+    return GraphInfo(
+        input_name=inputs[0].name,
+        input_shape=shape,
+        op_counts=dict(Counter(n.op_type for n in model.graph.node)),
+        nodes=nodes,
+    )
+
+
+def require_quantizable(info: GraphInfo, ops: tuple[str, ...], method: str) -> None:
+    """A model with none of `ops` can't be quantized by `method`: say which ops it has."""
+    if info.nodes_of(ops):
+        return
+    have = ", ".join(f"{k} x{v}" for k, v in sorted(info.op_counts.items())) or "none"
+    hint = (
+        "ptq-dynamic only quantizes MatMul/Gemm (Linear layers); use ptq-static for convolutions"
+        if method == "ptq-dynamic"
+        else "nothing to gain from int8 here; try fp16 or pruning"
+    )
+    raise UnsupportedError(
+        f"{method}: the model has no {'/'.join(ops)} nodes to quantize (its ops: {have})",
+        hint=hint,
+    )
+
+
+def check_finite_weights(path: str | Path) -> None:
+    """NaN/Inf weights would produce NaN scales: refuse them before calibrating."""
+    from onnx import numpy_helper
+
+    bad = []
+    for init in load(path).graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad.append(init.name)
+    if bad:
+        raise InvalidInputError(
+            f"{path}: weights contain NaN/Inf ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})",
+            hint="the model diverged or the file is corrupt; retrain or re-export it",
+        )
+
+
+def check_quantized(path: str | Path) -> dict[str, int]:
+    """Every scale finite and > 0, no ConvInteger; returns counts of quantized node types."""
+    from onnx import numpy_helper
+
+    model = load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    ops = Counter(n.op_type for n in model.graph.node)
+    if ops.get("ConvInteger"):
+        raise UnsupportedError(
+            f"{path}: the quantized model contains ConvInteger, which onnxruntime's CPU provider "
+            "can't run",
+            hint="quantize convolutions statically (ptq-static), not dynamically",
+        )
+    bad = []
+    for node in model.graph.node:
+        idx = (1,) if node.op_type in SCALE_OPS else QLINEAR_SCALE_INPUTS.get(node.op_type, ())
+        for i in idx:
+            if i < len(node.input) and node.input[i] in inits:
+                s = numpy_helper.to_array(inits[node.input[i]]).astype(np.float64)
+                if not (np.isfinite(s).all() and (s > 0).all()):
+                    bad.append(node.input[i])
+    if bad:
+        raise InvalidInputError(
+            f"quantization produced {len(bad)} zero or non-finite scales "
+            f"({', '.join(sorted(set(bad))[:5])})",
+            hint="check the calibration data and the weights (constant or NaN activations)",
+        )
+    return {
+        k: v
+        for k, v in ops.items()
+        if k.startswith(("QLinear", "QGemm", "MatMulInteger", "DynamicQuantize")) or k in SCALE_OPS
+    }
+
+
+def quantized_nodes(path: str | Path, candidates: list[str]) -> list[str]:
+    """Which of `candidates` (float node names) ended up quantized (their weights are int8)."""
+    model = load(path)
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    out = []
+    for n in model.graph.node:
+        if n.name in candidates:
+            quantized_op = n.op_type.startswith(("QLinear", "QGemm", "MatMulInteger"))
+            if quantized_op or (len(n.input) > 1 and n.input[1] in dq_out):
+                out.append(n.name)
+    return out
+
+
+def activation_bytes_per_sample(path: str | Path) -> int:
+    """Float bytes of all intermediate tensors for one input (from the inferred shapes).
+
+    onnxruntime's calibrators keep every intermediate tensor of the batches they hold, so this
+    bounds their memory; unknown dimensions count as 1.
+    """
+    model = load(path)
+    total = 0
+    for vi in model.graph.value_info:
+        t = vi.type.tensor_type
+        if t.elem_type != 1:  # FLOAT
+            continue
+        n = 1
+        for i, d in enumerate(t.shape.dim):
+            if i > 0 and d.HasField("dim_value"):
+                n *= d.dim_value
+        total += 4 * n
+    return total

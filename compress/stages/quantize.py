@@ -1,0 +1,248 @@
+"""`compress quantize`: a model -> an int8 (or fp16) ONNX artifact, accuracy-gated and measured.
+
+A PyTorch model (zoo name or artifact) is first exported through the export stage, so its ONNX
+file has passed the export parity gate; an ONNX artifact is used as is. The output is an ONNX
+artifact whose card continues the lineage and records what was chosen and why, fp32 vs
+quantized size / accuracy / latency, the nodes kept in float, and plain notes such as "int8 is
+NOT faster than fp32 at batch 1 on this CPU". A missed accuracy budget keeps the artifact, marks
+its card (gates.accuracy) and raises QualityGateError (exit code 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from compress import ortrun
+from compress.calibration import calibration_inputs
+from compress.evaluate import evaluate
+from compress.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
+from compress.stages.common import ModelRef, data_config_for, load_source
+from models.artifact import (
+    ONNX,
+    Card,
+    atomic_dir,
+    check_out_dir,
+    is_artifact,
+    read_card,
+    write_card,
+)
+from models.data import DataBundle, DataConfig, load_data
+from models.errors import QualityGateError, UsageError
+from models.registry import spec_of
+
+log = logging.getLogger(__name__)
+
+
+def run_quantize(
+    ref: ModelRef,
+    cfg: QuantizeConfig,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    hooks: Any = None,
+) -> dict[str, Any]:
+    """Quantize `ref` into the ONNX artifact `out`; returns the summary stored in the card."""
+    check_out_dir(out, overwrite)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp32-", dir=out.parent) as tmp:
+        fp32, card = _float_onnx(ref, cfg, data, Path(tmp))
+        spec = card.model_spec
+        bundle = load_data(data_config_for(data, card), spec)
+        if not card.trained:
+            log.warning("the model is untrained: accuracy numbers are meaningless, gate skipped")
+        calib = calibration_inputs(bundle.val, cfg.samples, cfg.seed)
+        gated = cfg if card.trained else replace(cfg, max_drop=None)
+        with atomic_dir(out, overwrite) as adir:
+            path = adir / ONNX
+            if cfg.method == "qat":
+                result = _qat(ref, gated, data, bundle, calib, fp32, path, hooks)
+            else:
+                result = quantize(
+                    fp32,
+                    gated,
+                    calib,
+                    path,
+                    val=bundle.loader("val") if card.trained else None,
+                    num_classes=spec.num_classes,
+                )
+            _copy_metadata(fp32, path, result.precision)
+            test = _test_metrics(fp32, path, bundle, cfg) if card.trained else None
+            new = _card(card, ref, cfg, result, test)
+            write_card(adir, new)
+    summary = _summary(out, result, test, card.trained)
+    if not result.budget_met:
+        raise QualityGateError(
+            f"{result.precision} accuracy gate failed: validation top-1 dropped "
+            f"{result.drop_pts:.2f} pt (budget {cfg.max_drop} pt) with "
+            f"{len(result.fallback_nodes)} node(s) kept in float",
+            hint=f"the artifact was kept at {out} and marked in card.json (gates.accuracy); "
+            "raise --max-fallback or --max-drop, try --calibration entropy or --method qat",
+            artifact=str(out),
+        )
+    return summary
+
+
+def _float_onnx(
+    ref: ModelRef, cfg: QuantizeConfig, data: DataConfig | None, tmp: Path
+) -> tuple[Path, Card]:
+    """The fp32 ONNX file to start from and its card: the input as is, or a fresh export."""
+    if is_artifact(ref.model) and read_card(ref.model).kind == "onnx":
+        card = read_card(ref.model)
+        if cfg.method == "qat":
+            raise UsageError(
+                "--method qat fine-tunes in PyTorch; pass the PyTorch artifact, not an ONNX one"
+            )
+        if card.precision != "fp32":
+            raise UsageError(
+                f"{ref.model} is already {card.precision}; quantize its fp32 parent instead"
+            )
+        return Path(ref.model) / ONNX, card
+    if str(ref.model).endswith(".onnx") and Path(ref.model).is_file():
+        from export.runtime import card_from_onnx
+
+        if cfg.method == "qat":
+            raise UsageError("--method qat needs a PyTorch model, not an .onnx file")
+        return Path(ref.model), card_from_onnx(ref.model)
+    from compress.stages.export import run_export
+    from export.onnx_export import ExportConfig
+
+    run_export(ref, ExportConfig(), data, tmp / "fp32")  # parity-gated: raises if it fails
+    return tmp / "fp32" / ONNX, read_card(tmp / "fp32")
+
+
+def _qat(
+    ref: ModelRef,
+    cfg: QuantizeConfig,
+    data: DataConfig | None,
+    bundle: DataBundle,
+    calib: Any,
+    fp32: Path,
+    path: Path,
+    hooks: Any,
+) -> QuantizeResult:
+    """Fake-quant fine-tuning of the PyTorch model, exported to QDQ, compared with fp32."""
+    from compress.isa import detect_isa
+    from compress.qat import QATConfig, qat_finetune
+
+    model = load_source(ref, data).model
+    qcfg = QATConfig(epochs=cfg.epochs, lr=cfg.lr, amp=cfg.amp, seed=cfg.seed)
+    r = qat_finetune(model, bundle, qcfg, calib, path, hooks=hooks, eval_samples=cfg.eval_samples)
+    n = spec_of(model).num_classes
+    fp32_top1 = ortrun.top1(fp32, bundle.loader("val"), n, cfg.eval_samples)
+    drop = round((fp32_top1 - r.onnx_val_top1) * 100, 3)
+    result = QuantizeResult(
+        path=str(path),
+        method="qat",
+        precision="int8",
+        settings={
+            "format": "qdq",
+            "activation_type": "uint8",
+            "weight_type": "int8",
+            "per_channel": True,
+            "reduce_range": False,
+            "calibration": "minmax, then EMA during training",
+            "samples": len(calib),
+            "epochs": cfg.epochs,
+            "lr": cfg.lr,
+        },
+        reason="QAT: int8 per-channel weights and uint8 per-tensor activations learned with "
+        "fake quantization, exported to QDQ (onnxruntime fuses it into QLinearConv/QGemm)",
+        isa=detect_isa().to_dict(),
+        fp32={"val_top1": fp32_top1},
+        quantized={
+            "val_top1": r.onnx_val_top1,
+            "fake_quant_val_top1": r.fake_quant_val_top1,
+            "onnx_vs_fake_quant_top1_agreement": r.top1_agreement,
+            "onnx_vs_fake_quant_max_abs": r.max_abs_logit_diff,
+        },
+        drop_pts=drop,
+        budget_met=cfg.max_drop is None or drop <= cfg.max_drop,
+        fallback_attempts=[{"fit": r.fit}],
+    )
+    measure_pair(fp32, result, calib[:64], (1, 32) if cfg.latency else ())
+    return result
+
+
+def _copy_metadata(src: Path, dst: Path, precision: str) -> None:
+    """Keep the compress.* metadata (spec, classes) so the bare .onnx stays self-describing."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    if not meta:
+        return
+    model = onnx.load(str(dst))
+    meta["compress.precision"] = precision
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(dst))
+
+
+def _test_metrics(fp32: Path, q: Path, bundle: DataBundle, cfg: QuantizeConfig) -> dict[str, Any]:
+    """Test-split metrics of both models (reporting only; decisions used the val split)."""
+    n = len(bundle.class_names) or 10
+    out: dict[str, Any] = {}
+    for name, path in (("fp32", fp32), ("quantized", q)):
+        r = evaluate(
+            ortrun.predictor(ortrun.session(path)), bundle.loader("test"), n, cfg.eval_samples
+        )
+        out[name] = r.to_dict(full=False)
+    out["drop_pts"] = round((out["fp32"]["top1"] - out["quantized"]["top1"]) * 100, 3)
+    return out
+
+
+def _card(
+    card: Card, ref: ModelRef, cfg: QuantizeConfig, r: QuantizeResult, test: dict[str, Any] | None
+) -> Card:
+    new = card.model_copy(deep=True)
+    new.kind, new.precision = "onnx", r.precision
+    new.metrics = {"val": {"top1": r.quantized.get("val_top1")}}
+    if test is not None:
+        new.metrics["test"] = test["quantized"]
+    new.gates["accuracy"] = {
+        "passed": r.budget_met,
+        "split": "val",
+        "max_drop_pts": cfg.max_drop if card.trained else None,
+        "drop_pts": r.drop_pts,
+        "note": None if card.trained else "untrained model: accuracy gate skipped",
+    }
+    if "parity" in r.quantized:
+        new.gates["fp16_parity"] = r.quantized["parity"]
+    record = r.to_dict()
+    record.pop("path")
+    new.quantization = {  # type: ignore[attr-defined]
+        "method": r.method,
+        "precision": r.precision,
+        "settings": r.settings,
+        "why": r.reason,
+        "isa": r.isa["name"],
+        "fallback_nodes": r.fallback_nodes,
+        "size_ratio": round(r.size_ratio, 4),
+        "notes": r.notes,
+    }
+    new.add_history(
+        "quantize",
+        source=ref.model,
+        source_content_hash=card.content_hash or None,
+        config=asdict(cfg),
+        result=record,
+        test=test,
+    )
+    return new
+
+
+def _summary(
+    out: Path, r: QuantizeResult, test: dict[str, Any] | None, trained: bool
+) -> dict[str, Any]:
+    return {
+        "out": str(out),
+        "trained": trained,
+        **{k: v for k, v in r.to_dict().items() if k != "path"},
+        "test": test,
+    }
