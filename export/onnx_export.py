@@ -132,6 +132,13 @@ def export_onnx(
         external_data=external_data_path(path).exists(),
         tracer_warnings=tracer,
     )
+    if result.opset != cfg.opset:
+        log.warning(
+            "the %s exporter wrote opset %d (asked for %d): it could not convert the graph down",
+            cfg.exporter,
+            result.opset,
+            cfg.opset,
+        )
     log.debug("exported %s (%s, opset %d) in %.1f s", path, cfg.exporter, result.opset, seconds)
     return result
 

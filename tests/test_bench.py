@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
@@ -183,3 +184,19 @@ def test_cli_bench(tmp_path: Path) -> None:
     }
     bad = CliRunner().invoke(app, ["bench", "-m", "lenet5", "-r", "ort-nope"])
     assert bad.exit_code == 2 and "unknown runtime" in bad.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_runtimes_record_cuda_memory_and_providers() -> None:
+    import onnxruntime as ort
+
+    runtimes = ["torch-cuda"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        runtimes.append("ort-cuda")
+    m = create_model("lenet5")
+    bm = BenchModel(label="a", spec=m.spec, torch_model=m)
+    report = benchmark([bm], BenchConfig(runtimes=tuple(runtimes), batch_sizes=(4,), **FAST))
+    for r in report.results:
+        assert r.cuda_mem_mb is not None and r.cuda_mem_mb > 0
+        assert r.providers[0] in ("cuda", "CUDAExecutionProvider") and not r.fallback

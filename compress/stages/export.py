@@ -67,6 +67,7 @@ def run_export(
             _optimize_in_place(path, cfg.optimize)
             result.optimized, result.bytes = cfg.optimize, onnx_size(path)
         gates["parity"] = _parity(model, path, batches, cfg, inputs)
+        result.path = str(Path(out) / ONNX)
         for name, rep in gates.items():
             card.gates[name] = rep.to_dict()
         card.add_history(
