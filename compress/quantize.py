@@ -12,11 +12,13 @@ not faster than the float one is reported as such.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -206,7 +208,8 @@ def _preprocess(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
     try:
-        quant_pre_process(str(src), str(dst))
+        with _quiet_ort():
+            quant_pre_process(str(src), str(dst))
         return dst
     except Exception as e:  # pre-processing is an optimization; quantize the original instead
         log.warning("quant_pre_process failed (%s); quantizing the model as exported", e)
@@ -240,13 +243,7 @@ def _settings_for(cfg: QuantizeConfig) -> tuple[list[Int8Settings], str]:
 
 def _build(ctx: _Ctx, s: Int8Settings, exclude: list[str], only: list[str] | None = None) -> Path:
     """One onnxruntime quantization run with settings `s`; returns the new model's path."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantType
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     out = ctx.fresh("q")
@@ -258,6 +255,37 @@ def _build(ctx: _Ctx, s: Int8Settings, exclude: list[str], only: list[str] | Non
         "nodes_to_exclude": exclude or None,
         "nodes_to_quantize": only,
     }
+    with _quiet_ort():
+        _run_ort(ctx, s, out, common)
+    qgraph.check_quantized(out)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_ort() -> Iterator[None]:
+    """onnxruntime.quantization logs every step at INFO on the root logger and prints progress;
+    keep that out of our output (our own log lines come before and after)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _run_ort(ctx: _Ctx, s: Int8Settings, out: Path, common: dict[str, Any]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    cfg = ctx.cfg
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     if cfg.method == "ptq-dynamic":
         quantize_dynamic(
             str(ctx.pre), str(out), op_types_to_quantize=list(qgraph.DYNAMIC_OPS), **common
@@ -282,8 +310,6 @@ def _build(ctx: _Ctx, s: Int8Settings, exclude: list[str], only: list[str] | Non
             },
             **common,
         )
-    qgraph.check_quantized(out)
-    return out
 
 
 def _calib_batch(ctx: _Ctx) -> int:
