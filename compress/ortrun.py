@@ -73,6 +73,7 @@ def latencies(
     warmup: int = 3,
     runs: int = 30,
     budget_s: float = 6.0,
+    threads: int | None = None,
 ) -> list[dict[int, float]]:
     """Median latency (ms) of each model per batch size, measured interleaved.
 
@@ -80,7 +81,7 @@ def latencies(
     load from other processes on a shared machine hits them alike and their ratio stays
     meaningful even when the absolute numbers are noisy.
     """
-    sessions = [session(p) for p in paths]
+    sessions = [session(p, threads) for p in paths]
     out: list[dict[int, float]] = [{} for _ in paths]
     for b in batches:
         x = np.concatenate([sample] * -(-b // len(sample)))[:b]

@@ -358,6 +358,7 @@ def export_qdq(model: nn.Module, out: str | Path, opset: int = 17) -> dict[str, 
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             )
         folded = fold_weights(raw, out)
+    qgraph.compact(out)
     qgraph.check_quantized(out)
     return folded
 

@@ -57,6 +57,7 @@ class QuantizeConfig:
     tune: bool = False
     max_drop: float | None = 1.0  # points of validation top-1; None: no accuracy gate
     max_fallback: int = 8  # most nodes kept in float by the accuracy-aware fallback
+    keep_float: tuple[str, ...] = ()  # node names the user keeps in float from the start
     mixed: bool = False  # fp16: keep sensitive nodes in fp32 until the parity gate holds
     epochs: int = 2  # qat
     lr: float = 1e-4  # qat
@@ -172,6 +173,12 @@ def quantize(
     if cfg.method != "fp16":
         ops = qgraph.DYNAMIC_OPS if cfg.method == "ptq-dynamic" else qgraph.STATIC_OPS
         qgraph.require_quantizable(info, ops, cfg.method)
+    unknown = [n for n in cfg.keep_float if n not in info.nodes]
+    if unknown:
+        raise UsageError(
+            f"--keep-float: no node named {', '.join(unknown)} in {src}",
+            hint=f"node names look like {', '.join(list(info.nodes)[:3])}",
+        )
     check_calibration(calib, info.input_shape, MIN_SAMPLES if cfg.method == "ptq-static" else 1)
     assert calib is not None
     if val is not None and not num_classes:
@@ -198,6 +205,8 @@ def quantize(
             result = _quantize_int8(ctx)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.path, out_path)
+        if result.precision == "int8":
+            qgraph.compact(out_path)
         result.path = str(out_path)
         _measure(ctx, result)
     return result
@@ -252,7 +261,7 @@ def _build(ctx: _Ctx, s: Int8Settings, exclude: list[str], only: list[str] | Non
         "per_channel": cfg.per_channel,
         "reduce_range": s.reduce_range,
         "weight_type": qtype[s.weight_type],
-        "nodes_to_exclude": exclude or None,
+        "nodes_to_exclude": [*cfg.keep_float, *exclude] or None,
         "nodes_to_quantize": only,
     }
     with _quiet_ort():
@@ -366,6 +375,7 @@ def _quantize_int8(ctx: _Ctx) -> QuantizeResult:
         quantized={"val_top1": top1},
         drop_pts=_drop(fp32_top1, top1),
         budget_met=_within(fp32_top1, top1, cfg.max_drop),
+        fallback_nodes=list(cfg.keep_float),
         candidates=[{k: v for k, v in t.items() if k not in ("settings", "path")} for t in tried],
     )
     if not result.budget_met and cfg.max_fallback > 0:
@@ -423,7 +433,11 @@ def _fallback(ctx: _Ctx, s: Int8Settings, result: QuantizeResult, fp32_top1: flo
     cfg = ctx.cfg
     assert cfg.max_drop is not None
     ops = qgraph.DYNAMIC_OPS if cfg.method == "ptq-dynamic" else qgraph.STATIC_OPS
-    nodes = {n: ctx.info.nodes[n] for n in qgraph.inspect(ctx.pre).nodes_of(ops)}
+    nodes = {
+        n: op
+        for n, op in qgraph.inspect(ctx.pre).nodes.items()
+        if op in ops and n not in cfg.keep_float
+    }
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
     log.info(
         "accuracy drop %.2f pt > %.2f: ranking %d nodes by sensitivity",
@@ -443,7 +457,7 @@ def _fallback(ctx: _Ctx, s: Int8Settings, result: QuantizeResult, fp32_top1: flo
     result.sensitivity = [asdict(r) for r in ranked]
     result.fallback_attempts = [asdict(a) for a in fb.attempts]
     if fb.top1 >= (result.quantized["val_top1"] or 0.0):
-        result.path, result.fallback_nodes = str(fb.path), fb.excluded
+        result.path, result.fallback_nodes = str(fb.path), [*cfg.keep_float, *fb.excluded]
         result.quantized["val_top1"], result.drop_pts = fb.top1, fb.drop_pts
     result.budget_met = fb.met
 

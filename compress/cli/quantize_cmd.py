@@ -44,6 +44,10 @@ def quantize(
     max_fallback: Annotated[
         int, typer.Option(help="Most nodes kept in float to meet --max-drop (0: no fallback).")
     ] = 8,
+    keep_float: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep this ONNX node in float (repeatable), e.g. /conv1/Conv."),
+    ] = None,
     mixed: Annotated[
         bool, typer.Option(help="fp16: keep sensitive nodes fp32 until the parity gate holds.")
     ] = False,
@@ -92,6 +96,7 @@ def quantize(
         tune=tune,
         max_drop=max_drop,
         max_fallback=max_fallback,
+        keep_float=tuple(keep_float or ()),
         mixed=mixed,
         epochs=epochs,
         lr=lr,

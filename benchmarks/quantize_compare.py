@@ -1,0 +1,122 @@
+"""Side by side, in one run: fp32, our int8 defaults, onnxruntime's plain `quantize_static`
+defaults, and other variants, on the same ONNX model and the same calibration images.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quantize_compare.py runs/lenet5-fp32 \
+        --samples 300 [--keep-float /conv1/Conv] [--no-accuracy] [--json out.json]
+
+Accuracy: top-1 on the validation split (decisions) and the test split (reporting), both in
+onnxruntime. Latency: median ms per call at batch 1 and 32, all models measured interleaved in
+one loop, so load from other processes hits them alike (absolute numbers on a shared machine are
+noisy; ratios are the figure to read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def ort_plain_defaults(src: Path, dst: Path, calib: np.ndarray, input_name: str) -> Path:
+    """onnxruntime's `quantize_static` exactly as its README calls it: all defaults."""
+    from onnxruntime.quantization import quantize_static
+
+    from compress.calibration import make_reader
+
+    quantize_static(str(src), str(dst), make_reader(input_name, calib))
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("artifact", help="fp32 ONNX artifact directory (compress export)")
+    ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--keep-float", action="append", default=[])
+    ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--no-extras", action="store_true", help="skip dynamic and fp16 rows")
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from compress import ortrun, qgraph
+    from compress.calibration import calibration_inputs
+    from compress.quantize import QuantizeConfig, _quiet_ort, quantize
+    from compress.stages.common import data_config_for
+    from models.artifact import read_card
+    from models.data import DataConfig, load_data
+
+    art = Path(args.artifact)
+    card = read_card(art)
+    spec = card.model_spec
+    fp32 = art / "model.onnx"
+    bundle = load_data(data_config_for(DataConfig(data_dir=args.data_dir), card), spec)
+    calib = calibration_inputs(bundle.val, args.samples, seed=0)
+    info = qgraph.inspect(fp32)
+    n = spec.num_classes
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        models: dict[str, Path] = {"fp32": fp32}
+        base = QuantizeConfig(max_drop=None, latency=False)
+        models["ours: ptq-static defaults"] = t / "ours.onnx"
+        quantize(fp32, base, calib, t / "ours.onnx")
+        with _quiet_ort():
+            models["onnxruntime quantize_static defaults"] = ort_plain_defaults(
+                fp32, t / "ort.onnx", calib, info.input_name
+            )
+        if args.keep_float:
+            cfg = QuantizeConfig(max_drop=None, latency=False, keep_float=tuple(args.keep_float))
+            label = f"ours, {'+'.join(args.keep_float)} kept fp32"
+            models[label] = t / "keep.onnx"
+            quantize(fp32, cfg, calib, t / "keep.onnx")
+        if not args.no_extras:
+            if qgraph.inspect(fp32).nodes_of(qgraph.DYNAMIC_OPS):
+                models["ours: ptq-dynamic (MatMul/Gemm)"] = t / "dyn.onnx"
+                quantize(fp32, QuantizeConfig(method="ptq-dynamic", max_drop=None, latency=False),
+                         calib, t / "dyn.onnx")  # fmt: skip
+            models["ours: fp16"] = t / "fp16.onnx"
+            quantize(fp32, QuantizeConfig(method="fp16", max_drop=None, latency=False), calib,
+                     t / "fp16.onnx")  # fmt: skip
+        lat = ortrun.latencies(list(models.values()), calib[:64], (1, 32), runs=40, budget_s=20,
+                                threads=args.threads)  # fmt: skip
+        rows: list[dict[str, Any]] = []
+        for (name, path), ms in zip(models.items(), lat, strict=True):
+            row: dict[str, Any] = {
+                "model": name,
+                "bytes": path.stat().st_size,
+                "size_ratio": round(path.stat().st_size / fp32.stat().st_size, 4),
+                "latency_ms": ms,
+            }
+            if not args.no_accuracy:
+                row["val_top1"] = ortrun.top1(path, bundle.loader("val"), n)
+                row["test_top1"] = ortrun.top1(path, bundle.loader("test"), n)
+            rows.append(row)
+    load = os.getloadavg()
+    print(f"load average during run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
+          f"onnxruntime threads: {args.threads or 'default'}")  # fmt: skip
+    head = "| model | size | ratio | val top-1 | test top-1 | b1 ms | b32 ms | b1 vs fp32 | b32 vs fp32 |"
+    print(head)
+    print("|" + "---|" * 9)
+    f1, f32 = rows[0]["latency_ms"][1], rows[0]["latency_ms"][32]
+    for r in rows:
+        acc = (
+            (f"{100 * r['val_top1']:.2f} %", f"{100 * r['test_top1']:.2f} %")
+            if "val_top1" in r
+            else ("-", "-")
+        )
+        b1, b32 = r["latency_ms"][1], r["latency_ms"][32]
+        print(
+            f"| {r['model']} | {r['bytes'] / 1024:.1f} KiB | {r['size_ratio']:.3f}x | {acc[0]} | "
+            f"{acc[1]} | {b1:.3f} | {b32:.3f} | {f1 / b1:.2f}x | {f32 / b32:.2f}x |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
