@@ -33,7 +33,24 @@ class ErrorMappingGroup(TyperGroup):
             if getattr(e, "errno", None) == 28:  # ENOSPC
                 err_console.print(f"[bold red]error:[/] disk full: {e}")
                 raise typer.Exit(6) from None
+            _internal(e)
+        except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except Exception as e:
+            if type(e).__module__.startswith(("typer", "click")):
+                raise  # usage errors: typer prints them and exits 2
+            _internal(e)
+
+
+def _internal(e: BaseException) -> None:
+    """A bug, not a user mistake: one line by default, the traceback with --verbose."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        err_console.print_exception()
+    err_console.print(
+        f"[bold red]internal error:[/] {type(e).__name__}: {e}\n"
+        "  this is a bug in compress; rerun with -v for the traceback and report it"
+    )
+    raise typer.Exit(1) from None
 
 
 def _epilog() -> str:

@@ -18,6 +18,8 @@ def run_eval(
     ref: ModelRef, data: DataConfig | None, split: str = "test", limit: int | None = None
 ) -> dict[str, Any]:
     """Evaluate `ref` on `split`; ONNX artifacts run in onnxruntime, others in PyTorch."""
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be >= 1")
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}")
     predict, spec, card = _predictor(ref, data)

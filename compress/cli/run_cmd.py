@@ -1,0 +1,88 @@
+"""`compress run` (a recipe, end to end) and `compress tune` (Optuna search over a recipe)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from compress.cli import options as o
+from compress.cli.output import console, write_json
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
+        "max_drop=value. Repeatable.",
+    ),
+]
+
+
+def run(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
+    out: o.OutOpt,
+    set_: SetOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and print the resolved plan; train nothing.")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Skip stages whose artifacts are complete and whose inputs are unchanged."
+        ),
+    ] = False,
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Run a recipe: train → prune → distill → quantize → export → bench, with a report.
+
+    Each stage writes its artifact to OUT/NN-stage/ atomically; Ctrl-C keeps finished stages,
+    and --resume continues from the first unfinished one. Gates (`max_drop`) exit with code 5.
+    """
+    from compress.cli.progress import RichHooks
+    from compress.pipeline import describe_plan, ensure_empty_or_resume, run_pipeline
+    from compress.recipe import load_recipe
+    from compress.run_report import markdown_table, stage_rows, write_report
+
+    rec = load_recipe(recipe, set_ or [])
+    if dry_run:
+        steps = describe_plan(rec)
+        console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
+        for s in steps:
+            gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""
+            console.print(
+                f"  {s['folder']}: {s['kind']} ({s['consumes']} → {s['produces']})"
+                f"{gate}  {s['options']}"
+            )
+        write_json(json_out, {"recipe": rec.name, "plan": steps})
+        return
+    from pathlib import Path
+
+    ensure_empty_or_resume(Path(out), resume)
+
+    def progress(name: str, i: int, total: int) -> None:
+        console.rule(f"[bold]stage {i + 1}/{total}: {name}")
+
+    with RichHooks() as hooks:
+        result = run_pipeline(
+            rec, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
+        )
+    paths = write_report(result, rec.name, Path(out))
+    console.print(markdown_table(stage_rows(result.stages)))
+    for g in result.gates:
+        console.print(f"gate {g['gate']}: {'passed' if g['passed'] else 'FAILED'}")
+    console.print(
+        f"done in {result.seconds:.0f} s. Report: [bold]{paths['html']}[/] "
+        f"(also {paths['md'].name}, {paths['json'].name})"
+    )
+    write_json(json_out, {"out": str(out), "stages": result.stages, "gates": result.gates})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    try:
+        from compress.cli.tune_cmd import tune
+    except ModuleNotFoundError:
+        return
+    app.command("tune")(tune)

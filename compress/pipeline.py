@@ -1,0 +1,276 @@
+"""Run a recipe: validate the whole plan first, then each stage into its own folder, atomically.
+
+Every stage writes `OUT/NN-name/` (an artifact, or a benchmark) and then `stage.json` with the
+hash of its inputs (options, input artifact content hash, data). `--resume` skips a stage whose
+folder is complete and whose input hash is unchanged, so an interrupted run (Ctrl-C) restarts
+at the first unfinished stage. Gates (`max_drop`, validation top-1 points vs the baseline) are
+checked after each stage and for the whole run; a failed gate keeps the artifacts and exits
+with the quality-gate code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.recipe import Recipe, RecipeError, StageSpec
+from compress.stage_table import STAGES, StageContext, StageKind, StageOutcome
+from models.artifact import check_out_dir, read_card
+from models.data import DataConfig
+from models.errors import QualityGateError, UsageError
+
+log = logging.getLogger(__name__)
+RECORD = "stage.json"
+Progress = Callable[[str, int, int], None]  # (stage name, index, total)
+
+
+@dataclass
+class PlannedStage:
+    """A validated stage: where it writes and what it consumes/produces."""
+
+    index: int
+    spec: StageSpec
+    kind: StageKind
+    config: Any
+    folder: str
+    consumes: str
+    produces: str
+    gate: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "stage": self.spec.name,
+            "kind": self.spec.kind,
+            "folder": self.folder,
+            "consumes": self.consumes,
+            "produces": self.produces,
+            "max_drop": self.gate,
+            "options": _jsonable(self.config),
+        }
+
+
+@dataclass
+class PipelineResult:
+    """Per-stage records, in order, plus gate outcomes."""
+
+    out: str
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _jsonable(obj: Any) -> Any:
+    """Dataclasses (also inside dicts/lists) as plain JSON values."""
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if v != {} or k != "_extra"}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
+
+
+def data_config(recipe: Recipe) -> DataConfig:
+    try:
+        return DataConfig(**recipe.data)
+    except TypeError as e:
+        raise RecipeError(f"{recipe.source}: data: {e}") from e
+
+
+def plan(recipe: Recipe) -> list[PlannedStage]:
+    """Validate every stage's options and the order (what each consumes and produces)."""
+    data_config(recipe)
+    current = "source"  # the recipe's model (an artifact, or a zoo/factory model with weights)
+    untrained = recipe.weights is None and not (Path(recipe.model) / "card.json").is_file()
+    out: list[PlannedStage] = []
+    for i, spec in enumerate(recipe.stages):
+        where = f"{recipe.source}:{spec.line or '?'}"
+        kind = STAGES.get(spec.kind)
+        if kind is None:
+            raise RecipeError(
+                f"{where}: unknown stage {spec.kind!r}; known: " + ", ".join(sorted(STAGES))
+            )
+        options = dict(spec.options)
+        gate = options.get("max_drop") if kind.name == "quantize" else options.pop("max_drop", None)
+        if gate is not None and (isinstance(gate, bool) or not isinstance(gate, (int, float))):
+            raise RecipeError(f"{where}: max_drop must be a number of points, got {gate!r}")
+        config = kind.validate(options, where)
+        consumes = "onnx" if current == "onnx" else current
+        if consumes not in kind.consumes:
+            raise RecipeError(
+                f"{where}: stage {spec.name!r} ({spec.kind}) needs a "
+                f"{' or '.join(sorted(kind.consumes))} model, but the stage before it produces "
+                f"{'the recipe model' if current == 'source' else 'an ' + current + ' model'}"
+                + ("; put a train stage first (or give `weights:`)" if current == "source" else "")
+            )
+        if current == "source" and untrained and kind.needs_trained:
+            raise RecipeError(
+                f"{where}: stage {spec.name!r} ({spec.kind}) needs a trained model, but "
+                f"{recipe.model!r} has no weights yet; put a train stage first (or give "
+                "`weights:`)"
+            )
+        produces = kind.produces if kind.produces != "same" else current
+        out.append(
+            PlannedStage(
+                i,
+                spec,
+                kind,
+                config,
+                f"{i + 1:02d}-{spec.name}",
+                consumes,
+                produces,
+                None if gate is None else float(gate),
+            )
+        )
+        current = produces if produces != "report" else current
+    return out
+
+
+def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dict[str, Any]) -> str:
+    """What a stage's result depends on; a change means the stage must run again."""
+    content = (
+        read_card(input_ref).content_hash
+        if (Path(input_ref) / "card.json").is_file()
+        else input_ref
+    )
+    payload = {
+        "kind": stage.spec.kind,
+        "options": _jsonable(stage.config),
+        "input": content,
+        "data": _jsonable(data),
+        **extra,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _complete(folder: Path, digest: str) -> dict[str, Any] | None:
+    rec = folder / RECORD
+    if not rec.is_file():
+        return None
+    try:
+        record: dict[str, Any] = json.loads(rec.read_text())
+    except ValueError:
+        return None
+    if record.get("input_hash") != digest:
+        return None
+    if (folder / "card.json").is_file():
+        read_card(folder)  # raises if files are missing or truncated
+    return record
+
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    tmp = folder / (RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(folder / RECORD)
+
+
+def run_pipeline(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    hooks: Any = None,
+) -> PipelineResult:
+    """Run every stage in order; see the module docstring for resume and gates."""
+    stages = plan(recipe)
+    out = Path(out)
+    if not resume:
+        check_out_dir(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    data = data_config(recipe)
+    ctx = StageContext(recipe=recipe, data=data, out=out, hooks=hooks)
+    result = PipelineResult(out=str(out))
+    t0 = time.perf_counter()
+    for st in stages:
+        if progress:
+            progress(st.spec.name, st.index, len(stages))
+        record = _run_stage(st, ctx, resume, overwrite)
+        result.stages.append(record)
+        ctx.records.append(record)
+        if record.get("artifact") and st.produces != "report":
+            ctx.current = record["artifact"]
+            ctx.artifacts.append(record)
+        _check_stage_gate(st, record, ctx, result)
+    result.seconds = time.perf_counter() - t0
+    _check_run_gate(recipe, ctx, result)
+    return result
+
+
+def _run_stage(
+    st: PlannedStage, ctx: StageContext, resume: bool, overwrite: bool
+) -> dict[str, Any]:
+    folder = ctx.out / st.folder
+    digest = input_hash(st, ctx.current, ctx.data, st.kind.hash_extra(st.config, ctx))
+    if resume and (done := _complete(folder, digest)) is not None:
+        log.info("stage %s: complete and inputs unchanged; skipped", st.spec.name)
+        return {**done, "resumed": True}
+    t = time.perf_counter()
+    outcome: StageOutcome = st.kind.run(ctx, st.config, folder, overwrite or resume)
+    record = {
+        "stage": st.spec.name,
+        "kind": st.spec.kind,
+        "folder": st.folder,
+        "input": ctx.current,
+        "input_hash": digest,
+        "seconds": time.perf_counter() - t,
+        **outcome.record(),
+    }
+    _write_record(folder, record)
+    return record
+
+
+def _drop_points(base: float | None, now: float | None) -> float | None:
+    return None if base is None or now is None else 100.0 * (base - now)
+
+
+def _check_stage_gate(
+    st: PlannedStage, record: dict[str, Any], ctx: StageContext, result: PipelineResult
+) -> None:
+    if st.gate is None or st.produces == "report" or not ctx.artifacts:
+        return
+    _gate(f"stage {st.spec.name}", st.gate, ctx, record, result)
+
+
+def _check_run_gate(recipe: Recipe, ctx: StageContext, result: PipelineResult) -> None:
+    if recipe.max_drop is not None and ctx.artifacts:
+        _gate("whole run", recipe.max_drop, ctx, ctx.artifacts[-1], result)
+
+
+def _gate(
+    what: str, limit: float, ctx: StageContext, record: dict[str, Any], result: PipelineResult
+) -> None:
+    base = ctx.baseline_val()
+    drop = _drop_points(base, record.get("val_top1"))
+    passed = drop is None or drop <= limit + 1e-9
+    gate = {
+        "gate": what,
+        "max_drop": limit,
+        "drop": drop,
+        "passed": passed,
+        "measured_on": "validation top-1 vs the baseline (first trained model)",
+    }
+    result.gates.append(gate)
+    if not passed:
+        raise QualityGateError(
+            f"{what}: validation top-1 dropped {drop:.2f} points (> max_drop {limit}); "
+            f"artifacts kept in {ctx.out}",
+            artifact=str(record.get("artifact")),
+        )
+
+
+def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
+    """The resolved plan for `--dry-run` (validated, nothing trained)."""
+    return [p.describe() for p in plan(recipe)]
+
+
+def ensure_empty_or_resume(out: Path, resume: bool) -> None:
+    if resume and not out.exists():
+        raise UsageError(f"--resume: {out} does not exist; run without --resume first")

@@ -1,0 +1,208 @@
+"""Adapters from recipe stages to the stage functions the CLI verbs call (one code path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from compress.recipe import RecipeError
+from compress.stage_table import StageContext, StageKind, StageOutcome
+from compress.stages.common import ModelRef
+from models.artifact import read_card
+
+
+def _train_cfg(config: dict[str, Any]) -> Any:
+    return config["TrainConfig"]
+
+
+def _run_train(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.train import run_train
+
+    summary = run_train(
+        ctx.model_ref(), _train_cfg(config), ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
+    )
+    return StageOutcome(str(folder), _brief(summary))
+
+
+def _run_distill(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.distill import run_distill
+
+    teacher = config["_extra"].get("teacher")
+    teacher_ref = ModelRef(
+        model=ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
+    )
+    summary = run_distill(
+        teacher_ref,
+        ctx.model_ref(),
+        config["DistillConfig"],
+        ctx.data,
+        folder,
+        train_cfg=_train_cfg(config),
+        overwrite=overwrite,
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary))
+
+
+def _distill_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    teacher = config["_extra"].get("teacher")
+    if not ctx.artifacts:
+        return {}
+    ref = ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
+    return {"teacher": read_card(ref).content_hash}
+
+
+def _run_prune(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.prune import run_prune
+
+    summary = run_prune(
+        ctx.model_ref(),
+        config["PruneConfig"],
+        ctx.data,
+        folder,
+        overwrite=overwrite,
+        finetune=_train_cfg(config),
+        latency=bool(config["_extra"].get("latency", True)),
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary))
+
+
+def _run_quantize(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.quantize import run_quantize
+
+    summary = run_quantize(
+        ctx.model_ref(),
+        config["QuantizeConfig"],
+        ctx.data,
+        folder,
+        overwrite=overwrite,
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary))
+
+
+def _bench_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    return {"models": [read_card(str(r["artifact"])).content_hash for r in ctx.artifacts]}
+
+
+def _run_export(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.export import run_export
+
+    summary = run_export(
+        ctx.model_ref(), config["ExportConfig"], ctx.data, folder, overwrite=overwrite
+    )
+    return StageOutcome(str(folder), _brief(summary))
+
+
+def _run_bench(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    """Benchmark every model the run produced so far, on the same runtimes and batch sizes."""
+    from compress.stages.bench import run_bench
+    from export.report import write_reports
+    from models.artifact import atomic_dir
+
+    refs = [ModelRef(model=str(r["artifact"])) for r in ctx.artifacts]
+    if not refs:
+        raise RecipeError("bench: no earlier stage produced a model to measure")
+    report = run_bench(refs, config["BenchConfig"], ctx.data)
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        write_reports(
+            report,
+            json_path=tmp / "bench.json",
+            csv_path=tmp / "bench.csv",
+            md_path=tmp / "bench.md",
+            plot_path=tmp / "latency.png",
+        )
+    latency: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for c in report.results:
+        latency.setdefault(c.model, {}).setdefault(c.runtime, {})[str(c.batch_size)] = {
+            "p50_ms": c.p50_ms,
+            "p90_ms": c.p90_ms,
+            "throughput": c.throughput,
+        }
+    return StageOutcome(
+        None,
+        {"latency": latency, "notes": report.notes, "environment": report.environment},
+        files=[str(folder / f) for f in ("bench.json", "bench.md", "latency.png")],
+    )
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep the small, JSON-friendly part of a stage summary for the record."""
+    keep = {}
+    for k, v in summary.items():
+        if (
+            isinstance(v, (int, float, str, bool))
+            or v is None
+            or (isinstance(v, dict) and len(str(v)) < 4000)
+        ):
+            keep[k] = v
+    return keep
+
+
+def stage_kinds() -> list[StageKind]:
+    from compress.distill import DistillConfig
+    from compress.prune import PruneConfig
+    from compress.quantize import QuantizeConfig
+    from compress.train import TrainConfig
+    from export.bench import BenchConfig
+    from export.onnx_export import ExportConfig
+
+    kinds = [
+        StageKind("train", (TrainConfig,), frozenset({"source", "pytorch"}), "pytorch", _run_train),
+        StageKind(
+            "distill",
+            (DistillConfig, TrainConfig),
+            frozenset({"pytorch", "source"}),
+            "pytorch",
+            _run_distill,
+            frozenset({"teacher"}),
+            hash_extra=_distill_hash,
+        ),
+        StageKind(
+            "export",
+            (ExportConfig,),
+            frozenset({"source", "pytorch"}),
+            "onnx",
+            _run_export,
+            needs_trained=True,
+        ),
+        StageKind(
+            "prune",
+            (PruneConfig, TrainConfig),
+            frozenset({"source", "pytorch"}),
+            "pytorch",
+            _run_prune,
+            frozenset({"latency"}),
+            needs_trained=True,
+        ),
+        StageKind(
+            "quantize",
+            (QuantizeConfig,),
+            frozenset({"source", "pytorch", "onnx"}),
+            "onnx",
+            _run_quantize,
+            needs_trained=True,
+        ),
+        StageKind(
+            "bench",
+            (BenchConfig,),
+            frozenset({"pytorch", "onnx"}),
+            "report",
+            _run_bench,
+            hash_extra=_bench_hash,
+        ),
+    ]
+    return kinds

@@ -1,0 +1,172 @@
+"""The recipe stage table: for each stage kind, what it consumes and produces, how its options
+become configs, and how it runs. Each entry calls the same stage function as its CLI verb."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.recipe import Recipe, RecipeError
+from compress.stages.common import ModelRef
+from models.artifact import read_card
+from models.data import DataConfig
+from models.errors import CompressError
+
+
+@dataclass
+class StageContext:
+    """What stages share while a recipe runs."""
+
+    recipe: Recipe
+    data: DataConfig
+    out: Path
+    hooks: Any = None
+    current: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.current = self.current or self.recipe.model
+
+    def model_ref(self, ref: str | None = None) -> ModelRef:
+        """The stage input: the recipe's model (with its weights/shape) or an artifact."""
+        ref = ref or self.current
+        if ref == self.recipe.model:
+            shape = self.recipe.shape
+            return ModelRef(
+                model=ref,
+                weights=self.recipe.weights,
+                num_classes=shape.get("num_classes"),
+                in_channels=shape.get("in_channels"),
+                input_size=shape.get("input_size"),
+            )
+        return ModelRef(model=ref)
+
+    def baseline_val(self) -> float | None:
+        return self.artifacts[0].get("val_top1") if self.artifacts else None
+
+    def artifact_of(self, stage: str) -> str:
+        for r in self.artifacts:
+            if stage in (r["stage"], r["kind"]):
+                return str(r["artifact"])
+        raise CompressError(f"no earlier stage {stage!r} produced a model")
+
+
+@dataclass
+class StageOutcome:
+    """What a stage produced, in the fields the pipeline record and report use."""
+
+    artifact: str | None
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "artifact": self.artifact,
+            "summary": self.summary,
+            "files": self.files,
+        }
+        if self.artifact and (Path(self.artifact) / "card.json").is_file():
+            card = read_card(self.artifact)
+            rec |= {
+                "model_kind": card.kind,
+                "precision": card.precision,
+                "bytes": sum(f["bytes"] for f in card.files.values()),
+                "val_top1": _top1(card.metrics, "val"),
+                "test_top1": _top1(card.metrics, "test"),
+                "params": card.model_extra.get("params") if card.model_extra else None,
+            }
+        return rec
+
+
+def _top1(metrics: dict[str, Any], split: str) -> float | None:
+    m = metrics.get(split)
+    return float(m["top1"]) if isinstance(m, dict) and "top1" in m else None
+
+
+Runner = Callable[[StageContext, Any, Path, bool], StageOutcome]
+
+
+@dataclass
+class StageKind:
+    """A stage type: option classes, accepted input kinds, output kind, runner."""
+
+    name: str
+    configs: tuple[type, ...]
+    consumes: frozenset[str]
+    produces: str  # "pytorch", "onnx", "report" or "same"
+    runner: Runner
+    extra_keys: frozenset[str] = frozenset()
+    needs_trained: bool = False
+    hash_extra: Callable[[Any, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
+
+    def validate(self, options: dict[str, Any], where: str) -> dict[str, Any]:
+        """Split options among the config classes by field name; build and validate each."""
+        return build_configs(self.configs, options, where, self.extra_keys)
+
+    def run(
+        self, ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ) -> StageOutcome:
+        return self.runner(ctx, config, folder, overwrite)
+
+
+def build_configs(
+    classes: tuple[type, ...],
+    options: dict[str, Any],
+    where: str,
+    extra_keys: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    from pydantic import TypeAdapter, ValidationError
+
+    owned: dict[type, dict[str, Any]] = {c: {} for c in classes}
+    extras: dict[str, Any] = {}
+    for key, value in options.items():
+        owner = next((c for c in classes if key in {f.name for f in dataclasses.fields(c)}), None)
+        if owner is not None:
+            owned[owner][key] = value
+        elif key in extra_keys:
+            extras[key] = value
+        else:
+            allowed = sorted({f.name for c in classes for f in dataclasses.fields(c)} | extra_keys)
+            raise RecipeError(f"{where}: unknown option {key!r}; allowed: {', '.join(allowed)}")
+    built: dict[str, Any] = {"_extra": extras}
+    for cls, kwargs in owned.items():
+        try:
+            built[cls.__name__] = TypeAdapter(cls).validate_python(kwargs)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise RecipeError(f"{where}: option {key!r}: {err['msg']}") from e
+    return built
+
+
+def _stage_kinds() -> dict[str, StageKind]:
+    from compress.stage_runners import stage_kinds
+
+    return {k.name: k for k in stage_kinds()}
+
+
+class _LazyTable(dict[str, StageKind]):
+    """Built on first use, so importing the pipeline stays cheap."""
+
+    def _fill(self) -> None:
+        if not super().__len__():
+            self.update(_stage_kinds())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+
+STAGES: dict[str, StageKind] = _LazyTable()

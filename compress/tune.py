@@ -1,0 +1,261 @@
+"""Compression search with Optuna over a recipe's `search:` space.
+
+    search:
+      prune.ratio: {low: 0.3, high: 0.8}
+      prune.criterion: {choices: [l1, l2, lamp]}
+      distill.temperature: {low: 2.0, high: 8.0}
+      distill.epochs: {low: 1, high: 4, type: int}
+
+Each trial runs the recipe with the sampled values into OUT/trials/NNNN (on the recipe's own
+budget; shrink it with `--set data.limit=…` and say so). Objectives are measured on the
+validation split (test stays for reporting) and from the bench stage: accuracy (max), latency
+p50 at batch 1 on the first runtime (min), artifact size (min). A trial whose gate fails is
+pruned as hopeless. The study lives in `--storage` (SQLite by default), so an interrupted tune
+resumes and several processes on one storage cooperate.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.recipe import Recipe, RecipeError, apply_override, dump_recipe
+from models.errors import QualityGateError, UsageError
+
+log = logging.getLogger(__name__)
+OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
+
+
+@dataclass
+class TuneConfig:
+    """How long to search and for what."""
+
+    trials: int = 10
+    objectives: tuple[str, ...] = ("accuracy", "latency")
+    storage: str | None = None  # default: sqlite:///OUT/study.db
+    study_name: str | None = None
+    timeout: float | None = None
+    seed: int = 0
+    sampler: str = "auto"  # auto: TPE for one objective, NSGA-II for several
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad or not self.objectives:
+            raise UsageError(f"--objectives must be a subset of {', '.join(OBJECTIVES)}")
+        if self.trials < 1:
+            raise UsageError("--trials must be >= 1")
+        if self.sampler not in ("auto", "tpe", "nsga2", "random"):
+            raise UsageError("--sampler must be auto, tpe, nsga2 or random")
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    trials: int
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    best_recipes: dict[str, str] = field(default_factory=dict)
+    plot: str | None = None
+
+
+def parse_space(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """Validate `search:` entries: {low, high[, log, type: int|float, step]} or {choices}."""
+    if not recipe.search:
+        raise RecipeError(f"{recipe.source}: no `search:` section to tune")
+    space = {}
+    for key, dist in recipe.search.items():
+        where = recipe.where(f"search.{key}")
+        head, _, opt = str(key).partition(".")
+        if not opt:
+            raise RecipeError(f"{where}: search key {key!r} must be stage.option")
+        recipe.stage(head)  # raises if the stage is unknown
+        if not isinstance(dist, dict) or not (
+            {"choices"} <= set(dist) or {"low", "high"} <= set(dist)
+        ):
+            raise RecipeError(f"{where}: {key}: give {{low, high}} or {{choices: [...]}}")
+        if "low" in dist and not dist["low"] < dist["high"]:
+            raise RecipeError(f"{where}: {key}: low must be < high")
+        space[str(key)] = dist
+    return space
+
+
+def _suggest(trial: Any, key: str, dist: dict[str, Any]) -> Any:
+    if "choices" in dist:
+        return trial.suggest_categorical(key, list(dist["choices"]))
+    if dist.get("type") == "int" or (
+        isinstance(dist["low"], int) and isinstance(dist["high"], int)
+    ):
+        return trial.suggest_int(
+            key,
+            int(dist["low"]),
+            int(dist["high"]),
+            step=int(dist.get("step", 1)),
+            log=bool(dist.get("log")),
+        )
+    return trial.suggest_float(
+        key, float(dist["low"]), float(dist["high"]), log=bool(dist.get("log"))
+    )
+
+
+def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
+    """Create or load the study; a bad storage URL fails here, before any training."""
+    import optuna
+
+    storage = cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    name = cfg.study_name or recipe.name
+    multi = len(cfg.objectives) > 1
+    kind = cfg.sampler if cfg.sampler != "auto" else ("nsga2" if multi else "tpe")
+    sampler = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
+    }[kind](seed=cfg.seed)
+    try:
+        directions: list[Any] = [OBJECTIVES[o] for o in cfg.objectives]
+        return optuna.create_study(
+            storage=storage,
+            study_name=name,
+            load_if_exists=True,
+            sampler=sampler,
+            directions=directions,
+        )
+    except ValueError as e:
+        raise UsageError(f"--storage {storage!r}: {e}") from e
+    except Exception as e:  # sqlalchemy errors: unreachable database, bad URL
+        raise UsageError(
+            f"--storage {storage!r} cannot be opened: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
+
+
+def objectives_of(result: Any, cfg: TuneConfig) -> list[float]:
+    """Validation accuracy, bench latency (batch 1, first runtime) and size of the last model."""
+    last = next(r for r in reversed(result.stages) if r.get("artifact"))
+    bench = next((r for r in reversed(result.stages) if r["kind"] == "bench"), None)
+    values = []
+    for o in cfg.objectives:
+        if o == "accuracy":
+            values.append(float(last.get("val_top1") or 0.0))
+        elif o == "size":
+            values.append(float(last.get("bytes") or 0))
+        else:
+            lat = (
+                (bench or {})
+                .get("summary", {})
+                .get("latency", {})
+                .get(Path(last["artifact"]).name, {})
+            )
+            rt = next(iter(lat), None)
+            if rt is None or "1" not in lat[rt]:
+                raise RecipeError(
+                    "objective latency needs a bench stage with batch size 1 "
+                    "after the last model stage"
+                )
+            values.append(float(lat[rt]["1"]["p50_ms"]))
+    return values
+
+
+def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) -> TuneResult:
+    """Run the search; returns the Pareto front and the paths of the best recipes."""
+    import optuna
+
+    from compress.pipeline import plan, run_pipeline
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = parse_space(recipe)
+    if "latency" in cfg.objectives and not any(s.kind == "bench" for s in recipe.stages):
+        raise RecipeError(f"{recipe.source}: objective latency needs a bench stage")
+    plan(recipe)  # the base recipe must be valid before any trial
+    study = open_study(recipe, cfg, out)
+
+    def objective(trial: Any) -> list[float] | float:
+        trial_recipe = copy.deepcopy(recipe)
+        for key, dist in space.items():
+            apply_override(trial_recipe, f"{key}={_suggest(trial, key, dist)!r}")
+        folder = out / "trials" / f"{trial.number:04d}"
+        try:
+            result = run_pipeline(trial_recipe, folder, overwrite=True, hooks=hooks)
+        except QualityGateError as e:
+            log.info("trial %d pruned: %s", trial.number, e)
+            raise optuna.TrialPruned(str(e)) from e
+        trial.set_user_attr("folder", str(folder))
+        values = objectives_of(result, cfg)
+        return values if len(values) > 1 else values[0]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    done = len([t for t in study.trials if t.state.is_finished()])
+    remaining = max(0, cfg.trials - done)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout)
+    return _summarize(study, recipe, space, cfg, out)
+
+
+def _summarize(
+    study: Any, recipe: Recipe, space: dict[str, Any], cfg: TuneConfig, out: Path
+) -> TuneResult:
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    res = TuneResult(study.study_name, str(study._storage), len(study.trials))
+    if not complete:
+        return res
+    front = study.best_trials
+    res.pareto = [
+        {
+            "trial": t.number,
+            "params": t.params,
+            **dict(zip(cfg.objectives, t.values, strict=True)),
+            "folder": t.user_attrs.get("folder"),
+        }
+        for t in front
+    ]
+    for i, obj in enumerate(cfg.objectives):
+        sign = -1 if OBJECTIVES[obj] == "maximize" else 1
+        best = min(complete, key=_key(i, sign))
+        r = copy.deepcopy(recipe)
+        r.search = {}
+        for key, value in best.params.items():
+            apply_override(r, f"{key}={value!r}")
+        path = dump_recipe(
+            r,
+            out / f"best-{obj}.yaml",
+            header=f"best {obj} from study {study.study_name} trial "
+            f"{best.number}: {dict(zip(cfg.objectives, best.values, strict=True))}",
+        )
+        res.best_recipes[obj] = str(path)
+    res.plot = str(_plot(complete, front, cfg, out)) if len(cfg.objectives) > 1 else None
+    return res
+
+
+def _key(i: int, sign: int) -> Callable[[Any], float]:
+    def key(t: Any) -> float:
+        return float(sign * t.values[i])
+
+    return key
+
+
+def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [t.values[1] for t in trials]
+    ys = [t.values[0] for t in trials]
+    ax.scatter(xs, ys, c="lightgray", label="trials")
+    ax.scatter(
+        [t.values[1] for t in front], [t.values[0] for t in front], c="C3", label="Pareto front"
+    )
+    ax.set_xlabel(cfg.objectives[1])
+    ax.set_ylabel(cfg.objectives[0])
+    ax.legend()
+    fig.tight_layout()
+    path = out / "pareto.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,164 @@
+"""Recipes end to end on the committed subset: every stage, resume, gates, report, tune."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.pipeline import run_pipeline
+from compress.recipe import parse_recipe
+from models.errors import QualityGateError
+from tests.conftest import FASHION_MINI
+
+FULL = f"""\
+name: tiny
+model: lenet5
+data: {{data_dir: {FASHION_MINI}, batch_size: 64}}
+max_drop: 90
+stages:
+  - train: {{epochs: 2, amp: "off"}}
+  - prune: {{ratio: 0.25, latency: false, max_drop: 90}}
+  - distill: {{epochs: 1, amp: "off"}}
+  - quantize: {{method: ptq-static, samples: 40, max_drop: null, latency: false}}
+  - bench: {{batch_sizes: [1], runtimes: [torch, ort-cpu], iters: 3, warmup: 1}}
+"""
+
+
+def test_whole_chain_runs_and_reports(tmp_path):
+    from compress.run_report import write_report
+
+    result = run_pipeline(parse_recipe(FULL), tmp_path / "run")
+    kinds = [r["kind"] for r in result.stages]
+    assert kinds == ["train", "prune", "distill", "quantize", "bench"]
+    by = {r["kind"]: r for r in result.stages}
+    assert by["quantize"]["model_kind"] == "onnx" and by["quantize"]["precision"] == "int8"
+    assert by["prune"]["bytes"] < by["train"]["bytes"]
+    assert by["quantize"]["bytes"] < by["distill"]["bytes"]
+    lat = by["bench"]["summary"]["latency"]
+    assert set(lat) == {"01-train", "02-prune", "03-distill", "04-quantize"}
+    assert lat["04-quantize"]["ort-cpu"]["1"]["p50_ms"] > 0
+    paths = write_report(result, "tiny", tmp_path / "run")
+    doc = json.loads(paths["json"].read_text())
+    assert [r["stage"] for r in doc["rows"]] == ["train", "prune", "distill", "quantize"]
+    assert doc["gates"][-1]["passed"] is True
+    html = paths["html"].read_text()
+    assert "data:image/png;base64," in html and "quantize" in html
+    for name in ("accuracy_latency.png", "size.png", "latency_runtime.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+
+
+SHORT = f"""\
+name: short
+model: lenet5
+data: {{data_dir: {FASHION_MINI}, batch_size: 64}}
+stages:
+  - train: {{epochs: 1, amp: "off"}}
+  - export: {{parity_samples: 8}}
+"""
+
+
+def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, monkeypatch):
+    import compress.stages.export as export_stage
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_stage, "run_export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(parse_recipe(SHORT), tmp_path / "run")
+    assert (tmp_path / "run" / "01-train" / "stage.json").is_file()
+    assert not (tmp_path / "run" / "02-export").exists()
+    monkeypatch.undo()
+    r = run_pipeline(parse_recipe(SHORT), tmp_path / "run", resume=True)
+    assert r.stages[0].get("resumed") is True and not r.stages[1].get("resumed")
+    again = run_pipeline(parse_recipe(SHORT), tmp_path / "run", resume=True)
+    assert all(s.get("resumed") for s in again.stages)
+    changed = parse_recipe(SHORT, overrides=["train.lr=0.002"])
+    r3 = run_pipeline(changed, tmp_path / "run", resume=True)
+    assert not r3.stages[0].get("resumed") and not r3.stages[1].get("resumed")
+
+
+def test_failed_gate_keeps_artifacts_and_exits_5(tmp_path):
+    strict = SHORT.replace("stages:", "max_drop: -100\nstages:")
+    with pytest.raises(QualityGateError) as e:
+        run_pipeline(parse_recipe(strict), tmp_path / "run")
+    assert e.value.exit_code == 5
+    assert (tmp_path / "run" / "02-export" / "model.onnx").is_file()
+
+
+TUNE = f"""\
+name: tunetest
+model: lenet5
+data: {{data_dir: {FASHION_MINI}, batch_size: 64, limit: 200}}
+stages:
+  - train: {{epochs: 1, amp: "off"}}
+  - bench: {{batch_sizes: [1], runtimes: [torch], iters: 3, warmup: 1}}
+search:
+  train.lr: {{low: 0.001, high: 0.01, log: true}}
+"""
+
+
+def _tune(recipe: Path, out: Path, db: str, trials: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compress",
+            "tune",
+            str(recipe),
+            "--out",
+            str(out),
+            "--trials",
+            str(trials),
+            "--storage",
+            db,
+            "--objectives",
+            "accuracy,latency",
+            "--json",
+            str(out.with_suffix(".json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_tune_persists_and_a_second_process_resumes(tmp_path):
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text(TUNE)
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _tune(recipe, tmp_path / "t", db, 1)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _tune(recipe, tmp_path / "t", db, 2)
+    assert second.returncode == 0, second.stderr[-2000:]
+    out = json.loads((tmp_path / "t.json").read_text())
+    assert out["trials"] == 2 and out["pareto"]
+    best = Path(out["best_recipes"]["accuracy"])
+    assert "lr:" in best.read_text() and "search" not in best.read_text()
+    dry = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compress",
+            "run",
+            str(best),
+            "--out",
+            str(tmp_path / "x"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr
+
+
+def test_bad_storage_fails_before_training(tmp_path):
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text(TUNE)
+    r = _tune(recipe, tmp_path / "t", "postgresql://nobody@127.0.0.1:1/x", 1)
+    assert r.returncode == 2 and "cannot be opened" in r.stderr
+    assert not (tmp_path / "t" / "trials").exists()
