@@ -3,6 +3,10 @@
 One config, one function: `fit(model, data, TrainConfig(...))`. Losses are pluggable (KD adds a
 teacher term), progress goes to hooks (the CLI draws a bar; libraries only log), a checkpoint is
 written after each epoch so `resume=True` continues an interrupted run.
+
+Under torchrun the same call trains with DistributedDataParallel (compress.distributed): each
+rank sees its shard of every epoch, gradients are averaged by DDP, metrics are summed over
+ranks, and only rank 0 reports progress and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.evaluate import evaluate, torch_predictor
+from compress import distributed as ddp
+from compress.evaluate import EvalResult, evaluate, torch_predictor
 from compress.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
 from models.errors import InvalidInputError, UsageError
@@ -86,6 +91,19 @@ class LogHooks:
         log.info("epoch %d/%d %s", epoch + 1, self.epochs, shown)
 
 
+class SilentHooks:
+    """What ranks other than 0 report: nothing."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        pass
+
+    def on_batch(self, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+
 @dataclass
 class FitResult:
     """What a fit did: per-epoch metrics, final validation top-1, time, precision used."""
@@ -99,6 +117,8 @@ class FitResult:
     overflow_steps: int = 0  # optimizer steps skipped by fp16 loss scaling (inf/NaN grads)
     steps: int = 0
     resumed_from: int | None = None
+    world_size: int = 1  # processes that trained together (torchrun)
+    dist_backend: str | None = None  # gloo or nccl when world_size > 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,58 +174,61 @@ def fit(
     extra_params: Iterable[nn.Parameter] = (),
     hooks: Hooks | None = None,
 ) -> FitResult:
-    """Train `model` in place on `data.train`, validating on `data.val` after each epoch."""
+    """Train `model` in place on `data.train`, validating on `data.val` after each epoch.
+
+    Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel for this
+    call only, so a model whose layers changed shape (pruning) is simply fitted again."""
     hooks = hooks or LogHooks()
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    dist, device = ddp.setup(resolve_device(cfg.device))
+    if not dist.is_main:
+        hooks = SilentHooks()  # only rank 0 reports progress
     policy = resolve_amp(cfg.amp, device)
     log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    loader = data.loader("train", epoch=0)
-    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    loader = _train_loader(data, 0)
+    extra = list(extra_params)
+    params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = make_optimizer(params, cfg)
     sched = make_scheduler(opt, cfg, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
     result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
+    if dist.active:
+        result.world_size, result.dist_backend = dist.world_size, dist.backend
+        torch.manual_seed(ddp.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
     start_epoch = _maybe_resume(cfg, model, opt, sched, result)
+    net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
     loss_fn = loss_fn or (
         lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     )
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
-        te = time.perf_counter()
-        loader = data.loader("train", epoch=epoch)  # per-epoch seeded order: resumable
-        train_loss, train_acc = _train_epoch(
-            model, loader, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result
-        )
-        metrics = {"train_loss": train_loss, "train_acc": train_acc}
-        if cfg.validate_every and (
-            (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
-        ):
-            ev = evaluate(
-                torch_predictor(model, device), data.loader("val"), spec_of(model).num_classes
+    with ddp.collective_errors():
+        for epoch in range(start_epoch, cfg.epochs):
+            hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
+            te = time.perf_counter()
+            loader = _train_loader(data, epoch)  # per-epoch seeded order: resumable
+            sums = _train_epoch(
+                net, loader, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result, extra
             )
-            metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
-            result.val_top1 = ev.top1
-        metrics["seconds"] = time.perf_counter() - te
-        result.epochs.append({"epoch": epoch + 1, **metrics})
-        if (ck := _ckpt_path(cfg)) is not None:
-            save_checkpoint(
-                ck,
-                {
-                    "epoch": epoch,
-                    "epochs": cfg.epochs,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": result.epochs,
-                    "rng": torch.get_rng_state(),
-                },
-            )
-        hooks.on_epoch_end(epoch, metrics)
+            loss_sum, loss_seen, correct, seen = ddp.all_reduce_sums(sums)
+            metrics = {
+                "train_loss": loss_sum / max(loss_seen, 1),
+                "train_acc": correct / max(seen, 1),
+                "images_per_s": seen / max(time.perf_counter() - te, 1e-9),
+            }
+            if cfg.validate_every and (
+                (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
+            ):
+                ev = _validate(model, data, device)
+                metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
+                result.val_top1 = ev.top1
+            metrics["seconds"] = time.perf_counter() - te
+            result.epochs.append({"epoch": epoch + 1, **metrics})
+            _checkpoint(cfg, epoch, model, opt, sched, result)
+            hooks.on_epoch_end(epoch, metrics)
+    del net
     result.seconds = time.perf_counter() - t0
     if result.overflow_steps:
         log.info(
@@ -217,6 +240,49 @@ def fit(
     return result
 
 
+def _train_loader(data: DataBundle, epoch: int) -> torch.utils.data.DataLoader:
+    """The epoch's training batches: this rank's shard under torchrun, else the whole set;
+    both in an order seeded by (data seed, epoch), so a resumed run sees the same batches."""
+    sampler = ddp.train_sampler(len(data.train), data.config.seed * 100_003, epoch)
+    return data.loader("train", epoch=epoch, sampler=sampler)
+
+
+def _validate(model: nn.Module, data: DataBundle, device: torch.device) -> EvalResult:
+    """Validation top-1/loss; under torchrun each rank scores a share and the sums are merged."""
+    n = spec_of(model).num_classes
+    loader = data.loader("val", sampler=ddp.eval_sampler(len(data.val)))
+    return ddp.all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
+
+
+def _checkpoint(
+    cfg: TrainConfig,
+    epoch: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    result: FitResult,
+) -> None:
+    """Rank 0 writes the epoch's state, with every rank's RNG state and the world size."""
+    if (ck := _ckpt_path(cfg)) is None:
+        return
+    rngs = ddp.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
+    if not ddp.is_main():
+        return
+    state = {
+        "epoch": epoch,
+        "epochs": cfg.epochs,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "history": result.epochs,
+        "rng": rngs[0],
+        "world_size": len(rngs),
+    }
+    if len(rngs) > 1:
+        state["rng_ranks"] = rngs
+    save_checkpoint(ck, state)
+
+
 def _maybe_resume(
     cfg: TrainConfig,
     model: nn.Module,
@@ -225,13 +291,25 @@ def _maybe_resume(
     result: FitResult,
 ) -> int:
     ck = _ckpt_path(cfg)
-    if not (cfg.resume and ck and ck.is_file()):
+    # Rank 0 reads the checkpoint and sends it to the others: every rank decides alike, and
+    # nodes need not share a file system.
+    found = bool(cfg.resume and ck and ck.is_file()) if ddp.is_main() else False
+    state = load_checkpoint(ck) if found and ck else None
+    state = ddp.broadcast_object(state)
+    if state is None:
         if cfg.resume:
             log.warning(
                 "--resume: no checkpoint found in %s; starting from scratch", cfg.checkpoint_dir
             )
         return 0
-    state = load_checkpoint(ck)
+    saved_world, world = int(state.get("world_size", 1)), ddp.world_size()
+    if saved_world != world:
+        raise UsageError(
+            f"--resume: the checkpoint in {cfg.checkpoint_dir} was written by a run of "
+            f"{saved_world} process(es), this run has {world}",
+            hint=f"resume with the same world size (torchrun --nnodes x --nproc_per_node = "
+            f"{saved_world}; plain `compress` is 1), or start again without --resume",
+        )
     if int(state.get("epochs", cfg.epochs)) != cfg.epochs:
         raise UsageError(
             f"--resume: the checkpoint in {cfg.checkpoint_dir} belongs to a "
@@ -241,7 +319,9 @@ def _maybe_resume(
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    if "rng" in state:
+    if "rng_ranks" in state:
+        torch.set_rng_state(state["rng_ranks"][ddp.rank()])
+    elif "rng" in state:
         torch.set_rng_state(state["rng"])
     result.epochs = list(state.get("history", []))
     result.resumed_from = int(state["epoch"]) + 1
@@ -261,7 +341,9 @@ def _train_epoch(
     device: torch.device,
     hooks: Hooks,
     result: FitResult,
-) -> tuple[float, float]:
+    extra_params: list[nn.Parameter] | None = None,
+) -> tuple[float, int, int, int]:
+    """One pass over `loader`; returns this rank's (loss sum, samples in it, correct, seen)."""
     model.train()
     loss_sum, correct, seen, loss_seen = 0.0, 0, 0, 0
     for x, y in loader:
@@ -278,6 +360,8 @@ def _train_epoch(
             )
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if extra_params:
+            ddp.average_gradients(extra_params)  # DDP averages only the model's own gradients
         if cfg.grad_clip:
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -295,4 +379,4 @@ def _train_epoch(
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         hooks.on_batch(loss_value)
-    return loss_sum / max(loss_seen, 1), correct / max(seen, 1)
+    return loss_sum, loss_seen, correct, seen

@@ -62,7 +62,8 @@ class DataConfig:
     eval_batch_size: int = 512
     augment: bool = False
     limit: int | None = None  # cap on training samples (quick runs, search budgets)
-    workers: int = 0
+    workers: int = 0  # DataLoader worker processes (decoding/resizing off the training loop)
+    mmap: bool | None = None  # IDX images: None memory-maps uncompressed files, True requires it
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -72,6 +73,8 @@ class DataConfig:
             raise UsageError("batch sizes must be >= 1")
         if self.val_size < 0:
             raise UsageError("val_size must be >= 0")
+        if self.workers < 0:
+            raise UsageError(f"workers must be >= 0, got {self.workers}")
 
 
 # ----------------------------------------------------------------------------- IDX
@@ -98,6 +101,33 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims).copy()  # writable, detached from the decompressed buffer
 
 
+def _is_gzip(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {path}: {e}") from e
+
+
+def map_idx(path: Path) -> np.memmap:
+    """Memory-map an uncompressed IDX file: rows are read from disk when used, never the whole
+    file, and the page cache is shared by every process reading it (torchrun ranks)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise InvalidInputError(f"{path} is not an unsigned-byte IDX file")
+            dims = struct.unpack(f">{head[3]}I", f.read(4 * head[3]))
+        offset, size = 4 + 4 * len(dims), path.stat().st_size
+    except (OSError, struct.error) as e:
+        raise InvalidInputError(f"cannot read {path}: {e}") from e
+    if size - offset != int(np.prod(dims)):
+        raise InvalidInputError(
+            f"{path} is truncated: header says {dims}, found {size - offset} bytes"
+        )
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=dims)
+
+
 def _find_idx(directory: Path, stem: str) -> Path | None:
     for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz"):
         if (directory / name).is_file():
@@ -114,14 +144,26 @@ def idx_dir_candidates(dataset: str, data_dir: str | None) -> list[Path]:
     return out
 
 
-def load_idx_split(dataset: str, data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W) uint8 and labels (N,) int64 of an IDX split ('train' or 'test')."""
+def load_idx_split(
+    dataset: str, data_dir: str | None, split: str, mmap: bool | None = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W) uint8 and labels (N,) int64 of an IDX split ('train' or 'test').
+
+    mmap: None memory-maps the images when the file is uncompressed (gzip cannot be mapped,
+    so it is read whole), True insists on it, False reads everything into memory."""
     img_stem, lbl_stem = IDX_FILES[split]
     tried = idx_dir_candidates(dataset, data_dir)
     for d in tried:
         img, lbl = _find_idx(d, img_stem), _find_idx(d, lbl_stem)
         if img and lbl:
-            x, y = read_idx(img), read_idx(lbl).astype(np.int64)
+            mapped = mmap is not False and not _is_gzip(img)
+            if mmap and not mapped:
+                raise UsageError(
+                    f"cannot memory-map {img}: it is gzip-compressed",
+                    hint=f"decompress it once (`gunzip -k {img}`) or drop the mmap option",
+                )
+            x = map_idx(img) if mapped else read_idx(img)
+            y = read_idx(lbl).astype(np.int64)
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                 raise InvalidInputError(f"{d}: images {x.shape} and labels {y.shape} don't match")
             log.debug("loaded %s/%s from %s: %s", dataset, split, d, x.shape)
@@ -145,18 +187,41 @@ class SizedDataset(Dataset):
         raise NotImplementedError
 
 
+class RowView:
+    """Rows `index` of a (memory-mapped) uint8 image array, fetched only when indexed: a split
+    of a large IDX file that never sits in memory whole. Indexes like an (N, C, H, W) tensor."""
+
+    def __init__(self, array: np.ndarray, index: np.ndarray | None = None) -> None:
+        self.array = array
+        self.index = np.arange(len(array)) if index is None else np.asarray(index)
+        rest = array.shape[1:]
+        self.shape = (len(self.index), *((1, *rest) if len(rest) == 2 else rest))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = self.index[np.asarray(idx)]
+        return torch.from_numpy(np.array(self.array[rows]))  # a writable copy of the rows
+
+
 class TensorImages(SizedDataset):
-    """In-memory uint8 images, indexed by *lists* of indices to fetch whole batches at once."""
+    """uint8 images in memory (or a memory-mapped RowView), indexed by *lists* of indices to
+    fetch whole batches at once."""
 
     def __init__(
         self,
-        images: np.ndarray | torch.Tensor,
+        images: np.ndarray | torch.Tensor | RowView,
         labels: np.ndarray | torch.Tensor,
         spec: ModelSpec,
         augment: bool = False,
     ) -> None:
-        x = torch.as_tensor(images)
-        self.images = x.unsqueeze(1) if x.ndim == 3 else x  # (N, C, H, W) uint8
+        self.images: torch.Tensor | RowView
+        if isinstance(images, RowView):
+            self.images = images
+        else:
+            x = torch.as_tensor(images)
+            self.images = x.unsqueeze(1) if x.ndim == 3 else x  # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.spec, self.augment = spec, augment
         self._mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
@@ -238,13 +303,17 @@ class DataBundle:
             g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
             sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
         batches = BatchSampler(sampler, bs, drop_last=False)
-        if isinstance(ds, TensorImages):
-            return DataLoader(ds, batch_size=None, sampler=batches)
+        pin = torch.cuda.is_available()  # page-locked batches copy to the GPU asynchronously
+        if isinstance(ds, TensorImages):  # whole batches per fetch (one worker = one batch)
+            return DataLoader(
+                ds,
+                batch_size=None,
+                sampler=batches,
+                num_workers=self.config.workers,
+                pin_memory=pin,
+            )
         return DataLoader(
-            ds,
-            batch_sampler=batches,
-            num_workers=self.config.workers,
-            pin_memory=torch.cuda.is_available(),
+            ds, batch_sampler=batches, num_workers=self.config.workers, pin_memory=pin
         )
 
     def describe(self) -> dict[str, object]:
@@ -281,8 +350,8 @@ def load_data(cfg: DataConfig, spec: ModelSpec) -> DataBundle:
         from models.imagefolder import load_imagefolder
 
         return load_imagefolder(cfg, spec)
-    x, y = load_idx_split(cfg.dataset, cfg.data_dir, "train")
-    xt, yt = load_idx_split(cfg.dataset, cfg.data_dir, "test")
+    x, y = load_idx_split(cfg.dataset, cfg.data_dir, "train", cfg.mmap)
+    xt, yt = load_idx_split(cfg.dataset, cfg.data_dir, "test", cfg.mmap)
     tr, va = split_indices(len(y), effective_val_size(len(y), cfg.val_size), cfg.seed)
     if cfg.limit:
         tr = tr[: cfg.limit]
@@ -300,13 +369,20 @@ def load_data(cfg: DataConfig, spec: ModelSpec) -> DataBundle:
         "?",
     )
     return DataBundle(
-        train=TensorImages(x[tr], y[tr], spec, augment=cfg.augment),
-        val=TensorImages(x[va], y[va], spec),
-        test=TensorImages(xt, yt, spec),
+        train=TensorImages(_rows(x, tr), y[tr], spec, augment=cfg.augment),
+        val=TensorImages(_rows(x, va), y[va], spec),
+        test=TensorImages(_rows(xt, None), yt, spec),
         class_names=names,
         config=cfg,
         source=src,
     )
+
+
+def _rows(x: np.ndarray, index: np.ndarray | None) -> np.ndarray | RowView:
+    """A split of the images: lazy over a memory map, else an in-memory copy."""
+    if isinstance(x, np.memmap):
+        return RowView(x, index)
+    return x if index is None else x[index]
 
 
 def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:

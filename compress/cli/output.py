@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-console = Console()
+# Under torchrun only rank 0 prints results and writes --json; every rank still shows errors.
+MAIN_RANK = os.environ.get("RANK", "0") in ("", "0")
+console = Console(quiet=not MAIN_RANK)
 err_console = Console(stderr=True)
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     """`--json FILE` (or `-` for stdout)."""
-    if not path:
+    if not path or not MAIN_RANK:
         return
     text = json.dumps(payload, indent=2, default=str)
     if path == "-":

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress import distributed as ddp
 from compress.distill import DistillConfig, check_compatible, distill, teacher_input
 from compress.evaluate import evaluate, torch_predictor
 from compress.precision import resolve_amp, resolve_device
@@ -46,7 +47,8 @@ def run_distill(
     """Distill, evaluate the student before and after on val and test, save `out`."""
     check_out_dir(out, overwrite)
     tcfg = cfg.train_config(train_cfg)
-    resolve_amp(tcfg.amp, resolve_device(tcfg.device))  # an impossible --amp fails first
+    dist, device = ddp.setup(resolve_device(tcfg.device))  # torchrun: before the teacher moves
+    resolve_amp(tcfg.amp, device)  # an impossible --amp fails first
     if tcfg.resume or tcfg.checkpoint_dir:
         raise UsageError("distill does not checkpoint or resume (the adapters are not saved)")
     torch.manual_seed(tcfg.seed)  # the seed governs a fresh student's initialization too
@@ -79,7 +81,11 @@ def run_distill(
         metrics=after,
         params=count_params(student.model),
     )
-    save_model(student.model, out, card, overwrite=overwrite)
+    if dist.active:
+        card.distributed = {**dist.record(), **ddp.consistency(student.model)}  # type: ignore[attr-defined]
+    if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
+        save_model(student.model, out, card, overwrite=overwrite)
+    ddp.barrier()
     return {
         "out": str(out),
         "teacher": lineage,

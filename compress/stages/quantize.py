@@ -10,15 +10,19 @@ its card (gates.accuracy) and raises QualityGateError (exit code 5).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from compress import distributed as ddp
 from compress import ortrun
 from compress.calibration import calibration_inputs
 from compress.evaluate import evaluate
+from compress.precision import resolve_device
 from compress.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
 from compress.stages.common import ModelRef, data_config_for, load_source
 from models.artifact import (
@@ -46,9 +50,45 @@ def run_quantize(
     overwrite: bool = False,
     hooks: Any = None,
 ) -> dict[str, Any]:
-    """Quantize `ref` into the ONNX artifact `out`; returns the summary stored in the card."""
+    """Quantize `ref` into the ONNX artifact `out`; returns the summary stored in the card.
+
+    Under torchrun, QAT fine-tunes on every rank (DDP) and rank 0 writes `out`; post-training
+    methods have nothing to train, so rank 0 quantizes and the other ranks wait for it."""
     check_out_dir(out, overwrite)
-    out = Path(out)
+    dist, _ = ddp.setup(resolve_device("auto") if cfg.method == "qat" else "cpu")
+    if dist.active and cfg.method != "qat":
+        summary, failed = ddp.on_main(
+            lambda: _quantize(ref, cfg, data, Path(out), overwrite, hooks, main=True)
+        )
+    else:
+        summary, failed = _quantize(ref, cfg, data, Path(out), overwrite, hooks, dist.is_main)
+        ddp.barrier()  # the artifact exists on every rank's return
+    if failed is not None:
+        raise failed
+    return summary
+
+
+@contextlib.contextmanager
+def _rank_dir(out: Path, overwrite: bool, main: bool) -> Iterator[Path]:
+    """The output directory on rank 0; a scratch directory (then dropped) on other ranks."""
+    if main:
+        with atomic_dir(out, overwrite) as adir:
+            yield adir
+        return
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.rank-", dir=out.parent) as tmp:
+        yield Path(tmp)
+
+
+def _quantize(
+    ref: ModelRef,
+    cfg: QuantizeConfig,
+    data: DataConfig | None,
+    out: Path,
+    overwrite: bool,
+    hooks: Any,
+    main: bool,
+) -> tuple[dict[str, Any], QualityGateError | None]:
+    """The work of run_quantize; a missed accuracy gate is returned, to be raised by the caller."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp32-", dir=out.parent) as tmp:
         fp32, card = _float_onnx(ref, cfg, data, Path(tmp))
@@ -58,7 +98,7 @@ def run_quantize(
             log.warning("the model is untrained: accuracy numbers are meaningless, gate skipped")
         calib = calibration_inputs(bundle.val, cfg.samples, cfg.seed)
         gated = cfg if card.trained else replace(cfg, max_drop=None)
-        with atomic_dir(out, overwrite) as adir:
+        with _rank_dir(out, overwrite, main) as adir:
             path = adir / ONNX
             if cfg.method == "qat":
                 result = _qat(ref, gated, data, bundle, calib, fp32, path, hooks)
@@ -74,10 +114,12 @@ def run_quantize(
             _copy_metadata(fp32, path, result.precision)
             test = _test_metrics(fp32, path, bundle, cfg) if card.trained else None
             new = _card(card, ref, cfg, result, test)
+            if cfg.method == "qat" and ddp.info().active:  # trained under torchrun
+                new.distributed = ddp.info().record()  # type: ignore[attr-defined]
             write_card(adir, new)
     summary = _summary(out, result, test, card.trained)
     if not result.budget_met:
-        raise QualityGateError(
+        return summary, QualityGateError(
             f"{result.precision} accuracy gate failed: validation top-1 dropped "
             f"{result.drop_pts:.2f} pt (budget {cfg.max_drop} pt) with "
             f"{len(result.fallback_nodes)} node(s) kept in float",
@@ -85,7 +127,7 @@ def run_quantize(
             "raise --max-fallback or --max-drop, try --calibration entropy or --method qat",
             artifact=str(out),
         )
-    return summary
+    return summary, None
 
 
 def _float_onnx(

@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
+from compress import distributed as ddp
 from compress.evaluate import evaluate, torch_predictor
+from compress.precision import resolve_device
 from compress.stages.common import ModelRef, card_for, count_params, load_source_and_data
 from compress.train import FitResult, Hooks, TrainConfig, fit
 from models.artifact import check_out_dir, save_model
@@ -34,7 +36,11 @@ def run_train(
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on val and test, save `out`; returns the summary stored in the card."""
+    """Train, evaluate on val and test, save `out`; returns the summary stored in the card.
+
+    Under torchrun every rank trains (DDP) and gets the summary; rank 0 alone writes `out`,
+    and every rank returns only once it exists."""
+    dist, _ = ddp.setup(resolve_device(cfg.device))  # before the model: GPU per rank
     if not cfg.resume:
         check_out_dir(out, overwrite)
     torch.manual_seed(cfg.seed)  # the seed governs initialization too
@@ -56,8 +62,12 @@ def run_train(
         metrics=metrics,
         params=count_params(src.model),
     )
-    save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    if dist.active:
+        card.distributed = {**dist.record(), **ddp.consistency(src.model)}  # type: ignore[attr-defined]
+    if dist.is_main:
+        save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    ddp.barrier()  # the artifact exists on every rank's return
     return {
         "out": str(out),
         "params": count_params(src.model),
@@ -70,11 +80,16 @@ def run_train(
 
 
 def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> dict[str, Any]:
-    """Validation and test metrics of the trained model (test is for reporting only)."""
+    """Validation and test metrics of the trained model (test is for reporting only); under
+    torchrun each rank scores a share of each split and the results are merged."""
     predict = torch_predictor(model)
     n = model.spec.num_classes
-    val = evaluate(predict, bundle.loader("val"), n)
-    test = evaluate(predict, bundle.loader("test"), n)
+    val, test = (
+        ddp.all_reduce_eval(
+            evaluate(predict, bundle.loader(s, sampler=ddp.eval_sampler(len(d))), n)
+        )
+        for s, d in (("val", bundle.val), ("test", bundle.test))
+    )
     out: dict[str, Any] = {"val": val.to_dict(full=False), "test": test.to_dict(full=False)}
     if result is not None:
         out["train_seconds"] = round(result.seconds, 2)

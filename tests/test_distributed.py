@@ -1,0 +1,291 @@
+"""Training under torchrun (DDP, gloo on CPU): identical weights on every rank, the same shapes
+as one process, exact resume with the same world size, clear errors for bad setups and for a
+rank that stops responding. The torchrun runs are real subprocesses on the committed subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress import distributed as ddp
+from compress.train import TrainConfig, fit
+from models.artifact import load_model, read_card
+from models.data import DataConfig, RowView, load_data
+from models.errors import InvalidInputError, UnsupportedError, UsageError
+from models.registry import create_model, spec_of
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "tests" / "data" / "fashion-mini"
+DDP_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", ddp.BACKEND_ENV)
+
+
+def torchrun(
+    args: list[str], nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """`torchrun --standalone --nproc_per_node N ARGS` (python -m torch.distributed.run)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in DDP_ENV}
+    full_env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | (env or {})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={nproc}", *args]
+    return subprocess.run(
+        cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def no_torchrun_env(monkeypatch):
+    for k in DDP_ENV:
+        monkeypatch.delenv(k, raising=False)
+    return monkeypatch
+
+
+# ----------------------------------------------------------------------------- in-process units
+
+
+def test_shards_cover_the_data_once_and_reshuffle_per_epoch():
+    n, world = 11, 3
+    train = [ddp.ShardSampler(n, r, world, seed=5) for r in range(world)]
+    epoch0 = [list(s) for s in train]
+    assert {len(s) for s in epoch0} == {4}  # padded: every rank runs the same steps
+    assert set().union(*map(set, epoch0)) == set(range(n))
+    for s in train:
+        s.set_epoch(1)
+    assert [list(s) for s in train] != epoch0
+    assert [list(s) for s in train] == [list(s) for s in train]  # seeded, repeatable
+    evals = [list(ddp.ShardSampler(n, r, world, shuffle=False, pad=False)) for r in range(world)]
+    assert sorted(i for e in evals for i in e) == list(
+        range(n)
+    )  # evaluation: each sample exactly once
+
+
+def test_single_process_is_a_no_op(no_torchrun_env):
+    info, device = ddp.setup("cpu")
+    assert not info.active and info.is_main and device == torch.device("cpu")
+    assert ddp.all_reduce_sums([1.0, 2.0]) == [1.0, 2.0]
+    assert ddp.train_sampler(10, 0, 0) is None and ddp.eval_sampler(10) is None
+    assert ddp.on_main(lambda: 7) == 7
+
+
+def test_backend_the_device_cannot_use_is_refused(no_torchrun_env):
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", ddp.BACKEND_ENV: "nccl"}
+    for k, v in env.items():
+        no_torchrun_env.setenv(k, v)
+    with pytest.raises(UnsupportedError, match="nccl backend needs CUDA"):
+        ddp.setup("cpu")
+    no_torchrun_env.setenv(ddp.BACKEND_ENV, "mpi")
+    with pytest.raises(UsageError, match="unknown backend"):
+        ddp.setup("cpu")
+    no_torchrun_env.delenv(ddp.BACKEND_ENV)
+    no_torchrun_env.setenv(ddp.TIMEOUT_ENV, "soon")
+    with pytest.raises(UsageError, match="COMPRESS_DIST_TIMEOUT"):
+        ddp.setup("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_each_rank_gets_its_own_gpu(no_torchrun_env):
+    count = torch.cuda.device_count()
+    with pytest.raises(UnsupportedError, match="GPU"):
+        ddp._rank_device(torch.device("cuda"), count)
+    assert ddp._rank_device(torch.device("cuda"), count - 1) == torch.device("cuda", count - 1)
+
+
+# ----------------------------------------------------------------------------- large data
+
+
+@pytest.fixture
+def raw_idx(tmp_path) -> Path:
+    """The committed subset, gunzipped: uncompressed IDX files can be memory-mapped."""
+    import gzip
+
+    for f in MINI.glob("*.gz"):
+        (tmp_path / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+    return tmp_path
+
+
+def test_uncompressed_idx_is_memory_mapped_and_gives_the_same_batches(raw_idx):
+    spec = spec_of(create_model("lenet5"))
+    mapped = load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx)), spec)
+    loaded = load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx), mmap=False), spec)
+    assert isinstance(mapped.train.images, RowView)  # type: ignore[attr-defined]
+    assert isinstance(mapped.train.images.array, np.memmap)  # type: ignore[attr-defined]
+    for split in ("train", "val", "test"):
+        (xa, ya), (xb, yb) = next(iter(mapped.loader(split))), next(iter(loaded.loader(split)))
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    two_workers = replace(mapped, config=replace(mapped.config, workers=2))
+    assert sum(len(y) for _, y in two_workers.loader("train")) == len(mapped.train)
+
+
+def test_mmap_bad_inputs(raw_idx):
+    spec = spec_of(create_model("lenet5"))
+    with pytest.raises(UsageError, match="gzip-compressed"):
+        load_data(DataConfig(dataset="fashion-mnist", data_dir=str(MINI), mmap=True), spec)
+    img = raw_idx / "train-images-idx3-ubyte"
+    img.write_bytes(img.read_bytes()[:-100])
+    with pytest.raises(InvalidInputError, match="truncated"):
+        load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx)), spec)
+    with pytest.raises(UsageError, match="workers"):
+        DataConfig(workers=-1)
+
+
+# ----------------------------------------------------------------------------- torchrun, CLI
+
+
+@pytest.fixture(scope="module")
+def ddp_trained(tmp_path_factory) -> Path:
+    """LeNet-5 trained for 2 epochs by 2 gloo processes through the CLI."""
+    out = tmp_path_factory.mktemp("ddp") / "lenet5"
+    args = ["train", "--model", "lenet5", "--data-dir", str(MINI), "--epochs", "2", "--amp"]
+    args += [
+        "off",
+        "--batch-size",
+        "64",
+        "--lr",
+        "5e-3",
+        "--out",
+        str(out),
+        "--json",
+        f"{out}.json",
+    ]
+    r = torchrun(["-m", "compress", *args])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("trained lenet5") == 1  # only rank 0 prints the result
+    return out
+
+
+def test_torchrun_train_keeps_ranks_identical(ddp_trained, mini_data):
+    card = read_card(ddp_trained)
+    dist = card.distributed  # type: ignore[attr-defined]
+    assert dist["world_size"] == 2 and dist["backend"] == "gloo"
+    assert dist["weights_identical_across_ranks"] and len(set(dist["rank_digests"])) == 1
+    model, _ = load_model(ddp_trained)
+    assert dist["rank_digests"][0] == ddp.state_digest(model)  # the saved weights are them
+    fit_record = card.history[-1]["fit"]
+    assert fit_record["world_size"] == 2 and fit_record["dist_backend"] == "gloo"
+    assert shapes(model) == shapes(create_model("lenet5"))
+    assert card.metrics["test"]["top1"] > 0.3  # it learned (chance is 0.1)
+    summary = json.loads(Path(str(ddp_trained) + ".json").read_text())
+    assert summary["metrics"]["test"]["samples"] == 300  # sharded evaluation, merged
+    assert not Path(str(ddp_trained) + ".checkpoint").exists()
+
+
+def test_torchrun_with_a_backend_the_device_cannot_use_fails_clearly(tmp_path):
+    args = ["train", "--model", "lenet5", "--data-dir", str(MINI), "--epochs", "1"]
+    args += ["--device", "cpu", "--out", str(tmp_path / "x")]
+    r = torchrun(["-m", "compress", *args], env={ddp.BACKEND_ENV: "nccl"})
+    assert r.returncode != 0
+    assert r.stderr.count("error: the nccl backend needs CUDA") == 2  # one line per rank
+    assert "exitcode  : 4" in r.stderr  # UnsupportedError's exit code, as torchrun reports it
+    assert "/compress/" not in r.stderr  # no traceback from our code (torchrun prints its own)
+    assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- torchrun, library
+
+RESUME_SCRIPT = """
+import json, sys
+import torch
+from compress import distributed as ddp
+from compress.train import TrainConfig, fit
+from models.data import DataConfig, load_data
+from models.registry import create_model
+
+out, mini = sys.argv[1], sys.argv[2]
+bundle = load_data(DataConfig(dataset="fashion-mnist", data_dir=mini, batch_size=64),
+                   create_model("lenet5").spec)
+
+class Interrupted:
+    # every rank stops at the same point: when epoch 2's batches are asked for
+    def __getattr__(self, name):
+        return getattr(bundle, name)
+    def loader(self, split, epoch=0, **kw):
+        if split == "train" and epoch == 1:
+            raise KeyboardInterrupt
+        return bundle.loader(split, epoch=epoch, **kw)
+
+def run(ck, data=bundle, resume=False):
+    torch.manual_seed(0)
+    model = create_model("lenet5")
+    fit(model, data, TrainConfig(epochs=2, lr=5e-3, amp="off", checkpoint_dir=ck, resume=resume))
+    return model
+
+full = run(out + "/full")
+try:
+    run(out + "/cut", data=Interrupted())
+except KeyboardInterrupt:
+    pass
+resumed = run(out + "/cut", resume=True)
+diff = max((a - b).abs().max().item() for a, b in zip(full.state_dict().values(),
+                                                      resumed.state_dict().values()))
+json.dump({"full": ddp.state_digest(full), "resumed": ddp.state_digest(resumed), "diff": diff,
+           "world": ddp.world_size()}, open(f"{out}/rank{ddp.rank()}.json", "w"))
+"""
+
+
+def test_interrupted_ddp_run_resumes_exactly_and_only_with_its_world_size(tmp_path, mini_data):
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    r = torchrun([str(script), str(tmp_path), str(MINI)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert all(x["world"] == 2 for x in ranks)
+    assert ranks[0]["full"] == ranks[1]["full"]  # DDP kept the ranks identical
+    assert ranks[0]["resumed"] == ranks[1]["resumed"]
+    assert ranks[0]["diff"] < 1e-5  # resumed == uninterrupted
+    ck = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert ck["world_size"] == 2 and len(ck["rng_ranks"]) == 2
+    # The same checkpoint resumed by one process: a clear usage error, nothing trained.
+    cfg = TrainConfig(epochs=2, amp="off", checkpoint_dir=str(tmp_path / "cut"), resume=True)
+    model = create_model("lenet5")
+    with pytest.raises(UsageError, match="run of 2 process"):
+        fit(model, load_data(mini_data, spec_of(model)), cfg)
+
+
+HANG_SCRIPT = """
+import sys, time
+import torch.nn.functional as F
+from compress import distributed as ddp
+from compress.train import TrainConfig, fit
+from models.data import DataConfig, load_data
+from models.errors import CompressError
+from models.registry import create_model
+
+model = create_model("lenet5")
+data = load_data(DataConfig(dataset="fashion-mnist", data_dir=sys.argv[1], batch_size=32),
+                 model.spec)
+seen = [0]
+
+def loss_fn(logits, y, x):
+    seen[0] += 1
+    if ddp.rank() == 1 and seen[0] == 3:
+        time.sleep(120)  # this rank hangs mid-epoch
+    return F.cross_entropy(logits, y)
+
+try:
+    fit(model, data, TrainConfig(epochs=1, amp="off"), loss_fn=loss_fn)
+except CompressError as e:
+    print(f"rank {ddp.rank()} error: {e}", flush=True)
+    sys.exit(e.exit_code)
+"""
+
+
+def test_a_hanging_rank_times_out_instead_of_blocking_forever(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text(HANG_SCRIPT)
+    t0 = time.perf_counter()
+    r = torchrun([str(script), str(MINI)], env={ddp.TIMEOUT_ENV: "4"}, timeout=100)
+    assert r.returncode != 0
+    assert "rank 0 error: rank 0: another rank stopped responding" in r.stdout, r.stdout + r.stderr
+    assert time.perf_counter() - t0 < 90
