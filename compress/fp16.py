@@ -37,11 +37,72 @@ def to_fp16(src: Path, dst: Path, block: list[str]) -> Path:
     import onnx
 
     model = qgraph.load(src)
+    # keep_io_types=True fails when a blocked node feeds a graph output, so the fp32 boundary
+    # is added here instead.
     converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=block or None, disable_shape_infer=False
+        model, keep_io_types=False, node_block_list=block or None
     )
+    _fp32_boundary(converted)
     onnx.save(converted, str(dst))
     return dst
+
+
+def _fp32_boundary(model: Any) -> None:
+    """Make fp16 graph inputs/outputs fp32 again with a Cast next to each."""
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    casts_in, casts_out = [], []
+    for inp in g.input:
+        t = inp.type.tensor_type
+        if t.elem_type != TensorProto.FLOAT16:
+            continue
+        t.elem_type = TensorProto.FLOAT
+        half = inp.name + "_fp16"
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                if name == inp.name:
+                    node.input[i] = half
+        casts_in.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16))
+    for out in g.output:
+        t = out.type.tensor_type
+        if t.elem_type != TensorProto.FLOAT16:
+            continue
+        t.elem_type = TensorProto.FLOAT
+        half = out.name + "_fp16"
+        for node in g.node:
+            for i, name in enumerate(node.output):
+                if name == out.name:
+                    node.output[i] = half
+            for i, name in enumerate(node.input):
+                if name == out.name:
+                    node.input[i] = half
+        casts_out.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT))
+    nodes = [*casts_in, *g.node, *casts_out]
+    del g.node[:]
+    g.node.extend(_drop_round_trips(nodes, {o.name for o in g.output}))
+
+
+def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
+    """fp32 -> fp16 -> fp32 Cast pairs lose precision for nothing: read the fp32 value instead
+    (so fp32-kept nodes next to the boundary see exact inputs), then drop unused casts."""
+    from onnx import TensorProto
+
+    def to(n: Any) -> int:
+        return next((a.i for a in n.attribute if a.name == "to"), -1)
+
+    producer = {o: n for n in nodes for o in n.output}
+    for n in nodes:
+        if n.op_type == "Cast" and to(n) == TensorProto.FLOAT:
+            src = producer.get(n.input[0])
+            if src is not None and src.op_type == "Cast" and to(src) == TensorProto.FLOAT16:
+                n.input[0] = src.input[0]  # a float -> float Cast: an identity
+    while True:
+        used = {i for n in nodes for i in n.input} | outputs
+        dead = [n for n in nodes if n.op_type == "Cast" and not any(o in used for o in n.output)]
+        if not dead:
+            return nodes
+        nodes = [n for n in nodes if n not in dead]
 
 
 def gate(p: dict[str, float]) -> bool:

@@ -303,6 +303,25 @@ def test_fp16_keeps_fp32_io_and_passes_parity(lenet_onnx, calib, bundle, tmp_pat
     assert 0.45 < r.size_ratio < 0.6
 
 
+def test_mixed_fp16_keeps_sensitive_nodes_fp32_until_the_gate_holds(
+    lenet_onnx, calib, tmp_path, monkeypatch
+):
+    import compress.fp16 as fp16
+
+    monkeypatch.setattr(fp16, "MAX_ABS", 1e-9)  # a gate only (nearly) fp32 nodes can pass
+    plain = quantize(
+        lenet_onnx / "model.onnx",
+        QuantizeConfig(method="fp16", latency=False, max_drop=None),
+        calib,
+        tmp_path / "h.onnx",
+    )
+    assert not plain.quantized["parity"]["passed"] and not plain.budget_met
+    cfg = QuantizeConfig(method="fp16", mixed=True, max_fallback=32, latency=False, max_drop=None)
+    r = quantize(lenet_onnx / "model.onnx", cfg, calib, tmp_path / "m.onnx")
+    assert r.sensitivity and r.fallback_nodes
+    assert r.quantized["parity"]["passed"] and r.budget_met
+
+
 # ----------------------------------------------------------------------------- stage and CLI
 
 
