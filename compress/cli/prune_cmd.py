@@ -1,0 +1,254 @@
+"""`compress prune` and `compress sensitivity`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from compress.cli import options as o
+from compress.cli.output import console, pct, write_json
+
+Ratio = Annotated[
+    float | None,
+    typer.Option(
+        help="Fraction of channels removed from every prunable layer, 0 <= R < 1. Parameters "
+        "shrink by about 1-(1-R)^2 (each weight loses input and output channels): 0.5 keeps "
+        "~25 % of them."
+    ),
+]
+TargetMacs = Annotated[
+    str | None,
+    typer.Option(help="MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."),
+]
+TargetParams = Annotated[
+    str | None, typer.Option(help="Parameters to reach: absolute (1M, 2e5) or a reduction (4x).")
+]
+TargetLatency = Annotated[
+    float | None,
+    typer.Option(
+        help="onnxruntime CPU latency (ms, batch --latency-batch, 2 threads) to reach; pruned "
+        "in rounds, measuring after each, until met (an error says so if it can't be)."
+    ),
+]
+
+
+def prune(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    ratio: Ratio = None,
+    target_macs: TargetMacs = None,
+    target_params: TargetParams = None,
+    target_latency_ms: TargetLatency = None,
+    from_sensitivity: Annotated[
+        str | None,
+        typer.Option(
+            help="sensitivity.json (or its directory) from `compress sensitivity`: each layer gets "
+            "the largest ratio whose val top-1 drop alone was <= --max-drop."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
+    ] = 1.0,
+    criterion: Annotated[
+        str,
+        typer.Option(help="l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random."),
+    ] = "l2",
+    global_pruning: Annotated[
+        bool,
+        typer.Option(
+            "--global/--local",
+            help="Rank channels across all layers (global) or prune each layer by the same ratio.",
+        ),
+    ] = False,
+    steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Fine-tuning epochs after each step (training data).")
+    ] = 0,
+    final_finetune_epochs: Annotated[
+        int, typer.Option(help="Fine-tuning epochs after the last step.")
+    ] = 0,
+    round_to: Annotated[
+        int, typer.Option(help="Keep channel counts multiples of this (1 = off).")
+    ] = 8,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
+    ] = None,
+    max_layer_ratio: Annotated[
+        float, typer.Option(help="No layer loses more than this fraction of its channels.")
+    ] = 1.0,
+    latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1,
+    latency: Annotated[
+        bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
+    ] = True,
+    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 1e-3,
+    batch_size: o.BatchSizeOpt = 128,
+    seed: o.SeedOpt = 0,
+    dataset: o.DatasetOpt = None,
+    data_dir: o.DataDirOpt = None,
+    limit: o.LimitOpt = None,
+    weights: o.WeightsOpt = None,
+    num_classes: o.NumClassesOpt = None,
+    in_channels: o.InChannelsOpt = None,
+    input_size: o.InputSizeOpt = None,
+    trust_pickle: o.TrustPickleOpt = False,
+    device: o.DeviceOpt = "auto",
+    amp: o.AmpOpt = "auto",
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Remove channels for real (torch-pruning), fine-tune, and write a smaller, faster artifact.
+
+    Give exactly one target: --ratio, --target-macs, --target-params, --target-latency-ms or
+    --from-sensitivity. The card records params, MACs, file size, latency and accuracy before
+    and after. A zoo model needs trained weights (or --weights random for latency studies).
+    """
+    from compress.cli.progress import RichHooks
+    from compress.prune import PruneConfig
+    from compress.stages.prune import run_prune
+    from compress.train import TrainConfig
+
+    layer_ratios = None
+    if from_sensitivity:
+        from compress.prune_sensitivity import load_report, ratios_from_sensitivity
+
+        layer_ratios = ratios_from_sensitivity(load_report(from_sensitivity), max_drop / 100)
+    cfg = PruneConfig(
+        ratio=ratio,
+        target_macs=target_macs,
+        target_params=target_params,
+        target_latency_ms=target_latency_ms,
+        layer_ratios=layer_ratios,
+        criterion=criterion,
+        global_pruning=global_pruning,
+        steps=steps,
+        finetune_epochs=finetune_epochs,
+        final_finetune_epochs=final_finetune_epochs,
+        round_to=round_to if round_to > 1 else None,
+        ignore=list(ignore or []),
+        max_layer_ratio=max_layer_ratio,
+        latency_batch=latency_batch,
+        seed=seed,
+    )
+    tune = None
+    if finetune_epochs or final_finetune_epochs:
+        tune = TrainConfig(
+            epochs=max(finetune_epochs, final_finetune_epochs),
+            lr=lr,
+            schedule="cosine",
+            seed=seed,
+            device=device,
+            amp=amp,
+        )
+    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    data = o.data_config(dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit)
+    with RichHooks() as hooks:
+        s = run_prune(
+            ref, cfg, data, out, overwrite=overwrite, finetune=tune, latency=latency, hooks=hooks
+        )
+    _print_summary(s)
+    write_json(json_out, s)
+
+
+def _print_summary(s: dict) -> None:
+    from rich.table import Table
+
+    b, a, x = s["before"], s["after"], s["speedup"]
+    table = Table(
+        title=f"pruned {s['model']} -> {s['out']}" + (" (untrained)" if s["untrained"] else "")
+    )
+    for col in ("", "before", "after", "ratio"):
+        table.add_column(col, justify="right")
+    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", _x(x["params"]))
+    table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", _x(x["macs"]))
+    table.add_row("file bytes", f"{b['file_bytes']:,}", f"{a['file_bytes']:,}", _x(x["file"]))
+    for key, label in (("ort_ms", "onnxruntime ms"), ("torch_ms", "torch eager ms")):
+        lb, la = b.get("latency", {}).get(key), a.get("latency", {}).get(key)
+        if lb is not None and la is not None:
+            table.add_row(
+                label, f"{lb:.3f}", f"{la:.3f}", _x(x["ort" if key == "ort_ms" else "torch"])
+            )
+    for split in ("val_top1", "test_top1"):
+        mb, ma = b.get("metrics", {}).get(split), a.get("metrics", {}).get(split)
+        if mb is not None or ma is not None:
+            table.add_row(split.replace("_", " "), pct(mb), pct(ma), "")
+    console.print(table)
+    console.print(
+        f"MACs count convolutions and matrix products; not counted: {', '.join(a['uncounted_ops']) or 'nothing'}"
+    )
+    for note in s["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(
+        f"pruning took {s['prune_seconds']:.1f} s, fine-tuning {s['finetune_seconds']:.0f} s"
+    )
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def sensitivity(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    ratios: Annotated[
+        str, typer.Option(help="Comma-separated ratios to try per layer.")
+    ] = "0.25,0.5,0.75",
+    criterion: Annotated[str, typer.Option(help="Channel ranking criterion (see prune).")] = "l2",
+    round_to: Annotated[int, typer.Option(help="Channel multiple (1 = off).")] = 8,
+    ignore: Annotated[
+        list[str] | None, typer.Option(help="Layer to leave out (repeatable).")
+    ] = None,
+    val_limit: Annotated[
+        int, typer.Option(help="Validation images per trial (0 = the whole split).")
+    ] = 2000,
+    latency: Annotated[bool, typer.Option(help="Time every trial in onnxruntime.")] = True,
+    dataset: o.DatasetOpt = None,
+    data_dir: o.DataDirOpt = None,
+    weights: o.WeightsOpt = None,
+    num_classes: o.NumClassesOpt = None,
+    in_channels: o.InChannelsOpt = None,
+    input_size: o.InputSizeOpt = None,
+    trust_pickle: o.TrustPickleOpt = False,
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Prune each layer alone at a few ratios: val top-1, MACs and latency saved (md, json, png).
+
+    Feed the result to `compress prune --from-sensitivity OUT --max-drop 1`.
+    """
+    from compress.prune_sensitivity import SensitivityConfig
+    from compress.stages.prune import run_sensitivity
+    from models.errors import UsageError
+
+    try:
+        rs = [float(r) for r in ratios.split(",") if r.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--ratios: cannot read {ratios!r}", hint="e.g. --ratios 0.25,0.5,0.75"
+        ) from None
+    cfg = SensitivityConfig(
+        ratios=rs,
+        criterion=criterion,
+        round_to=round_to if round_to > 1 else None,
+        ignore=list(ignore or []),
+        latency=latency,
+    )
+    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    r = run_sensitivity(
+        ref,
+        cfg,
+        o.data_config(dataset, data_dir),
+        out,
+        overwrite=overwrite,
+        val_limit=val_limit or None,
+    )
+    console.print(
+        f"{len(r['layers'])} layers analysed; report: {out}/sensitivity.md (+ .json, .png)"
+    )
+    write_json(json_out, r)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)
+    app.command("sensitivity")(sensitivity)

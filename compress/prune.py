@@ -1,0 +1,291 @@
+"""Structured pruning: physically remove channels, so the model is smaller and faster anywhere.
+
+`prune(model, PruneConfig(ratio=0.5))` prunes `model` in place with torch-pruning's dependency
+graph (coupled layers of residual adds, concatenations and depthwise convolutions shrink
+together). Exactly one target drives it: a channel ratio, MACs, parameters, a latency measured
+in onnxruntime, or per-layer ratios (e.g. from a sensitivity analysis). The classifier head is
+never pruned. Targets other than a ratio are met by *planning*: torch-pruning yields the groups
+it would prune at a candidate ratio without pruning them, their channel counts give the MACs and
+parameters exactly (:class:`compress.flops.Geometry`), and a search picks the smallest ratio
+that meets the goal; only then is the model pruned, once per step. On any error the model is
+restored to its original shapes and weights.
+
+Modules: prune_config (config/result), prune_graph (torch-pruning glue), prune_session (the
+loop), this one (the verb and its helpers).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.prune_config import (
+    CRITERIA,
+    DATA_CRITERIA,
+    PruneConfig,
+    PruneResult,
+    TargetUnreachableError,
+    parse_amount,
+)
+from compress.prune_graph import Progress, build_pruner, make_importance, prunable_groups
+from compress.prune_session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
+from compress.train import Hooks, TrainConfig
+from models.data import DataBundle
+from models.errors import CompressError, UnsupportedError, UsageError
+from models.structure import apply_structure, capture_structure
+
+log = logging.getLogger(__name__)
+
+
+def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) -> None:
+    if not hasattr(model, "spec"):
+        raise UsageError("prune() needs a model from models.create_model or an artifact (.spec)")
+    if cfg.criterion in DATA_CRITERIA and data is None:
+        raise UsageError(f"--criterion {cfg.criterion} needs training data to compute gradients")
+    if (cfg.finetune_epochs or cfg.final_finetune_epochs) and finetune is None:
+        raise UsageError("fine-tuning epochs were given but no fine-tuning recipe")
+    if isinstance(finetune, TrainConfig) and data is None:
+        raise UsageError("fine-tuning needs training data")
+    if cfg.criterion == "bn-scale" and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        raise UsageError(
+            "--criterion bn-scale ranks channels by BatchNorm scales, and this model has no "
+            "BatchNorm layer",
+            hint="use --criterion l1 or l2 (weight magnitude) instead",
+        )
+
+
+def prune(
+    model: nn.Module,
+    cfg: PruneConfig,
+    *,
+    data: DataBundle | None = None,
+    example_inputs: torch.Tensor | None = None,
+    finetune: Finetune | None = None,
+    evaluator: Evaluator | None = None,
+    hooks: Hooks | None = None,
+) -> PruneResult:
+    """Prune `model` in place to `cfg`'s target; fine-tune with `finetune` (a TrainConfig run on
+    `data`, or a callable(model, epochs)). `evaluator(model)` adds metrics to each step record.
+    On error the model is restored and a CompressError says why."""
+    _check_inputs(model, cfg, data, finetune)
+    model.eval()
+    x = example_inputs if example_inputs is not None else example_input(model)
+    backup = (capture_structure(model), {k: v.clone() for k, v in model.state_dict().items()})
+    t0 = time.perf_counter()
+    try:
+        run = PruneSession(model, cfg, x, data, finetune, evaluator, hooks)
+        _execute(run)
+    except ForwardBroken as e:
+        _restore(model, backup)
+        raise _name_culprit(model, cfg, x, str(e)) from None
+    except BaseException:
+        _restore(model, backup)
+        raise
+    res = run.result
+    res.after = run.counts()
+    res.layers = _changed_layers(backup[0], model)
+    res.prune_seconds = round(time.perf_counter() - t0 - res.finetune_seconds, 3)
+    res.finetune_seconds = round(res.finetune_seconds, 3)
+    _note_unpruned(run)
+    return res
+
+
+def _execute(run: PruneSession) -> None:
+    cfg, kind = run.cfg, run.cfg.target_kind
+    start = run.result.before
+    f_max = run.max_progress()
+    if kind in ("ratio", "layers"):
+        run.check_final_ratio()
+        run.result.target = {"kind": kind, "ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
+    elif kind == "latency":
+        run.result.target = {
+            "kind": "latency",
+            "ms": cfg.target_latency_ms,
+            "batch": cfg.latency_batch,
+            "threads": cfg.latency_threads,
+            "runtime": "onnxruntime CPU",
+        }
+    else:
+        goal = run.goal(kind, float(start[kind]))
+        run.result.target = {
+            "kind": kind,
+            "value": str(getattr(cfg, f"target_{kind}")),
+            "goal": goal,
+        }
+    lat_start = run.latency() if kind == "latency" else 0.0
+    for step in range(1, cfg.steps + 1):
+        if kind in ("ratio", "layers"):
+            run.prepare_importance()
+            run.apply(step / cfg.steps)
+        elif kind == "latency":
+            g = run.step_goal(lat_start, float(cfg.target_latency_ms or 0), step)
+            run.run_latency_step(g, f_max)
+        else:
+            g = run.step_goal(float(start[kind]), run.result.target["goal"], step)
+            run.run_counting_step(kind, g, f_max)
+        record: dict[str, Any] = {
+            "step": step,
+            "fraction": round(run.progress.f, 4),
+            **run.counts(),
+        }
+        if run.evaluator and (cfg.finetune_epochs or step == cfg.steps):
+            record["pruned"] = run.evaluator(run.model)
+        tuned = run.tune(cfg.finetune_epochs)
+        if tuned is not None:
+            record["finetuned"] = tuned
+        run.result.steps.append(record)
+        log.info(
+            "step %d/%d: %s params, %s MACs", step, cfg.steps, record["params"], record["macs"]
+        )
+    tuned = run.tune(cfg.final_finetune_epochs)
+    if tuned is not None:
+        run.result.steps[-1]["final_finetuned"] = tuned
+
+
+def _restore(model: nn.Module, backup: tuple[dict[str, Any], dict[str, torch.Tensor]]) -> None:
+    structure, state = backup
+    apply_structure(model, structure)
+    model.load_state_dict(state, strict=True)
+    model.zero_grad(set_to_none=True)
+
+
+def _changed_layers(before: dict[str, dict[str, Any]], model: nn.Module) -> dict[str, Any]:
+    """{layer: {attribute: [before, after]}} for every layer whose shape changed."""
+    out: dict[str, Any] = {}
+    for name, d in capture_structure(model).items():
+        b = before.get(name, {})
+        diff = {k: [b.get(k), v] for k, v in d.items() if k != "type" and b.get(k) != v}
+        if diff:
+            out[name] = diff
+    return out
+
+
+def _note_unpruned(run: PruneSession) -> None:
+    if run.cfg.target_kind == "layers" or run.progress.f == 0:
+        return
+    unchanged = [n for n, m, c in run.groups if int(run.pruner.DG.get_out_channels(m) or 0) == c]
+    if unchanged:
+        why = (
+            "no BatchNorm in their group"
+            if run.cfg.criterion == "bn-scale"
+            else "too narrow, at the layer limit, or ranked important"
+        )
+        note = f"layers not pruned ({why}): {', '.join(unchanged)}"
+        run.result.notes.append(note)
+        log.info(note)
+
+
+def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: str) -> CompressError:
+    """The pruned model stopped running: find the first group whose pruning breaks it."""
+    trial = copy.deepcopy(model)
+    progress = Progress()
+    progress.f = 1.0
+    imp = make_importance("l2")
+    probe = replace(
+        cfg,
+        ratio=0.5,
+        layer_ratios=None,
+        target_macs=None,
+        target_params=None,
+        target_latency_ms=None,
+        global_pruning=False,
+        max_layer_ratio=1.0,
+    )
+    culprit = None
+    try:
+        pruner, _ = build_pruner(trial, probe, x, imp, progress, 0.5)
+        for group in pruner.step(interactive=True):
+            name = pruner.DG._module2name.get(group[0].dep.target.module, "?")
+            try:
+                group.prune()
+                with torch.no_grad():
+                    trial.eval()(x)
+            except Exception:
+                culprit = name
+                break
+    except CompressError:
+        pass
+    if culprit:
+        return UnsupportedError(
+            f"pruning layer {culprit!r} breaks the model ({error})",
+            hint=f"keep it out with --ignore {culprit}",
+        )
+    return UnsupportedError(
+        f"the pruned model no longer runs ({error})",
+        hint="--ignore the layers involved (a reshape with fixed sizes is a common cause)",
+    )
+
+
+def prunable_layers(
+    model: nn.Module, ignore: list[str] | None = None, example_inputs: torch.Tensor | None = None
+) -> list[tuple[str, int]]:
+    """(name, channels) of the layers that root a prunable group (the head and `ignore` left out).
+
+    A group is what must shrink together: a conv, its BatchNorm, the consumers of its output,
+    and for residual stages every layer feeding the same sum (named after one of them)."""
+    cfg = PruneConfig(ratio=0.0, ignore=list(ignore or []))
+    x = example_inputs if example_inputs is not None else example_input(model)
+    pruner, _ = build_pruner(model, cfg, x, make_importance("l2"), Progress(), 0.0)
+    return [(name, c) for name, _, c in prunable_groups(pruner)]
+
+
+def prune_layer_stepwise(
+    model: nn.Module,
+    layer: str,
+    ratios: list[float],
+    cfg: PruneConfig | None = None,
+    example_inputs: torch.Tensor | None = None,
+) -> Iterator[tuple[float, nn.Module, dict[str, int]]]:
+    """Prune a copy of `model` at `layer` only, to each of the increasing `ratios` in turn;
+    yields (ratio, the pruned copy, its params/MACs). One dependency graph for all ratios."""
+    ratios = sorted(ratios)
+    if not ratios or not ratios[0] > 0 or not ratios[-1] < 1:
+        raise UsageError(f"ratios must be in (0, 1), got {ratios}")
+    base = cfg or PruneConfig(ratio=0.0)
+    probe = replace(
+        base,
+        ratio=None,
+        target_macs=None,
+        target_params=None,
+        target_latency_ms=None,
+        layer_ratios={layer: ratios[-1]},
+        global_pruning=False,
+        steps=1,
+    )
+    trial = copy.deepcopy(model)
+    x = example_inputs if example_inputs is not None else example_input(trial)
+    run = PruneSession(trial, probe, x, None, None, None, None)
+    run.check_final_ratio()
+    for r in ratios:
+        run.prepare_importance()
+        try:
+            run.apply(r / ratios[-1])
+        except ForwardBroken as e:
+            raise UnsupportedError(
+                f"pruning layer {layer!r} breaks the model ({e})", hint=f"--ignore {layer}"
+            ) from None
+        yield r, trial, run.counts()
+
+
+__all__ = [
+    "CRITERIA",
+    "DATA_CRITERIA",
+    "Evaluator",
+    "Finetune",
+    "PruneConfig",
+    "PruneResult",
+    "TargetUnreachableError",
+    "parse_amount",
+    "prunable_layers",
+    "prune",
+    "prune_layer_stepwise",
+]

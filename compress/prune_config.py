@@ -1,0 +1,158 @@
+"""What `prune` is asked to do (PruneConfig, validated on construction) and what it did."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.errors import UsageError
+
+CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "lamp", "fpgm", "random")
+DATA_CRITERIA = ("taylor", "hessian")
+_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_OPTION = {
+    "ratio": "--ratio",
+    "target_macs": "--target-macs",
+    "target_params": "--target-params",
+    "target_latency_ms": "--target-latency-ms",
+    "layer_ratios": "--from-sensitivity (layer ratios)",
+}
+
+
+class TargetUnreachableError(UsageError):
+    """A MACs, parameter or latency target that pruning within the limits cannot meet."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
+    """`"2x"` -> ("factor", 2.0); `1.5e8`, `"150M"`, `"20k"` -> ("abs", value)."""
+    s = str(value).strip().lower().replace("_", "")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(x?)", s)
+    if not m or (m.group(2) and m.group(3)):
+        raise UsageError(
+            f"{option}: cannot read {value!r}",
+            hint="give an absolute number (1.5e8, 150M, 20k) or a reduction factor like 2x",
+        )
+    number = float(m.group(1)) * _SUFFIX.get(m.group(2), 1.0)
+    if m.group(3):
+        if not number > 1:
+            raise UsageError(f"{option}: a reduction factor must be > 1x, got {value!r}")
+        return "factor", number
+    if not number > 0:
+        raise UsageError(f"{option} must be > 0, got {value!r}")
+    return "abs", number
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how far. Exactly one target: `ratio`, `target_macs`, `target_params`,
+    `target_latency_ms` or `layer_ratios`.
+
+    ratio: fraction of channels removed from every prunable layer (0 <= r < 1); parameters
+      shrink by about 1-(1-r)^2 since each weight loses both input and output channels.
+    target_macs / target_params: absolute (1.5e8, "150M") or a reduction ("2x").
+    target_latency_ms: onnxruntime CPU latency at `latency_batch`, measured after each round.
+    layer_ratios: {layer name: ratio} for the listed layers only (see compress.sensitivity).
+    steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
+      `final_finetune_epochs` follow the last one.
+    round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
+      their exact count. None or 1 disables it.
+    ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
+    max_layer_ratio: no layer loses more than this fraction of its channels (checked before
+      each step, so global pruning in one step may overshoot it: use steps > 1).
+    """
+
+    ratio: float | None = None
+    target_macs: float | str | None = None
+    target_params: float | str | None = None
+    target_latency_ms: float | None = None
+    layer_ratios: dict[str, float] | None = None
+    criterion: str = "l2"
+    global_pruning: bool = False
+    steps: int = 1
+    finetune_epochs: int = 0
+    final_finetune_epochs: int = 0
+    round_to: int | None = 8
+    ignore: list[str] = field(default_factory=list)
+    max_layer_ratio: float = 1.0
+    latency_batch: int = 1
+    latency_threads: int = 2
+    importance_batches: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        given = [
+            n
+            for n in ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_ratios")
+            if getattr(self, n) is not None
+        ]
+        if len(given) != 1:
+            what = "none" if not given else " and ".join(_OPTION[n] for n in given)
+            raise UsageError(
+                f"give exactly one pruning target, got {what}",
+                hint="--ratio R, --target-macs X, --target-params X, --target-latency-ms MS "
+                "or --from-sensitivity FILE",
+            )
+        if self.ratio is not None and not 0 <= self.ratio < 1:
+            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.target_macs is not None:
+            parse_amount(self.target_macs, "--target-macs")
+        if self.target_params is not None:
+            parse_amount(self.target_params, "--target-params")
+        if self.target_latency_ms is not None and not self.target_latency_ms > 0:
+            raise UsageError(f"--target-latency-ms must be > 0, got {self.target_latency_ms}")
+        for name, r in (self.layer_ratios or {}).items():
+            if not 0 <= r < 1:
+                raise UsageError(f"ratio of layer {name!r} must be in [0, 1), got {r}")
+        if self.criterion not in CRITERIA:
+            raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}")
+        if self.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {self.steps}")
+        if self.finetune_epochs < 0 or self.final_finetune_epochs < 0:
+            raise UsageError("fine-tuning epochs must be >= 0")
+        if self.round_to is not None and self.round_to < 1:
+            raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
+        if not 0 < self.max_layer_ratio <= 1:
+            raise UsageError(f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}")
+        if self.ratio is not None and self.ratio > self.max_layer_ratio:
+            raise UsageError(
+                f"--ratio {self.ratio} exceeds --max-layer-ratio {self.max_layer_ratio}"
+            )
+        if self.latency_batch < 1 or self.latency_threads < 1:
+            raise UsageError("--latency-batch and latency threads must be >= 1")
+        if self.importance_batches < 1:
+            raise UsageError("importance_batches must be >= 1")
+
+    @property
+    def target_kind(self) -> str:
+        """ratio, macs, params, latency or layers."""
+        for kind, attr in (
+            ("ratio", "ratio"),
+            ("macs", "target_macs"),
+            ("params", "target_params"),
+            ("latency", "target_latency_ms"),
+        ):
+            if getattr(self, attr) is not None:
+                return kind
+        return "layers"
+
+
+@dataclass
+class PruneResult:
+    """What pruning did; params/MACs count convolutions and linear layers per image."""
+
+    target: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    layers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    latency_trace: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    prune_seconds: float = 0.0
+    finetune_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -1,0 +1,247 @@
+"""Glue to torch-pruning: a pruner whose ratio follows one progress knob, cached importance,
+dry-run planning of what a ratio would remove, and gradients for data-driven criteria.
+
+torch-pruning (DepGraph) finds the groups of coupled layers; everything here adapts it so the
+pruning loop can ask "what would ratio f remove?" without pruning, then prune exactly that.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.flops import in_out
+from compress.prune_config import PruneConfig
+from models.data import DataBundle
+from models.errors import CompressError, UnsupportedError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """Shared pruning progress f in [0, 1]; every scheduled ratio is `base * f`."""
+
+    def __init__(self) -> None:
+        self.f = 0.0
+
+
+class Scaled:
+    """Stands in for torch-pruning's per-step ratio list: any index reads `base * progress.f`."""
+
+    def __init__(self, base: float, progress: Progress) -> None:
+        self.base, self.progress = base, progress
+
+    def __getitem__(self, step: int) -> float:
+        return self.base * self.progress.f
+
+
+class CachedImportance:
+    """Importance computed once per group until the model changes: planning calls it often."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cache: dict[tuple[int, Any, int], torch.Tensor | None] = {}
+        self.protect: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        item = group[0]
+        key = (id(item.dep.target.module), item.dep.handler, len(item.idxs))
+        if key not in self.cache:
+            imp = self.inner(group)
+            if imp is not None and self.protect is not None:
+                imp = self.protect(group, imp)
+            self.cache[key] = imp
+        return self.cache[key]
+
+    def clear(self) -> None:
+        self.cache.clear()
+
+
+@lru_cache(maxsize=1)
+def pruner_class() -> type:
+    import torch_pruning as tp
+
+    class Pruner(tp.pruner.BasePruner):  # type: ignore[misc, name-defined]
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            # torch-pruning rounds *down* to a multiple, which empties layers narrower than
+            # round_to (they are then skipped silently); keep their exact count instead.
+            keep = current_channels - n_pruned
+            if keep < round_to:
+                return n_pruned
+            return current_channels - (keep - keep % round_to)
+
+    return Pruner
+
+
+def make_importance(criterion: str) -> Any:
+    """The torch-pruning importance estimator for a criterion name."""
+    import torch_pruning as tp
+
+    imp = tp.importance
+    factories: dict[str, Callable[[], Any]] = {
+        "l1": lambda: imp.MagnitudeImportance(p=1),
+        "l2": lambda: imp.MagnitudeImportance(p=2),
+        "bn-scale": imp.BNScaleImportance,
+        "taylor": imp.GroupTaylorImportance,
+        "hessian": imp.GroupHessianImportance,
+        "lamp": lambda: imp.LAMPImportance(p=2),
+        "fpgm": imp.FPGMImportance,
+        "random": imp.RandomImportance,
+    }
+    return factories[criterion]()
+
+
+def find_module(model: nn.Module, name: str, option: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        close = difflib.get_close_matches(name, [n for n in modules if n], n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `compress info --model M`"
+        raise UsageError(f"{option} {name!r}: the model has no module of that name", hint=hint)
+    return modules[name]
+
+
+def ignored_modules(model: nn.Module, ignore: list[str]) -> list[nn.Module]:
+    """The classifier head plus the modules named in `ignore`."""
+    head = getattr(getattr(model, "spec", None), "classifier", "")
+    out = [find_module(model, head, "the classifier")] if head else []
+    return out + [find_module(model, n, "--ignore") for n in ignore]
+
+
+def build_pruner(
+    model: nn.Module,
+    cfg: PruneConfig,
+    x: torch.Tensor,
+    importance: Any,
+    progress: Progress,
+    base: float,
+) -> tuple[Any, list[str]]:
+    """A torch-pruning pruner whose ratio follows `progress`; returns it and its warnings."""
+    ratio_dict = {
+        find_module(model, n, "layer ratio for"): r for n, r in (cfg.layer_ratios or {}).items()
+    }
+    cls = pruner_class()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pruner = cls(
+                model,
+                x,
+                importance=importance,
+                global_pruning=cfg.global_pruning,
+                pruning_ratio=base,
+                pruning_ratio_dict=ratio_dict or None,
+                max_pruning_ratio=cfg.max_layer_ratio,
+                iterative_steps=10**9,
+                iterative_pruning_ratio_scheduler=lambda r, _steps: Scaled(r, progress),
+                ignored_layers=ignored_modules(model, cfg.ignore),
+                round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
+            )
+        except CompressError:
+            raise
+        except Exception as e:
+            raise UnsupportedError(
+                f"torch-pruning could not trace this model: {type(e).__name__}: {e}",
+                hint="layers built from functional calls or custom autograd ops can't be "
+                "traced; --ignore the module involved or rewrite it with nn modules",
+            ) from e
+    notes = [str(w.message).splitlines()[0] for w in caught]
+    for n in notes:
+        log.warning("torch-pruning: %s", n)
+    return pruner, notes
+
+
+def prunable_groups(pruner: Any) -> Iterator[tuple[str, nn.Module, int]]:
+    """(root layer name, root module, channels) of every group the pruner may shrink."""
+    dg = pruner.DG
+    for group in dg.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    ):
+        root = group[0].dep.target.module
+        yield dg._module2name.get(root, "?"), root, int(dg.get_out_channels(root) or 0)
+
+
+def plan(pruner: Any, progress: Progress, f: float) -> dict[nn.Module, tuple[int, int]]:
+    """(in, out) channels every affected module would have at progress `f`; nothing pruned."""
+    progress.f = f
+    dg = pruner.DG
+    out_rm: Counter[nn.Module] = Counter()
+    in_rm: Counter[nn.Module] = Counter()
+    for group in pruner.step(interactive=True):
+        for dep, idxs in group:
+            m = dep.target.module
+            if not isinstance(m, nn.Module):
+                continue
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                out_rm[m] += len(idxs)
+            elif dg.is_in_channel_pruning_fn(dep.handler):
+                in_rm[m] += len(idxs)
+    plan = {}
+    for m in set(out_rm) | set(in_rm):
+        cin, cout = in_out(m)
+        coupled = cin == cout and (
+            not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+            or getattr(m, "groups", 1) == cin > 1
+        )
+        if coupled:  # norms and depthwise convs: one channel count
+            n = cin - max(in_rm[m], out_rm[m])
+            plan[m] = (n, n)
+        else:
+            plan[m] = (cin - in_rm[m], cout - out_rm[m])
+    return plan
+
+
+def search(metric: Callable[[float], float], goal: float, lo: float, hi: float) -> float | None:
+    """Smallest f in [lo, hi] with metric(f) <= goal, or None. A coarse scan first (global
+    pruning is not monotone near its limits), then bisection inside the first bracket."""
+    if metric(lo) <= goal:
+        return lo
+    prev, f = lo, lo
+    while f < hi:
+        f = min(hi, f + 0.05)
+        if metric(f) <= goal:
+            break
+        prev = f
+    else:
+        return None
+    while f - prev > 1e-3:
+        mid = (prev + f) / 2
+        if metric(mid) <= goal:
+            f = mid
+        else:
+            prev = mid
+    return f
+
+
+def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, batches: int) -> None:
+    """Gradients for Taylor (summed over `batches`) or squared per-sample ones for Hessian."""
+    hessian = hasattr(importance, "accumulate_grad")
+    model.eval()  # BatchNorm running statistics stay untouched
+    model.zero_grad(set_to_none=True)
+    if hessian:
+        importance.zero_grad()
+    for i, (x, y) in enumerate(data.loader("train")):
+        if i >= batches:
+            break
+        if not hessian:
+            F.cross_entropy(model(x), y).backward()
+            continue
+        losses = F.cross_entropy(model(x[:16]), y[:16], reduction="none")
+        for j, loss in enumerate(losses):
+            model.zero_grad(set_to_none=True)
+            loss.backward(retain_graph=j < len(losses) - 1)
+            # torch-pruning 1.6's accumulate_grad keys by name but tests by parameter, so it
+            # keeps only the last sample; accumulate ourselves.
+            for p in model.parameters():
+                if p.grad is not None:
+                    g = p.grad.detach().pow(2)
+                    importance._accu_grad[p] = importance._accu_grad.get(p, 0) + g
+                    importance._counter[p] = importance._counter.get(p, 0) + 1

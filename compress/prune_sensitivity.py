@@ -1,0 +1,241 @@
+"""Pruning sensitivity: how much each prunable layer (group) costs in accuracy when pruned alone.
+
+For every layer torch-pruning may shrink, a copy of the model is pruned at that layer only, at a
+few ratios, and measured: validation top-1, MACs and parameters removed, and onnxruntime latency.
+The table (Markdown + JSON) and a plot show which layers are cheap to prune;
+:func:`ratios_from_sensitivity` turns it into per-layer ratios for `prune --from-sensitivity`.
+(Quantization's per-node sensitivity lives in compress/sensitivity.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.flops import Geometry
+from compress.latency import LatencyConfig, ort_latency_ms
+from compress.prune import PruneConfig, prunable_layers, prune_layer_stepwise
+from models.errors import InvalidInputError, UsageError
+from models.registry import spec_of
+
+log = logging.getLogger(__name__)
+
+Scorer = Callable[[nn.Module], float]  # model -> validation top-1 (fraction)
+JSON_NAME, MD_NAME, PNG_NAME = "sensitivity.json", "sensitivity.md", "sensitivity.png"
+
+
+@dataclass
+class SensitivityConfig:
+    """Ratios tried per layer, the criterion, layers left out, and whether to time each trial."""
+
+    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    criterion: str = "l2"
+    round_to: int | None = 8
+    ignore: list[str] = field(default_factory=list)
+    latency: bool = True
+    latency_batch: int = 1
+    latency_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
+            raise UsageError(f"--ratios must be in (0, 1), got {self.ratios}")
+        self.ratios = sorted(set(self.ratios))
+        PruneConfig(ratio=0.0, criterion=self.criterion, round_to=self.round_to)  # validates
+
+
+@dataclass
+class Trial:
+    ratio: float
+    top1: float | None
+    drop: float | None  # baseline top-1 minus this (fraction)
+    macs_saved: float  # fraction of the whole model's MACs removed
+    params_saved: float
+    latency_ms: float | None
+
+
+@dataclass
+class LayerSensitivity:
+    name: str
+    channels: int
+    macs_share: float  # this layer's own MACs / the model's
+    trials: list[Trial] = field(default_factory=list)
+
+
+@dataclass
+class SensitivityResult:
+    model: str
+    base_top1: float | None
+    base_macs: int
+    base_params: int
+    base_latency_ms: float | None
+    config: dict[str, Any]
+    layers: list[LayerSensitivity] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def analyze(
+    model: nn.Module,
+    cfg: SensitivityConfig,
+    score: Scorer | None = None,
+    *,
+    model_name: str = "",
+) -> SensitivityResult:
+    """Prune each layer alone at each ratio and measure; `score` gives validation top-1."""
+    x = torch.zeros((1, *spec_of(model).input_shape))
+    geo = Geometry(model, x)
+    macs0, params0 = geo.macs(model), geo.params(model)
+    own = geo.per_module(model)
+    lat_cfg = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads, runs=10)
+    lat0 = ort_latency_ms(model, lat_cfg)[0] if cfg.latency else None
+    top0 = score(model) if score else None
+    res = SensitivityResult(
+        model=model_name,
+        base_top1=top0,
+        base_macs=macs0,
+        base_params=params0,
+        base_latency_ms=lat0,
+        config=asdict(cfg),
+    )
+    pcfg = PruneConfig(ratio=0.0, criterion=cfg.criterion, round_to=cfg.round_to, ignore=cfg.ignore)
+    for name, channels in prunable_layers(model, cfg.ignore, x):
+        entry = LayerSensitivity(name, channels, round(own.get(name, 0) / max(1, macs0), 5))
+        usable = [r for r in cfg.ratios if int(channels * (1 - r)) >= 1]
+        if len(usable) < len(cfg.ratios):
+            res.notes.append(f"{name}: {channels} channels, ratios above {usable[-1:]} skipped")
+        for r, pruned, counts in prune_layer_stepwise(model, name, usable, pcfg, x):
+            top1 = score(pruned) if score else None
+            lat = ort_latency_ms(pruned, lat_cfg)[0] if cfg.latency else None
+            entry.trials.append(
+                Trial(
+                    ratio=r,
+                    top1=top1,
+                    drop=None if top1 is None or top0 is None else round(top0 - top1, 5),
+                    macs_saved=round(1 - counts["macs"] / max(1, macs0), 5),
+                    params_saved=round(1 - counts["params"] / max(1, params0), 5),
+                    latency_ms=None if lat is None else round(lat, 4),
+                )
+            )
+        log.info("sensitivity %s: %s", name, [(t.ratio, t.top1) for t in entry.trials])
+        res.layers.append(entry)
+    return res
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def write_report(res: SensitivityResult, directory: Path) -> None:
+    """sensitivity.json, sensitivity.md and sensitivity.png into `directory`."""
+    (directory / JSON_NAME).write_text(json.dumps(res.to_dict(), indent=2) + "\n")
+    (directory / MD_NAME).write_text(markdown(res))
+    plot(res, directory / PNG_NAME)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def markdown(res: SensitivityResult) -> str:
+    ratios = res.config["ratios"]
+    lines = [
+        f"# Pruning sensitivity of {res.model or 'the model'}",
+        "",
+        f"Baseline: val top-1 {_pct(res.base_top1)} %, {res.base_macs:,} MACs, "
+        f"{res.base_params:,} params, onnxruntime "
+        + ("-" if res.base_latency_ms is None else f"{res.base_latency_ms:.3f} ms")
+        + f" (batch {res.config['latency_batch']}, {res.config['latency_threads']} threads).",
+        "Each layer (with the layers coupled to it) is pruned alone; cells: val top-1 % / "
+        "MACs saved % / latency ms.",
+        "",
+        "| layer | channels | MACs share % | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |",
+        "|---|---:|---:|" + "---:|" * len(ratios),
+    ]
+    for layer in res.layers:
+        by_ratio = {t.ratio: t for t in layer.trials}
+        cells = []
+        for r in ratios:
+            t = by_ratio.get(r)
+            lat = "-" if t is None or t.latency_ms is None else f"{t.latency_ms:.3f}"
+            cells.append("-" if t is None else f"{_pct(t.top1)} / {100 * t.macs_saved:.1f} / {lat}")
+        lines.append(
+            f"| {layer.name} | {layer.channels} | {100 * layer.macs_share:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [""] + [f"- {n}" for n in res.notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: SensitivityResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for layer in res.layers:
+        xs = [t.ratio for t in layer.trials]
+        if res.base_top1 is None:  # untrained: plot what pruning the layer saves instead
+            ys = [100 * t.macs_saved for t in layer.trials]
+        else:
+            xs = [0.0, *xs]
+            ys = [100 * res.base_top1] + [100 * (t.top1 or 0.0) for t in layer.trials]
+        ax.plot(xs, ys, marker="o", label=layer.name)
+    ax.set_xlabel("channel ratio pruned (this layer only)")
+    ax.set_ylabel("val top-1 %" if res.base_top1 is not None else "MACs saved %")
+    ax.set_title(f"Pruning sensitivity: {res.model}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2 if len(res.layers) > 12 else 1, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- use
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A sensitivity.json (or the directory holding it)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / JSON_NAME
+    try:
+        data: dict[str, Any] = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"cannot read sensitivity report {p}: {e}") from e
+    if "layers" not in data or "base_top1" not in data:
+        raise InvalidInputError(f"{p} is not a sensitivity report (no layers/base_top1)")
+    return data
+
+
+def ratios_from_sensitivity(report: dict[str, Any], max_drop: float) -> dict[str, float]:
+    """Per layer, the largest tried ratio whose val top-1 drop (fraction) is <= `max_drop`."""
+    if report.get("base_top1") is None:
+        raise UsageError(
+            "this sensitivity report has no accuracy (the model was untrained)",
+            hint="run `compress sensitivity` on a trained model",
+        )
+    if not 0 <= max_drop <= 1:
+        raise UsageError(f"--max-drop must be 0 to 100 points, got {100 * max_drop:g}")
+    out: dict[str, float] = {}
+    for layer in report["layers"]:
+        ok = [
+            t["ratio"] for t in layer["trials"] if t["drop"] is not None and t["drop"] <= max_drop
+        ]
+        if ok:
+            out[layer["name"]] = max(ok)
+    if not out:
+        raise UsageError(
+            f"no layer can be pruned within a drop of {100 * max_drop:.2f} points",
+            hint="raise --max-drop, or run sensitivity with smaller --ratios",
+        )
+    return out

@@ -1,0 +1,269 @@
+"""One pruning run: the pruner, the progress knob, the targets' search loops, fine-tuning."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.flops import Geometry
+from compress.latency import LatencyConfig, ort_latency_ms
+from compress.prune_config import (
+    DATA_CRITERIA,
+    PruneConfig,
+    PruneResult,
+    TargetUnreachableError,
+    parse_amount,
+)
+from compress.prune_graph import (
+    CachedImportance,
+    Progress,
+    Scaled,
+    accumulate_gradients,
+    build_pruner,
+    make_importance,
+    plan,
+    prunable_groups,
+    search,
+)
+from compress.train import Hooks, TrainConfig, fit
+from models.data import DataBundle
+from models.errors import CompressError, UsageError
+from models.registry import spec_of
+
+log = logging.getLogger(__name__)
+_MAX_LATENCY_ROUNDS = 20
+
+
+def example_input(model: nn.Module) -> torch.Tensor:
+    """A seeded batch-1 input of the model's shape (tracing and shape checks only)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((1, *spec_of(model).input_shape), generator=g)
+
+
+Evaluator = Callable[[nn.Module], dict[str, Any]]
+Finetune = TrainConfig | Callable[[nn.Module, int], object]
+
+
+class PruneSession:
+    """State of one `prune` call: the pruner, the progress knob, the counters."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: PruneConfig,
+        x: torch.Tensor,
+        data: DataBundle | None,
+        finetune: Finetune | None,
+        evaluator: Evaluator | None,
+        hooks: Hooks | None,
+    ) -> None:
+        self.model, self.cfg, self.x = model, cfg, x
+        self.data, self.finetune, self.evaluator, self.hooks = data, finetune, evaluator, hooks
+        self.geometry = Geometry(model, x)
+        self.progress = Progress()
+        self.importance = CachedImportance(make_importance(cfg.criterion))
+        base = {"ratio": cfg.ratio or 0.0, "layers": 0.0}.get(cfg.target_kind, cfg.max_layer_ratio)
+        if cfg.global_pruning and cfg.target_kind not in ("ratio", "layers"):
+            base = 1.0  # the global ratio itself; the layer limit is kept by `protect`
+        if cfg.global_pruning:
+            self.importance.protect = self.protect
+        self.pruner, notes = build_pruner(model, cfg, x, self.importance, self.progress, base)
+        self.groups = list(prunable_groups(self.pruner))
+        self.base = base
+        self.notes = notes
+        self.result = PruneResult(target={}, before=self.counts(), after={})
+        self.result.notes.extend(notes)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "params": self.geometry.params(self.model),
+            "macs": self.geometry.macs(self.model),
+        }
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def keep_at_least(self, m: nn.Module, channels: int) -> int:
+        init = int(self.pruner.layer_init_out_ch.get(m, channels))
+        return max(1, math.ceil(init * (1 - self.cfg.max_layer_ratio) - 1e-9))
+
+    def protect(self, group: Any, imp: torch.Tensor) -> torch.Tensor:
+        """Global pruning ranks all layers together and can empty one (torch-pruning then skips
+        it whole) or exceed the layer limit in one step; mark each layer's best channels as
+        untouchable instead."""
+        keep = self.keep_at_least(group[0].dep.target.module, len(imp))
+        imp = imp.clone()
+        imp[imp.topk(min(keep, len(imp))).indices] = math.inf
+        return imp
+
+    def layer_ratio(self, m: nn.Module) -> float:
+        """Final ratio of the group rooted at `m` (its own entry, else the default), capped."""
+        scaled = self.pruner.pruning_ratio_dict.get(m)
+        r = scaled.base if isinstance(scaled, Scaled) else self.base
+        return min(r, self.cfg.max_layer_ratio)
+
+    def max_progress(self) -> float:
+        """Largest f that leaves every prunable layer at least one channel."""
+        if self.cfg.global_pruning:
+            total = sum(c for _, _, c in self.groups)
+            kept = sum(self.keep_at_least(m, c) for _, m, c in self.groups)
+            return max(0.0, (1 - kept / max(1, total)) / max(self.base, 1e-9) - 1e-6)
+        f = 1.0
+        for _, m, c in self.groups:
+            r = self.layer_ratio(m)
+            if c > 0 and r > 0 and c * (1 - r) < 1:
+                f = min(f, (1 - 1 / c) / r)
+        return max(0.0, f - 1e-6)
+
+    def check_final_ratio(self) -> None:
+        """Ratio/layer targets: refuse one that would remove every channel of a layer."""
+        if self.cfg.global_pruning:
+            if self.base and self.max_progress() < 1:
+                limit = self.max_progress() * self.base
+                raise UsageError(
+                    f"a global ratio of {self.base:g} would empty layers: at most {limit:.3f} "
+                    f"with --max-layer-ratio {self.cfg.max_layer_ratio:g}",
+                    hint="use a smaller --ratio or a larger --max-layer-ratio",
+                )
+            return
+        for name, m, c in self.groups:
+            r = self.layer_ratio(m)
+            if c > 0 and int(c * (1 - r)) < 1:
+                raise UsageError(
+                    f"a ratio of {r:g} would remove every channel of {name!r} ({c} channels)",
+                    hint=f"use a smaller ratio, --max-layer-ratio {1 - 1 / c:.2f}, "
+                    f"or --ignore {name}",
+                )
+
+    def check_forward(self) -> None:
+        try:
+            with torch.no_grad():
+                self.model.eval()
+                y = self.model(self.x)
+        except Exception as e:
+            raise ForwardBroken(f"{type(e).__name__}: {e}") from e
+        want = self.model.spec.num_classes  # type: ignore[union-attr]
+        if y.shape[-1] != want:
+            raise ForwardBroken(f"output has {y.shape[-1]} logits instead of {want}")
+
+    # -- one real pruning step ------------------------------------------------------------
+
+    def prepare_importance(self) -> None:
+        """Fresh importance for the current weights; data-driven criteria need gradients."""
+        self.importance.clear()
+        if self.cfg.criterion in DATA_CRITERIA:
+            assert self.data is not None
+            accumulate_gradients(
+                self.model, self.importance.inner, self.data, self.cfg.importance_batches
+            )
+
+    def apply(self, f: float) -> None:
+        """Prune the model to progress `f` (cumulative: channels are only ever removed)."""
+        self.progress.f = f
+        try:
+            self.pruner.step()
+        except CompressError:
+            raise
+        except Exception as e:
+            raise ForwardBroken(f"{type(e).__name__}: {e}") from e
+        self.importance.clear()
+        self.model.zero_grad(set_to_none=True)
+        self.check_forward()
+
+    # -- targets --------------------------------------------------------------------------
+
+    def goal(self, kind: str, start: float) -> float:
+        cfg = self.cfg
+        if kind == "latency":
+            return float(cfg.target_latency_ms)  # type: ignore[arg-type]
+        value = cfg.target_macs if kind == "macs" else cfg.target_params
+        how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
+        return start / number if how == "factor" else number
+
+    def metric_at(self, kind: str) -> Callable[[float], float]:
+        count = self.geometry.macs if kind == "macs" else self.geometry.params
+
+        def metric(f: float) -> float:
+            return float(count(self.model, plan(self.pruner, self.progress, f)))
+
+        return metric
+
+    def step_goal(self, start: float, goal: float, step: int) -> float:
+        """Geometric interpolation from `start` to `goal` over the steps."""
+        if goal >= start:
+            return goal
+        return start * (goal / start) ** (step / self.cfg.steps)
+
+    def run_counting_step(self, kind: str, step_goal: float, f_max: float) -> None:
+        self.prepare_importance()
+        f = search(self.metric_at(kind), step_goal, self.progress.f, f_max)
+        if f is None:
+            best = self.metric_at(kind)(f_max)
+            raise TargetUnreachableError(
+                f"the {kind} target {step_goal:,.0f} cannot be met: pruning as far as allowed "
+                f"leaves {best:,.0f}",
+                hint="raise --max-layer-ratio, --ignore fewer layers, or lower --round-to",
+            )
+        self.apply(f)
+        got = self.counts()[kind]
+        if got > step_goal:  # plan and reality differ (an op we do not model): nudge on
+            self.prepare_importance()
+            f2 = search(self.metric_at(kind), step_goal, f, f_max)
+            if f2 is not None:
+                self.apply(f2)
+
+    def run_latency_step(self, step_goal: float, f_max: float) -> None:
+        lat = self.latency()
+        rounds = 0
+        while lat > step_goal:
+            rounds += 1
+            if self.progress.f >= f_max or rounds > _MAX_LATENCY_ROUNDS:
+                raise TargetUnreachableError(
+                    f"latency target {step_goal:g} ms cannot be met: pruning as far as allowed "
+                    f"gives {lat:.2f} ms (batch {self.cfg.latency_batch}, "
+                    f"{self.cfg.latency_threads} threads)",
+                    hint="raise --max-layer-ratio, --ignore fewer layers, or relax the target",
+                )
+            # Latency falls more slowly than MACs (fixed costs), so aiming at the MACs the
+            # latency ratio implies under-shoots and the loop converges from above.
+            self.prepare_importance()
+            macs_goal = self.counts()["macs"] * step_goal / lat
+            f = search(self.metric_at("macs"), macs_goal, self.progress.f, f_max)
+            f = f_max if f is None else min(f_max, max(f, self.progress.f + 0.01))
+            self.apply(f)
+            lat = self.latency()
+
+    def latency(self) -> float:
+        lc = LatencyConfig(batch=self.cfg.latency_batch, threads=self.cfg.latency_threads)
+        ms, _ = ort_latency_ms(self.model, lc)
+        self.result.latency_trace.append(
+            {"fraction": round(self.progress.f, 4), **self.counts(), "ort_ms": round(ms, 3)}
+        )
+        log.info("pruned to %.3f: onnxruntime %.2f ms", self.progress.f, ms)
+        return ms
+
+    # -- fine-tuning ----------------------------------------------------------------------
+
+    def tune(self, epochs: int) -> dict[str, Any] | None:
+        if epochs <= 0:
+            return None
+        t0 = time.perf_counter()
+        if isinstance(self.finetune, TrainConfig):
+            assert self.data is not None
+            tc = replace(self.finetune, epochs=epochs, checkpoint_dir=None, resume=False)
+            fit(self.model, self.data, tc, hooks=self.hooks)
+        elif self.finetune is not None:
+            self.finetune(self.model, epochs)
+        self.model.to("cpu").eval()
+        self.result.finetune_seconds += time.perf_counter() - t0
+        return self.evaluator(self.model) if self.evaluator else None
+
+
+class ForwardBroken(Exception):
+    """Internal: the pruned model no longer runs; turned into a named UnsupportedError."""

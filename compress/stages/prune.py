@@ -1,0 +1,217 @@
+"""`compress prune` and `compress sensitivity`: model in, measured pruned artifact / report out.
+
+The card of a pruned artifact records before and after: parameters, MACs (and the ops not
+counted), weights file size, latency (onnxruntime CPU and torch eager, median, batch 1) and,
+for trained models, validation and test top-1 (after pruning and after fine-tuning). A zoo
+model without weights is refused: pruning random weights by magnitude is meaningless unless
+the study is about latency only (`--weights random`, recorded as untrained).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from compress.evaluate import evaluate, torch_predictor
+from compress.flops import count_ops
+from compress.latency import LatencyConfig, measure_latency
+from compress.prune import DATA_CRITERIA, PruneConfig, prune
+from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.train import Hooks, TrainConfig
+from models.artifact import FORMAT, atomic_dir, check_out_dir, save_model
+from models.data import DataBundle, DataConfig, load_data
+from models.errors import UsageError
+from models.registry import is_factory_ref, spec_of
+from models.resolve import ModelSource
+
+log = logging.getLogger(__name__)
+
+# Measured on 2 shared CPU cores with the default recipe (see the field notes / train --help).
+TRAIN_TIME = {
+    "lenet5": "about 3 minutes",
+    "resnet50": "about 18 minutes per epoch at 28x28 (hours for 15 epochs)",
+}
+
+
+def require_trained(src: ModelSource, allow_untrained: bool = False) -> None:
+    """Refuse to prune a freshly initialized zoo/factory model unless asked for explicitly."""
+    if src.trained or src.weights == "random" or src.card is not None or allow_untrained:
+        return
+    name = src.ref
+    when = TRAIN_TIME.get(name, "minutes to hours depending on the model; try --epochs 1 first")
+    quoted = f"'{name}'" if is_factory_ref(name) else name
+    raise UsageError(
+        f"{name} has no trained weights: pruning an untrained network measures nothing",
+        hint=f"train it first: `compress train --model {quoted} --out runs/{_slug(name)}` "
+        f"({when}), then prune runs/{_slug(name)}; or pass --weights FILE, or --weights random "
+        "for a latency-only study",
+    )
+
+
+def _slug(name: str) -> str:
+    return Path(name.rsplit(":", 1)[0]).stem if is_factory_ref(name) else name
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Exact size of the model.safetensors file this model would be saved as."""
+    from safetensors.torch import save
+
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return len(save(sd, metadata={"format": FORMAT}))
+
+
+def accuracy(model: nn.Module, bundle: DataBundle) -> dict[str, float]:
+    """Validation and test top-1 (fractions)."""
+    predict, n = torch_predictor(model), spec_of(model).num_classes
+    return {
+        "val_top1": evaluate(predict, bundle.loader("val"), n).top1,
+        "test_top1": evaluate(predict, bundle.loader("test"), n).top1,
+    }
+
+
+def measure(
+    model: nn.Module, bundle: DataBundle | None, latency: LatencyConfig | None
+) -> dict[str, Any]:
+    """Everything the card compares before and after."""
+    ops = count_ops(model)
+    out: dict[str, Any] = {**ops.to_dict(), "file_bytes": weights_bytes(model)}
+    if latency is not None:
+        out["latency"] = measure_latency(model, latency).to_dict()
+    if bundle is not None:
+        out["metrics"] = accuracy(model, bundle)
+    return out
+
+
+def _needs_data(src: ModelSource, cfg: PruneConfig, finetune: TrainConfig | None) -> bool:
+    tuning = bool(finetune) and (cfg.finetune_epochs or cfg.final_finetune_epochs)
+    return src.trained or cfg.criterion in DATA_CRITERIA or bool(tuning)
+
+
+def run_prune(
+    ref: ModelRef,
+    cfg: PruneConfig,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    finetune: TrainConfig | None = None,
+    latency: bool = True,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """Prune `ref` to `cfg`, fine-tune, measure before/after, write the artifact `out`."""
+    check_out_dir(out, overwrite)
+    src = load_source(ref, data)
+    require_trained(src)
+    model = src.model
+    bundle = None
+    if _needs_data(src, cfg, finetune):
+        bundle = load_data(data_config_for(data, src.card), spec_of(model))
+    scored = bundle if src.trained else None
+    lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads) if latency else None
+    before = measure(model, scored, lat)
+    evaluator = (lambda m: accuracy(m, bundle)) if bundle is not None and src.trained else None
+    result = prune(model, cfg, data=bundle, finetune=finetune, evaluator=evaluator, hooks=hooks)
+    tuned = bool(finetune) and (cfg.finetune_epochs + cfg.final_finetune_epochs) > 0
+    trained = src.trained or tuned
+    after = measure(model, bundle if trained else None, lat)
+    summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
+    card = card_for(src, bundle)
+    card.trained = trained
+    if trained:
+        card.metrics = {
+            "val": {"top1": after["metrics"]["val_top1"]},
+            "test": {"top1": after["metrics"]["test_top1"]},
+        }
+    card.add_history(
+        "prune",
+        config=asdict(cfg),
+        finetune=asdict(finetune) if finetune and tuned else None,
+        before=before,
+        after=after,
+        result=result.to_dict(),
+        trained=trained,
+    )
+    card.prune = {k: summary[k] for k in ("before", "after", "speedup", "untrained")}  # type: ignore[attr-defined]
+    save_model(model, out, card, overwrite=overwrite)
+    return summary
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _summary(
+    ref: ModelRef,
+    src: ModelSource,
+    cfg: PruneConfig,
+    result: dict[str, Any],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    trained: bool,
+    out: str | Path,
+) -> dict[str, Any]:
+    lb, la = before.get("latency", {}), after.get("latency", {})
+    return {
+        "out": str(out),
+        "model": ref.model,
+        "weights": src.weights,
+        "untrained": not trained,
+        "target": result["target"],
+        "criterion": cfg.criterion,
+        "global": cfg.global_pruning,
+        "before": before,
+        "after": after,
+        "speedup": {
+            "params": _ratio(before["params"], after["params"]),
+            "macs": _ratio(before["macs"], after["macs"]),
+            "file": _ratio(before["file_bytes"], after["file_bytes"]),
+            "ort": _ratio(lb.get("ort_ms"), la.get("ort_ms")),
+            "torch": _ratio(lb.get("torch_ms"), la.get("torch_ms")),
+        },
+        "steps": result["steps"],
+        "layers": result["layers"],
+        "latency_trace": result["latency_trace"],
+        "notes": result["notes"],
+        "prune_seconds": result["prune_seconds"],
+        "finetune_seconds": result["finetune_seconds"],
+    }
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+
+def run_sensitivity(
+    ref: ModelRef,
+    cfg: Any,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    val_limit: int | None = 2000,
+) -> dict[str, Any]:
+    """Per-layer pruning sensitivity of a trained model; writes json/md/png into `out`."""
+    from compress.prune_sensitivity import analyze, write_report
+
+    check_out_dir(out, overwrite)
+    src = load_source(ref, data)
+    require_trained(src)
+    model = src.model
+    score = None
+    if src.trained:
+        bundle = load_data(data_config_for(data, src.card), spec_of(model))
+        n = spec_of(model).num_classes
+
+        def score(m: nn.Module) -> float:
+            return evaluate(torch_predictor(m), bundle.loader("val"), n, limit=val_limit).top1
+
+    res = analyze(model, cfg, score, model_name=ref.model)
+    if not src.trained:
+        res.notes.append("untrained model (--weights random): accuracy not measured")
+    res.config["val_limit"] = val_limit
+    with atomic_dir(out, overwrite) as tmp:
+        write_report(res, tmp)
+    return {"out": str(out), **res.to_dict()}
