@@ -38,6 +38,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--keep-float", action="append", default=[])
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="extra row of ours with overrides, e.g. 'activation_type=int8,per_channel=false'",
+    )
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--no-extras", action="store_true", help="skip dynamic and fp16 rows")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
@@ -74,6 +80,14 @@ def main() -> None:
             label = f"ours, {'+'.join(args.keep_float)} kept fp32"
             models[label] = t / "keep.onnx"
             quantize(fp32, cfg, calib, t / "keep.onnx")
+        for i, v in enumerate(args.variant):
+            kw: dict[str, Any] = {}
+            for item in v.split(","):
+                key, _, val = item.partition("=")
+                kw[key] = {"true": True, "false": False}.get(val.lower(), val)
+            models[f"ours, {v}"] = t / f"variant{i}.onnx"
+            quantize(fp32, QuantizeConfig(max_drop=None, latency=False, **kw), calib,
+                     t / f"variant{i}.onnx")  # fmt: skip
         if not args.no_extras:
             if qgraph.inspect(fp32).nodes_of(qgraph.DYNAMIC_OPS):
                 models["ours: ptq-dynamic (MatMul/Gemm)"] = t / "dyn.onnx"

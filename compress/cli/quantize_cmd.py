@@ -73,12 +73,13 @@ def quantize(
 ) -> None:
     """Quantize a model for onnxruntime into an ONNX artifact (model.onnx + card.json).
 
-    PyTorch models are exported first (parity-gated). int8 settings follow this CPU's
-    instruction set (VNNI: U8S8 full range; AVX2 without VNNI: reduce_range; ARM dot-product:
-    S8S8) unless set; --tune measures the alternatives. If validation top-1 drops more than
-    --max-drop points, the most sensitive nodes stay in float (up to --max-fallback); if the
-    budget still can't be met the artifact is kept, marked, and the exit code is 5. The report
-    says plainly when the quantized model is not faster than fp32 on this machine.
+    PyTorch models are exported first (parity-gated); ONNX artifacts are used as is.
+
+    int8 settings follow this CPU: VNNI -> U8S8 full range; AVX2 without VNNI -> reduce_range; ARM dot-product -> S8S8. --tune measures the alternatives.
+
+    If validation top-1 drops more than --max-drop points, the most sensitive nodes stay in float (up to --max-fallback); if the budget still can't be met, the artifact is kept and marked, and the exit code is 5.
+
+    The report says plainly when the quantized model is not faster than fp32 on this machine.
     """
     from compress.cli.progress import RichHooks
     from compress.quantize import QuantizeConfig

@@ -247,6 +247,8 @@ def _card(
     new.metrics = {"val": {"top1": r.quantized.get("val_top1")}}
     if test is not None:
         new.metrics["test"] = test["quantized"]
+    if "parity" in new.gates:  # the fp32 parent's export gate: say whose it is
+        new.gates["export_parity"] = new.gates.pop("parity")
     new.gates["accuracy"] = {
         "passed": r.budget_met,
         "split": "val",
