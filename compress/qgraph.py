@@ -140,19 +140,6 @@ def check_quantized(path: str | Path) -> dict[str, int]:
     }
 
 
-def quantized_nodes(path: str | Path, candidates: list[str]) -> list[str]:
-    """Which of `candidates` (float node names) ended up quantized (their weights are int8)."""
-    model = load(path)
-    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    out = []
-    for n in model.graph.node:
-        if n.name in candidates:
-            quantized_op = n.op_type.startswith(("QLinear", "QGemm", "MatMulInteger"))
-            if quantized_op or (len(n.input) > 1 and n.input[1] in dq_out):
-                out.append(n.name)
-    return out
-
-
 def activation_bytes_per_sample(path: str | Path) -> int:
     """Float bytes of all intermediate tensors for one input (from the inferred shapes).
 

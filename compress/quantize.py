@@ -29,6 +29,7 @@ import torch
 from compress import ortrun, qgraph
 from compress.calibration import MIN_SAMPLES, check_calibration, make_reader
 from compress.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
+from compress.precision import AMP_MODES
 from compress.quant_fallback import FallbackResult, fallback_search, rank_nodes
 from models.errors import ResourceError, UsageError
 
@@ -85,8 +86,9 @@ class QuantizeConfig:
             raise UsageError(f"--max-fallback must be >= 0, got {self.max_fallback}")
         if self.epochs < 0 or not self.lr > 0:
             raise UsageError("--epochs must be >= 0 and --lr > 0")
-        if self.method == "ptq-dynamic" and self.format == "qdq" and self.tune:
-            raise UsageError("--tune applies to ptq-static (dynamic has no activation settings)")
+        if self.tune and self.method != "ptq-static":
+            raise UsageError("--tune applies to ptq-static (it tries activation/weight settings)")
+        _one_of("amp", self.amp, AMP_MODES)
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError("--eval-samples must be >= 1")
 

@@ -73,6 +73,8 @@ def _run(src: Path, cfg: QuantizeConfig, calib, bundle, out: Path):
         {"max_drop": -1.0},
         {"activation_type": "fp8"},
         {"max_fallback": -1},
+        {"method": "ptq-dynamic", "tune": True},
+        {"amp": "fp8"},
     ],
 )
 def test_config_rejects_bad_values(kw):
