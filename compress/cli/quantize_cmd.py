@@ -54,6 +54,7 @@ def quantize(
     epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
     lr: Annotated[float, typer.Option(help="QAT peak learning rate.")] = 1e-4,
     amp: Annotated[str, typer.Option(help="QAT training precision (off, bf16, auto).")] = "off",
+    limit: o.LimitOpt = None,
     eval_samples: Annotated[
         int | None, typer.Option(help="Cap on validation/test images per accuracy check.")
     ] = None,
@@ -107,7 +108,7 @@ def quantize(
         seed=seed,
     )
     ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
-    data = o.data_config(dataset, data_dir, seed=seed)
+    data = o.data_config(dataset, data_dir, seed=seed, limit=limit)
     with RichHooks() as hooks:
         summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
     _print(summary)
