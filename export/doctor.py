@@ -203,8 +203,8 @@ def _check_conv_integer(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
             f"{n} ConvInteger nodes (dynamic quantization of convolutions)",
             "activations are re-quantized at run time before each conv and the int32 result is "
             "cast back to float: nothing fuses, and older onnxruntime builds have no CPU kernel "
-            "for int8-weight ConvInteger at all. Measured here (onnxruntime 1.32, ResNet-18 64x64, "
-            "batch 8): 3.7x slower than fp32",
+            "for int8-weight ConvInteger at all. One run on a shared 2-core EPYC (onnxruntime "
+            "1.32, ResNet-18 64x64, batch 8): 3.7x slower than fp32",
             "use static quantization (QDQ, calibrated on real data) for convolutional models; keep "
             "dynamic quantization for MatMul/Gemm (op_types_to_quantize=['MatMul', 'Gemm'])",
         )
