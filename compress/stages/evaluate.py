@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from compress.evaluate import EvalResult, Predictor, evaluate, torch_predictor
@@ -35,7 +36,8 @@ def run_eval(
 
 
 def _predictor(ref: ModelRef, data: DataConfig | None) -> tuple[Predictor, ModelSpec, Any]:
-    if is_artifact(ref.model) and read_card(ref.model).kind == "onnx":
+    bare_onnx = ref.model.endswith(".onnx") and Path(ref.model).is_file()
+    if bare_onnx or (is_artifact(ref.model) and read_card(ref.model).kind == "onnx"):
         from export.runtime import onnx_artifact_predictor  # lazy: onnxruntime is heavy
 
         predict, card = onnx_artifact_predictor(ref.model)
