@@ -52,7 +52,8 @@ def main() -> None:
 
     from compress import ortrun, qgraph
     from compress.calibration import calibration_inputs
-    from compress.quantize import QuantizeConfig, _quiet_ort, quantize
+    from compress.ortrun import quiet_ort
+    from compress.quantize import QuantizeConfig, quantize
     from compress.stages.common import data_config_for
     from models.artifact import read_card
     from models.data import DataConfig, load_data
@@ -71,7 +72,7 @@ def main() -> None:
         base = QuantizeConfig(max_drop=None, latency=False)
         models["ours: ptq-static defaults"] = t / "ours.onnx"
         quantize(fp32, base, calib, t / "ours.onnx")
-        with _quiet_ort():
+        with quiet_ort():
             models["onnxruntime quantize_static defaults"] = ort_plain_defaults(
                 fp32, t / "ort.onnx", calib, info.input_name
             )

@@ -7,10 +7,12 @@ and int8 are measured by the same code on the same inputs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,20 @@ from compress.evaluate import Predictor, evaluate
 from models.errors import InvalidInputError, UnsupportedError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_ort() -> Iterator[None]:
+    """onnxruntime.quantization logs every step at INFO on the root logger and prints progress;
+    keep that out of our output (our own log lines come before and after)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def session(path: str | Path, threads: int | None = None) -> Any:
