@@ -42,6 +42,7 @@ def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seconds": r.get("seconds"),
             "latency": lat,
         }
+        _inherit(row, rows, r)
         row["size_ratio"] = _ratio(base.get("bytes"), r.get("bytes"))
         row["speedup"] = {
             rt: {
@@ -51,6 +52,21 @@ def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         rows.append(row)
     return rows
+
+
+def _inherit(row: dict[str, Any], rows: list[dict[str, Any]], rec: dict[str, Any]) -> None:
+    """Params/MACs: from this stage's summary, else the stage before (export and quantize keep
+    the architecture); a prune stage's `before` counts fill in the baseline rows."""
+    after = rec.get("summary", {}).get("after")
+    if isinstance(after, dict):
+        row["params"] = row["params"] or after.get("params")
+        before = rec["summary"].get("before") or {}
+        for prev in rows:
+            prev["params"] = prev["params"] or before.get("params")
+            prev["macs"] = prev["macs"] or before.get("macs")
+    if rows:
+        row["params"] = row["params"] or rows[-1]["params"]
+        row["macs"] = row["macs"] or rows[-1]["macs"]
 
 
 def _macs(r: dict[str, Any]) -> int | None:
@@ -88,7 +104,7 @@ def _runtimes(rows: list[dict[str, Any]]) -> list[str]:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The summary table (also printed by the CLI)."""
     rts = _runtimes(rows)
-    head = ["stage", "format", "params", "size KB", "size x", "val top-1 %", "test top-1 %"]
+    head = ["stage", "format", "params", "MACs", "size KB", "size x", "val top-1 %", "test top-1 %"]
     for rt in rts:
         head += [f"{rt} p50/p90 ms bs{bs}" for bs in LAT_BATCHES] + [f"{rt} speed-up bs1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

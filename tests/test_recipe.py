@@ -73,3 +73,15 @@ def test_overrides_and_round_trip():
         apply_override(r, "prune.ratio=0.5")
     with pytest.raises(UsageError, match=r"stage\.key=value"):
         apply_override(r, "nonsense")
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("recipes").glob("*.yaml")))
+def test_shipped_recipes_are_valid(path):
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    assert describe_plan(recipe)[0]["kind"] == "train"
+    if recipe.search:
+        from compress.tune import parse_space
+
+        assert parse_space(recipe)

@@ -29,6 +29,12 @@ class ErrorMappingGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished artifacts were kept")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # `compress … | head`: the reader left; exit quietly like other Unix tools.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            raise typer.Exit(0) from None
         except OSError as e:
             if getattr(e, "errno", None) == 28:  # ENOSPC
                 err_console.print(f"[bold red]error:[/] disk full: {e}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,7 +43,7 @@ def run(
     from compress.cli.progress import RichHooks
     from compress.pipeline import describe_plan, ensure_empty_or_resume, run_pipeline
     from compress.recipe import load_recipe
-    from compress.run_report import markdown_table, stage_rows, write_report
+    from compress.run_report import stage_rows, write_report
 
     rec = load_recipe(recipe, set_ or [])
     if dry_run:
@@ -69,7 +69,7 @@ def run(
             rec, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
         )
     paths = write_report(result, rec.name, Path(out))
-    console.print(markdown_table(stage_rows(result.stages)))
+    console.print(summary_table(stage_rows(result.stages)))
     for g in result.gates:
         console.print(f"gate {g['gate']}: {'passed' if g['passed'] else 'FAILED'}")
     console.print(
@@ -77,6 +77,39 @@ def run(
         f"(also {paths['md'].name}, {paths['json'].name})"
     )
     write_json(json_out, {"out": str(out), "stages": result.stages, "gates": result.gates})
+
+
+def summary_table(rows: list[dict[str, Any]]) -> Any:
+    """The report's per-stage table for the terminal."""
+    from rich.table import Table
+
+    runtimes = sorted({rt for r in rows for rt in r["latency"]})
+    table = Table(title="what each stage bought and cost (latency: synthetic input, p50 ms)")
+    cols = ["stage", "format", "params", "size KB", "size x", "val %", "test %"]
+    cols += [f"{rt} b{bs}" for rt in runtimes for bs in ("1", "32")]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("stage", "format") else "right")
+    for r in rows:
+        cells = [
+            r["stage"],
+            f"{r['format']} {r['precision']}",
+            "-" if r["params"] is None else f"{r['params']:,}",
+            "-" if r["bytes"] is None else f"{r['bytes'] / 1024:.1f}",
+            "-" if r["size_ratio"] is None else f"{r['size_ratio']:.2f}x",
+            "-" if r["val_top1"] is None else f"{100 * r['val_top1']:.2f}",
+            "-" if r["test_top1"] is None else f"{100 * r['test_top1']:.2f}",
+        ]
+        for rt in runtimes:
+            for bs in ("1", "32"):
+                v = r["latency"].get(rt, {}).get(bs)
+                s = r["speedup"].get(rt, {}).get(bs)
+                cells.append(
+                    "-"
+                    if v is None
+                    else f"{v['p50_ms']:.3f}" + ("" if s is None else f" ({s:.2f}x)")
+                )
+        table.add_row(*cells)
+    return table
 
 
 def register(app: typer.Typer) -> None:
