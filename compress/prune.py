@@ -121,14 +121,14 @@ def _execute(run: PruneSession) -> None:
             "value": str(getattr(cfg, f"target_{kind}")),
             "goal": goal,
         }
-    lat_start = run.latency() if kind == "latency" else 0.0
+    lat_start = lat = run.latency() if kind == "latency" else 0.0
     for step in range(1, cfg.steps + 1):
         if kind in ("ratio", "layers"):
             run.prepare_importance()
             run.apply(step / cfg.steps)
         elif kind == "latency":
             g = run.step_goal(lat_start, float(cfg.target_latency_ms or 0), step)
-            run.run_latency_step(g, f_max)
+            lat = run.run_latency_step(g, f_max, lat)
         else:
             g = run.step_goal(float(start[kind]), run.result.target["goal"], step)
             run.run_counting_step(kind, g, f_max)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress import distributed as ddp
 from compress.flops import Geometry
 from compress.latency import LatencyConfig, ort_latency_ms
 from compress.prune_config import (
@@ -68,6 +69,8 @@ class PruneSession:
         self.data, self.finetune, self.evaluator, self.hooks = data, finetune, evaluator, hooks
         self.geometry = Geometry(model, x)
         self.progress = Progress()
+        if cfg.criterion == "random":
+            torch.manual_seed(cfg.seed)  # reproducible random ranking
         self.importance = CachedImportance(make_importance(cfg.criterion))
         base = {"ratio": cfg.ratio or 0.0, "layers": 0.0}.get(cfg.target_kind, cfg.max_layer_ratio)
         if cfg.global_pruning and cfg.target_kind not in ("ratio", "layers"):
@@ -218,8 +221,8 @@ class PruneSession:
             if f2 is not None:
                 self.apply(f2)
 
-    def run_latency_step(self, step_goal: float, f_max: float) -> None:
-        lat = self.latency()
+    def run_latency_step(self, step_goal: float, f_max: float, lat: float) -> float:
+        """Prune in rounds until the measured latency (`lat` now) is <= `step_goal`."""
         rounds = 0
         while lat > step_goal:
             rounds += 1
@@ -231,17 +234,20 @@ class PruneSession:
                     hint="raise --max-layer-ratio, --ignore fewer layers, or relax the target",
                 )
             # Latency falls more slowly than MACs (fixed costs), so aiming at the MACs the
-            # latency ratio implies under-shoots and the loop converges from above.
+            # latency ratio implies under-shoots and the loop converges from above; at most
+            # halving the MACs per round keeps one noisy measurement from over-pruning.
             self.prepare_importance()
-            macs_goal = self.counts()["macs"] * step_goal / lat
+            macs = self.counts()["macs"]
+            macs_goal = macs * max(step_goal / lat, 0.5)
             f = search(self.metric_at("macs"), macs_goal, self.progress.f, f_max)
             f = f_max if f is None else min(f_max, max(f, self.progress.f + 0.01))
             self.apply(f)
             lat = self.latency()
+        return lat
 
     def latency(self) -> float:
         lc = LatencyConfig(batch=self.cfg.latency_batch, threads=self.cfg.latency_threads)
-        ms, _ = ort_latency_ms(self.model, lc)
+        ms = ddp.on_main(lambda: ort_latency_ms(self.model, lc)[0])  # rank 0 measures for all
         self.result.latency_trace.append(
             {"fraction": round(self.progress.f, 4), **self.counts(), "ort_ms": round(ms, 3)}
         )
