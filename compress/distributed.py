@@ -221,10 +221,11 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if not _active():
         return
-    if str(dist.get_backend()) == "nccl":
-        dist.barrier(device_ids=[torch.cuda.current_device()])
-    else:
-        dist.barrier()
+    with collective_errors():
+        if str(dist.get_backend()) == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def all_reduce_sums(values: Iterable[float]) -> list[float]:
@@ -304,7 +305,10 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     if not _active():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=_device() if _device().type == "cuda" else None)
+    with collective_errors():
+        dist.broadcast_object_list(
+            box, src=src, device=_device() if _device().type == "cuda" else None
+        )
     return box[0]  # type: ignore[return-value]
 
 
@@ -332,7 +336,8 @@ def gather_objects(obj: T) -> list[T]:
     if not _active():
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    with collective_errors():
+        dist.all_gather_object(out, obj)
     return out
 
 
@@ -345,15 +350,6 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if work is not tensor:
         tensor.copy_(work)
     return tensor
-
-
-def broadcast_module_(model: nn.Module, src: int = 0) -> None:
-    """Make every rank's parameters and buffers bit-identical to rank `src`'s."""
-    if not _active():
-        return
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            broadcast_(t.data, src)
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

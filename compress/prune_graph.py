@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress import distributed as ddp
 from compress.flops import in_out
 from compress.prune_config import PruneConfig
 from models.data import DataBundle
@@ -59,6 +60,8 @@ class CachedImportance:
             imp = self.inner(group)
             if imp is not None and self.protect is not None:
                 imp = self.protect(group, imp)
+            if imp is not None:  # under torchrun rank 0's ranking decides for every rank
+                imp = ddp.broadcast_(imp.contiguous())
             self.cache[key] = imp
         return self.cache[key]
 
@@ -228,7 +231,8 @@ def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, ba
     model.zero_grad(set_to_none=True)
     if hessian:
         importance.zero_grad()
-    for i, (x, y) in enumerate(data.loader("train")):
+    shard = ddp.train_sampler(len(data.train), data.config.seed * 100_003, 0)  # torchrun
+    for i, (x, y) in enumerate(data.loader("train", sampler=shard)):
         if i >= batches:
             break
         if not hessian:
@@ -245,3 +249,4 @@ def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, ba
                     g = p.grad.detach().pow(2)
                     importance._accu_grad[p] = importance._accu_grad.get(p, 0) + g
                     importance._counter[p] = importance._counter.get(p, 0) + 1
+    ddp.reduce_importance_gradients(model, importance)  # every rank's data, one decision

@@ -181,6 +181,29 @@ def test_torchrun_train_keeps_ranks_identical(ddp_trained, mini_data):
     assert not Path(str(ddp_trained) + ".checkpoint").exists()
 
 
+def test_torchrun_prune_with_finetune_matches_one_process(ddp_trained, mini_data, tmp_path):
+    out = tmp_path / "pruned"
+    args = ["--ratio", "0.5", "--finetune-epochs", "1", "--criterion", "taylor"]
+    args += ["--no-latency", "--data-dir", str(MINI), "--amp", "off", "--batch-size", "64"]
+    r = torchrun(["-m", "compress", "prune", "--model", str(ddp_trained), "--out", str(out), *args])
+    assert r.returncode == 0, r.stdout + r.stderr
+    card = read_card(out)
+    dist = card.distributed  # type: ignore[attr-defined]
+    assert dist["world_size"] == 2 and dist["weights_identical_across_ranks"]
+    pruned, _ = load_model(out)
+    assert dist["rank_digests"][0] == ddp.state_digest(pruned)
+
+    from compress.prune import PruneConfig, prune
+
+    single, _ = load_model(ddp_trained)
+    data = load_data(mini_data, spec_of(single))
+    tune = TrainConfig(epochs=1, lr=1e-3, schedule="cosine", amp="off")
+    prune(single, PruneConfig(ratio=0.5, finetune_epochs=1, criterion="taylor"), data=data,
+          finetune=tune)  # fmt: skip
+    assert shapes(pruned) == shapes(single)
+    assert shapes(pruned) != shapes(create_model("lenet5"))
+
+
 def test_torchrun_with_a_backend_the_device_cannot_use_fails_clearly(tmp_path):
     args = ["train", "--model", "lenet5", "--data-dir", str(MINI), "--epochs", "1"]
     args += ["--device", "cpu", "--out", str(tmp_path / "x")]
@@ -229,12 +252,36 @@ except KeyboardInterrupt:
 resumed = run(out + "/cut", resume=True)
 diff = max((a - b).abs().max().item() for a, b in zip(full.state_dict().values(),
                                                       resumed.state_dict().values()))
+
+# Pruning importance: each rank's gradients on its own shard, all-reduced before deciding.
+import torch.nn.functional as F
+from compress.prune_graph import accumulate_gradients, make_importance
+
+def grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+shard = ddp.train_sampler(len(bundle.train), 0, 0)
+full.zero_grad()
+for i, (x, y) in enumerate(bundle.loader("train", sampler=shard)):
+    if i == 2:
+        break
+    F.cross_entropy(full(x), y).backward()
+mine = grads(full)
+expected = sum(ddp.gather_objects(mine)) / ddp.world_size()
+accumulate_gradients(full, make_importance("taylor"), bundle, 2)
+reduced = grads(full)
+hessian = make_importance("hessian")
+accumulate_gradients(full, hessian, bundle, 2)
 json.dump({"full": ddp.state_digest(full), "resumed": ddp.state_digest(resumed), "diff": diff,
-           "world": ddp.world_size()}, open(f"{out}/rank{ddp.rank()}.json", "w"))
+           "world": ddp.world_size(), "local_grad": mine.sum().item(),
+           "reduced_grad": reduced.sum().item(),
+           "reduced_vs_mean": (reduced - expected).abs().max().item(),
+           "hessian_samples": sorted(set(hessian._counter.values()))},
+          open(f"{out}/rank{ddp.rank()}.json", "w"))
 """
 
 
-def test_interrupted_ddp_run_resumes_exactly_and_only_with_its_world_size(tmp_path, mini_data):
+def test_ddp_resumes_exactly_with_its_world_size_and_prunes_from_all_ranks(tmp_path, mini_data):
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
     r = torchrun([str(script), str(tmp_path), str(MINI)])
@@ -244,6 +291,11 @@ def test_interrupted_ddp_run_resumes_exactly_and_only_with_its_world_size(tmp_pa
     assert ranks[0]["full"] == ranks[1]["full"]  # DDP kept the ranks identical
     assert ranks[0]["resumed"] == ranks[1]["resumed"]
     assert ranks[0]["diff"] < 1e-5  # resumed == uninterrupted
+    # Pruning importance: different shards per rank, one all-reduced gradient for the decision.
+    assert ranks[0]["local_grad"] != ranks[1]["local_grad"]
+    assert ranks[0]["reduced_grad"] == ranks[1]["reduced_grad"]
+    assert ranks[0]["reduced_vs_mean"] < 1e-5 and ranks[1]["reduced_vs_mean"] < 1e-5
+    assert ranks[0]["hessian_samples"] == [2 * 2 * 16]  # 2 ranks x 2 batches x 16 samples
     ck = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert ck["world_size"] == 2 and len(ck["rng_ranks"]) == 2
     # The same checkpoint resumed by one process: a clear usage error, nothing trained.

@@ -16,9 +16,11 @@ from typing import Any
 
 from torch import nn
 
+from compress import distributed as ddp
 from compress.evaluate import evaluate, torch_predictor
 from compress.flops import count_ops
 from compress.latency import LatencyConfig, measure_latency
+from compress.precision import resolve_device
 from compress.prune import DATA_CRITERIA, PruneConfig, prune
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.train import Hooks, TrainConfig
@@ -102,8 +104,12 @@ def run_prune(
     latency: bool = True,
     hooks: Hooks | None = None,
 ) -> dict[str, Any]:
-    """Prune `ref` to `cfg`, fine-tune, measure before/after, write the artifact `out`."""
+    """Prune `ref` to `cfg`, fine-tune, measure before/after, write the artifact `out`.
+
+    Under torchrun every rank prunes identically (rank 0's importance ranking decides) and
+    fine-tunes with DDP; rank 0 alone measures and writes `out`."""
     check_out_dir(out, overwrite)
+    dist, _ = ddp.setup(resolve_device(finetune.device) if finetune else "cpu")
     src = load_source(ref, data)
     require_trained(src)
     model = src.model
@@ -112,12 +118,14 @@ def run_prune(
         bundle = load_data(data_config_for(data, src.card), spec_of(model))
     scored = bundle if src.trained else None
     lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads) if latency else None
-    before = measure(model, scored, lat)
+    before = ddp.on_main(lambda: measure(model, scored, lat))
     evaluator = (lambda m: accuracy(m, bundle)) if bundle is not None and src.trained else None
+    if not dist.is_main:
+        evaluator = None  # rank 0 scores the steps for the card
     result = prune(model, cfg, data=bundle, finetune=finetune, evaluator=evaluator, hooks=hooks)
     tuned = bool(finetune) and (cfg.finetune_epochs + cfg.final_finetune_epochs) > 0
     trained = src.trained or tuned
-    after = measure(model, bundle if trained else None, lat)
+    after = ddp.on_main(lambda: measure(model, bundle if trained else None, lat))
     summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
     card = card_for(src, bundle)
     card.trained = trained
@@ -136,7 +144,11 @@ def run_prune(
         trained=trained,
     )
     card.prune = {k: summary[k] for k in ("before", "after", "speedup", "untrained")}  # type: ignore[attr-defined]
-    save_model(model, out, card, overwrite=overwrite)
+    if dist.active:
+        card.distributed = {**dist.record(), **ddp.consistency(model)}  # type: ignore[attr-defined]
+    if dist.is_main:
+        save_model(model, out, card, overwrite=overwrite)
+    ddp.barrier()  # the artifact exists on every rank's return
     return summary
 
 
