@@ -136,6 +136,10 @@ def make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps)
+    if cfg.schedule == "onecycle" and total < 12:
+        # One-cycle needs a few steps per phase; a tiny run (search budget) gets cosine instead.
+        log.info("only %d steps: cosine schedule instead of one-cycle", total)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25
