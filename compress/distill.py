@@ -279,7 +279,7 @@ def distill(
         raise UsageError("the student and the teacher are the same model")
     tcfg = cfg.train_config(train_cfg)
     device = resolve_device(tcfg.device)
-    policy = resolve_amp(tcfg.amp, device)  # fail on an impossible --amp before any work
+    resolve_amp(tcfg.amp, device)  # fail on an impossible --amp before any work
     s_spec, t_spec = spec_of(student), spec_of(teacher)
     check_compatible(t_spec, s_spec)
     to_teacher = teacher_input(s_spec, t_spec)
@@ -294,7 +294,7 @@ def distill(
     train_data = data
     try:
         if should_cache(cfg, data, tcfg.epochs, s_spec.num_classes):
-            train_data = outputs.build_cache(data, policy)
+            train_data = outputs.build_cache(data, resolve_amp(tcfg.amp, device, teacher))
         if features is not None:
             features.adapters.to(device)
 

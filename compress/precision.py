@@ -3,7 +3,10 @@
 `auto` picks fp16 (with a gradient scaler) on CUDA, bf16 on CUDA devices that support it when
 asked, and on CPU bf16 only where the CPU has native bf16 instructions (AVX-512 BF16 / AMX);
 elsewhere it stays fp32, because emulated bf16 is far slower (0.2 GFLOP/s measured on an
-AVX2-only EPYC).
+AVX2-only EPYC). Even with native bf16, `auto` keeps tiny models in fp32: measured on an
+AVX-512 BF16 CPU (benchmarks/results/distill-amp.md), a ResNet-50 training step ran 1.2-1.6x
+faster under bf16 autocast but LeNet-5's ran 0.92-1.27x (no gain: the per-step casts cost what
+bf16 saves), so below CPU_BF16_MIN_MACS multiply-accumulates per sample fp32 is kept.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 AMP_MODES = ("off", "fp16", "bf16", "auto")
+CPU_BF16_MIN_MACS = 5_000_000  # LeNet-5: 0.42 M (no bf16 gain); ResNet-18/50 at 28x28: 33/78 M
 
 
 @lru_cache(maxsize=1)
@@ -59,8 +64,42 @@ class AmpPolicy:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
-def resolve_amp(mode: str, device: torch.device) -> AmpPolicy:
-    """Turn `--amp` into a policy for `device`; errors for modes the device cannot do."""
+def forward_macs(model: nn.Module) -> int | None:
+    """Multiply-accumulates of Conv2d and Linear layers for one sample (one probe forward on
+    CPU); None when the model carries no spec to build the probe from."""
+    spec = getattr(model, "spec", None)
+    shape = getattr(spec, "input_shape", None)
+    if shape is None:
+        return None
+    total = 0
+
+    def count(m: nn.Module, _i: object, out: object) -> None:
+        nonlocal total
+        if not isinstance(out, torch.Tensor):
+            return
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total += out.numel() * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.Linear):
+            total += out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))
+    except Exception:  # a model that can't run a zero probe on CPU: no size-based decision
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
+def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None) -> AmpPolicy:
+    """Turn `--amp` into a policy for `device` (and, for `auto` on CPU, for `model`'s size);
+    errors for modes the device cannot do."""
     if mode not in AMP_MODES:
         raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
     if mode == "off":
@@ -76,6 +115,15 @@ def resolve_amp(mode: str, device: torch.device) -> AmpPolicy:
     native = cpu_has_native_bf16()
     if mode == "auto":
         if native:
+            macs = forward_macs(model) if model is not None else None
+            if macs is not None and macs < CPU_BF16_MIN_MACS:
+                return AmpPolicy(
+                    mode,
+                    None,
+                    False,
+                    f"fp32: the model is too small ({macs / 1e6:.2f} M MACs/sample) for bf16 "
+                    "autocast to pay on CPU (its casts cost what bf16 saves)",
+                )
             return AmpPolicy(mode, torch.bfloat16, False, "CPU has native bf16 (AVX-512 BF16/AMX)")
         return AmpPolicy(
             mode,

@@ -187,7 +187,7 @@ def fit(
     dist, device = ddp.setup(resolve_device(cfg.device))
     if not dist.is_main:
         hooks = SilentHooks()  # only rank 0 reports progress
-    policy = resolve_amp(cfg.amp, device)
+    policy = resolve_amp(cfg.amp, device, model)
     log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
     model.to(device)
     if cfg.channels_last:

@@ -23,7 +23,7 @@ from compress.train import TrainConfig
 from models.artifact import load_model, read_card, save_model
 from models.data import load_data
 from models.errors import InvalidInputError, UnsupportedError, UsageError, WeightsError
-from models.registry import create_model
+from models.registry import attach_spec, create_model, spec_of
 
 MINI = str(Path(__file__).parent / "data" / "fashion-mini")
 runner = CliRunner()
@@ -98,11 +98,11 @@ def test_feature_pairs_parse():
 
 
 def test_teacher_and_student_must_agree_on_classes_and_shape():
-    t = create_model("lenet5").spec
+    t = spec_of(create_model("lenet5"))
     with pytest.raises(InvalidInputError, match="10 classes but student"):
-        check_compatible(t, create_model("lenet5", num_classes=5).spec)
+        check_compatible(t, spec_of(create_model("lenet5", num_classes=5)))
     with pytest.raises(InvalidInputError, match=r"1x28x28 but student .* 1x32x32"):
-        check_compatible(t, create_model("lenet5", input_size=32).spec)
+        check_compatible(t, spec_of(create_model("lenet5", input_size=32)))
 
 
 # ---------------------------------------------------------------------------- distill()
@@ -113,7 +113,7 @@ def test_distill_trains_the_student_and_leaves_the_teacher_untouched(trained_len
     before_t = {k: v.clone() for k, v in teacher.state_dict().items()}
     torch.manual_seed(0)
     student = create_model("lenet5")
-    data = load_data(mini_data, student.spec)
+    data = load_data(mini_data, spec_of(student))
     acc0 = evaluate(torch_predictor(student), data.loader("test"), 10).top1
     r = distill(student, teacher, data, DistillConfig(epochs=4, lr=5e-3), TrainConfig(amp="off"))
     acc1 = evaluate(torch_predictor(student), data.loader("test"), 10).top1
@@ -130,7 +130,7 @@ def test_cached_teacher_logits_train_like_the_live_teacher(trained_lenet, mini_d
     for cache in (True, False):
         torch.manual_seed(0)
         student = create_model("lenet5")
-        data = load_data(mini_data, student.spec)
+        data = load_data(mini_data, spec_of(student))
         cfg = DistillConfig(epochs=2, lr=5e-3, cache_teacher=cache)
         r = distill(student, teacher, data, cfg, TrainConfig(amp="off"))
         assert r.teacher_cached is cache
@@ -143,7 +143,7 @@ def test_cache_is_refused_with_augmentation(trained_lenet, mini_data):
 
     teacher, _ = load_model(trained_lenet)
     student = create_model("lenet5")
-    data = load_data(replace(mini_data, augment=True), student.spec)
+    data = load_data(replace(mini_data, augment=True), spec_of(student))
     with pytest.raises(UsageError, match="without augmentation"):
         distill(student, teacher, data, DistillConfig(epochs=1, cache_teacher=True))
 
@@ -159,8 +159,8 @@ def test_output_shape_mismatch_is_caught_on_a_probe_batch(trained_lenet, mini_da
 
     teacher, _ = load_model(trained_lenet)
     student = Liar()
-    student.spec = teacher.spec  # type: ignore[assignment]
-    data = load_data(mini_data, teacher.spec)
+    attach_spec(student, spec_of(teacher))
+    data = load_data(mini_data, spec_of(teacher))
     with pytest.raises(InvalidInputError, match=r"teacher \(8, 10\), student \(8, 3\)"):
         distill(student, teacher, data, DistillConfig(epochs=1), TrainConfig(amp="off"))
 
@@ -170,7 +170,7 @@ def test_feature_distillation_trains_adapters_for_a_pruned_student(
 ):
     teacher, _ = load_model(trained_lenet)
     student, _ = load_model(pruned_lenet)
-    data = load_data(mini_data, student.spec)
+    data = load_data(mini_data, spec_of(student))
     cfg = DistillConfig(epochs=1, lr=3e-3, features="auto")
     r = distill(student, teacher, data, cfg, TrainConfig(amp="off"))
     pairs = {(p["teacher"], p["student"]): p for p in r.feature_pairs}
@@ -201,8 +201,8 @@ class TinyNet(nn.Module):
 def test_feature_distillation_across_architectures(trained_lenet, mini_data):
     teacher, _ = load_model(trained_lenet)
     student = TinyNet()
-    student.spec = teacher.spec  # type: ignore[assignment]
-    data = load_data(mini_data, teacher.spec)
+    attach_spec(student, spec_of(teacher))
+    data = load_data(mini_data, spec_of(teacher))
     conv_before = student.conv.weight.detach().clone()
     r = distill(student, teacher, data, DistillConfig(epochs=1, features="auto"))
     assert [(p["teacher"], p["student"]) for p in r.feature_pairs] == [("pool2", "pool")]
@@ -217,6 +217,24 @@ def test_feature_distillation_across_architectures(trained_lenet, mini_data):
 
 
 # ---------------------------------------------------------------------------- the stage
+
+
+def test_alpha_zero_reproduces_plain_training_exactly(trained_lenet, mini_data, tmp_path):
+    """Same seed, same init, same batches: with alpha=0 only the loss could differ, and it
+    is plain cross-entropy, so the comparison KD vs alone isolates the teacher's effect."""
+    from compress.stages.train import run_train
+
+    cfg = TrainConfig(epochs=2, lr=5e-3, amp="off", seed=3)
+    run_train(ModelRef("lenet5"), cfg, mini_data, tmp_path / "alone")
+    kd = DistillConfig(alpha=0.0)
+    run_distill(
+        ModelRef(str(trained_lenet)), ModelRef("lenet5"), kd, mini_data, tmp_path / "kd",
+        train_cfg=TrainConfig(epochs=2, lr=5e-3, amp="off", seed=3),
+    )  # fmt: skip
+    a, _ = load_model(tmp_path / "alone")
+    b, _ = load_model(tmp_path / "kd")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), k
 
 
 def test_untrained_teacher_is_refused(mini_data, tmp_path):
@@ -262,7 +280,7 @@ def test_stage_card_records_teacher_lineage_and_precision(
     assert card.training_precision == r["precision"]  # type: ignore[attr-defined]
     assert card.precision == "fp32"
     model, _ = load_model(out)  # pruned shapes survive; weights stored as fp32
-    assert model.conv2.out_channels == 8
+    assert dict(model.named_modules())["conv2"].out_channels == 8  # type: ignore[union-attr]
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
 
 

@@ -18,7 +18,7 @@ from compress.precision import AmpPolicy, resolve_amp
 from compress.train import TrainConfig, fit
 from models.data import load_data
 from models.errors import UnsupportedError, UsageError
-from models.registry import create_model
+from models.registry import create_model, spec_of
 
 CPU = torch.device("cpu")
 
@@ -53,6 +53,18 @@ def test_auto_on_cpu_picks_bf16_only_with_native_instructions(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     p = resolve_amp("auto", CPU)
     assert p.precision == "fp32" and "no native bf16" in p.reason
+
+
+def test_auto_keeps_tiny_models_in_fp32_on_a_bf16_cpu(native_bf16):
+    tiny = resolve_amp("auto", CPU, create_model("lenet5"))
+    assert tiny.precision == "fp32" and "too small (0.42 M MACs" in tiny.reason
+    assert resolve_amp("auto", CPU, create_model("resnet18")).precision == "bf16"
+    assert resolve_amp("bf16", CPU, create_model("lenet5")).precision == "bf16"  # asked for
+
+
+def test_forward_macs_counts_conv_and_linear_layers():
+    assert precision.forward_macs(create_model("lenet5")) == 416_520
+    assert precision.forward_macs(torch.nn.Linear(3, 4)) is None  # no spec: no probe
 
 
 def test_explicit_bf16_without_native_support_warns_loudly(no_native_bf16, caplog):
@@ -95,7 +107,7 @@ def test_cuda_auto_is_fp16_with_a_scaler():
 def test_overflow_steps_are_counted_and_skipped(monkeypatch, mini_data):
     """A scaled loss that overflows once: the scaler skips that step and fit counts it."""
     policy = AmpPolicy("fp16", torch.bfloat16, True, "test: scaler on CPU")
-    monkeypatch.setattr(train_mod, "resolve_amp", lambda mode, device: policy)
+    monkeypatch.setattr(train_mod, "resolve_amp", lambda mode, device, model=None: policy)
     calls = {"n": 0}
 
     def loss_fn(logits, y, x):
@@ -104,7 +116,7 @@ def test_overflow_steps_are_counted_and_skipped(monkeypatch, mini_data):
         return loss * math.inf if calls["n"] == 1 else loss
 
     model = create_model("lenet5")
-    data = load_data(mini_data, model.spec)
+    data = load_data(mini_data, spec_of(model))
     r = fit(model, data, TrainConfig(epochs=1, amp="auto"), loss_fn=loss_fn)
     assert r.overflow_steps == 1 and r.steps == len(data.loader("train"))
     assert math.isfinite(r.epochs[-1]["train_loss"])  # the skipped step's inf is not averaged
@@ -116,7 +128,7 @@ def test_overflow_steps_are_counted_and_skipped(monkeypatch, mini_data):
 def test_bf16_and_channels_last_training_learn_and_keep_fp32_weights(mini_data, amp, channels_last):
     torch.manual_seed(0)
     model = create_model("lenet5")
-    data = load_data(mini_data, model.spec)
+    data = load_data(mini_data, spec_of(model))
     r = fit(model, data, TrainConfig(epochs=3, lr=5e-3, amp=amp, channels_last=channels_last))
     assert r.precision == ("bf16" if amp == "bf16" else "fp32")
     assert r.val_top1 is not None and r.val_top1 > 0.4

@@ -51,9 +51,9 @@ def run_distill(
     resolve_amp(tcfg.amp, device)  # an impossible --amp fails first
     if tcfg.resume or tcfg.checkpoint_dir:
         raise UsageError("distill does not checkpoint or resume (the adapters are not saved)")
-    torch.manual_seed(tcfg.seed)  # the seed governs a fresh student's initialization too
     teacher = load_teacher(teacher_ref, data)
     t_spec = spec_of(teacher.model)
+    torch.manual_seed(tcfg.seed)  # a fresh student starts as `compress train` would start it
     student = load_source(_shaped_like(student_ref, t_spec), data)
     check_compatible(t_spec, spec_of(student.model))
     bundle = load_data(data_config_for(data, teacher.card), spec_of(student.model))
