@@ -66,7 +66,7 @@ AmpOpt = Annotated[
     str,
     typer.Option(
         help="Mixed precision: off, fp16 (CUDA), bf16, or auto (fp16 on CUDA; bf16 only on CPUs "
-        "with native bf16, else fp32)."
+        "with native bf16 and for models big enough to gain from it, else fp32)."
     ),
 ]
 LimitOpt = Annotated[
