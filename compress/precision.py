@@ -6,13 +6,15 @@ elsewhere it stays fp32, because emulated bf16 is far slower (0.2 GFLOP/s measur
 AVX2-only EPYC). Even with native bf16, `auto` keeps tiny models in fp32: measured on an
 AVX-512 BF16 CPU (benchmarks/results/distill-amp.md), a ResNet-50 training step ran 1.2-1.6x
 faster under bf16 autocast but LeNet-5's ran 0.92-1.27x (no gain: the per-step casts cost what
-bf16 saves), so below CPU_BF16_MIN_MACS multiply-accumulates per sample fp32 is kept.
+bf16 saves), so below CPU_BF16_MIN_MACS multiply-accumulates per sample fp32 is kept; and
+with OMP_WAIT_POLICY=PASSIVE and >1 thread bf16 ran 7-10x slower, so fp32 is kept there too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -114,6 +116,14 @@ def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None)
         raise UnsupportedError("--amp fp16 needs a CUDA GPU; on CPU use --amp auto or off")
     native = cpu_has_native_bf16()
     if mode == "auto":
+        if native and _passive_threads():
+            return AmpPolicy(
+                mode,
+                None,
+                False,
+                "fp32: with OMP_WAIT_POLICY=PASSIVE and several threads, bf16 autocast ran "
+                "7-10x slower than fp32 here (its many small parallel casts)",
+            )
         if native:
             macs = forward_macs(model) if model is not None else None
             if macs is not None and macs < CPU_BF16_MIN_MACS:
@@ -137,12 +147,24 @@ def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None)
             "--amp bf16 on a CPU without native bf16 instructions: expect training to be "
             "many times SLOWER than fp32 (emulated bf16); use --amp auto to avoid this"
         )
+    elif _passive_threads():
+        log.warning(
+            "--amp bf16 with OMP_WAIT_POLICY=PASSIVE and %d threads: bf16 autocast measured "
+            "7-10x SLOWER than fp32 in this setting; use one thread or --amp auto",
+            torch.get_num_threads(),
+        )
     return AmpPolicy(
         mode,
         torch.bfloat16,
         False,
         "bf16 autocast on CPU" + ("" if native else " (emulated: slow)"),
     )
+
+
+def _passive_threads() -> bool:
+    """OpenMP told to sleep between parallel regions, with more than one thread."""
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+    return passive and torch.get_num_threads() > 1
 
 
 def resolve_device(device: str) -> torch.device:

@@ -62,6 +62,15 @@ def test_auto_keeps_tiny_models_in_fp32_on_a_bf16_cpu(native_bf16):
     assert resolve_amp("bf16", CPU, create_model("lenet5")).precision == "bf16"  # asked for
 
 
+def test_auto_avoids_bf16_with_passive_openmp_threads(native_bf16, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    p = resolve_amp("auto", CPU, create_model("resnet18"))
+    assert p.precision == "fp32" and "PASSIVE" in p.reason
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert resolve_amp("auto", CPU, create_model("resnet18")).precision == "bf16"
+
+
 def test_forward_macs_counts_conv_and_linear_layers():
     assert precision.forward_macs(create_model("lenet5")) == 416_520
     assert precision.forward_macs(torch.nn.Linear(3, 4)) is None  # no spec: no probe
