@@ -32,11 +32,11 @@ def distill(
     out: o.OutOpt,
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature T for the teacher term (> 0).")
-    ] = 4.0,
+    ] = 2.0,
     alpha: Annotated[
         float,
         typer.Option(help="Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels."),
-    ] = 0.7,
+    ] = 0.5,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3,
     feature_distill: Annotated[
