@@ -113,6 +113,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             r["stage"],
             f"{r['format']} {r['precision']}",
             _num(r["params"], "{:,}"),
+            _num(r["macs"], "{:,}"),
             _num(None if r["bytes"] is None else r["bytes"] / 1024, "{:.1f}"),
             _num(r["size_ratio"], "{:.2f}x"),
             _pct(r["val_top1"]),

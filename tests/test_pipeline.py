@@ -44,6 +44,10 @@ def test_whole_chain_runs_and_reports(tmp_path):
     paths = write_report(result, "tiny", tmp_path / "run")
     doc = json.loads(paths["json"].read_text())
     assert [r["stage"] for r in doc["rows"]] == ["train", "prune", "distill", "quantize"]
+    rows = doc["rows"]
+    assert rows[1]["params"] < rows[0]["params"] and rows[1]["macs"] < rows[0]["macs"]
+    assert rows[3]["params"] == rows[2]["params"]  # quantize keeps the architecture
+    assert rows[3]["size_ratio"] > rows[2]["size_ratio"] > 1
     assert doc["gates"][-1]["passed"] is True
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html and "quantize" in html
