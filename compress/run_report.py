@@ -26,7 +26,7 @@ def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not models:
         return []
     base = models[0]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in models:
         lat = latency.get(Path(r["artifact"]).name, {})
         row = {
