@@ -27,7 +27,7 @@ TargetParams = Annotated[
 TargetLatency = Annotated[
     float | None,
     typer.Option(
-        help="onnxruntime CPU latency (ms, batch --latency-batch, 2 threads) to reach; pruned "
+        help="onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) to reach; pruned "
         "in rounds, measuring after each, until met (an error says so if it can't be)."
     ),
 ]
@@ -79,6 +79,9 @@ def prune(
         float, typer.Option(help="No layer loses more than this fraction of its channels.")
     ] = 1.0,
     latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1,
+    latency_threads: Annotated[
+        int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
+    ] = 2,
     latency: Annotated[
         bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
     ] = True,
@@ -129,6 +132,7 @@ def prune(
         ignore=list(ignore or []),
         max_layer_ratio=max_layer_ratio,
         latency_batch=latency_batch,
+        latency_threads=latency_threads,
         seed=seed,
     )
     tune = None

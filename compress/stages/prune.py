@@ -44,7 +44,11 @@ def require_trained(src: ModelSource, allow_untrained: bool = False) -> None:
     if src.trained or src.weights == "random" or src.card is not None or allow_untrained:
         return
     name = src.ref
-    when = TRAIN_TIME.get(name, "minutes to hours depending on the model; try --epochs 1 first")
+    when = TRAIN_TIME.get(
+        name,
+        "expect tens of minutes per epoch on 2 CPU cores; `--epochs 1 --limit 5000` gives a "
+        "quick first artifact",
+    )
     quoted = f"'{name}'" if is_factory_ref(name) else name
     raise UsageError(
         f"{name} has no trained weights: pruning an untrained network measures nothing",
