@@ -200,6 +200,10 @@ def setup(device: torch.device | str = "cpu") -> tuple[DistInfo, torch.device]:
 def shutdown() -> None:
     """Leave the process group (registered at exit; safe to call twice)."""
     if dist.is_available() and dist.is_initialized():
+        # Leave together: a rank tearing gloo down while a peer is still connected can abort
+        # the peer ("terminate called without an active exception").
+        with contextlib.suppress(RuntimeError):
+            dist.barrier()
         dist.destroy_process_group()
 
 

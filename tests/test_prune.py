@@ -99,6 +99,7 @@ def test_round_to_keeps_multiples_and_narrow_layers():
 @pytest.mark.parametrize("kind, value", [("target_macs", "2x"), ("target_params", "3x")])
 @pytest.mark.parametrize("glob", [False, True])
 def test_counting_targets_are_met_closely(kind, value, glob):
+    torch.manual_seed(0)  # global ranking depends on the weights: keep the test deterministic
     m = create_model(USER_MODEL)
     res = prune(m, PruneConfig(**{kind: value}, global_pruning=glob))
     key = kind.split("_")[1]
