@@ -82,9 +82,16 @@ def _shape_str(shape: Sequence[int | str | None]) -> str:
     return "(" + ", ".join(str(d) if d not in (None, "", 0) else "?" for d in shape) + ")"
 
 
-def make_reader(input_name: str, x: np.ndarray, batch_size: int = 32) -> Any:
-    """An onnxruntime CalibrationDataReader over `x` (a fresh one per quantization run)."""
+def make_reader(input_name: str, x: np.ndarray, batch_size: int = 32, fixed: bool = False) -> Any:
+    """An onnxruntime CalibrationDataReader over `x` (a fresh one per quantization run).
+
+    Unless the model's batch is `fixed`, batches are made equal in size (the largest divisor of
+    the sample count up to `batch_size`): onnxruntime's histogram calibrators (entropy,
+    percentile) fail on a smaller last batch."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    if not fixed and len(x):
+        batch_size = next(d for d in range(min(batch_size, len(x)), 0, -1) if len(x) % d == 0)
 
     class ArrayReader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:

@@ -85,7 +85,9 @@ def _run_ort(ctx: _Ctx, s: Int8Settings, out: Path, common: dict[str, Any]) -> N
         quantize_static(
             str(ctx.pre),
             str(out),
-            make_reader(ctx.info.input_name, ctx.calib, _calib_batch(ctx)),
+            make_reader(
+                ctx.info.input_name, ctx.calib, _calib_batch(ctx), fixed=bool(ctx.info.fixed_batch)
+            ),
             quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
             activation_type=qtype[s.activation_type],
             calibrate_method={
