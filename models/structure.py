@@ -50,10 +50,6 @@ def capture_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def structure_differs(model: nn.Module, desc: dict[str, dict[str, Any]]) -> bool:
-    return capture_structure(model) != desc
-
-
 def _resize(m: nn.Module, d: dict[str, Any]) -> None:
     """Set the attributes and give every parameter/buffer the implied shape (values: zeros)."""
     for k, v in d.items():

@@ -77,11 +77,3 @@ def card_for(src: ModelSource, bundle: DataBundle | None) -> Card:
         card.dataset = dataset_record(bundle)
     card.trained = src.trained
     return card
-
-
-def count_params(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def with_limit(data: DataConfig, limit: int | None) -> DataConfig:
-    return replace(data, limit=limit) if limit else data

@@ -20,8 +20,9 @@ from torch import nn
 from compress import distributed as ddp
 from compress.distill import DistillConfig, check_compatible, distill, teacher_input
 from compress.evaluate import evaluate, torch_predictor
+from compress.flops import count_params
 from compress.precision import resolve_amp, resolve_device
-from compress.stages.common import ModelRef, card_for, count_params, data_config_for, load_source
+from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.stages.train import final_metrics
 from compress.train import Hooks, TrainConfig
 from models.artifact import Card, check_out_dir, save_model

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.stages.common import ModelRef, card_for, count_params, data_config_for, load_source
+from compress.flops import count_params
+from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from export.onnx_export import (
     ExportConfig,
     card_metadata,

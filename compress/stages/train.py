@@ -12,8 +12,9 @@ import torch
 
 from compress import distributed as ddp
 from compress.evaluate import evaluate, torch_predictor
+from compress.flops import count_params
 from compress.precision import resolve_device
-from compress.stages.common import ModelRef, card_for, count_params, load_source_and_data
+from compress.stages.common import ModelRef, card_for, load_source_and_data
 from compress.train import FitResult, Hooks, TrainConfig, fit
 from models.artifact import check_out_dir, save_model
 from models.data import DataBundle, DataConfig
