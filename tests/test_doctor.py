@@ -95,10 +95,10 @@ def test_conv_integer(graphs: dict[str, Path]) -> None:
 def test_int8_without_dot_product_advises_reduce_range(
     graphs: dict[str, Path], monkeypatch
 ) -> None:
-    monkeypatch.setattr("export.doctor.has_int8_dot_product", lambda: False)
+    monkeypatch.setattr("export.doctor_checks.has_int8_dot_product", lambda: False)
     f = diagnose(graphs["qdq"], isolate=False).by_code("cpu_int8")[0]
     assert f.severity == "warning" and "reduce_range" in f.suggestion
-    monkeypatch.setattr("export.doctor.has_int8_dot_product", lambda: True)
+    monkeypatch.setattr("export.doctor_checks.has_int8_dot_product", lambda: True)
     assert diagnose(graphs["qdq"], isolate=False).by_code("cpu_int8")[0].severity == "info"
 
 

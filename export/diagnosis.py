@@ -1,0 +1,65 @@
+"""What `compress doctor` reports: findings, the diagnosis that holds them, and the op vocabulary.
+
+Kept apart from the checks and the runtime probe so that both, and the callers that render a
+diagnosis (`compress doctor`, `compress bench`), share one small data model without importing
+each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SEVERITIES = ("ok", "info", "warning", "problem")
+QUANT_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "QLinearConcat",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+}
+FLOAT_COMPUTE = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "ConvTranspose"}
+INT_COMPUTE = {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger"}
+INT_COMPUTE |= {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+@dataclass
+class Finding:
+    """One observation: what, how bad, the evidence, and a concrete next step."""
+
+    code: str
+    severity: str
+    title: str
+    detail: str = ""
+    suggestion: str = ""
+
+
+@dataclass
+class Diagnosis:
+    """All findings for one model on one runtime, plus the raw facts they came from."""
+
+    model: str
+    runtime: str
+    threads: int
+    cpu: str
+    isa: dict[str, bool]
+    quantized: bool
+    op_counts: dict[str, int]
+    session: dict[str, Any]
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def by_code(self, code: str) -> list[Finding]:
+        return [f for f in self.findings if f.code == code]
