@@ -1,4 +1,4 @@
-"""Multi-process training under `torchrun` (torch.distributed): setup, sharding, collectives.
+"""Multi-process training under `torchrun` (torch.distributed): joining and leaving the group.
 
 Every training stage runs unchanged under `torchrun --nproc_per_node N -m compress ...`:
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, and :func:`setup`
@@ -8,28 +8,25 @@ process code paths stay exactly as they were.
 
 Collectives time out after COMPRESS_DIST_TIMEOUT seconds (default 1800), so when one rank dies
 or hangs the others fail with a clear error instead of waiting forever; torchrun also stops the
-surviving workers of a node as soon as one of them exits with an error.
+surviving workers of a node as soon as one of them exits with an error. The collectives
+themselves are in `compress.collectives`, per-rank data shards in `compress.sharding`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Sampler
 
-from compress.evaluate import EvalResult
-from models.errors import CompressError, ResourceError, UnsupportedError, UsageError
+from models.errors import ResourceError, UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +34,6 @@ BACKEND_ENV = "COMPRESS_DIST_BACKEND"
 TIMEOUT_ENV = "COMPRESS_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
 BACKENDS = ("gloo", "nccl")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -207,153 +203,9 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-# ----------------------------------------------------------------------------- collectives
-
-
-def _active() -> bool:
+def group_active() -> bool:
+    """True inside a joined process group of more than one rank (collectives do something)."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _device() -> torch.device:
-    """Where collective tensors must live: the current GPU for NCCL, else the CPU."""
-    if str(dist.get_backend()) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if not _active():
-        return
-    with collective_errors():
-        if str(dist.get_backend()) == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
-
-
-def all_reduce_sums(values: Iterable[float]) -> list[float]:
-    """Element-wise sums over all ranks (float64), e.g. loss sums and sample counts."""
-    vals = list(values)
-    if not _active():
-        return vals
-    t = torch.tensor(vals, dtype=torch.float64, device=_device())
-    dist.all_reduce(t)
-    return [float(v) for v in t.cpu()]
-
-
-def all_reduce_(tensor: torch.Tensor, mean: bool = False) -> torch.Tensor:
-    """Sum (or average) a tensor over all ranks, in place; returned for chaining."""
-    if not _active():
-        return tensor
-    work = tensor if tensor.device == _device() else tensor.to(_device())
-    dist.all_reduce(work)
-    if mean:
-        work /= dist.get_world_size()
-    if work is not tensor:
-        tensor.copy_(work)
-    return tensor
-
-
-def all_reduce_eval(ev: EvalResult) -> EvalResult:
-    """Merge every rank's evaluation of its share into the result over the whole split."""
-    if not _active():
-        return ev
-    confusion = torch.tensor(ev.confusion, dtype=torch.float64)
-    n = ev.samples
-    loss_sum, top5_hits = (ev.loss * n if n else 0.0), ev.top5 * n
-    all_reduce_(confusion)
-    n_all, loss_all, top5_all = all_reduce_sums([n, loss_sum, top5_hits])
-    conf = confusion.round().long()
-    total = max(n_all, 1.0)
-    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
-    return EvalResult(
-        top1=float(conf.diag().sum()) / total,
-        top5=round(top5_all) / total,
-        loss=loss_all / total if n_all else float("nan"),
-        samples=int(n_all),
-        per_class=per_class,
-        confusion=conf.tolist(),
-    )
-
-
-def average_gradients(params: Iterable[nn.Parameter]) -> None:
-    """Average .grad over ranks for parameters DDP does not own (e.g. distillation adapters)."""
-    if not _active():
-        return
-    for p in params:
-        if p.grad is not None:
-            all_reduce_(p.grad, mean=True)
-
-
-def reduce_importance_gradients(model: nn.Module, importance: Any) -> None:
-    """Gradient-based pruning importance from every rank's data, before one decision: Taylor's
-    gradients are averaged over ranks; Hessian's accumulated squared gradients and sample counts
-    (torch-pruning's `_accu_grad` / `_counter`) are summed, giving the mean over all samples."""
-    if not _active():
-        return
-    accu = getattr(importance, "_accu_grad", None)
-    if not accu:
-        average_gradients(model.parameters())
-        return
-    for g in accu.values():
-        all_reduce_(g)
-    counter = importance._counter
-    counts = all_reduce_sums(float(counter[p]) for p in accu)
-    for p, c in zip(accu, counts, strict=True):
-        counter[p] = round(c)
-
-
-def broadcast_object(obj: T, src: int = 0) -> T:
-    """Rank `src`'s object on every rank (pickled; for small things: states, decisions)."""
-    if not _active():
-        return obj
-    box = [obj]
-    with collective_errors():
-        dist.broadcast_object_list(
-            box, src=src, device=_device() if _device().type == "cuda" else None
-        )
-    return box[0]  # type: ignore[return-value]
-
-
-def on_main(fn: Callable[[], T]) -> T:
-    """Run `fn` on rank 0 only (measurements, writing files); every rank gets its result, or
-    raises the same CompressError it raised, so no rank is left waiting for a dead one."""
-    if not _active():
-        return fn()
-    if not is_main():
-        got: tuple[str, Any] = broadcast_object(("", None))
-        if got[0] == "error":
-            raise got[1]
-        return got[1]  # type: ignore[no-any-return]
-    try:
-        out = fn()
-    except CompressError as e:
-        broadcast_object(("error", e))
-        raise
-    broadcast_object(("ok", out))
-    return out
-
-
-def gather_objects(obj: T) -> list[T]:
-    """Every rank's object, in rank order, on every rank."""
-    if not _active():
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    with collective_errors():
-        dist.all_gather_object(out, obj)
-    return out
-
-
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite `tensor` with rank `src`'s values, in place."""
-    if not _active():
-        return tensor
-    work = tensor if tensor.device == _device() else tensor.to(_device())
-    dist.broadcast(work, src=src)
-    if work is not tensor:
-        tensor.copy_(work)
-    return tensor
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
@@ -361,121 +213,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
     Call again whenever layers change shape (pruning): a DDP wrapper holds buckets sized for
     the parameters it was built with."""
-    if not _active():
+    if not group_active():
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids, output_device=device.index if ids else None)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class ShardSampler(Sampler[int]):
-    """Indices of one rank's shard, like torch's DistributedSampler (seeded shuffle per epoch
-    via set_epoch, padded so every rank runs the same number of steps) or, with
-    `pad=False`, a strided split for evaluation where every sample counts exactly once."""
-
-    def __init__(
-        self,
-        n: int,
-        rank: int,
-        world: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        pad: bool = True,
-    ) -> None:
-        if not 0 <= rank < world:
-            raise UsageError(f"rank {rank} outside world size {world}")
-        self.n, self.rank, self.world = n, rank, world
-        self.shuffle, self.seed, self.pad = shuffle, seed, pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        order = self._order()
-        if self.pad and self.n:
-            total = -(-self.n // self.world) * self.world
-            order += (order * (total // self.n + 1))[: total - self.n]
-        return iter(order[self.rank :: self.world])
-
-    def __len__(self) -> int:
-        if self.pad:
-            return -(-self.n // self.world)
-        return len(range(self.rank, self.n, self.world))
-
-
-def train_sampler(n: int, seed: int, epoch: int) -> ShardSampler | None:
-    """This rank's shuffled shard of a training set for `epoch`; None when not distributed."""
-    if not _active():
-        return None
-    s = ShardSampler(n, dist.get_rank(), dist.get_world_size(), shuffle=True, seed=seed)
-    s.set_epoch(epoch)
-    return s
-
-
-def eval_sampler(n: int) -> ShardSampler | None:
-    """This rank's share of an evaluation split (every sample exactly once overall)."""
-    if not _active():
-        return None
-    return ShardSampler(n, dist.get_rank(), dist.get_world_size(), shuffle=False, pad=False)
-
-
-def rank_seed(seed: int) -> int:
-    """A different, reproducible seed per rank for dropout and augmentation noise."""
-    return seed + 1_000_003 * rank() if _active() else seed
-
-
-# ----------------------------------------------------------------------------- checks
-
-_PEER_FAILURE = ("timed out", "timeout", "closed by peer", "reset by peer", "broken pipe")
-
-
-@contextlib.contextmanager
-def collective_errors() -> Iterator[None]:
-    """Turn 'another rank died or hangs' (a collective timing out or its connection closing)
-    into one clear ResourceError instead of a backend stack trace."""
-    try:
-        yield
-    except RuntimeError as e:
-        text = str(e).lower()
-        peer = isinstance(e, getattr(dist, "DistError", ())) or any(
-            w in text for w in _PEER_FAILURE
-        )
-        if not (_active() and peer):
-            raise
-        first = str(e).strip().splitlines()[0][:200]
-        raise ResourceError(
-            f"rank {rank()}: another rank stopped responding ({first})",
-            hint="look for the first failing rank in the torchrun output; if ranks legitimately "
-            f"wait longer than {timeout_s():.0f} s for each other, raise {TIMEOUT_ENV}",
-        ) from e
-
-
-def state_digest(model: nn.Module) -> str:
-    """SHA-256 over names, shapes, dtypes and bytes of the state dict (rank comparisons)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def consistency(model: nn.Module) -> dict[str, Any]:
-    """Compare every rank's weights (a collective): the card's proof that DDP kept them equal."""
-    digests = gather_objects(state_digest(model))
-    same = len(set(digests)) == 1
-    if not same:
-        log.error("ranks ended with different weights: %s", digests)
-    return {"weights_identical_across_ranks": same, "rank_digests": digests}

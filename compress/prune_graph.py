@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress import distributed as ddp
+from compress import collectives, sharding
 from compress.flops import in_out
 from compress.prune_config import PruneConfig
 from models.data import DataBundle
@@ -61,7 +61,7 @@ class CachedImportance:
             if imp is not None and self.protect is not None:
                 imp = self.protect(group, imp)
             if imp is not None:  # under torchrun rank 0's ranking decides for every rank
-                imp = ddp.broadcast_(imp.contiguous())
+                imp = collectives.broadcast_(imp.contiguous())
             self.cache[key] = imp
         return self.cache[key]
 
@@ -231,7 +231,7 @@ def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, ba
     model.zero_grad(set_to_none=True)
     if hessian:
         importance.zero_grad()
-    shard = ddp.train_sampler(len(data.train), data.config.seed * 100_003, 0)  # torchrun
+    shard = sharding.train_sampler(len(data.train), data.config.seed * 100_003, 0)  # torchrun
     for i, (x, y) in enumerate(data.loader("train", sampler=shard)):
         if i >= batches:
             break
@@ -249,4 +249,4 @@ def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, ba
                     g = p.grad.detach().pow(2)
                     importance._accu_grad[p] = importance._accu_grad.get(p, 0) + g
                     importance._counter[p] = importance._counter.get(p, 0) + 1
-    ddp.reduce_importance_gradients(model, importance)  # every rank's data, one decision
+    collectives.reduce_importance_gradients(model, importance)  # every rank's data, one decision

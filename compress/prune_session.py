@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import distributed as ddp
+from compress import collectives
 from compress.flops import Geometry
 from compress.latency import LatencyConfig, ort_latency_ms
 from compress.prune_config import (
@@ -247,7 +247,8 @@ class PruneSession:
 
     def latency(self) -> float:
         lc = LatencyConfig(batch=self.cfg.latency_batch, threads=self.cfg.latency_threads)
-        ms = ddp.on_main(lambda: ort_latency_ms(self.model, lc)[0])  # rank 0 measures for all
+        # rank 0 measures for all
+        ms = collectives.on_main(lambda: ort_latency_ms(self.model, lc)[0])
         self.result.latency_trace.append(
             {"fraction": round(self.progress.f, 4), **self.counts(), "ort_ms": round(ms, 3)}
         )

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress import collectives, sharding
 from compress import distributed as ddp
 from compress.evaluate import EvalResult, evaluate, torch_predictor
 from compress.precision import AmpPolicy, resolve_amp, resolve_device
@@ -201,14 +202,14 @@ def fit(
     result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
     if dist.active:
         result.world_size, result.dist_backend = dist.world_size, dist.backend
-        torch.manual_seed(ddp.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
+        torch.manual_seed(sharding.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
     start_epoch = _maybe_resume(cfg, model, opt, sched, result)
     net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
     loss_fn = loss_fn or (
         lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     )
     t0 = time.perf_counter()
-    with ddp.collective_errors():
+    with collectives.collective_errors():
         for epoch in range(start_epoch, cfg.epochs):
             hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
             te = time.perf_counter()
@@ -216,7 +217,7 @@ def fit(
             sums = _train_epoch(
                 net, loader, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result, extra
             )
-            loss_sum, loss_seen, correct, seen = ddp.all_reduce_sums(sums)
+            loss_sum, loss_seen, correct, seen = collectives.all_reduce_sums(sums)
             metrics = {
                 "train_loss": loss_sum / max(loss_seen, 1),
                 "train_acc": correct / max(seen, 1),
@@ -247,15 +248,15 @@ def fit(
 def _train_loader(data: DataBundle, epoch: int) -> torch.utils.data.DataLoader:
     """The epoch's training batches: this rank's shard under torchrun, else the whole set;
     both in an order seeded by (data seed, epoch), so a resumed run sees the same batches."""
-    sampler = ddp.train_sampler(len(data.train), data.config.seed * 100_003, epoch)
+    sampler = sharding.train_sampler(len(data.train), data.config.seed * 100_003, epoch)
     return data.loader("train", epoch=epoch, sampler=sampler)
 
 
 def _validate(model: nn.Module, data: DataBundle, device: torch.device) -> EvalResult:
     """Validation top-1/loss; under torchrun each rank scores a share and the sums are merged."""
     n = spec_of(model).num_classes
-    loader = data.loader("val", sampler=ddp.eval_sampler(len(data.val)))
-    return ddp.all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
+    loader = data.loader("val", sampler=sharding.eval_sampler(len(data.val)))
+    return collectives.all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
 
 
 def _checkpoint(
@@ -269,7 +270,7 @@ def _checkpoint(
     """Rank 0 writes the epoch's state, with every rank's RNG state and the world size."""
     if (ck := _ckpt_path(cfg)) is None:
         return
-    rngs = ddp.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
+    rngs = collectives.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
     if not ddp.is_main():
         return
     state = {
@@ -299,7 +300,7 @@ def _maybe_resume(
     # nodes need not share a file system.
     found = bool(cfg.resume and ck and ck.is_file()) if ddp.is_main() else False
     state = load_checkpoint(ck) if found and ck else None
-    state = ddp.broadcast_object(state)
+    state = collectives.broadcast_object(state)
     if state is None:
         if cfg.resume:
             log.warning(
@@ -365,7 +366,8 @@ def _train_epoch(
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if extra_params:
-            ddp.average_gradients(extra_params)  # DDP averages only the model's own gradients
+            # DDP averages only the model's own gradients
+            collectives.average_gradients(extra_params)
         if cfg.grad_clip:
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from compress import collectives, sharding
 from compress import distributed as ddp
 from compress.train import TrainConfig, fit
 from models.artifact import load_model, read_card
@@ -57,7 +58,7 @@ def no_torchrun_env(monkeypatch):
 
 def test_shards_cover_the_data_once_and_reshuffle_per_epoch():
     n, world = 11, 3
-    train = [ddp.ShardSampler(n, r, world, seed=5) for r in range(world)]
+    train = [sharding.ShardSampler(n, r, world, seed=5) for r in range(world)]
     epoch0 = [list(s) for s in train]
     assert {len(s) for s in epoch0} == {4}  # padded: every rank runs the same steps
     assert set().union(*map(set, epoch0)) == set(range(n))
@@ -65,7 +66,9 @@ def test_shards_cover_the_data_once_and_reshuffle_per_epoch():
         s.set_epoch(1)
     assert [list(s) for s in train] != epoch0
     assert [list(s) for s in train] == [list(s) for s in train]  # seeded, repeatable
-    evals = [list(ddp.ShardSampler(n, r, world, shuffle=False, pad=False)) for r in range(world)]
+    evals = [
+        list(sharding.ShardSampler(n, r, world, shuffle=False, pad=False)) for r in range(world)
+    ]
     assert sorted(i for e in evals for i in e) == list(
         range(n)
     )  # evaluation: each sample exactly once
@@ -74,9 +77,9 @@ def test_shards_cover_the_data_once_and_reshuffle_per_epoch():
 def test_single_process_is_a_no_op(no_torchrun_env):
     info, device = ddp.setup("cpu")
     assert not info.active and info.is_main and device == torch.device("cpu")
-    assert ddp.all_reduce_sums([1.0, 2.0]) == [1.0, 2.0]
-    assert ddp.train_sampler(10, 0, 0) is None and ddp.eval_sampler(10) is None
-    assert ddp.on_main(lambda: 7) == 7
+    assert collectives.all_reduce_sums([1.0, 2.0]) == [1.0, 2.0]
+    assert sharding.train_sampler(10, 0, 0) is None and sharding.eval_sampler(10) is None
+    assert collectives.on_main(lambda: 7) == 7
 
 
 def test_backend_the_device_cannot_use_is_refused(no_torchrun_env):
@@ -171,7 +174,7 @@ def test_torchrun_train_keeps_ranks_identical(ddp_trained, mini_data):
     assert dist["world_size"] == 2 and dist["backend"] == "gloo"
     assert dist["weights_identical_across_ranks"] and len(set(dist["rank_digests"])) == 1
     model, _ = load_model(ddp_trained)
-    assert dist["rank_digests"][0] == ddp.state_digest(model)  # the saved weights are them
+    assert dist["rank_digests"][0] == collectives.state_digest(model)  # the saved weights are them
     fit_record = card.history[-1]["fit"]
     assert fit_record["world_size"] == 2 and fit_record["dist_backend"] == "gloo"
     assert shapes(model) == shapes(create_model("lenet5"))
@@ -191,7 +194,7 @@ def test_torchrun_prune_with_finetune_matches_one_process(ddp_trained, mini_data
     dist = card.distributed  # type: ignore[attr-defined]
     assert dist["world_size"] == 2 and dist["weights_identical_across_ranks"]
     pruned, _ = load_model(out)
-    assert dist["rank_digests"][0] == ddp.state_digest(pruned)
+    assert dist["rank_digests"][0] == collectives.state_digest(pruned)
 
     from compress.prune import PruneConfig, prune
 
@@ -220,7 +223,9 @@ def test_torchrun_with_a_backend_the_device_cannot_use_fails_clearly(tmp_path):
 RESUME_SCRIPT = """
 import json, sys
 import torch
+from compress import collectives
 from compress import distributed as ddp
+from compress import sharding
 from compress.train import TrainConfig, fit
 from models.data import DataConfig, load_data
 from models.registry import create_model
@@ -260,19 +265,19 @@ from compress.prune_graph import accumulate_gradients, make_importance
 def grads(model):
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
-shard = ddp.train_sampler(len(bundle.train), 0, 0)
+shard = sharding.train_sampler(len(bundle.train), 0, 0)
 full.zero_grad()
 for i, (x, y) in enumerate(bundle.loader("train", sampler=shard)):
     if i == 2:
         break
     F.cross_entropy(full(x), y).backward()
 mine = grads(full)
-expected = sum(ddp.gather_objects(mine)) / ddp.world_size()
+expected = sum(collectives.gather_objects(mine)) / ddp.world_size()
 accumulate_gradients(full, make_importance("taylor"), bundle, 2)
 reduced = grads(full)
 hessian = make_importance("hessian")
 accumulate_gradients(full, hessian, bundle, 2)
-json.dump({"full": ddp.state_digest(full), "resumed": ddp.state_digest(resumed), "diff": diff,
+json.dump({"full": collectives.state_digest(full), "resumed": collectives.state_digest(resumed), "diff": diff,
            "world": ddp.world_size(), "local_grad": mine.sum().item(),
            "reduced_grad": reduced.sum().item(),
            "reduced_vs_mean": (reduced - expected).abs().max().item(),

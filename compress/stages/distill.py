@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress import collectives
 from compress import distributed as ddp
 from compress.distill import DistillConfig, check_compatible, distill, teacher_input
 from compress.evaluate import evaluate, torch_predictor
@@ -83,10 +84,10 @@ def run_distill(
         params=count_params(student.model),
     )
     if dist.active:
-        card.distributed = {**dist.record(), **ddp.consistency(student.model)}  # type: ignore[attr-defined]
+        card.distributed = {**dist.record(), **collectives.consistency(student.model)}  # type: ignore[attr-defined]
     if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
         save_model(student.model, out, card, overwrite=overwrite)
-    ddp.barrier()
+    collectives.barrier()
     return {
         "out": str(out),
         "teacher": lineage,

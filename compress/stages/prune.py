@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from compress import collectives
 from compress import distributed as ddp
 from compress.evaluate import evaluate, torch_predictor
 from compress.flops import count_ops
@@ -122,14 +123,14 @@ def run_prune(
         bundle = load_data(data_config_for(data, src.card), spec_of(model))
     scored = bundle if src.trained else None
     lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads) if latency else None
-    before = ddp.on_main(lambda: measure(model, scored, lat))
+    before = collectives.on_main(lambda: measure(model, scored, lat))
     evaluator = (lambda m: accuracy(m, bundle)) if bundle is not None and src.trained else None
     if not dist.is_main:
         evaluator = None  # rank 0 scores the steps for the card
     result = prune(model, cfg, data=bundle, finetune=finetune, evaluator=evaluator, hooks=hooks)
     tuned = bool(finetune) and (cfg.finetune_epochs + cfg.final_finetune_epochs) > 0
     trained = src.trained or tuned
-    after = ddp.on_main(lambda: measure(model, bundle if trained else None, lat))
+    after = collectives.on_main(lambda: measure(model, bundle if trained else None, lat))
     summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
     card = card_for(src, bundle)
     card.trained = trained
@@ -149,10 +150,10 @@ def run_prune(
     )
     card.prune = {k: summary[k] for k in ("before", "after", "speedup", "untrained")}  # type: ignore[attr-defined]
     if dist.active:
-        card.distributed = {**dist.record(), **ddp.consistency(model)}  # type: ignore[attr-defined]
+        card.distributed = {**dist.record(), **collectives.consistency(model)}  # type: ignore[attr-defined]
     if dist.is_main:
         save_model(model, out, card, overwrite=overwrite)
-    ddp.barrier()  # the artifact exists on every rank's return
+    collectives.barrier()  # the artifact exists on every rank's return
     return summary
 
 

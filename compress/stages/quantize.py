@@ -18,8 +18,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from compress import collectives, ortrun
 from compress import distributed as ddp
-from compress import ortrun
 from compress.calibration import calibration_inputs
 from compress.evaluate import evaluate
 from compress.precision import resolve_device
@@ -57,12 +57,12 @@ def run_quantize(
     check_out_dir(out, overwrite)
     dist, _ = ddp.setup(resolve_device("auto") if cfg.method == "qat" else "cpu")
     if dist.active and cfg.method != "qat":
-        summary, failed = ddp.on_main(
+        summary, failed = collectives.on_main(
             lambda: _quantize(ref, cfg, data, Path(out), overwrite, hooks, main=True)
         )
     else:
         summary, failed = _quantize(ref, cfg, data, Path(out), overwrite, hooks, dist.is_main)
-        ddp.barrier()  # the artifact exists on every rank's return
+        collectives.barrier()  # the artifact exists on every rank's return
     if failed is not None:
         raise failed
     return summary

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from compress import collectives, sharding
 from compress import distributed as ddp
 from compress.evaluate import evaluate, torch_predictor
 from compress.flops import count_params
@@ -64,11 +65,11 @@ def run_train(
         params=count_params(src.model),
     )
     if dist.active:
-        card.distributed = {**dist.record(), **ddp.consistency(src.model)}  # type: ignore[attr-defined]
+        card.distributed = {**dist.record(), **collectives.consistency(src.model)}  # type: ignore[attr-defined]
     if dist.is_main:
         save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
         shutil.rmtree(ckpt, ignore_errors=True)
-    ddp.barrier()  # the artifact exists on every rank's return
+    collectives.barrier()  # the artifact exists on every rank's return
     return {
         "out": str(out),
         "params": count_params(src.model),
@@ -86,8 +87,8 @@ def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> d
     predict = torch_predictor(model)
     n = model.spec.num_classes
     val, test = (
-        ddp.all_reduce_eval(
-            evaluate(predict, bundle.loader(s, sampler=ddp.eval_sampler(len(d))), n)
+        collectives.all_reduce_eval(
+            evaluate(predict, bundle.loader(s, sampler=sharding.eval_sampler(len(d))), n)
         )
         for s, d in (("val", bundle.val), ("test", bundle.test))
     )

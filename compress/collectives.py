@@ -1,0 +1,209 @@
+"""Collectives for training under torchrun: reductions, broadcasts, rank-0-only work, checks.
+
+Each helper is a no-op (returning its input) outside a process group of more than one rank, so
+training code calls them unconditionally. Failures of a peer rank (a collective timing out or its
+connection closing) surface as one clear ResourceError through :func:`collective_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from compress.distributed import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
+from compress.evaluate import EvalResult
+from models.errors import CompressError, ResourceError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_PEER_FAILURE = ("timed out", "timeout", "closed by peer", "reset by peer", "broken pipe")
+
+
+def _device() -> torch.device:
+    """Where collective tensors must live: the current GPU for NCCL, else the CPU."""
+    if str(dist.get_backend()) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if not group_active():
+        return
+    with collective_errors():
+        if str(dist.get_backend()) == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def all_reduce_sums(values: Iterable[float]) -> list[float]:
+    """Element-wise sums over all ranks (float64), e.g. loss sums and sample counts."""
+    vals = list(values)
+    if not group_active():
+        return vals
+    t = torch.tensor(vals, dtype=torch.float64, device=_device())
+    dist.all_reduce(t)
+    return [float(v) for v in t.cpu()]
+
+
+def all_reduce_(tensor: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """Sum (or average) a tensor over all ranks, in place; returned for chaining."""
+    if not group_active():
+        return tensor
+    work = tensor if tensor.device == _device() else tensor.to(_device())
+    dist.all_reduce(work)
+    if mean:
+        work /= dist.get_world_size()
+    if work is not tensor:
+        tensor.copy_(work)
+    return tensor
+
+
+def all_reduce_eval(ev: EvalResult) -> EvalResult:
+    """Merge every rank's evaluation of its share into the result over the whole split."""
+    if not group_active():
+        return ev
+    confusion = torch.tensor(ev.confusion, dtype=torch.float64)
+    n = ev.samples
+    loss_sum, top5_hits = (ev.loss * n if n else 0.0), ev.top5 * n
+    all_reduce_(confusion)
+    n_all, loss_all, top5_all = all_reduce_sums([n, loss_sum, top5_hits])
+    conf = confusion.round().long()
+    total = max(n_all, 1.0)
+    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
+    return EvalResult(
+        top1=float(conf.diag().sum()) / total,
+        top5=round(top5_all) / total,
+        loss=loss_all / total if n_all else float("nan"),
+        samples=int(n_all),
+        per_class=per_class,
+        confusion=conf.tolist(),
+    )
+
+
+def average_gradients(params: Iterable[nn.Parameter]) -> None:
+    """Average .grad over ranks for parameters DDP does not own (e.g. distillation adapters)."""
+    if not group_active():
+        return
+    for p in params:
+        if p.grad is not None:
+            all_reduce_(p.grad, mean=True)
+
+
+def reduce_importance_gradients(model: nn.Module, importance: Any) -> None:
+    """Gradient-based pruning importance from every rank's data, before one decision: Taylor's
+    gradients are averaged over ranks; Hessian's accumulated squared gradients and sample counts
+    (torch-pruning's `_accu_grad` / `_counter`) are summed, giving the mean over all samples."""
+    if not group_active():
+        return
+    accu = getattr(importance, "_accu_grad", None)
+    if not accu:
+        average_gradients(model.parameters())
+        return
+    for g in accu.values():
+        all_reduce_(g)
+    counter = importance._counter
+    counts = all_reduce_sums(float(counter[p]) for p in accu)
+    for p, c in zip(accu, counts, strict=True):
+        counter[p] = round(c)
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Rank `src`'s object on every rank (pickled; for small things: states, decisions)."""
+    if not group_active():
+        return obj
+    box = [obj]
+    with collective_errors():
+        dist.broadcast_object_list(
+            box, src=src, device=_device() if _device().type == "cuda" else None
+        )
+    return box[0]  # type: ignore[return-value]
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only (measurements, writing files); every rank gets its result, or
+    raises the same CompressError it raised, so no rank is left waiting for a dead one."""
+    if not group_active():
+        return fn()
+    if not is_main():
+        got: tuple[str, Any] = broadcast_object(("", None))
+        if got[0] == "error":
+            raise got[1]
+        return got[1]  # type: ignore[no-any-return]
+    try:
+        out = fn()
+    except CompressError as e:
+        broadcast_object(("error", e))
+        raise
+    broadcast_object(("ok", out))
+    return out
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's object, in rank order, on every rank."""
+    if not group_active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    with collective_errors():
+        dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` with rank `src`'s values, in place."""
+    if not group_active():
+        return tensor
+    work = tensor if tensor.device == _device() else tensor.to(_device())
+    dist.broadcast(work, src=src)
+    if work is not tensor:
+        tensor.copy_(work)
+    return tensor
+
+
+@contextlib.contextmanager
+def collective_errors() -> Iterator[None]:
+    """Turn 'another rank died or hangs' (a collective timing out or its connection closing)
+    into one clear ResourceError instead of a backend stack trace."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e).lower()
+        peer = isinstance(e, getattr(dist, "DistError", ())) or any(
+            w in text for w in _PEER_FAILURE
+        )
+        if not (group_active() and peer):
+            raise
+        first = str(e).strip().splitlines()[0][:200]
+        raise ResourceError(
+            f"rank {rank()}: another rank stopped responding ({first})",
+            hint="look for the first failing rank in the torchrun output; if ranks legitimately "
+            f"wait longer than {timeout_s():.0f} s for each other, raise {TIMEOUT_ENV}",
+        ) from e
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes of the state dict (rank comparisons)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def consistency(model: nn.Module) -> dict[str, Any]:
+    """Compare every rank's weights (a collective): the card's proof that DDP kept them equal."""
+    digests = gather_objects(state_digest(model))
+    same = len(set(digests)) == 1
+    if not same:
+        log.error("ranks ended with different weights: %s", digests)
+    return {"weights_identical_across_ranks": same, "rank_digests": digests}
