@@ -1,47 +1,28 @@
-"""Quantization-aware training in plain PyTorch that exports to an onnxruntime QDQ graph.
+"""Quantization-aware training that exports to an onnxruntime QDQ graph.
 
-Not built on `torch.ao.quantization` (deprecated). The model is traced with torch.fx, BatchNorm
-is folded into the preceding convolution, and fake-quantization is inserted where onnxruntime's
-int8 kernels will quantize:
-
-* weights of every Conv/Linear: int8 per output channel, symmetric (`[-128, 127]`);
-* activations: uint8 per tensor (`[0, 255]`), on each Conv/Linear/Add output (after its ReLU,
-  where one follows) and on the model input; a Conv/Linear fed through value-preserving ops
-  (max-pool, flatten, reshape) reuses its producer's quantizer, so onnxruntime sees the same
-  scales on both sides and keeps the tensor int8;
-* biases: rounded to the int32 grid `input_scale * weight_scale`, as onnxruntime stores them.
-
-Activation ranges start from calibration (min/max over the calibration images) and follow an
-exponential moving average while training; weight scales follow the weights. `torch.onnx.export`
-(dynamo=False) turns each fake-quant op into QuantizeLinear/DequantizeLinear; `fold_weights`
-then stores weights as int8 and biases as int32 initializers, so the file is ~4x smaller and
-onnxruntime computes what the fake-quant model computes.
+A trained model gets fake-quantization (see `compress.fake_quant`), is calibrated and fine-tuned
+for a few epochs, then frozen. `torch.onnx.export` (dynamo=False) turns each fake-quant op into
+QuantizeLinear/DequantizeLinear; `fold_weights` then stores weights as int8 and biases as int32
+initializers, so the file is ~4x smaller and onnxruntime computes what the fake-quant model
+computes, which `qat_finetune` checks on the validation split.
 """
 
 from __future__ import annotations
 
 import logging
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
-from models.errors import UnsupportedError, UsageError
-from models.registry import attach_spec, spec_of
+from compress.fake_quant import calibrate, freeze, prepare_qat, quantizers
+from models.errors import UsageError
+from models.registry import spec_of
 
 log = logging.getLogger(__name__)
-W_MIN, W_MAX = -128, 127
-A_MIN, A_MAX = 0, 255
-RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
-ADDS = (operator.add, operator.iadd, torch.add)
-TRANSPARENT_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout)
-TRANSPARENT_FUNCS = (torch.flatten, F.max_pool2d, torch.reshape)
-TRANSPARENT_METHODS = ("view", "reshape", "flatten", "contiguous")
 
 
 @dataclass
@@ -62,257 +43,6 @@ class QATConfig:
             raise UsageError(f"--lr must be > 0, got {self.lr}")
         if not 0 < self.momentum <= 1:
             raise UsageError("momentum must be in (0, 1]")
-
-
-class ActFakeQuant(nn.Module):
-    """uint8 per-tensor fake quantization with observed (then EMA-tracked) ranges."""
-
-    lo: torch.Tensor
-    hi: torch.Tensor
-    scale: torch.Tensor
-    zero_point: torch.Tensor
-
-    def __init__(self, momentum: float = 0.01) -> None:
-        super().__init__()
-        self.momentum = momentum
-        self.observing = False
-        self.register_buffer("lo", torch.tensor(float("inf")))
-        self.register_buffer("hi", torch.tensor(float("-inf")))
-        self.register_buffer("scale", torch.tensor(1.0))
-        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observing:
-            with torch.no_grad():
-                self.lo.copy_(torch.minimum(self.lo, x.min().float()))
-                self.hi.copy_(torch.maximum(self.hi, x.max().float()))
-            return x
-        if self.training:
-            with torch.no_grad():
-                m = self.momentum
-                self.lo.mul_(1 - m).add_(m * x.min().float())
-                self.hi.mul_(1 - m).add_(m * x.max().float())
-                self.update_qparams()
-        return torch.fake_quantize_per_tensor_affine(
-            x.float(), self.scale, self.zero_point, A_MIN, A_MAX
-        )
-
-    @torch.no_grad()
-    def update_qparams(self) -> None:
-        """Scale/zero-point from the range, which always includes 0 (exact zero padding)."""
-        lo, hi = torch.clamp(self.lo, max=0.0), torch.clamp(self.hi, min=0.0)
-        if not (torch.isfinite(lo) and torch.isfinite(hi)):
-            raise UnsupportedError("a quantizer saw no data during calibration (dead branch?)")
-        scale = torch.clamp((hi - lo) / (A_MAX - A_MIN), min=1e-8)
-        self.scale.copy_(scale)
-        self.zero_point.copy_(torch.clamp(torch.round(-lo / scale), A_MIN, A_MAX).int())
-
-
-class QuantWeight(nn.Module):
-    """A Conv/Linear whose weights (int8 per channel) and bias (int32 grid) are fake-quantized."""
-
-    w_scale: torch.Tensor
-    w_zero: torch.Tensor
-
-    def __init__(self, layer: nn.Module, act: ActFakeQuant) -> None:
-        super().__init__()
-        self.layer = layer
-        self._act = [act]  # the input's quantizer: a reference, not a submodule
-        self.frozen = False
-        out = int(_weight(layer).shape[0])
-        self.register_buffer("w_scale", torch.ones(out))
-        self.register_buffer("w_zero", torch.zeros(out, dtype=torch.int32))
-
-    def quantized_params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        w, b = _weight(self.layer), _bias(self.layer)
-        if not self.frozen:
-            with torch.no_grad():
-                amax = w.detach().abs().flatten(1).amax(1)
-                self.w_scale.copy_(torch.clamp(amax / W_MAX, min=1e-8))
-        wq = torch.fake_quantize_per_channel_affine(w, self.w_scale, self.w_zero, 0, W_MIN, W_MAX)
-        if b is None or self.frozen:
-            return wq, b
-        step = (self._act[0].scale * self.w_scale).detach()
-        return wq, b + (torch.round(b / step) * step - b).detach()
-
-    @torch.no_grad()
-    def freeze(self) -> None:
-        """Fix the weight scales and store the bias on its int32 grid (before export)."""
-        self.frozen = False
-        _, b = self.quantized_params()
-        bias = _bias(self.layer)
-        if b is not None and bias is not None:
-            bias.copy_(b)
-        self.frozen = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.quantized_params()
-        layer = self.layer
-        if isinstance(layer, nn.Linear):
-            return F.linear(x, w, b)
-        assert isinstance(layer, nn.Conv2d)
-        if layer.padding_mode != "zeros":
-            raise UnsupportedError(f"QAT: Conv2d padding_mode={layer.padding_mode!r}")
-        return F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
-
-
-def _weight(layer: nn.Module) -> torch.Tensor:
-    w = layer.weight
-    assert isinstance(w, torch.Tensor)
-    return w
-
-
-def _bias(layer: nn.Module) -> torch.Tensor | None:
-    b = layer.bias
-    return b if isinstance(b, torch.Tensor) else None
-
-
-# ----------------------------------------------------------------------------- graph rewrite
-
-
-def prepare_qat(model: nn.Module, momentum: float = 0.01) -> fx.GraphModule:
-    """Trace `model`, fold BatchNorm, insert fake-quantization; returns a new module."""
-    from torch.fx.experimental.optimization import fuse
-
-    was_training = model.training
-    model.eval()
-    try:
-        gm = fuse(model)
-        assert isinstance(gm, fx.GraphModule)
-    except Exception as e:  # fx raises many kinds of tracing errors
-        raise UnsupportedError(
-            f"QAT needs a model torch.fx can trace; tracing failed: {str(e).splitlines()[0]}",
-            hint="use ptq-static instead (it works on the exported ONNX graph)",
-        ) from e
-    finally:
-        model.train(was_training)
-    _Rewriter(gm, momentum).run()
-    attach_spec(gm, spec_of(model))
-    return gm
-
-
-class _Rewriter:
-    def __init__(self, gm: fx.GraphModule, momentum: float) -> None:
-        self.gm, self.momentum = gm, momentum
-        self.modules = dict(gm.named_modules())
-        self.fq_nodes: set[fx.Node] = set()
-        self.count = 0
-
-    def run(self) -> None:
-        graph = self.gm.graph
-        for node in list(graph.nodes):
-            if self._is_layer(node):
-                act = self._input_quant(node)
-                name = str(node.target)
-                self._set_module(name, QuantWeight(self.modules[name], act))
-                self._output_quant(node)
-            elif node.op == "call_function" and node.target in ADDS:
-                self._output_quant(node)
-        graph.lint()
-        self.gm.recompile()
-        if not self.count:
-            raise UnsupportedError("QAT: the model has no Conv2d/Linear layers to quantize")
-
-    def _is_layer(self, node: fx.Node) -> bool:
-        return node.op == "call_module" and isinstance(
-            self.modules.get(str(node.target)), (nn.Conv2d, nn.Linear)
-        )
-
-    def _new_fq(self) -> tuple[str, ActFakeQuant]:
-        name = f"act_fq_{self.count}"
-        self.count += 1
-        fq = ActFakeQuant(self.momentum)
-        self.gm.add_module(name, fq)
-        self.modules[name] = fq
-        return name, fq
-
-    def _set_module(self, dotted: str, module: nn.Module) -> None:
-        parent, _, child = dotted.rpartition(".")
-        setattr(self.gm.get_submodule(parent) if parent else self.gm, child, module)
-        self.modules[dotted] = module
-
-    def _source_fq(self, node: Any) -> fx.Node | None:
-        """The fake-quant node `node` comes from through value-preserving ops, if any."""
-        while isinstance(node, fx.Node):
-            if node in self.fq_nodes:
-                return node
-            mod = self.modules.get(str(node.target)) if node.op == "call_module" else None
-            transparent = (
-                isinstance(mod, TRANSPARENT_MODULES)
-                or (node.op == "call_function" and node.target in TRANSPARENT_FUNCS)
-                or (node.op == "call_method" and node.target in TRANSPARENT_METHODS)
-            )
-            if not transparent:
-                return None
-            node = node.args[0]
-        return None
-
-    def _input_quant(self, node: fx.Node) -> ActFakeQuant:
-        """Quantize the layer's input: reuse an upstream quantizer, or add a fresh one."""
-        arg = node.args[0]
-        src = self._source_fq(arg)
-        if src is not None and src is arg:
-            return self.modules[str(src.target)]  # type: ignore[return-value]
-        name = str(src.target) if src is not None else self._new_fq()[0]
-        with self.gm.graph.inserting_before(node):
-            fq_node = self.gm.graph.call_module(name, (arg,))
-        self.fq_nodes.add(fq_node)
-        node.args = (fq_node, *node.args[1:])
-        return self.modules[name]  # type: ignore[return-value]
-
-    def _output_quant(self, node: fx.Node) -> None:
-        """Quantize what `node` produces (after its ReLU if one is its only user)."""
-        post = node
-        users = list(node.users)
-        if len(users) == 1 and _is_relu(users[0], self.modules):
-            post = users[0]
-        if all(u.op == "output" for u in post.users):
-            return  # logits stay float
-        name, _ = self._new_fq()
-        with self.gm.graph.inserting_after(post):
-            fq_node = self.gm.graph.call_module(name, (post,))
-        post.replace_all_uses_with(fq_node, delete_user_cb=lambda u: u is not fq_node)
-        self.fq_nodes.add(fq_node)
-
-
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(str(node.target)), nn.ReLU)
-    return (node.op == "call_function" and node.target in RELUS) or (
-        node.op == "call_method" and node.target == "relu"
-    )
-
-
-# ----------------------------------------------------------------------------- use
-
-
-def quantizers(model: nn.Module) -> list[ActFakeQuant]:
-    return [m for m in model.modules() if isinstance(m, ActFakeQuant)]
-
-
-@torch.no_grad()
-def calibrate(model: nn.Module, calib: np.ndarray, batch_size: int = 64) -> None:
-    """Initialize every activation range from min/max over the calibration inputs."""
-    model.eval()
-    fqs = quantizers(model)
-    for fq in fqs:
-        fq.observing = True
-    try:
-        for i in range(0, len(calib), batch_size):
-            model(torch.from_numpy(calib[i : i + batch_size]))
-    finally:
-        for fq in fqs:
-            fq.observing = False
-    for fq in fqs:
-        fq.update_qparams()
-
-
-def freeze(model: nn.Module) -> None:
-    """Fix weight scales and round biases: the model now computes exactly what is exported."""
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, QuantWeight):
-            m.freeze()
 
 
 @dataclass

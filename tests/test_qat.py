@@ -13,17 +13,15 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from compress.qat import (
+from compress.fake_quant import (
     ActFakeQuant,
-    QATConfig,
     QuantWeight,
     calibrate,
-    export_qdq,
     freeze,
     prepare_qat,
-    qat_finetune,
     quantizers,
 )
+from compress.qat import QATConfig, export_qdq, qat_finetune
 from models.errors import UnsupportedError, UsageError
 from models.registry import attach_spec, create_model, spec_of
 
