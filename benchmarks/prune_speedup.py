@@ -15,33 +15,24 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
 from compress.latency import onnx_bytes
+from export.session import open_session
+from export.timing import time_calls
 from models.registry import spec_of
 from models.resolve import ShapeArgs, resolve_model
 
 
 def session(model: torch.nn.Module, x: torch.Tensor, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(
-        onnx_bytes(model, x), sess_options=opts, providers=["CPUExecutionProvider"]
-    )
+    return open_session(onnx_bytes(model, x), threads)
 
 
 def median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return time_calls(fn, warmup=0, max_runs=runs).median_ms
 
 
 def main() -> None:

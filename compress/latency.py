@@ -1,18 +1,16 @@
 """Measured inference latency of a PyTorch model: onnxruntime CPU and torch eager.
 
-Self-contained on purpose (export/bench.py is the toolkit's full benchmark); pruning needs
-one number quickly and often: the model is exported to an in-memory ONNX graph
-(``torch.onnx.export(dynamo=False)``, ~10x faster to export than dynamo), run in an
-onnxruntime CPU session with a fixed thread count after a warm-up, and the median of
-repeated runs is kept. Latency is noisy on a shared machine: compare numbers from one run.
+Pruning needs one number quickly and often: the model is exported to an in-memory ONNX graph
+(``torch.onnx.export(dynamo=False)``, ~10x faster to export than dynamo), opened in an
+onnxruntime CPU session with a fixed thread count (`export.session.open_session`) and timed by
+`export.timing.time_calls` after a warm-up, the same loop `compress bench` uses; the median of
+the timed runs is kept. Latency is noisy on a shared machine: compare numbers from one run.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from export.session import open_session
+from export.timing import time_calls, torch_threads
 from models.errors import UnsupportedError, UsageError
 from models.registry import spec_of
 
@@ -68,17 +68,8 @@ def _input(model: nn.Module, batch: int) -> torch.Tensor:
 
 
 def _median_ms(fn: Callable[[], object], cfg: LatencyConfig) -> tuple[float, int]:
-    for _ in range(cfg.warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < cfg.runs:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if len(times) >= 5 and time.perf_counter() - start > cfg.budget_s:
-            break
-    return statistics.median(times), len(times)
+    t = time_calls(fn, warmup=cfg.warmup, max_runs=cfg.runs, budget_s=cfg.budget_s)
+    return t.median_ms, t.runs
 
 
 def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
@@ -108,17 +99,8 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
 
 def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     """Median onnxruntime CPU latency (ms per batch) and the number of timed runs."""
-    import onnxruntime as ort
-
     x = _input(model, cfg.batch)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = cfg.threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(
-        onnx_bytes(model, x), sess_options=opts, providers=["CPUExecutionProvider"]
-    )
+    sess = open_session(onnx_bytes(model, x), cfg.threads)
     feed = {"input": x.numpy()}
     return _median_ms(lambda: sess.run(None, feed), cfg)
 
@@ -126,15 +108,12 @@ def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
 def torch_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     """Median torch eager latency (ms per batch, no grad, eval mode) with `threads` threads."""
     x = _input(model, cfg.batch)
-    before = torch.get_num_threads()
     was_training = model.training
-    torch.set_num_threads(cfg.threads)
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch_threads(cfg.threads), torch.inference_mode():
             return _median_ms(lambda: model(x), cfg)
     finally:
-        torch.set_num_threads(before)
         model.train(was_training)
 
 

@@ -1,8 +1,8 @@
 """onnxruntime sessions as the quantizer needs them: predict, evaluate, time, compare logits.
 
-Kept small and local so quantization does not depend on the export package's internals; every
-number the quantizer reports (accuracy, latency, sizes) comes from these few functions, so fp32
-and int8 are measured by the same code on the same inputs.
+Sessions come from `export.session.open_session` and timings from `export.timing`, the same code
+`compress bench` and pruning use; every number the quantizer reports (accuracy, latency, sizes)
+comes from these few functions, so fp32 and int8 are measured by the same code on the same inputs.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import statistics
-import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 
 from compress.evaluate import Predictor, evaluate
-from models.errors import InvalidInputError, UnsupportedError
+from export.session import open_session
+from export.timing import time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,8 @@ def quiet_ort() -> Iterator[None]:
 
 
 def session(path: str | Path, threads: int | None = None) -> Any:
-    """A CPU onnxruntime session; a model the runtime can't load is an input error."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        msg = str(e).splitlines()[0][:300]
-        if "NOT_IMPLEMENTED" in str(e) or "Could not find an implementation" in str(e):
-            raise UnsupportedError(f"onnxruntime can't run {path}: {msg}") from e
-        raise InvalidInputError(f"onnxruntime can't load {path}: {msg}") from e
+    """A CPU onnxruntime session; a model the runtime can't load is a typed input error."""
+    return open_session(path, threads)
 
 
 def run(sess: Any, x: np.ndarray) -> np.ndarray:
@@ -101,18 +89,10 @@ def latencies(
     out: list[dict[int, float]] = [{} for _ in paths]
     for b in batches:
         x = np.concatenate([sample] * -(-b // len(sample)))[:b]
-        for s in sessions:
-            for _ in range(warmup):
-                run(s, x)
-        times: list[list[float]] = [[] for _ in paths]
-        t_end = time.perf_counter() + budget_s
-        while len(times[0]) < runs and (len(times[0]) < 5 or time.perf_counter() < t_end):
-            for i, s in enumerate(sessions):
-                t0 = time.perf_counter()
-                run(s, x)
-                times[i].append((time.perf_counter() - t0) * 1e3)
-        for i, t in enumerate(times):
-            out[i][b] = round(statistics.median(t), 4)
+        fns = [partial(run, s, x) for s in sessions]
+        timed = time_interleaved(fns, warmup=warmup, max_runs=runs, budget_s=budget_s)
+        for i, t in enumerate(timed):
+            out[i][b] = round(t.median_ms, 4)
     return out
 
 

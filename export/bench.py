@@ -1,10 +1,11 @@
 """Latency benchmark: every (model, runtime, batch size), measured the same way.
 
 Per case: warm-up, then timed runs until `iters` runs or `seconds` have passed (at least
-`min_iters`), giving p50/p90/p99/mean/std/min/max latency, throughput, peak RSS (CUDA memory on
-GPU), size on disk and session creation time. Inputs are synthetic (random, the model's input
-shape): they measure speed only, never accuracy, and every report says so. PyTorch models also
-run on onnxruntime after an export into a temporary directory.
+`min_iters`) by `export.timing`, the loop pruning and quantization time with too, giving
+p50/p90/p99/mean/std/min/max latency, throughput, peak RSS (CUDA memory on GPU), size on disk
+and session creation time. Inputs are synthetic (random, the model's input shape): they measure
+speed only, never accuracy, and every report says so. PyTorch models also run on onnxruntime
+after an export into a temporary directory.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from export.runtime import (
     create_session,
     torch_runner,
 )
+from export.timing import Timings, time_calls, torch_threads
 from models.data import synthetic_batch
 from models.errors import CompressError, UsageError
 from models.registry import ModelSpec
@@ -179,7 +180,7 @@ def benchmark(
     ]
     total, done = len(plan) * len(cfg.batch_sizes), 0
     results: list[CaseResult] = []
-    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp, _torch_threads(threads):
+    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp, torch_threads(threads):
         for model, runtime in plan:
             if progress:
                 progress(done, total, f"{model.label} · {runtime} · starting")
@@ -238,13 +239,13 @@ def _run_case(
     mem = _Memory(runner.runtime)
     try:
         with mem:
-            times = np.asarray(_measure(runner, x, cfg)) * 1e3
+            t = _measure(runner, x, cfg)
     except (CompressError, MemoryError, RuntimeError) as e:
         msg = f"{model.label}: FAILED on {runner.runtime} at batch {bs}: {str(e).splitlines()[0]}"
         log.warning("%s", msg)
         notes.append(msg)
         return None
-    p50 = float(np.percentile(times, 50))
+    p50 = t.median_ms
     return CaseResult(
         model=model.label,
         runtime=runner.runtime,
@@ -252,14 +253,14 @@ def _run_case(
         providers=list(runner.providers),
         fallback=bool(getattr(runner, "fallback", False)),
         threads=threads,
-        iters=len(times),
+        iters=t.runs,
         p50_ms=_r(p50),
-        p90_ms=_r(np.percentile(times, 90)),
-        p99_ms=_r(np.percentile(times, 99)),
-        mean_ms=_r(times.mean()),
-        std_ms=_r(times.std()),
-        min_ms=_r(times.min()),
-        max_ms=_r(times.max()),
+        p90_ms=_r(t.percentile(90)),
+        p99_ms=_r(t.percentile(99)),
+        mean_ms=_r(t.mean_ms),
+        std_ms=_r(t.std_ms),
+        min_ms=_r(t.min_ms),
+        max_ms=_r(t.max_ms),
         throughput=_r(bs / p50 * 1e3 if p50 > 0 else 0.0),
         peak_rss_mb=mem.peak_mb,
         run_rss_mb=mem.delta_mb,
@@ -271,25 +272,14 @@ def _run_case(
     )
 
 
-def _measure(runner: Runner, x: np.ndarray, cfg: BenchConfig) -> list[float]:
-    """Seconds per run, after `warmup` untimed runs."""
-    for _ in range(cfg.warmup):
-        runner.run(x)
+def _measure(runner: Runner, x: np.ndarray, cfg: BenchConfig) -> Timings:
+    """`iters` timed runs, else runs for `seconds` (3 s by default, at least `min_iters`)."""
+    if cfg.iters is not None:
+        return time_calls(lambda: runner.run(x), warmup=cfg.warmup, max_runs=cfg.iters)
     budget = cfg.seconds if cfg.seconds is not None else 3.0
-    times: list[float] = []
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        runner.run(x)
-        times.append(time.perf_counter() - t0)
-        if cfg.iters is not None:
-            if len(times) >= cfg.iters:
-                break
-        elif (time.perf_counter() - start >= budget and len(times) >= cfg.min_iters) or len(
-            times
-        ) >= 100_000:
-            break
-    return times
+    return time_calls(
+        lambda: runner.run(x), warmup=cfg.warmup, min_runs=cfg.min_iters, budget_s=budget
+    )
 
 
 def _size(model: BenchModel, runner: Runner) -> int | None:
@@ -371,18 +361,6 @@ def _peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return float(line.split()[1]) / 1024
     return _rss_mb()
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _r(x: Any, nd: int = 3) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from export.session import inspect_onnx, open_session
 from models.errors import InvalidInputError, UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
@@ -68,103 +68,6 @@ def check_runtime(name: str) -> str:
                 hint=GPU_HINT,
             )
     return name
-
-
-# ----------------------------------------------------------------------------- ONNX files
-
-
-@dataclass
-class OnnxInfo:
-    """What a file declares, read without loading its weights."""
-
-    path: str
-    opset: int
-    input_name: str
-    input_shape: list[int | str]
-    input_dtype: str
-    output_shape: list[int | str]
-    metadata: dict[str, str]
-    bytes: int
-
-    @property
-    def static_batch(self) -> int | None:
-        b = self.input_shape[0] if self.input_shape else None
-        return b if isinstance(b, int) and b > 0 else None
-
-
-def inspect_onnx(path: str | Path) -> OnnxInfo:
-    """Parse an ONNX file's header: graph IO, opset, metadata. Raises on bad or too-new files."""
-    import onnx
-
-    from export.onnx_export import onnx_size, opset_of
-
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"ONNX file not found: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise InvalidInputError(
-            f"{path} is not a valid ONNX file (truncated or another format): "
-            f"{str(e).splitlines()[0][:200]}"
-        ) from e
-    if not proto.graph.input or not proto.graph.output:
-        raise InvalidInputError(f"{path} has no graph inputs/outputs (not an ONNX model?)")
-    opset = opset_of(proto)
-    top = onnx.defs.onnx_opset_version()
-    if opset > top:
-        raise UnsupportedError(
-            f"{path} uses opset {opset}, newer than this onnx ({top}) and onnxruntime can run",
-            hint="re-export with a lower --opset (17 is widely supported)",
-        )
-    init = {t.name for t in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in init]
-    if len(inputs) != 1:
-        raise UnsupportedError(
-            f"{path} has {len(inputs)} inputs; only single-input models run here"
-        )
-    inp, out = inputs[0], proto.graph.output[0]
-    return OnnxInfo(
-        path=str(path),
-        opset=opset,
-        input_name=inp.name,
-        input_shape=_dims(inp),
-        input_dtype=onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name,
-        output_shape=_dims(out),
-        metadata={p.key: p.value for p in proto.metadata_props},
-        bytes=onnx_size(path),
-    )
-
-
-def _dims(value_info: Any) -> list[int | str]:
-    return [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-        for d in value_info.type.tensor_type.shape.dim
-    ]
-
-
-def _ort_error(path: str | Path, e: Exception) -> Exception:
-    """Translate an onnxruntime load error into our typed errors."""
-    msg = str(e)
-    kind = type(e).__name__
-    if "INVALID_PROTOBUF" in msg or kind == "InvalidProtobuf":
-        return InvalidInputError(f"{path} is not a valid ONNX file (truncated or another format)")
-    m = re.search(r"[Oo]pset (\d+)", msg)
-    if m and ("guarantees" in msg or "not supported" in msg or "under development" in msg):
-        return UnsupportedError(
-            f"{path}: opset {m.group(1)} is not supported by the installed onnxruntime",
-            hint="re-export with a lower --opset (17 is widely supported)",
-        )
-    if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
-        op = re.search(r"implementation for (\w+)\((\d+)\)", msg)
-        what = f"{op.group(1)} (opset {op.group(2)})" if op else "an operator"
-        return UnsupportedError(
-            f"{path}: onnxruntime has no kernel for {what} on this execution provider",
-            hint="run `compress doctor` on it; ConvInteger (dynamic conv quantization) has no "
-            "CPU kernel: use static QDQ quantization for convolutions",
-        )
-    first = msg.strip().splitlines()[0] if msg.strip() else kind
-    return InvalidInputError(f"onnxruntime could not load {path}: {first[:300]}")
 
 
 # ----------------------------------------------------------------------------- onnxruntime
@@ -240,32 +143,20 @@ def create_session(
     optimized_model_path: str | Path | None = None,
 ) -> OrtRunner:
     """Open `path` in onnxruntime on `runtime`'s providers; record the providers really used."""
-    import onnxruntime as ort
-
     if runtime not in ORT_PROVIDERS:
         raise UsageError(f"{runtime!r} is not an onnxruntime runtime ({', '.join(ORT_PROVIDERS)})")
     check_runtime(runtime)
     info = inspect_onnx(path)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.enable_profiling = profile
-    if optimized_model_path:
-        so.optimized_model_filepath = str(optimized_model_path)
     requested = ORT_PROVIDERS[runtime]
     t0 = time.perf_counter()
-    try:
-        session = ort.InferenceSession(str(path), so, providers=requested)
-    except Exception as e:
-        raise _ort_error(path, e) from e
+    session = open_session(
+        path,
+        threads,
+        requested,
+        optimization=optimization,
+        profile=profile,
+        optimized_model_path=optimized_model_path,
+    )
     seconds = time.perf_counter() - t0
     used = list(session.get_providers())
     runner = OrtRunner(
