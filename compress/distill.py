@@ -25,8 +25,9 @@ from torch import nn
 from compress.feature_distill import FeatureDistiller, Pair, parse_pairs
 from compress.precision import AmpPolicy, resolve_amp, resolve_device
 from compress.train import FitResult, Hooks, TrainConfig, fit
-from models.data import DataBundle, TensorImages
+from models.data import DataBundle
 from models.errors import InvalidInputError, UsageError
+from models.images import TensorImages
 from models.registry import ModelSpec, spec_of
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import (
-    DataBundle,
-    DataConfig,
-    SizedDataset,
-    effective_val_size,
-    random_flip_crop,
-    split_indices,
-    to_model_input,
-)
+from models.data import DataBundle, DataConfig, effective_val_size, split_indices
 from models.errors import DataNotFoundError, InvalidInputError
+from models.images import SizedDataset, random_flip_crop, to_model_input
 from models.registry import ModelSpec
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import DataConfig, load_data, read_idx, split_indices
+from models.data import DataConfig, load_data, split_indices
 from models.errors import DataNotFoundError, InvalidInputError, UsageError
+from models.idx import read_idx
 from models.registry import create_model
 from tests.conftest import FASHION_MINI
 
@@ -47,7 +48,7 @@ def test_split_is_deterministic_and_disjoint():
 
 
 def test_missing_data_names_places_and_install_hint(tmp_path, monkeypatch):
-    monkeypatch.setattr("models.data.DEBIAN_FASHION", tmp_path / "nope")
+    monkeypatch.setattr("models.idx.DEBIAN_FASHION", tmp_path / "nope")
     monkeypatch.delenv("COMPRESS_DATA_DIR", raising=False)
     with pytest.raises(DataNotFoundError) as e:
         load_data(DataConfig(data_dir=str(tmp_path)), create_model("lenet5").spec)

@@ -20,8 +20,9 @@ from compress import collectives, sharding
 from compress import distributed as ddp
 from compress.train import TrainConfig, fit
 from models.artifact import load_model, read_card
-from models.data import DataConfig, RowView, load_data
+from models.data import DataConfig, load_data
 from models.errors import InvalidInputError, UnsupportedError, UsageError
+from models.images import RowView
 from models.registry import create_model, spec_of
 
 ROOT = Path(__file__).resolve().parents[1]
