@@ -284,7 +284,7 @@ def _measure(runner: Runner, x: np.ndarray, cfg: BenchConfig) -> Timings:
 
 def _size(model: BenchModel, runner: Runner) -> int | None:
     if runner.runtime in ORT_PROVIDERS and model.onnx_path:
-        from export.onnx_export import onnx_size
+        from export.onnx_file import onnx_size
 
         return onnx_size(model.onnx_path)
     return model.torch_bytes

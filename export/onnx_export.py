@@ -1,15 +1,15 @@
-"""PyTorch -> ONNX: export, full checker, shape inference, metadata, external data, optimization.
+"""PyTorch -> ONNX: run the exporter, clean up its graph, stamp metadata, save a checked file.
 
 `export_onnx(model, path, ExportConfig())` writes one checked ONNX file (plus `model.onnx.data`
 when the weights pass the 2 GB protobuf limit). The legacy TorchScript exporter is the default:
 it takes ~2.5 s for ResNet-50 here where the torch.export-based one takes ~23 s; both are
-selectable. Parity with the PyTorch model is checked by the caller (see `export.parity`).
+selectable. Parity with the PyTorch model is checked by the caller (see `export.parity`);
+saving, external data, metadata and offline optimization are in `export.onnx_file`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import tempfile
 import time
@@ -22,18 +22,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import InvalidInputError, UnsupportedError, UsageError
+from export.onnx_file import (
+    OPTIMIZE_LEVELS,
+    check_and_save,
+    external_data_path,
+    onnx_size,
+    opset_of,
+    set_metadata,
+)
+from models.errors import UnsupportedError, UsageError
 from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("torchscript", "dynamo")
 PRECISIONS = ("fp32", "fp16")
-OPTIMIZE_LEVELS = ("none", "basic", "extended", "all")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-EXTERNAL_DATA_SUFFIX = ".data"
-PROTOBUF_LIMIT = 2**31 - 1
-META_PREFIX = "compress."
 
 
 @dataclass
@@ -118,7 +122,7 @@ def export_onnx(
         tracer = _torch_export(net, example, raw, cfg)
         proto = _load(raw)
     _inline_constant_identities(proto)
-    _set_metadata(proto, metadata or {})
+    set_metadata(proto, metadata or {})
     check_and_save(proto, path, cfg.external_data_threshold)
     seconds = time.perf_counter() - t0
     result = ExportResult(
@@ -250,152 +254,3 @@ def _inline_constant_identities(proto: Any, max_bytes: int = 1 << 16) -> int:
         del proto.graph.node[:]
         proto.graph.node.extend(keep)
     return added
-
-
-def _set_metadata(proto: Any, metadata: dict[str, str]) -> None:
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in metadata.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            proto.metadata_props.add(key=key, value=value)
-
-
-def check_and_save(proto: Any, path: Path, external_threshold: int = 1_800_000_000) -> None:
-    """Shape-infer, save (external data when large) and run the full checker on the file."""
-    import onnx
-
-    weights = initializer_bytes(proto)
-    external = weights > external_threshold
-    if not external:
-        try:
-            proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-        except Exception as e:
-            raise UnsupportedError(f"ONNX shape inference failed on the export: {e}") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = external_data_path(path)
-    data.unlink(missing_ok=True)
-    onnx.save_model(
-        proto,
-        str(path),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=data.name,
-        size_threshold=1024,
-    )
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:
-        raise UnsupportedError(
-            f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}"
-        ) from e
-    if external:
-        onnx.shape_inference.infer_shapes_path(str(path), str(path))
-
-
-def optimize_offline(src: str | Path, dst: str | Path, level: str) -> Path:
-    """Save onnxruntime's optimized graph (`basic`, `extended` or `all`) to `dst`.
-
-    `extended` adds ORT-only fused ops (com.microsoft domain): the file then runs only on
-    onnxruntime. `all` also bakes in this CPU's memory layouts: rebuild it on other machines.
-    """
-    import onnx
-    import onnxruntime as ort
-
-    if level not in OPTIMIZE_LEVELS or level == "none":
-        raise UsageError(f"optimization level must be basic, extended or all, got {level!r}")
-    if level == "all":
-        log.warning("--optimize all writes CPU-specific layouts: the file may not run elsewhere")
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    src, dst = Path(src), Path(dst)
-    meta = read_metadata(src)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels[level]
-    so.optimized_model_filepath = str(dst)
-    if external_data_path(src).exists():
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name",
-            external_data_path(dst).name,
-        )
-    try:
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise UnsupportedError(f"onnxruntime could not optimize {src}: {e}") from e
-    proto = onnx.load(str(dst), load_external_data=False)
-    _set_metadata(proto, meta)
-    onnx.save_model(proto, str(dst))
-    return dst
-
-
-def opset_of(proto: Any) -> int:
-    """The default-domain (ai.onnx) opset a model is stamped with."""
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return 0
-
-
-def initializer_bytes(proto: Any) -> int:
-    import numpy as np
-    from onnx import helper
-
-    total = 0
-    for t in proto.graph.initializer:
-        if t.raw_data:
-            total += len(t.raw_data)
-        else:
-            n = int(np.prod(t.dims)) if t.dims else 1
-            total += n * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-    return total
-
-
-def external_data_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
-
-
-def onnx_size(path: str | Path) -> int:
-    """Bytes on disk, external data included."""
-    path = Path(path)
-    data = external_data_path(path)
-    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """An ONNX file's metadata_props (weights not loaded)."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise InvalidInputError(f"{path} is not a readable ONNX file: {e}") from e
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def card_metadata(card: Any) -> dict[str, str]:
-    """The card's key facts as ONNX metadata_props (strings; lists and dicts as JSON)."""
-    a = card.architecture
-    facts: dict[str, Any] = {
-        "format": card.format,
-        "architecture": a.name,
-        "num_classes": a.num_classes,
-        "in_channels": a.in_channels,
-        "input_size": a.input_size,
-        "spec": card.spec,
-        "class_names": card.class_names,
-        "precision": card.precision,
-        "trained": card.trained,
-        "source_content_hash": card.content_hash,
-        "stages": [h.get("stage") for h in card.history],
-    }
-    if card.metrics:
-        facts["metrics"] = {
-            k: v.get("top1") for k, v in card.metrics.items() if isinstance(v, dict) and "top1" in v
-        }
-    if card.dataset:
-        facts["dataset"] = card.dataset.get("dataset")
-    return {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in facts.items()}

@@ -237,7 +237,7 @@ def onnx_artifact_predictor(path: str | Path, runtime: str = "ort-cpu") -> tuple
 
 def card_from_onnx(path: str | Path) -> Any:
     """Rebuild a card from the `compress.*` metadata_props an exported file carries."""
-    from export.onnx_export import META_PREFIX
+    from export.onnx_file import META_PREFIX
     from models.artifact import Architecture, Card
 
     meta = inspect_onnx(path).metadata

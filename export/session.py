@@ -44,7 +44,7 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     """Parse an ONNX file's header: graph IO, opset, metadata. Raises on bad or too-new files."""
     import onnx
 
-    from export.onnx_export import onnx_size, opset_of
+    from export.onnx_file import onnx_size, opset_of
 
     path = Path(path)
     if not path.is_file():

@@ -15,7 +15,8 @@ from compress.cli.app import app
 from compress.stages.common import ModelRef
 from compress.stages.evaluate import run_eval
 from compress.stages.export import run_export
-from export.onnx_export import ExportConfig, export_onnx, external_data_path, read_metadata
+from export.onnx_export import ExportConfig, export_onnx
+from export.onnx_file import external_data_path, read_metadata
 from export.parity import ParityReport, compare
 from export.runtime import (
     check_runtime,

@@ -16,7 +16,8 @@ from compress.stages.common import ModelRef, load_source
 from export.bench import BenchConfig, BenchModel, BenchReport, Progress, benchmark
 from export.diagnosis import Diagnosis, Finding
 from export.doctor import diagnose
-from export.onnx_export import META_PREFIX, ExportConfig, export_onnx
+from export.onnx_export import ExportConfig, export_onnx
+from export.onnx_file import META_PREFIX
 from export.runtime import ORT_PROVIDERS, card_from_onnx, inspect_onnx, probe_in_subprocess
 from models.artifact import ONNX, WEIGHTS, Card, is_artifact, read_card
 from models.data import DataConfig

@@ -19,14 +19,8 @@ import torch
 
 from compress.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
-from export.onnx_export import (
-    ExportConfig,
-    card_metadata,
-    export_onnx,
-    external_data_path,
-    onnx_size,
-    optimize_offline,
-)
+from export.onnx_export import ExportConfig, export_onnx
+from export.onnx_file import card_metadata, external_data_path, onnx_size, optimize_offline
 from export.parity import ParityReport, check_parity
 from export.runtime import create_session, run_batched, torch_runner
 from models.artifact import ONNX, atomic_dir, check_out_dir, write_card
