@@ -1,25 +1,36 @@
 """Latency benchmark: every (model, runtime, batch size), measured the same way.
 
 Per case: warm-up, then timed runs until `iters` runs or `seconds` have passed (at least
-`min_iters`) by `export.timing`, the loop pruning and quantization time with too, giving
+`min_iters`) by `export.timing` (the loop pruning and quantization time with too), giving
 p50/p90/p99/mean/std/min/max latency, throughput, peak RSS (CUDA memory on GPU), size on disk
 and session creation time. Inputs are synthetic (random, the model's input shape): they measure
 speed only, never accuracy, and every report says so. PyTorch models also run on onnxruntime
 after an export into a temporary directory.
+
+With `rounds` > 1 each case's budget is split into that many slices and the cases take turns,
+slice by slice, so load from other processes on a shared machine hits every model alike and
+the speed-ups between them stay steady.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export.bench_results import (
+    BenchReport,
+    Measured,
+    add_speedups,
+    case_result,
+    rnd,
+)
+from export.case_memory import CaseMemory
 from export.environment import capture_environment, physical_cores
 from export.runtime import (
     ORT_PROVIDERS,
@@ -38,8 +49,7 @@ from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "compress-bench/1"
-INPUT_NOTE = "synthetic: random normal inputs of the model's shape (latency only, not accuracy)"
+DEFAULT_SECONDS = 3.0
 Progress = Callable[[int, int, str], None]  # (cases done, cases total, what runs now)
 
 
@@ -55,6 +65,7 @@ class BenchConfig:
     seconds: float | None = None  # per case; default 3 s when neither iters nor seconds
     min_iters: int = 5
     opset: int = 17
+    rounds: int = 1  # > 1: cases take turns in this many slices (steadier ratios)
 
     def __post_init__(self) -> None:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
@@ -76,6 +87,20 @@ class BenchConfig:
             raise UsageError("--iters must be >= 1")
         if self.seconds is not None and self.seconds <= 0:
             raise UsageError("--seconds must be > 0")
+        if self.rounds < 1:
+            raise UsageError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.iters is not None and self.iters < self.rounds:
+            raise UsageError(f"--iters ({self.iters}) must be >= --rounds ({self.rounds})")
+
+    def slice(self) -> BenchConfig:
+        """The budget of one round: iters/rounds runs or seconds/rounds seconds."""
+        if self.rounds == 1:
+            return self
+        if self.iters is not None:
+            return replace(self, iters=-(-self.iters // self.rounds), rounds=1)
+        seconds = self.seconds if self.seconds is not None else DEFAULT_SECONDS
+        min_iters = max(1, -(-self.min_iters // self.rounds))
+        return replace(self, seconds=seconds / self.rounds, min_iters=min_iters, rounds=1)
 
     @property
     def effective_threads(self) -> int:
@@ -108,59 +133,6 @@ class BenchModel:
         return str(getattr(self.card, "precision", "fp32"))
 
 
-@dataclass
-class CaseResult:
-    """One (model, runtime, batch size) measurement. Latencies in milliseconds."""
-
-    model: str
-    runtime: str
-    batch_size: int
-    providers: list[str]
-    fallback: bool
-    threads: int
-    iters: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    throughput: float  # items per second at p50
-    peak_rss_mb: float | None
-    run_rss_mb: float | None
-    cuda_mem_mb: float | None
-    size_bytes: int | None
-    session_seconds: float
-    precision: str
-    accuracy: float | None
-    input: str = "synthetic"
-    speedup_vs_first: float | None = None
-    speedup_vs_torch: float | None = None
-
-
-@dataclass
-class BenchReport:
-    """Everything a benchmark produced; `to_dict()` is the JSON schema `compress-bench/1`."""
-
-    environment: dict[str, Any]
-    config: dict[str, Any]
-    models: list[dict[str, Any]]
-    results: list[CaseResult]
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "input": INPUT_NOTE,
-            "environment": self.environment,
-            "config": self.config,
-            "models": self.models,
-            "results": [asdict(r) for r in self.results],
-            "notes": self.notes,
-        }
-
-
 def benchmark(
     models: list[BenchModel], cfg: BenchConfig | None = None, progress: Progress | None = None
 ) -> BenchReport:
@@ -178,24 +150,12 @@ def benchmark(
         for r in cfg.runtimes
         if not _applicable(m, r)
     ]
-    total, done = len(plan) * len(cfg.batch_sizes), 0
-    results: list[CaseResult] = []
-    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp, torch_threads(threads):
-        for model, runtime in plan:
-            if progress:
-                progress(done, total, f"{model.label} · {runtime} · starting")
-            runner = _make_runner(model, runtime, threads, cfg, Path(tmp), notes)
-            for bs in cfg.batch_sizes:
-                if progress:
-                    progress(done, total, f"{model.label} · {runtime} · batch {bs}")
-                case = _run_case(model, runner, bs, threads, cfg, notes)
-                if case is not None:
-                    results.append(case)
-                done += 1
-            del runner
-    if progress:
-        progress(total, total, "done")
-    _add_speedups(results, [m.label for m in models])
+    measured = _run_rounds(plan, cfg, threads, notes, progress)
+    results = [
+        case_result(plan[i][0].label, plan[i][0].precision, plan[i][0].accuracy, bs, threads, m)
+        for (i, bs), m in measured.items()
+    ]
+    add_speedups(results, [m.label for m in models])
     return BenchReport(
         environment=capture_environment(threads),
         config={**asdict(cfg), "threads": threads},
@@ -203,6 +163,49 @@ def benchmark(
         results=results,
         notes=notes,
     )
+
+
+def _run_rounds(
+    plan: list[tuple[BenchModel, str]],
+    cfg: BenchConfig,
+    threads: int,
+    notes: list[str],
+    progress: Progress | None,
+) -> dict[tuple[int, int], Measured]:
+    """Every (plan entry, batch) case, `cfg.rounds` times in turn; runners live across rounds
+    only when there are several, so one round holds a single model in memory at a time."""
+    total, done = len(plan) * len(cfg.batch_sizes) * cfg.rounds, 0
+    step = cfg.slice()
+    measured: dict[tuple[int, int], Measured] = {}
+    dropped: set[tuple[int, int]] = set()  # skipped or failed: not retried in later rounds
+    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp, torch_threads(threads):
+        runners: dict[int, Runner] = {}  # kept across rounds only when there are several
+        for rnd in range(1, cfg.rounds + 1):
+            tag = f" · round {rnd}/{cfg.rounds}" if cfg.rounds > 1 else ""
+            for i, (model, runtime) in enumerate(plan):
+                if progress:
+                    progress(done, total, f"{model.label} · {runtime}{tag}")
+                if i not in runners:
+                    runners[i] = _make_runner(model, runtime, threads, cfg, Path(tmp), notes)
+                for bs in cfg.batch_sizes:
+                    if progress:
+                        progress(done, total, f"{model.label} · {runtime} · batch {bs}{tag}")
+                    done += 1
+                    if (i, bs) in dropped:
+                        continue
+                    got = _time_case(model, runners[i], bs, step, notes)
+                    if got is None:
+                        dropped.add((i, bs))
+                        measured.pop((i, bs), None)
+                    else:
+                        prev = measured.get((i, bs))
+                        measured[i, bs] = prev.add(got) if prev else got
+                if cfg.rounds == 1:
+                    del runners[i]
+        runners.clear()
+    if progress:
+        progress(total, total, "done")
+    return measured
 
 
 def _applicable(model: BenchModel, runtime: str) -> bool:
@@ -226,9 +229,10 @@ def _make_runner(
     return runner
 
 
-def _run_case(
-    model: BenchModel, runner: Runner, bs: int, threads: int, cfg: BenchConfig, notes: list[str]
-) -> CaseResult | None:
+def _time_case(
+    model: BenchModel, runner: Runner, bs: int, cfg: BenchConfig, notes: list[str]
+) -> Measured | None:
+    """Time one (model, runtime, batch) slice; None (with a note) when it can't run."""
     fixed = runner.input_shape[0] if isinstance(runner, OrtRunner) else None
     if isinstance(fixed, int) and fixed > 0 and fixed != bs:
         notes.append(
@@ -236,7 +240,7 @@ def _run_case(
         )
         return None
     x = synthetic_batch(model.spec, bs).numpy()
-    mem = _Memory(runner.runtime)
+    mem = CaseMemory(runner.runtime)
     try:
         with mem:
             t = _measure(runner, x, cfg)
@@ -245,30 +249,16 @@ def _run_case(
         log.warning("%s", msg)
         notes.append(msg)
         return None
-    p50 = t.median_ms
-    return CaseResult(
-        model=model.label,
+    return Measured(
         runtime=runner.runtime,
-        batch_size=bs,
         providers=list(runner.providers),
         fallback=bool(getattr(runner, "fallback", False)),
-        threads=threads,
-        iters=t.runs,
-        p50_ms=_r(p50),
-        p90_ms=_r(t.percentile(90)),
-        p99_ms=_r(t.percentile(99)),
-        mean_ms=_r(t.mean_ms),
-        std_ms=_r(t.std_ms),
-        min_ms=_r(t.min_ms),
-        max_ms=_r(t.max_ms),
-        throughput=_r(bs / p50 * 1e3 if p50 > 0 else 0.0),
-        peak_rss_mb=mem.peak_mb,
-        run_rss_mb=mem.delta_mb,
-        cuda_mem_mb=mem.cuda_mb,
+        session_seconds=rnd(runner.create_seconds, 4),
         size_bytes=_size(model, runner),
-        session_seconds=_r(runner.create_seconds, 4),
-        precision=model.precision,
-        accuracy=model.accuracy,
+        ms=list(t.ms),
+        peak_mb=mem.peak_mb,
+        delta_mb=mem.delta_mb,
+        cuda_mb=mem.cuda_mb,
     )
 
 
@@ -276,7 +266,7 @@ def _measure(runner: Runner, x: np.ndarray, cfg: BenchConfig) -> Timings:
     """`iters` timed runs, else runs for `seconds` (3 s by default, at least `min_iters`)."""
     if cfg.iters is not None:
         return time_calls(lambda: runner.run(x), warmup=cfg.warmup, max_runs=cfg.iters)
-    budget = cfg.seconds if cfg.seconds is not None else 3.0
+    budget = cfg.seconds if cfg.seconds is not None else DEFAULT_SECONDS
     return time_calls(
         lambda: runner.run(x), warmup=cfg.warmup, min_runs=cfg.min_iters, budget_s=budget
     )
@@ -290,19 +280,6 @@ def _size(model: BenchModel, runner: Runner) -> int | None:
     return model.torch_bytes
 
 
-def _add_speedups(results: list[CaseResult], order: list[str]) -> None:
-    """p50 ratios: vs the first model (same runtime and batch) and vs torch (same model)."""
-    p50 = {(r.model, r.runtime, r.batch_size): r.p50_ms for r in results}
-    first = order[0]
-    for r in results:
-        if not r.p50_ms > 0:
-            continue
-        base = p50.get((first, r.runtime, r.batch_size))
-        r.speedup_vs_first = _r(base / r.p50_ms, 3) if base else None
-        torch_p50 = p50.get((r.model, "torch", r.batch_size))
-        r.speedup_vs_torch = _r(torch_p50 / r.p50_ms, 3) if torch_p50 else None
-
-
 def _describe(m: BenchModel) -> dict[str, Any]:
     return {
         "label": m.label,
@@ -314,54 +291,3 @@ def _describe(m: BenchModel) -> dict[str, Any]:
         "accuracy": m.accuracy,
         "trained": bool(getattr(m.card, "trained", False)),
     }
-
-
-class _Memory:
-    """Peak RSS of this process during a case (Linux: VmHWM reset via clear_refs), CUDA peak."""
-
-    def __init__(self, runtime: str) -> None:
-        self.cuda = "cuda" in runtime or "trt" in runtime
-        self.peak_mb: float | None = None
-        self.delta_mb: float | None = None
-        self.cuda_mb: float | None = None
-        self._before = 0.0
-
-    def __enter__(self) -> _Memory:
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")
-        self._before = _rss_mb()
-        if self.cuda:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.peak_mb = _r(_peak_rss_mb(), 1)
-        self.delta_mb = _r(max(0.0, self.peak_mb - self._before), 1)
-        if self.cuda:
-            import torch
-
-            if torch.cuda.is_available():
-                free, total = torch.cuda.mem_get_info()
-                alloc = torch.cuda.max_memory_allocated() / 2**20
-                self.cuda_mb = _r(max(alloc, (total - free) / 2**20), 1)
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return float(psutil.Process().memory_info().rss) / 2**20
-
-
-def _peak_rss_mb() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024
-    return _rss_mb()
-
-
-def _r(x: Any, nd: int = 3) -> float:
-    return round(float(x), nd)

@@ -14,7 +14,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from export.bench import INPUT_NOTE, BenchReport, CaseResult
+from export.bench_results import INPUT_NOTE, BenchReport, CaseResult
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from compress.cli.app import app
 from compress.stages.bench import run_bench
 from compress.stages.common import ModelRef
 from compress.stages.export import run_export
-from export.bench import SCHEMA, BenchConfig, BenchModel, benchmark
+from export.bench import BenchConfig, BenchModel, benchmark
+from export.bench_results import SCHEMA
 from export.onnx_export import ExportConfig, export_onnx
 from export.report import table_rows, to_markdown, write_reports
 from models.artifact import new_card, save_model
@@ -200,3 +201,45 @@ def test_gpu_runtimes_record_cuda_memory_and_providers() -> None:
     for r in report.results:
         assert r.cuda_mem_mb is not None and r.cuda_mem_mb > 0
         assert r.providers[0] in ("cuda", "CUDAExecutionProvider") and not r.fallback
+
+
+def _blocks(calls: list[str]) -> list[tuple[str, int]]:
+    """Runs of equal labels: [("a", 2), ("b", 2), ...]."""
+    out: list[tuple[str, int]] = []
+    for c in calls:
+        if out and out[-1][0] == c:
+            out[-1] = (c, out[-1][1] + 1)
+        else:
+            out.append((c, 1))
+    return out
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_rounds_interleave_cases_and_pool_their_timings(rounds: int) -> None:
+    calls: list[str] = []
+    models = []
+    for label in ("a", "b"):
+        m = create_model("lenet5").eval()
+        m.register_forward_hook(lambda *_, label=label: calls.append(label))
+        models.append(BenchModel(label=label, spec=m.spec, torch_model=m))
+    cfg = BenchConfig(runtimes=("torch",), batch_sizes=(1,), warmup=0, iters=6, rounds=rounds)
+    report = benchmark(models, cfg)
+    # one block of 6/rounds calls per model per round, models taking turns
+    assert _blocks(calls) == [(x, 6 // rounds) for _ in range(rounds) for x in ("a", "b")]
+    assert [r.iters for r in report.results] == [6, 6]
+    assert report.results[1].speedup_vs_first is not None
+    assert report.config["rounds"] == rounds
+
+
+def test_rounds_split_the_time_budget() -> None:
+    cfg = BenchConfig(seconds=3.0, rounds=4, min_iters=5)
+    one = cfg.slice()
+    assert (one.seconds, one.rounds, one.min_iters) == (0.75, 1, 2)
+    assert BenchConfig(rounds=3).slice().seconds == 1.0  # default 3 s per case
+    assert BenchConfig(iters=10, rounds=3).slice().iters == 4
+
+
+@pytest.mark.parametrize("kwargs", [{"rounds": 0}, {"iters": 2, "rounds": 3}])
+def test_rounds_validation(kwargs: dict) -> None:
+    with pytest.raises(UsageError, match="rounds"):
+        BenchConfig(**kwargs)

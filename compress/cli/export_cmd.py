@@ -105,6 +105,13 @@ def bench(
     seconds: Annotated[
         float | None, typer.Option(help="Time per case (default 3 s, at least 5 runs).")
     ] = None,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help="Split each case's time into N slices taken in turns with the other cases, "
+            "so load from other processes hits every model alike (steadier speed-ups).",
+        ),
+    ] = 1,
     opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17,
     weights: o.WeightsOpt = None,
     num_classes: o.NumClassesOpt = None,
@@ -127,7 +134,8 @@ def bench(
     from rich.table import Table
 
     from compress.stages.bench import run_bench
-    from export.bench import INPUT_NOTE, BenchConfig
+    from export.bench import BenchConfig
+    from export.bench_results import INPUT_NOTE
     from export.report import TABLE_COLUMNS, environment_line, table_rows, write_reports
 
     cfg = BenchConfig(
@@ -138,6 +146,7 @@ def bench(
         iters=iters,
         seconds=seconds,
         opset=opset,
+        rounds=rounds,
     )
     refs = [
         o.model_ref(m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle)

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from compress.stages.common import ModelRef, load_source
-from export.bench import BenchConfig, BenchModel, BenchReport, Progress, benchmark
+from export.bench import BenchConfig, BenchModel, Progress, benchmark
+from export.bench_results import BenchReport
 from export.diagnosis import Diagnosis, Finding
 from export.doctor import diagnose
 from export.onnx_export import ExportConfig, export_onnx
