@@ -6,6 +6,11 @@ folder is complete and whose input hash is unchanged, so an interrupted run (Ctr
 at the first unfinished stage. Gates (`max_drop`, validation top-1 points vs the baseline) are
 checked after each stage and for the whole run; a failed gate keeps the artifacts and exits
 with the quality-gate code.
+
+Under torchrun every rank runs the plan: the training stages (train, prune, distill, quantize)
+are DDP-aware and write their artifact from rank 0; export and bench run on rank 0 alone and
+the other ranks receive their outcome; rank 0 alone checks the output folder and writes the
+stage records, so no two processes write one file.
 """
 
 from __future__ import annotations
@@ -182,8 +187,8 @@ def run_pipeline(
     """Run every stage in order; see the module docstring for resume and gates."""
     stages = plan(recipe)
     out = Path(out)
-    if not resume:
-        check_out_dir(out, overwrite)
+    _join_group(recipe)
+    _on_main_then_wait(lambda: None if resume else check_out_dir(out, overwrite))
     out.mkdir(parents=True, exist_ok=True)
     data = data_config(recipe)
     ctx = StageContext(recipe=recipe, data=data, out=out, hooks=hooks)
@@ -223,8 +228,28 @@ def _run_stage(
         "seconds": time.perf_counter() - t,
         **outcome.record(),
     }
-    _write_record(folder, record)
+    _on_main_then_wait(lambda: _write_record(folder, record))
     return record
+
+
+def _join_group(recipe: Recipe) -> None:
+    """Under torchrun, join the process group up front (on the device the first training
+    stage asks for), so rank 0 can check the output folder before anyone trains."""
+    from compress import distributed as ddp
+    from compress.precision import resolve_device
+
+    if not ddp.launched():
+        return
+    devices = [s.options["device"] for s in recipe.stages if "device" in s.options]
+    ddp.setup(resolve_device(str(devices[0]) if devices else "auto"))
+
+
+def _on_main_then_wait(fn: Callable[[], object]) -> None:
+    """`fn` on rank 0 (every rank sees its error), then all ranks continue together."""
+    from compress.collectives import barrier, on_main
+
+    on_main(fn)
+    barrier()
 
 
 def _drop_points(base: float | None, now: float | None) -> float | None:

@@ -178,6 +178,7 @@ def stage_kinds() -> list[StageKind]:
             "onnx",
             _run_export,
             needs_trained=True,
+            main_rank_only=True,
         ),
         StageKind(
             "prune",
@@ -203,6 +204,7 @@ def stage_kinds() -> list[StageKind]:
             "report",
             _run_bench,
             hash_extra=_bench_hash,
+            main_rank_only=True,
         ),
     ]
     return kinds

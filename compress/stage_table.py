@@ -102,6 +102,7 @@ class StageKind:
     extra_keys: frozenset[str] = frozenset()
     needs_trained: bool = False
     hash_extra: Callable[[Any, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
+    main_rank_only: bool = False  # under torchrun: rank 0 runs it, the others get its outcome
 
     def validate(self, options: dict[str, Any], where: str) -> dict[str, Any]:
         """Split options among the config classes by field name; build and validate each."""
@@ -110,6 +111,10 @@ class StageKind:
     def run(
         self, ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
     ) -> StageOutcome:
+        if self.main_rank_only:
+            from compress.collectives import on_main
+
+            return on_main(lambda: self.runner(ctx, config, folder, overwrite))
         return self.runner(ctx, config, folder, overwrite)
 
 

@@ -219,6 +219,48 @@ def test_torchrun_with_a_backend_the_device_cannot_use_fails_clearly(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_torchrun_runs_a_whole_recipe_with_one_writer(tmp_path):
+    """`torchrun -m compress run`: every rank trains and prunes (DDP), rank 0 alone exports,
+    benchmarks and writes records and the report; a rerun with --resume skips every stage."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: ddp-run
+model: lenet5
+data: {{dataset: fashion-mnist, data_dir: {MINI}, batch_size: 64}}
+stages:
+  - train: {{epochs: 1, amp: "off", lr: 5.0e-3}}
+  - prune: {{ratio: 0.25, round_to: null, finetune_epochs: 1, amp: "off"}}
+  - export: {{}}
+  - bench: {{batch_sizes: [1], runtimes: [ort-cpu], iters: 4}}
+"""
+    )
+    out = tmp_path / "run"
+    r = torchrun(["-m", "compress", "run", str(recipe), "--out", str(out)], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("done in") == 1  # rank 0 alone prints the summary
+    names = sorted(p.name for p in out.iterdir())
+    assert [n for n in names if (out / n).is_dir()] == [
+        "01-train",
+        "02-prune",
+        "03-export",
+        "04-bench",
+    ]
+    assert {"report.html", "report.json", "report.md"} <= set(names)
+    assert not [n for n in names if n.startswith(".") or "rank" in n]  # no scratch left behind
+    report = json.loads((out / "report.json").read_text())
+    assert [s["kind"] for s in report["stages"]] == ["train", "prune", "export", "bench"]
+    for name in ("01-train", "02-prune"):
+        dist = read_card(out / name).distributed  # type: ignore[attr-defined]
+        assert dist["world_size"] == 2 and dist["weights_identical_across_ranks"]
+    assert (out / "03-export" / "model.onnx").is_file()
+    bench = json.loads((out / "04-bench" / "bench.json").read_text())
+    # every artifact of the run measured once (not once per rank)
+    assert [r["model"] for r in bench["results"]] == ["01-train", "02-prune", "03-export"]
+    again = torchrun(["-m", "compress", "run", str(recipe), "--out", str(out), "--resume"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((out / "report.json").read_text())["stages"][0].get("resumed") is True
+
+
 # ----------------------------------------------------------------------------- torchrun, library
 
 RESUME_SCRIPT = """

@@ -166,3 +166,35 @@ def test_bad_storage_fails_before_training(tmp_path):
     r = _tune(recipe, tmp_path / "t", "postgresql://nobody@127.0.0.1:1/x", 1)
     assert r.returncode == 2 and "cannot be opened" in r.stderr
     assert not (tmp_path / "t" / "trials").exists()
+
+
+def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, monkeypatch):
+    """Under torchrun, rank 1 must not export, benchmark or write records into the shared
+    folder: it takes rank 0's outcome instead (here: rank 1 simulated in one process)."""
+    from compress import collectives
+    from compress.stage_table import StageOutcome
+    from models.artifact import new_card, save_model
+    from models.registry import create_model
+
+    parent = tmp_path / "parent"
+    save_model(create_model("lenet5"), parent, new_card(create_model("lenet5"), trained=True))
+    recipe = parse_recipe(
+        f"name: r\nmodel: {parent}\ndata: {{dataset: fashion-mnist, data_dir: {FASHION_MINI}}}\n"
+        "stages:\n  - export: {}\n"
+        "  - bench: {batch_sizes: [1], runtimes: [ort-cpu], iters: 2}\n"
+    )
+    received: list[object] = []
+
+    def rank0_says(obj, src=0):  # what rank 0 broadcasts after it ran the step
+        received.append(obj)
+        return ("ok", StageOutcome(artifact=None, summary={"from": "rank 0"}))
+
+    monkeypatch.setattr(collectives, "group_active", lambda: True)
+    monkeypatch.setattr(collectives, "is_main", lambda: False)
+    monkeypatch.setattr(collectives, "barrier", lambda: None)
+    monkeypatch.setattr(collectives, "broadcast_object", rank0_says)
+    out = tmp_path / "run"
+    result = run_pipeline(recipe, out)
+    assert [s["summary"] for s in result.stages] == [{"from": "rank 0"}] * 2
+    assert len(received) == 5  # out-dir check, 2 stages, 2 records: all left to rank 0
+    assert list(out.iterdir()) == []  # this rank wrote nothing

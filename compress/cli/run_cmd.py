@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, write_json
+from compress.cli.output import MAIN_RANK, console, write_json
 
 SetOpt = Annotated[
     list[str] | None,
@@ -68,6 +68,8 @@ def run(
         result = run_pipeline(
             rec, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
         )
+    if not MAIN_RANK:  # under torchrun rank 0 writes the report and prints the summary
+        return
     paths = write_report(result, rec.name, Path(out))
     console.print(summary_table(stage_rows(result.stages)))
     for g in result.gates:
