@@ -3,7 +3,9 @@
 plain: L2 magnitude, one uniform ratio for every layer (searched to hit the MAC target),
        then plain cross-entropy fine-tuning.
 ours:  a better criterion (default lamp), global ranking, then KD fine-tuning from the dense
-       parent (compress.distill, T=2, alpha=0.5).
+       parent (compress.distill, T=2, alpha=0.5). --steps N prunes in N increments with
+       epochs/N of KD fine-tuning after each (iterative pruning); --from-sensitivity takes
+       per-layer ratios from a `compress sensitivity` report (largest ratio within --max-drop).
 Both get the same fine-tuning budget (--epochs) with the same optimizer settings.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/prune_vs_plain.py /tmp/m1/01-train \
@@ -16,6 +18,7 @@ import argparse
 import copy
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +29,7 @@ from compress.flops import count_ops
 from compress.latency import LatencyConfig, measure_latency
 from compress.prune import prune
 from compress.prune_config import PruneConfig
+from compress.prune_sensitivity import load_report, ratios_from_sensitivity
 from compress.train import SilentHooks, TrainConfig, fit
 from models.artifact import load_model
 from models.data import DataConfig, load_data
@@ -40,10 +44,19 @@ def _accuracy(model: torch.nn.Module, data: Any, split: str) -> float:
 def _prune_config(args: argparse.Namespace) -> PruneConfig:
     if args.path == "plain":
         return PruneConfig(target_macs=args.reduction, criterion="l2", round_to=None)
+    if args.from_sensitivity:
+        report = load_report(args.from_sensitivity)
+        ratios = ratios_from_sensitivity(report, args.max_drop / 100)
+        return PruneConfig(
+            layer_ratios=ratios, criterion=args.criterion, steps=args.steps, round_to=None
+        )
     if args.layer_ratios:
         ratios = {k: float(v) for k, v in (kv.split("=") for kv in args.layer_ratios.split(","))}
-        return PruneConfig(layer_ratios=ratios, criterion=args.criterion, round_to=None)
+        return PruneConfig(
+            layer_ratios=ratios, criterion=args.criterion, steps=args.steps, round_to=None
+        )
     return PruneConfig(
+        steps=args.steps,
         target_macs=args.reduction,
         criterion=args.criterion,
         global_pruning=args.global_pruning,
@@ -59,18 +72,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dense = count_ops(parent)
     model = copy.deepcopy(parent)
     cfg = _prune_config(args)
-    t0 = time.perf_counter()
-    pres = prune(model, cfg, data=data)
-    prune_s = time.perf_counter() - t0
-    after_prune = {"val": _accuracy(model, data, "val")}
     tcfg = TrainConfig(epochs=args.epochs, lr=args.lr, schedule="cosine", seed=args.seed)
+
+    def kd(m: torch.nn.Module, epochs: int) -> None:
+        dcfg = DistillConfig(epochs=epochs, temperature=2.0, alpha=0.5)
+        distill(m, parent, data, dcfg, replace(tcfg, epochs=epochs), hooks=SilentHooks())
+
+    if args.path == "ours" and args.steps > 1:
+        if args.epochs % args.steps:
+            raise SystemExit("--epochs must be a multiple of --steps")
+        cfg = replace(cfg, finetune_epochs=args.epochs // args.steps)
+    t0 = time.perf_counter()
+    pres = prune(model, cfg, data=data, finetune=kd if cfg.finetune_epochs else None)
+    prune_s = time.perf_counter() - t0 - pres.finetune_seconds
+    after_prune = {"val": _accuracy(model, data, "val")}
     t0 = time.perf_counter()
     if args.path == "plain":
         fit(model, data, tcfg, hooks=SilentHooks())
-    else:
-        dcfg = DistillConfig(epochs=args.epochs, temperature=2.0, alpha=0.5)
-        distill(model, parent, data, dcfg, tcfg, hooks=SilentHooks())
-    ft_s = time.perf_counter() - t0
+    elif cfg.steps == 1:
+        kd(model, args.epochs)
+    ft_s = time.perf_counter() - t0 + pres.finetune_seconds
     ops = count_ops(model)
     lat = LatencyConfig(batch=1, threads=1, warmup=20, runs=200, budget_s=10.0)
     return {
@@ -82,6 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "max_layer_ratio": cfg.max_layer_ratio,
             "round_to": cfg.round_to,
             "layer_ratios": cfg.layer_ratios,
+            "steps": cfg.steps,
         },
         "finetune": "ce" if args.path == "plain" else "kd(T=2,alpha=0.5)",
         "epochs": args.epochs,
@@ -124,6 +146,9 @@ def main() -> None:
         "--layer-ratios",
         help="ours only: name=ratio,... instead of the MAC target (e.g. conv1=0.5,conv2=0.75)",
     )
+    ap.add_argument("--steps", type=int, default=1, help="ours only: iterative pruning steps")
+    ap.add_argument("--from-sensitivity", help="ours only: `compress sensitivity` report.json")
+    ap.add_argument("--max-drop", type=float, default=1.0, help="points, for --from-sensitivity")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
     res = run(args)
