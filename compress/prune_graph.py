@@ -231,7 +231,7 @@ def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, ba
     model.zero_grad(set_to_none=True)
     if hessian:
         importance.zero_grad()
-    shard = sharding.train_sampler(len(data.train), data.config.seed * 100_003, 0)  # torchrun
+    shard = sharding.train_sampler(len(data.train), data.config.shuffle_seed, 0)  # torchrun
     for i, (x, y) in enumerate(data.loader("train", sampler=shard)):
         if i >= batches:
             break

@@ -248,7 +248,7 @@ def fit(
 def _train_loader(data: DataBundle, epoch: int) -> torch.utils.data.DataLoader:
     """The epoch's training batches: this rank's shard under torchrun, else the whole set;
     both in an order seeded by (data seed, epoch), so a resumed run sees the same batches."""
-    sampler = sharding.train_sampler(len(data.train), data.config.seed * 100_003, epoch)
+    sampler = sharding.train_sampler(len(data.train), data.config.shuffle_seed, epoch)
     return data.loader("train", epoch=epoch, sampler=sampler)
 
 

@@ -43,7 +43,8 @@ class DataConfig:
     dataset: str | None = None  # None: the input artifact's data set, else fashion-mnist
     data_dir: str | None = None
     val_size: int = 5000
-    seed: int = 0
+    seed: int = 0  # the train/val split, and the batch order unless `order_seed` is set
+    order_seed: int | None = None  # batch order only (an artifact keeps its split, see stages)
     batch_size: int = 128
     eval_batch_size: int = 512
     augment: bool = False
@@ -61,6 +62,11 @@ class DataConfig:
             raise UsageError("val_size must be >= 0")
         if self.workers < 0:
             raise UsageError(f"workers must be >= 0, got {self.workers}")
+
+    @property
+    def shuffle_seed(self) -> int:
+        """What orders the training batches (per epoch, so resumed runs see the same order)."""
+        return (self.seed if self.order_seed is None else self.order_seed) * 100_003
 
 
 @dataclass
@@ -91,7 +97,7 @@ class DataBundle:
         shuffle = (split == "train") if shuffle is None else shuffle
         if sampler is None:
             # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
-            g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            g = torch.Generator().manual_seed(self.config.shuffle_seed + epoch)
             sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
         batches = BatchSampler(sampler, bs, drop_last=False)
         pin = torch.cuda.is_available()  # page-locked batches copy to the GPU asynchronously

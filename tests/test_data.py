@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from models.data import DataConfig, load_data, split_indices
 from models.errors import DataNotFoundError, InvalidInputError, UsageError
 from models.idx import read_idx
-from models.registry import create_model
+from models.registry import create_model, spec_of
 from tests.conftest import FASHION_MINI
 
 
@@ -86,3 +87,26 @@ def test_imagefolder_any_size_and_mode(tmp_path):
     assert b.class_names == ["cat", "dog"] and len(b.test) == 6
     x, y = next(iter(b.loader("train")))
     assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+
+
+def test_seed_orders_batches_but_an_artifact_keeps_its_split(mini_data):
+    """`--seed` on a stage that starts from an artifact changes the batch order only: the
+    split stays the artifact's, so its validation images are still unseen."""
+    from compress.stages.common import data_config_for
+    from models.artifact import new_card
+
+    model = create_model("lenet5")
+    card = new_card(model)
+    card.dataset = {"dataset": "fashion-mnist", "val_seed": 0}
+    spec = spec_of(model)
+    loaded = {}
+    for seed in (0, 7):
+        cfg = data_config_for(replace(mini_data, dataset=None, seed=seed), card)
+        assert cfg.seed == 0 and cfg.order_seed == seed
+        bundle = load_data(cfg, spec)
+        first = next(iter(bundle.loader("train")))[1]
+        val_labels = torch.cat([y for _, y in bundle.loader("val")])
+        loaded[seed] = (first, val_labels)
+    assert not torch.equal(loaded[0][0], loaded[7][0])  # another batch order
+    assert torch.equal(loaded[0][1], loaded[7][1])  # the same validation split
+    assert data_config_for(replace(mini_data, seed=7), card).order_seed is None  # named data set

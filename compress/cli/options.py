@@ -54,7 +54,13 @@ DataDirOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[int, typer.Option(help="Training batch size.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for the split, shuffling and init.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        help="Seed for shuffling and init, and for the train/val split of a zoo model (an "
+        "artifact keeps the split it was trained on, so its validation images stay unseen)."
+    ),
+]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output artifact directory.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
 JsonOpt = Annotated[

@@ -25,7 +25,8 @@ class ModelRef:
 
 def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
     """The data a stage uses: the data set named in `data`, else the input artifact's (same
-    split), else Fashion-MNIST; batch size, limit and augmentation always come from `data`."""
+    split, so its validation images stay unseen), else Fashion-MNIST; batch size, limit,
+    augmentation and the batch order (`data.seed`) always come from `data`."""
     data = data or DataConfig()
     if data.dataset is not None:
         return data
@@ -37,6 +38,7 @@ def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
             data_dir=data.data_dir or d.get("data_dir"),
             val_size=int(d.get("val_size", data.val_size)),
             seed=int(d.get("val_seed", data.seed)),
+            order_seed=data.seed if data.order_seed is None else data.order_seed,
         )
     return replace(data, dataset="fashion-mnist")
 
