@@ -53,6 +53,10 @@ def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) 
         raise UsageError("fine-tuning epochs were given but no fine-tuning recipe")
     if isinstance(finetune, TrainConfig) and data is None:
         raise UsageError("fine-tuning needs training data")
+    if cfg.kd and finetune is not None and not isinstance(finetune, TrainConfig):
+        raise UsageError(
+            "kd=True distills with a TrainConfig; a fine-tuning callable owns its loss"
+        )
     if cfg.criterion == "bn-scale" and not any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,8 @@ class PruneConfig:
     layer_ratios: {layer name: ratio} for the listed layers only (see compress.sensitivity).
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
       `final_finetune_epochs` follow the last one.
+    kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
+      on the teacher term); with steps > 1 this was the best 4x path measured on LeNet-5.
     round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
       their exact count. None or 1 disables it.
     ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
@@ -75,6 +78,9 @@ class PruneConfig:
     steps: int = 1
     finetune_epochs: int = 0
     final_finetune_epochs: int = 0
+    kd: bool = False  # fine-tune by distilling from the unpruned model (the stage wires it)
+    kd_temperature: float = 2.0
+    kd_alpha: float = 0.5
     round_to: int | None = 8
     ignore: list[str] = field(default_factory=list)
     max_layer_ratio: float = 1.0
@@ -113,6 +119,15 @@ class PruneConfig:
             raise UsageError(f"--steps must be >= 1, got {self.steps}")
         if self.finetune_epochs < 0 or self.final_finetune_epochs < 0:
             raise UsageError("fine-tuning epochs must be >= 0")
+        if self.kd and not (self.finetune_epochs or self.final_finetune_epochs):
+            raise UsageError(
+                "--kd distills during fine-tuning, but no fine-tuning epochs were given",
+                hint="add --finetune-epochs N (after each step) or --final-finetune-epochs N",
+            )
+        if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
+            raise UsageError(f"kd_temperature must be > 0, got {self.kd_temperature}")
+        if not 0 <= self.kd_alpha <= 1:
+            raise UsageError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         if self.round_to is not None and self.round_to < 1:
             raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
         if not 0 < self.max_layer_ratio <= 1:

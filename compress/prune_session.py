@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -67,6 +68,8 @@ class PruneSession:
     ) -> None:
         self.model, self.cfg, self.x = model, cfg, x
         self.data, self.finetune, self.evaluator, self.hooks = data, finetune, evaluator, hooks
+        # the unpruned model teaches every fine-tuning round when cfg.kd
+        self.teacher = copy.deepcopy(model).eval() if cfg.kd else None
         self.geometry = Geometry(model, x)
         self.progress = Progress()
         if cfg.criterion == "random":
@@ -264,12 +267,25 @@ class PruneSession:
         if isinstance(self.finetune, TrainConfig):
             assert self.data is not None
             tc = replace(self.finetune, epochs=epochs, checkpoint_dir=None, resume=False)
-            fit(self.model, self.data, tc, hooks=self.hooks)
+            if self.teacher is not None:
+                self._distill(tc)
+            else:
+                fit(self.model, self.data, tc, hooks=self.hooks)
         elif self.finetune is not None:
             self.finetune(self.model, epochs)
         self.model.to("cpu").eval()
         self.result.finetune_seconds += time.perf_counter() - t0
         return self.evaluator(self.model) if self.evaluator else None
+
+    def _distill(self, tc: TrainConfig) -> None:
+        """Fine-tune by knowledge distillation from the unpruned model (Hinton KD)."""
+        from compress.distill import DistillConfig, distill
+
+        assert self.data is not None and self.teacher is not None
+        kd = DistillConfig(
+            epochs=tc.epochs, temperature=self.cfg.kd_temperature, alpha=self.cfg.kd_alpha
+        )
+        distill(self.model, self.teacher, self.data, kd, tc, hooks=self.hooks)
 
 
 class ForwardBroken(Exception):

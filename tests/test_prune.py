@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from compress.flops import Geometry, count_ops
 from compress.prune import CRITERIA, PruneConfig, TargetUnreachableError, parse_amount, prune
 from compress.prune_graph import accumulate_gradients, make_importance, plan
 from compress.prune_session import PruneSession
+from compress.train import TrainConfig
 from models.artifact import load_model, new_card, read_card, save_model
 from models.data import load_data
 from models.errors import UnsupportedError, UsageError
@@ -50,6 +52,9 @@ def shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
         ({"ratio": 0.5, "steps": 0}, "--steps"),
         ({"ratio": 0.6, "max_layer_ratio": 0.5}, "exceeds --max-layer-ratio"),
         ({"layer_ratios": {"conv1": 1.0}}, "must be in [0, 1)"),
+        ({"ratio": 0.5, "kd": True}, "no fine-tuning epochs"),
+        ({"ratio": 0.5, "kd": True, "finetune_epochs": 1, "kd_alpha": 2}, "kd_alpha"),
+        ({"ratio": 0.5, "kd": True, "finetune_epochs": 1, "kd_temperature": 0}, "kd_temperature"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -169,6 +174,30 @@ def test_hessian_accumulates_every_sample(mini_data):
     accumulate_gradients(m, imp, load_data(mini_data, m.spec), batches=2)
     assert set(imp._counter.values()) == {32}  # 16 samples from each of 2 batches
     assert len(imp._accu_grad) == len(list(m.parameters()))
+
+
+def test_kd_finetunes_each_step_from_the_unpruned_model(mini_data, monkeypatch):
+    """kd=True: every fine-tuning round distills from the model as it was before pruning."""
+    import compress.distill as distill_mod
+
+    seen = []
+    real = distill_mod.distill
+
+    def spy(student, teacher, data, cfg, train_cfg=None, **kw):
+        seen.append((params(teacher), params(student), cfg.epochs, cfg.temperature, cfg.alpha))
+        return real(student, teacher, data, cfg, train_cfg, **kw)
+
+    monkeypatch.setattr(distill_mod, "distill", spy)
+    m = create_model("lenet5")
+    dense = params(m)
+    cfg = PruneConfig(ratio=0.5, steps=2, finetune_epochs=1, kd=True, kd_temperature=3.0)
+    tune = TrainConfig(epochs=1, lr=1e-3, amp="off")
+    prune(m, cfg, data=load_data(replace(mini_data, limit=128), m.spec), finetune=tune)
+    assert [s[0] for s in seen] == [dense, dense]  # the same unpruned teacher both times
+    assert seen[0][1] > seen[1][1] == params(m)  # the student shrinks step by step
+    assert {s[2:] for s in seen} == {(1, 3.0, 0.5)}
+    with pytest.raises(UsageError, match="callable owns its loss"):
+        prune(create_model("lenet5"), cfg, finetune=lambda model, epochs: None)
 
 
 def test_data_criteria_and_finetune_need_data():

@@ -68,6 +68,13 @@ def prune(
     final_finetune_epochs: Annotated[
         int, typer.Option(help="Fine-tuning epochs after the last step.")
     ] = 0,
+    kd: Annotated[
+        bool,
+        typer.Option(
+            help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) instead of "
+            "plain cross-entropy; with --steps it recovers deep cuts best (BENCHMARKS.md).",
+        ),
+    ] = False,
     round_to: Annotated[
         int, typer.Option(help="Keep channel counts multiples of this (1 = off).")
     ] = 8,
@@ -128,6 +135,7 @@ def prune(
         steps=steps,
         finetune_epochs=finetune_epochs,
         final_finetune_epochs=final_finetune_epochs,
+        kd=kd,
         round_to=round_to if round_to > 1 else None,
         ignore=list(ignore or []),
         max_layer_ratio=max_layer_ratio,
