@@ -52,10 +52,11 @@ def recipe_for(
     return path, int(recipe.stage("train").options.get("epochs", 15))
 
 
-def run(model: str, recipe: Path, epochs: int, out: Path) -> dict[str, Any]:
+def run(model: str, recipe: Path, epochs: int, out: Path, resume: bool) -> dict[str, Any]:
     """`compress run` in a child process; returns the train stage's row plus wall time."""
     run_dir = out / model
-    cmd = ["compress", "run", str(recipe), "--out", str(run_dir), "--overwrite"]
+    again = "--resume" if resume and run_dir.exists() else "--overwrite"
+    cmd = ["compress", "run", str(recipe), "--out", str(run_dir), again]
     t0 = time.perf_counter()
     rc = subprocess.run(cmd).returncode
     wall = time.perf_counter() - t0
@@ -70,7 +71,7 @@ def run(model: str, recipe: Path, epochs: int, out: Path) -> dict[str, Any]:
         "params": summary["params"],
         "test_top1": train["test_top1"],
         "val_top1": train["val_top1"],
-        "train_seconds": round(train["seconds"], 1),
+        "train_seconds": round(train["seconds"], 1),  # the first run's, when resumed
         "run_seconds": round(wall, 1),
         "precision": summary.get("amp_reason", summary.get("precision")),
         "run_dir": str(run_dir),
@@ -99,6 +100,7 @@ def main() -> None:
     p.add_argument("--epochs", nargs="*", default=[], help="MODEL=N: cut a recipe's epochs")
     p.add_argument("--set", nargs="*", default=[], dest="sets", help="recipe overrides for all")
     p.add_argument("--full", action="store_true", help="run the whole recipe, not just train")
+    p.add_argument("--resume", action="store_true", help="keep finished stages of OUT/MODEL")
     args = p.parse_args()
     epochs = {k: int(v) for k, v in (e.split("=", 1) for e in args.epochs)}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = json.loads(result_path.read_text()) if result_path.exists() else []
     for model in args.models:
         recipe, n = recipe_for(model, args.out, epochs.get(model), args.sets, args.full)
-        row = run(model, recipe, n, args.out)
+        row = run(model, recipe, n, args.out, args.resume)
         rows = [r for r in rows if r["model"] != model] + [row]
         result_path.write_text(json.dumps(rows, indent=2))
         print(table([row]), flush=True)

@@ -146,12 +146,33 @@ def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dic
     )
     payload = {
         "kind": stage.spec.kind,
-        "options": _jsonable(stage.config),
+        "options": _without_new_defaults(_jsonable(stage.config)),
         "input": content,
-        "data": _jsonable(data),
+        "data": _without_new_defaults(_jsonable(data)),
         **extra,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# Options added after runs were first recorded, with their defaults: left out of the input hash
+# while at the default, so finished stages of older runs still resume after an upgrade.
+LATER_OPTIONS: dict[str, Any] = {
+    "order_seed": None,
+    "kd": False,
+    "kd_temperature": 2.0,
+    "kd_alpha": 0.5,
+    "rounds": 1,
+}
+
+
+def _without_new_defaults(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {
+            k: _without_new_defaults(v)
+            for k, v in obj.items()
+            if not (k in LATER_OPTIONS and v == LATER_OPTIONS[k])
+        }
+    return obj
 
 
 def _complete(folder: Path, digest: str) -> dict[str, Any] | None:

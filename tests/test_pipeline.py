@@ -198,3 +198,35 @@ def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, mon
     assert [s["summary"] for s in result.stages] == [{"from": "rank 0"}] * 2
     assert len(received) == 5  # out-dir check, 2 stages, 2 records: all left to rank 0
     assert list(out.iterdir()) == []  # this rank wrote nothing
+
+
+def test_options_added_later_keep_old_stage_hashes_at_their_default():
+    """A finished stage recorded before an option existed still resumes after an upgrade,
+    as long as the new option is left at its default; setting it reruns the stage."""
+    from dataclasses import asdict
+
+    from compress import pipeline
+    from models.data import DataConfig
+
+    recipe = parse_recipe(
+        "name: r\nmodel: lenet5\nstages:\n  - train: {epochs: 1}\n  - prune: {ratio: 0.5}\n"
+    )
+    train, prune_st = pipeline.plan(recipe)
+    data = DataConfig(dataset="fashion-mnist")
+
+    def old_hash(stage, data_cfg):  # the payload as recorded before the later options existed
+        opts = pipeline._jsonable(stage.config)
+        opts = {k: {f: v for f, v in c.items() if f not in pipeline.LATER_OPTIONS}
+                for k, c in opts.items()}  # fmt: skip
+        payload = {
+            "kind": stage.spec.kind,
+            "options": opts,
+            "input": "lenet5",
+            "data": {k: v for k, v in asdict(data_cfg).items() if k != "order_seed"},
+        }
+        return pipeline.hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    for st in (train, prune_st):
+        assert pipeline.input_hash(st, "lenet5", data, {}) == old_hash(st, data)
+    reordered = DataConfig(dataset="fashion-mnist", order_seed=3)
+    assert pipeline.input_hash(train, "lenet5", reordered, {}) != old_hash(train, data)
