@@ -2,8 +2,9 @@
 
 Issue #9, item 4: the final artifact of a pipeline against the fp32 ONNX baseline and against
 torch eager. On a shared CPU, timing one model after the other mixes load changes into the
-ratio; here every round times each model in turn (after a warm-up) and keeps its median, and
-the ratio reported is the median of per-round ratios. Inputs are synthetic (speed only).
+ratio; here the models take turns call by call (export.timing, the loop `compress bench`
+uses), each round keeps every model's median, and the ratio reported is the median of
+per-round ratios. Inputs are synthetic (speed only).
 
 Usage:
   OMP_NUM_THREADS=1 python benchmarks/speedup.py \
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +29,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export.onnx_file import onnx_size
+from export.session import open_session
+from export.timing import time_interleaved
 from models.resolve import ShapeArgs, resolve_model
 
 
@@ -37,35 +40,13 @@ def onnx_file(path: str) -> Path:
     return p / "model.onnx" if p.is_dir() else p
 
 
-def onnx_size(path: Path) -> int:
-    """Bytes of the graph plus any external-data files beside it."""
-    extra = sum(f.stat().st_size for f in path.parent.glob("*.data"))
-    return path.stat().st_size + extra
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def runners(a: argparse.Namespace, batch: int) -> dict[str, Callable[[], object]]:
     """One zero-argument call per model, each on the same synthetic batch."""
     fns: dict[str, Callable[[], object]] = {}
     shape: tuple[int, ...] | None = None
     for item in a.models:
         label, _, path = item.partition("=")
-        sess = session(onnx_file(path), a.threads)
+        sess = open_session(onnx_file(path), a.threads)
         inp = sess.get_inputs()[0]
         dims = tuple(d if isinstance(d, int) else batch for d in inp.shape)
         shape = shape or dims
@@ -82,15 +63,14 @@ def runners(a: argparse.Namespace, batch: int) -> dict[str, Callable[[], object]
 
 
 def measure(a: argparse.Namespace, batch: int) -> dict[str, object]:
+    """`rounds` rounds of `runs` calls per model, the models taking turns call by call."""
     fns = runners(a, batch)
     with torch.inference_mode():
-        for fn in fns.values():
-            for _ in range(3):
-                fn()
-        rounds: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(a.rounds):
-            for k, fn in fns.items():
-                rounds[k].append(median_ms(fn, a.runs))
+        per_round = [
+            time_interleaved(list(fns.values()), warmup=3 if r == 0 else 0, max_runs=a.runs)
+            for r in range(a.rounds)
+        ]
+    rounds = {k: [t[i].median_ms for t in per_round] for i, k in enumerate(fns)}
     base = next(iter(fns))
     return {
         "batch": batch,
@@ -149,9 +129,10 @@ def main() -> None:
         "input": "synthetic (random normal)",
     }
     print(table(sizes, results))
-    print(json.dumps(out, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
+    else:
+        print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

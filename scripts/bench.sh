@@ -60,7 +60,7 @@ done
 $PY benchmarks/speedup.py fp32="$OUT/r50-fp32" int8="$OUT/r50-int8" \
     pruned="$OUT/r50-p50-fp32" pruned+int8="$OUT/r50-p50-int8" \
     --eager resnet50 $R50 --batch-sizes 1 32 --threads 2 --rounds 7 --runs 10 \
-    --json "$OUT/r50-speedup.json" | sed -n '1,7p'
+    --json "$OUT/r50-speedup.json"
 
 if [ "$SET" = full ]; then
     step "1. reference accuracy: AlexNet, VGG-16-BN (train stage), ResNet-50 (whole recipe)"
