@@ -105,10 +105,12 @@ def main() -> None:
     epochs = {k: int(v) for k, v in (e.split("=", 1) for e in args.epochs)}
     args.out.mkdir(parents=True, exist_ok=True)
     result_path = args.out / "reference.json"
-    rows: list[dict[str, Any]] = json.loads(result_path.read_text()) if result_path.exists() else []
+    rows: list[dict[str, Any]] = []
     for model in args.models:
         recipe, n = recipe_for(model, args.out, epochs.get(model), args.sets, args.full)
         row = run(model, recipe, n, args.out, args.resume)
+        # read just before writing: another invocation may have added rows meanwhile
+        rows = json.loads(result_path.read_text()) if result_path.exists() else []
         rows = [r for r in rows if r["model"] != model] + [row]
         result_path.write_text(json.dumps(rows, indent=2))
         print(table([row]), flush=True)
