@@ -202,7 +202,7 @@ def write_report(
         "gates": result.gates,
         "stages": result.stages,
         "environment": env,
-        "notes": honesty_notes(rows),
+        "notes": honesty_notes(rows, env),
     }
     (folder / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     images = plots(rows, folder) if rows else []
@@ -216,9 +216,13 @@ def write_report(
     }
 
 
-def honesty_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """Plain statements where compression did not buy speed."""
+def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None) -> list[str]:
+    """Plain statements where compression did not buy speed, or the CPU was busy."""
+    from export.environment import busy_note
+
     notes = ["Latency uses synthetic inputs (speed only); accuracy uses the real test split."]
+    if busy := busy_note(env or {}):
+        notes.append(busy)
     for r in rows[1:]:
         for rt, by_bs in r["speedup"].items():
             for bs, s in by_bs.items():

@@ -31,7 +31,7 @@ from export.bench_results import (
     rnd,
 )
 from export.case_memory import CaseMemory
-from export.environment import capture_environment, physical_cores
+from export.environment import busy_note, capture_environment, physical_cores
 from export.runtime import (
     ORT_PROVIDERS,
     RUNTIMES,
@@ -156,8 +156,11 @@ def benchmark(
         for (i, bs), m in measured.items()
     ]
     add_speedups(results, [m.label for m in models])
+    env = capture_environment(threads)
+    if busy := busy_note(env):
+        notes.append(busy)
     return BenchReport(
-        environment=capture_environment(threads),
+        environment=env,
         config={**asdict(cfg), "threads": threads},
         models=[_describe(m) for m in models],
         results=results,

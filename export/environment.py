@@ -120,3 +120,19 @@ def capture_environment(threads: int | None = None) -> dict[str, Any]:
         "ort_providers": ort_providers(),
         "gpu": gpu_info(),
     }
+
+
+def busy_note(env: dict[str, Any]) -> str | None:
+    """A warning when other processes shared the CPU while measuring: the 1-minute load
+    average, less the benchmark's own threads, of half a core or more."""
+    load, cores, threads = env.get("load_average"), env.get("logical_cores"), env.get("threads")
+    if not load or not cores or env.get("gpu"):
+        return None
+    others = load[0] - (threads or 1)  # runnable benchmark threads count in the load too
+    if others < 0.5:
+        return None
+    return (
+        f"The CPU was busy while measuring (load average {load[0]:.2f} on {cores} cores, "
+        f"{threads} benchmark threads): absolute latencies are inflated and noisy; compare "
+        "speed-ups measured in one run (bench rounds), or rerun on an idle machine."
+    )

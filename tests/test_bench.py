@@ -243,3 +243,37 @@ def test_rounds_split_the_time_budget() -> None:
 def test_rounds_validation(kwargs: dict) -> None:
     with pytest.raises(UsageError, match="rounds"):
         BenchConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "load, threads, busy",
+    [(0.9, 2, False), (2.4, 2, False), (2.6, 2, True), (1.6, 1, True), (3.0, 4, False)],
+)
+def test_busy_cpu_is_flagged(load: float, threads: int, busy: bool) -> None:
+    from export.environment import busy_note
+
+    env = {"load_average": [load, 1.0, 1.0], "logical_cores": 2, "threads": threads}
+    note = busy_note(env)
+    assert (note is not None) == busy
+    if busy:
+        assert f"load average {load:.2f}" in note
+
+
+def test_a_busy_bench_says_so_in_its_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.bench as bench_mod
+    from compress.run_report import honesty_notes
+
+    real = bench_mod.capture_environment
+
+    def busy_env(threads: int) -> dict:
+        return {**real(threads), "load_average": [threads + 3.0, 1.0, 1.0]}
+
+    monkeypatch.setattr(bench_mod, "capture_environment", busy_env)
+    m = create_model("lenet5")
+    report = benchmark(
+        [BenchModel(label="a", spec=m.spec, torch_model=m)],
+        BenchConfig(runtimes=("torch",), batch_sizes=(1,), **FAST),
+    )
+    assert any("CPU was busy" in n for n in report.notes)
+    assert "CPU was busy" in to_markdown(report)
+    assert any("CPU was busy" in n for n in honesty_notes([], report.environment))
