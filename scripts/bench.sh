@@ -4,7 +4,8 @@
 # interleaved, but a busy CPU still slows every stage.
 #
 #   bash scripts/bench.sh          # quick set: ~25 min on 2 idle cores
-#   bash scripts/bench.sh full     # + reference trainings and the ResNet-50 recipe: ~2.5 h more
+#   bash scripts/bench.sh full     # + AlexNet/VGG-16 training, the ResNet-50 recipe: ~1 h more
+#                                  # on 2 idle cores (one core under load: ~1 h 40 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -64,9 +65,7 @@ $PY benchmarks/speedup.py fp32="$OUT/r50-fp32" int8="$OUT/r50-int8" \
 
 if [ "$SET" = full ]; then
     step "1. reference accuracy: AlexNet, VGG-16-BN (train stage), ResNet-50 (whole recipe)"
-    $PY benchmarks/reference_accuracy.py --out "$OUT/ref" --models resnet50 --full \
-        --epochs resnet50=4 --set train.channels_last=true
-    $PY benchmarks/reference_accuracy.py --out "$OUT/ref" --models alexnet vgg16 \
-        --epochs alexnet=4 vgg16=3 --set train.channels_last=true
+    $PY benchmarks/reference_accuracy.py --out "$OUT/ref" --models resnet50 --full
+    $PY benchmarks/reference_accuracy.py --out "$OUT/ref" --models alexnet vgg16
 fi
 step "done: results in $OUT"
