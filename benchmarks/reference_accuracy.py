@@ -56,7 +56,7 @@ def run(model: str, recipe: Path, epochs: int, out: Path, resume: bool) -> dict[
     """`compress run` in a child process; returns the train stage's row plus wall time."""
     run_dir = out / model
     again = "--resume" if resume and run_dir.exists() else "--overwrite"
-    cmd = ["compress", "run", str(recipe), "--out", str(run_dir), again]
+    cmd = [sys.executable, "-m", "compress", "run", str(recipe), "--out", str(run_dir), again]
     t0 = time.perf_counter()
     rc = subprocess.run(cmd).returncode
     wall = time.perf_counter() - t0
