@@ -216,6 +216,9 @@ def write_report(
     }
 
 
+NOISE = 0.05  # speed-ups within 5 % of 1x are reported as "no faster", not as a loss or gain
+
+
 def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None) -> list[str]:
     """Plain statements where compression did not buy speed, or the CPU was busy."""
     from export.environment import busy_note
@@ -226,11 +229,13 @@ def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None)
     for r in rows[1:]:
         for rt, by_bs in r["speedup"].items():
             for bs, s in by_bs.items():
-                if s is not None and s < 1.0:
-                    notes.append(
-                        f"{r['stage']} is SLOWER than the baseline on {rt} at batch "
-                        f"{bs} ({s:.2f}x)."
-                    )
+                if s is None or s >= 1 + NOISE:
+                    continue
+                verdict = "is SLOWER than" if s < 1 - NOISE else "is no faster than"
+                notes.append(
+                    f"{r['stage']} {verdict} the baseline on {rt} at batch {bs} ({s:.2f}x"
+                    + (")." if s < 1 - NOISE else f"; within the {NOISE:.0%} noise band).")
+                )
     return notes
 
 

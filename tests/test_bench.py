@@ -277,3 +277,17 @@ def test_a_busy_bench_says_so_in_its_notes(monkeypatch: pytest.MonkeyPatch) -> N
     assert any("CPU was busy" in n for n in report.notes)
     assert "CPU was busy" in to_markdown(report)
     assert any("CPU was busy" in n for n in honesty_notes([], report.environment))
+
+
+def test_report_notes_tell_slower_from_noise() -> None:
+    from compress.run_report import honesty_notes
+
+    rows = [
+        {"stage": "train", "speedup": {}},
+        {"stage": "prune", "speedup": {"ort-cpu": {"1": 0.98, "32": 1.5}}},
+        {"stage": "quantize", "speedup": {"ort-cpu": {"1": 0.54}}},
+    ]
+    notes = honesty_notes(rows)
+    assert "prune is no faster than the baseline on ort-cpu at batch 1 (0.98x" in notes[1]
+    assert notes[2] == "quantize is SLOWER than the baseline on ort-cpu at batch 1 (0.54x)."
+    assert len(notes) == 3  # the 1.5x gain is not a note
