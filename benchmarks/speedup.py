@@ -2,9 +2,9 @@
 
 Issue #9, item 4: the final artifact of a pipeline against the fp32 ONNX baseline and against
 torch eager. On a shared CPU, timing one model after the other mixes load changes into the
-ratio; here the models take turns call by call (export.timing, the loop `compress bench`
-uses), each round keeps every model's median, and the ratio reported is the median of
-per-round ratios. Inputs are synthetic (speed only).
+ratio; here the models take turns round by round (each round: `--runs` consecutive calls
+per model, timed by export.timing like `compress bench --rounds`), each round keeps every
+model's median, and the ratio reported is the median of per-round ratios. Inputs are synthetic (speed only).
 
 Usage:
   OMP_NUM_THREADS=1 python benchmarks/speedup.py \
@@ -31,7 +31,7 @@ import torch
 
 from export.onnx_file import onnx_size
 from export.session import open_session
-from export.timing import time_interleaved
+from export.timing import time_calls
 from models.resolve import ShapeArgs, resolve_model
 
 
@@ -63,14 +63,19 @@ def runners(a: argparse.Namespace, batch: int) -> dict[str, Callable[[], object]
 
 
 def measure(a: argparse.Namespace, batch: int) -> dict[str, object]:
-    """`rounds` rounds of `runs` calls per model, the models taking turns call by call."""
+    """`rounds` rounds; in each, every model runs `runs` calls in a row (after one untimed
+    call), the models taking turns round by round.
+
+    Consecutive calls per model, not call-by-call alternation: switching sessions on every
+    call leaves the previous session's spinning onnxruntime threads and a cold cache to the
+    next model, which penalizes small models far beyond what serving one model sees."""
     fns = runners(a, batch)
+    rounds: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
-        per_round = [
-            time_interleaved(list(fns.values()), warmup=3 if r == 0 else 0, max_runs=a.runs)
-            for r in range(a.rounds)
-        ]
-    rounds = {k: [t[i].median_ms for t in per_round] for i, k in enumerate(fns)}
+        for r in range(a.rounds):
+            for k, fn in fns.items():
+                t = time_calls(fn, warmup=3 if r == 0 else 1, max_runs=a.runs)
+                rounds[k].append(t.median_ms)
     base = next(iter(fns))
     return {
         "batch": batch,
