@@ -60,7 +60,8 @@ class PruneConfig:
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
       `final_finetune_epochs` follow the last one.
     kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
-      on the teacher term); with steps > 1 this was the best 4x path measured on LeNet-5.
+      on the teacher term). On LeNet-5 it gained -0.6 to +0.4 pt over plain fine-tuning,
+      depending on the parent (benchmarks/results/prune-vs-plain.md).
     round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
       their exact count. None or 1 disables it.
     ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
@@ -78,7 +79,7 @@ class PruneConfig:
     steps: int = 1
     finetune_epochs: int = 0
     final_finetune_epochs: int = 0
-    kd: bool = False  # fine-tune by distilling from the unpruned model (the stage wires it)
+    kd: bool = False  # fine-tune by distilling from the unpruned model
     kd_temperature: float = 2.0
     kd_alpha: float = 0.5
     round_to: int | None = 8

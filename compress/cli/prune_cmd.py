@@ -72,7 +72,7 @@ def prune(
         bool,
         typer.Option(
             help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) instead of "
-            "plain cross-entropy; with --steps it recovers deep cuts best (BENCHMARKS.md).",
+            "plain cross-entropy (measured gains are small and parent-dependent: BENCHMARKS.md).",
         ),
     ] = False,
     round_to: Annotated[
