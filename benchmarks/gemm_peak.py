@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,15 +20,14 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
+from export.session import open_session
+from export.timing import time_calls
+
 
 def _median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds per call after one warm-up call (export.timing, the loop every
+    latency figure of the toolkit uses)."""
+    return time_calls(fn, warmup=1, max_runs=runs).median_ms / 1e3
 
 
 def torch_gemm(n: int, threads: int, runs: int) -> float:
@@ -40,9 +37,7 @@ def torch_gemm(n: int, threads: int, runs: int) -> float:
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return open_session(path, threads)
 
 
 def ort_gemm(n: int, threads: int, runs: int, tmp: Path) -> float:
@@ -107,8 +102,8 @@ def main() -> None:
         "fraction_of_peak": round(r / peak, 3),
     }
     print(
-        "| torch GEMM GFLOP/s | ORT MatMul GFLOP/s | ResNet-50 b32 ms | ResNet-50 GFLOP/s | "
-        "fraction of peak |\n|---|---|---|---|---|"
+        f"| torch GEMM GFLOP/s | ORT MatMul GFLOP/s | ResNet-50 b{args.batch} ms | "
+        "ResNet-50 GFLOP/s | fraction of peak |\n|---|---|---|---|---|"
     )
     print(f"| {t:.1f} | {o:.1f} | {ms:.1f} | {r:.1f} | {100 * r / peak:.0f} % |")
     if args.json:
