@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -196,6 +197,9 @@ def setup(device: torch.device | str = "cpu") -> tuple[DistInfo, torch.device]:
 def shutdown() -> None:
     """Leave the process group (registered at exit; safe to call twice)."""
     if dist.is_available() and dist.is_initialized():
+        # DDP wrappers left in reference cycles must die while the group is still alive: a
+        # reducer destroyed after it (by the interpreter's final collection) aborts the process.
+        gc.collect()
         # Leave together: a rank tearing gloo down while a peer is still connected can abort
         # the peer ("terminate called without an active exception").
         with contextlib.suppress(RuntimeError):

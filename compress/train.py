@@ -11,6 +11,7 @@ ranks, and only rank 0 reports progress and writes checkpoints.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -208,32 +209,52 @@ def fit(
     loss_fn = loss_fn or (
         lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     )
-    t0 = time.perf_counter()
-    with collectives.collective_errors():
-        for epoch in range(start_epoch, cfg.epochs):
-            hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
-            te = time.perf_counter()
-            loader = _train_loader(data, epoch)  # per-epoch seeded order: resumable
-            sums = _train_epoch(
-                net, loader, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result, extra
-            )
-            loss_sum, loss_seen, correct, seen = collectives.all_reduce_sums(sums)
-            metrics = {
-                "train_loss": loss_sum / max(loss_seen, 1),
-                "train_acc": correct / max(seen, 1),
-                "images_per_s": seen / max(time.perf_counter() - te, 1e-9),
-            }
-            if cfg.validate_every and (
-                (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
-            ):
-                ev = _validate(model, data, device)
-                metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
-                result.val_top1 = ev.top1
-            metrics["seconds"] = time.perf_counter() - te
-            result.epochs.append({"epoch": epoch + 1, **metrics})
-            _checkpoint(cfg, epoch, model, opt, sched, result)
-            hooks.on_epoch_end(epoch, metrics)
-    del net
+    try:
+        t0 = time.perf_counter()
+        with collectives.collective_errors():
+            for epoch in range(start_epoch, cfg.epochs):
+                hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
+                te = time.perf_counter()
+                loader = _train_loader(data, epoch)  # per-epoch seeded order: resumable
+                sums = _train_epoch(
+                    net,
+                    loader,
+                    opt,
+                    sched,
+                    scaler,
+                    policy,
+                    loss_fn,
+                    cfg,
+                    device,
+                    hooks,
+                    result,
+                    extra,
+                )
+                loss_sum, loss_seen, correct, seen = collectives.all_reduce_sums(sums)
+                metrics = {
+                    "train_loss": loss_sum / max(loss_seen, 1),
+                    "train_acc": correct / max(seen, 1),
+                    "images_per_s": seen / max(time.perf_counter() - te, 1e-9),
+                }
+                if cfg.validate_every and (
+                    (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
+                ):
+                    ev = _validate(model, data, device)
+                    metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
+                    result.val_top1 = ev.top1
+                metrics["seconds"] = time.perf_counter() - te
+                result.epochs.append({"epoch": epoch + 1, **metrics})
+                _checkpoint(cfg, epoch, model, opt, sched, result)
+                hooks.on_epoch_end(epoch, metrics)
+    finally:
+        # Free the DDP wrapper now, even after an interruption: it sits in reference cycles,
+        # and until the garbage collector finds it its reducer's gradient hooks stay on `model`,
+        # turning any later backward pass (pruning importance, another fit) into stray
+        # all-reduces that can abort the process at exit.
+        wrapped = net is not model
+        del net
+        if wrapped:
+            gc.collect()
     result.seconds = time.perf_counter() - t0
     if result.overflow_steps:
         log.info(
