@@ -17,14 +17,13 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress import collectives, sharding
+from compress import checkpoint, collectives, sharding
 from compress import distributed as ddp
 from compress.evaluate import EvalResult, evaluate, torch_predictor
 from compress.precision import AmpPolicy, resolve_amp, resolve_device
@@ -151,26 +150,6 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def _ckpt_path(cfg: TrainConfig) -> Path | None:
-    return Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Plain tensors and numbers only (loadable with weights_only=True); atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        return state
-    except Exception as e:
-        raise InvalidInputError(f"checkpoint {path} is unreadable: {e}") from e
-
-
 def fit(
     model: nn.Module,
     data: DataBundle,
@@ -204,7 +183,7 @@ def fit(
     if dist.active:
         result.world_size, result.dist_backend = dist.world_size, dist.backend
         torch.manual_seed(sharding.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
-    start_epoch = _maybe_resume(cfg, model, opt, sched, result)
+    start_epoch = checkpoint.resume(cfg, model, opt, sched, result)
     net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
     loss_fn = loss_fn or (
         lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -244,7 +223,7 @@ def fit(
                     result.val_top1 = ev.top1
                 metrics["seconds"] = time.perf_counter() - te
                 result.epochs.append({"epoch": epoch + 1, **metrics})
-                _checkpoint(cfg, epoch, model, opt, sched, result)
+                checkpoint.write_epoch(cfg, epoch, model, opt, sched, result)
                 hooks.on_epoch_end(epoch, metrics)
     finally:
         # Free the DDP wrapper now, even after an interruption: it sits in reference cycles,
@@ -278,81 +257,6 @@ def _validate(model: nn.Module, data: DataBundle, device: torch.device) -> EvalR
     n = spec_of(model).num_classes
     loader = data.loader("val", sampler=sharding.eval_sampler(len(data.val)))
     return collectives.all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
-
-
-def _checkpoint(
-    cfg: TrainConfig,
-    epoch: int,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    result: FitResult,
-) -> None:
-    """Rank 0 writes the epoch's state, with every rank's RNG state and the world size."""
-    if (ck := _ckpt_path(cfg)) is None:
-        return
-    rngs = collectives.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
-    if not ddp.is_main():
-        return
-    state = {
-        "epoch": epoch,
-        "epochs": cfg.epochs,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "history": result.epochs,
-        "rng": rngs[0],
-        "world_size": len(rngs),
-    }
-    if len(rngs) > 1:
-        state["rng_ranks"] = rngs
-    save_checkpoint(ck, state)
-
-
-def _maybe_resume(
-    cfg: TrainConfig,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    result: FitResult,
-) -> int:
-    ck = _ckpt_path(cfg)
-    # Rank 0 reads the checkpoint and sends it to the others: every rank decides alike, and
-    # nodes need not share a file system.
-    found = bool(cfg.resume and ck and ck.is_file()) if ddp.is_main() else False
-    state = load_checkpoint(ck) if found and ck else None
-    state = collectives.broadcast_object(state)
-    if state is None:
-        if cfg.resume:
-            log.warning(
-                "--resume: no checkpoint found in %s; starting from scratch", cfg.checkpoint_dir
-            )
-        return 0
-    saved_world, world = int(state.get("world_size", 1)), ddp.world_size()
-    if saved_world != world:
-        raise UsageError(
-            f"--resume: the checkpoint in {cfg.checkpoint_dir} was written by a run of "
-            f"{saved_world} process(es), this run has {world}",
-            hint=f"resume with the same world size (torchrun --nnodes x --nproc_per_node = "
-            f"{saved_world}; plain `compress` is 1), or start again without --resume",
-        )
-    if int(state.get("epochs", cfg.epochs)) != cfg.epochs:
-        raise UsageError(
-            f"--resume: the checkpoint in {cfg.checkpoint_dir} belongs to a "
-            f"{state['epochs']}-epoch run, not {cfg.epochs}",
-            hint="resume with the same --epochs, or start again without --resume",
-        )
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    if "rng_ranks" in state:
-        torch.set_rng_state(state["rng_ranks"][ddp.rank()])
-    elif "rng" in state:
-        torch.set_rng_state(state["rng"])
-    result.epochs = list(state.get("history", []))
-    result.resumed_from = int(state["epoch"]) + 1
-    log.info("resumed from %s after epoch %d", ck, result.resumed_from)
-    return result.resumed_from
 
 
 def _train_epoch(

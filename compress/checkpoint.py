@@ -1,0 +1,122 @@
+"""Per-epoch training checkpoints: what `fit` writes after each epoch and `--resume` reads.
+
+A checkpoint holds plain tensors and numbers only (loadable with `weights_only=True`), the
+epoch count, the history and every rank's RNG state, so a resumed run sees exactly the batches
+and noise an uninterrupted one would. Under torchrun rank 0 writes it and, on resume, reads it
+and broadcasts it, so nodes need not share a file system.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from compress import collectives
+from compress import distributed as ddp
+from models.errors import InvalidInputError, UsageError
+
+if TYPE_CHECKING:
+    from compress.train import FitResult, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def _ckpt_path(cfg: TrainConfig) -> Path | None:
+    return Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Plain tensors and numbers only (loadable with weights_only=True); atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
+    except Exception as e:
+        raise InvalidInputError(f"checkpoint {path} is unreadable: {e}") from e
+
+
+def write_epoch(
+    cfg: TrainConfig,
+    epoch: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    result: FitResult,
+) -> None:
+    """Rank 0 writes the epoch's state, with every rank's RNG state and the world size."""
+    if (ck := _ckpt_path(cfg)) is None:
+        return
+    rngs = collectives.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
+    if not ddp.is_main():
+        return
+    state = {
+        "epoch": epoch,
+        "epochs": cfg.epochs,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "history": result.epochs,
+        "rng": rngs[0],
+        "world_size": len(rngs),
+    }
+    if len(rngs) > 1:
+        state["rng_ranks"] = rngs
+    save_checkpoint(ck, state)
+
+
+def resume(
+    cfg: TrainConfig,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    result: FitResult,
+) -> int:
+    """Restore model, optimizer, scheduler, RNG and history from `cfg.checkpoint_dir` when
+    `cfg.resume`; returns the epoch to start from (0 without a checkpoint)."""
+    ck = _ckpt_path(cfg)
+    # Rank 0 reads the checkpoint and sends it to the others: every rank decides alike, and
+    # nodes need not share a file system.
+    found = bool(cfg.resume and ck and ck.is_file()) if ddp.is_main() else False
+    state = load_checkpoint(ck) if found and ck else None
+    state = collectives.broadcast_object(state)
+    if state is None:
+        if cfg.resume:
+            log.warning(
+                "--resume: no checkpoint found in %s; starting from scratch", cfg.checkpoint_dir
+            )
+        return 0
+    saved_world, world = int(state.get("world_size", 1)), ddp.world_size()
+    if saved_world != world:
+        raise UsageError(
+            f"--resume: the checkpoint in {cfg.checkpoint_dir} was written by a run of "
+            f"{saved_world} process(es), this run has {world}",
+            hint=f"resume with the same world size (torchrun --nnodes x --nproc_per_node = "
+            f"{saved_world}; plain `compress` is 1), or start again without --resume",
+        )
+    if int(state.get("epochs", cfg.epochs)) != cfg.epochs:
+        raise UsageError(
+            f"--resume: the checkpoint in {cfg.checkpoint_dir} belongs to a "
+            f"{state['epochs']}-epoch run, not {cfg.epochs}",
+            hint="resume with the same --epochs, or start again without --resume",
+        )
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if "rng_ranks" in state:
+        torch.set_rng_state(state["rng_ranks"][ddp.rank()])
+    elif "rng" in state:
+        torch.set_rng_state(state["rng"])
+    result.epochs = list(state.get("history", []))
+    result.resumed_from = int(state["epoch"]) + 1
+    log.info("resumed from %s after epoch %d", ck, result.resumed_from)
+    return result.resumed_from
