@@ -71,7 +71,7 @@ def resnet50_gflops(threads: int, runs: int, batch: int, tmp: Path) -> tuple[flo
 
 
 def _macs(model: torch.nn.Module) -> int:
-    from compress.flops import count_ops  # the counter the reports use
+    from compress.pruning.flops import count_ops  # the counter the reports use
 
     return count_ops(model, torch.randn(1, 3, 224, 224)).macs
 

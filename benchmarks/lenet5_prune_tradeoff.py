@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from compress.distill import DistillConfig, distill
-from compress.evaluate import evaluate, torch_predictor
-from compress.prune import PruneConfig, prune
-from compress.train import TrainConfig
+from compress.distillation.distill import DistillConfig, distill
+from compress.pruning.prune import PruneConfig, prune
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import TrainConfig
 from models.artifact import load_model
 from models.data import DataConfig, load_data
 

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from compress.latency import onnx_bytes
+from compress.pruning.latency import onnx_bytes
 from export.session import open_session
 from export.timing import time_calls
 from models.registry import spec_of

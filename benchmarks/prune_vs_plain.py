@@ -3,7 +3,7 @@
 plain: L2 magnitude, one uniform ratio for every layer (searched to hit the MAC target),
        then plain cross-entropy fine-tuning.
 ours:  a better criterion (default lamp), global ranking, then KD fine-tuning from the dense
-       parent (compress.distill, T=2, alpha=0.5). --steps N prunes in N increments with
+       parent (compress.distillation.distill, T=2, alpha=0.5). --steps N prunes in N increments with
        epochs/N of KD fine-tuning after each (iterative pruning); --from-sensitivity takes
        per-layer ratios from a `compress sensitivity` report (largest ratio within --max-drop).
 Both get the same fine-tuning budget (--epochs) with the same optimizer settings.
@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
-from compress.distill import DistillConfig, distill
-from compress.evaluate import evaluate, torch_predictor
-from compress.flops import count_ops
-from compress.latency import LatencyConfig, measure_latency
-from compress.prune import prune
-from compress.prune_config import PruneConfig
-from compress.prune_sensitivity import load_report, ratios_from_sensitivity
-from compress.train import SilentHooks, TrainConfig, fit
+from compress.distillation.distill import DistillConfig, distill
+from compress.pruning.config import PruneConfig
+from compress.pruning.flops import count_ops
+from compress.pruning.latency import LatencyConfig, measure_latency
+from compress.pruning.prune import prune
+from compress.pruning.sensitivity import load_report, ratios_from_sensitivity
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import SilentHooks, TrainConfig, fit
 from models.artifact import load_model
 from models.data import DataConfig, load_data
 from models.registry import spec_of

@@ -26,7 +26,7 @@ def ort_plain_defaults(src: Path, dst: Path, calib: np.ndarray, input_name: str)
     """onnxruntime's `quantize_static` exactly as its README calls it: all defaults."""
     from onnxruntime.quantization import quantize_static
 
-    from compress.calibration import make_reader
+    from compress.quantization.calibration import make_reader
 
     quantize_static(str(src), str(dst), make_reader(input_name, calib))
     return dst
@@ -50,10 +50,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
-    from compress import ortrun, qgraph
-    from compress.calibration import calibration_inputs
-    from compress.ortrun import quiet_ort
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantization import graph as qgraph
+    from compress.quantization import ortrun
+    from compress.quantization.calibration import calibration_inputs
+    from compress.quantization.ortrun import quiet_ort
+    from compress.quantization.quantize import QuantizeConfig, quantize
     from compress.stages.common import data_config_for
     from models.artifact import read_card
     from models.data import DataConfig, load_data

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compress.recipe import dump_recipe, load_recipe
+from compress.pipeline.recipe import dump_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {

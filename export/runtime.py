@@ -100,7 +100,7 @@ class OrtRunner:
             raise InvalidInputError(f"onnxruntime failed running {self.path}: {first}") from e
 
     def predict(self, x: Any) -> Any:
-        """torch.Tensor -> torch.Tensor (for `compress.evaluate`); splits for static batch."""
+        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`); splits for static batch."""
         import torch
 
         arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)

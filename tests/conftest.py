@@ -22,7 +22,7 @@ def trained_lenet(tmp_path_factory) -> Path:
     """A LeNet-5 artifact trained for a few epochs on the subset (seconds)."""
     from compress.stages.common import ModelRef
     from compress.stages.train import run_train
-    from compress.train import TrainConfig
+    from compress.training.fit import TrainConfig
     from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("art") / "lenet5"

@@ -261,7 +261,7 @@ def test_busy_cpu_is_flagged(load: float, threads: int, busy: bool) -> None:
 
 def test_a_busy_bench_says_so_in_its_notes(monkeypatch: pytest.MonkeyPatch) -> None:
     import export.bench as bench_mod
-    from compress.run_report import honesty_notes
+    from compress.pipeline.report import honesty_notes
 
     real = bench_mod.capture_environment
 
@@ -280,7 +280,7 @@ def test_a_busy_bench_says_so_in_its_notes(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_report_notes_tell_slower_from_noise() -> None:
-    from compress.run_report import honesty_notes
+    from compress.pipeline.report import honesty_notes
 
     rows = [
         {"stage": "train", "speedup": {}},

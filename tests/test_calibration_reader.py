@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.calibration import make_reader
+from compress.quantization.calibration import make_reader
 
 
 def _sizes(reader) -> list[int]:

@@ -14,12 +14,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from compress.distill import DistillConfig, check_compatible, distill, kd_loss
-from compress.evaluate import evaluate, torch_predictor
-from compress.feature_distill import parse_pairs
+from compress.distillation.distill import DistillConfig, check_compatible, distill, kd_loss
+from compress.distillation.features import parse_pairs
 from compress.stages.common import ModelRef
 from compress.stages.distill import run_distill
-from compress.train import TrainConfig
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import TrainConfig
 from models.artifact import load_model, read_card, save_model
 from models.data import load_data
 from models.errors import InvalidInputError, UnsupportedError, UsageError, WeightsError

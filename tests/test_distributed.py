@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from compress import collectives, sharding
-from compress import distributed as ddp
-from compress.train import TrainConfig, fit
+from compress.distributed import collectives, sharding
+from compress.distributed import group as ddp
+from compress.training.fit import TrainConfig, fit
 from models.artifact import load_model, read_card
 from models.data import DataConfig, load_data
 from models.errors import InvalidInputError, UnsupportedError, UsageError
@@ -197,7 +197,7 @@ def test_torchrun_prune_with_finetune_matches_one_process(ddp_trained, mini_data
     pruned, _ = load_model(out)
     assert dist["rank_digests"][0] == collectives.state_digest(pruned)
 
-    from compress.prune import PruneConfig, prune
+    from compress.pruning.prune import PruneConfig, prune
 
     single, _ = load_model(ddp_trained)
     data = load_data(mini_data, spec_of(single))
@@ -266,10 +266,10 @@ stages:
 RESUME_SCRIPT = """
 import json, sys
 import torch
-from compress import collectives
-from compress import distributed as ddp
-from compress import sharding
-from compress.train import TrainConfig, fit
+from compress.distributed import collectives
+from compress.distributed import group as ddp
+from compress.distributed import sharding
+from compress.training.fit import TrainConfig, fit
 from models.data import DataConfig, load_data
 from models.registry import create_model
 
@@ -303,7 +303,7 @@ diff = max((a - b).abs().max().item() for a, b in zip(full.state_dict().values()
 
 # Pruning importance: each rank's gradients on its own shard, all-reduced before deciding.
 import torch.nn.functional as F
-from compress.prune_graph import accumulate_gradients, make_importance
+from compress.pruning.graph import accumulate_gradients, make_importance
 
 def grads(model):
     return torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -356,8 +356,8 @@ def test_ddp_resumes_exactly_with_its_world_size_and_prunes_from_all_ranks(tmp_p
 HANG_SCRIPT = """
 import sys, time
 import torch.nn.functional as F
-from compress import distributed as ddp
-from compress.train import TrainConfig, fit
+from compress.distributed import group as ddp
+from compress.training.fit import TrainConfig, fit
 from models.data import DataConfig, load_data
 from models.errors import CompressError
 from models.registry import create_model

@@ -36,7 +36,7 @@ def test_no_layer_imports_upward(layer: str) -> None:
 
 def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from compress.train import fit\n    import export.bench\n")
+    f.write_text("def f():\n    from compress.training.fit import fit\n    import export.bench\n")
     assert imported_packages(f) == {"compress", "export"}
 
 

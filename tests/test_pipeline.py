@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.pipeline import run_pipeline
-from compress.recipe import parse_recipe
+from compress.pipeline.recipe import parse_recipe
+from compress.pipeline.runner import run_pipeline
 from models.errors import QualityGateError
 from tests.conftest import FASHION_MINI
 
@@ -29,7 +29,7 @@ stages:
 
 
 def test_whole_chain_runs_and_reports(tmp_path):
-    from compress.run_report import write_report
+    from compress.pipeline.report import write_report
 
     result = run_pipeline(parse_recipe(FULL), tmp_path / "run")
     kinds = [r["kind"] for r in result.stages]
@@ -171,8 +171,8 @@ def test_bad_storage_fails_before_training(tmp_path):
 def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, monkeypatch):
     """Under torchrun, rank 1 must not export, benchmark or write records into the shared
     folder: it takes rank 0's outcome instead (here: rank 1 simulated in one process)."""
-    from compress import collectives
-    from compress.stage_table import StageOutcome
+    from compress.distributed import collectives
+    from compress.pipeline.table import StageOutcome
     from models.artifact import new_card, save_model
     from models.registry import create_model
 
@@ -205,7 +205,7 @@ def test_options_added_later_keep_old_stage_hashes_at_their_default():
     as long as the new option is left at its default; setting it reruns the stage."""
     from dataclasses import asdict
 
-    from compress import pipeline
+    from compress.pipeline import runner as pipeline
     from models.data import DataConfig
 
     recipe = parse_recipe(

@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import compress.precision as precision
-import compress.train as train_mod
+import compress.training.fit as train_mod
+import compress.training.precision as precision
 from compress.cli.app import app
-from compress.precision import AmpPolicy, resolve_amp
-from compress.train import TrainConfig, fit
+from compress.training.fit import TrainConfig, fit
+from compress.training.precision import AmpPolicy, resolve_amp
 from models.data import load_data
 from models.errors import UnsupportedError, UsageError
 from models.registry import create_model, spec_of
@@ -77,14 +77,14 @@ def test_forward_macs_counts_conv_and_linear_layers():
 
 
 def test_explicit_bf16_without_native_support_warns_loudly(no_native_bf16, caplog):
-    with caplog.at_level(logging.WARNING, logger="compress.precision"):
+    with caplog.at_level(logging.WARNING, logger="compress.training.precision"):
         p = resolve_amp("bf16", CPU)
     assert p.precision == "bf16" and "emulated" in p.reason
     assert any("SLOWER" in r.getMessage() for r in caplog.records)
 
 
 def test_explicit_bf16_with_native_support_is_quiet(native_bf16, caplog):
-    with caplog.at_level(logging.WARNING, logger="compress.precision"):
+    with caplog.at_level(logging.WARNING, logger="compress.training.precision"):
         assert resolve_amp("bf16", CPU).precision == "bf16"
     assert not caplog.records
 

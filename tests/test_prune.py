@@ -13,11 +13,17 @@ from torch import nn
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from compress.flops import Geometry, count_ops
-from compress.prune import CRITERIA, PruneConfig, TargetUnreachableError, parse_amount, prune
-from compress.prune_graph import accumulate_gradients, make_importance, plan
-from compress.prune_session import PruneSession
-from compress.train import TrainConfig
+from compress.pruning.flops import Geometry, count_ops
+from compress.pruning.graph import accumulate_gradients, make_importance, plan
+from compress.pruning.prune import (
+    CRITERIA,
+    PruneConfig,
+    TargetUnreachableError,
+    parse_amount,
+    prune,
+)
+from compress.pruning.session import PruneSession
+from compress.training.fit import TrainConfig
 from models.artifact import load_model, new_card, read_card, save_model
 from models.data import load_data
 from models.errors import UnsupportedError, UsageError
@@ -178,7 +184,7 @@ def test_hessian_accumulates_every_sample(mini_data):
 
 def test_kd_finetunes_each_step_from_the_unpruned_model(mini_data, monkeypatch):
     """kd=True: every fine-tuning round distills from the model as it was before pruning."""
-    import compress.distill as distill_mod
+    import compress.distillation.distill as distill_mod
 
     seen = []
     real = distill_mod.distill

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from compress.fake_quant import (
+from compress.quantization.fake_quant import (
     ActFakeQuant,
     QuantWeight,
     calibrate,
@@ -21,7 +21,7 @@ from compress.fake_quant import (
     prepare_qat,
     quantizers,
 )
-from compress.qat import QATConfig, export_qdq, qat_finetune
+from compress.quantization.qat import QATConfig, export_qdq, qat_finetune
 from models.errors import UnsupportedError, UsageError
 from models.registry import attach_spec, create_model, spec_of
 
@@ -38,7 +38,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def calib(bundle) -> np.ndarray:
-    from compress.calibration import calibration_inputs
+    from compress.quantization.calibration import calibration_inputs
 
     return calibration_inputs(bundle.val, 64)
 
@@ -115,7 +115,7 @@ def test_export_is_qdq_with_int8_weights_and_matches_pytorch(calib, tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "ConvInteger" not in ops
     kinds = {i.data_type for i in model.graph.initializer if len(i.dims) >= 2}
     assert kinds == {onnx.TensorProto.INT8}  # every weight matrix stored as int8
-    from compress import ortrun
+    from compress.quantization import ortrun
 
     with torch.no_grad():
         ref = gm(torch.from_numpy(calib)).numpy()

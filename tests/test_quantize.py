@@ -14,11 +14,11 @@ from onnx import numpy_helper
 from torch import nn
 from typer.testing import CliRunner
 
-from compress import qgraph
-from compress.calibration import calibration_inputs, check_calibration
-from compress.isa import detect_isa, int8_candidates, int8_defaults
-from compress.quant_fallback import fallback_search, steps
-from compress.quantize import QuantizeConfig, quantize
+from compress.quantization import graph as qgraph
+from compress.quantization.calibration import calibration_inputs, check_calibration
+from compress.quantization.fallback import fallback_search, steps
+from compress.quantization.isa import detect_isa, int8_candidates, int8_defaults
+from compress.quantization.quantize import QuantizeConfig, quantize
 from models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
 
 MINI = str(Path(__file__).parent / "data" / "fashion-mini")
@@ -308,7 +308,7 @@ def test_fp16_keeps_fp32_io_and_passes_parity(lenet_onnx, calib, bundle, tmp_pat
 def test_mixed_fp16_keeps_sensitive_nodes_fp32_until_the_gate_holds(
     lenet_onnx, calib, tmp_path, monkeypatch
 ):
-    import compress.fp16 as fp16
+    import compress.quantization.fp16 as fp16
 
     monkeypatch.setattr(fp16, "MAX_ABS", 1e-9)  # a gate only (nearly) fp32 nodes can pass
     plain = quantize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compress.pipeline import describe_plan
-from compress.recipe import RecipeError, apply_override, parse_recipe, recipe_to_dict
+from compress.pipeline.recipe import RecipeError, apply_override, parse_recipe, recipe_to_dict
+from compress.pipeline.runner import describe_plan
 from models.errors import UsageError
 
 GOOD = """\
@@ -77,11 +77,11 @@ def test_overrides_and_round_trip():
 
 @pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("recipes").glob("*.yaml")))
 def test_shipped_recipes_are_valid(path):
-    from compress.recipe import load_recipe
+    from compress.pipeline.recipe import load_recipe
 
     recipe = load_recipe(path)
     assert describe_plan(recipe)[0]["kind"] == "train"
     if recipe.search:
-        from compress.tune import parse_space
+        from compress.pipeline.tune import parse_space
 
         assert parse_space(recipe)

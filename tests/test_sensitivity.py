@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from compress.prune_sensitivity import (
+from compress.pruning.sensitivity import (
     SensitivityConfig,
     analyze,
     load_report,

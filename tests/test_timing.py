@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from compress import ortrun
-from compress.latency import LatencyConfig, measure_latency, onnx_bytes
-from compress.prune import PruneConfig, prune
+from compress.pruning.latency import LatencyConfig, measure_latency, onnx_bytes
+from compress.pruning.prune import PruneConfig, prune
+from compress.quantization import ortrun
 from export import timing
 from export.bench import BenchConfig, BenchModel, benchmark
 from export.runtime import create_session

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.evaluate import evaluate, torch_predictor
-from compress.train import TrainConfig, fit
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import TrainConfig, fit
 from models.data import load_data
 from models.errors import UsageError
 from models.registry import create_model

@@ -81,10 +81,10 @@ def distill(
     (`--teacher resnet18-art/ --student lenet5`).
     """
     from compress.cli.progress import RichHooks
-    from compress.distill import DistillConfig
+    from compress.distillation.distill import DistillConfig
     from compress.stages.common import ModelRef
     from compress.stages.distill import run_distill
-    from compress.train import TrainConfig
+    from compress.training.fit import TrainConfig
 
     kd = DistillConfig(
         temperature=temperature,

@@ -115,13 +115,13 @@ def prune(
     and after. A zoo model needs trained weights (or --weights random for latency studies).
     """
     from compress.cli.progress import RichHooks
-    from compress.prune import PruneConfig
+    from compress.pruning.prune import PruneConfig
     from compress.stages.prune import run_prune
-    from compress.train import TrainConfig
+    from compress.training.fit import TrainConfig
 
     layer_ratios = None
     if from_sensitivity:
-        from compress.prune_sensitivity import load_report, ratios_from_sensitivity
+        from compress.pruning.sensitivity import load_report, ratios_from_sensitivity
 
         layer_ratios = ratios_from_sensitivity(load_report(from_sensitivity), max_drop / 100)
     cfg = PruneConfig(
@@ -229,7 +229,7 @@ def sensitivity(
 
     Feed the result to `compress prune --from-sensitivity OUT --max-drop 1`.
     """
-    from compress.prune_sensitivity import SensitivityConfig
+    from compress.pruning.sensitivity import SensitivityConfig
     from compress.stages.prune import run_sensitivity
     from models.errors import UsageError
 

@@ -83,7 +83,7 @@ def quantize(
     The report says plainly when the quantized model is not faster than fp32 on this machine.
     """
     from compress.cli.progress import RichHooks
-    from compress.quantize import QuantizeConfig
+    from compress.quantization.quantize import QuantizeConfig
     from compress.stages.quantize import run_quantize
 
     cfg = QuantizeConfig(

@@ -41,9 +41,9 @@ def run(
     and --resume continues from the first unfinished one. Gates (`max_drop`) exit with code 5.
     """
     from compress.cli.progress import RichHooks
-    from compress.pipeline import describe_plan, ensure_empty_or_resume, run_pipeline
-    from compress.recipe import load_recipe
-    from compress.run_report import stage_rows, write_report
+    from compress.pipeline.recipe import load_recipe
+    from compress.pipeline.report import stage_rows, write_report
+    from compress.pipeline.runner import describe_plan, ensure_empty_or_resume, run_pipeline
 
     rec = load_recipe(recipe, set_ or [])
     if dry_run:

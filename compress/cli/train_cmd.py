@@ -46,7 +46,7 @@ def train(
     """
     from compress.cli.progress import RichHooks
     from compress.stages.train import run_train
-    from compress.train import TrainConfig
+    from compress.training.fit import TrainConfig
 
     cfg = TrainConfig(
         epochs=epochs,

@@ -47,9 +47,9 @@ def tune(
     from rich.table import Table
 
     from compress.cli.progress import RichHooks
-    from compress.recipe import load_recipe
-    from compress.tune import TuneConfig
-    from compress.tune import tune as run_tune
+    from compress.pipeline.recipe import load_recipe
+    from compress.pipeline.tune import TuneConfig
+    from compress.pipeline.tune import tune as run_tune
 
     cfg = TuneConfig(
         trials=trials,

@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import collectives
-from compress import distributed as ddp
-from compress.distill import DistillConfig, check_compatible, distill, teacher_input
-from compress.evaluate import evaluate, torch_predictor
-from compress.flops import count_params
-from compress.precision import resolve_amp, resolve_device
+from compress.distillation.distill import DistillConfig, check_compatible, distill, teacher_input
+from compress.distributed import collectives
+from compress.distributed import group as ddp
+from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.stages.train import final_metrics
-from compress.train import Hooks, TrainConfig
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import Hooks, TrainConfig
+from compress.training.precision import resolve_amp, resolve_device
 from models.artifact import Card, check_out_dir, save_model
 from models.data import DataBundle, DataConfig, load_data
 from models.errors import UsageError, WeightsError

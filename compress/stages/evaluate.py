@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.evaluate import EvalResult, Predictor, evaluate, torch_predictor
 from compress.stages.common import ModelRef, data_config_for, load_source
+from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_predictor
 from models.artifact import is_artifact, read_card
 from models.data import DataConfig, load_data
 from models.errors import UsageError

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.flops import count_params
+from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import card_metadata, external_data_path, onnx_size, optimize_offline

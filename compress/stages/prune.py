@@ -16,15 +16,15 @@ from typing import Any
 
 from torch import nn
 
-from compress import collectives
-from compress import distributed as ddp
-from compress.evaluate import evaluate, torch_predictor
-from compress.flops import count_ops
-from compress.latency import LatencyConfig, measure_latency
-from compress.precision import resolve_device
-from compress.prune import DATA_CRITERIA, PruneConfig, prune
+from compress.distributed import collectives
+from compress.distributed import group as ddp
+from compress.pruning.flops import count_ops
+from compress.pruning.latency import LatencyConfig, measure_latency
+from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
-from compress.train import Hooks, TrainConfig
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import Hooks, TrainConfig
+from compress.training.precision import resolve_device
 from models.artifact import FORMAT, atomic_dir, check_out_dir, save_model
 from models.data import DataBundle, DataConfig, load_data
 from models.errors import UsageError
@@ -211,7 +211,7 @@ def run_sensitivity(
     val_limit: int | None = 2000,
 ) -> dict[str, Any]:
     """Per-layer pruning sensitivity of a trained model; writes json/md/png into `out`."""
-    from compress.prune_sensitivity import analyze, write_report
+    from compress.pruning.sensitivity import analyze, write_report
 
     check_out_dir(out, overwrite)
     src = load_source(ref, data)

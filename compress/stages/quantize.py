@@ -18,13 +18,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from compress import collectives, ortrun
-from compress import distributed as ddp
-from compress.calibration import calibration_inputs
-from compress.evaluate import evaluate
-from compress.precision import resolve_device
-from compress.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
+from compress.distributed import collectives
+from compress.distributed import group as ddp
+from compress.quantization import ortrun
+from compress.quantization.calibration import calibration_inputs
+from compress.quantization.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
 from compress.stages.common import ModelRef, data_config_for, load_source
+from compress.training.evaluate import evaluate
+from compress.training.precision import resolve_device
 from models.artifact import (
     ONNX,
     Card,
@@ -169,8 +170,8 @@ def _qat(
     hooks: Any,
 ) -> QuantizeResult:
     """Fake-quant fine-tuning of the PyTorch model, exported to QDQ, compared with fp32."""
-    from compress.isa import detect_isa
-    from compress.qat import QATConfig, qat_finetune
+    from compress.quantization.isa import detect_isa
+    from compress.quantization.qat import QATConfig, qat_finetune
 
     model = load_source(ref, data).model
     qcfg = QATConfig(epochs=cfg.epochs, lr=cfg.lr, amp=cfg.amp, seed=cfg.seed)

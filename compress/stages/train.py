@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from compress import collectives, sharding
-from compress import distributed as ddp
-from compress.evaluate import evaluate, torch_predictor
-from compress.flops import count_params
-from compress.precision import resolve_device
+from compress.distributed import collectives, sharding
+from compress.distributed import group as ddp
+from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, load_source_and_data
-from compress.train import FitResult, Hooks, TrainConfig, fit
+from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.fit import FitResult, Hooks, TrainConfig, fit
+from compress.training.precision import resolve_device
 from models.artifact import check_out_dir, save_model
 from models.data import DataBundle, DataConfig
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.recipe import RecipeError
-from compress.stage_table import StageContext, StageKind, StageOutcome
+from compress.pipeline.recipe import RecipeError
+from compress.pipeline.table import StageContext, StageKind, StageOutcome
 from compress.stages.common import ModelRef
 from models.artifact import read_card
 
@@ -153,10 +153,10 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_kinds() -> list[StageKind]:
-    from compress.distill import DistillConfig
-    from compress.prune import PruneConfig
-    from compress.quantize import QuantizeConfig
-    from compress.train import TrainConfig
+    from compress.distillation.distill import DistillConfig
+    from compress.pruning.prune import PruneConfig
+    from compress.quantization.quantize import QuantizeConfig
+    from compress.training.fit import TrainConfig
     from export.bench import BenchConfig
     from export.onnx_export import ExportConfig
 

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from compress.distributed import group_active, rank
+from compress.distributed.group import group_active, rank
 from models.errors import UsageError
 
 

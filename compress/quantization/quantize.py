@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress import ortrun, qgraph
-from compress.calibration import MIN_SAMPLES, check_calibration
-from compress.isa import detect_isa
-from compress.precision import AMP_MODES
+from compress.quantization import graph as qgraph
+from compress.quantization import ortrun
+from compress.quantization.calibration import MIN_SAMPLES, check_calibration
+from compress.quantization.isa import detect_isa
+from compress.training.precision import AMP_MODES
 from models.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass
 class QuantizeConfig:
-    """How to quantize. `auto` fields follow the CPU's instruction set (see compress.isa)."""
+    """How to quantize. `auto` fields follow the CPU's instruction set (see compress.quantization.isa)."""
 
     method: str = "ptq-static"
     samples: int = 300  # calibration images, a seeded subset of the validation split
@@ -163,7 +164,7 @@ def quantize(
     """
     if cfg.method == "qat":
         raise UsageError(
-            "qat fine-tunes a PyTorch model; call compress.qat.qat_finetune, or run "
+            "qat fine-tunes a PyTorch model; call compress.quantization.qat.qat_finetune, or run "
             "`compress quantize --method qat` on a PyTorch artifact"
         )
     src = Path(onnx_path)
@@ -197,11 +198,11 @@ def quantize(
             probe=calib[: (info.fixed_batch or PROBE)],
         )
         if cfg.method == "fp16":
-            from compress.fp16 import convert_fp16
+            from compress.quantization.fp16 import convert_fp16
 
             result = convert_fp16(ctx)
         else:
-            from compress.int8 import quantize_int8
+            from compress.quantization.int8 import quantize_int8
 
             result = quantize_int8(ctx)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)

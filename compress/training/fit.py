@@ -4,7 +4,7 @@ One config, one function: `fit(model, data, TrainConfig(...))`. Losses are plugg
 teacher term), progress goes to hooks (the CLI draws a bar; libraries only log), a checkpoint is
 written after each epoch so `resume=True` continues an interrupted run.
 
-Under torchrun the same call trains with DistributedDataParallel (compress.distributed): each
+Under torchrun the same call trains with DistributedDataParallel (compress.distributed.group): each
 rank sees its shard of every epoch, gradients are averaged by DDP, metrics are summed over
 ranks, and only rank 0 reports progress and writes checkpoints.
 """
@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress import checkpoint, collectives, sharding
-from compress import distributed as ddp
-from compress.evaluate import EvalResult, evaluate, torch_predictor
-from compress.precision import AmpPolicy, resolve_amp, resolve_device
+from compress.distributed import collectives, sharding
+from compress.distributed import group as ddp
+from compress.training import checkpoint
+from compress.training.evaluate import EvalResult, evaluate, torch_predictor
+from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
 from models.errors import InvalidInputError, UsageError
 from models.registry import spec_of

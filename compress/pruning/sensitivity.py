@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.flops import Geometry
-from compress.latency import LatencyConfig, ort_latency_ms
-from compress.prune import PruneConfig, prunable_layers, prune_layer_stepwise
+from compress.pruning.flops import Geometry
+from compress.pruning.latency import LatencyConfig, ort_latency_ms
+from compress.pruning.prune import PruneConfig, prunable_layers, prune_layer_stepwise
 from models.errors import InvalidInputError, UsageError
 from models.registry import spec_of
 

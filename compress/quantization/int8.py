@@ -1,6 +1,6 @@
 """int8 with onnxruntime.quantization: settings for this CPU, tuning, accuracy-aware fallback.
 
-Called by compress.quantize.quantize (which checks inputs and measures the result). Static
+Called by compress.quantization.quantize.quantize (which checks inputs and measures the result). Static
 quantization calibrates once (onnxruntime's calibration cache) and re-uses the ranges for every
 candidate setting, sensitivity probe and fallback attempt; dynamic quantization touches only
 MatMul/Gemm, never Conv (ConvInteger has no onnxruntime CPU kernel).
@@ -13,11 +13,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from compress import ortrun, qgraph
-from compress.calibration import make_reader
-from compress.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
-from compress.quant_fallback import FallbackResult, fallback_search, rank_nodes
-from compress.quantize import QuantizeConfig, QuantizeResult, _Ctx, _drop, _within
+from compress.quantization import graph as qgraph
+from compress.quantization import ortrun
+from compress.quantization.calibration import make_reader
+from compress.quantization.fallback import FallbackResult, fallback_search, rank_nodes
+from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
+from compress.quantization.quantize import QuantizeConfig, QuantizeResult, _Ctx, _drop, _within
 from models.errors import ResourceError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.recipe import Recipe, RecipeError, apply_override, dump_recipe
+from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_recipe
 from models.errors import QualityGateError, UsageError
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) ->
     """Run the search; returns the Pareto front and the paths of the best recipes."""
     import optuna
 
-    from compress.pipeline import plan, run_pipeline
+    from compress.pipeline.runner import plan, run_pipeline
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

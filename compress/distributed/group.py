@@ -9,7 +9,7 @@ process code paths stay exactly as they were.
 Collectives time out after COMPRESS_DIST_TIMEOUT seconds (default 1800), so when one rank dies
 or hangs the others fail with a clear error instead of waiting forever; torchrun also stops the
 surviving workers of a node as soon as one of them exits with an error. The collectives
-themselves are in `compress.collectives`, per-rank data shards in `compress.sharding`.
+themselves are in `compress.distributed.collectives`, per-rank data shards in `compress.distributed.sharding`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Quantization-aware training that exports to an onnxruntime QDQ graph.
 
-A trained model gets fake-quantization (see `compress.fake_quant`), is calibrated and fine-tuned
+A trained model gets fake-quantization (see `compress.quantization.fake_quant`), is calibrated and fine-tuned
 for a few epochs, then frozen. `torch.onnx.export` (dynamo=False) turns each fake-quant op into
 QuantizeLinear/DequantizeLinear; `fold_weights` then stores weights as int8 and biases as int32
 initializers, so the file is ~4x smaller and onnxruntime computes what the fake-quant model
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.fake_quant import calibrate, freeze, prepare_qat, quantizers
+from compress.quantization.fake_quant import calibrate, freeze, prepare_qat, quantizers
 from models.errors import UsageError
 from models.registry import spec_of
 
@@ -69,8 +69,8 @@ def export_qdq(model: nn.Module, out: str | Path, opset: int = 17) -> dict[str, 
     import tempfile
     import warnings
 
-    from compress import qgraph
-    from compress.qdq_fold import fold_weights
+    from compress.quantization import graph as qgraph
+    from compress.quantization.fold import fold_weights
 
     x = torch.zeros(1, *spec_of(model).input_shape)
     with tempfile.TemporaryDirectory(prefix="compress-qat-") as tmp:
@@ -109,9 +109,9 @@ def qat_finetune(
     activation ranges. The ONNX model's validation accuracy is checked against the fake-quant
     PyTorch model's (they compute the same thing up to int8 kernel rounding).
     """
-    from compress import ortrun
-    from compress.evaluate import evaluate, torch_predictor
-    from compress.train import TrainConfig, fit
+    from compress.quantization import ortrun
+    from compress.training.evaluate import evaluate, torch_predictor
+    from compress.training.fit import TrainConfig, fit
 
     qm = prepare_qat(model, cfg.momentum)
     calibrate(qm, calib)

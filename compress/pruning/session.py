@@ -13,17 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import collectives
-from compress.flops import Geometry
-from compress.latency import LatencyConfig, ort_latency_ms
-from compress.prune_config import (
+from compress.distributed import collectives
+from compress.pruning.config import (
     DATA_CRITERIA,
     PruneConfig,
     PruneResult,
     TargetUnreachableError,
     parse_amount,
 )
-from compress.prune_graph import (
+from compress.pruning.flops import Geometry
+from compress.pruning.graph import (
     CachedImportance,
     Progress,
     Scaled,
@@ -34,7 +33,8 @@ from compress.prune_graph import (
     prunable_groups,
     search,
 )
-from compress.train import Hooks, TrainConfig, fit
+from compress.pruning.latency import LatencyConfig, ort_latency_ms
+from compress.training.fit import Hooks, TrainConfig, fit
 from models.data import DataBundle
 from models.errors import CompressError, UsageError
 from models.registry import spec_of
@@ -279,7 +279,7 @@ class PruneSession:
 
     def _distill(self, tc: TrainConfig) -> None:
         """Fine-tune by knowledge distillation from the unpruned model (Hinton KD)."""
-        from compress.distill import DistillConfig, distill
+        from compress.distillation.distill import DistillConfig, distill
 
         assert self.data is not None and self.teacher is not None
         kd = DistillConfig(

@@ -3,9 +3,9 @@
 `distill(student, teacher, data, DistillConfig(...))` trains `student` in place with the
 Hinton et al. (2015) loss: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) plus
 (1 - alpha) * cross-entropy on the labels, optionally plus feature-map matching through
-learned adapters (see `compress.feature_distill`). The teacher stays frozen in eval mode; when
+learned adapters (see `compress.distillation.features`). The teacher stays frozen in eval mode; when
 the training data is not augmented its logits are computed once and reused every epoch.
-It is built on `compress.train.fit`, so AMP, schedules and progress hooks are the same as
+It is built on `compress.training.fit.fit`, so AMP, schedules and progress hooks are the same as
 for plain training.
 """
 
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.feature_distill import FeatureDistiller, Pair, parse_pairs
-from compress.precision import AmpPolicy, resolve_amp, resolve_device
-from compress.train import FitResult, Hooks, TrainConfig, fit
+from compress.distillation.features import FeatureDistiller, Pair, parse_pairs
+from compress.training.fit import FitResult, Hooks, TrainConfig, fit
+from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
 from models.errors import InvalidInputError, UsageError
 from models.images import TensorImages

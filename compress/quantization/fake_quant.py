@@ -14,7 +14,7 @@ int8 kernels will quantize:
 
 Activation ranges start from calibration (min/max over the calibration images) and follow an
 exponential moving average while training; weight scales follow the weights. Training and the
-export to an onnxruntime QDQ graph are in `compress.qat`.
+export to an onnxruntime QDQ graph are in `compress.quantization.qat`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress import ortrun
+from compress.quantization import ortrun
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ together). Exactly one target drives it: a channel ratio, MACs, parameters, a la
 in onnxruntime, or per-layer ratios (e.g. from a sensitivity analysis). The classifier head is
 never pruned. Targets other than a ratio are met by *planning*: torch-pruning yields the groups
 it would prune at a candidate ratio without pruning them, their channel counts give the MACs and
-parameters exactly (:class:`compress.flops.Geometry`), and a search picks the smallest ratio
+parameters exactly (:class:`compress.pruning.flops.Geometry`), and a search picks the smallest ratio
 that meets the goal; only then is the model pruned, once per step. On any error the model is
 restored to its original shapes and weights.
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.prune_config import (
+from compress.pruning.config import (
     CRITERIA,
     DATA_CRITERIA,
     PruneConfig,
@@ -34,9 +34,9 @@ from compress.prune_config import (
     TargetUnreachableError,
     parse_amount,
 )
-from compress.prune_graph import Progress, build_pruner, make_importance, prunable_groups
-from compress.prune_session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
-from compress.train import Hooks, TrainConfig
+from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
+from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
+from compress.training.fit import Hooks, TrainConfig
 from models.data import DataBundle
 from models.errors import CompressError, UnsupportedError, UsageError
 from models.structure import apply_structure, capture_structure

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compress import collectives
-from compress import distributed as ddp
+from compress.distributed import collectives
+from compress.distributed import group as ddp
 from models.errors import InvalidInputError, UsageError
 
 if TYPE_CHECKING:
-    from compress.train import FitResult, TrainConfig
+    from compress.training.fit import FitResult, TrainConfig
 
 log = logging.getLogger(__name__)
 

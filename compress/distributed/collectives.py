@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from compress.distributed import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
-from compress.evaluate import EvalResult
+from compress.distributed.group import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
+from compress.training.evaluate import EvalResult
 from models.errors import CompressError, ResourceError
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress import collectives, sharding
-from compress.flops import in_out
-from compress.prune_config import PruneConfig
+from compress.distributed import collectives, sharding
+from compress.pruning.config import PruneConfig
+from compress.pruning.flops import in_out
 from models.data import DataBundle
 from models.errors import CompressError, UnsupportedError, UsageError
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.recipe import Recipe, RecipeError
+from compress.pipeline.recipe import Recipe, RecipeError
 from compress.stages.common import ModelRef
 from models.artifact import read_card
 from models.data import DataConfig
@@ -112,7 +112,7 @@ class StageKind:
         self, ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
     ) -> StageOutcome:
         if self.main_rank_only:
-            from compress.collectives import on_main
+            from compress.distributed.collectives import on_main
 
             return on_main(lambda: self.runner(ctx, config, folder, overwrite))
         return self.runner(ctx, config, folder, overwrite)
@@ -149,7 +149,7 @@ def build_configs(
 
 
 def _stage_kinds() -> dict[str, StageKind]:
-    from compress.stage_runners import stage_kinds
+    from compress.pipeline.kinds import stage_kinds
 
     return {k.name: k for k in stage_kinds()}
 

@@ -5,7 +5,7 @@ DequantizeLinear: correct, but the file still holds float weights. Here each Qua
 constant is evaluated once and replaced by its int8 initializer, and each float bias of a Conv or
 Gemm whose input and weight are dequantized becomes int32 on the grid `input_scale *
 weight_scale` with its own DequantizeLinear, which is the pattern onnxruntime fuses into
-QLinearConv / QGemm. The biases were already on that grid in PyTorch (see compress.qat), so the
+QLinearConv / QGemm. The biases were already on that grid in PyTorch (see compress.quantization.qat), so the
 numbers do not change.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from compress import qgraph
+from compress.quantization import graph as qgraph
 
 
 def _per_axis(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.evaluate import Predictor, evaluate
+from compress.training.evaluate import Predictor, evaluate
 from export.session import open_session
 from export.timing import time_interleaved
 
@@ -51,7 +51,7 @@ def run(sess: Any, x: np.ndarray) -> np.ndarray:
 
 
 def predictor(sess: Any) -> Predictor:
-    """Adapt a session to compress.evaluate's predictor (torch in, torch logits out)."""
+    """Adapt a session to compress.training.evaluate's predictor (torch in, torch logits out)."""
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(run(sess, x.numpy()).astype(np.float32))

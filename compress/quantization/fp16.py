@@ -13,12 +13,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compress import ortrun, qgraph
-from compress.quant_fallback import NodeScore, rank_nodes, steps
+from compress.quantization import graph as qgraph
+from compress.quantization import ortrun
+from compress.quantization.fallback import NodeScore, rank_nodes, steps
 from models.errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from compress.quantize import QuantizeResult, _Ctx
+    from compress.quantization.quantize import QuantizeResult, _Ctx
 
 log = logging.getLogger(__name__)
 MAX_ABS = 1e-2
@@ -111,8 +112,8 @@ def gate(p: dict[str, float]) -> bool:
 
 def convert_fp16(ctx: _Ctx) -> QuantizeResult:
     """fp16 model (mixed when asked and needed), its parity and validation accuracy."""
-    from compress.isa import detect_isa
-    from compress.quantize import QuantizeResult, _drop, _within
+    from compress.quantization.isa import detect_isa
+    from compress.quantization.quantize import QuantizeResult, _drop, _within
 
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
     names = list(qgraph.inspect(ctx.pre).nodes)

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.recipe import Recipe, RecipeError, StageSpec
-from compress.stage_table import STAGES, StageContext, StageKind, StageOutcome
+from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
+from compress.pipeline.table import STAGES, StageContext, StageKind, StageOutcome
 from models.artifact import check_out_dir, read_card
 from models.data import DataConfig
 from models.errors import QualityGateError, UsageError
@@ -256,8 +256,8 @@ def _run_stage(
 def _join_group(recipe: Recipe) -> None:
     """Under torchrun, join the process group up front (on the device the first training
     stage asks for), so rank 0 can check the output folder before anyone trains."""
-    from compress import distributed as ddp
-    from compress.precision import resolve_device
+    from compress.distributed import group as ddp
+    from compress.training.precision import resolve_device
 
     if not ddp.launched():
         return
@@ -267,7 +267,7 @@ def _join_group(recipe: Recipe) -> None:
 
 def _on_main_then_wait(fn: Callable[[], object]) -> None:
     """`fn` on rank 0 (every rank sees its error), then all ranks continue together."""
-    from compress.collectives import barrier, on_main
+    from compress.distributed.collectives import barrier, on_main
 
     on_main(fn)
     barrier()

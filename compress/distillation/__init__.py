@@ -1,0 +1,1 @@
+"""Knowledge distillation: Hinton KD and feature matching, plugged into training."""

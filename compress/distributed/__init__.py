@@ -1,0 +1,1 @@
+"""Several processes (torchrun): the process group, collectives, per-rank shards."""

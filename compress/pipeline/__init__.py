@@ -1,0 +1,1 @@
+"""Recipes: schema, stage kinds, run/resume, report, Optuna tuning."""

@@ -1,0 +1,1 @@
+"""Structured pruning over torch-pruning: config, importance, planner, session, sensitivity, cost."""

@@ -1,0 +1,1 @@
+"""Training: the fit loop, checkpoints and resume, mixed precision, evaluation."""
