@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from models.errors import ArtifactError, OutputExistsError, ResourceError
-from models.registry import ModelSpec, attach_spec, create_model
+from models.registry import ModelSpec, attach_spec, create_model, is_factory_ref
 from models.structure import apply_structure, capture_structure
+from models.usercode import check_consent, known_source, read_source, sha256_bytes
 from models.weights import check_finite, load_into
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
+CODE = "model.py"
 FORMAT = "compress-artifact/1"
 
 
@@ -48,6 +50,15 @@ class Architecture(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class Code(BaseModel):
+    """A user factory's source, stored in the artifact as `file` (relative), with its hash."""
+
+    file: str = CODE
+    factory: str
+    sha256: str
+    origin: str = ""  # where the code was first read from (information only, never run)
+
+
 class Card(BaseModel):
     """card.json. Extra keys are kept, so later stages can add their own sections."""
 
@@ -56,6 +67,7 @@ class Card(BaseModel):
     format: str = FORMAT
     kind: Literal["pytorch", "onnx"] = "pytorch"
     architecture: Architecture
+    code: Code | None = None
     spec: dict[str, Any]
     structure: dict[str, dict[str, Any]] | None = None
     class_names: list[str] = Field(default_factory=list)
@@ -164,7 +176,11 @@ def new_card(model: nn.Module, **fields: Any) -> Card:
         input_size=spec.input_size,
         kwargs=spec.extra.get("kwargs", {}),
     )
-    return Card(architecture=arch, spec=spec.to_dict(), **fields)
+    code = None
+    if "factory_sha256" in spec.extra:
+        origin, _, attr = str(spec.extra["factory"]).rpartition(":")
+        code = Code(factory=attr, sha256=spec.extra["factory_sha256"], origin=origin)
+    return Card(architecture=arch, code=code, spec=spec.to_dict(), **fields)
 
 
 def save_model(model: nn.Module, out: str | Path, card: Card, *, overwrite: bool = False) -> Path:
@@ -177,6 +193,9 @@ def save_model(model: nn.Module, out: str | Path, card: Card, *, overwrite: bool
     card.structure = capture_structure(model)
     with atomic_dir(out, overwrite) as tmp:
         save_file(sd, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        if card.code is not None:
+            (tmp / CODE).write_bytes(code_source(card.code))
+            card.code.file = CODE
         write_card(tmp, card)
     log.info("saved %s", out)
     return Path(out)
@@ -205,30 +224,68 @@ def read_card(path: str | Path) -> Card:
     return card
 
 
-def build_model(card: Card) -> nn.Module:
-    """The architecture a card describes, with pruned shapes applied, weights uninitialized."""
+def code_source(code: Code) -> bytes:
+    """The exact source a model was built from (this process ran it, or its origin is
+    unchanged), so the saved artifact carries the code its weights belong to."""
+    source = known_source(code.sha256)
+    if source is None and code.origin and Path(code.origin).is_file():
+        source = read_source(code.origin)
+    if source is None or sha256_bytes(source) != code.sha256:
+        raise ArtifactError(
+            f"the source of the model's factory (sha256 {code.sha256}, from "
+            f"{code.origin or 'an artifact'}) is not available unchanged; cannot save its code"
+        )
+    return source
+
+
+def model_code(path: str | Path, card: Card, *, trust_code: bool) -> tuple[Path, bytes] | None:
+    """The factory file a PyTorch card needs and its bytes, after the consent check; None for
+    zoo models. Runs nothing: callers may use it to refuse early (e.g. a recipe's plan)."""
+    path = Path(path)
+    if card.code is not None:
+        name = card.code.file
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ArtifactError(f"{path / CARD}: code file {name!r} must be a plain file name")
+        file, recorded = path / name, card.code.sha256
+        if not file.is_file():
+            raise ArtifactError(f"{path}: {name} (the model's code) is missing")
+    elif is_factory_ref(card.architecture.name):  # older cards: the factory's own path, no hash
+        file, recorded = Path(card.architecture.name.rpartition(":")[0]), None
+    else:
+        return None
+    source = read_source(file)
+    check_consent(str(path), file, sha256_bytes(source), recorded, trust_code)
+    return file, source
+
+
+def build_model(card: Card, path: str | Path, *, trust_code: bool = False) -> nn.Module:
+    """The architecture the card of artifact `path` describes, pruned shapes applied, weights
+    uninitialized. A user factory runs only from the artifact, with consent: see model_code."""
     a = card.architecture
-    model = create_model(
-        a.name,
-        num_classes=a.num_classes,
-        in_channels=a.in_channels,
-        input_size=a.input_size,
-        **a.kwargs,
-    )
+    shape = {"num_classes": a.num_classes, "in_channels": a.in_channels}
+    shape["input_size"] = a.input_size
+    code = model_code(path, card, trust_code=trust_code)
+    if code is None:
+        model = create_model(a.name, **shape, **a.kwargs)
+    else:
+        file, source = code
+        attr = card.code.factory if card.code else a.name.rpartition(":")[2]
+        model = create_model(f"{file}:{attr}", **shape, source=source, **a.kwargs)
     if card.structure:
         apply_structure(model, card.structure)
     return model
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, Card]:
-    """Rebuild a PyTorch artifact's model and load its tensors strictly; never unpickles."""
+def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module, Card]:
+    """Rebuild a PyTorch artifact's model and load its tensors strictly; never unpickles, and
+    runs a user factory stored in the artifact only with `trust_code` (see model_code)."""
     from models.weights import read_state_dict
 
     path = Path(path)
     card = read_card(path)
     if card.kind != "pytorch":
         raise ArtifactError(f"{path} is an {card.kind} artifact, not a PyTorch one")
-    model = build_model(card)
+    model = build_model(card, path, trust_code=trust_code)
     load_into(model, read_state_dict(path / WEIGHTS), str(path / WEIGHTS))
     attach_spec(model, ModelSpec.from_dict(card.spec))
     model.eval()

@@ -54,6 +54,11 @@ class UnsafePickleError(WeightsError):
     """A checkpoint that needs arbitrary code to load; refused unless the user trusts it."""
 
 
+class UntrustedCodeError(InvalidInputError):
+    """Model code named by a file (a card, a recipe) that the user did not trust, or that
+    differs from the code recorded when the artifact was made; refused, nothing executed."""
+
+
 class ArchitectureMismatchError(WeightsError):
     """A state_dict whose keys or shapes do not fit the model it is loaded into."""
 

@@ -7,9 +7,7 @@ small-input variant (documented per family). User models come from `path/to/file
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from models.errors import InvalidInputError, UnknownModelError, UsageError
+from models.usercode import load_factory, read_source, sha256_bytes
 
 FASHION_MEAN = (0.2860,)
 FASHION_STD = (0.3530,)
@@ -134,26 +133,24 @@ def is_factory_ref(name: str) -> bool:
 
 
 def create_user_model(
-    ref: str, *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, **kwargs: Any
+    ref: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    source: bytes | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Import `file.py`, call `factory` (passing num_classes/in_channels when it takes them)."""
+    """Run `file.py`'s `factory` (passing num_classes/in_channels when it takes them).
+
+    `source`: the file's bytes, already read and checked by the caller (an artifact load), so
+    what runs is exactly what was hashed. The spec records the factory and its SHA-256.
+    """
     path_s, _, attr = ref.rpartition(":")
     path = Path(path_s)
-    if not path.is_file():
-        raise InvalidInputError(f"model file not found: {path}")
-    mod_name = f"_compress_user_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidInputError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # user code: report, don't crash
-        raise InvalidInputError(f"importing {path} failed: {type(e).__name__}: {e}") from e
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise InvalidInputError(f"{path} has no callable named {attr!r}")
+    source = read_source(path) if source is None else source
+    sha = sha256_bytes(source)
+    factory = load_factory(source, path, attr)
     offered = {
         "num_classes": num_classes,
         "in_channels": in_channels,
@@ -166,7 +163,11 @@ def create_user_model(
     model = factory(**args)
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
-    if not isinstance(getattr(model, "spec", None), ModelSpec):
+    origin = {"factory": ref, "factory_sha256": sha, "kwargs": _jsonable(kwargs)}
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, ModelSpec):
+        attach_spec(model, replace(spec, extra={**spec.extra, **origin}))
+    else:
         mean, std = default_mean_std(in_channels)
         attach_spec(
             model,
@@ -179,7 +180,7 @@ def create_user_model(
                 std=std,
                 classifier=_last_linear_name(model),
                 variant="user",
-                extra={"factory": ref, "kwargs": _jsonable(kwargs)},
+                extra=origin,
             ),
         )
     return model

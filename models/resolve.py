@@ -1,6 +1,7 @@
 """One rule for what `--model` and `--weights` mean everywhere.
 
-`--model`: a zoo name, an artifact directory, or `path/to/file.py:factory`.
+`--model`: a zoo name, an artifact directory, or `path/to/file.py:factory` (typed by the user,
+so it runs; a factory stored in an artifact runs only with `trust_code`).
 `--weights`: a .safetensors file, an artifact directory, a `weights_only` PyTorch state_dict
 (.pt/.pth/.bin), or the literal `random` (explicitly untrained).
 """
@@ -45,6 +46,7 @@ def resolve_model(
     weights: str | None = None,
     shape: ShapeArgs | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
 ) -> ModelSource:
     """Build or load the model `ref` names, then apply `weights` if given."""
     shape = shape or ShapeArgs()
@@ -55,7 +57,7 @@ def resolve_model(
                 f"{ref} is an ONNX artifact; this command needs a PyTorch model",
                 hint="pass the PyTorch artifact it was exported from",
             )
-        model, card = load_model(ref)
+        model, card = load_model(ref, trust_code=trust_code)
         src = ModelSource(model, card, card.trained, ref, "artifact")
     elif Path(ref).is_dir():
         raise ArtifactError(f"{ref} is a directory but not an artifact (no card.json)")

@@ -68,6 +68,7 @@ def distill(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     device: o.DeviceOpt = "auto",
     amp: o.AmpOpt = "auto",
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
@@ -105,9 +106,11 @@ def distill(
         amp=amp,
         channels_last=channels_last,
     )
-    t_ref = ModelRef(teacher, weights=teacher_weights, trust_pickle=trust_pickle)
+    t_ref = ModelRef(
+        teacher, weights=teacher_weights, trust_pickle=trust_pickle, trust_code=trust_code
+    )
     s_ref = o.model_ref(
-        student, student_weights, num_classes, in_channels, input_size, trust_pickle
+        student, student_weights, num_classes, in_channels, input_size, trust_pickle, trust_code
     )
     data = o.data_config(
         dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment

@@ -50,6 +50,7 @@ def export(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     dataset: o.DatasetOpt = None,
     data_dir: o.DataDirOpt = None,
     overwrite: o.OverwriteOpt = False,
@@ -73,7 +74,9 @@ def export(
         optimize=optimize,
         parity_samples=parity_samples,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
         summary = run_export(ref, cfg, o.data_config(dataset, data_dir), out, overwrite=overwrite)
     e = summary["export"]
@@ -118,6 +121,7 @@ def bench(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
     md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -149,7 +153,9 @@ def bench(
         rounds=rounds,
     )
     refs = [
-        o.model_ref(m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle)
+        o.model_ref(
+            m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle, trust_code
+        )
         for m in model
     ]
     with _BenchProgress() as progress:
@@ -190,13 +196,16 @@ def doctor(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
     from compress.stages.bench import run_doctor
 
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     with err_console.status(f"examining {model} on {runtime}"):
         d = run_doctor(ref, runtime, threads)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")

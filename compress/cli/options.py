@@ -43,6 +43,14 @@ TrustPickleOpt = Annotated[
         help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
     ),
 ]
+TrustCodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Allow an artifact (or recipe) to build its model by running the Python factory it "
+        "names (only for code you trust; a factory you pass as --model FILE.py:fn always runs).",
+    ),
+]
 DatasetOpt = Annotated[
     str | None, typer.Option(help="fashion-mnist (default), mnist, or imagefolder.")
 ]
@@ -87,6 +95,7 @@ def model_ref(
     in_channels: int | None,
     input_size: int | None,
     trust_pickle: bool,
+    trust_code: bool = False,
 ) -> ModelRef:
     return ModelRef(
         model=model,
@@ -95,6 +104,7 @@ def model_ref(
         in_channels=in_channels,
         input_size=input_size,
         trust_pickle=trust_pickle,
+        trust_code=trust_code,
     )
 
 

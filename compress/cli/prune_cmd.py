@@ -103,6 +103,7 @@ def prune(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     device: o.DeviceOpt = "auto",
     amp: o.AmpOpt = "auto",
     overwrite: o.OverwriteOpt = False,
@@ -153,7 +154,9 @@ def prune(
             device=device,
             amp=amp,
         )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     data = o.data_config(dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit)
     with RichHooks() as hooks:
         s = run_prune(
@@ -222,6 +225,7 @@ def sensitivity(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -246,7 +250,9 @@ def sensitivity(
         ignore=list(ignore or []),
         latency=latency,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     r = run_sensitivity(
         ref,
         cfg,

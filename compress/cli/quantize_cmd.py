@@ -67,6 +67,7 @@ def quantize(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     dataset: o.DatasetOpt = None,
     data_dir: o.DataDirOpt = None,
     overwrite: o.OverwriteOpt = False,
@@ -107,7 +108,9 @@ def quantize(
         latency=latency,
         seed=seed,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     data = o.data_config(dataset, data_dir, seed=seed, limit=limit)
     with RichHooks() as hooks:
         summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)

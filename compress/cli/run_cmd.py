@@ -33,6 +33,7 @@ def run(
         ),
     ] = False,
     overwrite: o.OverwriteOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
     """Run a recipe: train → prune → distill → quantize → export → bench, with a report.
@@ -46,6 +47,7 @@ def run(
     from compress.pipeline.runner import describe_plan, ensure_empty_or_resume, run_pipeline
 
     rec = load_recipe(recipe, set_ or [])
+    rec.trust_code = rec.trust_code or trust_code
     if dry_run:
         steps = describe_plan(rec)
         console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")

@@ -30,6 +30,7 @@ def train(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     device: o.DeviceOpt = "auto",
     amp: o.AmpOpt = "auto",
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
@@ -61,7 +62,9 @@ def train(
         channels_last=channels_last,
         resume=resume,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     data = o.data_config(
         dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment
     )
@@ -88,6 +91,7 @@ def evaluate(
     in_channels: o.InChannelsOpt = None,
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
+    trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
@@ -95,7 +99,9 @@ def evaluate(
 
     from compress.stages.evaluate import run_eval
 
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
+    ref = o.model_ref(
+        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
+    )
     r = run_eval(ref, o.data_config(dataset, data_dir), split=split, limit=limit)
     table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
     table.add_column("class")

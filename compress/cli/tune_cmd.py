@@ -41,6 +41,7 @@ def tune(
             "data.limit=10000).",
         ),
     ] = None,
+    trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
     """Search compression settings; writes the Pareto front, pareto.png and best-*.yaml."""
@@ -61,6 +62,7 @@ def tune(
         sampler=sampler,
     )
     rec = load_recipe(recipe, set_ or [])
+    rec.trust_code = rec.trust_code or trust_code
     with RichHooks() as hooks:
         res = run_tune(rec, cfg, out, hooks=hooks)
     table = Table(title=f"Pareto front of study {res.study_name} ({res.trials} trials)")

@@ -33,7 +33,8 @@ def _run_distill(
 
     teacher = config["_extra"].get("teacher")
     teacher_ref = ModelRef(
-        model=ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
+        model=ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"]),
+        trust_code=ctx.recipe.trust_code,
     )
     summary = run_distill(
         teacher_ref,
@@ -113,7 +114,8 @@ def _run_bench(
     from export.report import write_reports
     from models.artifact import atomic_dir
 
-    refs = [ModelRef(model=str(r["artifact"])) for r in ctx.artifacts]
+    trust = ctx.recipe.trust_code
+    refs = [ModelRef(model=str(r["artifact"]), trust_code=trust) for r in ctx.artifacts]
     if not refs:
         raise RecipeError("bench: no earlier stage produced a model to measure")
     report = run_bench(refs, config["BenchConfig"], ctx.data)

@@ -37,6 +37,7 @@ TOP_KEYS = {
     "stages",
     "search",
     "seed",
+    "trust_code",
 }
 DATA_KEYS = {
     "dataset",
@@ -96,6 +97,7 @@ class Recipe:
     shape: dict[str, int] = field(default_factory=dict)
     max_drop: float | None = None
     search: dict[str, Any] = field(default_factory=dict)
+    trust_code: bool = False  # consent to run the Python factory the model names
     source: str = "<recipe>"
     lines: dict[str, int] = field(default_factory=dict)
 
@@ -212,6 +214,7 @@ def _build(doc: dict[str, Any], source: str, lines: dict[str, int]) -> Recipe:
         shape=shape,
         max_drop=None if max_drop is None else float(max_drop),
         search=_need(doc, "search", dict, source, lines, default={}),
+        trust_code=_need(doc, "trust_code", bool, source, lines, default=False),
         source=source,
         lines=lines,
     )
@@ -262,6 +265,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": recipe.name, "model": recipe.model}
     if recipe.weights:
         doc["weights"] = recipe.weights
+    if recipe.trust_code:
+        doc["trust_code"] = True
     doc |= recipe.shape
     if recipe.data:
         doc["data"] = dict(recipe.data)

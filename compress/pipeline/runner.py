@@ -26,9 +26,11 @@ from typing import Any
 
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
 from compress.pipeline.table import STAGES, StageContext, StageKind, StageOutcome
-from models.artifact import check_out_dir, read_card
+from models.artifact import check_out_dir, is_artifact, model_code, read_card
 from models.data import DataConfig
 from models.errors import QualityGateError, UsageError
+from models.registry import is_factory_ref
+from models.usercode import check_consent, read_source, sha256_bytes
 
 log = logging.getLogger(__name__)
 RECORD = "stage.json"
@@ -91,6 +93,7 @@ def data_config(recipe: Recipe) -> DataConfig:
 def plan(recipe: Recipe) -> list[PlannedStage]:
     """Validate every stage's options and the order (what each consumes and produces)."""
     data_config(recipe)
+    check_code(recipe)
     current = "source"  # the recipe's model (an artifact, or a zoo/factory model with weights)
     untrained = recipe.weights is None and not (Path(recipe.model) / "card.json").is_file()
     out: list[PlannedStage] = []
@@ -135,6 +138,19 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
         )
         current = produces if produces != "report" else current
     return out
+
+
+def check_code(recipe: Recipe) -> None:
+    """A recipe is a file: Python code its `model:` names (a factory, or one stored in an
+    artifact) runs only with consent (`trust_code`). Refused here, before any work."""
+    if is_factory_ref(recipe.model):
+        path = recipe.model.rpartition(":")[0]
+        source = read_source(path)
+        check_consent(recipe.where("model"), path, sha256_bytes(source), None, recipe.trust_code)
+    elif is_artifact(recipe.model):
+        card = read_card(recipe.model)
+        if card.kind == "pytorch":
+            model_code(recipe.model, card, trust_code=recipe.trust_code)
 
 
 def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dict[str, Any]) -> str:
@@ -187,6 +203,10 @@ def _complete(folder: Path, digest: str) -> dict[str, Any] | None:
         return None
     if (folder / "card.json").is_file():
         read_card(folder)  # raises if files are missing or truncated
+    if record.get("artifact"):
+        # The next stage loads what this stage made: its folder, never a path read from the
+        # record (a file that could point anywhere, at code nobody consented to).
+        record["artifact"] = str(folder)
     return record
 
 

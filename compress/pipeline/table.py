@@ -42,8 +42,9 @@ class StageContext:
                 num_classes=shape.get("num_classes"),
                 in_channels=shape.get("in_channels"),
                 input_size=shape.get("input_size"),
+                trust_code=self.recipe.trust_code,
             )
-        return ModelRef(model=ref)
+        return ModelRef(model=ref, trust_code=self.recipe.trust_code)
 
     def baseline_val(self) -> float | None:
         return self.artifacts[0].get("val_top1") if self.artifacts else None

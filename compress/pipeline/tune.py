@@ -219,7 +219,8 @@ def _summarize(
         r = copy.deepcopy(recipe)
         r.search = {}
         for key, value in best.params.items():
-            apply_override(r, f"{key}={value!r}")
+            if key in space:  # a shared storage may hold anything; apply only our search keys
+                apply_override(r, f"{key}={value!r}")
         path = dump_recipe(
             r,
             out / f"best-{obj}.yaml",

@@ -20,6 +20,7 @@ class ModelRef:
     in_channels: int | None = None
     input_size: int | None = None
     trust_pickle: bool = False
+    trust_code: bool = False  # run a user factory stored in an artifact (models.usercode)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,7 +52,13 @@ def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
         in_channels=ref.in_channels or c,
         input_size=ref.input_size or s,
     )
-    return resolve_model(ref.model, weights=ref.weights, shape=shape, trust_pickle=ref.trust_pickle)
+    return resolve_model(
+        ref.model,
+        weights=ref.weights,
+        shape=shape,
+        trust_pickle=ref.trust_pickle,
+        trust_code=ref.trust_code,
+    )
 
 
 def load_source_and_data(ref: ModelRef, data: DataConfig | None) -> tuple[ModelSource, DataBundle]:
