@@ -58,6 +58,12 @@ def info(
             console.print(f"  {split} top-1: {100 * card.metrics[split]['top1']:.2f} %")
     for f, meta in card.files.items():
         console.print(f"  {f}: {meta['bytes']:,} bytes")
+    if card.code is not None:
+        console.print(
+            f"  code: {card.code.file}, factory {card.code.factory}, sha256 {card.code.sha256} "
+            "(runs only with --trust-code)",
+            highlight=False,
+        )
     console.print("  lineage: " + " -> ".join(h["stage"] for h in card.history))
     write_json(json_out, card_json(card))
 

@@ -191,7 +191,8 @@ def _without_new_defaults(obj: Any) -> Any:
     return obj
 
 
-def _complete(folder: Path, digest: str) -> dict[str, Any] | None:
+def completed_record(folder: Path, digest: str) -> dict[str, Any] | None:
+    """The record of a finished stage whose inputs are unchanged (else None), for --resume."""
     rec = folder / RECORD
     if not rec.is_file():
         return None
@@ -255,7 +256,7 @@ def _run_stage(
 ) -> dict[str, Any]:
     folder = ctx.out / st.folder
     digest = input_hash(st, ctx.current, ctx.data, st.kind.hash_extra(st.config, ctx))
-    if resume and (done := _complete(folder, digest)) is not None:
+    if resume and (done := completed_record(folder, digest)) is not None:
         log.info("stage %s: complete and inputs unchanged; skipped", st.spec.name)
         return {**done, "resumed": True}
     t = time.perf_counter()
