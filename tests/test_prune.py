@@ -295,7 +295,7 @@ def test_pruned_artifact_round_trip_and_onnx(name, kw, tmp_path):
     y = m.eval()(x)
     save_model(m, tmp_path / "a", new_card(m))
     assert "model.safetensors" in read_card(tmp_path / "a").files
-    loaded, card = load_model(tmp_path / "a")
+    loaded, card = load_model(tmp_path / "a", trust_code=True)  # USER_MODEL runs code
     assert card.structure and shapes(loaded) == shapes(m)
     assert torch.equal(loaded(x), y)
     buf = io.BytesIO()
