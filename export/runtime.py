@@ -272,7 +272,7 @@ def probe_in_subprocess(
 
     Returns the child's report (providers, seconds); raises a typed error if it failed or died.
     """
-    cmd = [sys.executable, "-m", "export.runtime", str(path), runtime, str(threads or 0)]
+    cmd = [*child_python("export.runtime"), str(path), runtime, str(threads or 0)]
     env = {**os.environ, "PYTHONPATH": _pythonpath()}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -306,6 +306,16 @@ def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str)
         raise cls(err.get("message", "probe failed"), hint=err.get("hint"))
     tail = (stderr.strip().splitlines() or ["no output"])[-1]
     raise InvalidInputError(f"probing {path} failed (exit {returncode}): {tail[:300]}")
+
+
+def child_python(module: str) -> list[str]:
+    """`python -m module` without the current directory first on sys.path, so a folder named
+    like our packages where the user runs the command can't stand in for the child's code."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", module]
+    boot = "import runpy, sys; sys.path.pop(0); "
+    boot += f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", boot]
 
 
 def _pythonpath() -> str:

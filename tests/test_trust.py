@@ -194,3 +194,19 @@ def test_readme_documents_what_is_trusted():
     section = text.split("## Security", 1)[1].split("\n## ", 1)[0]
     assert "--trust-pickle" in section and "--trust-code" in section
     assert "sha-256" in section.lower() and "trust_code" in section
+
+
+def test_onnx_probe_ignores_a_lookalike_package_in_the_working_directory(tmp_path, monkeypatch):
+    """The ONNX probe child runs our export.runtime, not an `export/` folder where the user is."""
+    from export.runtime import probe_in_subprocess
+
+    marker = tmp_path / "MARKER"
+    fake = tmp_path / "cwd" / "export"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "runtime.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    onnx = tmp_path / "m.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.randn(1, 4),), str(onnx), dynamo=False)
+    monkeypatch.chdir(tmp_path / "cwd")
+    report = probe_in_subprocess(onnx, "ort-cpu", 1)
+    assert report and not marker.exists()
