@@ -179,7 +179,9 @@ def new_card(model: nn.Module, **fields: Any) -> Card:
     code = None
     if "factory_sha256" in spec.extra:
         origin, _, attr = str(spec.extra["factory"]).rpartition(":")
-        code = Code(factory=attr, sha256=spec.extra["factory_sha256"], origin=origin)
+        code = Code(
+            factory=attr, sha256=spec.extra["factory_sha256"], origin=str(Path(origin).resolve())
+        )
     return Card(architecture=arch, code=code, spec=spec.to_dict(), **fields)
 
 
@@ -260,8 +262,11 @@ def model_code(path: str | Path, card: Card, *, trust_code: bool) -> tuple[Path,
 
 def build_model(card: Card, path: str | Path, *, trust_code: bool = False) -> nn.Module:
     """The architecture the card of artifact `path` describes, pruned shapes applied, weights
-    uninitialized. A user factory runs only from the artifact, with consent: see model_code."""
+    uninitialized. A user factory runs only from the artifact, with consent: see model_code.
+    An older card (factory path, no hash) gains a `code` record, so a re-save stores the code."""
     a = card.architecture
+    if "source" in a.kwargs:
+        raise ArtifactError(f"{path}: architecture kwargs may not set 'source'")
     shape = {"num_classes": a.num_classes, "in_channels": a.in_channels}
     shape["input_size"] = a.input_size
     code = model_code(path, card, trust_code=trust_code)
@@ -269,8 +274,10 @@ def build_model(card: Card, path: str | Path, *, trust_code: bool = False) -> nn
         model = create_model(a.name, **shape, **a.kwargs)
     else:
         file, source = code
-        attr = card.code.factory if card.code else a.name.rpartition(":")[2]
-        model = create_model(f"{file}:{attr}", **shape, source=source, **a.kwargs)
+        if card.code is None:
+            attr = a.name.rpartition(":")[2]
+            card.code = Code(factory=attr, sha256=sha256_bytes(source), origin=str(file.resolve()))
+        model = create_model(f"{file}:{card.code.factory}", **shape, source=source, **a.kwargs)
     if card.structure:
         apply_structure(model, card.structure)
     return model

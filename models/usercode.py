@@ -10,6 +10,7 @@ was made. The bytes that are hashed are the bytes that are executed (no second r
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import types
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 from models.errors import InvalidInputError, UntrustedCodeError
 
+log = logging.getLogger(__name__)
 CONSENT = "pass --trust-code (recipe: `trust_code: true`; Python: trust_code=True)"
 
 # Source of every factory executed in this process, by SHA-256: an artifact saved from such a
@@ -79,3 +81,4 @@ def check_consent(
             f"{owner} builds its model by running {file} (sha256 {sha256}); refused: "
             f"{CONSENT} if you trust that code"
         )
+    log.info("running %s (sha256 %s), trusted for %s", file, sha256, owner)

@@ -98,8 +98,12 @@ def test_card_naming_an_outside_file_is_refused(art, evil, tmp_path):
     with pytest.raises(UntrustedCodeError, match=sha256_bytes(f.read_bytes())):
         load_model(art)
     assert not marker.exists()
-    load_model(art, trust_code=True)
+    model, loaded = load_model(art, trust_code=True)
     assert marker.exists()
+    # Re-saving an older card's model stores the code it ran, with its hash.
+    again = save_model(model, tmp_path / "again", loaded)
+    assert (again / CODE).read_bytes() == f.read_bytes()
+    assert read_card(again).code.sha256 == sha256_bytes(f.read_bytes())  # type: ignore[union-attr]
 
 
 def test_changed_code_is_refused_even_with_consent(art, evil, tmp_path, mini_data):
