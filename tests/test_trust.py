@@ -214,3 +214,32 @@ def test_onnx_probe_ignores_a_lookalike_package_in_the_working_directory(tmp_pat
     monkeypatch.chdir(tmp_path / "cwd")
     report = probe_in_subprocess(onnx, "ort-cpu", 1)
     assert report and not marker.exists()
+
+
+def test_tune_best_recipes_take_only_the_recipes_search_keys(tmp_path):
+    """A shared study storage may hold trials with any params: `model` must not leak into
+    best-*.yaml (a recipe the user will run)."""
+    import optuna
+
+    from compress.pipeline.recipe import parse_recipe
+    from compress.pipeline.tune import TuneConfig, tune
+
+    recipe = parse_recipe(
+        "name: s\nmodel: lenet5\nstages:\n  - train: {epochs: 1}\n  - prune: {ratio: 0.3}\n"
+        "search:\n  prune.ratio: {low: 0.2, high: 0.8}\n"
+    )
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=db, study_name="s", direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"prune.ratio": 0.5, "model": "/x/evil.py:build"},
+            distributions={
+                "prune.ratio": optuna.distributions.FloatDistribution(0.2, 0.8),
+                "model": optuna.distributions.CategoricalDistribution(["/x/evil.py:build"]),
+            },
+            value=0.9,
+        )
+    )
+    res = tune(recipe, TuneConfig(trials=1, objectives=("accuracy",), storage=db), tmp_path)
+    best = Path(res.best_recipes["accuracy"]).read_text()
+    assert "evil" not in best and "model: lenet5" in best and "ratio: 0.5" in best
