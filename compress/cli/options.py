@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from compress.stages.common import ModelRef
-from models.data import DataConfig
+if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
+    from compress.stages.common import ModelRef
+    from models.data import DataConfig
 
 ModelOpt = Annotated[
     str,
@@ -88,6 +89,8 @@ def model_ref(
     input_size: int | None,
     trust_pickle: bool,
 ) -> ModelRef:
+    from compress.stages.common import ModelRef
+
     return ModelRef(
         model=model,
         weights=weights,
@@ -108,6 +111,8 @@ def data_config(
     augment: bool = False,
 ) -> DataConfig:
     """Data options; dataset None means "the input artifact's data set, else Fashion-MNIST"."""
+    from models.data import DataConfig
+
     return DataConfig(
         dataset=dataset,
         data_dir=data_dir,
