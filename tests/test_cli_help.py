@@ -53,3 +53,37 @@ def test_verb_help_imports_nothing_heavy(verb):
     names, out = imported_modules(verb, "--help")
     assert "--help" in out
     assert not names & HEAVY, sorted(names & HEAVY)
+
+
+def test_every_verb_is_registered():
+    assert verbs() == sorted(
+        [
+            "train",
+            "eval",
+            "models",
+            "info",
+            "prune",
+            "sensitivity",
+            "export",
+            "bench",
+            "doctor",
+            "quantize",
+            "distill",
+            "run",
+            "tune",
+        ]
+    )
+
+
+def test_a_verb_module_that_fails_to_import_is_an_error():
+    """No verb silently disappears: the import error reaches the user."""
+    code = (
+        "import sys; sys.modules['compress.cli.tune_cmd'] = None\n"
+        "try:\n    import compress.cli.app\nexcept ImportError as e:\n"
+        "    print('raised', e.name)\nelse:\n    print('swallowed')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert r.stdout.strip() == "raised compress.cli.tune_cmd", r.stdout + r.stderr

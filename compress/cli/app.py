@@ -93,17 +93,28 @@ def _root(
 
 
 def _register() -> None:
-    from compress.cli import info_cmd, train_cmd
+    """Every verb, named here; a verb module that fails to import is an error, not a gap."""
+    from compress.cli import (
+        distill_cmd,
+        export_cmd,
+        info_cmd,
+        prune_cmd,
+        quantize_cmd,
+        run_cmd,
+        train_cmd,
+        tune_cmd,
+    )
 
-    train_cmd.register(app)
-    info_cmd.register(app)
-    for name in ("prune_cmd", "export_cmd", "quantize_cmd", "distill_cmd", "run_cmd", "ddp_cmd"):
-        try:
-            module = __import__(f"compress.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"compress.cli.{name}":
-                raise
-            continue
+    for module in (
+        train_cmd,
+        info_cmd,
+        prune_cmd,
+        export_cmd,
+        quantize_cmd,
+        distill_cmd,
+        run_cmd,
+        tune_cmd,
+    ):
         module.register(app)
 
 

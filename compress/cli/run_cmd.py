@@ -1,4 +1,4 @@
-"""`compress run` (a recipe, end to end) and `compress tune` (Optuna search over a recipe)."""
+"""`compress run`: a recipe, end to end, with its report."""
 
 from __future__ import annotations
 
@@ -116,8 +116,3 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
-    try:
-        from compress.cli.tune_cmd import tune
-    except ModuleNotFoundError:
-        return
-    app.command("tune")(tune)

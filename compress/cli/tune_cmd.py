@@ -83,3 +83,7 @@ def tune(
             "best_recipes": res.best_recipes,
         },
     )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
