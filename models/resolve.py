@@ -72,6 +72,12 @@ def resolve_model(
     return src
 
 
+def zoo_weights(ref: str, weights: str | None) -> str | None:
+    """`weights` for `ref` when several models share one `--weights`: it fills zoo names and
+    factories, while artifacts and model files already carry theirs."""
+    return None if Path(ref).exists() else weights
+
+
 def _apply_weights(src: ModelSource, weights: str, trust_pickle: bool) -> None:
     if weights == "random":
         if src.card is not None:

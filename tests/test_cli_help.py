@@ -3,12 +3,15 @@ import no torch, onnx or onnxruntime (checked with `-X importtime` in a fresh in
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from compress.cli import options as o
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "onnx", "onnxruntime", "torch_pruning", "optuna", "matplotlib"}
@@ -87,3 +90,65 @@ def test_a_verb_module_that_fails_to_import_is_an_error():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert r.stdout.strip() == "raised compress.cli.tune_cmd", r.stdout + r.stderr
+
+
+def test_option_groups_are_declared_once_and_reach_the_command():
+    """A verb takes `ModelOptions`/`DataOptions`/`DeviceOptions` as one parameter each; Typer
+    sees their fields as options and the command gets the built group."""
+    import typer
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def cmd(
+        model: o.ModelOpt,
+        mo: o.ModelOptions = o.ModelOptions(),
+        data: o.DataOptions = o.DataOptions(),
+        dev: o.DeviceOptions = o.DeviceOptions(),
+    ) -> None:
+        seen.update(ref=mo.of(model), data=data.config(limit=5), dev=dev)
+
+    app = typer.Typer()
+    app.command()(o.with_groups(cmd))
+    args = ["-m", "lenet5", "--weights", "w.safetensors", "--input-size", "32", "--amp", "off"]
+    r = CliRunner().invoke(app, [*args, "--dataset", "mnist"])
+    assert r.exit_code == 0, r.output
+    ref = seen["ref"]
+    assert (ref.model, ref.weights, ref.input_size, ref.num_classes) == (
+        "lenet5",
+        "w.safetensors",
+        32,
+        None,
+    )
+    assert (seen["data"].dataset, seen["data"].limit) == ("mnist", 5)
+    assert (seen["dev"].device, seen["dev"].amp) == ("auto", "off")
+
+
+@pytest.mark.parametrize(
+    ("verb", "groups"),
+    [
+        ("train", "model data device"),
+        ("eval", "model data"),
+        ("prune", "model data device"),
+        ("sensitivity", "model data"),
+        ("quantize", "model data"),
+        ("export", "model data"),
+        ("bench", "model"),
+        ("doctor", "model"),
+        ("distill", "shape data device"),
+    ],
+)
+def test_verbs_use_the_shared_groups(verb, groups):
+    from dataclasses import fields
+
+    from compress.cli.app import app
+
+    cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "data": o.DataOptions}
+    cls["device"] = o.DeviceOptions
+    cmd = next(c for c in app.registered_commands if c.name == verb)
+    sig = inspect.signature(cmd.callback.__wrapped__, eval_str=True)
+    used = {p.annotation for p in sig.parameters.values()}
+    for g in groups.split():
+        assert cls[g] in used, g
+        for f in fields(cls[g]):
+            assert f.name in inspect.signature(cmd.callback).parameters

@@ -61,15 +61,10 @@ def distill(
     ] = False,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: o.LimitOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    device: o.DeviceOpt = "auto",
-    amp: o.AmpOpt = "auto",
+    shape: o.ShapeOptions = o.ShapeOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    dev: o.DeviceOptions = o.DeviceOptions(),
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
@@ -101,21 +96,15 @@ def distill(
         optimizer=optimizer,
         schedule=schedule,
         seed=seed,
-        device=device,
-        amp=amp,
+        device=dev.device,
+        amp=dev.amp,
         channels_last=channels_last,
     )
-    t_ref = ModelRef(teacher, weights=teacher_weights, trust_pickle=trust_pickle)
-    s_ref = o.model_ref(
-        student, student_weights, num_classes, in_channels, input_size, trust_pickle
-    )
-    data = o.data_config(
-        dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment
-    )
+    t_ref = ModelRef(teacher, weights=teacher_weights, trust_pickle=shape.trust_pickle)
+    s_ref = shape.ref(student, student_weights)
+    dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        r = run_distill(
-            t_ref, s_ref, kd, data, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks
-        )
+        r = run_distill(t_ref, s_ref, kd, dc, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks)
     t = r["teacher"]["metrics"]
     console.print(
         f"[green]distilled[/] {r['student']} ({r['params']:,} params) from {teacher} "
@@ -133,4 +122,4 @@ def distill(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("distill")(distill)
+    app.command("distill")(o.with_groups(distill))

@@ -45,13 +45,8 @@ def export(
     parity_samples: Annotated[
         int, typer.Option(help="Inputs for the parity gate (validation images if trained).")
     ] = 64,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -73,9 +68,8 @@ def export(
         optimize=optimize,
         parity_samples=parity_samples,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
-        summary = run_export(ref, cfg, o.data_config(dataset, data_dir), out, overwrite=overwrite)
+        summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite)
     e = summary["export"]
     console.print(
         f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "
@@ -113,11 +107,7 @@ def bench(
         ),
     ] = 1,
     opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
     md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -137,6 +127,7 @@ def bench(
     from export.bench import BenchConfig
     from export.bench_results import INPUT_NOTE
     from export.report import TABLE_COLUMNS, environment_line, table_rows, write_reports
+    from models.resolve import zoo_weights
 
     cfg = BenchConfig(
         runtimes=tuple(runtime or ("torch", "ort-cpu")),
@@ -148,10 +139,7 @@ def bench(
         opset=opset,
         rounds=rounds,
     )
-    refs = [
-        o.model_ref(m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle)
-        for m in model
-    ]
+    refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
         report = run_bench(refs, cfg, progress=progress)
     # A narrow terminal gets the columns that matter most; the files always have all of them.
@@ -185,20 +173,15 @@ def doctor(
         str, typer.Option("--runtime", "-r", help="ort-cpu, ort-cuda or ort-trt.")
     ] = "ort-cpu",
     threads: ThreadsOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
     from compress.stages.bench import run_doctor
 
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
     with err_console.status(f"examining {model} on {runtime}"):
-        d = run_doctor(ref, runtime, threads)
+        d = run_doctor(mo.of(model), runtime, threads)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:
@@ -252,18 +235,11 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _zoo_only(model: str, weights: str | None) -> str | None:
-    """--weights applies to zoo names and factories, not to artifacts or ONNX files."""
-    from pathlib import Path
-
-    return None if Path(model).exists() else weights
-
-
 def _file(path: str | None) -> str | None:
     return None if path in (None, "-") else path
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
-    app.command("bench")(bench)
-    app.command("doctor")(doctor)
+    app.command("export")(o.with_groups(export))
+    app.command("bench")(o.with_groups(bench))
+    app.command("doctor")(o.with_groups(doctor))

@@ -95,16 +95,10 @@ def prune(
     lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 1e-3,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: o.LimitOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    device: o.DeviceOpt = "auto",
-    amp: o.AmpOpt = "auto",
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    dev: o.DeviceOptions = o.DeviceOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -150,14 +144,20 @@ def prune(
             lr=lr,
             schedule="cosine",
             seed=seed,
-            device=device,
-            amp=amp,
+            device=dev.device,
+            amp=dev.amp,
         )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
-    data = o.data_config(dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit)
+    dc = data.config(batch_size=batch_size, seed=seed, limit=limit)
     with RichHooks() as hooks:
         s = run_prune(
-            ref, cfg, data, out, overwrite=overwrite, finetune=tune, latency=latency, hooks=hooks
+            mo.of(model),
+            cfg,
+            dc,
+            out,
+            overwrite=overwrite,
+            finetune=tune,
+            latency=latency,
+            hooks=hooks,
         )
     _print_summary(s)
     write_json(json_out, s)
@@ -215,13 +215,8 @@ def sensitivity(
         int, typer.Option(help="Validation images per trial (0 = the whole split).")
     ] = 2000,
     latency: Annotated[bool, typer.Option(help="Time every trial in onnxruntime.")] = True,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -246,11 +241,10 @@ def sensitivity(
         ignore=list(ignore or []),
         latency=latency,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
     r = run_sensitivity(
-        ref,
+        mo.of(model),
         cfg,
-        o.data_config(dataset, data_dir),
+        data.config(),
         out,
         overwrite=overwrite,
         val_limit=val_limit or None,
@@ -262,5 +256,5 @@ def sensitivity(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune")(prune)
-    app.command("sensitivity")(sensitivity)
+    app.command("prune")(o.with_groups(prune))
+    app.command("sensitivity")(o.with_groups(sensitivity))

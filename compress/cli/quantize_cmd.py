@@ -62,13 +62,8 @@ def quantize(
         bool, typer.Option("--latency/--no-latency", help="Measure fp32 vs quantized latency.")
     ] = True,
     seed: o.SeedOpt = 0,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -107,10 +102,9 @@ def quantize(
         latency=latency,
         seed=seed,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
-    data = o.data_config(dataset, data_dir, seed=seed, limit=limit)
+    dc = data.config(seed=seed, limit=limit)
     with RichHooks() as hooks:
-        summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+        summary = run_quantize(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks)
     _print(summary)
     write_json(json_out, summary)
 
@@ -143,4 +137,4 @@ def _print(s: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("quantize")(quantize)
+    app.command("quantize")(o.with_groups(quantize))

@@ -22,16 +22,10 @@ def train(
     augment: Annotated[bool, typer.Option(help="Random flips and crops.")] = False,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: o.LimitOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    device: o.DeviceOpt = "auto",
-    amp: o.AmpOpt = "auto",
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    dev: o.DeviceOptions = o.DeviceOptions(),
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run from OUT.checkpoint/.")
@@ -56,17 +50,14 @@ def train(
         schedule=schedule,
         label_smoothing=label_smoothing,
         seed=seed,
-        device=device,
-        amp=amp,
+        device=dev.device,
+        amp=dev.amp,
         channels_last=channels_last,
         resume=resume,
     )
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
-    data = o.data_config(
-        dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment
-    )
+    dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        summary = run_train(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+        summary = run_train(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks)
     m = summary["metrics"]
     console.print(
         f"[green]trained[/] {model} ({summary['params']:,} params, "
@@ -80,14 +71,9 @@ def train(
 def evaluate(
     model: o.ModelOpt,
     split: Annotated[str, typer.Option(help="test (default), val or train.")] = "test",
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N samples.")] = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     json_out: o.JsonOpt = None,
 ) -> None:
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
@@ -95,8 +81,7 @@ def evaluate(
 
     from compress.stages.evaluate import run_eval
 
-    ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
-    r = run_eval(ref, o.data_config(dataset, data_dir), split=split, limit=limit)
+    r = run_eval(mo.of(model), data.config(), split=split, limit=limit)
     table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
@@ -108,5 +93,5 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("eval")(evaluate)
+    app.command("train")(o.with_groups(train))
+    app.command("eval")(o.with_groups(evaluate))
