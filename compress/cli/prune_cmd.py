@@ -8,6 +8,7 @@ import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
+from compress.pruning.config import FINETUNE_LR
 
 Ratio = Annotated[
     float | None,
@@ -92,7 +93,9 @@ def prune(
     latency: Annotated[
         bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
     ] = True,
-    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 1e-3,
+    lr: Annotated[
+        float, typer.Option(help="Fine-tuning peak learning rate (cosine decay).")
+    ] = FINETUNE_LR,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
     limit: o.LimitOpt = None,
@@ -109,21 +112,16 @@ def prune(
     and after. A zoo model needs trained weights (or --weights random for latency studies).
     """
     from compress.cli.progress import RichHooks
-    from compress.pruning.prune import PruneConfig
+    from compress.pruning.prune import PruneConfig, finetune_recipe
     from compress.stages.prune import run_prune
-    from compress.training.fit import TrainConfig
 
-    layer_ratios = None
-    if from_sensitivity:
-        from compress.pruning.sensitivity import load_report, ratios_from_sensitivity
-
-        layer_ratios = ratios_from_sensitivity(load_report(from_sensitivity), max_drop / 100)
     cfg = PruneConfig(
         ratio=ratio,
         target_macs=target_macs,
         target_params=target_params,
         target_latency_ms=target_latency_ms,
-        layer_ratios=layer_ratios,
+        from_sensitivity=from_sensitivity,
+        sensitivity_max_drop=max_drop,
         criterion=criterion,
         global_pruning=global_pruning,
         steps=steps,
@@ -137,16 +135,7 @@ def prune(
         latency_threads=latency_threads,
         seed=seed,
     )
-    tune = None
-    if finetune_epochs or final_finetune_epochs:
-        tune = TrainConfig(
-            epochs=max(finetune_epochs, final_finetune_epochs),
-            lr=lr,
-            schedule="cosine",
-            seed=seed,
-            device=dev.device,
-            amp=dev.amp,
-        )
+    tune = finetune_recipe(cfg, lr=lr, device=dev.device, amp=dev.amp)
     dc = data.config(batch_size=batch_size, seed=seed, limit=limit)
     with RichHooks() as hooks:
         s = run_prune(
