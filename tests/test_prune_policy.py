@@ -71,3 +71,53 @@ def test_no_target_means_half_the_macs_said_in_one_line(caplog):
     assert (cfg.target_macs, cfg.target_kind) == ("2x", "macs")
     lines = [r.getMessage() for r in caplog.records if "no pruning target" in r.getMessage()]
     assert len(lines) == 1 and "--target-macs 2x" in lines[0]
+
+
+def test_cli_prune_without_target_uses_the_default_and_says_what_to_do(tmp_path):
+    """`compress prune --model resnet50`: the default target is named, then the missing
+    weights are explained without any hard-coded timing."""
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+
+    r = CliRunner().invoke(app, ["prune", "--model", "resnet50", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert "no pruning target given: using --target-macs 2x" in text
+    assert "give exactly one" not in text
+    assert "resnet50 has no trained weights" in text
+    for todo in ("compress train --model resnet50", "--weights FILE", "--weights random"):
+        assert todo in text
+    for timing in ("minute", "hour", " min ", "per epoch", "seconds"):
+        assert timing not in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_prune_help_names_the_default_target():
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+    from compress.pruning.config import DEFAULT_TARGET
+
+    r = CliRunner().invoke(app, ["prune", "--help"], env={"COLUMNS": "200"})
+    option = DEFAULT_TARGET[0].replace("_", "-")
+    assert f"--{option} {DEFAULT_TARGET[1]}" in " ".join(r.output.split())
+
+
+def test_no_hint_in_the_code_quotes_a_timing():
+    """Timings depend on the machine: hints and help texts must not carry one."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(
+        r"\b(about|~) ?\d+(\.\d+)? ?(s|min|minutes|hours?)\b|per epoch on|minutes per"
+    )
+    hits = [
+        f"{p.relative_to(root)}: {m.group(0)}"
+        for folder in ("compress", "models", "export")
+        for p in (root / folder).rglob("*.py")
+        for m in [pattern.search(p.read_text())]
+        if m
+    ]
+    assert not hits, hits

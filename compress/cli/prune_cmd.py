@@ -107,9 +107,10 @@ def prune(
 ) -> None:
     """Remove channels for real (torch-pruning), fine-tune, and write a smaller, faster artifact.
 
-    Give exactly one target: --ratio, --target-macs, --target-params, --target-latency-ms or
-    --from-sensitivity. The card records params, MACs, file size, latency and accuracy before
-    and after. A zoo model needs trained weights (or --weights random for latency studies).
+    Give one target: --ratio, --target-macs, --target-params, --target-latency-ms or
+    --from-sensitivity; with none, --target-macs 2x (half the MACs per image) is used and said.
+    The card records params, MACs, file size, latency and accuracy before and after. A zoo model
+    needs trained weights (or --weights random for latency studies).
     """
     from compress.cli.progress import RichHooks
     from compress.pruning.prune import PruneConfig, finetune_recipe

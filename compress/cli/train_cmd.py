@@ -35,8 +35,8 @@ def train(
 ) -> None:
     """Train a model on real data (Fashion-MNIST by default) and write an artifact.
 
-    LeNet-5 with the defaults reaches ~91 % Fashion-MNIST test top-1 in about 3 minutes on
-    2 CPU cores. A checkpoint is written after every epoch; --resume continues from it.
+    LeNet-5 with the defaults reaches ~91 % Fashion-MNIST test top-1 (BENCHMARKS.md gives
+    measured times). A checkpoint is written after every epoch; --resume continues from it.
     """
     from compress.cli.progress import RichHooks
     from compress.stages.train import run_train
