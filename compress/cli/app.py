@@ -6,6 +6,7 @@ anything about models. Heavy libraries are imported inside the commands, so `--h
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any
@@ -14,7 +15,17 @@ import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
-from models.errors import EXIT_CODES, CompressError
+from models.errors import EXIT_CODES, CompressError, ResourceError
+
+# OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
+_REFUSED_WRITES = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "not a directory",
+}
 
 
 class ErrorMappingGroup(TyperGroup):
@@ -36,9 +47,9 @@ class ErrorMappingGroup(TyperGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             raise typer.Exit(0) from None
         except OSError as e:
-            if getattr(e, "errno", None) == 28:  # ENOSPC
-                err_console.print(f"[bold red]error:[/] disk full: {e}")
-                raise typer.Exit(6) from None
+            if e.errno in _REFUSED_WRITES:
+                err_console.print(f"[bold red]error:[/] {_REFUSED_WRITES[e.errno]}: {e}")
+                raise typer.Exit(ResourceError.exit_code) from None
             _internal(e)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
