@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
-from compress.pruning.config import FINETUNE_LR
+from compress.pruning.config import FINETUNE_LR, PruneConfig
 
 Ratio = Annotated[
     float | None,
@@ -32,64 +33,100 @@ TargetLatency = Annotated[
         "in rounds, measuring after each, until met (an error says so if it can't be)."
     ),
 ]
+FromSensitivity = Annotated[
+    str | None,
+    typer.Option(
+        help="sensitivity.json (or its directory) from `compress sensitivity`: each layer gets "
+        "the largest ratio whose val top-1 drop alone was <= --max-drop."
+    ),
+]
+MaxDrop = Annotated[
+    float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
+]
+Criterion = Annotated[
+    str, typer.Option(help="l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random.")
+]
+GlobalPruning = Annotated[
+    bool,
+    typer.Option(
+        "--global/--local",
+        help="Rank channels across all layers (global) or prune each layer by the same ratio.",
+    ),
+]
+FinetuneEpochs = Annotated[
+    int, typer.Option(help="Fine-tuning epochs after each step (training data).")
+]
+FinalFinetuneEpochs = Annotated[int, typer.Option(help="Fine-tuning epochs after the last step.")]
+Kd = Annotated[
+    bool,
+    typer.Option(
+        help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) instead of "
+        "plain cross-entropy (measured gains are small and parent-dependent: BENCHMARKS.md).",
+    ),
+]
+RoundTo = Annotated[int, typer.Option(help="Keep channel counts multiples of this (1 = off).")]
+Ignore = Annotated[
+    list[str] | None,
+    typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
+]
+MaxLayerRatio = Annotated[
+    float, typer.Option(help="No layer loses more than this fraction of its channels.")
+]
+LatencyThreads = Annotated[
+    int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
+]
+
+
+@dataclass(frozen=True)
+class PruneOptions(o.OptionGroup):
+    """What to prune and how: the target (one of the first five) and the method."""
+
+    ratio: Ratio = None
+    target_macs: TargetMacs = None
+    target_params: TargetParams = None
+    target_latency_ms: TargetLatency = None
+    from_sensitivity: FromSensitivity = None
+    max_drop: MaxDrop = 1.0
+    criterion: Criterion = "l2"
+    global_pruning: GlobalPruning = False
+    steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1
+    finetune_epochs: FinetuneEpochs = 0
+    final_finetune_epochs: FinalFinetuneEpochs = 0
+    kd: Kd = False
+    round_to: RoundTo = 8
+    ignore: Ignore = None
+    max_layer_ratio: MaxLayerRatio = 1.0
+    latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1
+    latency_threads: LatencyThreads = 2
+
+    def config(self, seed: int) -> PruneConfig:
+        """The library's PruneConfig (validated there)."""
+        return PruneConfig(
+            ratio=self.ratio,
+            target_macs=self.target_macs,
+            target_params=self.target_params,
+            target_latency_ms=self.target_latency_ms,
+            from_sensitivity=self.from_sensitivity,
+            sensitivity_max_drop=self.max_drop,
+            criterion=self.criterion,
+            global_pruning=self.global_pruning,
+            steps=self.steps,
+            finetune_epochs=self.finetune_epochs,
+            final_finetune_epochs=self.final_finetune_epochs,
+            kd=self.kd,
+            round_to=self.round_to if self.round_to > 1 else None,
+            ignore=list(self.ignore or []),
+            max_layer_ratio=self.max_layer_ratio,
+            latency_batch=self.latency_batch,
+            latency_threads=self.latency_threads,
+            seed=seed,
+        )
 
 
 def prune(
     model: o.ModelOpt,
     out: o.OutOpt,
-    ratio: Ratio = None,
-    target_macs: TargetMacs = None,
-    target_params: TargetParams = None,
-    target_latency_ms: TargetLatency = None,
-    from_sensitivity: Annotated[
-        str | None,
-        typer.Option(
-            help="sensitivity.json (or its directory) from `compress sensitivity`: each layer gets "
-            "the largest ratio whose val top-1 drop alone was <= --max-drop."
-        ),
-    ] = None,
-    max_drop: Annotated[
-        float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
-    ] = 1.0,
-    criterion: Annotated[
-        str,
-        typer.Option(help="l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random."),
-    ] = "l2",
-    global_pruning: Annotated[
-        bool,
-        typer.Option(
-            "--global/--local",
-            help="Rank channels across all layers (global) or prune each layer by the same ratio.",
-        ),
-    ] = False,
-    steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1,
-    finetune_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs after each step (training data).")
-    ] = 0,
-    final_finetune_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs after the last step.")
-    ] = 0,
-    kd: Annotated[
-        bool,
-        typer.Option(
-            help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) instead of "
-            "plain cross-entropy (measured gains are small and parent-dependent: BENCHMARKS.md).",
-        ),
-    ] = False,
-    round_to: Annotated[
-        int, typer.Option(help="Keep channel counts multiples of this (1 = off).")
-    ] = 8,
-    ignore: Annotated[
-        list[str] | None,
-        typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
-    ] = None,
-    max_layer_ratio: Annotated[
-        float, typer.Option(help="No layer loses more than this fraction of its channels.")
-    ] = 1.0,
-    latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1,
-    latency_threads: Annotated[
-        int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
-    ] = 2,
+    how: PruneOptions = PruneOptions(),
     latency: Annotated[
         bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
     ] = True,
@@ -113,29 +150,10 @@ def prune(
     needs trained weights (or --weights random for latency studies).
     """
     from compress.cli.progress import RichHooks
-    from compress.pruning.prune import PruneConfig, finetune_recipe
+    from compress.pruning.prune import finetune_recipe
     from compress.stages.prune import run_prune
 
-    cfg = PruneConfig(
-        ratio=ratio,
-        target_macs=target_macs,
-        target_params=target_params,
-        target_latency_ms=target_latency_ms,
-        from_sensitivity=from_sensitivity,
-        sensitivity_max_drop=max_drop,
-        criterion=criterion,
-        global_pruning=global_pruning,
-        steps=steps,
-        finetune_epochs=finetune_epochs,
-        final_finetune_epochs=final_finetune_epochs,
-        kd=kd,
-        round_to=round_to if round_to > 1 else None,
-        ignore=list(ignore or []),
-        max_layer_ratio=max_layer_ratio,
-        latency_batch=latency_batch,
-        latency_threads=latency_threads,
-        seed=seed,
-    )
+    cfg = how.config(seed)
     tune = finetune_recipe(cfg, lr=lr, device=dev.device, amp=dev.amp)
     dc = data.config(batch_size=batch_size, seed=seed, limit=limit)
     with RichHooks() as hooks:
