@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, err_console, write_json
 from models.errors import UsageError
+
+if TYPE_CHECKING:  # imports torch; loaded when the command runs
+    from export.bench import BenchConfig
 
 RuntimeOpt = Annotated[
     list[str] | None,
@@ -81,32 +85,58 @@ def export(
     write_json(json_out, summary)
 
 
-def bench(
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
-            "(speed-ups are relative to the first).",
-        ),
-    ],
-    runtime: RuntimeOpt = None,
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
-    threads: ThreadsOpt = None,
-    warmup: Annotated[int, typer.Option(help="Untimed runs before each case.")] = 2,
-    iters: Annotated[int | None, typer.Option(help="Timed runs per case.")] = None,
+BenchModels = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
+        "(speed-ups are relative to the first).",
+    ),
+]
+Rounds = Annotated[
+    int,
+    typer.Option(
+        help="Split each case's time into N slices taken in turns with the other cases, "
+        "so load from other processes hits every model alike (steadier speed-ups).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class BenchOptions(o.OptionGroup):
+    """What to measure and how long: runtimes, batch sizes, threads, timing budget."""
+
+    runtime: RuntimeOpt = None
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32"
+    threads: ThreadsOpt = None
+    warmup: Annotated[int, typer.Option(help="Untimed runs before each case.")] = 2
+    iters: Annotated[int | None, typer.Option(help="Timed runs per case.")] = None
     seconds: Annotated[
         float | None, typer.Option(help="Time per case (default 3 s, at least 5 runs).")
-    ] = None,
-    rounds: Annotated[
-        int,
-        typer.Option(
-            help="Split each case's time into N slices taken in turns with the other cases, "
-            "so load from other processes hits every model alike (steadier speed-ups).",
-        ),
-    ] = 1,
-    opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17,
+    ] = None
+    rounds: Rounds = 1
+    opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17
+
+    def config(self) -> BenchConfig:
+        """The library's BenchConfig (validated there)."""
+        from export.bench import BenchConfig
+
+        return BenchConfig(
+            runtimes=tuple(self.runtime or ("torch", "ort-cpu")),
+            batch_sizes=_batch_sizes(self.batch_sizes),
+            threads=self.threads,
+            warmup=self.warmup,
+            iters=self.iters,
+            seconds=self.seconds,
+            opset=self.opset,
+            rounds=self.rounds,
+        )
+
+
+def bench(
+    model: BenchModels,
+    how: BenchOptions = BenchOptions(),
     mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
@@ -121,28 +151,30 @@ def bench(
     Inputs are synthetic (random, the model's shape): the numbers are speed, not accuracy.
     PyTorch models also run on onnxruntime after an in-memory export.
     """
-    from rich.table import Table
-
     from compress.stages.bench import run_bench
-    from export.bench import BenchConfig
-    from export.bench_results import INPUT_NOTE
-    from export.report import TABLE_COLUMNS, environment_line, table_rows, write_reports
+    from export.report import write_reports
     from models.resolve import zoo_weights
 
-    cfg = BenchConfig(
-        runtimes=tuple(runtime or ("torch", "ort-cpu")),
-        batch_sizes=_batch_sizes(batch_sizes),
-        threads=threads,
-        warmup=warmup,
-        iters=iters,
-        seconds=seconds,
-        opset=opset,
-        rounds=rounds,
-    )
+    cfg = how.config()
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
         report = run_bench(refs, cfg, progress=progress)
-    # A narrow terminal gets the columns that matter most; the files always have all of them.
+    _print_bench(report)
+    for path in write_reports(
+        report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
+    ):
+        console.print(f"wrote {path}")
+    if json_out == "-":
+        write_json("-", report.to_dict())
+
+
+def _print_bench(report: Any) -> None:
+    """The table (a narrow terminal gets the columns that matter most), machine and notes."""
+    from rich.table import Table
+
+    from export.bench_results import INPUT_NOTE
+    from export.report import TABLE_COLUMNS, environment_line, table_rows
+
     keep = [
         i
         for i, c in enumerate(TABLE_COLUMNS)
@@ -159,12 +191,6 @@ def bench(
     for note in report.notes:
         style = "yellow" if ("FAILED" in note or "fell back" in note or "asked" in note) else "dim"
         console.print(f"[{style}]note:[/] {note}", highlight=False)
-    for path in write_reports(
-        report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
-    ):
-        console.print(f"wrote {path}")
-    if json_out == "-":
-        write_json("-", report.to_dict())
 
 
 def doctor(
