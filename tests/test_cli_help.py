@@ -152,3 +152,17 @@ def test_verbs_use_the_shared_groups(verb, groups):
         assert cls[g] in used, g
         for f in fields(cls[g]):
             assert f.name in inspect.signature(cmd.callback).parameters
+
+
+def test_cli_functions_are_short():
+    """Commands only parse options, call the library and print: each function <= 60 lines."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "compress" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno is not None:
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long.append(f"{path.name}:{node.name} {n} lines")
+    assert not long, long
