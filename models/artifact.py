@@ -118,23 +118,25 @@ def check_out_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def check_writable(out: str | Path) -> None:
+def check_writable(out: str | Path, option: str = "--out") -> None:
     """Fail before any work when nothing can be written where `out` would go (its parent, or
-    the nearest ancestor that exists): probe with an empty directory, removed at once."""
+    the nearest ancestor that exists): probe with an empty directory, removed at once.
+    `option` names the path in the message."""
     out = Path(out)
     anchor = out.parent
     while not anchor.exists() and anchor != anchor.parent:
         anchor = anchor.parent
-    hint = "choose an --out in a directory you can write to"
+    hint = f"choose an {option} in a directory you can write to"
     if not anchor.is_dir():
         raise OutputNotWritableError(
-            f"cannot write --out {out}: {anchor} is a file, not a directory", hint=hint
+            f"cannot write {option} {out}: {anchor} is a file, not a directory", hint=hint
         )
     try:
         probe = tempfile.mkdtemp(prefix=".compress-probe-", dir=anchor)
     except OSError as e:
         raise OutputNotWritableError(
-            f"cannot write --out {out}: {anchor} refuses new files ({e.strerror or e})", hint=hint
+            f"cannot write {option} {out}: {anchor} refuses new files ({e.strerror or e})",
+            hint=hint,
         ) from None
     os.rmdir(probe)
 

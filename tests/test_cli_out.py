@@ -80,3 +80,25 @@ def test_a_write_refused_midway_is_a_resource_error(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
     _one_clear_line(r, 6, "permission denied")
     assert 6 in EXIT_CODES and "file system" in EXIT_CODES[6]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["eval", "-m", "lenet5", "--weights", "random", *DATA, "--json"], "--json"),
+        (["bench", "-m", "lenet5", "--weights", "random", "--md"], "--md"),
+        (["info", "ARTIFACT", "--json"], "--json"),
+    ],
+)
+def test_report_files_that_cannot_be_written_are_refused_first(args, option, tmp_path, monkeypatch):
+    import compress.stages.bench as bench_stage
+    import compress.stages.evaluate as eval_stage
+
+    def never(*a, **k):
+        raise AssertionError("the work started before the output check")
+
+    monkeypatch.setattr(eval_stage, "run_eval", never)
+    monkeypatch.setattr(bench_stage, "run_bench", never)
+    args = [str(tmp_path) if a == "ARTIFACT" else a for a in args]
+    r = CliRunner().invoke(app, [*args, "/proc/compress-test/r.out"])
+    _one_clear_line(r, 2, f"cannot write {option} /proc/compress-test/r.out")

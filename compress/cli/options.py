@@ -162,9 +162,24 @@ class DeviceOptions(OptionGroup):
     amp: AmpOpt = "auto"
 
 
+# Report files a verb writes besides --out, checked before any work like --out itself.
+OUTPUT_FILES = {"json_out": "--json", "csv_out": "--csv", "md_out": "--md", "plot": "--plot"}
+
+
+def check_output_files(kwargs: dict[str, Any]) -> None:
+    """Refuse, before any work, a report file (--json, --csv, ...) that can't be written."""
+    paths = {OUTPUT_FILES[k]: v for k, v in kwargs.items() if k in OUTPUT_FILES and v}
+    if any(v != "-" for v in paths.values()):
+        from models.artifact import check_writable
+
+        for option, path in paths.items():
+            if path != "-":
+                check_writable(path, option)
+
+
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
     """Let Typer see each :class:`OptionGroup` parameter of `fn` as the group's options, and
-    hand `fn` the group object built from them."""
+    hand `fn` the group object built from them; report files are checked first."""
     sig = inspect.signature(fn, eval_str=True)
     params: list[inspect.Parameter] = []
     groups: dict[str, type[OptionGroup]] = {}
@@ -187,6 +202,7 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> R:
+        check_output_files(kwargs)
         for name, cls in groups.items():
             kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in fields(cls)})
         return fn(**kwargs)

@@ -115,4 +115,4 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
+    app.command("run")(o.with_groups(run))
