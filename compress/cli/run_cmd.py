@@ -43,19 +43,11 @@ def run(
     from compress.cli.progress import RichHooks
     from compress.pipeline.recipe import load_recipe
     from compress.pipeline.report import stage_rows, write_report
-    from compress.pipeline.runner import describe_plan, ensure_empty_or_resume, run_pipeline
+    from compress.pipeline.runner import ensure_empty_or_resume, run_pipeline
 
     rec = load_recipe(recipe, set_ or [])
     if dry_run:
-        steps = describe_plan(rec)
-        console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
-        for s in steps:
-            gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""
-            console.print(
-                f"  {s['folder']}: {s['kind']} ({s['consumes']} → {s['produces']})"
-                f"{gate}  {s['options']}"
-            )
-        write_json(json_out, {"recipe": rec.name, "plan": steps})
+        _print_plan(rec, json_out)
         return
     from pathlib import Path
 
@@ -79,6 +71,21 @@ def run(
         f"(also {paths['md'].name}, {paths['json'].name})"
     )
     write_json(json_out, {"out": str(out), "stages": result.stages, "gates": result.gates})
+
+
+def _print_plan(rec: Any, json_out: str | None) -> None:
+    """`--dry-run`: the validated plan, stage by stage."""
+    from compress.pipeline.runner import describe_plan
+
+    steps = describe_plan(rec)
+    console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
+    for s in steps:
+        gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""
+        console.print(
+            f"  {s['folder']}: {s['kind']} ({s['consumes']} → {s['produces']})"
+            f"{gate}  {s['options']}"
+        )
+    write_json(json_out, {"recipe": rec.name, "plan": steps})
 
 
 def summary_table(rows: list[dict[str, Any]]) -> Any:
