@@ -60,8 +60,8 @@ def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
 
 @dataclass
 class PruneConfig:
-    """What to prune and how far. Exactly one target: `ratio`, `target_macs`, `target_params`,
-    `target_latency_ms` or `layer_ratios`.
+    """What to prune and how far. At most one target: `ratio`, `target_macs`, `target_params`,
+    `target_latency_ms`, `layer_ratios` or `from_sensitivity` (none: `target_macs="2x"`).
 
     ratio: fraction of channels removed from every prunable layer (0 <= r < 1); parameters
       shrink by about 1-(1-r)^2 since each weight loses both input and output channels.
