@@ -45,13 +45,17 @@ def test_from_sensitivity_is_one_target_among_the_others(tmp_path):
 
 
 def test_recipe_prune_stage_takes_from_sensitivity(tmp_path):
-    from compress.pipeline.table import STAGES
+    from compress.pipeline.recipe import parse_recipe
+    from compress.pipeline.runner import describe_plan
 
     rep = _report(tmp_path / "sens", {"conv2": [0.0, 0.004, 0.5]})
-    built = STAGES.get("prune").validate(
-        {"from_sensitivity": str(rep), "sensitivity_max_drop": 0.5, "finetune_epochs": 1}, "r:3"
+    recipe = parse_recipe(
+        "name: r\nmodel: lenet5\nstages:\n  - train: {epochs: 1}\n"
+        f"  - prune: {{from_sensitivity: {rep}, sensitivity_max_drop: 0.5, finetune_epochs: 1}}\n"
     )
-    assert built["PruneConfig"].layer_ratios == {"conv2": 0.5}
+    prune_step = describe_plan(recipe)[1]
+    assert prune_step["kind"] == "prune"
+    assert prune_step["options"]["PruneConfig"]["layer_ratios"] == {"conv2": 0.5}
 
 
 def test_finetune_recipe_lives_in_the_library():
