@@ -166,3 +166,13 @@ def test_cli_functions_are_short():
                 if n > 60:
                     long.append(f"{path.name}:{node.name} {n} lines")
     assert not long, long
+
+
+def test_shared_weights_fill_zoo_names_only(tmp_path):
+    """`bench -m lenet5 -m ART --weights W`: W fills the zoo model, the artifact keeps its own."""
+    from models.resolve import zoo_weights
+
+    (tmp_path / "art").mkdir()
+    assert zoo_weights("lenet5", "w.safetensors") == "w.safetensors"
+    assert zoo_weights(str(tmp_path / "art"), "w.safetensors") is None
+    assert zoo_weights("lenet5", None) is None
