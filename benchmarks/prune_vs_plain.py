@@ -24,11 +24,10 @@ from typing import Any
 import torch
 
 from compress.distillation.distill import DistillConfig, distill
-from compress.pruning.config import PruneConfig
+from compress.pruning.config import PruneConfig, load_report, ratios_from_sensitivity
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
 from compress.pruning.prune import prune
-from compress.pruning.sensitivity import load_report, ratios_from_sensitivity
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import SilentHooks, TrainConfig, fit
 from models.artifact import load_model

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from models.errors import ArtifactError, OutputExistsError, ResourceError
+from models.errors import ArtifactError, OutputExistsError, OutputNotWritableError, ResourceError
 from models.registry import ModelSpec, attach_spec, create_model, is_factory_ref
 from models.structure import apply_structure, capture_structure
 from models.usercode import check_consent, known_source, read_source, sha256_bytes
@@ -126,15 +126,42 @@ def check_out_dir(out: str | Path, overwrite: bool) -> Path:
             f"output {out} exists and is not empty",
             hint="pass --overwrite to replace it, or choose another --out",
         )
+    check_writable(out)
     return out
+
+
+def check_writable(out: str | Path, option: str = "--out") -> None:
+    """Fail before any work when nothing can be written where `out` would go (its parent, or
+    the nearest ancestor that exists): probe with an empty directory, removed at once.
+    `option` names the path in the message."""
+    out = Path(out)
+    anchor = out.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    hint = f"choose an {option} in a directory you can write to"
+    if not anchor.is_dir():
+        raise OutputNotWritableError(
+            f"cannot write {option} {out}: {anchor} is a file, not a directory", hint=hint
+        )
+    try:
+        probe = tempfile.mkdtemp(prefix=".compress-probe-", dir=anchor)
+    except OSError as e:
+        raise OutputNotWritableError(
+            f"cannot write {option} {out}: {anchor} refuses new files ({e.strerror or e})",
+            hint=hint,
+        ) from None
+    os.rmdir(probe)
 
 
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `out` in one rename."""
     out = check_out_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise ResourceError(f"writing {out} failed: {e}") from e
     try:
         yield tmp
         if out.exists():

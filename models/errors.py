@@ -1,8 +1,9 @@
 """One exception hierarchy for the whole toolkit, each class carrying its CLI exit code.
 
 Exit codes (stable, documented in the README):
-0 ok · 1 internal bug · 2 usage · 3 invalid input · 4 unsupported · 5 quality gate failed
-(artifact kept) · 6 resources (disk, memory, device).
+0 ok · 1 internal bug · 2 usage (including an `--out` where nothing can be written) · 3 invalid
+input · 4 unsupported · 5 quality gate failed (artifact kept) · 6 resources (disk, memory,
+device, a file system refusing a write midway).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class UnknownModelError(UsageError):
 
 class OutputExistsError(UsageError):
     """`--out` exists and is not empty; we refuse to overwrite without `--overwrite`."""
+
+
+class OutputNotWritableError(UsageError):
+    """`--out` names a place where nothing can be written: a read-only file system, no
+    permission, a pseudo file system such as /proc, or a regular file in the path."""
 
 
 class InvalidInputError(CompressError):
@@ -92,10 +98,10 @@ class ResourceError(CompressError):
 EXIT_CODES: dict[int, str] = {
     0: "ok",
     1: "internal error (a bug: please report it)",
-    2: "usage error (bad option, unknown name, output exists)",
+    2: "usage error (bad option, unknown name, output exists or can't be written there)",
     3: "invalid input (missing/corrupt data, weights or artifact)",
     4: "unsupported (operation, runtime or device not available)",
     5: "quality gate failed (artifact kept and marked)",
-    6: "resources (disk, memory, device)",
+    6: "resources (disk, memory, device; a file system that refuses a write)",
     130: "interrupted (Ctrl-C)",
 }

@@ -15,9 +15,28 @@ from torch import nn
 
 from models.artifact import WEIGHTS, Card, is_artifact, load_model, read_card
 from models.errors import ArtifactError, UsageError
-from models.registry import create_model
+from models.registry import create_model, is_factory_ref
 from models.structure import apply_structure
 from models.weights import load_into, read_state_dict
+
+# Ways to give a zoo or factory model its weights besides training it, as `--weights` hints
+# (one place: a new source, e.g. pretrained weights, is one more entry). No timings here: they
+# depend on the machine (BENCHMARKS.md has measured ones).
+WEIGHTS_HINTS: list[str] = [
+    "--weights FILE (.safetensors, a .pt/.pth state_dict, or an artifact directory)",
+    "--weights random for a latency-only study (recorded as untrained)",
+]
+
+
+def missing_weights_hint(ref: str, verb: str) -> str:
+    """What to do when `ref` (a zoo name or factory) has no trained weights for `verb`."""
+    quoted = f"'{ref}'" if is_factory_ref(ref) else ref
+    slug = Path(ref.rsplit(":", 1)[0]).stem if is_factory_ref(ref) else ref
+    train = (
+        f"train it first (`compress train --model {quoted} --out runs/{slug}`; `--epochs 1 "
+        f"--limit 5000` makes a quick first artifact), then {verb} runs/{slug}"
+    )
+    return "; or ".join([train, *WEIGHTS_HINTS])
 
 
 @dataclass
@@ -72,6 +91,12 @@ def resolve_model(
     if weights is not None:
         _apply_weights(src, weights, trust_pickle)
     return src
+
+
+def zoo_weights(ref: str, weights: str | None) -> str | None:
+    """`weights` for `ref` when several models share one `--weights`: it fills zoo names and
+    factories, while artifacts and model files already carry theirs."""
+    return None if Path(ref).exists() else weights
 
 
 def _apply_weights(src: ModelSource, weights: str, trust_pickle: bool) -> None:

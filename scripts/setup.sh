@@ -21,7 +21,7 @@ want="$(sha256sum pyproject.toml | cut -c1-16) $TORCH_SPEC"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import compress" 2>/dev/null; then
   exit 0
 fi
-echo "setup: creating .venv (torch CPU build, onnxruntime, torch-pruning, ...; ~2 min)"
+echo "setup: creating .venv (torch CPU build, onnxruntime, torch-pruning, ...)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q --disable-pip-version-check "$TORCH_SPEC"

@@ -47,7 +47,6 @@ def shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({}, "exactly one pruning target, got none"),
         ({"ratio": 0.5, "target_macs": "2x"}, "--ratio and --target-macs"),
         ({"ratio": 1.0}, "--ratio must be in [0, 1)"),
         ({"ratio": -0.1}, "--ratio must be in [0, 1)"),

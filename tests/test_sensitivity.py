@@ -8,14 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from compress.pruning.sensitivity import (
-    SensitivityConfig,
-    analyze,
-    load_report,
-    markdown,
-    ratios_from_sensitivity,
-    write_report,
-)
+from compress.pruning.config import load_report, ratios_from_sensitivity
+from compress.pruning.sensitivity import SensitivityConfig, analyze, markdown, write_report
 from models.artifact import load_model
 from models.errors import InvalidInputError, UsageError
 from models.registry import create_model

@@ -6,6 +6,7 @@ anything about models. Heavy libraries are imported inside the commands, so `--h
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any
@@ -14,7 +15,17 @@ import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
-from models.errors import EXIT_CODES, CompressError
+from models.errors import EXIT_CODES, CompressError, ResourceError
+
+# OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
+_REFUSED_WRITES = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "not a directory",
+}
 
 
 class ErrorMappingGroup(TyperGroup):
@@ -36,9 +47,9 @@ class ErrorMappingGroup(TyperGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             raise typer.Exit(0) from None
         except OSError as e:
-            if getattr(e, "errno", None) == 28:  # ENOSPC
-                err_console.print(f"[bold red]error:[/] disk full: {e}")
-                raise typer.Exit(6) from None
+            if e.errno in _REFUSED_WRITES:
+                err_console.print(f"[bold red]error:[/] {_REFUSED_WRITES[e.errno]}: {e}")
+                raise typer.Exit(ResourceError.exit_code) from None
             _internal(e)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -93,17 +104,28 @@ def _root(
 
 
 def _register() -> None:
-    from compress.cli import info_cmd, train_cmd
+    """Every verb, named here; a verb module that fails to import is an error, not a gap."""
+    from compress.cli import (
+        distill_cmd,
+        export_cmd,
+        info_cmd,
+        prune_cmd,
+        quantize_cmd,
+        run_cmd,
+        train_cmd,
+        tune_cmd,
+    )
 
-    train_cmd.register(app)
-    info_cmd.register(app)
-    for name in ("prune_cmd", "export_cmd", "quantize_cmd", "distill_cmd", "run_cmd", "ddp_cmd"):
-        try:
-            module = __import__(f"compress.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"compress.cli.{name}":
-                raise
-            continue
+    for module in (
+        train_cmd,
+        info_cmd,
+        prune_cmd,
+        export_cmd,
+        quantize_cmd,
+        distill_cmd,
+        run_cmd,
+        tune_cmd,
+    ):
         module.register(app)
 
 

@@ -2,76 +2,113 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
+if TYPE_CHECKING:  # import torch; loaded when the command runs
+    from compress.distillation.distill import DistillConfig
+    from compress.training.fit import TrainConfig
 
-def distill(
-    teacher: Annotated[
-        str,
-        typer.Option(
-            "--teacher",
-            "-t",
-            help="Trained teacher: artifact directory, or zoo name / file.py:factory with "
-            "--teacher-weights.",
-        ),
-    ],
-    student: Annotated[
-        str,
-        typer.Option(
-            "--student",
-            "-s",
-            help="Student: artifact directory (e.g. a pruned model), zoo name, or "
-            "path/to/file.py:factory. A fresh student takes the teacher's classes and shape.",
-        ),
-    ],
-    out: o.OutOpt,
+
+Teacher = Annotated[
+    str,
+    typer.Option(
+        "--teacher",
+        "-t",
+        help="Trained teacher: artifact directory, or zoo name / file.py:factory with "
+        "--teacher-weights.",
+    ),
+]
+Student = Annotated[
+    str,
+    typer.Option(
+        "--student",
+        "-s",
+        help="Student: artifact directory (e.g. a pruned model), zoo name, or "
+        "path/to/file.py:factory. A fresh student takes the teacher's classes and shape.",
+    ),
+]
+FeatureDistill = Annotated[
+    str | None,
+    typer.Option(
+        help="Also match feature maps: `auto`, or teacher_layer:student_layer[,...]; "
+        "1x1-conv adapters bridge different widths."
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DistillOptions(o.OptionGroup):
+    """The distillation loss and the training run that minimizes it."""
+
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature T for the teacher term (> 0).")
-    ] = 2.0,
+    ] = 2.0
     alpha: Annotated[
         float,
         typer.Option(help="Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels."),
-    ] = 0.5,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3,
-    feature_distill: Annotated[
-        str | None,
-        typer.Option(
-            help="Also match feature maps: `auto`, or teacher_layer:student_layer[,...]; "
-            "1x1-conv adapters bridge different widths."
-        ),
-    ] = None,
-    feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss.")] = 1.0,
+    ] = 0.5
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3
+    feature_distill: FeatureDistill = None
+    feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss.")] = 1.0
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw"
+    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant.")] = "onecycle"
+    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False
+
+    def configs(self, seed: int, dev: o.DeviceOptions) -> tuple[DistillConfig, TrainConfig]:
+        """The library's DistillConfig and TrainConfig (validated there)."""
+        from compress.distillation.distill import DistillConfig
+        from compress.training.fit import TrainConfig
+
+        kd = DistillConfig(
+            temperature=self.temperature,
+            alpha=self.alpha,
+            epochs=self.epochs,
+            lr=self.lr,
+            features=self.feature_distill,
+            feature_weight=self.feature_weight,
+        )
+        train = TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            seed=seed,
+            device=dev.device,
+            amp=dev.amp,
+            channels_last=self.channels_last,
+        )
+        return kd, train
+
+
+def distill(
+    teacher: Teacher,
+    student: Student,
+    out: o.OutOpt,
+    how: DistillOptions = DistillOptions(),
     teacher_weights: Annotated[
         str | None, typer.Option(help="Weights for a zoo/factory teacher (.safetensors, ...).")
     ] = None,
     student_weights: Annotated[
         str | None, typer.Option(help="Weights to start the student from.")
     ] = None,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
-    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant.")] = "onecycle",
     augment: Annotated[
         bool, typer.Option(help="Random flips and crops (turns off teacher-logit caching).")
     ] = False,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: o.LimitOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
-    device: o.DeviceOpt = "auto",
-    amp: o.AmpOpt = "auto",
-    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
+    shape: o.ShapeOptions = o.ShapeOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    dev: o.DeviceOptions = o.DeviceOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -82,43 +119,21 @@ def distill(
     (`--teacher resnet18-art/ --student lenet5`).
     """
     from compress.cli.progress import RichHooks
-    from compress.distillation.distill import DistillConfig
-    from compress.stages.common import ModelRef
     from compress.stages.distill import run_distill
-    from compress.training.fit import TrainConfig
 
-    kd = DistillConfig(
-        temperature=temperature,
-        alpha=alpha,
-        epochs=epochs,
-        lr=lr,
-        features=feature_distill,
-        feature_weight=feature_weight,
+    kd, cfg = how.configs(seed, dev)
+    t_ref = o.ShapeOptions(trust_pickle=shape.trust_pickle, trust_code=shape.trust_code).ref(
+        teacher, teacher_weights
     )
-    cfg = TrainConfig(
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        optimizer=optimizer,
-        schedule=schedule,
-        seed=seed,
-        device=device,
-        amp=amp,
-        channels_last=channels_last,
-    )
-    t_ref = ModelRef(
-        teacher, weights=teacher_weights, trust_pickle=trust_pickle, trust_code=trust_code
-    )
-    s_ref = o.model_ref(
-        student, student_weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
-    data = o.data_config(
-        dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment
-    )
+    s_ref = shape.ref(student, student_weights)
+    dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        r = run_distill(
-            t_ref, s_ref, kd, data, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks
-        )
+        r = run_distill(t_ref, s_ref, kd, dc, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks)
+    _print(r, teacher, out)
+    write_json(json_out, r)
+
+
+def _print(r: dict[str, Any], teacher: str, out: str) -> None:
     t = r["teacher"]["metrics"]
     console.print(
         f"[green]distilled[/] {r['student']} ({r['params']:,} params) from {teacher} "
@@ -132,8 +147,7 @@ def distill(
         f"{pct(r['metrics']['val']['top1'])})"
     )
     console.print(f"artifact: {out}")
-    write_json(json_out, r)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("distill")(distill)
+    app.command("distill")(o.with_groups(distill))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, err_console, write_json
 from models.errors import UsageError
+
+if TYPE_CHECKING:  # imports torch; loaded when the command runs
+    from export.bench import BenchConfig
 
 RuntimeOpt = Annotated[
     list[str] | None,
@@ -45,14 +49,8 @@ def export(
     parity_samples: Annotated[
         int, typer.Option(help="Inputs for the parity gate (validation images if trained).")
     ] = 64,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -74,11 +72,8 @@ def export(
         optimize=optimize,
         parity_samples=parity_samples,
     )
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
-        summary = run_export(ref, cfg, o.data_config(dataset, data_dir), out, overwrite=overwrite)
+        summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite)
     e = summary["export"]
     console.print(
         f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "
@@ -90,38 +85,59 @@ def export(
     write_json(json_out, summary)
 
 
-def bench(
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
-            "(speed-ups are relative to the first).",
-        ),
-    ],
-    runtime: RuntimeOpt = None,
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
-    threads: ThreadsOpt = None,
-    warmup: Annotated[int, typer.Option(help="Untimed runs before each case.")] = 2,
-    iters: Annotated[int | None, typer.Option(help="Timed runs per case.")] = None,
+BenchModels = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
+        "(speed-ups are relative to the first).",
+    ),
+]
+Rounds = Annotated[
+    int,
+    typer.Option(
+        help="Split each case's time into N slices taken in turns with the other cases, "
+        "so load from other processes hits every model alike (steadier speed-ups).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class BenchOptions(o.OptionGroup):
+    """What to measure and how long: runtimes, batch sizes, threads, timing budget."""
+
+    runtime: RuntimeOpt = None
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32"
+    threads: ThreadsOpt = None
+    warmup: Annotated[int, typer.Option(help="Untimed runs before each case.")] = 2
+    iters: Annotated[int | None, typer.Option(help="Timed runs per case.")] = None
     seconds: Annotated[
         float | None, typer.Option(help="Time per case (default 3 s, at least 5 runs).")
-    ] = None,
-    rounds: Annotated[
-        int,
-        typer.Option(
-            help="Split each case's time into N slices taken in turns with the other cases, "
-            "so load from other processes hits every model alike (steadier speed-ups).",
-        ),
-    ] = 1,
-    opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
+    ] = None
+    rounds: Rounds = 1
+    opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17
+
+    def config(self) -> BenchConfig:
+        """The library's BenchConfig (validated there)."""
+        from export.bench import BenchConfig
+
+        return BenchConfig(
+            runtimes=tuple(self.runtime or ("torch", "ort-cpu")),
+            batch_sizes=_batch_sizes(self.batch_sizes),
+            threads=self.threads,
+            warmup=self.warmup,
+            iters=self.iters,
+            seconds=self.seconds,
+            opset=self.opset,
+            rounds=self.rounds,
+        )
+
+
+def bench(
+    model: BenchModels,
+    how: BenchOptions = BenchOptions(),
+    mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
     md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -135,32 +151,30 @@ def bench(
     Inputs are synthetic (random, the model's shape): the numbers are speed, not accuracy.
     PyTorch models also run on onnxruntime after an in-memory export.
     """
-    from rich.table import Table
-
     from compress.stages.bench import run_bench
-    from export.bench import BenchConfig
-    from export.bench_results import INPUT_NOTE
-    from export.report import TABLE_COLUMNS, environment_line, table_rows, write_reports
+    from export.report import write_reports
+    from models.resolve import zoo_weights
 
-    cfg = BenchConfig(
-        runtimes=tuple(runtime or ("torch", "ort-cpu")),
-        batch_sizes=_batch_sizes(batch_sizes),
-        threads=threads,
-        warmup=warmup,
-        iters=iters,
-        seconds=seconds,
-        opset=opset,
-        rounds=rounds,
-    )
-    refs = [
-        o.model_ref(
-            m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle, trust_code
-        )
-        for m in model
-    ]
+    cfg = how.config()
+    refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
         report = run_bench(refs, cfg, progress=progress)
-    # A narrow terminal gets the columns that matter most; the files always have all of them.
+    _print_bench(report)
+    for path in write_reports(
+        report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
+    ):
+        console.print(f"wrote {path}")
+    if json_out == "-":
+        write_json("-", report.to_dict())
+
+
+def _print_bench(report: Any) -> None:
+    """The table (a narrow terminal gets the columns that matter most), machine and notes."""
+    from rich.table import Table
+
+    from export.bench_results import INPUT_NOTE
+    from export.report import TABLE_COLUMNS, environment_line, table_rows
+
     keep = [
         i
         for i, c in enumerate(TABLE_COLUMNS)
@@ -177,12 +191,6 @@ def bench(
     for note in report.notes:
         style = "yellow" if ("FAILED" in note or "fell back" in note or "asked" in note) else "dim"
         console.print(f"[{style}]note:[/] {note}", highlight=False)
-    for path in write_reports(
-        report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
-    ):
-        console.print(f"wrote {path}")
-    if json_out == "-":
-        write_json("-", report.to_dict())
 
 
 def doctor(
@@ -191,23 +199,15 @@ def doctor(
         str, typer.Option("--runtime", "-r", help="ort-cpu, ort-cuda or ort-trt.")
     ] = "ort-cpu",
     threads: ThreadsOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
     from compress.stages.bench import run_doctor
 
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
     with err_console.status(f"examining {model} on {runtime}"):
-        d = run_doctor(ref, runtime, threads)
+        d = run_doctor(mo.of(model), runtime, threads)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:
@@ -261,18 +261,11 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _zoo_only(model: str, weights: str | None) -> str | None:
-    """--weights applies to zoo names and factories, not to artifacts or ONNX files."""
-    from pathlib import Path
-
-    return None if Path(model).exists() else weights
-
-
 def _file(path: str | None) -> str | None:
     return None if path in (None, "-") else path
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
-    app.command("bench")(bench)
-    app.command("doctor")(doctor)
+    app.command("export")(o.with_groups(export))
+    app.command("bench")(o.with_groups(bench))
+    app.command("doctor")(o.with_groups(doctor))

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from compress.cli.options import with_groups
 from compress.cli.output import console, write_json
 
 
@@ -70,4 +71,4 @@ def info(
 
 def register(app: typer.Typer) -> None:
     app.command("models")(models_cmd)
-    app.command("info")(info)
+    app.command("info")(with_groups(info))

@@ -1,13 +1,20 @@
-"""Options shared by several verbs, declared once (Annotated types) and turned into configs."""
+"""Options shared by several verbs, declared once (Annotated types and option groups)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
-from compress.stages.common import ModelRef
-from models.data import DataConfig
+if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
+    from compress.stages.common import ModelRef
+    from models.data import DataConfig
+
+R = TypeVar("R")
 
 ModelOpt = Annotated[
     str,
@@ -88,41 +95,128 @@ LimitOpt = Annotated[
 ]
 
 
-def model_ref(
-    model: str,
-    weights: str | None,
-    num_classes: int | None,
-    in_channels: int | None,
-    input_size: int | None,
-    trust_pickle: bool,
-    trust_code: bool = False,
-) -> ModelRef:
-    return ModelRef(
-        model=model,
-        weights=weights,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        input_size=input_size,
-        trust_pickle=trust_pickle,
-        trust_code=trust_code,
-    )
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options several verbs share, declared once: a verb takes the group as one parameter and
+    :func:`with_groups` spreads its fields into the verb's options."""
 
 
-def data_config(
-    dataset: str | None,
-    data_dir: str | None,
-    *,
-    batch_size: int = 128,
-    seed: int = 0,
-    limit: int | None = None,
-    augment: bool = False,
-) -> DataConfig:
-    """Data options; dataset None means "the input artifact's data set, else Fashion-MNIST"."""
-    return DataConfig(
-        dataset=dataset,
-        data_dir=data_dir,
-        batch_size=batch_size,
-        seed=seed,
-        limit=limit,
-        augment=augment,
-    )
+@dataclass(frozen=True)
+class ShapeOptions(OptionGroup):
+    """How a zoo/factory model is shaped, and whether its weights file may be unpickled."""
+
+    num_classes: NumClassesOpt = None
+    in_channels: InChannelsOpt = None
+    input_size: InputSizeOpt = None
+    trust_pickle: TrustPickleOpt = False
+    trust_code: TrustCodeOpt = False
+
+    def ref(self, model: str, weights: str | None = None) -> ModelRef:
+        """The library's model reference for `model` with these options."""
+        from compress.stages.common import ModelRef
+
+        return ModelRef(
+            model=model,
+            weights=weights,
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            input_size=self.input_size,
+            trust_pickle=self.trust_pickle,
+            trust_code=self.trust_code,
+        )
+
+
+@dataclass(frozen=True)
+class ModelOptions(ShapeOptions):
+    """The shape options plus `--weights`."""
+
+    weights: WeightsOpt = None
+
+    def of(self, model: str) -> ModelRef:
+        return self.ref(model, self.weights)
+
+
+@dataclass(frozen=True)
+class DataOptions(OptionGroup):
+    """Which data set, and where it is."""
+
+    dataset: DatasetOpt = None
+    data_dir: DataDirOpt = None
+
+    def config(
+        self,
+        *,
+        batch_size: int = 128,
+        seed: int = 0,
+        limit: int | None = None,
+        augment: bool = False,
+    ) -> DataConfig:
+        """Dataset None means "the input artifact's data set, else Fashion-MNIST"."""
+        from models.data import DataConfig
+
+        return DataConfig(
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            batch_size=batch_size,
+            seed=seed,
+            limit=limit,
+            augment=augment,
+        )
+
+
+@dataclass(frozen=True)
+class DeviceOptions(OptionGroup):
+    """Where and in which precision a verb trains."""
+
+    device: DeviceOpt = "auto"
+    amp: AmpOpt = "auto"
+
+
+# Report files a verb writes besides --out, checked before any work like --out itself.
+OUTPUT_FILES = {"json_out": "--json", "csv_out": "--csv", "md_out": "--md", "plot": "--plot"}
+
+
+def check_output_files(kwargs: dict[str, Any]) -> None:
+    """Refuse, before any work, a report file (--json, --csv, ...) that can't be written."""
+    paths = {OUTPUT_FILES[k]: v for k, v in kwargs.items() if k in OUTPUT_FILES and v}
+    if any(v != "-" for v in paths.values()):
+        from models.artifact import check_writable
+
+        for option, path in paths.items():
+            if path != "-":
+                check_writable(path, option)
+
+
+def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
+    """Let Typer see each :class:`OptionGroup` parameter of `fn` as the group's options, and
+    hand `fn` the group object built from them; report files are checked first."""
+    sig = inspect.signature(fn, eval_str=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, type[OptionGroup]] = {}
+    for p in sig.parameters.values():
+        cls = p.annotation
+        if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        groups[p.name] = cls
+        hints = get_type_hints(cls, include_extras=True)
+        params += [
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
+            )
+            for f in fields(cls)
+        ]
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{fn.__name__}: an option group repeats one of its options")
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> R:
+        check_output_files(kwargs)
+        for name, cls in groups.items():
+            kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in fields(cls)})
+        return fn(**kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -23,6 +23,7 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path == "-":
         print(text)
     else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
+from compress.pruning.config import FINETUNE_LR, PruneConfig
 
 Ratio = Annotated[
     float | None,
@@ -31,136 +33,139 @@ TargetLatency = Annotated[
         "in rounds, measuring after each, until met (an error says so if it can't be)."
     ),
 ]
+FromSensitivity = Annotated[
+    str | None,
+    typer.Option(
+        help="sensitivity.json (or its directory) from `compress sensitivity`: each layer gets "
+        "the largest ratio whose val top-1 drop alone was <= --max-drop."
+    ),
+]
+MaxDrop = Annotated[
+    float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
+]
+Criterion = Annotated[
+    str, typer.Option(help="l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random.")
+]
+GlobalPruning = Annotated[
+    bool,
+    typer.Option(
+        "--global/--local",
+        help="Rank channels across all layers (global) or prune each layer by the same ratio.",
+    ),
+]
+FinetuneEpochs = Annotated[
+    int, typer.Option(help="Fine-tuning epochs after each step (training data).")
+]
+FinalFinetuneEpochs = Annotated[int, typer.Option(help="Fine-tuning epochs after the last step.")]
+Kd = Annotated[
+    bool,
+    typer.Option(
+        help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) instead of "
+        "plain cross-entropy (measured gains are small and parent-dependent: BENCHMARKS.md).",
+    ),
+]
+RoundTo = Annotated[int, typer.Option(help="Keep channel counts multiples of this (1 = off).")]
+Ignore = Annotated[
+    list[str] | None,
+    typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
+]
+MaxLayerRatio = Annotated[
+    float, typer.Option(help="No layer loses more than this fraction of its channels.")
+]
+LatencyThreads = Annotated[
+    int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
+]
+
+
+@dataclass(frozen=True)
+class PruneOptions(o.OptionGroup):
+    """What to prune and how: the target (one of the first five) and the method."""
+
+    ratio: Ratio = None
+    target_macs: TargetMacs = None
+    target_params: TargetParams = None
+    target_latency_ms: TargetLatency = None
+    from_sensitivity: FromSensitivity = None
+    max_drop: MaxDrop = 1.0
+    criterion: Criterion = "l2"
+    global_pruning: GlobalPruning = False
+    steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1
+    finetune_epochs: FinetuneEpochs = 0
+    final_finetune_epochs: FinalFinetuneEpochs = 0
+    kd: Kd = False
+    round_to: RoundTo = 8
+    ignore: Ignore = None
+    max_layer_ratio: MaxLayerRatio = 1.0
+    latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1
+    latency_threads: LatencyThreads = 2
+
+    def config(self, seed: int) -> PruneConfig:
+        """The library's PruneConfig (validated there)."""
+        return PruneConfig(
+            ratio=self.ratio,
+            target_macs=self.target_macs,
+            target_params=self.target_params,
+            target_latency_ms=self.target_latency_ms,
+            from_sensitivity=self.from_sensitivity,
+            sensitivity_max_drop=self.max_drop,
+            criterion=self.criterion,
+            global_pruning=self.global_pruning,
+            steps=self.steps,
+            finetune_epochs=self.finetune_epochs,
+            final_finetune_epochs=self.final_finetune_epochs,
+            kd=self.kd,
+            round_to=self.round_to if self.round_to > 1 else None,
+            ignore=list(self.ignore or []),
+            max_layer_ratio=self.max_layer_ratio,
+            latency_batch=self.latency_batch,
+            latency_threads=self.latency_threads,
+            seed=seed,
+        )
 
 
 def prune(
     model: o.ModelOpt,
     out: o.OutOpt,
-    ratio: Ratio = None,
-    target_macs: TargetMacs = None,
-    target_params: TargetParams = None,
-    target_latency_ms: TargetLatency = None,
-    from_sensitivity: Annotated[
-        str | None,
-        typer.Option(
-            help="sensitivity.json (or its directory) from `compress sensitivity`: each layer gets "
-            "the largest ratio whose val top-1 drop alone was <= --max-drop."
-        ),
-    ] = None,
-    max_drop: Annotated[
-        float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
-    ] = 1.0,
-    criterion: Annotated[
-        str,
-        typer.Option(help="l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random."),
-    ] = "l2",
-    global_pruning: Annotated[
-        bool,
-        typer.Option(
-            "--global/--local",
-            help="Rank channels across all layers (global) or prune each layer by the same ratio.",
-        ),
-    ] = False,
-    steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1,
-    finetune_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs after each step (training data).")
-    ] = 0,
-    final_finetune_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs after the last step.")
-    ] = 0,
-    kd: Annotated[
-        bool,
-        typer.Option(
-            help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) instead of "
-            "plain cross-entropy (measured gains are small and parent-dependent: BENCHMARKS.md).",
-        ),
-    ] = False,
-    round_to: Annotated[
-        int, typer.Option(help="Keep channel counts multiples of this (1 = off).")
-    ] = 8,
-    ignore: Annotated[
-        list[str] | None,
-        typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
-    ] = None,
-    max_layer_ratio: Annotated[
-        float, typer.Option(help="No layer loses more than this fraction of its channels.")
-    ] = 1.0,
-    latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1,
-    latency_threads: Annotated[
-        int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
-    ] = 2,
+    how: PruneOptions = PruneOptions(),
     latency: Annotated[
         bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
     ] = True,
-    lr: Annotated[float, typer.Option(help="Fine-tuning peak learning rate.")] = 1e-3,
+    lr: Annotated[
+        float, typer.Option(help="Fine-tuning peak learning rate (cosine decay).")
+    ] = FINETUNE_LR,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: o.LimitOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
-    device: o.DeviceOpt = "auto",
-    amp: o.AmpOpt = "auto",
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    dev: o.DeviceOptions = o.DeviceOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
     """Remove channels for real (torch-pruning), fine-tune, and write a smaller, faster artifact.
 
-    Give exactly one target: --ratio, --target-macs, --target-params, --target-latency-ms or
-    --from-sensitivity. The card records params, MACs, file size, latency and accuracy before
-    and after. A zoo model needs trained weights (or --weights random for latency studies).
+    Give one target: --ratio, --target-macs, --target-params, --target-latency-ms or
+    --from-sensitivity; with none, --target-macs 2x (half the MACs per image) is used and said.
+    The card records params, MACs, file size, latency and accuracy before and after. A zoo model
+    needs trained weights (or --weights random for latency studies).
     """
     from compress.cli.progress import RichHooks
-    from compress.pruning.prune import PruneConfig
+    from compress.pruning.prune import finetune_recipe
     from compress.stages.prune import run_prune
-    from compress.training.fit import TrainConfig
 
-    layer_ratios = None
-    if from_sensitivity:
-        from compress.pruning.sensitivity import load_report, ratios_from_sensitivity
-
-        layer_ratios = ratios_from_sensitivity(load_report(from_sensitivity), max_drop / 100)
-    cfg = PruneConfig(
-        ratio=ratio,
-        target_macs=target_macs,
-        target_params=target_params,
-        target_latency_ms=target_latency_ms,
-        layer_ratios=layer_ratios,
-        criterion=criterion,
-        global_pruning=global_pruning,
-        steps=steps,
-        finetune_epochs=finetune_epochs,
-        final_finetune_epochs=final_finetune_epochs,
-        kd=kd,
-        round_to=round_to if round_to > 1 else None,
-        ignore=list(ignore or []),
-        max_layer_ratio=max_layer_ratio,
-        latency_batch=latency_batch,
-        latency_threads=latency_threads,
-        seed=seed,
-    )
-    tune = None
-    if finetune_epochs or final_finetune_epochs:
-        tune = TrainConfig(
-            epochs=max(finetune_epochs, final_finetune_epochs),
-            lr=lr,
-            schedule="cosine",
-            seed=seed,
-            device=device,
-            amp=amp,
-        )
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
-    data = o.data_config(dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit)
+    cfg = how.config(seed)
+    tune = finetune_recipe(cfg, lr=lr, device=dev.device, amp=dev.amp)
+    dc = data.config(batch_size=batch_size, seed=seed, limit=limit)
     with RichHooks() as hooks:
         s = run_prune(
-            ref, cfg, data, out, overwrite=overwrite, finetune=tune, latency=latency, hooks=hooks
+            mo.of(model),
+            cfg,
+            dc,
+            out,
+            overwrite=overwrite,
+            finetune=tune,
+            latency=latency,
+            hooks=hooks,
         )
     _print_summary(s)
     write_json(json_out, s)
@@ -218,14 +223,8 @@ def sensitivity(
         int, typer.Option(help="Validation images per trial (0 = the whole split).")
     ] = 2000,
     latency: Annotated[bool, typer.Option(help="Time every trial in onnxruntime.")] = True,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -250,13 +249,10 @@ def sensitivity(
         ignore=list(ignore or []),
         latency=latency,
     )
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
     r = run_sensitivity(
-        ref,
+        mo.of(model),
         cfg,
-        o.data_config(dataset, data_dir),
+        data.config(),
         out,
         overwrite=overwrite,
         val_limit=val_limit or None,
@@ -268,5 +264,5 @@ def sensitivity(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune")(prune)
-    app.command("sensitivity")(sensitivity)
+    app.command("prune")(o.with_groups(prune))
+    app.command("sensitivity")(o.with_groups(sensitivity))

@@ -2,74 +2,105 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
+if TYPE_CHECKING:  # imports torch; loaded when the command runs
+    from compress.quantization.quantize import QuantizeConfig
 
-def quantize(
-    model: o.ModelOpt,
-    out: o.OutOpt,
+
+@dataclass(frozen=True)
+class QuantizeOptions(o.OptionGroup):
+    """How to quantize: method, calibration, int8 settings, accuracy budget, QAT training."""
+
     method: Annotated[
         str, typer.Option(help="ptq-static (default), ptq-dynamic (Linear only), qat or fp16.")
-    ] = "ptq-static",
+    ] = "ptq-static"
     samples: Annotated[
         int, typer.Option(help="Calibration images (seeded subset of the validation split).")
-    ] = 300,
-    calibration: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    ] = 300
+    calibration: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax"
     per_channel: Annotated[
         bool, typer.Option("--per-channel/--per-tensor", help="Per-channel weight scales.")
-    ] = True,
-    fmt: Annotated[str, typer.Option("--format", help="qdq (default) or qoperator.")] = "qdq",
-    activation_type: Annotated[
-        str, typer.Option(help="auto (from the CPU), uint8 or int8.")
-    ] = "auto",
-    weight_type: Annotated[str, typer.Option(help="auto (from the CPU), int8 or uint8.")] = "auto",
+    ] = True
+    fmt: Annotated[str, typer.Option("--format", help="qdq (default) or qoperator.")] = "qdq"
+    activation_type: Annotated[str, typer.Option(help="auto (from the CPU), uint8 or int8.")] = (
+        "auto"
+    )
+    weight_type: Annotated[str, typer.Option(help="auto (from the CPU), int8 or uint8.")] = "auto"
     reduce_range: Annotated[
         str, typer.Option(help="auto (from the CPU), on or off (7-bit weights).")
-    ] = "auto",
+    ] = "auto"
     tune: Annotated[
         bool,
         typer.Option(
             help="Try the candidate int8 settings, measure validation accuracy and latency, "
             "keep the fastest within --max-drop."
         ),
-    ] = False,
+    ] = False
     max_drop: Annotated[
         float, typer.Option(help="Accuracy budget: points of validation top-1 int8 may lose.")
-    ] = 1.0,
+    ] = 1.0
     max_fallback: Annotated[
         int, typer.Option(help="Most nodes kept in float to meet --max-drop (0: no fallback).")
-    ] = 8,
+    ] = 8
     keep_float: Annotated[
         list[str] | None,
         typer.Option(help="Keep this ONNX node in float (repeatable), e.g. /conv1/Conv."),
-    ] = None,
+    ] = None
     mixed: Annotated[
         bool, typer.Option(help="fp16: keep sensitive nodes fp32 until the parity gate holds.")
-    ] = False,
-    epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2,
-    lr: Annotated[float, typer.Option(help="QAT peak learning rate.")] = 1e-4,
-    amp: Annotated[str, typer.Option(help="QAT training precision (off, bf16, auto).")] = "off",
-    limit: o.LimitOpt = None,
+    ] = False
+    epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2
+    lr: Annotated[float, typer.Option(help="QAT peak learning rate.")] = 1e-4
+    amp: Annotated[str, typer.Option(help="QAT training precision (off, bf16, auto).")] = "off"
     eval_samples: Annotated[
         int | None, typer.Option(help="Cap on validation/test images per accuracy check.")
-    ] = None,
+    ] = None
     latency: Annotated[
         bool, typer.Option("--latency/--no-latency", help="Measure fp32 vs quantized latency.")
-    ] = True,
+    ] = True
+
+    def config(self, seed: int) -> QuantizeConfig:
+        """The library's QuantizeConfig (validated there)."""
+        from compress.quantization.quantize import QuantizeConfig
+
+        return QuantizeConfig(
+            method=self.method,
+            samples=self.samples,
+            calibration=self.calibration,
+            per_channel=self.per_channel,
+            format=self.fmt,
+            activation_type=self.activation_type,
+            weight_type=self.weight_type,
+            reduce_range=self.reduce_range,
+            tune=self.tune,
+            max_drop=self.max_drop,
+            max_fallback=self.max_fallback,
+            keep_float=tuple(self.keep_float or ()),
+            mixed=self.mixed,
+            epochs=self.epochs,
+            lr=self.lr,
+            amp=self.amp,
+            eval_samples=self.eval_samples,
+            latency=self.latency,
+            seed=seed,
+        )
+
+
+def quantize(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    how: QuantizeOptions = QuantizeOptions(),
+    limit: o.LimitOpt = None,
     seed: o.SeedOpt = 0,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -84,36 +115,13 @@ def quantize(
     The report says plainly when the quantized model is not faster than fp32 on this machine.
     """
     from compress.cli.progress import RichHooks
-    from compress.quantization.quantize import QuantizeConfig
     from compress.stages.quantize import run_quantize
 
-    cfg = QuantizeConfig(
-        method=method,
-        samples=samples,
-        calibration=calibration,
-        per_channel=per_channel,
-        format=fmt,
-        activation_type=activation_type,
-        weight_type=weight_type,
-        reduce_range=reduce_range,
-        tune=tune,
-        max_drop=max_drop,
-        max_fallback=max_fallback,
-        keep_float=tuple(keep_float or ()),
-        mixed=mixed,
-        epochs=epochs,
-        lr=lr,
-        amp=amp,
-        eval_samples=eval_samples,
-        latency=latency,
-        seed=seed,
-    )
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
-    data = o.data_config(dataset, data_dir, seed=seed, limit=limit)
+    dc = data.config(seed=seed, limit=limit)
     with RichHooks() as hooks:
-        summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+        summary = run_quantize(
+            mo.of(model), how.config(seed), dc, out, overwrite=overwrite, hooks=hooks
+        )
     _print(summary)
     write_json(json_out, summary)
 
@@ -146,4 +154,4 @@ def _print(s: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("quantize")(quantize)
+    app.command("quantize")(o.with_groups(quantize))

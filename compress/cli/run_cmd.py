@@ -1,4 +1,4 @@
-"""`compress run` (a recipe, end to end) and `compress tune` (Optuna search over a recipe)."""
+"""`compress run`: a recipe, end to end, with its report."""
 
 from __future__ import annotations
 
@@ -44,20 +44,12 @@ def run(
     from compress.cli.progress import RichHooks
     from compress.pipeline.recipe import load_recipe
     from compress.pipeline.report import stage_rows, write_report
-    from compress.pipeline.runner import describe_plan, ensure_empty_or_resume, run_pipeline
+    from compress.pipeline.runner import ensure_empty_or_resume, run_pipeline
 
     rec = load_recipe(recipe, set_ or [])
     rec.trust_code = rec.trust_code or trust_code
     if dry_run:
-        steps = describe_plan(rec)
-        console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
-        for s in steps:
-            gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""
-            console.print(
-                f"  {s['folder']}: {s['kind']} ({s['consumes']} → {s['produces']})"
-                f"{gate}  {s['options']}"
-            )
-        write_json(json_out, {"recipe": rec.name, "plan": steps})
+        _print_plan(rec, json_out)
         return
     from pathlib import Path
 
@@ -81,6 +73,21 @@ def run(
         f"(also {paths['md'].name}, {paths['json'].name})"
     )
     write_json(json_out, {"out": str(out), "stages": result.stages, "gates": result.gates})
+
+
+def _print_plan(rec: Any, json_out: str | None) -> None:
+    """`--dry-run`: the validated plan, stage by stage."""
+    from compress.pipeline.runner import describe_plan
+
+    steps = describe_plan(rec)
+    console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
+    for s in steps:
+        gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""
+        console.print(
+            f"  {s['folder']}: {s['kind']} ({s['consumes']} → {s['produces']})"
+            f"{gate}  {s['options']}"
+        )
+    write_json(json_out, {"recipe": rec.name, "plan": steps})
 
 
 def summary_table(rows: list[dict[str, Any]]) -> Any:
@@ -117,9 +124,4 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
-    try:
-        from compress.cli.tune_cmd import tune
-    except ModuleNotFoundError:
-        return
-    app.command("tune")(tune)
+    app.command("run")(o.with_groups(run))

@@ -2,38 +2,60 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
+if TYPE_CHECKING:  # imports torch; loaded when the command runs
+    from compress.training.fit import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainOptions(o.OptionGroup):
+    """The optimization: epochs, learning rate and schedule, regularization, memory format."""
+
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw"
+    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant.")] = "onecycle"
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.0
+    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False
+
+    def config(self, seed: int, dev: o.DeviceOptions, resume: bool) -> TrainConfig:
+        """The library's TrainConfig (validated there)."""
+        from compress.training.fit import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            label_smoothing=self.label_smoothing,
+            seed=seed,
+            device=dev.device,
+            amp=dev.amp,
+            channels_last=self.channels_last,
+            resume=resume,
+        )
+
 
 def train(
     model: o.ModelOpt,
     out: o.OutOpt,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
-    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant.")] = "onecycle",
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.0,
+    how: TrainOptions = TrainOptions(),
     augment: Annotated[bool, typer.Option(help="Random flips and crops.")] = False,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: o.LimitOpt = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
-    device: o.DeviceOpt = "auto",
-    amp: o.AmpOpt = "auto",
-    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    dev: o.DeviceOptions = o.DeviceOptions(),
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run from OUT.checkpoint/.")
     ] = False,
@@ -42,34 +64,16 @@ def train(
 ) -> None:
     """Train a model on real data (Fashion-MNIST by default) and write an artifact.
 
-    LeNet-5 with the defaults reaches ~91 % Fashion-MNIST test top-1 in about 3 minutes on
-    2 CPU cores. A checkpoint is written after every epoch; --resume continues from it.
+    LeNet-5 with the defaults reaches ~91 % Fashion-MNIST test top-1 (BENCHMARKS.md gives
+    measured times). A checkpoint is written after every epoch; --resume continues from it.
     """
     from compress.cli.progress import RichHooks
     from compress.stages.train import run_train
-    from compress.training.fit import TrainConfig
 
-    cfg = TrainConfig(
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        optimizer=optimizer,
-        schedule=schedule,
-        label_smoothing=label_smoothing,
-        seed=seed,
-        device=device,
-        amp=amp,
-        channels_last=channels_last,
-        resume=resume,
-    )
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
-    data = o.data_config(
-        dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment
-    )
+    cfg = how.config(seed, dev, resume)
+    dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        summary = run_train(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+        summary = run_train(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks)
     m = summary["metrics"]
     console.print(
         f"[green]trained[/] {model} ({summary['params']:,} params, "
@@ -83,15 +87,9 @@ def train(
 def evaluate(
     model: o.ModelOpt,
     split: Annotated[str, typer.Option(help="test (default), val or train.")] = "test",
-    dataset: o.DatasetOpt = None,
-    data_dir: o.DataDirOpt = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N samples.")] = None,
-    weights: o.WeightsOpt = None,
-    num_classes: o.NumClassesOpt = None,
-    in_channels: o.InChannelsOpt = None,
-    input_size: o.InputSizeOpt = None,
-    trust_pickle: o.TrustPickleOpt = False,
-    trust_code: o.TrustCodeOpt = False,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
     json_out: o.JsonOpt = None,
 ) -> None:
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
@@ -99,10 +97,7 @@ def evaluate(
 
     from compress.stages.evaluate import run_eval
 
-    ref = o.model_ref(
-        model, weights, num_classes, in_channels, input_size, trust_pickle, trust_code
-    )
-    r = run_eval(ref, o.data_config(dataset, data_dir), split=split, limit=limit)
+    r = run_eval(mo.of(model), data.config(), split=split, limit=limit)
     table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
@@ -114,5 +109,5 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("eval")(evaluate)
+    app.command("train")(o.with_groups(train))
+    app.command("eval")(o.with_groups(evaluate))

@@ -2,79 +2,88 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, write_json
 
+if TYPE_CHECKING:
+    from compress.pipeline.tune import TuneConfig
+
+
+Objectives = Annotated[
+    str,
+    typer.Option(
+        help="Comma list from accuracy (validation top-1), latency (bench p50, batch 1), size."
+    ),
+]
+Storage = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage URL (default sqlite:///OUT/study.db); share it to cooperate "
+        "across processes or machines."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override recipe options for every trial (e.g. a smaller budget: data.limit=10000).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TuneOptions(o.OptionGroup):
+    """The search: trial budget, objectives, storage and sampler."""
+
+    trials: Annotated[int, typer.Option(help="Trials in total (counting earlier runs).")] = 10
+    objectives: Objectives = "accuracy,latency"
+    storage: Storage = None
+    study_name: Annotated[str | None, typer.Option(help="Study name (default: recipe name).")] = (
+        None
+    )
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None
+    sampler: Annotated[str, typer.Option(help="auto, tpe, nsga2 or random.")] = "auto"
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0
+
+    def config(self) -> TuneConfig:
+        """The library's TuneConfig (validated there)."""
+        from compress.pipeline.tune import TuneConfig
+
+        return TuneConfig(
+            trials=self.trials,
+            objectives=tuple(x.strip() for x in self.objectives.split(",")),
+            storage=self.storage,
+            study_name=self.study_name,
+            timeout=self.timeout,
+            seed=self.seed,
+            sampler=self.sampler,
+        )
+
 
 def tune(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML with a `search:` section.")],
     out: o.OutOpt,
-    trials: Annotated[int, typer.Option(help="Trials in total (counting earlier runs).")] = 10,
-    objectives: Annotated[
-        str,
-        typer.Option(
-            help="Comma list from accuracy (validation top-1), latency (bench p50, batch 1), size."
-        ),
-    ] = "accuracy,latency",
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            help="Optuna storage URL (default sqlite:///OUT/study.db); share it to cooperate "
-            "across processes or machines."
-        ),
-    ] = None,
-    study_name: Annotated[
-        str | None, typer.Option(help="Study name (default: recipe name).")
-    ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    sampler: Annotated[str, typer.Option(help="auto, tpe, nsga2 or random.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override recipe options for every trial (e.g. a smaller budget: "
-            "data.limit=10000).",
-        ),
-    ] = None,
+    how: TuneOptions = TuneOptions(),
+    set_: SetOpt = None,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
     """Search compression settings; writes the Pareto front, pareto.png and best-*.yaml."""
-    from rich.table import Table
-
     from compress.cli.progress import RichHooks
     from compress.pipeline.recipe import load_recipe
-    from compress.pipeline.tune import TuneConfig
     from compress.pipeline.tune import tune as run_tune
 
-    cfg = TuneConfig(
-        trials=trials,
-        objectives=tuple(x.strip() for x in objectives.split(",")),
-        storage=storage,
-        study_name=study_name,
-        timeout=timeout,
-        seed=seed,
-        sampler=sampler,
-    )
+    cfg = how.config()
     rec = load_recipe(recipe, set_ or [])
     rec.trust_code = rec.trust_code or trust_code
     with RichHooks() as hooks:
         res = run_tune(rec, cfg, out, hooks=hooks)
-    table = Table(title=f"Pareto front of study {res.study_name} ({res.trials} trials)")
-    for col in ("trial", *cfg.objectives, "params"):
-        table.add_column(col)
-    for p in res.pareto:
-        table.add_row(str(p["trial"]), *(f"{p[k]:.4g}" for k in cfg.objectives), str(p["params"]))
-    console.print(table)
-    for obj, path in res.best_recipes.items():
-        console.print(f"best {obj}: {path}  (reproduce: compress run {path} --out DIR)")
-    if res.plot:
-        console.print(f"plot: {res.plot}")
+    _print(res, cfg.objectives)
     write_json(
         json_out,
         {
@@ -85,3 +94,22 @@ def tune(
             "best_recipes": res.best_recipes,
         },
     )
+
+
+def _print(res: Any, objectives: tuple[str, ...]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Pareto front of study {res.study_name} ({res.trials} trials)")
+    for col in ("trial", *objectives, "params"):
+        table.add_column(col)
+    for p in res.pareto:
+        table.add_row(str(p["trial"]), *(f"{p[k]:.4g}" for k in objectives), str(p["params"]))
+    console.print(table)
+    for obj, path in res.best_recipes.items():
+        console.print(f"best {obj}: {path}  (reproduce: compress run {path} --out DIR)")
+    if res.plot:
+        console.print(f"plot: {res.plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(o.with_groups(tune))

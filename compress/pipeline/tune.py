@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_recipe
+from models.artifact import check_writable
 from models.errors import QualityGateError, UsageError
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) ->
     from compress.pipeline.runner import plan, run_pipeline
 
     out = Path(out)
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     space = parse_space(recipe)
     if "latency" in cfg.objectives and not any(s.kind == "bench" for s in recipe.stages):

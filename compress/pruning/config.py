@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from models.errors import UsageError
+from models.errors import InvalidInputError, UsageError
+
+log = logging.getLogger(__name__)
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "lamp", "fpgm", "random")
 DATA_CRITERIA = ("taylor", "hessian")
@@ -19,6 +24,12 @@ _OPTION = {
     "target_latency_ms": "--target-latency-ms",
     "layer_ratios": "--from-sensitivity (layer ratios)",
 }
+TARGETS = ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_ratios")
+# With no target, halve the compute: a reduction every CNN in the zoo reaches, what the shipped
+# recipes ask for, and a size where fine-tuning usually recovers most of the accuracy.
+DEFAULT_TARGET = ("target_macs", "2x")
+SENSITIVITY_JSON = "sensitivity.json"
+FINETUNE_LR = 1e-3  # peak LR of fine-tuning after pruning: the weights are trained already
 
 
 class TargetUnreachableError(UsageError):
@@ -49,14 +60,18 @@ def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
 
 @dataclass
 class PruneConfig:
-    """What to prune and how far. Exactly one target: `ratio`, `target_macs`, `target_params`,
-    `target_latency_ms` or `layer_ratios`.
+    """What to prune and how far. At most one target: `ratio`, `target_macs`, `target_params`,
+    `target_latency_ms`, `layer_ratios` or `from_sensitivity` (none: `target_macs="2x"`).
 
     ratio: fraction of channels removed from every prunable layer (0 <= r < 1); parameters
       shrink by about 1-(1-r)^2 since each weight loses both input and output channels.
     target_macs / target_params: absolute (1.5e8, "150M") or a reduction ("2x").
     target_latency_ms: onnxruntime CPU latency at `latency_batch`, measured after each round.
     layer_ratios: {layer name: ratio} for the listed layers only (see compress.sensitivity).
+    from_sensitivity: a sensitivity.json (or its directory) from `compress sensitivity`; each
+      layer gets the largest ratio whose validation top-1 drop alone was <= `sensitivity_max_drop`
+      points (it fills `layer_ratios`).
+    No target at all: `target_macs="2x"` (:data:`DEFAULT_TARGET`), said in one log line.
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
       `final_finetune_epochs` follow the last one.
     kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
@@ -74,6 +89,8 @@ class PruneConfig:
     target_params: float | str | None = None
     target_latency_ms: float | None = None
     layer_ratios: dict[str, float] | None = None
+    from_sensitivity: str | None = None
+    sensitivity_max_drop: float = 1.0  # points of val top-1, per layer
     criterion: str = "l2"
     global_pruning: bool = False
     steps: int = 1
@@ -91,13 +108,27 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        given = [
-            n
-            for n in ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_ratios")
-            if getattr(self, n) is not None
-        ]
+        if self.from_sensitivity is not None:
+            ratios = ratios_from_sensitivity(
+                load_report(self.from_sensitivity), self.sensitivity_max_drop / 100
+            )
+            if self.layer_ratios is not None and self.layer_ratios != ratios:
+                raise UsageError("give layer_ratios or from_sensitivity, not both")
+            self.layer_ratios = ratios
+        given = [n for n in TARGETS if getattr(self, n) is not None]
+        if not given:
+            name, value = DEFAULT_TARGET
+            setattr(self, name, value)
+            given = [name]
+            log.info(
+                "no pruning target given: using %s %s (half the MACs per image); choose one "
+                "with --ratio, --target-macs, --target-params, --target-latency-ms or "
+                "--from-sensitivity",
+                _OPTION[name],
+                value,
+            )
         if len(given) != 1:
-            what = "none" if not given else " and ".join(_OPTION[n] for n in given)
+            what = " and ".join(_OPTION[n] for n in given)
             raise UsageError(
                 f"give exactly one pruning target, got {what}",
                 hint="--ratio R, --target-macs X, --target-params X, --target-latency-ms MS "
@@ -154,6 +185,44 @@ class PruneConfig:
             if getattr(self, attr) is not None:
                 return kind
         return "layers"
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A sensitivity.json (or the directory holding it)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SENSITIVITY_JSON
+    try:
+        data: dict[str, Any] = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"cannot read sensitivity report {p}: {e}") from e
+    if not isinstance(data, dict) or "layers" not in data or "base_top1" not in data:
+        raise InvalidInputError(f"{p} is not a sensitivity report (no layers/base_top1)")
+    return data
+
+
+def ratios_from_sensitivity(report: dict[str, Any], max_drop: float) -> dict[str, float]:
+    """Per layer, the largest tried ratio whose val top-1 drop (fraction) is <= `max_drop`."""
+    if report.get("base_top1") is None:
+        raise UsageError(
+            "this sensitivity report has no accuracy (the model was untrained)",
+            hint="run `compress sensitivity` on a trained model",
+        )
+    if not 0 <= max_drop <= 1:
+        raise UsageError(f"--max-drop must be 0 to 100 points, got {100 * max_drop:g}")
+    out: dict[str, float] = {}
+    for layer in report["layers"]:
+        ok = [
+            t["ratio"] for t in layer["trials"] if t["drop"] is not None and t["drop"] <= max_drop
+        ]
+        if ok:
+            out[layer["name"]] = max(ok)
+    if not out:
+        raise UsageError(
+            f"no layer can be pruned within a drop of {100 * max_drop:.2f} points",
+            hint="raise --max-drop, or run sensitivity with smaller --ratios",
+        )
+    return out
 
 
 @dataclass

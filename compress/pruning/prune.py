@@ -29,6 +29,7 @@ from torch import nn
 from compress.pruning.config import (
     CRITERIA,
     DATA_CRITERIA,
+    FINETUNE_LR,
     PruneConfig,
     PruneResult,
     TargetUnreachableError,
@@ -42,6 +43,24 @@ from models.errors import CompressError, UnsupportedError, UsageError
 from models.structure import apply_structure, capture_structure
 
 log = logging.getLogger(__name__)
+
+
+def finetune_recipe(
+    cfg: PruneConfig,
+    *,
+    lr: float = FINETUNE_LR,
+    device: str = "auto",
+    amp: str = "auto",
+) -> TrainConfig | None:
+    """How `compress prune` fine-tunes after pruning: cosine decay from a low peak `lr`, seeded
+    like the pruning; each phase runs its own epochs (`finetune_epochs` after every step,
+    `final_finetune_epochs` after the last). None when `cfg` asks for no fine-tuning."""
+    epochs = max(cfg.finetune_epochs, cfg.final_finetune_epochs)
+    if not epochs:
+        return None
+    return TrainConfig(
+        epochs=epochs, lr=lr, schedule="cosine", seed=cfg.seed, device=device, amp=amp
+    )
 
 
 def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) -> None:
@@ -198,6 +217,7 @@ def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: st
         cfg,
         ratio=0.5,
         layer_ratios=None,
+        from_sensitivity=None,
         target_macs=None,
         target_params=None,
         target_latency_ms=None,
@@ -262,6 +282,7 @@ def prune_layer_stepwise(
         target_params=None,
         target_latency_ms=None,
         layer_ratios={layer: ratios[-1]},
+        from_sensitivity=None,
         global_pruning=False,
         steps=1,
     )

@@ -3,7 +3,8 @@
 For every layer torch-pruning may shrink, a copy of the model is pruned at that layer only, at a
 few ratios, and measured: validation top-1, MACs and parameters removed, and onnxruntime latency.
 The table (Markdown + JSON) and a plot show which layers are cheap to prune;
-:func:`ratios_from_sensitivity` turns it into per-layer ratios for `prune --from-sensitivity`.
+:func:`compress.pruning.config.ratios_from_sensitivity` turns it into per-layer ratios
+(`PruneConfig(from_sensitivity=...)`, `prune --from-sensitivity`).
 (Quantization's per-node sensitivity lives in compress/sensitivity.py.)
 """
 
@@ -19,16 +20,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.pruning.config import SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
 from compress.pruning.prune import PruneConfig, prunable_layers, prune_layer_stepwise
-from models.errors import InvalidInputError, UsageError
+from models.errors import UsageError
 from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[nn.Module], float]  # model -> validation top-1 (fraction)
-JSON_NAME, MD_NAME, PNG_NAME = "sensitivity.json", "sensitivity.md", "sensitivity.png"
+JSON_NAME, MD_NAME, PNG_NAME = SENSITIVITY_JSON, "sensitivity.md", "sensitivity.png"
 
 
 @dataclass
@@ -198,44 +200,3 @@ def plot(res: SensitivityResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- use
-
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A sensitivity.json (or the directory holding it)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / JSON_NAME
-    try:
-        data: dict[str, Any] = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidInputError(f"cannot read sensitivity report {p}: {e}") from e
-    if "layers" not in data or "base_top1" not in data:
-        raise InvalidInputError(f"{p} is not a sensitivity report (no layers/base_top1)")
-    return data
-
-
-def ratios_from_sensitivity(report: dict[str, Any], max_drop: float) -> dict[str, float]:
-    """Per layer, the largest tried ratio whose val top-1 drop (fraction) is <= `max_drop`."""
-    if report.get("base_top1") is None:
-        raise UsageError(
-            "this sensitivity report has no accuracy (the model was untrained)",
-            hint="run `compress sensitivity` on a trained model",
-        )
-    if not 0 <= max_drop <= 1:
-        raise UsageError(f"--max-drop must be 0 to 100 points, got {100 * max_drop:g}")
-    out: dict[str, float] = {}
-    for layer in report["layers"]:
-        ok = [
-            t["ratio"] for t in layer["trials"] if t["drop"] is not None and t["drop"] <= max_drop
-        ]
-        if ok:
-            out[layer["name"]] = max(ok)
-    if not out:
-        raise UsageError(
-            f"no layer can be pruned within a drop of {100 * max_drop:.2f} points",
-            hint="raise --max-drop, or run sensitivity with smaller --ratios",
-        )
-    return out

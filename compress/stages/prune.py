@@ -28,39 +28,20 @@ from compress.training.precision import resolve_device
 from models.artifact import FORMAT, atomic_dir, check_out_dir, save_model
 from models.data import DataBundle, DataConfig, load_data
 from models.errors import UsageError
-from models.registry import is_factory_ref, spec_of
-from models.resolve import ModelSource
+from models.registry import spec_of
+from models.resolve import ModelSource, missing_weights_hint
 
 log = logging.getLogger(__name__)
-
-# Measured on 2 shared CPU cores with the default recipe (see the field notes / train --help).
-TRAIN_TIME = {
-    "lenet5": "about 3 minutes",
-    "resnet50": "about 18 minutes per epoch at 28x28 (hours for 15 epochs)",
-}
 
 
 def require_trained(src: ModelSource, allow_untrained: bool = False) -> None:
     """Refuse to prune a freshly initialized zoo/factory model unless asked for explicitly."""
     if src.trained or src.weights == "random" or src.card is not None or allow_untrained:
         return
-    name = src.ref
-    when = TRAIN_TIME.get(
-        name,
-        "expect tens of minutes per epoch on 2 CPU cores; `--epochs 1 --limit 5000` gives a "
-        "quick first artifact",
-    )
-    quoted = f"'{name}'" if is_factory_ref(name) else name
     raise UsageError(
-        f"{name} has no trained weights: pruning an untrained network measures nothing",
-        hint=f"train it first: `compress train --model {quoted} --out runs/{_slug(name)}` "
-        f"({when}), then prune runs/{_slug(name)}; or pass --weights FILE, or --weights random "
-        "for a latency-only study",
+        f"{src.ref} has no trained weights: pruning an untrained network measures nothing",
+        hint=missing_weights_hint(src.ref, "prune"),
     )
-
-
-def _slug(name: str) -> str:
-    return Path(name.rsplit(":", 1)[0]).stem if is_factory_ref(name) else name
 
 
 def weights_bytes(model: nn.Module) -> int:

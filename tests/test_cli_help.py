@@ -1,0 +1,178 @@
+"""`compress --help` and `compress VERB --help` stay fast: listing verbs and parsing options
+import no torch, onnx or onnxruntime (checked with `-X importtime` in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.cli import options as o
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = {"torch", "onnx", "onnxruntime", "torch_pruning", "optuna", "matplotlib"}
+
+
+def imported_modules(*args: str) -> tuple[set[str], str]:
+    """Top-level packages a fresh `python -m compress ARGS` imports, and its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "compress", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return names, r.stdout
+
+
+def verbs() -> list[str]:
+    from compress.cli.app import app
+
+    return sorted(c.name for c in app.registered_commands if c.name)
+
+
+def test_root_help_imports_nothing_heavy():
+    names, out = imported_modules("--help")
+    assert "typer" in names  # the parse really ran
+    assert not names & HEAVY, sorted(names & HEAVY)
+    for verb in ("train", "prune", "quantize", "run"):
+        assert verb in out
+
+
+@pytest.mark.parametrize("verb", verbs())
+def test_verb_help_imports_nothing_heavy(verb):
+    names, out = imported_modules(verb, "--help")
+    assert "--help" in out
+    assert not names & HEAVY, sorted(names & HEAVY)
+
+
+def test_every_verb_is_registered():
+    assert verbs() == sorted(
+        [
+            "train",
+            "eval",
+            "models",
+            "info",
+            "prune",
+            "sensitivity",
+            "export",
+            "bench",
+            "doctor",
+            "quantize",
+            "distill",
+            "run",
+            "tune",
+        ]
+    )
+
+
+def test_a_verb_module_that_fails_to_import_is_an_error():
+    """No verb silently disappears: the import error reaches the user."""
+    code = (
+        "import sys; sys.modules['compress.cli.tune_cmd'] = None\n"
+        "try:\n    import compress.cli.app\nexcept ImportError as e:\n"
+        "    print('raised', e.name)\nelse:\n    print('swallowed')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert r.stdout.strip() == "raised compress.cli.tune_cmd", r.stdout + r.stderr
+
+
+def test_option_groups_are_declared_once_and_reach_the_command():
+    """A verb takes `ModelOptions`/`DataOptions`/`DeviceOptions` as one parameter each; Typer
+    sees their fields as options and the command gets the built group."""
+    import typer
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def cmd(
+        model: o.ModelOpt,
+        mo: o.ModelOptions = o.ModelOptions(),
+        data: o.DataOptions = o.DataOptions(),
+        dev: o.DeviceOptions = o.DeviceOptions(),
+    ) -> None:
+        seen.update(ref=mo.of(model), data=data.config(limit=5), dev=dev)
+
+    app = typer.Typer()
+    app.command()(o.with_groups(cmd))
+    args = ["-m", "lenet5", "--weights", "w.safetensors", "--input-size", "32", "--amp", "off"]
+    r = CliRunner().invoke(app, [*args, "--dataset", "mnist"])
+    assert r.exit_code == 0, r.output
+    ref = seen["ref"]
+    assert (ref.model, ref.weights, ref.input_size, ref.num_classes) == (
+        "lenet5",
+        "w.safetensors",
+        32,
+        None,
+    )
+    assert (seen["data"].dataset, seen["data"].limit) == ("mnist", 5)
+    assert (seen["dev"].device, seen["dev"].amp) == ("auto", "off")
+
+
+@pytest.mark.parametrize(
+    ("verb", "groups"),
+    [
+        ("train", "model data device"),
+        ("eval", "model data"),
+        ("prune", "model data device"),
+        ("sensitivity", "model data"),
+        ("quantize", "model data"),
+        ("export", "model data"),
+        ("bench", "model"),
+        ("doctor", "model"),
+        ("distill", "shape data device"),
+    ],
+)
+def test_verbs_use_the_shared_groups(verb, groups):
+    from dataclasses import fields
+
+    from compress.cli.app import app
+
+    cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "data": o.DataOptions}
+    cls["device"] = o.DeviceOptions
+    cmd = next(c for c in app.registered_commands if c.name == verb)
+    sig = inspect.signature(cmd.callback.__wrapped__, eval_str=True)
+    used = {p.annotation for p in sig.parameters.values()}
+    for g in groups.split():
+        assert cls[g] in used, g
+        for f in fields(cls[g]):
+            assert f.name in inspect.signature(cmd.callback).parameters
+
+
+def test_cli_functions_are_short():
+    """Commands only parse options, call the library and print: each function <= 60 lines."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "compress" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno is not None:
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long.append(f"{path.name}:{node.name} {n} lines")
+    assert not long, long
+
+
+def test_shared_weights_fill_zoo_names_only(tmp_path):
+    """`bench -m lenet5 -m ART --weights W`: W fills the zoo model, the artifact keeps its own."""
+    from models.resolve import zoo_weights
+
+    (tmp_path / "art").mkdir()
+    assert zoo_weights("lenet5", "w.safetensors") == "w.safetensors"
+    assert zoo_weights(str(tmp_path / "art"), "w.safetensors") is None
+    assert zoo_weights("lenet5", None) is None

@@ -1,0 +1,104 @@
+"""`--out` where nothing can be written: one clear line, a documented exit code, nothing left
+behind, and before any training. (Tests may run as root, for whom a chmod-ed directory is
+writable: the cases here are ones root can't write either.)"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from compress.cli.app import app
+from models.errors import EXIT_CODES, OutputNotWritableError, UsageError
+from tests.conftest import FASHION_MINI
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ["--data-dir", str(FASHION_MINI)]
+VERBS = {
+    "train": ["train", "-m", "lenet5", "--epochs", "1", *DATA],
+    "prune": ["prune", "-m", "lenet5", "--weights", "random", "--ratio", "0.5"],
+    "sensitivity": ["sensitivity", "-m", "lenet5", "--weights", "random"],
+    "export": ["export", "-m", "lenet5", "--weights", "random"],
+    "quantize": ["quantize", "-m", "lenet5", "--weights", "random", *DATA],
+    "distill": ["distill", "-t", "lenet5", "--teacher-weights", "random", "-s", "lenet5"],
+    "run": ["run", str(ROOT / "recipes" / "lenet5-fashion.yaml")],
+    "tune": ["tune", str(ROOT / "recipes" / "lenet5-search.yaml")],
+}
+
+
+def _one_clear_line(r, code: int, text: str) -> None:
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and text in " ".join(r.output.split()), r.output
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_out_under_proc_is_a_usage_error(verb):
+    r = CliRunner().invoke(app, [*VERBS[verb], "--out", "/proc/compress-test/out"])
+    _one_clear_line(r, UsageError.exit_code, "cannot write --out /proc/compress-test/out")
+    assert not Path("/proc/compress-test").exists()
+
+
+@pytest.mark.parametrize("verb", ["train", "prune", "run"])
+def test_out_below_a_regular_file_is_a_usage_error(verb, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a directory")
+    out = tmp_path / "notes.txt" / "sub" / "out"
+    r = CliRunner().invoke(app, [*VERBS[verb], "--out", str(out)])
+    _one_clear_line(r, 2, "is a file, not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_read_only_file_system_is_refused_before_work(tmp_path, monkeypatch):
+    """EROFS (a read-only mount): refused by the probe, before the model or data load."""
+    import tempfile
+
+    from models.artifact import check_writable
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(OutputNotWritableError, match=r"refuses new files.*Read-only"):
+        check_writable(tmp_path / "out")
+    r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
+    _one_clear_line(r, 2, "Read-only file system")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_refused_midway_is_a_resource_error(tmp_path, monkeypatch):
+    """An OSError like EACCES after the early check (permissions changed, a full quota) is the
+    file system's answer, not a bug: one line and exit code 6."""
+    import compress.stages.train as stage
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+
+    monkeypatch.setattr(stage, "run_train", denied)
+    r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
+    _one_clear_line(r, 6, "permission denied")
+    assert 6 in EXIT_CODES and "file system" in EXIT_CODES[6]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["eval", "-m", "lenet5", "--weights", "random", *DATA, "--json"], "--json"),
+        (["bench", "-m", "lenet5", "--weights", "random", "--md"], "--md"),
+        (["info", "ARTIFACT", "--json"], "--json"),
+    ],
+)
+def test_report_files_that_cannot_be_written_are_refused_first(args, option, tmp_path, monkeypatch):
+    import compress.stages.bench as bench_stage
+    import compress.stages.evaluate as eval_stage
+
+    def never(*a, **k):
+        raise AssertionError("the work started before the output check")
+
+    monkeypatch.setattr(eval_stage, "run_eval", never)
+    monkeypatch.setattr(bench_stage, "run_bench", never)
+    args = [str(tmp_path) if a == "ARTIFACT" else a for a in args]
+    r = CliRunner().invoke(app, [*args, "/proc/compress-test/r.out"])
+    _one_clear_line(r, 2, f"cannot write {option} /proc/compress-test/r.out")
