@@ -2,19 +2,22 @@
 
 `--model`: a zoo name, an artifact directory, or `path/to/file.py:factory`.
 `--weights`: a .safetensors file, an artifact directory, a `weights_only` PyTorch state_dict
-(.pt/.pth/.bin), or the literal `random` (explicitly untrained).
+(.pt/.pth/.bin), the literal `random` (explicitly untrained), or the name of published weights
+for a zoo model (`imagenet`: see `models.pretrained`; downloaded once into a cache).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from models.artifact import WEIGHTS, Card, is_artifact, load_model, read_card
 from models.errors import ArtifactError, UsageError
-from models.registry import create_model
+from models.pretrained import load_pretrained, looks_like_name, lookup
+from models.registry import create_model, is_factory_ref
 from models.structure import apply_structure
 from models.weights import load_into, read_state_dict
 
@@ -27,7 +30,8 @@ class ModelSource:
     card: Card | None
     trained: bool
     ref: str
-    weights: str  # path, "artifact", "random" or "none"
+    weights: str  # path, "artifact", "random", "none" or a published name ("imagenet")
+    pretrained: dict[str, Any] | None = None  # provenance of published weights
 
 
 @dataclass
@@ -77,6 +81,16 @@ def _apply_weights(src: ModelSource, weights: str, trust_pickle: bool) -> None:
         if src.card is not None:
             raise UsageError("--weights random makes no sense with an artifact as --model")
         src.weights, src.trained = "random", False
+        return
+    if looks_like_name(weights):
+        if src.card is not None or is_factory_ref(src.ref):
+            raise UsageError(
+                f"--weights {weights}: published weights apply to zoo models, not to {src.ref}",
+                hint="pass a weights file or an artifact directory instead",
+            )
+        entry = lookup(src.ref, weights)
+        src.pretrained = load_pretrained(src.model, entry)
+        src.weights, src.trained = entry.name, True
         return
     if is_artifact(weights):
         wcard = read_card(weights)
