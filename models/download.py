@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from models.errors import ResourceError, WeightsError
 
@@ -30,8 +30,17 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
-Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
-ProgressFactory = Callable[[str, int | None], "ProgressBar"]
+
+
+class Bar(Protocol):
+    """What a progress factory returns: told the bytes received so far, then closed."""
+
+    def update(self, done: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ProgressFactory = Callable[[str, int | None], Bar]  # (label, total bytes or None) -> Bar
 
 
 class DownloadError(WeightsError):
