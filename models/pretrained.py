@@ -150,7 +150,9 @@ def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, s
             hint=_hint(model, entry),
         )
     model.load_state_dict(sd, strict=True)
-    attach_spec(model, replace(spec, mean=entry.mean, std=entry.std))
+    preprocess = {"resize": entry.resize, "crop": entry.crop}  # image folders: see ImageFiles
+    extra = {**spec.extra, "preprocess": preprocess}
+    attach_spec(model, replace(spec, mean=entry.mean, std=entry.std, extra=extra))
     return {
         **entry.describe(),
         "file": source,

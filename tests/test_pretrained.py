@@ -207,3 +207,27 @@ def test_cli_bad_weights_name_exits_2_without_output(tmp_path):
     )  # fmt: skip
     assert r.exit_code == 2 and "available: imagenet" in r.output
     assert not out.exists()
+
+
+def test_image_folders_get_the_weights_preprocessing_and_batches(tmp_path):
+    """Resize-256/center-crop-224 (not a squash) for ImageNet weights; list indices batch."""
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    from models.imagefolder import ImageFiles
+
+    img = np.zeros((224, 300, 3), np.uint8)
+    img[:, :40] = 255  # a white band at the left edge: the center crop cuts it away
+    Image.fromarray(img).save(tmp_path / "a.png")
+    spec = spec_of(create_model("resnet18", num_classes=2, in_channels=3, input_size=224))
+    squash = ImageFiles([(tmp_path / "a.png", 1)], spec)
+    crop = ImageFiles(
+        [(tmp_path / "a.png", 1)] * 2,
+        replace(spec, extra={"preprocess": {"resize": 256, "crop": 224}}),
+    )
+    x_squash, _ = squash[0]
+    x_crop, y = crop[[0, 1]]
+    assert x_crop.shape == (2, 3, 224, 224) and y.tolist() == [1, 1]
+    assert x_squash[0, :, 0].mean() > 1.0 and x_crop[0, 0, :, 0].mean() < -1.0
