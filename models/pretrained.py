@@ -121,12 +121,28 @@ def lookup(model: str, weights: str) -> Pretrained:
     )
 
 
-def load_pretrained(model: nn.Module, entry: Pretrained) -> dict[str, Any]:
-    """Download (once), verify and load `entry` into `model`; returns the card's provenance."""
-    from models.download import cached_file
+def for_file(model: str, path: str | Path) -> Pretrained | None:
+    """The entry whose published file name `path` carries (a copy fetched by hand), if any."""
+    name = Path(path).name
+    return next((p for (m, _), p in PRETRAINED.items() if m == model and p.filename == name), None)
+
+
+def load_pretrained(
+    model: nn.Module, entry: Pretrained, path: str | Path | None = None
+) -> dict[str, Any]:
+    """Load `entry` into `model` from `path` (a hand-fetched copy) or the cache (downloading it
+    once); the file is verified against the published hash first. Returns the provenance."""
+    from models.download import DownloadError, cached_file, sha256_of
     from models.weights import check_finite, read_state_dict
 
-    path = cached_file(entry.url, entry.sha256_prefix)
+    if path is None:
+        path = cached_file(entry.url, entry.sha256_prefix)
+    elif Path(path).is_file() and not sha256_of(Path(path)).startswith(entry.sha256_prefix):
+        raise DownloadError(
+            f"{path} is named like the published {entry.filename} but its sha256 does not start "
+            f"with {entry.sha256_prefix}: not that file (truncated or altered?)",
+            hint=f"fetch it again from {entry.url}",
+        )
     sd = read_state_dict(path)  # weights_only=True: plain tensors
     check_finite(sd, str(path))
     return transfer(model, sd, entry, str(path))

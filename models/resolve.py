@@ -16,7 +16,7 @@ from torch import nn
 
 from models.artifact import WEIGHTS, Card, is_artifact, load_model, read_card
 from models.errors import ArtifactError, UsageError
-from models.pretrained import load_pretrained, looks_like_name, lookup
+from models.pretrained import for_file, load_pretrained, looks_like_name, lookup
 from models.registry import create_model, is_factory_ref
 from models.structure import apply_structure
 from models.weights import load_into, read_state_dict
@@ -91,6 +91,11 @@ def _apply_weights(src: ModelSource, weights: str, trust_pickle: bool) -> None:
         entry = lookup(src.ref, weights)
         src.pretrained = load_pretrained(src.model, entry)
         src.weights, src.trained = entry.name, True
+        return
+    by_file = for_file(src.ref, weights) if src.card is None else None
+    if by_file is not None:  # torchvision's file fetched by hand: verified, transferred
+        src.pretrained = load_pretrained(src.model, by_file, weights)
+        src.weights, src.trained = str(weights), True
         return
     if is_artifact(weights):
         wcard = read_card(weights)

@@ -231,3 +231,23 @@ def test_image_folders_get_the_weights_preprocessing_and_batches(tmp_path):
     x_crop, y = crop[[0, 1]]
     assert x_crop.shape == (2, 3, 224, 224) and y.tolist() == [1, 1]
     assert x_squash[0, :, 0].mean() > 1.0 and x_crop[0, 0, :, 0].mean() < -1.0
+
+
+def test_weights_path_to_a_hand_fetched_copy_is_verified_and_transferred(
+    r18_ckpt, tmp_path, monkeypatch
+):
+    from models.resolve import ShapeArgs, resolve_model
+
+    body, sd = r18_ckpt
+    entry = publish(monkeypatch, "resnet18", body)
+    good = tmp_path / "good" / entry.filename
+    good.parent.mkdir()
+    good.write_bytes(body)
+    src = resolve_model("resnet18", weights=str(good), shape=ShapeArgs(10, 3, 28))
+    assert src.trained and src.pretrained and src.pretrained["classifier"]["replaced"]
+    assert torch.equal(src.model.state_dict()["conv1.weight"], sd["conv1.weight"])
+    bad = tmp_path / "bad" / entry.filename
+    bad.parent.mkdir()
+    bad.write_bytes(body[:-8] + b"\0" * 8)
+    with pytest.raises(DownloadError, match="not that file"):
+        resolve_model("resnet18", weights=str(bad), shape=ShapeArgs(10, 3, 28))

@@ -7,7 +7,7 @@ from typing import Any
 
 from models.artifact import Card, new_card
 from models.data import DataBundle, DataConfig, dataset_shape, load_data
-from models.pretrained import looks_like_name
+from models.pretrained import for_file, looks_like_name
 from models.resolve import ModelSource, ShapeArgs, resolve_model
 
 
@@ -47,7 +47,7 @@ def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
 def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
     """Resolve the model; zoo models take their shape from the options, else from the data."""
     c, s, n = dataset_shape(data or DataConfig())
-    if looks_like_name(ref.weights):
+    if looks_like_name(ref.weights) or (ref.weights and for_file(ref.model, ref.weights)):
         c = 3  # published ImageNet weights take RGB; 1-channel data is repeated to 3 channels
     shape = ShapeArgs(
         num_classes=ref.num_classes or n,
