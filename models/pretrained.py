@@ -135,6 +135,7 @@ def load_pretrained(
     from models.download import DownloadError, cached_file, sha256_of
     from models.weights import check_finite, read_state_dict
 
+    check_fits(model, entry)
     if path is None:
         path = cached_file(entry.url, entry.sha256_prefix)
     elif Path(path).is_file() and not sha256_of(Path(path)).startswith(entry.sha256_prefix):
@@ -152,19 +153,7 @@ def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, s
         dict[str, Any]:  # fmt: skip
     """Load `sd` strictly, except a classifier of another width, which keeps its init."""
     spec = spec_of(model)
-    own = model.state_dict()
-    sd = _with_bn_counters(sd, own)
-    head = [k for k in sd if k.startswith(spec.classifier + ".")]
-    replaced = spec.num_classes != entry.num_classes
-    if replaced:
-        sd = {k: v for k, v in sd.items() if k not in head}
-        sd.update({k: own[k] for k in head if k in own})
-    problem = explain_mismatch(model, sd, entry)
-    if problem:
-        raise ArchitectureMismatchError(
-            f"{entry.model} {entry.name} weights can't load into this model: {problem}",
-            hint=_hint(model, entry),
-        )
+    sd, replaced = fitted(model, sd, entry)
     model.load_state_dict(sd, strict=True)
     preprocess = {"resize": entry.resize, "crop": entry.crop}  # image folders: see ImageFiles
     extra = {**spec.extra, "preprocess": preprocess}
@@ -180,6 +169,43 @@ def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, s
         "input": "3 channels; 1-channel images are repeated to 3 by the data loader",
         "normalization": "ImageNet mean/std",
     }
+
+
+def fitted(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained) -> \
+        tuple[dict[str, torch.Tensor], bool]:  # fmt: skip
+    """`sd` ready for a strict load into `model` (another classifier width keeps the model's
+    own head; old checkpoints get BatchNorm counters), and whether the head was replaced.
+    Raises, naming the layer and why, when anything else does not fit."""
+    spec = spec_of(model)
+    own = model.state_dict()
+    sd = _with_bn_counters(sd, own)
+    replaced = spec.num_classes != entry.num_classes
+    if replaced:
+        head = [k for k in sd if k.startswith(spec.classifier + ".")]
+        sd = {k: v for k, v in sd.items() if k not in head}
+        sd.update({k: own[k] for k in head if k in own})
+    problem = explain_mismatch(model, sd, entry)
+    if problem:
+        raise ArchitectureMismatchError(
+            f"{entry.model} {entry.name} weights can't load into this model: {problem}",
+            hint=_hint(model, entry),
+        )
+    return sd, replaced
+
+
+def check_fits(model: nn.Module, entry: Pretrained) -> None:
+    """Refuse a model the weights can't load into before downloading anything: compares with
+    torchvision's layout built on the meta device (shapes only, no memory)."""
+    from models.registry import create_model
+
+    with torch.device("meta"):
+        ref = create_model(
+            entry.model,
+            num_classes=entry.num_classes,
+            in_channels=entry.in_channels,
+            input_size=entry.crop,
+        )
+    fitted(model, ref.state_dict(), entry)
 
 
 def _with_bn_counters(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> \

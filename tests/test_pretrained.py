@@ -251,3 +251,12 @@ def test_weights_path_to_a_hand_fetched_copy_is_verified_and_transferred(
     bad.write_bytes(body[:-8] + b"\0" * 8)
     with pytest.raises(DownloadError, match="not that file"):
         resolve_model("resnet18", weights=str(bad), shape=ShapeArgs(10, 3, 28))
+
+
+def test_a_misfit_is_refused_before_any_download(cache, monkeypatch):
+    monkeypatch.setenv("COMPRESS_WEIGHTS_URL", "http://127.0.0.1:9/nowhere")
+    with pytest.raises(ArchitectureMismatchError, match=r"layer classifier\.0: .*'small' variant"):
+        create_model("vgg16", num_classes=10, in_channels=3, input_size=28, weights="imagenet")
+    with pytest.raises(ArchitectureMismatchError, match=r"layer features\.0: .*3-channel input"):
+        create_model("alexnet", num_classes=10, in_channels=1, input_size=224, weights="imagenet")
+    assert _cached(cache) == []
