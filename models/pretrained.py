@@ -15,6 +15,7 @@ model takes 3 input channels; 1-channel data is repeated to 3 channels by the da
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import ArchitectureMismatchError, UsageError
+from models.errors import ArchitectureMismatchError, CompressError, UsageError
 from models.registry import IMAGENET_MEAN, IMAGENET_STD, attach_spec, spec_of
 
 REGISTRY_SOURCE = "torchvision weight registry (torchvision/models/*.py, IMAGENET1K_V1)"
@@ -132,12 +133,12 @@ def load_pretrained(
 ) -> dict[str, Any]:
     """Load `entry` into `model` from `path` (a hand-fetched copy) or the cache (downloading it
     once); the file is verified against the published hash first. Returns the provenance."""
-    from models.download import DownloadError, cached_file, sha256_of
+    from models.download import DownloadError, sha256_of
     from models.weights import check_finite, read_state_dict
 
     check_fits(model, entry)
     if path is None:
-        path = cached_file(entry.url, entry.sha256_prefix)
+        path = fetch_once_per_node(entry)
     elif Path(path).is_file() and not sha256_of(Path(path)).startswith(entry.sha256_prefix):
         raise DownloadError(
             f"{path} is named like the published {entry.filename} but its sha256 does not start "
@@ -147,6 +148,27 @@ def load_pretrained(
     sd = read_state_dict(path)  # weights_only=True: plain tensors
     check_finite(sd, str(path))
     return transfer(model, sd, entry, str(path))
+
+
+def fetch_once_per_node(entry: Pretrained) -> Path:
+    """The verified cached file; under torchrun each node's local rank 0 downloads it while
+    the other ranks wait, then they use the cached copy (an error reaches every rank)."""
+    import torch.distributed as dist
+
+    from models.download import cached_file
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return cached_file(entry.url, entry.sha256_prefix)
+    error: CompressError | None = None
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        try:
+            cached_file(entry.url, entry.sha256_prefix)
+        except CompressError as e:
+            error = e
+    dist.barrier()
+    if error is not None:
+        raise error
+    return cached_file(entry.url, entry.sha256_prefix)
 
 
 def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, source: str) -> \

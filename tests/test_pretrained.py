@@ -260,3 +260,20 @@ def test_a_misfit_is_refused_before_any_download(cache, monkeypatch):
     with pytest.raises(ArchitectureMismatchError, match=r"layer features\.0: .*3-channel input"):
         create_model("alexnet", num_classes=10, in_channels=1, input_size=224, weights="imagenet")
     assert _cached(cache) == []
+
+
+def test_download_inside_a_process_group_waits_for_local_rank_0(
+    r18_ckpt, cache, monkeypatch, tmp_path
+):
+    import torch.distributed as dist
+
+    body, _ = r18_ckpt
+    entry = publish(monkeypatch, "resnet18", body)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        with serve({f"/models/{entry.filename}": Route(body)}) as server:
+            _mirror(monkeypatch, server)
+            create_model("resnet18", weights="imagenet")
+    finally:
+        dist.destroy_process_group()
+    assert len(server.hits) == 1 and _cached(cache) == [entry.filename]
