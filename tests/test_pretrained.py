@@ -191,6 +191,8 @@ def test_cli_train_transfer_records_where_weights_came_from(r18_ckpt, cache, mon
     assert created["pretrained"]["url"].endswith(entry.filename)
     assert created["pretrained"]["classifier"]["replaced"] is True
     assert card["spec"]["in_channels"] == 3 and card["spec"]["mean"] == [0.485, 0.456, 0.406]
+    shown = CliRunner().invoke(app, ["info", str(out)])
+    assert "weights: imagenet (IMAGENET1K_V1)" in shown.output and "1000 -> 10" in shown.output
 
 
 def test_cli_bad_weights_name_exits_2_without_output(tmp_path):
