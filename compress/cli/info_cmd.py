@@ -61,6 +61,7 @@ def info(
             console.print(f"  {split} top-1: {100 * card.metrics[split]['top1']:.2f} %")
     for f, meta in card.files.items():
         console.print(f"  {f}: {meta['bytes']:,} bytes")
+    console.print("  lineage: " + " -> ".join(h["stage"] for h in card.history))
     for h in card.history:
         if h.get("stage") == "create" and isinstance(h.get("pretrained"), dict):
             p = h["pretrained"]
@@ -68,7 +69,6 @@ def info(
                 f"  weights: {p['name']} ({p.get('torchvision', '?')}) from {p['url']}, "
                 f"classifier {p['classifier']['classes']}"
             )
-    console.print("  lineage: " + " -> ".join(h["stage"] for h in card.history))
     write_json(json_out, card_json(card))
 
 
