@@ -105,14 +105,15 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     input_size: int | None = None,
-    weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached.
 
     Shapes default to 10 classes, 1 channel, 28 pixels; with `weights` naming published weights
     (`"imagenet"`, see `models.pretrained`) to 1000 classes, 3 channels, 224 pixels, and the
-    weights are downloaded (once) and loaded; other `num_classes` replace the classifier."""
+    weights are downloaded (once) and loaded; other `num_classes` replace the classifier.
+    (`weights` is read from `kwargs`, so callers passing `**shape` dicts stay well-typed.)"""
+    weights: str | None = kwargs.pop("weights", None)
     entry = None
     if weights is not None:
         from models.pretrained import lookup
