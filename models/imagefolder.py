@@ -7,6 +7,7 @@ split is carved from `train/` with the same seeded rule as the IDX data sets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from models.data import DataBundle, DataConfig, effective_val_size, split_indices
 from models.errors import DataNotFoundError, InvalidInputError
-from models.images import SizedDataset, random_flip_crop, to_model_input
+from models.images import SizedDataset, random_flip_crop, resize_center_crop, to_model_input
 from models.registry import ModelSpec
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -46,11 +47,20 @@ class ImageFiles(SizedDataset):
         self.items, self.spec, self.augment = items, spec, augment
         self._mean = torch.tensor(spec.mean).view(-1, 1, 1)
         self._std = torch.tensor(spec.std).view(-1, 1, 1)
+        pre = spec.extra.get("preprocess") or {}  # e.g. ImageNet weights: resize 256, crop 224
+        self._ratio = pre["resize"] / pre["crop"] if pre.get("resize") and pre.get("crop") else None
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image, or a stacked batch for a list of indices (as TensorImages allows)."""
+        if not isinstance(i, int):
+            pairs = [self._one(int(j)) for j in i]
+            return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+        return self._one(i)
+
+    def _one(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         from PIL import Image, UnidentifiedImageError
 
         path, label = self.items[i]
@@ -63,6 +73,8 @@ class ImageFiles(SizedDataset):
             raise InvalidInputError(f"cannot read image {path}: {e}") from e
         x = torch.from_numpy(arr.copy())
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
+        if self._ratio is not None:
+            x = resize_center_crop(x.unsqueeze(0), self.spec.input_size, self._ratio)[0]
         x = to_model_input(x.unsqueeze(0), self.spec)
         if self.augment:
             x = random_flip_crop(x)

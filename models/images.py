@@ -100,6 +100,20 @@ def to_model_input(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     return x.contiguous()
 
 
+def resize_center_crop(x: torch.Tensor, size: int, ratio: float) -> torch.Tensor:
+    """torchvision's evaluation preset for (N, C, H, W) images: the shorter side resized to
+    `round(size * ratio)` (256 for 224 at ratio 256/224), then the central `size` x `size`.
+    Returns float values on the input's 0-255 scale."""
+    h, w = x.shape[-2:]
+    short = round(size * ratio)
+    nh, nw = (short, max(short, round(w * short / h))) if h <= w else (round(h * short / w), short)
+    x = F.interpolate(
+        x.float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+    )
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
 def random_flip_crop(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
     """Horizontal flip (p=0.5) and a random crop after `pad` zero padding, per batch."""
     n, _, h, w = x.shape

@@ -101,12 +101,26 @@ def _check_shape_args(num_classes: int, in_channels: int, input_size: int) -> No
 def create_model(
     name: str,
     *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    input_size: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached."""
+    """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached.
+
+    Shapes default to 10 classes, 1 channel, 28 pixels; with `weights` naming published weights
+    (`"imagenet"`, see `models.pretrained`) to 1000 classes, 3 channels, 224 pixels, and the
+    weights are downloaded (once) and loaded; other `num_classes` replace the classifier.
+    (`weights` is read from `kwargs`, so callers passing `**shape` dicts stay well-typed.)"""
+    weights: str | None = kwargs.pop("weights", None)
+    entry = None
+    if weights is not None:
+        from models.pretrained import lookup
+
+        entry = lookup(name, weights)
+    num_classes = num_classes if num_classes is not None else (entry.num_classes if entry else 10)
+    in_channels = in_channels if in_channels is not None else (entry.in_channels if entry else 1)
+    input_size = input_size if input_size is not None else (entry.crop if entry else 28)
     _check_shape_args(num_classes, in_channels, input_size)
     if is_factory_ref(name):
         return create_user_model(
@@ -123,6 +137,10 @@ def create_model(
     )
     spec: ModelSpec = model.spec  # type: ignore[assignment]
     attach_spec(model, replace(spec, extra={**spec.extra, "kwargs": _jsonable(kwargs)}))
+    if entry is not None:
+        from models.pretrained import load_pretrained
+
+        load_pretrained(model, entry)
     return model
 
 

@@ -3,18 +3,21 @@
 `--model`: a zoo name, an artifact directory, or `path/to/file.py:factory` (typed by the user,
 so it runs; a factory stored in an artifact runs only with `trust_code`).
 `--weights`: a .safetensors file, an artifact directory, a `weights_only` PyTorch state_dict
-(.pt/.pth/.bin), or the literal `random` (explicitly untrained).
+(.pt/.pth/.bin), the literal `random` (explicitly untrained), or the name of published weights
+for a zoo model (`imagenet`: see `models.pretrained`; downloaded once into a cache).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from models.artifact import WEIGHTS, Card, is_artifact, load_model, read_card
 from models.errors import ArtifactError, UsageError
+from models.pretrained import for_file, load_pretrained, looks_like_name, lookup, names_for
 from models.registry import create_model, is_factory_ref
 from models.structure import apply_structure
 from models.weights import load_into, read_state_dict
@@ -36,7 +39,9 @@ def missing_weights_hint(ref: str, verb: str) -> str:
         f"train it first (`compress train --model {quoted} --out runs/{slug}`; `--epochs 1 "
         f"--limit 5000` makes a quick first artifact), then {verb} runs/{slug}"
     )
-    return "; or ".join([train, *WEIGHTS_HINTS])
+    published = [] if is_factory_ref(ref) else names_for(ref)
+    extra = [f"--weights {n}: published weights, downloaded once" for n in published]
+    return "; or ".join([train, *extra, *WEIGHTS_HINTS])
 
 
 @dataclass
@@ -47,7 +52,8 @@ class ModelSource:
     card: Card | None
     trained: bool
     ref: str
-    weights: str  # path, "artifact", "random" or "none"
+    weights: str  # path, "artifact", "random", "none" or a published name ("imagenet")
+    pretrained: dict[str, Any] | None = None  # provenance of published weights
 
 
 @dataclass
@@ -104,6 +110,21 @@ def _apply_weights(src: ModelSource, weights: str, trust_pickle: bool) -> None:
         if src.card is not None:
             raise UsageError("--weights random makes no sense with an artifact as --model")
         src.weights, src.trained = "random", False
+        return
+    if looks_like_name(weights):
+        if src.card is not None or is_factory_ref(src.ref):
+            raise UsageError(
+                f"--weights {weights}: published weights apply to zoo models, not to {src.ref}",
+                hint="pass a weights file or an artifact directory instead",
+            )
+        entry = lookup(src.ref, weights)
+        src.pretrained = load_pretrained(src.model, entry)
+        src.weights, src.trained = entry.name, True
+        return
+    by_file = for_file(src.ref, weights) if src.card is None else None
+    if by_file is not None:  # torchvision's file fetched by hand: verified, transferred
+        src.pretrained = load_pretrained(src.model, by_file, weights)
+        src.weights, src.trained = str(weights), True
         return
     if is_artifact(weights):
         wcard = read_card(weights)

@@ -94,6 +94,10 @@ def _root(
 ) -> None:
     from rich.logging import RichHandler
 
+    from compress.cli.progress import DownloadBar
+    from models.download import set_progress_factory
+
+    set_progress_factory(DownloadBar)  # weights downloads show a bar (libraries only log)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=level,

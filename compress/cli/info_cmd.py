@@ -15,15 +15,17 @@ def models_cmd(
     in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
     num_classes: Annotated[int, typer.Option(help="Classes.")] = 10,
 ) -> None:
-    """List the model zoo with parameter counts and specs at the given shape."""
+    """List the model zoo with parameter counts and specs at the given shape, and the published
+    weights each model accepts by name (`--weights imagenet`)."""
     from rich.table import Table
 
+    from models.pretrained import names_for
     from models.registry import create_model, list_models, spec_of
 
     table = Table(
         title=f"model zoo at {in_channels}x{input_size}x{input_size}, {num_classes} classes"
     )
-    for col in ("name", "variant", "params", "classifier", "mean/std"):
+    for col in ("name", "variant", "params", "classifier", "mean/std", "--weights"):
         table.add_column(col)
     for name in list_models():
         m = create_model(
@@ -36,6 +38,7 @@ def models_cmd(
             f"{sum(p.numel() for p in m.parameters()):,}",
             s.classifier,
             f"{s.mean}/{s.std}",
+            ", ".join(n.split(" ")[0] for n in names_for(name)) or "-",
         )
     console.print(table)
 
@@ -66,6 +69,13 @@ def info(
             highlight=False,
         )
     console.print("  lineage: " + " -> ".join(h["stage"] for h in card.history))
+    for h in card.history:
+        if h.get("stage") == "create" and isinstance(h.get("pretrained"), dict):
+            p = h["pretrained"]
+            console.print(
+                f"  weights: {p['name']} ({p.get('torchvision', '?')}) from {p['url']}, "
+                f"classifier {p['classifier']['classes']}"
+            )
     write_json(json_out, card_json(card))
 
 

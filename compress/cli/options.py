@@ -27,8 +27,10 @@ ModelOpt = Annotated[
 WeightsOpt = Annotated[
     str | None,
     typer.Option(
-        help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), or `random` "
-        "(explicitly untrained)."
+        help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
+        "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
+        "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
+        "--num-classes replaces the classifier)."
     ),
 ]
 NumClassesOpt = Annotated[

@@ -59,3 +59,40 @@ class RichHooks:
             f"epoch {epoch + 1}/{self.epochs}: loss {metrics['train_loss']:.4f} "
             f"train acc {100 * metrics['train_acc']:.2f} %{shown} ({metrics['seconds']:.1f} s)"
         )
+
+
+class DownloadBar:
+    """A byte-count bar for `models.download` (installed by the app); falls back to log lines
+    where another live display can't nest (older rich)."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        from rich.errors import LiveError
+        from rich.progress import DownloadColumn, TransferSpeedColumn
+
+        from models.download import ProgressBar
+
+        self.fallback: ProgressBar | None = None
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        try:
+            self.progress.start()
+        except LiveError:
+            self.fallback = ProgressBar(label, total)
+        self.task = self.progress.add_task(label, total=total)
+
+    def update(self, done: int) -> None:
+        if self.fallback is not None:
+            self.fallback.update(done)
+        else:
+            self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.fallback is None:
+            self.progress.stop()

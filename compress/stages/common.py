@@ -7,6 +7,7 @@ from typing import Any
 
 from models.artifact import Card, new_card
 from models.data import DataBundle, DataConfig, dataset_shape, load_data
+from models.pretrained import for_file, looks_like_name
 from models.resolve import ModelSource, ShapeArgs, resolve_model
 
 
@@ -47,6 +48,8 @@ def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
 def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
     """Resolve the model; zoo models take their shape from the options, else from the data."""
     c, s, n = dataset_shape(data or DataConfig())
+    if looks_like_name(ref.weights) or (ref.weights and for_file(ref.model, ref.weights)):
+        c = 3  # published ImageNet weights take RGB; 1-channel data is repeated to 3 channels
     shape = ShapeArgs(
         num_classes=ref.num_classes or n,
         in_channels=ref.in_channels or c,
@@ -80,7 +83,10 @@ def card_for(src: ModelSource, bundle: DataBundle | None) -> Card:
     """Continue the input's card (lineage kept) or start a new one for a fresh model."""
     card = src.card.model_copy(deep=True) if src.card else new_card(src.model)
     if src.card is None:
-        card.history.append({"stage": "create", "model": src.ref, "weights": src.weights})
+        entry: dict[str, Any] = {"stage": "create", "model": src.ref, "weights": src.weights}
+        if src.pretrained:
+            entry["pretrained"] = src.pretrained
+        card.history.append(entry)
     if bundle is not None:
         card.class_names = list(bundle.class_names)
         card.dataset = dataset_record(bundle)
