@@ -284,6 +284,8 @@ def _size(model: BenchModel, runner: Runner) -> int | None:
 
 
 def _describe(m: BenchModel) -> dict[str, Any]:
+    from export.baseline import is_dense
+
     return {
         "label": m.label,
         "source": m.source,
@@ -293,4 +295,5 @@ def _describe(m: BenchModel) -> dict[str, Any]:
         "precision": m.precision,
         "accuracy": m.accuracy,
         "trained": bool(getattr(m.card, "trained", False)),
+        "dense": is_dense(m.card),
     }

@@ -1,8 +1,10 @@
 """Benchmark reports: table rows (the CLI draws them with rich), JSON, CSV, Markdown, PNG plots.
 
 Every format says that the inputs were synthetic and on what machine the numbers were taken.
-Speed-ups are p50 ratios measured in the same run: vs the first model (same runtime and batch
-size) and vs torch eager (same model and batch size).
+Speed-ups are p50 ratios measured in the same run at the same batch size, against the two
+baselines of `export.baseline`, each labelled: the fastest dense case found on this machine (any
+runtime, any float precision) and the dense model on onnxruntime fp32. The JSON also keeps the
+older ratios (vs the first model on the same runtime, vs torch eager).
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from export.baseline import (
+    ROLE_HELP,
+    ROLES,
+    Baseline,
+    baseline_lines,
+    dense_labels,
+    find_baselines,
+    speedups,
+    times,
+)
 from export.bench_results import INPUT_NOTE, BenchReport, CaseResult
 
 log = logging.getLogger(__name__)
@@ -28,13 +40,20 @@ TABLE_COLUMNS = (
     "items/s",
     "peak RSS MB",
     "size MB",
-    "vs first",
-    "vs torch",
+    "vs fastest dense",
+    "vs ort fp32",
 )
+
+
+def bench_baselines(report: BenchReport) -> dict[int, dict[str, Baseline]]:
+    """The fastest dense and onnxruntime fp32 cases of this benchmark, per batch size."""
+    return find_baselines(report.results, dense_labels(report.models))
 
 
 def table_rows(report: BenchReport) -> list[list[str]]:
     """One row of strings per case, in TABLE_COLUMNS order."""
+    base = bench_baselines(report)
+    ups = [speedups(r, base) for r in report.results]
     return [
         [
             r.model,
@@ -46,10 +65,9 @@ def table_rows(report: BenchReport) -> list[list[str]]:
             f"{r.throughput:,.1f}",
             _num(r.peak_rss_mb, "{:.0f}"),
             _num(None if r.size_bytes is None else r.size_bytes / 1e6, "{:.2f}"),
-            _num(r.speedup_vs_first, "{:.2f}x"),
-            _num(r.speedup_vs_torch, "{:.2f}x"),
+            *(times(up[role]) for role in ROLES),
         ]
-        for r in report.results
+        for r, up in zip(report.results, ups, strict=True)
     ]
 
 
@@ -67,9 +85,22 @@ def environment_line(report: BenchReport) -> str:
     )
 
 
+def report_dict(report: BenchReport) -> dict[str, Any]:
+    """The JSON document: `compress-bench/1` plus the baselines and each case's speed-ups."""
+    base = bench_baselines(report)
+    doc = report.to_dict()
+    doc["baselines"] = {
+        str(bs): {role: b.to_dict() for role, b in found.items()} for bs, found in base.items()
+    }
+    doc["baseline_roles"] = dict(ROLE_HELP)
+    for row, r in zip(doc["results"], report.results, strict=True):
+        row["speedup"] = speedups(r, base)
+    return doc
+
+
 def write_json(report: BenchReport, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    path.write_text(json.dumps(report_dict(report), indent=2) + "\n")
     return path
 
 
@@ -94,6 +125,9 @@ def to_markdown(report: BenchReport) -> str:
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(TABLE_COLUMNS))) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["", "Speed-ups (p50 ratios, same batch size):"]
+    lines += [f"- vs {role}: against {ROLE_HELP[role]}." for role in ROLES]
+    lines += [f"- {line}" for line in baseline_lines(bench_baselines(report))]
     lines += ["", f"Inputs: {INPUT_NOTE}.", f"Machine: {environment_line(report)}."]
     c = report.config
     how = f"{c['iters']} iterations" if c.get("iters") else f"{c.get('seconds') or 3.0:g} s"
