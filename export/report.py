@@ -237,3 +237,32 @@ def _pyplot() -> Any:
 
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else fmt.format(x)
+
+
+def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """The environment as a few (what, value) rows, for tables instead of a JSON dump."""
+    isa = ", ".join(k for k, v in (env.get("isa") or {}).items() if v) or "none detected"
+    libs = env.get("libraries") or env.get("software") or {}
+    load = env.get("load_average")
+    gpu = env.get("gpu")
+    rows = [
+        ("CPU", f"{env.get('cpu', '-')} ({env.get('arch', '-')})"),
+        (
+            "cores",
+            f"{env.get('logical_cores', '-')} logical, {env.get('physical_cores', '-')} "
+            f"physical; {env.get('threads', '-')} benchmark threads",
+        ),
+        ("ISA", isa),
+        ("int8 dot product", _yes_no(env.get("int8_dot_product"))),
+        ("load average", " / ".join(f"{x:.2f}" for x in load) if load else "-"),
+        ("GPU", gpu.get("name", str(gpu)) if isinstance(gpu, dict) else str(gpu or "none")),
+        ("OS", str(env.get("os", "-"))),
+        ("software", ", ".join(f"{k} {v}" for k, v in libs.items()) or "-"),
+    ]
+    if env.get("ort_providers"):
+        rows.append(("onnxruntime providers", ", ".join(env["ort_providers"])))
+    return rows
+
+
+def _yes_no(x: Any) -> str:
+    return "-" if x is None else "yes" if x else "no"
