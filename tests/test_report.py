@@ -54,7 +54,7 @@ CASES = [
 ]
 
 
-def _records(tmp: Path, cases: list[dict], write_bench_json: bool = True) -> list[dict]:
+def make_records(tmp: Path, cases: list[dict], write_bench_json: bool = True) -> list[dict]:
     def model(stage: str, n: int, **kw: Any) -> dict:
         return {
             "stage": stage,
@@ -149,7 +149,7 @@ class _Sections(HTMLParser):
 
 def _report(tmp_path: Path, cases: list[dict] = CASES) -> tuple[dict, str]:
     result = SimpleNamespace(
-        stages=_records(tmp_path, cases),
+        stages=make_records(tmp_path, cases),
         gates=[{"gate": "whole run", "max_drop": 1.0, "drop": 0.7, "passed": True}],
         seconds=12.0,
     )
@@ -209,7 +209,7 @@ def test_verdict_says_size_not_speed_when_the_final_artifact_is_slower(tmp_path)
 
 @pytest.mark.parametrize("with_json", [True, False])
 def test_rows_from_bench_json_or_the_records_summary(tmp_path, with_json):
-    rows = stage_rows(_records(tmp_path, CASES, write_bench_json=with_json))
+    rows = stage_rows(make_records(tmp_path, CASES, write_bench_json=with_json))
     assert [r["stage"] for r in rows] == ["train", "prune", "quantize"]
     got = rows[1]["speedups"]["ort-cpu fp32"]["1"]["fastest dense"]
     assert got == round(18.5 / 12.0, 3)  # openvino's dense case is the fastest either way
