@@ -22,7 +22,7 @@ STYLE = (
     "color:#222}h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em}"
     "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;"
     "padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}"
-    "table.facts td{text-align:left}th{background:#f3f3f3}"
+    "table.facts td,table.environment td{text-align:left}th{background:#f3f3f3}"
     ".verdict{font-size:1.2em;background:#eef5ff;border-left:4px solid #3b7ddd;"
     "padding:.6em .9em;margin:.6em 0}.fail{color:#b00020;font-weight:bold}"
     ".pass{color:#1b7f2a}figure{display:inline-block;width:49%;margin:0}img{max-width:100%}"
