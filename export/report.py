@@ -20,7 +20,6 @@ from export.baseline import (
     ROLE_HELP,
     ROLES,
     Baseline,
-    baseline_lines,
     dense_labels,
     find_baselines,
     speedups,
@@ -69,6 +68,23 @@ def table_rows(report: BenchReport) -> list[list[str]]:
         ]
         for r, up in zip(report.results, ups, strict=True)
     ]
+
+
+NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-column terminal skips
+
+
+def terminal_table(report: BenchReport, width: int) -> Any:
+    """The bench table for a terminal `width` columns wide: below 120 columns only the columns
+    that matter most; cells fold instead of being cut to an ellipsis. The files keep them all."""
+    from rich.table import Table
+
+    keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
+    table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
+    for i in keep:
+        table.add_column(TABLE_COLUMNS[i], justify="left" if i < 2 else "right", overflow="fold")
+    for row in table_rows(report):
+        table.add_row(*[row[i] for i in keep])
+    return table
 
 
 def environment_line(report: BenchReport) -> str:
@@ -127,7 +143,6 @@ def to_markdown(report: BenchReport) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
     lines += ["", "Speed-ups (p50 ratios, same batch size):"]
     lines += [f"- vs {role}: against {ROLE_HELP[role]}." for role in ROLES]
-    lines += [f"- {line}" for line in baseline_lines(bench_baselines(report))]
     lines += ["", f"Inputs: {INPUT_NOTE}.", f"Machine: {environment_line(report)}."]
     c = report.config
     how = f"{c['iters']} iterations" if c.get("iters") else f"{c.get('seconds') or 3.0:g} s"

@@ -84,3 +84,29 @@ def test_dense_from_the_card_lineage_or_the_first_model():
 
 def test_times_keeps_small_ratios_readable():
     assert [times(x) for x in (None, 12.34, 1.046, 0.0123)] == ["-", "12.3x", "1.05x", "0.012x"]
+
+
+def test_bench_terminal_table_reads_at_80_columns():
+    import io
+
+    from rich.console import Console
+
+    from export.bench_results import BenchReport, CaseResult
+    from export.report import terminal_table
+
+    def row(model: str, runtime: str, precision: str, bs: int, p50: float) -> CaseResult:
+        return CaseResult(model, runtime, bs, [], False, 2, 10, p50, p50, p50, p50, 0.0, p50,
+                          p50, bs / p50 * 1e3, 400.0, 0.1, None, 250_000, 0.0, precision,
+                          None)  # fmt: skip
+
+    results = [
+        row("01-train", "ort-cpu", "fp32", 32, 0.36),
+        row("01-train", "torch", "fp32", 32, 45.76),
+        row("04-quantize", "ort-cpu", "int8", 32, 1.11),
+    ]
+    report = BenchReport({}, {}, [{"label": "01-train", "dense": True}], results)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(terminal_table(report, 80))
+    text = out.getvalue()
+    assert "…" not in text and "04-quantize" in text and "0.008x" in text
+    assert "p99 ms" not in text and max(len(line) for line in text.splitlines()) <= 80
