@@ -70,23 +70,6 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     ]
 
 
-NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-column terminal skips
-
-
-def terminal_table(report: BenchReport, width: int) -> Any:
-    """The bench table for a terminal `width` columns wide: below 120 columns only the columns
-    that matter most; cells fold instead of being cut to an ellipsis. The files keep them all."""
-    from rich.table import Table
-
-    keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
-    table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
-    for i in keep:
-        table.add_column(TABLE_COLUMNS[i], justify="left" if i < 2 else "right", overflow="fold")
-    for row in table_rows(report):
-        table.add_row(*[row[i] for i in keep])
-    return table
-
-
 def environment_line(report: BenchReport) -> str:
     env = report.environment
     isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "none detected"
@@ -281,3 +264,20 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _yes_no(x: Any) -> str:
     return "-" if x is None else "yes" if x else "no"
+
+
+NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-column terminal skips
+
+
+def terminal_table(report: BenchReport, width: int) -> Any:
+    """The bench table for a terminal `width` columns wide: below 120 columns only the columns
+    that matter most; cells fold instead of being cut to an ellipsis. The files keep them all."""
+    from rich.table import Table
+
+    keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
+    table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
+    for i in keep:
+        table.add_column(TABLE_COLUMNS[i], justify="left" if i < 2 else "right", overflow="fold")
+    for row in table_rows(report):
+        table.add_row(*[row[i] for i in keep])
+    return table
