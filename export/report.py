@@ -275,9 +275,16 @@ def terminal_table(report: BenchReport, width: int) -> Any:
     from rich.table import Table
 
     keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
+    rows = table_rows(report)
+    name = min(24, max((len(r[0]) for r in rows), default=5))  # model names stay whole
     table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
     for i in keep:
-        table.add_column(TABLE_COLUMNS[i], justify="left" if i < 2 else "right", overflow="fold")
-    for row in table_rows(report):
+        table.add_column(
+            TABLE_COLUMNS[i],
+            justify="left" if i < 2 else "right",
+            overflow="fold",
+            min_width=name if i == 0 else None,
+        )
+    for row in rows:
         table.add_row(*[row[i] for i in keep])
     return table
