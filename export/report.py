@@ -272,12 +272,13 @@ NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-colum
 def terminal_table(report: BenchReport, width: int) -> Any:
     """The bench table for a terminal `width` columns wide: below 120 columns only the columns
     that matter most; cells fold instead of being cut to an ellipsis. The files keep them all."""
+    from rich.box import SIMPLE_HEAD
     from rich.table import Table
 
     keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
     rows = table_rows(report)
     name = min(24, max((len(r[0]) for r in rows), default=5))  # model names stay whole
-    table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
+    table = Table(title="latency (ms), throughput (items/s), synthetic inputs", box=SIMPLE_HEAD)
     for i in keep:
         table.add_column(
             TABLE_COLUMNS[i],
