@@ -79,6 +79,7 @@ def test_dense_from_the_card_lineage_or_the_first_model():
     assert is_dense(SimpleNamespace(precision="int8", history=[])) is False
     models = [{"label": "a", "dense": None}, {"label": "b", "dense": None}]
     assert dense_labels(models) == {"a"}  # nothing known: the first (reference) model
+    assert dense_labels([{"label": "p", "dense": False}, {"label": "z", "dense": None}]) == set()
     assert dense_labels([{"label": "a", "dense": False}, {"label": "b", "dense": True}]) == {"b"}
 
 
