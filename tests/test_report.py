@@ -214,3 +214,19 @@ def test_rows_from_bench_json_or_the_records_summary(tmp_path, with_json):
     got = rows[1]["speedups"]["ort-cpu fp32"]["1"]["fastest dense"]
     assert got == round(18.5 / 12.0, 3)  # openvino's dense case is the fastest either way
     assert rows[1]["speedup"]["ort-cpu"]["1"] == pytest.approx(45.0 / 12.0)
+
+
+def test_a_deploy_stage_shows_in_the_headline(tmp_path):
+    records = make_records(tmp_path, CASES)
+    records.append(
+        {"stage": "deploy", "kind": "deploy", "folder": "05-deploy", "artifact": None,
+         "summary": {"deployed": str(tmp_path / "05-deploy"), "runtime": "openvino",
+                     "precision": "int8", "threads": 2, "val_top1": 0.9,
+                     "speedup": {"batch_size": 1, "p50_ms": 4.1,
+                                 "vs_fastest_dense": {"speedup": 4.512, "baseline": "openvino bf16"},
+                                 "vs_ort_fp32": None}}}
+    )  # fmt: skip
+    result = SimpleNamespace(stages=records, gates=[], seconds=1.0)
+    page = write_report(result, "tiny", tmp_path)["html"].read_text()
+    head = page.split('<section id="plots">')[0]
+    assert "<td>deployed</td><td>openvino int8, 2 threads; p50 4.1 ms at batch 1; 4.51x vs" in head

@@ -42,6 +42,7 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
         },
         "speedups": final["speedups"],
         "best": [{"batch": bs, "case": name, FASTEST_DENSE: x} for bs, name, x in best],
+        "deployed": deployed(doc.get("stages", [])),
         "gates": gate_lines(doc["gates"]),
         "gates_passed": all(g["passed"] for g in doc["gates"]),
         "verdict": verdict(rows, best, doc.get("environment") or {}),
@@ -62,6 +63,22 @@ def gate_lines(gates: list[dict[str, Any]]) -> list[str]:
         + f" pt — {'passed' if g['passed'] else 'FAILED'}"
         for g in gates
     ] or ["none configured"]
+
+
+def deployed(records: list[dict[str, Any]]) -> str | None:
+    """What a deploy stage chose, in one line (None when the run has no deploy stage)."""
+    rec = next((r for r in reversed(records) if r.get("kind") == "deploy"), None)
+    s = (rec or {}).get("summary") or {}
+    if not s.get("runtime"):
+        return None
+    text = f"{s['runtime']} {s.get('precision', '')}, {s.get('threads', '?')} threads"
+    up = s.get("speedup") or {}
+    if up.get("p50_ms") is not None:
+        text += f"; p50 {up['p50_ms']} ms at batch {up.get('batch_size', '?')}"
+    for key, role in (("vs_fastest_dense", "the fastest dense case"), ("vs_ort_fp32", "ORT fp32")):
+        if isinstance(v := up.get(key), dict) and v.get("speedup"):
+            text += f"; {times(v['speedup'])} vs {role} ({v.get('baseline', '?')})"
+    return text + (f" → {s['deployed']}" if s.get("deployed") else "")
 
 
 def _batches(row: dict[str, Any]) -> list[str]:
@@ -126,6 +143,8 @@ def headline_markdown(h: dict[str, Any]) -> str:
 def facts(h: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows: artifact, size, accuracy change (the gates are listed apart)."""
     out = [("final artifact", f"{h['final_stage']} ({h['format']}): {h['artifact']}")]
+    if h.get("deployed"):
+        out.append(("deployed", h["deployed"]))
     if h["size_ratio"]:
         out.append(
             ("size", f"{h['size_ratio']:.2f}x smaller ({_kb(h['base_bytes'])} → {_kb(h['bytes'])})")
