@@ -230,3 +230,13 @@ def test_a_deploy_stage_shows_in_the_headline(tmp_path):
     page = write_report(result, "tiny", tmp_path)["html"].read_text()
     head = page.split('<section id="plots">')[0]
     assert "<td>deployed</td><td>openvino int8, 2 threads; p50 4.1 ms at batch 1; 4.51x vs" in head
+
+
+def test_without_a_bench_stage_the_verdict_says_speed_was_not_measured(tmp_path):
+    records = [r for r in make_records(tmp_path, CASES) if r["kind"] != "bench"]
+    result = SimpleNamespace(stages=records, gates=[], seconds=1.0)
+    doc = json.loads(write_report(result, "tiny", tmp_path)["json"].read_text())
+    assert doc["headline"]["verdict"] == (
+        "pruning + int8 buys 10.0x size; speed was not measured (no bench stage), "
+        "for -0.60 pt test top-1."
+    )

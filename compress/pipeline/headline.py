@@ -112,7 +112,9 @@ def verdict(rows: list[dict[str, Any]], best: list[tuple[str, str, float]], env:
         bs, name, x = top
         speed_txt = f"{times(x)} speed" if x >= 1 + NOISE else ""
         how = f"at best {times(x)} the fastest dense case ({name}, batch {bs})"
-    if size_txt and speed_txt:
+    if top is None:
+        text = f"{what} buys {size_txt or f'{size:.2f}x size'}; {how} (no bench stage)"
+    elif size_txt and speed_txt:
         text = f"{what} buys {size_txt} and {speed_txt} on {cpu}: {how}"
     elif size_txt:
         text = f"{what} buys {size_txt}, not speed, on {cpu}: {how}"

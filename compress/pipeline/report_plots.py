@@ -34,7 +34,7 @@ def plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     ax.set_xlabel("latency p50, batch 1 (ms, log scale, synthetic input)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("accuracy vs latency")
-    ax.legend()
+    _legend(ax)
     out.append(_save(fig, folder / "accuracy_latency.png"))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar([r["stage"] for r in rows], [(r["bytes"] or 0) / 1024 for r in rows])
@@ -53,9 +53,14 @@ def plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_ylabel("p50 latency, batch 1 (ms, log)")
     ax.set_title("latency per runtime")
-    ax.legend()
+    _legend(ax)
     out.append(_save(fig, folder / "latency_runtime.png"))
     return out
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
 
 
 def _save(fig: Any, path: Path) -> Path:
