@@ -159,6 +159,7 @@ def benchmark(
     env = capture_environment(threads)
     if busy := busy_note(env):
         notes.append(busy)
+    notes += _baseline_notes(models, results)
     return BenchReport(
         environment=env,
         config={**asdict(cfg), "threads": threads},
@@ -283,7 +284,17 @@ def _size(model: BenchModel, runner: Runner) -> int | None:
     return model.torch_bytes
 
 
+def _baseline_notes(models: list[BenchModel], results: list[Any]) -> list[str]:
+    """Which case each labelled speed-up is measured against, per batch size."""
+    from export.baseline import baseline_lines, dense_labels, find_baselines
+
+    dense = dense_labels([_describe(m) for m in models])
+    return baseline_lines(find_baselines(results, dense))
+
+
 def _describe(m: BenchModel) -> dict[str, Any]:
+    from export.baseline import is_dense
+
     return {
         "label": m.label,
         "source": m.source,
@@ -293,4 +304,5 @@ def _describe(m: BenchModel) -> dict[str, Any]:
         "precision": m.precision,
         "accuracy": m.accuracy,
         "trained": bool(getattr(m.card, "trained", False)),
+        "dense": is_dense(m.card),
     }

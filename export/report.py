@@ -1,8 +1,10 @@
 """Benchmark reports: table rows (the CLI draws them with rich), JSON, CSV, Markdown, PNG plots.
 
 Every format says that the inputs were synthetic and on what machine the numbers were taken.
-Speed-ups are p50 ratios measured in the same run: vs the first model (same runtime and batch
-size) and vs torch eager (same model and batch size).
+Speed-ups are p50 ratios measured in the same run at the same batch size, against the two
+baselines of `export.baseline`, each labelled: the fastest dense case found on this machine (any
+runtime, any float precision) and the dense model on onnxruntime fp32. The JSON also keeps the
+older ratios (vs the first model on the same runtime, vs torch eager).
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from export.baseline import (
+    ROLE_HELP,
+    ROLES,
+    Baseline,
+    dense_labels,
+    find_baselines,
+    speedups,
+    times,
+)
 from export.bench_results import INPUT_NOTE, BenchReport, CaseResult
 
 log = logging.getLogger(__name__)
@@ -28,13 +39,20 @@ TABLE_COLUMNS = (
     "items/s",
     "peak RSS MB",
     "size MB",
-    "vs first",
-    "vs torch",
+    "vs fastest dense",
+    "vs ort fp32",
 )
+
+
+def bench_baselines(report: BenchReport) -> dict[int, dict[str, Baseline]]:
+    """The fastest dense and onnxruntime fp32 cases of this benchmark, per batch size."""
+    return find_baselines(report.results, dense_labels(report.models))
 
 
 def table_rows(report: BenchReport) -> list[list[str]]:
     """One row of strings per case, in TABLE_COLUMNS order."""
+    base = bench_baselines(report)
+    ups = [speedups(r, base) for r in report.results]
     return [
         [
             r.model,
@@ -46,10 +64,9 @@ def table_rows(report: BenchReport) -> list[list[str]]:
             f"{r.throughput:,.1f}",
             _num(r.peak_rss_mb, "{:.0f}"),
             _num(None if r.size_bytes is None else r.size_bytes / 1e6, "{:.2f}"),
-            _num(r.speedup_vs_first, "{:.2f}x"),
-            _num(r.speedup_vs_torch, "{:.2f}x"),
+            *(times(up[role]) for role in ROLES),
         ]
-        for r in report.results
+        for r, up in zip(report.results, ups, strict=True)
     ]
 
 
@@ -67,9 +84,22 @@ def environment_line(report: BenchReport) -> str:
     )
 
 
+def report_dict(report: BenchReport) -> dict[str, Any]:
+    """The JSON document: `compress-bench/1` plus the baselines and each case's speed-ups."""
+    base = bench_baselines(report)
+    doc = report.to_dict()
+    doc["baselines"] = {
+        str(bs): {role: b.to_dict() for role, b in found.items()} for bs, found in base.items()
+    }
+    doc["baseline_roles"] = dict(ROLE_HELP)
+    for row, r in zip(doc["results"], report.results, strict=True):
+        row["speedup"] = speedups(r, base)
+    return doc
+
+
 def write_json(report: BenchReport, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    path.write_text(json.dumps(report_dict(report), indent=2) + "\n")
     return path
 
 
@@ -94,6 +124,8 @@ def to_markdown(report: BenchReport) -> str:
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(TABLE_COLUMNS))) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["", "Speed-ups (p50 ratios, same batch size):"]
+    lines += [f"- vs {role}: against {ROLE_HELP[role]}." for role in ROLES]
     lines += ["", f"Inputs: {INPUT_NOTE}.", f"Machine: {environment_line(report)}."]
     c = report.config
     how = f"{c['iters']} iterations" if c.get("iters") else f"{c.get('seconds') or 3.0:g} s"
@@ -203,3 +235,57 @@ def _pyplot() -> Any:
 
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else fmt.format(x)
+
+
+def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """The environment as a few (what, value) rows, for tables instead of a JSON dump."""
+    isa = ", ".join(k for k, v in (env.get("isa") or {}).items() if v) or "none detected"
+    libs = env.get("libraries") or env.get("software") or {}
+    load = env.get("load_average")
+    gpu = env.get("gpu")
+    rows = [
+        ("CPU", f"{env.get('cpu', '-')} ({env.get('arch', '-')})"),
+        (
+            "cores",
+            f"{env.get('logical_cores', '-')} logical, {env.get('physical_cores', '-')} "
+            f"physical; {env.get('threads', '-')} benchmark threads",
+        ),
+        ("ISA", isa),
+        ("int8 dot product", _yes_no(env.get("int8_dot_product"))),
+        ("load average", " / ".join(f"{x:.2f}" for x in load) if load else "-"),
+        ("GPU", gpu.get("name", str(gpu)) if isinstance(gpu, dict) else str(gpu or "none")),
+        ("OS", str(env.get("os", "-"))),
+        ("software", ", ".join(f"{k} {v}" for k, v in libs.items()) or "-"),
+    ]
+    if env.get("ort_providers"):
+        rows.append(("onnxruntime providers", ", ".join(env["ort_providers"])))
+    return rows
+
+
+def _yes_no(x: Any) -> str:
+    return "-" if x is None else "yes" if x else "no"
+
+
+NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-column terminal skips
+
+
+def terminal_table(report: BenchReport, width: int) -> Any:
+    """The bench table for a terminal `width` columns wide: below 120 columns only the columns
+    that matter most; cells fold instead of being cut to an ellipsis. The files keep them all."""
+    from rich.box import SIMPLE_HEAD
+    from rich.table import Table
+
+    keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
+    rows = table_rows(report)
+    name = min(24, max((len(r[0]) for r in rows), default=5))  # model names stay whole
+    table = Table(title="latency (ms), throughput (items/s), synthetic inputs", box=SIMPLE_HEAD)
+    for i in keep:
+        table.add_column(
+            TABLE_COLUMNS[i],
+            justify="left" if i < 2 else "right",
+            overflow="fold",
+            min_width=name if i == 0 else None,
+        )
+    for row in rows:
+        table.add_row(*[row[i] for i in keep])
+    return table

@@ -93,11 +93,15 @@ def test_json_schema_and_reports(artifacts: dict[str, Path], tmp_path: Path) -> 
         md_path=tmp_path / "b.md",
         plot_path=tmp_path / "b.png",
     )
-    assert json.loads((tmp_path / "b.json").read_text())["schema"] == SCHEMA
+    written = json.loads((tmp_path / "b.json").read_text())
+    assert written["schema"] == SCHEMA and set(written["baselines"]) == {"1", "2"}
+    assert all(r["speedup"]["fastest dense"] > 0 for r in written["results"])
+    assert all(r["speedup"]["ort-cpu fp32"] > 0 for r in written["results"])
     rows = list(csv.DictReader((tmp_path / "b.csv").open()))
     assert len(rows) == 6 and rows[0]["p50_ms"]
     md = (tmp_path / "b.md").read_text()
     assert "| lenet5 | torch | 1 |" in md and "synthetic" in md
+    assert "vs fastest dense" in md and "batch 1: fastest dense" in md
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     # The ONNX artifact's card has an accuracy: the accuracy-vs-latency plot is written too.
     assert tmp_path / "b-accuracy.png" in paths

@@ -51,6 +51,11 @@ def test_whole_chain_runs_and_reports(tmp_path):
     assert doc["gates"][-1]["passed"] is True
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html and "quantize" in html
+    assert html.index('id="headline"') < html.index('id="plots"') < html.index('id="environment"')
+    base = doc["baselines"]["1"]  # the trained (dense) model, on whichever runtime was fastest
+    assert base["fastest dense"]["model"] == "01-train" and base["ort-cpu fp32"]["p50_ms"] > 0
+    assert rows[3]["speedups"]["ort-cpu int8"]["1"]["fastest dense"] > 0
+    assert " buys " in doc["headline"]["verdict"] and doc["headline"]["final_stage"] == "quantize"
     for name in ("accuracy_latency.png", "size.png", "latency_runtime.png"):
         assert (tmp_path / "run" / name).stat().st_size > 1000
 

@@ -58,6 +58,8 @@ def run(
     def progress(name: str, i: int, total: int) -> None:
         console.rule(f"[bold]stage {i + 1}/{total}: {name}")
 
+    from compress.cli.summary import print_headline
+
     with RichHooks() as hooks:
         result = run_pipeline(
             rec, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
@@ -65,7 +67,8 @@ def run(
     if not MAIN_RANK:  # under torchrun rank 0 writes the report and prints the summary
         return
     paths = write_report(result, rec.name, Path(out))
-    console.print(summary_table(stage_rows(result.stages)))
+    console.print(summary_table(stage_rows(result.stages, Path(out))))
+    print_headline(paths["json"])
     for g in result.gates:
         console.print(f"gate {g['gate']}: {'passed' if g['passed'] else 'FAILED'}")
     console.print(
@@ -92,35 +95,9 @@ def _print_plan(rec: Any, json_out: str | None) -> None:
 
 def summary_table(rows: list[dict[str, Any]]) -> Any:
     """The report's per-stage table for the terminal."""
-    from rich.table import Table
+    from compress.cli.summary import compact_table
 
-    runtimes = sorted({rt for r in rows for rt in r["latency"]})
-    table = Table(title="what each stage bought and cost (latency: synthetic input, p50 ms)")
-    cols = ["stage", "format", "params", "size KB", "size x", "val %", "test %"]
-    cols += [f"{rt} b{bs}" for rt in runtimes for bs in ("1", "32")]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("stage", "format") else "right")
-    for r in rows:
-        cells = [
-            r["stage"],
-            f"{r['format']} {r['precision']}",
-            "-" if r["params"] is None else f"{r['params']:,}",
-            "-" if r["bytes"] is None else f"{r['bytes'] / 1024:.1f}",
-            "-" if r["size_ratio"] is None else f"{r['size_ratio']:.2f}x",
-            "-" if r["val_top1"] is None else f"{100 * r['val_top1']:.2f}",
-            "-" if r["test_top1"] is None else f"{100 * r['test_top1']:.2f}",
-        ]
-        for rt in runtimes:
-            for bs in ("1", "32"):
-                v = r["latency"].get(rt, {}).get(bs)
-                s = r["speedup"].get(rt, {}).get(bs)
-                cells.append(
-                    "-"
-                    if v is None
-                    else f"{v['p50_ms']:.3f}" + ("" if s is None else f" ({s:.2f}x)")
-                )
-        table.add_row(*cells)
-    return table
+    return compact_table(rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,37 +1,93 @@
 """The pipeline report: one row per stage with what it bought and cost, gates, environment, plots.
 
 Written as `report.json`, `report.md` and a self-contained `report.html` (plots embedded as
-PNG). Every number comes from this run's stage records: accuracy from each artifact's card
-(measured when the stage ran) and latency from the run's bench stage (synthetic inputs).
+PNG), each opening with the headline (`compress.pipeline.headline`). Every number comes from
+this run's stage records: accuracy from each artifact's card (measured when the stage ran) and
+latency from the run's bench stage (synthetic inputs). Speed-ups are against the fastest dense
+case the bench found on this machine and against onnxruntime fp32 (`export.baseline`), each
+labelled; the same-runtime ratio vs the baseline stage stays in the JSON rows.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 from typing import Any
 
+from compress.pipeline.headline import gate_lines, headline, headline_markdown
+from compress.pipeline.report_html import to_html
+from compress.pipeline.report_plots import plots
+from compress.pipeline.report_table import full_table
+from export.baseline import (
+    ROLE_HELP,
+    ROLES,
+    Baseline,
+    baseline_lines,
+    dense_labels,
+    find_baselines,
+    ran_precision,
+    speedups,
+    times,
+)
+from export.report import environment_rows
 from models.artifact import now, software_versions
 
-LAT_BATCHES = ("1", "32")
 
-
-def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model-producing stage, with latency from the last bench stage."""
+def bench_cases(
+    records: list[dict[str, Any]], folder: Path | None = None
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The last bench stage's cases and the labels of its dense models: from its bench.json
+    (runtime, precision and effective precision per case), else from the record's summary."""
     bench = next((r for r in reversed(records) if r["kind"] == "bench"), None)
-    latency = (bench or {}).get("summary", {}).get("latency", {})
+    if bench is None:
+        return [], set()
+    doc = _bench_json(bench, folder)
+    if doc is not None:
+        return list(doc.get("results", [])), dense_labels(doc.get("models", []))
+    models = [r for r in records if r.get("artifact")]
+    prec = {Path(r["artifact"]).name: r.get("precision") or "fp32" for r in models}
+    cases = [
+        {"model": m, "runtime": rt, "precision": prec.get(m, "fp32"), "batch_size": int(bs), **v}
+        for m, by_rt in bench.get("summary", {}).get("latency", {}).items()
+        for rt, by_bs in by_rt.items()
+        for bs, v in by_bs.items()
+    ]
+    return cases, ({Path(models[0]["artifact"]).name} if models else set())
+
+
+def _bench_json(bench: dict[str, Any], folder: Path | None) -> dict[str, Any] | None:
+    names = [Path(f) for f in bench.get("files", []) if Path(f).name == "bench.json"]
+    if folder is not None and bench.get("folder"):
+        names.append(folder / bench["folder"] / "bench.json")
+    for path in names:
+        if path.is_file():
+            try:
+                doc: dict[str, Any] = json.loads(path.read_text())
+                return doc
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def case_name(case: dict[str, Any]) -> str:
+    """`ort-cpu fp32`, `openvino bf16`: the runtime and the precision the case computed in."""
+    return f"{case['runtime']} {ran_precision(case)}"
+
+
+def stage_rows(records: list[dict[str, Any]], folder: Path | None = None) -> list[dict[str, Any]]:
+    """One row per model-producing stage, with latency and speed-ups from the last bench stage."""
     models = [r for r in records if r.get("artifact")]
     if not models:
         return []
-    base = models[0]
+    cases, dense = bench_cases(records, folder)
+    base_cases = find_baselines(cases, dense)
     rows: list[dict[str, Any]] = []
     for r in models:
-        lat = latency.get(Path(r["artifact"]).name, {})
+        mine = [c for c in cases if c["model"] == Path(r["artifact"]).name]
         row = {
             "stage": r["stage"],
             "kind": r["kind"],
+            "artifact": r["artifact"],
             "format": r.get("model_kind"),
             "precision": r.get("precision"),
             "params": r.get("summary", {}).get("params"),
@@ -40,18 +96,43 @@ def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "val_top1": r.get("val_top1"),
             "test_top1": r.get("test_top1"),
             "seconds": r.get("seconds"),
-            "latency": lat,
+            "latency": _latency(mine, r.get("precision") or "fp32"),
+            "speedups": _speedups(mine, base_cases),
         }
         _inherit(row, rows, r)
-        row["size_ratio"] = _ratio(base.get("bytes"), r.get("bytes"))
-        row["speedup"] = {
-            rt: {
-                bs: _ratio(_p50(latency, base, rt, bs), v.get("p50_ms")) for bs, v in by_bs.items()
-            }
-            for rt, by_bs in lat.items()
-        }
+        row["size_ratio"] = _ratio(models[0].get("bytes"), r.get("bytes"))
         rows.append(row)
+    for row in rows:  # same runtime, same batch, vs the baseline stage (kept for the JSON)
+        row["speedup"] = {
+            rt: {bs: _ratio(_p50(rows[0], rt, bs), v.get("p50_ms")) for bs, v in by_bs.items()}
+            for rt, by_bs in row["latency"].items()
+        }
     return rows
+
+
+def _latency(cases: list[dict[str, Any]], precision: str) -> dict[str, dict[str, Any]]:
+    """{column: {batch: {p50_ms, p90_ms, throughput}}}; the column is the runtime when the case
+    ran at the artifact's own precision, else `runtime precision`."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in cases:
+        own = c.get("precision", precision) == precision
+        col = c["runtime"] if own else f"{c['runtime']} {ran_precision(c)}"
+        keep = {k: c[k] for k in ("p50_ms", "p90_ms", "throughput") if k in c}
+        out.setdefault(col, {})[str(c["batch_size"])] = keep
+    return out
+
+
+def _speedups(
+    cases: list[dict[str, Any]], base: dict[int, dict[str, Baseline]]
+) -> dict[str, dict[str, Any]]:
+    """{`runtime precision`: {batch: {p50_ms, FASTEST_DENSE: x, ORT_FP32: y}}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in cases:
+        out.setdefault(case_name(c), {})[str(c["batch_size"])] = {
+            "p50_ms": c["p50_ms"],
+            **speedups(c, base),
+        }
+    return out
 
 
 def _inherit(row: dict[str, Any], rows: list[dict[str, Any]], rec: dict[str, Any]) -> None:
@@ -80,8 +161,8 @@ def _macs(r: dict[str, Any]) -> int | None:
     return None
 
 
-def _p50(latency: dict[str, Any], rec: dict[str, Any], rt: str, bs: str) -> float | None:
-    v = latency.get(Path(rec["artifact"]).name, {}).get(rt, {}).get(bs)
+def _p50(row: dict[str, Any], rt: str, bs: str) -> float | None:
+    v = row["latency"].get(rt, {}).get(bs)
     return None if v is None else v.get("p50_ms")
 
 
@@ -89,104 +170,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
-def _num(x: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if x is None else fmt.format(x)
-
-
-def _runtimes(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({rt for r in rows for rt in r["latency"]})
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The summary table (also printed by the CLI)."""
-    rts = _runtimes(rows)
-    head = ["stage", "format", "params", "MACs", "size KB", "size x", "val top-1 %", "test top-1 %"]
-    for rt in rts:
-        head += [f"{rt} p50/p90 ms bs{bs}" for bs in LAT_BATCHES] + [f"{rt} speed-up bs1"]
+    """The full per-stage table (report.md; the terminal shows a compact one)."""
+    head, body = full_table(rows)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r["stage"],
-            f"{r['format']} {r['precision']}",
-            _num(r["params"], "{:,}"),
-            _num(r["macs"], "{:,}"),
-            _num(None if r["bytes"] is None else r["bytes"] / 1024, "{:.1f}"),
-            _num(r["size_ratio"], "{:.2f}x"),
-            _pct(r["val_top1"]),
-            _pct(r["test_top1"]),
-        ]
-        for rt in rts:
-            for bs in LAT_BATCHES:
-                v = r["latency"].get(rt, {}).get(bs)
-                cells.append("-" if v is None else f"{v['p50_ms']:.3f}/{v['p90_ms']:.3f}")
-            cells.append(_num(r["speedup"].get(rt, {}).get("1"), "{:.2f}x"))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
-
-
-def plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """accuracy-vs-latency (Pareto), size per stage, latency per runtime."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for rt in _runtimes(rows):
-        pts = [
-            (r["latency"][rt]["1"]["p50_ms"], 100 * r["test_top1"], r["stage"])
-            for r in rows
-            if "1" in r["latency"].get(rt, {}) and r["test_top1"] is not None
-        ]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=rt)
-            for x, y, s in pts:
-                ax.annotate(s, (x, y), fontsize=7)
-    ax.set_xlabel("latency p50, batch 1 (ms, synthetic input)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("accuracy vs latency")
-    ax.legend()
-    out.append(_save(fig, folder / "accuracy_latency.png"))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([r["stage"] for r in rows], [(r["bytes"] or 0) / 1024 for r in rows])
-    ax.set_ylabel("artifact size (KB)")
-    ax.set_title("size per stage")
-    out.append(_save(fig, folder / "size.png"))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    rts = _runtimes(rows)
-    width = 0.8 / max(1, len(rts))
-    for i, rt in enumerate(rts):
-        ys = [r["latency"].get(rt, {}).get("1", {}).get("p50_ms", 0) for r in rows]
-        ax.bar([j + i * width for j in range(len(rows))], ys, width, label=rt)
-    ax.set_xticks(
-        [j + width * (len(rts) - 1) / 2 for j in range(len(rows))], [r["stage"] for r in rows]
-    )
-    ax.set_ylabel("p50 latency, batch 1 (ms)")
-    ax.set_title("latency per runtime")
-    ax.legend()
-    out.append(_save(fig, folder / "latency_runtime.png"))
-    return out
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def write_report(
     result: Any, recipe_name: str, folder: Path, environment: dict[str, Any] | None = None
 ) -> dict[str, Path]:
     """report.json, report.md, report.html and the plots, into `folder`."""
-    rows = stage_rows(result.stages)
+    rows = stage_rows(result.stages, folder)
+    cases, dense = bench_cases(result.stages, folder)
+    base = find_baselines(cases, dense)
     env = (
         environment
         or next(
@@ -200,14 +198,16 @@ def write_report(
         "seconds": result.seconds,
         "rows": rows,
         "gates": result.gates,
+        "baselines": {str(bs): {k: b.to_dict() for k, b in f.items()} for bs, f in base.items()},
+        "baseline_lines": baseline_lines(base),
         "stages": result.stages,
         "environment": env,
         "notes": honesty_notes(rows, env),
     }
+    doc["headline"] = headline(doc)
     (folder / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     images = plots(rows, folder) if rows else []
-    md = to_markdown(doc)
-    (folder / "report.md").write_text(md)
+    (folder / "report.md").write_text(to_markdown(doc))
     (folder / "report.html").write_text(to_html(doc, images))
     return {
         "json": folder / "report.json",
@@ -233,48 +233,25 @@ def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None)
                     continue
                 verdict = "is SLOWER than" if s < 1 - NOISE else "is no faster than"
                 notes.append(
-                    f"{r['stage']} {verdict} the baseline on {rt} at batch {bs} ({s:.2f}x"
+                    f"{r['stage']} {verdict} the baseline on {rt} at batch {bs} ({times(s)}"
                     + (")." if s < 1 - NOISE else f"; within the {NOISE:.0%} noise band).")
                 )
     return notes
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
-    gates = (
-        "\n".join(
-            f"- {g['gate']}: max_drop {g['max_drop']} pt, drop "
-            f"{_num(g['drop'])} pt — {'passed' if g['passed'] else 'FAILED'}"
-            for g in doc["gates"]
-        )
-        or "- none configured"
-    )
+    """report.md: headline, the full table, baselines, gates, notes, a compact environment."""
     notes = "\n".join(f"- {n}" for n in doc["notes"])
-    env = doc["environment"]
+    env = "\n".join(f"| {k} | {v} |" for k, v in environment_rows(doc["environment"]))
+    roles = "\n".join(f"- vs {role}: {ROLE_HELP[role]}." for role in ROLES)
     return (
-        f"# compress report: {doc['recipe']}\n\n{markdown_table(doc['rows'])}\n\n"
-        f"Size x = baseline size / this size; speed-up = baseline p50 / this p50.\n\n"
-        f"## Gates\n{gates}\n\n## Notes\n{notes}\n\n## Environment\n"
-        f"```json\n{json.dumps(env, indent=1, default=str)[:3000]}\n```\n\n"
+        f"# compress report: {doc['recipe']}\n\n{headline_markdown(doc['headline'])}\n\n"
+        f"## Every stage\n\n{markdown_table(doc['rows'])}\n\n"
+        f"Size x = baseline size / this size; speed-ups are p50 ratios at the same batch size "
+        f"(best = the stage's fastest runtime and precision):\n{roles}\n"
+        + "".join(f"- {line}\n" for line in doc.get("baseline_lines", []))
+        + "\n## Gates\n"
+        + "".join(f"- {line}\n" for line in gate_lines(doc["gates"]))
+        + f"\n## Notes\n{notes}\n\n## Environment\n\n| what | value |\n|---|---|\n{env}\n\n"
         f"Total time: {doc['seconds']:.1f} s\n"
-    )
-
-
-def to_html(doc: dict[str, Any], images: list[Path]) -> str:
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark").enable("table").render(to_markdown(doc))
-    imgs = "".join(
-        f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"/></figure>'
-        for p in images
-    )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-        "padding:3px 6px}img{max-width:100%}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>compress report "
-        f"{html.escape(doc['recipe'])}</title><style>{style}</style></head><body>{body}"
-        f"{imgs}</body></html>\n"
     )

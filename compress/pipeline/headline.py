@@ -1,0 +1,178 @@
+"""The report's headline: what the run delivered, in the numbers a reader looks for first.
+
+The final artifact, its size ratio, its accuracy change vs the baseline (validation and test),
+its speed-up per runtime and batch against the fastest dense case measured here and against
+onnxruntime fp32, the gate verdicts, and one sentence of verdict derived from those numbers
+(e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from export.baseline import FASTEST_DENSE, ROLES, times
+
+NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster"
+WORTH = 1.5  # a size ratio below this is not "buying size"
+STEP_NAMES = {"prune": "pruning", "distill": "distillation", "export": "ONNX export"}
+
+
+def headline(doc: dict[str, Any]) -> dict[str, Any]:
+    """The headline facts of a report document (rows, gates, environment, notes)."""
+    rows = doc["rows"]
+    if not rows:
+        return {"verdict": "No stage produced a model.", "gates": gate_lines(doc["gates"])}
+    base, final = rows[0], rows[-1]
+    best = [(bs, *best_speedup(final, bs)) for bs in _batches(final)]
+    best = [b for b in best if b[1]]
+    return {
+        "final_stage": final["stage"],
+        "artifact": final.get("artifact"),
+        "format": f"{final['format']} {final['precision']}",
+        "bytes": final["bytes"],
+        "base_bytes": base["bytes"],
+        "size_ratio": final["size_ratio"],
+        "accuracy": {
+            split: {
+                "baseline": base[f"{split}_top1"],
+                "final": final[f"{split}_top1"],
+                "delta_pt": _delta(base[f"{split}_top1"], final[f"{split}_top1"]),
+            }
+            for split in ("val", "test")
+        },
+        "speedups": final["speedups"],
+        "best": [{"batch": bs, "case": name, FASTEST_DENSE: x} for bs, name, x in best],
+        "deployed": deployed(doc.get("stages", [])),
+        "gates": gate_lines(doc["gates"]),
+        "gates_passed": all(g["passed"] for g in doc["gates"]),
+        "verdict": verdict(rows, best, doc.get("environment") or {}),
+    }
+
+
+def best_speedup(row: dict[str, Any], bs: str, role: str = FASTEST_DENSE) -> tuple[str, float]:
+    """The row's fastest case at batch `bs` and its speed-up vs `role` ('', 0.0 if none)."""
+    got = [(name, v[role]) for name, by in row["speedups"].items() if (v := by.get(bs)) and v[role]]
+    return max(got, key=lambda t: t[1]) if got else ("", 0.0)
+
+
+def gate_lines(gates: list[dict[str, Any]]) -> list[str]:
+    """One line per quality gate: its budget, the drop measured, the verdict."""
+    return [
+        f"{g['gate']}: max_drop {g['max_drop']} pt, drop "
+        + ("-" if g.get("drop") is None else f"{g['drop']:.2f}")
+        + f" pt — {'passed' if g['passed'] else 'FAILED'}"
+        for g in gates
+    ] or ["none configured"]
+
+
+def deployed(records: list[dict[str, Any]]) -> str | None:
+    """What a deploy stage chose, in one line (None when the run has no deploy stage)."""
+    rec = next((r for r in reversed(records) if r.get("kind") == "deploy"), None)
+    s = (rec or {}).get("summary") or {}
+    if not s.get("runtime"):
+        return None
+    text = f"{s['runtime']} {s.get('precision', '')}, {s.get('threads', '?')} threads"
+    up = s.get("speedup") or {}
+    if up.get("p50_ms") is not None:
+        text += f"; p50 {up['p50_ms']} ms at batch {up.get('batch_size', '?')}"
+    for key, role in (("vs_fastest_dense", "the fastest dense case"), ("vs_ort_fp32", "ORT fp32")):
+        if isinstance(v := up.get(key), dict) and v.get("speedup"):
+            text += f"; {times(v['speedup'])} vs {role} ({v.get('baseline', '?')})"
+    return text + (f" → {s['deployed']}" if s.get("deployed") else "")
+
+
+def _batches(row: dict[str, Any]) -> list[str]:
+    return sorted({bs for by in row["speedups"].values() for bs in by}, key=int)
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(100 * (b - a), 2)
+
+
+def _what(rows: list[dict[str, Any]]) -> str:
+    """`pruning + distillation + int8`: the steps that made the final artifact."""
+    steps = []
+    for r in rows[1:]:
+        step = r["precision"] if r["kind"] == "quantize" else STEP_NAMES.get(r["kind"], r["kind"])
+        if step not in steps:
+            steps.append(step)
+    return " + ".join(steps) or rows[-1]["stage"]
+
+
+def verdict(rows: list[dict[str, Any]], best: list[tuple[str, str, float]], env: dict) -> str:
+    """One sentence from the numbers: does the final artifact buy size, speed, both, neither?"""
+    final = rows[-1]
+    what, size = _what(rows), final["size_ratio"] or 0.0
+    cpu = f"this CPU ({env['cpu']})" if env.get("cpu") else "this machine"
+    top = max(best, key=lambda b: b[2]) if best else None
+    size_txt = f"{size:.1f}x size" if size >= WORTH else ""
+    if top is None:
+        speed_txt, how = "", "speed was not measured"
+    else:
+        bs, name, x = top
+        speed_txt = f"{times(x)} speed" if x >= 1 + NOISE else ""
+        how = f"at best {times(x)} the fastest dense case ({name}, batch {bs})"
+    if top is None:
+        text = f"{what} buys {size_txt or f'{size:.2f}x size'}; {how} (no bench stage)"
+    elif size_txt and speed_txt:
+        text = f"{what} buys {size_txt} and {speed_txt} on {cpu}: {how}"
+    elif size_txt:
+        text = f"{what} buys {size_txt}, not speed, on {cpu}: {how}"
+    elif speed_txt:
+        text = f"{what} buys {speed_txt}, not size ({size:.2f}x), on {cpu}: {how}"
+    else:
+        text = f"{what} buys neither size ({size:.2f}x) nor speed on {cpu}: {how}"
+    d = _delta(rows[0]["test_top1"], final["test_top1"])
+    if d is not None:
+        text += f", for {d:+.2f} pt test top-1"
+    return text + "."
+
+
+def headline_markdown(h: dict[str, Any]) -> str:
+    """The headline as Markdown: the verdict, a facts table, the speed-up table."""
+    if "final_stage" not in h:
+        return f"**Verdict:** {h['verdict']}"
+    lines = [f"**Verdict:** {h['verdict']}", "", "| what | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in facts(h)]
+    lines += [f"| gate | {g} |" for g in h["gates"]]
+    lines += ["", "Speed-up of the final artifact (p50, synthetic input):", ""]
+    head, body = speedup_table(h)
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def facts(h: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) rows: artifact, size, accuracy change (the gates are listed apart)."""
+    out = [("final artifact", f"{h['final_stage']} ({h['format']}): {h['artifact']}")]
+    if h.get("deployed"):
+        out.append(("deployed", h["deployed"]))
+    if h["size_ratio"]:
+        out.append(
+            ("size", f"{h['size_ratio']:.2f}x smaller ({_kb(h['base_bytes'])} → {_kb(h['bytes'])})")
+        )
+    for split, acc in h["accuracy"].items():
+        if acc["delta_pt"] is not None:
+            out.append(
+                (
+                    f"{split} top-1 vs baseline",
+                    f"{100 * acc['baseline']:.2f} → {100 * acc['final']:.2f} % "
+                    f"({acc['delta_pt']:+.2f} pt)",
+                )
+            )
+    return out
+
+
+def speedup_table(h: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """runtime × batch rows: p50 and the speed-up vs each baseline."""
+    head = ["runtime", "batch", "p50 ms", *(f"vs {role}" for role in ROLES)]
+    body = [
+        [name, bs, f"{v['p50_ms']:.3f}", *(times(v.get(role)) for role in ROLES)]
+        for name, by in sorted(h["speedups"].items())
+        for bs, v in sorted(by.items(), key=lambda kv: int(kv[0]))
+    ]
+    return head, body
+
+
+def _kb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KB"

@@ -1,0 +1,48 @@
+"""The report's full per-stage table as text cells (report.md and report.html share it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compress.pipeline.headline import best_speedup
+from compress.pipeline.report_plots import runtimes
+from export.baseline import ROLES, times
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _num(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def full_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Every stage with every column: the header and the rows, as text (Markdown and HTML)."""
+    rts = runtimes(rows)
+    batches = sorted({bs for r in rows for by in r["latency"].values() for bs in by}, key=int)
+    head = ["stage", "format", "params", "MACs", "size KB", "size x", "val top-1 %", "test top-1 %"]
+    head += [f"{rt} p50/p90 ms bs{bs}" for rt in rts for bs in batches]
+    head += [f"best bs{bs}: vs {role}" for bs in batches for role in ROLES]
+    body = []
+    for r in rows:
+        cells = [
+            r["stage"],
+            f"{r['format']} {r['precision']}",
+            _num(r["params"], "{:,}"),
+            _num(r["macs"], "{:,}"),
+            _num(None if r["bytes"] is None else r["bytes"] / 1024, "{:.1f}"),
+            _num(r["size_ratio"], "{:.2f}x"),
+            _pct(r["val_top1"]),
+            _pct(r["test_top1"]),
+        ]
+        for rt in rts:
+            for bs in batches:
+                v = r["latency"].get(rt, {}).get(bs)
+                cells.append("-" if v is None else f"{v['p50_ms']:.3f}/{v.get('p90_ms', 0):.3f}")
+        for bs in batches:
+            for role in ROLES:
+                name, x = best_speedup(r, bs, role)
+                cells.append(f"{times(x)} ({name})" if name else "-")
+        body.append(cells)
+    return head, body
