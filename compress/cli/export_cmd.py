@@ -170,22 +170,10 @@ def bench(
 
 def _print_bench(report: Any) -> None:
     """The table (a narrow terminal gets the columns that matter most), machine and notes."""
-    from rich.table import Table
-
     from export.bench_results import INPUT_NOTE
-    from export.report import TABLE_COLUMNS, environment_line, table_rows
+    from export.report import environment_line, terminal_table
 
-    keep = [
-        i
-        for i, c in enumerate(TABLE_COLUMNS)
-        if console.width >= 120 or c not in ("p90 ms", "peak RSS MB", "size MB")
-    ]
-    table = Table(title="latency (ms), throughput (items/s), synthetic inputs")
-    for i in keep:
-        table.add_column(TABLE_COLUMNS[i], justify="left" if i < 2 else "right")
-    for row in table_rows(report):
-        table.add_row(*[row[i] for i in keep])
-    console.print(table)
+    console.print(terminal_table(report, console.width))
     console.print(f"inputs: {INPUT_NOTE}", highlight=False)
     console.print(f"machine: {environment_line(report)}", highlight=False)
     for note in report.notes:
