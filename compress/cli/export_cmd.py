@@ -15,8 +15,8 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime",
         "-r",
-        help="torch, torch-cuda, ort-cpu, ort-cuda or ort-trt; repeat for several "
-        "(default: torch and ort-cpu).",
+        help="torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
+        "openvino-gpu or openvino-npu; repeat for several (default: torch and ort-cpu).",
     ),
 ]
 ThreadsOpt = Annotated[
@@ -113,6 +113,14 @@ def bench(
         ),
     ] = 1,
     opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated precisions to run each model at: fp32, bf16 (CPUs with native "
+            "bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this machine can't run are "
+            "skipped with the reason. Default: each model at its own precision.",
+        ),
+    ] = None,
     weights: o.WeightsOpt = None,
     num_classes: o.NumClassesOpt = None,
     in_channels: o.InChannelsOpt = None,
@@ -136,6 +144,7 @@ def bench(
     from compress.stages.bench import run_bench
     from export.bench import BenchConfig
     from export.bench_results import INPUT_NOTE
+    from export.precision import parse_precisions
     from export.report import TABLE_COLUMNS, environment_line, table_rows, write_reports
 
     cfg = BenchConfig(
@@ -147,6 +156,7 @@ def bench(
         seconds=seconds,
         opset=opset,
         rounds=rounds,
+        precisions=parse_precisions(precision),
     )
     refs = [
         o.model_ref(m, _zoo_only(m, weights), num_classes, in_channels, input_size, trust_pickle)
