@@ -258,6 +258,17 @@ def onnx_artifact_predictor(
     `predict` maps a torch batch to torch logits, so `compress eval` measures ONNX and PyTorch
     artifacts with the same code on the same data.
     """
+    runner, card = onnx_artifact_runner(path, runtime, precision, threads)
+    return runner.predict, card
+
+
+def onnx_artifact_runner(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+) -> tuple[OrtRunner | OvRunner, Any]:
+    """(runner, card) for an ONNX artifact directory or exported .onnx file on `runtime`."""
     from models.artifact import ONNX, is_artifact, read_card
 
     path = Path(path)
@@ -268,8 +279,7 @@ def onnx_artifact_predictor(
         model_path = path / ONNX
     else:
         model_path, card = path, card_from_onnx(path)
-    runner = onnx_runner(model_path, runtime, threads, precision, card.precision)
-    return runner.predict, card
+    return onnx_runner(model_path, runtime, threads, precision, card.precision), card
 
 
 def card_from_onnx(path: str | Path) -> Any:

@@ -191,3 +191,34 @@ def test_torch_compile_matches_eager_and_reports_compile_time() -> None:
     assert np.allclose(runner.run(x), eager, atol=1e-4)
     assert runner.create_seconds == compiled_once  # same shape: no recompilation
     assert list(runner.compile_seconds) == ["2x1x28x28"]  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+MINI_ARGS = ["--dataset", "fashion-mnist", "--data-dir", "tests/data/fashion-mini"]
+
+
+def test_eval_measures_accuracy_where_the_model_runs(trained_lenet: Path) -> None:
+    from compress.stages.common import ModelRef
+    from compress.stages.evaluate import run_eval
+    from models.data import DataConfig
+
+    data = DataConfig(dataset="fashion-mnist", data_dir="tests/data/fashion-mini")
+    ref = ModelRef(str(trained_lenet))
+    torch_r = run_eval(ref, data, limit=128)
+    ov = run_eval(ref, data, limit=128, runtime="openvino", precision="fp32", threads=1)
+    assert torch_r["runtime"] == "torch" and ov["runtime"] == "openvino"
+    assert ov["effective_precision"] == "fp32" and ov["samples"] == torch_r["samples"] == 128
+    assert abs(ov["top1"] - torch_r["top1"]) <= 1 / 128  # same model, same data
+    assert torch_r["top1"] > 0.3  # trained: far above chance, so the comparison means something
+
+
+def test_cli_eval_refuses_what_the_hardware_lacks(trained_lenet: Path, no_bf16: None) -> None:
+    base = ["eval", "-m", str(trained_lenet), *MINI_ARGS, "--limit", "8"]
+    res = CliRunner().invoke(app, [*base, "-r", "openvino", "--precision", "bf16"])
+    assert res.exit_code == 4 and "no native bf16" in res.output
+    res = CliRunner().invoke(app, [*base, "-r", "ort-cpu", "--precision", "bf16"])
+    assert res.exit_code == 4 and "no bf16 execution" in res.output
+    res = CliRunner().invoke(app, [*base, "-r", "tflite"])
+    assert res.exit_code == 2 and "unknown runtime" in res.output

@@ -83,6 +83,22 @@ def evaluate(
     dataset: o.DatasetOpt = None,
     data_dir: o.DataDirOpt = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N samples.")] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            "-r",
+            help="Where to run it: torch, torch-compile, ort-cpu, openvino, ... (default: "
+            "onnxruntime for ONNX artifacts, PyTorch otherwise). Accuracy is measured there.",
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32, bf16 (native-bf16 CPUs, GPUs), fp16 (GPU) or int8 (int8 artifacts)."
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all).")] = None,
     weights: o.WeightsOpt = None,
     num_classes: o.NumClassesOpt = None,
     in_channels: o.InChannelsOpt = None,
@@ -96,7 +112,8 @@ def evaluate(
     from compress.stages.evaluate import run_eval
 
     ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
-    r = run_eval(ref, o.data_config(dataset, data_dir), split=split, limit=limit)
+    data = o.data_config(dataset, data_dir)
+    r = run_eval(ref, data, split, limit, runtime=runtime, precision=precision, threads=threads)
     table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
@@ -104,6 +121,8 @@ def evaluate(
         table.add_row(name, pct(acc))
     console.print(table)
     console.print(f"top-1 {pct(r['top1'])}  top-5 {pct(r['top5'])}  loss {r['loss']:.4f}")
+    ran = r.get("effective_precision", r.get("precision"))
+    console.print(f"ran on {r['runtime']} ({ran})", highlight=False)
     write_json(json_out, r)
 
 
