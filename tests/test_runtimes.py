@@ -222,3 +222,36 @@ def test_cli_eval_refuses_what_the_hardware_lacks(trained_lenet: Path, no_bf16: 
     assert res.exit_code == 4 and "no bf16 execution" in res.output
     res = CliRunner().invoke(app, [*base, "-r", "tflite"])
     assert res.exit_code == 2 and "unknown runtime" in res.output
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+def test_doctor_names_the_fastest_runtime_and_why(lenet_onnx: Path, no_bf16: None) -> None:
+    from export.doctor import diagnose
+
+    d = diagnose(lenet_onnx, threads=1, isolate=False, rank=True)
+    (f,) = d.by_code("fastest_runtime")
+    best = d.ranking[0]
+    assert {r["runtime"] for r in d.ranking} == {"ort-cpu", "openvino"}
+    assert [r["p50_ms"] for r in d.ranking] == sorted(r["p50_ms"] for r in d.ranking)
+    assert f.title.startswith(f"fastest here: {best['runtime']} {best['precision']}")
+    assert "why:" in f.detail and "no native bf16" in f.detail  # the skipped pair, with reason
+    assert not diagnose(lenet_onnx, isolate=False).by_code("fastest_runtime")  # opt-in
+
+
+@pytest.mark.parametrize(
+    ("best", "why"),
+    [
+        ({"runtime": "openvino", "precision": "fp32", "effective_precision": "bf16"}, "chose bf16"),
+        ({"runtime": "openvino", "precision": "int8", "effective_precision": "fp32"}, "int8"),
+        ({"runtime": "openvino", "precision": "fp32", "effective_precision": "fp32"}, "OpenVINO"),
+    ],
+)
+def test_doctor_verdict_explains(best: dict, why: str) -> None:
+    from export.doctor_rank import verdict
+
+    ort = {"runtime": "ort-cpu", "precision": best["precision"], "effective_precision": "fp32"}
+    f = verdict([{**best, "p50_ms": 1.0}, {**ort, "p50_ms": 3.0}], [], [])
+    assert why in f.detail and "3.00x faster than onnxruntime" in f.title
+    assert verdict([], [], ["m: FAILED on openvino fp32: boom"]).severity == "warning"

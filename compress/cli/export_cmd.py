@@ -201,6 +201,13 @@ def doctor(
     input_size: o.InputSizeOpt = None,
     trust_pickle: o.TrustPickleOpt = False,
     json_out: o.JsonOpt = None,
+    rank: Annotated[
+        bool,
+        typer.Option(
+            help="Also time every runtime x precision this machine has (a few seconds) and name "
+            "the fastest, and why.",
+        ),
+    ] = True,
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
@@ -208,7 +215,7 @@ def doctor(
 
     ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
     with err_console.status(f"examining {model} on {runtime}"):
-        d = run_doctor(ref, runtime, threads)
+        d = run_doctor(ref, runtime, threads, rank=rank)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:
