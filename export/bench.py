@@ -132,8 +132,9 @@ class BenchModel:
         """Test (else val) top-1 from the card, when it knows one."""
         metrics = getattr(self.card, "metrics", None) or {}
         for split in ("test", "val"):
-            if isinstance(metrics.get(split), dict) and "top1" in metrics[split]:
-                return float(metrics[split]["top1"])
+            top1 = metrics[split].get("top1") if isinstance(metrics.get(split), dict) else None
+            if top1 is not None:
+                return float(top1)
         return None
 
     @property

@@ -57,7 +57,8 @@ def runtime_cell(r: CaseResult) -> str:
     """`openvino` (fp32), `openvino bf16`, `openvino (ran bf16)`, `ort-cuda (fell back)`."""
     eff = r.effective_precision
     asked = f" {r.precision}" if r.precision != "fp32" else ""
-    ran = f" (ran {eff})" if eff and eff not in (r.precision, "unknown") else ""
+    floats = r.precision in ("fp32", "bf16")  # int8/fp16 files: eff is their float remainder
+    ran = f" (ran {eff})" if floats and eff and eff not in (r.precision, "unknown") else ""
     return f"{r.runtime}{asked}{ran}" + (" (fell back)" if r.fallback else "")
 
 

@@ -255,3 +255,11 @@ def test_doctor_verdict_explains(best: dict, why: str) -> None:
     f = verdict([{**best, "p50_ms": 1.0}, {**ort, "p50_ms": 3.0}], [], [])
     assert why in f.detail and "3.00x faster than onnxruntime" in f.title
     assert verdict([], [], ["m: FAILED on openvino fp32: boom"]).severity == "warning"
+
+
+def test_bench_accepts_a_card_whose_top1_is_unknown() -> None:
+    from types import SimpleNamespace
+
+    m = create_model("lenet5")
+    card = SimpleNamespace(metrics={"test": {"top1": None}, "val": {"top1": 0.5}}, precision="fp32")
+    assert BenchModel(label="a", spec=m.spec, torch_model=m, card=card).accuracy == 0.5
