@@ -67,6 +67,10 @@ def check_runtime(name: str) -> str:
             )
     elif name in OV_DEVICES:
         check_openvino(name)
+    elif name == "torch-compile":
+        from export.torch_compile import check_torch_compile
+
+        check_torch_compile()
     elif name in ("ort-cuda", "ort-trt"):
         import onnxruntime as ort
 

@@ -66,6 +66,21 @@ class CompiledTorchRunner:
         return runner_predict(self, x)
 
 
+def check_torch_compile() -> None:
+    """UnsupportedError (exit 4) naming what to install when inductor can't build CPU kernels."""
+    import shutil
+
+    import torch
+
+    if not hasattr(torch, "compile"):
+        raise UnsupportedError("torch.compile needs torch >= 2.0", hint="pip install -U torch")
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise UnsupportedError(
+            "--runtime torch-compile: inductor compiles C++ kernels, and no C++ compiler is on PATH",
+            hint="install one (apt-get install g++), or use --runtime torch",
+        )
+
+
 def _autocast(precision: str) -> Any:
     import torch
 
@@ -99,8 +114,7 @@ def torch_compile_runner(
 
     if precision not in ("fp32", "bf16"):
         raise UsageError(f"torch-compile runs fp32 or bf16, not {precision}")
-    if not hasattr(torch, "compile"):
-        raise UnsupportedError("torch.compile needs torch >= 2.0", hint="pip install -U torch")
+    check_torch_compile()
     size = example_shape[-1] if example_shape else None
     if channels_last is None:
         channels_last = bool(size and size >= CHANNELS_LAST_MIN_SIZE)

@@ -263,3 +263,12 @@ def test_bench_accepts_a_card_whose_top1_is_unknown() -> None:
     m = create_model("lenet5")
     card = SimpleNamespace(metrics={"test": {"top1": None}, "val": {"top1": 0.5}}, precision="fp32")
     assert BenchModel(label="a", spec=m.spec, torch_model=m, card=card).accuracy == 0.5
+
+
+def test_torch_compile_without_a_compiler_names_the_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(UnsupportedError, match="no C\\+\\+ compiler") as e:
+        check_runtime("torch-compile")
+    assert e.value.exit_code == 4 and "g++" in (e.value.hint or "")
