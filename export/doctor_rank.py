@@ -16,27 +16,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from export.diagnosis import Finding
-from models.errors import CompressError
 from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
 RANK_SECONDS = 0.4  # per case, split over RANK_ROUNDS interleaved rounds
 RANK_ROUNDS = 2
-
-
-def available_onnx_runtimes() -> list[str]:
-    """ONNX runtimes this machine can run now (onnxruntime CPU always; OpenVINO devices if any)."""
-    from export.runtime import ONNX_RUNTIMES, check_runtime
-
-    out = []
-    for r in ONNX_RUNTIMES:
-        try:
-            check_runtime(r)
-        except CompressError:
-            continue
-        out.append(r)
-    return out
 
 
 def spec_for_ranking(info: Any) -> ModelSpec | None:
@@ -73,8 +58,9 @@ def rank_runtimes(
 ) -> tuple[list[dict[str, Any]], Finding]:
     """(rows fastest first, the finding naming the winner and why)."""
     from export.bench import BenchConfig, BenchModel, benchmark
+    from export.runtime import ONNX_RUNTIMES, available_runtimes
 
-    runtimes = available_onnx_runtimes()
+    runtimes = available_runtimes(ONNX_RUNTIMES)
     cfg = BenchConfig(
         runtimes=tuple(runtimes),
         batch_sizes=(1,),

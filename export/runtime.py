@@ -84,6 +84,20 @@ def check_runtime(name: str) -> str:
     return name
 
 
+def available_runtimes(names: tuple[str, ...] = RUNTIMES) -> list[str]:
+    """The runtimes of `names` this machine can run now (installed, device present), in order."""
+    from models.errors import CompressError
+
+    out = []
+    for name in names:
+        try:
+            check_runtime(name)
+        except CompressError:
+            continue
+        out.append(name)
+    return out
+
+
 # ----------------------------------------------------------------------------- onnxruntime
 
 

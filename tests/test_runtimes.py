@@ -272,3 +272,12 @@ def test_torch_compile_without_a_compiler_names_the_install(
     with pytest.raises(UnsupportedError, match="no C\\+\\+ compiler") as e:
         check_runtime("torch-compile")
     assert e.value.exit_code == 4 and "g++" in (e.value.hint or "")
+
+
+def test_available_runtimes_lists_what_runs_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    from export.runtime import available_runtimes
+
+    here = available_runtimes()
+    assert {"torch", "ort-cpu", "openvino"} <= set(here)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert available_runtimes(("ort-cpu", "openvino")) == ["ort-cpu"]  # not installed: left out
