@@ -3,8 +3,11 @@
 Compiling costs seconds to minutes and happens again for every new input shape, so it is never
 part of a latency figure: the first call per shape is timed apart and added to
 `create_seconds` (the bench's "session" column). bf16 runs under CPU autocast (only where the
-CPU has native bf16, see `export.precision`); channels-last memory format is used where it
-helps inductor's convolutions (measured: large images; 28x28 LeNet gains nothing).
+CPU has native bf16, see `export.precision`). Channels-last memory format is off by default:
+measured on the shared 2-core EPYC (AVX-512, torch 2.13, ResNet-18 at 224², batch 1, 2 threads,
+5 interleaved rounds), inductor with channels-last was slower in every round (median 1782 vs
+1322 ms under a load average of 13, so only the direction is trustworthy); pass
+`channels_last=True` to try it on other CPUs.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from export.batching import runner_predict
 from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
-
-CHANNELS_LAST_MIN_SIZE = 64  # input side from which channels-last is the default
 
 
 @dataclass
@@ -104,20 +105,14 @@ def torch_compile_runner(
     precision: str = "fp32",
     *,
     example_shape: tuple[int, ...] | None = None,
-    channels_last: bool | None = None,
+    channels_last: bool = False,
 ) -> CompiledTorchRunner:
-    """Compile `model` with inductor for CPU; compile once now when `example_shape` is given.
-
-    `channels_last=None` picks it for inputs of at least CHANNELS_LAST_MIN_SIZE pixels a side.
-    """
+    """Compile `model` with inductor for CPU; compile once now when `example_shape` is given."""
     import torch
 
     if precision not in ("fp32", "bf16"):
         raise UsageError(f"torch-compile runs fp32 or bf16, not {precision}")
     check_torch_compile()
-    size = example_shape[-1] if example_shape else None
-    if channels_last is None:
-        channels_last = bool(size and size >= CHANNELS_LAST_MIN_SIZE)
     t0 = time.perf_counter()
     model = model.eval().to("cpu")
     if channels_last:
