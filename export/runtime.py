@@ -258,7 +258,10 @@ def onnx_runner(
         hint: str | None = wanted
         if wanted not in ("fp32", "bf16"):
             hint = "fp32" if runtime == "openvino" else "fp16" if wanted == "fp16" else None
-        return create_ov_runner(path, runtime, threads, hint)
+        runner = create_ov_runner(path, runtime, threads, hint)
+        if wanted in ("int8", "fp16"):  # the hint governs only the ops left in float
+            runner.effective_precision = f"{wanted} ({runner.effective_precision} float ops)"
+        return runner
     return create_session(path, runtime, threads)
 
 

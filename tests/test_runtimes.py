@@ -281,3 +281,20 @@ def test_available_runtimes_lists_what_runs_here(monkeypatch: pytest.MonkeyPatch
     assert {"torch", "ort-cpu", "openvino"} <= set(here)
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert available_runtimes(("ort-cpu", "openvino")) == ["ort-cpu"]  # not installed: left out
+
+
+def test_int8_artifact_on_openvino_says_what_ran(tmp_path: Path) -> None:
+    from compress.quantization.quantize import QuantizeConfig, quantize
+    from models.data import synthetic_batch
+
+    model = create_model("lenet5").eval()
+    export_onnx(model, tmp_path / "f.onnx", ExportConfig())
+    calib = synthetic_batch(model.spec, 16).numpy()
+    cfg = QuantizeConfig(samples=16, max_drop=None, latency=False)
+    quantize(tmp_path / "f.onnx", cfg, calib, tmp_path / "q.onnx")
+    runner = onnx_runner(tmp_path / "q.onnx", "openvino", 1, None, "int8")
+    assert runner.effective_precision == "int8 (fp32 float ops)"
+    x = calib[:4]
+    ref = create_session(tmp_path / "q.onnx", "ort-cpu", 1).run(x)
+    out = runner.run(x)
+    assert np.allclose(out, ref, atol=0.05 * np.abs(ref).max())  # same int8 graph, same answer
