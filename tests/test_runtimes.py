@@ -298,3 +298,10 @@ def test_int8_artifact_on_openvino_says_what_ran(tmp_path: Path) -> None:
     ref = create_session(tmp_path / "q.onnx", "ort-cpu", 1).run(x)
     out = runner.run(x)
     assert np.allclose(out, ref, atol=0.05 * np.abs(ref).max())  # same int8 graph, same answer
+
+
+def test_bench_config_precisions_from_a_recipe_list() -> None:
+    cfg = BenchConfig(precisions=["fp32", "bf16", "fp32"])  # type: ignore[arg-type]  # YAML list
+    assert cfg.precisions == ("fp32", "bf16")
+    with pytest.raises(UsageError, match="unknown precision"):
+        BenchConfig(precisions=("fp64",))
