@@ -305,3 +305,15 @@ def test_bench_config_precisions_from_a_recipe_list() -> None:
     assert cfg.precisions == ("fp32", "bf16")
     with pytest.raises(UsageError, match="unknown precision"):
         BenchConfig(precisions=("fp64",))
+
+
+def test_recipe_bench_stage_takes_runtimes_and_precisions() -> None:
+    from compress.pipeline.recipe import parse_recipe
+    from compress.pipeline.runner import describe_plan
+
+    text = (
+        "model: lenet5\nstages:\n  - train: {epochs: 1}\n  - export: {}\n"
+        "  - bench: {runtimes: [ort-cpu, openvino], precisions: [fp32, bf16]}\n"
+    )
+    opts = describe_plan(parse_recipe(text))[2]["options"]["BenchConfig"]
+    assert opts["runtimes"] == ["ort-cpu", "openvino"] and opts["precisions"] == ["fp32", "bf16"]
