@@ -32,14 +32,14 @@ from export.bench_results import (
 )
 from export.case_memory import CaseMemory
 from export.environment import busy_note, capture_environment, physical_cores
+from export.precision import PRECISIONS, unavailable
 from export.runtime import (
-    ORT_PROVIDERS,
+    ONNX_RUNTIMES,
     RUNTIMES,
     TORCH_RUNTIMES,
-    OrtRunner,
     Runner,
     check_runtime,
-    create_session,
+    onnx_runner,
     torch_runner,
 )
 from export.timing import Timings, time_calls, torch_threads
@@ -66,9 +66,17 @@ class BenchConfig:
     min_iters: int = 5
     opset: int = 17
     rounds: int = 1  # > 1: cases take turns in this many slices (steadier ratios)
+    precisions: tuple[str, ...] | None = None  # None: each model at its own precision
 
     def __post_init__(self) -> None:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
+        if self.precisions is not None:
+            self.precisions = tuple(dict.fromkeys(self.precisions))
+            for p in self.precisions:
+                if p not in PRECISIONS:
+                    raise UsageError(
+                        f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}"
+                    )
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
         for r in self.runtimes:
             if r not in RUNTIMES:
@@ -124,8 +132,9 @@ class BenchModel:
         """Test (else val) top-1 from the card, when it knows one."""
         metrics = getattr(self.card, "metrics", None) or {}
         for split in ("test", "val"):
-            if isinstance(metrics.get(split), dict) and "top1" in metrics[split]:
-                return float(metrics[split]["top1"])
+            top1 = metrics[split].get("top1") if isinstance(metrics.get(split), dict) else None
+            if top1 is not None:
+                return float(top1)
         return None
 
     @property
@@ -143,16 +152,13 @@ def benchmark(
     for r in cfg.runtimes:
         check_runtime(r)
     threads = cfg.effective_threads
-    plan = [(m, r) for m in models for r in cfg.runtimes if _applicable(m, r)]
+    plan, skipped = plan_cases(models, cfg)
     notes = [
-        f"{m.label}: {r} skipped (an ONNX model has no PyTorch module)"
-        for m in models
-        for r in cfg.runtimes
-        if not _applicable(m, r)
+        f"{s['model']}: {s['runtime']} skipped ({s['precision']}: {s['reason']})" for s in skipped
     ]
     measured = _run_rounds(plan, cfg, threads, notes, progress)
     results = [
-        case_result(plan[i][0].label, plan[i][0].precision, plan[i][0].accuracy, bs, threads, m)
+        case_result(plan[i][0].label, plan[i][2], plan[i][0].accuracy, bs, threads, m)
         for (i, bs), m in measured.items()
     ]
     add_speedups(results, [m.label for m in models])
@@ -166,11 +172,36 @@ def benchmark(
         models=[_describe(m) for m in models],
         results=results,
         notes=notes,
+        skipped=skipped,
     )
 
 
+Case = tuple[BenchModel, str, str]  # (model, runtime, precision)
+
+
+def plan_cases(
+    models: list[BenchModel], cfg: BenchConfig
+) -> tuple[list[Case], list[dict[str, str]]]:
+    """Every (model, runtime, precision) this machine can run, and the others with the reason."""
+    plan: list[Case] = []
+    skipped: list[dict[str, str]] = []
+    for m in models:
+        for r in cfg.runtimes:
+            for p in cfg.precisions or (m.precision,):
+                why = (
+                    "an ONNX model has no PyTorch module"
+                    if r in TORCH_RUNTIMES and m.torch_model is None
+                    else unavailable(r, p, m.precision)
+                )
+                if why:
+                    skipped.append({"model": m.label, "runtime": r, "precision": p, "reason": why})
+                else:
+                    plan.append((m, r, p))
+    return plan, skipped
+
+
 def _run_rounds(
-    plan: list[tuple[BenchModel, str]],
+    plan: list[Case],
     cfg: BenchConfig,
     threads: int,
     notes: list[str],
@@ -186,14 +217,20 @@ def _run_rounds(
         runners: dict[int, Runner] = {}  # kept across rounds only when there are several
         for rnd in range(1, cfg.rounds + 1):
             tag = f" · round {rnd}/{cfg.rounds}" if cfg.rounds > 1 else ""
-            for i, (model, runtime) in enumerate(plan):
+            for i, (model, runtime, precision) in enumerate(plan):
+                what = f"{model.label} · {runtime} {precision}"
                 if progress:
-                    progress(done, total, f"{model.label} · {runtime}{tag}")
+                    progress(done, total, f"{what}{tag}")
                 if i not in runners:
-                    runners[i] = _make_runner(model, runtime, threads, cfg, Path(tmp), notes)
+                    made = _make_runner(model, runtime, precision, threads, cfg, Path(tmp), notes)
+                    if made is None:
+                        dropped.update((i, bs) for bs in cfg.batch_sizes)
+                        done += len(cfg.batch_sizes)
+                        continue
+                    runners[i] = made
                 for bs in cfg.batch_sizes:
                     if progress:
-                        progress(done, total, f"{model.label} · {runtime} · batch {bs}{tag}")
+                        progress(done, total, f"{what} · batch {bs}{tag}")
                     done += 1
                     if (i, bs) in dropped:
                         continue
@@ -205,22 +242,52 @@ def _run_rounds(
                         prev = measured.get((i, bs))
                         measured[i, bs] = prev.add(got) if prev else got
                 if cfg.rounds == 1:
-                    del runners[i]
+                    runners.pop(i, None)
         runners.clear()
     if progress:
         progress(total, total, "done")
     return measured
 
 
-def _applicable(model: BenchModel, runtime: str) -> bool:
-    return runtime not in TORCH_RUNTIMES or model.torch_model is not None
-
-
 def _make_runner(
-    model: BenchModel, runtime: str, threads: int, cfg: BenchConfig, tmp: Path, notes: list[str]
+    model: BenchModel,
+    runtime: str,
+    precision: str,
+    threads: int,
+    cfg: BenchConfig,
+    tmp: Path,
+    notes: list[str],
+) -> Runner | None:
+    """The runner of one case; None (with a note) when the runtime can't read or compile it."""
+    try:
+        return _open_runner(model, runtime, precision, threads, cfg, tmp, notes)
+    except CompressError as e:
+        if isinstance(e, UsageError):
+            raise
+        msg = f"{model.label}: FAILED on {runtime} {precision}: {str(e).splitlines()[0]}"
+        log.warning("%s", msg)
+        notes.append(msg)
+        return None
+
+
+def _open_runner(
+    model: BenchModel,
+    runtime: str,
+    precision: str,
+    threads: int,
+    cfg: BenchConfig,
+    tmp: Path,
+    notes: list[str],
 ) -> Runner:
     if runtime in TORCH_RUNTIMES:
-        return torch_runner(model.torch_model, runtime)
+        shape = (1, *model.spec.input_shape)
+        runner = torch_runner(model.torch_model, runtime, precision, example_shape=shape)
+        if runtime == "torch-compile":
+            notes.append(
+                f"{model.label}: torch-compile {precision} compiled in {runner.create_seconds:.1f} s "
+                "(batch 1; other batch sizes compile during warm-up, in the session column)"
+            )
+        return runner
     if model.onnx_path is None:
         from export.onnx_export import ExportConfig, export_onnx
 
@@ -228,7 +295,8 @@ def _make_runner(
         res = export_onnx(model.torch_model, path, ExportConfig(opset=cfg.opset))
         model.onnx_path = str(path)
         notes.append(f"{model.label}: exported to ONNX for onnxruntime in {res.seconds:.1f} s")
-    runner = create_session(model.onnx_path, runtime, threads)
+    artifact = model.precision if model.torch_model is None else "fp32"
+    runner = onnx_runner(model.onnx_path, runtime, threads, precision, artifact)
     notes.extend(f"{model.label}: {n}" for n in runner.notes)
     return runner
 
@@ -237,7 +305,8 @@ def _time_case(
     model: BenchModel, runner: Runner, bs: int, cfg: BenchConfig, notes: list[str]
 ) -> Measured | None:
     """Time one (model, runtime, batch) slice; None (with a note) when it can't run."""
-    fixed = runner.input_shape[0] if isinstance(runner, OrtRunner) else None
+    declared = getattr(runner, "input_shape", None)
+    fixed = declared[0] if declared else None
     if isinstance(fixed, int) and fixed > 0 and fixed != bs:
         notes.append(
             f"{model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
@@ -257,6 +326,7 @@ def _time_case(
         runtime=runner.runtime,
         providers=list(runner.providers),
         fallback=bool(getattr(runner, "fallback", False)),
+        effective_precision=getattr(runner, "effective_precision", None),
         session_seconds=rnd(runner.create_seconds, 4),
         size_bytes=_size(model, runner),
         ms=list(t.ms),
@@ -277,7 +347,7 @@ def _measure(runner: Runner, x: np.ndarray, cfg: BenchConfig) -> Timings:
 
 
 def _size(model: BenchModel, runner: Runner) -> int | None:
-    if runner.runtime in ORT_PROVIDERS and model.onnx_path:
+    if runner.runtime in ONNX_RUNTIMES and model.onnx_path:
         from export.onnx_file import onnx_size
 
         return onnx_size(model.onnx_path)

@@ -44,6 +44,7 @@ class CaseResult:
     input: str = "synthetic"
     speedup_vs_first: float | None = None
     speedup_vs_torch: float | None = None
+    effective_precision: str | None = None  # what the runtime really computed in (OpenVINO)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class BenchReport:
     models: list[dict[str, Any]]
     results: list[CaseResult]
     notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # model, runtime, precision, reason
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class BenchReport:
             "models": self.models,
             "results": [asdict(r) for r in self.results],
             "notes": self.notes,
+            "skipped": self.skipped,
         }
 
 
@@ -81,6 +84,7 @@ class Measured:
     peak_mb: float | None
     delta_mb: float | None
     cuda_mb: float | None
+    effective_precision: str | None = None
 
     def add(self, other: Measured) -> Measured:
         self.ms += other.ms
@@ -128,19 +132,26 @@ def case_result(
         session_seconds=m.session_seconds,
         precision=precision,
         accuracy=accuracy,
+        effective_precision=m.effective_precision,
     )
 
 
 def add_speedups(results: list[CaseResult], order: list[str]) -> None:
-    """p50 ratios: vs the first model (same runtime and batch) and vs torch (same model)."""
-    p50 = {(r.model, r.runtime, r.batch_size): r.p50_ms for r in results}
+    """p50 ratios: vs the first model (same runtime and batch; same precision when it ran at
+    it, else its first) and vs torch fp32 (same model)."""
+    p50 = {(r.model, r.runtime, r.precision, r.batch_size): r.p50_ms for r in results}
+    anyp: dict[tuple[str, str, int], float] = {}
+    for r in results:
+        anyp.setdefault((r.model, r.runtime, r.batch_size), r.p50_ms)
     first = order[0]
     for r in results:
         if not r.p50_ms > 0:
             continue
-        base = p50.get((first, r.runtime, r.batch_size))
+        base = p50.get((first, r.runtime, r.precision, r.batch_size)) or anyp.get(
+            (first, r.runtime, r.batch_size)
+        )
         r.speedup_vs_first = rnd(base / r.p50_ms, 3) if base else None
-        torch_p50 = p50.get((r.model, "torch", r.batch_size))
+        torch_p50 = p50.get((r.model, "torch", "fp32", r.batch_size))
         r.speedup_vs_torch = rnd(torch_p50 / r.p50_ms, 3) if torch_p50 else None
 
 

@@ -57,6 +57,9 @@ class Diagnosis:
     op_counts: dict[str, int]
     session: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
+    ranking: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # runtime x precision, fastest first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,18 +14,28 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from export.diagnosis import QUANT_OPS, Diagnosis
+from export.diagnosis import QUANT_OPS, Diagnosis, Finding
 from export.doctor_checks import CHECKS
 from export.doctor_probe import session_facts, session_facts_isolated
+from export.doctor_rank import artifact_precision, rank_runtimes, spec_for_ranking
 from export.environment import cpu_info, isa_flags, physical_cores
 from export.runtime import ORT_PROVIDERS, check_runtime, inspect_onnx
+from export.session import OnnxInfo
 from models.errors import UsageError
 
 
 def diagnose(
-    path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, *, isolate: bool = True
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    *,
+    isolate: bool = True,
+    rank: bool = False,
 ) -> Diagnosis:
-    """Examine an ONNX file for `runtime` on this machine; runtime checks in a child process."""
+    """Examine an ONNX file for `runtime` on this machine; runtime checks in a child process.
+
+    `rank` also times every runtime x precision this machine has (a few seconds) and names the
+    fastest, and why (`export.doctor_rank`)."""
     import onnx
 
     if runtime not in ORT_PROVIDERS:
@@ -52,4 +62,20 @@ def diagnose(
     )
     for check in CHECKS:
         d.findings.extend(check(d, graph, info))
+    if rank:
+        d.findings.append(_rank(d, path, info, threads))
     return d
+
+
+def _rank(d: Diagnosis, path: str | Path, info: OnnxInfo, threads: int) -> Finding:
+    spec = spec_for_ranking(info)
+    if spec is None:
+        return Finding(
+            "fastest_runtime",
+            "info",
+            "runtimes not ranked: the input's channels/size are symbolic",
+            suggestion="`compress bench -m FILE --input-size N --in-channels C -r ort-cpu "
+            "-r openvino --precision fp32,bf16` ranks them",
+        )
+    d.ranking, finding = rank_runtimes(path, spec, artifact_precision(info, d.quantized), threads)
+    return finding

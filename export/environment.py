@@ -27,7 +27,15 @@ ISA_GROUPS: dict[str, tuple[str, ...]] = {
     "arm_dotprod": ("asimddp",),
     "arm_i8mm": ("i8mm",),
 }
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "compress")
+LIBRARIES = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "numpy",
+    "compress",
+)
 
 
 @lru_cache(maxsize=1)

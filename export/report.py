@@ -56,7 +56,7 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     return [
         [
             r.model,
-            r.runtime + (" (fell back)" if r.fallback else ""),
+            runtime_cell(r),
             str(r.batch_size),
             f"{r.p50_ms:.2f}",
             f"{r.p90_ms:.2f}",
@@ -70,6 +70,15 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     ]
 
 
+def runtime_cell(r: CaseResult) -> str:
+    """`openvino` (fp32), `openvino bf16`, `openvino (ran bf16)`, `ort-cuda (fell back)`."""
+    eff = r.effective_precision
+    asked = f" {r.precision}" if r.precision != "fp32" else ""
+    floats = r.precision in ("fp32", "bf16")  # int8/fp16 files: eff is their float remainder
+    ran = f" (ran {eff})" if floats and eff and eff not in (r.precision, "unknown") else ""
+    return f"{r.runtime}{asked}{ran}" + (" (fell back)" if r.fallback else "")
+
+
 def environment_line(report: BenchReport) -> str:
     env = report.environment
     isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "none detected"
@@ -79,6 +88,7 @@ def environment_line(report: BenchReport) -> str:
         f"{env.get('cpu')} ({env.get('logical_cores')} logical cores; ISA: {isa}), "
         f"{env.get('threads')} threads, torch {libs.get('torch', '-')}, onnxruntime "
         f"{libs.get('onnxruntime', libs.get('onnxruntime-gpu', '-'))}"
+        + (f", openvino {libs['openvino']}" if libs.get("openvino") else "")
         + (f", load average {load[0]:.2f}" if load else "")
         + (f", GPU {env['gpu']['name']}" if env.get("gpu") else "")
     )

@@ -1,13 +1,16 @@
 """Runtimes behind one interface: `runner.run(x: np.ndarray) -> np.ndarray`.
 
-`torch` (eager, CPU), `torch-cuda`, `ort-cpu`, `ort-cuda` and `ort-trt` (onnxruntime execution
-providers). An onnxruntime session records the providers it really got; when it silently fell
+`torch` (eager, CPU), `torch-cuda`, `torch-compile` (inductor, `export.torch_compile`), `ort-cpu`,
+`ort-cuda` and `ort-trt` (onnxruntime execution providers), `openvino`, `openvino-gpu` and
+`openvino-npu` (`export.openvino_runtime`). `RUNTIMES` is the registry; `ONNX_RUNTIMES` read ONNX
+files, `TORCH_RUNTIMES` need a PyTorch module. An onnxruntime session records the providers it really got; when it silently fell
 back (asked for CUDA, got CPU) we warn and say so in every result. ONNX files are validated first
 (readable, opset the installed runtime can run), so bad files fail with one clear line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +24,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from export.batching import check_input_shape, runner_predict
+from export.batching import run_batched as run_batched  # re-exported
+from export.openvino_runtime import OV_DEVICES, OvRunner, check_openvino, create_ov_runner
 from export.session import inspect_onnx, open_session
 from models.errors import InvalidInputError, UnsupportedError, UsageError
 
@@ -31,8 +37,10 @@ ORT_PROVIDERS: dict[str, list[str]] = {
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-TORCH_RUNTIMES = ("torch", "torch-cuda")
-RUNTIMES = (*TORCH_RUNTIMES, *ORT_PROVIDERS)
+TORCH_RUNTIMES = ("torch", "torch-cuda", "torch-compile")
+OV_RUNTIMES = tuple(OV_DEVICES)
+ONNX_RUNTIMES = (*ORT_PROVIDERS, *OV_RUNTIMES)
+RUNTIMES = (*TORCH_RUNTIMES, *ONNX_RUNTIMES)
 GPU_HINT = "install onnxruntime-gpu (with a CUDA GPU and drivers), or use --runtime ort-cpu"
 
 
@@ -57,6 +65,12 @@ def check_runtime(name: str) -> str:
             raise UnsupportedError(
                 "--runtime torch-cuda: no CUDA GPU is available", hint="use --runtime torch"
             )
+    elif name in OV_DEVICES:
+        check_openvino(name)
+    elif name == "torch-compile":
+        from export.torch_compile import check_torch_compile
+
+        check_torch_compile()
     elif name in ("ort-cuda", "ort-trt"):
         import onnxruntime as ort
 
@@ -68,6 +82,20 @@ def check_runtime(name: str) -> str:
                 hint=GPU_HINT,
             )
     return name
+
+
+def available_runtimes(names: tuple[str, ...] = RUNTIMES) -> list[str]:
+    """The runtimes of `names` this machine can run now (installed, device present), in order."""
+    from models.errors import CompressError
+
+    out = []
+    for name in names:
+        try:
+            check_runtime(name)
+        except CompressError:
+            continue
+        out.append(name)
+    return out
 
 
 # ----------------------------------------------------------------------------- onnxruntime
@@ -101,36 +129,7 @@ class OrtRunner:
 
     def predict(self, x: Any) -> Any:
         """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`); splits for static batch."""
-        import torch
-
-        arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-        out = run_batched(self, arr)
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
-
-
-def check_input_shape(shape: tuple[int, ...], declared: list[int | str], where: str) -> None:
-    if len(shape) != len(declared) or any(
-        isinstance(d, int) and d > 0 and d != s for s, d in zip(shape, declared, strict=False)
-    ):
-        raise InvalidInputError(
-            f"input shape {list(shape)} does not fit {where}, which expects {declared}",
-            hint="check --input-size / --in-channels, or export with a dynamic batch",
-        )
-
-
-def run_batched(runner: OrtRunner, x: np.ndarray) -> np.ndarray:
-    """Run a batch of any size on a model whose batch dimension may be fixed (padding the tail)."""
-    fixed = runner.input_shape[0] if runner.input_shape else None
-    if not isinstance(fixed, int) or fixed <= 0 or len(x) == fixed:
-        return runner.run(x)
-    outs = []
-    for i in range(0, len(x), fixed):
-        chunk = x[i : i + fixed]
-        n = len(chunk)
-        if n < fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-        outs.append(runner.run(chunk)[:n])
-    return np.concatenate(outs)
+        return runner_predict(self, x)
 
 
 def create_session(
@@ -183,44 +182,114 @@ def create_session(
 
 @dataclass
 class TorchRunner:
-    """PyTorch eager inference (no_grad, eval mode) behind the same `run` interface."""
+    """PyTorch eager inference (inference mode, eval mode) behind the same `run` interface."""
 
     model: Any
     runtime: str
     device: str
     providers: list[str]
     create_seconds: float
+    precision: str = "fp32"  # bf16 / fp16: autocast on the device
+
+    @property
+    def effective_precision(self) -> str:
+        return self.precision
 
     def run(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        cast = torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), cast:
             out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
             if self.device != "cpu":
                 torch.cuda.synchronize()
             return out.float().cpu().numpy()
 
+    def predict(self, x: Any) -> Any:
+        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`)."""
+        return runner_predict(self, x)
 
-def torch_runner(model: Any, runtime: str = "torch") -> TorchRunner:
-    """Wrap a module for inference on CPU (`torch`) or the first GPU (`torch-cuda`)."""
+
+def torch_runner(
+    model: Any,
+    runtime: str = "torch",
+    precision: str = "fp32",
+    *,
+    example_shape: tuple[int, ...] | None = None,
+) -> Runner:
+    """Wrap a module for inference on CPU (`torch`), the first GPU (`torch-cuda`) or inductor
+    (`torch-compile`, compiled now for `example_shape` when given) at `precision`."""
+    from export.precision import refuse
+
     if runtime not in TORCH_RUNTIMES:
         raise UsageError(f"{runtime!r} is not a torch runtime ({', '.join(TORCH_RUNTIMES)})")
     check_runtime(runtime)
+    refuse(runtime, precision)
+    if runtime == "torch-compile":
+        from export.torch_compile import torch_compile_runner
+
+        return torch_compile_runner(model, precision, example_shape=example_shape)
     device = "cuda" if runtime == "torch-cuda" else "cpu"
     t0 = time.perf_counter()
     model = model.eval().to(device)
-    return TorchRunner(model, runtime, device, [device], time.perf_counter() - t0)
+    return TorchRunner(model, runtime, device, [device], time.perf_counter() - t0, precision)
+
+
+def onnx_runner(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    precision: str | None = None,
+    artifact_precision: str = "fp32",
+) -> OrtRunner | OvRunner:
+    """An ONNX file on onnxruntime or OpenVINO at `precision` (None: as the file is).
+
+    The pair is refused (UnsupportedError, with the reason) when this machine can't run it.
+    """
+    from export.precision import refuse
+
+    if runtime not in ONNX_RUNTIMES:
+        raise UsageError(f"{runtime!r} does not read ONNX files ({', '.join(ONNX_RUNTIMES)})")
+    wanted = precision or artifact_precision
+    refuse(runtime, wanted, artifact_precision)
+    if runtime in OV_DEVICES:
+        # int8/fp16 artifacts: the float parts in fp32 on CPU, the device's default elsewhere.
+        hint: str | None = wanted
+        if wanted not in ("fp32", "bf16"):
+            hint = "fp32" if runtime == "openvino" else "fp16" if wanted == "fp16" else None
+        runner = create_ov_runner(path, runtime, threads, hint)
+        if wanted in ("int8", "fp16"):  # the hint governs only the ops left in float
+            runner.effective_precision = f"{wanted} ({runner.effective_precision} float ops)"
+        return runner
+    return create_session(path, runtime, threads)
 
 
 # ----------------------------------------------------------------------------- artifacts
 
 
-def onnx_artifact_predictor(path: str | Path, runtime: str = "ort-cpu") -> tuple[Any, Any]:
+def onnx_artifact_predictor(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+) -> tuple[Any, Any]:
     """(predict, card) for an ONNX artifact directory (or a .onnx file we exported).
 
     `predict` maps a torch batch to torch logits, so `compress eval` measures ONNX and PyTorch
     artifacts with the same code on the same data.
     """
+    runner, card = onnx_artifact_runner(path, runtime, precision, threads)
+    return runner.predict, card
+
+
+def onnx_artifact_runner(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+) -> tuple[OrtRunner | OvRunner, Any]:
+    """(runner, card) for an ONNX artifact directory or exported .onnx file on `runtime`."""
     from models.artifact import ONNX, is_artifact, read_card
 
     path = Path(path)
@@ -231,8 +300,7 @@ def onnx_artifact_predictor(path: str | Path, runtime: str = "ort-cpu") -> tuple
         model_path = path / ONNX
     else:
         model_path, card = path, card_from_onnx(path)
-    runner = create_session(model_path, runtime)
-    return runner.predict, card
+    return onnx_runner(model_path, runtime, threads, precision, card.precision), card
 
 
 def card_from_onnx(path: str | Path) -> Any:

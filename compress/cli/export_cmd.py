@@ -19,8 +19,8 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime",
         "-r",
-        help="torch, torch-cuda, ort-cpu, ort-cuda or ort-trt; repeat for several "
-        "(default: torch and ort-cpu).",
+        help="torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
+        "openvino-gpu or openvino-npu; repeat for several (default: torch and ort-cpu).",
     ),
 ]
 ThreadsOpt = Annotated[
@@ -117,10 +117,19 @@ class BenchOptions(o.OptionGroup):
     ] = None
     rounds: Rounds = 1
     opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated precisions to run each model at: fp32, bf16 (CPUs with native "
+            "bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this machine can't run are "
+            "skipped with the reason. Default: each model at its own precision.",
+        ),
+    ] = None
 
     def config(self) -> BenchConfig:
         """The library's BenchConfig (validated there)."""
         from export.bench import BenchConfig
+        from export.precision import parse_precisions
 
         return BenchConfig(
             runtimes=tuple(self.runtime or ("torch", "ort-cpu")),
@@ -131,6 +140,7 @@ class BenchOptions(o.OptionGroup):
             seconds=self.seconds,
             opset=self.opset,
             rounds=self.rounds,
+            precisions=parse_precisions(self.precision),
         )
 
 
@@ -189,13 +199,20 @@ def doctor(
     threads: ThreadsOpt = None,
     mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
+    rank: Annotated[
+        bool,
+        typer.Option(
+            help="Also time every runtime x precision this machine has (a few seconds) and name "
+            "the fastest, and why.",
+        ),
+    ] = True,
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
     from compress.stages.bench import run_doctor
 
     with err_console.status(f"examining {model} on {runtime}"):
-        d = run_doctor(mo.of(model), runtime, threads)
+        d = run_doctor(mo.of(model), runtime, threads, rank=rank)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:

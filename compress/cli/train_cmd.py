@@ -88,6 +88,22 @@ def evaluate(
     model: o.ModelOpt,
     split: Annotated[str, typer.Option(help="test (default), val or train.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N samples.")] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            "-r",
+            help="Where to run it: torch, torch-compile, ort-cpu, openvino, ... (default: "
+            "onnxruntime for ONNX artifacts, PyTorch otherwise). Accuracy is measured there.",
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32, bf16 (native-bf16 CPUs, GPUs), fp16 (GPU) or int8 (int8 artifacts)."
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all).")] = None,
     mo: o.ModelOptions = o.ModelOptions(),
     data: o.DataOptions = o.DataOptions(),
     json_out: o.JsonOpt = None,
@@ -97,7 +113,15 @@ def evaluate(
 
     from compress.stages.evaluate import run_eval
 
-    r = run_eval(mo.of(model), data.config(), split=split, limit=limit)
+    r = run_eval(
+        mo.of(model),
+        data.config(),
+        split,
+        limit,
+        runtime=runtime,
+        precision=precision,
+        threads=threads,
+    )
     table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
@@ -105,6 +129,8 @@ def evaluate(
         table.add_row(name, pct(acc))
     console.print(table)
     console.print(f"top-1 {pct(r['top1'])}  top-5 {pct(r['top5'])}  loss {r['loss']:.4f}")
+    ran = r.get("effective_precision", r.get("precision"))
+    console.print(f"ran on {r['runtime']} ({ran})", highlight=False)
     write_json(json_out, r)
 
 

@@ -79,18 +79,21 @@ def run_doctor(
     runtime: str = "ort-cpu",
     threads: int | None = None,
     data: DataConfig | None = None,
+    *,
+    rank: bool = False,
 ) -> Diagnosis:
-    """Diagnose an ONNX file/artifact, or the ONNX export of a PyTorch model."""
+    """Diagnose an ONNX file/artifact, or the ONNX export of a PyTorch model; `rank` also times
+    every runtime x precision here and names the fastest."""
     path = Path(ref.model)
     if path.is_file() and path.suffix == ".onnx":
-        return diagnose(path, runtime, threads)
+        return diagnose(path, runtime, threads, rank=rank)
     if is_artifact(path) and _is_onnx(path):
-        return diagnose(path / ONNX, runtime, threads)
+        return diagnose(path / ONNX, runtime, threads, rank=rank)
     src = load_source(ref, data)
     with tempfile.TemporaryDirectory(prefix="compress-doctor-") as tmp:
         onnx_path = Path(tmp) / ONNX
         export_onnx(src.model, onnx_path, ExportConfig())
-        d = diagnose(onnx_path, runtime, threads)
+        d = diagnose(onnx_path, runtime, threads, rank=rank)
     d.model = ref.model
     d.findings.insert(
         0,

@@ -1,7 +1,14 @@
-"""`compress eval`: metrics of a PyTorch or ONNX artifact on a split of real data."""
+"""`compress eval`: metrics of a PyTorch or ONNX artifact on a split of real data.
+
+Accuracy is measured where the model runs: `--runtime openvino --precision bf16` evaluates the
+OpenVINO bf16 build of the model, never a number assumed from PyTorch. A PyTorch model asked to
+run on an ONNX runtime (onnxruntime, OpenVINO) is exported to a temporary ONNX file first.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +23,92 @@ SPLITS = ("test", "val", "train")
 
 
 def run_eval(
-    ref: ModelRef, data: DataConfig | None, split: str = "test", limit: int | None = None
+    ref: ModelRef,
+    data: DataConfig | None,
+    split: str = "test",
+    limit: int | None = None,
+    *,
+    runtime: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `ref` on `split`; ONNX artifacts run in onnxruntime, others in PyTorch."""
+    """Evaluate `ref` on `split` on `runtime` at `precision` (default: ONNX artifacts on
+    onnxruntime, PyTorch ones in eager PyTorch, each at its own precision)."""
     if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}")
-    predict, spec, card = _predictor(ref, data)
-    bundle = load_data(data_config_for(data, card), spec)
-    result: EvalResult = evaluate(predict, bundle.loader(split), spec.num_classes, limit=limit)
+    with contextlib.ExitStack() as stack:
+        predict, spec, card, where = _predictor(ref, data, runtime, precision, threads, stack)
+        bundle = load_data(data_config_for(data, card), spec)
+        result: EvalResult = evaluate(predict, bundle.loader(split), spec.num_classes, limit=limit)
     return {
         "model": ref.model,
         "split": split,
         "dataset": bundle.describe(),
         "class_names": bundle.class_names,
+        **where,
         **result.to_dict(),
     }
 
 
-def _predictor(ref: ModelRef, data: DataConfig | None) -> tuple[Predictor, ModelSpec, Any]:
-    bare_onnx = ref.model.endswith(".onnx") and Path(ref.model).is_file()
-    if bare_onnx or (is_artifact(ref.model) and read_card(ref.model).kind == "onnx"):
-        from export.runtime import onnx_artifact_predictor  # lazy: onnxruntime is heavy
+def _is_onnx(model: str) -> bool:
+    bare_onnx = model.endswith(".onnx") and Path(model).is_file()
+    return bare_onnx or (is_artifact(model) and read_card(model).kind == "onnx")
 
-        predict, card = onnx_artifact_predictor(ref.model)
-        return predict, card.model_spec, card
+
+def _predictor(
+    ref: ModelRef,
+    data: DataConfig | None,
+    runtime: str | None,
+    precision: str | None,
+    threads: int | None,
+    stack: contextlib.ExitStack,
+) -> tuple[Predictor, ModelSpec, Any, dict[str, Any]]:
+    """(predict, spec, card, where it ran) for `ref` on `runtime` at `precision`."""
+    from export.runtime import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
+
+    if runtime is not None and runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if _is_onnx(ref.model):
+        from export.runtime import onnx_artifact_runner  # lazy: onnxruntime is heavy
+
+        runtime = runtime or "ort-cpu"
+        if runtime in TORCH_RUNTIMES:
+            raise UsageError(
+                f"{ref.model} is an ONNX model: evaluate it on {', '.join(ONNX_RUNTIMES)}"
+            )
+        runner, card = onnx_artifact_runner(ref.model, runtime, precision, threads)
+        return runner.predict, card.model_spec, card, _where(runner, precision or card.precision)
     src = load_source(ref, data)
-    return torch_predictor(src.model), src.model.spec, src.card  # type: ignore[return-value]
+    spec: ModelSpec = src.model.spec  # type: ignore[assignment]
+    if runtime is None and precision is None:  # the plain PyTorch path, as before
+        where = {"runtime": "torch", "precision": "fp32", "effective_precision": "fp32"}
+        return torch_predictor(src.model), spec, src.card, where  # type: ignore[return-value]
+    runtime = runtime or "torch"
+    runner = _runner_for_torch(src.model, runtime, precision or "fp32", threads, stack)
+    return runner.predict, spec, src.card, _where(runner, precision or "fp32")
+
+
+def _runner_for_torch(
+    model: Any, runtime: str, precision: str, threads: int | None, stack: contextlib.ExitStack
+) -> Any:
+    """A PyTorch model on `runtime`: directly, or through a temporary ONNX export."""
+    from export.runtime import TORCH_RUNTIMES, onnx_runner, torch_runner
+
+    if runtime in TORCH_RUNTIMES:
+        return torch_runner(model, runtime, precision)
+    from export.onnx_export import ExportConfig, export_onnx
+
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="compress-eval-")))
+    export_onnx(model.eval(), tmp / "model.onnx", ExportConfig())
+    return onnx_runner(tmp / "model.onnx", runtime, threads, precision)
+
+
+def _where(runner: Any, precision: str) -> dict[str, Any]:
+    return {
+        "runtime": runner.runtime,
+        "precision": precision,
+        "effective_precision": getattr(runner, "effective_precision", precision),
+        "providers": list(runner.providers),
+    }
