@@ -1,0 +1,181 @@
+"""Measuring deploy candidates: accuracy on the validation split, then latency in rounds.
+
+Accuracy is measured on the runner itself (where the model will run), once per (runtime,
+precision): thread count changes speed, not results. Latency uses the same timing loop as
+`compress bench` (`export.timing.time_calls`), with the candidates taking turns slice by slice
+(`rounds`), so load from other processes hits every candidate alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compress.stages.deploy_candidates import (
+    Candidate,
+    ModelFiles,
+    batch_fn,
+    effective_precision,
+    open_runner,
+    scope,
+)
+from compress.training.evaluate import evaluate
+from export.bench_results import rnd
+from export.runtime import Runner
+from export.timing import Timings, time_calls
+from models.data import synthetic_batch
+from models.errors import CompressError
+from models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trial:
+    """One candidate's measurements and verdict (status: ok, chosen, below gate, failed)."""
+
+    cand: Candidate
+    status: str = "ok"
+    reason: str = ""
+    val_top1: float | None = None
+    drop_pts: float | None = None
+    effective_precision: str = ""
+    providers: list[str] = field(default_factory=list)
+    create_seconds: float = 0.0
+    ms: dict[int, list[float]] = field(default_factory=dict)
+    runner: Runner | None = None
+
+    def p50(self, bs: int) -> float:
+        return Timings(tuple(self.ms[bs])).median_ms if self.ms.get(bs) else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        latency = {}
+        for bs, ms in self.ms.items():
+            t = Timings(tuple(ms))
+            p50 = t.median_ms
+            latency[str(bs)] = {
+                "p50_ms": rnd(p50, 4),
+                "p90_ms": rnd(t.percentile(90), 4),
+                "mean_ms": rnd(t.mean_ms, 4),
+                "runs": t.runs,
+                "throughput": rnd(bs / p50 * 1e3 if p50 > 0 else 0.0),
+            }
+        return {
+            "runtime": self.cand.runtime,
+            "precision": self.cand.precision,
+            "effective_precision": self.effective_precision or None,
+            "threads": self.cand.threads,
+            "status": self.status,
+            "reason": self.reason or None,
+            "providers": self.providers,
+            "val_top1": self.val_top1,
+            "drop_pts": self.drop_pts,
+            "session_seconds": rnd(self.create_seconds, 4),
+            "latency": latency,
+        }
+
+
+def open_trials(cands: list[Candidate], files: ModelFiles) -> list[Trial]:
+    """Open every candidate's runner; one that fails to open is kept as `failed` with why."""
+    trials = []
+    for c in cands:
+        t = Trial(c)
+        try:
+            with scope(c):
+                t.runner = open_runner(c, files)
+            t.providers = list(t.runner.providers)
+            t.create_seconds = float(t.runner.create_seconds)
+            t.effective_precision = effective_precision(t.runner, c)
+        except (CompressError, RuntimeError, MemoryError) as e:
+            t.status, t.reason = "failed", _first_line(e)
+            log.warning("deploy: %s can't be opened: %s", c.label, t.reason)
+        trials.append(t)
+    return trials
+
+
+def measure_accuracy(trials: list[Trial], loader: Any, num_classes: int, limit: int | None) -> None:
+    """Validation top-1 of each (runtime, precision), measured on its most-threaded runner."""
+    done: dict[tuple[str, str], float | str] = {}
+    for t in sorted(trials, key=lambda t: -t.cand.threads):
+        if t.runner is None:
+            continue
+        key = (t.cand.runtime, t.cand.precision)
+        if key not in done:
+            done[key] = _evaluate(t, loader, num_classes, limit)
+        got = done[key]
+        if isinstance(got, str):
+            t.status, t.reason, t.runner = "failed", got, None
+        else:
+            t.val_top1 = got
+
+
+def _evaluate(t: Trial, loader: Any, num_classes: int, limit: int | None) -> float | str:
+    import torch
+
+    assert t.runner is not None
+    run = batch_fn(t.runner)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(run(x.numpy()), dtype=np.float32))
+
+    try:
+        with scope(t.cand):
+            return round(evaluate(predict, loader, num_classes, limit=limit).top1, 6)
+    except (CompressError, RuntimeError, MemoryError) as e:
+        log.warning("deploy: %s failed on the validation split: %s", t.cand.label, e)
+        return f"failed on the validation split: {_first_line(e)}"
+
+
+def apply_gate(trials: list[Trial], reference: float | None, max_drop: float) -> None:
+    """Mark candidates whose validation top-1 lost more than `max_drop` points."""
+    for t in trials:
+        if t.status != "ok" or t.val_top1 is None or reference is None:
+            continue
+        t.drop_pts = round(100.0 * (reference - t.val_top1), 4)
+        if t.drop_pts > max_drop + 1e-9:
+            t.status = "below gate"
+            t.reason = f"validation top-1 dropped {t.drop_pts:.2f} pt (> max_drop {max_drop:g})"
+
+
+def time_trials(
+    trials: list[Trial],
+    spec: ModelSpec,
+    batch_sizes: tuple[int, ...],
+    *,
+    seconds: float,
+    rounds: int,
+    warmup: int,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Time every `ok` trial at every batch size, in `rounds` interleaved slices."""
+    inputs = {bs: synthetic_batch(spec, bs).numpy() for bs in batch_sizes}
+    budget = seconds / rounds
+    for r in range(rounds):
+        for t in trials:
+            if t.status != "ok" or t.runner is None:
+                continue
+            for bs in batch_sizes:
+                if progress:
+                    progress(f"{t.cand.label} · batch {bs} · round {r + 1}/{rounds}")
+                _time_slice(t, bs, inputs[bs], budget, warmup)
+
+
+def _time_slice(t: Trial, bs: int, x: np.ndarray, budget: float, warmup: int) -> None:
+    assert t.runner is not None
+    run = batch_fn(t.runner)
+    try:
+        with scope(t.cand):
+            got = time_calls(lambda: run(x), warmup=warmup, min_runs=2, budget_s=budget)
+    except (CompressError, RuntimeError, MemoryError) as e:
+        t.status, t.reason = "failed", f"batch {bs}: {_first_line(e)}"
+        return
+    t.ms.setdefault(bs, []).extend(got.ms)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e.args[0] if e.args else e).strip()
+    return (text.splitlines() or [type(e).__name__])[0][:300]
