@@ -97,7 +97,16 @@ def _register() -> None:
 
     train_cmd.register(app)
     info_cmd.register(app)
-    for name in ("prune_cmd", "export_cmd", "quantize_cmd", "distill_cmd", "run_cmd", "ddp_cmd"):
+    for name in (
+        "prune_cmd",
+        "export_cmd",
+        "quantize_cmd",
+        "distill_cmd",
+        "run_cmd",
+        "ddp_cmd",
+        "deploy_cmd",
+        "predict_cmd",
+    ):
         try:
             module = __import__(f"compress.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:

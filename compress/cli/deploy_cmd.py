@@ -1,0 +1,125 @@
+"""`compress deploy`: measure an artifact on every runtime x precision x threads, deploy the fastest."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from compress.cli import options as o
+from compress.cli.output import console, err_console, pct, write_json
+from models.errors import UsageError
+
+
+def deploy(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime", "-r", help="Only these runtimes (repeatable; default: every one known)."
+        ),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="Comma-separated compute precisions to try: fp32, bf16, fp16.")
+    ] = "fp32,bf16,fp16",
+    threads: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated thread counts (default: 1 and all physical cores)."),
+    ] = None,
+    batch_sizes: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes; the first decides the fastest.")
+    ] = "1",
+    max_drop: Annotated[
+        float,
+        typer.Option(help="Accuracy gate: points of validation top-1 a candidate may lose."),
+    ] = 1.0,
+    seconds: Annotated[
+        float, typer.Option(help="Timing budget per candidate and batch size (all rounds).")
+    ] = 1.0,
+    rounds: Annotated[int, typer.Option(help="Candidates take turns in this many slices.")] = 3,
+    eval_samples: Annotated[
+        int | None, typer.Option(help="Cap on validation images per candidate.")
+    ] = None,
+    dataset: o.DatasetOpt = None,
+    data_dir: o.DataDirOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Try every runtime x precision x thread count this machine has for an artifact, keep those within --max-drop of its validation top-1, time them in interleaved rounds, and write the fastest to --out (model files + deploy.json).
+
+    Unavailable runtimes and precisions are listed with the reason. If no candidate passes the accuracy gate, nothing is written and the exit code is 5.
+    """
+    from compress.stages.deploy import DeployConfig
+    from compress.stages.deploy import deploy as run_deploy
+
+    cfg = DeployConfig(
+        runtimes=tuple(runtime) if runtime else None,
+        precisions=_words(precision, "--precision"),
+        threads=_ints(threads, "--threads") if threads else None,
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+        max_drop=max_drop,
+        seconds=seconds,
+        rounds=rounds,
+        eval_samples=eval_samples,
+    )
+    ref = o.model_ref(model, None, None, None, None, False)
+    data = o.data_config(dataset, data_dir)
+    with err_console.status("deploy: measuring candidates") as status:
+        result = run_deploy(
+            ref, cfg, out, data, overwrite=overwrite, progress=lambda s: status.update(s)
+        )
+    _print(result.to_dict())
+    write_json(json_out, result.to_dict())
+
+
+def _print(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})")
+    for col in ("runtime", "precision", "threads", "val top-1", "drop pt", "p50 ms", "status"):
+        table.add_column(
+            col, justify="right" if col[0] in "tvdp" and col != "precision" else "left"
+        )
+    skipped = [c for c in r["candidates"] if c["status"] == "skipped"]
+    for c in r["candidates"]:
+        if c["status"] == "skipped":
+            continue
+        first = next(iter((c.get("latency") or {}).values()), None)
+        drop = c.get("drop_pts")
+        status = c["status"] + (f": {c['reason']}" if c.get("reason") else "")
+        table.add_row(
+            c["runtime"],
+            c["precision"],
+            str(c.get("threads") or "-"),
+            pct(c.get("val_top1")),
+            "-" if drop is None else f"{drop:.2f}",
+            "-" if first is None else f"{first['p50_ms']:.3f}",
+            f"[green]{status}[/]" if c["status"] == "chosen" else status,
+        )
+    console.print(table)
+    for c in skipped:
+        console.print(f"[dim]skipped {c['runtime']} {c['precision']}: {c['reason']}[/]")
+    ch = r["chosen"]
+    console.print(
+        f"deployed on [bold]{ch['runtime']}[/] {ch['precision']} with {ch['threads']} "
+        f"thread(s) to {r['out']}"
+    )
+
+
+def _words(text: str, name: str) -> tuple[str, ...]:
+    words = tuple(w for w in text.replace(" ", "").split(",") if w)
+    if not words:
+        raise UsageError(f"{name} is empty")
+    return words
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in _words(text, name))
+    except ValueError:
+        raise UsageError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)
