@@ -139,6 +139,31 @@ def _run_bench(
     )
 
 
+def _run_deploy(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    """Deploy the latest model of the run on the fastest runtime x precision within the gate."""
+    from compress.stages.deploy import MANIFEST, deploy
+
+    if not ctx.artifacts:
+        raise RecipeError("deploy: no earlier stage produced a model to deploy")
+    result = deploy(ctx.model_ref(), config["DeployConfig"], folder, ctx.data, overwrite=overwrite)
+    chosen = result.chosen
+    return StageOutcome(
+        None,
+        {
+            "deployed": str(folder),
+            "runtime": chosen["runtime"],
+            "precision": chosen["precision"],
+            "threads": chosen["threads"],
+            "val_top1": chosen["val_top1"],
+            "latency": chosen["latency"],
+            "candidates": len([c for c in result.candidates if c["status"] != "skipped"]),
+        },
+        files=[str(folder / MANIFEST)],
+    )
+
+
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     """Keep the small, JSON-friendly part of a stage summary for the record."""
     keep = {}
@@ -156,6 +181,7 @@ def stage_kinds() -> list[StageKind]:
     from compress.distillation.distill import DistillConfig
     from compress.pruning.prune import PruneConfig
     from compress.quantization.quantize import QuantizeConfig
+    from compress.stages.deploy import DeployConfig
     from compress.training.fit import TrainConfig
     from export.bench import BenchConfig
     from export.onnx_export import ExportConfig
@@ -204,6 +230,14 @@ def stage_kinds() -> list[StageKind]:
             "report",
             _run_bench,
             hash_extra=_bench_hash,
+            main_rank_only=True,
+        ),
+        StageKind(
+            "deploy",
+            (DeployConfig,),
+            frozenset({"pytorch", "onnx"}),
+            "report",
+            _run_deploy,
             main_rank_only=True,
         ),
     ]
