@@ -77,10 +77,9 @@ def _print(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})")
-    for col in ("runtime", "precision", "threads", "val top-1", "drop pt", "p50 ms", "status"):
-        table.add_column(
-            col, justify="right" if col[0] in "tvdp" and col != "precision" else "left"
-        )
+    right = ("thr", "val top-1", "drop pt", "p50 ms")
+    for col in ("runtime", "asked", "runs in", *right, "status"):
+        table.add_column(col, justify="right" if col in right else "left")
     skipped = [c for c in r["candidates"] if c["status"] == "skipped"]
     for c in r["candidates"]:
         if c["status"] == "skipped":
@@ -91,6 +90,7 @@ def _print(r: dict[str, Any]) -> None:
         table.add_row(
             c["runtime"],
             c["precision"],
+            c.get("effective_precision") or "-",
             str(c.get("threads") or "-"),
             pct(c.get("val_top1")),
             "-" if drop is None else f"{drop:.2f}",

@@ -131,7 +131,7 @@ def deploy(
                 "no runtime x precision can run this model here: "
                 + "; ".join(f"{s['runtime']}/{s['precision']}: {s['reason']}" for s in skipped)
             )
-        trials = open_trials(cands, src.files)
+        trials = open_trials(cands, src.files, src.card.precision)
         spec = src.card.model_spec
         bundle = load_data(data_config_for(data, src.card), spec)
         if progress:

@@ -132,8 +132,8 @@ def precision_refusal(runtime: str, precision: str) -> str | None:
         return None
     if runtime in ORT_PROVIDERS:
         return (
-            f"onnxruntime runs the graph in the precision it was exported in; "
-            f"for {precision}, deploy an artifact made by `compress quantize`"
+            f"onnxruntime computes in the graph's own precision, not {precision} "
+            "(fp16/int8 graphs come from `compress quantize`)"
         )
     return _generic_precision_refusal(runtime, precision)
 
@@ -221,9 +221,13 @@ def batch_fn(runner: Runner) -> Callable[[np.ndarray], np.ndarray]:
     return runner.run
 
 
-def effective_precision(runner: Runner, cand: Candidate) -> str:
-    """What the runtime reports it computes in (OpenVINO may pick bf16 itself), else asked."""
-    return str(getattr(runner, "effective_precision", None) or cand.precision)
+def effective_precision(runner: Runner, cand: Candidate, model_precision: str = "fp32") -> str:
+    """What the runtime reports it computes in (OpenVINO may pick bf16 itself); else the
+    precision asked for, where `fp32` means the graph's own (an int8 graph computes in int8)."""
+    reported = getattr(runner, "effective_precision", None)
+    if reported:
+        return str(reported)
+    return model_precision if cand.precision == "fp32" else cand.precision
 
 
 def model_files_of(path: str | Path) -> list[str]:

@@ -79,7 +79,9 @@ class Trial:
         }
 
 
-def open_trials(cands: list[Candidate], files: ModelFiles) -> list[Trial]:
+def open_trials(
+    cands: list[Candidate], files: ModelFiles, model_precision: str = "fp32"
+) -> list[Trial]:
     """Open every candidate's runner; one that fails to open is kept as `failed` with why."""
     trials = []
     for c in cands:
@@ -89,7 +91,7 @@ def open_trials(cands: list[Candidate], files: ModelFiles) -> list[Trial]:
                 t.runner = open_runner(c, files)
             t.providers = list(t.runner.providers)
             t.create_seconds = float(t.runner.create_seconds)
-            t.effective_precision = effective_precision(t.runner, c)
+            t.effective_precision = effective_precision(t.runner, c, model_precision)
         except (CompressError, RuntimeError, MemoryError) as e:
             t.status, t.reason = "failed", _first_line(e)
             log.warning("deploy: %s can't be opened: %s", c.label, t.reason)
