@@ -61,8 +61,8 @@ def test_deploy_writes_the_chosen_candidate_and_every_measurement(deployed):
     skipped = {
         (r["runtime"], r["precision"]): r["reason"] for r in rows if r["status"] == "skipped"
     }
-    assert "onnxruntime" in skipped[("ort-cpu", "fp16")]
-    assert "CUDA" in skipped[("torch", "fp16")]
+    for case in (("ort-cpu", "fp16"), ("torch", "fp16"), ("ort-cpu", "int8"), ("torch", "int8")):
+        assert skipped[case]  # refused, with the reason recorded
     spec = man["spec"]
     assert (spec["input_size"], spec["in_channels"], spec["num_classes"]) == (28, 1, 10)
     assert len(man["class_names"]) == 10 and man["environment"]["cpu"]
@@ -165,13 +165,36 @@ def test_bad_deploy_options_are_usage_errors():
         plan_candidates(("tensorflow",), ("fp32",), (1,), ModelFiles(torch_model=object()))
 
 
-def test_bf16_is_tried_only_where_the_cpu_has_it():
+def test_precision_rules_follow_the_cpu_and_the_artifact():
     from compress.stages.deploy_candidates import precision_refusal
     from compress.training.precision import cpu_has_native_bf16
 
     why = precision_refusal("torch", "bf16")
     assert (why is None) == cpu_has_native_bf16()
     assert precision_refusal("torch", "fp32") is None
+    assert precision_refusal("ort-cpu", "int8", "int8") is None
+    assert precision_refusal("ort-cpu", "fp32", "int8")  # an int8 graph runs only as int8
+    assert precision_refusal("torch", "int8")  # no run-time int8 cast
+
+
+def test_an_int8_artifact_deploys_as_int8(trained_lenet, tmp_path, mini_data, pngs):
+    from compress.quantization.quantize import QuantizeConfig
+    from compress.stages.common import ModelRef
+    from compress.stages.quantize import run_quantize
+
+    q = tmp_path / "int8"
+    run_quantize(
+        ModelRef(str(trained_lenet)),
+        QuantizeConfig(samples=40, latency=False, max_drop=None),
+        mini_data,
+        q,
+    )
+    out = tmp_path / "int8-deployed"
+    r = deploy(str(q), DeployConfig(runtimes=("ort-cpu", "torch"), threads=(1,), **FAST), out)
+    assert (r.chosen["runtime"], r.chosen["precision"]) == ("ort-cpu", "int8")
+    assert r.chosen["effective_precision"] == "int8" and (out / "model.onnx").is_file()
+    assert any(c["runtime"] == "torch" and c["status"] == "skipped" for c in r.candidates)
+    assert predict(out, [pngs[0] / "img2.png"])[0].probability > 0
 
 
 def test_deploy_recipe_stage_after_bench(tmp_path):

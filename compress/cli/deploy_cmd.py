@@ -21,8 +21,12 @@ def deploy(
         ),
     ] = None,
     precision: Annotated[
-        str, typer.Option(help="Comma-separated compute precisions to try: fp32, bf16, fp16.")
-    ] = "fp32,bf16,fp16",
+        str,
+        typer.Option(
+            help="Comma-separated precisions to try: fp32, bf16, fp16, int8 (an int8 or fp16 "
+            "artifact runs only as itself)."
+        ),
+    ] = "fp32,bf16,fp16,int8",
     threads: Annotated[
         str | None,
         typer.Option(help="Comma-separated thread counts (default: 1 and all physical cores)."),

@@ -125,7 +125,9 @@ def deploy(
     check_out_dir(out, overwrite)
     with tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp:
         src = _load(ref, data, Path(tmp), cfg)
-        cands, skipped = plan_candidates(cfg.runtimes, cfg.precisions, cfg.threads, src.files)
+        cands, skipped = plan_candidates(
+            cfg.runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
+        )
         if not cands:
             raise UsageError(
                 "no runtime x precision can run this model here: "

@@ -2,15 +2,13 @@
 
 A candidate is one (runtime, precision, threads) triple. Runtimes come from
 `export.runtime.RUNTIMES` and are checked with `check_runtime`, so runtimes added there are
-tried automatically; one this machine can't run, or a precision a runtime or the CPU lacks, is
-*skipped with the reason*, never silently dropped. `open_runner` is also what `compress predict`
-uses to run a deployed model exactly as it was measured.
+tried automatically; one this machine can't run, or a precision a runtime, the artifact or the
+CPU rules out, is *skipped with the reason*, never silently dropped. `open_runner` is also what
+`compress predict` uses to run a deployed model exactly as it was measured.
 
-Precision is the compute precision asked of the runtime (`fp32` = as the graph is; an int8 or
-fp16 artifact stays int8/fp16): `bf16` via autocast in torch (CPU only with native bf16, as
-training decides), `fp16` only on CUDA; onnxruntime runs a graph in the precision it was
-exported in. A runtime without an adapter here refuses every precision but fp32 and is opened
-through `export.runtime.open_runner(...)` when that exists.
+Precision follows `export.precision`'s rules: `fp32` everywhere; `bf16` where the runtime can
+lower to it and the CPU has native bf16 (or on a GPU); `fp16` on GPUs; an int8 or fp16 artifact
+runs only as itself (`int8`/`fp16`).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +28,7 @@ from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -68,6 +65,7 @@ def plan_candidates(
     precisions: tuple[str, ...],
     threads: tuple[int, ...] | None,
     files: ModelFiles,
+    artifact: str = "fp32",
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """(candidates to try, skipped cases with their reason) for the model's available forms."""
     names = runtimes or RUNTIMES
@@ -88,7 +86,7 @@ def plan_candidates(
             )
             continue
         for precision in dict.fromkeys(precisions):
-            why = precision_refusal(runtime, precision)
+            why = precision_refusal(runtime, precision, artifact)
             if why:
                 skipped.append(
                     {"runtime": runtime, "precision": precision, "status": "skipped", "reason": why}
@@ -116,61 +114,67 @@ def needs_torch(runtime: str) -> bool:
     return runtime in TORCH_RUNTIMES or runtime.startswith("torch")
 
 
-def precision_refusal(runtime: str, precision: str) -> str | None:
-    """Why `runtime` can't compute in `precision` on this machine, or None."""
+def precision_refusal(runtime: str, precision: str, artifact: str = "fp32") -> str | None:
+    """Why `runtime` can't run an `artifact`-precision model at `precision` here, or None.
+
+    `export.precision.unavailable` decides where that module exists (the runtime registry's
+    own rules); `_unavailable` applies the same rules to the runtimes known before it.
+    """
+    rule: Callable[[str, str, str], str | None] = _unavailable
+    with contextlib.suppress(ImportError):
+        from export.precision import unavailable  # type: ignore[import-not-found,unused-ignore]
+
+        rule = unavailable
+    return rule(runtime, precision, artifact)
+
+
+def _unavailable(runtime: str, precision: str, artifact: str = "fp32") -> str | None:
+    if artifact in ("int8", "fp16"):
+        if precision != artifact:
+            return f"an {artifact} artifact runs as {artifact}, not {precision}"
+        if needs_torch(runtime):
+            return f"{artifact} artifacts are ONNX: PyTorch runtimes do not read them"
+        return None
     if precision == "fp32":
         return None
-    if runtime in TORCH_RUNTIMES:
-        cuda = runtime == "torch-cuda"
-        if precision == "fp16" and not cuda:
-            return "fp16 autocast is for CUDA GPUs; on CPU it is emulated"
-        if precision == "bf16" and not cuda:
-            from compress.training.precision import cpu_has_native_bf16
+    if precision == "int8":
+        return "int8 is the precision of int8 artifacts (`compress quantize`), not a run-time cast"
+    cuda = runtime == "torch-cuda"
+    if runtime not in TORCH_RUNTIMES:
+        return f"{runtime} has no {precision} execution (it runs the graph's own precision)"
+    if precision == "fp16":
+        return None if cuda else f"fp16 on {runtime}: a GPU precision"
+    from compress.training.precision import cpu_has_native_bf16
 
-            if not cpu_has_native_bf16():
-                return "this CPU has no native bf16 (AVX-512 BF16 / AMX): emulated bf16 is slower"
+    if cuda or cpu_has_native_bf16():
         return None
-    if runtime in ORT_PROVIDERS:
-        return (
-            f"onnxruntime computes in the graph's own precision, not {precision} "
-            "(fp16/int8 graphs come from `compress quantize`)"
-        )
-    return _generic_precision_refusal(runtime, precision)
+    return "this CPU has no native bf16 (AVX-512 BF16 / AMX): emulated bf16 is slower than fp32"
 
 
-def _generic_precision_refusal(runtime: str, precision: str) -> str | None:
-    """Runtimes added in export.runtime after this module: ask them, else refuse."""
+def open_runner(cand: Candidate, files: ModelFiles, artifact: str = "fp32") -> Runner:
+    """A runner for `cand`: the PyTorch module (torch runtimes) or the ONNX file, at the
+    candidate's precision, through export.runtime's precision-aware openers where present."""
+    import inspect
+
     import export.runtime as rt
 
-    check = getattr(rt, "check_precision", None)
-    if check is None:
-        return f"{runtime}: no precision axis in this build (fp32 only)"
-    try:
-        check(runtime, precision)
-    except (UnsupportedError, UsageError) as e:
-        return str(e.args[0])
-    return None
-
-
-def open_runner(cand: Candidate, files: ModelFiles) -> Runner:
-    """A runner for `cand`: torch eager (with autocast), an onnxruntime session, or a runtime
-    registered later in `export.runtime` (through its `open_runner`)."""
-    if cand.runtime in TORCH_RUNTIMES:
+    if needs_torch(cand.runtime):
+        if files.torch_model is None:
+            raise UnsupportedError(f"{cand.runtime}: an ONNX artifact has no PyTorch module")
+        torch_runner: Any = rt.torch_runner
+        if "precision" in inspect.signature(torch_runner).parameters:
+            runner: Runner = torch_runner(files.torch_model, cand.runtime, cand.precision)
+            return runner
         return _torch(cand, files)
+    if files.onnx_path is None:
+        raise UnsupportedError(f"{cand.runtime}: no ONNX file for this model")
+    onnx_runner = getattr(rt, "onnx_runner", None)
+    if onnx_runner is not None:
+        runner = onnx_runner(files.onnx_path, cand.runtime, cand.threads, cand.precision, artifact)
+        return runner
     if cand.runtime in ORT_PROVIDERS:
-        from export.runtime import create_session
-
-        if files.onnx_path is None:
-            raise UnsupportedError(f"{cand.runtime}: no ONNX file for this model")
-        return create_session(files.onnx_path, cand.runtime, cand.threads)
-    import export.runtime as rt
-
-    factory = getattr(rt, "open_runner", None)
-    if factory is None:
-        raise UnsupportedError(f"{cand.runtime}: this build has no way to open it for deploy")
-    source = files.onnx_path if files.torch_model is None else files.torch_model
-    runner: Runner = factory(source, cand.runtime, threads=cand.threads, precision=cand.precision)
-    return runner
+        return rt.create_session(files.onnx_path, cand.runtime, cand.threads)
+    raise UnsupportedError(f"{cand.runtime}: this build has no way to open it for deploy")
 
 
 @dataclass
@@ -196,8 +200,6 @@ def _torch(cand: Candidate, files: ModelFiles) -> Runner:
 
     from export.runtime import torch_runner
 
-    if files.torch_model is None:
-        raise UnsupportedError(f"{cand.runtime}: an ONNX artifact has no PyTorch module")
     base = torch_runner(files.torch_model, cand.runtime)
     if cand.precision == "fp32":
         return base
@@ -221,14 +223,6 @@ def batch_fn(runner: Runner) -> Callable[[np.ndarray], np.ndarray]:
     return runner.run
 
 
-def effective_precision(runner: Runner, cand: Candidate, model_precision: str = "fp32") -> str:
-    """What the runtime reports it computes in (OpenVINO may pick bf16 itself); else the
-    precision asked for, where `fp32` means the graph's own (an int8 graph computes in int8)."""
-    reported = getattr(runner, "effective_precision", None)
-    if reported:
-        return str(reported)
-    return model_precision if cand.precision == "fp32" else cand.precision
-
-
-def model_files_of(path: str | Path) -> list[str]:
-    return sorted(p.name for p in Path(path).iterdir() if p.is_file())
+def effective_precision(runner: Runner, cand: Candidate) -> str:
+    """What the runtime reports it computes in (OpenVINO may pick bf16 itself), else asked."""
+    return str(getattr(runner, "effective_precision", None) or cand.precision)

@@ -82,19 +82,17 @@ class Trial:
         }
 
 
-def open_trials(
-    cands: list[Candidate], files: ModelFiles, model_precision: str = "fp32"
-) -> list[Trial]:
+def open_trials(cands: list[Candidate], files: ModelFiles, artifact: str = "fp32") -> list[Trial]:
     """Open every candidate's runner; one that fails to open is kept as `failed` with why."""
     trials = []
     for c in cands:
         t = Trial(c)
         try:
             with scope(c):
-                t.runner = open_runner(c, files)
+                t.runner = open_runner(c, files, artifact)
             t.providers = list(t.runner.providers)
             t.create_seconds = float(t.runner.create_seconds)
-            t.effective_precision = effective_precision(t.runner, c, model_precision)
+            t.effective_precision = effective_precision(t.runner, c)
         except (CompressError, RuntimeError, MemoryError) as e:
             t.status, t.reason = "failed", _first_line(e)
             log.warning("deploy: %s can't be opened: %s", c.label, t.reason)

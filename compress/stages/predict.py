@@ -89,7 +89,7 @@ def load_deployed(path: str | Path) -> Deployed:
     else:
         files = ModelFiles(onnx_path=str(path / ONNX))
     with scope(cand):
-        runner = open_runner(cand, files)
+        runner = open_runner(cand, files, card.precision)
     return Deployed(manifest, card, runner, cand)
 
 
