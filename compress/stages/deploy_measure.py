@@ -20,6 +20,7 @@ from compress.stages.deploy_candidates import (
     ModelFiles,
     batch_fn,
     effective_precision,
+    needs_torch,
     open_runner,
     scope,
 )
@@ -83,13 +84,21 @@ class Trial:
 
 
 def open_trials(cands: list[Candidate], files: ModelFiles, artifact: str = "fp32") -> list[Trial]:
-    """Open every candidate's runner; one that fails to open is kept as `failed` with why."""
+    """Open every candidate's runner; one that fails to open is kept as `failed` with why.
+
+    PyTorch runners are shared across thread counts (torch's thread pool is set per call by
+    `scope`), so a torch-compile model compiles once per precision, not once per thread count.
+    """
     trials = []
+    shared: dict[tuple[str, str], Runner] = {}
     for c in cands:
         t = Trial(c)
+        key = (c.runtime, c.precision)
         try:
             with scope(c):
-                t.runner = open_runner(c, files, artifact)
+                t.runner = shared.get(key) or open_runner(c, files, artifact)
+            if needs_torch(c.runtime):
+                shared[key] = t.runner
             t.providers = list(t.runner.providers)
             t.create_seconds = float(t.runner.create_seconds)
             t.effective_precision = effective_precision(t.runner, c)
