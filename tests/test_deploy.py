@@ -219,3 +219,40 @@ stages:
     assert (tmp_path / "run" / "03-deploy" / MANIFEST).is_file()
     with pytest.raises(InvalidInputError, match="unknown option"):
         plan(parse_recipe(text.replace("seconds: 0.1", "secs: 0.1")))
+
+
+def test_a_candidate_that_fails_is_recorded_and_the_others_go_on(
+    trained_lenet, tmp_path, mini_data, monkeypatch
+):
+    import compress.stages.deploy_measure as dm
+
+    real = dm.open_runner
+
+    def flaky(cand, files, artifact="fp32"):
+        if cand.runtime == "ort-cpu":
+            raise RuntimeError("no kernel for FancyOp\nsecond line")
+        return real(cand, files, artifact)
+
+    monkeypatch.setattr(dm, "open_runner", flaky)
+    cfg = DeployConfig(runtimes=("ort-cpu", "torch"), precisions=("fp32",), threads=(1,), **FAST)
+    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
+    failed = [c for c in r.candidates if c["status"] == "failed"]
+    assert [c["runtime"] for c in failed] == ["ort-cpu"]
+    assert failed[0]["reason"] == "no kernel for FancyOp"
+    assert r.chosen["runtime"] == "torch" and r.manifest["device"] == "cpu"
+
+
+def test_existing_output_is_refused_before_any_work(deployed, tmp_path):
+    res = CliRunner().invoke(app, ["deploy", "-m", "lenet5", "-o", str(deployed)])
+    assert res.exit_code == 2 and "exists" in res.output
+
+
+def test_predict_reads_jpeg_and_rgb(deployed, pngs, tmp_path):
+    from PIL import Image
+
+    img = Image.fromarray(pngs[1][0]).convert("RGB")
+    img.save(tmp_path / "a.jpg", quality=95)
+    gray = predict(deployed, [pngs[0] / "img0.png"])[0]
+    rgb = predict(deployed, [tmp_path / "a.jpg"])[0]
+    assert rgb.label == gray.label  # RGB is converted to the model's one channel
+    assert abs(rgb.probability - gray.probability) < 0.1  # JPEG loses a little

@@ -248,7 +248,7 @@ def _manifest(
             "content_hash": card.content_hash,
         },
         "runtime": best.cand.runtime,
-        "device": "cuda" if "cuda" in best.cand.runtime or "trt" in best.cand.runtime else "cpu",
+        "device": device_of(best.cand.runtime),
         "precision": best.cand.precision,
         "effective_precision": best.effective_precision,
         "model_precision": card.precision,
@@ -284,6 +284,13 @@ def _write(
         manifest["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("deployed %s on %s to %s", manifest["source"]["model"], best.cand.label, out)
+
+
+def device_of(runtime: str) -> str:
+    """The device a runtime name implies: cuda (torch-cuda, ort-cuda, ort-trt), gpu, npu, cpu."""
+    if runtime.endswith(("-cuda", "-trt")):
+        return "cuda"
+    return next((d for d in ("gpu", "npu") if runtime.endswith("-" + d)), "cpu")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Measured here: after torch.set_num_threads(2) (OMP_NUM_THREADS=1) LeNet-5's first ~20 calls
 # took 6-90 ms instead of 0.15 ms; so every candidate runs untimed for up to this long first.
 SETTLE_S = 0.25
+# What a runtime may raise for one candidate (a graph it can't compile, out of memory): the
+# candidate is marked failed with the first line, and the others go on.
+CANDIDATE_ERRORS = (CompressError, RuntimeError, MemoryError, ValueError)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Trial:
     drop_pts: float | None = None
     effective_precision: str = ""
     providers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     create_seconds: float = 0.0
     ms: dict[int, list[float]] = field(default_factory=dict)
     runner: Runner | None = None
@@ -76,6 +80,7 @@ class Trial:
             "status": self.status,
             "reason": self.reason or None,
             "providers": self.providers,
+            "notes": self.notes,
             "val_top1": self.val_top1,
             "drop_pts": self.drop_pts,
             "session_seconds": rnd(self.create_seconds, 4),
@@ -100,9 +105,10 @@ def open_trials(cands: list[Candidate], files: ModelFiles, artifact: str = "fp32
             if needs_torch(c.runtime):
                 shared[key] = t.runner
             t.providers = list(t.runner.providers)
+            t.notes = [str(n) for n in getattr(t.runner, "notes", [])]
             t.create_seconds = float(t.runner.create_seconds)
             t.effective_precision = effective_precision(t.runner, c)
-        except (CompressError, RuntimeError, MemoryError) as e:
+        except CANDIDATE_ERRORS as e:
             t.status, t.reason = "failed", _first_line(e)
             log.warning("deploy: %s can't be opened: %s", c.label, t.reason)
         trials.append(t)
@@ -137,7 +143,7 @@ def _evaluate(t: Trial, loader: Any, num_classes: int, limit: int | None) -> flo
     try:
         with scope(t.cand):
             return round(evaluate(predict, loader, num_classes, limit=limit).top1, 6)
-    except (CompressError, RuntimeError, MemoryError) as e:
+    except CANDIDATE_ERRORS as e:
         log.warning("deploy: %s failed on the validation split: %s", t.cand.label, e)
         return f"failed on the validation split: {_first_line(e)}"
 
@@ -186,7 +192,7 @@ def _settle(t: Trial, x: np.ndarray, seconds: float) -> None:
     try:
         with scope(t.cand):
             time_calls(lambda: run(x), warmup=0, min_runs=1, budget_s=seconds)
-    except (CompressError, RuntimeError, MemoryError) as e:
+    except CANDIDATE_ERRORS as e:
         t.status, t.reason = "failed", f"warm-up: {_first_line(e)}"
 
 
@@ -196,7 +202,7 @@ def _time_slice(t: Trial, bs: int, x: np.ndarray, budget: float, warmup: int) ->
     try:
         with scope(t.cand):
             got = time_calls(lambda: run(x), warmup=warmup, min_runs=2, budget_s=budget)
-    except (CompressError, RuntimeError, MemoryError) as e:
+    except CANDIDATE_ERRORS as e:
         t.status, t.reason = "failed", f"batch {bs}: {_first_line(e)}"
         return
     t.ms.setdefault(bs, []).extend(got.ms)
