@@ -190,8 +190,20 @@ def test_an_int8_artifact_deploys_as_int8(trained_lenet, tmp_path, mini_data, pn
         q,
     )
     out = tmp_path / "int8-deployed"
-    r = deploy(str(q), DeployConfig(runtimes=("ort-cpu", "torch"), threads=(1,), **FAST), out)
+    cfg = DeployConfig(
+        runtimes=("ort-cpu", "torch"), threads=(1,), baseline=str(trained_lenet), **FAST
+    )
+    r = deploy(str(q), cfg, out)
     assert (r.chosen["runtime"], r.chosen["precision"]) == ("ort-cpu", "int8")
+    assert r.speedup is not None and r.speedup["batch_size"] == 1
+    fastest, ort = r.speedup["vs_fastest_dense"], r.speedup["vs_ort_fp32"]
+    assert ort["baseline"] == "ort-cpu/fp32/1t" and ort["speedup"] > 0
+    base_rows = r.manifest["baseline"]["candidates"]
+    timed = [c for c in base_rows if c["status"] == "ok"]
+    assert {c["runtime"] for c in timed} == {"torch", "ort-cpu"}
+    best_base = min(c["latency"]["1"]["p50_ms"] for c in timed)
+    assert fastest["baseline_p50_ms"] == pytest.approx(best_base, rel=1e-3)
+    assert fastest["speedup"] <= ort["speedup"] + 1e-3  # the fastest dense case: harder bar
     assert r.chosen["effective_precision"] == "int8" and (out / "model.onnx").is_file()
     assert any(c["runtime"] == "torch" and c["status"] == "skipped" for c in r.candidates)
     assert predict(out, [pngs[0] / "img2.png"])[0].probability > 0
@@ -216,6 +228,7 @@ stages:
     result = run_pipeline(parse_recipe(text), tmp_path / "run")
     rec = result.stages[-1]
     assert rec["kind"] == "deploy" and rec["summary"]["runtime"] in ("torch", "ort-cpu")
+    assert rec["summary"]["speedup"] is None  # the run's only model is its own baseline
     assert (tmp_path / "run" / "03-deploy" / MANIFEST).is_file()
     with pytest.raises(InvalidInputError, match="unknown option"):
         plan(parse_recipe(text.replace("seconds: 0.1", "secs: 0.1")))

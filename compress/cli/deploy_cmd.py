@@ -45,6 +45,13 @@ def deploy(
     eval_samples: Annotated[
         int | None, typer.Option(help="Cap on validation images per candidate.")
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="The dense parent artifact: measured the same way, and the chosen candidate's "
+            "speed-up is given vs its fastest case and vs its onnxruntime fp32 case."
+        ),
+    ] = None,
     dataset: o.DatasetOpt = None,
     data_dir: o.DataDirOpt = None,
     overwrite: o.OverwriteOpt = False,
@@ -66,6 +73,7 @@ def deploy(
         seconds=seconds,
         rounds=rounds,
         eval_samples=eval_samples,
+        baseline=baseline,
     )
     ref = o.model_ref(model, None, None, None, None, False)
     data = o.data_config(dataset, data_dir)
@@ -104,6 +112,10 @@ def _print(r: dict[str, Any]) -> None:
     console.print(table)
     for c in skipped:
         console.print(f"[dim]skipped {c['runtime']} {c['precision']}: {c['reason']}[/]")
+    for key in ("vs_fastest_dense", "vs_ort_fp32"):
+        sp = (r.get("speedup") or {}).get(key)
+        if sp:
+            console.print(f"{sp['speedup']:.2f}x {sp['label']} ({sp['baseline']})")
     ch = r["chosen"]
     console.print(
         f"deployed on [bold]{ch['runtime']}[/] {ch['precision']} with {ch['threads']} "

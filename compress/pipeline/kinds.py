@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,11 @@ def _run_deploy(
 
     if not ctx.artifacts:
         raise RecipeError("deploy: no earlier stage produced a model to deploy")
-    result = deploy(ctx.model_ref(), config["DeployConfig"], folder, ctx.data, overwrite=overwrite)
+    cfg = config["DeployConfig"]
+    first = str(ctx.artifacts[0]["artifact"])
+    if cfg.baseline is None and first != ctx.current:  # speed-ups vs the run's dense model
+        cfg = replace(cfg, baseline=first)
+    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
     chosen = result.chosen
     return StageOutcome(
         None,
@@ -159,9 +164,17 @@ def _run_deploy(
             "val_top1": chosen["val_top1"],
             "latency": chosen["latency"],
             "candidates": len([c for c in result.candidates if c["status"] != "skipped"]),
+            "speedup": result.speedup,
         },
         files=[str(folder / MANIFEST)],
     )
+
+
+def _deploy_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    """The baseline the speed-ups are measured against is an input too."""
+    if not ctx.artifacts:
+        return {}
+    return {"baseline": read_card(str(ctx.artifacts[0]["artifact"])).content_hash}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +251,7 @@ def stage_kinds() -> list[StageKind]:
             frozenset({"pytorch", "onnx"}),
             "report",
             _run_deploy,
+            hash_extra=_deploy_hash,
             main_rank_only=True,
         ),
     ]

@@ -34,6 +34,7 @@ from compress.stages.deploy_measure import (
     apply_gate,
     measure_accuracy,
     open_trials,
+    speedups,
     time_trials,
 )
 from export.environment import capture_environment
@@ -70,6 +71,7 @@ class DeployConfig:
     rounds: int = 3
     warmup: int = 2
     eval_samples: int | None = None  # cap on validation images per candidate (None: all)
+    baseline: str | None = None  # a dense parent artifact: measured alike, speed-ups vs it
 
     def __post_init__(self) -> None:
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
@@ -94,6 +96,7 @@ class DeployResult:
     candidates: list[dict[str, Any]]
     reference_top1: float | None
     reference: str
+    speedup: dict[str, Any] | None = None  # vs the baseline's candidates, when one was given
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +113,25 @@ class _Source:
     onnx_dir: Path | None = None  # an ONNX artifact directory to copy
 
 
+@dataclass
+class _Measured:
+    """One model's candidates, measured on the validation split and gated."""
+
+    src: _Source
+    trials: list[Trial]
+    skipped: list[dict[str, Any]]
+    reference: float | None
+    where: str
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.skipped + [t.to_dict() for t in self.trials]
+
+    @property
+    def passed(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "ok"]
+
+
 def deploy(
     ref: ModelRef | str,
     cfg: DeployConfig | None = None,
@@ -124,45 +146,67 @@ def deploy(
     ref = ModelRef(ref) if isinstance(ref, str) else ref
     check_out_dir(out, overwrite)
     with tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp:
-        src = _load(ref, data, Path(tmp), cfg)
-        cands, skipped = plan_candidates(
-            cfg.runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
-        )
-        if not cands:
-            raise UsageError(
-                "no runtime x precision can run this model here: "
-                + "; ".join(f"{s['runtime']}/{s['precision']}: {s['reason']}" for s in skipped)
-            )
-        trials = open_trials(cands, src.files, src.card.precision)
-        spec = src.card.model_spec
-        bundle = load_data(data_config_for(data, src.card), spec)
-        if progress:
-            progress("accuracy on the validation split")
-        measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
-        reference, where = _reference(src.card, trials)
-        apply_gate(trials, reference, cfg.max_drop)
-        rows = skipped + [t.to_dict() for t in trials]
-        if not any(t.status == "ok" for t in trials):
+        m = _measure(ref, data, Path(tmp) / "model", cfg, progress)
+        if not m.passed:
             raise QualityGateError(
                 f"no candidate passed the accuracy gate (max_drop {cfg.max_drop:g} pt vs "
-                f"{_pct(reference)} {where}); nothing was deployed\n" + format_table(rows),
+                f"{_pct(m.reference)} {m.where}); nothing was deployed\n" + format_table(m.rows),
                 hint="raise --max-drop, or deploy a more accurate artifact",
             )
+        base = None
+        if cfg.baseline:
+            base = _measure(ModelRef(cfg.baseline), data, Path(tmp) / "baseline", cfg, progress)
         time_trials(
-            trials,
-            spec,
+            m.passed + (base.passed if base else []),
+            m.src.card.model_spec,
             cfg.batch_sizes,
             seconds=cfg.seconds,
             rounds=cfg.rounds,
             warmup=cfg.warmup,
             progress=progress,
         )
-        best = _fastest(trials, cfg.batch_sizes[0])
+        best = _fastest(m.trials, cfg.batch_sizes[0])
         best.status = "chosen"
-        rows = skipped + [t.to_dict() for t in trials]
-        manifest = _manifest(src, best, rows, cfg, reference, where, ref)
-        _write(out, src, best, manifest, overwrite)
-    return DeployResult(str(out), best.to_dict(), rows, reference, where, manifest)
+        manifest = _manifest(m, best, cfg, ref)
+        if base is not None:
+            manifest["baseline"] = {
+                "model": cfg.baseline,
+                "reference_top1": base.reference,
+                "candidates": base.rows,
+            }
+            manifest["speedup"] = speedups(best, base.trials, cfg.batch_sizes[0])
+        _write(out, m.src, best, manifest, overwrite)
+    return DeployResult(
+        str(out), best.to_dict(), m.rows, m.reference, m.where, manifest.get("speedup"), manifest
+    )
+
+
+def _measure(
+    ref: ModelRef,
+    data: DataConfig | None,
+    tmp: Path,
+    cfg: DeployConfig,
+    progress: Callable[[str], None] | None,
+) -> _Measured:
+    """Load `ref`, open its candidates, measure their validation top-1 and apply the gate."""
+    src = _load(ref, data, tmp, cfg)
+    cands, skipped = plan_candidates(
+        cfg.runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
+    )
+    if not cands:
+        raise UsageError(
+            f"no runtime x precision can run {ref.model} here: "
+            + "; ".join(f"{s['runtime']}/{s['precision']}: {s['reason']}" for s in skipped)
+        )
+    trials = open_trials(cands, src.files, src.card.precision)
+    spec = src.card.model_spec
+    bundle = load_data(data_config_for(data, src.card), spec)
+    if progress:
+        progress(f"{ref.model}: accuracy on the validation split")
+    measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
+    reference, where = _reference(src.card, trials)
+    apply_gate(trials, reference, cfg.max_drop)
+    return _Measured(src, trials, skipped, reference, where)
 
 
 def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) -> _Source:
@@ -227,15 +271,8 @@ def _fastest(trials: list[Trial], bs: int) -> Trial:
     return min(timed, key=lambda t: t.p50(bs))
 
 
-def _manifest(
-    src: _Source,
-    best: Trial,
-    rows: list[dict[str, Any]],
-    cfg: DeployConfig,
-    reference: float | None,
-    where: str,
-    ref: ModelRef,
-) -> dict[str, Any]:
+def _manifest(m: _Measured, best: Trial, cfg: DeployConfig, ref: ModelRef) -> dict[str, Any]:
+    src, reference, where = m.src, m.reference, m.where
     card = src.card
     uses_torch = needs_torch(best.cand.runtime)
     return {
@@ -265,7 +302,7 @@ def _manifest(
         "class_names": list(card.class_names),
         "gate": {"max_drop": cfg.max_drop, "reference_top1": reference, "reference": where},
         "selected_by": f"lowest p50 latency at batch {cfg.batch_sizes[0]} within the gate",
-        "candidates": rows,
+        "candidates": m.rows,
         "config": asdict(cfg),
         "environment": capture_environment(best.cand.threads),
     }

@@ -211,3 +211,30 @@ def _time_slice(t: Trial, bs: int, x: np.ndarray, budget: float, warmup: int) ->
 def _first_line(e: BaseException) -> str:
     text = str(e.args[0] if e.args else e).strip()
     return (text.splitlines() or [type(e).__name__])[0][:300]
+
+
+def speedups(best: Trial, baseline: list[Trial], bs: int) -> dict[str, Any]:
+    """The chosen candidate's p50 speed-up at batch `bs` against the dense baseline's fastest
+    candidate within its gate (any runtime, any precision), and against its onnxruntime fp32
+    run (the fastest thread count), each labelled; None where that case was not measured."""
+    ok = [t for t in baseline if t.status == "ok" and t.ms.get(bs)]
+    ort = [t for t in ok if t.cand.runtime == "ort-cpu" and t.cand.precision == "fp32"]
+    mine = best.p50(bs)
+
+    def versus(pool: list[Trial], label: str) -> dict[str, Any] | None:
+        if not pool or not mine > 0:
+            return None
+        ref = min(pool, key=lambda t: t.p50(bs))
+        return {
+            "speedup": rnd(ref.p50(bs) / mine, 3),
+            "baseline": ref.cand.label,
+            "baseline_p50_ms": rnd(ref.p50(bs), 4),
+            "label": label,
+        }
+
+    return {
+        "batch_size": bs,
+        "p50_ms": rnd(mine, 4),
+        "vs_fastest_dense": versus(ok, "vs the fastest dense baseline on this machine"),
+        "vs_ort_fp32": versus(ort, "vs the dense baseline on onnxruntime fp32"),
+    }
