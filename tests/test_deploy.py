@@ -163,6 +163,22 @@ def test_bad_deploy_options_are_usage_errors():
         plan_candidates(("torch",), ("int3",), (1,), ModelFiles(torch_model=object()))
     with pytest.raises(UsageError, match="unknown runtime"):
         plan_candidates(("tensorflow",), ("fp32",), (1,), ModelFiles(torch_model=object()))
+    assert plan_candidates((), ("fp32",), (1,), ModelFiles(torch_model=object())) == ([], [])
+
+
+def test_excluded_runtimes_are_not_tried(trained_lenet, tmp_path, mini_data):
+    cfg = DeployConfig(
+        precisions=("fp32",), threads=(1,), exclude=("ort-cpu", "no-such-runtime"), **FAST
+    )
+    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
+    assert "ort-cpu" not in {c["runtime"] for c in r.candidates}
+    assert r.chosen["runtime"] == "torch"
+    with pytest.raises(UsageError, match="no runtime"):
+        deploy(
+            str(trained_lenet),
+            DeployConfig(runtimes=("torch",), exclude=("torch",)),
+            tmp_path / "e",
+        )
 
 
 def test_precision_rules_follow_the_cpu_and_the_artifact():

@@ -20,6 +20,10 @@ def deploy(
             "--runtime", "-r", help="Only these runtimes (repeatable; default: every one known)."
         ),
     ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="A runtime not to try (repeatable), e.g. torch-compile."),
+    ] = None,
     precision: Annotated[
         str,
         typer.Option(
@@ -74,6 +78,7 @@ def deploy(
         rounds=rounds,
         eval_samples=eval_samples,
         baseline=baseline,
+        exclude=tuple(exclude or ()),
     )
     ref = o.model_ref(model, None, None, None, None, False)
     data = o.data_config(dataset, data_dir)

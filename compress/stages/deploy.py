@@ -38,6 +38,7 @@ from compress.stages.deploy_measure import (
     time_trials,
 )
 from export.environment import capture_environment
+from export.runtime import RUNTIMES
 from models.artifact import (
     ONNX,
     Card,
@@ -72,6 +73,7 @@ class DeployConfig:
     warmup: int = 2
     eval_samples: int | None = None  # cap on validation images per candidate (None: all)
     baseline: str | None = None  # a dense parent artifact: measured alike, speed-ups vs it
+    exclude: tuple[str, ...] = ()  # runtimes not to try (names this build lacks are ignored)
 
     def __post_init__(self) -> None:
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
@@ -190,8 +192,9 @@ def _measure(
 ) -> _Measured:
     """Load `ref`, open its candidates, measure their validation top-1 and apply the gate."""
     src = _load(ref, data, tmp, cfg)
+    runtimes = tuple(r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude)
     cands, skipped = plan_candidates(
-        cfg.runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
+        runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
     )
     if not cands:
         raise UsageError(
@@ -228,8 +231,8 @@ def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) 
         card, torch_dir = card_for(model_src, None), tmp / "pytorch"
         save_model(model, torch_dir, card)
     src = _Source(card, ModelFiles(torch_model=model), torch_dir=torch_dir)
-    wanted = cfg.runtimes or ()
-    if not wanted or not all(needs_torch(r) for r in wanted):
+    wanted = [r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude]
+    if not all(needs_torch(r) for r in wanted):
         src.onnx_dir = _export(ModelRef(str(torch_dir)), data, tmp / "onnx")
         if src.onnx_dir is not None:
             src.files.onnx_path = str(src.onnx_dir / ONNX)

@@ -68,7 +68,7 @@ def plan_candidates(
     artifact: str = "fp32",
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """(candidates to try, skipped cases with their reason) for the model's available forms."""
-    names = runtimes or RUNTIMES
+    names = RUNTIMES if runtimes is None else runtimes
     for r in names:
         if r not in RUNTIMES:
             raise UsageError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
