@@ -235,19 +235,24 @@ model: lenet5
 data: {{data_dir: {FASHION_MINI}, batch_size: 64}}
 stages:
   - train: {{epochs: 1, amp: "off"}}
+  - quantize: {{method: ptq-static, samples: 40, max_drop: null, latency: false}}
   - bench: {{batch_sizes: [1], runtimes: [ort-cpu], iters: 2, warmup: 1}}
-  - deploy: {{runtimes: [ort-cpu, torch], precisions: [fp32], threads: [1], seconds: 0.1,
-              max_drop: 100}}
+  - deploy: {{runtimes: [ort-cpu, torch], precisions: [fp32, int8], threads: [1],
+              seconds: 0.1, max_drop: 100}}
 """
     planned = plan(parse_recipe(text))
     assert planned[-1].kind.name == "deploy" and planned[-1].config["DeployConfig"].max_drop == 100
     result = run_pipeline(parse_recipe(text), tmp_path / "run")
     rec = result.stages[-1]
-    assert rec["kind"] == "deploy" and rec["summary"]["runtime"] in ("torch", "ort-cpu")
-    assert rec["summary"]["speedup"] is None  # the run's only model is its own baseline
-    assert (tmp_path / "run" / "03-deploy" / MANIFEST).is_file()
+    assert rec["kind"] == "deploy" and rec["summary"]["precision"] == "int8"
+    sp = rec["summary"]["speedup"]  # vs the run's trained dense model, measured alike
+    assert sp["vs_ort_fp32"]["baseline"] == "ort-cpu/fp32/1t" and sp["vs_fastest_dense"]
+    man = json.loads((tmp_path / "run" / "04-deploy" / MANIFEST).read_text())
+    assert man["baseline"]["model"].endswith("01-train")
     with pytest.raises(InvalidInputError, match="unknown option"):
         plan(parse_recipe(text.replace("seconds: 0.1", "secs: 0.1")))
+    off = plan(parse_recipe(text.replace("max_drop: 100", "max_drop: 100, vs_baseline: false")))
+    assert off[-1].config["_extra"] == {"vs_baseline": False}
 
 
 def test_a_candidate_that_fails_is_recorded_and_the_others_go_on(

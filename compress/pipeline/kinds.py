@@ -150,8 +150,9 @@ def _run_deploy(
         raise RecipeError("deploy: no earlier stage produced a model to deploy")
     cfg = config["DeployConfig"]
     first = str(ctx.artifacts[0]["artifact"])
-    if cfg.baseline is None and first != ctx.current:  # speed-ups vs the run's dense model
-        cfg = replace(cfg, baseline=first)
+    compare = bool(config["_extra"].get("vs_baseline", True))
+    if compare and cfg.baseline is None and first != ctx.current:
+        cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
     result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
     chosen = result.chosen
     return StageOutcome(
@@ -251,6 +252,7 @@ def stage_kinds() -> list[StageKind]:
             frozenset({"pytorch", "onnx"}),
             "report",
             _run_deploy,
+            frozenset({"vs_baseline"}),
             hash_extra=_deploy_hash,
             main_rank_only=True,
         ),
