@@ -50,7 +50,7 @@ from models.artifact import (
     save_model,
 )
 from models.data import DataConfig, load_data
-from models.errors import QualityGateError, UsageError
+from models.errors import QualityGateError, UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def _reference(card: Card, trials: list[Trial]) -> tuple[float | None, str]:
 def _fastest(trials: list[Trial], bs: int) -> Trial:
     timed = [t for t in trials if t.status == "ok" and t.ms.get(bs)]
     if not timed:
-        raise QualityGateError(
+        raise UnsupportedError(
             "every candidate within the accuracy gate failed while being timed; nothing was "
             "deployed\n" + format_table([t.to_dict() for t in trials])
         )
