@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from compress.cli.app import app
 from compress.stages.deploy import MANIFEST, DeployConfig, deploy
 from compress.stages.predict import load_deployed, predict
-from models.errors import InvalidInputError, QualityGateError, UsageError
+from models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
 from tests.conftest import FASHION_MINI
 
 FAST = {"seconds": 0.1, "rounds": 2, "warmup": 1, "eval_samples": 200}
@@ -290,3 +290,19 @@ def test_predict_reads_jpeg_and_rgb(deployed, pngs, tmp_path):
     rgb = predict(deployed, [tmp_path / "a.jpg"])[0]
     assert rgb.label == gray.label  # RGB is converted to the model's one channel
     assert abs(rgb.probability - gray.probability) < 0.1  # JPEG loses a little
+
+
+def test_a_failed_export_leaves_the_onnx_runtimes_out_with_the_reason(
+    trained_lenet, tmp_path, mini_data, monkeypatch
+):
+    import compress.stages.export as export_stage
+
+    def broken(*a, **k):
+        raise UnsupportedError("exporter cannot handle FancyOp")
+
+    monkeypatch.setattr(export_stage, "run_export", broken)
+    cfg = DeployConfig(runtimes=("torch", "ort-cpu"), precisions=("fp32",), threads=(1,), **FAST)
+    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
+    ort = next(c for c in r.candidates if c["runtime"] == "ort-cpu")
+    assert ort["status"] == "skipped" and "FancyOp" in ort["reason"]
+    assert r.chosen["runtime"] == "torch"

@@ -233,24 +233,23 @@ def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) 
     src = _Source(card, ModelFiles(torch_model=model), torch_dir=torch_dir)
     wanted = [r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude]
     if not all(needs_torch(r) for r in wanted):
-        src.onnx_dir = _export(ModelRef(str(torch_dir)), data, tmp / "onnx")
-        if src.onnx_dir is not None:
-            src.files.onnx_path = str(src.onnx_dir / ONNX)
+        _export(src, data, tmp / "onnx")
     return src
 
 
-def _export(ref: ModelRef, data: DataConfig | None, out: Path) -> Path | None:
-    """Export for the ONNX runtimes; a failed export leaves them out (logged, not fatal)."""
+def _export(src: _Source, data: DataConfig | None, out: Path) -> None:
+    """Export for the ONNX runtimes; a failed export leaves them out, with the reason."""
     from compress.stages.export import run_export
     from export.onnx_export import ExportConfig
     from models.errors import CompressError
 
     try:
-        run_export(ref, ExportConfig(), data, out)
+        run_export(ModelRef(str(src.torch_dir)), ExportConfig(), data, out)
     except CompressError as e:
+        src.files.onnx_error = str(e.args[0]).splitlines()[0]
         log.warning("deploy: ONNX export failed, ONNX runtimes are skipped: %s", e)
-        return None
-    return out
+        return
+    src.onnx_dir, src.files.onnx_path = out, str(out / ONNX)
 
 
 def _reference(card: Card, trials: list[Trial]) -> tuple[float | None, str]:

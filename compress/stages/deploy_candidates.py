@@ -50,6 +50,7 @@ class ModelFiles:
 
     torch_model: Any = None
     onnx_path: str | None = None
+    onnx_error: str | None = None  # why there is no ONNX form (its export failed)
 
 
 def thread_counts(threads: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -105,7 +106,7 @@ def _runtime_refusal(runtime: str, files: ModelFiles) -> str | None:
     if needs_torch(runtime) and files.torch_model is None:
         return "an ONNX artifact has no PyTorch module"
     if not needs_torch(runtime) and files.onnx_path is None:
-        return "no ONNX form of this model (its export failed; see the log)"
+        return f"no ONNX form of this model ({files.onnx_error or 'not exported'})"
     return None
 
 
