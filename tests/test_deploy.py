@@ -172,7 +172,7 @@ def test_excluded_runtimes_are_not_tried(trained_lenet, tmp_path, mini_data):
     )
     r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
     assert "ort-cpu" not in {c["runtime"] for c in r.candidates}
-    assert r.chosen["runtime"] == "torch"
+    assert r.chosen["runtime"] != "ort-cpu" and len(r.candidates) > 1
     with pytest.raises(UsageError, match="no runtime"):
         deploy(
             str(trained_lenet),
