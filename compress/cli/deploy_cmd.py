@@ -65,8 +65,10 @@ def deploy(
 
     Unavailable runtimes and precisions are listed with the reason. If no candidate passes the accuracy gate, nothing is written and the exit code is 5.
     """
+    from compress.stages.common import ModelRef
     from compress.stages.deploy import DeployConfig
     from compress.stages.deploy import deploy as run_deploy
+    from models.data import DataConfig
 
     cfg = DeployConfig(
         runtimes=tuple(runtime) if runtime else None,
@@ -80,8 +82,8 @@ def deploy(
         baseline=baseline,
         exclude=tuple(exclude or ()),
     )
-    ref = o.model_ref(model, None, None, None, None, False)
-    data = o.data_config(dataset, data_dir)
+    ref = ModelRef(model=model)
+    data = DataConfig(dataset=dataset, data_dir=data_dir)
     with err_console.status("deploy: measuring candidates") as status:
         result = run_deploy(
             ref, cfg, out, data, overwrite=overwrite, progress=lambda s: status.update(s)
