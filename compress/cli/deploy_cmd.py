@@ -10,52 +10,60 @@ from compress.cli import options as o
 from compress.cli.output import console, err_console, pct, write_json
 from models.errors import UsageError
 
+RuntimeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--runtime", "-r", help="Only these runtimes (repeatable; default: every one known)."
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="A runtime not to try (repeatable), e.g. torch-compile."),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated precisions to try: fp32, bf16, fp16, int8 (an int8 or fp16 "
+        "artifact runs only as itself)."
+    ),
+]
+ThreadsOpt = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated thread counts (default: 1 and all physical cores)."),
+]
+BatchSizesOpt = Annotated[
+    str, typer.Option(help="Comma-separated batch sizes; the first decides the fastest.")
+]
+MaxDropOpt = Annotated[
+    float, typer.Option(help="Accuracy gate: points of validation top-1 a candidate may lose.")
+]
+SecondsOpt = Annotated[
+    float, typer.Option(help="Timing budget per candidate and batch size (all rounds).")
+]
+RoundsOpt = Annotated[int, typer.Option(help="Candidates take turns in this many slices.")]
+EvalSamplesOpt = Annotated[int | None, typer.Option(help="Cap on validation images per candidate.")]
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The dense parent artifact: measured the same way, and the chosen candidate's "
+        "speed-up is given vs its fastest case and vs its onnxruntime fp32 case."
+    ),
+]
+
 
 def deploy(
     model: o.ModelOpt,
     out: o.OutOpt,
-    runtime: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--runtime", "-r", help="Only these runtimes (repeatable; default: every one known)."
-        ),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(help="A runtime not to try (repeatable), e.g. torch-compile."),
-    ] = None,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated precisions to try: fp32, bf16, fp16, int8 (an int8 or fp16 "
-            "artifact runs only as itself)."
-        ),
-    ] = "fp32,bf16,fp16,int8",
-    threads: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated thread counts (default: 1 and all physical cores)."),
-    ] = None,
-    batch_sizes: Annotated[
-        str, typer.Option(help="Comma-separated batch sizes; the first decides the fastest.")
-    ] = "1",
-    max_drop: Annotated[
-        float,
-        typer.Option(help="Accuracy gate: points of validation top-1 a candidate may lose."),
-    ] = 1.0,
-    seconds: Annotated[
-        float, typer.Option(help="Timing budget per candidate and batch size (all rounds).")
-    ] = 1.0,
-    rounds: Annotated[int, typer.Option(help="Candidates take turns in this many slices.")] = 3,
-    eval_samples: Annotated[
-        int | None, typer.Option(help="Cap on validation images per candidate.")
-    ] = None,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            help="The dense parent artifact: measured the same way, and the chosen candidate's "
-            "speed-up is given vs its fastest case and vs its onnxruntime fp32 case."
-        ),
-    ] = None,
+    runtime: RuntimeOpt = None,
+    exclude: ExcludeOpt = None,
+    precision: PrecisionOpt = "fp32,bf16,fp16,int8",
+    threads: ThreadsOpt = None,
+    batch_sizes: BatchSizesOpt = "1",
+    max_drop: MaxDropOpt = 1.0,
+    seconds: SecondsOpt = 1.0,
+    rounds: RoundsOpt = 3,
+    eval_samples: EvalSamplesOpt = None,
+    baseline: BaselineOpt = None,
     dataset: o.DatasetOpt = None,
     data_dir: o.DataDirOpt = None,
     overwrite: o.OverwriteOpt = False,
