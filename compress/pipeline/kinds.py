@@ -195,7 +195,6 @@ def stage_kinds() -> list[StageKind]:
     from compress.distillation.distill import DistillConfig
     from compress.pruning.prune import PruneConfig
     from compress.quantization.quantize import QuantizeConfig
-    from compress.stages.deploy import DeployConfig
     from compress.training.fit import TrainConfig
     from export.bench import BenchConfig
     from export.onnx_export import ExportConfig
@@ -246,15 +245,22 @@ def stage_kinds() -> list[StageKind]:
             hash_extra=_bench_hash,
             main_rank_only=True,
         ),
-        StageKind(
-            "deploy",
-            (DeployConfig,),
-            frozenset({"pytorch", "onnx"}),
-            "report",
-            _run_deploy,
-            frozenset({"vs_baseline"}),
-            hash_extra=_deploy_hash,
-            main_rank_only=True,
-        ),
+        _deploy_kind(),
     ]
     return kinds
+
+
+def _deploy_kind() -> StageKind:
+    """After bench: the run's last model on the fastest runtime x precision x threads."""
+    from compress.stages.deploy import DeployConfig
+
+    return StageKind(
+        "deploy",
+        (DeployConfig,),
+        frozenset({"pytorch", "onnx"}),
+        "report",
+        _run_deploy,
+        frozenset({"vs_baseline"}),
+        hash_extra=_deploy_hash,
+        main_rank_only=True,
+    )
