@@ -67,6 +67,8 @@ def test_deploy_writes_the_chosen_candidate_and_every_measurement(deployed):
     assert (spec["input_size"], spec["in_channels"], spec["num_classes"]) == (28, 1, 10)
     assert len(man["class_names"]) == 10 and man["environment"]["cpu"]
     assert man["gate"]["reference_top1"] > 0.3  # the card's recorded validation top-1
+    sp = man["speedup"]  # no --baseline: the choice's p50, no speed-ups claimed
+    assert sp["p50_ms"] == chosen[0]["latency"]["1"]["p50_ms"] and sp["vs_ort_fp32"] is None
     form = "model.onnx" if man["runtime"].startswith("ort") else "model.safetensors"
     assert (deployed / form).is_file() and (deployed / "card.json").is_file()
 

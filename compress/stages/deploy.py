@@ -98,7 +98,7 @@ class DeployResult:
     candidates: list[dict[str, Any]]
     reference_top1: float | None
     reference: str
-    speedup: dict[str, Any] | None = None  # vs the baseline's candidates, when one was given
+    speedup: dict[str, Any] | None = None  # p50 of the choice; vs the baseline's when given
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,7 +176,8 @@ def deploy(
                 "reference_top1": base.reference,
                 "candidates": base.rows,
             }
-            manifest["speedup"] = speedups(best, base.trials, cfg.batch_sizes[0])
+        # p50 of the choice; speed-ups only against a measured baseline (else None)
+        manifest["speedup"] = speedups(best, base.trials if base else [], cfg.batch_sizes[0])
         _write(out, m.src, best, manifest, overwrite)
     return DeployResult(
         str(out), best.to_dict(), m.rows, m.reference, m.where, manifest.get("speedup"), manifest
