@@ -74,6 +74,8 @@ def test_every_verb_is_registered():
             "distill",
             "run",
             "tune",
+            "deploy",
+            "predict",
         ]
     )
 

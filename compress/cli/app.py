@@ -110,9 +110,11 @@ def _root(
 def _register() -> None:
     """Every verb, named here; a verb module that fails to import is an error, not a gap."""
     from compress.cli import (
+        deploy_cmd,
         distill_cmd,
         export_cmd,
         info_cmd,
+        predict_cmd,
         prune_cmd,
         quantize_cmd,
         run_cmd,
@@ -129,6 +131,8 @@ def _register() -> None:
         distill_cmd,
         run_cmd,
         tune_cmd,
+        deploy_cmd,
+        predict_cmd,
     ):
         module.register(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,44 @@ def _run_bench(
     )
 
 
+def _run_deploy(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    """Deploy the latest model of the run on the fastest runtime x precision within the gate."""
+    from compress.stages.deploy import MANIFEST, deploy
+
+    if not ctx.artifacts:
+        raise RecipeError("deploy: no earlier stage produced a model to deploy")
+    cfg = config["DeployConfig"]
+    first = str(ctx.artifacts[0]["artifact"])
+    compare = bool(config["_extra"].get("vs_baseline", True))
+    if compare and cfg.baseline is None and first != ctx.current:
+        cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
+    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
+    chosen = result.chosen
+    return StageOutcome(
+        None,
+        {
+            "deployed": str(folder),
+            "runtime": chosen["runtime"],
+            "precision": chosen["precision"],
+            "threads": chosen["threads"],
+            "val_top1": chosen["val_top1"],
+            "latency": chosen["latency"],
+            "candidates": len([c for c in result.candidates if c["status"] != "skipped"]),
+            "speedup": result.speedup,
+        },
+        files=[str(folder / MANIFEST)],
+    )
+
+
+def _deploy_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    """The baseline the speed-ups are measured against is an input too."""
+    if not ctx.artifacts:
+        return {}
+    return {"baseline": read_card(str(ctx.artifacts[0]["artifact"])).content_hash}
+
+
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     """Keep the small, JSON-friendly part of a stage summary for the record."""
     keep = {}
@@ -208,5 +247,22 @@ def stage_kinds() -> list[StageKind]:
             hash_extra=_bench_hash,
             main_rank_only=True,
         ),
+        _deploy_kind(),
     ]
     return kinds
+
+
+def _deploy_kind() -> StageKind:
+    """After bench: the run's last model on the fastest runtime x precision x threads."""
+    from compress.stages.deploy import DeployConfig
+
+    return StageKind(
+        "deploy",
+        (DeployConfig,),
+        frozenset({"pytorch", "onnx"}),
+        "report",
+        _run_deploy,
+        frozenset({"vs_baseline"}),
+        hash_extra=_deploy_hash,
+        main_rank_only=True,
+    )

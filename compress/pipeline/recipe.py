@@ -9,6 +9,7 @@
       - prune: {ratio: 0.5, finetune_epochs: 3}
       - quantize: {method: ptq-static}
       - bench: {batch_sizes: [1, 32]}
+      - deploy: {max_drop: 0.5}  # fastest runtime x precision x threads within the gate
 
 Errors name the key and its line. `--set stage.key=value` overrides (stage = kind or `name:`).
 """

@@ -105,7 +105,8 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
                 f"{where}: unknown stage {spec.kind!r}; known: " + ", ".join(sorted(STAGES))
             )
         options = dict(spec.options)
-        gate = options.get("max_drop") if kind.name == "quantize" else options.pop("max_drop", None)
+        own_gate = kind.name in ("quantize", "deploy")  # max_drop is their own option
+        gate = options.get("max_drop") if own_gate else options.pop("max_drop", None)
         if gate is not None and (isinstance(gate, bool) or not isinstance(gate, (int, float))):
             raise RecipeError(f"{where}: max_drop must be a number of points, got {gate!r}")
         config = kind.validate(options, where)

@@ -1,0 +1,353 @@
+"""`compress deploy`: run an artifact every way this machine can, keep the fastest that is accurate.
+
+For a PyTorch or ONNX artifact (PyTorch ones are also exported to ONNX, parity-gated, for the
+ONNX runtimes): every available runtime x precision x thread count (1 and all cores) is opened,
+measured on the validation split, gated (`max_drop` points of top-1 vs the artifact's recorded
+validation accuracy, else vs its fp32 run here), timed in interleaved rounds at the requested
+batch sizes, and the fastest at the first batch size is written atomically as a deployable
+directory: the model file(s) with their card, and `deploy.json` (the choice, every candidate's
+figures, the environment and the preprocessing spec) that `compress predict` runs from.
+When no candidate passes the gate, nothing is written and QualityGateError (exit 5) carries
+the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.deploy_candidates import (
+    PRECISIONS,
+    ModelFiles,
+    needs_torch,
+    plan_candidates,
+)
+from compress.stages.deploy_measure import (
+    Trial,
+    apply_gate,
+    measure_accuracy,
+    open_trials,
+    speedups,
+    time_trials,
+)
+from export.environment import capture_environment
+from export.runtime import RUNTIMES
+from models.artifact import (
+    ONNX,
+    Card,
+    atomic_dir,
+    check_out_dir,
+    is_artifact,
+    now,
+    read_card,
+    save_model,
+)
+from models.data import DataConfig, load_data
+from models.errors import QualityGateError, UnsupportedError, UsageError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "compress-deploy/1"
+MANIFEST = "deploy.json"
+DEFAULT_MAX_DROP = 1.0  # points of validation top-1, as `compress quantize`'s accuracy budget
+
+
+@dataclass
+class DeployConfig:
+    """What to try and how hard to measure it."""
+
+    runtimes: tuple[str, ...] | None = None  # None: every runtime export.runtime knows
+    precisions: tuple[str, ...] = PRECISIONS
+    threads: tuple[int, ...] | None = None  # None: 1 and all physical cores
+    batch_sizes: tuple[int, ...] = (1,)  # the first one decides which candidate is fastest
+    max_drop: float = DEFAULT_MAX_DROP
+    seconds: float = 1.0  # timing budget per candidate and batch size, over all rounds
+    rounds: int = 3
+    warmup: int = 2
+    eval_samples: int | None = None  # cap on validation images per candidate (None: all)
+    baseline: str | None = None  # a dense parent artifact: measured alike, speed-ups vs it
+    exclude: tuple[str, ...] = ()  # runtimes not to try (names this build lacks are ignored)
+
+    def __post_init__(self) -> None:
+        self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise UsageError(f"--batch-sizes must be >= 1, got {list(self.batch_sizes)}")
+        if not self.precisions:
+            raise UsageError("give at least one --precision")
+        if self.max_drop < 0:
+            raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+        if self.seconds <= 0 or self.rounds < 1 or self.warmup < 0:
+            raise UsageError("--seconds must be > 0, --rounds >= 1, --warmup >= 0")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise UsageError("--eval-samples must be >= 1")
+
+
+@dataclass
+class DeployResult:
+    """Where the model went, what was chosen and why (every candidate's figures)."""
+
+    out: str
+    chosen: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    reference_top1: float | None
+    reference: str
+    speedup: dict[str, Any] | None = None  # p50 of the choice; vs the baseline's when given
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Source:
+    """The artifact in its forms: card, PyTorch module and/or ONNX file, and their folders."""
+
+    card: Card
+    files: ModelFiles
+    torch_dir: Path | None = None  # a PyTorch artifact directory to copy
+    onnx_dir: Path | None = None  # an ONNX artifact directory to copy
+
+
+@dataclass
+class _Measured:
+    """One model's candidates, measured on the validation split and gated."""
+
+    src: _Source
+    trials: list[Trial]
+    skipped: list[dict[str, Any]]
+    reference: float | None
+    where: str
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.skipped + [t.to_dict() for t in self.trials]
+
+    @property
+    def passed(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "ok"]
+
+
+def deploy(
+    ref: ModelRef | str,
+    cfg: DeployConfig | None = None,
+    out: str | Path = "deployed",
+    data: DataConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> DeployResult:
+    """Measure every candidate for `ref`, gate, time, and write the fastest to `out`."""
+    cfg = cfg or DeployConfig()
+    ref = ModelRef(ref) if isinstance(ref, str) else ref
+    check_out_dir(out, overwrite)
+    with tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp:
+        m = _measure(ref, data, Path(tmp) / "model", cfg, progress)
+        if not m.passed:
+            raise QualityGateError(
+                f"no candidate passed the accuracy gate (max_drop {cfg.max_drop:g} pt vs "
+                f"{_pct(m.reference)} {m.where}); nothing was deployed\n" + format_table(m.rows),
+                hint="raise --max-drop, or deploy a more accurate artifact",
+            )
+        base = None
+        if cfg.baseline:
+            base = _measure(ModelRef(cfg.baseline), data, Path(tmp) / "baseline", cfg, progress)
+        time_trials(
+            m.passed + (base.passed if base else []),
+            m.src.card.model_spec,
+            cfg.batch_sizes,
+            seconds=cfg.seconds,
+            rounds=cfg.rounds,
+            warmup=cfg.warmup,
+            progress=progress,
+        )
+        best = _fastest(m.trials, cfg.batch_sizes[0])
+        best.status = "chosen"
+        manifest = _manifest(m, best, cfg, ref)
+        if base is not None:
+            manifest["baseline"] = {
+                "model": cfg.baseline,
+                "reference_top1": base.reference,
+                "candidates": base.rows,
+            }
+        # p50 of the choice; speed-ups only against a measured baseline (else None)
+        manifest["speedup"] = speedups(best, base.trials if base else [], cfg.batch_sizes[0])
+        _write(out, m.src, best, manifest, overwrite)
+    return DeployResult(
+        str(out), best.to_dict(), m.rows, m.reference, m.where, manifest.get("speedup"), manifest
+    )
+
+
+def _measure(
+    ref: ModelRef,
+    data: DataConfig | None,
+    tmp: Path,
+    cfg: DeployConfig,
+    progress: Callable[[str], None] | None,
+) -> _Measured:
+    """Load `ref`, open its candidates, measure their validation top-1 and apply the gate."""
+    src = _load(ref, data, tmp, cfg)
+    runtimes = tuple(r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude)
+    cands, skipped = plan_candidates(
+        runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
+    )
+    if not cands:
+        raise UsageError(
+            f"no runtime x precision can run {ref.model} here: "
+            + "; ".join(f"{s['runtime']}/{s['precision']}: {s['reason']}" for s in skipped)
+        )
+    trials = open_trials(cands, src.files, src.card.precision)
+    spec = src.card.model_spec
+    bundle = load_data(data_config_for(data, src.card), spec)
+    if progress:
+        progress(f"{ref.model}: accuracy on the validation split")
+    measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
+    reference, where = _reference(src.card, trials)
+    apply_gate(trials, reference, cfg.max_drop)
+    return _Measured(src, trials, skipped, reference, where)
+
+
+def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) -> _Source:
+    """The model in every form a wanted runtime reads (PyTorch ones exported to ONNX)."""
+    path = Path(ref.model)
+    if path.is_file() and path.suffix == ".onnx":
+        raise UsageError(
+            f"{path}: deploy takes an artifact directory (its card holds the preprocessing)",
+            hint="wrap it with `compress export`, or pass the artifact it came from",
+        )
+    if is_artifact(path) and read_card(path).kind == "onnx":
+        card = read_card(path)
+        return _Source(card, ModelFiles(onnx_path=str(path / ONNX)), onnx_dir=path)
+    model_src = load_source(ref, data)
+    model = model_src.model.eval()
+    if model_src.card is not None and is_artifact(path):
+        card, torch_dir = model_src.card, path
+    else:
+        card, torch_dir = card_for(model_src, None), tmp / "pytorch"
+        save_model(model, torch_dir, card)
+    src = _Source(card, ModelFiles(torch_model=model), torch_dir=torch_dir)
+    wanted = [r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude]
+    if not all(needs_torch(r) for r in wanted):
+        _export(src, data, tmp / "onnx")
+    return src
+
+
+def _export(src: _Source, data: DataConfig | None, out: Path) -> None:
+    """Export for the ONNX runtimes; a failed export leaves them out, with the reason."""
+    from compress.stages.export import run_export
+    from export.onnx_export import ExportConfig
+    from models.errors import CompressError
+
+    try:
+        run_export(ModelRef(str(src.torch_dir)), ExportConfig(), data, out)
+    except CompressError as e:
+        src.files.onnx_error = str(e.args[0]).splitlines()[0]
+        log.warning("deploy: ONNX export failed, ONNX runtimes are skipped: %s", e)
+        return
+    src.onnx_dir, src.files.onnx_path = out, str(out / ONNX)
+
+
+def _reference(card: Card, trials: list[Trial]) -> tuple[float | None, str]:
+    """The accuracy the gate compares with: the card's validation top-1, else fp32 here."""
+    val = card.metrics.get("val")
+    if card.trained and isinstance(val, dict) and "top1" in val:
+        return float(val["top1"]), "(validation top-1 recorded in the card)"
+    for t in trials:
+        if t.cand.precision == "fp32" and t.val_top1 is not None:
+            return t.val_top1, f"(validation top-1 measured on {t.cand.runtime} fp32)"
+    return None, "(no reference accuracy: gate not applied)"
+
+
+def _fastest(trials: list[Trial], bs: int) -> Trial:
+    timed = [t for t in trials if t.status == "ok" and t.ms.get(bs)]
+    if not timed:
+        raise UnsupportedError(
+            "every candidate within the accuracy gate failed while being timed; nothing was "
+            "deployed\n" + format_table([t.to_dict() for t in trials])
+        )
+    return min(timed, key=lambda t: t.p50(bs))
+
+
+def _manifest(m: _Measured, best: Trial, cfg: DeployConfig, ref: ModelRef) -> dict[str, Any]:
+    src, reference, where = m.src, m.reference, m.where
+    card = src.card
+    uses_torch = needs_torch(best.cand.runtime)
+    return {
+        "schema": SCHEMA,
+        "created": now(),
+        "source": {
+            "model": ref.model,
+            "kind": card.kind,
+            "precision": card.precision,
+            "content_hash": card.content_hash,
+        },
+        "runtime": best.cand.runtime,
+        "device": device_of(best.cand.runtime),
+        "precision": best.cand.precision,
+        "effective_precision": best.effective_precision,
+        "model_precision": card.precision,
+        "threads": best.cand.threads,
+        "options": {"providers": best.providers, "form": "pytorch" if uses_torch else "onnx"},
+        "chosen": best.to_dict(),
+        "spec": {
+            "input_size": card.model_spec.input_size,
+            "in_channels": card.model_spec.in_channels,
+            "num_classes": card.model_spec.num_classes,
+            "mean": list(card.model_spec.mean),
+            "std": list(card.model_spec.std),
+        },
+        "class_names": list(card.class_names),
+        "gate": {"max_drop": cfg.max_drop, "reference_top1": reference, "reference": where},
+        "selected_by": f"lowest p50 latency at batch {cfg.batch_sizes[0]} within the gate",
+        "candidates": m.rows,
+        "config": asdict(cfg),
+        "environment": capture_environment(best.cand.threads),
+    }
+
+
+def _write(
+    out: str | Path, src: _Source, best: Trial, manifest: dict[str, Any], overwrite: bool
+) -> None:
+    """The chosen form's artifact files plus deploy.json, in one atomic rename."""
+    folder = src.torch_dir if manifest["options"]["form"] == "pytorch" else src.onnx_dir
+    assert folder is not None
+    with atomic_dir(out, overwrite) as tmp:
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        manifest["files"] = sorted(p.name for p in tmp.iterdir())
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    log.info("deployed %s on %s to %s", manifest["source"]["model"], best.cand.label, out)
+
+
+def device_of(runtime: str) -> str:
+    """The device a runtime name implies: cuda (torch-cuda, ort-cuda, ort-trt), gpu, npu, cpu."""
+    if runtime.endswith(("-cuda", "-trt")):
+        return "cuda"
+    return next((d for d in ("gpu", "npu") if runtime.endswith("-" + d)), "cpu")
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Candidates as plain text (for the exit-5 message and logs)."""
+    lines = [f"{'runtime':<12} {'prec':<5} {'thr':>3} {'val top-1':>9} {'drop':>7}  status"]
+    for r in rows:
+        lat = r.get("latency") or {}
+        first = next(iter(lat.values()), None)
+        p50 = f"  p50 {first['p50_ms']:.3f} ms" if first else ""
+        drop = r.get("drop_pts")
+        lines.append(
+            f"{r['runtime']:<12} {r['precision']:<5} {r.get('threads') or '-':>3} "
+            f"{_pct(r.get('val_top1')):>9} {'-' if drop is None else f'{drop:.2f}':>7}  "
+            f"{r['status']}{': ' + r['reason'] if r.get('reason') else ''}{p50}"
+        )
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"

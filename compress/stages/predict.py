@@ -1,0 +1,149 @@
+"""`compress predict`: class names and probabilities for image files, from a deployed directory.
+
+The directory written by `compress deploy` says how to run the model (runtime, precision,
+threads in `deploy.json`) and how to preprocess (the card's spec): images are read with Pillow
+and go through the very transforms training used (`models.imagefolder.ImageFiles`: channels,
+resize to the input size, mean/std), then through the runner `deploy` measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.stages.deploy import MANIFEST, SCHEMA
+from compress.stages.deploy_candidates import (
+    Candidate,
+    ModelFiles,
+    batch_fn,
+    needs_torch,
+    open_runner,
+    scope,
+)
+from export.runtime import Runner
+from models.artifact import ONNX, Card, read_card
+from models.errors import ArtifactError, InvalidInputError, UsageError
+from models.imagefolder import EXTENSIONS, ImageFiles
+
+log = logging.getLogger(__name__)
+BATCH = 64
+
+
+@dataclass
+class Prediction:
+    """The top classes of one image, most probable first."""
+
+    image: str
+    label: int
+    name: str
+    probability: float
+    top: list[tuple[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Deployed:
+    """A deployed directory opened for inference."""
+
+    manifest: dict[str, Any]
+    card: Card
+    runner: Runner
+    cand: Candidate
+
+    @property
+    def class_names(self) -> list[str]:
+        n = self.card.model_spec.num_classes
+        names = list(self.manifest.get("class_names") or self.card.class_names)
+        return names if len(names) == n else [str(i) for i in range(n)]
+
+
+def load_deployed(path: str | Path) -> Deployed:
+    """Read deploy.json and the model files beside it; open the runner it chose."""
+    path = Path(path)
+    man_path = path / MANIFEST
+    if not man_path.is_file():
+        raise ArtifactError(
+            f"{path} is not a deployed directory (no {MANIFEST})",
+            hint="make one with `compress deploy --model ARTIFACT --out DIR`",
+        )
+    try:
+        manifest = json.loads(man_path.read_text())
+    except ValueError as e:
+        raise ArtifactError(f"{man_path} is not valid JSON: {e}") from e
+    if manifest.get("schema") != SCHEMA:
+        raise ArtifactError(f"{man_path}: unknown schema {manifest.get('schema')!r}")
+    card = read_card(path)
+    cand = Candidate(manifest["runtime"], manifest["precision"], int(manifest["threads"]))
+    if needs_torch(cand.runtime):
+        from models.artifact import load_model
+
+        files = ModelFiles(torch_model=load_model(path)[0])
+    else:
+        files = ModelFiles(onnx_path=str(path / ONNX))
+    with scope(cand):
+        runner = open_runner(cand, files, card.precision)
+    return Deployed(manifest, card, runner, cand)
+
+
+def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the images under them (sorted)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS)
+            if not found:
+                raise InvalidInputError(f"no images ({', '.join(sorted(EXTENSIONS))}) under {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InvalidInputError(f"image not found: {p}")
+    if not out:
+        raise UsageError("give at least one image file or folder")
+    return out
+
+
+def predict(
+    deploy_dir: str | Path | Deployed, images: Sequence[str | Path], top_k: int = 3
+) -> list[Prediction]:
+    """Predictions for `images` (files or folders), preprocessed exactly as in training."""
+    d = deploy_dir if isinstance(deploy_dir, Deployed) else load_deployed(deploy_dir)
+    paths = image_paths(images)
+    ds = ImageFiles([(p, 0) for p in paths], d.card.model_spec)
+    run = batch_fn(d.runner)
+    names = d.class_names
+    out: list[Prediction] = []
+    for start in range(0, len(paths), BATCH):
+        idx = range(start, min(start + BATCH, len(paths)))
+        x = np.stack([ds[i][0].numpy() for i in idx]).astype(np.float32)
+        with scope(d.cand):
+            logits = np.asarray(run(x), dtype=np.float64)
+        probs = softmax(logits)
+        for i, p in zip(idx, probs, strict=True):
+            order = np.argsort(-p)[: max(1, top_k)]
+            out.append(
+                Prediction(
+                    image=str(paths[i]),
+                    label=int(order[0]),
+                    name=names[int(order[0])],
+                    probability=float(p[order[0]]),
+                    top=[(names[int(k)], float(p[k])) for k in order],
+                )
+            )
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
