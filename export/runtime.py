@@ -273,7 +273,7 @@ def probe_in_subprocess(
     Returns the child's report (providers, seconds); raises a typed error if it failed or died.
     """
     cmd = [sys.executable, "-m", "export.runtime", str(path), runtime, str(threads or 0)]
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
@@ -308,7 +308,8 @@ def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str)
     raise InvalidInputError(f"probing {path} failed (exit {returncode}): {tail[:300]}")
 
 
-def _pythonpath() -> str:
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child Python process: this checkout first, so it imports this code."""
     root = str(Path(__file__).resolve().parents[1])
     extra = os.environ.get("PYTHONPATH")
     return root + (os.pathsep + extra if extra else "")

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 VARIANTS = ("auto", "imagenet", "small")
 SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="auto"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from models.errors import InvalidInputError
-from models.registry import ModelSpec
+from models.spec import ModelSpec
 
 
 class SizedDataset(Dataset):

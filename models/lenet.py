@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 MIN_INPUT_SIZE = 12  # conv2 (5x5, no padding) then a 2x2 pool need a 6x6 map after pool1
 

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 STEMS = ("imagenet", "cifar")
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 # fmt: off
 CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",

@@ -1,4 +1,5 @@
-"""Adapters from recipe stages to the stage functions the CLI verbs call (one code path)."""
+"""Adapters from recipe stages to the stage functions the CLI verbs call (one code path), and
+`STAGES`, the table of stage kinds by name (built on first use)."""
 
 from __future__ import annotations
 
@@ -208,3 +209,30 @@ def stage_kinds() -> list[StageKind]:
         ),
     ]
     return kinds
+
+
+def _stage_kinds() -> dict[str, StageKind]:
+    return {k.name: k for k in stage_kinds()}
+
+
+class _LazyTable(dict[str, StageKind]):
+    """Built on first use, so importing the pipeline stays cheap."""
+
+    def _fill(self) -> None:
+        if not super().__len__():
+            self.update(_stage_kinds())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+
+STAGES: dict[str, StageKind] = _LazyTable()
