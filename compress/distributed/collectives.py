@@ -99,24 +99,6 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
             all_reduce_(p.grad, mean=True)
 
 
-def reduce_importance_gradients(model: nn.Module, importance: Any) -> None:
-    """Gradient-based pruning importance from every rank's data, before one decision: Taylor's
-    gradients are averaged over ranks; Hessian's accumulated squared gradients and sample counts
-    (torch-pruning's `_accu_grad` / `_counter`) are summed, giving the mean over all samples."""
-    if not group_active():
-        return
-    accu = getattr(importance, "_accu_grad", None)
-    if not accu:
-        average_gradients(model.parameters())
-        return
-    for g in accu.values():
-        all_reduce_(g)
-    counter = importance._counter
-    counts = all_reduce_sums(float(counter[p]) for p in accu)
-    for p, c in zip(accu, counts, strict=True):
-        counter[p] = round(c)
-
-
 def broadcast_object(obj: T, src: int = 0) -> T:
     """Rank `src`'s object on every rank (pickled; for small things: states, decisions)."""
     if not group_active():
