@@ -18,7 +18,6 @@ import torch.distributed as dist
 from torch import nn
 
 from compress.distributed.group import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
-from compress.training.evaluate import EvalResult
 from models.errors import CompressError, ResourceError
 
 log = logging.getLogger(__name__)
@@ -66,28 +65,6 @@ def all_reduce_(tensor: torch.Tensor, mean: bool = False) -> torch.Tensor:
     if work is not tensor:
         tensor.copy_(work)
     return tensor
-
-
-def all_reduce_eval(ev: EvalResult) -> EvalResult:
-    """Merge every rank's evaluation of its share into the result over the whole split."""
-    if not group_active():
-        return ev
-    confusion = torch.tensor(ev.confusion, dtype=torch.float64)
-    n = ev.samples
-    loss_sum, top5_hits = (ev.loss * n if n else 0.0), ev.top5 * n
-    all_reduce_(confusion)
-    n_all, loss_all, top5_all = all_reduce_sums([n, loss_sum, top5_hits])
-    conf = confusion.round().long()
-    total = max(n_all, 1.0)
-    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
-    return EvalResult(
-        top1=float(conf.diag().sum()) / total,
-        top5=round(top5_all) / total,
-        loss=loss_all / total if n_all else float("nan"),
-        samples=int(n_all),
-        per_class=per_class,
-        confusion=conf.tolist(),
-    )
 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:

@@ -14,7 +14,7 @@ from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, load_source_and_data
-from compress.training.evaluate import evaluate, torch_predictor
+from compress.training.evaluate import all_reduce_eval, evaluate, torch_predictor
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import resolve_device
 from models.artifact import check_out_dir, save_model
@@ -87,7 +87,7 @@ def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> d
     predict = torch_predictor(model)
     n = model.spec.num_classes
     val, test = (
-        collectives.all_reduce_eval(
+        all_reduce_eval(
             evaluate(predict, bundle.loader(s, sampler=sharding.eval_sampler(len(d))), n)
         )
         for s, d in (("val", bundle.val), ("test", bundle.test))

@@ -25,7 +25,7 @@ from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
 from compress.training import checkpoint
 from compress.training.config import FitResult, Hooks, LogHooks, SilentHooks, TrainConfig
-from compress.training.evaluate import EvalResult, evaluate, torch_predictor
+from compress.training.evaluate import EvalResult, all_reduce_eval, evaluate, torch_predictor
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
 from models.errors import InvalidInputError
@@ -167,7 +167,7 @@ def _validate(model: nn.Module, data: DataBundle, device: torch.device) -> EvalR
     """Validation top-1/loss; under torchrun each rank scores a share and the sums are merged."""
     n = spec_of(model).num_classes
     loader = data.loader("val", sampler=sharding.eval_sampler(len(data.val)))
-    return collectives.all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
+    return all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
 
 
 def _train_epoch(
