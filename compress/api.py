@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 from compress.distillation.distill import DistillConfig
 from compress.distributed import group as ddp
@@ -26,6 +25,13 @@ from compress.stages.distill import run_distill
 from compress.stages.export import run_export
 from compress.stages.prune import run_prune
 from compress.stages.quantize import run_quantize
+from compress.stages.results import (
+    DistillSummary,
+    ExportSummary,
+    PruneSummary,
+    QuantizeSummary,
+    TrainSummary,
+)
 from compress.stages.train import run_train
 from compress.training.config import Hooks, TrainConfig
 from export.bench import BenchConfig, BenchReport
@@ -48,7 +54,7 @@ def train(
     *,
     overwrite: bool = False,
     hooks: Hooks | None = None,
-) -> Any:
+) -> TrainSummary:
     """Train `model` and write the artifact `out` (val and test metrics in its card)."""
     cfg = config or TrainConfig()
     return run_train(model_ref(model), cfg, data, out, overwrite=overwrite, hooks=hooks)
@@ -64,7 +70,7 @@ def prune(
     latency: bool = True,
     overwrite: bool = False,
     hooks: Hooks | None = None,
-) -> Any:
+) -> PruneSummary:
     """Prune `model` structurally (channels removed), fine-tune with `finetune`, write `out`."""
     return run_prune(
         model_ref(model),
@@ -88,7 +94,7 @@ def distill(
     train: TrainConfig | None = None,
     overwrite: bool = False,
     hooks: Hooks | None = None,
-) -> Any:
+) -> DistillSummary:
     """Train `student` from `teacher`'s soft labels (knowledge distillation), write `out`."""
     return run_distill(
         model_ref(teacher),
@@ -109,7 +115,7 @@ def quantize(
     data: DataConfig | None = None,
     *,
     overwrite: bool = False,
-) -> Any:
+) -> QuantizeSummary:
     """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out`."""
     cfg = config or QuantizeConfig()
     return run_quantize(model_ref(model), cfg, data, out, overwrite=overwrite)
@@ -122,7 +128,7 @@ def export_onnx(
     data: DataConfig | None = None,
     *,
     overwrite: bool = False,
-) -> Any:
+) -> ExportSummary:
     """Export `model` to a parity-checked ONNX artifact `out`."""
     cfg = config or ExportConfig()
     return run_export(model_ref(model), cfg, data, out, overwrite=overwrite)

@@ -19,7 +19,9 @@ from models.spec import ModelSpec
 
 
 class SizedDataset(Dataset):
-    """A map-style dataset with a length (all of ours)."""
+    """A map-style dataset with a length (all of ours), its images shaped for `spec`."""
+
+    spec: ModelSpec
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -276,8 +276,8 @@ def test_stage_card_records_teacher_lineage_and_precision(
     assert entry["teacher"]["content_hash"] == read_card(trained_lenet).content_hash
     assert entry["teacher"]["history"][-1]["stage"] == "train"
     assert entry["kd"]["temperature"] == 3.0 and entry["kd"]["alpha"] == 0.8
-    assert entry["metrics_before"]["test"]["top1"] == r["before"]["test"]["top1"]
-    assert card.training_precision == r["precision"]  # type: ignore[attr-defined]
+    assert entry["metrics_before"]["test"]["top1"] == r.before["test"]["top1"]
+    assert card.training_precision == r.precision
     assert card.precision == "fp32"
     model, _ = load_model(out)  # pruned shapes survive; weights stored as fp32
     assert dict(model.named_modules())["conv2"].out_channels == 8  # type: ignore[union-attr]

@@ -101,8 +101,8 @@ def test_run_export_untrained_writes_artifact(tmp_path: Path) -> None:
     assert card.kind == "onnx" and not card.trained
     assert card.gates["parity"]["passed"] and card.gates["parity"]["inputs"] == "random"
     assert [h["stage"] for h in card.history] == ["create", "export"]
-    assert ONNX in card.files and summary["parity"]["max_abs_diff"] <= 1e-4
-    assert summary["export"]["path"] == str(out / ONNX)
+    assert ONNX in card.files and summary.parity["max_abs_diff"] <= 1e-4
+    assert summary.export["path"] == str(out / ONNX)
     meta = read_metadata(out / ONNX)
     assert meta["compress.architecture"] == "lenet5"
     assert json.loads(meta["compress.spec"])["input_size"] == 28

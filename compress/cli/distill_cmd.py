@@ -115,7 +115,7 @@ def distill(
     with RichHooks() as hooks:
         r = run_distill(
             t_ref, s_ref, kd, data, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks
-        )
+        ).to_dict()
     t = r["teacher"]["metrics"]
     console.print(
         f"[green]distilled[/] {r['student']} ({r['params']:,} params) from {teacher} "

@@ -75,7 +75,9 @@ def export(
     )
     ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
-        summary = run_export(ref, cfg, o.data_config(dataset, data_dir), out, overwrite=overwrite)
+        summary = run_export(
+            ref, cfg, o.data_config(dataset, data_dir), out, overwrite=overwrite
+        ).to_dict()
     e = summary["export"]
     console.print(
         f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "

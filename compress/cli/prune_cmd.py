@@ -158,7 +158,7 @@ def prune(
     with RichHooks() as hooks:
         s = run_prune(
             ref, cfg, data, out, overwrite=overwrite, finetune=tune, latency=latency, hooks=hooks
-        )
+        ).to_dict()
     _print_summary(s)
     write_json(json_out, s)
 

@@ -110,7 +110,7 @@ def quantize(
     ref = o.model_ref(model, weights, num_classes, in_channels, input_size, trust_pickle)
     data = o.data_config(dataset, data_dir, seed=seed, limit=limit)
     with RichHooks() as hooks:
-        summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+        summary = run_quantize(ref, cfg, data, out, overwrite=overwrite, hooks=hooks).to_dict()
     _print(summary)
     write_json(json_out, summary)
 

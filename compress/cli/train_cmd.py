@@ -66,7 +66,7 @@ def train(
         dataset, data_dir, batch_size=batch_size, seed=seed, limit=limit, augment=augment
     )
     with RichHooks() as hooks:
-        summary = run_train(ref, cfg, data, out, overwrite=overwrite, hooks=hooks)
+        summary = run_train(ref, cfg, data, out, overwrite=overwrite, hooks=hooks).to_dict()
     m = summary["metrics"]
     console.print(
         f"[green]trained[/] {model} ({summary['params']:,} params, "

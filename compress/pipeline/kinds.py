@@ -24,7 +24,7 @@ def _run_train(
     summary = run_train(
         ctx.model_ref(), _train_cfg(config), ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_distill(
@@ -46,7 +46,7 @@ def _run_distill(
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _distill_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def _run_prune(
         latency=bool(config["_extra"].get("latency", True)),
         hooks=ctx.hooks,
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_quantize(
@@ -88,7 +88,7 @@ def _run_quantize(
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _bench_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def _run_export(
     summary = run_export(
         ctx.model_ref(), config["ExportConfig"], ctx.data, folder, overwrite=overwrite
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_bench(

@@ -19,6 +19,7 @@ import torch
 
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.results import ExportSummary
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import card_metadata, external_data_path, onnx_size, optimize_offline
 from export.parity import ParityReport, check_parity
@@ -39,7 +40,7 @@ def run_export(
     out: str | Path,
     *,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary."""
     check_out_dir(out, overwrite)
     src = load_source(ref, data)
@@ -77,14 +78,14 @@ def run_export(
         )
         write_card(tmp, card)
     parity = gates["parity"]
-    summary = {
-        "out": str(out),
-        "params": count_params(model),
-        "export": result.to_dict(),
-        "parity": parity.to_dict(),
-        "parity_summary": parity.summary(),
-        "gates": {k: v.passed for k, v in gates.items()},
-    }
+    summary = ExportSummary(
+        out=str(out),
+        params=count_params(model),
+        export=result.to_dict(),
+        parity=parity.to_dict(),
+        parity_summary=parity.summary(),
+        gates={k: v.passed for k, v in gates.items()},
+    )
     failed = [k for k, v in gates.items() if not v.passed]
     if failed:
         raise QualityGateError(
