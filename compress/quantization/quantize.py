@@ -56,17 +56,7 @@ def quantize(
             "`compress quantize --method qat` on a PyTorch artifact"
         )
     src = Path(onnx_path)
-    info = qgraph.inspect(src)
-    qgraph.check_finite_weights(src)
-    if cfg.method != "fp16":
-        ops = qgraph.DYNAMIC_OPS if cfg.method == "ptq-dynamic" else qgraph.STATIC_OPS
-        qgraph.require_quantizable(info, ops, cfg.method)
-    unknown = [n for n in cfg.keep_float if n not in info.nodes]
-    if unknown:
-        raise UsageError(
-            f"--keep-float: no node named {', '.join(unknown)} in {src}",
-            hint=f"node names look like {', '.join(list(info.nodes)[:3])}",
-        )
+    info = _check_model(src, cfg)
     check_calibration(calib, info.input_shape, MIN_SAMPLES if cfg.method == "ptq-static" else 1)
     assert calib is not None
     if val is not None and not num_classes:
@@ -100,6 +90,22 @@ def quantize(
         result.path = str(out_path)
         _measure(ctx, result)
     return result
+
+
+def _check_model(src: Path, cfg: QuantizeConfig) -> qgraph.GraphInfo:
+    """The model's graph, once it is known to be finite and quantizable as `cfg` asks."""
+    info = qgraph.inspect(src)
+    qgraph.check_finite_weights(src)
+    if cfg.method != "fp16":
+        ops = qgraph.DYNAMIC_OPS if cfg.method == "ptq-dynamic" else qgraph.STATIC_OPS
+        qgraph.require_quantizable(info, ops, cfg.method)
+    unknown = [n for n in cfg.keep_float if n not in info.nodes]
+    if unknown:
+        raise UsageError(
+            f"--keep-float: no node named {', '.join(unknown)} in {src}",
+            hint=f"node names look like {', '.join(list(info.nodes)[:3])}",
+        )
+    return info
 
 
 def _preprocess(src: Path, dst: Path) -> Path:

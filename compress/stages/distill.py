@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.distillation.distill import DistillConfig, check_compatible, distill, teacher_input
+from compress.distillation.distill import (
+    DistillConfig,
+    DistillResult,
+    check_compatible,
+    distill,
+    teacher_input,
+)
 from compress.distributed import collectives
 from compress.distributed import group as ddp
 from compress.pruning.flops import count_params
@@ -64,11 +70,29 @@ def run_distill(
     before = final_metrics(student.model, bundle, None)
     result = distill(student.model, teacher.model, bundle, cfg, tcfg, hooks=hooks)
     after = final_metrics(student.model, bundle, result.fit)
+    lineage = teacher_lineage(teacher, teacher_metrics)
+    card = _card(student, bundle, lineage, result, before, after)
+    if dist.active:
+        card.distributed = {**dist.record(), **collectives.consistency(student.model)}
+    if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
+        save_model(student.model, out, card, overwrite=overwrite)
+    collectives.barrier()
+    return _summary(out, lineage, student, teacher, result, before, after)
+
+
+def _card(
+    student: ModelSource,
+    bundle: DataBundle,
+    lineage: dict[str, Any],
+    result: DistillResult,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> Card:
+    """The student's card: trained, its metrics, and the distill history entry."""
     card = card_for(student, bundle)
     card.trained = True
     card.metrics = after
     card.training_precision = result.fit.precision
-    lineage = teacher_lineage(teacher, teacher_metrics)
     card.add_history(
         "distill",
         teacher=lineage,
@@ -84,11 +108,18 @@ def run_distill(
         metrics=after,
         params=count_params(student.model),
     )
-    if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(student.model)}
-    if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
-        save_model(student.model, out, card, overwrite=overwrite)
-    collectives.barrier()
+    return card
+
+
+def _summary(
+    out: str | Path,
+    lineage: dict[str, Any],
+    student: ModelSource,
+    teacher: ModelSource,
+    result: DistillResult,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> DistillSummary:
     return DistillSummary(
         out=str(out),
         teacher=lineage,

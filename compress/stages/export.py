@@ -25,7 +25,7 @@ from export.onnx_file import card_metadata, external_data_path, onnx_size, optim
 from export.parity import ParityReport, check_parity
 from export.runtime import create_session, run_batched, torch_runner
 from models.artifact import ONNX, atomic_dir, check_out_dir, write_card
-from models.data import DataConfig, iterate_inputs, load_data, synthetic_batch
+from models.data import DataBundle, DataConfig, iterate_inputs, load_data, synthetic_batch
 from models.errors import QualityGateError
 from models.registry import ModelSpec
 
@@ -47,11 +47,7 @@ def run_export(
     model = src.model.eval()
     spec: ModelSpec = model.spec  # type: ignore[assignment]
     bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
-    if bundle is not None:
-        real = torch.cat(list(iterate_inputs(bundle.loader("val"), cfg.parity_samples)))
-        inputs, batches = "val", _split(real, cfg)
-    else:
-        inputs, batches = "random", _split(synthetic_batch(spec, cfg.parity_samples, seed=0), cfg)
+    inputs, batches = _parity_inputs(bundle, spec, cfg)
     card = card_for(src, bundle)
     card.kind, card.precision = "onnx", cfg.precision
     gates: dict[str, ParityReport] = {}
@@ -94,6 +90,16 @@ def run_export(
             artifact=str(out),
         )
     return summary
+
+
+def _parity_inputs(
+    bundle: DataBundle | None, spec: ModelSpec, cfg: ExportConfig
+) -> tuple[str, list[np.ndarray]]:
+    """Validation images when the model is trained, else seeded random inputs."""
+    if bundle is not None:
+        real = torch.cat(list(iterate_inputs(bundle.loader("val"), cfg.parity_samples)))
+        return "val", _split(real, cfg)
+    return "random", _split(synthetic_batch(spec, cfg.parity_samples, seed=0), cfg)
 
 
 def _split(x: torch.Tensor, cfg: ExportConfig) -> list[np.ndarray]:

@@ -149,12 +149,7 @@ def run_prune(
         result=result.to_dict(),
         trained=trained,
     )
-    card.prune = {
-        "before": summary.before,
-        "after": summary.after,
-        "speedup": summary.speedup,
-        "untrained": summary.untrained,
-    }
+    card.prune = {k: getattr(summary, k) for k in ("before", "after", "speedup", "untrained")}
     if dist.active:
         card.distributed = {**dist.record(), **collectives.consistency(model)}
     if dist.is_main:
