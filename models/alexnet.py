@@ -108,7 +108,7 @@ def pick_variant(variant: str, input_size: int) -> str:
     return variant
 
 
-@register_model("alexnet")
+@register_model("alexnet", input_size=224)
 def alexnet(
     *,
     num_classes: int = 10,

@@ -12,16 +12,25 @@ from torch import nn
 
 Factory = Callable[..., nn.Module]
 _FACTORIES: dict[str, Factory] = {}
+_NATIVE_SIZE: dict[str, int] = {}
+DEFAULT_INPUT_SIZE = 28  # user factories, and the size Fashion-MNIST/MNIST images have
 
 
-def register_model(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`."""
+def register_model(name: str, input_size: int = DEFAULT_INPUT_SIZE) -> Callable[[Factory], Factory]:
+    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`
+    whose native input size (what `create_model` builds when none is given) is `input_size`."""
 
     def deco(fn: Factory) -> Factory:
         _FACTORIES[name] = fn
+        _NATIVE_SIZE[name] = input_size
         return fn
 
     return deco
+
+
+def native_input_size(name: str) -> int:
+    """The input size a registered model was designed for (224 for the ImageNet families)."""
+    return _NATIVE_SIZE.get(name, DEFAULT_INPUT_SIZE)
 
 
 def registered() -> dict[str, Factory]:

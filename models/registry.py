@@ -18,7 +18,7 @@ from torch import nn
 
 from models import alexnet, lenet, resnet, vgg  # noqa: F401  (their @register_model decorators)
 from models.errors import InvalidInputError, UnknownModelError, UsageError
-from models.factories import Factory, register_model, registered
+from models.factories import Factory, native_input_size, register_model, registered
 from models.spec import (
     FASHION_MEAN,
     FASHION_STD,
@@ -45,6 +45,7 @@ __all__ = [
     "is_factory_ref",
     "list_models",
     "make_spec",
+    "native_input_size",
     "register_model",
     "spec_of",
 ]
@@ -69,10 +70,15 @@ def create_model(
     *,
     num_classes: int = 10,
     in_channels: int = 1,
-    input_size: int = 28,
+    input_size: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached."""
+    """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached.
+
+    `input_size` None means the model's native size (224 for AlexNet, VGG and ResNet, as in
+    torchvision; 28 for LeNet-5 and user factories); the CLI passes the data set's size."""
+    if input_size is None:
+        input_size = native_input_size(name)
     _check_shape_args(num_classes, in_channels, input_size)
     if is_factory_ref(name):
         return create_user_model(

@@ -181,7 +181,7 @@ def _build(
     return model
 
 
-@register_model("resnet18")
+@register_model("resnet18", input_size=224)
 def resnet18(
     *,
     num_classes: int = 10,
@@ -205,7 +205,7 @@ def resnet18(
     )
 
 
-@register_model("resnet50")
+@register_model("resnet50", input_size=224)
 def resnet50(
     *,
     num_classes: int = 10,

@@ -144,7 +144,7 @@ def _build(
     return model
 
 
-@register_model("vgg16")
+@register_model("vgg16", input_size=224)
 def vgg16(
     *,
     num_classes: int = 10,
@@ -161,7 +161,7 @@ def vgg16(
     )
 
 
-@register_model("vgg16_bn")
+@register_model("vgg16_bn", input_size=224)
 def vgg16_bn(
     *,
     num_classes: int = 10,

@@ -98,7 +98,7 @@ def test_ratio_prunes_every_layer_but_the_head():
 
 
 def test_round_to_keeps_multiples_and_narrow_layers():
-    m = create_model("resnet18")
+    m = create_model("resnet18", input_size=28)
     prune(m, PruneConfig(ratio=0.3))
     widths = [mod.out_channels for mod in m.modules() if isinstance(mod, nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths)
@@ -309,10 +309,10 @@ def test_layer_the_pruner_breaks_is_named(tmp_path):
 
 ZOO = [
     ("lenet5", {}),
-    ("alexnet", {}),
+    ("alexnet", {"input_size": 28}),
     ("vgg16", {"input_size": 32}),
     ("vgg16_bn", {"input_size": 32}),
-    ("resnet18", {}),
+    ("resnet18", {"input_size": 28}),
     ("resnet50", {"input_size": 32}),
     (USER_MODEL, {}),
 ]
