@@ -54,7 +54,7 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-@register_model("lenet5")
+@register_model("lenet5", min_input_size=MIN_INPUT_SIZE)
 def lenet5(
     *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, **kw: Any
 ) -> nn.Module:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,13 @@ from torch import nn
 
 from models import alexnet, lenet, resnet, vgg  # noqa: F401  (their @register_model decorators)
 from models.errors import InvalidInputError, UnknownModelError, UsageError
-from models.factories import Factory, native_input_size, register_model, registered
+from models.factories import (
+    Factory,
+    min_input_size,
+    native_input_size,
+    register_model,
+    registered,
+)
 from models.spec import (
     FASHION_MEAN,
     FASHION_STD,
@@ -31,6 +38,8 @@ from models.spec import (
     spec_of,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "FASHION_MEAN",
     "FASHION_STD",
@@ -42,6 +51,7 @@ __all__ = [
     "create_model",
     "create_user_model",
     "default_mean_std",
+    "input_size_for_data",
     "is_factory_ref",
     "list_models",
     "make_spec",
@@ -96,6 +106,23 @@ def create_model(
     spec: ModelSpec = model.spec  # type: ignore[assignment]
     attach_spec(model, replace(spec, extra={**spec.extra, "kwargs": _jsonable(kwargs)}))
     return model
+
+
+def input_size_for_data(name: str, data_size: int) -> int:
+    """The input size to build `name` at for data of `data_size` pixels: the data's own size,
+    unless the model cannot take images that small; then its native size (the loaders resize
+    every image to the model's size), said in one log line."""
+    if is_factory_ref(name) or name not in registered() or data_size >= min_input_size(name):
+        return data_size
+    size = native_input_size(name)
+    log.info(
+        "%s needs inputs of at least %d px and the images are %d px: resizing them to %d px",
+        name,
+        min_input_size(name),
+        data_size,
+        size,
+    )
+    return size
 
 
 def is_factory_ref(name: str) -> bool:
