@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import compress
+from tests.conftest import MINI
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
         code, n = re.subn(pattern, repl, code)
         assert n, f"README example no longer contains {pattern!r}"
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COMPRESS_DATA_DIR", str(ROOT / "tests" / "data" / "fashion-mini"))
+    monkeypatch.setenv("COMPRESS_DATA_DIR", MINI)
     exec(compile(code, "README.md", "exec"), {"ROOT": ROOT, "OVERRIDES": OVERRIDES})
     for art in ("lenet5", "lenet5-p50", "lenet5-kd", "lenet5-int8", "lenet5-onnx"):
         assert (tmp_path / "runs" / art / "card.json").is_file()

@@ -52,7 +52,7 @@ def test_split_is_deterministic_and_disjoint():
 def test_missing_data_names_places_and_install_hint(tmp_path, monkeypatch):
     monkeypatch.setattr("models.idx.DEBIAN_FASHION", tmp_path / "nope")
     monkeypatch.delenv("COMPRESS_DATA_DIR", raising=False)
-    with pytest.raises(DataNotFoundError) as e:
+    with pytest.raises(DataNotFoundError, match="train split not found; looked in") as e:
         load_data(DataConfig(data_dir=str(tmp_path)), create_model("lenet5").spec)
     assert "apt-get install -y dataset-fashion-mnist" in str(e.value)
 

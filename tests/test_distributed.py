@@ -24,9 +24,10 @@ from models.data import DataConfig, load_data
 from models.errors import InvalidInputError, UnsupportedError, UsageError
 from models.images import RowView
 from models.registry import create_model, spec_of
+from tests.conftest import FASHION_MINI
 
 ROOT = Path(__file__).resolve().parents[1]
-MINI = ROOT / "tests" / "data" / "fashion-mini"
+MINI = FASHION_MINI
 DDP_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", ddp.BACKEND_ENV)
 
 
@@ -98,6 +99,7 @@ def test_backend_the_device_cannot_use_is_refused(no_torchrun_env):
         ddp.setup("cpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_each_rank_gets_its_own_gpu(no_torchrun_env):
     count = torch.cuda.device_count()

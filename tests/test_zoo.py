@@ -196,22 +196,20 @@ def test_variant_override_imagenet_at_small_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kw"),
+    ("name", "kw", "match"),
     [
-        (
-            "alexnet",
-            {"input_size": 28, "variant": "imagenet"},
-        ),  # 28 px is too small for the 11x11/4 stem
-        ("vgg16", {"input_size": 28, "variant": "imagenet"}),  # five 2x pools need 32 px
-        ("vgg16", {"variant": "tiny"}),
-        ("alexnet", {"hidden": 0}),
-        ("resnet50", {"stem": "mnist"}),
-        ("lenet5", {"bogus": 1}),
-        ("resnet18", {"bogus": 1}),
+        # 28 px is too small for the 11x11/4 stem; five 2x pools need 32 px
+        ("alexnet", {"input_size": 28, "variant": "imagenet"}, "needs --input-size >= 63"),
+        ("vgg16", {"input_size": 28, "variant": "imagenet"}, "needs --input-size >= 32"),
+        ("vgg16", {"variant": "tiny"}, "variant must be one of"),
+        ("alexnet", {"hidden": 0}, "hidden must be >= 1"),
+        ("resnet50", {"stem": "mnist"}, "stem must be one of"),
+        ("lenet5", {"bogus": 1}, "unknown option"),
+        ("resnet18", {"bogus": 1}, "unknown option"),
     ],
 )
-def test_bad_options_are_usage_errors(name: str, kw: dict[str, object]) -> None:
-    with pytest.raises(UsageError):
+def test_bad_options_are_usage_errors(name: str, kw: dict[str, object], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
         create_model(name, **kw)
 
 
@@ -268,7 +266,7 @@ def test_lenet5_shapes_and_parameter_count() -> None:
     assert create_model("lenet5", input_size=32).fc1.in_features == 16 * 6 * 6
     kinds = {type(m) for m in model.modules()}
     assert {nn.ReLU, nn.MaxPool2d, nn.Flatten} <= kinds
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="lenet5 needs --input-size >= 12, got 10"):
         create_model("lenet5", input_size=10)
 
 
