@@ -64,7 +64,7 @@ def main() -> None:
     for name in args.models:
         steps = {}
         for v in args.variants:
-            model = create_model(name).train()
+            model = create_model(name, input_size=28).train()  # Fashion-MNIST size
             steps[v] = step_fn(model, *VARIANTS[v], args.batch)
             for _ in range(2):
                 steps[v]()  # warm-up: oneDNN picks kernels on first calls

@@ -21,7 +21,7 @@ from models.registry import create_model, spec_of
 
 def rate(data_dir: str, model: str, mmap: bool, workers: int, batches: int) -> tuple[float, int]:
     """(images/s over `batches` training batches, peak RSS MiB of this process so far)."""
-    spec = spec_of(create_model(model))
+    spec = spec_of(create_model(model, input_size=28))  # Fashion-MNIST size
     cfg = DataConfig(dataset="fashion-mnist", data_dir=data_dir, mmap=mmap, workers=workers)
     bundle = load_data(cfg, spec)
     n, t0 = 0, time.perf_counter()

@@ -32,7 +32,7 @@ def ort_plain_defaults(src: Path, dst: Path, calib: np.ndarray, input_name: str)
     return dst
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("artifact", help="fp32 ONNX artifact directory (compress export)")
     ap.add_argument("--samples", type=int, default=300)
@@ -48,73 +48,71 @@ def main() -> None:
     ap.add_argument("--no-extras", action="store_true", help="skip dynamic and fp16 rows")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def build_models(
+    args: argparse.Namespace, fp32: Path, calib: np.ndarray, t: Path
+) -> dict[str, Path]:
+    """Every variant to compare, quantized from `fp32` with the same calibration images."""
     from compress.quantization import graph as qgraph
-    from compress.quantization import ortrun
-    from compress.quantization.calibration import calibration_inputs
     from compress.quantization.ortrun import quiet_ort
     from compress.quantization.quantize import QuantizeConfig, quantize
-    from compress.stages.common import data_config_for
-    from models.artifact import read_card
-    from models.data import DataConfig, load_data
 
-    art = Path(args.artifact)
-    card = read_card(art)
-    spec = card.model_spec
-    fp32 = art / "model.onnx"
-    bundle = load_data(data_config_for(DataConfig(data_dir=args.data_dir), card), spec)
-    calib = calibration_inputs(bundle.val, args.samples, seed=0)
-    info = qgraph.inspect(fp32)
-    n = spec.num_classes
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        models: dict[str, Path] = {"fp32": fp32}
-        base = QuantizeConfig(max_drop=None, latency=False)
-        models["ours: ptq-static defaults"] = t / "ours.onnx"
-        quantize(fp32, base, calib, t / "ours.onnx")
-        with quiet_ort():
-            models["onnxruntime quantize_static defaults"] = ort_plain_defaults(
-                fp32, t / "ort.onnx", calib, info.input_name
-            )
-        if args.keep_float:
-            cfg = QuantizeConfig(max_drop=None, latency=False, keep_float=tuple(args.keep_float))
-            label = f"ours, {'+'.join(args.keep_float)} kept fp32"
-            models[label] = t / "keep.onnx"
-            quantize(fp32, cfg, calib, t / "keep.onnx")
-        for i, v in enumerate(args.variant):
-            kw: dict[str, Any] = {}
-            for item in v.split(","):
-                key, _, val = item.partition("=")
-                kw[key] = {"true": True, "false": False}.get(val.lower(), val)
-            models[f"ours, {v}"] = t / f"variant{i}.onnx"
-            quantize(fp32, QuantizeConfig(max_drop=None, latency=False, **kw), calib,
-                     t / f"variant{i}.onnx")  # fmt: skip
-        if not args.no_extras:
-            if qgraph.inspect(fp32).nodes_of(qgraph.DYNAMIC_OPS):
-                models["ours: ptq-dynamic (MatMul/Gemm)"] = t / "dyn.onnx"
-                quantize(fp32, QuantizeConfig(method="ptq-dynamic", max_drop=None, latency=False),
-                         calib, t / "dyn.onnx")  # fmt: skip
-            models["ours: fp16"] = t / "fp16.onnx"
-            quantize(fp32, QuantizeConfig(method="fp16", max_drop=None, latency=False), calib,
-                     t / "fp16.onnx")  # fmt: skip
-        lat = ortrun.latencies(list(models.values()), calib[:64], (1, 32), runs=40, budget_s=20,
-                                threads=args.threads)  # fmt: skip
-        rows: list[dict[str, Any]] = []
-        for (name, path), ms in zip(models.items(), lat, strict=True):
-            row: dict[str, Any] = {
-                "model": name,
-                "bytes": path.stat().st_size,
-                "size_ratio": round(path.stat().st_size / fp32.stat().st_size, 4),
-                "latency_ms": ms,
-            }
-            if not args.no_accuracy:
-                row["val_top1"] = ortrun.top1(path, bundle.loader("val"), n)
-                row["test_top1"] = ortrun.top1(path, bundle.loader("test"), n)
-            rows.append(row)
+    def ours(label: str, name: str, **kw: Any) -> None:
+        models[label] = t / name
+        quantize(fp32, QuantizeConfig(max_drop=None, latency=False, **kw), calib, t / name)
+
+    models: dict[str, Path] = {"fp32": fp32}
+    ours("ours: ptq-static defaults", "ours.onnx")
+    with quiet_ort():
+        models["onnxruntime quantize_static defaults"] = ort_plain_defaults(
+            fp32, t / "ort.onnx", calib, qgraph.inspect(fp32).input_name
+        )
+    if args.keep_float:
+        label = f"ours, {'+'.join(args.keep_float)} kept fp32"
+        ours(label, "keep.onnx", keep_float=tuple(args.keep_float))
+    for i, v in enumerate(args.variant):
+        kw: dict[str, Any] = {}
+        for item in v.split(","):
+            key, _, val = item.partition("=")
+            kw[key] = {"true": True, "false": False}.get(val.lower(), val)
+        ours(f"ours, {v}", f"variant{i}.onnx", **kw)
+    if not args.no_extras:
+        if qgraph.inspect(fp32).nodes_of(qgraph.DYNAMIC_OPS):
+            ours("ours: ptq-dynamic (MatMul/Gemm)", "dyn.onnx", method="ptq-dynamic")
+        ours("ours: fp16", "fp16.onnx", method="fp16")
+    return models
+
+
+def measure(
+    args: argparse.Namespace, models: dict[str, Path], calib: np.ndarray, bundle: Any, n: int
+) -> list[dict[str, Any]]:
+    """Size, interleaved latency at batch 1 and 32, and (unless --no-accuracy) top-1."""
+    from compress.quantization import ortrun
+
+    fp32 = models["fp32"]
+    lat = ortrun.latencies(list(models.values()), calib[:64], (1, 32), runs=40, budget_s=20,
+                            threads=args.threads)  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for (name, path), ms in zip(models.items(), lat, strict=True):
+        row: dict[str, Any] = {
+            "model": name,
+            "bytes": path.stat().st_size,
+            "size_ratio": round(path.stat().st_size / fp32.stat().st_size, 4),
+            "latency_ms": ms,
+        }
+        if not args.no_accuracy:
+            row["val_top1"] = ortrun.top1(path, bundle.loader("val"), n)
+            row["test_top1"] = ortrun.top1(path, bundle.loader("test"), n)
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], threads: int | None) -> None:
     load = os.getloadavg()
     print(f"load average during run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
-          f"onnxruntime threads: {args.threads or 'default'}")  # fmt: skip
+          f"onnxruntime threads: {threads or 'default'}")  # fmt: skip
     head = "| model | size | ratio | val top-1 | test top-1 | b1 ms | b32 ms | b1 vs fp32 | b32 vs fp32 |"
     print(head)
     print("|" + "---|" * 9)
@@ -130,7 +128,27 @@ def main() -> None:
             f"| {r['model']} | {r['bytes'] / 1024:.1f} KiB | {r['size_ratio']:.3f}x | {acc[0]} | "
             f"{acc[1]} | {b1:.3f} | {b32:.3f} | {f1 / b1:.2f}x | {f32 / b32:.2f}x |"
         )
+
+
+def main() -> None:
+    args = parse_args()
+    from compress.quantization.calibration import calibration_inputs
+    from compress.stages.common import data_config_for
+    from models.artifact import read_card
+    from models.data import DataConfig, load_data
+
+    art = Path(args.artifact)
+    card = read_card(art)
+    spec = card.model_spec
+    fp32 = art / "model.onnx"
+    bundle = load_data(data_config_for(DataConfig(data_dir=args.data_dir), card), spec)
+    calib = calibration_inputs(bundle.val, args.samples, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = build_models(args, fp32, calib, Path(tmp))
+        rows = measure(args, models, calib, bundle, spec.num_classes)
+    print_table(rows, args.threads)
     if args.json:
+        load = os.getloadavg()
         Path(args.json).write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
 
 

@@ -1,6 +1,77 @@
 """compress: prune, distill, quantize and export CNNs, and measure what it bought.
 
-Importing this package is cheap; the stages import torch and onnxruntime when used.
+The Python API is one function per verb, each with its config class::
+
+    import compress
+    compress.train("lenet5", "runs/lenet5", compress.TrainConfig(epochs=12))
+
+Importing this package is cheap (no torch): the functions and configs below load on first use
+through the module `__getattr__`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it (imported on first attribute access).
+_LAZY = {
+    "train": "compress.api",
+    "prune": "compress.api",
+    "distill": "compress.api",
+    "quantize": "compress.api",
+    "export_onnx": "compress.api",
+    "bench": "compress.api",
+    "run_recipe": "compress.api",
+    "ModelRef": "compress.stages.common",
+    "TrainConfig": "compress.training.config",
+    "PruneConfig": "compress.pruning.config",
+    "DistillConfig": "compress.distillation.distill",
+    "QuantizeConfig": "compress.quantization.context",
+    "ExportConfig": "export.onnx_export",
+    "BenchConfig": "export.bench",
+    "DataConfig": "models.splits",
+}
+__all__ = [
+    "BenchConfig",
+    "DataConfig",
+    "DistillConfig",
+    "ExportConfig",
+    "ModelRef",
+    "PruneConfig",
+    "QuantizeConfig",
+    "TrainConfig",
+    "__version__",
+    "bench",
+    "distill",
+    "export_onnx",
+    "prune",
+    "quantize",
+    "run_recipe",
+    "train",
+]
+
+if TYPE_CHECKING:
+    from compress.api import bench, distill, export_onnx, prune, quantize, run_recipe, train
+    from compress.distillation.distill import DistillConfig
+    from compress.pruning.config import PruneConfig
+    from compress.quantization.context import QuantizeConfig
+    from compress.stages.common import ModelRef
+    from compress.training.config import TrainConfig
+    from export.bench import BenchConfig
+    from export.onnx_export import ExportConfig
+    from models.splits import DataConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'compress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

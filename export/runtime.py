@@ -341,7 +341,7 @@ def probe_in_subprocess(
     Returns the child's report (providers, seconds); raises a typed error if it failed or died.
     """
     cmd = [*child_python("export.runtime"), str(path), runtime, str(threads or 0)]
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
@@ -386,7 +386,8 @@ def child_python(module: str) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-def _pythonpath() -> str:
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child Python process: this checkout first, so it imports this code."""
     root = str(Path(__file__).resolve().parents[1])
     extra = os.environ.get("PYTHONPATH")
     return root + (os.pathsep + extra if extra else "")

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 VARIANTS = ("auto", "imagenet", "small")
 SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="auto"
@@ -107,7 +108,7 @@ def pick_variant(variant: str, input_size: int) -> str:
     return variant
 
 
-@register_model("alexnet")
+@register_model("alexnet", input_size=224)
 def alexnet(
     *,
     num_classes: int = 10,

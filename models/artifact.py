@@ -60,9 +60,10 @@ class Code(BaseModel):
 
 
 class Card(BaseModel):
-    """card.json. Extra keys are kept, so later stages can add their own sections."""
+    """card.json. Every section is declared here (unknown keys are dropped on reading, and
+    setting an undeclared one is an error), so what a stage writes is typed."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     format: str = FORMAT
     kind: Literal["pytorch", "onnx"] = "pytorch"
@@ -80,6 +81,10 @@ class Card(BaseModel):
     content_hash: str = ""
     gates: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)
+    training_precision: str | None = None  # what training ran in (autocast), train/distill
+    distributed: dict[str, Any] | None = None  # world size, backend, rank consistency
+    prune: dict[str, Any] | None = None  # before/after, speed-ups (prune stage)
+    quantization: dict[str, Any] | None = None  # method, settings, why (quantize stage)
 
     @property
     def model_spec(self) -> ModelSpec:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import DataBundle, DataConfig, effective_val_size, split_indices
 from models.errors import DataNotFoundError, InvalidInputError
 from models.images import SizedDataset, random_flip_crop, resize_center_crop, to_model_input
-from models.registry import ModelSpec
+from models.spec import ModelSpec
+from models.splits import DataBundle, DataConfig, effective_val_size, split_indices
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from models.errors import InvalidInputError
-from models.registry import ModelSpec
+from models.spec import ModelSpec
 
 
 class SizedDataset(Dataset):
-    """A map-style dataset with a length (all of ours)."""
+    """A map-style dataset with a length (all of ours), its images shaped for `spec`."""
+
+    spec: ModelSpec
 
     def __len__(self) -> int:
         raise NotImplementedError

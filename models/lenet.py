@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 MIN_INPUT_SIZE = 12  # conv2 (5x5, no padding) then a 2x2 pool need a 6x6 map after pool1
 
@@ -53,7 +54,7 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-@register_model("lenet5")
+@register_model("lenet5", min_input_size=MIN_INPUT_SIZE)
 def lenet5(
     *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, **kw: Any
 ) -> nn.Module:

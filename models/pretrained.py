@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from models.errors import ArchitectureMismatchError, CompressError, UsageError
-from models.registry import IMAGENET_MEAN, IMAGENET_STD, attach_spec, spec_of
+from models.factories import registered
+from models.spec import IMAGENET_MEAN, IMAGENET_STD, attach_spec, spec_of
 
 REGISTRY_SOURCE = "torchvision weight registry (torchvision/models/*.py, IMAGENET1K_V1)"
 BASE_URL = "https://download.pytorch.org/models"
@@ -218,11 +219,10 @@ def fitted(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained) -> 
 def check_fits(model: nn.Module, entry: Pretrained) -> None:
     """Refuse a model the weights can't load into before downloading anything: compares with
     torchvision's layout built on the meta device (shapes only, no memory)."""
-    from models.registry import create_model
+    from models import alexnet, resnet, vgg  # noqa: F401  (register the published families)
 
     with torch.device("meta"):
-        ref = create_model(
-            entry.model,
+        ref = registered()[entry.model](
             num_classes=entry.num_classes,
             in_channels=entry.in_channels,
             input_size=entry.crop,

@@ -8,85 +8,61 @@ small-input variant (documented per family). User models come from `path/to/file
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from models import alexnet, lenet, resnet, vgg  # noqa: F401  (their @register_model decorators)
 from models.errors import InvalidInputError, UnknownModelError, UsageError
+from models.factories import (
+    Factory,
+    min_input_size,
+    native_input_size,
+    register_model,
+    registered,
+)
+from models.spec import (
+    FASHION_MEAN,
+    FASHION_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelSpec,
+    attach_spec,
+    default_mean_std,
+    make_spec,
+    spec_of,
+)
 from models.usercode import load_factory, read_source, sha256_bytes
 
-FASHION_MEAN = (0.2860,)
-FASHION_STD = (0.3530,)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model expects and where its head is; stored in every artifact card."""
-
-    name: str
-    input_size: int = 28
-    in_channels: int = 1
-    num_classes: int = 10
-    mean: tuple[float, ...] = FASHION_MEAN
-    std: tuple[float, ...] = FASHION_STD
-    classifier: str = "fc"
-    variant: str = "default"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.in_channels, self.input_size, self.input_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        d = dict(d)
-        d["mean"], d["std"] = tuple(d.get("mean", FASHION_MEAN)), tuple(d.get("std", FASHION_STD))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-Factory = Callable[..., nn.Module]
-_REGISTRY: dict[str, Factory] = {}
-
-
-def register_model(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`."""
-
-    def deco(fn: Factory) -> Factory:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def _ensure_zoo_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from models import alexnet, lenet, resnet, vgg  # noqa: F401
+__all__ = [
+    "FASHION_MEAN",
+    "FASHION_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Factory",
+    "ModelSpec",
+    "attach_spec",
+    "create_model",
+    "create_user_model",
+    "default_mean_std",
+    "input_size_for_data",
+    "is_factory_ref",
+    "list_models",
+    "make_spec",
+    "native_input_size",
+    "register_model",
+    "spec_of",
+]
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
-    _ensure_zoo_loaded()
-    return sorted(_REGISTRY)
-
-
-def default_mean_std(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Fashion-MNIST statistics for 1 channel, ImageNet's for 3, neutral otherwise."""
-    if in_channels == 1:
-        return FASHION_MEAN, FASHION_STD
-    if in_channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (0.5,) * in_channels, (0.5,) * in_channels
+    return sorted(registered())
 
 
 def _check_shape_args(num_classes: int, in_channels: int, input_size: int) -> None:
@@ -108,7 +84,9 @@ def create_model(
 ) -> nn.Module:
     """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached.
 
-    Shapes default to 10 classes, 1 channel, 28 pixels; with `weights` naming published weights
+    Shapes default to 10 classes, 1 channel and the model's native size (224 for AlexNet,
+    VGG and ResNet, as in torchvision; 28 for LeNet-5 and user factories; the CLI passes the data
+    set's size); with `weights` naming published weights
     (`"imagenet"`, see `models.pretrained`) to 1000 classes, 3 channels, 224 pixels, and the
     weights are downloaded (once) and loaded; other `num_classes` replace the classifier.
     (`weights` is read from `kwargs`, so callers passing `**shape` dicts stay well-typed.)"""
@@ -120,19 +98,21 @@ def create_model(
         entry = lookup(name, weights)
     num_classes = num_classes if num_classes is not None else (entry.num_classes if entry else 10)
     in_channels = in_channels if in_channels is not None else (entry.in_channels if entry else 1)
-    input_size = input_size if input_size is not None else (entry.crop if entry else 28)
+    input_size = (
+        input_size if input_size is not None else (entry.crop if entry else native_input_size(name))
+    )
     _check_shape_args(num_classes, in_channels, input_size)
     if is_factory_ref(name):
         return create_user_model(
             name, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
         )
-    _ensure_zoo_loaded()
-    if name not in _REGISTRY:
+    factories = registered()
+    if name not in factories:
         raise UnknownModelError(
             f"unknown model {name!r}; available: {', '.join(list_models())}",
             hint="or pass an artifact directory, or path/to/file.py:factory",
         )
-    model = _REGISTRY[name](
+    model = factories[name](
         num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
     )
     spec: ModelSpec = model.spec  # type: ignore[assignment]
@@ -142,6 +122,23 @@ def create_model(
 
         load_pretrained(model, entry)
     return model
+
+
+def input_size_for_data(name: str, data_size: int) -> int:
+    """The input size to build `name` at for data of `data_size` pixels: the data's own size,
+    unless the model cannot take images that small; then its native size (the loaders resize
+    every image to the model's size), said in one log line."""
+    if is_factory_ref(name) or name not in registered() or data_size >= min_input_size(name):
+        return data_size
+    size = native_input_size(name)
+    log.info(
+        "%s needs inputs of at least %d px and the images are %d px: resizing them to %d px",
+        name,
+        min_input_size(name),
+        data_size,
+        size,
+    )
+    return size
 
 
 def is_factory_ref(name: str) -> bool:
@@ -204,19 +201,6 @@ def create_user_model(
     return model
 
 
-def spec_of(model: nn.Module) -> ModelSpec:
-    """The model's spec, typed (attribute access on nn.Module is typed as Tensor | Module)."""
-    spec = getattr(model, "spec", None)
-    if not isinstance(spec, ModelSpec):
-        raise InvalidInputError(f"{type(model).__name__} carries no ModelSpec (.spec)")
-    return spec
-
-
-def attach_spec(model: nn.Module, spec: ModelSpec) -> None:
-    """Give a module its spec (setattr: nn.Module's typed __setattr__ only admits tensors)."""
-    setattr(model, "spec", spec)  # noqa: B010
-
-
 def _last_linear_name(model: nn.Module) -> str:
     last = ""
     for n, m in model.named_modules():
@@ -227,25 +211,3 @@ def _last_linear_name(model: nn.Module) -> str:
 
 def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}
-
-
-def make_spec(
-    name: str,
-    num_classes: int,
-    in_channels: int,
-    input_size: int,
-    classifier: str,
-    variant: str = "default",
-) -> ModelSpec:
-    """Spec with the default normalization for the channel count."""
-    mean, std = default_mean_std(in_channels)
-    return ModelSpec(
-        name=name,
-        input_size=input_size,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        classifier=classifier,
-        variant=variant,
-    )

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 STEMS = ("imagenet", "cifar")
 
@@ -180,7 +181,7 @@ def _build(
     return model
 
 
-@register_model("resnet18")
+@register_model("resnet18", input_size=224)
 def resnet18(
     *,
     num_classes: int = 10,
@@ -204,7 +205,7 @@ def resnet18(
     )
 
 
-@register_model("resnet50")
+@register_model("resnet50", input_size=224)
 def resnet50(
     *,
     num_classes: int = 10,

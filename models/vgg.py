@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.registry import ModelSpec, make_spec, register_model
+from models.factories import register_model
+from models.spec import ModelSpec, make_spec
 
 # fmt: off
 CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -143,7 +144,7 @@ def _build(
     return model
 
 
-@register_model("vgg16")
+@register_model("vgg16", input_size=224)
 def vgg16(
     *,
     num_classes: int = 10,
@@ -160,7 +161,7 @@ def vgg16(
     )
 
 
-@register_model("vgg16_bn")
+@register_model("vgg16_bn", input_size=224)
 def vgg16_bn(
     *,
     num_classes: int = 10,

@@ -1,12 +1,15 @@
-"""Shared fixtures: the committed Fashion-MNIST subset and a small trained LeNet-5 artifact."""
+"""Shared fixtures: the committed Fashion-MNIST subset (one absolute path), its data config and
+loaded splits, calibration inputs, and a small trained LeNet-5 artifact."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-FASHION_MINI = Path(__file__).parent / "data" / "fashion-mini"
+FASHION_MINI = (Path(__file__).parent / "data" / "fashion-mini").resolve()
+MINI = str(FASHION_MINI)  # the same path as a string, for CLI arguments and configs
 
 
 @pytest.fixture
@@ -14,7 +17,25 @@ def mini_data():
     """DataConfig over the committed 800+300-image Fashion-MNIST subset."""
     from models.data import DataConfig
 
-    return DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI), batch_size=64)
+    return DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    """The subset's train/val/test splits shaped for LeNet-5 (batches of 64)."""
+    from models.data import DataConfig, load_data
+    from models.registry import create_model, spec_of
+
+    spec = spec_of(create_model("lenet5"))
+    return load_data(DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64), spec)
+
+
+@pytest.fixture(scope="session")
+def calib(bundle) -> np.ndarray:
+    """64 seeded calibration inputs from the validation split."""
+    from compress.quantization.calibration import calibration_inputs
+
+    return calibration_inputs(bundle.val, 64, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +47,6 @@ def trained_lenet(tmp_path_factory) -> Path:
     from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("art") / "lenet5"
-    data = DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI), batch_size=64)
+    data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
     run_train(ModelRef("lenet5"), TrainConfig(epochs=4, lr=5e-3, amp="off"), data, out)
     return out

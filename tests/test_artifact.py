@@ -102,3 +102,19 @@ def test_pruned_model_round_trip_without_pickle(tmp_path):
     assert torch.equal(m(x), loaded(x))
     assert card.structure is not None and card.structure["conv1"]["out_channels"] < 64
     assert not any(Path(tmp_path / "p").glob("*.pt"))
+
+
+def test_card_declares_its_sections_and_refuses_undeclared_ones():
+    """Stages write only declared sections; an old card's unknown keys are dropped on reading."""
+    import pydantic
+
+    from models.artifact import Card, new_card
+
+    card = new_card(create_model("lenet5"))
+    card.training_precision = "bf16"
+    card.quantization = {"method": "ptq-static"}
+    with pytest.raises(ValueError, match="no field"):
+        card.made_up = 1  # type: ignore[attr-defined]
+    again = Card.model_validate({**card.model_dump(), "legacy": 1})
+    assert again.training_precision == "bf16" and "legacy" not in again.model_dump()
+    assert isinstance(again, pydantic.BaseModel)

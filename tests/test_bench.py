@@ -22,8 +22,9 @@ from models.artifact import new_card, save_model
 from models.data import DataConfig
 from models.errors import InvalidInputError, UsageError
 from models.registry import create_model
+from tests.conftest import FASHION_MINI
 
-MINI = DataConfig(dataset="fashion-mnist", data_dir="tests/data/fashion-mini")
+MINI = DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI))
 FAST = {"warmup": 1, "iters": 3}
 RESULT_FIELDS = {
     "model": str,
@@ -130,17 +131,17 @@ def test_benchmark_library_with_in_memory_model() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "match"),
     [
-        {"runtimes": ("tflite",)},
-        {"batch_sizes": (0,)},
-        {"iters": 3, "seconds": 1.0},
-        {"threads": 0},
-        {"runtimes": ()},
+        ({"runtimes": ("tflite",)}, "unknown runtime 'tflite'"),
+        ({"batch_sizes": (0,)}, "--batch-sizes must be >= 1"),
+        ({"iters": 3, "seconds": 1.0}, "--iters or --seconds, not both"),
+        ({"threads": 0}, "--threads must be >= 1"),
+        ({"runtimes": ()}, "at least one --runtime"),
     ],
 )
-def test_config_validation(kwargs: dict) -> None:
-    with pytest.raises(UsageError):
+def test_config_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
         BenchConfig(**kwargs)
 
 

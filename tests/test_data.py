@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.artifact import read_card
 from models.data import DataConfig, load_data, split_indices
 from models.errors import DataNotFoundError, InvalidInputError, UsageError
 from models.idx import read_idx
@@ -51,7 +52,7 @@ def test_split_is_deterministic_and_disjoint():
 def test_missing_data_names_places_and_install_hint(tmp_path, monkeypatch):
     monkeypatch.setattr("models.idx.DEBIAN_FASHION", tmp_path / "nope")
     monkeypatch.delenv("COMPRESS_DATA_DIR", raising=False)
-    with pytest.raises(DataNotFoundError) as e:
+    with pytest.raises(DataNotFoundError, match="train split not found; looked in") as e:
         load_data(DataConfig(data_dir=str(tmp_path)), create_model("lenet5").spec)
     assert "apt-get install -y dataset-fashion-mnist" in str(e.value)
 
@@ -87,6 +88,38 @@ def test_imagefolder_any_size_and_mode(tmp_path):
     assert b.class_names == ["cat", "dog"] and len(b.test) == 6
     x, y = next(iter(b.loader("train")))
     assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+
+
+def test_imagefolder_smaller_than_the_model_accepts_is_resized(tmp_path, caplog):
+    """8x8 images train LeNet-5 (which needs >= 12 px) at its native 28 px, said in one line
+    (rough edge 5); sizes the model accepts are kept."""
+    import logging
+
+    from PIL import Image
+
+    from compress.stages.common import ModelRef
+    from compress.stages.train import run_train
+    from compress.training.fit import TrainConfig
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            d = tmp_path / "img" / split / cls
+            d.mkdir(parents=True)
+            for i in range(10 if split == "train" else 3):
+                Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(d / f"{i}.png")
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "img"), batch_size=4)
+    with caplog.at_level(logging.INFO, logger="models.registry"):
+        run_train(ModelRef("lenet5"), TrainConfig(epochs=1, amp="off"), cfg, tmp_path / "out")
+    card = read_card(tmp_path / "out")
+    assert card.model_spec.input_size == 28 and card.model_spec.num_classes == 2
+    lines = [r.getMessage() for r in caplog.records if "resizing" in r.getMessage()]
+    assert lines == [
+        "lenet5 needs inputs of at least 12 px and the images are 8 px: resizing them to 28 px"
+    ]
+    from models.registry import input_size_for_data
+
+    assert input_size_for_data("lenet5", 16) == 16 and input_size_for_data("alexnet", 8) == 8
 
 
 def test_seed_orders_batches_but_an_artifact_keeps_its_split(mini_data):

@@ -24,8 +24,8 @@ from models.artifact import load_model, read_card, save_model
 from models.data import load_data
 from models.errors import InvalidInputError, UnsupportedError, UsageError, WeightsError
 from models.registry import attach_spec, create_model, spec_of
+from tests.conftest import MINI
 
-MINI = str(Path(__file__).parent / "data" / "fashion-mini")
 runner = CliRunner()
 
 
@@ -71,22 +71,22 @@ def test_kd_loss_blends_soft_and_hard_terms():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "match"),
     [
-        {"temperature": 0.0},
-        {"temperature": -1.0},
-        {"temperature": math.nan},
-        {"alpha": -0.1},
-        {"alpha": 1.5},
-        {"epochs": -1},
-        {"lr": 0.0},
-        {"feature_weight": -1.0},
-        {"features": "layer3:"},
-        {"features": [("layer3",)]},
+        ({"temperature": 0.0}, "--temperature must be > 0"),
+        ({"temperature": -1.0}, "--temperature must be > 0"),
+        ({"temperature": math.nan}, "--temperature must be > 0"),
+        ({"alpha": -0.1}, "--alpha must be in \\[0, 1\\]"),
+        ({"alpha": 1.5}, "--alpha must be in \\[0, 1\\]"),
+        ({"epochs": -1}, "--epochs must be >= 0"),
+        ({"lr": 0.0}, "--lr must be > 0"),
+        ({"feature_weight": -1.0}, "--feature-weight must be >= 0"),
+        ({"features": "layer3:"}, "bad pair 'layer3:'"),
+        ({"features": [("layer3",)]}, "feature pair must be"),
     ],
 )
-def test_invalid_distill_config_is_a_usage_error(kwargs):
-    with pytest.raises(UsageError):
+def test_invalid_distill_config_is_a_usage_error(kwargs, match):
+    with pytest.raises(UsageError, match=match):
         DistillConfig(**kwargs)
 
 
@@ -276,8 +276,8 @@ def test_stage_card_records_teacher_lineage_and_precision(
     assert entry["teacher"]["content_hash"] == read_card(trained_lenet).content_hash
     assert entry["teacher"]["history"][-1]["stage"] == "train"
     assert entry["kd"]["temperature"] == 3.0 and entry["kd"]["alpha"] == 0.8
-    assert entry["metrics_before"]["test"]["top1"] == r["before"]["test"]["top1"]
-    assert card.training_precision == r["precision"]  # type: ignore[attr-defined]
+    assert entry["metrics_before"]["test"]["top1"] == r.before["test"]["top1"]
+    assert card.training_precision == r.precision
     assert card.precision == "fp32"
     model, _ = load_model(out)  # pruned shapes survive; weights stored as fp32
     assert dict(model.named_modules())["conv2"].out_channels == 8  # type: ignore[union-attr]

@@ -139,9 +139,9 @@ def test_dynamic_spatial_dims_crafted(tmp_path: Path) -> None:
 
 def test_bad_input(tmp_path: Path) -> None:
     (tmp_path / "x.onnx").write_bytes(b"\x00\x01 not onnx")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="not a valid ONNX file"):
         diagnose(tmp_path / "x.onnx")
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="doctor diagnoses onnxruntime runtimes"):
         diagnose(tmp_path / "x.onnx", runtime="torch")
 
 

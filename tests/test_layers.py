@@ -1,5 +1,8 @@
-"""The layer DAG the folders promise: models/ at the bottom, export/ on models/ only, compress/
-on top; and `import compress` stays cheap (heavy libraries load only when a verb needs them)."""
+"""The layer DAG the folders promise, read from the source (imports inside functions and under
+TYPE_CHECKING included): models/ at the bottom, export/ on models/ only, compress/ on top, and
+inside compress/ distributed <- training <- distillation <- pruning, quantization <- stages <-
+pipeline <- cli. No import cycles between modules, no private name crossing a module, and
+`import compress` stays cheap (heavy libraries load only when a verb needs them)."""
 
 from __future__ import annotations
 
@@ -11,41 +14,224 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"models": {"export", "compress"}, "export": {"compress"}}
+PACKAGES = ("models", "export", "compress")
+# Rank of each part; a module may import its own part or a part of lower rank, nothing else
+# (pruning and quantization share a rank: neither imports the other).
+RANKS = {
+    "models": 0,
+    "export": 1,
+    "compress.distributed": 2,
+    "compress.training": 3,
+    "compress.distillation": 4,
+    "compress.pruning": 5,
+    "compress.quantization": 5,
+    "compress.stages": 6,
+    "compress.pipeline": 7,
+    "compress": 8,  # compress/__init__.py: the lazy public API over stages and pipeline
+    "compress.cli": 9,
+    "compress.__main__": 10,
+}
 
 
-def imported_packages(path: Path) -> set[str]:
-    """Top-level packages a module imports anywhere (module level or inside functions)."""
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def part_of(module: str) -> str:
+    """The layer a module belongs to: the longest prefix in RANKS."""
+    pieces = module.split(".")
+    for n in range(len(pieces), 0, -1):
+        if ".".join(pieces[:n]) in RANKS:
+            return ".".join(pieces[:n])
+    raise KeyError(module)
+
+
+def all_modules(root: Path = ROOT) -> dict[str, Path]:
+    return {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+
+
+def _source(module: str, node: ast.ImportFrom, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(module: str, path: Path, known: set[str]) -> tuple[set[str], list[str]]:
+    """(project modules imported anywhere in the file, private names imported from others)."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    private: list[str] = []
+    aliases: dict[str, str] = {}
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out.add(node.module.split(".")[0])
-    return out
+            for a in node.names:
+                if a.name.split(".")[0] in PACKAGES:
+                    out.add(a.name)
+                    if a.asname:
+                        aliases[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom):
+            src = _source(module, node, path.name == "__init__.py")
+            if src.split(".")[0] not in PACKAGES:
+                continue
+            for a in node.names:
+                if f"{src}.{a.name}" in known:  # a submodule
+                    out.add(f"{src}.{a.name}")
+                    aliases[a.asname or a.name] = f"{src}.{a.name}"
+                else:
+                    out.add(src)
+                    if a.name.startswith("_"):
+                        private.append(f"{src}.{a.name}")
+    for node in ast.walk(tree):  # `alias._name` on an imported project module
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            private.append(f"{aliases[node.value.id]}.{node.attr}")
+    return {m for m in out if m in known and m != module}, private
 
 
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
-def test_no_layer_imports_upward(layer: str) -> None:
-    bad = {
-        str(p.relative_to(ROOT)): sorted(imported_packages(p) & FORBIDDEN[layer])
-        for p in sorted((ROOT / layer).rglob("*.py"))
-    }
-    assert {k: v for k, v in bad.items() if v} == {}
+def import_graph(root: Path = ROOT) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+    mods = all_modules(root)
+    edges, private = {}, {}
+    for m, p in mods.items():
+        edges[m], private[m] = imports_of(m, p, set(mods))
+    return edges, private
 
 
-def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:
-    f = tmp_path / "m.py"
-    f.write_text("def f():\n    from compress.training.fit import fit\n    import export.bench\n")
-    assert imported_packages(f) == {"compress", "export"}
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(edges.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    x = stack.pop()
+                    on_stack.discard(x)
+                    comp.append(x)
+                    if x == v:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return found
 
 
-def test_import_compress_is_cheap() -> None:
-    code = (
-        "import sys, compress, compress.cli.app\n"
-        "heavy = {'torch_pruning', 'onnxruntime', 'optuna', 'matplotlib', 'onnx'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
+def order_violations(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for m, targets in sorted(edges.items()):
+        pm = part_of(m)
+        for t in sorted(targets):
+            pt = part_of(t)
+            if pt != pm and RANKS[pt] >= RANKS[pm]:
+                bad.append(f"{m} -> {t}")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def graph() -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+    return import_graph()
+
+
+def test_every_module_has_a_layer(graph) -> None:
+    edges, _ = graph
+    for m in edges:
+        assert part_of(m) in RANKS
+
+
+def test_no_layer_imports_upward_or_sideways(graph) -> None:
+    assert order_violations(graph[0]) == []
+
+
+def test_no_import_cycles(graph) -> None:
+    assert cycles(graph[0]) == []
+
+
+def test_no_private_name_crosses_a_module(graph) -> None:
+    assert {m: p for m, p in graph[1].items() if p} == {}
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        f = tmp_path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return tmp_path
+
+
+def test_the_checker_sees_lazy_imports_cycles_and_private_names(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "models/__init__.py": "",
+            "models/a.py": "def f():\n    from compress.training import fit\n",
+            "export/__init__.py": "",
+            "export/b.py": "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n    from export.c import X\n",
+            "export/c.py": "from export import b\nfrom models.a import _hidden\n",
+            "export/d.py": "from export import c as cc\ny = cc._z\n",
+            "compress/__init__.py": "",
+            "compress/training/__init__.py": "",
+            "compress/training/fit.py": "",
+            "compress/pruning/__init__.py": "",
+            "compress/pruning/p.py": "from ..quantization.q import Q\n",
+            "compress/quantization/__init__.py": "",
+            "compress/quantization/q.py": "",
+        },
     )
+    edges, private = import_graph(root)
+    assert "compress.training.fit" in edges["models.a"]
+    assert order_violations(edges) == [
+        "compress.pruning.p -> compress.quantization.q",
+        "models.a -> compress.training.fit",
+    ]
+    assert cycles(edges) == [["export.b", "export.c"]]
+    assert private["export.c"] == ["models.a._hidden"]
+    assert private["export.d"] == ["export.c._z"]
+
+
+HEAVY = "{'torch', 'torch_pruning', 'onnxruntime', 'optuna', 'matplotlib', 'onnx'}"
+
+
+@pytest.mark.parametrize(
+    ("imports", "heavy"),
+    [
+        ("compress", HEAVY),
+        ("compress.cli.app", "{'torch_pruning', 'onnxruntime', 'optuna', 'matplotlib', 'onnx'}"),
+    ],
+)
+def test_import_compress_is_cheap(imports: str, heavy: str) -> None:
+    code = f"import sys, {imports}\nprint(sorted({heavy} & set(sys.modules)))\n"
     r = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

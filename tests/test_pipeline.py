@@ -93,7 +93,7 @@ def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, monkeypa
 
 def test_failed_gate_keeps_artifacts_and_exits_5(tmp_path):
     strict = SHORT.replace("stages:", "max_drop: -100\nstages:")
-    with pytest.raises(QualityGateError) as e:
+    with pytest.raises(QualityGateError, match="validation top-1 dropped") as e:
         run_pipeline(parse_recipe(strict), tmp_path / "run")
     assert e.value.exit_code == 5
     assert (tmp_path / "run" / "02-export" / "model.onnx").is_file()

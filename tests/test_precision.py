@@ -19,6 +19,7 @@ from compress.training.precision import AmpPolicy, resolve_amp
 from models.data import load_data
 from models.errors import UnsupportedError, UsageError
 from models.registry import create_model, spec_of
+from tests.conftest import FASHION_MINI
 
 CPU = torch.device("cpu")
 
@@ -107,6 +108,7 @@ def test_train_card_records_training_precision(tmp_path, mini_data):
     assert card.history[-1]["fit"]["precision"] == "bf16"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_auto_is_fp16_with_a_scaler():
     p = resolve_amp("auto", torch.device("cuda"))
@@ -148,7 +150,7 @@ def test_train_cli_rejects_an_amp_mode_the_device_cannot_do(tmp_path):
     res = CliRunner().invoke(
         app,
         ["train", "-m", "lenet5", "--out", str(tmp_path / "o"), "--amp", "fp16",
-         "--device", "cpu", "--data-dir", "tests/data/fashion-mini", "--epochs", "1"],
+         "--device", "cpu", "--data-dir", str(FASHION_MINI), "--epochs", "1"],
     )  # fmt: skip
     assert res.exit_code == 4, res.output
     assert "fp16 needs a CUDA GPU" in res.output and "Traceback" not in res.output

@@ -97,7 +97,7 @@ def test_ratio_prunes_every_layer_but_the_head():
 
 
 def test_round_to_keeps_multiples_and_narrow_layers():
-    m = create_model("resnet18")
+    m = create_model("resnet18", input_size=28)
     prune(m, PruneConfig(ratio=0.3))
     widths = [mod.out_channels for mod in m.modules() if isinstance(mod, nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths)
@@ -174,11 +174,43 @@ def test_every_criterion_prunes_the_user_model(criterion, mini_data):
 
 
 def test_hessian_accumulates_every_sample(mini_data):
+    """`.grad` holds the mean squared per-sample gradient over 16 samples of each batch."""
+    from compress.distributed import sharding
+
+    m = create_model("lenet5")
+    data = load_data(mini_data, m.spec)
+    imp = make_importance("hessian")
+    assert accumulate_gradients(m, imp, data, batches=2) == 32  # 16 samples from each of 2 batches
+    assert all(p.grad is not None for p in m.parameters())
+    got = m.fc3.bias.grad.clone()
+    shard = sharding.train_sampler(len(data.train), data.config.shuffle_seed, 0)
+    want = torch.zeros_like(m.fc3.bias)
+    for i, (x, y) in enumerate(data.loader("train", sampler=shard)):
+        if i == 2:
+            break
+        for xi, yi in zip(x[:16], y[:16], strict=True):
+            m.zero_grad()
+            nn.functional.cross_entropy(m(xi[None]), yi[None]).backward()
+            want += m.fc3.bias.grad.pow(2)
+    torch.testing.assert_close(got, want / 32, rtol=1e-4, atol=1e-7)
+
+
+def test_hessian_importance_reads_the_accumulated_gradients(mini_data):
+    """torch-pruning's Hessian importance scores channels from `.grad`: w² · g summed over
+    conv1's output channels and conv2's matching input channels."""
+    import torch_pruning as tp
+
     m = create_model("lenet5")
     imp = make_importance("hessian")
-    accumulate_gradients(m, imp, load_data(mini_data, m.spec), batches=2)
-    assert set(imp._counter.values()) == {32}  # 16 samples from each of 2 batches
-    assert len(imp._accu_grad) == len(list(m.parameters()))
+    accumulate_gradients(m, imp, load_data(mini_data, m.spec), batches=1)
+    dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.randn(1, 1, 28, 28))
+    group = dg.get_pruning_group(m.conv1, tp.prune_conv_out_channels, idxs=list(range(6)))
+    scores = imp(group)
+    w1, w2 = m.conv1.weight.detach(), m.conv2.weight.detach()
+    own = (w1.pow(2) * m.conv1.weight.grad).sum((1, 2, 3))
+    own += (w2.pow(2) * m.conv2.weight.grad).sum((0, 2, 3))
+    assert scores.shape == (6,)
+    assert torch.argsort(scores).tolist() == torch.argsort(own).tolist()
 
 
 def test_kd_finetunes_each_step_from_the_unpruned_model(mini_data, monkeypatch):
@@ -276,10 +308,10 @@ def test_layer_the_pruner_breaks_is_named(tmp_path):
 
 ZOO = [
     ("lenet5", {}),
-    ("alexnet", {}),
+    ("alexnet", {"input_size": 28}),
     ("vgg16", {"input_size": 32}),
     ("vgg16_bn", {"input_size": 32}),
-    ("resnet18", {}),
+    ("resnet18", {"input_size": 28}),
     ("resnet50", {"input_size": 32}),
     (USER_MODEL, {}),
 ]

@@ -4,7 +4,6 @@ the ONNX model computing what the PyTorch fake-quant model computes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,29 +23,13 @@ from compress.quantization.fake_quant import (
 from compress.quantization.qat import QATConfig, export_qdq, qat_finetune
 from models.errors import UnsupportedError, UsageError
 from models.registry import attach_spec, create_model, spec_of
-
-MINI = str(Path(__file__).parent / "data" / "fashion-mini")
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    from models.data import DataConfig, load_data
-
-    spec = spec_of(create_model("lenet5"))
-    return load_data(DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64), spec)
-
-
-@pytest.fixture(scope="module")
-def calib(bundle) -> np.ndarray:
-    from compress.quantization.calibration import calibration_inputs
-
-    return calibration_inputs(bundle.val, 64)
+from tests.conftest import MINI
 
 
 def test_config_validation():
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="--epochs must be >= 0"):
         QATConfig(epochs=-1)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="--lr must be > 0"):
         QATConfig(lr=0)
 
 

@@ -20,9 +20,7 @@ from compress.quantization.fallback import fallback_search, steps
 from compress.quantization.isa import detect_isa, int8_candidates, int8_defaults
 from compress.quantization.quantize import QuantizeConfig, quantize
 from models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
-
-MINI = str(Path(__file__).parent / "data" / "fashion-mini")
-
+from tests.conftest import MINI
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -41,20 +39,6 @@ def lenet_onnx(trained_lenet: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    from models.data import DataConfig, load_data
-    from models.registry import create_model, spec_of
-
-    spec = spec_of(create_model("lenet5"))
-    return load_data(DataConfig(dataset="fashion-mnist", data_dir=MINI), spec)
-
-
-@pytest.fixture(scope="module")
-def calib(bundle) -> np.ndarray:
-    return calibration_inputs(bundle.val, 64, seed=0)
-
-
 def _run(src: Path, cfg: QuantizeConfig, calib, bundle, out: Path):
     return quantize(src, cfg, calib, out, val=bundle.loader("val"), num_classes=10)
 
@@ -63,22 +47,22 @@ def _run(src: Path, cfg: QuantizeConfig, calib, bundle, out: Path):
 
 
 @pytest.mark.parametrize(
-    "kw",
+    ("kw", "match"),
     [
-        {"method": "int4"},
-        {"calibration": "mse"},
-        {"format": "qlinear"},
-        {"reduce_range": "maybe"},
-        {"samples": 0},
-        {"max_drop": -1.0},
-        {"activation_type": "fp8"},
-        {"max_fallback": -1},
-        {"method": "ptq-dynamic", "tune": True},
-        {"amp": "fp8"},
+        ({"method": "int4"}, "--method must be one of"),
+        ({"calibration": "mse"}, "--calibration must be one of"),
+        ({"format": "qlinear"}, "--format must be one of"),
+        ({"reduce_range": "maybe"}, "--reduce-range must be auto, on or off"),
+        ({"samples": 0}, "--samples must be >= 1"),
+        ({"max_drop": -1.0}, "--max-drop must be >= 0"),
+        ({"activation_type": "fp8"}, "--activation-type must be one of"),
+        ({"max_fallback": -1}, "--max-fallback must be >= 0"),
+        ({"method": "ptq-dynamic", "tune": True}, "--tune applies to ptq-static"),
+        ({"amp": "fp8"}, "--amp must be one of"),
     ],
 )
-def test_config_rejects_bad_values(kw):
-    with pytest.raises(UsageError):
+def test_config_rejects_bad_values(kw, match):
+    with pytest.raises(UsageError, match=match):
         QuantizeConfig(**kw)
 
 
@@ -382,7 +366,7 @@ def test_missed_budget_keeps_the_artifact_and_exits_5(lenet_onnx, tmp_path, monk
     card = json.loads((out / "card.json").read_text())
     assert card["gates"]["accuracy"]["passed"] is False
     assert card["gates"]["accuracy"]["drop_pts"] > 1.0
-    with pytest.raises(QualityGateError):
+    with pytest.raises(QualityGateError, match="int8 accuracy gate failed"):
         from compress.stages.common import ModelRef
         from models.data import DataConfig
 

@@ -85,3 +85,11 @@ def test_shipped_recipes_are_valid(path):
         from compress.pipeline.tune import parse_space
 
         assert parse_space(recipe)
+
+
+def test_set_max_drop_null_removes_the_gate_and_a_word_is_refused():
+    from models.errors import UsageError
+
+    assert parse_recipe(GOOD, overrides=["max_drop=null"]).max_drop is None
+    with pytest.raises(UsageError, match="max_drop must be a number"):
+        parse_recipe(GOOD, overrides=["max_drop=lots"])

@@ -79,9 +79,16 @@ def test_statistics_are_numpy_percentiles() -> None:
     assert t.percentile(90) == pytest.approx(float(np.percentile([1, 2, 3, 4], 90)))
 
 
-@pytest.mark.parametrize("kw", [{"max_runs": 0}, {"warmup": -1, "max_runs": 1}, {}])
-def test_bad_timing_arguments_are_usage_errors(kw: dict[str, int]) -> None:
-    with pytest.raises(UsageError):
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"max_runs": 0}, "runs >= 1"),
+        ({"warmup": -1, "max_runs": 1}, "warm-up >= 0"),
+        ({}, "a number of runs or a time budget"),
+    ],
+)
+def test_bad_timing_arguments_are_usage_errors(kw: dict[str, int], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
         time_calls(lambda: None, **kw)
 
 

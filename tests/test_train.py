@@ -64,17 +64,17 @@ def test_resume_continues_an_interrupted_run(mini_data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "match"),
     [
-        {"epochs": -1},
-        {"lr": 0.0},
-        {"optimizer": "lion"},
-        {"schedule": "step"},
-        {"label_smoothing": 1.0},
+        ({"epochs": -1}, "epochs must be >= 0"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"optimizer": "lion"}, "optimizer must be one of"),
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be in"),
     ],
 )
-def test_invalid_train_config_is_a_usage_error(kwargs):
-    with pytest.raises(UsageError):
+def test_invalid_train_config_is_a_usage_error(kwargs, match):
+    with pytest.raises(UsageError, match=match):
         TrainConfig(**kwargs)
 
 

@@ -67,7 +67,7 @@ def test_zoo_lists_every_family() -> None:
 @pytest.mark.parametrize("name", ZOO)
 def test_forward_backward_28x28(name: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name).train()
+    model = create_model(name, input_size=28).train()
     out = model(torch.randn(2, 1, 28, 28))
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
@@ -78,7 +78,7 @@ def test_forward_backward_28x28(name: str) -> None:
 
 @pytest.mark.parametrize("name", ZOO)
 def test_spec_fields(name: str) -> None:
-    model = create_model(name)
+    model = create_model(name, input_size=28)
     spec = model.spec
     assert (spec.name, spec.num_classes, spec.in_channels, spec.input_size) == (name, 10, 1, 28)
     assert spec.input_shape == (1, 28, 28)
@@ -160,13 +160,13 @@ def test_variant_override_small_at_224(name: str) -> None:
 
 
 def test_alexnet_small_layout() -> None:
-    model = create_model("alexnet")
+    model = create_model("alexnet", input_size=28)
     stem = model.features[0]
     assert (stem.kernel_size, stem.stride, stem.padding) == ((3, 3), (1, 1), (1, 1))
     assert model.avgpool.output_size == (2, 2)
     assert model.classifier[1].in_features == 256 * 2 * 2
     assert model.classifier[1].out_features == 1024 and model.classifier[6].in_features == 1024
-    assert create_model("alexnet", hidden=64).classifier[4].weight.shape == (64, 64)
+    assert create_model("alexnet", input_size=28, hidden=64).classifier[4].weight.shape == (64, 64)
 
 
 def test_vgg_small_layout() -> None:
@@ -174,7 +174,7 @@ def test_vgg_small_layout() -> None:
         ("vgg16", (4, 9, 16), (23, 30)),
         ("vgg16_bn", (6, 13, 23), (33, 43)),
     ]:
-        model = create_model(name)
+        model = create_model(name, input_size=28)
         assert all(isinstance(model.features[i], nn.MaxPool2d) for i in pools)
         assert all(isinstance(model.features[i], nn.Identity) for i in identities)
         assert model.avgpool.output_size == (1, 1)
@@ -196,31 +196,32 @@ def test_variant_override_imagenet_at_small_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kw"),
+    ("name", "kw", "match"),
     [
-        ("alexnet", {"variant": "imagenet"}),  # 28 px is too small for the 11x11/4 stem
-        ("vgg16", {"variant": "imagenet"}),  # five 2x pools need 32 px
-        ("vgg16", {"variant": "tiny"}),
-        ("alexnet", {"hidden": 0}),
-        ("resnet50", {"stem": "mnist"}),
-        ("lenet5", {"bogus": 1}),
-        ("resnet18", {"bogus": 1}),
+        # 28 px is too small for the 11x11/4 stem; five 2x pools need 32 px
+        ("alexnet", {"input_size": 28, "variant": "imagenet"}, "needs --input-size >= 63"),
+        ("vgg16", {"input_size": 28, "variant": "imagenet"}, "needs --input-size >= 32"),
+        ("vgg16", {"variant": "tiny"}, "variant must be one of"),
+        ("alexnet", {"hidden": 0}, "hidden must be >= 1"),
+        ("resnet50", {"stem": "mnist"}, "stem must be one of"),
+        ("lenet5", {"bogus": 1}, "unknown option"),
+        ("resnet18", {"bogus": 1}, "unknown option"),
     ],
 )
-def test_bad_options_are_usage_errors(name: str, kw: dict[str, object]) -> None:
-    with pytest.raises(UsageError):
+def test_bad_options_are_usage_errors(name: str, kw: dict[str, object], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
         create_model(name, **kw)
 
 
 def test_resnet50_cifar_stem() -> None:
-    model = create_model("resnet50", stem="cifar").eval()
+    model = create_model("resnet50", input_size=28, stem="cifar").eval()
     conv1 = model.conv1
     assert (conv1.kernel_size, conv1.stride, conv1.padding) == ((3, 3), (1, 1), (1, 1))
     assert isinstance(model.maxpool, nn.Identity)
     assert model.spec.variant == "small"
     with torch.no_grad():
         assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
-    plain = shapes(create_model("resnet50"))
+    plain = shapes(create_model("resnet50", input_size=28))
     cifar = shapes(model)
     assert list(plain) == list(cifar)
     assert {k for k in plain if plain[k] != cifar[k]} == {"conv1.weight"}
@@ -248,7 +249,7 @@ def test_resnet_init_like_torchvision() -> None:
 
 def test_vgg_init_like_torchvision() -> None:
     torch.manual_seed(0)
-    model = create_model("vgg16_bn")
+    model = create_model("vgg16_bn", input_size=28)
     linear = model.classifier[0]
     assert torch.all(linear.bias == 0) and abs(linear.weight.std().item() - 0.01) < 1e-3
     conv = model.features[0]
@@ -265,5 +266,20 @@ def test_lenet5_shapes_and_parameter_count() -> None:
     assert create_model("lenet5", input_size=32).fc1.in_features == 16 * 6 * 6
     kinds = {type(m) for m in model.modules()}
     assert {nn.ReLU, nn.MaxPool2d, nn.Flatten} <= kinds
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="lenet5 needs --input-size >= 12, got 10"):
         create_model("lenet5", input_size=10)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50"])
+def test_python_default_is_the_native_imagenet_size(name: str) -> None:
+    """A torchvision user's arguments give torchvision's model (rough edge 7)."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=1000, in_channels=3)
+    assert model.spec.input_size == 224 and model.spec.variant != "small"
+    if name == "alexnet":
+        assert model.classifier[1].in_features == 256 * 6 * 6  # not the 1024-wide small head
+        assert model.classifier[6].in_features == 4096
+
+
+def test_lenet_and_user_factories_default_to_28() -> None:
+    assert create_model("lenet5").spec.input_size == 28

@@ -128,7 +128,9 @@ def distill(
     s_ref = shape.ref(student, student_weights)
     dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        r = run_distill(t_ref, s_ref, kd, dc, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks)
+        r = run_distill(
+            t_ref, s_ref, kd, dc, out, train_cfg=cfg, overwrite=overwrite, hooks=hooks
+        ).to_dict()
     _print(r, teacher, out)
     write_json(json_out, r)
 

@@ -73,7 +73,7 @@ def export(
         parity_samples=parity_samples,
     )
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
-        summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite)
+        summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite).to_dict()
     e = summary["export"]
     console.print(
         f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "

@@ -166,7 +166,7 @@ def prune(
             finetune=tune,
             latency=latency,
             hooks=hooks,
-        )
+        ).to_dict()
     _print_summary(s)
     write_json(json_out, s)
 

@@ -121,7 +121,7 @@ def quantize(
     with RichHooks() as hooks:
         summary = run_quantize(
             mo.of(model), how.config(seed), dc, out, overwrite=overwrite, hooks=hooks
-        )
+        ).to_dict()
     _print(summary)
     write_json(json_out, summary)
 

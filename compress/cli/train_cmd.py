@@ -73,7 +73,7 @@ def train(
     cfg = how.config(seed, dev, resume)
     dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        summary = run_train(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks)
+        summary = run_train(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks).to_dict()
     m = summary["metrics"]
     console.print(
         f"[green]trained[/] {model} ({summary['params']:,} params, "

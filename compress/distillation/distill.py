@@ -268,6 +268,24 @@ def should_cache(cfg: DistillConfig, data: DataBundle, epochs: int, num_classes:
     return bool(cfg.cache_teacher) or (epochs > 1 and fits)
 
 
+def _loss_fn(
+    cfg: DistillConfig,
+    tcfg: TrainConfig,
+    outputs: TeacherOutputs,
+    features: FeatureDistiller | None,
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The KD loss `fit` minimizes: soft teacher targets, hard labels, optional features."""
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t_logits = outputs(x, y)
+        loss = kd_loss(logits, t_logits, y, cfg.temperature, cfg.alpha, tcfg.label_smoothing)
+        if features is not None and cfg.feature_weight > 0:
+            loss = loss + cfg.feature_weight * features.loss()
+        return loss
+
+    return loss_fn
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -300,19 +318,11 @@ def distill(
             train_data = outputs.build_cache(data, resolve_amp(tcfg.amp, device, teacher))
         if features is not None:
             features.adapters.to(device)
-
-        def loss_fn(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            t_logits = outputs(x, y)
-            loss = kd_loss(logits, t_logits, y, cfg.temperature, cfg.alpha, tcfg.label_smoothing)
-            if features is not None and cfg.feature_weight > 0:
-                loss = loss + cfg.feature_weight * features.loss()
-            return loss
-
         result = fit(
             student,
             train_data,
             tcfg,
-            loss_fn=loss_fn,
+            loss_fn=_loss_fn(cfg, tcfg, outputs, features),
             extra_params=features.parameters() if features else (),
             hooks=hooks,
         )

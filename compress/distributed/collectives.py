@@ -18,7 +18,6 @@ import torch.distributed as dist
 from torch import nn
 
 from compress.distributed.group import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
-from compress.training.evaluate import EvalResult
 from models.errors import CompressError, ResourceError
 
 log = logging.getLogger(__name__)
@@ -68,28 +67,6 @@ def all_reduce_(tensor: torch.Tensor, mean: bool = False) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_eval(ev: EvalResult) -> EvalResult:
-    """Merge every rank's evaluation of its share into the result over the whole split."""
-    if not group_active():
-        return ev
-    confusion = torch.tensor(ev.confusion, dtype=torch.float64)
-    n = ev.samples
-    loss_sum, top5_hits = (ev.loss * n if n else 0.0), ev.top5 * n
-    all_reduce_(confusion)
-    n_all, loss_all, top5_all = all_reduce_sums([n, loss_sum, top5_hits])
-    conf = confusion.round().long()
-    total = max(n_all, 1.0)
-    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
-    return EvalResult(
-        top1=float(conf.diag().sum()) / total,
-        top5=round(top5_all) / total,
-        loss=loss_all / total if n_all else float("nan"),
-        samples=int(n_all),
-        per_class=per_class,
-        confusion=conf.tolist(),
-    )
-
-
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
     """Average .grad over ranks for parameters DDP does not own (e.g. distillation adapters)."""
     if not group_active():
@@ -97,24 +74,6 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
     for p in params:
         if p.grad is not None:
             all_reduce_(p.grad, mean=True)
-
-
-def reduce_importance_gradients(model: nn.Module, importance: Any) -> None:
-    """Gradient-based pruning importance from every rank's data, before one decision: Taylor's
-    gradients are averaged over ranks; Hessian's accumulated squared gradients and sample counts
-    (torch-pruning's `_accu_grad` / `_counter`) are summed, giving the mean over all samples."""
-    if not group_active():
-        return
-    accu = getattr(importance, "_accu_grad", None)
-    if not accu:
-        average_gradients(model.parameters())
-        return
-    for g in accu.values():
-        all_reduce_(g)
-    counter = importance._counter
-    counts = all_reduce_sums(float(counter[p]) for p in accu)
-    for p, c in zip(accu, counts, strict=True):
-        counter[p] = round(c)
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:

@@ -1,4 +1,5 @@
-"""Adapters from recipe stages to the stage functions the CLI verbs call (one code path)."""
+"""Adapters from recipe stages to the stage functions the CLI verbs call (one code path), and
+`STAGES`, the table of stage kinds by name (built on first use)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _run_train(
     summary = run_train(
         ctx.model_ref(), _train_cfg(config), ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_distill(
@@ -47,7 +48,7 @@ def _run_distill(
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _distill_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def _run_prune(
         latency=bool(config["_extra"].get("latency", True)),
         hooks=ctx.hooks,
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_quantize(
@@ -89,7 +90,7 @@ def _run_quantize(
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _bench_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _run_export(
     summary = run_export(
         ctx.model_ref(), config["ExportConfig"], ctx.data, folder, overwrite=overwrite
     )
-    return StageOutcome(str(folder), _brief(summary))
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_bench(
@@ -266,3 +267,30 @@ def _deploy_kind() -> StageKind:
         hash_extra=_deploy_hash,
         main_rank_only=True,
     )
+
+
+def _stage_kinds() -> dict[str, StageKind]:
+    return {k.name: k for k in stage_kinds()}
+
+
+class _LazyTable(dict[str, StageKind]):
+    """Built on first use, so importing the pipeline stays cheap."""
+
+    def _fill(self) -> None:
+        if not super().__len__():
+            self.update(_stage_kinds())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+
+STAGES: dict[str, StageKind] = _LazyTable()

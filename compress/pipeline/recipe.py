@@ -252,7 +252,9 @@ def apply_override(recipe: Recipe, override: str) -> None:
             raise UsageError(f"--set {override!r}: unknown data key {key!r}")
         recipe.data[key] = value
     elif head == "max_drop" and not key:
-        recipe.max_drop = float(value)
+        if value is not None and not isinstance(value, (int, float)):
+            raise UsageError(f"--set {override!r}: max_drop must be a number of points or null")
+        recipe.max_drop = None if value is None else float(value)
     elif head == "model" and not key:
         recipe.model = str(value)
     elif key:

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.pipeline.kinds import STAGES
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
-from compress.pipeline.table import STAGES, StageContext, StageKind, StageOutcome
+from compress.pipeline.table import StageContext, StageKind, StageOutcome
 from models.artifact import check_out_dir, is_artifact, model_code, read_card
 from models.data import DataConfig
 from models.errors import QualityGateError, UsageError

@@ -1,5 +1,6 @@
-"""The recipe stage table: for each stage kind, what it consumes and produces, how its options
-become configs, and how it runs. Each entry calls the same stage function as its CLI verb."""
+"""What a recipe stage is: its kind (what it consumes and produces, how its options become
+configs, how it runs), the context stages share and the outcome each returns. The table of
+kinds itself is `compress.pipeline.kinds.STAGES`, built on these types."""
 
 from __future__ import annotations
 
@@ -147,32 +148,3 @@ def build_configs(
             key = ".".join(str(p) for p in err["loc"])
             raise RecipeError(f"{where}: option {key!r}: {err['msg']}") from e
     return built
-
-
-def _stage_kinds() -> dict[str, StageKind]:
-    from compress.pipeline.kinds import stage_kinds
-
-    return {k.name: k for k in stage_kinds()}
-
-
-class _LazyTable(dict[str, StageKind]):
-    """Built on first use, so importing the pipeline stays cheap."""
-
-    def _fill(self) -> None:
-        if not super().__len__():
-            self.update(_stage_kinds())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._fill()
-        return super().get(key, default)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        self._fill()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._fill()
-        return super().__len__()
-
-
-STAGES: dict[str, StageKind] = _LazyTable()

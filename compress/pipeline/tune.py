@@ -102,11 +102,16 @@ def _suggest(trial: Any, key: str, dist: dict[str, Any]) -> Any:
     )
 
 
+def storage_url(cfg: TuneConfig, out: Path) -> str:
+    """Where the study lives: `cfg.storage`, else a SQLite file in `out`."""
+    return cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+
+
 def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
     """Create or load the study; a bad storage URL fails here, before any training."""
     import optuna
 
-    storage = cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = storage_url(cfg, out)
     name = cfg.study_name or recipe.name
     multi = len(cfg.objectives) > 1
     kind = cfg.sampler if cfg.sampler != "auto" else ("nsga2" if multi else "tpe")
@@ -202,7 +207,7 @@ def _summarize(
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    res = TuneResult(study.study_name, str(study._storage), len(study.trials))
+    res = TuneResult(study.study_name, storage_url(cfg, out), len(study.trials))
     if not complete:
         return res
     front = study.best_trials

@@ -144,8 +144,23 @@ def _per_module_macs(flops: Mapping[str, Mapping[Any, int]], batch: int) -> dict
 
 # ----------------------------------------------------------------------------- fast estimates
 
-_CONV = nn.modules.conv._ConvNd
-_NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.InstanceNorm2d)
+# torch's public layer classes (its `_ConvNd`/`_BatchNorm` bases are private).
+CONV_TYPES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+BATCHNORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+)
+_CONV = CONV_TYPES
+_NORM = (*BATCHNORM_TYPES, nn.GroupNorm, nn.InstanceNorm2d)
 
 
 class Geometry:
@@ -217,7 +232,7 @@ def in_out(m: nn.Module) -> tuple[int, int]:
         return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    if isinstance(m, BATCHNORM_TYPES):
         return m.num_features, m.num_features
     if isinstance(m, nn.GroupNorm):
         return m.num_channels, m.num_channels

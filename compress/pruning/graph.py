@@ -11,7 +11,7 @@ import difflib
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from compress.distributed import collectives, sharding
 from compress.pruning.config import PruneConfig
-from compress.pruning.flops import in_out
+from compress.pruning.flops import CONV_TYPES, in_out
 from models.data import DataBundle
 from models.errors import CompressError, UnsupportedError, UsageError
 
@@ -165,11 +165,12 @@ def build_pruner(
 def prunable_groups(pruner: Any) -> Iterator[tuple[str, nn.Module, int]]:
     """(root layer name, root module, channels) of every group the pruner may shrink."""
     dg = pruner.DG
+    names = {m: n for n, m in pruner.model.named_modules()}
     for group in dg.get_all_groups(
         ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
     ):
         root = group[0].dep.target.module
-        yield dg._module2name.get(root, "?"), root, int(dg.get_out_channels(root) or 0)
+        yield names.get(root, "?"), root, int(dg.get_out_channels(root) or 0)
 
 
 def plan(pruner: Any, progress: Progress, f: float) -> dict[nn.Module, tuple[int, int]]:
@@ -191,8 +192,7 @@ def plan(pruner: Any, progress: Progress, f: float) -> dict[nn.Module, tuple[int
     for m in set(out_rm) | set(in_rm):
         cin, cout = in_out(m)
         coupled = cin == cout and (
-            not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
-            or getattr(m, "groups", 1) == cin > 1
+            not isinstance(m, (nn.Linear, *CONV_TYPES)) or getattr(m, "groups", 1) == cin > 1
         )
         if coupled:  # norms and depthwise convs: one channel count
             n = cin - max(in_rm[m], out_rm[m])
@@ -224,29 +224,53 @@ def search(metric: Callable[[float], float], goal: float, lo: float, hi: float) 
     return f
 
 
-def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, batches: int) -> None:
-    """Gradients for Taylor (summed over `batches`) or squared per-sample ones for Hessian."""
-    hessian = hasattr(importance, "accumulate_grad")
+def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, batches: int) -> int:
+    """Gradients for Taylor (summed over `batches`, averaged over ranks) or, for Hessian, the
+    mean squared per-sample gradient over every rank's samples, left in each `.grad` (where
+    torch-pruning's importance reads it). Returns the samples seen (all ranks together)."""
     model.eval()  # BatchNorm running statistics stay untouched
     model.zero_grad(set_to_none=True)
-    if hessian:
-        importance.zero_grad()
     shard = sharding.train_sampler(len(data.train), data.config.shuffle_seed, 0)  # torchrun
-    for i, (x, y) in enumerate(data.loader("train", sampler=shard)):
+    loader = data.loader("train", sampler=shard)
+    if not hasattr(importance, "accumulate_grad"):  # Taylor
+        seen = 0
+        for i, (x, y) in enumerate(loader):
+            if i >= batches:
+                break
+            F.cross_entropy(model(x), y).backward()
+            seen += len(y)
+        collectives.average_gradients(model.parameters())  # every rank's data, one decision
+        return int(collectives.all_reduce_sums([seen])[0])
+    # Hessian: torch-pruning 1.6's accumulate_grad keys by name but tests by parameter, so it
+    # keeps only the last sample; accumulate here and hand it the mean through `.grad`, which
+    # its importance reads when its own accumulator is empty.
+    importance.zero_grad()
+    sums, seen = _squared_gradient_sums(model, loader, batches)
+    for g in sums.values():
+        collectives.all_reduce_(g)
+    total = collectives.all_reduce_sums([seen])[0]
+    for p, g in sums.items():
+        p.grad = g / max(total, 1.0)
+    return int(total)
+
+
+def _squared_gradient_sums(
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], batches: int
+) -> tuple[dict[nn.Parameter, torch.Tensor], int]:
+    """Per parameter, the sum of squared per-sample gradients over 16 samples per batch."""
+    sums: dict[nn.Parameter, torch.Tensor] = {}
+    seen = 0
+    for i, (x, y) in enumerate(loader):
         if i >= batches:
             break
-        if not hessian:
-            F.cross_entropy(model(x), y).backward()
-            continue
         losses = F.cross_entropy(model(x[:16]), y[:16], reduction="none")
         for j, loss in enumerate(losses):
             model.zero_grad(set_to_none=True)
             loss.backward(retain_graph=j < len(losses) - 1)
-            # torch-pruning 1.6's accumulate_grad keys by name but tests by parameter, so it
-            # keeps only the last sample; accumulate ourselves.
             for p in model.parameters():
                 if p.grad is not None:
                     g = p.grad.detach().pow(2)
-                    importance._accu_grad[p] = importance._accu_grad.get(p, 0) + g
-                    importance._counter[p] = importance._counter.get(p, 0) + 1
-    collectives.reduce_importance_gradients(model, importance)  # every rank's data, one decision
+                    sums[p] = sums[p] + g if p in sums else g
+        seen += len(losses)
+    model.zero_grad(set_to_none=True)
+    return sums, seen

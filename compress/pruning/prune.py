@@ -35,6 +35,7 @@ from compress.pruning.config import (
     TargetUnreachableError,
     parse_amount,
 )
+from compress.pruning.flops import BATCHNORM_TYPES
 from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
 from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
 from compress.training.fit import Hooks, TrainConfig
@@ -77,7 +78,7 @@ def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) 
             "kd=True distills with a TrainConfig; a fine-tuning callable owns its loss"
         )
     if cfg.criterion == "bn-scale" and not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        isinstance(m, BATCHNORM_TYPES) for m in model.modules()
     ):
         raise UsageError(
             "--criterion bn-scale ranks channels by BatchNorm scales, and this model has no "
@@ -227,8 +228,9 @@ def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: st
     culprit = None
     try:
         pruner, _ = build_pruner(trial, probe, x, imp, progress, 0.5)
+        names = {m: n for n, m in trial.named_modules()}
         for group in pruner.step(interactive=True):
-            name = pruner.DG._module2name.get(group[0].dep.target.module, "?")
+            name = names.get(group[0].dep.target.module, "?")
             try:
                 group.prune()
                 with torch.no_grad():

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
+from compress.quantization.context import QuantContext, QuantizeResult, drop_pts, within_budget
 from compress.quantization.fallback import NodeScore, rank_nodes, steps
 from models.errors import UnsupportedError
-
-if TYPE_CHECKING:
-    from compress.quantization.quantize import QuantizeResult, _Ctx
 
 log = logging.getLogger(__name__)
 MAX_ABS = 1e-2
@@ -110,10 +108,9 @@ def gate(p: dict[str, float]) -> bool:
     return p["max_abs"] <= MAX_ABS and p["cosine"] >= MIN_COSINE
 
 
-def convert_fp16(ctx: _Ctx) -> QuantizeResult:
+def convert_fp16(ctx: QuantContext) -> QuantizeResult:
     """fp16 model (mixed when asked and needed), its parity and validation accuracy."""
     from compress.quantization.isa import detect_isa
-    from compress.quantization.quantize import QuantizeResult, _drop, _within
 
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
     names = list(qgraph.inspect(ctx.pre).nodes)
@@ -159,8 +156,8 @@ def convert_fp16(ctx: _Ctx) -> QuantizeResult:
         isa=detect_isa().to_dict(),
         fp32={"val_top1": fp32_top1},
         quantized={"val_top1": top1, "parity": parity},
-        drop_pts=_drop(fp32_top1, top1),
-        budget_met=gate(par) and _within(fp32_top1, top1, ctx.cfg.max_drop),
+        drop_pts=drop_pts(fp32_top1, top1),
+        budget_met=gate(par) and within_budget(fp32_top1, top1, ctx.cfg.max_drop),
         fallback_nodes=block,
         sensitivity=[r.__dict__ for r in ranked],
     )

@@ -16,9 +16,15 @@ from typing import Any
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import make_reader
+from compress.quantization.context import (
+    QuantContext,
+    QuantizeConfig,
+    QuantizeResult,
+    drop_pts,
+    within_budget,
+)
 from compress.quantization.fallback import FallbackResult, fallback_search, rank_nodes
 from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
-from compress.quantization.quantize import QuantizeConfig, QuantizeResult, _Ctx, _drop, _within
 from models.errors import ResourceError
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,9 @@ def _settings_for(cfg: QuantizeConfig) -> tuple[list[Int8Settings], str]:
     return (fits or [chosen]), "tuned among the candidates matching the user's settings"
 
 
-def _build(ctx: _Ctx, s: Int8Settings, exclude: list[str], only: list[str] | None = None) -> Path:
+def _build(
+    ctx: QuantContext, s: Int8Settings, exclude: list[str], only: list[str] | None = None
+) -> Path:
     """One onnxruntime quantization run with settings `s`; returns the new model's path."""
     from onnxruntime.quantization import QuantType
 
@@ -66,7 +74,7 @@ def _build(ctx: _Ctx, s: Int8Settings, exclude: list[str], only: list[str] | Non
     return out
 
 
-def _run_ort(ctx: _Ctx, s: Int8Settings, out: Path, common: dict[str, Any]) -> None:
+def _run_ort(ctx: QuantContext, s: Int8Settings, out: Path, common: dict[str, Any]) -> None:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -105,7 +113,7 @@ def _run_ort(ctx: _Ctx, s: Int8Settings, out: Path, common: dict[str, Any]) -> N
         )
 
 
-def _calib_batch(ctx: _Ctx) -> int:
+def _calib_batch(ctx: QuantContext) -> int:
     """Calibration batch: the model's fixed batch, else what keeps activations under ~1 GB."""
     if ctx.info.fixed_batch:
         return ctx.info.fixed_batch
@@ -113,7 +121,7 @@ def _calib_batch(ctx: _Ctx) -> int:
     return int(max(1, min(32, (1 << 30) // per)))
 
 
-def _check_memory(ctx: _Ctx) -> None:
+def _check_memory(ctx: QuantContext) -> None:
     """Histogram calibration holds every activation of every sample: refuse what can't fit.
 
     (minmax only keeps per-tensor minima and maxima, so it is bounded by one batch.)
@@ -133,7 +141,7 @@ def _check_memory(ctx: _Ctx) -> None:
         )
 
 
-def quantize_int8(ctx: _Ctx) -> QuantizeResult:
+def quantize_int8(ctx: QuantContext) -> QuantizeResult:
     """Quantize, choose settings (tune), check the budget, fall back; returns the result."""
     cfg = ctx.cfg
     _check_memory(ctx)
@@ -158,8 +166,8 @@ def quantize_int8(ctx: _Ctx) -> QuantizeResult:
         isa=detect_isa().to_dict(),
         fp32={"val_top1": fp32_top1},
         quantized={"val_top1": top1},
-        drop_pts=_drop(fp32_top1, top1),
-        budget_met=_within(fp32_top1, top1, cfg.max_drop),
+        drop_pts=drop_pts(fp32_top1, top1),
+        budget_met=within_budget(fp32_top1, top1, cfg.max_drop),
         fallback_nodes=list(cfg.keep_float),
         candidates=[{k: v for k, v in t.items() if k not in ("settings", "path")} for t in tried],
     )
@@ -177,7 +185,7 @@ def _settings_record(cfg: QuantizeConfig, samples: int) -> dict[str, Any]:
     }
 
 
-def _try(ctx: _Ctx, s: Int8Settings, fp32_top1: float | None) -> dict[str, Any]:
+def _try(ctx: QuantContext, s: Int8Settings, fp32_top1: float | None) -> dict[str, Any]:
     """Quantize with `s`, measure validation top-1 (and latency when tuning)."""
     path = _build(ctx, s, [])
     top1 = ctx.top1(path)
@@ -186,7 +194,7 @@ def _try(ctx: _Ctx, s: Int8Settings, fp32_top1: float | None) -> dict[str, Any]:
         "path": path,
         "label": s.label,
         "top1": top1,
-        "drop_pts": _drop(fp32_top1, top1),
+        "drop_pts": drop_pts(fp32_top1, top1),
     }
     if ctx.cfg.tune:
         fp32, q = ortrun.latencies([ctx.source, path], ctx.probe, (1, 32), runs=15, budget_s=3.0)
@@ -213,7 +221,7 @@ def _pick(tried: list[dict[str, Any]], max_drop: float | None) -> dict[str, Any]
     return max(close, key=lambda t: (t["top1"] or 0.0, -cost(t)))
 
 
-def _fallback(ctx: _Ctx, s: Int8Settings, result: QuantizeResult, fp32_top1: float) -> None:
+def _fallback(ctx: QuantContext, s: Int8Settings, result: QuantizeResult, fp32_top1: float) -> None:
     """Keep the most sensitive nodes in float until the drop is within budget (or the limit)."""
     cfg = ctx.cfg
     assert cfg.max_drop is not None

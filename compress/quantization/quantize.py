@@ -12,140 +12,28 @@ not faster than the float one is reported as such.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import MIN_SAMPLES, check_calibration
+from compress.quantization.context import (
+    PROBE,
+    Batches,
+    QuantContext,
+    QuantizeConfig,
+    QuantizeResult,
+)
 from compress.quantization.isa import detect_isa
-from compress.training.precision import AMP_MODES
 from models.errors import UsageError
 
 log = logging.getLogger(__name__)
-
-METHODS = ("ptq-static", "ptq-dynamic", "qat", "fp16")
-CALIBRATIONS = ("minmax", "entropy", "percentile")
-FORMATS = ("qdq", "qoperator")
-TYPES = ("auto", "uint8", "int8")
-PROBE = 64  # inputs used to rank node sensitivity and compare logits
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class QuantizeConfig:
-    """How to quantize. `auto` fields follow the CPU's instruction set (see compress.quantization.isa)."""
-
-    method: str = "ptq-static"
-    samples: int = 300  # calibration images, a seeded subset of the validation split
-    calibration: str = "minmax"
-    per_channel: bool = True
-    format: str = "qdq"
-    activation_type: str = "auto"
-    weight_type: str = "auto"
-    reduce_range: str | bool = "auto"
-    tune: bool = False
-    max_drop: float | None = 1.0  # points of validation top-1; None: no accuracy gate
-    max_fallback: int = 8  # most nodes kept in float by the accuracy-aware fallback
-    keep_float: tuple[str, ...] = ()  # node names the user keeps in float from the start
-    mixed: bool = False  # fp16: keep sensitive nodes in fp32 until the parity gate holds
-    epochs: int = 2  # qat
-    lr: float = 1e-4  # qat
-    amp: str = "off"  # qat training precision (fake-quant ranges are sensitive to bf16)
-    eval_samples: int | None = None  # cap on validation samples per accuracy check
-    latency: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _one_of("method", self.method, METHODS)
-        _one_of("calibration", self.calibration, CALIBRATIONS)
-        _one_of("format", self.format, FORMATS)
-        _one_of("activation-type", self.activation_type, TYPES)
-        _one_of("weight-type", self.weight_type, TYPES)
-        if isinstance(self.reduce_range, str):
-            rr = self.reduce_range.lower()
-            if rr not in ("auto", "true", "false", "on", "off"):
-                raise UsageError(f"--reduce-range must be auto, on or off, got {rr!r}")
-            self.reduce_range = "auto" if rr == "auto" else rr in ("true", "on")
-        if self.samples < 1:
-            raise UsageError(f"--samples must be >= 1, got {self.samples}")
-        if self.max_drop is not None and self.max_drop < 0:
-            raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
-        if self.max_fallback < 0:
-            raise UsageError(f"--max-fallback must be >= 0, got {self.max_fallback}")
-        if self.epochs < 0 or not self.lr > 0:
-            raise UsageError("--epochs must be >= 0 and --lr > 0")
-        if self.tune and self.method != "ptq-static":
-            raise UsageError("--tune applies to ptq-static (it tries activation/weight settings)")
-        _one_of("amp", self.amp, AMP_MODES)
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise UsageError("--eval-samples must be >= 1")
-
-
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UsageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-@dataclass
-class QuantizeResult:
-    """What was done, why, and what it measured (fp32 vs quantized)."""
-
-    path: str
-    method: str
-    precision: str
-    settings: dict[str, Any]
-    reason: str
-    isa: dict[str, Any]
-    fp32: dict[str, Any]
-    quantized: dict[str, Any]
-    drop_pts: float | None
-    budget_met: bool
-    fallback_nodes: list[str] = field(default_factory=list)
-    sensitivity: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    fallback_attempts: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def size_ratio(self) -> float:
-        return self.quantized["bytes"] / max(self.fp32["bytes"], 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "size_ratio": round(self.size_ratio, 4)}
-
-
-@dataclass
-class _Ctx:
-    """Everything one quantization run shares between its steps."""
-
-    cfg: QuantizeConfig
-    source: Path  # the float model as given
-    pre: Path  # after quant_pre_process
-    work: Path
-    info: qgraph.GraphInfo
-    calib: np.ndarray | None
-    val: list[tuple[torch.Tensor, torch.Tensor]] | None
-    num_classes: int
-    probe: np.ndarray
-    counter: itertools.count = field(default_factory=itertools.count)
-
-    def fresh(self, stem: str) -> Path:
-        return self.work / f"{stem}-{next(self.counter)}.onnx"
-
-    def top1(self, path: Path) -> float | None:
-        if self.val is None:
-            return None
-        return ortrun.top1(path, self.val, self.num_classes, self.cfg.eval_samples)
+__all__ = ["QuantizeConfig", "QuantizeResult", "measure_pair", "quantize"]
 
 
 def quantize(
@@ -168,17 +56,7 @@ def quantize(
             "`compress quantize --method qat` on a PyTorch artifact"
         )
     src = Path(onnx_path)
-    info = qgraph.inspect(src)
-    qgraph.check_finite_weights(src)
-    if cfg.method != "fp16":
-        ops = qgraph.DYNAMIC_OPS if cfg.method == "ptq-dynamic" else qgraph.STATIC_OPS
-        qgraph.require_quantizable(info, ops, cfg.method)
-    unknown = [n for n in cfg.keep_float if n not in info.nodes]
-    if unknown:
-        raise UsageError(
-            f"--keep-float: no node named {', '.join(unknown)} in {src}",
-            hint=f"node names look like {', '.join(list(info.nodes)[:3])}",
-        )
+    info = _check_model(src, cfg)
     check_calibration(calib, info.input_shape, MIN_SAMPLES if cfg.method == "ptq-static" else 1)
     assert calib is not None
     if val is not None and not num_classes:
@@ -186,7 +64,7 @@ def quantize(
     val_list = list(val) if val is not None else None
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as tmp:
         work = Path(tmp)
-        ctx = _Ctx(
+        ctx = QuantContext(
             cfg=cfg,
             source=src,
             pre=_preprocess(src, work / "pre.onnx"),
@@ -214,6 +92,22 @@ def quantize(
     return result
 
 
+def _check_model(src: Path, cfg: QuantizeConfig) -> qgraph.GraphInfo:
+    """The model's graph, once it is known to be finite and quantizable as `cfg` asks."""
+    info = qgraph.inspect(src)
+    qgraph.check_finite_weights(src)
+    if cfg.method != "fp16":
+        ops = qgraph.DYNAMIC_OPS if cfg.method == "ptq-dynamic" else qgraph.STATIC_OPS
+        qgraph.require_quantizable(info, ops, cfg.method)
+    unknown = [n for n in cfg.keep_float if n not in info.nodes]
+    if unknown:
+        raise UsageError(
+            f"--keep-float: no node named {', '.join(unknown)} in {src}",
+            hint=f"node names look like {', '.join(list(info.nodes)[:3])}",
+        )
+    return info
+
+
 def _preprocess(src: Path, dst: Path) -> Path:
     """onnxruntime's recommended pre-processing (shape inference, graph optimization)."""
     from onnxruntime.quantization import quant_pre_process
@@ -227,19 +121,10 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
-def _drop(fp32: float | None, q: float | None) -> float | None:
-    return None if fp32 is None or q is None else round((fp32 - q) * 100, 3)
-
-
-def _within(fp32: float | None, q: float | None, max_drop: float | None) -> bool:
-    d = _drop(fp32, q)
-    return max_drop is None or d is None or d <= max_drop
-
-
 # ----------------------------------------------------------------------------- measurement
 
 
-def _measure(ctx: _Ctx, result: QuantizeResult) -> None:
+def _measure(ctx: QuantContext, result: QuantizeResult) -> None:
     batches = (ctx.info.fixed_batch,) if ctx.info.fixed_batch else (1, 32)
     measure_pair(ctx.source, result, ctx.probe, batches if ctx.cfg.latency else ())
 

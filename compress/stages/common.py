@@ -8,6 +8,7 @@ from typing import Any
 from models.artifact import Card, new_card
 from models.data import DataBundle, DataConfig, dataset_shape, load_data
 from models.pretrained import for_file, looks_like_name
+from models.registry import input_size_for_data
 from models.resolve import ModelSource, ShapeArgs, resolve_model
 
 
@@ -53,7 +54,7 @@ def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
     shape = ShapeArgs(
         num_classes=ref.num_classes or n,
         in_channels=ref.in_channels or c,
-        input_size=ref.input_size or s,
+        input_size=ref.input_size or input_size_for_data(ref.model, s),
     )
     return resolve_model(
         ref.model,

@@ -17,11 +17,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.distillation.distill import DistillConfig, check_compatible, distill, teacher_input
+from compress.distillation.distill import (
+    DistillConfig,
+    DistillResult,
+    check_compatible,
+    distill,
+    teacher_input,
+)
 from compress.distributed import collectives
 from compress.distributed import group as ddp
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.results import DistillSummary
 from compress.stages.train import final_metrics
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
@@ -45,7 +52,7 @@ def run_distill(
     train_cfg: TrainConfig | None = None,
     overwrite: bool = False,
     hooks: Hooks | None = None,
-) -> dict[str, Any]:
+) -> DistillSummary:
     """Distill, evaluate the student before and after on val and test, save `out`."""
     check_out_dir(out, overwrite)
     tcfg = cfg.train_config(train_cfg)
@@ -63,11 +70,29 @@ def run_distill(
     before = final_metrics(student.model, bundle, None)
     result = distill(student.model, teacher.model, bundle, cfg, tcfg, hooks=hooks)
     after = final_metrics(student.model, bundle, result.fit)
+    lineage = teacher_lineage(teacher, teacher_metrics)
+    card = _card(student, bundle, lineage, result, before, after)
+    if dist.active:
+        card.distributed = {**dist.record(), **collectives.consistency(student.model)}
+    if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
+        save_model(student.model, out, card, overwrite=overwrite)
+    collectives.barrier()
+    return _summary(out, lineage, student, teacher, result, before, after)
+
+
+def _card(
+    student: ModelSource,
+    bundle: DataBundle,
+    lineage: dict[str, Any],
+    result: DistillResult,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> Card:
+    """The student's card: trained, its metrics, and the distill history entry."""
     card = card_for(student, bundle)
     card.trained = True
     card.metrics = after
-    card.training_precision = result.fit.precision  # type: ignore[attr-defined]
-    lineage = teacher_lineage(teacher, teacher_metrics)
+    card.training_precision = result.fit.precision
     card.add_history(
         "distill",
         teacher=lineage,
@@ -83,28 +108,35 @@ def run_distill(
         metrics=after,
         params=count_params(student.model),
     )
-    if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(student.model)}  # type: ignore[attr-defined]
-    if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
-        save_model(student.model, out, card, overwrite=overwrite)
-    collectives.barrier()
-    return {
-        "out": str(out),
-        "teacher": lineage,
-        "student": student.ref,
-        "params": count_params(student.model),
-        "teacher_params": count_params(teacher.model),
-        "before": before,
-        "metrics": after,
-        "kd": result.to_dict()["kd"],
-        "feature_pairs": result.feature_pairs,
-        "teacher_cached": result.teacher_cached,
-        "seconds": result.fit.seconds,
-        "precision": result.fit.precision,
-        "amp_reason": result.fit.amp_reason,
-        "overflow_steps": result.fit.overflow_steps,
-        "epochs": result.fit.epochs,
-    }
+    return card
+
+
+def _summary(
+    out: str | Path,
+    lineage: dict[str, Any],
+    student: ModelSource,
+    teacher: ModelSource,
+    result: DistillResult,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> DistillSummary:
+    return DistillSummary(
+        out=str(out),
+        teacher=lineage,
+        student=student.ref,
+        params=count_params(student.model),
+        teacher_params=count_params(teacher.model),
+        before=before,
+        metrics=after,
+        kd=result.to_dict()["kd"],
+        feature_pairs=result.feature_pairs,
+        teacher_cached=result.teacher_cached,
+        seconds=result.fit.seconds,
+        precision=result.fit.precision,
+        amp_reason=result.fit.amp_reason,
+        overflow_steps=result.fit.overflow_steps,
+        epochs=result.fit.epochs,
+    )
 
 
 def load_teacher(ref: ModelRef, data: DataConfig | None) -> ModelSource:
@@ -138,7 +170,7 @@ def _teacher_metrics(teacher: ModelSource, bundle: DataBundle) -> dict[str, Any]
         return {**card.metrics, "source": "card"}
     model: nn.Module = teacher.model
     predict = torch_predictor(model)
-    convert = teacher_input(bundle.train.spec, spec_of(model))  # type: ignore[attr-defined]
+    convert = teacher_input(bundle.train.spec, spec_of(model))
     n = spec_of(model).num_classes
     out: dict[str, Any] = {"source": "measured"}
     for split in ("val", "test"):

@@ -19,12 +19,13 @@ import torch
 
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.results import ExportSummary
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import card_metadata, external_data_path, onnx_size, optimize_offline
 from export.parity import ParityReport, check_parity
 from export.runtime import create_session, run_batched, torch_runner
 from models.artifact import ONNX, atomic_dir, check_out_dir, write_card
-from models.data import DataConfig, iterate_inputs, load_data, synthetic_batch
+from models.data import DataBundle, DataConfig, iterate_inputs, load_data, synthetic_batch
 from models.errors import QualityGateError
 from models.registry import ModelSpec
 
@@ -39,18 +40,14 @@ def run_export(
     out: str | Path,
     *,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary."""
     check_out_dir(out, overwrite)
     src = load_source(ref, data)
     model = src.model.eval()
     spec: ModelSpec = model.spec  # type: ignore[assignment]
     bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
-    if bundle is not None:
-        real = torch.cat(list(iterate_inputs(bundle.loader("val"), cfg.parity_samples)))
-        inputs, batches = "val", _split(real, cfg)
-    else:
-        inputs, batches = "random", _split(synthetic_batch(spec, cfg.parity_samples, seed=0), cfg)
+    inputs, batches = _parity_inputs(bundle, spec, cfg)
     card = card_for(src, bundle)
     card.kind, card.precision = "onnx", cfg.precision
     gates: dict[str, ParityReport] = {}
@@ -77,14 +74,14 @@ def run_export(
         )
         write_card(tmp, card)
     parity = gates["parity"]
-    summary = {
-        "out": str(out),
-        "params": count_params(model),
-        "export": result.to_dict(),
-        "parity": parity.to_dict(),
-        "parity_summary": parity.summary(),
-        "gates": {k: v.passed for k, v in gates.items()},
-    }
+    summary = ExportSummary(
+        out=str(out),
+        params=count_params(model),
+        export=result.to_dict(),
+        parity=parity.to_dict(),
+        parity_summary=parity.summary(),
+        gates={k: v.passed for k, v in gates.items()},
+    )
     failed = [k for k, v in gates.items() if not v.passed]
     if failed:
         raise QualityGateError(
@@ -93,6 +90,16 @@ def run_export(
             artifact=str(out),
         )
     return summary
+
+
+def _parity_inputs(
+    bundle: DataBundle | None, spec: ModelSpec, cfg: ExportConfig
+) -> tuple[str, list[np.ndarray]]:
+    """Validation images when the model is trained, else seeded random inputs."""
+    if bundle is not None:
+        real = torch.cat(list(iterate_inputs(bundle.loader("val"), cfg.parity_samples)))
+        return "val", _split(real, cfg)
+    return "random", _split(synthetic_batch(spec, cfg.parity_samples, seed=0), cfg)
 
 
 def _split(x: torch.Tensor, cfg: ExportConfig) -> list[np.ndarray]:

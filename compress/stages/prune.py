@@ -22,6 +22,7 @@ from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
 from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.results import PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
 from compress.training.precision import resolve_device
@@ -89,7 +90,7 @@ def run_prune(
     finetune: TrainConfig | None = None,
     latency: bool = True,
     hooks: Hooks | None = None,
-) -> dict[str, Any]:
+) -> PruneSummary:
     """Prune `ref` to `cfg`, fine-tune, measure before/after, write the artifact `out`.
 
     Under torchrun every rank prunes identically (rank 0's importance ranking decides) and
@@ -129,9 +130,9 @@ def run_prune(
         result=result.to_dict(),
         trained=trained,
     )
-    card.prune = {k: summary[k] for k in ("before", "after", "speedup", "untrained")}  # type: ignore[attr-defined]
+    card.prune = {k: getattr(summary, k) for k in ("before", "after", "speedup", "untrained")}
     if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(model)}  # type: ignore[attr-defined]
+        card.distributed = {**dist.record(), **collectives.consistency(model)}
     if dist.is_main:
         save_model(model, out, card, overwrite=overwrite)
     collectives.barrier()  # the artifact exists on every rank's return
@@ -151,32 +152,32 @@ def _summary(
     after: dict[str, Any],
     trained: bool,
     out: str | Path,
-) -> dict[str, Any]:
+) -> PruneSummary:
     lb, la = before.get("latency", {}), after.get("latency", {})
-    return {
-        "out": str(out),
-        "model": ref.model,
-        "weights": src.weights,
-        "untrained": not trained,
-        "target": result["target"],
-        "criterion": cfg.criterion,
-        "global": cfg.global_pruning,
-        "before": before,
-        "after": after,
-        "speedup": {
+    return PruneSummary(
+        out=str(out),
+        model=ref.model,
+        weights=src.weights,
+        untrained=not trained,
+        target=result["target"],
+        criterion=cfg.criterion,
+        global_pruning=cfg.global_pruning,
+        before=before,
+        after=after,
+        speedup={
             "params": _ratio(before["params"], after["params"]),
             "macs": _ratio(before["macs"], after["macs"]),
             "file": _ratio(before["file_bytes"], after["file_bytes"]),
             "ort": _ratio(lb.get("ort_ms"), la.get("ort_ms")),
             "torch": _ratio(lb.get("torch_ms"), la.get("torch_ms")),
         },
-        "steps": result["steps"],
-        "layers": result["layers"],
-        "latency_trace": result["latency_trace"],
-        "notes": result["notes"],
-        "prune_seconds": result["prune_seconds"],
-        "finetune_seconds": result["finetune_seconds"],
-    }
+        steps=result["steps"],
+        layers=result["layers"],
+        latency_trace=result["latency_trace"],
+        notes=result["notes"],
+        prune_seconds=result["prune_seconds"],
+        finetune_seconds=result["finetune_seconds"],
+    )
 
 
 # ----------------------------------------------------------------------------- sensitivity

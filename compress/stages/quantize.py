@@ -24,6 +24,7 @@ from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
 from compress.quantization.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
 from compress.stages.common import ModelRef, data_config_for, load_source
+from compress.stages.results import QuantizeSummary
 from compress.training.evaluate import evaluate
 from compress.training.precision import resolve_device
 from models.artifact import (
@@ -50,7 +51,7 @@ def run_quantize(
     *,
     overwrite: bool = False,
     hooks: Any = None,
-) -> dict[str, Any]:
+) -> QuantizeSummary:
     """Quantize `ref` into the ONNX artifact `out`; returns the summary stored in the card.
 
     Under torchrun, QAT fine-tunes on every rank (DDP) and rank 0 writes `out`; post-training
@@ -88,7 +89,7 @@ def _quantize(
     overwrite: bool,
     hooks: Any,
     main: bool,
-) -> tuple[dict[str, Any], QualityGateError | None]:
+) -> tuple[QuantizeSummary, QualityGateError | None]:
     """The work of run_quantize; a missed accuracy gate is returned, to be raised by the caller."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp32-", dir=out.parent) as tmp:
@@ -116,7 +117,7 @@ def _quantize(
             test = _test_metrics(fp32, path, bundle, cfg) if card.trained else None
             new = _card(card, ref, cfg, result, test)
             if cfg.method == "qat" and ddp.info().active:  # trained under torchrun
-                new.distributed = ddp.info().record()  # type: ignore[attr-defined]
+                new.distributed = ddp.info().record()
             write_card(adir, new)
     summary = _summary(out, result, test, card.trained)
     if not result.budget_met:
@@ -261,7 +262,7 @@ def _card(
         new.gates["fp16_parity"] = r.quantized["parity"]
     record = r.to_dict()
     record.pop("path")
-    new.quantization = {  # type: ignore[attr-defined]
+    new.quantization = {
         "method": r.method,
         "precision": r.precision,
         "settings": r.settings,
@@ -284,10 +285,6 @@ def _card(
 
 def _summary(
     out: Path, r: QuantizeResult, test: dict[str, Any] | None, trained: bool
-) -> dict[str, Any]:
-    return {
-        "out": str(out),
-        "trained": trained,
-        **{k: v for k, v in r.to_dict().items() if k != "path"},
-        "test": test,
-    }
+) -> QuantizeSummary:
+    fields = {k: v for k, v in r.to_dict().items() if k != "path"}
+    return QuantizeSummary(out=str(out), trained=trained, test=test, **fields)

@@ -14,7 +14,8 @@ from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, load_source_and_data
-from compress.training.evaluate import evaluate, torch_predictor
+from compress.stages.results import TrainSummary
+from compress.training.evaluate import all_reduce_eval, evaluate, torch_predictor
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import resolve_device
 from models.artifact import check_out_dir, save_model
@@ -37,7 +38,7 @@ def run_train(
     *,
     overwrite: bool = False,
     hooks: Hooks | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train, evaluate on val and test, save `out`; returns the summary stored in the card.
 
     Under torchrun every rank trains (DDP) and gets the summary; rank 0 alone writes `out`,
@@ -54,7 +55,7 @@ def run_train(
     card = card_for(src, bundle)
     card.trained = card.trained or cfg.epochs > 0
     card.precision = "fp32"  # stored weights; autocast precision is training_precision
-    card.training_precision = result.precision  # type: ignore[attr-defined]
+    card.training_precision = result.precision
     card.metrics = metrics
     card.add_history(
         "train",
@@ -65,20 +66,20 @@ def run_train(
         params=count_params(src.model),
     )
     if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(src.model)}  # type: ignore[attr-defined]
+        card.distributed = {**dist.record(), **collectives.consistency(src.model)}
     if dist.is_main:
         save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
         shutil.rmtree(ckpt, ignore_errors=True)
     collectives.barrier()  # the artifact exists on every rank's return
-    return {
-        "out": str(out),
-        "params": count_params(src.model),
-        "metrics": metrics,
-        "seconds": result.seconds,
-        "precision": result.precision,
-        "amp_reason": result.amp_reason,
-        "epochs": result.epochs,
-    }
+    return TrainSummary(
+        out=str(out),
+        params=count_params(src.model),
+        metrics=metrics,
+        seconds=result.seconds,
+        precision=result.precision,
+        amp_reason=result.amp_reason,
+        epochs=result.epochs,
+    )
 
 
 def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> d
     predict = torch_predictor(model)
     n = model.spec.num_classes
     val, test = (
-        collectives.all_reduce_eval(
+        all_reduce_eval(
             evaluate(predict, bundle.loader(s, sampler=sharding.eval_sampler(len(d))), n)
         )
         for s, d in (("val", bundle.val), ("test", bundle.test))

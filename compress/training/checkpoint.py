@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.training.config import FitResult, TrainConfig
 from models.errors import InvalidInputError, UsageError
-
-if TYPE_CHECKING:
-    from compress.training.fit import FitResult, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from compress.distributed import collectives
+
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -75,4 +77,26 @@ def evaluate(
         samples=n,
         per_class=per_class,
         confusion=confusion.tolist(),
+    )
+
+
+def all_reduce_eval(ev: EvalResult) -> EvalResult:
+    """Merge every rank's evaluation of its share into the result over the whole split."""
+    if not collectives.group_active():
+        return ev
+    confusion = torch.tensor(ev.confusion, dtype=torch.float64)
+    n = ev.samples
+    loss_sum, top5_hits = (ev.loss * n if n else 0.0), ev.top5 * n
+    collectives.all_reduce_(confusion)
+    n_all, loss_all, top5_all = collectives.all_reduce_sums([n, loss_sum, top5_hits])
+    conf = confusion.round().long()
+    total = max(n_all, 1.0)
+    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
+    return EvalResult(
+        top1=float(conf.diag().sum()) / total,
+        top5=round(top5_all) / total,
+        loss=loss_all / total if n_all else float("nan"),
+        samples=int(n_all),
+        per_class=per_class,
+        confusion=conf.tolist(),
     )

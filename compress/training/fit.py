@@ -16,8 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,104 +25,16 @@ from torch import nn
 from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
 from compress.training import checkpoint
-from compress.training.evaluate import EvalResult, evaluate, torch_predictor
+from compress.training.config import FitResult, Hooks, LogHooks, SilentHooks, TrainConfig
+from compress.training.evaluate import EvalResult, all_reduce_eval, evaluate, torch_predictor
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
-from models.errors import InvalidInputError, UsageError
+from models.errors import InvalidInputError
 from models.registry import spec_of
 
 log = logging.getLogger(__name__)
+__all__ = ["FitResult", "Hooks", "LogHooks", "SilentHooks", "TrainConfig", "fit"]
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("onecycle", "cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; the defaults train LeNet-5 on Fashion-MNIST to ~91 % test top-1."""
-
-    epochs: int = 15
-    lr: float = 4e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool = False
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    validate_every: int = 1
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise UsageError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise UsageError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise UsageError("label_smoothing must be in [0, 1)")
-
-
-class Hooks(Protocol):
-    """Progress callbacks; the CLI implements them with a rich progress bar."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
-    def on_batch(self, loss: float) -> None: ...
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
-
-
-class LogHooks:
-    """Default hooks: one log line per epoch."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        self.epochs = epochs
-
-    def on_batch(self, loss: float) -> None:
-        pass
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        log.info("epoch %d/%d %s", epoch + 1, self.epochs, shown)
-
-
-class SilentHooks:
-    """What ranks other than 0 report: nothing."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        pass
-
-    def on_batch(self, loss: float) -> None:
-        pass
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        pass
-
-
-@dataclass
-class FitResult:
-    """What a fit did: per-epoch metrics, final validation top-1, time, precision used."""
-
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    val_top1: float | None = None
-    seconds: float = 0.0
-    device: str = "cpu"
-    precision: str = "fp32"
-    amp_reason: str = ""
-    overflow_steps: int = 0  # optimizer steps skipped by fp16 loss scaling (inf/NaN grads)
-    steps: int = 0
-    resumed_from: int | None = None
-    world_size: int = 1  # processes that trained together (torchrun)
-    dist_backend: str | None = None  # gloo or nccl when world_size > 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -164,77 +75,30 @@ def fit(
 
     Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel for this
     call only, so a model whose layers changed shape (pruning) is simply fitted again."""
-    hooks = hooks or LogHooks()
     torch.manual_seed(cfg.seed)
     dist, device = ddp.setup(resolve_device(cfg.device))
-    if not dist.is_main:
-        hooks = SilentHooks()  # only rank 0 reports progress
-    policy = resolve_amp(cfg.amp, device, model)
-    log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    loader = _train_loader(data, 0)
-    extra = list(extra_params)
-    params = [p for p in model.parameters() if p.requires_grad] + extra
-    opt = make_optimizer(params, cfg)
-    sched = make_scheduler(opt, cfg, len(loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
-    result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
+    # only rank 0 reports progress
+    hooks = (hooks or LogHooks()) if dist.is_main else SilentHooks()
+    loop = _start(model, data, cfg, device, loss_fn, list(extra_params), hooks)
     if dist.active:
-        result.world_size, result.dist_backend = dist.world_size, dist.backend
+        loop.result.world_size, loop.result.dist_backend = dist.world_size, dist.backend
         torch.manual_seed(sharding.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
-    start_epoch = checkpoint.resume(cfg, model, opt, sched, result)
-    net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
-    loss_fn = loss_fn or (
-        lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    )
+    start_epoch = checkpoint.resume(cfg, model, loop.opt, loop.sched, loop.result)
+    loop.net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         with collectives.collective_errors():
             for epoch in range(start_epoch, cfg.epochs):
-                hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
-                te = time.perf_counter()
-                loader = _train_loader(data, epoch)  # per-epoch seeded order: resumable
-                sums = _train_epoch(
-                    net,
-                    loader,
-                    opt,
-                    sched,
-                    scaler,
-                    policy,
-                    loss_fn,
-                    cfg,
-                    device,
-                    hooks,
-                    result,
-                    extra,
-                )
-                loss_sum, loss_seen, correct, seen = collectives.all_reduce_sums(sums)
-                metrics = {
-                    "train_loss": loss_sum / max(loss_seen, 1),
-                    "train_acc": correct / max(seen, 1),
-                    "images_per_s": seen / max(time.perf_counter() - te, 1e-9),
-                }
-                if cfg.validate_every and (
-                    (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs
-                ):
-                    ev = _validate(model, data, device)
-                    metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
-                    result.val_top1 = ev.top1
-                metrics["seconds"] = time.perf_counter() - te
-                result.epochs.append({"epoch": epoch + 1, **metrics})
-                checkpoint.write_epoch(cfg, epoch, model, opt, sched, result)
-                hooks.on_epoch_end(epoch, metrics)
+                _run_epoch(model, data, loop, epoch)
     finally:
         # Free the DDP wrapper now, even after an interruption: it sits in reference cycles,
         # and until the garbage collector finds it its reducer's gradient hooks stay on `model`,
         # turning any later backward pass (pruning importance, another fit) into stray
         # all-reduces that can abort the process at exit.
-        wrapped = net is not model
-        del net
+        wrapped, loop.net = loop.net is not model, model
         if wrapped:
             gc.collect()
+    result = loop.result
     result.seconds = time.perf_counter() - t0
     if result.overflow_steps:
         log.info(
@@ -244,6 +108,81 @@ def fit(
         )
     model.to("cpu").eval()
     return result
+
+
+@dataclass
+class _Loop:
+    """What every step of one `fit` call shares."""
+
+    net: nn.Module  # the model, or its DDP wrapper under torchrun
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    policy: AmpPolicy
+    loss_fn: LossFn
+    cfg: TrainConfig
+    device: torch.device
+    hooks: Hooks
+    result: FitResult
+    extra: list[nn.Parameter] = field(default_factory=list)
+
+
+def _start(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    device: torch.device,
+    loss_fn: LossFn | None,
+    extra: list[nn.Parameter],
+    hooks: Hooks,
+) -> _Loop:
+    """Precision, device placement, optimizer, schedule and scaler for one fit."""
+    policy = resolve_amp(cfg.amp, device, model)
+    log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    params = [p for p in model.parameters() if p.requires_grad] + extra
+    opt = make_optimizer(params, cfg)
+    sched = make_scheduler(opt, cfg, len(_train_loader(data, 0)))
+    result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
+    return _Loop(
+        net=model,
+        opt=opt,
+        sched=sched,
+        scaler=torch.amp.GradScaler(device.type, enabled=policy.scaler),
+        policy=policy,
+        loss_fn=loss_fn
+        or (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)),
+        cfg=cfg,
+        device=device,
+        hooks=hooks,
+        result=result,
+        extra=extra,
+    )
+
+
+def _run_epoch(model: nn.Module, data: DataBundle, loop: _Loop, epoch: int) -> None:
+    """Train one epoch, validate when due, checkpoint, report."""
+    cfg, result = loop.cfg, loop.result
+    loader = _train_loader(data, epoch)  # per-epoch seeded order: resumable
+    loop.hooks.on_epoch_start(epoch, cfg.epochs, len(loader))
+    te = time.perf_counter()
+    sums = _train_epoch(loop, loader)
+    loss_sum, loss_seen, correct, seen = collectives.all_reduce_sums(sums)
+    metrics = {
+        "train_loss": loss_sum / max(loss_seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "images_per_s": seen / max(time.perf_counter() - te, 1e-9),
+    }
+    if cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs):
+        ev = _validate(model, data, loop.device)
+        metrics |= {"val_top1": ev.top1, "val_loss": ev.loss}
+        result.val_top1 = ev.top1
+    metrics["seconds"] = time.perf_counter() - te
+    result.epochs.append({"epoch": epoch + 1, **metrics})
+    checkpoint.write_epoch(cfg, epoch, model, loop.opt, loop.sched, result)
+    loop.hooks.on_epoch_end(epoch, metrics)
 
 
 def _train_loader(data: DataBundle, epoch: int) -> torch.utils.data.DataLoader:
@@ -257,58 +196,53 @@ def _validate(model: nn.Module, data: DataBundle, device: torch.device) -> EvalR
     """Validation top-1/loss; under torchrun each rank scores a share and the sums are merged."""
     n = spec_of(model).num_classes
     loader = data.loader("val", sampler=sharding.eval_sampler(len(data.val)))
-    return collectives.all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
+    return all_reduce_eval(evaluate(torch_predictor(model, device), loader, n))
 
 
 def _train_epoch(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    policy: AmpPolicy,
-    loss_fn: LossFn,
-    cfg: TrainConfig,
-    device: torch.device,
-    hooks: Hooks,
-    result: FitResult,
-    extra_params: list[nn.Parameter] | None = None,
+    loop: _Loop, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
 ) -> tuple[float, int, int, int]:
     """One pass over `loader`; returns this rank's (loss sum, samples in it, correct, seen)."""
-    model.train()
+    cfg, policy, device = loop.cfg, loop.policy, loop.device
+    loop.net.train()
     loss_sum, correct, seen, loss_seen = 0.0, 0, 0, 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with policy.autocast(device):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y, x)
+            logits = loop.net(x)
+            loss = loop.loss_fn(logits.float(), y, x)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value) and not policy.scaler:
             raise InvalidInputError(
                 "training diverged (loss is NaN/Inf)", hint="lower --lr, or check the input data"
             )
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if extra_params:
-            # DDP averages only the model's own gradients
-            collectives.average_gradients(extra_params)
-        if cfg.grad_clip:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scale_before = scaler.get_scale() if policy.scaler else 0.0
-        scaler.step(opt)
-        scaler.update()
-        result.steps += 1
-        if policy.scaler and scaler.get_scale() < scale_before:
-            result.overflow_steps += 1  # the scaler skipped this step (inf/NaN gradients)
-        else:
-            sched.step()  # a step the scaler skipped does not advance the schedule
+        _step(loop, loss)
         if math.isfinite(loss_value):  # an overflowed (skipped) step does not count
             loss_sum += loss_value * len(y)
             loss_seen += len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
-        hooks.on_batch(loss_value)
+        loop.hooks.on_batch(loss_value)
     return loss_sum, loss_seen, correct, seen
+
+
+def _step(loop: _Loop, loss: torch.Tensor) -> None:
+    """Backward, clip, optimizer and schedule step (fp16 loss scaling may skip the step)."""
+    opt, scaler, policy = loop.opt, loop.scaler, loop.policy
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if loop.extra:
+        collectives.average_gradients(loop.extra)  # DDP averages only the model's own gradients
+    if loop.cfg.grad_clip:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(loop.net.parameters(), loop.cfg.grad_clip)
+    scale_before = scaler.get_scale() if policy.scaler else 0.0
+    scaler.step(opt)
+    scaler.update()
+    loop.result.steps += 1
+    if policy.scaler and scaler.get_scale() < scale_before:
+        loop.result.overflow_steps += 1  # the scaler skipped this step (inf/NaN gradients)
+    else:
+        loop.sched.step()  # a step the scaler skipped does not advance the schedule

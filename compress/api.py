@@ -1,0 +1,163 @@
+"""The Python API: one function per verb, artifact in, artifact out (what the CLI calls).
+
+`compress.train("lenet5", "runs/lenet5", TrainConfig(epochs=12))`: a model is a zoo name, an
+artifact directory, `path/to/file.py:factory` or a :class:`ModelRef` (weights, shape options);
+every function writes its artifact atomically and returns the summary stored in its card.
+`import compress` stays cheap: these load (with torch) on first use, through the package's
+module `__getattr__`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from compress.distillation.distill import DistillConfig
+from compress.distributed import group as ddp
+from compress.pipeline.recipe import Recipe, apply_override, load_recipe
+from compress.pipeline.report import write_report
+from compress.pipeline.runner import PipelineResult, run_pipeline
+from compress.pruning.config import PruneConfig
+from compress.quantization.context import QuantizeConfig
+from compress.stages.bench import run_bench
+from compress.stages.common import ModelRef
+from compress.stages.distill import run_distill
+from compress.stages.export import run_export
+from compress.stages.prune import run_prune
+from compress.stages.quantize import run_quantize
+from compress.stages.results import (
+    DistillSummary,
+    ExportSummary,
+    PruneSummary,
+    QuantizeSummary,
+    TrainSummary,
+)
+from compress.stages.train import run_train
+from compress.training.config import Hooks, TrainConfig
+from export.bench import BenchConfig, BenchReport
+from export.onnx_export import ExportConfig
+from models.data import DataConfig
+
+Model = str | Path | ModelRef
+
+
+def model_ref(model: Model) -> ModelRef:
+    """A :class:`ModelRef` for a zoo name, artifact directory or `file.py:factory`."""
+    return model if isinstance(model, ModelRef) else ModelRef(str(model))
+
+
+def train(
+    model: Model,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> TrainSummary:
+    """Train `model` and write the artifact `out` (val and test metrics in its card)."""
+    cfg = config or TrainConfig()
+    return run_train(model_ref(model), cfg, data, out, overwrite=overwrite, hooks=hooks)
+
+
+def prune(
+    model: Model,
+    out: str | Path,
+    config: PruneConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    finetune: TrainConfig | None = None,
+    latency: bool = True,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> PruneSummary:
+    """Prune `model` structurally (channels removed), fine-tune with `finetune`, write `out`."""
+    return run_prune(
+        model_ref(model),
+        config or PruneConfig(),
+        data,
+        out,
+        overwrite=overwrite,
+        finetune=finetune,
+        latency=latency,
+        hooks=hooks,
+    )
+
+
+def distill(
+    teacher: Model,
+    student: Model,
+    out: str | Path,
+    config: DistillConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    train: TrainConfig | None = None,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> DistillSummary:
+    """Train `student` from `teacher`'s soft labels (knowledge distillation), write `out`."""
+    return run_distill(
+        model_ref(teacher),
+        model_ref(student),
+        config or DistillConfig(),
+        data,
+        out,
+        train_cfg=train,
+        overwrite=overwrite,
+        hooks=hooks,
+    )
+
+
+def quantize(
+    model: Model,
+    out: str | Path,
+    config: QuantizeConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> QuantizeSummary:
+    """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out`."""
+    cfg = config or QuantizeConfig()
+    return run_quantize(model_ref(model), cfg, data, out, overwrite=overwrite)
+
+
+def export_onnx(
+    model: Model,
+    out: str | Path,
+    config: ExportConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> ExportSummary:
+    """Export `model` to a parity-checked ONNX artifact `out`."""
+    cfg = config or ExportConfig()
+    return run_export(model_ref(model), cfg, data, out, overwrite=overwrite)
+
+
+def bench(
+    models: list[Model], config: BenchConfig | None = None, data: DataConfig | None = None
+) -> BenchReport:
+    """Latency of every model on every runtime and batch size of `config`."""
+    return run_bench([model_ref(m) for m in models], config or BenchConfig(), data)
+
+
+def run_recipe(
+    recipe: str | Path | Recipe,
+    out: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> PipelineResult:
+    """Run a recipe file (or a parsed :class:`Recipe`) into `out`, as `compress run` does,
+    and write `out/report.{md,json,html}` (rank 0 under torchrun)."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    else:
+        recipe = copy.deepcopy(recipe)
+        for item in overrides or []:
+            apply_override(recipe, item)
+    result = run_pipeline(recipe, out, resume=resume, overwrite=overwrite)
+    if ddp.is_main():
+        write_report(result, recipe.name, Path(out))
+    return result

@@ -1,0 +1,146 @@
+"""The quantization run's types: its config, its result, and the context its steps share.
+
+`quantize` (the entry point) and the int8/fp16 back ends it dispatches to all use them, so they
+live below all three and none of those imports another.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.quantization import graph as qgraph
+from compress.quantization import ortrun
+from compress.training.precision import AMP_MODES
+from models.errors import UsageError
+
+METHODS = ("ptq-static", "ptq-dynamic", "qat", "fp16")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+FORMATS = ("qdq", "qoperator")
+TYPES = ("auto", "uint8", "int8")
+PROBE = 64  # inputs used to rank node sensitivity and compare logits
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class QuantizeConfig:
+    """How to quantize. `auto` fields follow the CPU's instruction set (see compress.quantization.isa)."""
+
+    method: str = "ptq-static"
+    samples: int = 300  # calibration images, a seeded subset of the validation split
+    calibration: str = "minmax"
+    per_channel: bool = True
+    format: str = "qdq"
+    activation_type: str = "auto"
+    weight_type: str = "auto"
+    reduce_range: str | bool = "auto"
+    tune: bool = False
+    max_drop: float | None = 1.0  # points of validation top-1; None: no accuracy gate
+    max_fallback: int = 8  # most nodes kept in float by the accuracy-aware fallback
+    keep_float: tuple[str, ...] = ()  # node names the user keeps in float from the start
+    mixed: bool = False  # fp16: keep sensitive nodes in fp32 until the parity gate holds
+    epochs: int = 2  # qat
+    lr: float = 1e-4  # qat
+    amp: str = "off"  # qat training precision (fake-quant ranges are sensitive to bf16)
+    eval_samples: int | None = None  # cap on validation samples per accuracy check
+    latency: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("method", self.method, METHODS)
+        _one_of("calibration", self.calibration, CALIBRATIONS)
+        _one_of("format", self.format, FORMATS)
+        _one_of("activation-type", self.activation_type, TYPES)
+        _one_of("weight-type", self.weight_type, TYPES)
+        if isinstance(self.reduce_range, str):
+            rr = self.reduce_range.lower()
+            if rr not in ("auto", "true", "false", "on", "off"):
+                raise UsageError(f"--reduce-range must be auto, on or off, got {rr!r}")
+            self.reduce_range = "auto" if rr == "auto" else rr in ("true", "on")
+        if self.samples < 1:
+            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+        if self.max_fallback < 0:
+            raise UsageError(f"--max-fallback must be >= 0, got {self.max_fallback}")
+        if self.epochs < 0 or not self.lr > 0:
+            raise UsageError("--epochs must be >= 0 and --lr > 0")
+        if self.tune and self.method != "ptq-static":
+            raise UsageError("--tune applies to ptq-static (it tries activation/weight settings)")
+        _one_of("amp", self.amp, AMP_MODES)
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise UsageError("--eval-samples must be >= 1")
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UsageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+@dataclass
+class QuantizeResult:
+    """What was done, why, and what it measured (fp32 vs quantized)."""
+
+    path: str
+    method: str
+    precision: str
+    settings: dict[str, Any]
+    reason: str
+    isa: dict[str, Any]
+    fp32: dict[str, Any]
+    quantized: dict[str, Any]
+    drop_pts: float | None
+    budget_met: bool
+    fallback_nodes: list[str] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    fallback_attempts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.quantized["bytes"] / max(self.fp32["bytes"], 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "size_ratio": round(self.size_ratio, 4)}
+
+
+@dataclass
+class QuantContext:
+    """Everything one quantization run shares between its steps."""
+
+    cfg: QuantizeConfig
+    source: Path  # the float model as given
+    pre: Path  # after quant_pre_process
+    work: Path
+    info: qgraph.GraphInfo
+    calib: np.ndarray | None
+    val: list[tuple[torch.Tensor, torch.Tensor]] | None
+    num_classes: int
+    probe: np.ndarray
+    counter: itertools.count = field(default_factory=itertools.count)
+
+    def fresh(self, stem: str) -> Path:
+        return self.work / f"{stem}-{next(self.counter)}.onnx"
+
+    def top1(self, path: Path) -> float | None:
+        if self.val is None:
+            return None
+        return ortrun.top1(path, self.val, self.num_classes, self.cfg.eval_samples)
+
+
+def drop_pts(fp32: float | None, q: float | None) -> float | None:
+    """Top-1 points lost from `fp32` to `q` (fractions in), None when either is unknown."""
+    return None if fp32 is None or q is None else round((fp32 - q) * 100, 3)
+
+
+def within_budget(fp32: float | None, q: float | None, max_drop: float | None) -> bool:
+    """True when the drop is within `max_drop` points (or either side is unknown)."""
+    d = drop_pts(fp32, q)
+    return max_drop is None or d is None or d <= max_drop
