@@ -202,7 +202,7 @@ def test_readme_documents_what_is_trusted():
 
 def test_onnx_probe_ignores_a_lookalike_package_in_the_working_directory(tmp_path, monkeypatch):
     """The ONNX probe child runs our export.runtime, not an `export/` folder where the user is."""
-    from export.runtime import probe_in_subprocess
+    from export.probe import probe_in_subprocess
 
     marker = tmp_path / "MARKER"
     fake = tmp_path / "cwd" / "export"
