@@ -13,7 +13,11 @@ from models.errors import UsageError
 RuntimeOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--runtime", "-r", help="Only these runtimes (repeatable; default: every one known)."
+        "--runtime",
+        "-r",
+        help="Only these runtimes (repeatable): torch, torch-cuda, torch-compile, ort-cpu, "
+        "ort-cuda, ort-trt, openvino, openvino-gpu, openvino-npu. Default: every one; those "
+        "this machine can't run are listed as skipped, with the reason.",
     ),
 ]
 ExcludeOpt = Annotated[
