@@ -54,6 +54,7 @@ class CompiledTorchRunner:
             torch._dynamo.mark_dynamic(t, 0)
         key = "x".join(str(d) for d in t.shape)
         first = key not in self.compile_seconds
+        graphs = compiled_graphs()
         t0 = time.perf_counter()
         try:
             with torch.inference_mode(), _autocast(self.precision), strict_dynamo():
@@ -64,7 +65,12 @@ class CompiledTorchRunner:
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = round(seconds, 3)
             self.create_seconds += seconds
-            log.info("torch-compile: compiled for input %s in %.1f s", key, seconds)
+            if new := compiled_graphs() - graphs:
+                log.info(
+                    "torch-compile: compiled %d graph(s) for input %s in %.1f s", new, key, seconds
+                )
+            else:
+                log.debug("torch-compile: input %s reuses a compiled graph", key)
         return out.float().numpy()
 
     def predict(self, x: Any) -> Any:
@@ -93,6 +99,13 @@ def _autocast(precision: str) -> Any:
     if precision == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process (its `unique_graphs` counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def strict_dynamo() -> Any:

@@ -13,7 +13,11 @@ from models.registry import create_model
 
 
 @pytest.mark.slow
-def test_many_batch_sizes_compile_within_the_limit_and_match_eager() -> None:
+def test_many_batch_sizes_compile_within_the_limit_and_match_eager(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
     import torch
     import torch._dynamo
     from torch._dynamo.utils import counters
@@ -22,6 +26,7 @@ def test_many_batch_sizes_compile_within_the_limit_and_match_eager() -> None:
     counters.clear()
     model = create_model("lenet5").eval()
     runner = torch_runner(model, "torch-compile")
+    caplog.set_level(logging.INFO, logger="export.torch_compile")
     # deploy's shapes (eval 512 / 392, timing 1 / 32) and more than recompile_limit (8) others
     sizes = [512, 392, 1, 32, *range(2, 12)]
     assert len(sizes) > torch._dynamo.config.recompile_limit
@@ -31,7 +36,10 @@ def test_many_batch_sizes_compile_within_the_limit_and_match_eager() -> None:
             want = model(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(runner.run(x), want, atol=1e-4, rtol=1e-3)
     # batch 1 is its own graph; batches >= 2 share dynamic-batch graphs (conv splits at 16)
-    assert 1 <= counters["stats"]["unique_graphs"] <= 3
+    graphs = counters["stats"]["unique_graphs"]
+    assert 1 <= graphs <= 3
+    # a "compiled" line for each graph really compiled, none for shapes that reuse one
+    assert sum("compiled" in r.getMessage() for r in caplog.records) == graphs
 
 
 @pytest.mark.slow
