@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from compress.cli.deploy_cmd import speedup_line
 
 SPEEDUP = {"batch_size": 1, "p50_ms": 0.045}
@@ -17,3 +19,31 @@ def test_a_slower_deploy_is_called_slower() -> None:
 def test_a_faster_deploy_is_not_called_slower() -> None:
     sp = {"speedup": 2.0, "label": "vs x", "baseline": "ort-cpu/fp32/1t", "baseline_p50_ms": 0.09}
     assert "SLOWER" not in speedup_line(sp, SPEEDUP)
+
+
+def test_compile_time_spent_while_measuring_counts_as_session_time() -> None:
+    from dataclasses import dataclass, field
+
+    from compress.stages.deploy_candidates import Candidate
+    from compress.stages.deploy_measure import Trial, time_trials
+    from models.registry import create_model
+
+    @dataclass
+    class Compiling:  # like torch-compile: the first call per shape compiles
+        runtime: str = "torch-compile"
+        providers: list[str] = field(default_factory=lambda: ["inductor cpu"])
+        create_seconds: float = 0.5
+        shapes: set[tuple[int, ...]] = field(default_factory=set)
+
+        def run(self, x: np.ndarray) -> np.ndarray:
+            if x.shape not in self.shapes:
+                self.shapes.add(x.shape)
+                self.create_seconds += 2.0
+            return np.zeros((x.shape[0], 10), np.float32)
+
+    t = Trial(Candidate("torch-compile", "fp32", 1), runner=Compiling())
+    t.create_seconds = 0.5  # as open_trials records it, before any compile
+    spec = create_model("lenet5").spec  # type: ignore[attr-defined]
+    time_trials([t], spec, (1, 4), seconds=0.02, rounds=1, warmup=0)
+    assert t.status == "ok" and t.create_seconds == 4.5  # two shapes compiled
+    assert t.to_dict()["session_seconds"] == 4.5
