@@ -47,3 +47,24 @@ def test_compile_time_spent_while_measuring_counts_as_session_time() -> None:
     time_trials([t], spec, (1, 4), seconds=0.02, rounds=1, warmup=0)
     assert t.status == "ok" and t.create_seconds == 4.5  # two shapes compiled
     assert t.to_dict()["session_seconds"] == 4.5
+
+
+def test_bench_table_names_every_precision_when_they_differ() -> None:
+    import io
+
+    from rich.console import Console
+
+    from export.bench_results import BenchReport, CaseResult
+    from export.report import terminal_table
+
+    def row(runtime: str, precision: str, p50: float) -> CaseResult:
+        return CaseResult("l5", runtime, 1, [], False, 2, 10, p50, p50, p50, p50, 0.0, p50,
+                          p50, 1 / p50 * 1e3, 400.0, 0.1, None, 250_000, 0.0, precision,
+                          None)  # fmt: skip
+
+    rows = [row("openvino", "fp32", 0.06), row("openvino", "bf16", 0.04)]
+    report = BenchReport({}, {}, [{"label": "l5", "dense": True}], rows)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(terminal_table(report, 80))
+    text = out.getvalue()
+    assert "openvino fp32" in text and "openvino bf16" in text  # each on one line
