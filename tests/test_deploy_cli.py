@@ -68,3 +68,11 @@ def test_bench_table_names_every_precision_when_they_differ() -> None:
     Console(file=out, width=80, color_system=None).print(terminal_table(report, 80))
     text = out.getvalue()
     assert "openvino fp32" in text and "openvino bf16" in text  # each on one line
+
+
+def test_the_p50_column_names_its_batch() -> None:
+    from compress.cli.deploy_cmd import p50_column
+
+    cands = [{"status": "skipped"}, {"latency": {"32": {"p50_ms": 1.0}, "1": {"p50_ms": 0.1}}}]
+    assert p50_column(cands) == "p50 ms b32"
+    assert p50_column([{"status": "failed", "latency": {}}]) == "p50 ms"

@@ -108,7 +108,7 @@ def _print(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})")
-    right = ("thr", "val top-1", "drop pt", "p50 ms")
+    right = ("thr", "val top-1", "drop pt", p50_column(r["candidates"]))
     for col in ("runtime", "asked", "runs in", *right, "status"):
         table.add_column(col, justify="right" if col in right else "left")
     skipped = [c for c in r["candidates"] if c["status"] == "skipped"]
@@ -140,6 +140,12 @@ def _print(r: dict[str, Any]) -> None:
         f"deployed on [bold]{ch['runtime']}[/] {ch['precision']} with {ch['threads']} "
         f"thread(s) to {r['out']}"
     )
+
+
+def p50_column(candidates: list[dict[str, Any]]) -> str:
+    """`p50 ms b1`: the table shows the first batch size, the one that decides."""
+    timed = [c["latency"] for c in candidates if c.get("latency")]
+    return f"p50 ms b{next(iter(timed[0]))}" if timed else "p50 ms"
 
 
 def speedup_line(sp: dict[str, Any], speedup: dict[str, Any]) -> str:
