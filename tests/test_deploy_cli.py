@@ -1,4 +1,5 @@
-"""What `compress deploy` prints about speed-ups: both p50s, and slower said in words."""
+"""What `compress deploy` and `compress bench` print (speed-ups, p50 batch, runtime cells), and
+deploy's session seconds counting compiles made while measuring."""
 
 from __future__ import annotations
 
