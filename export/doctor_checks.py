@@ -114,22 +114,22 @@ def _check_qdq(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
             f"; {identities} Identity nodes (constants the exporter shared) feed the graph, "
             "and a bias behind an Identity blocks the DQ->Conv->Q fusion"
         )
+    advice = (
+        "run onnxruntime.quantization.quant_pre_process before quantize_static so that "
+        "onnxruntime can fuse each DQ->op->Q into one int8 kernel"
+    )
     if opt:
         fused = sum(opt.get(op, 0) for op in INT_COMPUTE)
         detail += (
             f"; after onnxruntime's fusion: {fused} int8 compute nodes, {inner} Q/DQ nodes "
             "left inside the graph"
         )
-    out = [
-        Finding(
-            "qdq",
-            "info",
-            "QDQ-quantized graph",
-            detail,
-            "run onnxruntime.quantization.quant_pre_process before quantize_static so that "
-            "onnxruntime can fuse each DQ->op->Q into one int8 kernel",
-        )
-    ]
+        if fused and not inner and not pairs:  # the advice would contradict the facts above
+            advice = (
+                "nothing to do: every DQ->op->Q fused into an int8 kernel (quant_pre_process "
+                "before quantize_static, as `compress quantize` does, keeps it so)"
+            )
+    out = [Finding("qdq", "info", "QDQ-quantized graph", detail, advice)]
     if inner or pairs:
         title = (
             f"{inner} Q/DQ nodes remain inside the graph after onnxruntime's fusion"

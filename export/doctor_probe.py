@@ -23,7 +23,7 @@ from export.diagnosis import FLOAT_COMPUTE
 
 def session_facts_isolated(path: str | Path, runtime: str, threads: int) -> dict[str, Any]:
     """`session_facts` in a child process; a crash or error becomes `{"error": ...}`."""
-    from export.runtime import child_python, child_pythonpath
+    from export.probe import child_python, child_pythonpath
 
     cmd = [*child_python("export.doctor_probe"), str(path), runtime, str(threads)]
     env = {**os.environ, "PYTHONPATH": child_pythonpath()}

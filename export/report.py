@@ -53,10 +53,11 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     """One row of strings per case, in TABLE_COLUMNS order."""
     base = bench_baselines(report)
     ups = [speedups(r, base) for r in report.results]
+    mixed = len({r.precision for r in report.results}) > 1  # then fp32 is named too
     return [
         [
             r.model,
-            runtime_cell(r),
+            runtime_cell(r, always=mixed),
             str(r.batch_size),
             f"{r.p50_ms:.2f}",
             f"{r.p90_ms:.2f}",
@@ -70,10 +71,11 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     ]
 
 
-def runtime_cell(r: CaseResult) -> str:
-    """`openvino` (fp32), `openvino bf16`, `openvino (ran bf16)`, `ort-cuda (fell back)`."""
+def runtime_cell(r: CaseResult, always: bool = False) -> str:
+    """`openvino` (fp32; `openvino fp32` when `always`), `openvino bf16`, `openvino (ran bf16)`,
+    `ort-cuda (fell back)`."""
     eff = r.effective_precision
-    asked = f" {r.precision}" if r.precision != "fp32" else ""
+    asked = f" {r.precision}" if always or r.precision != "fp32" else ""
     floats = r.precision in ("fp32", "bf16")  # int8/fp16 files: eff is their float remainder
     ran = f" (ran {eff})" if floats and eff and eff not in (r.precision, "unknown") else ""
     return f"{r.runtime}{asked}{ran}" + (" (fell back)" if r.fallback else "")
@@ -288,13 +290,14 @@ def terminal_table(report: BenchReport, width: int) -> Any:
     keep = [i for i, c in enumerate(TABLE_COLUMNS) if width >= 120 or c not in NARROW_DROP]
     rows = table_rows(report)
     name = min(24, max((len(r[0]) for r in rows), default=5))  # model names stay whole
+    runtime = min(14, max((len(r[1]) for r in rows), default=7))  # `openvino bf16` on one line
     table = Table(title="latency (ms), throughput (items/s), synthetic inputs", box=SIMPLE_HEAD)
     for i in keep:
         table.add_column(
             TABLE_COLUMNS[i],
             justify="left" if i < 2 else "right",
             overflow="fold",
-            min_width=name if i == 0 else None,
+            min_width=name if i == 0 else runtime if i == 1 else None,
         )
     for row in rows:
         table.add_row(*[row[i] for i in keep])

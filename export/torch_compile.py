@@ -24,6 +24,9 @@ from export.batching import runner_predict
 from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
+# Graphs dynamo may keep per code object before failing. With the batch dimension dynamic,
+# LeNet-5 needs 2-3 per precision (batch 1, and conv's fake kernel splits batches at 16).
+RECOMPILE_LIMIT = 64
 
 
 @dataclass
@@ -47,11 +50,14 @@ class CompiledTorchRunner:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.channels_last and t.dim() == 4:
             t = t.contiguous(memory_format=torch.channels_last)
+        if t.dim() > 0 and t.shape[0] > 1:  # batch dynamic: a few graphs, not one per size
+            torch._dynamo.mark_dynamic(t, 0)
         key = "x".join(str(d) for d in t.shape)
         first = key not in self.compile_seconds
+        graphs = compiled_graphs()
         t0 = time.perf_counter()
         try:
-            with torch.inference_mode(), _autocast(self.precision):
+            with torch.inference_mode(), _autocast(self.precision), strict_dynamo():
                 out = self.model(t)
         except Exception as e:  # inductor/dynamo raise many types; name the runtime and op
             raise compile_error(e) from e
@@ -59,7 +65,12 @@ class CompiledTorchRunner:
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = round(seconds, 3)
             self.create_seconds += seconds
-            log.info("torch-compile: compiled for input %s in %.1f s", key, seconds)
+            if new := compiled_graphs() - graphs:
+                log.info(
+                    "torch-compile: compiled %d graph(s) for input %s in %.1f s", new, key, seconds
+                )
+            else:
+                log.debug("torch-compile: input %s reuses a compiled graph", key)
         return out.float().numpy()
 
     def predict(self, x: Any) -> Any:
@@ -90,8 +101,39 @@ def _autocast(precision: str) -> Any:
     return nullcontext()
 
 
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process (its `unique_graphs` counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def strict_dynamo() -> Any:
+    """Dynamo config under which hitting the recompile limit raises instead of running eager.
+
+    By default dynamo, past `recompile_limit` (8) graphs for one code object, silently runs
+    the model eagerly: a "torch-compile" figure would then be an eager one. The limit counts
+    graphs of every model sharing a `forward` (deploy's baseline and pruned LeNet-5 at two
+    precisions need 8), so it is raised to `RECOMPILE_LIMIT`, and hitting it is an error.
+    """
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(
+        fail_on_recompile_limit_hit=True, suppress_errors=False, recompile_limit=RECOMPILE_LIMIT
+    )
+
+
 def compile_error(e: Exception) -> UnsupportedError:
     """One line naming the runtime and, when torch says so, the op it could not compile."""
+    if "recompile_limit" in str(e) or type(e).__name__ == "FailOnRecompileLimitHit":
+        import torch._dynamo
+
+        limit = torch._dynamo.config.recompile_limit
+        return UnsupportedError(
+            f"torch-compile: dynamo hit its recompile limit ({limit} graphs for this model); "
+            "it would have run eager, so the case is refused rather than mislabelled",
+            hint="raise torch._dynamo.config.recompile_limit, or use fewer batch sizes",
+        )
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     first = lines[0][:300] if lines else type(e).__name__
     return UnsupportedError(
@@ -117,7 +159,7 @@ def torch_compile_runner(
     model = model.eval().to("cpu")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    compiled = torch.compile(model, backend="inductor", dynamic=False)
+    compiled = torch.compile(model, backend="inductor", dynamic=False)  # batch: mark_dynamic
     runner = CompiledTorchRunner(
         model=compiled,
         runtime="torch-compile",

@@ -123,7 +123,7 @@ def test_every_candidate_below_the_gate_exits_5_and_writes_nothing(trained_lenet
     assert "no candidate passed the accuracy gate" in res.output and "below gate" in res.output
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
-    with pytest.raises(QualityGateError):
+    with pytest.raises(QualityGateError, match="accuracy gate"):
         deploy(str(art), DeployConfig(runtimes=("torch",), max_drop=0, **FAST), out)
 
 
@@ -155,9 +155,9 @@ def test_predict_cli_prints_json(deployed, pngs):
 
 
 def test_bad_deploy_options_are_usage_errors():
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="--max-drop must be >= 0"):
         DeployConfig(max_drop=-1)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="batch"):
         DeployConfig(batch_sizes=(0,))
     from compress.stages.deploy_candidates import ModelFiles, plan_candidates
 

@@ -75,6 +75,7 @@ def test_qdq_model_isolated(graphs: dict[str, Path]) -> None:
     assert codes["ep_assignment"] == "ok" and "hotspots" in codes
     qdq = d.by_code("qdq")[0]
     assert "QuantizeLinear" in qdq.detail and "quant_pre_process" in qdq.suggestion
+    assert qdq.suggestion.startswith("nothing to do")  # fully fused: no advice to redo it
 
 
 def test_fp32_island_and_unfused_qdq(graphs: dict[str, Path]) -> None:

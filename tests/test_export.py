@@ -18,13 +18,12 @@ from compress.stages.export import run_export
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import external_data_path, read_metadata
 from export.parity import ParityReport, compare
+from export.probe import interpret_probe, probe_in_subprocess
 from export.runtime import (
     check_runtime,
     create_session,
     inspect_onnx,
-    interpret_probe,
     onnx_artifact_predictor,
-    probe_in_subprocess,
     run_batched,
     torch_runner,
 )

@@ -104,7 +104,7 @@ def test_openvino_not_installed_names_the_install(
     monkeypatch: pytest.MonkeyPatch, lenet_onnx: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    with pytest.raises(UnsupportedError) as e:
+    with pytest.raises(UnsupportedError, match="openvino") as e:
         check_runtime("openvino")
     assert e.value.exit_code == 4 and e.value.hint == "pip install openvino"
     res = CliRunner().invoke(app, ["bench", "-m", str(lenet_onnx), "-r", "openvino"])

@@ -75,7 +75,7 @@ def test_card_code_refused_without_consent_and_nothing_runs(art, evil, mini_data
     line = " ".join(out.split())  # rich wraps long lines
     assert str(art / CODE) in line and sha in line and "--trust-code" in line
     assert "Traceback" not in out
-    with pytest.raises(UntrustedCodeError):
+    with pytest.raises(UntrustedCodeError, match="--trust-code"):
         load_model(art)
     assert not marker.exists()
 
@@ -202,7 +202,7 @@ def test_readme_documents_what_is_trusted():
 
 def test_onnx_probe_ignores_a_lookalike_package_in_the_working_directory(tmp_path, monkeypatch):
     """The ONNX probe child runs our export.runtime, not an `export/` folder where the user is."""
-    from export.runtime import probe_in_subprocess
+    from export.probe import probe_in_subprocess
 
     marker = tmp_path / "MARKER"
     fake = tmp_path / "cwd" / "export"

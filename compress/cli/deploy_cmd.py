@@ -13,7 +13,11 @@ from models.errors import UsageError
 RuntimeOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--runtime", "-r", help="Only these runtimes (repeatable; default: every one known)."
+        "--runtime",
+        "-r",
+        help="Only these runtimes (repeatable): torch, torch-cuda, torch-compile, ort-cpu, "
+        "ort-cuda, ort-trt, openvino, openvino-gpu, openvino-npu. Default: every one; those "
+        "this machine can't run are listed as skipped, with the reason.",
     ),
 ]
 ExcludeOpt = Annotated[
@@ -104,7 +108,7 @@ def _print(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})")
-    right = ("thr", "val top-1", "drop pt", "p50 ms")
+    right = ("thr", "val top-1", "drop pt", p50_column(r["candidates"]))
     for col in ("runtime", "asked", "runs in", *right, "status"):
         table.add_column(col, justify="right" if col in right else "left")
     skipped = [c for c in r["candidates"] if c["status"] == "skipped"]
@@ -130,12 +134,30 @@ def _print(r: dict[str, Any]) -> None:
     for key in ("vs_fastest_dense", "vs_ort_fp32"):
         sp = (r.get("speedup") or {}).get(key)
         if sp:
-            console.print(f"{sp['speedup']:.2f}x {sp['label']} ({sp['baseline']})")
+            console.print(speedup_line(sp, r["speedup"]), highlight=False)
     ch = r["chosen"]
     console.print(
         f"deployed on [bold]{ch['runtime']}[/] {ch['precision']} with {ch['threads']} "
         f"thread(s) to {r['out']}"
     )
+
+
+def p50_column(candidates: list[dict[str, Any]]) -> str:
+    """`p50 ms b1`: the table shows the first batch size, the one that decides."""
+    timed = [c["latency"] for c in candidates if c.get("latency")]
+    return f"p50 ms b{next(iter(timed[0]))}" if timed else "p50 ms"
+
+
+def speedup_line(sp: dict[str, Any], speedup: dict[str, Any]) -> str:
+    """`2.10x vs ... (ort-cpu/fp32/1t: 0.042 -> 0.020 ms p50 at batch 1)`; below 1x it says
+    in so many words that the deployed model is slower than its baseline."""
+    line = (
+        f"{sp['speedup']:.2f}x {sp['label']} ({sp['baseline']}: {sp['baseline_p50_ms']:.3f} -> "
+        f"{speedup['p50_ms']:.3f} ms p50 at batch {speedup['batch_size']})"
+    )
+    if sp["speedup"] < 1:
+        line = f"[yellow]{line}: SLOWER than the baseline here[/]"
+    return line
 
 
 def _words(text: str, name: str) -> tuple[str, ...]:

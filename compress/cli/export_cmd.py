@@ -194,7 +194,14 @@ def _print_bench(report: Any) -> None:
 def doctor(
     model: o.ModelOpt,
     runtime: Annotated[
-        str, typer.Option("--runtime", "-r", help="ort-cpu, ort-cuda or ort-trt.")
+        str,
+        typer.Option(
+            "--runtime",
+            "-r",
+            help="The onnxruntime session whose graph is diagnosed: ort-cpu, ort-cuda or "
+            "ort-trt. (--rank also times the ONNX runtimes available here: ort-*, openvino, "
+            "openvino-gpu, openvino-npu.)",
+        ),
     ] = "ort-cpu",
     threads: ThreadsOpt = None,
     mo: o.ModelOptions = o.ModelOptions(),
@@ -202,8 +209,8 @@ def doctor(
     rank: Annotated[
         bool,
         typer.Option(
-            help="Also time every runtime x precision this machine has (a few seconds) and name "
-            "the fastest, and why.",
+            help="Also time every ONNX runtime x precision (fp32, bf16, int8, ...) this machine "
+            "has (a few seconds) and name the fastest, and why.",
         ),
     ] = True,
 ) -> None:

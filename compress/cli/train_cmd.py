@@ -93,8 +93,9 @@ def evaluate(
         typer.Option(
             "--runtime",
             "-r",
-            help="Where to run it: torch, torch-compile, ort-cpu, openvino, ... (default: "
-            "onnxruntime for ONNX artifacts, PyTorch otherwise). Accuracy is measured there.",
+            help="Where to run it: torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, "
+            "openvino, openvino-gpu or openvino-npu (default: onnxruntime for ONNX artifacts, "
+            "PyTorch otherwise). Accuracy is measured there.",
         ),
     ] = None,
     precision: Annotated[

@@ -19,7 +19,8 @@ from export.diagnosis import Diagnosis, Finding
 from export.doctor import diagnose
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import META_PREFIX
-from export.runtime import ORT_PROVIDERS, card_from_onnx, inspect_onnx, probe_in_subprocess
+from export.probe import probe_in_subprocess
+from export.runtime import ORT_PROVIDERS, card_from_onnx, inspect_onnx
 from models.artifact import ONNX, WEIGHTS, Card, is_artifact, read_card
 from models.data import DataConfig
 from models.errors import InvalidInputError, UsageError

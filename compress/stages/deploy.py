@@ -23,12 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
-from compress.stages.deploy_candidates import (
-    PRECISIONS,
-    ModelFiles,
-    needs_torch,
-    plan_candidates,
-)
+from compress.stages.deploy_candidates import ModelFiles, needs_torch, plan_candidates
 from compress.stages.deploy_measure import (
     Trial,
     apply_gate,
@@ -38,6 +33,7 @@ from compress.stages.deploy_measure import (
     time_trials,
 )
 from export.environment import capture_environment
+from export.precision import PRECISIONS
 from export.runtime import RUNTIMES
 from models.artifact import (
     ONNX,

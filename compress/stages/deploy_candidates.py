@@ -22,13 +22,19 @@ from typing import Any
 import numpy as np
 
 from export.environment import physical_cores
-from export.runtime import ORT_PROVIDERS, RUNTIMES, TORCH_RUNTIMES, Runner, check_runtime
+from export.precision import PRECISIONS, unavailable
+from export.runtime import (
+    RUNTIMES,
+    TORCH_RUNTIMES,
+    Runner,
+    check_runtime,
+    onnx_runner,
+    torch_runner,
+)
 from export.timing import torch_threads
 from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -111,101 +117,26 @@ def _runtime_refusal(runtime: str, files: ModelFiles) -> str | None:
 
 
 def needs_torch(runtime: str) -> bool:
-    """Whether `runtime` runs the PyTorch module (torch, torch-cuda, torch-compile, ...)."""
-    return runtime in TORCH_RUNTIMES or runtime.startswith("torch")
+    """Whether `runtime` runs the PyTorch module (torch, torch-cuda, torch-compile)."""
+    return runtime in TORCH_RUNTIMES
 
 
 def precision_refusal(runtime: str, precision: str, artifact: str = "fp32") -> str | None:
-    """Why `runtime` can't run an `artifact`-precision model at `precision` here, or None.
-
-    `export.precision.unavailable` decides where that module exists (the runtime registry's
-    own rules); `_unavailable` applies the same rules to the runtimes known before it.
-    """
-    rule: Callable[[str, str, str], str | None] = _unavailable
-    with contextlib.suppress(ImportError):
-        from export.precision import unavailable  # type: ignore[import-not-found,unused-ignore]
-
-        rule = unavailable
-    return rule(runtime, precision, artifact)
-
-
-def _unavailable(runtime: str, precision: str, artifact: str = "fp32") -> str | None:
-    if artifact in ("int8", "fp16"):
-        if precision != artifact:
-            return f"an {artifact} artifact runs as {artifact}, not {precision}"
-        if needs_torch(runtime):
-            return f"{artifact} artifacts are ONNX: PyTorch runtimes do not read them"
-        return None
-    if precision == "fp32":
-        return None
-    if precision == "int8":
-        return "int8 is the precision of int8 artifacts (`compress quantize`), not a run-time cast"
-    cuda = runtime == "torch-cuda"
-    if runtime not in TORCH_RUNTIMES:
-        return f"{runtime} has no {precision} execution (it runs the graph's own precision)"
-    if precision == "fp16":
-        return None if cuda else f"fp16 on {runtime}: a GPU precision"
-    from compress.training.precision import cpu_has_native_bf16
-
-    if cuda or cpu_has_native_bf16():
-        return None
-    return "this CPU has no native bf16 (AVX-512 BF16 / AMX): emulated bf16 is slower than fp32"
+    """Why `runtime` can't run an `artifact`-precision model at `precision` here, or None
+    (`export.precision`'s rules, shared with `compress bench` and `compress eval`)."""
+    return unavailable(runtime, precision, artifact)
 
 
 def open_runner(cand: Candidate, files: ModelFiles, artifact: str = "fp32") -> Runner:
     """A runner for `cand`: the PyTorch module (torch runtimes) or the ONNX file, at the
-    candidate's precision, through export.runtime's precision-aware openers where present."""
-    import inspect
-
-    import export.runtime as rt
-
+    candidate's precision; a pair this machine can't run raises UnsupportedError."""
     if needs_torch(cand.runtime):
         if files.torch_model is None:
             raise UnsupportedError(f"{cand.runtime}: an ONNX artifact has no PyTorch module")
-        torch_runner: Any = rt.torch_runner
-        if "precision" in inspect.signature(torch_runner).parameters:
-            runner: Runner = torch_runner(files.torch_model, cand.runtime, cand.precision)
-            return runner
-        return _torch(cand, files)
+        return torch_runner(files.torch_model, cand.runtime, cand.precision)
     if files.onnx_path is None:
         raise UnsupportedError(f"{cand.runtime}: no ONNX file for this model")
-    onnx_runner = getattr(rt, "onnx_runner", None)
-    if onnx_runner is not None:
-        runner = onnx_runner(files.onnx_path, cand.runtime, cand.threads, cand.precision, artifact)
-        return runner
-    if cand.runtime in ORT_PROVIDERS:
-        return rt.create_session(files.onnx_path, cand.runtime, cand.threads)
-    raise UnsupportedError(f"{cand.runtime}: this build has no way to open it for deploy")
-
-
-@dataclass
-class AutocastRunner:
-    """A torch runner whose forward runs under bf16/fp16 autocast; logits come back fp32."""
-
-    inner: Any
-    dtype: Any
-    runtime: str
-    providers: list[str]
-    create_seconds: float
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.autocast(self.inner.device, dtype=self.dtype):
-            out: np.ndarray = self.inner.run(x)
-        return out
-
-
-def _torch(cand: Candidate, files: ModelFiles) -> Runner:
-    import torch
-
-    from export.runtime import torch_runner
-
-    base = torch_runner(files.torch_model, cand.runtime)
-    if cand.precision == "fp32":
-        return base
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cand.precision]
-    return AutocastRunner(base, dtype, base.runtime, base.providers, base.create_seconds)
+    return onnx_runner(files.onnx_path, cand.runtime, cand.threads, cand.precision, artifact)
 
 
 @contextlib.contextmanager
