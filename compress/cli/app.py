@@ -93,10 +93,11 @@ def _root(
 
 
 def _register() -> None:
-    from compress.cli import info_cmd, train_cmd
+    from compress.cli import factorize_cmd, info_cmd, train_cmd
 
     train_cmd.register(app)
     info_cmd.register(app)
+    factorize_cmd.register(app)
     for name in ("prune_cmd", "export_cmd", "quantize_cmd", "distill_cmd", "run_cmd", "ddp_cmd"):
         try:
             module = __import__(f"compress.cli.{name}", fromlist=["register"])
