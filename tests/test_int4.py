@@ -160,7 +160,7 @@ def test_cli_int4_reports_per_layer(trained_lenet, tmp_path):
     assert "per layer" in res.output and "computes in int4" in res.output
     card = json.loads((out / "card.json").read_text())
     assert card["precision"] == "int4"
-    layers = card["history"][-1]["result"]["layers"]
+    layers = card["quantization"]["layers"]
     assert [r["compute"] for r in layers].count("int4") == 3
 
 
