@@ -120,6 +120,23 @@ def test_mixed_layer_bits_int8_still_fuses(lenet_onnx, bundle, tmp_path):
     assert any(n.startswith("kept in fp32") and names[4] in n for n in r.notes)
 
 
+def test_short_names_shrinks_the_file_not_the_result(lenet_onnx, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from compress.quantization import ortrun
+
+    src, dst = lenet_onnx / "model.onnx", tmp_path / "short.onnx"
+    shutil.copyfile(src, dst)
+    assert int4.short_names(dst) > 0
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    ref, out = ortrun.run(ortrun.session(src), x), ortrun.run(ortrun.session(dst), x)
+    assert np.array_equal(ref, out)
+    layers = int4.weighted_layers(onnx.load(str(dst)))
+    assert list(layers) == list(int4.weighted_layers(onnx.load(str(src))))  # names kept
+
+
 def test_bits_auto_lists_each_layer_and_meets_the_budget(lenet_onnx, bundle, tmp_path):
     cfg = QuantizeConfig(weight_bits="auto", samples=64, max_drop=2.0, latency=False)
     r = _q(lenet_onnx, cfg, bundle, tmp_path / "auto.onnx")

@@ -275,3 +275,38 @@ def _stored_bits(model: Any) -> dict[str, int]:
             if p is not None and p.op_type == "DequantizeLinear":
                 out[n.name] = width.get(inits.get(p.input[0], 0), 32)
     return out
+
+
+def short_names(path: str | Path) -> int:
+    """Rename internal tensors to t0, t1, ... and drop Q/DQ node names; returns bytes saved.
+
+    At 4 bits the graph outweighs the weights: in a mixed LeNet-5 the tensor and node names took
+    5.6 KB of 15.8 KB. Graph inputs/outputs and the layers' node names (what the report and
+    --keep-float refer to) are kept; the computation is unchanged.
+    """
+    import onnx
+
+    before = Path(path).stat().st_size
+    model = qgraph.load(path)
+    g = model.graph
+    keep = {i.name for i in g.input} | {o.name for o in g.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for init in g.initializer:
+        init.name = short(init.name)
+    for node in g.node:
+        ins, outs = [short(x) for x in node.input], [short(x) for x in node.output]
+        del node.input[:], node.output[:]
+        node.input.extend(ins)
+        node.output.extend(outs)
+        if node.op_type in qgraph.SCALE_OPS:
+            node.name = ""
+        node.doc_string = ""
+    del g.value_info[:]
+    onnx.save(model, str(path))
+    return before - Path(path).stat().st_size

@@ -243,6 +243,10 @@ def quantize(
         shutil.copyfile(result.path, out_path)
         if result.precision in ("int8", "int4", "mixed"):
             qgraph.compact(out_path)
+        if result.precision in ("int4", "mixed"):
+            from compress.quantization.int4 import short_names
+
+            short_names(out_path)
         result.path = str(out_path)
         _measure(ctx, result)
     return result
