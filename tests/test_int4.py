@@ -41,7 +41,10 @@ def bundle():
     )
 
 
-def _q(src: Path, cfg: QuantizeConfig, bundle, out: Path):
+def _q(src: Path, cfg: QuantizeConfig, bundle, out: Path, **replace_cfg):
+    from dataclasses import replace
+
+    cfg = replace(cfg, **replace_cfg) if replace_cfg else cfg
     calib = calibration_inputs(bundle.val, 64, seed=0)
     return quantize(src / "model.onnx", cfg, calib, out, val=bundle.loader("val"), num_classes=10)
 
@@ -145,6 +148,17 @@ def test_bits_auto_lists_each_layer_and_meets_the_budget(lenet_onnx, bundle, tmp
     assert all({"int8_drop_pts", "int4_drop_pts"} <= set(row) for row in r.sensitivity)
     assert r.budget_met and r.drop_pts is not None and r.drop_pts <= 2.0
     assert r.size_ratio < 1.0  # something was lowered
+
+
+def test_target_size_stops_lowering_once_the_file_fits(lenet_onnx, bundle, tmp_path):
+    big = QuantizeConfig(weight_bits="auto", target_size_kb=10_000, samples=64, latency=False)
+    r = _q(lenet_onnx, big, bundle, tmp_path / "big.onnx")
+    assert r.precision == "fp32" and {row["chosen_bits"] for row in r.sensitivity} == {32}
+    assert any(n.startswith("kept in fp32") for n in r.notes)  # never silent
+    small = QuantizeConfig(weight_bits="auto", target_size_kb=150, samples=64, latency=False)
+    s = _q(lenet_onnx, small, bundle, tmp_path / "small.onnx", max_drop=None)
+    assert s.quantized["bytes"] < r.quantized["bytes"]
+    assert any(row["chosen_bits"] < 32 for row in s.sensitivity)
 
 
 def test_bits_auto_needs_accuracy(lenet_onnx, bundle, tmp_path):

@@ -51,8 +51,8 @@ def quantize_bits(ctx: _Ctx) -> QuantizeResult:
     path = _build(octx, bits)
     top1 = ctx.top1(path)
     rows = int4.classify(path, layers, ctx.work)
-    lowered = {b for b in bits.values() if b < 32}
-    precision = "int4" if lowered == {4} and all(b == 4 for b in bits.values()) else "mixed"
+    widths = set(bits.values())
+    precision = {4: "int4", 8: "int8", 32: "fp32"}[widths.pop()] if len(widths) == 1 else "mixed"
     result = QuantizeResult(
         path=str(path),
         method=cfg.method,
