@@ -20,14 +20,15 @@ from compress.quantization import graph as qgraph
 from compress.quantization import int4
 from compress.quantization.int8 import build_int8_nodes
 from compress.quantization.isa import detect_isa
-from compress.quantization.quantize import QuantizeResult, _Ctx, _drop, _within
+from compress.quantization.quantize import QuantizeResult
 from models.errors import UsageError
 
 log = logging.getLogger(__name__)
+Ctx = Any  # compress.quantization.quantize's run context (cfg, work dir, top1, fresh)
 UP = {4: 8, 8: 32}  # one step back toward float
 
 
-def quantize_bits(ctx: _Ctx) -> QuantizeResult:
+def quantize_bits(ctx: Ctx) -> QuantizeResult:
     """Lower each layer to its bit width (fixed or chosen), measure, and report per layer."""
     cfg = ctx.cfg
     int4.check_opset(cfg.int4_opset)
@@ -50,6 +51,7 @@ def quantize_bits(ctx: _Ctx) -> QuantizeResult:
         bits.update(cfg.layer_bits)
     path = _build(octx, bits)
     top1 = ctx.top1(path)
+    drop = None if fp32_top1 is None or top1 is None else round((fp32_top1 - top1) * 100, 3)
     rows = int4.classify(path, layers, ctx.work)
     widths = set(bits.values())
     precision = {4: "int4", 8: "int8", 32: "fp32"}[widths.pop()] if len(widths) == 1 else "mixed"
@@ -70,8 +72,8 @@ def quantize_bits(ctx: _Ctx) -> QuantizeResult:
         isa=detect_isa().to_dict(),
         fp32={"val_top1": fp32_top1},
         quantized={"val_top1": top1},
-        drop_pts=_drop(fp32_top1, top1),
-        budget_met=_within(fp32_top1, top1, cfg.max_drop),
+        drop_pts=drop,
+        budget_met=drop is None or cfg.max_drop is None or drop <= cfg.max_drop,
         fallback_nodes=[n for n, b in bits.items() if b == 32],
         sensitivity=sensitivity,
         layers=rows,
@@ -105,12 +107,12 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _build(octx: _Ctx, bits: dict[str, int]) -> Path:
+def _build(octx: Ctx, bits: dict[str, int]) -> Path:
     return int4.build(octx, bits, lambda only: build_int8_nodes(octx, only), octx.pre)
 
 
 def _choose(
-    octx: _Ctx, layers: dict[str, str], fp32_top1: float
+    octx: Ctx, layers: dict[str, str], fp32_top1: float
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Greedy per-layer widths under --max-drop and --target-size (see the module doc)."""
     cfg = octx.cfg
@@ -155,7 +157,7 @@ def _choose(
 
 
 def _repair(
-    octx: _Ctx, bits: dict[str, int], drops: dict[str, dict[int, float]], fp32: float, budget: float
+    octx: Ctx, bits: dict[str, int], drops: dict[str, dict[int, float]], fp32: float, budget: float
 ) -> None:
     """Measured drops don't add exactly: raise the worst lowered layer until the budget holds."""
     for _ in range(2 * len(drops)):
