@@ -124,3 +124,17 @@ def test_cli_factorizes(trained_lenet, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "fc1: 400 -> 120 at rank 23" in res.output
     assert json.loads((out / "card.json").read_text())["history"][-1]["stage"] == "factorize"
+
+
+def test_recipe_stage_factorize_validates_its_options() -> None:
+    from compress.pipeline.recipe import RecipeError
+    from compress.pipeline.table import STAGES
+
+    kind = STAGES.get("factorize")
+    assert kind.produces == "pytorch" and kind.needs_trained
+    cfg = kind.validate({"param_target": 0.5, "epochs": 1}, "stage 3")["FactorizeConfig"]
+    assert cfg.param_target == 0.5 and cfg.epochs == 1
+    with pytest.raises(UsageError, match="--rank must be >= 1"):
+        kind.validate({"rank": 0}, "stage 3")
+    with pytest.raises(RecipeError, match="unknown option 'ratio'"):
+        kind.validate({"ratio": 0.5}, "stage 3")
