@@ -101,6 +101,8 @@ def quantize(
 
     If validation top-1 drops more than --max-drop points, the most sensitive nodes stay in float (up to --max-fallback); if the budget still can't be met, the artifact is kept and marked, and the exit code is 5.
 
+    --weight-bits 4 stores int4 weights (Linear layers as MatMulNBits: int4 compute; the others dequantized at run time: smaller, not faster); --bits auto picks fp32/int8/int4 per layer by measured validation drop. The report lists what each layer computes in.
+
     The report says plainly when the quantized model is not faster than fp32 on this machine.
     """
     from compress.cli.progress import RichHooks
