@@ -85,6 +85,7 @@ class Card(BaseModel):
     distributed: dict[str, Any] | None = None  # world size, backend, rank consistency
     prune: dict[str, Any] | None = None  # before/after, speed-ups (prune stage)
     quantization: dict[str, Any] | None = None  # method, settings, why (quantize stage)
+    factorization: dict[str, Any] | None = None  # ranks per Linear layer (factorize stage)
 
     @property
     def model_spec(self) -> ModelSpec:

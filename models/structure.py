@@ -3,7 +3,8 @@
 `capture_structure(model)` records, per shape-bearing module, the attributes that define its
 parameter shapes. `apply_structure(model, desc)` resizes a freshly built model's modules to
 those shapes (values are then filled by a strict `load_state_dict`). This is all a structurally
-pruned model needs: torch-pruning changes channel counts, never the graph.
+pruned model needs: torch-pruning changes channel counts, never the graph. A factorized Linear
+(models.lowrank.LowRankLinear, recorded with its rank) replaces the fresh nn.Linear first.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ import torch
 from torch import nn
 
 from models.errors import ArtifactError
+from models.lowrank import LowRankLinear
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
 
 
 def _describe(m: nn.Module) -> dict[str, Any] | None:
+    if isinstance(m, LowRankLinear):
+        return {
+            "type": "LowRankLinear",
+            "in_features": m.in_features,
+            "out_features": m.out_features,
+            "rank": m.rank,
+            "bias": m.second.bias is not None,
+        }
     if isinstance(m, _CONV):
         return {
             "type": type(m).__name__,
@@ -94,6 +104,14 @@ def apply_structure(model: nn.Module, desc: dict[str, dict[str, Any]]) -> nn.Mod
     modules = dict(model.named_modules())
     for name, d in desc.items():
         m = modules.get(name)
+        if d.get("type") == "LowRankLinear" and isinstance(m, nn.Linear):
+            _replace(
+                model,
+                name,
+                LowRankLinear(d["in_features"], d["out_features"], d["rank"], d["bias"]),
+            )
+            modules = dict(model.named_modules())  # its two halves are described next
+            continue
         if m is None or type(m).__name__ != d.get("type"):
             found = type(m).__name__ if m is not None else "nothing"
             raise ArtifactError(
@@ -103,3 +121,10 @@ def apply_structure(model: nn.Module, desc: dict[str, dict[str, Any]]) -> nn.Mod
         if _describe(m) != d:
             _resize(m, d)
     return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule `name` (dotted) is."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)

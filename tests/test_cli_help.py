@@ -76,6 +76,7 @@ def test_every_verb_is_registered():
             "tune",
             "deploy",
             "predict",
+            "factorize",
         ]
     )
 

@@ -16,13 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "export", "compress")
 # Rank of each part; a module may import its own part or a part of lower rank, nothing else
-# (pruning and quantization share a rank: neither imports the other).
+# (pruning, quantization and factorization share a rank: none imports another).
 RANKS = {
     "models": 0,
     "export": 1,
     "compress.distributed": 2,
     "compress.training": 3,
     "compress.distillation": 4,
+    "compress.factorization": 5,
     "compress.pruning": 5,
     "compress.quantization": 5,
     "compress.stages": 6,

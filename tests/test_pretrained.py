@@ -99,7 +99,7 @@ def test_offline_names_the_file_the_address_and_where_to_put_it(cache, monkeypat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("COMPRESS_WEIGHTS_URL", f"http://127.0.0.1:{port}/models")
-    with pytest.raises(DownloadError, match="resnet50-0676ba61.pth") as info:
+    with pytest.raises(DownloadError, match=r"resnet50-0676ba61\.pth") as info:
         create_model("resnet50", weights="imagenet")
     msg = str(info.value)
     assert "resnet50-0676ba61.pth" in msg and f"127.0.0.1:{port}" in msg

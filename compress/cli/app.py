@@ -113,6 +113,7 @@ def _register() -> None:
         deploy_cmd,
         distill_cmd,
         export_cmd,
+        factorize_cmd,
         info_cmd,
         predict_cmd,
         prune_cmd,
@@ -133,6 +134,7 @@ def _register() -> None:
         tune_cmd,
         deploy_cmd,
         predict_cmd,
+        factorize_cmd,
     ):
         module.register(app)
 

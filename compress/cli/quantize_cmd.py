@@ -65,6 +65,26 @@ class QuantizeOptions(o.OptionGroup):
     latency: Annotated[
         bool, typer.Option("--latency/--no-latency", help="Measure fp32 vs quantized latency.")
     ] = True
+    weight_bits: Annotated[
+        str,
+        typer.Option(
+            "--weight-bits",
+            "--bits",
+            help="8 (int8), 4 (int4 weights: Linear as MatMulNBits, Conv dequantized at run "
+            "time) or auto (fp32/int8/int4 per layer by measured sensitivity under --max-drop).",
+        ),
+    ] = "8"
+    layer_bits: Annotated[
+        list[str] | None,
+        typer.Option(help="Bit width of one layer, NODE=4|8|32 (repeatable), e.g. /fc1/Gemm=4."),
+    ] = None
+    target_size: Annotated[
+        float | None, typer.Option(help="--bits auto: stop lowering once the file fits (KB).")
+    ] = None
+    int4_opset: Annotated[
+        int, typer.Option(help="Opset of int4 models (standard INT4 needs >= 21).")
+    ] = 21
+    block_size: Annotated[int, typer.Option(help="MatMulNBits block size along K.")] = 32
 
     def config(self, seed: int) -> QuantizeConfig:
         """The library's QuantizeConfig (validated there)."""
@@ -90,6 +110,11 @@ class QuantizeOptions(o.OptionGroup):
             eval_samples=self.eval_samples,
             latency=self.latency,
             seed=seed,
+            weight_bits=self.weight_bits,
+            layer_bits=_layer_bits(self.layer_bits or []),
+            target_size_kb=self.target_size,
+            int4_opset=self.int4_opset,
+            block_size=self.block_size,
         )
 
 
@@ -112,6 +137,8 @@ def quantize(
 
     If validation top-1 drops more than --max-drop points, the most sensitive nodes stay in float (up to --max-fallback); if the budget still can't be met, the artifact is kept and marked, and the exit code is 5.
 
+    --weight-bits 4 stores int4 weights (Linear layers as MatMulNBits: int4 compute; the others dequantized at run time: smaller, not faster); --bits auto picks fp32/int8/int4 per layer by measured validation drop. The report lists what each layer computes in.
+
     The report says plainly when the quantized model is not faster than fp32 on this machine.
     """
     from compress.cli.progress import RichHooks
@@ -124,6 +151,30 @@ def quantize(
         ).to_dict()
     _print(summary)
     write_json(json_out, summary)
+
+
+def _layer_bits(items: list[str]) -> dict[str, int]:
+    """NODE=BITS pairs from --layer-bits; a malformed one is a usage error (one line)."""
+    from models.errors import UsageError
+
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, bits = item.rpartition("=")
+        if not sep or not name or not bits.strip().isdigit():
+            raise UsageError(f"--layer-bits takes NODE=BITS (e.g. /fc1/Gemm=4), got {item!r}")
+        out[name] = int(bits)
+    return out
+
+
+def _print_layers(layers: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="per layer")
+    for col in ("layer", "op", "weight bits", "computes in"):
+        table.add_column(col)
+    for r in layers:
+        table.add_row(r["layer"], r["op"], str(r["weight_bits"]), r["compute"])
+    console.print(table)
 
 
 def _print(s: dict[str, Any]) -> None:
@@ -146,6 +197,8 @@ def _print(s: dict[str, Any]) -> None:
         table.add_row(f"latency b{b}", f"{ms:.3f} ms", f"{q['latency_ms'][b]:.3f} ms")
     console.print(table)
     console.print(f"size ratio {s['size_ratio']:.3f}x")
+    if s.get("layers"):
+        _print_layers(s["layers"])
     if s["fallback_nodes"]:
         console.print(f"kept in float: {', '.join(s['fallback_nodes'])}")
     for note in s["notes"]:

@@ -77,6 +77,22 @@ def _run_prune(
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
+def _run_factorize(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.factorize import run_factorize
+
+    summary = run_factorize(
+        ctx.model_ref(),
+        config["FactorizeConfig"],
+        ctx.data,
+        folder,
+        overwrite=overwrite,
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+
 def _run_quantize(
     ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
 ) -> StageOutcome:
@@ -196,6 +212,7 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 def stage_kinds() -> list[StageKind]:
     from compress.distillation.distill import DistillConfig
+    from compress.factorization.svd import FactorizeConfig
     from compress.pruning.prune import PruneConfig
     from compress.quantization.quantize import QuantizeConfig
     from compress.training.fit import TrainConfig
@@ -229,6 +246,14 @@ def stage_kinds() -> list[StageKind]:
             "pytorch",
             _run_prune,
             frozenset({"latency"}),
+            needs_trained=True,
+        ),
+        StageKind(
+            "factorize",
+            (FactorizeConfig,),
+            frozenset({"source", "pytorch"}),
+            "pytorch",
+            _run_factorize,
             needs_trained=True,
         ),
         StageKind(

@@ -51,8 +51,14 @@ class QuantizeConfig:
     eval_samples: int | None = None  # cap on validation samples per accuracy check
     latency: bool = True
     seed: int = 0
+    weight_bits: int | str = 8  # 8, 4 (int4 weights) or "auto" (fp32/int8/int4 per layer)
+    layer_bits: dict[str, int] = field(default_factory=dict)  # node name -> 4, 8 or 32
+    target_size_kb: float | None = None  # --bits auto: stop lowering once the file fits
+    int4_opset: int = 21  # int4 models are converted to this opset (standard INT4 from 21)
+    block_size: int = 32  # MatMulNBits block along K
 
     def __post_init__(self) -> None:
+        self._check_bits()
         _one_of("method", self.method, METHODS)
         _one_of("calibration", self.calibration, CALIBRATIONS)
         _one_of("format", self.format, FORMATS)
@@ -76,6 +82,29 @@ class QuantizeConfig:
         _one_of("amp", self.amp, AMP_MODES)
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError("--eval-samples must be >= 1")
+
+    def _check_bits(self) -> None:
+        wb = str(self.weight_bits).strip().lower()
+        if wb not in ("4", "8", "auto"):
+            raise UsageError(
+                f"--weight-bits must be 4, 8 or auto, got {self.weight_bits!r}",
+                hint="onnxruntime runs 4-bit (int4, MatMulNBits) and 8-bit weights; fp32 is "
+                "chosen per layer with --bits auto or --layer-bits NODE=32",
+            )
+        self.weight_bits = wb if wb == "auto" else int(wb)
+        if self.lowers_bits and self.method != "ptq-static":
+            raise UsageError(f"--weight-bits {wb} applies to ptq-static, not {self.method}")
+        if self.target_size_kb is not None and (
+            self.weight_bits != "auto" or not self.target_size_kb > 0
+        ):
+            raise UsageError("--target-size takes a size in KB > 0, with --bits auto")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise UsageError(f"--block-size must be a power of 2 >= 16, got {self.block_size}")
+
+    @property
+    def lowers_bits(self) -> bool:
+        """int4 or per-layer bit widths (compress.quantization.mixed), not plain int8."""
+        return self.weight_bits != 8 or bool(self.layer_bits)
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -102,6 +131,7 @@ class QuantizeResult:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     fallback_attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per layer: bits, compute
 
     @property
     def size_ratio(self) -> float:

@@ -253,3 +253,10 @@ def _fallback(ctx: QuantContext, s: Int8Settings, result: QuantizeResult, fp32_t
         result.path, result.fallback_nodes = str(fb.path), [*cfg.keep_float, *fb.excluded]
         result.quantized["val_top1"], result.drop_pts = fb.top1, fb.drop_pts
     result.budget_met = fb.met
+
+
+def build_int8_nodes(ctx: QuantContext, only: list[str]) -> Path:
+    """quantize_static on just the nodes `only` with this CPU's default int8 settings (used by
+    mixed bit widths: the other layers stay float for int4 or fp32)."""
+    candidates, _ = _settings_for(replace(ctx.cfg, tune=False))
+    return _build(ctx, candidates[0], [], only)

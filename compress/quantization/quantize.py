@@ -79,14 +79,22 @@ def quantize(
             from compress.quantization.fp16 import convert_fp16
 
             result = convert_fp16(ctx)
+        elif cfg.lowers_bits:
+            from compress.quantization.mixed import quantize_bits
+
+            result = quantize_bits(ctx)
         else:
             from compress.quantization.int8 import quantize_int8
 
             result = quantize_int8(ctx)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.path, out_path)
-        if result.precision == "int8":
+        if result.precision in ("int8", "int4", "mixed"):
             qgraph.compact(out_path)
+        if result.precision in ("int4", "mixed"):
+            from compress.quantization.int4 import short_names
+
+            short_names(out_path)
         result.path = str(out_path)
         _measure(ctx, result)
     return result

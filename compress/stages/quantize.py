@@ -126,7 +126,11 @@ def _quantize(
             f"{result.drop_pts:.2f} pt (budget {cfg.max_drop} pt) with "
             f"{len(result.fallback_nodes)} node(s) kept in float",
             hint=f"the artifact was kept at {out} and marked in card.json (gates.accuracy); "
-            "raise --max-fallback or --max-drop, try --calibration entropy or --method qat",
+            + (
+                "try --bits auto (per-layer widths by measured drop) or --layer-bits NODE=8"
+                if result.layers
+                else "raise --max-fallback or --max-drop, try --calibration entropy or --method qat"
+            ),
             artifact=str(out),
         )
     return summary, None
@@ -272,6 +276,8 @@ def _card(
         "size_ratio": round(r.size_ratio, 4),
         "notes": r.notes,
     }
+    if r.layers:  # per layer: weight bits and what onnxruntime computes it in
+        new.quantization["layers"] = r.layers
     new.add_history(
         "quantize",
         source=ref.model,

@@ -95,3 +95,17 @@ class QuantizeSummary(StageSummary):
     candidates: list[dict[str, Any]] = field(default_factory=list)
     fallback_attempts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per layer: bits, computes in
+
+
+@dataclass
+class FactorizeSummary(StageSummary):
+    ranks: dict[str, int]
+    layers: list[dict[str, Any]]  # per layer: shapes, rank, break-even, weights, energy kept
+    params_before: int
+    params: int
+    parent: dict[str, Any]  # metrics of the parent
+    after_svd: dict[str, Any]  # metrics right after the SVD
+    metrics: dict[str, Any]  # metrics after KD fine-tuning
+    kd: dict[str, Any] | None
+    epochs: int

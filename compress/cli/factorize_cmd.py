@@ -1,0 +1,102 @@
+"""`compress factorize`: Linear layers as truncated SVDs, fine-tuned with KD from the parent."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from compress.cli import options as o
+from compress.cli.output import console, pct, write_json
+
+
+def factorize(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    rank: Annotated[
+        int | None, typer.Option(help="One rank for every chosen Linear layer.")
+    ] = None,
+    layer_rank: Annotated[
+        list[str] | None,
+        typer.Option(help="Rank of one layer, NAME=RANK (repeatable), e.g. fc1=16."),
+    ] = None,
+    param_target: Annotated[
+        float | None,
+        typer.Option(help="Keep this fraction (0-1) of each chosen layer's weights."),
+    ] = None,
+    layers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layers",
+            help="Linear module to factorize (repeatable); default: all but the classifier.",
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="KD fine-tuning epochs from the parent (0: none).")
+    ] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tuning.")] = 1e-3,
+    temperature: Annotated[float, typer.Option(help="KD temperature.")] = 2.0,
+    alpha: Annotated[float, typer.Option(help="Weight of the teacher term in [0, 1].")] = 0.5,
+    seed: o.SeedOpt = 0,
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: o.DataOptions = o.DataOptions(),
+    limit: o.LimitOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Factorize Linear layers (W ~ B A, truncated SVD) and fine-tune with KD from the parent.
+
+    A rank pays only below the break-even mn/(m+n) of an m x n layer; larger ranks are refused.
+    The artifact reloads without pickle (the card records the ranks) and exports to ONNX.
+    """
+    from compress.cli.progress import RichHooks
+    from compress.factorization.svd import FactorizeConfig
+    from compress.stages.factorize import run_factorize
+
+    cfg = FactorizeConfig(
+        rank=rank,
+        ranks=_ranks(layer_rank or []),
+        param_target=param_target,
+        layers=tuple(layers or ()),
+        epochs=epochs,
+        lr=lr,
+        temperature=temperature,
+        alpha=alpha,
+        seed=seed,
+    )
+    dc = data.config(seed=seed, limit=limit)
+    with RichHooks() as hooks:
+        r = run_factorize(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks).to_dict()
+    _print(r)
+    write_json(json_out, r)
+
+
+def _ranks(items: list[str]) -> dict[str, int]:
+    from models.errors import UsageError
+
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, r = item.rpartition("=")
+        if not sep or not name or not r.strip().isdigit():
+            raise UsageError(f"--layer-rank takes NAME=RANK (e.g. fc1=16), got {item!r}")
+        out[name] = int(r)
+    return out
+
+
+def _print(r: dict[str, Any]) -> None:
+    for layer in r["layers"]:
+        console.print(
+            f"{layer['layer']}: {layer['in_features']} -> {layer['out_features']} at rank "
+            f"{layer['rank']} (break-even {layer['break_even']}), {layer['params_before']:,} -> "
+            f"{layer['params_after']:,} weights, {100 * layer['energy_kept']:.1f}% energy kept"
+        )
+    console.print(
+        f"[green]factorized[/] {r['params_before']:,} -> {r['params']:,} params; test top-1 "
+        f"parent {pct(r['parent']['test']['top1'])}, after SVD {pct(r['after_svd']['test']['top1'])}, "
+        f"after KD {pct(r['metrics']['test']['top1'])}"
+    )
+    console.print(f"artifact: {r['out']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("factorize")(o.with_groups(factorize))

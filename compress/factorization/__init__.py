@@ -1,0 +1,1 @@
+"""Factorization: truncated SVD of Linear layers into low-rank pairs (models.lowrank)."""

@@ -1,0 +1,164 @@
+"""Truncated SVD of Linear layers: W (m x n) ~ B (m x r) A (r x n), chosen by rank or budget.
+
+`factorize(model, FactorizeConfig(...))` replaces each chosen nn.Linear by a
+models.lowrank.LowRankLinear initialized from the top-r singular triplets (sqrt(S) split
+between the halves, so both are on the same scale for fine-tuning). A rank only pays below the
+break-even mn/(m+n), and can't exceed min(m, n): such ranks are refused, one line each, before
+anything changes. Fine-tuning (KD from the parent) is the stage's job: compress.stages.factorize.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.errors import UnsupportedError, UsageError
+from models.lowrank import LowRankLinear, break_even
+from models.registry import spec_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FactorizeConfig:
+    """Which Linear layers to factorize and to what rank; KD fine-tuning settings."""
+
+    rank: int | None = None  # one rank for every chosen layer
+    ranks: dict[str, int] = field(default_factory=dict)  # per layer (module name -> rank)
+    param_target: float | None = None  # keep this fraction of each chosen layer's weights
+    layers: tuple[str, ...] = ()  # module names; empty: every Linear but the classifier
+    epochs: int = 2  # KD fine-tuning from the parent (0: none)
+    lr: float = 1e-3
+    temperature: float = 2.0
+    alpha: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        given = [self.rank is not None, bool(self.ranks), self.param_target is not None]
+        if sum(given) != 1:
+            raise UsageError(
+                "factorize takes exactly one of --rank, --layer-rank or --param-target"
+            )
+        if self.rank is not None and self.rank < 1:
+            raise UsageError(f"--rank must be >= 1, got {self.rank}")
+        if self.param_target is not None and not 0 < self.param_target < 1:
+            raise UsageError(
+                f"--param-target is the fraction of each layer's weights to keep, in (0, 1), "
+                f"got {self.param_target}"
+            )
+        if self.epochs < 0 or not self.lr > 0:
+            raise UsageError("--epochs must be >= 0 and --lr > 0")
+        self.layers = tuple(self.layers)
+
+
+@dataclass
+class LayerRank:
+    layer: str
+    out_features: int
+    in_features: int
+    rank: int
+    break_even: float
+    params_before: int
+    params_after: int
+    energy_kept: float  # fraction of sum(S^2) the kept singular values carry
+
+
+def chosen_layers(model: nn.Module, cfg: FactorizeConfig) -> dict[str, nn.Linear]:
+    """The Linear layers to factorize: named ones (checked), else all but the classifier."""
+    modules = dict(model.named_modules())
+    names = list(cfg.ranks) or list(cfg.layers)
+    if not names:
+        head = spec_of(model).classifier
+        return {n: m for n, m in modules.items() if isinstance(m, nn.Linear) and n != head}
+    out = {}
+    for name in names:
+        m = modules.get(name)
+        if m is None:
+            linear = [n for n, x in modules.items() if isinstance(x, nn.Linear)]
+            raise UsageError(f"no layer named {name!r}", hint=f"Linear layers: {', '.join(linear)}")
+        if not isinstance(m, nn.Linear):
+            raise UnsupportedError(
+                f"{name} is a {type(m).__name__}: factorize takes Linear layers only"
+            )
+        out[name] = m
+    return out
+
+
+def rank_for(name: str, m: nn.Linear, cfg: FactorizeConfig) -> int:
+    """The rank of one layer; a rank that can't pay or can't exist is a usage error."""
+    rows, cols = m.out_features, m.in_features
+    be = break_even(rows, cols)
+    if cfg.param_target is not None:
+        r = max(1, math.floor(cfg.param_target * be))
+    else:
+        r = cfg.ranks.get(name, cfg.rank or 0)
+    shape = f"{name} ({cols} -> {rows})"
+    if r > min(rows, cols):
+        raise UsageError(
+            f"rank {r} for {shape} is larger than the layer: at most min(m, n) = {min(rows, cols)}"
+        )
+    if r >= be:
+        raise UsageError(
+            f"rank {r} for {shape} saves nothing: the break-even rank is mn/(m+n) = {be:.1f}",
+            hint=f"use a rank <= {math.ceil(be) - 1}, or leave the layer out (--layers)",
+        )
+    return r
+
+
+def factorize(model: nn.Module, cfg: FactorizeConfig) -> list[LayerRank]:
+    """Replace the chosen Linear layers of `model` in place; returns one record per layer."""
+    layers = chosen_layers(model, cfg)
+    if not layers:
+        raise UnsupportedError(
+            "the model has no Linear layer to factorize (besides its classifier)"
+        )
+    ranks = {name: rank_for(name, m, cfg) for name, m in layers.items()}  # all checked first
+    records = []
+    for name, m in layers.items():
+        low, energy = low_rank(m, ranks[name])
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, low)
+        records.append(
+            LayerRank(
+                layer=name,
+                out_features=m.out_features,
+                in_features=m.in_features,
+                rank=ranks[name],
+                break_even=round(break_even(m.out_features, m.in_features), 2),
+                params_before=m.weight.numel(),
+                params_after=low.first.weight.numel() + low.second.weight.numel(),
+                energy_kept=round(energy, 4),
+            )
+        )
+        log.info(
+            "%s: rank %d (break-even %.1f), %.1f%% of the spectrum's energy kept",
+            name,
+            ranks[name],
+            break_even(m.out_features, m.in_features),
+            100 * energy,
+        )
+    return records
+
+
+def low_rank(m: nn.Linear, r: int) -> tuple[LowRankLinear, float]:
+    """The rank-r LowRankLinear closest to `m` (Eckart-Young) and the energy fraction it keeps."""
+    w = m.weight.detach().double()
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    root = s[:r].sqrt()
+    low = LowRankLinear(m.in_features, m.out_features, r, bias=m.bias is not None)
+    with torch.no_grad():
+        low.first.weight.copy_((root[:, None] * vh[:r]).to(m.weight.dtype))
+        low.second.weight.copy_((u[:, :r] * root[None, :]).to(m.weight.dtype))
+        if m.bias is not None:
+            low.second.bias.copy_(m.bias.detach())
+    low.to(m.weight.device)
+    return low, float((s[:r] ** 2).sum() / (s**2).sum().clamp_min(1e-30))
+
+
+def records_dict(records: list[LayerRank]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in records]

@@ -1,0 +1,178 @@
+"""Bit widths per layer: int4 everywhere (`--weight-bits 4`), or fp32/int8/int4 chosen by measured
+sensitivity (`--bits auto`) under an accuracy budget and an optional file-size target.
+
+Sensitivity is the validation top-1 drop when *only* that layer is lowered (to int8, then int4).
+The choice is greedy: layers holding the most weight bytes per point of drop are lowered first,
+each to the lowest width whose measured drop still fits the remaining budget, until the size
+target (if any) is met; the combined model is then measured, and while it misses the budget the
+lowered layer that hurt most goes back up one step (int4 -> int8 -> fp32). Every layer is
+reported with its width and what onnxruntime computes it in (compress.quantization.int4.classify).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from compress.quantization import graph as qgraph
+from compress.quantization import int4
+from compress.quantization.context import QuantizeResult
+from compress.quantization.int8 import build_int8_nodes
+from compress.quantization.isa import detect_isa
+from models.errors import UsageError
+
+log = logging.getLogger(__name__)
+Ctx = Any  # compress.quantization.quantize's run context (cfg, work dir, top1, fresh)
+UP = {4: 8, 8: 32}  # one step back toward float
+
+
+def quantize_bits(ctx: Ctx) -> QuantizeResult:
+    """Lower each layer to its bit width (fixed or chosen), measure, and report per layer."""
+    cfg = ctx.cfg
+    int4.check_opset(cfg.int4_opset)
+    octx = replace(ctx, pre=int4.to_opset(ctx.pre, ctx.work / "opset.onnx", cfg.int4_opset))
+    model = qgraph.load(octx.pre)
+    int4.check_layer_bits(model, cfg.layer_bits)
+    layers = int4.weighted_layers(model)
+    fp32_top1 = ctx.top1(ctx.source)
+    sensitivity: list[dict[str, Any]] = []
+    if cfg.weight_bits == "auto":
+        if fp32_top1 is None:
+            raise UsageError(
+                "--bits auto measures each layer's accuracy drop: it needs a trained model "
+                "and validation data"
+            )
+        bits, sensitivity = _choose(octx, layers, fp32_top1)
+    else:
+        bits = {n: int(cfg.weight_bits) for n in layers}
+        bits.update({n: 32 for n in cfg.keep_float if n in bits})
+        bits.update(cfg.layer_bits)
+    path = _build(octx, bits)
+    top1 = ctx.top1(path)
+    drop = None if fp32_top1 is None or top1 is None else round((fp32_top1 - top1) * 100, 3)
+    rows = int4.classify(path, layers, ctx.work)
+    widths = set(bits.values())
+    precision = {4: "int4", 8: "int8", 32: "fp32"}[widths.pop()] if len(widths) == 1 else "mixed"
+    result = QuantizeResult(
+        path=str(path),
+        method=cfg.method,
+        precision=precision,
+        settings={
+            "weight_bits": cfg.weight_bits,
+            "opset": cfg.int4_opset,
+            "block_size": cfg.block_size,
+            "per_channel": True,
+            "format": "qdq + MatMulNBits",
+            "layer_bits": bits,
+            "target_size_kb": cfg.target_size_kb,
+        },
+        reason=_reason(cfg.weight_bits),
+        isa=detect_isa().to_dict(),
+        fp32={"val_top1": fp32_top1},
+        quantized={"val_top1": top1},
+        drop_pts=drop,
+        budget_met=drop is None or cfg.max_drop is None or drop <= cfg.max_drop,
+        fallback_nodes=[n for n, b in bits.items() if b == 32],
+        sensitivity=sensitivity,
+        layers=rows,
+    )
+    result.notes.extend(_notes(rows))
+    return result
+
+
+def _reason(weight_bits: int | str) -> str:
+    if weight_bits == "auto":
+        return "per-layer bit widths chosen by measured validation drop (see sensitivity)"
+    return (
+        "int4 weights: Linear layers as MatMulNBits (int4 compute), other layers weight-only "
+        "int4 DequantizeLinear (dequantized at run time: smaller, not faster)"
+    )
+
+
+def _notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One plain line per kind of compute, so nothing stays float or dequantized silently."""
+    out = []
+    labels = {
+        "int4": "computes in int4",
+        "int8": "computes in int8",
+        "dequantized at run time": "stored low-bit, dequantized at run time (float compute)",
+        "fp32": "kept in fp32",
+    }
+    for kind, label in labels.items():
+        names = [r["layer"] for r in rows if r["compute"] == kind]
+        if names:
+            out.append(f"{label}: {', '.join(names)}")
+    return out
+
+
+def _build(octx: Ctx, bits: dict[str, int]) -> Path:
+    return int4.build(octx, bits, lambda only: build_int8_nodes(octx, only), octx.pre)
+
+
+def _choose(
+    octx: Ctx, layers: dict[str, str], fp32_top1: float
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Greedy per-layer widths under --max-drop and --target-size (see the module doc)."""
+    cfg = octx.cfg
+    budget = cfg.max_drop if cfg.max_drop is not None else float("inf")
+    free = [n for n in layers if n not in cfg.keep_float and n not in cfg.layer_bits]
+    drops: dict[str, dict[int, float]] = {}
+    for name in free:
+        drops[name] = {}
+        for b in (8, 4):
+            top1 = octx.top1(_build(octx, {name: b})) or 0.0
+            drops[name][b] = max(0.0, (fp32_top1 - top1) * 100)
+        log.info("sensitivity %s: int8 %.2f pt, int4 %.2f pt", name, drops[name][8], drops[name][4])
+    count = int4.weight_count(qgraph.load(octx.pre), list(layers))
+    fixed = {**{n: 32 for n in layers}, **cfg.layer_bits}
+    bits = dict(fixed)
+    size = octx.pre.stat().st_size
+
+    def est() -> float:
+        return size - sum(count[n] * (32 - b) / 8 for n, b in bits.items())
+
+    order = sorted(free, key=lambda n: count[n] / (drops[n][4] + 0.05), reverse=True)
+    spent = 0.0
+    for name in order:
+        if cfg.target_size_kb is not None and est() <= cfg.target_size_kb * 1024:
+            break
+        for b in (4, 8):
+            if spent + drops[name][b] <= budget:
+                bits[name], spent = b, spent + drops[name][b]
+                break
+    _repair(octx, bits, drops, fp32_top1, budget)
+    table = [
+        {
+            "layer": n,
+            "weights": count[n],
+            "int8_drop_pts": round(drops[n][8], 3),
+            "int4_drop_pts": round(drops[n][4], 3),
+            "chosen_bits": bits[n],
+        }
+        for n in free
+    ]
+    return bits, table
+
+
+def _repair(
+    octx: Ctx, bits: dict[str, int], drops: dict[str, dict[int, float]], fp32: float, budget: float
+) -> None:
+    """Measured drops don't add exactly: raise the worst lowered layer until the budget holds."""
+    for _ in range(2 * len(drops)):
+        top1 = octx.top1(_build(octx, bits)) or 0.0
+        if (fp32 - top1) * 100 <= budget:
+            return
+        lowered = [n for n in drops if bits[n] < 32]
+        if not lowered:
+            return
+        worst = max(lowered, key=lambda n: drops[n][bits[n]])
+        log.info(
+            "combined drop %.2f pt > %.2f: %s back to %d bit",
+            (fp32 - top1) * 100,
+            budget,
+            worst,
+            UP[bits[worst]],
+        )
+        bits[worst] = UP[bits[worst]]

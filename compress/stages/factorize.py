@@ -1,0 +1,89 @@
+"""`compress factorize`: a trained model -> its Linear layers as truncated SVDs, KD fine-tuned.
+
+The parent (an artifact or a zoo/factory model with trained weights) is kept as the teacher;
+the chosen Linear layers of a copy become LowRankLinear pairs (compress.factorization.svd), which
+is then fine-tuned with knowledge distillation from the parent (compress.distillation). The
+artifact is a PyTorch one: its card's structure records each layer's rank, so models.artifact
+rebuilds the factorized shapes and loads the tensors strictly, without pickle; `compress export`
+turns it into ONNX like any other model. The card also records the ranks, the parameters before
+and after, and validation/test top-1 of the parent, right after the SVD, and after KD.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from compress.distillation.distill import DistillConfig, distill
+from compress.factorization.svd import FactorizeConfig, factorize, records_dict
+from compress.pruning.flops import count_params
+from compress.stages.common import ModelRef, card_for, data_config_for
+from compress.stages.distill import load_teacher
+from compress.stages.results import FactorizeSummary
+from compress.stages.train import final_metrics
+from compress.training.fit import Hooks, TrainConfig
+from models.artifact import check_out_dir, save_model
+from models.data import DataConfig, load_data
+from models.registry import spec_of
+
+log = logging.getLogger(__name__)
+
+
+def run_factorize(
+    ref: ModelRef,
+    cfg: FactorizeConfig,
+    data: DataConfig | None,
+    out: str | Path,
+    *,
+    train_cfg: TrainConfig | None = None,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> FactorizeSummary:
+    """Factorize `ref`, fine-tune with KD from it, measure, save `out`; returns the summary."""
+    check_out_dir(out, overwrite)
+    src = load_teacher(ref, data)  # an untrained parent has nothing to keep
+    teacher = copy.deepcopy(src.model).eval()
+    student = src.model
+    records = factorize(student, cfg)  # every rank is checked before any layer changes
+    bundle = load_data(data_config_for(data, src.card), spec_of(student))
+    parent = final_metrics(teacher, bundle, None)
+    after_svd = final_metrics(student, bundle, None)
+    kd: dict[str, Any] | None = None
+    fit = None
+    if cfg.epochs > 0:
+        dcfg = DistillConfig(
+            temperature=cfg.temperature, alpha=cfg.alpha, epochs=cfg.epochs, lr=cfg.lr
+        )
+        base = train_cfg or TrainConfig(seed=cfg.seed)
+        result = distill(student, teacher, bundle, dcfg, base, hooks=hooks)
+        kd, fit = result.to_dict()["kd"], result.fit
+    after = final_metrics(student, bundle, fit)
+    card = card_for(src, bundle)
+    card.trained = True
+    card.metrics = after
+    ranks = {r.layer: r.rank for r in records}
+    card.factorization = {"ranks": ranks}
+    summary = FactorizeSummary(
+        out=str(out),
+        ranks=ranks,
+        layers=records_dict(records),
+        params_before=count_params(teacher),
+        params=count_params(student),
+        parent=parent,
+        after_svd=after_svd,
+        metrics=after,
+        kd=kd,
+        epochs=cfg.epochs,
+    )
+    card.add_history(
+        "factorize",
+        source=ref.model,
+        config=asdict(cfg),
+        **{k: v for k, v in summary.to_dict().items() if k != "out"},
+        fit=fit.to_dict() if fit is not None else None,
+    )
+    save_model(student, out, card, overwrite=overwrite)
+    return summary
