@@ -85,6 +85,39 @@ def prune(
     max_layer_ratio: Annotated[
         float, typer.Option(help="No layer loses more than this fraction of its channels.")
     ] = 1.0,
+    isomorphic: Annotated[
+        bool,
+        typer.Option(
+            help="With --global: rank channels only against groups of the same structure "
+            "(torch-pruning isomorphic pruning)."
+        ),
+    ] = False,
+    finetune_schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant "
+            "(default: cosine)."
+        ),
+    ] = None,
+    label_smoothing: Annotated[
+        float, typer.Option(help="Label smoothing while fine-tuning / sparse learning.")
+    ] = 0.0,
+    augment: Annotated[
+        bool, typer.Option(help="Random flips and crops of the training images while tuning.")
+    ] = False,
+    sparse_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
+            "(torch-pruning group regulariser, weight decay off)."
+        ),
+    ] = 0,
+    sparse_method: Annotated[
+        str, typer.Option(help="group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner).")
+    ] = "group-norm",
+    sparse_reg: Annotated[
+        float, typer.Option(help="Sparse-learning regularisation coefficient (> 0).")
+    ] = 5e-4,
     latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1,
     latency_threads: Annotated[
         int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
@@ -140,6 +173,13 @@ def prune(
         round_to=round_to if round_to > 1 else None,
         ignore=list(ignore or []),
         max_layer_ratio=max_layer_ratio,
+        isomorphic=isomorphic,
+        finetune_schedule=finetune_schedule,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        sparse_epochs=sparse_epochs,
+        sparse_method=sparse_method,
+        sparse_reg=sparse_reg,
         latency_batch=latency_batch,
         latency_threads=latency_threads,
         seed=seed,
