@@ -133,3 +133,24 @@ def test_cli_refuses_a_bad_coefficient_in_one_line(tmp_path):
     assert "--sparse-reg must be a positive number" in r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_recipe_keys_reach_prune_config():
+    from compress.pipeline.table import build_configs
+
+    built = build_configs(
+        (PruneConfig, TrainConfig),
+        {
+            "target_macs": "4x",
+            "sparse_epochs": 1,
+            "final_finetune_epochs": 5,
+            "finetune_schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "augment": True,
+            "lr": 2e-3,
+        },
+        "prune",
+    )
+    cfg = built["PruneConfig"]
+    assert (cfg.sparse_epochs, cfg.finetune_schedule, cfg.augment) == (1, "onecycle", True)
+    assert cfg.label_smoothing == pytest.approx(0.1) and built["TrainConfig"].lr == 2e-3
