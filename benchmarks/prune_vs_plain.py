@@ -155,24 +155,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(paths: list[str]) -> str:
-    """Markdown: per (reduction, epochs, label) mean +/- std of test top-1, and per-seed values."""
+    """Markdown: per (reduction, epochs, label) mean +/- std of test top-1, the mean difference to
+    plain over the same (parent, seed) pairs, and per-run values."""
     rows: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for p in sorted(f for pat in paths for f in glob.glob(pat)):
         with open(p) as f:
             r = json.load(f)
         rows[(r["reduction"], r["epochs"], r["label"])].append(r)
     out = [
-        "| reduction | epochs | method | n | MAC red. | test mean +/- std | vs plain | per run "
+        "| reduction | epochs | method | n | MAC red. | test mean +/- std | vs plain (pairs) | per run "
         "(parent/seed: test) |",
         "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for (red, ep, label), rs in sorted(rows.items()):
         tests = [r["test"] for r in rs]
-        plain = rows.get((red, ep, "plain"), [])
+        plain = {(r["parent"], r["seed"]): r["test"] for r in rows.get((red, ep, "plain"), [])}
+        pairs = [
+            r["test"] - plain[r["parent"], r["seed"]]
+            for r in rs
+            if (r["parent"], r["seed"]) in plain
+        ]
         delta = (
-            f"{statistics.mean(tests) - statistics.mean(r['test'] for r in plain):+.2f}"
-            if plain and label != "plain"
-            else "-"
+            f"{statistics.mean(pairs):+.2f} ({len(pairs)})" if pairs and label != "plain" else "-"
         )
         std = statistics.stdev(tests) if len(tests) > 1 else 0.0
         per = ", ".join(
