@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.distributed import collectives, sharding
 from compress.pruning.config import PruneConfig
 from compress.pruning.graph import ignored_modules
 from compress.training.fit import TrainConfig, make_optimizer, make_scheduler
@@ -58,7 +59,8 @@ def make_regularizer(model: nn.Module, cfg: PruneConfig, x: torch.Tensor) -> Any
 def sparse_learn(
     model: nn.Module, cfg: PruneConfig, data: DataBundle, tc: TrainConfig, x: torch.Tensor
 ) -> dict[str, Any]:
-    """`cfg.sparse_epochs` of regularised training of `model` in place (fp32, this process).
+    """`cfg.sparse_epochs` of regularised training of `model` in place (fp32; under torchrun the
+    ranks' gradients are averaged).
 
     Returns {epochs, seconds, train_loss, group_norm_spread}: the last is the ratio of the largest
     to the median channel-group norm, which grows as the regulariser separates the groups."""
@@ -67,7 +69,8 @@ def sparse_learn(
     device = resolve_device(tc.device)
     model.to(device)
     stc = replace(tc, epochs=cfg.sparse_epochs, weight_decay=0.0)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], stc)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, stc)
     batches = len(data.loader("train", epoch=0))
     sched = make_scheduler(
         opt, replace(stc, schedule=cfg.finetune_schedule or tc.schedule), batches
@@ -77,7 +80,9 @@ def sparse_learn(
     for epoch in range(cfg.sparse_epochs):
         model.train()
         loss_sum, seen = 0.0, 0
-        for xb, yb in data.loader("train", epoch=epoch):
+        # under torchrun each rank takes its shard and the gradients are averaged: same weights
+        shard = sharding.train_sampler(len(data.train), data.config.shuffle_seed, epoch)
+        for xb, yb in data.loader("train", epoch=epoch, sampler=shard):
             xb, yb = xb.to(device), yb.to(device)
             loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
             if not math.isfinite(float(loss.detach())):
@@ -87,6 +92,7 @@ def sparse_learn(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            collectives.average_gradients(params)
             reg.regularize(model)  # adds the group penalty's gradient
             opt.step()
             sched.step()
