@@ -40,7 +40,7 @@ def test_bad_method_settings_are_refused(kwargs, message):
         PruneConfig(target_macs="2x", **kwargs)
 
 
-def test_sparse_learning_separates_groups_without_weight_decay(mini_data):
+def test_sparse_learning_separates_channel_groups(mini_data):
     torch.manual_seed(0)
     m = create_model("lenet5")
     data = load_data(mini_data, m.spec)
