@@ -62,8 +62,8 @@ class PruneConfig:
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
       `final_finetune_epochs` follow the last one.
     kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
-      on the teacher term). On LeNet-5 it gained -0.6 to +0.4 pt over plain fine-tuning,
-      depending on the parent (benchmarks/results/prune-vs-plain.md).
+      on the teacher term). On LeNet-5 it gained +0.13 / +0.14 pt over torch-pruning's plain
+      recipe at 4x / 2x MACs (2 parents x 3 seeds, benchmarks/results/prune-vs-plain.md).
     round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
       their exact count. None or 1 disables it.
     ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
