@@ -96,6 +96,39 @@ class PruneOptions(o.OptionGroup):
     round_to: RoundTo = 8
     ignore: Ignore = None
     max_layer_ratio: MaxLayerRatio = 1.0
+    isomorphic: Annotated[
+        bool,
+        typer.Option(
+            help="With --global: rank channels only against groups of the same structure "
+            "(torch-pruning isomorphic pruning)."
+        ),
+    ] = False
+    finetune_schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant "
+            "(default: cosine)."
+        ),
+    ] = None
+    label_smoothing: Annotated[
+        float, typer.Option(help="Label smoothing while fine-tuning / sparse learning.")
+    ] = 0.0
+    augment: Annotated[
+        bool, typer.Option(help="Random flips and crops of the training images while tuning.")
+    ] = False
+    sparse_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
+            "(torch-pruning group regulariser, weight decay off)."
+        ),
+    ] = 0
+    sparse_method: Annotated[
+        str, typer.Option(help="group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner).")
+    ] = "group-norm"
+    sparse_reg: Annotated[
+        float, typer.Option(help="Sparse-learning regularisation coefficient (> 0).")
+    ] = 5e-4
     latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1
     latency_threads: LatencyThreads = 2
 
@@ -117,6 +150,13 @@ class PruneOptions(o.OptionGroup):
             round_to=self.round_to if self.round_to > 1 else None,
             ignore=list(self.ignore or []),
             max_layer_ratio=self.max_layer_ratio,
+            isomorphic=self.isomorphic,
+            finetune_schedule=self.finetune_schedule,
+            label_smoothing=self.label_smoothing,
+            augment=self.augment,
+            sparse_epochs=self.sparse_epochs,
+            sparse_method=self.sparse_method,
+            sparse_reg=self.sparse_reg,
             latency_batch=self.latency_batch,
             latency_threads=self.latency_threads,
             seed=seed,

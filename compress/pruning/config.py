@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "lamp", "fpgm", "random")
 DATA_CRITERIA = ("taylor", "hessian")
+SCHEDULES = ("onecycle", "cosine", "constant")
+SPARSE_METHODS = ("group-norm", "growing-reg")
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _OPTION = {
     "ratio": "--ratio",
@@ -75,13 +77,22 @@ class PruneConfig:
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
       `final_finetune_epochs` follow the last one.
     kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
-      on the teacher term). On LeNet-5 it gained -0.6 to +0.4 pt over plain fine-tuning,
-      depending on the parent (benchmarks/results/prune-vs-plain.md).
+      on the teacher term). On LeNet-5 it gained +0.13 / +0.14 pt over torch-pruning's plain
+      recipe at 4x / 2x MACs (2 parents x 3 seeds, benchmarks/results/prune-vs-plain.md).
     round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
       their exact count. None or 1 disables it.
     ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
     max_layer_ratio: no layer loses more than this fraction of its channels (checked before
       each step, so global pruning in one step may overshoot it: use steps > 1).
+    isomorphic: with global pruning, rank channels only against groups of the same structure
+      (torch-pruning's isomorphic pruning, ECCV 2024), so no layer type is emptied first.
+    finetune_schedule: onecycle, cosine or constant for every fine-tuning run (a fresh schedule
+      of its own; None keeps the fine-tuning TrainConfig's). label_smoothing: for fine-tuning
+      and sparse learning. augment: random flips and crops of the training images while tuning.
+    sparse_epochs: epochs of sparse learning before the cut (torch-pruning's GroupNormPruner,
+      `sparse_method` "group-norm", or GrowingRegPruner, "growing-reg", coefficient
+      `sparse_reg`, weight decay off). They count in the budget: they are taken from
+      `final_finetune_epochs`, which must keep at least one epoch for after the cut.
     """
 
     ratio: float | None = None
@@ -102,6 +113,13 @@ class PruneConfig:
     round_to: int | None = 8
     ignore: list[str] = field(default_factory=list)
     max_layer_ratio: float = 1.0
+    isomorphic: bool = False
+    finetune_schedule: str | None = None
+    label_smoothing: float = 0.0
+    augment: bool = False
+    sparse_epochs: int = 0
+    sparse_method: str = "group-norm"
+    sparse_reg: float = 5e-4
     latency_batch: int = 1
     latency_threads: int = 2
     importance_batches: int = 4
@@ -168,10 +186,42 @@ class PruneConfig:
             raise UsageError(
                 f"--ratio {self.ratio} exceeds --max-layer-ratio {self.max_layer_ratio}"
             )
+        self._check_methods()
         if self.latency_batch < 1 or self.latency_threads < 1:
             raise UsageError("--latency-batch and latency threads must be >= 1")
         if self.importance_batches < 1:
             raise UsageError("importance_batches must be >= 1")
+
+    def _check_methods(self) -> None:
+        if self.finetune_schedule is not None and self.finetune_schedule not in SCHEDULES:
+            raise UsageError(
+                f"--finetune-schedule must be one of {', '.join(SCHEDULES)}, "
+                f"got {self.finetune_schedule!r}"
+            )
+        if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.sparse_method not in SPARSE_METHODS:
+            raise UsageError(
+                f"--sparse-method must be one of {', '.join(SPARSE_METHODS)}, "
+                f"got {self.sparse_method!r}"
+            )
+        if not (math.isfinite(self.sparse_reg) and self.sparse_reg > 0):
+            raise UsageError(
+                f"--sparse-reg must be a positive number, got {self.sparse_reg}",
+                hint="torch-pruning uses 1e-4 to 5e-4",
+            )
+        if self.sparse_epochs < 0:
+            raise UsageError(f"--sparse-epochs must be >= 0, got {self.sparse_epochs}")
+        if self.sparse_epochs and self.sparse_epochs >= self.final_finetune_epochs:
+            raise UsageError(
+                f"--sparse-epochs {self.sparse_epochs} does not fit the budget of "
+                f"--final-finetune-epochs {self.final_finetune_epochs}: sparse learning counts in "
+                "it and at least one epoch must fine-tune after the cut",
+                hint=f"give --final-finetune-epochs {self.sparse_epochs + 1} or more, "
+                "or fewer --sparse-epochs",
+            )
+        if self.isomorphic and not self.global_pruning:
+            raise UsageError("--isomorphic ranks channels globally: add --global")
 
     @property
     def target_kind(self) -> str:
@@ -236,6 +286,7 @@ class PruneResult:
     layers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     latency_trace: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sparse: dict[str, Any] | None = None
     prune_seconds: float = 0.0
     finetune_seconds: float = 0.0
 

@@ -77,6 +77,11 @@ def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) 
         raise UsageError(
             "kd=True distills with a TrainConfig; a fine-tuning callable owns its loss"
         )
+    if (cfg.sparse_epochs or cfg.augment) and not isinstance(finetune, TrainConfig):
+        raise UsageError(
+            "sparse learning and augmentation train with a TrainConfig (a fine-tuning callable "
+            "owns its own loop)"
+        )
     if cfg.criterion == "bn-scale" and not any(
         isinstance(m, BATCHNORM_TYPES) for m in model.modules()
     ):
@@ -145,6 +150,9 @@ def _execute(run: PruneSession) -> None:
             "value": str(getattr(cfg, f"target_{kind}")),
             "goal": goal,
         }
+    sparse = run.sparse_learn()  # before the targets' search: it ranks the regularised weights
+    if sparse is not None:
+        run.result.sparse = sparse
     lat_start = lat = run.latency() if kind == "latency" else 0.0
     for step in range(1, cfg.steps + 1):
         if kind in ("ratio", "layers"):
@@ -170,7 +178,7 @@ def _execute(run: PruneSession) -> None:
         log.info(
             "step %d/%d: %s params, %s MACs", step, cfg.steps, record["params"], record["macs"]
         )
-    tuned = run.tune(cfg.final_finetune_epochs)
+    tuned = run.tune(cfg.final_finetune_epochs - cfg.sparse_epochs)
     if tuned is not None:
         run.result.steps[-1]["final_finetuned"] = tuned
 

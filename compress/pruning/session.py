@@ -6,7 +6,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -266,16 +267,44 @@ class PruneSession:
         t0 = time.perf_counter()
         if isinstance(self.finetune, TrainConfig):
             assert self.data is not None
-            tc = replace(self.finetune, epochs=epochs, checkpoint_dir=None, resume=False)
-            if self.teacher is not None:
-                self._distill(tc)
-            else:
-                fit(self.model, self.data, tc, hooks=self.hooks)
+            with _augmented(self.data, self.cfg.augment):
+                tc = self.train_config(epochs)
+                if self.teacher is not None:
+                    self._distill(tc)
+                else:
+                    fit(self.model, self.data, tc, hooks=self.hooks)
         elif self.finetune is not None:
             self.finetune(self.model, epochs)
         self.model.to("cpu").eval()
         self.result.finetune_seconds += time.perf_counter() - t0
         return self.evaluator(self.model) if self.evaluator else None
+
+    def train_config(self, epochs: int) -> TrainConfig:
+        """The fine-tuning TrainConfig with this config's own schedule and label smoothing."""
+        assert isinstance(self.finetune, TrainConfig)
+        tc = replace(self.finetune, epochs=epochs, checkpoint_dir=None, resume=False)
+        if self.cfg.finetune_schedule:
+            tc = replace(tc, schedule=self.cfg.finetune_schedule)
+        if self.cfg.label_smoothing:
+            tc = replace(tc, label_smoothing=self.cfg.label_smoothing)
+        return tc
+
+    def sparse_learn(self) -> dict[str, Any] | None:
+        """Regularised training before the first cut (cfg.sparse_epochs of the budget)."""
+        if not self.cfg.sparse_epochs:
+            return None
+        from compress.pruning.sparse import sparse_learn
+
+        assert self.data is not None
+        t0 = time.perf_counter()
+        with _augmented(self.data, self.cfg.augment):
+            out = sparse_learn(
+                self.model, self.cfg, self.data, self.train_config(self.cfg.sparse_epochs), self.x
+            )
+        self.result.finetune_seconds += time.perf_counter() - t0
+        if self.evaluator:
+            out["metrics"] = self.evaluator(self.model)
+        return out
 
     def _distill(self, tc: TrainConfig) -> None:
         """Fine-tune by knowledge distillation from the unpruned model (Hinton KD)."""
@@ -286,6 +315,21 @@ class PruneSession:
             epochs=tc.epochs, temperature=self.cfg.kd_temperature, alpha=self.cfg.kd_alpha
         )
         distill(self.model, self.teacher, self.data, kd, tc, hooks=self.hooks)
+
+
+@contextmanager
+def _augmented(data: DataBundle | None, on: bool) -> Iterator[None]:
+    """Training images flipped/cropped at random for the duration (if `on`), then as before."""
+    train = getattr(data, "train", None)
+    if not on or train is None or not hasattr(train, "augment"):
+        yield
+        return
+    before = train.augment
+    train.augment = True
+    try:
+        yield
+    finally:
+        train.augment = before
 
 
 class ForwardBroken(Exception):
