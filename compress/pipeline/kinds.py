@@ -211,15 +211,18 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_kinds() -> list[StageKind]:
+    """Every stage a recipe may name, in the order the docs list them."""
+    return [*_model_kinds(), *_artifact_kinds(), _deploy_kind()]
+
+
+def _model_kinds() -> list[StageKind]:
+    """Stages that train or reshape the PyTorch model."""
     from compress.distillation.distill import DistillConfig
     from compress.factorization.svd import FactorizeConfig
     from compress.pruning.prune import PruneConfig
-    from compress.quantization.quantize import QuantizeConfig
     from compress.training.fit import TrainConfig
-    from export.bench import BenchConfig
-    from export.onnx_export import ExportConfig
 
-    kinds = [
+    return [
         StageKind("train", (TrainConfig,), frozenset({"source", "pytorch"}), "pytorch", _run_train),
         StageKind(
             "distill",
@@ -229,15 +232,6 @@ def stage_kinds() -> list[StageKind]:
             _run_distill,
             frozenset({"teacher"}),
             hash_extra=_distill_hash,
-        ),
-        StageKind(
-            "export",
-            (ExportConfig,),
-            frozenset({"source", "pytorch"}),
-            "onnx",
-            _run_export,
-            needs_trained=True,
-            main_rank_only=True,
         ),
         StageKind(
             "prune",
@@ -256,6 +250,25 @@ def stage_kinds() -> list[StageKind]:
             _run_factorize,
             needs_trained=True,
         ),
+    ]
+
+
+def _artifact_kinds() -> list[StageKind]:
+    """Stages that turn the model into ONNX files or measurements."""
+    from compress.quantization.quantize import QuantizeConfig
+    from export.bench import BenchConfig
+    from export.onnx_export import ExportConfig
+
+    return [
+        StageKind(
+            "export",
+            (ExportConfig,),
+            frozenset({"source", "pytorch"}),
+            "onnx",
+            _run_export,
+            needs_trained=True,
+            main_rank_only=True,
+        ),
         StageKind(
             "quantize",
             (QuantizeConfig,),
@@ -273,9 +286,7 @@ def stage_kinds() -> list[StageKind]:
             hash_extra=_bench_hash,
             main_rank_only=True,
         ),
-        _deploy_kind(),
     ]
-    return kinds
 
 
 def _deploy_kind() -> StageKind:

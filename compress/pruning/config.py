@@ -126,6 +126,16 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self._resolve_target()
+        self._check_values()
+        self._check_methods()
+        if self.latency_batch < 1 or self.latency_threads < 1:
+            raise UsageError("--latency-batch and latency threads must be >= 1")
+        if self.importance_batches < 1:
+            raise UsageError("importance_batches must be >= 1")
+
+    def _resolve_target(self) -> None:
+        """Layer ratios from a sensitivity report; exactly one target (the default when none)."""
         if self.from_sensitivity is not None:
             ratios = ratios_from_sensitivity(
                 load_report(self.from_sensitivity), self.sensitivity_max_drop / 100
@@ -152,6 +162,8 @@ class PruneConfig:
                 hint="--ratio R, --target-macs X, --target-params X, --target-latency-ms MS "
                 "or --from-sensitivity FILE",
             )
+
+    def _check_values(self) -> None:
         if self.ratio is not None and not 0 <= self.ratio < 1:
             raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.target_macs is not None:
@@ -186,11 +198,6 @@ class PruneConfig:
             raise UsageError(
                 f"--ratio {self.ratio} exceeds --max-layer-ratio {self.max_layer_ratio}"
             )
-        self._check_methods()
-        if self.latency_batch < 1 or self.latency_threads < 1:
-            raise UsageError("--latency-batch and latency threads must be >= 1")
-        if self.importance_batches < 1:
-            raise UsageError("importance_batches must be >= 1")
 
     def _check_methods(self) -> None:
         if self.finetune_schedule is not None and self.finetune_schedule not in SCHEDULES:

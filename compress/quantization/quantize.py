@@ -75,29 +75,38 @@ def quantize(
             num_classes=num_classes or 0,
             probe=calib[: (info.fixed_batch or PROBE)],
         )
-        if cfg.method == "fp16":
-            from compress.quantization.fp16 import convert_fp16
-
-            result = convert_fp16(ctx)
-        elif cfg.lowers_bits:
-            from compress.quantization.mixed import quantize_bits
-
-            result = quantize_bits(ctx)
-        else:
-            from compress.quantization.int8 import quantize_int8
-
-            result = quantize_int8(ctx)
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.path, out_path)
-        if result.precision in ("int8", "int4", "mixed"):
-            qgraph.compact(out_path)
-        if result.precision in ("int4", "mixed"):
-            from compress.quantization.int4 import short_names
-
-            short_names(out_path)
+        result = _dispatch(ctx)
+        _write(result, Path(out_path))
         result.path = str(out_path)
         _measure(ctx, result)
     return result
+
+
+def _dispatch(ctx: QuantContext) -> QuantizeResult:
+    """Run the back end the config asks for: fp16, int4/mixed bits, or int8."""
+    if ctx.cfg.method == "fp16":
+        from compress.quantization.fp16 import convert_fp16
+
+        return convert_fp16(ctx)
+    if ctx.cfg.lowers_bits:
+        from compress.quantization.mixed import quantize_bits
+
+        return quantize_bits(ctx)
+    from compress.quantization.int8 import quantize_int8
+
+    return quantize_int8(ctx)
+
+
+def _write(result: QuantizeResult, out_path: Path) -> None:
+    """Copy the chosen file to `out_path`, compacted (and int4 names shortened)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.path, out_path)
+    if result.precision in ("int8", "int4", "mixed"):
+        qgraph.compact(out_path)
+    if result.precision in ("int4", "mixed"):
+        from compress.quantization.int4 import short_names
+
+        short_names(out_path)
 
 
 def _check_model(src: Path, cfg: QuantizeConfig) -> qgraph.GraphInfo:
