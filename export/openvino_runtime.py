@@ -9,6 +9,7 @@ CPUs with native bf16 (AMX, AVX512-BF16) when no hint is given, so the runner re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from export.batching import check_input_shape, runner_predict
+from export.sigstack import kept_sigaltstack
 from models.errors import InvalidInputError, UnsupportedError
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,10 @@ def ov_core() -> Any:
 def check_openvino(runtime: str) -> str:
     """The OpenVINO device of `runtime` when installed and present here, else exit 4."""
     device = OV_DEVICES[runtime]
-    available = list(ov_core().available_devices)
+    with kept_sigaltstack():  # the plugin swaps this thread's signal stack (export.sigstack)
+        core = ov_core()
+        available = list(core.available_devices)
+        del core
     if not any(d == device or d.startswith(device + ".") for d in available):
         raise UnsupportedError(
             f"--runtime {runtime}: OpenVINO sees no {device} device here "
@@ -93,6 +98,16 @@ class OvRunner:
         """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`)."""
         return runner_predict(self, x)
 
+    def close(self) -> None:
+        """Release the compiled model now, keeping this thread's signal stack (export.sigstack)."""
+        with kept_sigaltstack():
+            self.request = None
+            self.compiled = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit the modules may be gone
+            self.close()
+
 
 def create_ov_runner(
     path: str | Path,
@@ -105,7 +120,6 @@ def create_ov_runner(
 
     device = check_openvino(runtime)
     info = inspect_onnx(path)
-    core = ov_core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads and device == "CPU":
         config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -113,20 +127,18 @@ def create_ov_runner(
         if precision not in OV_HINTS:
             raise UnsupportedError(f"OpenVINO has no {precision} precision hint for {path}")
         config["INFERENCE_PRECISION_HINT"] = OV_HINTS[precision]
-    t0 = time.perf_counter()
-    try:
-        model = core.read_model(str(path))
-    except Exception as e:
-        raise ov_error("read", path, e) from e
-    try:
-        compiled = core.compile_model(model, device, config)
-    except Exception as e:
-        raise ov_error("compile", path, e) from e
+    with kept_sigaltstack():  # the plugin swaps this thread's signal stack (export.sigstack)
+        core = ov_core()
+        t0 = time.perf_counter()
+        try:
+            compiled, request = compile_ov(core, path, device, config)
+        finally:
+            del core
     seconds = time.perf_counter() - t0
     effective = effective_precision(compiled)
     runner = OvRunner(
         compiled=compiled,
-        request=compiled.create_infer_request(),
+        request=request,
         path=str(path),
         runtime=runtime,
         device=device,
@@ -142,6 +154,19 @@ def create_ov_runner(
         runner.notes.append(note)
         log.warning("%s", note)
     return runner
+
+
+def compile_ov(core: Any, path: str | Path, device: str, config: dict[str, Any]) -> tuple[Any, Any]:
+    """(compiled model, infer request) for `path` on `device`; typed errors naming the stage."""
+    try:
+        model = core.read_model(str(path))
+    except Exception as e:
+        raise ov_error("read", path, e) from e
+    try:
+        compiled = core.compile_model(model, device, config)
+    except Exception as e:
+        raise ov_error("compile", path, e) from e
+    return compiled, compiled.create_infer_request()
 
 
 def effective_precision(compiled: Any) -> str:

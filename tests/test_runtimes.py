@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +17,15 @@ from export import openvino_runtime
 from export.bench import BenchConfig, BenchModel, benchmark
 from export.onnx_export import ExportConfig, export_onnx
 from export.precision import cpu_bf16, parse_precisions, refuse, unavailable
-from export.runtime import RUNTIMES, check_runtime, create_session, onnx_runner, torch_runner
+from export.runtime import (
+    RUNTIMES,
+    check_runtime,
+    child_pythonpath,
+    create_session,
+    onnx_runner,
+    torch_runner,
+)
+from export.sigstack import current_sigaltstack
 from models.errors import UnsupportedError, UsageError
 from models.registry import create_model
 
@@ -89,6 +100,38 @@ def test_openvino_matches_onnxruntime_and_records_precision(lenet_onnx: Path) ->
     assert out.shape == (3, 10) and np.allclose(out, ref, atol=1e-4)
     assert runner.effective_precision == "fp32" and runner.create_seconds > 0
     assert runner.providers == ["OpenVINO CPU (fp32)"] and runner.runtime == "openvino"
+
+
+def test_openvino_leaves_the_threads_signal_stack_as_it_was(lenet_onnx: Path) -> None:
+    """OpenVINO's CPU plugin installs its own sigaltstack while a compiled model lives."""
+    before = current_sigaltstack()
+    runner = onnx_runner(lenet_onnx, "openvino", threads=1, precision="fp32")
+    runner.run(np.zeros((1, 1, 28, 28), np.float32))
+    assert current_sigaltstack() == before
+    del runner
+    gc.collect()
+    assert current_sigaltstack() == before
+
+
+def test_a_python_signal_after_openvino_does_not_kill_the_process(lenet_onnx: Path) -> None:
+    """Two compiled models released first-in first-out left the first one's unmapped stack
+    installed; the next Python-handled signal (SIGCHLD from a DataLoader, SIGINT) then killed
+    the process with SIGSEGV and no traceback. Run in a child: unfixed, it dies."""
+    code = (
+        "import faulthandler, os, signal; faulthandler.enable()\n"
+        "from export.runtime import onnx_runner\n"
+        f"a = onnx_runner({str(lenet_onnx)!r}, 'openvino', threads=1, precision='fp32')\n"
+        f"b = onnx_runner({str(lenet_onnx)!r}, 'openvino', threads=1, precision='fp32')\n"
+        "del a\n"
+        "del b\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: print('handled'))\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0 and "handled" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
 
 
 @pytest.mark.skipif(BF16_REASON is not None, reason=f"bf16: {BF16_REASON}")
