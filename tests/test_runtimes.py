@@ -17,10 +17,10 @@ from export import openvino_runtime
 from export.bench import BenchConfig, BenchModel, benchmark
 from export.onnx_export import ExportConfig, export_onnx
 from export.precision import cpu_bf16, parse_precisions, refuse, unavailable
+from export.probe import child_pythonpath
 from export.runtime import (
     RUNTIMES,
     check_runtime,
-    child_pythonpath,
     create_session,
     onnx_runner,
     torch_runner,
