@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
-from models.errors import EXIT_CODES, CompressError, ResourceError
+from models.errors import EXIT_CODES, CompressError, InvalidInputError, ResourceError
 
 # OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
 _REFUSED_WRITES = {
@@ -25,6 +27,12 @@ _REFUSED_WRITES = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.ENOTDIR: "not a directory",
+}
+# A user's file that is gone or of the wrong kind: invalid input. Any other OSError about a
+# user's file (I/O error, too many open files, ...) is the file system's: resources.
+_MISSING = {
+    errno.ENOENT: "no such file or directory (moved or deleted while compress ran?)",
+    errno.EISDIR: "is a directory, not a file",
 }
 
 
@@ -47,16 +55,47 @@ class ErrorMappingGroup(TyperGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             raise typer.Exit(0) from None
         except OSError as e:
-            if e.errno in _REFUSED_WRITES:
-                err_console.print(f"[bold red]error:[/] {_REFUSED_WRITES[e.errno]}: {e}")
-                raise typer.Exit(ResourceError.exit_code) from None
-            _internal(e)
+            mapped = _os_error(e)
+            if mapped is None:
+                _internal(e)
+            code, line = mapped
+            err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:
             if type(e).__module__.startswith(("typer", "click")):
                 raise  # usage errors: typer prints them and exits 2
             _internal(e)
+
+
+def _os_error(e: OSError) -> tuple[int, str] | None:
+    """Exit code and line for an OSError about the user's files; None for a bug (no errno, no
+    file named, or a file of compress's own installation)."""
+    if e.errno in _REFUSED_WRITES:
+        return ResourceError.exit_code, f"{_REFUSED_WRITES[e.errno]}: {e}"
+    name = e.filename
+    if e.errno is None or not isinstance(name, (str, bytes, os.PathLike)) or _installed(name):
+        return None
+    path = os.fsdecode(name)
+    if e.errno in _MISSING:
+        return InvalidInputError.exit_code, f"{path}: {_MISSING[e.errno]}"
+    return ResourceError.exit_code, f"{path}: {e.strerror or os.strerror(e.errno)}"
+
+
+def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
+    """Whether `name` lies in compress's packages or the Python installation (not the user's)."""
+    import sysconfig
+
+    import export
+    import models
+
+    here = Path(__file__).resolve().parents[1]  # the compress package
+    roots = {here, Path(export.__file__).resolve().parent, Path(models.__file__).resolve().parent}
+    paths = sysconfig.get_paths()
+    roots |= {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    path = Path(os.fsdecode(name)).resolve()
+    return any(path.is_relative_to(r) for r in roots)
 
 
 def _internal(e: BaseException) -> None:
