@@ -16,10 +16,18 @@ from compress.cli import options as o
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "onnx", "onnxruntime", "torch_pruning", "optuna", "matplotlib"}
+# Light but not needed to show help: imported when a command runs (a download, a progress bar).
+LATER = {"models.download", "urllib.request", "compress.cli.progress", "rich.progress"}
 
 
 def imported_modules(*args: str) -> tuple[set[str], str]:
     """Top-level packages a fresh `python -m compress ARGS` imports, and its stdout."""
+    names, out = imported_dotted(*args)
+    return {n.split(".")[0] for n in names}, out
+
+
+def imported_dotted(*args: str) -> tuple[set[str], str]:
+    """Modules (dotted names) a fresh `python -m compress ARGS` imports, and its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
     r = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "compress", *args],
@@ -31,7 +39,7 @@ def imported_modules(*args: str) -> tuple[set[str], str]:
     )
     assert r.returncode == 0, r.stderr[-2000:]
     names = {
-        line.rsplit("|", 1)[1].strip().split(".")[0]
+        line.rsplit("|", 1)[1].strip()
         for line in r.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
@@ -54,9 +62,31 @@ def test_root_help_imports_nothing_heavy():
 
 @pytest.mark.parametrize("verb", verbs())
 def test_verb_help_imports_nothing_heavy(verb):
-    names, out = imported_modules(verb, "--help")
+    dotted, out = imported_dotted(verb, "--help")
+    names = {n.split(".")[0] for n in dotted}
     assert "--help" in out
     assert not names & HEAVY, sorted(names & HEAVY)
+    assert not dotted & LATER, sorted(dotted & LATER)  # the root callback installs them lazily
+
+
+def test_a_command_still_gets_the_download_bar(tmp_path):
+    """The root callback installs the bar without importing it; a download then gets it."""
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+    from compress.cli.progress import DownloadBar
+    from models.progress import ProgressBar, progress_bar, set_progress_factory
+
+    set_progress_factory(None)
+    try:
+        assert isinstance(progress_bar("downloading w", 10), ProgressBar)
+        CliRunner().invoke(app, ["info", str(tmp_path)])  # any command: the callback runs
+        bar = progress_bar("downloading w", 10)
+        assert isinstance(bar, DownloadBar)
+        bar.update(5)
+        bar.close()
+    finally:
+        set_progress_factory(None)
 
 
 def test_every_verb_is_registered():

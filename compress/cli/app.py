@@ -11,13 +11,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
 from models.errors import EXIT_CODES, CompressError, InvalidInputError, ResourceError
+
+if TYPE_CHECKING:
+    from models.progress import Bar
 
 # OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
 _REFUSED_WRITES = {
@@ -133,10 +136,9 @@ def _root(
 ) -> None:
     from rich.logging import RichHandler
 
-    from compress.cli.progress import DownloadBar
-    from models.download import set_progress_factory
+    from models.progress import set_progress_factory
 
-    set_progress_factory(DownloadBar)  # weights downloads show a bar (libraries only log)
+    set_progress_factory(_download_bar)  # weights downloads show a bar (libraries only log)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=level,
@@ -144,6 +146,13 @@ def _root(
         force=True,
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+
+
+def _download_bar(label: str, total: int | None) -> Bar:
+    """The live bar of a weights download, imported when a download starts (`--help` never)."""
+    from compress.cli.progress import DownloadBar
+
+    return DownloadBar(label, total)
 
 
 def _register() -> None:
