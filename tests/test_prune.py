@@ -20,7 +20,7 @@ from tests.conftest import USER_MODEL, params, shapes
 runner = CliRunner()
 
 
-# ----------------------------------------------------------------------------- layers the pruner can't cut
+# ----------------------------------------------------------------------------- refusals
 
 
 def test_ratio_emptying_a_layer_is_refused_and_model_untouched():

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -101,7 +101,7 @@ def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
     return any(path.is_relative_to(r) for r in roots)
 
 
-def _internal(e: BaseException) -> None:
+def _internal(e: BaseException) -> NoReturn:
     """A bug, not a user mistake: one line by default, the traceback with --verbose."""
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         err_console.print_exception()
