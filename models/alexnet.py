@@ -17,12 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import UsageError
-from models.factories import register_model
+from models.factories import check_options, pick_variant, register_model
 from models.spec import ModelSpec, make_spec
 
-VARIANTS = ("auto", "imagenet", "small")
-SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="auto"
 MIN_IMAGENET_SIZE = 63  # smallest input the 11x11/4 stem and three 3x3/2 pools accept
 
 
@@ -93,21 +90,6 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def pick_variant(variant: str, input_size: int) -> str:
-    """Resolve "auto" to "small" below 64 pixels, else "imagenet"; validate the others."""
-    if variant not in VARIANTS:
-        raise UsageError(f"alexnet: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    if variant == "auto":
-        return "small" if input_size < SMALL_BELOW else "imagenet"
-    if variant == "imagenet" and input_size < MIN_IMAGENET_SIZE:
-        raise UsageError(
-            f"alexnet variant 'imagenet' needs --input-size >= {MIN_IMAGENET_SIZE}, "
-            f"got {input_size}",
-            hint="use variant='small' for small images",
-        )
-    return variant
-
-
 @register_model("alexnet", input_size=224)
 def alexnet(
     *,
@@ -120,11 +102,8 @@ def alexnet(
     **kw: Any,
 ) -> nn.Module:
     """AlexNet; torchvision-identical at ImageNet sizes, the small variant below 64 pixels."""
-    if kw:
-        raise UsageError(f"alexnet: unknown option(s): {', '.join(sorted(kw))}")
-    if hidden is not None and hidden < 1:
-        raise UsageError(f"alexnet: hidden must be >= 1, got {hidden}")
-    chosen = pick_variant(variant, input_size)
+    check_options("alexnet", kw, hidden)
+    chosen = pick_variant("alexnet", variant, input_size, MIN_IMAGENET_SIZE)
     model = AlexNet(
         num_classes, in_channels, small=chosen == "small", hidden=hidden, dropout=dropout
     )

@@ -5,8 +5,8 @@ The cache is `$COMPRESS_CACHE/weights/` (default `$XDG_CACHE_HOME/compress/weigh
 is hashed on the way, checked (complete transfer, not an HTML page, SHA-256 starting with the
 published prefix) and only then renamed into place, so the cache never holds a partial or
 wrong file. `COMPRESS_WEIGHTS_URL` replaces the address's directory (mirrors, loopback tests).
-Progress goes to a callback: the CLI installs a bar (:func:`set_progress_factory`); a library
-caller gets log lines.
+Progress goes to a callback: the CLI installs a bar (:func:`models.progress.set_progress_factory`);
+a library caller gets log lines.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from models.errors import ResourceError, WeightsError
+from models.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -32,43 +32,8 @@ CHUNK = 1 << 20
 TIMEOUT_S = 30.0
 
 
-class Bar(Protocol):
-    """What a progress factory returns: told the bytes received so far, then closed."""
-
-    def update(self, done: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-ProgressFactory = Callable[[str, int | None], Bar]  # (label, total bytes or None) -> Bar
-
-
 class DownloadError(WeightsError):
     """A checkpoint that could not be fetched, or whose bytes are not the published file."""
-
-
-class ProgressBar:
-    """Default progress: a log line every 10 %; `update(done)` then `close()`."""
-
-    def __init__(self, label: str, total: int | None) -> None:
-        self.label, self.total, self._next = label, total, 0.1
-
-    def update(self, done: int) -> None:
-        if self.total and done / self.total >= self._next:
-            log.info("%s: %d %%", self.label, int(100 * done / self.total))
-            self._next += 0.1
-
-    def close(self) -> None:
-        pass
-
-
-_factory: ProgressFactory = ProgressBar
-
-
-def set_progress_factory(factory: ProgressFactory | None) -> None:
-    """Let the CLI show a progress bar (None restores the log lines)."""
-    global _factory
-    _factory = factory or ProgressBar
 
 
 def cache_dir() -> Path:
@@ -161,7 +126,7 @@ def _transfer(url: str, out: BinaryIO, name: str) -> str:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             total = _length(resp.headers.get("Content-Length"))
             kind = resp.headers.get("Content-Type", "")
-            bar = _factory(f"downloading {name}", total)
+            bar = progress_bar(f"downloading {name}", total)
             try:
                 while block := resp.read(CHUNK):
                     if done == 0:

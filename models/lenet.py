@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.factories import register_model
+from models.factories import check_options, register_model
 from models.spec import ModelSpec, make_spec
 
 MIN_INPUT_SIZE = 12  # conv2 (5x5, no padding) then a 2x2 pool need a 6x6 map after pool1
@@ -59,8 +59,7 @@ def lenet5(
     *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, **kw: Any
 ) -> nn.Module:
     """LeNet-5; 61,706 parameters at 1x28x28 with 10 classes (fc1 is 400 -> 120)."""
-    if kw:
-        raise UsageError(f"lenet5: unknown option(s): {', '.join(sorted(kw))}")
+    check_options("lenet5", kw)
     if input_size < MIN_INPUT_SIZE:
         raise UsageError(f"lenet5 needs --input-size >= {MIN_INPUT_SIZE}, got {input_size}")
     model = LeNet5(num_classes, in_channels, input_size)

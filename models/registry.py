@@ -183,21 +183,10 @@ def create_user_model(
     if isinstance(spec, ModelSpec):
         attach_spec(model, replace(spec, extra={**spec.extra, **origin}))
     else:
-        mean, std = default_mean_std(in_channels)
-        attach_spec(
-            model,
-            ModelSpec(
-                name=ref,
-                input_size=input_size,
-                in_channels=in_channels,
-                num_classes=num_classes,
-                mean=mean,
-                std=std,
-                classifier=_last_linear_name(model),
-                variant="user",
-                extra=origin,
-            ),
+        spec = make_spec(
+            ref, num_classes, in_channels, input_size, _last_linear_name(model), variant="user"
         )
+        attach_spec(model, replace(spec, extra=origin))
     return model
 
 

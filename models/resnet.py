@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.errors import UsageError
-from models.factories import register_model
+from models.factories import check_options, register_model
 from models.spec import ModelSpec, make_spec
 
 STEMS = ("imagenet", "cifar")
@@ -165,8 +165,7 @@ def _build(
     zero_init_residual: bool,
     kw: dict[str, Any],
 ) -> nn.Module:
-    if kw:
-        raise UsageError(f"{name}: unknown option(s): {', '.join(sorted(kw))}")
+    check_options(name, kw)
     if stem not in STEMS:
         raise UsageError(f"{name}: stem must be one of {', '.join(STEMS)}, got {stem!r}")
     model = ResNet(block, layers, num_classes, in_channels, stem, zero_init_residual)

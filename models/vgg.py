@@ -18,16 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import UsageError
-from models.factories import register_model
+from models.factories import check_options, pick_variant, register_model
 from models.spec import ModelSpec, make_spec
 
 # fmt: off
 CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                           512, 512, 512, "M", 512, 512, 512, "M"]
 # fmt: on
-VARIANTS = ("auto", "imagenet", "small")
-SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="auto"
 MIN_IMAGENET_SIZE = 32  # five 2x2 pools need at least 32 pixels to leave a 1x1 map
 
 
@@ -98,21 +95,6 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def pick_variant(name: str, variant: str, input_size: int) -> str:
-    """Resolve "auto" to "small" below 64 pixels, else "imagenet"; validate the others."""
-    if variant not in VARIANTS:
-        raise UsageError(f"{name}: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    if variant == "auto":
-        return "small" if input_size < SMALL_BELOW else "imagenet"
-    if variant == "imagenet" and input_size < MIN_IMAGENET_SIZE:
-        raise UsageError(
-            f"{name} variant 'imagenet' needs --input-size >= {MIN_IMAGENET_SIZE}, "
-            f"got {input_size}",
-            hint="use variant='small' for small images",
-        )
-    return variant
-
-
 def _build(
     name: str,
     batch_norm: bool,
@@ -124,11 +106,8 @@ def _build(
     dropout: float,
     kw: dict[str, Any],
 ) -> nn.Module:
-    if kw:
-        raise UsageError(f"{name}: unknown option(s): {', '.join(sorted(kw))}")
-    if hidden is not None and hidden < 1:
-        raise UsageError(f"{name}: hidden must be >= 1, got {hidden}")
-    chosen = pick_variant(name, variant, input_size)
+    check_options(name, kw, hidden)
+    chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
     small = chosen == "small"
     width = hidden if hidden is not None else (512 if small else 4096)
     model = VGG(

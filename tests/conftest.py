@@ -1,15 +1,31 @@
 """Shared fixtures: the committed Fashion-MNIST subset (one absolute path), its data config and
-loaded splits, calibration inputs, and a small trained LeNet-5 artifact."""
+loaded splits, calibration inputs, and a small trained LeNet-5 artifact; and the user model and
+size helpers the pruning tests share."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
+if TYPE_CHECKING:
+    from torch import nn
+
 FASHION_MINI = (Path(__file__).parent / "data" / "fashion-mini").resolve()
 MINI = str(FASHION_MINI)  # the same path as a string, for CLI arguments and configs
+# A user factory with depthwise convs, a concat and residuals (what the pruner must follow).
+USER_MODEL = str(Path(__file__).parent / "data" / "user_model.py") + ":build"
+
+
+def params(m: nn.Module) -> int:
+    """Parameters counted independently of the library's own counter."""
+    return sum(p.numel() for p in m.parameters())
+
+
+def shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
 @pytest.fixture

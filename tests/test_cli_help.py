@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,18 @@ from compress.cli import options as o
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "onnx", "onnxruntime", "torch_pruning", "optuna", "matplotlib"}
+# Light but not needed to show help: imported when a command runs (a download, a progress bar).
+LATER = {"models.download", "urllib.request", "compress.cli.progress", "rich.progress"}
 
 
 def imported_modules(*args: str) -> tuple[set[str], str]:
     """Top-level packages a fresh `python -m compress ARGS` imports, and its stdout."""
+    names, out = imported_dotted(*args)
+    return {n.split(".")[0] for n in names}, out
+
+
+def imported_dotted(*args: str) -> tuple[set[str], str]:
+    """Modules (dotted names) a fresh `python -m compress ARGS` imports, and its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
     r = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "compress", *args],
@@ -30,7 +39,7 @@ def imported_modules(*args: str) -> tuple[set[str], str]:
     )
     assert r.returncode == 0, r.stderr[-2000:]
     names = {
-        line.rsplit("|", 1)[1].strip().split(".")[0]
+        line.rsplit("|", 1)[1].strip()
         for line in r.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
@@ -53,9 +62,31 @@ def test_root_help_imports_nothing_heavy():
 
 @pytest.mark.parametrize("verb", verbs())
 def test_verb_help_imports_nothing_heavy(verb):
-    names, out = imported_modules(verb, "--help")
+    dotted, out = imported_dotted(verb, "--help")
+    names = {n.split(".")[0] for n in dotted}
     assert "--help" in out
     assert not names & HEAVY, sorted(names & HEAVY)
+    assert not dotted & LATER, sorted(dotted & LATER)  # the root callback installs them lazily
+
+
+def test_a_command_still_gets_the_download_bar(tmp_path):
+    """The root callback installs the bar without importing it; a download then gets it."""
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+    from compress.cli.progress import DownloadBar
+    from models.progress import ProgressBar, progress_bar, set_progress_factory
+
+    set_progress_factory(None)
+    try:
+        assert isinstance(progress_bar("downloading w", 10), ProgressBar)
+        CliRunner().invoke(app, ["info", str(tmp_path)])  # any command: the callback runs
+        bar = progress_bar("downloading w", 10)
+        assert isinstance(bar, DownloadBar)
+        bar.update(5)
+        bar.close()
+    finally:
+        set_progress_factory(None)
 
 
 def test_every_verb_is_registered():
@@ -130,7 +161,7 @@ def test_option_groups_are_declared_once_and_reach_the_command():
 @pytest.mark.parametrize(
     ("verb", "groups"),
     [
-        ("train", "model data device"),
+        ("train", "model data device fit"),
         ("eval", "model data"),
         ("prune", "model data device"),
         ("sensitivity", "model data"),
@@ -138,7 +169,7 @@ def test_option_groups_are_declared_once_and_reach_the_command():
         ("export", "model data"),
         ("bench", "model"),
         ("doctor", "model"),
-        ("distill", "shape data device"),
+        ("distill", "shape data device fit"),
     ],
 )
 def test_verbs_use_the_shared_groups(verb, groups):
@@ -147,7 +178,7 @@ def test_verbs_use_the_shared_groups(verb, groups):
     from compress.cli.app import app
 
     cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "data": o.DataOptions}
-    cls["device"] = o.DeviceOptions
+    cls |= {"device": o.DeviceOptions, "fit": o.FitOptions}
     cmd = next(c for c in app.registered_commands if c.name == verb)
     sig = inspect.signature(cmd.callback.__wrapped__, eval_str=True)
     used = {p.annotation for p in sig.parameters.values()}
@@ -155,6 +186,70 @@ def test_verbs_use_the_shared_groups(verb, groups):
         assert cls[g] in used, g
         for f in fields(cls[g]):
             assert f.name in inspect.signature(cmd.callback).parameters
+
+
+def test_a_group_takes_its_defaults_from_the_parameter_default():
+    """`fit: FitOptions = FitOptions(epochs=5)` makes 5 the default of --epochs for that verb
+    only; the other fields keep the group's defaults."""
+    import typer
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def short(fit: o.FitOptions = o.FitOptions(epochs=5)) -> None:
+        seen["short"] = fit
+
+    def plain(fit: o.FitOptions = o.FitOptions()) -> None:
+        seen["plain"] = fit
+
+    for cmd in (short, plain):
+        app = typer.Typer()
+        app.command()(o.with_groups(cmd))
+        r = CliRunner().invoke(app, [])
+        assert r.exit_code == 0, r.output
+    assert (seen["short"].epochs, seen["plain"].epochs) == (5, 15)
+    assert seen["short"].lr == seen["plain"].lr == 4e-3
+
+
+def test_train_and_distill_build_the_same_training_config(monkeypatch):
+    """The same training flags give `compress train` and `compress distill` the same
+    TrainConfig (one shared group); each verb keeps its own --epochs default."""
+    import types
+
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_train(ref, cfg, *a, **k):
+        seen["train"] = cfg
+        raise Stop
+
+    def run_distill(t_ref, s_ref, kd, dc, out, *, train_cfg, **k):
+        seen["distill"], seen["kd"] = train_cfg, kd
+        raise Stop
+
+    monkeypatch.setitem(
+        sys.modules, "compress.stages.train", types.SimpleNamespace(run_train=run_train)
+    )
+    monkeypatch.setitem(
+        sys.modules, "compress.stages.distill", types.SimpleNamespace(run_distill=run_distill)
+    )
+    flags = ["--lr", "0.01", "--weight-decay", "0", "--optimizer", "sgd", "--schedule", "cosine"]
+    flags += ["--channels-last", "--seed", "3", "--device", "cpu", "--amp", "off", "-o", "x"]
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "-m", "lenet5", *flags])
+    assert "train" in seen, r.output
+    r = runner.invoke(app, ["distill", "-t", "a", "-s", "lenet5", "--temperature", "3", *flags])
+    assert "distill" in seen, r.output
+    assert (seen["train"].epochs, seen["distill"].epochs) == (15, 5)
+    assert replace(seen["distill"], epochs=15) == seen["train"]
+    assert (seen["train"].lr, seen["train"].schedule, seen["train"].seed) == (0.01, "cosine", 3)
+    assert (seen["kd"].epochs, seen["kd"].lr, seen["kd"].temperature) == (5, 0.01, 3.0)
 
 
 def test_cli_functions_are_short():

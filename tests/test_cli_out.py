@@ -1,6 +1,7 @@
 """`--out` where nothing can be written: one clear line, a documented exit code, nothing left
-behind, and before any training. (Tests may run as root, for whom a chmod-ed directory is
-writable: the cases here are ones root can't write either.)"""
+behind, and before any training; a file that disappears or is refused midway: one line too.
+(Tests may run as root, for whom a chmod-ed directory is writable: the cases here are ones root
+can't write either.)"""
 
 from __future__ import annotations
 
@@ -80,6 +81,60 @@ def test_a_write_refused_midway_is_a_resource_error(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
     _one_clear_line(r, 6, "permission denied")
     assert 6 in EXIT_CODES and "file system" in EXIT_CODES[6]
+
+
+@pytest.mark.parametrize("action", ["read", "write"])
+def test_a_file_gone_midway_is_invalid_input(action, tmp_path, monkeypatch):
+    """The input artifact deleted while the verb runs, or the folder being written into: the
+    OS's FileNotFoundError becomes one line naming the file and exit code 3, not a bug report."""
+    import compress.stages.train as stage
+
+    (tmp_path / "art").mkdir()
+    gone = tmp_path / "art" / "model.safetensors"
+    gone.write_bytes(b"weights")
+
+    def midway(*a, **k):
+        gone.unlink()
+        (tmp_path / "art").rmdir()
+        return gone.read_bytes() if action == "read" else gone.write_bytes(b"new")
+
+    monkeypatch.setattr(stage, "run_train", midway)
+    r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
+    _one_clear_line(r, 3, f"{gone}: no such file or directory (moved or deleted")
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "text"),
+    [
+        (
+            OSError(errno.EIO, "Input/output error", "/data/x.idx"),
+            6,
+            "/data/x.idx: Input/output error",
+        ),
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "/data"), 3, "/data: is a directory"),
+        (OSError(errno.ENOSPC, "No space left on device"), 6, "disk full"),
+        (OSError("a library's own state"), 1, "internal error"),  # no errno: not a file's fault
+        (FileNotFoundError(errno.ENOENT, "gone"), 1, "internal error"),  # no file named
+        (
+            FileNotFoundError(errno.ENOENT, "gone", str(ROOT / "compress" / "x.json")),
+            1,
+            "internal error",
+        ),
+    ],
+    ids=["io-error", "is-a-directory", "disk-full", "no-errno", "no-file", "our-own-file"],
+)
+def test_os_errors_map_to_exit_codes(error, code, text, tmp_path, monkeypatch):
+    """A user's file: 3 (gone, wrong kind) or 6 (the file system's answer); an OSError that
+    names no file, or a file of compress itself, stays a bug (exit 1)."""
+    import compress.stages.train as stage
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(stage, "run_train", fail)
+    r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
+    assert r.exit_code == code, r.output
+    assert text in " ".join(r.output.split()) and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,104 @@ def test_finetune_recipe_lives_in_the_library():
     assert (tc.epochs, tc.lr, tc.schedule, tc.seed, tc.amp) == (3, FINETUNE_LR, "cosine", 7, "off")
 
 
+def _cli_prune_configs(monkeypatch, args: list[str]):
+    """The PruneConfig and fine-tuning TrainConfig `compress prune ARGS` hands the stage."""
+    import sys
+    import types
+
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_prune(ref, cfg, data, out, *, finetune, **kw):
+        seen.update(prune=cfg, finetune=finetune)
+        raise Stop  # before any work
+
+    stage = types.SimpleNamespace(run_prune=run_prune)
+    monkeypatch.setitem(sys.modules, "compress.stages.prune", stage)
+    r = CliRunner().invoke(app, ["prune", "-m", "lenet5", "-o", "unused", *args])
+    assert "prune" in seen, r.output
+    return seen["prune"], seen["finetune"]
+
+
+def _recipe_prune_configs(options: dict):
+    from compress.pipeline.kinds import STAGES
+
+    built = STAGES["prune"].validate(options, "recipe.yaml:3")
+    return built["PruneConfig"], built["TrainConfig"]
+
+
+def _flags(options: dict) -> list[str]:
+    """The `compress prune` flags for recipe keys: {"kd": True, "lr": 0.002} -> --kd --lr 0.002."""
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        out += [flag] if value is True else [flag, str(value)]
+    return out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ratio": 0.5, "final_finetune_epochs": 2},
+        {
+            "target_macs": "2x",
+            "finetune_epochs": 1,
+            "final_finetune_epochs": 3,
+            "finetune_schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "augment": True,
+            "kd": True,
+            "lr": 0.002,
+            "seed": 4,
+            "amp": "off",
+            "device": "cpu",
+        },
+        {"ratio": 0.5},
+    ],
+    ids=["defaults", "every-tuning-key", "no-tuning"],
+)
+def test_recipe_prune_stage_fine_tunes_like_the_cli(monkeypatch, settings):
+    """Same settings, same configs: the recipe stage no longer fine-tunes with TrainConfig's
+    defaults (lr 4e-3, one-cycle) where `compress prune` uses its own schedule."""
+    cli_prune, cli_tune = _cli_prune_configs(monkeypatch, _flags(settings))
+    recipe_prune, recipe_tune = _recipe_prune_configs(settings)
+    assert recipe_prune == cli_prune
+    assert recipe_tune == cli_tune
+    if "lr" not in settings and cli_tune is not None:
+        assert (cli_tune.lr, cli_tune.schedule, cli_tune.epochs) == (FINETUNE_LR, "cosine", 2)
+    if "seed" in settings:
+        assert (cli_tune.schedule, cli_tune.label_smoothing, cli_tune.seed) == ("onecycle", 0.1, 4)
+        assert (cli_tune.lr, cli_tune.amp, cli_tune.epochs) == (0.002, "off", 3)
+
+
+def test_recipe_prune_stage_keeps_its_other_training_keys():
+    _, tune = _recipe_prune_configs(
+        {"ratio": 0.5, "finetune_epochs": 2, "optimizer": "sgd", "channels_last": True}
+    )
+    assert (tune.optimizer, tune.channels_last, tune.lr, tune.epochs) == ("sgd", True, 1e-3, 2)
+
+
+@pytest.mark.parametrize(
+    "key, value, instead",
+    [("epochs", 3, "finetune_epochs"), ("schedule", "onecycle", "finetune_schedule")],
+)
+def test_recipe_prune_stage_refuses_training_keys_pruning_owns(key, value, instead):
+    """`epochs` or `schedule` in a prune stage were silently overridden; now they are refused
+    with the key to use."""
+    from compress.pipeline.recipe import RecipeError
+
+    with pytest.raises(
+        RecipeError, match=rf"(?s)recipe.yaml:3: '{key}' of the fine-tuning.*{instead}"
+    ):
+        _recipe_prune_configs({"ratio": 0.5, "finetune_epochs": 1, key: value})
+
+
 def test_no_target_means_half_the_macs_said_in_one_line(caplog):
     with caplog.at_level(logging.INFO, logger="compress.pruning.config"):
         cfg = PruneConfig()

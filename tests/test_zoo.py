@@ -206,6 +206,11 @@ def test_variant_override_imagenet_at_small_size() -> None:
         ("resnet50", {"stem": "mnist"}, "stem must be one of"),
         ("lenet5", {"bogus": 1}, "unknown option"),
         ("resnet18", {"bogus": 1}, "unknown option"),
+        # the checks the families share name the model they refuse
+        ("alexnet", {"variant": "tiny"}, "alexnet: variant must be one of auto, imagenet, small"),
+        ("vgg16_bn", {"hidden": 0}, "vgg16_bn: hidden must be >= 1"),
+        ("vgg16", {"bogus": 1, "extra": 2}, r"vgg16: unknown option\(s\): bogus, extra"),
+        ("alexnet", {"bogus": 1}, "alexnet: unknown option"),
     ],
 )
 def test_bad_options_are_usage_errors(name: str, kw: dict[str, object], match: str) -> None:
@@ -283,3 +288,25 @@ def test_python_default_is_the_native_imagenet_size(name: str) -> None:
 
 def test_lenet_and_user_factories_default_to_28() -> None:
     assert create_model("lenet5").spec.input_size == 28
+
+
+def test_a_user_factory_without_a_spec_gets_the_zoo_defaults(tmp_path) -> None:
+    """Its spec is what a zoo model of that shape gets (default normalization, the last
+    Linear/Conv as classifier), variant "user", with the factory and its hash recorded."""
+    from models.spec import default_mean_std
+
+    f = tmp_path / "net.py"
+    f.write_text(
+        "from torch import nn\n"
+        "def build(num_classes, in_channels):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 28 * 28, num_classes))\n"
+    )
+    spec = create_model(f"{f}:build", num_classes=3, in_channels=3).spec
+    assert (spec.variant, spec.classifier, spec.num_classes, spec.in_channels) == (
+        "user",
+        "1",
+        3,
+        3,
+    )
+    assert (tuple(spec.mean), tuple(spec.std)) == default_mean_std(3)
+    assert spec.extra["factory"] == f"{f}:build" and len(spec.extra["factory_sha256"]) == 64

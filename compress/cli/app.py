@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
-from models.errors import EXIT_CODES, CompressError, ResourceError
+from models.errors import EXIT_CODES, CompressError, InvalidInputError, ResourceError
+
+if TYPE_CHECKING:
+    from models.progress import Bar
 
 # OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
 _REFUSED_WRITES = {
@@ -25,6 +30,12 @@ _REFUSED_WRITES = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.ENOTDIR: "not a directory",
+}
+# A user's file that is gone or of the wrong kind: invalid input. Any other OSError about a
+# user's file (I/O error, too many open files, ...) is the file system's: resources.
+_MISSING = {
+    errno.ENOENT: "no such file or directory (moved or deleted while compress ran?)",
+    errno.EISDIR: "is a directory, not a file",
 }
 
 
@@ -47,10 +58,12 @@ class ErrorMappingGroup(TyperGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             raise typer.Exit(0) from None
         except OSError as e:
-            if e.errno in _REFUSED_WRITES:
-                err_console.print(f"[bold red]error:[/] {_REFUSED_WRITES[e.errno]}: {e}")
-                raise typer.Exit(ResourceError.exit_code) from None
-            _internal(e)
+            mapped = _os_error(e)
+            if mapped is None:
+                _internal(e)
+            code, line = mapped
+            err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:
@@ -59,7 +72,36 @@ class ErrorMappingGroup(TyperGroup):
             _internal(e)
 
 
-def _internal(e: BaseException) -> None:
+def _os_error(e: OSError) -> tuple[int, str] | None:
+    """Exit code and line for an OSError about the user's files; None for a bug (no errno, no
+    file named, or a file of compress's own installation)."""
+    if e.errno in _REFUSED_WRITES:
+        return ResourceError.exit_code, f"{_REFUSED_WRITES[e.errno]}: {e}"
+    name = e.filename
+    if e.errno is None or not isinstance(name, (str, bytes, os.PathLike)) or _installed(name):
+        return None
+    path = os.fsdecode(name)
+    if e.errno in _MISSING:
+        return InvalidInputError.exit_code, f"{path}: {_MISSING[e.errno]}"
+    return ResourceError.exit_code, f"{path}: {e.strerror or os.strerror(e.errno)}"
+
+
+def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
+    """Whether `name` lies in compress's packages or the Python installation (not the user's)."""
+    import sysconfig
+
+    import export
+    import models
+
+    here = Path(__file__).resolve().parents[1]  # the compress package
+    roots = {here, Path(export.__file__).resolve().parent, Path(models.__file__).resolve().parent}
+    paths = sysconfig.get_paths()
+    roots |= {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    path = Path(os.fsdecode(name)).resolve()
+    return any(path.is_relative_to(r) for r in roots)
+
+
+def _internal(e: BaseException) -> NoReturn:
     """A bug, not a user mistake: one line by default, the traceback with --verbose."""
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         err_console.print_exception()
@@ -94,10 +136,9 @@ def _root(
 ) -> None:
     from rich.logging import RichHandler
 
-    from compress.cli.progress import DownloadBar
-    from models.download import set_progress_factory
+    from models.progress import set_progress_factory
 
-    set_progress_factory(DownloadBar)  # weights downloads show a bar (libraries only log)
+    set_progress_factory(_download_bar)  # weights downloads show a bar (libraries only log)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=level,
@@ -105,6 +146,13 @@ def _root(
         force=True,
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+
+
+def _download_bar(label: str, total: int | None) -> Bar:
+    """The live bar of a weights download, imported when a download starts (`--help` never)."""
+    from compress.cli.progress import DownloadBar
+
+    return DownloadBar(label, total)
 
 
 def _register() -> None:

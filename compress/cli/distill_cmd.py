@@ -10,9 +10,8 @@ import typer
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
-if TYPE_CHECKING:  # import torch; loaded when the command runs
+if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.distillation.distill import DistillConfig
-    from compress.training.fit import TrainConfig
 
 
 Teacher = Annotated[
@@ -44,7 +43,7 @@ FeatureDistill = Annotated[
 
 @dataclass(frozen=True)
 class DistillOptions(o.OptionGroup):
-    """The distillation loss and the training run that minimizes it."""
+    """The distillation loss; the training run that minimizes it is a :class:`o.FitOptions`."""
 
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature T for the teacher term (> 0).")
@@ -53,40 +52,21 @@ class DistillOptions(o.OptionGroup):
         float,
         typer.Option(help="Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels."),
     ] = 0.5
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3
     feature_distill: FeatureDistill = None
     feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss.")] = 1.0
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw"
-    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant.")] = "onecycle"
-    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False
 
-    def configs(self, seed: int, dev: o.DeviceOptions) -> tuple[DistillConfig, TrainConfig]:
-        """The library's DistillConfig and TrainConfig (validated there)."""
+    def config(self, fit: o.FitOptions) -> DistillConfig:
+        """The library's DistillConfig (validated there), for the run `fit` describes."""
         from compress.distillation.distill import DistillConfig
-        from compress.training.fit import TrainConfig
 
-        kd = DistillConfig(
+        return DistillConfig(
             temperature=self.temperature,
             alpha=self.alpha,
-            epochs=self.epochs,
-            lr=self.lr,
+            epochs=fit.epochs,
+            lr=fit.lr,
             features=self.feature_distill,
             feature_weight=self.feature_weight,
         )
-        train = TrainConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            optimizer=self.optimizer,
-            schedule=self.schedule,
-            seed=seed,
-            device=dev.device,
-            amp=dev.amp,
-            channels_last=self.channels_last,
-        )
-        return kd, train
 
 
 def distill(
@@ -94,6 +74,7 @@ def distill(
     student: Student,
     out: o.OutOpt,
     how: DistillOptions = DistillOptions(),
+    fit: o.FitOptions = o.FitOptions(epochs=5),
     teacher_weights: Annotated[
         str | None, typer.Option(help="Weights for a zoo/factory teacher (.safetensors, ...).")
     ] = None,
@@ -121,7 +102,7 @@ def distill(
     from compress.cli.progress import RichHooks
     from compress.stages.distill import run_distill
 
-    kd, cfg = how.configs(seed, dev)
+    kd, cfg = how.config(fit), fit.config(seed, dev)
     t_ref = o.ShapeOptions(trust_pickle=shape.trust_pickle, trust_code=shape.trust_code).ref(
         teacher, teacher_weights
     )

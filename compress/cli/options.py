@@ -12,6 +12,7 @@ import typer
 
 if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
     from compress.stages.common import ModelRef
+    from compress.training.config import TrainConfig
     from models.data import DataConfig
 
 R = TypeVar("R")
@@ -95,6 +96,12 @@ AmpOpt = Annotated[
 LimitOpt = Annotated[
     int | None, typer.Option(help="Use at most this many training samples (quick runs).")
 ]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+LrOpt = Annotated[float, typer.Option(help="Peak learning rate.")]
+WeightDecayOpt = Annotated[float, typer.Option(help="Weight decay.")]
+OptimizerOpt = Annotated[str, typer.Option(help="adamw or sgd.")]
+ScheduleOpt = Annotated[str, typer.Option(help="onecycle, cosine or constant.")]
+ChannelsLastOpt = Annotated[bool, typer.Option(help="Channels-last memory format.")]
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,45 @@ class DeviceOptions(OptionGroup):
     amp: AmpOpt = "auto"
 
 
+@dataclass(frozen=True)
+class FitOptions(OptionGroup):
+    """The optimization of a training run: epochs, learning rate and schedule, weight decay,
+    memory format. A verb with other defaults declares them in its default instance, e.g.
+    `how: FitOptions = FitOptions(epochs=5)`."""
+
+    epochs: EpochsOpt = 15
+    lr: LrOpt = 4e-3
+    weight_decay: WeightDecayOpt = 1e-4
+    optimizer: OptimizerOpt = "adamw"
+    schedule: ScheduleOpt = "onecycle"
+    channels_last: ChannelsLastOpt = False
+
+    def config(
+        self,
+        seed: int,
+        dev: DeviceOptions,
+        *,
+        label_smoothing: float = 0.0,
+        resume: bool = False,
+    ) -> TrainConfig:
+        """The library's TrainConfig (validated there)."""
+        from compress.training.config import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            label_smoothing=label_smoothing,
+            seed=seed,
+            device=dev.device,
+            amp=dev.amp,
+            channels_last=self.channels_last,
+            resume=resume,
+        )
+
+
 # Report files a verb writes besides --out, checked before any work like --out itself.
 OUTPUT_FILES = {"json_out": "--json", "csv_out": "--csv", "md_out": "--md", "plot": "--plot"}
 
@@ -191,7 +237,8 @@ def check_output_files(kwargs: dict[str, Any]) -> None:
 
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
     """Let Typer see each :class:`OptionGroup` parameter of `fn` as the group's options, and
-    hand `fn` the group object built from them; report files are checked first."""
+    hand `fn` the group object built from them; report files are checked first. An option's
+    default is its value in the parameter's default instance (else the field's default)."""
     sig = inspect.signature(fn, eval_str=True)
     params: list[inspect.Parameter] = []
     groups: dict[str, type[OptionGroup]] = {}
@@ -202,9 +249,13 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
             continue
         groups[p.name] = cls
         hints = get_type_hints(cls, include_extras=True)
+        given = p.default if isinstance(p.default, cls) else None
         params += [
             inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=f.default if given is None else getattr(given, f.name),
+                annotation=hints[f.name],
             )
             for f in fields(cls)
         ]

@@ -69,7 +69,7 @@ class DownloadBar:
         from rich.errors import LiveError
         from rich.progress import DownloadColumn, TransferSpeedColumn
 
-        from models.download import ProgressBar
+        from models.progress import ProgressBar
 
         self.fallback: ProgressBar | None = None
         self.progress = Progress(

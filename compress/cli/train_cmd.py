@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
-if TYPE_CHECKING:  # imports torch; loaded when the command runs
-    from compress.training.fit import TrainConfig
-
-
-@dataclass(frozen=True)
-class TrainOptions(o.OptionGroup):
-    """The optimization: epochs, learning rate and schedule, regularization, memory format."""
-
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw"
-    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant.")] = "onecycle"
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.0
-    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False
-
-    def config(self, seed: int, dev: o.DeviceOptions, resume: bool) -> TrainConfig:
-        """The library's TrainConfig (validated there)."""
-        from compress.training.fit import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            optimizer=self.optimizer,
-            schedule=self.schedule,
-            label_smoothing=self.label_smoothing,
-            seed=seed,
-            device=dev.device,
-            amp=dev.amp,
-            channels_last=self.channels_last,
-            resume=resume,
-        )
-
 
 def train(
     model: o.ModelOpt,
     out: o.OutOpt,
-    how: TrainOptions = TrainOptions(),
+    how: o.FitOptions = o.FitOptions(),
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.0,
     augment: Annotated[bool, typer.Option(help="Random flips and crops.")] = False,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
@@ -70,7 +36,7 @@ def train(
     from compress.cli.progress import RichHooks
     from compress.stages.train import run_train
 
-    cfg = how.config(seed, dev, resume)
+    cfg = how.config(seed, dev, label_smoothing=label_smoothing, resume=resume)
     dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
         summary = run_train(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks).to_dict()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,26 @@ def _run_prune(
         hooks=ctx.hooks,
     )
     return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+
+def _prune_finish(built: dict[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """A prune stage fine-tunes like `compress prune`: the same function builds its TrainConfig
+    from the PruneConfig and the training keys the stage sets (lr, amp, optimizer, ...)."""
+    from compress.pruning.prune import finetune_recipe
+    from models.errors import UsageError
+
+    prune_cfg, train_cfg = built["PruneConfig"], built["TrainConfig"]
+    train_keys = _fields(train_cfg) - _fields(prune_cfg)  # seed, label_smoothing: the pruning's
+    given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
+    try:
+        built["TrainConfig"] = finetune_recipe(prune_cfg, **given)
+    except UsageError as e:
+        raise RecipeError(f"{where}: {e}") from None
+    return built
+
+
+def _fields(obj: Any) -> set[str]:
+    return {f.name for f in fields(obj)}
 
 
 def _run_factorize(
@@ -241,6 +261,7 @@ def _model_kinds() -> list[StageKind]:
             _run_prune,
             frozenset({"latency"}),
             needs_trained=True,
+            finish=_prune_finish,
         ),
         StageKind(
             "factorize",

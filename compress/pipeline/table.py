@@ -105,10 +105,13 @@ class StageKind:
     needs_trained: bool = False
     hash_extra: Callable[[Any, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
     main_rank_only: bool = False  # under torchrun: rank 0 runs it, the others get its outcome
+    # What the stage runs with, from the built configs and the options given (default: as built).
+    finish: Callable[[dict[str, Any], dict[str, Any], str], dict[str, Any]] | None = None
 
     def validate(self, options: dict[str, Any], where: str) -> dict[str, Any]:
         """Split options among the config classes by field name; build and validate each."""
-        return build_configs(self.configs, options, where, self.extra_keys)
+        built = build_configs(self.configs, options, where, self.extra_keys)
+        return self.finish(built, options, where) if self.finish else built
 
     def run(
         self, ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool

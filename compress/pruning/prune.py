@@ -46,21 +46,48 @@ from models.structure import apply_structure, capture_structure
 log = logging.getLogger(__name__)
 
 
+# TrainConfig fields a pruning config decides itself, and where to set them instead.
+_OWNED_BY_PRUNING = {
+    "epochs": "finetune_epochs (after each step) and final_finetune_epochs (after the last)",
+    "schedule": "finetune_schedule",
+    "label_smoothing": "label_smoothing of the pruning config",
+    "seed": "seed of the pruning config",
+    "checkpoint_dir": "nothing: fine-tuning after pruning keeps no checkpoint",
+    "resume": "nothing: fine-tuning after pruning keeps no checkpoint",
+}
+
+
 def finetune_recipe(
     cfg: PruneConfig,
     *,
     lr: float = FINETUNE_LR,
     device: str = "auto",
     amp: str = "auto",
+    **train: Any,
 ) -> TrainConfig | None:
-    """How `compress prune` fine-tunes after pruning: cosine decay from a low peak `lr`, seeded
-    like the pruning; each phase runs its own epochs (`finetune_epochs` after every step,
-    `final_finetune_epochs` after the last). None when `cfg` asks for no fine-tuning."""
+    """How pruning fine-tunes, for `compress prune` and a recipe's prune stage alike: cosine
+    decay (or `cfg.finetune_schedule`) from a low peak `lr`, `cfg.label_smoothing`, seeded like
+    the pruning; each phase runs its own epochs (`finetune_epochs` after every step,
+    `final_finetune_epochs` after the last). `train` sets other TrainConfig fields (optimizer,
+    weight_decay, channels_last, ...). None when `cfg` asks for no fine-tuning."""
+    for key in train:
+        if key in _OWNED_BY_PRUNING:
+            raise UsageError(
+                f"{key!r} of the fine-tuning after pruning is not a training option here",
+                hint=f"set {_OWNED_BY_PRUNING[key]}",
+            )
     epochs = max(cfg.finetune_epochs, cfg.final_finetune_epochs)
     if not epochs:
         return None
     return TrainConfig(
-        epochs=epochs, lr=lr, schedule="cosine", seed=cfg.seed, device=device, amp=amp
+        **train,
+        epochs=epochs,
+        lr=lr,
+        schedule=cfg.finetune_schedule or "cosine",
+        label_smoothing=cfg.label_smoothing,
+        seed=cfg.seed,
+        device=device,
+        amp=amp,
     )
 
 

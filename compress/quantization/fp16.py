@@ -53,33 +53,37 @@ def _fp32_boundary(model: Any) -> None:
     g = model.graph
     casts_in, casts_out = [], []
     for inp in g.input:
-        t = inp.type.tensor_type
-        if t.elem_type != TensorProto.FLOAT16:
-            continue
-        t.elem_type = TensorProto.FLOAT
-        half = inp.name + "_fp16"
-        for node in g.node:
-            for i, name in enumerate(node.input):
-                if name == inp.name:
-                    node.input[i] = half
-        casts_in.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16))
+        if _fp16_to_fp32(inp):
+            half = _rename(g.node, inp.name, inp.name + "_fp16", outputs=False)
+            casts_in.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16))
     for out in g.output:
-        t = out.type.tensor_type
-        if t.elem_type != TensorProto.FLOAT16:
-            continue
-        t.elem_type = TensorProto.FLOAT
-        half = out.name + "_fp16"
-        for node in g.node:
-            for i, name in enumerate(node.output):
-                if name == out.name:
-                    node.output[i] = half
-            for i, name in enumerate(node.input):
-                if name == out.name:
-                    node.input[i] = half
-        casts_out.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT))
+        if _fp16_to_fp32(out):
+            half = _rename(g.node, out.name, out.name + "_fp16", outputs=True)
+            casts_out.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT))
     nodes = [*casts_in, *g.node, *casts_out]
     del g.node[:]
     g.node.extend(_drop_round_trips(nodes, {o.name for o in g.output}))
+
+
+def _fp16_to_fp32(value: Any) -> bool:
+    """Retype an fp16 graph input/output as fp32; False (unchanged) for any other type."""
+    from onnx import TensorProto
+
+    t = value.type.tensor_type
+    if t.elem_type != TensorProto.FLOAT16:
+        return False
+    t.elem_type = TensorProto.FLOAT
+    return True
+
+
+def _rename(nodes: Any, old: str, new: str, *, outputs: bool) -> str:
+    """Point every node input (and, with `outputs`, node output) named `old` at `new`."""
+    for node in nodes:
+        for names in (node.input, node.output) if outputs else (node.input,):
+            for i, name in enumerate(names):
+                if name == old:
+                    names[i] = new
+    return new
 
 
 def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
