@@ -14,6 +14,8 @@ GPU_RUNTIMES = frozenset({"torch-cuda", "ort-cuda", "ort-trt", "openvino-gpu"})
 # Runtimes that can lower an fp32 model to bf16 / fp16 themselves (autocast or a precision hint).
 BF16_RUNTIMES = frozenset({"torch", "torch-cuda", "torch-compile", "openvino", "openvino-gpu"})
 FP16_RUNTIMES = frozenset({"torch-cuda", "openvino-gpu"})
+# Precisions of quantized ONNX artifacts (`compress quantize`): they run as they are, never a cast.
+QUANTIZED = ("int8", "int4", "mixed")
 
 
 def cpu_bf16(flags: frozenset[str] | None = None) -> str | None:
@@ -49,11 +51,11 @@ def unavailable(
 ) -> str | None:
     """Why `runtime` cannot run an `artifact`-precision model at `precision` here (None: it can)."""
     gpu = runtime in GPU_RUNTIMES
-    if artifact in ("int8", "fp16"):
+    if artifact in (*QUANTIZED, "fp16"):
         if precision != artifact:
             return f"an {artifact} artifact runs as {artifact}, not {precision}"
-        if artifact == "int8" and runtime.startswith("torch"):
-            return "int8 artifacts are ONNX (QDQ): PyTorch runtimes do not read them"
+        if artifact in QUANTIZED and runtime.startswith("torch"):
+            return f"{artifact} artifacts are ONNX (QDQ): PyTorch runtimes do not read them"
         return None
     if precision == "fp32":
         return None
@@ -74,7 +76,7 @@ def refuse(runtime: str, precision: str, artifact: str = "fp32") -> None:
     """Raise UnsupportedError (exit 4) with the reason when the pair cannot run here."""
     from models.errors import UnsupportedError, UsageError
 
-    if precision not in PRECISIONS:
+    if precision not in PRECISIONS and not (precision == artifact and artifact in QUANTIZED):
         raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if why := unavailable(runtime, precision, artifact):
         raise UnsupportedError(f"--precision {precision} on {runtime} refused: {why}")

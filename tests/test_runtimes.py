@@ -70,6 +70,11 @@ def test_registry_names_are_stable() -> None:
         ("openvino", "fp32", "int8", NO_BF16, "runs as int8"),
         ("torch", "int8", "int8", NO_BF16, "PyTorch runtimes"),
         ("ort-cpu", "fp16", "fp16", NO_BF16, None),  # an fp16 artifact runs as it is
+        # int4 / mixed-width artifacts (`--weight-bits 4`, `--bits auto`) run as they are too
+        ("ort-cpu", "mixed", "mixed", NO_BF16, None),
+        ("ort-cpu", "int4", "int4", NO_BF16, None),
+        ("torch", "mixed", "mixed", NO_BF16, "PyTorch runtimes"),
+        ("ort-cpu", "fp32", "int4", NO_BF16, "runs as int4"),
     ],
 )
 def test_which_pairs_run_and_why_not(
@@ -87,6 +92,9 @@ def test_precision_parsing_and_refusal(no_bf16: None) -> None:
     with pytest.raises(UnsupportedError, match="no native bf16") as e:
         refuse("openvino", "bf16")
     assert e.value.exit_code == 4
+    refuse("ort-cpu", "mixed", "mixed")  # a mixed int4/int8 artifact runs as it is
+    with pytest.raises(UsageError, match="unknown precision 'mixed'"):
+        refuse("ort-cpu", "mixed")  # but "mixed" is no run-time precision of an fp32 model
 
 
 # ----------------------------------------------------------------------------- openvino
