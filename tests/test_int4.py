@@ -109,6 +109,27 @@ def test_int4_linear_computes_in_int4_and_conv_is_dequantized(lenet_onnx, bundle
     assert "MatMulNBits" in ops and "Gemm" not in ops
 
 
+def test_int4_weights_are_stored_two_per_byte(lenet_onnx, bundle, tmp_path):
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    q = np.arange(-8, 7, dtype=np.int8).reshape(3, 5)  # odd count: the last byte is half used
+    packed = int4.pack_int4(q)
+    assert len(packed) == 8 and packed[0] == (0x8 | (0x9 << 4))  # -8 low nibble, -7 high
+    cfg = QuantizeConfig(weight_bits=4, samples=64, max_drop=None, latency=False)
+    _q(lenet_onnx, cfg, bundle, tmp_path / "q4.onnx")
+    weights = [
+        t
+        for t in onnx.load(str(tmp_path / "q4.onnx")).graph.initializer
+        if t.data_type == TensorProto.INT4
+    ]
+    assert weights  # the convolutions' weight-only int4
+    for t in weights:
+        n = int(np.prod(t.dims))
+        assert len(t.raw_data) == (n + 1) // 2 and not t.int32_data
+        assert numpy_helper.to_array(t).size == n
+
+
 def test_mixed_layer_bits_int8_still_fuses(lenet_onnx, bundle, tmp_path):
     model = onnx.load(str(lenet_onnx / "model.onnx"))
     names = list(int4.weighted_layers(model))
