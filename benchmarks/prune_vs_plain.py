@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def summarize(paths: list[str]) -> str:
+def summarize(paths: list[str], baseline: str = "plain") -> str:
     """Markdown: per (reduction, epochs, label) mean +/- std of test top-1, the mean difference to
-    plain over the same (parent, seed) pairs, and per-run values."""
+    the `baseline` label over the same (parent, seed) pairs, and per-run values."""
     rows: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for p in sorted(f for pat in paths for f in glob.glob(pat)):
         with open(p) as f:
@@ -169,14 +169,14 @@ def summarize(paths: list[str]) -> str:
     ]
     for (red, ep, label), rs in sorted(rows.items()):
         tests = [r["test"] for r in rs]
-        plain = {(r["parent"], r["seed"]): r["test"] for r in rows.get((red, ep, "plain"), [])}
+        plain = {(r["parent"], r["seed"]): r["test"] for r in rows.get((red, ep, baseline), [])}
         pairs = [
             r["test"] - plain[r["parent"], r["seed"]]
             for r in rs
             if (r["parent"], r["seed"]) in plain
         ]
         delta = (
-            f"{statistics.mean(pairs):+.2f} ({len(pairs)})" if pairs and label != "plain" else "-"
+            f"{statistics.mean(pairs):+.2f} ({len(pairs)})" if pairs and label != baseline else "-"
         )
         std = statistics.stdev(tests) if len(tests) > 1 else 0.0
         per = ", ".join(
@@ -195,6 +195,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summarize")
     s.add_argument("paths", nargs="+")
+    s.add_argument("--baseline", default="plain", help="label the 'vs plain' column compares to")
     r = sub.add_parser("run")
     r.add_argument("parent", help="trained dense artifact directory")
     r.add_argument("--reduction", default="4x", choices=["2x", "4x"])
@@ -220,7 +221,7 @@ def main() -> None:
     r.add_argument("--json", help="write the result here")
     args = ap.parse_args()
     if args.cmd == "summarize":
-        print(summarize(args.paths))
+        print(summarize(args.paths, args.baseline))
         return
     res = run(args)
     text = json.dumps(res, indent=2, default=str)
