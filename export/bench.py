@@ -32,7 +32,7 @@ from export.bench_results import (
 )
 from export.case_memory import CaseMemory
 from export.environment import busy_note, capture_environment, physical_cores
-from export.precision import PRECISIONS, unavailable
+from export.precision import PRECISIONS, QUANTIZED, unavailable
 from export.runtime import (
     ONNX_RUNTIMES,
     RUNTIMES,
@@ -179,6 +179,14 @@ def benchmark(
 Case = tuple[BenchModel, str, str]  # (model, runtime, precision)
 
 
+def _precisions_of(m: BenchModel, asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The precisions to run `m` at: a quantized artifact runs at its own whatever the list
+    says (it can't run at a float one), so `--precision fp32,bf16` still times it beside them."""
+    if asked is None or m.precision in QUANTIZED:
+        return (m.precision,)
+    return asked
+
+
 def plan_cases(
     models: list[BenchModel], cfg: BenchConfig
 ) -> tuple[list[Case], list[dict[str, str]]]:
@@ -187,7 +195,7 @@ def plan_cases(
     skipped: list[dict[str, str]] = []
     for m in models:
         for r in cfg.runtimes:
-            for p in cfg.precisions or (m.precision,):
+            for p in _precisions_of(m, cfg.precisions):
                 why = (
                     "an ONNX model has no PyTorch module"
                     if r in TORCH_RUNTIMES and m.torch_model is None

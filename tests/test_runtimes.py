@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from compress.cli.app import app
 from export import openvino_runtime
-from export.bench import BenchConfig, BenchModel, benchmark
+from export.bench import BenchConfig, BenchModel, benchmark, plan_cases
 from export.onnx_export import ExportConfig, export_onnx
 from export.precision import cpu_bf16, parse_precisions, refuse, unavailable
 from export.probe import child_pythonpath
@@ -368,3 +368,15 @@ def test_recipe_bench_stage_takes_runtimes_and_precisions() -> None:
     )
     opts = describe_plan(parse_recipe(text))[2]["options"]["BenchConfig"]
     assert opts["runtimes"] == ["ort-cpu", "openvino"] and opts["precisions"] == ["fp32", "bf16"]
+
+
+def test_a_precision_list_still_times_quantized_artifacts_at_their_own() -> None:
+    from types import SimpleNamespace
+
+    spec = create_model("lenet5").spec
+    dense = BenchModel("dense", spec, onnx_path="d.onnx", card=SimpleNamespace(precision="fp32"))
+    q4 = BenchModel("q4", spec, onnx_path="q.onnx", card=SimpleNamespace(precision="int4"))
+    cfg = BenchConfig(runtimes=("ort-cpu",), precisions=("fp32", "bf16"))
+    plan, skipped = plan_cases([dense, q4], cfg)
+    assert [(m.label, p) for m, _, p in plan] == [("dense", "fp32"), ("q4", "int4")]
+    assert [(s["model"], s["precision"]) for s in skipped] == [("dense", "bf16")]

@@ -122,7 +122,8 @@ class BenchOptions(o.OptionGroup):
         typer.Option(
             help="Comma-separated precisions to run each model at: fp32, bf16 (CPUs with native "
             "bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this machine can't run are "
-            "skipped with the reason. Default: each model at its own precision.",
+            "skipped with the reason. Quantized artifacts (int8, int4, mixed) always run at "
+            "their own. Default: each model at its own precision.",
         ),
     ] = None
 
