@@ -113,9 +113,6 @@ def test_int4_weights_are_stored_two_per_byte(lenet_onnx, bundle, tmp_path):
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
-    q = np.arange(-8, 7, dtype=np.int8).reshape(3, 5)  # odd count: the last byte is half used
-    packed = int4.pack_int4(q)
-    assert len(packed) == 8 and packed[0] == (0x8 | (0x9 << 4))  # -8 low nibble, -7 high
     cfg = QuantizeConfig(weight_bits=4, samples=64, max_drop=None, latency=False)
     _q(lenet_onnx, cfg, bundle, tmp_path / "q4.onnx")
     weights = [
