@@ -92,6 +92,38 @@ def test_kd_finetunes_each_step_from_the_unpruned_model(mini_data, monkeypatch):
         prune(create_model("lenet5"), cfg, finetune=lambda model, epochs: None)
 
 
+def test_kd_is_the_default_whenever_a_train_config_fine_tunes(mini_data, monkeypatch):
+    """The measured best path (KD from the parent, BENCHMARKS.md) is the default: kd=None
+    distills when a TrainConfig fine-tunes, kd=False fine-tunes with plain cross-entropy, and a
+    fine-tuning callable (which owns its loss) is left alone rather than refused."""
+    import compress.distillation.distill as distill_mod
+
+    calls = []
+    real = distill_mod.distill
+
+    def spy(student, teacher, data, cfg, train_cfg=None, **kw):
+        calls.append(cfg.temperature)
+        return real(student, teacher, data, cfg, train_cfg, **kw)
+
+    monkeypatch.setattr(distill_mod, "distill", spy)
+    assert PruneConfig(ratio=0.5).kd is None
+    tune = TrainConfig(epochs=1, lr=1e-3, amp="off")
+    m = create_model("lenet5")
+    data = load_data(replace(mini_data, limit=128), m.spec)
+    prune(m, PruneConfig(ratio=0.5, final_finetune_epochs=1), data=data, finetune=tune)
+    assert calls == [2.0]
+    prune(create_model("lenet5"), PruneConfig(ratio=0.5, final_finetune_epochs=1, kd=False),
+          data=data, finetune=tune)  # fmt: skip
+    assert calls == [2.0]
+    tuned = []
+    prune(create_model("lenet5"), PruneConfig(ratio=0.5, final_finetune_epochs=1),
+          finetune=lambda model, epochs: tuned.append(epochs))  # fmt: skip
+    assert tuned == [1] and calls == [2.0]
+    cfg = PruneConfig(ratio=0.5, final_finetune_epochs=1)
+    assert cfg.with_kd_resolved(True).kd is True and cfg.with_kd_resolved(False).kd is False
+    assert PruneConfig(ratio=0.5).with_kd_resolved(True).kd is False  # nothing to fine-tune
+
+
 def test_data_criteria_and_finetune_need_data():
     m = create_model("lenet5")
     with pytest.raises(UsageError, match="needs training data"):

@@ -79,6 +79,7 @@ def test_prune_spends_sparse_epochs_inside_the_budget(mini_data, monkeypatch):
         finetune_schedule="onecycle",
         label_smoothing=0.1,
         augment=True,
+        kd=False,  # plain fit, so the spy sees the fine-tuning run
     )
     res = prune(m, cfg, data=data, finetune=TrainConfig(schedule="cosine", amp="off"))
     assert seen == [2]  # 3 in the budget, 1 spent on sparse learning

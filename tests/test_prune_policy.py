@@ -69,6 +69,21 @@ def test_finetune_recipe_lives_in_the_library():
     assert (tc.epochs, tc.lr, tc.schedule, tc.seed, tc.amp) == (3, FINETUNE_LR, "cosine", 7, "off")
 
 
+@pytest.mark.parametrize(
+    ("args", "kd"),
+    [
+        (["--final-finetune-epochs", "1"], True),
+        (["--final-finetune-epochs", "1", "--kd"], True),
+        (["--final-finetune-epochs", "1", "--no-kd"], False),
+        ([], False),  # nothing to fine-tune, nothing to distill
+    ],
+)
+def test_cli_kd_defaults_to_on_when_fine_tuning(monkeypatch, args, kd):
+    """`compress prune` distills from the unpruned model whenever it fine-tunes, unless told."""
+    cfg, _ = _cli_prune_configs(monkeypatch, ["--ratio", "0.5", *args])
+    assert cfg.kd is kd
+
+
 def _cli_prune_configs(monkeypatch, args: list[str]):
     """The PruneConfig and fine-tuning TrainConfig `compress prune ARGS` hands the stage."""
     import sys

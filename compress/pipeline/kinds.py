@@ -90,6 +90,8 @@ def _prune_finish(built: dict[str, Any], options: dict[str, Any], where: str) ->
         built["TrainConfig"] = finetune_recipe(prune_cfg, **given)
     except UsageError as e:
         raise RecipeError(f"{where}: {e}") from None
+    # decided here, so the input hash sees what runs (a stage without fine-tuning: unchanged)
+    built["PruneConfig"] = prune_cfg.with_kd_resolved(built["TrainConfig"] is not None)
     return built
 
 

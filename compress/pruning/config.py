@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,11 @@ class PruneConfig:
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
       `final_finetune_epochs` follow the last one.
     kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
-      on the teacher term). On LeNet-5 it gained +0.13 / +0.14 pt over torch-pruning's plain
-      recipe at 4x / 2x MACs (2 parents x 3 seeds, benchmarks/results/prune-vs-plain.md).
+      on the teacher term). None (the default) turns it on whenever there is fine-tuning run
+      by a TrainConfig (:meth:`with_kd_resolved`): it is the best path measured against
+      torch-pruning's plain recipe at equal epochs, +0.13 / +0.14 pt on LeNet-5 at 4x / 2x MACs
+      and +0.17 pt on ResNet-18 at 4x (benchmarks/results/prune-vs-plain.md). False: plain
+      cross-entropy fine-tuning.
     round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
       their exact count. None or 1 disables it.
     ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
@@ -107,7 +110,7 @@ class PruneConfig:
     steps: int = 1
     finetune_epochs: int = 0
     final_finetune_epochs: int = 0
-    kd: bool = False  # fine-tune by distilling from the unpruned model
+    kd: bool | None = None  # None: distill whenever a TrainConfig fine-tunes
     kd_temperature: float = 2.0
     kd_alpha: float = 0.5
     round_to: int | None = 8
@@ -133,6 +136,14 @@ class PruneConfig:
             raise UsageError("--latency-batch and latency threads must be >= 1")
         if self.importance_batches < 1:
             raise UsageError("importance_batches must be >= 1")
+
+    def with_kd_resolved(self, trainable: bool) -> PruneConfig:
+        """This config with `kd=None` decided: on when there are fine-tuning epochs and
+        `trainable` (a TrainConfig runs them; a fine-tuning callable owns its loss)."""
+        if self.kd is not None:
+            return self
+        tunes = bool(self.finetune_epochs or self.final_finetune_epochs)
+        return replace(self, kd=trainable and tunes)
 
     def _resolve_target(self) -> None:
         """Layer ratios from a sensitivity report; exactly one target (the default when none)."""

@@ -133,6 +133,7 @@ def prune(
     `data`, or a callable(model, epochs)). `evaluator(model)` adds metrics to each step record.
     On error the model is restored and a CompressError says why."""
     _check_inputs(model, cfg, data, finetune)
+    cfg = cfg.with_kd_resolved(isinstance(finetune, TrainConfig))
     model.eval()
     x = example_inputs if example_inputs is not None else example_input(model)
     backup = (capture_structure(model), {k: v.clone() for k, v in model.state_dict().items()})

@@ -96,6 +96,7 @@ def run_prune(
     Under torchrun every rank prunes identically (rank 0's importance ranking decides) and
     fine-tunes with DDP; rank 0 alone measures and writes `out`."""
     check_out_dir(out, overwrite)
+    cfg = cfg.with_kd_resolved(finetune is not None)  # the card records what ran
     dist, _ = ddp.setup(resolve_device(finetune.device) if finetune else "cpu")
     src = load_source(ref, data)
     require_trained(src)
