@@ -143,3 +143,18 @@ def test_cli_qat_on_a_pytorch_artifact(trained_lenet, tmp_path):
          "--data-dir", MINI],
     )  # fmt: skip
     assert onnx_in.exit_code == 2
+
+
+@pytest.mark.parametrize(("reduce_range", "top"), [(True, 63), (False, 127)])
+def test_weights_use_7_bits_where_the_int8_kernel_can_saturate(reduce_range, top):
+    """On x86 without VNNI, onnxruntime's U8S8 kernel sums pairs in 16 bits and saturates with
+    full-range weights: QAT then trains (and exports) 7-bit weights, as ptq-static does."""
+    from compress.quantization.fake_quant import QuantWeight, prepare_qat
+
+    qm = prepare_qat(create_model("lenet5"), reduce_range=reduce_range)
+    layers = [m for m in qm.modules() if isinstance(m, QuantWeight)]
+    assert layers
+    for layer in layers:
+        wq, _ = layer.quantized_params()
+        codes = torch.round(wq / layer.w_scale.view(-1, *[1] * (wq.dim() - 1)))
+        assert int(codes.abs().max()) == top

@@ -5,7 +5,9 @@ Not built on `torch.ao.quantization` (deprecated). The model is traced with torc
 is folded into the preceding convolution, and fake-quantization is inserted where onnxruntime's
 int8 kernels will quantize:
 
-* weights of every Conv/Linear: int8 per output channel, symmetric (`[-128, 127]`);
+* weights of every Conv/Linear: int8 per output channel, symmetric (`[-128, 127]`), or 7-bit
+  (`[-63, 63]`, like onnxruntime's reduce_range) where the CPU's U8S8 kernel can saturate (x86
+  without VNNI: `compress.quantization.isa`), so the exported model computes what was trained;
 * activations: uint8 per tensor (`[0, 255]`), on each Conv/Linear/Add output (after its ReLU,
   where one follows) and on the model input; a Conv/Linear fed through value-preserving ops
   (max-pool, flatten, reshape) reuses its producer's quantizer, so onnxruntime sees the same
@@ -31,6 +33,7 @@ from models.errors import UnsupportedError
 from models.registry import attach_spec, spec_of
 
 W_MIN, W_MAX = -128, 127
+W_MAX_REDUCED = 63  # reduce_range: scales put every weight in [-63, 63]
 A_MIN, A_MAX = 0, 255
 RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
 ADDS = (operator.add, operator.iadd, torch.add)
@@ -89,9 +92,12 @@ class QuantWeight(nn.Module):
     w_scale: torch.Tensor
     w_zero: torch.Tensor
 
-    def __init__(self, layer: nn.Module, act: ActFakeQuant) -> None:
+    def __init__(self, layer: nn.Module, act: ActFakeQuant, reduce_range: bool = False) -> None:
         super().__init__()
         self.layer = layer
+        # the fake-quant op keeps [-128, 127] (all the ONNX export accepts); a 7-bit scale keeps
+        # the values inside [-63, 63]
+        self.w_max = W_MAX_REDUCED if reduce_range else W_MAX
         self._act = [act]  # the input's quantizer: a reference, not a submodule
         self.frozen = False
         out = int(_weight(layer).shape[0])
@@ -103,7 +109,7 @@ class QuantWeight(nn.Module):
         if not self.frozen:
             with torch.no_grad():
                 amax = w.detach().abs().flatten(1).amax(1)
-                self.w_scale.copy_(torch.clamp(amax / W_MAX, min=1e-8))
+                self.w_scale.copy_(torch.clamp(amax / self.w_max, min=1e-8))
         wq = torch.fake_quantize_per_channel_affine(w, self.w_scale, self.w_zero, 0, W_MIN, W_MAX)
         if b is None or self.frozen:
             return wq, b
@@ -145,8 +151,16 @@ def _bias(layer: nn.Module) -> torch.Tensor | None:
 # ----------------------------------------------------------------------------- graph rewrite
 
 
-def prepare_qat(model: nn.Module, momentum: float = 0.01) -> fx.GraphModule:
-    """Trace `model`, fold BatchNorm, insert fake-quantization; returns a new module."""
+def prepare_qat(
+    model: nn.Module, momentum: float = 0.01, reduce_range: bool | None = None
+) -> fx.GraphModule:
+    """Trace `model`, fold BatchNorm, insert fake-quantization; returns a new module.
+    `reduce_range` (7-bit weights): None follows this CPU's int8 default (on where onnxruntime's
+    U8S8 kernel can saturate), as ptq-static does."""
+    if reduce_range is None:
+        from compress.quantization.isa import detect_isa, int8_defaults
+
+        reduce_range = int8_defaults(detect_isa()).reduce_range
     from torch.fx.experimental.optimization import fuse
 
     was_training = model.training
@@ -161,14 +175,14 @@ def prepare_qat(model: nn.Module, momentum: float = 0.01) -> fx.GraphModule:
         ) from e
     finally:
         model.train(was_training)
-    _Rewriter(gm, momentum).run()
+    _Rewriter(gm, momentum, reduce_range).run()
     attach_spec(gm, spec_of(model))
     return gm
 
 
 class _Rewriter:
-    def __init__(self, gm: fx.GraphModule, momentum: float) -> None:
-        self.gm, self.momentum = gm, momentum
+    def __init__(self, gm: fx.GraphModule, momentum: float, reduce_range: bool) -> None:
+        self.gm, self.momentum, self.reduce_range = gm, momentum, reduce_range
         self.modules = dict(gm.named_modules())
         self.fq_nodes: set[fx.Node] = set()
         self.count = 0
@@ -179,7 +193,7 @@ class _Rewriter:
             if self._is_layer(node):
                 act = self._input_quant(node)
                 name = str(node.target)
-                self._set_module(name, QuantWeight(self.modules[name], act))
+                self._set_module(name, QuantWeight(self.modules[name], act, self.reduce_range))
                 self._output_quant(node)
             elif node.op == "call_function" and node.target in ADDS:
                 self._output_quant(node)
