@@ -54,6 +54,17 @@ class DistillOptions(o.OptionGroup):
     ] = 0.5
     feature_distill: FeatureDistill = None
     feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss.")] = 1.0
+    int4_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Linear layers (module names, comma-separated, e.g. fc1.first) trained on "
+            "onnxruntime's int4 MatMulNBits grid, so `compress quantize` stores them in int4 "
+            "without rounding loss (it picks them up from the card)."
+        ),
+    ] = None
+    int4_block_size: Annotated[
+        int, typer.Option(help="Weights per int4 scale for --int4-layers (16-256, power of 2).")
+    ] = 32
 
     def config(self, fit: o.FitOptions) -> DistillConfig:
         """The library's DistillConfig (validated there), for the run `fit` describes."""
@@ -66,6 +77,8 @@ class DistillOptions(o.OptionGroup):
             lr=fit.lr,
             features=self.feature_distill,
             feature_weight=self.feature_weight,
+            int4_layers=self.int4_layers,  # type: ignore[arg-type]  # split in DistillConfig
+            int4_block_size=self.int4_block_size,
         )
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.distillation.features import FeatureDistiller, Pair, parse_pairs
+from compress.training import int4_grid
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
 from models.data import DataBundle
@@ -49,6 +50,10 @@ class DistillConfig:
     features: list[Pair] | str | None = None
     feature_weight: float = 1.0
     cache_teacher: bool | None = None
+    # Linear layers trained on onnxruntime's MatMulNBits int4 grid (blocks of int4_block_size),
+    # so a later int4 quantization of them is exact (compress.training.int4_grid).
+    int4_layers: list[str] | None = None
+    int4_block_size: int = 32
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -68,6 +73,10 @@ class DistillConfig:
             self.features = parse_pairs(self.features)
         elif self.features is not None:
             self.features = [_pair(p) for p in self.features]
+        if isinstance(self.int4_layers, str):
+            self.int4_layers = [n.strip() for n in self.int4_layers.split(",") if n.strip()]
+        if self.int4_layers:
+            int4_grid.check_block_size(self.int4_block_size)
 
     def train_config(self, base: TrainConfig | None) -> TrainConfig:
         """The TrainConfig fit runs with: `base` with this config's epochs and lr applied."""
@@ -313,6 +322,8 @@ def distill(
     teacher.to(device)
     outputs = TeacherOutputs(teacher, to_teacher, device)
     train_data = data
+    if cfg.int4_layers:
+        int4_grid.attach(student, cfg.int4_layers, cfg.int4_block_size)
     try:
         if should_cache(cfg, data, tcfg.epochs, s_spec.num_classes):
             train_data = outputs.build_cache(data, resolve_amp(tcfg.amp, device, teacher))
@@ -327,6 +338,7 @@ def distill(
             hooks=hooks,
         )
     finally:
+        int4_grid.snap(student)
         if features is not None:
             features.remove()
         teacher.to("cpu")

@@ -180,6 +180,8 @@ LATER_OPTIONS: dict[str, Any] = {
     "kd_temperature": 2.0,
     "kd_alpha": 0.5,
     "rounds": 1,
+    "int4_layers": None,
+    "int4_block_size": 32,
 }
 
 

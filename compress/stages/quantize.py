@@ -20,8 +20,10 @@ from typing import Any
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
+from compress.quantization.int4_trained import with_trained_int4
 from compress.quantization.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
 from compress.stages.common import ModelRef, data_config_for, load_source
 from compress.stages.results import QuantizeSummary
@@ -94,6 +96,7 @@ def _quantize(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp32-", dir=out.parent) as tmp:
         fp32, card = _float_onnx(ref, cfg, data, Path(tmp))
+        cfg, int4_notes = with_trained_int4(cfg, qgraph.load(fp32), card.history)
         spec = card.model_spec
         bundle = load_data(data_config_for(data, card), spec)
         if not card.trained:
@@ -113,6 +116,7 @@ def _quantize(
                     val=bundle.loader("val") if card.trained else None,
                     num_classes=spec.num_classes,
                 )
+            result.notes.extend(int4_notes)
             _copy_metadata(fp32, path, result.precision)
             test = _test_metrics(fp32, path, bundle, cfg) if card.trained else None
             new = _card(card, ref, cfg, result, test)

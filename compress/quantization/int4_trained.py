@@ -1,0 +1,84 @@
+"""Layers a distill stage trained on the int4 grid (`compress distill --int4-layers`) take int4.
+
+The card's last distill entry names the Linear layers and the block size; each is found in the
+fp32 ONNX graph (`fc1.first` -> node `/fc1/first/MatMul` or `/fc1/first/Gemm`) and kept only if
+its weights still lie on that grid (a later stage, say pruning, would have moved them). Kept
+layers are set to 4 bits unless `--layer-bits` or `--keep-float` already decide them, so the
+int4 export stores exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.quantization.context import QuantizeConfig
+from compress.quantization.int4 import weighted_layers
+from compress.training.int4_grid import on_grid
+
+log = logging.getLogger(__name__)
+
+
+def trained_int4(history: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """(module names, block size) from the latest distill entry; ([], 0) when none asked."""
+    for entry in reversed(history):
+        if entry.get("stage") == "distill":
+            kd = entry.get("kd") or {}
+            return list(kd.get("int4_layers") or []), int(kd.get("int4_block_size") or 0)
+    return [], 0
+
+
+def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str]:
+    """ONNX node -> module for each named module whose weight in `model` is on the int4 grid."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    found: dict[str, str] = {}
+    for name, op in weighted_layers(model).items():
+        module = next(
+            (m for m in modules if name.startswith("/" + m.replace(".", "/") + "/")), None
+        )
+        if module is None or op not in ("Gemm", "MatMul"):
+            continue
+        node = nodes[name]
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        out_in = w if (op == "Gemm" and attrs.get("transB", 0)) else w.T
+        if w.ndim == 2 and on_grid(torch.from_numpy(np.ascontiguousarray(out_in)), block_size):
+            found[name] = module
+        else:
+            log.warning("%s was trained on the int4 grid but its weights have moved off it", module)
+    return found
+
+
+def with_trained_int4(
+    cfg: QuantizeConfig, model: Any, history: list[dict[str, Any]]
+) -> tuple[QuantizeConfig, list[str]]:
+    """`cfg` with the grid-trained layers at 4 bits, and a note for each layer picked up."""
+    modules, block = trained_int4(history)
+    if not modules or cfg.weight_bits == "auto" or cfg.method != "ptq-static":
+        return cfg, []  # --bits auto measures them like any layer; only ptq-static takes int4
+    picked = {
+        n: m
+        for n, m in grid_nodes(model, modules, block).items()
+        if n not in cfg.layer_bits and n not in cfg.keep_float
+    }
+    if not picked:
+        return cfg, []
+    notes = [
+        f"{m} ({n}): int4, trained on onnxruntime's int4 grid (block {block}) by the distill "
+        "stage, so quantizing it loses nothing"
+        for n, m in picked.items()
+    ]
+    if block != cfg.block_size:
+        notes.append(
+            f"the int4 layers were trained with block {block} but --block-size is "
+            f"{cfg.block_size}: their rounding is not the trained one"
+        )
+        log.warning(notes[-1])
+    return replace(cfg, layer_bits={**cfg.layer_bits, **dict.fromkeys(picked, 4)}), notes

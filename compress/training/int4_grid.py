@@ -1,0 +1,106 @@
+"""Training Linear weights on the int4 grid onnxruntime's `MatMulNBits` stores them on.
+
+Post-training int4 rounds every weight of a layer by up to half a step of a 16-level grid; on a
+small model that costs accuracy one int8 layer never does (LeNet-5: 0.2-0.5 pt for its largest
+Linear layer, benchmarks/results/lenet5-size.md). Training with the weights fake-quantized to the
+very grid the exporter will use lets the rest of the network adapt to the rounding (quantization-
+aware training for weight-only int4, as torchao's `Int4WeightOnlyQATQuantizer` does for LLMs).
+
+The grid is onnxruntime's blockwise symmetric round-to-nearest (checked against
+`quantize_matmul_4bits` on onnxruntime 1.32): the weight matrix `B = W^T` (K x N) is cut into
+blocks of `block_size` along K per output column, each block's scale is its largest-magnitude
+weight divided by -8, and `q = clip(round(w / scale), -8, 7)`. Weights already on that grid
+quantize to themselves, so after `snap` the int4 export reproduces the trained model exactly.
+Gradients pass straight through the rounding (STE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from models.errors import UsageError
+
+Q_MIN, Q_MAX = -8, 7
+
+
+def fake_quant_int4(w: torch.Tensor, block_size: int) -> torch.Tensor:
+    """`w` (out x in, a Linear weight) rounded to MatMulNBits's int4 grid; STE gradient."""
+    out_f, in_f = w.shape
+    pad = (-in_f) % block_size
+    blocks = nn.functional.pad(w, (0, pad)).reshape(out_f, -1, block_size)
+    with torch.no_grad():
+        idx = blocks.abs().argmax(dim=2, keepdim=True)
+        scale = blocks.gather(2, idx) / Q_MIN
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.clamp(torch.round(blocks / scale), Q_MIN, Q_MAX) * scale
+    snapped = q.reshape(out_f, -1)[:, :in_f]
+    return w + (snapped - w).detach()
+
+
+class Int4Grid(nn.Module):
+    """A `torch.nn.utils.parametrize` parametrization: the weight as its int4 grid value."""
+
+    def __init__(self, block_size: int) -> None:
+        super().__init__()
+        self.block_size = block_size
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return fake_quant_int4(w, self.block_size)
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 16 or block_size & (block_size - 1):  # what MatMulNBits accepts
+        raise UsageError(
+            f"int4 block size must be a power of 2 >= 16, got {block_size}",
+            hint="use the quantize stage's --block-size (default 32)",
+        )
+
+
+def attach(model: nn.Module, layers: list[str], block_size: int) -> list[str]:
+    """Put the named Linear layers of `model` on the int4 grid while it trains; their names.
+
+    Every name is checked before any layer changes, so a bad name leaves `model` as it was."""
+    check_block_size(block_size)
+    modules = dict(model.named_modules())
+    for name in layers:
+        _check_layer(model, modules, name)
+    for name in layers:
+        if not parametrize.is_parametrized(modules[name], "weight"):
+            parametrize.register_parametrization(modules[name], "weight", Int4Grid(block_size))
+    return list(layers)
+
+
+def _check_layer(model: nn.Module, modules: dict[str, nn.Module], name: str) -> None:
+    layer = modules.get(name)
+    if layer is None:
+        linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        raise UsageError(
+            f"int4 layer {name!r} is not a module of {type(model).__name__}",
+            hint=f"its Linear layers: {', '.join(linear) or 'none'}",
+        )
+    if not isinstance(layer, nn.Linear):
+        raise UsageError(
+            f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear layer",
+            hint="MatMulNBits (real int4 compute) takes Linear layers only; convolutions stay int8",
+        )
+
+
+def snap(model: nn.Module) -> list[str]:
+    """Store each int4-grid weight as its grid value and drop the parametrization; the names."""
+    done = []
+    for name, m in model.named_modules():
+        plist: Any = getattr(m, "parametrizations", None)
+        if plist is not None and "weight" in plist and isinstance(plist["weight"][0], Int4Grid):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            done.append(name)
+    return done
+
+
+def on_grid(weight: torch.Tensor, block_size: int) -> bool:
+    """Whether a Linear weight already lies on the int4 grid (quantizes to itself)."""
+    with torch.no_grad():
+        return bool(torch.equal(fake_quant_int4(weight, block_size), weight))
