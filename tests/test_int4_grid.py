@@ -157,3 +157,16 @@ def test_cli_int4_layer_that_is_a_convolution_is_one_line(trained_lenet, tmp_pat
     assert res.exit_code == 2, res.output
     assert "int4 layer 'conv2' is a Conv2d, not a Linear layer" in " ".join(res.output.split())
     assert "Traceback" not in res.output and not out.exists()
+
+
+def test_layer_bits_still_override_a_grid_trained_layer(grid_student, tmp_path) -> None:
+    from models.data import DataConfig
+
+    cfg = QuantizeConfig(max_drop=None, layer_bits={"/fc1/Gemm": 8})
+    summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
+    assert "fc1 (/fc1/Gemm) was trained on the int4 grid but is stored at 8 bits" in " ".join(
+        summary.notes
+    )
+    assert not any(
+        n.op_type == "MatMulNBits" for n in onnx.load(str(tmp_path / "model.onnx")).graph.node
+    )

@@ -59,21 +59,22 @@ def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str
 def with_trained_int4(
     cfg: QuantizeConfig, model: Any, history: list[dict[str, Any]]
 ) -> tuple[QuantizeConfig, list[str]]:
-    """`cfg` with the grid-trained layers at 4 bits, and a note for each layer picked up."""
+    """`cfg` with the grid-trained layers at 4 bits (unless set otherwise), a note for each."""
     modules, block = trained_int4(history)
     if not modules or cfg.weight_bits == "auto" or cfg.method != "ptq-static":
         return cfg, []  # --bits auto measures them like any layer; only ptq-static takes int4
-    picked = {
-        n: m
-        for n, m in grid_nodes(model, modules, block).items()
-        if n not in cfg.layer_bits and n not in cfg.keep_float
-    }
-    if not picked:
+    found = grid_nodes(model, modules, block)
+    set_by_user = {**dict.fromkeys(cfg.keep_float, 32), **cfg.layer_bits}
+    picked = {n: m for n, m in found.items() if n not in set_by_user}
+    if not found:
         return cfg, []
     notes = [
         f"{m} ({n}): int4, trained on onnxruntime's int4 grid (block {block}) by the distill "
         "stage, so quantizing it loses nothing"
-        for n, m in picked.items()
+        if set_by_user.get(n, 4) == 4
+        else f"{m} ({n}) was trained on the int4 grid but is stored at {set_by_user[n]} bits "
+        "(--layer-bits / --keep-float)"
+        for n, m in found.items()
     ]
     if block != cfg.block_size:
         notes.append(
