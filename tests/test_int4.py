@@ -141,6 +141,21 @@ def test_mixed_layer_bits_int8_still_fuses(lenet_onnx, bundle, tmp_path):
     assert any(n.startswith("kept in fp32") and names[4] in n for n in r.notes)
 
 
+def test_qoperator_mixed_model_is_smaller_and_reports_its_int8_weights(
+    lenet_onnx, bundle, tmp_path
+):
+    names = list(int4.weighted_layers(onnx.load(str(lenet_onnx / "model.onnx"))))
+    cfg = QuantizeConfig(layer_bits={names[2]: 4}, samples=64, max_drop=None, latency=False)
+    qdq = _q(lenet_onnx, cfg, bundle, tmp_path / "qdq.onnx")
+    qop = _q(lenet_onnx, cfg, bundle, tmp_path / "qop.onnx", format="qoperator")
+    rows = {row["layer"]: row for row in qop.layers}
+    assert {rows[n]["weight_bits"] for n in names if n != names[2]} == {8}
+    assert {rows[n]["compute"] for n in names if n != names[2]} == {"int8"}
+    assert (rows[names[2]]["weight_bits"], rows[names[2]]["compute"]) == (4, "int4")
+    assert (tmp_path / "qop.onnx").stat().st_size < (tmp_path / "qdq.onnx").stat().st_size
+    assert abs(qop.quantized["val_top1"] - qdq.quantized["val_top1"]) <= 0.02
+
+
 def test_short_names_shrinks_the_file_not_the_result(lenet_onnx, tmp_path):
     import shutil
 

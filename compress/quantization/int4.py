@@ -29,6 +29,8 @@ INT4_OPSET = 21  # first opset with the INT4 tensor type in DequantizeLinear
 BITS = (4, 8, 32)
 INT8_COMPUTE = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger")
 INT4_COMPUTE = ("MatMulNBits",)
+# QOperator nodes (`--format qoperator`) hold their int8 weight directly: its input index.
+QOPERATOR_WEIGHT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "ConvInteger": 1}
 
 
 def weighted_layers(model: Any) -> dict[str, str]:
@@ -263,7 +265,8 @@ def classify(path: Path, layers: dict[str, str], work: Path) -> list[dict[str, A
 
 
 def _stored_bits(model: Any) -> dict[str, int]:
-    """Weight bits as stored in the file: int4/int8 DQ weights, MatMulNBits, else 32."""
+    """Weight bits as stored in the file: int4/int8 DQ weights, MatMulNBits, QOperator nodes'
+    int8 weights, else 32."""
     from onnx import TensorProto
 
     inits = {i.name: i.data_type for i in model.graph.initializer}
@@ -273,6 +276,9 @@ def _stored_bits(model: Any) -> dict[str, int]:
     for n in model.graph.node:
         if n.op_type == "MatMulNBits":
             out[n.name.removesuffix("_Q4")] = 4
+        elif n.op_type in QOPERATOR_WEIGHT and len(n.input) > QOPERATOR_WEIGHT[n.op_type]:
+            w = inits.get(n.input[QOPERATOR_WEIGHT[n.op_type]], 0)
+            out[n.name.removesuffix("_quant")] = width.get(w, 32)
         elif n.op_type in LAYER_OPS and len(n.input) > 1:
             p = producers.get(n.input[1])
             if p is not None and p.op_type == "DequantizeLinear":

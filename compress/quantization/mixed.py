@@ -64,7 +64,7 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
             "opset": cfg.int4_opset,
             "block_size": cfg.block_size,
             "per_channel": True,
-            "format": "qdq + MatMulNBits",
+            "format": f"{cfg.format} + MatMulNBits",
             "layer_bits": bits,
             "target_size_kb": cfg.target_size_kb,
         },
