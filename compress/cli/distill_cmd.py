@@ -63,7 +63,10 @@ class DistillOptions(o.OptionGroup):
         ),
     ] = None
     int4_block_size: Annotated[
-        int, typer.Option(help="Weights per int4 scale for --int4-layers (16-256, power of 2).")
+        int,
+        typer.Option(
+            help="Weights per int4 scale for --int4-layers (a power of 2 >= 16; match quantize's --block-size)."
+        ),
     ] = 32
 
     def config(self, fit: o.FitOptions) -> DistillConfig:
