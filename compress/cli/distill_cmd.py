@@ -65,7 +65,8 @@ class DistillOptions(o.OptionGroup):
     int4_block_size: Annotated[
         int,
         typer.Option(
-            help="Weights per int4 scale for --int4-layers (a power of 2 >= 16; match quantize's --block-size)."
+            help="Weights per int4 scale for --int4-layers (a power of 2 >= 16; match "
+            "quantize's --block-size)."
         ),
     ] = 32
 
