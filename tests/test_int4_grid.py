@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from compress.cli.app import app
 from compress.distillation.distill import DistillConfig
 from compress.quantization.context import QuantizeConfig
-from compress.quantization.int4_trained import grid_nodes
+from compress.quantization.int4_trained import grid_nodes, module_of
 from compress.stages.common import ModelRef
 from compress.stages.distill import run_distill
 from compress.stages.quantize import run_quantize
@@ -80,7 +80,7 @@ def test_attach_and_snap_keep_torchvision_keys_and_store_grid_values() -> None:
 @pytest.mark.parametrize(
     ("layers", "block", "message"),
     [
-        (["conv1"], 32, "int4 layer 'conv1' is a Conv2d, not a Linear layer"),
+        (["pool1"], 32, "int4 layer 'pool1' is a MaxPool2d, not a Linear or convolution layer"),
         (["fc1", "nope"], 32, "int4 layer 'nope' is not a module of LeNet5"),
         (["fc1"], 24, "int4 block size must be a power of 2 >= 16, got 24"),
     ],
@@ -100,14 +100,14 @@ def test_distill_config_refuses_a_bad_block_size() -> None:
 
 @pytest.fixture(scope="module")
 def grid_student(trained_lenet, tmp_path_factory):
-    """The trained LeNet-5 distilled from itself for one epoch with fc1 on the block-32 grid."""
+    """The trained LeNet-5 distilled from itself for one epoch, conv2 and fc1 on the int4 grid."""
     from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("grid") / "student"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
     run_distill(
         ModelRef(str(trained_lenet)), ModelRef(str(trained_lenet)),
-        DistillConfig(int4_layers=["fc1"], int4_block_size=32), data, out,
+        DistillConfig(int4_layers=["conv2", "fc1"], int4_block_size=32), data, out,
         train_cfg=TrainConfig(epochs=1, lr=1e-3, amp="off"),
     )  # fmt: skip
     return out
@@ -115,10 +115,11 @@ def grid_student(trained_lenet, tmp_path_factory):
 
 def test_the_distilled_artifact_lies_on_the_grid(grid_student) -> None:
     model, card = load_model(grid_student)
-    assert on_grid(model.fc1.weight, 32)
-    assert not on_grid(model.fc2.weight, 32)  # only the named layer
+    assert on_grid(model.fc1.weight, 32) and on_grid(model.conv2.weight, 32)
+    assert not on_grid(model.fc2.weight, 32)  # only the named layers
+    assert not on_grid(model.conv1.weight, 32)
     kd = card.history[-1]["kd"]
-    assert (kd["int4_layers"], kd["int4_block_size"]) == (["fc1"], 32)
+    assert (kd["int4_layers"], kd["int4_block_size"]) == (["conv2", "fc1"], 32)
 
 
 def test_quantize_stores_exactly_the_trained_int4_weights(grid_student, tmp_path) -> None:
@@ -128,13 +129,33 @@ def test_quantize_stores_exactly_the_trained_int4_weights(grid_student, tmp_path
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
     summary = run_quantize(ModelRef(str(grid_student)), QuantizeConfig(max_drop=None), data, out)
     assert any(n.startswith("fc1 (/fc1/Gemm): int4, trained") for n in summary.notes)
+    assert any(n.startswith("conv2 (/conv2/Conv): int4, trained") for n in summary.notes)
     g = onnx.load(str(out / "model.onnx")).graph
     node = next(n for n in g.node if n.op_type == "MatMulNBits")
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     stored = dequantize_nbits(inits[node.input[1]], inits[node.input[2]], 400)
     model, _ = load_model(grid_student)
     np.testing.assert_allclose(stored, model.fc1.weight.detach().numpy(), rtol=0, atol=1e-6)
+    conv = next(n for n in g.node if n.name == "/conv2/Conv")
+    dq = next(n for n in g.node if conv.input[1] in n.output)  # weight-only int4
+    q, scale = inits[dq.input[0]].astype(np.float32), inits[dq.input[1]]
+    conv_w = model.conv2.weight.detach().numpy()
+    np.testing.assert_allclose(q * scale.reshape(-1, 1, 1, 1), conv_w, rtol=1e-6, atol=0)
     assert read_card(out).quantization["settings"]["layer_bits"]["/fc1/Gemm"] == 4
+
+
+@pytest.mark.parametrize(
+    ("node", "module"),
+    [
+        ("/fc1/first/MatMul", "fc1.first"),
+        ("/features/features.0/Conv", "features.0"),
+        ("/classifier/classifier.6/Gemm", "classifier.6"),
+        ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
+        ("/conv2/Conv", "conv2"),
+    ],
+)
+def test_nodes_map_back_to_their_modules(node, module) -> None:
+    assert module_of(node) == module
 
 
 def test_a_model_trained_off_the_grid_is_not_picked_up(trained_lenet, tmp_path) -> None:
@@ -144,18 +165,20 @@ def test_a_model_trained_off_the_grid_is_not_picked_up(trained_lenet, tmp_path) 
 
     run_export(ModelRef(str(trained_lenet)), ExportConfig(), DataConfig(data_dir=MINI), tmp_path)
     model = onnx.load(str(tmp_path / "model.onnx"))
-    assert grid_nodes(model, ["fc1"], 32) == {}
+    assert grid_nodes(model, ["fc1", "conv2"], 32) == {}
 
 
-def test_cli_int4_layer_that_is_a_convolution_is_one_line(trained_lenet, tmp_path) -> None:
+def test_cli_int4_layer_that_has_no_weights_is_one_line(trained_lenet, tmp_path) -> None:
     out = tmp_path / "o"
     res = runner.invoke(
         app,
         ["distill", "-t", str(trained_lenet), "-s", "lenet5", "--out", str(out),
-         "--data-dir", MINI, "--epochs", "1", "--int4-layers", "conv2"],
+         "--data-dir", MINI, "--epochs", "1", "--int4-layers", "fc1,relu3"],
     )  # fmt: skip
     assert res.exit_code == 2, res.output
-    assert "int4 layer 'conv2' is a Conv2d, not a Linear layer" in " ".join(res.output.split())
+    assert "int4 layer 'relu3' is a ReLU, not a Linear or convolution layer" in " ".join(
+        res.output.split()
+    )
     assert "Traceback" not in res.output and not out.exists()
 
 

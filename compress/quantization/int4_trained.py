@@ -1,10 +1,11 @@
 """Layers a distill stage trained on the int4 grid (`compress distill --int4-layers`) take int4.
 
-The card's last distill entry names the Linear layers and the block size; each is found in the
-fp32 ONNX graph (`fc1.first` -> node `/fc1/first/MatMul` or `/fc1/first/Gemm`) and kept only if
-its weights still lie on that grid (a later stage, say pruning, would have moved them). Kept
-layers are set to 4 bits unless `--layer-bits` or `--keep-float` already decide them, so the
-int4 export stores exactly what was trained.
+The card's last distill entry names the layers and the block size; each is found in the fp32
+ONNX graph (`fc1.first` -> node `/fc1/first/MatMul` or `/fc1/first/Gemm`, `features.0` ->
+`/features/features.0/Conv`) and kept only if its weights still lie on that grid (a later
+stage, say pruning, would have moved them). Kept layers are set to 4 bits unless
+`--layer-bits` or `--keep-float` already decide them, so the int4 export stores exactly what
+was trained: Linear layers in MatMulNBits, convolutions as weight-only int4.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ def trained_int4(history: list[dict[str, Any]]) -> tuple[list[str], int]:
     return [], 0
 
 
+def module_of(node: str) -> str:
+    """The module a TorchScript-exported node came from: `/fc1/first/MatMul` -> `fc1.first`,
+    `/features/features.0/Conv` -> `features.0` (the exporter scopes by attribute name, and
+    Sequential children by their full path)."""
+    path = ""
+    for part in node.strip("/").split("/")[:-1]:
+        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+    return path
+
+
 def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str]:
     """ONNX node -> module for each named module whose weight in `model` is on the int4 grid."""
     from onnx import helper, numpy_helper
@@ -40,16 +51,16 @@ def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str
     nodes = {n.name: n for n in model.graph.node}
     found: dict[str, str] = {}
     for name, op in weighted_layers(model).items():
-        module = next(
-            (m for m in modules if name.startswith("/" + m.replace(".", "/") + "/")), None
-        )
-        if module is None or op not in ("Gemm", "MatMul"):
+        module = module_of(name)
+        if module not in modules:
             continue
         node = nodes[name]
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        out_in = w if (op == "Gemm" and attrs.get("transB", 0)) else w.T
-        if w.ndim == 2 and on_grid(torch.from_numpy(np.ascontiguousarray(out_in)), block_size):
+        # torch layout: Conv as stored, Gemm(transB) as stored, MatMul / Gemm transposed
+        keep = op == "Conv" or (op == "Gemm" and attrs.get("transB", 0))
+        torch_w = torch.from_numpy(np.ascontiguousarray(w if keep else w.T))
+        if on_grid(torch_w, block_size):
             found[name] = module
         else:
             log.warning("%s was trained on the int4 grid but its weights have moved off it", module)

@@ -1,4 +1,4 @@
-"""Training Linear weights on the int4 grid onnxruntime's `MatMulNBits` stores them on.
+"""Training weights on the int4 grid `compress quantize` will store them on.
 
 Post-training int4 rounds every weight of a layer by up to half a step of a 16-level grid; on a
 small model that costs accuracy one int8 layer never does (LeNet-5: 0.2-0.5 pt for its largest
@@ -11,7 +11,9 @@ The grid is onnxruntime's blockwise symmetric round-to-nearest (checked against
 blocks of `block_size` along K per output column, each block's scale is its largest-magnitude
 weight divided by -8, and `q = clip(round(w / scale), -8, 7)`. Weights already on that grid
 quantize to themselves, so after `snap` the int4 export reproduces the trained model exactly.
-Gradients pass straight through the rounding (STE).
+Convolutions have no int4 kernel in onnxruntime: `compress quantize` stores them as weight-only
+int4 (`DequantizeLinear`, symmetric per output channel, scale = max |w| / 7), so their grid is
+that one. Gradients pass straight through the rounding (STE).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.nn.utils import parametrize
 from models.errors import UsageError
 
 Q_MIN, Q_MAX = -8, 7
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def fake_quant_int4(w: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -41,6 +44,20 @@ def fake_quant_int4(w: torch.Tensor, block_size: int) -> torch.Tensor:
     return w + (snapped - w).detach()
 
 
+def fake_quant_int4_channels(w: torch.Tensor) -> torch.Tensor:
+    """`w` (a convolution weight) on the weight-only int4 grid, per output channel; STE."""
+    with torch.no_grad():
+        amax = w.abs().flatten(1).amax(dim=1).view(-1, *([1] * (w.dim() - 1)))
+        scale = torch.where(amax > 0, amax / Q_MAX, torch.ones_like(amax))
+    snapped = torch.clamp(torch.round(w / scale), Q_MIN, Q_MAX) * scale
+    return w + (snapped - w).detach()
+
+
+def grid_value(w: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The int4 grid value of a Linear (2-D: MatMulNBits blocks) or convolution weight."""
+    return fake_quant_int4(w, block_size) if w.dim() == 2 else fake_quant_int4_channels(w)
+
+
 class Int4Grid(nn.Module):
     """A `torch.nn.utils.parametrize` parametrization: the weight as its int4 grid value."""
 
@@ -49,7 +66,7 @@ class Int4Grid(nn.Module):
         self.block_size = block_size
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return fake_quant_int4(w, self.block_size)
+        return grid_value(w, self.block_size)
 
 
 def check_block_size(block_size: int) -> None:
@@ -61,7 +78,7 @@ def check_block_size(block_size: int) -> None:
 
 
 def attach(model: nn.Module, layers: list[str], block_size: int) -> list[str]:
-    """Put the named Linear layers of `model` on the int4 grid while it trains; their names.
+    """Put the named Linear/convolution layers of `model` on the int4 grid while it trains.
 
     Every name is checked before any layer changes, so a bad name leaves `model` as it was."""
     check_block_size(block_size)
@@ -77,15 +94,16 @@ def attach(model: nn.Module, layers: list[str], block_size: int) -> list[str]:
 def _check_layer(model: nn.Module, modules: dict[str, nn.Module], name: str) -> None:
     layer = modules.get(name)
     if layer is None:
-        linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        ok = [n for n, m in modules.items() if isinstance(m, LAYERS)]
         raise UsageError(
             f"int4 layer {name!r} is not a module of {type(model).__name__}",
-            hint=f"its Linear layers: {', '.join(linear) or 'none'}",
+            hint=f"its Linear and convolution layers: {', '.join(ok) or 'none'}",
         )
-    if not isinstance(layer, nn.Linear):
+    if not isinstance(layer, LAYERS):
         raise UsageError(
-            f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear layer",
-            hint="MatMulNBits (real int4 compute) takes Linear layers only; convolutions stay int8",
+            f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear or convolution layer",
+            hint="int4 weights exist for Linear layers (MatMulNBits, int4 compute) and "
+            "convolutions (weight-only, dequantized at run time)",
         )
 
 
@@ -101,6 +119,6 @@ def snap(model: nn.Module) -> list[str]:
 
 
 def on_grid(weight: torch.Tensor, block_size: int) -> bool:
-    """Whether a Linear weight already lies on the int4 grid (quantizes to itself)."""
+    """Whether a weight already lies on its int4 grid (quantizes to itself, to float rounding)."""
     with torch.no_grad():
-        return bool(torch.equal(fake_quant_int4(weight, block_size), weight))
+        return bool(torch.allclose(grid_value(weight, block_size), weight, rtol=1e-6, atol=0))
