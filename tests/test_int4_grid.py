@@ -193,3 +193,16 @@ def test_layer_bits_still_override_a_grid_trained_layer(grid_student, tmp_path) 
     assert not any(
         n.op_type == "MatMulNBits" for n in onnx.load(str(tmp_path / "model.onnx")).graph.node
     )
+
+
+def test_int4_layers_rounded_after_training_get_a_hint(grid_student, tmp_path) -> None:
+    from models.data import DataConfig
+
+    cfg = QuantizeConfig(max_drop=None, latency=False, layer_bits={"/fc2/Gemm": 4})
+    summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
+    hint = [n for n in summary.notes if n.startswith("int4 rounded after training")]
+    assert hint == [
+        "int4 rounded after training: fc2; `compress distill --int4-layers fc2` (or a recipe's "
+        "distill `int4_layers`) trains them on the int4 grid first, so quantizing them loses "
+        "nothing"
+    ]

@@ -94,3 +94,18 @@ def with_trained_int4(
         )
         log.warning(notes[-1])
     return replace(cfg, layer_bits={**cfg.layer_bits, **dict.fromkeys(picked, 4)}), notes
+
+
+def untrained_hint(layer_bits: dict[str, int], history: list[dict[str, Any]]) -> list[str]:
+    """A note naming the int4 layers that were rounded after training, and how to train them
+    on the grid instead (measured on LeNet-5: +0.20 pt test, benchmarks/results/lenet5-size.md)."""
+    trained, _ = trained_int4(history)
+    rounded = [module_of(n) for n, b in layer_bits.items() if b == 4]
+    rounded = [m for m in rounded if m and m not in trained]
+    if not rounded:
+        return []
+    return [
+        f"int4 rounded after training: {', '.join(rounded)}; `compress distill --int4-layers "
+        f"{','.join(rounded)}` (or a recipe's distill `int4_layers`) trains them on the int4 grid "
+        "first, so quantizing them loses nothing"
+    ]

@@ -23,7 +23,7 @@ from compress.distributed import group as ddp
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
-from compress.quantization.int4_trained import with_trained_int4
+from compress.quantization.int4_trained import untrained_hint, with_trained_int4
 from compress.quantization.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
 from compress.stages.common import ModelRef, data_config_for, load_source
 from compress.stages.results import QuantizeSummary
@@ -117,6 +117,9 @@ def _quantize(
                     num_classes=spec.num_classes,
                 )
             result.notes.extend(int4_notes)
+            result.notes.extend(
+                untrained_hint(result.settings.get("layer_bits") or {}, card.history)
+            )
             _copy_metadata(fp32, path, result.precision)
             test = _test_metrics(fp32, path, bundle, cfg) if card.trained else None
             new = _card(card, ref, cfg, result, test)
