@@ -210,6 +210,21 @@ def test_torchrun_prune_with_finetune_matches_one_process(ddp_trained, mini_data
     assert shapes(pruned) != shapes(create_model("lenet5"))
 
 
+def test_torchrun_distill_on_the_int4_grid_keeps_ranks_identical(ddp_trained, tmp_path):
+    from compress.training.int4_grid import on_grid
+
+    out = tmp_path / "student"
+    args = ["distill", "-t", str(ddp_trained), "-s", str(ddp_trained), "--out", str(out)]
+    args += ["--data-dir", str(MINI), "--epochs", "1", "--amp", "off", "--int4-layers", "fc1,conv2"]
+    r = torchrun(["-m", "compress", *args])
+    assert r.returncode == 0, r.stdout + r.stderr
+    dist = read_card(out).distributed  # type: ignore[attr-defined]
+    assert dist["world_size"] == 2 and dist["weights_identical_across_ranks"]
+    model, _ = load_model(out)
+    assert on_grid(model.fc1.weight, 32) and on_grid(model.conv2.weight, 32)
+    assert not on_grid(model.fc2.weight, 32)
+
+
 def test_torchrun_with_a_backend_the_device_cannot_use_fails_clearly(tmp_path):
     args = ["train", "--model", "lenet5", "--data-dir", str(MINI), "--epochs", "1"]
     args += ["--device", "cpu", "--out", str(tmp_path / "x")]
