@@ -76,7 +76,10 @@ class QuantizeOptions(o.OptionGroup):
     ] = "8"
     layer_bits: Annotated[
         list[str] | None,
-        typer.Option(help="Bit width of one layer, NODE=4|8|32 (repeatable), e.g. /fc1/Gemm=4."),
+        typer.Option(
+            help="Bit width of one layer, NODE=4|8|32 (repeatable), e.g. /fc1/Gemm=4. Layers "
+            "trained on the int4 grid (`compress distill --int4-layers`) default to 4."
+        ),
     ] = None
     target_size: Annotated[
         float | None, typer.Option(help="--bits auto: stop lowering once the file fits (KB).")
