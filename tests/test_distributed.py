@@ -210,6 +210,7 @@ def test_torchrun_prune_with_finetune_matches_one_process(ddp_trained, mini_data
     assert shapes(pruned) != shapes(create_model("lenet5"))
 
 
+@pytest.mark.slow  # 14 s: two more torchrun processes; the int4 grid itself is tested fast
 def test_torchrun_distill_on_the_int4_grid_keeps_ranks_identical(ddp_trained, tmp_path):
     from compress.training.int4_grid import on_grid
 
