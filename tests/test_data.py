@@ -1,9 +1,11 @@
-"""Data loaders on the committed subset: shapes, splits, normalization, errors."""
+"""Data loaders on the committed subset: shapes, splits, normalization, errors, and memory-mapped
+uncompressed IDX files for large data sets."""
 
 from __future__ import annotations
 
 import gzip
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from models.artifact import read_card
 from models.data import DataConfig, load_data, split_indices
 from models.errors import DataNotFoundError, InvalidInputError, UsageError
 from models.idx import read_idx
+from models.images import RowView
 from models.registry import create_model, spec_of
 from tests.conftest import FASHION_MINI
 
@@ -143,3 +146,41 @@ def test_seed_orders_batches_but_an_artifact_keeps_its_split(mini_data):
     assert not torch.equal(loaded[0][0], loaded[7][0])  # another batch order
     assert torch.equal(loaded[0][1], loaded[7][1])  # the same validation split
     assert data_config_for(replace(mini_data, seed=7), card).order_seed is None  # named data set
+
+
+# ----------------------------------------------------------------------------- large data (mmap)
+
+
+@pytest.fixture
+def raw_idx(tmp_path) -> Path:
+    """The committed subset, gunzipped: uncompressed IDX files can be memory-mapped."""
+    import gzip
+
+    for f in FASHION_MINI.glob("*.gz"):
+        (tmp_path / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+    return tmp_path
+
+
+def test_uncompressed_idx_is_memory_mapped_and_gives_the_same_batches(raw_idx):
+    spec = spec_of(create_model("lenet5"))
+    mapped = load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx)), spec)
+    loaded = load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx), mmap=False), spec)
+    assert isinstance(mapped.train.images, RowView)  # type: ignore[attr-defined]
+    assert isinstance(mapped.train.images.array, np.memmap)  # type: ignore[attr-defined]
+    for split in ("train", "val", "test"):
+        (xa, ya), (xb, yb) = next(iter(mapped.loader(split))), next(iter(loaded.loader(split)))
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    two_workers = replace(mapped, config=replace(mapped.config, workers=2))
+    assert sum(len(y) for _, y in two_workers.loader("train")) == len(mapped.train)
+
+
+def test_mmap_bad_inputs(raw_idx):
+    spec = spec_of(create_model("lenet5"))
+    with pytest.raises(UsageError, match="gzip-compressed"):
+        load_data(DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI), mmap=True), spec)
+    img = raw_idx / "train-images-idx3-ubyte"
+    img.write_bytes(img.read_bytes()[:-100])
+    with pytest.raises(InvalidInputError, match="truncated"):
+        load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx)), spec)
+    with pytest.raises(UsageError, match="workers"):
+        DataConfig(workers=-1)

@@ -9,10 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,9 +18,8 @@ from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
 from compress.training.fit import TrainConfig, fit
 from models.artifact import load_model, read_card
-from models.data import DataConfig, load_data
-from models.errors import InvalidInputError, UnsupportedError, UsageError
-from models.images import RowView
+from models.data import load_data
+from models.errors import UnsupportedError, UsageError
 from models.registry import create_model, spec_of
 from tests.conftest import FASHION_MINI
 
@@ -106,44 +103,6 @@ def test_each_rank_gets_its_own_gpu(no_torchrun_env):
     with pytest.raises(UnsupportedError, match="GPU"):
         ddp._rank_device(torch.device("cuda"), count)
     assert ddp._rank_device(torch.device("cuda"), count - 1) == torch.device("cuda", count - 1)
-
-
-# ----------------------------------------------------------------------------- large data
-
-
-@pytest.fixture
-def raw_idx(tmp_path) -> Path:
-    """The committed subset, gunzipped: uncompressed IDX files can be memory-mapped."""
-    import gzip
-
-    for f in MINI.glob("*.gz"):
-        (tmp_path / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
-    return tmp_path
-
-
-def test_uncompressed_idx_is_memory_mapped_and_gives_the_same_batches(raw_idx):
-    spec = spec_of(create_model("lenet5"))
-    mapped = load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx)), spec)
-    loaded = load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx), mmap=False), spec)
-    assert isinstance(mapped.train.images, RowView)  # type: ignore[attr-defined]
-    assert isinstance(mapped.train.images.array, np.memmap)  # type: ignore[attr-defined]
-    for split in ("train", "val", "test"):
-        (xa, ya), (xb, yb) = next(iter(mapped.loader(split))), next(iter(loaded.loader(split)))
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    two_workers = replace(mapped, config=replace(mapped.config, workers=2))
-    assert sum(len(y) for _, y in two_workers.loader("train")) == len(mapped.train)
-
-
-def test_mmap_bad_inputs(raw_idx):
-    spec = spec_of(create_model("lenet5"))
-    with pytest.raises(UsageError, match="gzip-compressed"):
-        load_data(DataConfig(dataset="fashion-mnist", data_dir=str(MINI), mmap=True), spec)
-    img = raw_idx / "train-images-idx3-ubyte"
-    img.write_bytes(img.read_bytes()[:-100])
-    with pytest.raises(InvalidInputError, match="truncated"):
-        load_data(DataConfig(dataset="fashion-mnist", data_dir=str(raw_idx)), spec)
-    with pytest.raises(UsageError, match="workers"):
-        DataConfig(workers=-1)
 
 
 # ----------------------------------------------------------------------------- torchrun, CLI

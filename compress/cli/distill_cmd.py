@@ -57,9 +57,10 @@ class DistillOptions(o.OptionGroup):
     int4_layers: Annotated[
         str | None,
         typer.Option(
-            help="Linear layers (module names, comma-separated, e.g. fc1.first) trained on "
-            "onnxruntime's int4 MatMulNBits grid, so `compress quantize` stores them in int4 "
-            "without rounding loss (it picks them up from the card)."
+            help="Linear or convolution layers (module names, comma-separated, e.g. fc1.first) "
+            "trained on the int4 grid `compress quantize` stores them on (MatMulNBits for "
+            "Linear), so it stores them in int4 without rounding loss (it picks them up from "
+            "the card)."
         ),
     ] = None
     int4_block_size: Annotated[

@@ -50,8 +50,9 @@ class DistillConfig:
     features: list[Pair] | str | None = None
     feature_weight: float = 1.0
     cache_teacher: bool | None = None
-    # Linear layers trained on onnxruntime's MatMulNBits int4 grid (blocks of int4_block_size),
-    # so a later int4 quantization of them is exact (compress.training.int4_grid).
+    # Linear / convolution layers trained on the int4 grid `compress quantize` stores them on
+    # (Linear: MatMulNBits blocks of int4_block_size), so quantizing them to int4 is exact
+    # (compress.training.int4_grid).
     int4_layers: list[str] | None = None
     int4_block_size: int = 32
 

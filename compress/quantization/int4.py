@@ -183,6 +183,8 @@ def _gemm_to_matmul(model: Any, name: str) -> bool:
 
 def _weight_only_int4(model: Any, name: str) -> None:
     """Replace the layer's float weight by int4 (symmetric, per output channel) + DequantizeLinear."""
+    # The grid compress.training.int4_grid trains convolutions on; tests/test_int4_grid.py checks
+    # that a grid-trained weight comes back from this file unchanged.
     import ml_dtypes
     from onnx import helper, numpy_helper
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from compress.quantization import graph as qgraph
 from compress.quantization.context import QuantizeConfig
 from compress.quantization.int4 import weighted_layers
 from compress.training.int4_grid import on_grid
@@ -68,17 +70,19 @@ def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str
 
 
 def with_trained_int4(
-    cfg: QuantizeConfig, model: Any, history: list[dict[str, Any]]
+    cfg: QuantizeConfig, fp32: Path, history: list[dict[str, Any]]
 ) -> tuple[QuantizeConfig, list[str]]:
-    """`cfg` with the grid-trained layers at 4 bits (unless set otherwise), a note for each."""
+    """`cfg` with the grid-trained layers at 4 bits (unless set otherwise), a note for each.
+
+    `fp32` (the ONNX file to quantize) is read only when the card names grid-trained layers."""
     modules, block = trained_int4(history)
     if not modules or cfg.weight_bits == "auto" or cfg.method != "ptq-static":
         return cfg, []  # --bits auto measures them like any layer; only ptq-static takes int4
-    found = grid_nodes(model, modules, block)
-    set_by_user = {**dict.fromkeys(cfg.keep_float, 32), **cfg.layer_bits}
-    picked = {n: m for n, m in found.items() if n not in set_by_user}
+    found = grid_nodes(qgraph.load(fp32), modules, block)
     if not found:
         return cfg, []
+    set_by_user = {**dict.fromkeys(cfg.keep_float, 32), **cfg.layer_bits}
+    picked = {n: m for n, m in found.items() if n not in set_by_user}
     notes = [
         f"{m} ({n}): int4, trained on onnxruntime's int4 grid (block {block}) by the distill "
         "stage, so quantizing it loses nothing"

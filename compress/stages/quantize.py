@@ -20,7 +20,6 @@ from typing import Any
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
-from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
 from compress.quantization.int4_trained import untrained_hint, with_trained_int4
@@ -96,7 +95,7 @@ def _quantize(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp32-", dir=out.parent) as tmp:
         fp32, card = _float_onnx(ref, cfg, data, Path(tmp))
-        cfg, int4_notes = with_trained_int4(cfg, qgraph.load(fp32), card.history)
+        cfg, int4_notes = with_trained_int4(cfg, fp32, card.history)
         spec = card.model_spec
         bundle = load_data(data_config_for(data, card), spec)
         if not card.trained:
