@@ -1,7 +1,7 @@
 """Training weights on the int4 grid `compress quantize` will store them on.
 
 Post-training int4 rounds every weight of a layer by up to half a step of a 16-level grid; on a
-small model that costs accuracy one int8 layer never does (LeNet-5: 0.2-0.5 pt for its largest
+small model that costs accuracy one int8 layer never does (LeNet-5: 0.1-0.3 pt for its largest
 Linear layer, benchmarks/results/lenet5-size.md). Training with the weights fake-quantized to the
 very grid the exporter will use lets the rest of the network adapt to the rounding (quantization-
 aware training for weight-only int4, as torchao's `Int4WeightOnlyQATQuantizer` does for LLMs).
