@@ -5,6 +5,9 @@ plain: written from torch-pruning's documented usage, not through compress.pruni
        `tp.utils.count_ops_and_params` meet the target), classifier ignored, then a plain loop:
        cross-entropy, AdamW, one-cycle, `--epochs` epochs (`--plain-augment`: random flips and
        crops, as the issue's recipe; on a parent trained without them they cost ~3 pt at 4x).
+cli:   **the CLI's own default path**: `compress prune --model PARENT --target-macs Nx
+       --finetune-epochs E --seed S` in a subprocess, plus any `--cli-arg` given (e.g.
+       `--cli-arg=--no-kd`); accuracy read from its `--json` summary. This is what a user gets.
 ours:  `compress.pruning.prune` with the method flags below (sparse learning, KD from the
        parent, own schedule, label smoothing, augmentation, global/isomorphic ranking, steps),
        `--epochs` in all (sparse-learning epochs included).
@@ -12,6 +15,8 @@ ours:  `compress.pruning.prune` with the method flags below (sparse learning, KD
 Each run writes one JSON; `summarize DIR...` prints mean +/- std and the per-seed table.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/prune_vs_plain.py run PARENT --reduction 4x \
+           --path cli --seed 1 --json out.json
+       OMP_NUM_THREADS=1 python benchmarks/prune_vs_plain.py run PARENT --reduction 4x \
            --path ours --sparse-epochs 1 --kd --seed 1 --json out.json
        python benchmarks/prune_vs_plain.py summarize out/*.json
 """
@@ -22,9 +27,14 @@ import argparse
 import copy
 import glob
 import json
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,6 +125,25 @@ def ours_config(args: argparse.Namespace) -> PruneConfig:
     )
 
 
+def cli_prune(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """`compress prune` exactly as a user types it (plus --cli-arg), in a subprocess."""
+    tmp = Path(tempfile.mkdtemp(prefix="pvp-"))
+    try:
+        cmd = [
+            sys.executable, "-m", "compress", "prune", "--model", args.parent,
+            "--target-macs", args.reduction, "--finetune-epochs", str(args.epochs),
+            "--seed", str(args.seed), "--out", str(tmp / "out"), "--json", str(tmp / "s.json"),
+            "--no-latency", *args.cli_arg,
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        summary = json.loads((tmp / "s.json").read_text())
+        model, _ = load_model(str(tmp / "out"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    method = {"cli": " ".join(cmd[3:]), "finetune": summary.get("finetune")}
+    return model, method
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     parent, _ = load_model(args.parent)
     data = load_data(DataConfig(seed=args.split_seed, order_seed=args.seed), spec_of(parent))
@@ -126,6 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, ratio = plain_prune(model, float(args.reduction.rstrip("x")))
         plain_finetune(model, data, args.epochs, args.lr, args.seed, args.plain_augment)
         method: dict[str, Any] = {"uniform_ratio": round(ratio, 4)}
+    elif args.path == "cli":
+        model, method = cli_prune(args)
     else:
         cfg = ours_config(args)
         tc = TrainConfig(epochs=args.epochs, lr=args.lr, schedule="cosine", seed=args.seed)
@@ -198,8 +229,11 @@ def main() -> None:
     s.add_argument("--baseline", default="plain", help="label the 'vs plain' column compares to")
     r = sub.add_parser("run")
     r.add_argument("parent", help="trained dense artifact directory")
-    r.add_argument("--reduction", default="4x", choices=["2x", "4x"])
-    r.add_argument("--path", default="ours", choices=["plain", "ours"])
+    r.add_argument("--reduction", default="4x", choices=["2x", "4x", "8x"])
+    r.add_argument("--path", default="cli", choices=["plain", "cli", "ours"])
+    r.add_argument(
+        "--cli-arg", action="append", default=[], help="cli path: one more compress prune flag"
+    )
     r.add_argument("--label", help="name of this method in the summary")
     r.add_argument("--epochs", type=int, default=5, help="total budget, sparse epochs included")
     r.add_argument("--seed", type=int, default=0, help="batch order / init of the fine-tuning")

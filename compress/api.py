@@ -10,7 +10,9 @@ module `__getattr__`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from compress.distillation.distill import DistillConfig
 from compress.distributed import group as ddp
@@ -66,12 +68,17 @@ def prune(
     config: PruneConfig | None = None,
     data: DataConfig | None = None,
     *,
-    finetune: TrainConfig | None = None,
+    finetune: TrainConfig | Mapping[str, Any] | None = None,
     latency: bool = True,
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> PruneSummary:
-    """Prune `model` structurally (channels removed), fine-tune with `finetune`, write `out`."""
+    """Prune `model` structurally (channels removed), fine-tune, write `out`.
+
+    The fine-tuning is decided by `compress.pruning.policy.plan_finetune`, as for the CLI and
+    recipes: `finetune` is a TrainConfig used whole (its epochs, LR, schedule), a mapping of
+    training keys over the default recipe (`{"lr": 2e-3}`), or None (5 epochs of KD where the
+    model's training data is known; `PruneConfig(finetune_epochs=0)` skips it)."""
     return run_prune(
         model_ref(model),
         config or PruneConfig(),

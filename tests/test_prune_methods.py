@@ -28,7 +28,7 @@ runner = CliRunner()
         ({"sparse_reg": -1e-4}, "--sparse-reg must be a positive number"),
         ({"sparse_reg": math.nan}, "--sparse-reg must be a positive number"),
         ({"sparse_epochs": 3, "final_finetune_epochs": 3}, "does not fit the budget"),
-        ({"sparse_epochs": 2}, "does not fit the budget"),
+        ({"sparse_epochs": 2, "final_finetune_epochs": 1}, "does not fit the budget"),
         ({"sparse_method": "l0"}, "--sparse-method must be one of"),
         ({"finetune_schedule": "step"}, "--finetune-schedule must be one of"),
         ({"label_smoothing": 1.0}, "--label-smoothing"),
@@ -81,7 +81,7 @@ def test_prune_spends_sparse_epochs_inside_the_budget(mini_data, monkeypatch):
         augment=True,
         kd=False,  # plain fit, so the spy sees the fine-tuning run
     )
-    res = prune(m, cfg, data=data, finetune=TrainConfig(schedule="cosine", amp="off"))
+    res = prune(m, cfg, data=data, finetune={"amp": "off"})  # training keys over the default
     assert seen == [2]  # 3 in the budget, 1 spent on sparse learning
     assert res.sparse is not None and res.sparse["epochs"] == 1
     assert res.before["macs"] / res.after["macs"] >= 2

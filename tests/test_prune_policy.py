@@ -1,14 +1,24 @@
-"""What `compress prune` used to decide itself now lives in the library: the fine-tune recipe,
-`from_sensitivity` (a PruneConfig field, so recipes have it too) and the default target."""
+"""What `compress prune` used to decide itself lives in the library: the fine-tuning policy
+(one owner for the CLI, recipes and the API), `from_sensitivity` (a PruneConfig field, so
+recipes have it too) and the default target."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 
+import compress.api  # before a test stubs compress.stages.prune: the API binds its run_prune
 from compress.pruning.config import FINETUNE_LR, PruneConfig
+from compress.pruning.policy import (
+    DEFAULT_FINETUNE_EPOCHS,
+    FinetunePlan,
+    SourceFacts,
+    plan_finetune,
+)
+from compress.training.config import TrainConfig
 from models.errors import InvalidInputError, UsageError
 
 
@@ -58,34 +68,42 @@ def test_recipe_prune_stage_takes_from_sensitivity(tmp_path):
     assert prune_step["options"]["PruneConfig"]["layer_ratios"] == {"conv2": 0.5}
 
 
-def test_finetune_recipe_lives_in_the_library():
-    from compress.pruning.prune import finetune_recipe
-
-    assert finetune_recipe(PruneConfig(ratio=0.5)) is None
-    tc = finetune_recipe(
-        PruneConfig(ratio=0.5, finetune_epochs=1, final_finetune_epochs=3, seed=7), amp="off"
-    )
-    assert tc is not None
-    assert (tc.epochs, tc.lr, tc.schedule, tc.seed, tc.amp) == (3, FINETUNE_LR, "cosine", 7, "off")
-
-
-@pytest.mark.parametrize(
-    ("args", "kd"),
-    [
-        (["--final-finetune-epochs", "1"], True),
-        (["--final-finetune-epochs", "1", "--kd"], True),
-        (["--final-finetune-epochs", "1", "--no-kd"], False),
-        ([], False),  # nothing to fine-tune, nothing to distill
-    ],
-)
-def test_cli_kd_defaults_to_on_when_fine_tuning(monkeypatch, args, kd):
-    """`compress prune` distills from the unpruned model whenever it fine-tunes, unless told."""
-    cfg, _ = _cli_prune_configs(monkeypatch, ["--ratio", "0.5", *args])
-    assert cfg.kd is kd
+def test_default_policy_fine_tunes_where_the_data_is_known():
+    """5 epochs of KD fine-tuning after the last step where the data is known; none for
+    untrained weights or unknown data, said in one line with the flag that changes it."""
+    plan = plan_finetune(PruneConfig(ratio=0.5), None, SourceFacts(augmented=True))
+    assert plan.train is not None and plan.epochs == DEFAULT_FINETUNE_EPOCHS
+    assert (plan.config.final_finetune_epochs, plan.config.finetune_epochs) == (5, 0)
+    assert plan.config.kd is True and plan.config.augment is True  # as the parent trained
+    assert (plan.train.lr, plan.train.schedule, plan.train.epochs) == (FINETUNE_LR, "cosine", 5)
+    assert "--finetune-epochs" in plan.said
+    for facts, why in (
+        (SourceFacts(trained=False), "untrained"),
+        (SourceFacts(data_known=False), "training data of this model is unknown"),
+    ):
+        plan = plan_finetune(PruneConfig(ratio=0.5), None, facts)
+        assert plan.train is None and plan.epochs == 0 and plan.config.kd is False
+        assert why in plan.said
+    asked = plan_finetune(PruneConfig(ratio=0.5, finetune_epochs=0), None, SourceFacts())
+    assert asked.train is None and asked.said == "no fine-tuning, as asked"
 
 
-def _cli_prune_configs(monkeypatch, args: list[str]):
-    """The PruneConfig and fine-tuning TrainConfig `compress prune ARGS` hands the stage."""
+def test_a_whole_trainconfig_is_honoured_or_refused():
+    tc = TrainConfig(epochs=3, lr=2e-3, schedule="onecycle", amp="off")
+    plan = plan_finetune(PruneConfig(ratio=0.5), tc, SourceFacts())
+    assert plan.train == tc and plan.epochs == 3 and plan.config.finetune_schedule == "onecycle"
+    for cfg, says in (
+        (PruneConfig(ratio=0.5, final_finetune_epochs=5), "epochs=3 but the PruneConfig"),
+        (PruneConfig(ratio=0.5, finetune_schedule="cosine"), "finetune_schedule='cosine'"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            plan_finetune(cfg, tc, SourceFacts())
+    with pytest.raises(UsageError, match="needs the data set"):
+        plan_finetune(PruneConfig(ratio=0.5), tc, SourceFacts(data_known=False))
+
+
+def _cli_request(monkeypatch, args: list[str]):
+    """The PruneConfig and fine-tuning request `compress prune ARGS` hands the stage."""
     import sys
     import types
 
@@ -109,11 +127,22 @@ def _cli_prune_configs(monkeypatch, args: list[str]):
     return seen["prune"], seen["finetune"]
 
 
-def _recipe_prune_configs(options: dict):
+def _recipe_request(options: dict):
     from compress.pipeline.kinds import STAGES
 
     built = STAGES["prune"].validate(options, "recipe.yaml:3")
-    return built["PruneConfig"], built["TrainConfig"]
+    return built["PruneConfig"], built["finetune"]
+
+
+def _api_request(monkeypatch, prune_cfg: PruneConfig, keys: dict):
+    seen = {}
+    monkeypatch.setattr(
+        compress.api,
+        "run_prune",
+        lambda ref, cfg, data, out, *, finetune, **kw: seen.update(prune=cfg, finetune=finetune),
+    )
+    compress.api.prune("lenet5", "unused", prune_cfg, finetune=keys or None)
+    return seen["prune"], seen["finetune"]
 
 
 def _flags(options: dict) -> list[str]:
@@ -125,10 +154,13 @@ def _flags(options: dict) -> list[str]:
     return out
 
 
+TRAINING_KEYS = ("lr", "amp", "device")
+
+
 @pytest.mark.parametrize(
     "settings",
     [
-        {"ratio": 0.5, "final_finetune_epochs": 2},
+        {"ratio": 0.5},
         {
             "target_macs": "2x",
             "finetune_epochs": 1,
@@ -142,28 +174,42 @@ def _flags(options: dict) -> list[str]:
             "amp": "off",
             "device": "cpu",
         },
-        {"ratio": 0.5},
+        {"ratio": 0.5, "finetune_epochs": 0},
     ],
     ids=["defaults", "every-tuning-key", "no-tuning"],
 )
-def test_recipe_prune_stage_fine_tunes_like_the_cli(monkeypatch, settings):
-    """Same settings, same configs: the recipe stage no longer fine-tunes with TrainConfig's
-    defaults (lr 4e-3, one-cycle) where `compress prune` uses its own schedule."""
-    cli_prune, cli_tune = _cli_prune_configs(monkeypatch, _flags(settings))
-    recipe_prune, recipe_tune = _recipe_prune_configs(settings)
-    assert recipe_prune == cli_prune
-    assert recipe_tune == cli_tune
-    if "lr" not in settings and cli_tune is not None:
-        assert (cli_tune.lr, cli_tune.schedule, cli_tune.epochs) == (FINETUNE_LR, "cosine", 2)
-    if "seed" in settings:
-        assert (cli_tune.schedule, cli_tune.label_smoothing, cli_tune.seed) == ("onecycle", 0.1, 4)
-        assert (cli_tune.lr, cli_tune.amp, cli_tune.epochs) == (0.002, "off", 3)
+@pytest.mark.parametrize(
+    "facts", [SourceFacts(), SourceFacts(augmented=True), SourceFacts(data_known=False)]
+)
+def test_cli_recipe_and_api_get_one_policy(monkeypatch, settings, facts):
+    """One owner: the CLI, a recipe stage and `compress.prune` hand the same request to
+    `plan_finetune` (the stage function calls it), so the same inputs run the same way."""
+    keys = {k: v for k, v in settings.items() if k in TRAINING_KEYS}
+    fields = {k: v for k, v in settings.items() if k not in TRAINING_KEYS}
+    requests = {
+        "cli": _cli_request(monkeypatch, _flags(settings)),
+        "recipe": _recipe_request(settings),
+        "api": _api_request(monkeypatch, PruneConfig(**fields), keys),
+    }
+    plans = {}
+    for who, (cfg, request) in requests.items():
+        try:
+            plans[who] = plan_finetune(cfg, request, facts)
+        except UsageError as e:
+            plans[who] = str(e)
+    assert plans["cli"] == plans["recipe"] == plans["api"], plans
+    plan = plans["cli"]
+    if isinstance(plan, FinetunePlan) and "lr" in settings:
+        assert (plan.train.lr, plan.train.amp, plan.train.epochs) == (0.002, "off", 3)
+        assert (plan.train.schedule, plan.train.label_smoothing, plan.train.seed) == (
+            "onecycle", 0.1, 4)  # fmt: skip
 
 
 def test_recipe_prune_stage_keeps_its_other_training_keys():
-    _, tune = _recipe_prune_configs(
+    cfg, keys = _recipe_request(
         {"ratio": 0.5, "finetune_epochs": 2, "optimizer": "sgd", "channels_last": True}
     )
+    tune = plan_finetune(cfg, keys, SourceFacts()).train
     assert (tune.optimizer, tune.channels_last, tune.lr, tune.epochs) == ("sgd", True, 1e-3, 2)
 
 
@@ -179,7 +225,31 @@ def test_recipe_prune_stage_refuses_training_keys_pruning_owns(key, value, inste
     with pytest.raises(
         RecipeError, match=rf"(?s)recipe.yaml:3: '{key}' of the fine-tuning.*{instead}"
     ):
-        _recipe_prune_configs({"ratio": 0.5, "finetune_epochs": 1, key: value})
+        _recipe_request({"ratio": 0.5, "finetune_epochs": 1, key: value})
+
+
+def test_api_fine_tunes_with_the_trainconfig_it_is_given(trained_lenet, mini_data, tmp_path):
+    """`compress.prune(..., finetune=TrainConfig(epochs=1))` used to fine-tune zero epochs:
+    the card now records one epoch, and the accuracy moved because of it."""
+    import compress
+    from models.artifact import read_card
+
+    cut = PruneConfig(ratio=0.5, round_to=None)
+    untuned = compress.prune(
+        trained_lenet, tmp_path / "a", replace(cut, finetune_epochs=0), mini_data, latency=False
+    )
+    tuned = compress.prune(
+        trained_lenet, tmp_path / "b", cut, mini_data, latency=False,
+        finetune=TrainConfig(epochs=1, lr=2e-3, amp="off"),
+    )  # fmt: skip
+    entry = read_card(tmp_path / "b").history[-1]
+    assert entry["finetune"]["epochs"] == 1 and entry["config"]["final_finetune_epochs"] == 1
+    assert len(entry["result"]["steps"][-1]["final_finetuned"]) > 0
+    assert read_card(tmp_path / "a").history[-1]["finetune"] is None
+    assert tuned.after["metrics"] != untuned.after["metrics"]
+    assert (
+        tuned.finetune["epochs"] == 1 and "as the given TrainConfig says" in tuned.finetune["said"]
+    )
 
 
 def test_no_target_means_half_the_macs_said_in_one_line(caplog):

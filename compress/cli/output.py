@@ -29,3 +29,16 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def fresh_out_dir(model: str, suffix: str, root: str = "runs") -> Path:
+    """`runs/<model name>-<suffix>`, or `-2`, `-3`, ... after it: a folder that does not exist
+    yet, so a default output never replaces anything. The name is the zoo name, the artifact
+    folder's name, or the factory of `file.py:factory`."""
+    name = model.rstrip("/\\").split(":")[-1] if ".py:" in model else Path(model).name
+    base = Path(root) / f"{name or 'model'}-{suffix}"
+    out, n = base, 1
+    while out.exists() or out.with_name(out.name + ".lock").exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, pct, write_json
-from compress.pruning.config import FINETUNE_LR, PruneConfig
+from compress.cli.output import console, fresh_out_dir, pct, write_json
+from compress.pruning.config import BN_RECALIBRATION_IMAGES, FINETUNE_LR, PruneConfig
 
 Ratio = Annotated[
     float | None,
@@ -54,9 +54,18 @@ GlobalPruning = Annotated[
     ),
 ]
 FinetuneEpochs = Annotated[
-    int, typer.Option(help="Fine-tuning epochs after each step (training data).")
+    int | None,
+    typer.Option(
+        help="Fine-tuning epochs after each step (0: none). Default: 5 epochs after the last "
+        "step where the model's training data is known (its card names it, or --dataset is "
+        "given), none for untrained weights; the choice is said in one line.",
+        show_default=False,
+    ),
 ]
-FinalFinetuneEpochs = Annotated[int, typer.Option(help="Fine-tuning epochs after the last step.")]
+FinalFinetuneEpochs = Annotated[
+    int | None,
+    typer.Option(help="Fine-tuning epochs after the last step.", show_default=False),
+]
 Kd = Annotated[
     bool | None,
     typer.Option(
@@ -67,7 +76,29 @@ Kd = Annotated[
         show_default=False,
     ),
 ]
-RoundTo = Annotated[int, typer.Option(help="Keep channel counts multiples of this (1 = off).")]
+RoundTo = Annotated[
+    int,
+    typer.Option(
+        help="Align kept channel counts to multiples of this (1 = off) by keeping more, never "
+        "fewer; a layer is aligned only where that stays within the ratio tolerance."
+    ),
+]
+RatioTolerance = Annotated[
+    float | None,
+    typer.Option(
+        help="How far each layer's removed fraction (and a MACs/params target's) may fall from "
+        "what was asked. Default 0.05, beyond it a warning names the layers; given, it is a "
+        "limit: a request the channel counts can't meet is refused.",
+        show_default=False,
+    ),
+]
+BnRecalibration = Annotated[
+    int,
+    typer.Option(
+        help="Training images whose forward passes re-estimate BatchNorm statistics after "
+        "every cut (adaptive BN, no gradient step; 0 = off)."
+    ),
+]
 Ignore = Annotated[
     list[str] | None,
     typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
@@ -93,10 +124,12 @@ class PruneOptions(o.OptionGroup):
     criterion: Criterion = "l2"
     global_pruning: GlobalPruning = False
     steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1
-    finetune_epochs: FinetuneEpochs = 0
-    final_finetune_epochs: FinalFinetuneEpochs = 0
+    finetune_epochs: FinetuneEpochs = None
+    final_finetune_epochs: FinalFinetuneEpochs = None
     kd: Kd = None
+    bn_recalibration: BnRecalibration = BN_RECALIBRATION_IMAGES
     round_to: RoundTo = 8
+    ratio_tolerance: RatioTolerance = None
     ignore: Ignore = None
     max_layer_ratio: MaxLayerRatio = 1.0
     isomorphic: Annotated[
@@ -117,8 +150,14 @@ class PruneOptions(o.OptionGroup):
         float, typer.Option(help="Label smoothing while fine-tuning / sparse learning.")
     ] = 0.0
     augment: Annotated[
-        bool, typer.Option(help="Random flips and crops of the training images while tuning.")
-    ] = False
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Random flips and crops of the training images while tuning. Default: as the "
+            "parent was trained (its card; off when not recorded).",
+            show_default=False,
+        ),
+    ] = None
     sparse_epochs: Annotated[
         int,
         typer.Option(
@@ -150,7 +189,9 @@ class PruneOptions(o.OptionGroup):
             finetune_epochs=self.finetune_epochs,
             final_finetune_epochs=self.final_finetune_epochs,
             kd=self.kd,
-            round_to=self.round_to if self.round_to > 1 else None,
+            bn_recalibration=self.bn_recalibration,
+            round_to=self.round_to,
+            ratio_tolerance=self.ratio_tolerance,
             ignore=list(self.ignore or []),
             max_layer_ratio=self.max_layer_ratio,
             isomorphic=self.isomorphic,
@@ -168,14 +209,24 @@ class PruneOptions(o.OptionGroup):
 
 def prune(
     model: o.ModelOpt,
-    out: o.OutOpt,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
+            "when taken; never overwritten).",
+            show_default=False,
+        ),
+    ] = None,
     how: PruneOptions = PruneOptions(),
     latency: Annotated[
         bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
     ] = True,
     lr: Annotated[
-        float, typer.Option(help="Fine-tuning peak learning rate (cosine decay).")
-    ] = FINETUNE_LR,
+        float | None,
+        typer.Option(help=f"Fine-tuning peak learning rate (default {FINETUNE_LR:g}, cosine)."),
+    ] = None,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
     limit: o.LimitOpt = None,
@@ -193,13 +244,14 @@ def prune(
     needs trained weights (or --weights random for latency studies).
     """
     from compress.cli.progress import RichHooks
-    from compress.pruning.prune import finetune_recipe
     from compress.stages.prune import run_prune
 
     cfg = how.config(seed)
-    tune = finetune_recipe(cfg, lr=lr, device=dev.device, amp=dev.amp)
-    cfg = cfg.with_kd_resolved(tune is not None)
+    keys = {"device": dev.device, "amp": dev.amp} | ({"lr": lr} if lr is not None else {})
     dc = data.config(batch_size=batch_size, seed=seed, limit=limit)
+    if out is None:
+        out = str(fresh_out_dir(model, "pruned"))
+        console.print(f"no --out given: writing {out}")
     with RichHooks() as hooks:
         s = run_prune(
             mo.of(model),
@@ -207,7 +259,7 @@ def prune(
             dc,
             out,
             overwrite=overwrite,
-            finetune=tune,
+            finetune=keys,
             latency=latency,
             hooks=hooks,
         ).to_dict()
@@ -238,6 +290,9 @@ def _print_summary(s: dict) -> None:
         if mb is not None or ma is not None:
             table.add_row(split.replace("_", " "), pct(mb), pct(ma), "")
     console.print(table)
+    _print_achieved(s.get("achieved") or {})
+    if s.get("finetune", {}).get("said"):
+        console.print(f"fine-tuning: {s['finetune']['said']}")
     console.print(
         f"MACs count convolutions and matrix products; not counted: {', '.join(a['uncounted_ops']) or 'nothing'}"
     )
@@ -246,6 +301,22 @@ def _print_summary(s: dict) -> None:
     console.print(
         f"pruning took {s['prune_seconds']:.1f} s, fine-tuning {s['finetune_seconds']:.0f} s"
     )
+
+
+def _print_achieved(r: dict) -> None:
+    """Requested vs achieved, in one line."""
+    if r.get("kind") in ("macs", "params"):
+        console.print(
+            f"asked: {r['kind']} {r['asked_factor']}x fewer ({100 * r['asked']:.1f} % removed); "
+            f"achieved {r['factor']}x ({100 * r['removed']:.1f} %), tolerance "
+            f"{100 * r['tolerance']:.0f} pt"
+        )
+    elif r.get("kind") == "layers" and r["layers"]:
+        dev = max(abs(x["removed"] - x["asked"]) for x in r["layers"])
+        console.print(
+            f"asked vs removed per layer: {len(r['layers'])} layers, largest gap "
+            f"{100 * dev:.1f} pt (tolerance {100 * r['tolerance']:.0f} pt)"
+        )
 
 
 def _x(v: float | None) -> str:

@@ -70,7 +70,7 @@ def _run_prune(
         ctx.data,
         folder,
         overwrite=overwrite,
-        finetune=_train_cfg(config),
+        finetune=config["finetune"],
         latency=bool(config["_extra"].get("latency", True)),
         hooks=ctx.hooks,
     )
@@ -78,20 +78,20 @@ def _run_prune(
 
 
 def _prune_finish(built: dict[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
-    """A prune stage fine-tunes like `compress prune`: the same function builds its TrainConfig
-    from the PruneConfig and the training keys the stage sets (lr, amp, optimizer, ...)."""
-    from compress.pruning.prune import finetune_recipe
+    """A prune stage fine-tunes like `compress prune`: the training keys the stage sets (lr, amp,
+    optimizer, ...) go to the one fine-tuning policy (`compress.pruning.policy.plan_finetune`),
+    which the stage function calls; checked here so a bad key fails before anything runs."""
+    from compress.pruning.policy import plan_finetune
     from models.errors import UsageError
 
-    prune_cfg, train_cfg = built["PruneConfig"], built["TrainConfig"]
+    prune_cfg, train_cfg = built["PruneConfig"], built.pop("TrainConfig")
     train_keys = _fields(train_cfg) - _fields(prune_cfg)  # seed, label_smoothing: the pruning's
     given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
     try:
-        built["TrainConfig"] = finetune_recipe(prune_cfg, **given)
+        plan_finetune(prune_cfg, given)
     except UsageError as e:
         raise RecipeError(f"{where}: {e}") from None
-    # decided here, so the input hash sees what runs (a stage without fine-tuning: unchanged)
-    built["PruneConfig"] = prune_cfg.with_kd_resolved(built["TrainConfig"] is not None)
+    built["finetune"] = given  # the request; the input hash sees it and the input's content
     return built
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,10 @@ TARGETS = ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_
 DEFAULT_TARGET = ("target_macs", "2x")
 SENSITIVITY_JSON = "sensitivity.json"
 FINETUNE_LR = 1e-3  # peak LR of fine-tuning after pruning: the weights are trained already
+# Training images whose forward passes re-estimate BatchNorm statistics after a cut: enough for
+# stable means/variances (20 batches of 128), seconds even for ResNet-50 at 28x28.
+BN_RECALIBRATION_IMAGES = 2560
+DEFAULT_RATIO_TOLERANCE = 0.05
 
 
 class TargetUnreachableError(UsageError):
@@ -75,15 +79,22 @@ class PruneConfig:
       points (it fills `layer_ratios`).
     No target at all: `target_macs="2x"` (:data:`DEFAULT_TARGET`), said in one log line.
     steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
-      `final_finetune_epochs` follow the last one.
+      `final_finetune_epochs` follow the last one. Both None (the default): the fine-tuning
+      policy decides (:func:`compress.pruning.policy.plan_finetune`: 5 epochs after the last
+      step where the training data is known).
     kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
-      on the teacher term). None (the default) turns it on whenever there is fine-tuning run
-      by a TrainConfig (:meth:`with_kd_resolved`): it is the best path measured against
-      torch-pruning's plain recipe at equal epochs, +0.13 / +0.14 pt on LeNet-5 at 4x / 2x MACs
-      and +0.17 pt on ResNet-18 at 4x (benchmarks/results/prune-vs-plain.md). False: plain
-      cross-entropy fine-tuning.
-    round_to: keep channel counts multiples of this (fast kernels); layers narrower than it keep
-      their exact count. None or 1 disables it.
+      on the teacher term). None (the default): on whenever a TrainConfig fine-tunes (the
+      policy decides; benchmarks/results/prune-vs-plain.md). False: plain cross-entropy.
+    bn_recalibration: training images whose forward passes re-estimate the BatchNorm statistics
+      after every cut, before anything is measured or trained (adaptive BN; no gradient step).
+      0 turns it off; models without BatchNorm or runs without data skip it.
+    round_to: keep channel counts multiples of this (fast kernels) by keeping *more* channels,
+      never fewer: a layer is aligned only where that stays within `ratio_tolerance` of what
+      was asked, else it keeps the exact count. None or 1 disables it.
+    ratio_tolerance: how far each layer's removed fraction may fall from the one asked (and the
+      removed fraction of MACs / parameters from a target's). None: 0.05, and a layer beyond it
+      is a warning naming it; given explicitly: a limit, refused before anything is pruned when
+      the channel counts cannot meet it.
     ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
     max_layer_ratio: no layer loses more than this fraction of its channels (checked before
       each step, so global pruning in one step may overshoot it: use steps > 1).
@@ -108,18 +119,20 @@ class PruneConfig:
     criterion: str = "l2"
     global_pruning: bool = False
     steps: int = 1
-    finetune_epochs: int = 0
-    final_finetune_epochs: int = 0
+    finetune_epochs: int | None = None  # None: the fine-tuning policy decides
+    final_finetune_epochs: int | None = None
     kd: bool | None = None  # None: distill whenever a TrainConfig fine-tunes
     kd_temperature: float = 2.0
     kd_alpha: float = 0.5
+    bn_recalibration: int = BN_RECALIBRATION_IMAGES
     round_to: int | None = 8
+    ratio_tolerance: float | None = None
     ignore: list[str] = field(default_factory=list)
     max_layer_ratio: float = 1.0
     isomorphic: bool = False
     finetune_schedule: str | None = None
     label_smoothing: float = 0.0
-    augment: bool = False
+    augment: bool | None = None  # None: as the parent was trained (its card)
     sparse_epochs: int = 0
     sparse_method: str = "group-norm"
     sparse_reg: float = 5e-4
@@ -136,14 +149,6 @@ class PruneConfig:
             raise UsageError("--latency-batch and latency threads must be >= 1")
         if self.importance_batches < 1:
             raise UsageError("importance_batches must be >= 1")
-
-    def with_kd_resolved(self, trainable: bool) -> PruneConfig:
-        """This config with `kd=None` decided: on when there are fine-tuning epochs and
-        `trainable` (a TrainConfig runs them; a fine-tuning callable owns its loss)."""
-        if self.kd is not None:
-            return self
-        tunes = bool(self.finetune_epochs or self.final_finetune_epochs)
-        return replace(self, kd=trainable and tunes)
 
     def _resolve_target(self) -> None:
         """Layer ratios from a sensitivity report; exactly one target (the default when none)."""
@@ -190,19 +195,29 @@ class PruneConfig:
             raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}")
         if self.steps < 1:
             raise UsageError(f"--steps must be >= 1, got {self.steps}")
-        if self.finetune_epochs < 0 or self.final_finetune_epochs < 0:
-            raise UsageError("fine-tuning epochs must be >= 0")
-        if self.kd and not (self.finetune_epochs or self.final_finetune_epochs):
+        for name in ("finetune_epochs", "final_finetune_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be >= 0, got {value}", hint=f"{flag} 0 skips it")
+        given = (self.finetune_epochs, self.final_finetune_epochs)
+        if self.kd and given != (None, None) and not any(given):
             raise UsageError(
                 "--kd distills during fine-tuning, but no fine-tuning epochs were given",
                 hint="add --finetune-epochs N (after each step) or --final-finetune-epochs N",
             )
+        if self.bn_recalibration < 0:
+            raise UsageError(f"--bn-recalibration must be >= 0 images, got {self.bn_recalibration}")
+        if self.ratio_tolerance is not None and not 0 <= self.ratio_tolerance < 1:
+            raise UsageError(f"--ratio-tolerance must be in [0, 1), got {self.ratio_tolerance}")
         if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
             raise UsageError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if not 0 <= self.kd_alpha <= 1:
             raise UsageError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         if self.round_to is not None and self.round_to < 1:
             raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.round_to == 1:
+            self.round_to = None  # 1 = off
         if not 0 < self.max_layer_ratio <= 1:
             raise UsageError(f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}")
         if self.ratio is not None and self.ratio > self.max_layer_ratio:
@@ -230,16 +245,15 @@ class PruneConfig:
             )
         if self.sparse_epochs < 0:
             raise UsageError(f"--sparse-epochs must be >= 0, got {self.sparse_epochs}")
-        if self.sparse_epochs and self.sparse_epochs >= self.final_finetune_epochs:
-            raise UsageError(
-                f"--sparse-epochs {self.sparse_epochs} does not fit the budget of "
-                f"--final-finetune-epochs {self.final_finetune_epochs}: sparse learning counts in "
-                "it and at least one epoch must fine-tune after the cut",
-                hint=f"give --final-finetune-epochs {self.sparse_epochs + 1} or more, "
-                "or fewer --sparse-epochs",
-            )
+        if self.final_finetune_epochs is not None:
+            check_sparse_budget(self.sparse_epochs, self.final_finetune_epochs)
         if self.isomorphic and not self.global_pruning:
             raise UsageError("--isomorphic ranks channels globally: add --global")
+
+    @property
+    def tolerance(self) -> float:
+        """The ratio tolerance in force (:data:`DEFAULT_RATIO_TOLERANCE` when not given)."""
+        return DEFAULT_RATIO_TOLERANCE if self.ratio_tolerance is None else self.ratio_tolerance
 
     @property
     def target_kind(self) -> str:
@@ -253,6 +267,18 @@ class PruneConfig:
             if getattr(self, attr) is not None:
                 return kind
         return "layers"
+
+
+def check_sparse_budget(sparse_epochs: int, final_epochs: int) -> None:
+    """Sparse learning counts in the final fine-tuning budget and must leave it one epoch."""
+    if sparse_epochs and sparse_epochs >= final_epochs:
+        raise UsageError(
+            f"--sparse-epochs {sparse_epochs} does not fit the budget of "
+            f"--final-finetune-epochs {final_epochs}: sparse learning counts in it and at "
+            "least one epoch must fine-tune after the cut",
+            hint=f"give --final-finetune-epochs {sparse_epochs + 1} or more, "
+            "or fewer --sparse-epochs",
+        )
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -307,6 +333,8 @@ class PruneResult:
     sparse: dict[str, Any] | None = None
     prune_seconds: float = 0.0
     finetune_seconds: float = 0.0
+    finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran (said, epochs)
+    achieved: dict[str, Any] = field(default_factory=dict)  # requested vs achieved reduction
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.distributed import collectives, sharding
-from compress.pruning.config import PruneConfig
+from compress.pruning.achieved import aligned_keep
+from compress.pruning.config import DEFAULT_RATIO_TOLERANCE, PruneConfig
 from compress.pruning.flops import CONV_TYPES, in_out
 from models.data import DataBundle
 from models.errors import CompressError, UnsupportedError, UsageError
@@ -74,13 +75,13 @@ def pruner_class() -> type:
     import torch_pruning as tp
 
     class Pruner(tp.pruner.BasePruner):  # type: ignore[misc, name-defined]
+        tolerance = DEFAULT_RATIO_TOLERANCE
+
         def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
-            # torch-pruning rounds *down* to a multiple, which empties layers narrower than
-            # round_to (they are then skipped silently); keep their exact count instead.
+            # torch-pruning rounds the kept count *down*, pruning more than asked (up to half
+            # of a narrow layer); keep more instead, and only within the tolerance.
             keep = current_channels - n_pruned
-            if keep < round_to:
-                return n_pruned
-            return current_channels - (keep - keep % round_to)
+            return current_channels - aligned_keep(keep, current_channels, round_to, self.tolerance)
 
     return Pruner
 
@@ -157,6 +158,7 @@ def build_pruner(
                 hint="layers built from functional calls or custom autograd ops can't be "
                 "traced; --ignore the module involved or rewrite it with nn modules",
             ) from e
+    pruner.tolerance = cfg.tolerance
     notes = [str(w.message).splitlines()[0] for w in caught]
     for n in notes:
         log.warning("torch-pruning: %s", n)

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.pruning import achieved
 from compress.pruning.config import (
     CRITERIA,
     DATA_CRITERIA,
-    FINETUNE_LR,
     PruneConfig,
     PruneResult,
     TargetUnreachableError,
@@ -37,6 +37,7 @@ from compress.pruning.config import (
 )
 from compress.pruning.flops import BATCHNORM_TYPES
 from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
+from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
 from compress.training.fit import Hooks, TrainConfig
 from models.data import DataBundle
@@ -46,65 +47,19 @@ from models.structure import apply_structure, capture_structure
 log = logging.getLogger(__name__)
 
 
-# TrainConfig fields a pruning config decides itself, and where to set them instead.
-_OWNED_BY_PRUNING = {
-    "epochs": "finetune_epochs (after each step) and final_finetune_epochs (after the last)",
-    "schedule": "finetune_schedule",
-    "label_smoothing": "label_smoothing of the pruning config",
-    "seed": "seed of the pruning config",
-    "checkpoint_dir": "nothing: fine-tuning after pruning keeps no checkpoint",
-    "resume": "nothing: fine-tuning after pruning keeps no checkpoint",
-}
-
-
-def finetune_recipe(
-    cfg: PruneConfig,
-    *,
-    lr: float = FINETUNE_LR,
-    device: str = "auto",
-    amp: str = "auto",
-    **train: Any,
-) -> TrainConfig | None:
-    """How pruning fine-tunes, for `compress prune` and a recipe's prune stage alike: cosine
-    decay (or `cfg.finetune_schedule`) from a low peak `lr`, `cfg.label_smoothing`, seeded like
-    the pruning; each phase runs its own epochs (`finetune_epochs` after every step,
-    `final_finetune_epochs` after the last). `train` sets other TrainConfig fields (optimizer,
-    weight_decay, channels_last, ...). None when `cfg` asks for no fine-tuning."""
-    for key in train:
-        if key in _OWNED_BY_PRUNING:
-            raise UsageError(
-                f"{key!r} of the fine-tuning after pruning is not a training option here",
-                hint=f"set {_OWNED_BY_PRUNING[key]}",
-            )
-    epochs = max(cfg.finetune_epochs, cfg.final_finetune_epochs)
-    if not epochs:
-        return None
-    return TrainConfig(
-        **train,
-        epochs=epochs,
-        lr=lr,
-        schedule=cfg.finetune_schedule or "cosine",
-        label_smoothing=cfg.label_smoothing,
-        seed=cfg.seed,
-        device=device,
-        amp=amp,
-    )
-
-
 def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) -> None:
     if not hasattr(model, "spec"):
         raise UsageError("prune() needs a model from models.create_model or an artifact (.spec)")
     if cfg.criterion in DATA_CRITERIA and data is None:
         raise UsageError(f"--criterion {cfg.criterion} needs training data to compute gradients")
-    if (cfg.finetune_epochs or cfg.final_finetune_epochs) and finetune is None:
-        raise UsageError("fine-tuning epochs were given but no fine-tuning recipe")
     if isinstance(finetune, TrainConfig) and data is None:
         raise UsageError("fine-tuning needs training data")
-    if cfg.kd and finetune is not None and not isinstance(finetune, TrainConfig):
+    own_loop = callable(finetune) and not isinstance(finetune, TrainConfig)
+    if cfg.kd and own_loop:
         raise UsageError(
             "kd=True distills with a TrainConfig; a fine-tuning callable owns its loss"
         )
-    if (cfg.sparse_epochs or cfg.augment) and not isinstance(finetune, TrainConfig):
+    if (cfg.sparse_epochs or cfg.augment) and own_loop:
         raise UsageError(
             "sparse learning and augmentation train with a TrainConfig (a fine-tuning callable "
             "owns its own loop)"
@@ -125,21 +80,27 @@ def prune(
     *,
     data: DataBundle | None = None,
     example_inputs: torch.Tensor | None = None,
-    finetune: Finetune | None = None,
+    finetune: FinetuneRequest = None,
     evaluator: Evaluator | None = None,
     hooks: Hooks | None = None,
+    facts: SourceFacts | None = None,
 ) -> PruneResult:
-    """Prune `model` in place to `cfg`'s target; fine-tune with `finetune` (a TrainConfig run on
-    `data`, or a callable(model, epochs)). `evaluator(model)` adds metrics to each step record.
-    On error the model is restored and a CompressError says why."""
+    """Prune `model` in place to `cfg`'s target; fine-tune as :func:`plan_finetune` decides from
+    `cfg` and `finetune` (a TrainConfig used whole, training keys over the default recipe, or a
+    callable(model, epochs)) on `data`. This verb adds no default epochs: with none given
+    anywhere it does not fine-tune (`compress.prune` and the CLI do, where the data is known).
+    `evaluator(model)` adds metrics to each step record. On error the model is restored and a
+    CompressError says why."""
     _check_inputs(model, cfg, data, finetune)
-    cfg = cfg.with_kd_resolved(isinstance(finetune, TrainConfig))
+    facts = facts or SourceFacts(data_known=data is not None)
+    plan = plan_finetune(cfg, finetune, facts, default_epochs=0)
+    cfg, tune = plan.config, (plan.train or (finetune if callable(finetune) else None))
     model.eval()
     x = example_inputs if example_inputs is not None else example_input(model)
     backup = (capture_structure(model), {k: v.clone() for k, v in model.state_dict().items()})
     t0 = time.perf_counter()
     try:
-        run = PruneSession(model, cfg, x, data, finetune, evaluator, hooks)
+        run = PruneSession(model, cfg, x, data, tune, evaluator, hooks)
         _execute(run)
     except ForwardBroken as e:
         _restore(model, backup)
@@ -150,6 +111,7 @@ def prune(
     res = run.result
     res.after = run.counts()
     res.layers = _changed_layers(backup[0], model)
+    res.finetune = {"said": plan.said, "epochs": plan.epochs, "kd": bool(cfg.kd)}
     res.prune_seconds = round(time.perf_counter() - t0 - res.finetune_seconds, 3)
     res.finetune_seconds = round(res.finetune_seconds, 3)
     _note_unpruned(run)
@@ -162,6 +124,7 @@ def _execute(run: PruneSession) -> None:
     f_max = run.max_progress()
     if kind in ("ratio", "layers"):
         run.check_final_ratio()
+        achieved.refuse_unmeetable(cfg, run.asked_ratios())
         run.result.target = {"kind": kind, "ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
     elif kind == "latency":
         run.result.target = {
@@ -197,18 +160,38 @@ def _execute(run: PruneSession) -> None:
             "fraction": round(run.progress.f, 4),
             **run.counts(),
         }
+        bn = run.recalibrate()
+        if bn is not None:
+            record["bn_recalibration"] = bn
         if run.evaluator and (cfg.finetune_epochs or step == cfg.steps):
             record["pruned"] = run.evaluator(run.model)
-        tuned = run.tune(cfg.finetune_epochs)
+        tuned = run.tune(cfg.finetune_epochs or 0)
         if tuned is not None:
             record["finetuned"] = tuned
         run.result.steps.append(record)
         log.info(
             "step %d/%d: %s params, %s MACs", step, cfg.steps, record["params"], record["macs"]
         )
-    tuned = run.tune(cfg.final_finetune_epochs - cfg.sparse_epochs)
+    _judge_achieved(run, start)
+    tuned = run.tune((cfg.final_finetune_epochs or 0) - cfg.sparse_epochs)
     if tuned is not None:
         run.result.steps[-1]["final_finetuned"] = tuned
+
+
+def _judge_achieved(run: PruneSession, start: dict[str, Any]) -> None:
+    """Requested vs achieved, into the result (and a note, or an error, beyond the tolerance)."""
+    cfg, kind = run.cfg, run.cfg.target_kind
+    if kind in ("macs", "params"):
+        report = achieved.total_report(cfg, kind, start, run.counts())
+    elif kind in ("ratio", "layers") and not cfg.global_pruning:
+        now = {n: int(run.pruner.DG.get_out_channels(m) or 0) for n, m, _ in run.groups}
+        report = achieved.layer_report(cfg, run.asked_ratios(), now)
+    else:
+        return
+    run.result.achieved = report
+    note = achieved.judge(cfg, report)
+    if note:
+        run.result.notes.append(note)
 
 
 def _restore(model: nn.Module, backup: tuple[dict[str, Any], dict[str, torch.Tensor]]) -> None:

@@ -115,6 +115,15 @@ class PruneSession:
         r = scaled.base if isinstance(scaled, Scaled) else self.base
         return min(r, self.cfg.max_layer_ratio)
 
+    def asked_ratios(self) -> list[tuple[str, int, float]]:
+        """(layer, channels before, ratio asked) of every group a ratio target prunes."""
+        out = []
+        for name, m, c in self.groups:
+            r = self.layer_ratio(m)
+            if r > 0 and c > 0:
+                out.append((name, c, r))
+        return out
+
     def max_progress(self) -> float:
         """Largest f that leaves every prunable layer at least one channel."""
         if self.cfg.global_pruning:
@@ -261,13 +270,24 @@ class PruneSession:
 
     # -- fine-tuning ----------------------------------------------------------------------
 
+    def recalibrate(self) -> dict[str, Any] | None:
+        """Adaptive BN after a cut: re-estimate BatchNorm statistics on training images."""
+        from compress.training.batchnorm import has_batchnorm, recalibrate_batchnorm
+
+        if not (self.cfg.bn_recalibration and self.data is not None):
+            return None
+        if not has_batchnorm(self.model):
+            return None
+        loader = self.data.loader("train", epoch=0)
+        return recalibrate_batchnorm(self.model, loader, self.cfg.bn_recalibration)
+
     def tune(self, epochs: int) -> dict[str, Any] | None:
         if epochs <= 0:
             return None
         t0 = time.perf_counter()
         if isinstance(self.finetune, TrainConfig):
             assert self.data is not None
-            with _augmented(self.data, self.cfg.augment):
+            with _augmented(self.data, bool(self.cfg.augment)):
                 tc = self.train_config(epochs)
                 if self.teacher is not None:
                     self._distill(tc)
@@ -297,7 +317,7 @@ class PruneSession:
 
         assert self.data is not None
         t0 = time.perf_counter()
-        with _augmented(self.data, self.cfg.augment):
+        with _augmented(self.data, bool(self.cfg.augment)):
             out = sparse_learn(
                 self.model, self.cfg, self.data, self.train_config(self.cfg.sparse_epochs), self.x
             )

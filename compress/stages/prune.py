@@ -20,6 +20,7 @@ from compress.distributed import collectives
 from compress.distributed import group as ddp
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
+from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.stages.results import PruneSummary
@@ -75,9 +76,22 @@ def measure(
     return out
 
 
-def _needs_data(src: ModelSource, cfg: PruneConfig, finetune: TrainConfig | None) -> bool:
-    tuning = bool(finetune) and (cfg.finetune_epochs or cfg.final_finetune_epochs)
-    return src.trained or cfg.criterion in DATA_CRITERIA or bool(tuning)
+def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
+    """What the fine-tuning policy needs to know of the model: trained, on which data (a card
+    naming its data set, or data given explicitly), with augmentation or not."""
+    card = src.card
+    named = card is not None and bool(card.dataset)
+    given = data is not None and data.dataset is not None
+    augmented = None
+    for entry in reversed(card.history if card is not None else []):
+        if entry.get("stage") == "train" and "augment" in (entry.get("data") or {}):
+            augmented = bool(entry["data"]["augment"])
+            break
+    return SourceFacts(trained=src.trained, data_known=named or given, augmented=augmented)
+
+
+def _needs_data(src: ModelSource, cfg: PruneConfig, tune: TrainConfig | None) -> bool:
+    return src.trained or cfg.criterion in DATA_CRITERIA or tune is not None
 
 
 def run_prune(
@@ -87,22 +101,26 @@ def run_prune(
     out: str | Path,
     *,
     overwrite: bool = False,
-    finetune: TrainConfig | None = None,
+    finetune: FinetuneRequest = None,
     latency: bool = True,
     hooks: Hooks | None = None,
 ) -> PruneSummary:
-    """Prune `ref` to `cfg`, fine-tune, measure before/after, write the artifact `out`.
+    """Prune `ref` to `cfg`, fine-tune as :func:`plan_finetune` decides (a TrainConfig given
+    whole is honoured; training keys go over the default recipe), measure before/after, write
+    the artifact `out`.
 
     Under torchrun every rank prunes identically (rank 0's importance ranking decides) and
     fine-tunes with DDP; rank 0 alone measures and writes `out`."""
     check_out_dir(out, overwrite)
-    cfg = cfg.with_kd_resolved(finetune is not None)  # the card records what ran
-    dist, _ = ddp.setup(resolve_device(finetune.device) if finetune else "cpu")
     src = load_source(ref, data)
     require_trained(src)
+    plan = plan_finetune(cfg, finetune, source_facts(src, data))
+    cfg, tune = plan.config, plan.train  # the card records what ran
+    log.info("%s", plan.said)
+    dist, _ = ddp.setup(resolve_device(tune.device) if tune else "cpu")
     model = src.model
     bundle = None
-    if _needs_data(src, cfg, finetune):
+    if _needs_data(src, cfg, tune):
         bundle = load_data(data_config_for(data, src.card), spec_of(model))
     scored = bundle if src.trained else None
     lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads) if latency else None
@@ -110,8 +128,9 @@ def run_prune(
     evaluator = (lambda m: accuracy(m, bundle)) if bundle is not None and src.trained else None
     if not dist.is_main:
         evaluator = None  # rank 0 scores the steps for the card
-    result = prune(model, cfg, data=bundle, finetune=finetune, evaluator=evaluator, hooks=hooks)
-    tuned = bool(finetune) and (cfg.finetune_epochs + cfg.final_finetune_epochs) > 0
+    result = prune(model, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
+    result.finetune["said"] = plan.said
+    tuned = tune is not None
     trained = src.trained or tuned
     after = collectives.on_main(lambda: measure(model, bundle if trained else None, lat))
     summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
@@ -125,7 +144,7 @@ def run_prune(
     card.add_history(
         "prune",
         config=asdict(cfg),
-        finetune=asdict(finetune) if finetune and tuned else None,
+        finetune=asdict(tune) if tune is not None else None,
         before=before,
         after=after,
         result=result.to_dict(),
@@ -178,6 +197,8 @@ def _summary(
         notes=result["notes"],
         prune_seconds=result["prune_seconds"],
         finetune_seconds=result["finetune_seconds"],
+        finetune=result["finetune"],
+        achieved=result["achieved"],
     )
 
 

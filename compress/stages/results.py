@@ -65,6 +65,8 @@ class PruneSummary(StageSummary):
     notes: list[str] = field(default_factory=list)
     prune_seconds: float = 0.0
     finetune_seconds: float = 0.0
+    finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran: said, epochs
+    achieved: dict[str, Any] = field(default_factory=dict)  # requested vs achieved reduction
 
 
 @dataclass

@@ -60,7 +60,7 @@ def run_train(
     card.add_history(
         "train",
         config=asdict(cfg),
-        data=bundle.describe(),
+        data={**bundle.describe(), "augment": bundle.config.augment},
         fit=result.to_dict(),
         metrics=metrics,
         params=count_params(src.model),

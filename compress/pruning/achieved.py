@@ -1,0 +1,99 @@
+"""What was asked against what was removed: per layer for ratio targets, in total for MACs and
+parameter targets, within `PruneConfig.tolerance`.
+
+Channel counts are integers and `round_to` aligns them, so a layer cannot always lose exactly
+the fraction asked. The pruner never removes more than asked for alignment (it keeps more, and
+only where that stays within the tolerance: :func:`aligned_keep`); what is left over is said
+here. An explicit `ratio_tolerance` is a limit: a request the channel counts cannot meet is
+refused before anything is pruned (:func:`refuse_unmeetable`), a result beyond it afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from compress.pruning.config import PruneConfig, parse_amount
+from models.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def aligned_keep(keep: int, channels: int, round_to: int, tolerance: float) -> int:
+    """Channels to keep: `keep` rounded *up* to a multiple of `round_to` when that keeps fewer
+    than all `channels` and adds at most `tolerance * channels`; else exactly `keep`."""
+    if round_to <= 1 or keep % round_to == 0:
+        return keep
+    up = -(-keep // round_to) * round_to
+    if up >= channels or up - keep > tolerance * channels + 1e-9:
+        return keep
+    return up
+
+
+def exact_removed(channels: int, ratio: float) -> int:
+    """Channels torch-pruning removes from a layer of `channels` at `ratio` before alignment."""
+    return channels - int(channels * (1 - ratio))
+
+
+def refuse_unmeetable(cfg: PruneConfig, layers: list[tuple[str, int, float]]) -> None:
+    """With an explicit tolerance, refuse a per-layer ratio no whole channel count meets.
+    `layers`: (name, channels, ratio asked)."""
+    if cfg.ratio_tolerance is None or cfg.global_pruning:
+        return
+    for name, channels, ratio in layers:
+        best = exact_removed(channels, ratio) / channels
+        if abs(best - ratio) > cfg.ratio_tolerance + 1e-9:
+            raise UsageError(
+                f"--ratio-tolerance {cfg.ratio_tolerance:g} cannot be met on {name!r}: with "
+                f"{channels} channels the nearest to {ratio:g} is {best:.3f}",
+                hint="raise --ratio-tolerance, change the ratio, or --ignore " + name,
+            )
+
+
+def layer_report(
+    cfg: PruneConfig, layers: list[tuple[str, int, float]], after: dict[str, int]
+) -> dict[str, Any]:
+    """Per-layer requested vs achieved removed fractions; `after`: channels now by layer name."""
+    rows, off = [], []
+    for name, channels, ratio in layers:
+        got = 1 - after.get(name, channels) / channels if channels else 0.0
+        rows.append({"layer": name, "channels": channels, "asked": ratio, "removed": round(got, 4)})
+        if abs(got - ratio) > cfg.tolerance + 1e-9:
+            off.append(f"{name} ({got:.3f} of {channels} vs {ratio:g})")
+    return {"kind": "layers", "tolerance": cfg.tolerance, "layers": rows, "beyond": off}
+
+
+def total_report(
+    cfg: PruneConfig, kind: str, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any]:
+    """MACs / parameter targets: the fraction asked to be removed vs the fraction removed."""
+    value = cfg.target_macs if kind == "macs" else cfg.target_params
+    how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
+    start = float(before[kind])
+    asked = 1 - 1 / number if how == "factor" else 1 - number / start
+    got = 1 - float(after[kind]) / start
+    off = [f"{kind} ({got:.3f} removed vs {asked:.3f})"] if abs(got - asked) > cfg.tolerance else []
+    return {
+        "kind": kind,
+        "tolerance": cfg.tolerance,
+        "asked": round(asked, 4),
+        "removed": round(got, 4),
+        "asked_factor": round(1 / (1 - asked), 3) if asked < 1 else None,
+        "factor": round(start / float(after[kind]), 3) if after[kind] else None,
+        "beyond": off,
+    }
+
+
+def judge(cfg: PruneConfig, report: dict[str, Any]) -> str | None:
+    """A note when something is beyond the tolerance (an error when the tolerance was given)."""
+    if not report["beyond"]:
+        return None
+    flags = "--round-to, --max-layer-ratio" if report["kind"] == "layers" else "the target"
+    text = (
+        f"removed more or less than asked, beyond the tolerance {cfg.tolerance:g}: "
+        f"{', '.join(report['beyond'])} (involved: {flags}; the channel counts are whole numbers)"
+    )
+    if cfg.ratio_tolerance is not None:
+        raise UsageError(text, hint="raise --ratio-tolerance or change the request")
+    log.warning("%s", text)
+    return text

@@ -1,0 +1,210 @@
+"""How pruning fine-tunes: the one owner of that decision.
+
+`compress prune`, a recipe's prune stage, `compress.prune(...)` and the library verb
+`compress.pruning.prune.prune` all call :func:`plan_finetune`; it turns what was asked (a
+PruneConfig whose fine-tuning fields may be left unset, plus either a whole TrainConfig or a
+few training keys such as `lr`) into what runs: a PruneConfig with every fine-tuning choice
+made (epochs, KD, augmentation, schedule) and the TrainConfig that trains, with one line that
+says what was chosen and why. A TrainConfig given whole is honoured as it is; a PruneConfig
+field that contradicts it is refused, never overridden.
+
+The defaults (:data:`DEFAULT_FINETUNE_EPOCHS`, :data:`FINETUNE_LR`, :data:`DEFAULT_SCHEDULE`,
+KD on, augmentation as the parent was trained) are the CLI's default path measured against
+torch-pruning's plain recipe at equal epochs: benchmarks/prune_vs_plain.py, results in
+benchmarks/results/prune-vs-plain.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from compress.pruning.config import FINETUNE_LR, PruneConfig, check_sparse_budget
+from compress.training.config import TrainConfig
+from models.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+# Epochs of fine-tuning after the cut when none are asked for and the training data is known:
+# the budget benchmarks/prune_vs_plain.py measures (LeNet-5 recovers most of a 4x cut in it).
+DEFAULT_FINETUNE_EPOCHS = 5
+DEFAULT_SCHEDULE = "cosine"  # from the low peak LR: the weights are trained already
+
+# TrainConfig fields a PruneConfig decides, and where to set them instead.
+_OWNED_BY_PRUNING = {
+    "epochs": "finetune_epochs (after each step) and final_finetune_epochs (after the last)",
+    "schedule": "finetune_schedule",
+    "label_smoothing": "label_smoothing of the pruning config",
+    "seed": "seed of the pruning config",
+    "checkpoint_dir": "nothing: fine-tuning after pruning keeps no checkpoint",
+    "resume": "nothing: fine-tuning after pruning keeps no checkpoint",
+}
+
+FinetuneRequest = TrainConfig | Mapping[str, Any] | Callable[..., object] | None
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the policy needs to know about the model being pruned.
+
+    trained: the weights are trained (not `--weights random`); data_known: the data set it was
+    trained on is known (a card names it, or the caller gave one); augmented: whether it was
+    trained with random flips and crops (None: not recorded)."""
+
+    trained: bool = True
+    data_known: bool = True
+    augmented: bool | None = None
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """What runs: the resolved PruneConfig, the TrainConfig (None: no fine-tuning, or a
+    callable owns it) and one line saying what was chosen and why."""
+
+    config: PruneConfig
+    train: TrainConfig | None
+    said: str
+
+    @property
+    def epochs(self) -> int:
+        return max(self.config.finetune_epochs or 0, self.config.final_finetune_epochs or 0)
+
+
+def plan_finetune(
+    cfg: PruneConfig,
+    finetune: FinetuneRequest = None,
+    facts: SourceFacts | None = None,
+    *,
+    default_epochs: int = DEFAULT_FINETUNE_EPOCHS,
+) -> FinetunePlan:
+    """Decide the fine-tuning after pruning (see the module docstring).
+
+    `finetune`: a TrainConfig (used whole: its epochs, LR, schedule, ...), a mapping of training
+    keys over the default recipe (lr, optimizer, device, amp, ...; the CLI's flags and a recipe
+    stage's keys), a callable(model, epochs) that owns its own loop, or None (the default
+    recipe). `default_epochs` applies when no epochs are given anywhere and the data is known."""
+    facts = facts or SourceFacts()
+    if callable(finetune) and not isinstance(finetune, TrainConfig):
+        cfg = _with_epochs(cfg, 0, 0) if _epochs_unset(cfg) else cfg
+        plan = FinetunePlan(_resolved(cfg, kd=False, facts=facts), None, "")
+        return replace(plan, said=f"fine-tuning {plan.epochs} epochs with the given callable")
+    if isinstance(finetune, TrainConfig):
+        cfg, said = _honour(cfg, finetune)
+        train: TrainConfig | None = finetune
+    else:
+        keys = dict(finetune or {})
+        _refuse_owned(keys)
+        cfg, said = _default_epochs(cfg, facts, default_epochs)
+        train = _train_config(cfg, keys)
+    epochs = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
+    if epochs and not facts.data_known:
+        raise UsageError(
+            "fine-tuning after pruning needs the data set the model was trained on",
+            hint="give --dataset/--data-dir (or data=) for the data it was trained on, or "
+            "--finetune-epochs 0",
+        )
+    resolved = _resolved(cfg, kd=epochs > 0, facts=facts)
+    _check_budget(resolved)
+    return FinetunePlan(resolved, train if epochs else None, said)
+
+
+def _epochs_unset(cfg: PruneConfig) -> bool:
+    return cfg.finetune_epochs is None and cfg.final_finetune_epochs is None
+
+
+def _with_epochs(cfg: PruneConfig, each: int, final: int) -> PruneConfig:
+    return replace(cfg, finetune_epochs=each, final_finetune_epochs=final)
+
+
+def _honour(cfg: PruneConfig, tc: TrainConfig) -> tuple[PruneConfig, str]:
+    """A whole TrainConfig: its epochs and schedule run; a PruneConfig that says otherwise is
+    refused."""
+    if _epochs_unset(cfg):
+        cfg = _with_epochs(cfg, 0, tc.epochs)
+    else:
+        each, final = cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0
+        if max(each, final) != tc.epochs:
+            raise UsageError(
+                f"the fine-tuning TrainConfig has epochs={tc.epochs} but the PruneConfig asks "
+                f"for finetune_epochs={each}, final_finetune_epochs={final}",
+                hint="give the epochs in one place (leave the PruneConfig's unset)",
+            )
+        cfg = _with_epochs(cfg, each, final)
+    for field, mine, theirs in (
+        ("finetune_schedule", cfg.finetune_schedule, tc.schedule),
+        ("label_smoothing", cfg.label_smoothing or None, tc.label_smoothing or None),
+    ):
+        if mine is not None and mine != theirs:
+            raise UsageError(
+                f"PruneConfig.{field}={mine!r} contradicts the fine-tuning TrainConfig "
+                f"({theirs!r})",
+                hint="set it in one of the two",
+            )
+    cfg = replace(cfg, finetune_schedule=tc.schedule, label_smoothing=tc.label_smoothing)
+    n = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
+    return (
+        cfg,
+        f"fine-tuning {n} epochs as the given TrainConfig says (lr {tc.lr:g}, {tc.schedule})",
+    )
+
+
+def _default_epochs(cfg: PruneConfig, facts: SourceFacts, default: int) -> tuple[PruneConfig, str]:
+    if not _epochs_unset(cfg):
+        cfg = _with_epochs(cfg, cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
+        n = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
+        return cfg, (f"fine-tuning {n} epochs as asked" if n else "no fine-tuning, as asked")
+    if not facts.trained:
+        return _with_epochs(cfg, 0, 0), "no fine-tuning: the weights are untrained"
+    if not facts.data_known or not default:
+        why = "the training data of this model is unknown" if default else "none asked for"
+        return _with_epochs(cfg, 0, 0), (
+            f"no fine-tuning ({why}): accuracy lost to the cut is not recovered; add "
+            "--finetune-epochs N with --dataset/--data-dir of its training data"
+        )
+    return _with_epochs(cfg, 0, default), (
+        f"fine-tuning {default} epochs by default (the budget measured against torch-pruning's "
+        "plain recipe in BENCHMARKS.md; --finetune-epochs N to change, 0 to skip)"
+    )
+
+
+def _refuse_owned(keys: Mapping[str, Any]) -> None:
+    for key in keys:
+        if key in _OWNED_BY_PRUNING:
+            raise UsageError(
+                f"{key!r} of the fine-tuning after pruning is not a training option here",
+                hint=f"set {_OWNED_BY_PRUNING[key]}",
+            )
+
+
+def _train_config(cfg: PruneConfig, keys: dict[str, Any]) -> TrainConfig:
+    """The default fine-tuning recipe with the given training keys on top."""
+    keys.setdefault("lr", FINETUNE_LR)
+    return TrainConfig(
+        **keys,
+        epochs=max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0),
+        schedule=cfg.finetune_schedule or DEFAULT_SCHEDULE,
+        label_smoothing=cfg.label_smoothing,
+        seed=cfg.seed,
+    )
+
+
+def _resolved(cfg: PruneConfig, *, kd: bool, facts: SourceFacts) -> PruneConfig:
+    """KD (on whenever a TrainConfig fine-tunes) and augmentation (as the parent was trained)
+    decided, so the card records what ran."""
+    return replace(
+        cfg,
+        kd=kd if cfg.kd is None else cfg.kd,
+        augment=bool(facts.augmented) if cfg.augment is None else cfg.augment,
+    )
+
+
+def _check_budget(cfg: PruneConfig) -> None:
+    final = cfg.final_finetune_epochs or 0
+    if cfg.kd and not (cfg.finetune_epochs or final):
+        raise UsageError(
+            "--kd distills during fine-tuning, but no fine-tuning epochs were given",
+            hint="add --finetune-epochs N (after each step) or --final-finetune-epochs N",
+        )
+    check_sparse_budget(cfg.sparse_epochs, final)

@@ -1,0 +1,60 @@
+"""Re-estimate BatchNorm statistics from training images (adaptive BN).
+
+After channels are removed, every BatchNorm downstream still holds the running mean and
+variance of the *old* activations; the network can fall to chance although its weights are
+fine (a trained ResNet-50 pruned by 30 % scored 10 %; its statistics re-estimated on 2,560
+training images brought it back to 77 %: EagleEye, Li et al. 2020). Forward passes only, no
+gradient step: seconds, and nothing learned from labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, BATCHNORMS) for m in model.modules())
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Any, images: int) -> dict[str, Any]:
+    """Reset every BatchNorm's running statistics and re-estimate them as the exact average
+    over the first `images` images of `loader` (unaugmented batches). The model is left in eval
+    mode; other layers (dropout) never see train mode. Returns what was done, for the card."""
+    norms = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
+    if not norms or images <= 0:
+        return {"images": 0, "layers": 0}
+    t0 = time.perf_counter()
+    saved = [(m, m.momentum) for m in norms]
+    model.eval()
+    device = next(model.parameters()).device
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches seen
+        m.train()
+    seen = 0
+    try:
+        for x, _ in loader:
+            x = x[: images - seen].to(device)
+            model(x)
+            seen += len(x)
+            if seen >= images:
+                break
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
+    out = {"images": seen, "layers": len(norms), "seconds": round(time.perf_counter() - t0, 2)}
+    log.info(
+        "BatchNorm statistics re-estimated on %d training images (%d layers)", seen, len(norms)
+    )
+    return out
