@@ -49,7 +49,7 @@ def export(
     parity_samples: Annotated[
         int, typer.Option(help="Inputs for the parity gate (validation images if trained).")
     ] = 64,
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.RunModelOptions = o.RunModelOptions(),
     data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
@@ -60,6 +60,11 @@ def export(
     onnxruntime (fp32: max abs diff <= 1e-4, rtol 1e-3, same top-1; fp16: <= 1e-2 and cosine
     >= 0.999) on real validation images (random inputs if untrained). A failed gate keeps the
     artifact, marks its card, and exits with code 5.
+
+    --input-size N exports a resolution-independent artifact at N x N (e.g. a network trained
+    on 28x28 Fashion-MNIST, for speed at 224x224): the parity gate runs at N (validation images
+    resized to N), and the card records N, so bench and deploy run it there. The input
+    artifact is only read; everything goes to --out.
     """
     from compress.stages.export import run_export
     from export.onnx_export import ExportConfig
@@ -71,6 +76,7 @@ def export(
         precision=precision,
         optimize=optimize,
         parity_samples=parity_samples,
+        input_size=mo.input_size,
     )
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
         summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite).to_dict()
@@ -127,8 +133,8 @@ class BenchOptions(o.OptionGroup):
         ),
     ] = None
 
-    def config(self) -> BenchConfig:
-        """The library's BenchConfig (validated there)."""
+    def config(self, input_size: int | None = None) -> BenchConfig:
+        """The library's BenchConfig (validated there); `input_size` is --input-size."""
         from export.bench import BenchConfig
         from export.precision import parse_precisions
 
@@ -142,13 +148,14 @@ class BenchOptions(o.OptionGroup):
             opset=self.opset,
             rounds=self.rounds,
             precisions=parse_precisions(self.precision),
+            input_size=input_size,
         )
 
 
 def bench(
     model: BenchModels,
     how: BenchOptions = BenchOptions(),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.RunModelOptions = o.RunModelOptions(),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
     md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -160,13 +167,15 @@ def bench(
     """Measure latency (p50/p90/p99), throughput, memory and size per model, runtime and batch.
 
     Inputs are synthetic (random, the model's shape): the numbers are speed, not accuracy.
-    PyTorch models also run on onnxruntime after an in-memory export.
+    PyTorch models also run on onnxruntime after an in-memory export. --input-size N times
+    every model at N x N (e.g. a dense parent and its pruned children trained at 28, at 224);
+    an ONNX artifact exported with `compress export --input-size N` runs at N without it.
     """
     from compress.stages.bench import run_bench
     from export.report import write_reports
     from models.resolve import zoo_weights
 
-    cfg = how.config()
+    cfg = how.config(mo.input_size)
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
         report = run_bench(refs, cfg, progress=progress)
