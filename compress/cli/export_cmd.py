@@ -59,12 +59,8 @@ def export(
     The ONNX file passes onnx.checker and shape inference, then must match the PyTorch model in
     onnxruntime (fp32: max abs diff <= 1e-4, rtol 1e-3, same top-1; fp16: <= 1e-2 and cosine
     >= 0.999) on real validation images (random inputs if untrained). A failed gate keeps the
-    artifact, marks its card, and exits with code 5.
-
-    --input-size N exports a resolution-independent artifact at N x N (e.g. a network trained
-    on 28x28 Fashion-MNIST, for speed at 224x224): the parity gate runs at N (validation images
-    resized to N), and the card records N, so bench and deploy run it there. The input
-    artifact is only read; everything goes to --out.
+    artifact, marks its card, and exits with code 5. With --input-size N the file, its parity
+    gate (images resized to N) and its card are at N x N; bench and deploy then run it there.
     """
     from compress.stages.export import run_export
     from export.onnx_export import ExportConfig
