@@ -67,6 +67,9 @@ class BenchConfig:
     opset: int = 17
     rounds: int = 1  # > 1: cases take turns in this many slices (steadier ratios)
     precisions: tuple[str, ...] | None = None  # None: each model at its own precision
+    # Height = width of the synthetic inputs; None: each model's own (an ONNX artifact's is the
+    # size it was exported at). Models are re-targeted before timing (export.input_size).
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
@@ -97,6 +100,8 @@ class BenchConfig:
             raise UsageError("--seconds must be > 0")
         if self.rounds < 1:
             raise UsageError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.input_size is not None and self.input_size < 1:
+            raise UsageError(f"--input-size must be >= 1, got {self.input_size}")
         if self.iters is not None and self.iters < self.rounds:
             raise UsageError(f"--iters ({self.iters}) must be >= --rounds ({self.rounds})")
 

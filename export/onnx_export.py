@@ -51,6 +51,9 @@ class ExportConfig:
     optimize: str = "none"
     parity_samples: int = 64
     static_batch: int = 1
+    # Height = width to export (and parity-check) at; None: the model's own size. An artifact
+    # trained at another size is re-targeted when resolution-independent (export.input_size).
+    input_size: int | None = None
     # Weights above this many bytes go to external data (the protobuf limit is 2 GiB).
     external_data_threshold: int = 1_800_000_000
 
@@ -70,6 +73,8 @@ class ExportConfig:
             raise UsageError("--parity-samples must be >= 1")
         if self.static_batch < 1:
             raise UsageError("the static batch size must be >= 1")
+        if self.input_size is not None and self.input_size < 1:
+            raise UsageError(f"--input-size must be >= 1, got {self.input_size}")
 
 
 @dataclass
@@ -109,10 +114,17 @@ def export_onnx(
     *,
     metadata: dict[str, str] | None = None,
 ) -> ExportResult:
-    """Export `model` (which carries `.spec`) to `path`; check it; add `metadata` props."""
+    """Export `model` (which carries `.spec`) to `path` at its spec's input size (fixed H/W:
+    `cfg.input_size`, when given, must be that size; callers re-target the model first with
+    `export.input_size.at_input_size`); check it; add `metadata` props."""
     cfg = cfg or ExportConfig()
     path = Path(path)
     spec: ModelSpec = model.spec  # type: ignore[assignment]
+    if cfg.input_size is not None and cfg.input_size != spec.input_size:
+        raise UsageError(
+            f"export at {cfg.input_size}: the model's spec says {spec.input_size}",
+            hint="re-target it first (export.input_size.at_input_size)",
+        )
     batch = 2 if cfg.dynamic_batch else cfg.static_batch
     example = torch.zeros((batch, *spec.input_shape))
     net = _prepared(model, cfg.precision)

@@ -155,7 +155,7 @@ def card_metadata(card: Any) -> dict[str, str]:
         "architecture": a.name,
         "num_classes": a.num_classes,
         "in_channels": a.in_channels,
-        "input_size": a.input_size,
+        "input_size": card.spec.get("input_size", a.input_size),  # H/W it was exported at
         "spec": card.spec,
         "class_names": card.class_names,
         "precision": card.precision,

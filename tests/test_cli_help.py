@@ -166,8 +166,8 @@ def test_option_groups_are_declared_once_and_reach_the_command():
         ("prune", "model data device"),
         ("sensitivity", "model data"),
         ("quantize", "model data"),
-        ("export", "model data"),
-        ("bench", "model"),
+        ("export", "run-model data"),
+        ("bench", "run-model"),
         ("doctor", "model"),
         ("distill", "shape data device fit"),
     ],
@@ -178,7 +178,7 @@ def test_verbs_use_the_shared_groups(verb, groups):
     from compress.cli.app import app
 
     cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "data": o.DataOptions}
-    cls |= {"device": o.DeviceOptions, "fit": o.FitOptions}
+    cls |= {"device": o.DeviceOptions, "fit": o.FitOptions, "run-model": o.RunModelOptions}
     cmd = next(c for c in app.registered_commands if c.name == verb)
     sig = inspect.signature(cmd.callback.__wrapped__, eval_str=True)
     used = {p.annotation for p in sig.parameters.values()}

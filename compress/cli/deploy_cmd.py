@@ -53,6 +53,19 @@ BaselineOpt = Annotated[
         "speed-up is given vs its fastest case and vs its onnxruntime fp32 case."
     ),
 ]
+InputSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Deploy at N x N input (a zoo name is built at N): a PyTorch artifact is "
+        "re-targeted when resolution-independent (a too-small N or a fixed-size Linear after "
+        "flatten is refused naming the layer); an ONNX artifact only at the size it was "
+        "exported at (or any, if its H/W are dynamic). Candidates and --baseline are timed at "
+        "N, and predict resizes images to N. At a size other than the one the weights were "
+        "trained at, the accuracy gate runs on validation images resized to N against fp32 at "
+        "N (a check of runtimes and precisions, not of the model's accuracy, which resizing "
+        "changes); --eval-samples bounds its cost.",
+    ),
+]
 
 
 def deploy(
@@ -68,6 +81,7 @@ def deploy(
     rounds: RoundsOpt = 3,
     eval_samples: EvalSamplesOpt = None,
     baseline: BaselineOpt = None,
+    input_size: InputSizeOpt = None,
     dataset: o.DatasetOpt = None,
     data_dir: o.DataDirOpt = None,
     overwrite: o.OverwriteOpt = False,
@@ -93,6 +107,7 @@ def deploy(
         eval_samples=eval_samples,
         baseline=baseline,
         exclude=tuple(exclude or ()),
+        input_size=input_size,
     )
     ref = ModelRef(model=model)
     data = DataConfig(dataset=dataset, data_dir=data_dir)

@@ -49,7 +49,7 @@ def export(
     parity_samples: Annotated[
         int, typer.Option(help="Inputs for the parity gate (validation images if trained).")
     ] = 64,
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.RunModelOptions = o.RunModelOptions(),
     data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
@@ -59,7 +59,8 @@ def export(
     The ONNX file passes onnx.checker and shape inference, then must match the PyTorch model in
     onnxruntime (fp32: max abs diff <= 1e-4, rtol 1e-3, same top-1; fp16: <= 1e-2 and cosine
     >= 0.999) on real validation images (random inputs if untrained). A failed gate keeps the
-    artifact, marks its card, and exits with code 5.
+    artifact, marks its card, and exits with code 5. With --input-size N the file, its parity
+    gate (images resized to N) and its card are at N x N; bench and deploy then run it there.
     """
     from compress.stages.export import run_export
     from export.onnx_export import ExportConfig
@@ -71,6 +72,7 @@ def export(
         precision=precision,
         optimize=optimize,
         parity_samples=parity_samples,
+        input_size=mo.input_size,
     )
     with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
         summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite).to_dict()
@@ -127,8 +129,8 @@ class BenchOptions(o.OptionGroup):
         ),
     ] = None
 
-    def config(self) -> BenchConfig:
-        """The library's BenchConfig (validated there)."""
+    def config(self, input_size: int | None = None) -> BenchConfig:
+        """The library's BenchConfig (validated there); `input_size` is --input-size."""
         from export.bench import BenchConfig
         from export.precision import parse_precisions
 
@@ -142,13 +144,14 @@ class BenchOptions(o.OptionGroup):
             opset=self.opset,
             rounds=self.rounds,
             precisions=parse_precisions(self.precision),
+            input_size=input_size,
         )
 
 
 def bench(
     model: BenchModels,
     how: BenchOptions = BenchOptions(),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.RunModelOptions = o.RunModelOptions(),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
     md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -160,13 +163,15 @@ def bench(
     """Measure latency (p50/p90/p99), throughput, memory and size per model, runtime and batch.
 
     Inputs are synthetic (random, the model's shape): the numbers are speed, not accuracy.
-    PyTorch models also run on onnxruntime after an in-memory export.
+    PyTorch models also run on onnxruntime after an in-memory export. --input-size N times
+    every model at N x N (e.g. a dense parent and its pruned children trained at 28, at 224);
+    an ONNX artifact exported with `compress export --input-size N` runs at N without it.
     """
     from compress.stages.bench import run_bench
     from export.report import write_reports
     from models.resolve import zoo_weights
 
-    cfg = how.config()
+    cfg = how.config(mo.input_size)
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
         report = run_bench(refs, cfg, progress=progress)

@@ -46,6 +46,19 @@ InputSizeOpt = Annotated[
         help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
     ),
 ]
+RunInputSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--input-size",
+        help="Input height=width to run at. A zoo name is built at N (default: from the data "
+        "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
+        "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
+        "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
+        "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
+        "was exported at (recorded in its card); another N is refused unless its H/W are "
+        "dynamic. The artifact itself is never changed.",
+    ),
+]
 TrustPickleOpt = Annotated[
     bool,
     typer.Option(
@@ -143,6 +156,14 @@ class ModelOptions(ShapeOptions):
 
     def of(self, model: str) -> ModelRef:
         return self.ref(model, self.weights)
+
+
+@dataclass(frozen=True)
+class RunModelOptions(ModelOptions):
+    """The model options of verbs that run a model at an input size (export, bench):
+    `--input-size` also re-targets an artifact (see RunInputSizeOpt)."""
+
+    input_size: RunInputSizeOpt = None
 
 
 @dataclass(frozen=True)

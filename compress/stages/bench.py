@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from compress.stages.common import ModelRef, load_source
+from compress.stages.common import ModelRef, load_source, load_source_at
 from export.bench import BenchConfig, BenchModel, Progress, benchmark
 from export.bench_results import BenchReport
 from export.diagnosis import Diagnosis, Finding
 from export.doctor import diagnose
+from export.input_size import onnx_spec_at_size
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import META_PREFIX
 from export.probe import probe_in_subprocess
@@ -38,7 +40,10 @@ def run_bench(
 ) -> BenchReport:
     """Benchmark every model in `refs` on every runtime and batch size of `cfg`."""
     probe_runtime = next((r for r in cfg.runtimes if r in ORT_PROVIDERS), None)
-    models = [bench_model(ref, data, probe_runtime, cfg.threads) for ref in refs]
+    models = [
+        bench_model(ref, data, probe_runtime, cfg.threads, input_size=cfg.input_size)
+        for ref in refs
+    ]
     _unique_labels(models)
     return benchmark(models, cfg, progress)
 
@@ -48,19 +53,25 @@ def bench_model(
     data: DataConfig | None = None,
     probe_runtime: str | None = "ort-cpu",
     threads: int | None = None,
+    *,
+    input_size: int | None = None,
 ) -> BenchModel:
-    """Turn one `--model` reference into a BenchModel (ONNX files probed in a child process)."""
+    """Turn one `--model` reference into a BenchModel (ONNX files probed in a child process),
+    at `input_size` when given (see `export.input_size`; None: the model's own size)."""
     path = Path(ref.model)
     if (path.is_file() and path.suffix == ".onnx") or (is_artifact(path) and _is_onnx(path)):
         onnx_path = path / ONNX if path.is_dir() else path
         card: Card | None = read_card(path) if path.is_dir() else _card_or_none(onnx_path)
-        spec = card.model_spec if card else _spec_from_onnx(onnx_path, ref)
+        sized = replace(ref, input_size=input_size or ref.input_size)
+        spec = card.model_spec if card else _spec_from_onnx(onnx_path, sized)
+        if input_size is not None:
+            spec = onnx_spec_at_size(onnx_path, spec, input_size)
         if probe_runtime:
             probe_in_subprocess(onnx_path, probe_runtime, threads)
         return BenchModel(
             label=path.name, spec=spec, onnx_path=str(onnx_path), card=card, source=str(path)
         )
-    src = load_source(ref, data)
+    src = load_source_at(ref, data, input_size)
     if src.card is not None:
         size = src.card.files.get(WEIGHTS, {}).get("bytes")
     else:

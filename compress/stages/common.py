@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from export.input_size import at_input_size
 from models.artifact import Card, new_card
 from models.data import DataBundle, DataConfig, dataset_shape, load_data
 from models.pretrained import for_file, looks_like_name
@@ -63,6 +64,20 @@ def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
         trust_pickle=ref.trust_pickle,
         trust_code=ref.trust_code,
     )
+
+
+def load_source_at(ref: ModelRef, data: DataConfig | None, size: int | None) -> ModelSource:
+    """:func:`load_source`, run at size x size when `size` is given: a zoo name or factory is
+    built at `size` (unless `ref.input_size` says otherwise), an artifact is re-targeted to it
+    when it is resolution-independent (else UsageError naming the layer: see
+    `export.input_size`); the in-memory card then carries the new spec."""
+    if size is None:
+        return load_source(ref, data)
+    src = load_source(replace(ref, input_size=ref.input_size or size), data)
+    spec = at_input_size(src.model, size)
+    if src.card is not None:
+        src.card.spec = spec.to_dict()
+    return src
 
 
 def load_source_and_data(ref: ModelRef, data: DataConfig | None) -> tuple[ModelSource, DataBundle]:

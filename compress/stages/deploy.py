@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.deploy_candidates import ModelFiles, needs_torch, plan_candidates
 from compress.stages.deploy_measure import (
     Trial,
@@ -33,6 +33,7 @@ from compress.stages.deploy_measure import (
     time_trials,
 )
 from export.environment import capture_environment
+from export.input_size import onnx_spec_at_size, trained_input_size
 from export.precision import PRECISIONS
 from export.runtime import RUNTIMES
 from models.artifact import (
@@ -70,6 +71,9 @@ class DeployConfig:
     eval_samples: int | None = None  # cap on validation images per candidate (None: all)
     baseline: str | None = None  # a dense parent artifact: measured alike, speed-ups vs it
     exclude: tuple[str, ...] = ()  # runtimes not to try (names this build lacks are ignored)
+    # Height = width to deploy at; None: the artifact's own. At a size other than the one the
+    # weights were trained at, the gate compares with fp32 at that size (see _reference).
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
@@ -83,6 +87,8 @@ class DeployConfig:
             raise UsageError("--seconds must be > 0, --rounds >= 1, --warmup >= 0")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError("--eval-samples must be >= 1")
+        if self.input_size is not None and self.input_size < 1:
+            raise UsageError(f"--input-size must be >= 1, got {self.input_size}")
 
 
 @dataclass
@@ -219,29 +225,35 @@ def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) 
         )
     if is_artifact(path) and read_card(path).kind == "onnx":
         card = read_card(path)
+        if cfg.input_size is not None:
+            spec = onnx_spec_at_size(path / ONNX, card.model_spec, cfg.input_size)
+            card.spec = spec.to_dict()
         return _Source(card, ModelFiles(onnx_path=str(path / ONNX)), onnx_dir=path)
-    model_src = load_source(ref, data)
+    model_src = load_source_at(ref, data, cfg.input_size)
     model = model_src.model.eval()
     if model_src.card is not None and is_artifact(path):
         card, torch_dir = model_src.card, path
+        if read_card(path).spec != card.spec:  # re-targeted: a copy carries the new spec
+            torch_dir = tmp / "pytorch"
+            save_model(model, torch_dir, card)
     else:
         card, torch_dir = card_for(model_src, None), tmp / "pytorch"
         save_model(model, torch_dir, card)
     src = _Source(card, ModelFiles(torch_model=model), torch_dir=torch_dir)
     wanted = [r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude]
     if not all(needs_torch(r) for r in wanted):
-        _export(src, data, tmp / "onnx")
+        _export(src, data, tmp / "onnx", cfg.input_size)
     return src
 
 
-def _export(src: _Source, data: DataConfig | None, out: Path) -> None:
+def _export(src: _Source, data: DataConfig | None, out: Path, size: int | None) -> None:
     """Export for the ONNX runtimes; a failed export leaves them out, with the reason."""
     from compress.stages.export import run_export
     from export.onnx_export import ExportConfig
     from models.errors import CompressError
 
     try:
-        run_export(ModelRef(str(src.torch_dir)), ExportConfig(), data, out)
+        run_export(ModelRef(str(src.torch_dir)), ExportConfig(input_size=size), data, out)
     except CompressError as e:
         src.files.onnx_error = str(e.args[0]).splitlines()[0]
         log.warning("deploy: ONNX export failed, ONNX runtimes are skipped: %s", e)
@@ -250,13 +262,20 @@ def _export(src: _Source, data: DataConfig | None, out: Path) -> None:
 
 
 def _reference(card: Card, trials: list[Trial]) -> tuple[float | None, str]:
-    """The accuracy the gate compares with: the card's validation top-1, else fp32 here."""
+    """The accuracy the gate compares with: the card's validation top-1, else fp32 here. At an
+    input size other than the one the card's top-1 was measured at (the weights' training
+    size), fp32 here at the deployed size: the validation images are resized to it, which
+    changes the task, so the gate then checks the runtimes and precisions against fp32 on the
+    same inputs, not the model's accuracy."""
+    spec = card.model_spec
+    trained, size = trained_input_size(spec), spec.input_size
     val = card.metrics.get("val")
-    if card.trained and isinstance(val, dict) and "top1" in val:
+    if card.trained and isinstance(val, dict) and "top1" in val and trained == size:
         return float(val["top1"]), "(validation top-1 recorded in the card)"
+    at = "" if trained == size else f" at {size}x{size}, images resized from {trained}x{trained}"
     for t in trials:
         if t.cand.precision == "fp32" and t.val_top1 is not None:
-            return t.val_top1, f"(validation top-1 measured on {t.cand.runtime} fp32)"
+            return t.val_top1, f"(validation top-1 measured on {t.cand.runtime} fp32{at})"
     return None, "(no reference accuracy: gate not applied)"
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from compress.pruning.flops import count_params
-from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.results import ExportSummary
 from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import card_metadata, external_data_path, onnx_size, optimize_offline
@@ -41,9 +41,11 @@ def run_export(
     *,
     overwrite: bool = False,
 ) -> ExportSummary:
-    """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary."""
+    """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary. With
+    `cfg.input_size` the file takes that H/W (the parity gate runs there too, on validation
+    images resized to it) and its card's spec says so."""
     check_out_dir(out, overwrite)
-    src = load_source(ref, data)
+    src = load_source_at(ref, data, cfg.input_size)
     model = src.model.eval()
     spec: ModelSpec = model.spec  # type: ignore[assignment]
     bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
