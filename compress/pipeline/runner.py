@@ -30,6 +30,7 @@ from compress.pipeline.table import StageContext, StageKind, StageOutcome
 from models.artifact import check_out_dir, is_artifact, model_code, read_card
 from models.data import DataConfig
 from models.errors import QualityGateError, UsageError
+from models.outlock import locks_output
 from models.registry import is_factory_ref
 from models.usercode import check_consent, read_source, sha256_bytes
 
@@ -221,6 +222,7 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
     tmp.replace(folder / RECORD)
 
 
+@locks_output
 def run_pipeline(
     recipe: Recipe,
     out: str | Path,
