@@ -13,6 +13,7 @@ names it and the two ways on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import IO, Any, cast
@@ -52,9 +53,32 @@ class _Writer:
         self.f.flush()
 
 
+def content_digest(obj: Any, h: Any = None) -> str:
+    """SHA-256 over a checkpoint's content (tensor bytes, numbers, keys, in a fixed order): torch
+    files carry no checksum, so a flipped bit would otherwise load silently."""
+    h = h or hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            h.update(f"<{k}>".encode())
+            content_digest(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            content_digest(x, h)
+    else:
+        h.update(repr(obj).encode())
+    return str(h.hexdigest())
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Plain tensors and numbers only (loadable with weights_only=True); atomic and fsynced."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+    """Plain tensors and numbers only (loadable with weights_only=True), with a content
+    digest; atomic and fsynced."""
+    state = {**state, "sha256": content_digest(state)}
+    needed = sum(t.numel() * t.element_size() for t in _tensors(state))
+    with atomic_file(path, needed=needed) as tmp, open(tmp, "wb") as f:
         writer = _Writer(f)
         try:
             torch.save(state, cast(IO[bytes], writer))  # write() is all torch uses
@@ -69,17 +93,31 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
         raise InvalidInputError(
-            f"checkpoint {path} is damaged (truncated or corrupted: {why})",
+            f"checkpoint {path} is damaged (truncated or corrupted: {said})",
             hint=f"delete {path} to start the run over, or run without --resume",
         ) from e
+    why: str | None = None
     if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+        why = "not a compress training checkpoint"
+    elif "sha256" in state and content_digest(
+        {k: v for k, v in state.items() if k != "sha256"}
+    ) != state.pop("sha256"):
+        why = "its content does not match its checksum: flipped bits or an edit"
+    if why:
         raise InvalidInputError(
-            f"checkpoint {path} is damaged (not a compress training checkpoint)",
+            f"checkpoint {path} is damaged ({why})",
             hint=f"delete {path} to start the run over, or run without --resume",
         )
     return state
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list | tuple) else []
+    return [t for x in items for t in _tensors(x)]
 
 
 def write_epoch(
