@@ -135,6 +135,7 @@ def _internal(e: BaseException, argv: list[str]) -> NoReturn:
         f"[bold red]internal error:[/] {escape(f'{type(e).__name__}: {e}')}\n"
         f"  this is a bug in compress; `{escape(again)}` shows the traceback; please report it",
         highlight=False,
+        soft_wrap=True,  # the command stays one line, to copy and paste
     )
     raise typer.Exit(1) from None
 
