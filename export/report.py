@@ -26,6 +26,7 @@ from export.baseline import (
     times,
 )
 from export.bench_results import INPUT_NOTE, BenchReport, CaseResult
+from models.durable import atomic_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,14 @@ def report_dict(report: BenchReport) -> dict[str, Any]:
 
 
 def write_json(report: BenchReport, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(report_dict(report), indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(report_dict(report), indent=2) + "\n")
 
 
 def write_csv(report: BenchReport, path: str | Path) -> Path:
     """One row per case, every CaseResult field (providers joined with '+')."""
     path = Path(path)
     names = [f.name for f in fields(CaseResult)]
-    with open(path, "w", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=names)
         w.writeheader()
         for r in report.results:
@@ -147,9 +146,7 @@ def to_markdown(report: BenchReport) -> str:
 
 
 def write_markdown(report: BenchReport, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(to_markdown(report))
-    return path
+    return write_text(path, to_markdown(report))
 
 
 def plot_latency(report: BenchReport, path: str | Path) -> Path:

@@ -23,6 +23,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
 
+from models.durable import disk_full_error
 from models.errors import ResourceError, WeightsError
 from models.progress import progress_bar
 
@@ -110,7 +111,9 @@ def download(url: str, target: Path, sha256_prefix: str) -> None:
         log.info("downloaded %s (sha256 %s…)", target, digest[:8])
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ResourceError(f"disk full while downloading {target.name}: {e}") from e
+            raise disk_full_error(
+                target, written=tmp.stat().st_size if tmp.exists() else None
+            ) from e
         if isinstance(e, PermissionError):
             raise ResourceError(f"cannot write {target}: {e}") from e
         raise

@@ -2,8 +2,9 @@
 
 Exit codes (stable, documented in the README):
 0 ok · 1 internal bug · 2 usage (including an `--out` where nothing can be written) · 3 invalid
-input · 4 unsupported · 5 quality gate failed (artifact kept) · 6 resources (disk, memory,
-device, a file system refusing a write midway).
+input · 4 unsupported · 5 quality gate failed (artifact kept) · 6 resources (memory,
+device, a file system refusing a write midway) · 7 disk full (no space or quota left where
+compress writes; temporaries removed, what existed before intact).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class UnknownModelError(UsageError):
 
 class OutputExistsError(UsageError):
     """`--out` exists and is not empty; we refuse to overwrite without `--overwrite`."""
+
+
+class OutputLockedError(UsageError):
+    """Another run (alive, per its lock file) is writing the same `--out`; refused at once."""
 
 
 class OutputNotWritableError(UsageError):
@@ -95,6 +100,25 @@ class ResourceError(CompressError):
     exit_code = 6
 
 
+class DiskFullError(ResourceError):
+    """No space (or quota) left where we write; names the path, the bytes needed where known
+    and the free space. Temporaries are removed and what existed before is intact."""
+
+    exit_code = 7
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        path: str = "",
+        needed: int | None = None,
+        free: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path, self.needed, self.free = path, needed, free
+
+
 EXIT_CODES: dict[int, str] = {
     0: "ok",
     1: "internal error (a bug: please report it)",
@@ -102,6 +126,7 @@ EXIT_CODES: dict[int, str] = {
     3: "invalid input (missing/corrupt data, weights or artifact)",
     4: "unsupported (operation, runtime or device not available)",
     5: "quality gate failed (artifact kept and marked)",
-    6: "resources (disk, memory, device; a file system that refuses a write)",
+    6: "resources (memory, device; a file system that refuses a write or fails)",
+    7: "disk full (no space or quota left; nothing half-written kept)",
     130: "interrupted (Ctrl-C)",
 }

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.artifact import load_model, new_card, read_card, save_model
-from models.errors import ArtifactError, OutputExistsError
+from models.errors import ArtifactError, DiskFullError, OutputExistsError
 from models.registry import create_model
 
 USER_MODEL = """
@@ -56,7 +56,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("safetensors.torch.save_file", boom)
-    with pytest.raises(Exception, match="No space"):
+    with pytest.raises(DiskFullError, match=r"disk full writing .*a \(needs 246,824 bytes"):
         save_model(m, tmp_path / "a", new_card(m))
     assert list(tmp_path.iterdir()) == []
 

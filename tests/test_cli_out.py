@@ -112,7 +112,7 @@ def test_a_file_gone_midway_is_invalid_input(action, tmp_path, monkeypatch):
             "/data/x.idx: Input/output error",
         ),
         (IsADirectoryError(errno.EISDIR, "Is a directory", "/data"), 3, "/data: is a directory"),
-        (OSError(errno.ENOSPC, "No space left on device"), 6, "disk full"),
+        (OSError(errno.ENOSPC, "No space left on device"), 7, "disk full"),
         (OSError("a library's own state"), 1, "internal error"),  # no errno: not a file's fault
         (FileNotFoundError(errno.ENOENT, "gone"), 1, "internal error"),  # no file named
         (
@@ -124,8 +124,8 @@ def test_a_file_gone_midway_is_invalid_input(action, tmp_path, monkeypatch):
     ids=["io-error", "is-a-directory", "disk-full", "no-errno", "no-file", "our-own-file"],
 )
 def test_os_errors_map_to_exit_codes(error, code, text, tmp_path, monkeypatch):
-    """A user's file: 3 (gone, wrong kind) or 6 (the file system's answer); an OSError that
-    names no file, or a file of compress itself, stays a bug (exit 1)."""
+    """A user's file: 3 (gone, wrong kind), 7 (disk full) or 6 (the file system's answer); an
+    OSError that names no file, or a file of compress itself, stays a bug (exit 1)."""
     import compress.stages.train as stage
 
     def fail(*a, **k):

@@ -17,7 +17,14 @@ import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
-from models.errors import EXIT_CODES, CompressError, InvalidInputError, ResourceError
+from models.durable import DISK_FULL_ERRNOS, disk_full_error
+from models.errors import (
+    EXIT_CODES,
+    CompressError,
+    DiskFullError,
+    InvalidInputError,
+    ResourceError,
+)
 
 if TYPE_CHECKING:
     from models.progress import Bar
@@ -39,8 +46,19 @@ _MISSING = {
 }
 
 
+_VERBOSITY = ("-v", "--verbose", "-q", "--quiet")
+
+
 class ErrorMappingGroup(TyperGroup):
     """Turns library errors into one red line and a stable exit code; no traceback."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """`-v`/`-q` are root options; accept them after the verb too (`compress train -v`)."""
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _VERBOSITY]
+        rest = [a for a in args[:end] if a not in _VERBOSITY] + args[end:]
+        ctx.meta["compress.argv"] = rest
+        return super().parse_args(ctx, [*flags, *rest])
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -60,7 +78,7 @@ class ErrorMappingGroup(TyperGroup):
         except OSError as e:
             mapped = _os_error(e)
             if mapped is None:
-                _internal(e)
+                _internal(e, ctx.meta.get("compress.argv", []))
             code, line = mapped
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
@@ -69,12 +87,15 @@ class ErrorMappingGroup(TyperGroup):
         except Exception as e:
             if type(e).__module__.startswith(("typer", "click")):
                 raise  # usage errors: typer prints them and exits 2
-            _internal(e)
+            _internal(e, ctx.meta.get("compress.argv", []))
 
 
 def _os_error(e: OSError) -> tuple[int, str] | None:
     """Exit code and line for an OSError about the user's files; None for a bug (no errno, no
     file named, or a file of compress's own installation)."""
+    if e.errno in DISK_FULL_ERRNOS:
+        full = disk_full_error(os.fsdecode(e.filename)) if e.filename else None
+        return DiskFullError.exit_code, str(full) if full else f"disk full: {e}"
     if e.errno in _REFUSED_WRITES:
         return ResourceError.exit_code, f"{_REFUSED_WRITES[e.errno]}: {e}"
     name = e.filename
@@ -101,13 +122,20 @@ def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
     return any(path.is_relative_to(r) for r in roots)
 
 
-def _internal(e: BaseException) -> NoReturn:
+def _internal(e: BaseException, argv: list[str]) -> NoReturn:
     """A bug, not a user mistake: one line by default, the traceback with --verbose."""
+    import shlex
+
+    from rich.markup import escape
+
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         err_console.print_exception()
+    again = shlex.join(["compress", "-v", *argv])
     err_console.print(
-        f"[bold red]internal error:[/] {type(e).__name__}: {e}\n"
-        "  this is a bug in compress; rerun with -v for the traceback and report it"
+        f"[bold red]internal error:[/] {escape(f'{type(e).__name__}: {e}')}\n"
+        f"  this is a bug in compress; `{escape(again)}` shows the traceback; please report it",
+        highlight=False,
+        soft_wrap=True,  # the command stays one line, to copy and paste
     )
     raise typer.Exit(1) from None
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from models.durable import write_text
 
 # Under torchrun only rank 0 prints results and writes --json; every rank still shows errors.
 MAIN_RANK = os.environ.get("RANK", "0") in ("", "0")
@@ -23,8 +24,7 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path == "-":
         print(text)
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
+        write_text(path, text + "\n")  # atomic: a full disk keeps the previous file
 
 
 def pct(x: float | None) -> str:

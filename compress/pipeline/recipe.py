@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from models.durable import write_text
 from models.errors import InvalidInputError, UsageError
 
 TOP_KEYS = {
@@ -285,5 +286,5 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 def dump_recipe(recipe: Recipe, path: str | Path, header: str = "") -> Path:
     path = Path(path)
     text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
-    path.write_text((f"# {header}\n" if header else "") + text)
+    write_text(path, (f"# {header}\n" if header else "") + text)
     return path

@@ -29,7 +29,9 @@ from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
 from compress.pipeline.table import StageContext, StageKind, StageOutcome
 from models.artifact import check_out_dir, is_artifact, model_code, read_card
 from models.data import DataConfig
+from models.durable import write_text
 from models.errors import QualityGateError, UsageError
+from models.outlock import locks_output
 from models.registry import is_factory_ref
 from models.usercode import check_consent, read_source, sha256_bytes
 
@@ -216,11 +218,10 @@ def completed_record(folder: Path, digest: str) -> dict[str, Any] | None:
 
 
 def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / (RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(folder / RECORD)
+    write_text(folder / RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
 
+@locks_output
 def run_pipeline(
     recipe: Recipe,
     out: str | Path,

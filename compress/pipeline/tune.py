@@ -26,6 +26,7 @@ from typing import Any
 from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_recipe
 from models.artifact import check_writable
 from models.errors import QualityGateError, UsageError
+from models.outlock import locks_output
 
 log = logging.getLogger(__name__)
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
@@ -164,6 +165,7 @@ def objectives_of(result: Any, cfg: TuneConfig) -> list[float]:
     return values
 
 
+@locks_output
 def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) -> TuneResult:
     """Run the search; returns the Pareto front and the paths of the best recipes."""
     import optuna

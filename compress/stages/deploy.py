@@ -48,6 +48,7 @@ from models.artifact import (
 )
 from models.data import DataConfig, load_data
 from models.errors import QualityGateError, UnsupportedError, UsageError
+from models.outlock import locks_output
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class _Measured:
         return [t for t in self.trials if t.status == "ok"]
 
 
+@locks_output
 def deploy(
     ref: ModelRef | str,
     cfg: DeployConfig | None = None,

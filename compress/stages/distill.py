@@ -36,12 +36,14 @@ from compress.training.precision import resolve_amp, resolve_device
 from models.artifact import Card, check_out_dir, save_model
 from models.data import DataBundle, DataConfig, load_data
 from models.errors import UsageError, WeightsError
+from models.outlock import locks_output
 from models.registry import spec_of
 from models.resolve import ModelSource
 
 log = logging.getLogger(__name__)
 
 
+@locks_output
 def run_distill(
     teacher_ref: ModelRef,
     student_ref: ModelRef,

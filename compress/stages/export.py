@@ -27,12 +27,14 @@ from export.runtime import create_session, run_batched, torch_runner
 from models.artifact import ONNX, atomic_dir, check_out_dir, write_card
 from models.data import DataBundle, DataConfig, iterate_inputs, load_data, synthetic_batch
 from models.errors import QualityGateError
+from models.outlock import locks_output
 from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 PARITY_BATCH = 32
 
 
+@locks_output
 def run_export(
     ref: ModelRef,
     cfg: ExportConfig,

@@ -27,11 +27,13 @@ from compress.stages.train import final_metrics
 from compress.training.fit import Hooks, TrainConfig
 from models.artifact import check_out_dir, save_model
 from models.data import DataConfig, load_data
+from models.outlock import locks_output
 from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 
 
+@locks_output
 def run_factorize(
     ref: ModelRef,
     cfg: FactorizeConfig,

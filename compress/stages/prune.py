@@ -30,6 +30,7 @@ from compress.training.precision import resolve_device
 from models.artifact import FORMAT, atomic_dir, check_out_dir, save_model
 from models.data import DataBundle, DataConfig, load_data
 from models.errors import UsageError
+from models.outlock import locks_output
 from models.registry import spec_of
 from models.resolve import ModelSource, missing_weights_hint
 
@@ -94,6 +95,7 @@ def _needs_data(src: ModelSource, cfg: PruneConfig, tune: TrainConfig | None) ->
     return src.trained or cfg.criterion in DATA_CRITERIA or tune is not None
 
 
+@locks_output
 def run_prune(
     ref: ModelRef,
     cfg: PruneConfig,
@@ -205,6 +207,7 @@ def _summary(
 # ----------------------------------------------------------------------------- sensitivity
 
 
+@locks_output
 def run_sensitivity(
     ref: ModelRef,
     cfg: Any,

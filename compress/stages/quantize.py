@@ -39,11 +39,13 @@ from models.artifact import (
 )
 from models.data import DataBundle, DataConfig, load_data
 from models.errors import QualityGateError, UsageError
+from models.outlock import locks_output
 from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 
 
+@locks_output
 def run_quantize(
     ref: ModelRef,
     cfg: QuantizeConfig,

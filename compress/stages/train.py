@@ -20,6 +20,7 @@ from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import resolve_device
 from models.artifact import check_out_dir, save_model
 from models.data import DataBundle, DataConfig
+from models.outlock import locks_output
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def checkpoint_dir_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
+@locks_output
 def run_train(
     ref: ModelRef,
     cfg: TrainConfig,

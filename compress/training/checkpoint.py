@@ -4,13 +4,19 @@ A checkpoint holds plain tensors and numbers only (loadable with `weights_only=T
 epoch count, the history and every rank's RNG state, so a resumed run sees exactly the batches
 and noise an uninterrupted one would. Under torchrun rank 0 writes it and, on resume, reads it
 and broadcasts it, so nodes need not share a file system.
+
+Saving is atomic (models.durable.atomic_file: temporary, fsync, rename, fsync of the folder), so
+a run killed mid-save keeps the previous epoch's checkpoint, and a full disk is a DiskFullError
+(torch alone would report "unexpected pos"). A damaged checkpoint is refused with one line that
+names it and the two ways on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 from torch import nn
@@ -18,6 +24,7 @@ from torch import nn
 from compress.distributed import collectives
 from compress.distributed import group as ddp
 from compress.training.config import FitResult, TrainConfig
+from models.durable import atomic_file
 from models.errors import InvalidInputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -27,20 +34,90 @@ def _ckpt_path(cfg: TrainConfig) -> Path | None:
     return Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
 
 
+class _Writer:
+    """The file torch.save writes through, keeping the OSError that torch's zip writer turns
+    into a bare RuntimeError ("unexpected pos"), so a full disk is reported as one."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return int(self.f.write(data))
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def content_digest(obj: Any, h: Any = None) -> str:
+    """SHA-256 over a checkpoint's content (tensor bytes, numbers, keys, in a fixed order): torch
+    files carry no checksum, so a flipped bit would otherwise load silently."""
+    h = h or hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            h.update(f"<{k}>".encode())
+            content_digest(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            content_digest(x, h)
+    else:
+        h.update(repr(obj).encode())
+    return str(h.hexdigest())
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Plain tensors and numbers only (loadable with weights_only=True); atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Plain tensors and numbers only (loadable with weights_only=True), with a content
+    digest; atomic and fsynced."""
+    state = {**state, "sha256": content_digest(state)}
+    needed = sum(t.numel() * t.element_size() for t in _tensors(state))
+    with atomic_file(path, needed=needed) as tmp, open(tmp, "wb") as f:
+        writer = _Writer(f)
+        try:
+            torch.save(state, cast(IO[bytes], writer))  # write() is all torch uses
+        except RuntimeError as e:
+            if writer.error is not None:
+                raise writer.error from e
+            raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The state `save_checkpoint` wrote; a truncated or corrupted file is InvalidInputError."""
     try:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        return state
     except Exception as e:
-        raise InvalidInputError(f"checkpoint {path} is unreadable: {e}") from e
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
+        raise InvalidInputError(
+            f"checkpoint {path} is damaged (truncated or corrupted: {said})",
+            hint=f"delete {path} to start the run over, or run without --resume",
+        ) from e
+    why: str | None = None
+    if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+        why = "not a compress training checkpoint"
+    elif "sha256" in state and content_digest(
+        {k: v for k, v in state.items() if k != "sha256"}
+    ) != state.pop("sha256"):
+        why = "its content does not match its checksum: flipped bits or an edit"
+    if why:
+        raise InvalidInputError(
+            f"checkpoint {path} is damaged ({why})",
+            hint=f"delete {path} to start the run over, or run without --resume",
+        )
+    return state
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list | tuple) else []
+    return [t for x in items for t in _tensors(x)]
 
 
 def write_epoch(
