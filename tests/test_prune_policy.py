@@ -88,6 +88,21 @@ def test_default_policy_fine_tunes_where_the_data_is_known():
     assert asked.train is None and asked.said == "no fine-tuning, as asked"
 
 
+def test_default_rewinds_the_parents_recipe_where_the_card_records_it():
+    """LR rewinding: the parent's optimizer, peak LR and label smoothing on a fresh one-cycle;
+    a key given explicitly (--lr) still wins."""
+    recipe = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "label_smoothing": 0.1,
+              "channels_last": True, "checkpoint_dir": "x", "epochs": 10}  # fmt: skip
+    plan = plan_finetune(PruneConfig(ratio=0.5), None, SourceFacts(recipe=recipe))
+    t = plan.train
+    assert (t.optimizer, t.lr, t.schedule, t.label_smoothing, t.channels_last) == (
+        "sgd", 0.1, "onecycle", 0.1, True)  # fmt: skip
+    assert (t.epochs, t.checkpoint_dir) == (DEFAULT_FINETUNE_EPOCHS, None)
+    assert plan.config.label_smoothing == 0.1 and "rewound" in plan.said
+    mine = plan_finetune(PruneConfig(ratio=0.5), {"lr": 0.01}, SourceFacts(recipe=recipe))
+    assert mine.train.lr == 0.01 and mine.train.optimizer == "sgd"
+
+
 def test_a_whole_trainconfig_is_honoured_or_refused():
     tc = TrainConfig(epochs=3, lr=2e-3, schedule="onecycle", amp="off")
     plan = plan_finetune(PruneConfig(ratio=0.5), tc, SourceFacts())

@@ -131,7 +131,7 @@ class PruneConfig:
     max_layer_ratio: float = 1.0
     isomorphic: bool = False
     finetune_schedule: str | None = None
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # None: the parent's (its card), else 0
     augment: bool | None = None  # None: as the parent was trained (its card)
     sparse_epochs: int = 0
     sparse_method: str = "group-norm"
@@ -231,7 +231,8 @@ class PruneConfig:
                 f"--finetune-schedule must be one of {', '.join(SCHEDULES)}, "
                 f"got {self.finetune_schedule!r}"
             )
-        if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+        ls = self.label_smoothing
+        if ls is not None and not (math.isfinite(ls) and 0 <= ls < 1):
             raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.sparse_method not in SPARSE_METHODS:
             raise UsageError(

@@ -84,7 +84,7 @@ def sparse_learn(
         shard = sharding.train_sampler(len(data.train), data.config.shuffle_seed, epoch)
         for xb, yb in data.loader("train", epoch=epoch, sampler=shard):
             xb, yb = xb.to(device), yb.to(device)
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing or 0.0)
             if not math.isfinite(float(loss.detach())):
                 raise InvalidInputError(
                     "sparse learning diverged (loss is NaN/Inf)",

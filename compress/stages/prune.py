@@ -79,16 +79,20 @@ def measure(
 
 def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
     """What the fine-tuning policy needs to know of the model: trained, on which data (a card
-    naming its data set, or data given explicitly), with augmentation or not."""
+    naming its data set, or data given explicitly), and how (the last `train` entry of its
+    card: the TrainConfig and whether images were augmented)."""
     card = src.card
     named = card is not None and bool(card.dataset)
     given = data is not None and data.dataset is not None
-    augmented = None
-    for entry in reversed(card.history if card is not None else []):
-        if entry.get("stage") == "train" and "augment" in (entry.get("data") or {}):
-            augmented = bool(entry["data"]["augment"])
-            break
-    return SourceFacts(trained=src.trained, data_known=named or given, augmented=augmented)
+    trained = [e for e in (card.history if card is not None else []) if e.get("stage") == "train"]
+    last = trained[-1] if trained else {}
+    augment = (last.get("data") or {}).get("augment")
+    return SourceFacts(
+        trained=src.trained,
+        data_known=named or given,
+        augmented=None if augment is None else bool(augment),
+        recipe=last.get("config") or None,
+    )
 
 
 def _needs_data(src: ModelSource, cfg: PruneConfig, tune: TrainConfig | None) -> bool:
