@@ -143,12 +143,17 @@ class PruneOptions(o.OptionGroup):
         str | None,
         typer.Option(
             help="Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant "
-            "(default: cosine)."
+            "(default: one-cycle when the parent's recipe is rewound, else cosine)."
         ),
     ] = None
     label_smoothing: Annotated[
-        float, typer.Option(help="Label smoothing while fine-tuning / sparse learning.")
-    ] = 0.0
+        float | None,
+        typer.Option(
+            help="Label smoothing while fine-tuning / sparse learning (default: the parent's, "
+            "else 0).",
+            show_default=False,
+        ),
+    ] = None
     augment: Annotated[
         bool | None,
         typer.Option(
@@ -225,7 +230,11 @@ def prune(
     ] = True,
     lr: Annotated[
         float | None,
-        typer.Option(help=f"Fine-tuning peak learning rate (default {FINETUNE_LR:g}, cosine)."),
+        typer.Option(
+            help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
+            f"{FINETUNE_LR:g}).",
+            show_default=False,
+        ),
     ] = None,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,

@@ -101,8 +101,10 @@ class PruneConfig:
     isomorphic: with global pruning, rank channels only against groups of the same structure
       (torch-pruning's isomorphic pruning, ECCV 2024), so no layer type is emptied first.
     finetune_schedule: onecycle, cosine or constant for every fine-tuning run (a fresh schedule
-      of its own; None keeps the fine-tuning TrainConfig's). label_smoothing: for fine-tuning
-      and sparse learning. augment: random flips and crops of the training images while tuning.
+      of its own; None: the policy's, one-cycle when the parent's recipe is rewound).
+      label_smoothing: for fine-tuning and sparse learning (None: the parent's, else 0).
+      augment: random flips and crops of the training images while tuning (None: as the parent
+      was trained, off when its card does not say).
     sparse_epochs: epochs of sparse learning before the cut (torch-pruning's GroupNormPruner,
       `sparse_method` "group-norm", or GrowingRegPruner, "growing-reg", coefficient
       `sparse_reg`, weight decay off). They count in the budget: they are taken from
