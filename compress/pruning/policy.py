@@ -107,9 +107,12 @@ def plan_finetune(
         _refuse_owned(keys)
         cfg, said = _default_epochs(cfg, facts, default_epochs)
         train = _train_config(cfg, keys, facts)
-        if facts.recipe and train is not None:
-            said += f"; the parent's recipe rewound: {train.optimizer} peak lr {train.lr:g}, {train.schedule}"
     epochs = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
+    if epochs and facts.recipe and not isinstance(finetune, TrainConfig):
+        said += (
+            f"; the parent's recipe rewound: {train.optimizer} peak lr {train.lr:g}, "
+            f"{train.schedule}"
+        )
     if epochs and not facts.data_known:
         raise UsageError(
             "fine-tuning after pruning needs the data set the model was trained on",
