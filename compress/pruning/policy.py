@@ -108,7 +108,7 @@ def plan_finetune(
         cfg, said = _default_epochs(cfg, facts, default_epochs)
         train = _train_config(cfg, keys, facts)
     epochs = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
-    if epochs and facts.recipe and not isinstance(finetune, TrainConfig):
+    if epochs and facts.recipe and train is not None and not isinstance(finetune, TrainConfig):
         said += (
             f"; the parent's recipe rewound: {train.optimizer} peak lr {train.lr:g}, "
             f"{train.schedule}"
