@@ -126,3 +126,38 @@ def test_card_example_without_out_reaches_the_weights_message(tmp_path, monkeypa
     assert r.exit_code == 2, r.output
     assert "Missing option" not in r.output and "has no trained weights" in r.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_batchnorm_recalibration_is_the_exact_average_over_the_images():
+    from compress.training.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    batches = [(torch.randn(8, 1, 6, 6) + i, None) for i in range(3)]
+    done = recalibrate_batchnorm(model, batches, images=20)  # 8 + 8 + 4 of the last batch
+    assert done["images"] == 20 and done["layers"] == 1
+    with torch.no_grad():
+        means = [model[0](x[: 20 - 8 * i]).mean(dim=(0, 2, 3)) for i, (x, _) in enumerate(batches)]
+    assert torch.allclose(model[1].running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert not model.training and model[1].momentum == 0.1  # restored
+
+
+def test_pruning_with_data_re_estimates_batchnorm_after_the_cut(mini_data):
+    """Adaptive BN runs after every cut (recorded per step) and is what moves the statistics;
+    --bn-recalibration 0 leaves them as they were."""
+    from models.data import load_data
+    from models.registry import create_model
+
+    stats = {}
+    for images in (0, 128):
+        torch.manual_seed(0)
+        m = create_model(WIDTHS, trust_code=True)
+        data = load_data(mini_data, m.spec)
+        res = prune(m, PruneConfig(ratio=0.25, bn_recalibration=images), data=data)
+        stats[images] = m[1].running_var.clone()
+        step = res.steps[0]
+        assert ("bn_recalibration" in step) is bool(images)
+        if images:
+            assert step["bn_recalibration"]["images"] == 128
+    assert stats[0].shape == stats[128].shape
+    assert not torch.allclose(stats[0], stats[128])
