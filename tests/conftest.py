@@ -1,6 +1,6 @@
 """Shared fixtures: the committed Fashion-MNIST subset (one absolute path), its data config and
-loaded splits, calibration inputs, and a small trained LeNet-5 artifact; and the user model and
-size helpers the pruning tests share."""
+loaded splits, calibration inputs, and a small trained LeNet-5 artifact; the user model and
+size helpers the pruning tests share; and `cli`, one in-process `compress` invocation."""
 
 from __future__ import annotations
 
@@ -11,12 +11,23 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
+    from click.testing import Result
     from torch import nn
 
 FASHION_MINI = (Path(__file__).parent / "data" / "fashion-mini").resolve()
 MINI = str(FASHION_MINI)  # the same path as a string, for CLI arguments and configs
 # A user factory with depthwise convs, a concat and residuals (what the pruner must follow).
 USER_MODEL = str(Path(__file__).parent / "data" / "user_model.py") + ":build"
+
+
+def cli(*args: str) -> Result:
+    """`compress ARGS...` run in-process (Typer's CliRunner): exit code and output, no traceback
+    escapes."""
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+
+    return CliRunner().invoke(app, list(args))
 
 
 def params(m: nn.Module) -> int:

@@ -37,10 +37,24 @@ def _one_clear_line(r, code: int, text: str) -> None:
 
 
 @pytest.mark.parametrize("verb", sorted(VERBS))
-def test_out_under_proc_is_a_usage_error(verb):
+def test_out_under_proc_is_a_usage_error(verb, monkeypatch):
+    """Refused before any work: no model is built and no data loader made before the check."""
+    import torch
+
+    started: list[str] = []
+
+    def work(what: str):
+        def record(*a, **k):
+            started.append(what)
+            raise AssertionError(f"{what} before the --out check")
+
+        return record
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", work("a model built"))
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", work("data loaded"))
     r = CliRunner().invoke(app, [*VERBS[verb], "--out", "/proc/compress-test/out"])
     _one_clear_line(r, UsageError.exit_code, "cannot write --out /proc/compress-test/out")
-    assert not Path("/proc/compress-test").exists()
+    assert started == []
 
 
 @pytest.mark.parametrize("verb", ["train", "prune", "run"])

@@ -4,19 +4,16 @@ reconstruction at full rank, the artifact round trip without pickle, ONNX export
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 from compress.factorization.svd import FactorizeConfig, factorize, low_rank, rank_for
 from models.errors import UnsupportedError, UsageError
 from models.lowrank import LowRankLinear, break_even
 from models.registry import create_model
-
-MINI = str(Path(__file__).parent / "data" / "fashion-mini")
+from tests.conftest import MINI, cli
 
 
 def test_config_needs_exactly_one_rank_source() -> None:
@@ -90,12 +87,6 @@ def test_factorized_artifact_reloads_without_pickle_and_exports(trained_lenet, t
     assert (tmp_path / "onnx" / "model.onnx").stat().st_size < 0.6 * 248_000
 
 
-def _cli(*args: str):
-    from compress.cli.app import app
-
-    return CliRunner().invoke(app, list(args))
-
-
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [
@@ -107,7 +98,7 @@ def _cli(*args: str):
 )
 def test_cli_bad_rank_is_one_line(trained_lenet, tmp_path, args, code, text) -> None:
     out = tmp_path / "o"
-    res = _cli(
+    res = cli(
         "factorize", "--model", str(trained_lenet), "--out", str(out), "--data-dir", MINI, *args
     )
     assert res.exit_code == code, res.output
@@ -117,7 +108,7 @@ def test_cli_bad_rank_is_one_line(trained_lenet, tmp_path, args, code, text) -> 
 
 def test_cli_factorizes(trained_lenet, tmp_path) -> None:
     out = tmp_path / "f"
-    res = _cli(
+    res = cli(
         "factorize", "--model", str(trained_lenet), "--out", str(out), "--data-dir", MINI,
         "--param-target", "0.25", "--epochs", "0",
     )  # fmt: skip

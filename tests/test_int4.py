@@ -9,14 +9,12 @@ from pathlib import Path
 
 import onnx
 import pytest
-from typer.testing import CliRunner
 
 from compress.quantization import int4
 from compress.quantization.calibration import calibration_inputs
 from compress.quantization.quantize import QuantizeConfig, quantize
 from models.errors import UnsupportedError, UsageError
-
-MINI = str(Path(__file__).parent / "data" / "fashion-mini")
+from tests.conftest import MINI, cli
 
 
 @pytest.fixture(scope="module")
@@ -208,15 +206,9 @@ def test_bits_auto_needs_accuracy(lenet_onnx, bundle, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
-def _cli(*args: str):
-    from compress.cli.app import app
-
-    return CliRunner().invoke(app, list(args))
-
-
 def test_cli_int4_reports_per_layer(trained_lenet, tmp_path):
     out = tmp_path / "int4"
-    res = _cli(
+    res = cli(
         "quantize", "--model", str(trained_lenet), "--out", str(out), "--data-dir", MINI,
         "--weight-bits", "4", "--samples", "64", "--max-drop", "100", "--no-latency",
     )  # fmt: skip
@@ -239,7 +231,7 @@ def test_cli_int4_reports_per_layer(trained_lenet, tmp_path):
 )
 def test_cli_bad_bits_input_is_one_line(lenet_onnx, tmp_path, args, code, text):
     out = tmp_path / "o"
-    res = _cli("quantize", "--model", str(lenet_onnx), "--out", str(out), "--data-dir", MINI, *args)
+    res = cli("quantize", "--model", str(lenet_onnx), "--out", str(out), "--data-dir", MINI, *args)
     assert res.exit_code == code, res.output
     assert text in res.output and "Traceback" not in res.output
     assert not out.exists()

@@ -12,7 +12,6 @@ import pytest
 import torch
 from onnx import numpy_helper
 from torch import nn
-from typer.testing import CliRunner
 
 from compress.quantization import graph as qgraph
 from compress.quantization.calibration import calibration_inputs, check_calibration
@@ -20,7 +19,7 @@ from compress.quantization.fallback import fallback_search, steps
 from compress.quantization.isa import detect_isa, int8_candidates, int8_defaults
 from compress.quantization.quantize import QuantizeConfig, quantize
 from models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
-from tests.conftest import MINI
+from tests.conftest import MINI, cli
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -311,15 +310,9 @@ def test_mixed_fp16_keeps_sensitive_nodes_fp32_until_the_gate_holds(
 # ----------------------------------------------------------------------------- stage and CLI
 
 
-def _cli(*args: str):
-    from compress.cli.app import app
-
-    return CliRunner().invoke(app, list(args))
-
-
 def test_cli_quantizes_a_pytorch_artifact(trained_lenet, tmp_path):
     out = tmp_path / "int8"
-    res = _cli(
+    res = cli(
         "quantize", "--model", str(trained_lenet), "--out", str(out), "--data-dir", MINI,
         "--samples", "64", "--no-latency", "--json", str(tmp_path / "q.json"),
     )  # fmt: skip
@@ -333,18 +326,18 @@ def test_cli_quantizes_a_pytorch_artifact(trained_lenet, tmp_path):
     assert card["metrics"]["test"]["top1"] > 0.3
     summary = json.loads((tmp_path / "q.json").read_text())
     assert summary["test"]["drop_pts"] <= 3.0
-    ev = _cli("eval", "--model", str(out), "--data-dir", MINI)
+    ev = cli("eval", "--model", str(out), "--data-dir", MINI)
     assert ev.exit_code == 0, ev.output
-    again = _cli("quantize", "--model", str(trained_lenet), "--out", str(out), "--data-dir", MINI)
+    again = cli("quantize", "--model", str(trained_lenet), "--out", str(out), "--data-dir", MINI)
     assert again.exit_code == 2 and "exists" in again.output
-    int8_again = _cli(
+    int8_again = cli(
         "quantize", "--model", str(out), "--out", str(tmp_path / "x"), "--data-dir", MINI
     )
     assert int8_again.exit_code == 2 and "already int8" in int8_again.output
 
 
 def test_cli_bad_calibration_count_exits_3(lenet_onnx, tmp_path):
-    res = _cli(
+    res = cli(
         "quantize", "--model", str(lenet_onnx), "--out", str(tmp_path / "o"), "--data-dir", MINI,
         "--samples", "5",
     )  # fmt: skip
@@ -358,7 +351,7 @@ def test_missed_budget_keeps_the_artifact_and_exits_5(lenet_onnx, tmp_path, monk
     real = stage.calibration_inputs
     monkeypatch.setattr(stage, "calibration_inputs", lambda *a, **k: real(*a, **k) * 0.02)
     out = tmp_path / "bad"
-    res = _cli(
+    res = cli(
         "quantize", "--model", str(lenet_onnx), "--out", str(out), "--data-dir", MINI,
         "--samples", "64", "--max-fallback", "0", "--no-latency",
     )  # fmt: skip

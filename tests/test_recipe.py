@@ -93,3 +93,23 @@ def test_set_max_drop_null_removes_the_gate_and_a_word_is_refused():
     assert parse_recipe(GOOD, overrides=["max_drop=null"]).max_drop is None
     with pytest.raises(UsageError, match="max_drop must be a number"):
         parse_recipe(GOOD, overrides=["max_drop=lots"])
+
+
+@pytest.mark.parametrize(
+    "first_read",
+    [
+        lambda t: t["prune"],
+        lambda t: t.get("prune"),
+        lambda t: "prune" in t and t["prune"],
+        lambda t: dict(t.items())["prune"],
+    ],
+    ids=["getitem", "get", "in", "items"],
+)
+def test_stage_table_answers_the_same_whatever_is_read_first(first_read):
+    """The table of stage kinds fills on first use, whichever way it is first read (a test that
+    indexed it before anything had called `.get` used to see it empty)."""
+    from compress.pipeline.kinds import STAGES
+
+    fresh = type(STAGES)()  # unfilled, as at import
+    assert first_read(fresh).name == "prune"
+    assert sorted(fresh) == sorted(STAGES) and "bench" in fresh and len(fresh) > 5

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from compress.cli.app import app
 from models.artifact import CODE, load_model, new_card, read_card, save_model
 from models.errors import UntrustedCodeError
 from models.registry import create_model
 from models.usercode import sha256_bytes
+from tests.conftest import cli
 
-runner = CliRunner()
 FACTORY = """
 from pathlib import Path
 from torch import nn
@@ -54,11 +52,6 @@ def art(tmp_path: Path, evil: tuple[Path, Path]) -> Path:
     return out
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.output
-
-
 def test_artifact_stores_its_code_with_the_hash(art, evil):
     card = read_card(art)
     src = evil[0].read_bytes()
@@ -69,12 +62,12 @@ def test_artifact_stores_its_code_with_the_hash(art, evil):
 
 def test_card_code_refused_without_consent_and_nothing_runs(art, evil, mini_data):
     _, marker = evil
-    code, out = _cli("eval", "--model", str(art), "--data-dir", mini_data.data_dir)
-    assert code == 3 and not marker.exists()
+    r = cli("eval", "--model", str(art), "--data-dir", mini_data.data_dir)
+    assert r.exit_code == 3 and not marker.exists()
     sha = sha256_bytes((art / CODE).read_bytes())
-    line = " ".join(out.split())  # rich wraps long lines
+    line = " ".join(r.output.split())  # rich wraps long lines
     assert str(art / CODE) in line and sha in line and "--trust-code" in line
-    assert "Traceback" not in out
+    assert "Traceback" not in r.output
     with pytest.raises(UntrustedCodeError, match="--trust-code"):
         load_model(art)
     assert not marker.exists()
@@ -82,9 +75,9 @@ def test_card_code_refused_without_consent_and_nothing_runs(art, evil, mini_data
 
 def test_card_code_loads_with_consent(art, evil, mini_data):
     _, marker = evil
-    code, out = _cli("eval", "--model", str(art), "--trust-code", "--data-dir", mini_data.data_dir)
-    assert code == 0, out
-    assert marker.exists() and "top-1" in out
+    r = cli("eval", "--model", str(art), "--trust-code", "--data-dir", mini_data.data_dir)
+    assert r.exit_code == 0, r.output
+    assert marker.exists() and "top-1" in r.output
 
 
 def test_card_naming_an_outside_file_is_refused(art, evil, tmp_path):
@@ -111,13 +104,13 @@ def test_changed_code_is_refused_even_with_consent(art, evil, tmp_path, mini_dat
     (art / CODE).write_text((art / CODE).read_text().replace('"ran"', '"RAN"'))  # same size
     with pytest.raises(UntrustedCodeError, match="not the code the model was made with"):
         load_model(art, trust_code=True)
-    code, out = _cli("eval", "--model", str(art), "--trust-code", "--data-dir", mini_data.data_dir)
-    assert code == 3 and not marker.exists() and "--weights" in out
+    r = cli("eval", "--model", str(art), "--trust-code", "--data-dir", mini_data.data_dir)
+    assert r.exit_code == 3 and not marker.exists() and "--weights" in r.output
     # The user's own, explicit choice of factory loads the weights (structure from the card).
-    code, out = _cli(
+    r = cli(
         "eval", "--model", f"{f}:build", "--weights", str(art), "--data-dir", mini_data.data_dir
     )
-    assert code == 0, out
+    assert r.exit_code == 0, r.output
 
 
 def test_moved_artifact_and_its_onnx_export_load_without_the_original_file(
@@ -125,8 +118,8 @@ def test_moved_artifact_and_its_onnx_export_load_without_the_original_file(
 ):
     f, marker = evil
     onnx_art = tmp_path / "onnx"
-    code, out = _cli("export", "--model", str(art), "--trust-code", "--out", str(onnx_art))
-    assert code == 0, out
+    r = cli("export", "--model", str(art), "--trust-code", "--out", str(onnx_art))
+    assert r.exit_code == 0, r.output
     m, _ = load_model(art, trust_code=True)
     moved, moved_onnx = tmp_path / "elsewhere" / "a", tmp_path / "elsewhere" / "o"
     shutil.copytree(art, moved)
@@ -134,15 +127,15 @@ def test_moved_artifact_and_its_onnx_export_load_without_the_original_file(
     shutil.rmtree(art), shutil.rmtree(onnx_art), shutil.rmtree(f.parent)
     marker.unlink()
     # ONNX needs no code: eval and bench never import the factory, no consent asked.
-    code, out = _cli("eval", "--model", str(moved_onnx), "--data-dir", mini_data.data_dir)
-    assert code == 0, out
-    code, out = _cli(
+    r = cli("eval", "--model", str(moved_onnx), "--data-dir", mini_data.data_dir)
+    assert r.exit_code == 0, r.output
+    r = cli(
         "bench", "--model", str(moved_onnx), "-r", "ort-cpu", "--batch-sizes", "1",
         "--iters", "2", "--warmup", "0",
     )  # fmt: skip
-    assert code == 0, out
-    code, out = _cli("doctor", "--model", str(moved_onnx))
-    assert code == 0, out
+    assert r.exit_code == 0, r.output
+    r = cli("doctor", "--model", str(moved_onnx))
+    assert r.exit_code == 0, r.output
     assert not marker.exists() and not (moved_onnx / CODE).exists()
     # The PyTorch artifact runs its own copy of the code, with consent.
     loaded, _ = load_model(moved, trust_code=True)
@@ -153,11 +146,11 @@ def test_moved_artifact_and_its_onnx_export_load_without_the_original_file(
 def test_resaved_artifact_carries_the_code(art, tmp_path, mini_data):
     """A stage on a user-model artifact writes the same code (hash) into its output."""
     out = tmp_path / "pruned"
-    code, msg = _cli(
+    r = cli(
         "prune", "--model", str(art), "--trust-code", "--ratio", "0.25", "--out", str(out),
         "--data-dir", mini_data.data_dir, "--finetune-epochs", "0",
     )  # fmt: skip
-    assert code == 0, msg
+    assert r.exit_code == 0, r.output
     assert read_card(out).code.sha256 == read_card(art).code.sha256  # type: ignore[union-attr]
     assert (out / CODE).read_bytes() == (art / CODE).read_bytes()
 
@@ -166,21 +159,21 @@ def test_recipe_factory_needs_consent(evil, tmp_path):
     f, marker = evil
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: {f}:build\nstages:\n  - train: {{epochs: 1}}\n")
-    code, out = _cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run")
-    assert code == 3 and "--trust-code" in " ".join(out.split()) and not marker.exists()
-    code, out = _cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run", "--trust-code")
-    assert code == 0, out
+    r = cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run")
+    assert r.exit_code == 3 and "--trust-code" in " ".join(r.output.split()) and not marker.exists()
+    r = cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run", "--trust-code")
+    assert r.exit_code == 0, r.output
     recipe.write_text(recipe.read_text() + "trust_code: true\n")
-    code, out = _cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run")
-    assert code == 0, out
+    r = cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run")
+    assert r.exit_code == 0, r.output
     assert not marker.exists()  # a dry run validates, it runs no model code
 
 
 def test_recipe_artifact_with_code_needs_consent(art, evil, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: {art}\nstages:\n  - quantize: {{method: fp16}}\n")
-    code, out = _cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run")
-    assert code == 3 and str(art / CODE) in " ".join(out.split())
+    r = cli("run", str(recipe), "--out", str(tmp_path / "o"), "--dry-run")
+    assert r.exit_code == 3 and str(art / CODE) in " ".join(r.output.split())
     assert not evil[1].exists()
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -332,24 +333,26 @@ def _stage_kinds() -> dict[str, StageKind]:
     return {k.name: k for k in stage_kinds()}
 
 
-class _LazyTable(dict[str, StageKind]):
-    """Built on first use, so importing the pipeline stays cheap."""
+class _LazyTable(Mapping[str, StageKind]):
+    """Built on first use, so importing the pipeline stays cheap. Every read (`[]`, `get`, `in`,
+    iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which fill it first."""
 
-    def _fill(self) -> None:
-        if not super().__len__():
-            self.update(_stage_kinds())
+    def __init__(self) -> None:
+        self._kinds: dict[str, StageKind] = {}
 
-    def get(self, key: str, default: Any = None) -> Any:
-        self._fill()
-        return super().get(key, default)
+    def _filled(self) -> dict[str, StageKind]:
+        if not self._kinds:
+            self._kinds = _stage_kinds()
+        return self._kinds
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        self._fill()
-        return super().__iter__()
+    def __getitem__(self, key: str) -> StageKind:
+        return self._filled()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._filled())
 
     def __len__(self) -> int:
-        self._fill()
-        return super().__len__()
+        return len(self._filled())
 
 
-STAGES: dict[str, StageKind] = _LazyTable()
+STAGES: Mapping[str, StageKind] = _LazyTable()
