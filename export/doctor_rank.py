@@ -125,16 +125,16 @@ def verdict(rows: list[dict[str, Any]], skipped: list[dict[str, str]], notes: li
 
 
 def _why(best: dict[str, Any], ort: dict[str, Any] | None) -> str:
-    from export.environment import isa_flags
+    from export.environment import INT8_DOT_PRODUCT, isa_flags
 
     isa = isa_flags()
     eff, runtime = best["effective_precision"], best["runtime"]
     if eff == "bf16":
-        units = "AMX" if isa.get("amx") else "AVX512-BF16" if isa.get("avx512_bf16") else "GPU"
+        units = "AMX" if isa.get("amx_bf16") else "AVX512-BF16" if isa.get("avx512_bf16") else "GPU"
         how = "OpenVINO chose bf16 itself" if best["precision"] == "fp32" else "bf16 was asked for"
         return f"it computes in bf16 on this CPU's native {units} units ({how}): half fp32's bytes"
     if best["precision"] == "int8":
-        dot = [k for k in ("amx", "avx512_vnni", "avx_vnni", "arm_dotprod") if isa.get(k)]
+        dot = [k for k in INT8_DOT_PRODUCT if isa.get(k)]
         via = f"with {', '.join(dot)}" if dot else "(no int8 dot-product instructions here)"
         return f"the int8 graph runs on {runtime}'s int8 kernels {via}"
     if runtime.startswith("openvino"):

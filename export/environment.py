@@ -14,19 +14,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# Flag names as /proc/cpuinfo spells them, grouped by what they mean for inference.
+# The one CPU-feature table: flag names as /proc/cpuinfo spells them, grouped by what they mean
+# for inference. compress.quantization.isa, the doctor and the precision rules all read it.
 ISA_GROUPS: dict[str, tuple[str, ...]] = {
     "avx2": ("avx2",),
     "fma": ("fma",),
     "avx512": ("avx512f",),
-    "avx512_vnni": ("avx512_vnni",),
+    "avx512_vnni": ("avx512_vnni", "avx512vnni"),
     "avx_vnni": ("avx_vnni",),
     "avx512_bf16": ("avx512_bf16",),
-    "amx": ("amx_tile", "amx_int8", "amx_bf16"),
+    "amx": ("amx_tile", "amx_int8", "amx_bf16"),  # any AMX unit
+    "amx_int8": ("amx_int8",),
+    "amx_bf16": ("amx_bf16",),
     "neon": ("neon", "asimd"),
     "arm_dotprod": ("asimddp",),
     "arm_i8mm": ("i8mm",),
+    "arm_bf16": ("bf16",),
 }
+# Groups that sum int8 products into 32 bits without saturation: int8 GEMM's fast path.
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "arm_dotprod", "arm_i8mm")
+# Groups that compute bf16 natively (emulated bf16 is slower than fp32).
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "arm_bf16")
 LIBRARIES = (
     "torch",
     "onnx",
@@ -38,34 +46,58 @@ LIBRARIES = (
 )
 
 
+def cpu_arch() -> str:
+    """This machine's architecture: x86_64, arm64, or what platform.machine() says."""
+    m = platform.machine().lower()
+    if m in ("x86_64", "amd64"):
+        return "x86_64"
+    if m in ("aarch64", "arm64"):
+        return "arm64"
+    return m or "unknown"
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(model name, feature flags) of the first CPU in a /proc/cpuinfo text ('' and {} if absent);
+    x86 lists `flags`, ARM `Features`."""
+    name, flags = "", frozenset[str]()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not name:
+            name = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = frozenset(value.split())
+    return name, flags
+
+
 @lru_cache(maxsize=1)
 def cpu_info() -> tuple[str, frozenset[str]]:
     """(CPU model name, feature flags) from /proc/cpuinfo; best effort elsewhere."""
     name, flags = "", frozenset[str]()
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and not name:
-                name = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = frozenset(value.split())
+        name, flags = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     name = name or platform.processor() or platform.machine()
-    if platform.machine() in ("arm64", "aarch64") and not flags:
+    if cpu_arch() == "arm64" and not flags:
         flags = frozenset({"neon"})  # every 64-bit ARM core has NEON
     return name, flags
 
 
-def isa_flags() -> dict[str, bool]:
-    """Which inference-relevant instruction sets this CPU has."""
-    _, flags = cpu_info()
+def isa_flags(flags: frozenset[str] | None = None) -> dict[str, bool]:
+    """Which inference-relevant instruction sets this CPU (or these `flags`) has."""
+    flags = cpu_info()[1] if flags is None else flags
     return {group: any(f in flags for f in names) for group, names in ISA_GROUPS.items()}
 
 
-def has_int8_dot_product() -> bool:
-    """True where int8 GEMM has a fast path (VNNI, AMX, ARM dot product)."""
-    isa = isa_flags()
-    return any(isa[k] for k in ("avx512_vnni", "avx_vnni", "amx", "arm_dotprod", "arm_i8mm"))
+def has_int8_dot_product(flags: frozenset[str] | None = None) -> bool:
+    """True where int8 GEMM has a fast path (VNNI, AMX-INT8, ARM dot product or i8mm)."""
+    isa = isa_flags(flags)
+    return any(isa[k] for k in INT8_DOT_PRODUCT)
+
+
+def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16, AMX-BF16, ARM BF16)."""
+    isa = isa_flags(flags)
+    return any(isa[k] for k in NATIVE_BF16)
 
 
 def physical_cores() -> int:

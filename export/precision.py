@@ -20,12 +20,9 @@ QUANTIZED = ("int8", "int4", "mixed")
 
 def cpu_bf16(flags: frozenset[str] | None = None) -> str | None:
     """None when this CPU computes bf16 natively, else the reason it does not."""
-    if flags is None:
-        from export.environment import cpu_info
+    from export.environment import has_native_bf16
 
-        flags = cpu_info()[1]
-    native = {"avx512_bf16", "amx_bf16", "bf16"} & flags  # x86 AVX512-BF16 / AMX, ARM BF16
-    if native:
+    if has_native_bf16(flags):  # x86 AVX512-BF16 / AMX-BF16, ARM BF16
         return None
     return (
         "this CPU has no native bf16 instructions (no avx512_bf16, amx_bf16 or ARM bf16 in its "

@@ -5,12 +5,12 @@ int8 is only fast (and, on some CPUs, only accurate) with the right instructions
 `vpmaddubsw`, whose 16-bit intermediate sums saturate with full-range U8S8 (onnxruntime's
 documented remedy is `reduce_range`, 7-bit weights); ARM's dot-product instructions have no
 such problem. The choice and its reason go into the card, so a user can see why. Reading the
-flags is export.environment's job; this module decides what they mean for quantization.
+flags, and what each one means, is export.environment's table (one for the whole tool); this
+module decides what they mean for onnxruntime's int8 settings.
 """
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass
 
 
@@ -24,6 +24,7 @@ class Isa:
     vnni: bool = False  # AVX512-VNNI or AVX-VNNI
     amx_int8: bool = False
     arm_dot: bool = False  # ARMv8.2 dot product (asimddp)
+    arm_i8mm: bool = False  # ARMv8.6 int8 matrix multiply (smmla)
 
     @property
     def name(self) -> str:
@@ -34,8 +35,15 @@ class Isa:
                 return f"x86 {base} + VNNI + AMX"
             return f"x86 {base} + VNNI" if self.vnni else f"x86 {base} (no VNNI)"
         if self.arch == "arm64":
-            return "ARM dot-product" if self.arm_dot else "ARM (no dot-product)"
+            units = [u for u, on in (("dot-product", self.arm_dot), ("i8mm", self.arm_i8mm)) if on]
+            return f"ARM {' + '.join(units)}" if units else "ARM (no dot-product)"
         return self.arch
+
+    @property
+    def int8_dot_product(self) -> bool:
+        """int8 products summed in 32 bits without saturation (export.environment's
+        INT8_DOT_PRODUCT): VNNI, AMX-INT8, ARM dot product or i8mm."""
+        return self.vnni or self.amx_int8 or self.arm_dot or self.arm_i8mm
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "name": self.name}
@@ -60,38 +68,29 @@ class Int8Settings:
         return {**asdict(self), "label": self.label}
 
 
-def _arch() -> str:
-    m = platform.machine().lower()
-    if m in ("x86_64", "amd64"):
-        return "x86_64"
-    if m in ("aarch64", "arm64"):
-        return "arm64"
-    return m or "unknown"
-
-
 def detect_isa(flags: frozenset[str] | None = None, arch: str | None = None) -> Isa:
-    """Read the CPU flags (export.environment, from /proc/cpuinfo); `flags`/`arch` for tests."""
-    if flags is None:
-        from export.environment import cpu_info
+    """This CPU's int8-relevant instruction sets, from export.environment's table;
+    `flags`/`arch` for tests."""
+    from export.environment import cpu_arch, isa_flags
 
-        flags = cpu_info()[1]
-    arch = arch or _arch()
+    arch = arch or cpu_arch()
+    has = isa_flags(flags)
     if arch == "x86_64":
         return Isa(
             arch=arch,
-            avx2="avx2" in flags,
-            avx512="avx512f" in flags,
-            vnni=bool({"avx512_vnni", "avx_vnni", "avx512vnni"} & flags),
-            amx_int8="amx_int8" in flags,
+            avx2=has["avx2"],
+            avx512=has["avx512"],
+            vnni=has["avx512_vnni"] or has["avx_vnni"],
+            amx_int8=has["amx_int8"],
         )
     if arch == "arm64":
-        return Isa(arch=arch, arm_dot="asimddp" in flags)
+        return Isa(arch=arch, arm_dot=has["arm_dotprod"], arm_i8mm=has["arm_i8mm"])
     return Isa(arch=arch)
 
 
 def int8_defaults(isa: Isa) -> Int8Settings:
     """The documented-good int8 combination for `isa` (tune=True measures the others too)."""
-    if isa.arch == "x86_64" and (isa.vnni or isa.amx_int8):
+    if isa.arch == "x86_64" and isa.int8_dot_product:
         return Int8Settings(
             "uint8",
             "int8",
@@ -107,13 +106,13 @@ def int8_defaults(isa: Isa) -> Int8Settings:
             f"{isa.name}: U8S8 runs on vpmaddubsw, whose 16-bit sums can saturate; "
             "reduce_range (7-bit weights) is onnxruntime's documented remedy",
         )
-    if isa.arch == "arm64" and isa.arm_dot:
+    if isa.arch == "arm64" and isa.int8_dot_product:
         return Int8Settings(
             "int8",
             "int8",
             False,
-            f"{isa.name}: sdot computes s8 x s8 without saturation; S8S8 is onnxruntime's "
-            "default for QDQ",
+            f"{isa.name}: {'sdot' if isa.arm_dot else 'smmla'} computes s8 x s8 without "
+            "saturation; S8S8 is onnxruntime's default for QDQ",
         )
     return Int8Settings(
         "int8",

@@ -17,11 +17,11 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from export.environment import cpu_info, isa_flags
 from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,14 @@ CPU_BF16_MIN_MACS = 5_000_000  # LeNet-5: 0.42 M (no bf16 gain); ResNet-18/50 at
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """CPU feature flags from /proc/cpuinfo (Linux), empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    """CPU feature flags as export.environment reads them (/proc/cpuinfo; empty elsewhere)."""
+    return cpu_info()[1]
 
 
 def cpu_has_native_bf16() -> bool:
-    flags = cpu_flags()
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    """Native x86 bf16 for training autocast (AVX512-BF16 or AMX-BF16, in the one table)."""
+    isa = isa_flags(cpu_flags())
+    return isa["avx512_bf16"] or isa["amx_bf16"]
 
 
 @dataclass(frozen=True)
