@@ -1,7 +1,8 @@
 """One rule for what `--model` and `--weights` mean everywhere.
 
 `--model`: a zoo name, an artifact directory, or `path/to/file.py:factory` (typed by the user,
-so it runs; a factory stored in an artifact runs only with `trust_code`).
+so it runs; a factory stored in an artifact runs only with `trust_code`). Whether it is ONNX (a
+bare `.onnx` file or an ONNX artifact) is `onnx_input`'s answer, the one every verb asks.
 `--weights`: a .safetensors file, an artifact directory, a `weights_only` PyTorch state_dict
 (.pt/.pth/.bin), the literal `random` (explicitly untrained), or the name of published weights
 for a zoo model (`imagenet`: see `models.pretrained`; downloaded once into a cache).
@@ -15,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from models.artifact import WEIGHTS, Card, is_artifact, load_model, read_card
+from models.artifact import ONNX, WEIGHTS, Card, is_artifact, load_model, read_card
 from models.errors import ArtifactError, UsageError
 from models.pretrained import for_file, load_pretrained, looks_like_name, lookup, names_for
 from models.registry import create_model, is_factory_ref
@@ -54,6 +55,28 @@ class ModelSource:
     ref: str
     weights: str  # path, "artifact", "random", "none" or a published name ("imagenet")
     pretrained: dict[str, Any] | None = None  # provenance of published weights
+
+
+@dataclass(frozen=True)
+class OnnxInput:
+    """A `--model` that is ONNX: the file to run, and the card of an ONNX artifact directory
+    (None for a bare `.onnx` file, whose metadata may still carry one)."""
+
+    file: Path
+    card: Card | None
+
+
+def onnx_input(ref: str | Path) -> OnnxInput | None:
+    """The ONNX behind `ref`, a bare `.onnx` file or an ONNX artifact directory; None for a
+    PyTorch artifact, a zoo name or a factory."""
+    path = Path(ref)
+    if path.is_file() and path.suffix == ".onnx":
+        return OnnxInput(path, None)
+    if is_artifact(path):
+        card = read_card(path)
+        if card.kind == "onnx":
+            return OnnxInput(path / ONNX, card)
+    return None
 
 
 @dataclass

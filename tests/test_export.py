@@ -109,6 +109,27 @@ def test_run_export_untrained_writes_artifact(tmp_path: Path) -> None:
     onnx.checker.check_model(str(out / ONNX), full_check=True)
 
 
+def test_onnx_input_is_the_one_answer_to_is_it_onnx(tmp_path: Path) -> None:
+    """An ONNX artifact (file + card) or a bare .onnx file is ONNX; nothing else is."""
+    import shutil
+
+    from models.resolve import onnx_input
+    from tests.conftest import USER_MODEL
+
+    onnx_art = tmp_path / "onnx"
+    run_export(ModelRef("lenet5", weights="random"), ExportConfig(), MINI, onnx_art)
+    found = onnx_input(onnx_art)
+    assert found is not None and found.file == onnx_art / ONNX
+    assert found.card is not None and found.card.kind == "onnx"
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(onnx_art / ONNX, bare)
+    assert onnx_input(str(bare)) == type(found)(bare, None)
+    model = create_model("lenet5")
+    torch_art = save_model(model, tmp_path / "pt", new_card(model))
+    for ref in (torch_art, "lenet5", USER_MODEL, tmp_path / "gone.onnx", tmp_path):
+        assert onnx_input(ref) is None, ref
+
+
 def test_trained_artifact_parity_on_real_data_and_eval(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model("lenet5")

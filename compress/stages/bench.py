@@ -23,10 +23,11 @@ from export.onnx_export import ExportConfig, export_onnx
 from export.onnx_file import META_PREFIX
 from export.probe import probe_in_subprocess
 from export.runtime import ORT_PROVIDERS, card_from_onnx, inspect_onnx
-from models.artifact import ONNX, WEIGHTS, Card, is_artifact, read_card
+from models.artifact import ONNX, WEIGHTS, Card, is_artifact
 from models.data import DataConfig
 from models.errors import InvalidInputError, UsageError
 from models.registry import ModelSpec, default_mean_std
+from models.resolve import onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ def bench_model(
     """Turn one `--model` reference into a BenchModel (ONNX files probed in a child process),
     at `input_size` when given (see `export.input_size`; None: the model's own size)."""
     path = Path(ref.model)
-    if (path.is_file() and path.suffix == ".onnx") or (is_artifact(path) and _is_onnx(path)):
-        onnx_path = path / ONNX if path.is_dir() else path
-        card: Card | None = read_card(path) if path.is_dir() else _card_or_none(onnx_path)
+    onnx = onnx_input(path)
+    if onnx is not None:
+        onnx_path = onnx.file
+        card = onnx.card or _card_or_none(onnx_path)
         sized = replace(ref, input_size=input_size or ref.input_size)
         spec = card.model_spec if card else _spec_from_onnx(onnx_path, sized)
         if input_size is not None:
@@ -96,11 +98,9 @@ def run_doctor(
 ) -> Diagnosis:
     """Diagnose an ONNX file/artifact, or the ONNX export of a PyTorch model; `rank` also times
     every runtime x precision here and names the fastest."""
-    path = Path(ref.model)
-    if path.is_file() and path.suffix == ".onnx":
-        return diagnose(path, runtime, threads, rank=rank)
-    if is_artifact(path) and _is_onnx(path):
-        return diagnose(path / ONNX, runtime, threads, rank=rank)
+    onnx = onnx_input(ref.model)
+    if onnx is not None:
+        return diagnose(onnx.file, runtime, threads, rank=rank)
     src = load_source(ref, data)
     with tempfile.TemporaryDirectory(prefix="compress-doctor-") as tmp:
         onnx_path = Path(tmp) / ONNX
@@ -117,10 +117,6 @@ def run_doctor(
         ),
     )
     return d
-
-
-def _is_onnx(path: Path) -> bool:
-    return read_card(path).kind == "onnx"
 
 
 def _card_or_none(path: Path) -> Card | None:

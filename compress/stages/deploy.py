@@ -49,6 +49,7 @@ from models.artifact import (
 from models.data import DataConfig, load_data
 from models.errors import QualityGateError, UnsupportedError, UsageError
 from models.outlock import locks_output
+from models.resolve import onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -220,17 +221,18 @@ def _measure(
 def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) -> _Source:
     """The model in every form a wanted runtime reads (PyTorch ones exported to ONNX)."""
     path = Path(ref.model)
-    if path.is_file() and path.suffix == ".onnx":
+    onnx = onnx_input(path)
+    if onnx is not None and onnx.card is None:
         raise UsageError(
             f"{path}: deploy takes an artifact directory (its card holds the preprocessing)",
             hint="wrap it with `compress export`, or pass the artifact it came from",
         )
-    if is_artifact(path) and read_card(path).kind == "onnx":
-        card = read_card(path)
+    if onnx is not None and onnx.card is not None:
+        card = onnx.card
         if cfg.input_size is not None:
-            spec = onnx_spec_at_size(path / ONNX, card.model_spec, cfg.input_size)
+            spec = onnx_spec_at_size(onnx.file, card.model_spec, cfg.input_size)
             card.spec = spec.to_dict()
-        return _Source(card, ModelFiles(onnx_path=str(path / ONNX)), onnx_dir=path)
+        return _Source(card, ModelFiles(onnx_path=str(onnx.file)), onnx_dir=path)
     model_src = load_source_at(ref, data, cfg.input_size)
     model = model_src.model.eval()
     if model_src.card is not None and is_artifact(path):

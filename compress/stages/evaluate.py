@@ -14,10 +14,10 @@ from typing import Any
 
 from compress.stages.common import ModelRef, data_config_for, load_source
 from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_predictor
-from models.artifact import is_artifact, read_card
 from models.data import DataConfig, load_data
 from models.errors import UsageError
 from models.registry import ModelSpec
+from models.resolve import onnx_input
 
 SPLITS = ("test", "val", "train")
 
@@ -52,11 +52,6 @@ def run_eval(
     }
 
 
-def _is_onnx(model: str) -> bool:
-    bare_onnx = model.endswith(".onnx") and Path(model).is_file()
-    return bare_onnx or (is_artifact(model) and read_card(model).kind == "onnx")
-
-
 def _predictor(
     ref: ModelRef,
     data: DataConfig | None,
@@ -70,7 +65,7 @@ def _predictor(
 
     if runtime is not None and runtime not in RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    if _is_onnx(ref.model):
+    if onnx_input(ref.model) is not None:
         from export.runtime import onnx_artifact_runner  # lazy: onnxruntime is heavy
 
         runtime = runtime or "ort-cpu"

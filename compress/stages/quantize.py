@@ -33,7 +33,6 @@ from models.artifact import (
     Card,
     atomic_dir,
     check_out_dir,
-    is_artifact,
     read_card,
     write_card,
 )
@@ -41,6 +40,7 @@ from models.data import DataBundle, DataConfig, load_data
 from models.errors import QualityGateError, UsageError
 from models.outlock import locks_output
 from models.registry import spec_of
+from models.resolve import onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,9 @@ def _float_onnx(
     ref: ModelRef, cfg: QuantizeConfig, data: DataConfig | None, tmp: Path
 ) -> tuple[Path, Card]:
     """The fp32 ONNX file to start from and its card: the input as is, or a fresh export."""
-    if is_artifact(ref.model) and read_card(ref.model).kind == "onnx":
-        card = read_card(ref.model)
+    onnx = onnx_input(ref.model)
+    if onnx is not None and onnx.card is not None:
+        card = onnx.card
         if cfg.method == "qat":
             raise UsageError(
                 "--method qat fine-tunes in PyTorch; pass the PyTorch artifact, not an ONNX one"
@@ -158,13 +159,13 @@ def _float_onnx(
             raise UsageError(
                 f"{ref.model} is already {card.precision}; quantize its fp32 parent instead"
             )
-        return Path(ref.model) / ONNX, card
-    if str(ref.model).endswith(".onnx") and Path(ref.model).is_file():
+        return onnx.file, card
+    if onnx is not None:  # a bare .onnx file
         from export.runtime import card_from_onnx
 
         if cfg.method == "qat":
             raise UsageError("--method qat needs a PyTorch model, not an .onnx file")
-        return Path(ref.model), card_from_onnx(ref.model)
+        return onnx.file, card_from_onnx(onnx.file)
     from compress.stages.export import run_export
     from export.onnx_export import ExportConfig
 
