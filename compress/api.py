@@ -1,4 +1,5 @@
-"""The Python API: one function per verb, artifact in, artifact out (what the CLI calls).
+"""The Python API: one function per verb, artifact in, artifact out (what the CLI calls;
+`compress run` calls `run_recipe`).
 
 `compress.train("lenet5", "runs/lenet5", TrainConfig(epochs=12))`: a model is a zoo name, an
 artifact directory, `path/to/file.py:factory` or a :class:`ModelRef` (weights, shape options);
@@ -18,7 +19,7 @@ from compress.distillation.distill import DistillConfig
 from compress.distributed import group as ddp
 from compress.pipeline.recipe import Recipe, apply_override, load_recipe
 from compress.pipeline.report import write_report
-from compress.pipeline.runner import PipelineResult, run_pipeline
+from compress.pipeline.runner import PipelineResult, Progress, run_pipeline
 from compress.pruning.config import PruneConfig
 from compress.quantization.context import QuantizeConfig
 from compress.stages.bench import run_bench
@@ -155,16 +156,24 @@ def run_recipe(
     overrides: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    trust_code: bool = False,
+    progress: Progress | None = None,
+    hooks: Hooks | None = None,
 ) -> PipelineResult:
-    """Run a recipe file (or a parsed :class:`Recipe`) into `out`, as `compress run` does,
-    and write `out/report.{md,json,html}` (rank 0 under torchrun)."""
+    """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write
+    `out/report.{md,json,html}` (rank 0 under torchrun; paths in `result.report`). `compress
+    run` is this call. `resume` skips finished stages (a missing `out` starts afresh, with a
+    warning); `trust_code` lets the recipe's model run the factory it names."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     else:
         recipe = copy.deepcopy(recipe)
         for item in overrides or []:
             apply_override(recipe, item)
-    result = run_pipeline(recipe, out, resume=resume, overwrite=overwrite)
+    recipe.trust_code = recipe.trust_code or trust_code
+    result = run_pipeline(
+        recipe, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
+    )
     if ddp.is_main():
-        write_report(result, recipe.name, Path(out))
+        result.report = write_report(result, recipe.name, Path(out))
     return result

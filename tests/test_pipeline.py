@@ -12,7 +12,7 @@ import pytest
 from compress.pipeline.recipe import parse_recipe
 from compress.pipeline.runner import run_pipeline
 from models.errors import QualityGateError
-from tests.conftest import FASHION_MINI
+from tests.conftest import FASHION_MINI, cli
 
 FULL = f"""\
 name: tiny
@@ -89,6 +89,44 @@ def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, monkeypa
     changed = parse_recipe(SHORT, overrides=["train.lr=0.002"])
     r3 = run_pipeline(changed, tmp_path / "run", resume=True)
     assert not r3.stages[0].get("resumed") and not r3.stages[1].get("resumed")
+
+
+ONE_STAGE = f"""\
+name: one
+model: lenet5
+data: {{data_dir: {FASHION_MINI}, batch_size: 64, limit: 200}}
+stages:
+  - train: {{epochs: 1, amp: "off"}}
+"""
+
+
+def test_cli_and_api_resume_a_missing_folder_alike(tmp_path, monkeypatch, caplog):
+    """`compress run --resume` is `compress.run_recipe(resume=True)`: a folder that does not
+    exist yet is started afresh, with the same one-line warning, records and report."""
+    import logging
+
+    import compress
+    import compress.api
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ONE_STAGE)
+    with caplog.at_level(logging.WARNING, logger="compress.pipeline.runner"):
+        api = compress.run_recipe(recipe, tmp_path / "api", resume=True)
+    assert "does not exist yet; starting the run from its first stage" in caplog.text
+    calls: list[dict] = []
+    real = compress.api.run_recipe
+    monkeypatch.setattr(
+        compress.api, "run_recipe", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    r = cli("run", str(recipe), "--out", str(tmp_path / "cli"), "--resume")
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 1 and calls[0]["resume"] is True
+    assert "does not exist yet; starting the run from its first stage" in " ".join(r.output.split())
+    for out in ("api", "cli"):
+        doc = json.loads((tmp_path / out / "report.json").read_text())
+        assert [s["kind"] for s in doc["stages"]] == ["train"]
+        assert not doc["stages"][0].get("resumed")
+    assert api.report["json"] == tmp_path / "api" / "report.json"
 
 
 def test_failed_gate_keeps_artifacts_and_exits_5(tmp_path):

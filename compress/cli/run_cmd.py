@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -29,7 +30,8 @@ def run(
     resume: Annotated[
         bool,
         typer.Option(
-            help="Skip stages whose artifacts are complete and whose inputs are unchanged."
+            help="Skip stages whose artifacts are complete and whose inputs are unchanged "
+            "(an --out that does not exist yet starts afresh, with a warning)."
         ),
     ] = False,
     overwrite: o.OverwriteOpt = False,
@@ -41,32 +43,35 @@ def run(
     Each stage writes its artifact to OUT/NN-stage/ atomically; Ctrl-C keeps finished stages,
     and --resume continues from the first unfinished one. Gates (`max_drop`) exit with code 5.
     """
+    from compress.api import run_recipe
     from compress.cli.progress import RichHooks
+    from compress.cli.summary import print_headline
     from compress.pipeline.recipe import load_recipe
-    from compress.pipeline.report import stage_rows, write_report
-    from compress.pipeline.runner import ensure_empty_or_resume, run_pipeline
+    from compress.pipeline.report import stage_rows
 
-    rec = load_recipe(recipe, set_ or [])
-    rec.trust_code = rec.trust_code or trust_code
     if dry_run:
+        rec = load_recipe(recipe, set_ or [])
+        rec.trust_code = rec.trust_code or trust_code
         _print_plan(rec, json_out)
         return
-    from pathlib import Path
-
-    ensure_empty_or_resume(Path(out), resume)
 
     def progress(name: str, i: int, total: int) -> None:
         console.rule(f"[bold]stage {i + 1}/{total}: {name}")
 
-    from compress.cli.summary import print_headline
-
     with RichHooks() as hooks:
-        result = run_pipeline(
-            rec, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
+        result = run_recipe(
+            recipe,
+            out,
+            overrides=set_ or [],
+            resume=resume,
+            overwrite=overwrite,
+            trust_code=trust_code,
+            progress=progress,
+            hooks=hooks,
         )
     if not MAIN_RANK:  # under torchrun rank 0 writes the report and prints the summary
         return
-    paths = write_report(result, rec.name, Path(out))
+    paths = result.report
     console.print(summary_table(stage_rows(result.stages, Path(out))))
     print_headline(paths["json"])
     for g in result.gates:

@@ -30,7 +30,7 @@ from compress.pipeline.table import StageContext, StageKind, StageOutcome
 from models.artifact import check_out_dir, is_artifact, model_code, read_card
 from models.data import DataConfig
 from models.durable import write_text
-from models.errors import QualityGateError, UsageError
+from models.errors import QualityGateError
 from models.outlock import locks_output
 from models.registry import is_factory_ref
 from models.usercode import check_consent, read_source, sha256_bytes
@@ -73,6 +73,7 @@ class PipelineResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     gates: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    report: dict[str, Path] = field(default_factory=dict)  # md/json/html, once written (rank 0)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -235,7 +236,7 @@ def run_pipeline(
     stages = plan(recipe)
     out = Path(out)
     _join_group(recipe)
-    _on_main_then_wait(lambda: None if resume else check_out_dir(out, overwrite))
+    _on_main_then_wait(lambda: _check_out(out, resume, overwrite))
     out.mkdir(parents=True, exist_ok=True)
     data = data_config(recipe)
     ctx = StageContext(recipe=recipe, data=data, out=out, hooks=hooks)
@@ -343,6 +344,11 @@ def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
     return [p.describe() for p in plan(recipe)]
 
 
-def ensure_empty_or_resume(out: Path, resume: bool) -> None:
-    if resume and not out.exists():
-        raise UsageError(f"--resume: {out} does not exist; run without --resume first")
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run writes into an empty (or --overwrite) folder; `resume` continues an existing one,
+    and, like `compress train --resume` without a checkpoint, starts a missing one afresh."""
+    if resume and out.exists():
+        return
+    if resume:
+        log.warning("--resume: %s does not exist yet; starting the run from its first stage", out)
+    check_out_dir(out, overwrite)
