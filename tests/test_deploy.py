@@ -144,14 +144,29 @@ def test_bad_images_and_directories_are_clear_errors(deployed, tmp_path):
     assert res.exit_code == 3 and "not a deployed directory" in res.output
 
 
-def test_predict_cli_prints_json(deployed, pngs):
+def test_predict_cli_writes_json_to_a_file_or_stdout(deployed, pngs, tmp_path):
+    """`--json FILE` as every verb takes it: the lines as usual plus the file; `-` prints only
+    the JSON."""
+    image = str(pngs[0] / "img1.png")
     res = CliRunner().invoke(
-        app, ["predict", "-m", str(deployed), "--json", "--top", "2", str(pngs[0] / "img1.png")]
+        app, ["predict", "-m", str(deployed), "--json", "-", "--top", "2", image]
     )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert len(doc) == 1 and len(doc[0]["top"]) == 2
     assert abs(sum(q for _, q in doc[0]["top"])) <= 1 + 1e-9
+    out = tmp_path / "sub" / "p.json"
+    res = CliRunner().invoke(app, ["predict", "-m", str(deployed), "--json", str(out), image])
+    assert res.exit_code == 0, res.output
+    saved = json.loads(out.read_text())
+    assert len(saved) == 1 and len(saved[0]["top"]) == 3  # the default --top
+    assert saved[0]["name"] == doc[0]["name"] and f"{image}: " in res.output
+    res = CliRunner().invoke(
+        app, ["predict", "-m", str(deployed), "--json", "/proc/x/p.json", image]
+    )
+    assert res.exit_code == 2 and "cannot write --json /proc/x/p.json" in " ".join(
+        res.output.split()
+    )
 
 
 def test_bad_deploy_options_are_usage_errors():

@@ -17,7 +17,7 @@ console = Console(quiet=not MAIN_RANK)
 err_console = Console(stderr=True)
 
 
-def write_json(path: str | None, payload: dict[str, Any]) -> None:
+def write_json(path: str | None, payload: dict[str, Any] | list[Any]) -> None:
     """`--json FILE` (or `-` for stdout)."""
     if not path or not MAIN_RANK:
         return

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from compress.cli.output import console
+from compress.cli import options as o
+from compress.cli.output import console, write_json
 
 
 def predict(
@@ -16,17 +17,19 @@ def predict(
     ],
     top: Annotated[int, typer.Option(help="Classes shown per image.")] = 3,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the predictions as JSON.")
-    ] = False,
+        str | None,
+        typer.Option(
+            "--json",
+            help="Also write the predictions as JSON to this file (`-`: print only the JSON).",
+        ),
+    ] = None,
 ) -> None:
     """Classify images with a deployed model, on the runtime, precision and threads deploy chose, preprocessed as in training (the card's input size, channels, mean/std)."""
-    import json
-
     from compress.stages.predict import predict as run_predict
 
     preds = run_predict(model, images, top_k=top)
-    if json_out:
-        print(json.dumps([p.to_dict() for p in preds], indent=2))
+    write_json(json_out, [p.to_dict() for p in preds])
+    if json_out == "-":
         return
     for p in preds:
         others = ", ".join(f"{n} {100 * q:.1f} %" for n, q in p.top[1:])
@@ -38,4 +41,4 @@ def predict(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict")(predict)
+    app.command("predict")(o.with_groups(predict))
