@@ -212,30 +212,35 @@ class PruneOptions(o.OptionGroup):
         )
 
 
+PrunedOut = Annotated[
+    str | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
+        "when taken; never overwritten).",
+        show_default=False,
+    ),
+]
+Latency = Annotated[
+    bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
+]
+Lr = Annotated[
+    float | None,
+    typer.Option(
+        help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
+        f"{FINETUNE_LR:g}).",
+        show_default=False,
+    ),
+]
+
+
 def prune(
     model: o.ModelOpt,
-    out: Annotated[
-        str | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
-            "when taken; never overwritten).",
-            show_default=False,
-        ),
-    ] = None,
+    out: PrunedOut = None,
     how: PruneOptions = PruneOptions(),
-    latency: Annotated[
-        bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
-    ] = True,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
-            f"{FINETUNE_LR:g}).",
-            show_default=False,
-        ),
-    ] = None,
+    latency: Latency = True,
+    lr: Lr = None,
     batch_size: o.BatchSizeOpt = 128,
     seed: o.SeedOpt = 0,
     limit: o.LimitOpt = None,
@@ -262,16 +267,11 @@ def prune(
         out = str(fresh_out_dir(model, "pruned"))
         console.print(f"no --out given: writing {out}")
     with RichHooks() as hooks:
-        s = run_prune(
-            mo.of(model),
-            cfg,
-            dc,
-            out,
-            overwrite=overwrite,
-            finetune=keys,
-            latency=latency,
+        summary = run_prune(
+            mo.of(model), cfg, dc, out, overwrite=overwrite, finetune=keys, latency=latency,
             hooks=hooks,
-        ).to_dict()
+        )  # fmt: skip
+        s = summary.to_dict()
     _print_summary(s)
     write_json(json_out, s)
 

@@ -20,6 +20,15 @@ SetOpt = Annotated[
 ]
 
 
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Skip stages whose artifacts are complete and whose inputs are unchanged "
+        "(an --out that does not exist yet starts afresh, with a warning)."
+    ),
+]
+
+
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
     out: o.OutOpt,
@@ -27,13 +36,7 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and print the resolved plan; train nothing.")
     ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            help="Skip stages whose artifacts are complete and whose inputs are unchanged "
-            "(an --out that does not exist yet starts afresh, with a warning)."
-        ),
-    ] = False,
+    resume: ResumeOpt = False,
     overwrite: o.OverwriteOpt = False,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
