@@ -129,6 +129,18 @@ def test_disk_full_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeyp
     assert torch.equal(ck.load_checkpoint(path)["model"]["w"], first["model"]["w"])
 
 
+def test_disk_full_at_the_first_checkpoint_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The issue's reproduction through the CLI: exit 7, one line, and neither a temporary nor
+    the (empty) checkpoint folder left where the run was to write."""
+    from compress.training import checkpoint as ck
+
+    monkeypatch.setattr(ck, "open", lambda *a, **k: no_space(), raising=False)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, [*TRAIN, "--out", str(out)])
+    one_error_line(r, 7, "disk full writing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("writer", ["json", "recipe", "cache"])
 def test_disk_full_writing_a_file_keeps_the_previous_one(writer, tmp_path, monkeypatch):
     """--json reports, recipes (tune's best-*.yaml) and the weight cache: the old file stays."""

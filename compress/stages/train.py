@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from dataclasses import asdict
@@ -32,6 +33,12 @@ def checkpoint_dir_for(out: str | Path) -> Path:
 
 
 @locks_output
+def _drop_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def run_train(
     ref: ModelRef,
     cfg: TrainConfig,
@@ -52,7 +59,11 @@ def run_train(
     src, bundle = load_source_and_data(ref, data)
     ckpt = checkpoint_dir_for(out)
     cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)
-    result = fit(src.model, bundle, cfg, hooks=hooks)
+    try:
+        result = fit(src.model, bundle, cfg, hooks=hooks)
+    except BaseException:
+        _drop_if_empty(Path(cfg.checkpoint_dir))  # a failed first save leaves nothing behind
+        raise
     metrics = final_metrics(src.model, bundle, result)
     card = card_for(src, bundle)
     card.trained = card.trained or cfg.epochs > 0
