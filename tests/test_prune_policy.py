@@ -85,7 +85,10 @@ def test_default_policy_fine_tunes_where_the_data_is_known():
         assert plan.train is None and plan.epochs == 0 and plan.config.kd is False
         assert why in plan.said
     asked = plan_finetune(PruneConfig(ratio=0.5, finetune_epochs=0), None, SourceFacts())
-    assert asked.train is None and asked.said == "no fine-tuning, as asked"
+    assert asked.train is None and asked.said.startswith("no fine-tuning, as asked")
+    assert asked.config.criterion == "taylor"  # trained weights, known data
+    blind = plan_finetune(PruneConfig(ratio=0.5), None, SourceFacts(data_known=False))
+    assert blind.config.criterion == "l2"  # no data for gradients: magnitude
 
 
 def test_default_rewinds_the_parents_recipe_where_the_card_records_it():

@@ -44,7 +44,13 @@ MaxDrop = Annotated[
     float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
 ]
 Criterion = Annotated[
-    str, typer.Option(help="l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random.")
+    str | None,
+    typer.Option(
+        help="How channels are ranked: l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random. "
+        "Default: taylor (gradients of 4 training batches) for trained weights with known "
+        "data, else l2 (the measured choice: BENCHMARKS.md).",
+        show_default=False,
+    ),
 ]
 GlobalPruning = Annotated[
     bool,
@@ -121,7 +127,7 @@ class PruneOptions(o.OptionGroup):
     target_latency_ms: TargetLatency = None
     from_sensitivity: FromSensitivity = None
     max_drop: MaxDrop = 1.0
-    criterion: Criterion = "l2"
+    criterion: Criterion = None
     global_pruning: GlobalPruning = False
     steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1
     finetune_epochs: FinetuneEpochs = None

@@ -25,7 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from compress.pruning.config import FINETUNE_LR, PruneConfig, check_sparse_budget
+from compress.pruning.config import (
+    DATA_FREE_CRITERION,
+    DEFAULT_CRITERION,
+    FINETUNE_LR,
+    PruneConfig,
+    check_sparse_budget,
+)
 from compress.training.config import TrainConfig
 from models.errors import UsageError
 
@@ -121,6 +127,8 @@ def plan_finetune(
         )
     resolved = _resolved(cfg, train if epochs else None, kd=epochs > 0, facts=facts)
     _check_budget(resolved)
+    if cfg.criterion is None:
+        said += f"; channels ranked by {resolved.criterion}"
     return FinetunePlan(resolved, train if epochs else None, said)
 
 
@@ -212,10 +220,13 @@ def _train_config(cfg: PruneConfig, keys: dict[str, Any], facts: SourceFacts) ->
 def _resolved(
     cfg: PruneConfig, train: TrainConfig | None, *, kd: bool, facts: SourceFacts
 ) -> PruneConfig:
-    """KD (on whenever a TrainConfig fine-tunes), augmentation (as the parent was trained) and
-    label smoothing (the TrainConfig's) decided, so the card records what ran."""
+    """The ranking (Taylor where trained weights meet known data, else L2), KD (on whenever a
+    TrainConfig fine-tunes), augmentation (as the parent was trained) and label smoothing (the
+    TrainConfig's) decided, so the card records what ran."""
+    ranking = DEFAULT_CRITERION if facts.trained and facts.data_known else DATA_FREE_CRITERION
     return replace(
         cfg,
+        criterion=cfg.criterion or ranking,
         kd=kd if cfg.kd is None else cfg.kd,
         augment=bool(facts.augmented) if cfg.augment is None else cfg.augment,
         label_smoothing=train.label_smoothing if train else (cfg.label_smoothing or 0.0),

@@ -17,6 +17,7 @@ from torch import nn
 from compress.distributed import collectives
 from compress.pruning.config import (
     DATA_CRITERIA,
+    DATA_FREE_CRITERION,
     PruneConfig,
     PruneResult,
     TargetUnreachableError,
@@ -75,7 +76,7 @@ class PruneSession:
         self.progress = Progress()
         if cfg.criterion == "random":
             torch.manual_seed(cfg.seed)  # reproducible random ranking
-        self.importance = CachedImportance(make_importance(cfg.criterion))
+        self.importance = CachedImportance(make_importance(cfg.criterion or DATA_FREE_CRITERION))
         base = {"ratio": cfg.ratio or 0.0, "layers": 0.0}.get(cfg.target_kind, cfg.max_layer_ratio)
         if cfg.global_pruning and cfg.target_kind not in ("ratio", "layers"):
             base = 1.0  # the global ratio itself; the layer limit is kept by `protect`

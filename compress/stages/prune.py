@@ -186,7 +186,7 @@ def _summary(
         weights=src.weights,
         untrained=not trained,
         target=result["target"],
-        criterion=cfg.criterion,
+        criterion=cfg.criterion or "",
         global_pruning=cfg.global_pruning,
         before=before,
         after=after,
