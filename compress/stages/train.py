@@ -32,13 +32,13 @@ def checkpoint_dir_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
-@locks_output
 def _drop_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
 
+@locks_output
 def run_train(
     ref: ModelRef,
     cfg: TrainConfig,
