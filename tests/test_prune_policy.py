@@ -326,3 +326,21 @@ def test_no_hint_in_the_code_quotes_a_timing():
         if m
     ]
     assert not hits, hits
+
+
+def test_rewinding_reads_the_last_training_that_ran_epochs():
+    """A recipe's `train: {epochs: 0}` (it only evaluates the parent) must not replace the
+    parent's recipe: the facts come from the last train entry with epochs."""
+    from types import SimpleNamespace
+
+    from compress.stages.prune import source_facts
+
+    history = [
+        {"stage": "train", "config": {"epochs": 10, "optimizer": "sgd", "lr": 0.1},
+         "data": {"augment": True}},
+        {"stage": "train", "config": {"epochs": 0, "optimizer": "adamw", "lr": 4e-3},
+         "data": {"augment": False}},
+    ]  # fmt: skip
+    card = SimpleNamespace(history=history, dataset={"dataset": "fashion-mnist"})
+    facts = source_facts(SimpleNamespace(card=card, trained=True), None)
+    assert facts.recipe["optimizer"] == "sgd" and facts.augmented is True and facts.data_known

@@ -84,7 +84,10 @@ def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
     card = src.card
     named = card is not None and bool(card.dataset)
     given = data is not None and data.dataset is not None
-    trained = [e for e in (card.history if card is not None else []) if e.get("stage") == "train"]
+    history = card.history if card is not None else []
+    trained = [  # an entry of 0 epochs (a recipe's evaluation) says nothing of how it trained
+        e for e in history if e.get("stage") == "train" and (e.get("config") or {}).get("epochs")
+    ]
     last = trained[-1] if trained else {}
     augment = (last.get("data") or {}).get("augment")
     return SourceFacts(
