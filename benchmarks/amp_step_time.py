@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from models.registry import create_model, spec_of
+from compress.models.zoo.registry import create_model, spec_of
 
 VARIANTS = {
     "fp32": (None, False),

@@ -2,7 +2,7 @@
 
     python benchmarks/compile_channels_last.py [--model resnet18] [--size 224] [--rounds 5]
 
-Random weights and inputs (latency only). Decides `export.torch_compile`'s channels-last default.
+Random weights and inputs (latency only). Decides `compress.export.runtimes.torch_compile`'s channels-last default.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import statistics
 import numpy as np
 import torch
 
-from export.timing import time_calls
-from export.torch_compile import torch_compile_runner
-from models.registry import create_model
+from compress.export.bench.timing import time_calls
+from compress.export.runtimes.torch_compile import torch_compile_runner
+from compress.models.zoo.registry import create_model
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
-from export.session import open_session
-from export.timing import time_calls
+from compress.export.bench.timing import time_calls
+from compress.export.runtimes.session import open_session
 
 
 def _median_seconds(fn: Callable[[], object], runs: int) -> float:
-    """Median seconds per call after one warm-up call (export.timing, the loop every
+    """Median seconds per call after one warm-up call (compress.export.bench.timing, the loop every
     latency figure of the toolkit uses)."""
     return time_calls(fn, warmup=1, max_runs=runs).median_ms / 1e3
 
@@ -57,8 +57,8 @@ def ort_gemm(n: int, threads: int, runs: int, tmp: Path) -> float:
 
 
 def resnet50_gflops(threads: int, runs: int, batch: int, tmp: Path) -> tuple[float, float, int]:
-    from export.onnx_export import ExportConfig, export_onnx
-    from models.registry import create_model
+    from compress.export.onnx.convert import ExportConfig, export_onnx
+    from compress.models.zoo.registry import create_model
 
     model = create_model("resnet50", num_classes=1000, in_channels=3, input_size=224).eval()
     export_onnx(model, tmp / "r50.onnx", ExportConfig())

@@ -14,11 +14,11 @@ import time
 import torch
 
 from compress.distillation.distill import DistillConfig, distill
+from compress.models.artifacts.artifact import load_model
+from compress.models.data.datasets import DataConfig, load_data
 from compress.pruning.prune import PruneConfig, prune
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import TrainConfig
-from models.artifact import load_model
-from models.data import DataConfig, load_data
 
 CONFIGS = {
     "uniform50": PruneConfig(ratio=0.5),

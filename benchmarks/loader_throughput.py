@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from models.data import DataConfig, load_data
-from models.registry import create_model, spec_of
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.zoo.registry import create_model, spec_of
 
 
 def rate(data_dir: str, model: str, mmap: bool, workers: int, batches: int) -> tuple[float, int]:

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from models.artifact import load_model, save_model
-from models.registry import spec_of
+from compress.models.artifacts.artifact import load_model, save_model
+from compress.models.zoo.registry import spec_of
 
 
 def main(src: str, ratio: float, out: str) -> None:

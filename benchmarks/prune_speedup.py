@@ -20,11 +20,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from compress.export.bench.timing import time_calls
+from compress.export.runtimes.session import open_session
+from compress.models.artifacts.resolve import ShapeArgs, resolve_model
+from compress.models.zoo.registry import spec_of
 from compress.pruning.latency import onnx_bytes
-from export.session import open_session
-from export.timing import time_calls
-from models.registry import spec_of
-from models.resolve import ShapeArgs, resolve_model
 
 
 def session(model: torch.nn.Module, x: torch.Tensor, threads: int) -> ort.InferenceSession:

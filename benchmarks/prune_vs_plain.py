@@ -40,14 +40,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from compress.models.artifacts.artifact import load_model
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.zoo.registry import spec_of
 from compress.pruning.config import PruneConfig
 from compress.pruning.flops import count_ops
 from compress.pruning.prune import prune
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import SilentHooks, TrainConfig
-from models.artifact import load_model
-from models.data import DataConfig, load_data
-from models.registry import spec_of
 
 
 def _accuracy(model: torch.nn.Module, data: Any, split: str) -> float:

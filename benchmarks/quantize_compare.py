@@ -132,10 +132,10 @@ def print_table(rows: list[dict[str, Any]], threads: int | None) -> None:
 
 def main() -> None:
     args = parse_args()
+    from compress.models.artifacts.artifact import read_card
+    from compress.models.data.datasets import DataConfig, load_data
     from compress.quantization.calibration import calibration_inputs
     from compress.stages.common import data_config_for
-    from models.artifact import read_card
-    from models.data import DataConfig, load_data
 
     art = Path(args.artifact)
     card = read_card(art)

@@ -8,7 +8,7 @@ measured here) and inputs are synthetic. The pruned model is the dense one prune
 `compress.pruning.prune` at `--ratio` (0.5: every prunable layer loses half its channels, the
 library behind `compress prune --ratio 0.5`, without fine-tuning); int8 is `compress quantize
 --method ptq-static` (QDQ, the CPU's default int8 settings) calibrated on synthetic inputs. All
-cases run in one `export.bench` benchmark with `--rounds` interleaved rounds, so load from other
+cases run in one `compress.export.bench.measure` benchmark with `--rounds` interleaved rounds, so load from other
 processes hits every case alike. Speed-ups are against the fastest dense (fp32 or bf16) case
 found on this machine at the same batch size, and against onnxruntime fp32 dense, each labelled.
 """
@@ -25,16 +25,16 @@ from typing import Any
 
 import torch
 
+from compress.export.bench.measure import BenchConfig, BenchModel, benchmark
+from compress.export.bench.report import environment_line
+from compress.export.bench.results import BenchReport
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.export.runtimes.precision import cpu_bf16
+from compress.models.data.datasets import synthetic_batch
+from compress.models.zoo.registry import create_model, spec_of
 from compress.pruning.config import PruneConfig
 from compress.pruning.prune import prune
 from compress.quantization.quantize import QuantizeConfig, quantize
-from export.bench import BenchConfig, BenchModel, benchmark
-from export.bench_results import BenchReport
-from export.onnx_export import ExportConfig, export_onnx
-from export.precision import cpu_bf16
-from export.report import environment_line
-from models.data import synthetic_batch
-from models.registry import create_model, spec_of
 
 log = logging.getLogger("runtime_table")
 VARIANTS = ("dense", "pruned", "dense+int8", "pruned+int8")

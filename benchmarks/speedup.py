@@ -3,7 +3,7 @@
 Issue #9, item 4: the final artifact of a pipeline against the fp32 ONNX baseline and against
 torch eager. On a shared CPU, timing one model after the other mixes load changes into the
 ratio; here the models take turns round by round (each round: `--runs` consecutive calls
-per model, timed by export.timing like `compress bench --rounds`), each round keeps every
+per model, timed by compress.export.bench.timing like `compress bench --rounds`), each round keeps every
 model's median, and the ratio reported is the median of per-round ratios. Inputs are synthetic (speed only).
 
 Usage:
@@ -29,10 +29,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.onnx_file import onnx_size
-from export.session import open_session
-from export.timing import time_calls
-from models.resolve import ShapeArgs, resolve_model
+from compress.export.bench.timing import time_calls
+from compress.export.onnx.file import onnx_size
+from compress.export.runtimes.session import open_session
+from compress.models.artifacts.resolve import ShapeArgs, resolve_model
 
 
 def onnx_file(path: str) -> Path:

@@ -30,9 +30,9 @@ _LAZY = {
     "PruneConfig": "compress.pruning.config",
     "DistillConfig": "compress.distillation.distill",
     "QuantizeConfig": "compress.quantization.context",
-    "ExportConfig": "export.onnx_export",
-    "BenchConfig": "export.bench",
-    "DataConfig": "models.splits",
+    "ExportConfig": "compress.export.onnx.convert",
+    "BenchConfig": "compress.export.bench.measure",
+    "DataConfig": "compress.models.data.splits",
 }
 __all__ = [
     "BenchConfig",
@@ -56,13 +56,13 @@ __all__ = [
 if TYPE_CHECKING:
     from compress.api import bench, distill, export_onnx, prune, quantize, run_recipe, train
     from compress.distillation.distill import DistillConfig
+    from compress.export.bench.measure import BenchConfig
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.data.splits import DataConfig
     from compress.pruning.config import PruneConfig
     from compress.quantization.context import QuantizeConfig
     from compress.stages.common import ModelRef
     from compress.training.config import TrainConfig
-    from export.bench import BenchConfig
-    from export.onnx_export import ExportConfig
-    from models.splits import DataConfig
 
 
 def __getattr__(name: str) -> Any:

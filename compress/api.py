@@ -17,6 +17,9 @@ from typing import Any
 
 from compress.distillation.distill import DistillConfig
 from compress.distributed import group as ddp
+from compress.export.bench.measure import BenchConfig, BenchReport
+from compress.export.onnx.convert import ExportConfig
+from compress.models.data.datasets import DataConfig
 from compress.pipeline.recipe import Recipe, apply_override, load_recipe
 from compress.pipeline.report import write_report
 from compress.pipeline.runner import PipelineResult, Progress, run_pipeline
@@ -37,9 +40,6 @@ from compress.stages.results import (
 )
 from compress.stages.train import run_train
 from compress.training.config import Hooks, TrainConfig
-from export.bench import BenchConfig, BenchReport
-from export.onnx_export import ExportConfig
-from models.data import DataConfig
 
 Model = str | Path | ModelRef
 

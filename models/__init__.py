@@ -1,6 +1,6 @@
 """Ground floor of `compress`: the model zoo, data, artifact format and errors.
 
-Importing `models` (or `models.errors`) is cheap: the zoo, which needs torch, loads on first use
+Importing `models` (or `compress.models.errors`) is cheap: the zoo, which needs torch, loads on first use
 of one of the names below, so `compress --help` never imports torch.
 """
 
@@ -10,16 +10,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.errors import CompressError
-    from models.registry import ModelSpec, create_model, list_models, register_model
+    from compress.models.errors import CompressError
+    from compress.models.zoo.registry import ModelSpec, create_model, list_models, register_model
 
 __all__ = ["CompressError", "ModelSpec", "create_model", "list_models", "register_model"]
 _HOME = {
-    "CompressError": "models.errors",
-    "ModelSpec": "models.registry",
-    "create_model": "models.registry",
-    "list_models": "models.registry",
-    "register_model": "models.registry",
+    "CompressError": "compress.models.errors",
+    "ModelSpec": "compress.models.zoo.registry",
+    "create_model": "compress.models.zoo.registry",
+    "list_models": "compress.models.zoo.registry",
+    "register_model": "compress.models.zoo.registry",
 }
 
 

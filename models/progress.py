@@ -3,7 +3,7 @@ done so far, then closed. The default logs a line every 10 %; the CLI installs a
 
 Import-light on purpose: the CLI installs its bar at start-up, before it knows whether a command
 will run at all (`compress VERB --help` does not), so this module must cost nothing to import;
-:mod:`models.download` reads the factory only when it downloads.
+:mod:`compress.models.weights.download` reads the factory only when it downloads.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-log = logging.getLogger("models.download")  # the lines belong to the download they report
+log = logging.getLogger(
+    "compress.models.weights.download"
+)  # the lines belong to the download they report
 
 
 class Bar(Protocol):

@@ -42,7 +42,7 @@ def shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
 @pytest.fixture
 def mini_data():
     """DataConfig over the committed 800+300-image Fashion-MNIST subset."""
-    from models.data import DataConfig
+    from compress.models.data.datasets import DataConfig
 
     return DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
 
@@ -50,8 +50,8 @@ def mini_data():
 @pytest.fixture(scope="session")
 def bundle():
     """The subset's train/val/test splits shaped for LeNet-5 (batches of 64)."""
-    from models.data import DataConfig, load_data
-    from models.registry import create_model, spec_of
+    from compress.models.data.datasets import DataConfig, load_data
+    from compress.models.zoo.registry import create_model, spec_of
 
     spec = spec_of(create_model("lenet5"))
     return load_data(DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64), spec)
@@ -68,10 +68,10 @@ def calib(bundle) -> np.ndarray:
 @pytest.fixture(scope="session")
 def trained_lenet(tmp_path_factory) -> Path:
     """A LeNet-5 artifact trained for a few epochs on the subset (seconds)."""
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.train import run_train
     from compress.training.fit import TrainConfig
-    from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("art") / "lenet5"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from models.pretrained import PRETRAINED, Pretrained
+from compress.models.zoo.pretrained import PRETRAINED, Pretrained
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.artifact import load_model, new_card, read_card, save_model
-from models.errors import ArtifactError, DiskFullError, OutputExistsError
-from models.registry import create_model
+from compress.models.artifacts.artifact import load_model, new_card, read_card, save_model
+from compress.models.errors import ArtifactError, DiskFullError, OutputExistsError
+from compress.models.zoo.registry import create_model
 
 USER_MODEL = """
 import torch.nn as nn
@@ -108,7 +108,7 @@ def test_card_declares_its_sections_and_refuses_undeclared_ones():
     """Stages write only declared sections; an old card's unknown keys are dropped on reading."""
     import pydantic
 
-    from models.artifact import Card, new_card
+    from compress.models.artifacts.artifact import Card, new_card
 
     card = new_card(create_model("lenet5"))
     card.training_precision = "bf16"

@@ -1,10 +1,10 @@
-"""Speed-ups against the fastest dense baseline and onnxruntime fp32 (export.baseline)."""
+"""Speed-ups against the fastest dense baseline and onnxruntime fp32 (compress.export.bench.baseline)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from export.baseline import (
+from compress.export.bench.baseline import (
     FASTEST_DENSE,
     ORT_FP32,
     baseline_lines,
@@ -92,8 +92,8 @@ def test_bench_terminal_table_reads_at_80_columns():
 
     from rich.console import Console
 
-    from export.bench_results import BenchReport, CaseResult
-    from export.report import terminal_table
+    from compress.export.bench.report import terminal_table
+    from compress.export.bench.results import BenchReport, CaseResult
 
     def row(model: str, runtime: str, precision: str, bs: int, p50: float) -> CaseResult:
         return CaseResult(model, runtime, bs, [], False, 2, 10, p50, p50, p50, p50, 0.0, p50,

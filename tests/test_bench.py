@@ -11,17 +11,17 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
+from compress.export.bench.measure import BenchConfig, BenchModel, benchmark
+from compress.export.bench.report import table_rows, to_markdown, write_reports
+from compress.export.bench.results import SCHEMA
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.models.artifacts.artifact import new_card, save_model
+from compress.models.data.datasets import DataConfig
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.registry import create_model
 from compress.stages.bench import run_bench
 from compress.stages.common import ModelRef
 from compress.stages.export import run_export
-from export.bench import BenchConfig, BenchModel, benchmark
-from export.bench_results import SCHEMA
-from export.onnx_export import ExportConfig, export_onnx
-from export.report import table_rows, to_markdown, write_reports
-from models.artifact import new_card, save_model
-from models.data import DataConfig
-from models.errors import InvalidInputError, UsageError
-from models.registry import create_model
 from tests.conftest import FASHION_MINI
 
 MINI = DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI))
@@ -255,7 +255,7 @@ def test_rounds_validation(kwargs: dict) -> None:
     [(0.9, 2, False), (2.4, 2, False), (2.6, 2, True), (1.6, 1, True), (3.0, 4, False)],
 )
 def test_busy_cpu_is_flagged(load: float, threads: int, busy: bool) -> None:
-    from export.environment import busy_note
+    from compress.export.environment import busy_note
 
     env = {"load_average": [load, 1.0, 1.0], "logical_cores": 2, "threads": threads}
     note = busy_note(env)
@@ -265,7 +265,7 @@ def test_busy_cpu_is_flagged(load: float, threads: int, busy: bool) -> None:
 
 
 def test_a_busy_bench_says_so_in_its_notes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import export.bench as bench_mod
+    import compress.export.bench.measure as bench_mod
     from compress.pipeline.report import honesty_notes
 
     real = bench_mod.capture_environment

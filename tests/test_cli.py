@@ -89,7 +89,7 @@ def test_corrupt_and_foreign_weights_are_invalid_input(tmp_path):
     assert r.exit_code == 3 and "git-lfs" in r.output
     from safetensors.torch import save_file
 
-    from models.registry import create_model
+    from compress.models.zoo.registry import create_model
 
     save_file(create_model("resnet18").state_dict(), tmp_path / "r.safetensors")
     r = invoke("eval", "--model", "lenet5", "--weights", str(tmp_path / "r.safetensors"), *DATA)

@@ -17,7 +17,12 @@ from compress.cli import options as o
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "onnx", "onnxruntime", "torch_pruning", "optuna", "matplotlib"}
 # Light but not needed to show help: imported when a command runs (a download, a progress bar).
-LATER = {"models.download", "urllib.request", "compress.cli.progress", "rich.progress"}
+LATER = {
+    "compress.models.weights.download",
+    "urllib.request",
+    "compress.cli.progress",
+    "rich.progress",
+}
 
 
 def imported_modules(*args: str) -> tuple[set[str], str]:
@@ -75,7 +80,7 @@ def test_a_command_still_gets_the_download_bar(tmp_path):
 
     from compress.cli.app import app
     from compress.cli.progress import DownloadBar
-    from models.progress import ProgressBar, progress_bar, set_progress_factory
+    from compress.models.progress import ProgressBar, progress_bar, set_progress_factory
 
     set_progress_factory(None)
     try:
@@ -268,7 +273,7 @@ def test_cli_functions_are_short():
 
 def test_shared_weights_fill_zoo_names_only(tmp_path):
     """`bench -m lenet5 -m ART --weights W`: W fills the zoo model, the artifact keeps its own."""
-    from models.resolve import zoo_weights
+    from compress.models.artifacts.resolve import zoo_weights
 
     (tmp_path / "art").mkdir()
     assert zoo_weights("lenet5", "w.safetensors") == "w.safetensors"

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from models.errors import EXIT_CODES, OutputNotWritableError, UsageError
+from compress.models.errors import EXIT_CODES, OutputNotWritableError, UsageError
 from tests.conftest import FASHION_MINI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_read_only_file_system_is_refused_before_work(tmp_path, monkeypatch):
     """EROFS (a read-only mount): refused by the probe, before the model or data load."""
     import tempfile
 
-    from models.artifact import check_writable
+    from compress.models.artifacts.artifact import check_writable
 
     def refuse(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")

@@ -1,5 +1,5 @@
 """The verbs' --help names the runtimes and precisions that exist, so a new runtime added to
-`export.runtime.RUNTIMES` can't be missing from the help a user reads."""
+`compress.export.runtimes.runner.RUNTIMES` can't be missing from the help a user reads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from export.precision import PRECISIONS
-from export.runtime import ONNX_RUNTIMES, ORT_PROVIDERS, RUNTIMES
+from compress.export.runtimes.precision import PRECISIONS
+from compress.export.runtimes.runner import ONNX_RUNTIMES, ORT_PROVIDERS, RUNTIMES
 
 
 def help_text(verb: str) -> str:

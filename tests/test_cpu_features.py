@@ -1,4 +1,4 @@
-"""The one CPU-feature table (export.environment): /proc/cpuinfo texts parsed into flags, the
+"""The one CPU-feature table (compress.export.environment): /proc/cpuinfo texts parsed into flags, the
 groups they mean, and the int8 settings (compress.quantization.isa), the doctor and the bf16
 rules all agreeing with it."""
 
@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from compress.quantization.isa import detect_isa, int8_defaults
-from export.environment import (
+from compress.export.environment import (
     INT8_DOT_PRODUCT,
     ISA_GROUPS,
     NATIVE_BF16,
@@ -16,7 +15,8 @@ from export.environment import (
     isa_flags,
     parse_cpuinfo,
 )
-from export.precision import cpu_bf16
+from compress.export.runtimes.precision import cpu_bf16
+from compress.quantization.isa import detect_isa, int8_defaults
 
 # Abridged /proc/cpuinfo texts, as Linux prints them (two x86 processors, one ARM core).
 SAPPHIRE_RAPIDS = """\

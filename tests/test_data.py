@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifact import read_card
-from models.data import DataConfig, load_data, split_indices
-from models.errors import DataNotFoundError, InvalidInputError, UsageError
-from models.idx import read_idx
-from models.images import RowView
-from models.registry import create_model, spec_of
+from compress.models.artifacts.artifact import read_card
+from compress.models.data.datasets import DataConfig, load_data, split_indices
+from compress.models.data.idx import read_idx
+from compress.models.data.images import RowView
+from compress.models.errors import DataNotFoundError, InvalidInputError, UsageError
+from compress.models.zoo.registry import create_model, spec_of
 from tests.conftest import FASHION_MINI
 
 
@@ -53,7 +53,7 @@ def test_split_is_deterministic_and_disjoint():
 
 
 def test_missing_data_names_places_and_install_hint(tmp_path, monkeypatch):
-    monkeypatch.setattr("models.idx.DEBIAN_FASHION", tmp_path / "nope")
+    monkeypatch.setattr("compress.models.data.idx.DEBIAN_FASHION", tmp_path / "nope")
     monkeypatch.delenv("COMPRESS_DATA_DIR", raising=False)
     with pytest.raises(DataNotFoundError, match="train split not found; looked in") as e:
         load_data(DataConfig(data_dir=str(tmp_path)), create_model("lenet5").spec)
@@ -112,7 +112,7 @@ def test_imagefolder_smaller_than_the_model_accepts_is_resized(tmp_path, caplog)
             for i in range(10 if split == "train" else 3):
                 Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(d / f"{i}.png")
     cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "img"), batch_size=4)
-    with caplog.at_level(logging.INFO, logger="models.registry"):
+    with caplog.at_level(logging.INFO, logger="compress.models.zoo.registry"):
         run_train(ModelRef("lenet5"), TrainConfig(epochs=1, amp="off"), cfg, tmp_path / "out")
     card = read_card(tmp_path / "out")
     assert card.model_spec.input_size == 28 and card.model_spec.num_classes == 2
@@ -120,7 +120,7 @@ def test_imagefolder_smaller_than_the_model_accepts_is_resized(tmp_path, caplog)
     assert lines == [
         "lenet5 needs inputs of at least 12 px and the images are 8 px: resizing them to 28 px"
     ]
-    from models.registry import input_size_for_data
+    from compress.models.zoo.registry import input_size_for_data
 
     assert input_size_for_data("lenet5", 16) == 16 and input_size_for_data("alexnet", 8) == 8
 
@@ -128,8 +128,8 @@ def test_imagefolder_smaller_than_the_model_accepts_is_resized(tmp_path, caplog)
 def test_seed_orders_batches_but_an_artifact_keeps_its_split(mini_data):
     """`--seed` on a stage that starts from an artifact changes the batch order only: the
     split stays the artifact's, so its validation images are still unseen."""
+    from compress.models.artifacts.artifact import new_card
     from compress.stages.common import data_config_for
-    from models.artifact import new_card
 
     model = create_model("lenet5")
     card = new_card(model)

@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
+from compress.models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
 from compress.stages.deploy import MANIFEST, DeployConfig, deploy
 from compress.stages.predict import load_deployed, predict
-from models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
 from tests.conftest import FASHION_MINI
 
 FAST = {"seconds": 0.1, "rounds": 2, "warmup": 1, "eval_samples": 200}
@@ -23,7 +23,7 @@ FAST = {"seconds": 0.1, "rounds": 2, "warmup": 1, "eval_samples": 200}
 @pytest.fixture(scope="module")
 def deployed(trained_lenet, tmp_path_factory) -> Path:
     """Deployed on torch or onnxruntime (fp32 and bf16 where the CPU has it), 1 and 2 threads."""
-    from models.data import DataConfig
+    from compress.models.data.datasets import DataConfig
 
     out = tmp_path_factory.mktemp("dep") / "lenet5-deployed"
     data = DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI))
@@ -37,7 +37,7 @@ def pngs(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """Six test images written as PNG files (and the uint8 pixels they hold)."""
     from PIL import Image
 
-    from models.idx import load_idx_split
+    from compress.models.data.idx import load_idx_split
 
     x, _ = load_idx_split("fashion-mnist", str(FASHION_MINI), "test", None)
     folder = tmp_path_factory.mktemp("imgs")
@@ -74,8 +74,8 @@ def test_deploy_writes_the_chosen_candidate_and_every_measurement(deployed):
 
 
 def test_predict_agrees_with_the_models_own_logits(deployed, pngs, trained_lenet):
-    from models.artifact import load_model
-    from models.images import TensorImages
+    from compress.models.artifacts.artifact import load_model
+    from compress.models.data.images import TensorImages
 
     folder, pixels = pngs
     preds = predict(deployed, [folder])

@@ -25,9 +25,9 @@ def test_a_faster_deploy_is_not_called_slower() -> None:
 def test_compile_time_spent_while_measuring_counts_as_session_time() -> None:
     from dataclasses import dataclass, field
 
+    from compress.models.zoo.registry import create_model
     from compress.stages.deploy_candidates import Candidate
     from compress.stages.deploy_measure import Trial, time_trials
-    from models.registry import create_model
 
     @dataclass
     class Compiling:  # like torch-compile: the first call per shape compiles
@@ -55,8 +55,8 @@ def test_bench_table_names_every_precision_when_they_differ() -> None:
 
     from rich.console import Console
 
-    from export.bench_results import BenchReport, CaseResult
-    from export.report import terminal_table
+    from compress.export.bench.report import terminal_table
+    from compress.export.bench.results import BenchReport, CaseResult
 
     def row(runtime: str, precision: str, p50: float) -> CaseResult:
         return CaseResult("l5", runtime, 1, [], False, 2, 10, p50, p50, p50, p50, 0.0, p50,

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 from compress.cli.app import app
 from compress.distillation.distill import DistillConfig, check_compatible, distill, kd_loss
 from compress.distillation.features import parse_pairs
+from compress.models.artifacts.artifact import load_model, read_card, save_model
+from compress.models.data.datasets import load_data
+from compress.models.errors import InvalidInputError, UnsupportedError, UsageError, WeightsError
+from compress.models.zoo.registry import attach_spec, create_model, spec_of
 from compress.stages.common import ModelRef
 from compress.stages.distill import run_distill
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import TrainConfig
-from models.artifact import load_model, read_card, save_model
-from models.data import load_data
-from models.errors import InvalidInputError, UnsupportedError, UsageError, WeightsError
-from models.registry import attach_spec, create_model, spec_of
 from tests.conftest import MINI
 
 runner = CliRunner()

@@ -16,11 +16,11 @@ import torch
 
 from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
+from compress.models.artifacts.artifact import load_model, read_card
+from compress.models.data.datasets import load_data
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.registry import create_model, spec_of
 from compress.training.fit import TrainConfig, fit
-from models.artifact import load_model, read_card
-from models.data import load_data
-from models.errors import UnsupportedError, UsageError
-from models.registry import create_model, spec_of
 from tests.conftest import FASHION_MINI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,8 +247,8 @@ from compress.distributed import collectives
 from compress.distributed import group as ddp
 from compress.distributed import sharding
 from compress.training.fit import TrainConfig, fit
-from models.data import DataConfig, load_data
-from models.registry import create_model
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.zoo.registry import create_model
 
 out, mini = sys.argv[1], sys.argv[2]
 bundle = load_data(DataConfig(dataset="fashion-mnist", data_dir=mini, batch_size=64),
@@ -334,9 +334,9 @@ import sys, time
 import torch.nn.functional as F
 from compress.distributed import group as ddp
 from compress.training.fit import TrainConfig, fit
-from models.data import DataConfig, load_data
-from models.errors import CompressError
-from models.registry import create_model
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.errors import CompressError
+from compress.models.zoo.registry import create_model
 
 model = create_model("lenet5")
 data = load_data(DataConfig(dataset="fashion-mnist", data_dir=sys.argv[1], batch_size=32),

@@ -11,10 +11,10 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from export.doctor import diagnose
-from export.onnx_export import ExportConfig, export_onnx
-from models.errors import InvalidInputError, UsageError
-from models.registry import create_model
+from compress.export.doctor.diagnose import diagnose
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.registry import create_model
 
 
 def _calibration(n: int = 4):
@@ -96,10 +96,10 @@ def test_conv_integer(graphs: dict[str, Path]) -> None:
 def test_int8_without_dot_product_advises_reduce_range(
     graphs: dict[str, Path], monkeypatch
 ) -> None:
-    monkeypatch.setattr("export.doctor_checks.has_int8_dot_product", lambda: False)
+    monkeypatch.setattr("compress.export.doctor.checks.has_int8_dot_product", lambda: False)
     f = diagnose(graphs["qdq"], isolate=False).by_code("cpu_int8")[0]
     assert f.severity == "warning" and "reduce_range" in f.suggestion
-    monkeypatch.setattr("export.doctor_checks.has_int8_dot_product", lambda: True)
+    monkeypatch.setattr("compress.export.doctor.checks.has_int8_dot_product", lambda: True)
     assert diagnose(graphs["qdq"], isolate=False).by_code("cpu_int8")[0].severity == "info"
 
 

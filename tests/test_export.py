@@ -12,14 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from compress.stages.common import ModelRef
-from compress.stages.evaluate import run_eval
-from compress.stages.export import run_export
-from export.onnx_export import ExportConfig, export_onnx
-from export.onnx_file import external_data_path, read_metadata
-from export.parity import ParityReport, compare
-from export.probe import interpret_probe, probe_in_subprocess
-from export.runtime import (
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.export.onnx.file import external_data_path, read_metadata
+from compress.export.onnx.parity import ParityReport, compare
+from compress.export.runtimes.probe import interpret_probe, probe_in_subprocess
+from compress.export.runtimes.runner import (
     check_runtime,
     create_session,
     inspect_onnx,
@@ -27,15 +24,18 @@ from export.runtime import (
     run_batched,
     torch_runner,
 )
-from models.artifact import ONNX, new_card, read_card, save_model
-from models.data import DataConfig, synthetic_batch
-from models.errors import (
+from compress.models.artifacts.artifact import ONNX, new_card, read_card, save_model
+from compress.models.data.datasets import DataConfig, synthetic_batch
+from compress.models.errors import (
     InvalidInputError,
     QualityGateError,
     UnsupportedError,
     UsageError,
 )
-from models.registry import create_model
+from compress.models.zoo.registry import create_model
+from compress.stages.common import ModelRef
+from compress.stages.evaluate import run_eval
+from compress.stages.export import run_export
 from tests.conftest import FASHION_MINI
 
 MINI = DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI))
@@ -113,7 +113,7 @@ def test_onnx_input_is_the_one_answer_to_is_it_onnx(tmp_path: Path) -> None:
     """An ONNX artifact (file + card) or a bare .onnx file is ONNX; nothing else is."""
     import shutil
 
-    from models.resolve import onnx_input
+    from compress.models.artifacts.resolve import onnx_input
     from tests.conftest import USER_MODEL
 
     onnx_art = tmp_path / "onnx"

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from compress.factorization.svd import FactorizeConfig, factorize, low_rank, rank_for
-from models.errors import UnsupportedError, UsageError
-from models.lowrank import LowRankLinear, break_even
-from models.registry import create_model
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.lowrank import LowRankLinear, break_even
+from compress.models.zoo.registry import create_model
 from tests.conftest import MINI, cli
 
 
@@ -62,10 +62,10 @@ def test_svd_is_exact_at_full_rank_and_close_when_truncated() -> None:
 
 
 def test_factorized_artifact_reloads_without_pickle_and_exports(trained_lenet, tmp_path) -> None:
+    from compress.models.artifacts.artifact import load_model
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.factorize import run_factorize
-    from models.artifact import load_model
-    from models.data import DataConfig
 
     out = tmp_path / "fact"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
@@ -80,8 +80,8 @@ def test_factorized_artifact_reloads_without_pickle_and_exports(trained_lenet, t
     model, _ = load_model(out)
     assert isinstance(model.fc1, LowRankLinear) and model.fc1.first.weight.shape == (16, 400)
     assert s.metrics["val"]["top1"] > 0.3
+    from compress.export.onnx.convert import ExportConfig
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
 
     run_export(ModelRef(str(out)), ExportConfig(), data, tmp_path / "onnx")  # parity-gated
     assert (tmp_path / "onnx" / "model.onnx").stat().st_size < 0.6 * 248_000

@@ -1,5 +1,5 @@
 """Faults of the machine (issue #30): a full disk at each write site, a save killed with SIGKILL
-between two writes (the COMPRESS_TEST_KILL_AT hook of models.durable, no timing race), two runs
+between two writes (the COMPRESS_TEST_KILL_AT hook of compress.models.disk.durable, no timing race), two runs
 on one --out, and damaged files of our own making. Each asserts the exit code, the one-line
 message, that no temporary is left, and that the previous good state still loads and scores the
 same. The kill, concurrency and damaged-artifact cases are in tests/test_faults_kill.py."""
@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from models.errors import DiskFullError, OutputLockedError
+from compress.models.errors import DiskFullError, OutputLockedError
 from tests.conftest import MINI
 
 TRAIN = ["train", "-m", "lenet5", "--epochs", "1", "--limit", "128", "--data-dir", MINI]
@@ -34,8 +34,8 @@ def leftovers(root: Path) -> list[str]:
 
 
 def top1(path: Path, bundle) -> float:
+    from compress.models.artifacts.artifact import load_model
     from compress.stages.train import final_metrics
-    from models.artifact import load_model
 
     model, _ = load_model(path)
     return float(final_metrics(model, bundle, None)["test"]["top1"])
@@ -66,7 +66,7 @@ def half_then_full(path_arg: int):
 @pytest.fixture
 def good(trained_lenet, tmp_path, bundle) -> tuple[Path, float, str]:
     """A copy of a trained artifact (the previous good state), its accuracy and content hash."""
-    from models.artifact import read_card
+    from compress.models.artifacts.artifact import read_card
 
     out = tmp_path / "art"
     shutil.copytree(trained_lenet, out)
@@ -92,7 +92,7 @@ def test_disk_full_writing_an_artifact_keeps_the_previous_one(
     one_error_line(r, 7, f"disk full writing {target}")
     assert "free" in r.output and "intact" in r.output
     assert leftovers(out.parent) == []
-    from models.artifact import read_card
+    from compress.models.artifacts.artifact import read_card
 
     assert read_card(target).content_hash == digest and top1(target, bundle) == acc
 
@@ -145,8 +145,8 @@ def test_disk_full_at_the_first_checkpoint_leaves_nothing_behind(tmp_path, monke
 def test_disk_full_writing_a_file_keeps_the_previous_one(writer, tmp_path, monkeypatch):
     """--json reports, recipes (tune's best-*.yaml) and the weight cache: the old file stays."""
     from compress.cli.output import write_json
+    from compress.models.weights import download
     from compress.pipeline.recipe import Recipe, dump_recipe
-    from models import download
 
     path = tmp_path / ("w.pth" if writer == "cache" else "f.txt")
     path.write_text("previous")
@@ -179,7 +179,7 @@ def dead_pid() -> int:
 
 
 def test_a_lock_of_a_live_run_is_refused_and_a_dead_ones_recovered(tmp_path, caplog):
-    from models.outlock import lock_path, output_lock
+    from compress.models.disk.outlock import lock_path, output_lock
 
     out = tmp_path / "out"
     lock = lock_path(out)
@@ -198,7 +198,7 @@ def test_a_lock_of_a_live_run_is_refused_and_a_dead_ones_recovered(tmp_path, cap
 
 
 def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
-    from models.outlock import lock_path, output_lock
+    from compress.models.disk.outlock import lock_path, output_lock
 
     monkeypatch.setenv("RANK", "1")
     with output_lock(tmp_path / "out") as held:

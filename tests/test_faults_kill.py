@@ -1,5 +1,5 @@
 """Faults of the machine, part 2 (issue #30): a save killed with SIGKILL at a chosen point (the
-COMPRESS_TEST_KILL_AT hook of models.durable: deterministic, no sleep race), two `compress train`
+COMPRESS_TEST_KILL_AT hook of compress.models.disk.durable: deterministic, no sleep race), two `compress train`
 on one --out, and truncated or bit-flipped files of each kind we write."""
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def compress(*argv: str, kill_at: str | None = None, wait: bool = True):
 def test_killed_mid_checkpoint_keeps_the_previous_one_and_resume_recovers(tmp_path):
     """SIGKILL after epoch 2's checkpoint is written but before it replaces epoch 1's: epoch 1's
     loads; --resume recovers the stale lock, removes the temporary and finishes."""
+    from compress.models.artifacts.artifact import load_model
     from compress.training.checkpoint import load_checkpoint
-    from models.artifact import load_model
 
     out = tmp_path / "out"
     argv = [*TRAIN[:3], "--epochs", "2", *TRAIN[5:], "--out", str(out)]
@@ -63,9 +63,9 @@ def test_killed_while_replacing_an_artifact_leaves_a_whole_one(
 ):
     """`--overwrite` killed before the swap: the previous artifact, same accuracy; after it: the
     new one, complete. The next write to that --out removes what the dead run left."""
-    from models.artifact import read_card
-    from models.durable import remove_stale_temps
-    from models.outlock import output_lock
+    from compress.models.artifacts.artifact import read_card
+    from compress.models.disk.durable import remove_stale_temps
+    from compress.models.disk.outlock import output_lock
 
     out = tmp_path / "art"
     shutil.copytree(trained_lenet, out)
@@ -115,10 +115,10 @@ def _truncate(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def onnx_artifact(trained_lenet, tmp_path_factory) -> Path:
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
-    from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("onnx") / "ox"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
@@ -154,8 +154,8 @@ def test_a_damaged_checkpoint_is_named_with_the_two_ways_on(damage, says, tmp_pa
     """A half-written or bit-flipped last.pt: one line naming it, not torch's miniz message."""
     import torch
 
+    from compress.models.zoo.registry import create_model
     from compress.training.checkpoint import save_checkpoint
-    from models.registry import create_model
 
     ck = tmp_path / "out.checkpoint" / "last.pt"
     model = create_model("lenet5")

@@ -1,6 +1,6 @@
 """`--input-size` on export, bench and deploy: a network trained at one size run at another.
 
-The shape probe (export.input_size) accepts resolution-independent models (adaptive pooling
+The shape probe (compress.export.runtimes.input_size) accepts resolution-independent models (adaptive pooling
 before the head) and refuses, naming the layer, a fixed-size Linear after flatten or a size
 too small for a stride; exports record the size they were made at, bench and deploy pick it up,
 and the input artifact's folder is never written to.
@@ -20,12 +20,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from export.input_size import at_input_size, check_input_size, trained_input_size
-from export.runtime import inspect_onnx
-from models.artifact import ONNX, new_card, read_card, save_model
-from models.errors import UsageError
-from models.registry import create_model
-from models.spec import attach_spec, make_spec
+from compress.export.runtimes.input_size import at_input_size, check_input_size, trained_input_size
+from compress.export.runtimes.runner import inspect_onnx
+from compress.models.artifacts.artifact import ONNX, new_card, read_card, save_model
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import create_model
+from compress.models.zoo.spec import attach_spec, make_spec
 from tests.conftest import MINI
 
 runner = CliRunner()

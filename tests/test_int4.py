@@ -10,19 +10,19 @@ from pathlib import Path
 import onnx
 import pytest
 
+from compress.models.errors import UnsupportedError, UsageError
 from compress.quantization import int4
 from compress.quantization.calibration import calibration_inputs
 from compress.quantization.quantize import QuantizeConfig, quantize
-from models.errors import UnsupportedError, UsageError
 from tests.conftest import MINI, cli
 
 
 @pytest.fixture(scope="module")
 def lenet_onnx(trained_lenet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
-    from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("q4") / "lenet5-onnx"
     run_export(ModelRef(str(trained_lenet)), ExportConfig(), DataConfig(data_dir=MINI), out)
@@ -31,8 +31,8 @@ def lenet_onnx(trained_lenet: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def bundle():
-    from models.data import DataConfig, load_data
-    from models.registry import create_model, spec_of
+    from compress.models.data.datasets import DataConfig, load_data
+    from compress.models.zoo.registry import create_model, spec_of
 
     return load_data(
         DataConfig(dataset="fashion-mnist", data_dir=MINI), spec_of(create_model("lenet5"))

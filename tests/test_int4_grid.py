@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 
 from compress.cli.app import app
 from compress.distillation.distill import DistillConfig
+from compress.models.artifacts.artifact import load_model, read_card
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import create_model
 from compress.quantization.context import QuantizeConfig
 from compress.quantization.int4_trained import grid_nodes, module_of
 from compress.stages.common import ModelRef
@@ -21,9 +24,6 @@ from compress.stages.distill import run_distill
 from compress.stages.quantize import run_quantize
 from compress.training.fit import TrainConfig
 from compress.training.int4_grid import attach, fake_quant_int4, on_grid, snap
-from models.artifact import load_model, read_card
-from models.errors import UsageError
-from models.registry import create_model
 from tests.conftest import MINI
 
 runner = CliRunner()
@@ -101,7 +101,7 @@ def test_distill_config_refuses_a_bad_block_size() -> None:
 @pytest.fixture(scope="module")
 def grid_student(trained_lenet, tmp_path_factory):
     """The trained LeNet-5 distilled from itself for one epoch, conv2 and fc1 on the int4 grid."""
-    from models.data import DataConfig
+    from compress.models.data.datasets import DataConfig
 
     out = tmp_path_factory.mktemp("grid") / "student"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
@@ -123,7 +123,7 @@ def test_the_distilled_artifact_lies_on_the_grid(grid_student) -> None:
 
 
 def test_quantize_stores_exactly_the_trained_int4_weights(grid_student, tmp_path) -> None:
-    from models.data import DataConfig
+    from compress.models.data.datasets import DataConfig
 
     out = tmp_path / "q"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
@@ -159,9 +159,9 @@ def test_nodes_map_back_to_their_modules(node, module) -> None:
 
 
 def test_a_model_trained_off_the_grid_is_not_picked_up(trained_lenet, tmp_path) -> None:
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.data.datasets import DataConfig
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
-    from models.data import DataConfig
 
     run_export(ModelRef(str(trained_lenet)), ExportConfig(), DataConfig(data_dir=MINI), tmp_path)
     model = onnx.load(str(tmp_path / "model.onnx"))
@@ -183,7 +183,7 @@ def test_cli_int4_layer_that_has_no_weights_is_one_line(trained_lenet, tmp_path)
 
 
 def test_layer_bits_still_override_a_grid_trained_layer(grid_student, tmp_path) -> None:
-    from models.data import DataConfig
+    from compress.models.data.datasets import DataConfig
 
     cfg = QuantizeConfig(max_drop=None, layer_bits={"/fc1/Gemm": 8})
     summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
@@ -196,7 +196,7 @@ def test_layer_bits_still_override_a_grid_trained_layer(grid_student, tmp_path) 
 
 
 def test_int4_layers_rounded_after_training_get_a_hint(grid_student, tmp_path) -> None:
-    from models.data import DataConfig
+    from compress.models.data.datasets import DataConfig
 
     cfg = QuantizeConfig(max_drop=None, latency=False, layer_bits={"/fc2/Gemm": 4})
     summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)

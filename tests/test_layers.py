@@ -1,5 +1,6 @@
 """The layer DAG the folders promise, read from the source (imports inside functions and under
-TYPE_CHECKING included): models/ at the bottom, export/ on models/ only, compress/ on top, and
+TYPE_CHECKING included): models/ at the bottom, export/ on models/ only, compress/ on top (the
+first two install as compress.models and compress.export), each part's subpackages ranked, and
 inside compress/ distributed <- training <- distillation <- pruning, quantization <- stages <-
 pipeline <- cli. No import cycles between modules, no private name crossing a module, and
 `import compress` stays cheap (heavy libraries load only when a verb needs them)."""
@@ -14,29 +15,48 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("models", "export", "compress")
+# Import-name prefix -> folder: models/ and export/ install as compress.models and compress.export
+# (compress/models and compress/export are links to them), so a user's own `models` can't shadow them.
+FOLDERS = {"compress.models": "models", "compress.export": "export", "compress": "compress"}
+LINKS = {"models", "export"}  # entries of compress/ that are the links
 # Rank of each part; a module may import its own part or a part of lower rank, nothing else
 # (pruning, quantization and factorization share a rank: none imports another).
 RANKS = {
-    "models": 0,
-    "export": 1,
-    "compress.distributed": 2,
-    "compress.training": 3,
-    "compress.distillation": 4,
-    "compress.factorization": 5,
-    "compress.pruning": 5,
-    "compress.quantization": 5,
-    "compress.stages": 6,
-    "compress.pipeline": 7,
-    "compress": 8,  # compress/__init__.py: the lazy public API over stages and pipeline
-    "compress.cli": 9,
-    "compress.__main__": 10,
+    # models/ (installed as compress.models): the ground floor
+    "compress.models.errors": 0,
+    "compress.models.progress": 0,
+    "compress.models.disk": 1,  # durable writes, the output lock
+    "compress.models.weights": 2,  # safe reading, verified downloads
+    "compress.models.zoo": 3,  # registry, specs, families, published weights
+    "compress.models.data": 4,
+    "compress.models.artifacts": 4,  # card format, structure, --model/--weights resolution
+    "compress.models": 5,  # models/__init__.py: the lazy names
+    # export/ (installed as compress.export): on models/ only
+    "compress.export.environment": 10,  # the machine: CPU features, versions
+    "compress.export.onnx": 11,  # conversion, the checked file, parity
+    "compress.export.runtimes": 12,  # one Runner interface, sessions, input size
+    "compress.export.bench": 13,  # timing loop, cases, baselines, reports
+    "compress.export.doctor": 14,
+    "compress.export": 15,
+    # compress/: the stages on top
+    "compress.distributed": 20,
+    "compress.training": 21,
+    "compress.distillation": 22,
+    "compress.factorization": 23,
+    "compress.pruning": 23,
+    "compress.quantization": 23,
+    "compress.stages": 24,
+    "compress.pipeline": 25,
+    "compress": 26,  # compress/__init__.py: the lazy public API over stages and pipeline
+    "compress.cli": 27,
+    "compress.__main__": 28,
 }
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join(["compress", *parts] if parts[0] in LINKS else parts)
 
 
 def part_of(module: str) -> str:
@@ -49,7 +69,12 @@ def part_of(module: str) -> str:
 
 
 def all_modules(root: Path = ROOT) -> dict[str, Path]:
-    return {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+    found = {}
+    for folder in FOLDERS.values():
+        for p in sorted((root / folder).rglob("*.py")):
+            if folder != "compress" or p.relative_to(root / folder).parts[0] not in LINKS:
+                found[module_name(p, root)] = p
+    return found
 
 
 def _source(module: str, node: ast.ImportFrom, is_package: bool) -> str:
@@ -70,13 +95,13 @@ def imports_of(module: str, path: Path, known: set[str]) -> tuple[set[str], list
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
-                if a.name.split(".")[0] in PACKAGES:
+                if a.name.split(".")[0] == "compress":
                     out.add(a.name)
                     if a.asname:
                         aliases[a.asname] = a.name
         elif isinstance(node, ast.ImportFrom):
             src = _source(module, node, path.name == "__init__.py")
-            if src.split(".")[0] not in PACKAGES:
+            if src.split(".")[0] != "compress":
                 continue
             for a in node.names:
                 if f"{src}.{a.name}" in known:  # a submodule
@@ -198,9 +223,9 @@ def test_the_checker_sees_lazy_imports_cycles_and_private_names(tmp_path: Path) 
             "models/a.py": "def f():\n    from compress.training import fit\n",
             "export/__init__.py": "",
             "export/b.py": "from typing import TYPE_CHECKING\n"
-            "if TYPE_CHECKING:\n    from export.c import X\n",
-            "export/c.py": "from export import b\nfrom models.a import _hidden\n",
-            "export/d.py": "from export import c as cc\ny = cc._z\n",
+            "if TYPE_CHECKING:\n    from compress.export.c import X\n",
+            "export/c.py": "from compress.export import b\nfrom compress.models.a import _hidden\n",
+            "export/d.py": "from compress.export import c as cc\ny = cc._z\n",
             "compress/__init__.py": "",
             "compress/training/__init__.py": "",
             "compress/training/fit.py": "",
@@ -211,14 +236,14 @@ def test_the_checker_sees_lazy_imports_cycles_and_private_names(tmp_path: Path) 
         },
     )
     edges, private = import_graph(root)
-    assert "compress.training.fit" in edges["models.a"]
+    assert "compress.training.fit" in edges["compress.models.a"]
     assert order_violations(edges) == [
+        "compress.models.a -> compress.training.fit",
         "compress.pruning.p -> compress.quantization.q",
-        "models.a -> compress.training.fit",
     ]
-    assert cycles(edges) == [["export.b", "export.c"]]
-    assert private["export.c"] == ["models.a._hidden"]
-    assert private["export.d"] == ["export.c._z"]
+    assert cycles(edges) == [["compress.export.b", "compress.export.c"]]
+    assert private["compress.export.c"] == ["compress.models.a._hidden"]
+    assert private["compress.export.d"] == ["compress.export.c._z"]
 
 
 HEAVY = "{'torch', 'torch_pruning', 'onnxruntime', 'optuna', 'matplotlib', 'onnx'}"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from compress.models.errors import QualityGateError
 from compress.pipeline.recipe import parse_recipe
 from compress.pipeline.runner import run_pipeline
-from models.errors import QualityGateError
 from tests.conftest import FASHION_MINI, cli
 
 FULL = f"""\
@@ -215,9 +215,9 @@ def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, mon
     """Under torchrun, rank 1 must not export, benchmark or write records into the shared
     folder: it takes rank 0's outcome instead (here: rank 1 simulated in one process)."""
     from compress.distributed import collectives
+    from compress.models.artifacts.artifact import new_card, save_model
+    from compress.models.zoo.registry import create_model
     from compress.pipeline.table import StageOutcome
-    from models.artifact import new_card, save_model
-    from models.registry import create_model
 
     parent = tmp_path / "parent"
     save_model(create_model("lenet5"), parent, new_card(create_model("lenet5"), trained=True))
@@ -248,8 +248,8 @@ def test_options_added_later_keep_old_stage_hashes_at_their_default():
     as long as the new option is left at its default; setting it reruns the stage."""
     from dataclasses import asdict
 
+    from compress.models.data.datasets import DataConfig
     from compress.pipeline import runner as pipeline
-    from models.data import DataConfig
 
     recipe = parse_recipe(
         "name: r\nmodel: lenet5\nstages:\n  - train: {epochs: 1}\n  - prune: {ratio: 0.5}\n"

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 import compress.training.fit as train_mod
 import compress.training.precision as precision
 from compress.cli.app import app
+from compress.models.data.datasets import load_data
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.registry import create_model, spec_of
 from compress.training.fit import TrainConfig, fit
 from compress.training.precision import AmpPolicy, resolve_amp
-from models.data import load_data
-from models.errors import UnsupportedError, UsageError
-from models.registry import create_model, spec_of
 from tests.conftest import FASHION_MINI
 
 CPU = torch.device("cpu")
@@ -97,9 +97,9 @@ def test_cpu_flags_reads_this_machine():
 
 
 def test_train_card_records_training_precision(tmp_path, mini_data):
+    from compress.models.artifacts.artifact import read_card
     from compress.stages.common import ModelRef
     from compress.stages.train import run_train
-    from models.artifact import read_card
 
     out = tmp_path / "t"
     run_train(ModelRef("lenet5"), TrainConfig(epochs=1, amp="bf16"), mini_data, out)

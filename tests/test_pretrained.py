@@ -9,10 +9,10 @@ import socket
 import pytest
 import torch
 
-from models.download import DownloadError
-from models.errors import ArchitectureMismatchError, ResourceError, UsageError
-from models.pretrained import PRETRAINED, lookup, transfer
-from models.registry import create_model, spec_of
+from compress.models.errors import ArchitectureMismatchError, ResourceError, UsageError
+from compress.models.weights.download import DownloadError
+from compress.models.zoo.pretrained import PRETRAINED, lookup, transfer
+from compress.models.zoo.registry import create_model, spec_of
 from tests.loopback import Route, checkpoint_bytes, publish, serve
 
 
@@ -161,7 +161,7 @@ def test_small_variant_names_the_layer_and_why(r18_ckpt):
 
 
 def test_weights_name_on_an_artifact_or_factory_is_refused(trained_lenet):
-    from models.resolve import resolve_model
+    from compress.models.artifacts.resolve import resolve_model
 
     with pytest.raises(UsageError, match="apply to zoo models"):
         resolve_model(str(trained_lenet), weights="imagenet")
@@ -218,7 +218,7 @@ def test_image_folders_get_the_weights_preprocessing_and_batches(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from models.imagefolder import ImageFiles
+    from compress.models.data.imagefolder import ImageFiles
 
     img = np.zeros((224, 300, 3), np.uint8)
     img[:, :40] = 255  # a white band at the left edge: the center crop cuts it away
@@ -238,7 +238,7 @@ def test_image_folders_get_the_weights_preprocessing_and_batches(tmp_path):
 def test_weights_path_to_a_hand_fetched_copy_is_verified_and_transferred(
     r18_ckpt, tmp_path, monkeypatch
 ):
-    from models.resolve import ShapeArgs, resolve_model
+    from compress.models.artifacts.resolve import ShapeArgs, resolve_model
 
     body, sd = r18_ckpt
     entry = publish(monkeypatch, "resnet18", body)

@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
+from compress.models.artifacts.artifact import load_model, new_card, read_card, save_model
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.registry import create_model
 from compress.pruning.prune import PruneConfig, prune
-from models.artifact import load_model, new_card, read_card, save_model
-from models.errors import UnsupportedError, UsageError
-from models.registry import create_model
 from tests.conftest import USER_MODEL, params, shapes
 
 runner = CliRunner()

@@ -12,13 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
+from compress.models.artifacts.artifact import load_model
+from compress.models.errors import UsageError
 from compress.pruning.achieved import aligned_keep
 from compress.pruning.config import PruneConfig
 from compress.pruning.prune import prune
 from compress.stages.common import ModelRef
 from compress.stages.prune import run_prune
-from models.artifact import load_model
-from models.errors import UsageError
 
 WIDTHS = str(Path(__file__).parent / "data" / "widths_model.py") + ":build"
 runner = CliRunner()
@@ -145,8 +145,8 @@ def test_batchnorm_recalibration_is_the_exact_average_over_the_images():
 def test_pruning_with_data_re_estimates_batchnorm_after_the_cut(mini_data):
     """Adaptive BN runs after every cut (recorded per step) and is what moves the statistics;
     --bn-recalibration 0 leaves them as they were."""
-    from models.data import load_data
-    from models.registry import create_model
+    from compress.models.data.datasets import load_data
+    from compress.models.zoo.registry import create_model
 
     stats = {}
     for images in (0, 128):

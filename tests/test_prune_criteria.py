@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from compress.models.data.datasets import load_data
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import create_model
 from compress.pruning.graph import accumulate_gradients, make_importance
 from compress.pruning.prune import CRITERIA, PruneConfig, prune
 from compress.training.fit import TrainConfig
-from models.data import load_data
-from models.errors import UsageError
-from models.registry import create_model
 from tests.conftest import USER_MODEL, params
 
 

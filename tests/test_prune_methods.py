@@ -10,13 +10,13 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
+from compress.models.data.datasets import load_data
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import create_model
 from compress.pruning.config import PruneConfig, TargetUnreachableError
 from compress.pruning.prune import prune
 from compress.pruning.sparse import make_regularizer, sparse_learn
 from compress.training.fit import TrainConfig
-from models.data import load_data
-from models.errors import UsageError
-from models.registry import create_model
 
 runner = CliRunner()
 

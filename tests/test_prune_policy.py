@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 import compress.api  # before a test stubs compress.stages.prune: the API binds its run_prune
+from compress.models.errors import InvalidInputError, UsageError
 from compress.pruning.config import FINETUNE_LR, PruneConfig
 from compress.pruning.policy import (
     DEFAULT_FINETUNE_EPOCHS,
@@ -19,7 +20,6 @@ from compress.pruning.policy import (
     plan_finetune,
 )
 from compress.training.config import TrainConfig
-from models.errors import InvalidInputError, UsageError
 
 
 def _report(path, drops: dict[str, list[float]]):
@@ -250,7 +250,7 @@ def test_api_fine_tunes_with_the_trainconfig_it_is_given(trained_lenet, mini_dat
     """`compress.prune(..., finetune=TrainConfig(epochs=1))` used to fine-tune zero epochs:
     the card now records one epoch, and the accuracy moved because of it."""
     import compress
-    from models.artifact import read_card
+    from compress.models.artifacts.artifact import read_card
 
     cut = PruneConfig(ratio=0.5, round_to=None)
     untuned = compress.prune(

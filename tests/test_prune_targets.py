@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import create_model
 from compress.pruning.flops import Geometry, count_ops
 from compress.pruning.graph import plan
 from compress.pruning.prune import PruneConfig, TargetUnreachableError, parse_amount, prune
 from compress.pruning.session import PruneSession
-from models.errors import UsageError
-from models.registry import create_model
 from tests.conftest import USER_MODEL, params
 
 # ----------------------------------------------------------------------------- config

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.registry import attach_spec, create_model, spec_of
 from compress.quantization.fake_quant import (
     ActFakeQuant,
     QuantWeight,
@@ -21,8 +23,6 @@ from compress.quantization.fake_quant import (
     quantizers,
 )
 from compress.quantization.qat import QATConfig, export_qdq, qat_finetune
-from models.errors import UnsupportedError, UsageError
-from models.registry import attach_spec, create_model, spec_of
 from tests.conftest import MINI
 
 

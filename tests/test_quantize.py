@@ -13,12 +13,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from compress.models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization.calibration import calibration_inputs, check_calibration
 from compress.quantization.fallback import fallback_search, steps
 from compress.quantization.isa import detect_isa, int8_candidates, int8_defaults
 from compress.quantization.quantize import QuantizeConfig, quantize
-from models.errors import InvalidInputError, QualityGateError, UnsupportedError, UsageError
 from tests.conftest import MINI, cli
 
 # ----------------------------------------------------------------------------- fixtures
@@ -27,10 +27,10 @@ from tests.conftest import MINI, cli
 @pytest.fixture(scope="module")
 def lenet_onnx(trained_lenet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained LeNet-5 exported to ONNX (parity-gated) by the export stage."""
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
-    from models.data import DataConfig
 
     out = tmp_path_factory.mktemp("q") / "lenet5-onnx"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
@@ -360,8 +360,8 @@ def test_missed_budget_keeps_the_artifact_and_exits_5(lenet_onnx, tmp_path, monk
     assert card["gates"]["accuracy"]["passed"] is False
     assert card["gates"]["accuracy"]["drop_pts"] > 1.0
     with pytest.raises(QualityGateError, match="int8 accuracy gate failed"):
+        from compress.models.data.datasets import DataConfig
         from compress.stages.common import ModelRef
-        from models.data import DataConfig
 
         stage.run_quantize(
             ModelRef(str(lenet_onnx)),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from compress.models.errors import UsageError
 from compress.pipeline.recipe import RecipeError, apply_override, parse_recipe, recipe_to_dict
 from compress.pipeline.runner import describe_plan
-from models.errors import UsageError
 
 GOOD = """\
 name: t
@@ -88,7 +88,7 @@ def test_shipped_recipes_are_valid(path):
 
 
 def test_set_max_drop_null_removes_the_gate_and_a_word_is_refused():
-    from models.errors import UsageError
+    from compress.models.errors import UsageError
 
     assert parse_recipe(GOOD, overrides=["max_drop=null"]).max_drop is None
     with pytest.raises(UsageError, match="max_drop must be a number"):

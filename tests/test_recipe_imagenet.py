@@ -49,9 +49,9 @@ def make_imagefolder(root: Path, classes: int = 2, train: int = 80, val: int = 2
 
 @pytest.mark.slow
 def test_recipe_smoke_on_cpu(tmp_path, monkeypatch):
+    from compress.models.zoo.registry import create_model
     from compress.pipeline.recipe import load_recipe
     from compress.pipeline.runner import run_pipeline
-    from models.registry import create_model
 
     torch.manual_seed(0)
     parent = create_model("resnet50", num_classes=1000, in_channels=3, input_size=224)

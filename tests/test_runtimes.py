@@ -13,21 +13,21 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from export import openvino_runtime
-from export.bench import BenchConfig, BenchModel, benchmark, plan_cases
-from export.onnx_export import ExportConfig, export_onnx
-from export.precision import cpu_bf16, parse_precisions, refuse, unavailable
-from export.probe import child_pythonpath
-from export.runtime import (
+from compress.export.bench.measure import BenchConfig, BenchModel, benchmark, plan_cases
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.export.runtimes import openvino_runtime
+from compress.export.runtimes.precision import cpu_bf16, parse_precisions, refuse, unavailable
+from compress.export.runtimes.probe import child_pythonpath
+from compress.export.runtimes.runner import (
     RUNTIMES,
     check_runtime,
     create_session,
     onnx_runner,
     torch_runner,
 )
-from export.sigstack import current_sigaltstack
-from models.errors import UnsupportedError, UsageError
-from models.registry import create_model
+from compress.export.runtimes.sigstack import current_sigaltstack
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.registry import create_model
 
 NO_BF16 = frozenset({"avx2", "avx512f"})
 WITH_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
@@ -44,7 +44,9 @@ def lenet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def no_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend this CPU lacks native bf16, whatever it really has."""
-    monkeypatch.setattr("export.precision.cpu_bf16", lambda flags=None: cpu_bf16(NO_BF16))
+    monkeypatch.setattr(
+        "compress.export.runtimes.precision.cpu_bf16", lambda flags=None: cpu_bf16(NO_BF16)
+    )
 
 
 def test_registry_names_are_stable() -> None:
@@ -127,7 +129,7 @@ def test_a_python_signal_after_openvino_does_not_kill_the_process(lenet_onnx: Pa
     the process with SIGSEGV and no traceback. Run in a child: unfixed, it dies."""
     code = (
         "import faulthandler, os, signal; faulthandler.enable()\n"
-        "from export.runtime import onnx_runner\n"
+        "from compress.export.runtimes.runner import onnx_runner\n"
         f"a = onnx_runner({str(lenet_onnx)!r}, 'openvino', threads=1, precision='fp32')\n"
         f"b = onnx_runner({str(lenet_onnx)!r}, 'openvino', threads=1, precision='fp32')\n"
         "del a\n"
@@ -251,9 +253,9 @@ MINI_ARGS = ["--dataset", "fashion-mnist", "--data-dir", "tests/data/fashion-min
 
 
 def test_eval_measures_accuracy_where_the_model_runs(trained_lenet: Path) -> None:
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.evaluate import run_eval
-    from models.data import DataConfig
 
     data = DataConfig(dataset="fashion-mnist", data_dir="tests/data/fashion-mini")
     ref = ModelRef(str(trained_lenet))
@@ -279,7 +281,7 @@ def test_cli_eval_refuses_what_the_hardware_lacks(trained_lenet: Path, no_bf16: 
 
 
 def test_doctor_names_the_fastest_runtime_and_why(lenet_onnx: Path, no_bf16: None) -> None:
-    from export.doctor import diagnose
+    from compress.export.doctor.diagnose import diagnose
 
     d = diagnose(lenet_onnx, threads=1, isolate=False, rank=True)
     (f,) = d.by_code("fastest_runtime")
@@ -300,7 +302,7 @@ def test_doctor_names_the_fastest_runtime_and_why(lenet_onnx: Path, no_bf16: Non
     ],
 )
 def test_doctor_verdict_explains(best: dict, why: str) -> None:
-    from export.doctor_rank import verdict
+    from compress.export.doctor.rank import verdict
 
     ort = {"runtime": "ort-cpu", "precision": best["precision"], "effective_precision": "fp32"}
     f = verdict([{**best, "p50_ms": 1.0}, {**ort, "p50_ms": 3.0}], [], [])
@@ -326,7 +328,7 @@ def test_torch_compile_without_a_compiler_names_the_install(
 
 
 def test_available_runtimes_lists_what_runs_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    from export.runtime import available_runtimes
+    from compress.export.runtimes.runner import available_runtimes
 
     here = available_runtimes()
     assert {"torch", "ort-cpu", "openvino"} <= set(here)
@@ -335,8 +337,8 @@ def test_available_runtimes_lists_what_runs_here(monkeypatch: pytest.MonkeyPatch
 
 
 def test_int8_artifact_on_openvino_says_what_ran(tmp_path: Path) -> None:
+    from compress.models.data.datasets import synthetic_batch
     from compress.quantization.quantize import QuantizeConfig, quantize
-    from models.data import synthetic_batch
 
     model = create_model("lenet5").eval()
     export_onnx(model, tmp_path / "f.onnx", ExportConfig())

@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
+from compress.models.artifacts.artifact import load_model
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.registry import create_model
 from compress.pruning.config import load_report, ratios_from_sensitivity
 from compress.pruning.sensitivity import SensitivityConfig, analyze, markdown, write_report
-from models.artifact import load_model
-from models.errors import InvalidInputError, UsageError
-from models.registry import create_model
 
 runner = CliRunner()
 RATIOS = (0.25, 0.5, 0.75)

@@ -1,8 +1,8 @@
-"""One timing loop and one session builder: export.timing / export.session, used everywhere.
+"""One timing loop and one session builder: compress.export.bench.timing / compress.export.runtimes.session, used everywhere.
 
-A fake clock in `export.timing` makes every timed call take exactly 125 ms; `compress bench`,
+A fake clock in `compress.export.bench.timing` makes every timed call take exactly 125 ms; `compress bench`,
 pruning's latency target, `measure_latency` and the quantizer's `ortrun.latencies` must all
-report exactly that, which they can only do if they all time through `export.timing`.
+report exactly that, which they can only do if they all time through `compress.export.bench.timing`.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from compress.export.bench import timing
+from compress.export.bench.measure import BenchConfig, BenchModel, benchmark
+from compress.export.bench.timing import Timings, time_calls, time_interleaved
+from compress.export.runtimes.runner import create_session
+from compress.export.runtimes.session import open_session
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.registry import create_model
 from compress.pruning.latency import LatencyConfig, measure_latency, onnx_bytes
 from compress.pruning.prune import PruneConfig, prune
 from compress.quantization import ortrun
-from export import timing
-from export.bench import BenchConfig, BenchModel, benchmark
-from export.runtime import create_session
-from export.session import open_session
-from export.timing import Timings, time_calls, time_interleaved
-from models.errors import InvalidInputError, UsageError
-from models.registry import create_model
 
 STEP_S = 0.125  # exact in binary, so fake durations come out exactly 125.0 ms
 

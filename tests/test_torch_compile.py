@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import torch_compile
-from export.runtime import torch_runner
-from models.errors import UnsupportedError
-from models.registry import create_model
+from compress.export.runtimes import torch_compile
+from compress.export.runtimes.runner import torch_runner
+from compress.models.errors import UnsupportedError
+from compress.models.zoo.registry import create_model
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_many_batch_sizes_compile_within_the_limit_and_match_eager(
     counters.clear()
     model = create_model("lenet5").eval()
     runner = torch_runner(model, "torch-compile")
-    caplog.set_level(logging.INFO, logger="export.torch_compile")
+    caplog.set_level(logging.INFO, logger="compress.export.runtimes.torch_compile")
     # deploy's shapes (eval 512 / 392, timing 1 / 32) and more than recompile_limit (8) others
     sizes = [512, 392, 1, 32, *range(2, 12)]
     assert len(sizes) > torch._dynamo.config.recompile_limit

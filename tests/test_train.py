@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compress.models.data.datasets import load_data
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import create_model
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import TrainConfig, fit
-from models.data import load_data
-from models.errors import UsageError
-from models.registry import create_model
 
 
 def test_short_real_training_improves_accuracy(mini_data):
@@ -81,7 +81,7 @@ def test_invalid_train_config_is_a_usage_error(kwargs, match):
 def test_explicit_cuda_without_gpu_is_unsupported(mini_data):
     import torch
 
-    from models.errors import UnsupportedError
+    from compress.models.errors import UnsupportedError
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; this checks the CPU-only error")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.artifact import CODE, load_model, new_card, read_card, save_model
-from models.errors import UntrustedCodeError
-from models.registry import create_model
-from models.usercode import sha256_bytes
+from compress.models.artifacts.artifact import CODE, load_model, new_card, read_card, save_model
+from compress.models.errors import UntrustedCodeError
+from compress.models.zoo.registry import create_model
+from compress.models.zoo.usercode import sha256_bytes
 from tests.conftest import cli
 
 FACTORY = """
@@ -194,8 +194,8 @@ def test_readme_documents_what_is_trusted():
 
 
 def test_onnx_probe_ignores_a_lookalike_package_in_the_working_directory(tmp_path, monkeypatch):
-    """The ONNX probe child runs our export.runtime, not an `export/` folder where the user is."""
-    from export.probe import probe_in_subprocess
+    """The ONNX probe child runs our compress.export.runtimes.runner, not an `export/` folder where the user is."""
+    from compress.export.runtimes.probe import probe_in_subprocess
 
     marker = tmp_path / "MARKER"
     fake = tmp_path / "cwd" / "export"

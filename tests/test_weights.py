@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models.errors import ArchitectureMismatchError, UnsafePickleError, WeightsError
-from models.registry import create_model
-from models.weights import load_into, read_state_dict
+from compress.models.errors import ArchitectureMismatchError, UnsafePickleError, WeightsError
+from compress.models.weights.reading import load_into, read_state_dict
+from compress.models.zoo.registry import create_model
 
 
 class Evil:

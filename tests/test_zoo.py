@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.errors import UsageError
-from models.registry import (
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import (
     FASHION_MEAN,
     FASHION_STD,
     IMAGENET_MEAN,
@@ -293,7 +293,7 @@ def test_lenet_and_user_factories_default_to_28() -> None:
 def test_a_user_factory_without_a_spec_gets_the_zoo_defaults(tmp_path) -> None:
     """Its spec is what a zoo model of that shape gets (default normalization, the last
     Linear/Conv as classifier), variant "user", with the factory and its hash recorded."""
-    from models.spec import default_mean_std
+    from compress.models.zoo.spec import default_mean_std
 
     f = tmp_path / "net.py"
     f.write_text(

@@ -70,7 +70,7 @@ def dumps(man: dict[str, object]) -> str:
 def parity(name: str, seed: int = 0) -> float:
     """Max |logit difference| between torchvision's model and ours with the same weights."""
     sys.path.insert(0, str(ROOT))
-    from models.registry import create_model
+    from compress.models.zoo.registry import create_model
 
     torch.manual_seed(seed)
     ref = torchvision_model(name).eval()

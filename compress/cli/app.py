@@ -17,8 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from compress.cli.output import err_console
-from models.durable import DISK_FULL_ERRNOS, disk_full_error
-from models.errors import (
+from compress.models.disk.durable import DISK_FULL_ERRNOS, disk_full_error
+from compress.models.errors import (
     EXIT_CODES,
     CompressError,
     DiskFullError,
@@ -27,7 +27,7 @@ from models.errors import (
 )
 
 if TYPE_CHECKING:
-    from models.progress import Bar
+    from compress.models.progress import Bar
 
 # OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
 _REFUSED_WRITES = {
@@ -111,8 +111,8 @@ def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
     """Whether `name` lies in compress's packages or the Python installation (not the user's)."""
     import sysconfig
 
-    import export
-    import models
+    import compress.export as export
+    import compress.models as models
 
     here = Path(__file__).resolve().parents[1]  # the compress package
     roots = {here, Path(export.__file__).resolve().parent, Path(models.__file__).resolve().parent}
@@ -164,7 +164,7 @@ def _root(
 ) -> None:
     from rich.logging import RichHandler
 
-    from models.progress import set_progress_factory
+    from compress.models.progress import set_progress_factory
 
     set_progress_factory(_download_bar)  # weights downloads show a bar (libraries only log)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO

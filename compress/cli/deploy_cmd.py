@@ -8,7 +8,7 @@ import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, err_console, pct, write_json
-from models.errors import UsageError
+from compress.models.errors import UsageError
 
 RuntimeOpt = Annotated[
     list[str] | None,
@@ -91,10 +91,10 @@ def deploy(
 
     Unavailable runtimes and precisions are listed with the reason. If no candidate passes the accuracy gate, nothing is written and the exit code is 5.
     """
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.stages.deploy import DeployConfig
     from compress.stages.deploy import deploy as run_deploy
-    from models.data import DataConfig
 
     cfg = DeployConfig(
         runtimes=tuple(runtime) if runtime else None,

@@ -9,10 +9,10 @@ import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, err_console, write_json
-from models.errors import UsageError
+from compress.models.errors import UsageError
 
 if TYPE_CHECKING:  # imports torch; loaded when the command runs
-    from export.bench import BenchConfig
+    from compress.export.bench.measure import BenchConfig
 
 RuntimeOpt = Annotated[
     list[str] | None,
@@ -62,8 +62,8 @@ def export(
     artifact, marks its card, and exits with code 5. With --input-size N the file, its parity
     gate (images resized to N) and its card are at N x N; bench and deploy then run it there.
     """
+    from compress.export.onnx.convert import ExportConfig
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
 
     cfg = ExportConfig(
         opset=opset,
@@ -131,8 +131,8 @@ class BenchOptions(o.OptionGroup):
 
     def config(self, input_size: int | None = None) -> BenchConfig:
         """The library's BenchConfig (validated there); `input_size` is --input-size."""
-        from export.bench import BenchConfig
-        from export.precision import parse_precisions
+        from compress.export.bench.measure import BenchConfig
+        from compress.export.runtimes.precision import parse_precisions
 
         return BenchConfig(
             runtimes=tuple(self.runtime or ("torch", "ort-cpu")),
@@ -167,9 +167,9 @@ def bench(
     every model at N x N (e.g. a dense parent and its pruned children trained at 28, at 224);
     an ONNX artifact exported with `compress export --input-size N` runs at N without it.
     """
+    from compress.export.bench.report import write_reports
+    from compress.models.artifacts.resolve import zoo_weights
     from compress.stages.bench import run_bench
-    from export.report import write_reports
-    from models.resolve import zoo_weights
 
     cfg = how.config(mo.input_size)
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
@@ -186,8 +186,8 @@ def bench(
 
 def _print_bench(report: Any) -> None:
     """The table (a narrow terminal gets the columns that matter most), machine and notes."""
-    from export.bench_results import INPUT_NOTE
-    from export.report import environment_line, terminal_table
+    from compress.export.bench.report import environment_line, terminal_table
+    from compress.export.bench.results import INPUT_NOTE
 
     console.print(terminal_table(report, console.width))
     console.print(f"inputs: {INPUT_NOTE}", highlight=False)

@@ -72,7 +72,7 @@ def factorize(
 
 
 def _ranks(items: list[str]) -> dict[str, int]:
-    from models.errors import UsageError
+    from compress.models.errors import UsageError
 
     out: dict[str, int] = {}
     for item in items:

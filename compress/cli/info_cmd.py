@@ -19,8 +19,8 @@ def models_cmd(
     weights each model accepts by name (`--weights imagenet`)."""
     from rich.table import Table
 
-    from models.pretrained import names_for
-    from models.registry import create_model, list_models, spec_of
+    from compress.models.zoo.pretrained import names_for
+    from compress.models.zoo.registry import create_model, list_models, spec_of
 
     table = Table(
         title=f"model zoo at {in_channels}x{input_size}x{input_size}, {num_classes} classes"
@@ -48,7 +48,7 @@ def info(
     json_out: Annotated[str | None, typer.Option("--json", help="Write the card here.")] = None,
 ) -> None:
     """Show an artifact's card: architecture, precision, metrics and lineage."""
-    from models.artifact import card_json, read_card
+    from compress.models.artifacts.artifact import card_json, read_card
 
     card = read_card(artifact)
     a = card.architecture

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 import typer
 
 if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
+    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
     from compress.training.config import TrainConfig
-    from models.data import DataConfig
 
 R = TypeVar("R")
 
@@ -182,7 +182,7 @@ class DataOptions(OptionGroup):
         augment: bool = False,
     ) -> DataConfig:
         """Dataset None means "the input artifact's data set, else Fashion-MNIST"."""
-        from models.data import DataConfig
+        from compress.models.data.datasets import DataConfig
 
         return DataConfig(
             dataset=self.dataset,
@@ -249,7 +249,7 @@ def check_output_files(kwargs: dict[str, Any]) -> None:
     """Refuse, before any work, a report file (--json, --csv, ...) that can't be written."""
     paths = {OUTPUT_FILES[k]: v for k, v in kwargs.items() if k in OUTPUT_FILES and v}
     if any(v != "-" for v in paths.values()):
-        from models.artifact import check_writable
+        from compress.models.artifacts.artifact import check_writable
 
         for option, path in paths.items():
             if path != "-":

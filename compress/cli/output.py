@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from models.durable import write_text
+from compress.models.disk.durable import write_text
 
 # Under torchrun only rank 0 prints results and writes --json; every rank still shows errors.
 MAIN_RANK = os.environ.get("RANK", "0") in ("", "0")

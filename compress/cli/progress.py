@@ -62,14 +62,14 @@ class RichHooks:
 
 
 class DownloadBar:
-    """A byte-count bar for `models.download` (installed by the app); falls back to log lines
+    """A byte-count bar for `compress.models.weights.download` (installed by the app); falls back to log lines
     where another live display can't nest (older rich)."""
 
     def __init__(self, label: str, total: int | None) -> None:
         from rich.errors import LiveError
         from rich.progress import DownloadColumn, TransferSpeedColumn
 
-        from models.progress import ProgressBar
+        from compress.models.progress import ProgressBar
 
         self.fallback: ProgressBar | None = None
         self.progress = Progress(

@@ -362,9 +362,9 @@ def sensitivity(
 
     Feed the result to `compress prune --from-sensitivity OUT --max-drop 1`.
     """
+    from compress.models.errors import UsageError
     from compress.pruning.sensitivity import SensitivityConfig
     from compress.stages.prune import run_sensitivity
-    from models.errors import UsageError
 
     try:
         rs = [float(r) for r in ratios.split(",") if r.strip()]

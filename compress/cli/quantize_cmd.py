@@ -158,7 +158,7 @@ def quantize(
 
 def _layer_bits(items: list[str]) -> dict[str, int]:
     """NODE=BITS pairs from --layer-bits; a malformed one is a usage error (one line)."""
-    from models.errors import UsageError
+    from compress.models.errors import UsageError
 
     out: dict[str, int] = {}
     for item in items:

@@ -18,8 +18,8 @@ COLUMNS = ("stage", "params", "size ×", "test %", "Δ pt", "best speed-up")
 
 def compact_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     """One short row of text per stage, in COLUMNS order."""
+    from compress.export.bench.baseline import times
     from compress.pipeline.headline import best_speedup
-    from export.baseline import times
 
     base = rows[0]["test_top1"] if rows else None
     out = []

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.distillation.features import FeatureDistiller, Pair, parse_pairs
+from compress.models.data.datasets import DataBundle
+from compress.models.data.images import TensorImages
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.registry import ModelSpec, spec_of
 from compress.training import int4_grid
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
-from models.data import DataBundle
-from models.errors import InvalidInputError, UsageError
-from models.images import TensorImages
-from models.registry import ModelSpec, spec_of
 
 log = logging.getLogger(__name__)
 CACHE_MAX_BYTES = 512 << 20  # teacher logits kept in memory at most

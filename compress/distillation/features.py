@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from models.errors import InvalidInputError, UsageError
+from compress.models.errors import InvalidInputError, UsageError
 
 log = logging.getLogger(__name__)
 Pair = tuple[str, str]

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from compress.distributed.group import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
-from models.errors import CompressError, ResourceError
+from compress.models.errors import CompressError, ResourceError
 
 log = logging.getLogger(__name__)
 

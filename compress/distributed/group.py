@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.errors import ResourceError, UnsupportedError, UsageError
+from compress.models.errors import ResourceError, UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from compress.distributed.group import group_active, rank
-from models.errors import UsageError
+from compress.models.errors import UsageError
 
 
 class ShardSampler(Sampler[int]):

@@ -1,1 +1,1 @@
-"""Factorization: truncated SVD of Linear layers into low-rank pairs (models.lowrank)."""
+"""Factorization: truncated SVD of Linear layers into low-rank pairs (compress.models.zoo.lowrank)."""

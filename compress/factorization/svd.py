@@ -1,7 +1,7 @@
 """Truncated SVD of Linear layers: W (m x n) ~ B (m x r) A (r x n), chosen by rank or budget.
 
 `factorize(model, FactorizeConfig(...))` replaces each chosen nn.Linear by a
-models.lowrank.LowRankLinear initialized from the top-r singular triplets (sqrt(S) split
+compress.models.zoo.lowrank.LowRankLinear initialized from the top-r singular triplets (sqrt(S) split
 between the halves, so both are on the same scale for fine-tuning). A rank only pays below the
 break-even mn/(m+n), and can't exceed min(m, n): such ranks are refused, one line each, before
 anything changes. Fine-tuning (KD from the parent) is the stage's job: compress.stages.factorize.
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import UnsupportedError, UsageError
-from models.lowrank import LowRankLinear, break_even
-from models.registry import spec_of
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.lowrank import LowRankLinear, break_even
+from compress.models.zoo.registry import spec_of
 
 log = logging.getLogger(__name__)
 

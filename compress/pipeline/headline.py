@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from export.baseline import FASTEST_DENSE, ROLES, times
+from compress.export.bench.baseline import FASTEST_DENSE, ROLES, times
 
 NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster"
 WORTH = 1.5  # a size ratio below this is not "buying size"

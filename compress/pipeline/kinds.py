@@ -8,10 +8,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from compress.models.artifacts.artifact import read_card
 from compress.pipeline.recipe import RecipeError
 from compress.pipeline.table import StageContext, StageKind, StageOutcome
 from compress.stages.common import ModelRef
-from models.artifact import read_card
 
 
 def _train_cfg(config: dict[str, Any]) -> Any:
@@ -82,8 +82,8 @@ def _prune_finish(built: dict[str, Any], options: dict[str, Any], where: str) ->
     """A prune stage fine-tunes like `compress prune`: the training keys the stage sets (lr, amp,
     optimizer, ...) go to the one fine-tuning policy (`compress.pruning.policy.plan_finetune`),
     which the stage function calls; checked here so a bad key fails before anything runs."""
+    from compress.models.errors import UsageError
     from compress.pruning.policy import plan_finetune
-    from models.errors import UsageError
 
     prune_cfg, train_cfg = built["PruneConfig"], built.pop("TrainConfig")
     train_keys = _fields(train_cfg) - _fields(prune_cfg)  # seed, label_smoothing: the pruning's
@@ -151,9 +151,9 @@ def _run_bench(
     ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
 ) -> StageOutcome:
     """Benchmark every model the run produced so far, on the same runtimes and batch sizes."""
+    from compress.export.bench.report import write_reports
+    from compress.models.artifacts.artifact import atomic_dir
     from compress.stages.bench import run_bench
-    from export.report import write_reports
-    from models.artifact import atomic_dir
 
     trust = ctx.recipe.trust_code
     refs = [ModelRef(model=str(r["artifact"]), trust_code=trust) for r in ctx.artifacts]
@@ -279,9 +279,9 @@ def _model_kinds() -> list[StageKind]:
 
 def _artifact_kinds() -> list[StageKind]:
     """Stages that turn the model into ONNX files or measurements."""
+    from compress.export.bench.measure import BenchConfig
+    from compress.export.onnx.convert import ExportConfig
     from compress.quantization.quantize import QuantizeConfig
-    from export.bench import BenchConfig
-    from export.onnx_export import ExportConfig
 
     return [
         StageKind(

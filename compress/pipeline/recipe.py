@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from models.durable import write_text
-from models.errors import InvalidInputError, UsageError
+from compress.models.disk.durable import write_text
+from compress.models.errors import InvalidInputError, UsageError
 
 TOP_KEYS = {
     "name",

@@ -4,7 +4,7 @@ Written as `report.json`, `report.md` and a self-contained `report.html` (plots 
 PNG), each opening with the headline (`compress.pipeline.headline`). Every number comes from
 this run's stage records: accuracy from each artifact's card (measured when the stage ran) and
 latency from the run's bench stage (synthetic inputs). Speed-ups are against the fastest dense
-case the bench found on this machine and against onnxruntime fp32 (`export.baseline`), each
+case the bench found on this machine and against onnxruntime fp32 (`compress.export.bench.baseline`), each
 labelled; the same-runtime ratio vs the baseline stage stays in the JSON rows.
 """
 
@@ -14,11 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compress.pipeline.headline import gate_lines, headline, headline_markdown
-from compress.pipeline.report_html import to_html
-from compress.pipeline.report_plots import plots
-from compress.pipeline.report_table import full_table
-from export.baseline import (
+from compress.export.bench.baseline import (
     ROLE_HELP,
     ROLES,
     Baseline,
@@ -29,8 +25,12 @@ from export.baseline import (
     speedups,
     times,
 )
-from export.report import environment_rows
-from models.artifact import now, software_versions
+from compress.export.bench.report import environment_rows
+from compress.models.artifacts.artifact import now, software_versions
+from compress.pipeline.headline import gate_lines, headline, headline_markdown
+from compress.pipeline.report_html import to_html
+from compress.pipeline.report_plots import plots
+from compress.pipeline.report_table import full_table
 
 
 def bench_cases(
@@ -221,7 +221,7 @@ NOISE = 0.05  # speed-ups within 5 % of 1x are reported as "no faster", not as a
 
 def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None) -> list[str]:
     """Plain statements where compression did not buy speed, or the CPU was busy."""
-    from export.environment import busy_note
+    from compress.export.environment import busy_note
 
     notes = ["Latency uses synthetic inputs (speed only); accuracy uses the real test split."]
     if busy := busy_note(env or {}):

@@ -12,10 +12,10 @@ import html
 from pathlib import Path
 from typing import Any
 
+from compress.export.bench.baseline import ROLE_HELP, ROLES
+from compress.export.bench.report import environment_rows
 from compress.pipeline.headline import facts, speedup_table
 from compress.pipeline.report_table import full_table
-from export.baseline import ROLE_HELP, ROLES
-from export.report import environment_rows
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1150px;margin:1.5em auto;padding:0 1em;"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from compress.export.bench.baseline import ROLES, times
 from compress.pipeline.headline import best_speedup
 from compress.pipeline.report_plots import runtimes
-from export.baseline import ROLES, times
 
 
 def _pct(x: float | None) -> str:

@@ -24,16 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.models.artifacts.artifact import check_out_dir, is_artifact, model_code, read_card
+from compress.models.data.datasets import DataConfig
+from compress.models.disk.durable import write_text
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import QualityGateError
+from compress.models.zoo.registry import is_factory_ref
+from compress.models.zoo.usercode import check_consent, read_source, sha256_bytes
 from compress.pipeline.kinds import STAGES
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
 from compress.pipeline.table import StageContext, StageKind, StageOutcome
-from models.artifact import check_out_dir, is_artifact, model_code, read_card
-from models.data import DataConfig
-from models.durable import write_text
-from models.errors import QualityGateError
-from models.outlock import locks_output
-from models.registry import is_factory_ref
-from models.usercode import check_consent, read_source, sha256_bytes
 
 log = logging.getLogger(__name__)
 RECORD = "stage.json"

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.models.artifacts.artifact import read_card
+from compress.models.data.datasets import DataConfig
+from compress.models.errors import CompressError
 from compress.pipeline.recipe import Recipe, RecipeError
 from compress.stages.common import ModelRef
-from models.artifact import read_card
-from models.data import DataConfig
-from models.errors import CompressError
 
 
 @dataclass

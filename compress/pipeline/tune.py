@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.models.artifacts.artifact import check_writable
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import QualityGateError, UsageError
 from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_recipe
-from models.artifact import check_writable
-from models.errors import QualityGateError, UsageError
-from models.outlock import locks_output
 
 log = logging.getLogger(__name__)
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from compress.models.errors import UsageError
 from compress.pruning.config import PruneConfig, parse_amount
-from models.errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.errors import InvalidInputError, UsageError
+from compress.models.errors import InvalidInputError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from models.registry import spec_of
+from compress.models.zoo.registry import spec_of
 
 # Ops that only move or describe data: never reported as "not counted".
 _DATA_MOVEMENT = {

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.distributed import collectives, sharding
+from compress.models.data.datasets import DataBundle
+from compress.models.errors import CompressError, UnsupportedError, UsageError
 from compress.pruning.achieved import aligned_keep
 from compress.pruning.config import DEFAULT_RATIO_TOLERANCE, PruneConfig
 from compress.pruning.flops import CONV_TYPES, in_out
-from models.data import DataBundle
-from models.errors import CompressError, UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 Pruning needs one number quickly and often: the model is exported to an in-memory ONNX graph
 (``torch.onnx.export(dynamo=False)``, ~10x faster to export than dynamo), opened in an
-onnxruntime CPU session with a fixed thread count (`export.session.open_session`) and timed by
-`export.timing.time_calls` after a warm-up, the same loop `compress bench` uses; the median of
+onnxruntime CPU session with a fixed thread count (`compress.export.runtimes.session.open_session`) and timed by
+`compress.export.bench.timing.time_calls` after a warm-up, the same loop `compress bench` uses; the median of
 the timed runs is kept. Latency is noisy on a shared machine: compare numbers from one run.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.session import open_session
-from export.timing import time_calls, torch_threads
-from models.errors import UnsupportedError, UsageError
-from models.registry import spec_of
+from compress.export.bench.timing import time_calls, torch_threads
+from compress.export.runtimes.session import open_session
+from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.registry import spec_of
 
 log = logging.getLogger(__name__)
 OPSET = 17

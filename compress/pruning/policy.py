@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from compress.models.errors import UsageError
 from compress.pruning.config import (
     DATA_FREE_CRITERION,
     DEFAULT_CRITERION,
@@ -33,7 +34,6 @@ from compress.pruning.config import (
     check_sparse_budget,
 )
 from compress.training.config import TrainConfig
-from models.errors import UsageError
 
 log = logging.getLogger(__name__)
 

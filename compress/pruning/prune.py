@@ -26,6 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.models.artifacts.structure import apply_structure, capture_structure
+from compress.models.data.datasets import DataBundle
+from compress.models.errors import CompressError, UnsupportedError, UsageError
 from compress.pruning import achieved
 from compress.pruning.config import (
     CRITERIA,
@@ -40,9 +43,6 @@ from compress.pruning.graph import Progress, build_pruner, make_importance, prun
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
 from compress.training.fit import Hooks, TrainConfig
-from models.data import DataBundle
-from models.errors import CompressError, UnsupportedError, UsageError
-from models.structure import apply_structure, capture_structure
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import spec_of
 from compress.pruning.config import SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
 from compress.pruning.prune import PruneConfig, prunable_layers, prune_layer_stepwise
-from models.errors import UsageError
-from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from compress.distributed import collectives
+from compress.models.data.datasets import DataBundle
+from compress.models.errors import CompressError, UsageError
+from compress.models.zoo.registry import spec_of
 from compress.pruning.config import (
     DATA_CRITERIA,
     DATA_FREE_CRITERION,
@@ -37,9 +40,6 @@ from compress.pruning.graph import (
 )
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
 from compress.training.fit import Hooks, TrainConfig, fit
-from models.data import DataBundle
-from models.errors import CompressError, UsageError
-from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 _MAX_LATENCY_ROUNDS = 20

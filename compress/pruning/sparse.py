@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.distributed import collectives, sharding
+from compress.models.data.datasets import DataBundle
+from compress.models.errors import InvalidInputError, UnsupportedError
 from compress.pruning.config import PruneConfig
 from compress.pruning.graph import ignored_modules
 from compress.training.fit import TrainConfig, make_optimizer, make_scheduler
 from compress.training.precision import resolve_device
-from models.data import DataBundle
-from models.errors import InvalidInputError, UnsupportedError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import InvalidInputError
+from compress.models.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 MIN_SAMPLES = 16  # below this, activation ranges are a guess

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from compress.models.errors import UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.training.precision import AMP_MODES
-from models.errors import UsageError
 
 METHODS = ("ptq-static", "ptq-dynamic", "qat", "fp16")
 CALIBRATIONS = ("minmax", "entropy", "percentile")

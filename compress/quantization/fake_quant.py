@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from models.errors import UnsupportedError
-from models.registry import attach_spec, spec_of
+from compress.models.errors import UnsupportedError
+from compress.models.zoo.registry import attach_spec, spec_of
 
 W_MIN, W_MAX = -128, 127
 W_MAX_REDUCED = 63  # reduce_range: scales put every weight in [-63, 63]

@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from compress.models.errors import UnsupportedError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.context import QuantContext, QuantizeResult, drop_pts, within_budget
 from compress.quantization.fallback import NodeScore, rank_nodes, steps
-from models.errors import UnsupportedError
 
 log = logging.getLogger(__name__)
 MAX_ABS = 1e-2

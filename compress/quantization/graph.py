@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import InvalidInputError, UnsupportedError
+from compress.models.errors import InvalidInputError, UnsupportedError
 
 STATIC_OPS = ("Conv", "Gemm", "MatMul")  # what carries the weights and the time in a CNN
 DYNAMIC_OPS = ("MatMul", "Gemm")  # never Conv: ConvInteger has no CPU kernel

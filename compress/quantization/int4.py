@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from compress.export.runtimes.session import open_session
+from compress.models.errors import UnsupportedError, UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
-from export.session import open_session
-from models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from compress.models.errors import ResourceError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import make_reader
@@ -25,7 +26,6 @@ from compress.quantization.context import (
 )
 from compress.quantization.fallback import FallbackResult, fallback_search, rank_nodes
 from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
-from models.errors import ResourceError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ int8 is only fast (and, on some CPUs, only accurate) with the right instructions
 `vpmaddubsw`, whose 16-bit intermediate sums saturate with full-range U8S8 (onnxruntime's
 documented remedy is `reduce_range`, 7-bit weights); ARM's dot-product instructions have no
 such problem. The choice and its reason go into the card, so a user can see why. Reading the
-flags, and what each one means, is export.environment's table (one for the whole tool); this
+flags, and what each one means, is compress.export.environment's table (one for the whole tool); this
 module decides what they mean for onnxruntime's int8 settings.
 """
 
@@ -41,7 +41,7 @@ class Isa:
 
     @property
     def int8_dot_product(self) -> bool:
-        """int8 products summed in 32 bits without saturation (export.environment's
+        """int8 products summed in 32 bits without saturation (compress.export.environment's
         INT8_DOT_PRODUCT): VNNI, AMX-INT8, ARM dot product or i8mm."""
         return self.vnni or self.amx_int8 or self.arm_dot or self.arm_i8mm
 
@@ -69,9 +69,9 @@ class Int8Settings:
 
 
 def detect_isa(flags: frozenset[str] | None = None, arch: str | None = None) -> Isa:
-    """This CPU's int8-relevant instruction sets, from export.environment's table;
+    """This CPU's int8-relevant instruction sets, from compress.export.environment's table;
     `flags`/`arch` for tests."""
-    from export.environment import cpu_arch, isa_flags
+    from compress.export.environment import cpu_arch, isa_flags
 
     arch = arch or cpu_arch()
     has = isa_flags(flags)

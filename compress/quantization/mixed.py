@@ -16,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compress.models.errors import UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import int4
 from compress.quantization.context import QuantizeResult
 from compress.quantization.int8 import build_int8_nodes
 from compress.quantization.isa import detect_isa
-from models.errors import UsageError
 
 log = logging.getLogger(__name__)
 Ctx = Any  # compress.quantization.quantize's run context (cfg, work dir, top1, fresh)

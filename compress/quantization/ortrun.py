@@ -1,6 +1,6 @@
 """onnxruntime sessions as the quantizer needs them: predict, evaluate, time, compare logits.
 
-Sessions come from `export.session.open_session` and timings from `export.timing`, the same code
+Sessions come from `compress.export.runtimes.session.open_session` and timings from `compress.export.bench.timing`, the same code
 `compress bench` and pruning use; every number the quantizer reports (accuracy, latency, sizes)
 comes from these few functions, so fp32 and int8 are measured by the same code on the same inputs.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from compress.export.bench.timing import time_interleaved
+from compress.export.runtimes.session import open_session
 from compress.training.evaluate import Predictor, evaluate
-from export.session import open_session
-from export.timing import time_interleaved
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import spec_of
 from compress.quantization.fake_quant import calibrate, freeze, prepare_qat, quantizers
-from models.errors import UsageError
-from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def qat_finetune(
 ) -> QATResult:
     """Fake-quant fine-tuning of a copy of `model` on `data.train`, exported to `out` (QDQ).
 
-    `data` is a models.data.DataBundle; `calib` the calibration inputs that initialize the
+    `data` is a compress.models.data.datasets.DataBundle; `calib` the calibration inputs that initialize the
     activation ranges. The ONNX model's validation accuracy is checked against the fake-quant
     PyTorch model's (they compute the same thing up to int8 kernel rounding).
     """

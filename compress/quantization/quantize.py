@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.models.errors import UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import MIN_SAMPLES, check_calibration
@@ -30,7 +31,6 @@ from compress.quantization.context import (
     QuantizeResult,
 )
 from compress.quantization.isa import detect_isa
-from models.errors import UsageError
 
 log = logging.getLogger(__name__)
 __all__ = ["QuantizeConfig", "QuantizeResult", "measure_pair", "quantize"]

@@ -13,21 +13,21 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from compress.export.bench.measure import BenchConfig, BenchModel, Progress, benchmark
+from compress.export.bench.results import BenchReport
+from compress.export.doctor.diagnose import diagnose
+from compress.export.doctor.diagnosis import Diagnosis, Finding
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.export.onnx.file import META_PREFIX
+from compress.export.runtimes.input_size import onnx_spec_at_size
+from compress.export.runtimes.probe import probe_in_subprocess
+from compress.export.runtimes.runner import ORT_PROVIDERS, card_from_onnx, inspect_onnx
+from compress.models.artifacts.artifact import ONNX, WEIGHTS, Card, is_artifact
+from compress.models.artifacts.resolve import onnx_input
+from compress.models.data.datasets import DataConfig
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.registry import ModelSpec, default_mean_std
 from compress.stages.common import ModelRef, load_source, load_source_at
-from export.bench import BenchConfig, BenchModel, Progress, benchmark
-from export.bench_results import BenchReport
-from export.diagnosis import Diagnosis, Finding
-from export.doctor import diagnose
-from export.input_size import onnx_spec_at_size
-from export.onnx_export import ExportConfig, export_onnx
-from export.onnx_file import META_PREFIX
-from export.probe import probe_in_subprocess
-from export.runtime import ORT_PROVIDERS, card_from_onnx, inspect_onnx
-from models.artifact import ONNX, WEIGHTS, Card, is_artifact
-from models.data import DataConfig
-from models.errors import InvalidInputError, UsageError
-from models.registry import ModelSpec, default_mean_std
-from models.resolve import onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def bench_model(
     input_size: int | None = None,
 ) -> BenchModel:
     """Turn one `--model` reference into a BenchModel (ONNX files probed in a child process),
-    at `input_size` when given (see `export.input_size`; None: the model's own size)."""
+    at `input_size` when given (see `compress.export.runtimes.input_size`; None: the model's own size)."""
     path = Path(ref.model)
     onnx = onnx_input(path)
     if onnx is not None:

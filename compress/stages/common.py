@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from export.input_size import at_input_size
-from models.artifact import Card, new_card
-from models.data import DataBundle, DataConfig, dataset_shape, load_data
-from models.pretrained import for_file, looks_like_name
-from models.registry import input_size_for_data
-from models.resolve import ModelSource, ShapeArgs, resolve_model
+from compress.export.runtimes.input_size import at_input_size
+from compress.models.artifacts.artifact import Card, new_card
+from compress.models.artifacts.resolve import ModelSource, ShapeArgs, resolve_model
+from compress.models.data.datasets import DataBundle, DataConfig, dataset_shape, load_data
+from compress.models.zoo.pretrained import for_file, looks_like_name
+from compress.models.zoo.registry import input_size_for_data
 
 
 @dataclass
@@ -23,7 +23,9 @@ class ModelRef:
     in_channels: int | None = None
     input_size: int | None = None
     trust_pickle: bool = False
-    trust_code: bool = False  # run a user factory stored in an artifact (models.usercode)
+    trust_code: bool = (
+        False  # run a user factory stored in an artifact (compress.models.zoo.usercode)
+    )
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,7 +72,7 @@ def load_source_at(ref: ModelRef, data: DataConfig | None, size: int | None) -> 
     """:func:`load_source`, run at size x size when `size` is given: a zoo name or factory is
     built at `size` (unless `ref.input_size` says otherwise), an artifact is re-targeted to it
     when it is resolution-independent (else UsageError naming the layer: see
-    `export.input_size`); the in-memory card then carries the new spec."""
+    `compress.export.runtimes.input_size`); the in-memory card then carries the new spec."""
     if size is None:
         return load_source(ref, data)
     src = load_source(replace(ref, input_size=ref.input_size or size), data)

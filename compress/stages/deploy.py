@@ -22,6 +22,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.export.environment import capture_environment
+from compress.export.runtimes.input_size import onnx_spec_at_size, trained_input_size
+from compress.export.runtimes.precision import PRECISIONS
+from compress.export.runtimes.runner import RUNTIMES
+from compress.models.artifacts.artifact import (
+    ONNX,
+    Card,
+    atomic_dir,
+    check_out_dir,
+    is_artifact,
+    now,
+    read_card,
+    save_model,
+)
+from compress.models.artifacts.resolve import onnx_input
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import QualityGateError, UnsupportedError, UsageError
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.deploy_candidates import ModelFiles, needs_torch, plan_candidates
 from compress.stages.deploy_measure import (
@@ -32,24 +50,6 @@ from compress.stages.deploy_measure import (
     speedups,
     time_trials,
 )
-from export.environment import capture_environment
-from export.input_size import onnx_spec_at_size, trained_input_size
-from export.precision import PRECISIONS
-from export.runtime import RUNTIMES
-from models.artifact import (
-    ONNX,
-    Card,
-    atomic_dir,
-    check_out_dir,
-    is_artifact,
-    now,
-    read_card,
-    save_model,
-)
-from models.data import DataConfig, load_data
-from models.errors import QualityGateError, UnsupportedError, UsageError
-from models.outlock import locks_output
-from models.resolve import onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ DEFAULT_MAX_DROP = 1.0  # points of validation top-1, as `compress quantize`'s a
 class DeployConfig:
     """What to try and how hard to measure it."""
 
-    runtimes: tuple[str, ...] | None = None  # None: every runtime export.runtime knows
+    runtimes: tuple[str, ...] | None = (
+        None  # None: every runtime compress.export.runtimes.runner knows
+    )
     precisions: tuple[str, ...] = PRECISIONS
     threads: tuple[int, ...] | None = None  # None: 1 and all physical cores
     batch_sizes: tuple[int, ...] = (1,)  # the first one decides which candidate is fastest
@@ -252,9 +254,9 @@ def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) 
 
 def _export(src: _Source, data: DataConfig | None, out: Path, size: int | None) -> None:
     """Export for the ONNX runtimes; a failed export leaves them out, with the reason."""
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.errors import CompressError
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
-    from models.errors import CompressError
 
     try:
         run_export(ModelRef(str(src.torch_dir)), ExportConfig(input_size=size), data, out)

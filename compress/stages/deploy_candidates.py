@@ -1,12 +1,12 @@
 """What `compress deploy` may choose from: every runtime x precision x thread count, opened.
 
 A candidate is one (runtime, precision, threads) triple. Runtimes come from
-`export.runtime.RUNTIMES` and are checked with `check_runtime`, so runtimes added there are
+`compress.export.runtimes.runner.RUNTIMES` and are checked with `check_runtime`, so runtimes added there are
 tried automatically; one this machine can't run, or a precision a runtime, the artifact or the
 CPU rules out, is *skipped with the reason*, never silently dropped. `open_runner` is also what
 `compress predict` uses to run a deployed model exactly as it was measured.
 
-Precision follows `export.precision`'s rules: `fp32` everywhere; `bf16` where the runtime can
+Precision follows `compress.export.runtimes.precision`'s rules: `fp32` everywhere; `bf16` where the runtime can
 lower to it and the CPU has native bf16 (or on a GPU); `fp16` on GPUs; an int8 or fp16 artifact
 runs only as itself (`int8`/`fp16`).
 """
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from export.environment import physical_cores
-from export.precision import PRECISIONS, unavailable
-from export.runtime import (
+from compress.export.bench.timing import torch_threads
+from compress.export.environment import physical_cores
+from compress.export.runtimes.precision import PRECISIONS, unavailable
+from compress.export.runtimes.runner import (
     RUNTIMES,
     TORCH_RUNTIMES,
     Runner,
@@ -31,8 +32,7 @@ from export.runtime import (
     onnx_runner,
     torch_runner,
 )
-from export.timing import torch_threads
-from models.errors import UnsupportedError, UsageError
+from compress.models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def needs_torch(runtime: str) -> bool:
 
 def precision_refusal(runtime: str, precision: str, artifact: str = "fp32") -> str | None:
     """Why `runtime` can't run an `artifact`-precision model at `precision` here, or None
-    (`export.precision`'s rules, shared with `compress bench` and `compress eval`)."""
+    (`compress.export.runtimes.precision`'s rules, shared with `compress bench` and `compress eval`)."""
     return unavailable(runtime, precision, artifact)
 
 
@@ -148,7 +148,7 @@ def scope(cand: Candidate) -> Iterator[None]:
 
 def batch_fn(runner: Runner) -> Callable[[np.ndarray], np.ndarray]:
     """Run any batch size, also on a model exported with a static batch."""
-    from export.runtime import OrtRunner, run_batched
+    from compress.export.runtimes.runner import OrtRunner, run_batched
 
     if isinstance(runner, OrtRunner):
         return lambda x: run_batched(runner, x)

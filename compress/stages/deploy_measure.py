@@ -2,7 +2,7 @@
 
 Accuracy is measured on the runner itself (where the model will run), once per (runtime,
 precision): thread count changes speed, not results. Latency uses the same timing loop as
-`compress bench` (`export.timing.time_calls`), with the candidates taking turns slice by slice
+`compress bench` (`compress.export.bench.timing.time_calls`), with the candidates taking turns slice by slice
 (`rounds`), so load from other processes hits every candidate alike.
 """
 
@@ -15,6 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from compress.export.bench.results import rnd
+from compress.export.bench.timing import Timings, time_calls
+from compress.export.runtimes.runner import Runner
+from compress.models.data.datasets import synthetic_batch
+from compress.models.errors import CompressError
+from compress.models.zoo.registry import ModelSpec
 from compress.stages.deploy_candidates import (
     Candidate,
     ModelFiles,
@@ -25,12 +31,6 @@ from compress.stages.deploy_candidates import (
     scope,
 )
 from compress.training.evaluate import evaluate
-from export.bench_results import rnd
-from export.runtime import Runner
-from export.timing import Timings, time_calls
-from models.data import synthetic_batch
-from models.errors import CompressError
-from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 # Measured here: after torch.set_num_threads(2) (OMP_NUM_THREADS=1) LeNet-5's first ~20 calls

@@ -26,6 +26,12 @@ from compress.distillation.distill import (
 )
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.models.artifacts.artifact import Card, check_out_dir, save_model
+from compress.models.artifacts.resolve import ModelSource
+from compress.models.data.datasets import DataBundle, DataConfig, load_data
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import UsageError, WeightsError
+from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.stages.results import DistillSummary
@@ -33,12 +39,6 @@ from compress.stages.train import final_metrics
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
 from compress.training.precision import resolve_amp, resolve_device
-from models.artifact import Card, check_out_dir, save_model
-from models.data import DataBundle, DataConfig, load_data
-from models.errors import UsageError, WeightsError
-from models.outlock import locks_output
-from models.registry import spec_of
-from models.resolve import ModelSource
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from compress.models.artifacts.resolve import onnx_input
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import ModelSpec
 from compress.stages.common import ModelRef, data_config_for, load_source
 from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_predictor
-from models.data import DataConfig, load_data
-from models.errors import UsageError
-from models.registry import ModelSpec
-from models.resolve import onnx_input
 
 SPLITS = ("test", "val", "train")
 
@@ -61,12 +61,14 @@ def _predictor(
     stack: contextlib.ExitStack,
 ) -> tuple[Predictor, ModelSpec, Any, dict[str, Any]]:
     """(predict, spec, card, where it ran) for `ref` on `runtime` at `precision`."""
-    from export.runtime import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
+    from compress.export.runtimes.runner import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
 
     if runtime is not None and runtime not in RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if onnx_input(ref.model) is not None:
-        from export.runtime import onnx_artifact_runner  # lazy: onnxruntime is heavy
+        from compress.export.runtimes.runner import (
+            onnx_artifact_runner,  # lazy: onnxruntime is heavy
+        )
 
         runtime = runtime or "ort-cpu"
         if runtime in TORCH_RUNTIMES:
@@ -89,11 +91,11 @@ def _runner_for_torch(
     model: Any, runtime: str, precision: str, threads: int | None, stack: contextlib.ExitStack
 ) -> Any:
     """A PyTorch model on `runtime`: directly, or through a temporary ONNX export."""
-    from export.runtime import TORCH_RUNTIMES, onnx_runner, torch_runner
+    from compress.export.runtimes.runner import TORCH_RUNTIMES, onnx_runner, torch_runner
 
     if runtime in TORCH_RUNTIMES:
         return torch_runner(model, runtime, precision)
-    from export.onnx_export import ExportConfig, export_onnx
+    from compress.export.onnx.convert import ExportConfig, export_onnx
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="compress-eval-")))
     export_onnx(model.eval(), tmp / "model.onnx", ExportConfig())

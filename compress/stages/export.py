@@ -17,18 +17,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from compress.export.onnx.convert import ExportConfig, export_onnx
+from compress.export.onnx.file import card_metadata, external_data_path, onnx_size, optimize_offline
+from compress.export.onnx.parity import ParityReport, check_parity
+from compress.export.runtimes.runner import create_session, run_batched, torch_runner
+from compress.models.artifacts.artifact import ONNX, atomic_dir, check_out_dir, write_card
+from compress.models.data.datasets import (
+    DataBundle,
+    DataConfig,
+    iterate_inputs,
+    load_data,
+    synthetic_batch,
+)
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import QualityGateError
+from compress.models.zoo.registry import ModelSpec
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.results import ExportSummary
-from export.onnx_export import ExportConfig, export_onnx
-from export.onnx_file import card_metadata, external_data_path, onnx_size, optimize_offline
-from export.parity import ParityReport, check_parity
-from export.runtime import create_session, run_batched, torch_runner
-from models.artifact import ONNX, atomic_dir, check_out_dir, write_card
-from models.data import DataBundle, DataConfig, iterate_inputs, load_data, synthetic_batch
-from models.errors import QualityGateError
-from models.outlock import locks_output
-from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 PARITY_BATCH = 32

@@ -3,7 +3,7 @@
 The parent (an artifact or a zoo/factory model with trained weights) is kept as the teacher;
 the chosen Linear layers of a copy become LowRankLinear pairs (compress.factorization.svd), which
 is then fine-tuned with knowledge distillation from the parent (compress.distillation). The
-artifact is a PyTorch one: its card's structure records each layer's rank, so models.artifact
+artifact is a PyTorch one: its card's structure records each layer's rank, so compress.models.artifacts.artifact
 rebuilds the factorized shapes and loads the tensors strictly, without pickle; `compress export`
 turns it into ONNX like any other model. The card also records the ranks, the parameters before
 and after, and validation/test top-1 of the parent, right after the SVD, and after KD.
@@ -19,16 +19,16 @@ from typing import Any
 
 from compress.distillation.distill import DistillConfig, distill
 from compress.factorization.svd import FactorizeConfig, factorize, records_dict
+from compress.models.artifacts.artifact import check_out_dir, save_model
+from compress.models.data.datasets import DataConfig, load_data
+from compress.models.disk.outlock import locks_output
+from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for
 from compress.stages.distill import load_teacher
 from compress.stages.results import FactorizeSummary
 from compress.stages.train import final_metrics
 from compress.training.fit import Hooks, TrainConfig
-from models.artifact import check_out_dir, save_model
-from models.data import DataConfig, load_data
-from models.outlock import locks_output
-from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The directory written by `compress deploy` says how to run the model (runtime, precision,
 threads in `deploy.json`) and how to preprocess (the card's spec): images are read with Pillow
-and go through the very transforms training used (`models.imagefolder.ImageFiles`: channels,
+and go through the very transforms training used (`compress.models.data.imagefolder.ImageFiles`: channels,
 resize to the input size, mean/std), then through the runner `deploy` measured.
 """
 
@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from compress.export.runtimes.runner import Runner
+from compress.models.artifacts.artifact import ONNX, Card, read_card
+from compress.models.data.imagefolder import EXTENSIONS, ImageFiles
+from compress.models.errors import ArtifactError, InvalidInputError, UsageError
 from compress.stages.deploy import MANIFEST, SCHEMA
 from compress.stages.deploy_candidates import (
     Candidate,
@@ -26,10 +30,6 @@ from compress.stages.deploy_candidates import (
     open_runner,
     scope,
 )
-from export.runtime import Runner
-from models.artifact import ONNX, Card, read_card
-from models.errors import ArtifactError, InvalidInputError, UsageError
-from models.imagefolder import EXTENSIONS, ImageFiles
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -83,7 +83,7 @@ def load_deployed(path: str | Path) -> Deployed:
     card = read_card(path)
     cand = Candidate(manifest["runtime"], manifest["precision"], int(manifest["threads"]))
     if needs_torch(cand.runtime):
-        from models.artifact import load_model
+        from compress.models.artifacts.artifact import load_model
 
         files = ModelFiles(torch_model=load_model(path)[0])
     else:

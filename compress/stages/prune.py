@@ -18,6 +18,12 @@ from torch import nn
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.models.artifacts.artifact import FORMAT, atomic_dir, check_out_dir, save_model
+from compress.models.artifacts.resolve import ModelSource, missing_weights_hint
+from compress.models.data.datasets import DataBundle, DataConfig, load_data
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
@@ -27,12 +33,6 @@ from compress.stages.results import PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
 from compress.training.precision import resolve_device
-from models.artifact import FORMAT, atomic_dir, check_out_dir, save_model
-from models.data import DataBundle, DataConfig, load_data
-from models.errors import UsageError
-from models.outlock import locks_output
-from models.registry import spec_of
-from models.resolve import ModelSource, missing_weights_hint
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,19 @@ from typing import Any
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.models.artifacts.artifact import (
+    ONNX,
+    Card,
+    atomic_dir,
+    check_out_dir,
+    read_card,
+    write_card,
+)
+from compress.models.artifacts.resolve import onnx_input
+from compress.models.data.datasets import DataBundle, DataConfig, load_data
+from compress.models.disk.outlock import locks_output
+from compress.models.errors import QualityGateError, UsageError
+from compress.models.zoo.registry import spec_of
 from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
 from compress.quantization.int4_trained import untrained_hint, with_trained_int4
@@ -28,19 +41,6 @@ from compress.stages.common import ModelRef, data_config_for, load_source
 from compress.stages.results import QuantizeSummary
 from compress.training.evaluate import evaluate
 from compress.training.precision import resolve_device
-from models.artifact import (
-    ONNX,
-    Card,
-    atomic_dir,
-    check_out_dir,
-    read_card,
-    write_card,
-)
-from models.data import DataBundle, DataConfig, load_data
-from models.errors import QualityGateError, UsageError
-from models.outlock import locks_output
-from models.registry import spec_of
-from models.resolve import onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +161,13 @@ def _float_onnx(
             )
         return onnx.file, card
     if onnx is not None:  # a bare .onnx file
-        from export.runtime import card_from_onnx
+        from compress.export.runtimes.runner import card_from_onnx
 
         if cfg.method == "qat":
             raise UsageError("--method qat needs a PyTorch model, not an .onnx file")
         return onnx.file, card_from_onnx(onnx.file)
+    from compress.export.onnx.convert import ExportConfig
     from compress.stages.export import run_export
-    from export.onnx_export import ExportConfig
 
     run_export(ref, ExportConfig(), data, tmp / "fp32")  # parity-gated: raises if it fails
     return tmp / "fp32" / ONNX, read_card(tmp / "fp32")

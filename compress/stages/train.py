@@ -13,15 +13,15 @@ import torch
 
 from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
+from compress.models.artifacts.artifact import check_out_dir, save_model
+from compress.models.data.datasets import DataBundle, DataConfig
+from compress.models.disk.outlock import locks_output
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, load_source_and_data
 from compress.stages.results import TrainSummary
 from compress.training.evaluate import all_reduce_eval, evaluate, torch_predictor
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import resolve_device
-from models.artifact import check_out_dir, save_model
-from models.data import DataBundle, DataConfig
-from models.outlock import locks_output
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ epoch count, the history and every rank's RNG state, so a resumed run sees exact
 and noise an uninterrupted one would. Under torchrun rank 0 writes it and, on resume, reads it
 and broadcasts it, so nodes need not share a file system.
 
-Saving is atomic (models.durable.atomic_file: temporary, fsync, rename, fsync of the folder), so
+Saving is atomic (compress.models.disk.durable.atomic_file: temporary, fsync, rename, fsync of the folder), so
 a run killed mid-save keeps the previous epoch's checkpoint, and a full disk is a DiskFullError
 (torch alone would report "unexpected pos"). A damaged checkpoint is refused with one line that
 names it and the two ways on.
@@ -23,9 +23,9 @@ from torch import nn
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.models.disk.durable import atomic_file
+from compress.models.errors import InvalidInputError, UsageError
 from compress.training.config import FitResult, TrainConfig
-from models.durable import atomic_file
-from models.errors import InvalidInputError, UsageError
 
 log = logging.getLogger(__name__)
 

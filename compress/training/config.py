@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from models.errors import UsageError
+from compress.models.errors import UsageError
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "sgd")

@@ -24,13 +24,13 @@ from torch import nn
 
 from compress.distributed import collectives, sharding
 from compress.distributed import group as ddp
+from compress.models.data.datasets import DataBundle
+from compress.models.errors import InvalidInputError
+from compress.models.zoo.registry import spec_of
 from compress.training import checkpoint
 from compress.training.config import FitResult, Hooks, LogHooks, SilentHooks, TrainConfig
 from compress.training.evaluate import EvalResult, all_reduce_eval, evaluate, torch_predictor
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
-from models.data import DataBundle
-from models.errors import InvalidInputError
-from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 __all__ = ["FitResult", "Hooks", "LogHooks", "SilentHooks", "TrainConfig", "fit"]

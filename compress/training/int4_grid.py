@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from models.errors import UsageError
+from compress.models.errors import UsageError
 
 Q_MIN, Q_MAX = -8, 7
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -21,8 +21,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from export.environment import cpu_info, isa_flags
-from models.errors import UnsupportedError, UsageError
+from compress.export.environment import cpu_info, isa_flags
+from compress.models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 AMP_MODES = ("off", "fp16", "bf16", "auto")
@@ -31,7 +31,7 @@ CPU_BF16_MIN_MACS = 5_000_000  # LeNet-5: 0.42 M (no bf16 gain); ResNet-18/50 at
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """CPU feature flags as export.environment reads them (/proc/cpuinfo; empty elsewhere)."""
+    """CPU feature flags as compress.export.environment reads them (/proc/cpuinfo; empty elsewhere)."""
     return cpu_info()[1]
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: the timing loop, cases and results, baselines, memory, reports."""

@@ -1,0 +1,159 @@
+"""Benchmark results: one row per (model, runtime, batch) case, the whole report, speed-ups.
+
+A case may be timed in several slices (`BenchConfig.rounds`); `Measured` gathers them and
+`case_result` turns the pooled timings into the row every report format shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from compress.export.bench.timing import Timings
+
+SCHEMA = "compress-bench/1"
+INPUT_NOTE = "synthetic: random normal inputs of the model's shape (latency only, not accuracy)"
+
+
+@dataclass
+class CaseResult:
+    """One (model, runtime, batch size) measurement. Latencies in milliseconds."""
+
+    model: str
+    runtime: str
+    batch_size: int
+    providers: list[str]
+    fallback: bool
+    threads: int
+    iters: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float  # items per second at p50
+    peak_rss_mb: float | None
+    run_rss_mb: float | None
+    cuda_mem_mb: float | None
+    size_bytes: int | None
+    session_seconds: float
+    precision: str
+    accuracy: float | None
+    input: str = "synthetic"
+    speedup_vs_first: float | None = None
+    speedup_vs_torch: float | None = None
+    effective_precision: str | None = None  # what the runtime really computed in (OpenVINO)
+
+
+@dataclass
+class BenchReport:
+    """Everything a benchmark produced; `to_dict()` is the JSON schema `compress-bench/1`."""
+
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    models: list[dict[str, Any]]
+    results: list[CaseResult]
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # model, runtime, precision, reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "input": INPUT_NOTE,
+            "environment": self.environment,
+            "config": self.config,
+            "models": self.models,
+            "results": [asdict(r) for r in self.results],
+            "notes": self.notes,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass
+class Measured:
+    """The timings of one case so far (several slices when rounds > 1) and what ran it."""
+
+    runtime: str
+    providers: list[str]
+    fallback: bool
+    session_seconds: float
+    size_bytes: int | None
+    ms: list[float]
+    peak_mb: float | None
+    delta_mb: float | None
+    cuda_mb: float | None
+    effective_precision: str | None = None
+
+    def add(self, other: Measured) -> Measured:
+        self.ms += other.ms
+        self.peak_mb, self.delta_mb, self.cuda_mb = (
+            _max(a, b)
+            for a, b in zip(
+                (self.peak_mb, self.delta_mb, self.cuda_mb),
+                (other.peak_mb, other.delta_mb, other.cuda_mb),
+                strict=True,
+            )
+        )
+        return self
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def case_result(
+    label: str, precision: str, accuracy: float | None, bs: int, threads: int, m: Measured
+) -> CaseResult:
+    """The result row of one case from all its timed slices."""
+    t = Timings(tuple(m.ms))
+    p50 = t.median_ms
+    return CaseResult(
+        model=label,
+        runtime=m.runtime,
+        batch_size=bs,
+        providers=m.providers,
+        fallback=m.fallback,
+        threads=threads,
+        iters=t.runs,
+        p50_ms=rnd(p50),
+        p90_ms=rnd(t.percentile(90)),
+        p99_ms=rnd(t.percentile(99)),
+        mean_ms=rnd(t.mean_ms),
+        std_ms=rnd(t.std_ms),
+        min_ms=rnd(t.min_ms),
+        max_ms=rnd(t.max_ms),
+        throughput=rnd(bs / p50 * 1e3 if p50 > 0 else 0.0),
+        peak_rss_mb=m.peak_mb,
+        run_rss_mb=m.delta_mb,
+        cuda_mem_mb=m.cuda_mb,
+        size_bytes=m.size_bytes,
+        session_seconds=m.session_seconds,
+        precision=precision,
+        accuracy=accuracy,
+        effective_precision=m.effective_precision,
+    )
+
+
+def add_speedups(results: list[CaseResult], order: list[str]) -> None:
+    """p50 ratios: vs the first model (same runtime and batch; same precision when it ran at
+    it, else its first) and vs torch fp32 (same model)."""
+    p50 = {(r.model, r.runtime, r.precision, r.batch_size): r.p50_ms for r in results}
+    anyp: dict[tuple[str, str, int], float] = {}
+    for r in results:
+        anyp.setdefault((r.model, r.runtime, r.batch_size), r.p50_ms)
+    first = order[0]
+    for r in results:
+        if not r.p50_ms > 0:
+            continue
+        base = p50.get((first, r.runtime, r.precision, r.batch_size)) or anyp.get(
+            (first, r.runtime, r.batch_size)
+        )
+        r.speedup_vs_first = rnd(base / r.p50_ms, 3) if base else None
+        torch_p50 = p50.get((r.model, "torch", "fp32", r.batch_size))
+        r.speedup_vs_torch = rnd(torch_p50 / r.p50_ms, 3) if torch_p50 else None
+
+
+def rnd(x: Any, nd: int = 3) -> float:
+    return round(float(x), nd)

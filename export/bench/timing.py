@@ -1,0 +1,120 @@
+"""The one timing loop: warm-up, repeated timed calls, then median and percentiles.
+
+`compress bench`, pruning's latency target, the sensitivity scan and the quantizer's fp32-vs-int8
+comparison all time through `time_calls`, so their numbers mean the same thing. Several callables
+are timed interleaved (one call of each per round), so load from other processes on a shared
+machine hits them alike and their ratio stays meaningful when absolute numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+
+import numpy as np
+
+from compress.models.errors import UsageError
+
+MAX_RUNS = 100_000  # a safety cap when only a time budget bounds the loop
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds per call of one timed callable, in call order."""
+
+    ms: tuple[float, ...]
+
+    @property
+    def runs(self) -> int:
+        return len(self.ms)
+
+    @property
+    def median_ms(self) -> float:
+        return self.percentile(50)
+
+    def percentile(self, q: float) -> float:
+        """Linear-interpolated percentile (numpy's default), so p50 is the usual median."""
+        return float(np.percentile(self.ms, q))
+
+    @property
+    def mean_ms(self) -> float:
+        return float(np.mean(self.ms))
+
+    @property
+    def std_ms(self) -> float:
+        return float(np.std(self.ms))
+
+    @property
+    def min_ms(self) -> float:
+        return float(min(self.ms))
+
+    @property
+    def max_ms(self) -> float:
+        return float(max(self.ms))
+
+
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 3,
+    max_runs: int | None = None,
+    min_runs: int = 5,
+    budget_s: float | None = None,
+) -> Timings:
+    """Time `fn()`: `warmup` untimed calls, then timed calls until `max_runs`, or until
+    `budget_s` seconds have passed once at least `min_runs` calls were timed."""
+    timed = time_interleaved(
+        [fn], warmup=warmup, max_runs=max_runs, min_runs=min_runs, budget_s=budget_s
+    )
+    return timed[0]
+
+
+def time_interleaved(
+    fns: Sequence[Callable[[], object]],
+    *,
+    warmup: int = 3,
+    max_runs: int | None = None,
+    min_runs: int = 5,
+    budget_s: float | None = None,
+) -> list[Timings]:
+    """`time_calls` for several callables taking turns: each round calls every one once."""
+    if not fns:
+        raise UsageError("nothing to time: give at least one callable")
+    if warmup < 0 or min_runs < 1 or (max_runs is not None and max_runs < 1):
+        raise UsageError("timing needs warm-up >= 0, runs >= 1")
+    if max_runs is None and budget_s is None:
+        raise UsageError("timing needs a number of runs or a time budget")
+    if budget_s is not None and budget_s < 0:
+        raise UsageError(f"timing budget must be >= 0 s, got {budget_s}")
+    cap = max_runs if max_runs is not None else MAX_RUNS
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    start = perf_counter()
+    while True:
+        for fn, t in zip(fns, times, strict=True):
+            t0 = perf_counter()
+            fn()
+            t.append((perf_counter() - t0) * 1e3)
+        n = len(times[0])
+        if n >= cap:
+            break
+        if budget_s is not None and n >= min_runs and perf_counter() - start >= budget_s:
+            break
+    return [Timings(tuple(t)) for t in times]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` intra-op threads inside the block, restoring the old count after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

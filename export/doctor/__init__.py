@@ -1,0 +1,1 @@
+"""`compress doctor`: graph checks, runtime probes, the measured ranking."""

@@ -1,0 +1,81 @@
+"""`compress doctor`: why a model is or isn't fast on this machine, with what to do about it.
+
+Static checks read the ONNX graph (quantization nodes, ConvInteger, channel counts, dynamic
+shapes, fp16 weights); runtime checks open the model in onnxruntime in a child process (so a
+crashing runtime becomes a finding, not a dead CLI), save the optimized graph to see what was
+fused, and profile a few runs to see where the time goes and which EP ran each node.
+
+This module only assembles a :class:`~compress.export.doctor.diagnosis.Diagnosis`: the checks live in
+`compress.export.doctor.checks`, the onnxruntime probe in `compress.export.doctor.probe`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from compress.export.doctor.checks import CHECKS
+from compress.export.doctor.diagnosis import QUANT_OPS, Diagnosis, Finding
+from compress.export.doctor.probe import session_facts, session_facts_isolated
+from compress.export.doctor.rank import artifact_precision, rank_runtimes, spec_for_ranking
+from compress.export.environment import cpu_info, isa_flags, physical_cores
+from compress.export.runtimes.runner import ORT_PROVIDERS, check_runtime, inspect_onnx
+from compress.export.runtimes.session import OnnxInfo
+from compress.models.errors import UsageError
+
+
+def diagnose(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    *,
+    isolate: bool = True,
+    rank: bool = False,
+) -> Diagnosis:
+    """Examine an ONNX file for `runtime` on this machine; runtime checks in a child process.
+
+    `rank` also times every runtime x precision this machine has (a few seconds) and names the
+    fastest, and why (`compress.export.doctor.rank`)."""
+    import onnx
+
+    if runtime not in ORT_PROVIDERS:
+        raise UsageError(f"doctor diagnoses onnxruntime runtimes ({', '.join(ORT_PROVIDERS)})")
+    check_runtime(runtime)
+    info = inspect_onnx(path)
+    threads = threads or physical_cores()
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = Counter(n.op_type for n in graph.node)
+    session = (
+        session_facts_isolated(path, runtime, threads)
+        if isolate
+        else session_facts(str(path), runtime, threads)
+    )
+    d = Diagnosis(
+        model=str(path),
+        runtime=runtime,
+        threads=threads,
+        cpu=cpu_info()[0],
+        isa=isa_flags(),
+        quantized=bool(QUANT_OPS & set(ops)),
+        op_counts=dict(ops.most_common()),
+        session=session,
+    )
+    for check in CHECKS:
+        d.findings.extend(check(d, graph, info))
+    if rank:
+        d.findings.append(_rank(d, path, info, threads))
+    return d
+
+
+def _rank(d: Diagnosis, path: str | Path, info: OnnxInfo, threads: int) -> Finding:
+    spec = spec_for_ranking(info)
+    if spec is None:
+        return Finding(
+            "fastest_runtime",
+            "info",
+            "runtimes not ranked: the input's channels/size are symbolic",
+            suggestion="`compress bench -m FILE --input-size N --in-channels C -r ort-cpu "
+            "-r openvino --precision fp32,bf16` ranks them",
+        )
+    d.ranking, finding = rank_runtimes(path, spec, artifact_precision(info, d.quantized), threads)
+    return finding

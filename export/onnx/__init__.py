@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX: conversion, the checked file, parity gates, input size."""

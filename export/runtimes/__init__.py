@@ -1,0 +1,1 @@
+"""Runtimes behind one Runner interface: onnxruntime, OpenVINO, torch eager and compiled."""

@@ -1,0 +1,60 @@
+"""Shape checks and batching shared by every runner (onnxruntime, OpenVINO, torch).
+
+A model exported with a fixed batch still has to evaluate a whole split: `run_batched` feeds it
+chunks of its batch (padding the tail), and `runner_predict` wraps any runner as the
+torch-in, torch-out function `compress.training.evaluate` expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from compress.models.errors import InvalidInputError
+
+
+class BatchRunner(Protocol):
+    """A runner whose input shape is declared (batch dimension possibly fixed)."""
+
+    input_shape: list[int | str]
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def check_input_shape(shape: tuple[int, ...], declared: list[int | str], where: str) -> None:
+    """InvalidInputError (one line) when `shape` does not fit the model's declared input."""
+    if len(shape) != len(declared) or any(
+        isinstance(d, int) and d > 0 and d != s for s, d in zip(shape, declared, strict=False)
+    ):
+        raise InvalidInputError(
+            f"input shape {list(shape)} does not fit {where}, which expects {declared}",
+            hint="check --input-size / --in-channels, or export with a dynamic batch",
+        )
+
+
+def run_batched(runner: BatchRunner, x: np.ndarray) -> np.ndarray:
+    """Run a batch of any size on a model whose batch dimension may be fixed (padding the tail)."""
+    fixed = runner.input_shape[0] if runner.input_shape else None
+    if not isinstance(fixed, int) or fixed <= 0 or len(x) == fixed:
+        return runner.run(x)
+    outs = []
+    for i in range(0, len(x), fixed):
+        chunk = x[i : i + fixed]
+        n = len(chunk)
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+        outs.append(runner.run(chunk)[:n])
+    return np.concatenate(outs)
+
+
+def runner_predict(runner: Any, x: Any) -> Any:
+    """torch.Tensor -> torch.Tensor logits through any runner (fixed batches split and padded)."""
+    import torch
+
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if getattr(runner, "input_shape", None):
+        out = run_batched(runner, arr)
+    else:
+        out = runner.run(arr)
+    return torch.from_numpy(np.asarray(out, dtype=np.float32))

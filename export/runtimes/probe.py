@@ -1,0 +1,115 @@
+"""Running an ONNX file once in a child process, so a runtime that crashes (a malformed file,
+a runtime bug) costs a typed error instead of the whole command.
+
+`probe_in_subprocess` is the parent side, `probe_main` the child's (`python -m compress.export.runtimes.probe`);
+`child_python` and `child_pythonpath` start any such child (also `compress.export.doctor.probe`'s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.export.runtimes.runner import create_session
+from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
+
+
+def probe_in_subprocess(
+    path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, timeout: float = 300
+) -> dict[str, Any]:
+    """Open and run `path` once in a child process, so a crashing runtime can't take us down.
+
+    Returns the child's report (providers, seconds); raises a typed error if it failed or died.
+    """
+    cmd = [*child_python("compress.export.runtimes.probe"), str(path), runtime, str(threads or 0)]
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise UnsupportedError(
+            f"onnxruntime did not finish one inference of {path} in {timeout:.0f} s"
+        ) from e
+    return interpret_probe(path, proc.returncode, proc.stdout, proc.stderr)
+
+
+def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """Map a probe child's exit to a report or a typed error."""
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    if returncode == 0 and last.startswith("{"):
+        report: dict[str, Any] = json.loads(last)
+        return report
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        raise InvalidInputError(
+            f"onnxruntime crashed ({name}) loading or running {path}",
+            hint="the file is malformed or hits a runtime bug; `compress doctor` lists its ops",
+        )
+    if last.startswith("{"):
+        err = json.loads(last)
+        cls = {"UnsupportedError": UnsupportedError, "UsageError": UsageError}.get(
+            err.get("type", ""), InvalidInputError
+        )
+        raise cls(err.get("message", "probe failed"), hint=err.get("hint"))
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
+    raise InvalidInputError(f"probing {path} failed (exit {returncode}): {tail[:300]}")
+
+
+def child_python(module: str) -> list[str]:
+    """`python -m module` without the current directory first on sys.path, so a folder named
+    like our packages where the user runs the command can't stand in for the child's code."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", module]
+    boot = "import runpy, sys; sys.path.pop(0); "
+    boot += f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", boot]
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for a child: this checkout first, then what the parent had."""
+    root = str(Path(__file__).absolute().parents[3])  # the folder holding `compress`
+    extra = os.environ.get("PYTHONPATH")
+    return root + (os.pathsep + extra if extra else "")
+
+
+def probe_main(argv: list[str]) -> int:
+    """Child side of `probe_in_subprocess`: one session, one synthetic inference, JSON out."""
+    from compress.models.errors import CompressError
+
+    path, runtime, threads = argv[0], argv[1], int(argv[2]) or None
+    try:
+        runner = create_session(path, runtime, threads)
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in runner.input_shape]
+        t0 = time.perf_counter()
+        out = runner.run(np.zeros(shape, dtype=runner.input_dtype))
+        report = {
+            "providers": runner.providers,
+            "fallback": runner.fallback,
+            "create_seconds": runner.create_seconds,
+            "run_seconds": time.perf_counter() - t0,
+            "output_shape": list(out.shape),
+        }
+    except CompressError as e:
+        kind = next(
+            c.__name__
+            for c in (UnsupportedError, UsageError, InvalidInputError, CompressError)
+            if isinstance(e, c)
+        )
+        print(json.dumps({"type": kind, "message": e.args[0], "hint": e.hint}))
+        return 1
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(probe_main(sys.argv[1:]))

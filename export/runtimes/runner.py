@@ -1,0 +1,331 @@
+"""Runtimes behind one interface: `runner.run(x: np.ndarray) -> np.ndarray`.
+
+`torch` (eager, CPU), `torch-cuda`, `torch-compile` (inductor, `compress.export.runtimes.torch_compile`), `ort-cpu`,
+`ort-cuda` and `ort-trt` (onnxruntime execution providers), `openvino`, `openvino-gpu` and
+`openvino-npu` (`compress.export.runtimes.openvino_runtime`). `RUNTIMES` is the registry; `ONNX_RUNTIMES` read ONNX
+files, `TORCH_RUNTIMES` need a PyTorch module. An onnxruntime session records the providers it really got; when it silently fell
+back (asked for CUDA, got CPU) we warn and say so in every result. ONNX files are validated first
+(readable, opset the installed runtime can run), so bad files fail with one clear line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from compress.export.runtimes.batching import check_input_shape, runner_predict
+from compress.export.runtimes.batching import run_batched as run_batched  # re-exported
+from compress.export.runtimes.openvino_runtime import (
+    OV_DEVICES,
+    OvRunner,
+    check_openvino,
+    create_ov_runner,
+)
+from compress.export.runtimes.session import inspect_onnx, open_session
+from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
+
+log = logging.getLogger(__name__)
+
+ORT_PROVIDERS: dict[str, list[str]] = {
+    "ort-cpu": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+TORCH_RUNTIMES = ("torch", "torch-cuda", "torch-compile")
+OV_RUNTIMES = tuple(OV_DEVICES)
+ONNX_RUNTIMES = (*ORT_PROVIDERS, *OV_RUNTIMES)
+RUNTIMES = (*TORCH_RUNTIMES, *ONNX_RUNTIMES)
+GPU_HINT = "install onnxruntime-gpu (with a CUDA GPU and drivers), or use --runtime ort-cpu"
+
+
+class Runner(Protocol):
+    """Anything that maps an input batch to logits, with what it ran on."""
+
+    runtime: str
+    providers: list[str]
+    create_seconds: float
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def check_runtime(name: str) -> str:
+    """Validate a runtime name and that this machine can run it (UsageError / UnsupportedError)."""
+    if name not in RUNTIMES:
+        raise UsageError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+    if name == "torch-cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UnsupportedError(
+                "--runtime torch-cuda: no CUDA GPU is available", hint="use --runtime torch"
+            )
+    elif name in OV_DEVICES:
+        check_openvino(name)
+    elif name == "torch-compile":
+        from compress.export.runtimes.torch_compile import check_torch_compile
+
+        check_torch_compile()
+    elif name in ("ort-cuda", "ort-trt"):
+        import onnxruntime as ort
+
+        wanted = ORT_PROVIDERS[name][0]
+        if wanted not in ort.get_available_providers():
+            raise UnsupportedError(
+                f"--runtime {name}: onnxruntime here has no {wanted} "
+                f"(available: {', '.join(ort.get_available_providers())})",
+                hint=GPU_HINT,
+            )
+    return name
+
+
+def available_runtimes(names: tuple[str, ...] = RUNTIMES) -> list[str]:
+    """The runtimes of `names` this machine can run now (installed, device present), in order."""
+    from compress.models.errors import CompressError
+
+    out = []
+    for name in names:
+        try:
+            check_runtime(name)
+        except CompressError:
+            continue
+        out.append(name)
+    return out
+
+
+# ----------------------------------------------------------------------------- onnxruntime
+
+
+@dataclass
+class OrtRunner:
+    """An onnxruntime session plus the facts a benchmark must report about it."""
+
+    session: Any
+    path: str
+    runtime: str
+    requested: list[str]
+    providers: list[str]
+    create_seconds: float
+    input_name: str
+    input_shape: list[int | str]
+    input_dtype: np.dtype
+    fallback: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits for one batch; shapes are checked so mismatches read as one line."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        check_input_shape(x.shape, self.input_shape, self.path)
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except Exception as e:
+            first = str(e).strip().splitlines()[0]
+            raise InvalidInputError(f"onnxruntime failed running {self.path}: {first}") from e
+
+    def predict(self, x: Any) -> Any:
+        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`); splits for static batch."""
+        return runner_predict(self, x)
+
+
+def create_session(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    *,
+    optimization: str = "all",
+    profile: bool = False,
+    optimized_model_path: str | Path | None = None,
+) -> OrtRunner:
+    """Open `path` in onnxruntime on `runtime`'s providers; record the providers really used."""
+    if runtime not in ORT_PROVIDERS:
+        raise UsageError(f"{runtime!r} is not an onnxruntime runtime ({', '.join(ORT_PROVIDERS)})")
+    check_runtime(runtime)
+    info = inspect_onnx(path)
+    requested = ORT_PROVIDERS[runtime]
+    t0 = time.perf_counter()
+    session = open_session(
+        path,
+        threads,
+        requested,
+        optimization=optimization,
+        profile=profile,
+        optimized_model_path=optimized_model_path,
+    )
+    seconds = time.perf_counter() - t0
+    used = list(session.get_providers())
+    runner = OrtRunner(
+        session=session,
+        path=str(path),
+        runtime=runtime,
+        requested=requested,
+        providers=used,
+        create_seconds=seconds,
+        input_name=session.get_inputs()[0].name,
+        input_shape=info.input_shape,
+        input_dtype=np.dtype(info.input_dtype),
+    )
+    if requested[0] not in used:
+        runner.fallback = True
+        note = f"{runtime}: asked for {requested[0]}, session runs on {', '.join(used)}"
+        runner.notes.append(note)
+        log.warning("%s (fell back)", note)
+    return runner
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+@dataclass
+class TorchRunner:
+    """PyTorch eager inference (inference mode, eval mode) behind the same `run` interface."""
+
+    model: Any
+    runtime: str
+    device: str
+    providers: list[str]
+    create_seconds: float
+    precision: str = "fp32"  # bf16 / fp16: autocast on the device
+
+    @property
+    def effective_precision(self) -> str:
+        return self.precision
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        cast = torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), cast:
+            out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            if self.device != "cpu":
+                torch.cuda.synchronize()
+            return out.float().cpu().numpy()
+
+    def predict(self, x: Any) -> Any:
+        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`)."""
+        return runner_predict(self, x)
+
+
+def torch_runner(
+    model: Any,
+    runtime: str = "torch",
+    precision: str = "fp32",
+    *,
+    example_shape: tuple[int, ...] | None = None,
+) -> Runner:
+    """Wrap a module for inference on CPU (`torch`), the first GPU (`torch-cuda`) or inductor
+    (`torch-compile`, compiled now for `example_shape` when given) at `precision`."""
+    from compress.export.runtimes.precision import refuse
+
+    if runtime not in TORCH_RUNTIMES:
+        raise UsageError(f"{runtime!r} is not a torch runtime ({', '.join(TORCH_RUNTIMES)})")
+    check_runtime(runtime)
+    refuse(runtime, precision)
+    if runtime == "torch-compile":
+        from compress.export.runtimes.torch_compile import torch_compile_runner
+
+        return torch_compile_runner(model, precision, example_shape=example_shape)
+    device = "cuda" if runtime == "torch-cuda" else "cpu"
+    t0 = time.perf_counter()
+    model = model.eval().to(device)
+    return TorchRunner(model, runtime, device, [device], time.perf_counter() - t0, precision)
+
+
+def onnx_runner(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    threads: int | None = None,
+    precision: str | None = None,
+    artifact_precision: str = "fp32",
+) -> OrtRunner | OvRunner:
+    """An ONNX file on onnxruntime or OpenVINO at `precision` (None: as the file is).
+
+    The pair is refused (UnsupportedError, with the reason) when this machine can't run it.
+    """
+    from compress.export.runtimes.precision import refuse
+
+    if runtime not in ONNX_RUNTIMES:
+        raise UsageError(f"{runtime!r} does not read ONNX files ({', '.join(ONNX_RUNTIMES)})")
+    wanted = precision or artifact_precision
+    refuse(runtime, wanted, artifact_precision)
+    if runtime in OV_DEVICES:
+        # int8/fp16 artifacts: the float parts in fp32 on CPU, the device's default elsewhere.
+        hint: str | None = wanted
+        if wanted not in ("fp32", "bf16"):
+            hint = "fp32" if runtime == "openvino" else "fp16" if wanted == "fp16" else None
+        runner = create_ov_runner(path, runtime, threads, hint)
+        if wanted in ("int8", "fp16"):  # the hint governs only the ops left in float
+            runner.effective_precision = f"{wanted} ({runner.effective_precision} float ops)"
+        return runner
+    return create_session(path, runtime, threads)
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def onnx_artifact_predictor(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+) -> tuple[Any, Any]:
+    """(predict, card) for an ONNX artifact directory (or a .onnx file we exported).
+
+    `predict` maps a torch batch to torch logits, so `compress eval` measures ONNX and PyTorch
+    artifacts with the same code on the same data.
+    """
+    runner, card = onnx_artifact_runner(path, runtime, precision, threads)
+    return runner.predict, card
+
+
+def onnx_artifact_runner(
+    path: str | Path,
+    runtime: str = "ort-cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+) -> tuple[OrtRunner | OvRunner, Any]:
+    """(runner, card) for an ONNX artifact directory or exported .onnx file on `runtime`."""
+    from compress.models.artifacts.artifact import ONNX, is_artifact, read_card
+
+    path = Path(path)
+    if is_artifact(path):
+        card = read_card(path)
+        if card.kind != "onnx":
+            raise InvalidInputError(f"{path} is a {card.kind} artifact, not an ONNX one")
+        model_path = path / ONNX
+    else:
+        model_path, card = path, card_from_onnx(path)
+    return onnx_runner(model_path, runtime, threads, precision, card.precision), card
+
+
+def card_from_onnx(path: str | Path) -> Any:
+    """Rebuild a card from the `compress.*` metadata_props an exported file carries."""
+    from compress.export.onnx.file import META_PREFIX
+    from compress.models.artifacts.artifact import Architecture, Card
+
+    meta = inspect_onnx(path).metadata
+    if META_PREFIX + "spec" not in meta:
+        raise InvalidInputError(
+            f"{path} carries no compress metadata (spec, classes), so its preprocessing is unknown",
+            hint="export it with `compress export`, or evaluate the artifact directory",
+        )
+    spec = json.loads(meta[META_PREFIX + "spec"])
+    return Card(
+        kind="onnx",
+        architecture=Architecture(
+            name=meta.get(META_PREFIX + "architecture", spec.get("name", "?")),
+            num_classes=int(spec["num_classes"]),
+            in_channels=int(spec["in_channels"]),
+            input_size=int(spec["input_size"]),
+        ),
+        spec=spec,
+        class_names=json.loads(meta.get(META_PREFIX + "class_names", "[]")),
+        precision=meta.get(META_PREFIX + "precision", "fp32"),
+        trained=meta.get(META_PREFIX + "trained", "false") == "true",
+    )

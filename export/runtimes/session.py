@@ -1,0 +1,168 @@
+"""ONNX files into onnxruntime sessions: the one place that sets session options.
+
+`inspect_onnx` reads what a file declares (without its weights) so bad or too-new files fail with
+one clear line; `open_session` builds an `InferenceSession` from a path or in-memory bytes with a
+thread count, graph optimization level and quiet logging, and turns load errors into our typed
+errors. Runners (`compress.export.runtimes.runner`), pruning's latency target and the quantizer all open sessions
+here, so they run the same graph the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
+
+CPU = ("CPUExecutionProvider",)
+OPTIMIZATION = ("none", "basic", "extended", "all")
+
+
+@dataclass
+class OnnxInfo:
+    """What a file declares, read without loading its weights."""
+
+    path: str
+    opset: int
+    input_name: str
+    input_shape: list[int | str]
+    input_dtype: str
+    output_shape: list[int | str]
+    metadata: dict[str, str]
+    bytes: int
+
+    @property
+    def static_batch(self) -> int | None:
+        b = self.input_shape[0] if self.input_shape else None
+        return b if isinstance(b, int) and b > 0 else None
+
+
+def inspect_onnx(path: str | Path) -> OnnxInfo:
+    """Parse an ONNX file's header: graph IO, opset, metadata. Raises on bad or too-new files."""
+    import onnx
+
+    from compress.export.onnx.file import onnx_size, opset_of
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise InvalidInputError(
+            f"{path} is not a valid ONNX file (truncated or another format): "
+            f"{str(e).splitlines()[0][:200]}"
+        ) from e
+    if not proto.graph.input or not proto.graph.output:
+        raise InvalidInputError(f"{path} has no graph inputs/outputs (not an ONNX model?)")
+    opset = opset_of(proto)
+    top = onnx.defs.onnx_opset_version()
+    if opset > top:
+        raise UnsupportedError(
+            f"{path} uses opset {opset}, newer than this onnx ({top}) and onnxruntime can run",
+            hint="re-export with a lower --opset (17 is widely supported)",
+        )
+    init = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise UnsupportedError(
+            f"{path} has {len(inputs)} inputs; only single-input models run here"
+        )
+    inp, out = inputs[0], proto.graph.output[0]
+    return OnnxInfo(
+        path=str(path),
+        opset=opset,
+        input_name=inp.name,
+        input_shape=_dims(inp),
+        input_dtype=onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name,
+        output_shape=_dims(out),
+        metadata={p.key: p.value for p in proto.metadata_props},
+        bytes=onnx_size(path),
+    )
+
+
+def _dims(value_info: Any) -> list[int | str]:
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value_info.type.tensor_type.shape.dim
+    ]
+
+
+def ort_error(path: str | Path, e: Exception) -> Exception:
+    """Translate an onnxruntime load error into our typed errors."""
+    msg = str(e)
+    kind = type(e).__name__
+    if "INVALID_PROTOBUF" in msg or kind == "InvalidProtobuf":
+        return InvalidInputError(f"{path} is not a valid ONNX file (truncated or another format)")
+    m = re.search(r"[Oo]pset (\d+)", msg)
+    if m and ("guarantees" in msg or "not supported" in msg or "under development" in msg):
+        return UnsupportedError(
+            f"{path}: opset {m.group(1)} is not supported by the installed onnxruntime",
+            hint="re-export with a lower --opset (17 is widely supported)",
+        )
+    if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
+        op = re.search(r"implementation for (\w+)\((\d+)\)", msg)
+        what = f"{op.group(1)} (opset {op.group(2)})" if op else "an operator"
+        return UnsupportedError(
+            f"{path}: onnxruntime has no kernel for {what} on this execution provider",
+            hint="run `compress doctor` on it; ConvInteger (dynamic conv quantization) has no "
+            "CPU kernel: use static QDQ quantization for convolutions",
+        )
+    first = msg.strip().splitlines()[0] if msg.strip() else kind
+    return InvalidInputError(f"onnxruntime could not load {path}: {first[:300]}")
+
+
+def session_options(
+    threads: int | None = None,
+    optimization: str = "all",
+    *,
+    profile: bool = False,
+    optimized_model_path: str | Path | None = None,
+) -> Any:
+    """`ort.SessionOptions`: `threads` intra-op threads (one inter-op), errors-only logging."""
+    import onnxruntime as ort
+
+    if optimization not in OPTIMIZATION:
+        raise UsageError(f"unknown optimization {optimization!r}; choose from {OPTIMIZATION}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling = profile
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
+    return so
+
+
+def open_session(
+    model: str | Path | bytes,
+    threads: int | None = None,
+    providers: Sequence[str] = CPU,
+    *,
+    optimization: str = "all",
+    profile: bool = False,
+    optimized_model_path: str | Path | None = None,
+) -> Any:
+    """An onnxruntime `InferenceSession` on `providers` (CPU by default) for a file or bytes."""
+    import onnxruntime as ort
+
+    so = session_options(
+        threads, optimization, profile=profile, optimized_model_path=optimized_model_path
+    )
+    where = "the in-memory ONNX graph" if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), so, providers=list(providers)
+        )
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ort_error(where, e) from e

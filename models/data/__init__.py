@@ -1,0 +1,1 @@
+"""Real data: IDX and ImageFolder readers, transforms, seeded splits."""

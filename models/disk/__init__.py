@@ -1,0 +1,1 @@
+"""Writing to disk: durable (atomic, disk-full aware) files and folders, one writer per output."""

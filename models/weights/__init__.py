@@ -1,0 +1,1 @@
+"""Weights: safe reading, verified downloads, published ImageNet weights."""

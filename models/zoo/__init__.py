@@ -1,0 +1,1 @@
+"""The model zoo: registry and specs, one module per family, user factories."""

@@ -1,0 +1,78 @@
+"""The zoo's table of model factories, filled by each family's `@register_model` decorator.
+
+Separate from `compress.models.zoo.registry` (which imports the families to fill it) so that a family module
+imports this table, not the registry that imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from compress.models.errors import UsageError
+
+Factory = Callable[..., nn.Module]
+_FACTORIES: dict[str, Factory] = {}
+_NATIVE_SIZE: dict[str, int] = {}
+_MIN_SIZE: dict[str, int] = {}
+DEFAULT_INPUT_SIZE = 28  # user factories, and the size Fashion-MNIST/MNIST images have
+MIN_INPUT_SIZE = 8  # below this no zoo model is defined
+VARIANTS = ("auto", "imagenet", "small")  # of the families with an ImageNet and a small form
+SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="auto"
+
+
+def register_model(
+    name: str, input_size: int = DEFAULT_INPUT_SIZE, min_input_size: int = MIN_INPUT_SIZE
+) -> Callable[[Factory], Factory]:
+    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`
+    whose native input size (what `create_model` builds when none is given) is `input_size`
+    and which accepts inputs down to `min_input_size` pixels."""
+
+    def deco(fn: Factory) -> Factory:
+        _FACTORIES[name] = fn
+        _NATIVE_SIZE[name] = input_size
+        _MIN_SIZE[name] = min_input_size
+        return fn
+
+    return deco
+
+
+def min_input_size(name: str) -> int:
+    """The smallest input size a registered model accepts."""
+    return _MIN_SIZE.get(name, MIN_INPUT_SIZE)
+
+
+def native_input_size(name: str) -> int:
+    """The input size a registered model was designed for (224 for the ImageNet families)."""
+    return _NATIVE_SIZE.get(name, DEFAULT_INPUT_SIZE)
+
+
+def registered() -> dict[str, Factory]:
+    """The registered factories by name (a copy)."""
+    return dict(_FACTORIES)
+
+
+def check_options(name: str, kw: dict[str, Any], hidden: int | None = None) -> None:
+    """Refuse options a zoo factory does not take, and a classifier width below 1."""
+    if kw:
+        raise UsageError(f"{name}: unknown option(s): {', '.join(sorted(kw))}")
+    if hidden is not None and hidden < 1:
+        raise UsageError(f"{name}: hidden must be >= 1, got {hidden}")
+
+
+def pick_variant(name: str, variant: str, input_size: int, min_imagenet_size: int) -> str:
+    """Resolve "auto" to "small" below 64 pixels, else "imagenet"; validate the others (the
+    imagenet form needs inputs of at least `min_imagenet_size` pixels)."""
+    if variant not in VARIANTS:
+        raise UsageError(f"{name}: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "auto":
+        return "small" if input_size < SMALL_BELOW else "imagenet"
+    if variant == "imagenet" and input_size < min_imagenet_size:
+        raise UsageError(
+            f"{name} variant 'imagenet' needs --input-size >= {min_imagenet_size}, "
+            f"got {input_size}",
+            hint="use variant='small' for small images",
+        )
+    return variant

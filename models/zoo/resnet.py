@@ -1,0 +1,228 @@
+"""ResNet-18 and ResNet-50 (He et al., 2015), torchvision's v1.5 layout and initialization.
+
+Module names and shapes equal torchvision's ``resnet18`` / ``resnet50`` (conv1, bn1, relu,
+maxpool, layer1..4, avgpool, fc; Bottleneck strides on its 3x3 conv), so their state_dicts
+load here unchanged. The same network serves 28x28 inputs (28 -> 14 -> 7 -> 4 -> 2 -> 1); the
+optional ``stem="cifar"`` swaps conv1 for a 3x3 stride-1 conv and the max-pool for
+``nn.Identity``, keeping more resolution on small images. ``in_channels`` sets conv1's input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.models.errors import UsageError
+from compress.models.zoo.factories import check_options, register_model
+from compress.models.zoo.spec import ModelSpec, make_spec
+
+STEMS = ("imagenet", "cifar")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 conv, padding 1, no bias (a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 conv, no bias (a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs plus the shortcut (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride: v1.5), 1x1 expand x4, plus the shortcut."""
+
+    expansion = 4
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+class ResNet(nn.Module):
+    """Stem, four stages of residual blocks, global average pool, fc."""
+
+    spec: ModelSpec  # set by the factory
+
+    def __init__(
+        self,
+        block: Block,
+        layers: list[int],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        stem: str = "imagenet",
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.inplanes = 64
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool: nn.Module = (
+            nn.Identity() if stem == "cifar" else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        )
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        """One stage; the first block projects the shortcut when shape or stride changes."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        """torchvision's init: Kaiming fan-out convs, BN weight 1 / bias 0, default fc."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:  # each block starts as the identity
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
+                elif isinstance(m, BasicBlock):
+                    nn.init.constant_(m.bn2.weight, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _build(
+    name: str,
+    block: Block,
+    layers: list[int],
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    stem: str,
+    zero_init_residual: bool,
+    kw: dict[str, Any],
+) -> nn.Module:
+    check_options(name, kw)
+    if stem not in STEMS:
+        raise UsageError(f"{name}: stem must be one of {', '.join(STEMS)}, got {stem!r}")
+    model = ResNet(block, layers, num_classes, in_channels, stem, zero_init_residual)
+    model.spec = make_spec(
+        name,
+        num_classes,
+        in_channels,
+        input_size,
+        classifier="fc",
+        variant="small" if stem == "cifar" else "imagenet",
+    )
+    return model
+
+
+@register_model("resnet18", input_size=224)
+def resnet18(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    stem: str = "imagenet",
+    zero_init_residual: bool = False,
+    **kw: Any,
+) -> nn.Module:
+    """ResNet-18: BasicBlocks [2, 2, 2, 2], 11.7M parameters at ImageNet size."""
+    return _build(
+        "resnet18",
+        BasicBlock,
+        [2, 2, 2, 2],
+        num_classes,
+        in_channels,
+        input_size,
+        stem,
+        zero_init_residual,
+        kw,
+    )
+
+
+@register_model("resnet50", input_size=224)
+def resnet50(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    stem: str = "imagenet",
+    zero_init_residual: bool = False,
+    **kw: Any,
+) -> nn.Module:
+    """ResNet-50: Bottlenecks [3, 4, 6, 3], 25.6M parameters at ImageNet size."""
+    return _build(
+        "resnet50",
+        Bottleneck,
+        [3, 4, 6, 3],
+        num_classes,
+        in_channels,
+        input_size,
+        stem,
+        zero_init_residual,
+        kw,
+    )

@@ -1,0 +1,157 @@
+"""VGG-16 (Simonyan & Zisserman, 2014, configuration D), with and without BatchNorm.
+
+Module names, indices and initialization follow torchvision's ``vgg16`` / ``vgg16_bn``, so
+their state_dicts load here unchanged. Two variants with the same keys:
+
+* ``imagenet`` (input_size >= 64): torchvision exactly; AdaptiveAvgPool2d((7, 7)) and a
+  25088 -> 4096 -> 4096 -> classes classifier.
+* ``small`` (input_size < 64): the last two max-pools become ``nn.Identity`` (parameterless,
+  so the feature keys do not change; 28 -> 14 -> 7 -> 3), AdaptiveAvgPool2d((1, 1)) and a
+  512 -> hidden -> hidden -> classes classifier (hidden defaults to 512). Five 2x pools would
+  leave nothing of a 28x28 image, and a 25088-wide head would dwarf the convs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.models.zoo.factories import check_options, pick_variant, register_model
+from compress.models.zoo.spec import ModelSpec, make_spec
+
+# fmt: off
+CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+                          512, 512, 512, "M", 512, 512, 512, "M"]
+# fmt: on
+MIN_IMAGENET_SIZE = 32  # five 2x2 pools need at least 32 pixels to leave a 1x1 map
+
+
+def make_features(in_channels: int, batch_norm: bool, small: bool) -> nn.Sequential:
+    """torchvision's `make_layers(cfg D)`; in the small variant the last two pools are Identity."""
+    layers: list[nn.Module] = []
+    pools_seen = 0
+    pools_total = sum(1 for v in CFG_D if v == "M")
+    for v in CFG_D:
+        if v == "M":
+            pools_seen += 1
+            keep = not small or pools_seen <= pools_total - 2
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2) if keep else nn.Identity())
+            continue
+        out = int(v)
+        layers.append(nn.Conv2d(in_channels, out, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.ReLU(inplace=True))
+        in_channels = out
+    return nn.Sequential(*layers)
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's VGG init: Kaiming fan-out convs, N(0, 0.01) linears, zero biases, BN 1/0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.constant_(m.bias, 0)
+
+
+class VGG(nn.Module):
+    """features -> avgpool -> flatten -> classifier (Linears at .0, .3, .6)."""
+
+    spec: ModelSpec  # set by the factory
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        num_classes: int = 1000,
+        pooled: int = 7,
+        hidden: int = 4096,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * pooled * pooled, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, num_classes),
+        )
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _build(
+    name: str,
+    batch_norm: bool,
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    variant: str,
+    hidden: int | None,
+    dropout: float,
+    kw: dict[str, Any],
+) -> nn.Module:
+    check_options(name, kw, hidden)
+    chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
+    small = chosen == "small"
+    width = hidden if hidden is not None else (512 if small else 4096)
+    model = VGG(
+        make_features(in_channels, batch_norm, small),
+        num_classes,
+        pooled=1 if small else 7,
+        hidden=width,
+        dropout=dropout,
+    )
+    model.spec = make_spec(
+        name, num_classes, in_channels, input_size, classifier="classifier.6", variant=chosen
+    )
+    return model
+
+
+@register_model("vgg16", input_size=224)
+def vgg16(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    variant: str = "auto",
+    hidden: int | None = None,
+    dropout: float = 0.5,
+    **kw: Any,
+) -> nn.Module:
+    """VGG-16 without BatchNorm (138M parameters at ImageNet size)."""
+    return _build(
+        "vgg16", False, num_classes, in_channels, input_size, variant, hidden, dropout, kw
+    )
+
+
+@register_model("vgg16_bn", input_size=224)
+def vgg16_bn(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    variant: str = "auto",
+    hidden: int | None = None,
+    dropout: float = 0.5,
+    **kw: Any,
+) -> nn.Module:
+    """VGG-16 with BatchNorm after every conv (torchvision's `vgg16_bn` indices)."""
+    return _build(
+        "vgg16_bn", True, num_classes, in_channels, input_size, variant, hidden, dropout, kw
+    )
