@@ -25,6 +25,7 @@ RANKS = {
     # models/ (installed as compress.models): the ground floor
     "compress.models.errors": 0,
     "compress.models.progress": 0,
+    "compress.models.jsontypes": 0,
     "compress.models.disk": 1,  # durable writes, the output lock
     "compress.models.weights": 2,  # safe reading, verified downloads
     "compress.models.zoo": 3,  # registry, specs, families, published weights

@@ -135,7 +135,7 @@ def test_batchnorm_recalibration_is_the_exact_average_over_the_images():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).eval()
     batches = [(torch.randn(8, 1, 6, 6) + i, None) for i in range(3)]
     done = recalibrate_batchnorm(model, batches, images=20)  # 8 + 8 + 4 of the last batch
-    assert done["images"] == 20 and done["layers"] == 1
+    assert done.images == 20 and done.layers == 1
     with torch.no_grad():
         means = [model[0](x[: 20 - 8 * i]).mean(dim=(0, 2, 3)) for i, (x, _) in enumerate(batches)]
     assert torch.allclose(model[1].running_mean, torch.stack(means).mean(0), atol=1e-5)

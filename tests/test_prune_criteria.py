@@ -24,7 +24,7 @@ def test_every_criterion_prunes_the_user_model(criterion, mini_data):
     data = load_data(mini_data, m.spec) if criterion in ("taylor", "hessian") else None
     cfg = PruneConfig(ratio=0.4, criterion=criterion, importance_batches=1)
     res = prune(m, cfg, data=data)
-    assert res.after["params"] < 0.75 * res.before["params"]
+    assert res.after.params < 0.75 * res.before.params
     assert m(torch.randn(1, 1, 28, 28)).shape == (1, 10)
 
 

@@ -50,10 +50,10 @@ def test_sparse_learning_separates_channel_groups(mini_data):
     x = torch.randn(1, *m.spec.input_shape)
     before = make_regularizer(m, cfg, x)
     out = sparse_learn(m, cfg, data, TrainConfig(lr=5e-3, amp="off", weight_decay=0.5), x)
-    assert out["epochs"] == 2 and math.isfinite(out["train_loss"])
+    assert out.epochs == 2 and math.isfinite(out.train_loss)
     assert before.reg == pytest.approx(5e-2)
     # a strong group penalty leaves some channel groups far weaker than the median
-    assert out["group_norm_spread"] > 1.0
+    assert out.group_norm_spread > 1.0
 
 
 def test_prune_spends_sparse_epochs_inside_the_budget(mini_data, monkeypatch):
@@ -83,8 +83,8 @@ def test_prune_spends_sparse_epochs_inside_the_budget(mini_data, monkeypatch):
     )
     res = prune(m, cfg, data=data, finetune={"amp": "off"})  # training keys over the default
     assert seen == [2]  # 3 in the budget, 1 spent on sparse learning
-    assert res.sparse is not None and res.sparse["epochs"] == 1
-    assert res.before["macs"] / res.after["macs"] >= 2
+    assert res.sparse is not None and res.sparse.epochs == 1
+    assert res.before.macs / res.after.macs >= 2
     assert not data.train.augment  # switched back after tuning
 
 
@@ -99,7 +99,7 @@ def test_isomorphic_global_pruning_keeps_the_layer_cap():
         round_to=None,
     )
     res = prune(m, cfg)
-    assert res.before["macs"] / res.after["macs"] >= 2
+    assert res.before.macs / res.after.macs >= 2
     assert m.conv1.out_channels >= 2 and m.fc1.out_features >= 30
 
 

@@ -65,7 +65,7 @@ def test_ratio_prunes_every_layer_but_the_head():
     assert m.conv1.out_channels == 3 and m.conv2.out_channels == 8
     assert m.fc1.out_features == 64  # 60 rounded *up* to a multiple of 8: never fewer
     assert m.fc3.out_features == 10  # the classifier keeps its classes
-    assert res.after["params"] == params(m) < 0.3 * res.before["params"]
+    assert res.after.params == params(m) < 0.3 * res.before.params
     assert m(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert res.layers["conv1"] == {"out_channels": [6, 3]}
 
@@ -95,15 +95,15 @@ def test_counting_targets_are_met_closely(kind, value, glob):
     res = prune(m, PruneConfig(**{kind: value}, global_pruning=glob))
     key = kind.split("_")[1]
     goal = res.target["goal"]
-    assert res.after[key] <= goal
-    assert res.after[key] >= 0.8 * goal  # the smallest ratio that meets it, not any ratio
-    assert count_ops(m).macs == res.after["macs"]
+    assert res.after.of(key) <= goal
+    assert res.after.of(key) >= 0.8 * goal  # the smallest ratio that meets it, not any ratio
+    assert count_ops(m).macs == res.after.macs
 
 
 def test_absolute_macs_target():
     m = create_model("lenet5")
     res = prune(m, PruneConfig(target_macs=200_000))
-    assert res.after["macs"] <= 200_000 < res.before["macs"]
+    assert res.after.macs <= 200_000 < res.before.macs
 
 
 def test_planned_counts_equal_real_ones_with_depthwise_concat_and_residuals():

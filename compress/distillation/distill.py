@@ -26,6 +26,7 @@ from compress.distillation.features import FeatureDistiller, Pair, parse_pairs
 from compress.models.data.datasets import DataBundle
 from compress.models.data.images import TensorImages
 from compress.models.errors import InvalidInputError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import ModelSpec, spec_of
 from compress.training import int4_grid
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
@@ -106,7 +107,7 @@ class DistillResult:
     cache_seconds: float = 0.0
     feature_pairs: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "fit": self.fit.to_dict(),
             "kd": asdict(self.config),

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -158,7 +157,3 @@ def low_rank(m: nn.Linear, r: int) -> tuple[LowRankLinear, float]:
             low.second.bias.copy_(m.bias.detach())
     low.to(m.weight.device)
     return low, float((s[:r] ** 2).sum() / (s**2).sum().clamp_min(1e-30))
-
-
-def records_dict(records: list[LayerRank]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in records]

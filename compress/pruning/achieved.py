@@ -11,10 +11,16 @@ refused before anything is pruned (:func:`refuse_unmeetable`), a result beyond i
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from compress.models.errors import UsageError
 from compress.pruning.config import PruneConfig, parse_amount
+from compress.pruning.outcome import (
+    Achieved,
+    Counts,
+    LayerRemoved,
+    LayersAchieved,
+    TotalAchieved,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,46 +58,44 @@ def refuse_unmeetable(cfg: PruneConfig, layers: list[tuple[str, int, float]]) ->
 
 def layer_report(
     cfg: PruneConfig, layers: list[tuple[str, int, float]], after: dict[str, int]
-) -> dict[str, Any]:
+) -> LayersAchieved:
     """Per-layer requested vs achieved removed fractions; `after`: channels now by layer name."""
     rows, off = [], []
     for name, channels, ratio in layers:
         got = 1 - after.get(name, channels) / channels if channels else 0.0
-        rows.append({"layer": name, "channels": channels, "asked": ratio, "removed": round(got, 4)})
+        rows.append(LayerRemoved(name, channels, ratio, round(got, 4)))
         if abs(got - ratio) > cfg.tolerance + 1e-9:
             off.append(f"{name} ({got:.3f} of {channels} vs {ratio:g})")
-    return {"kind": "layers", "tolerance": cfg.tolerance, "layers": rows, "beyond": off}
+    return LayersAchieved("layers", cfg.tolerance, rows, off)
 
 
-def total_report(
-    cfg: PruneConfig, kind: str, before: dict[str, Any], after: dict[str, Any]
-) -> dict[str, Any]:
+def total_report(cfg: PruneConfig, kind: str, before: Counts, after: Counts) -> TotalAchieved:
     """MACs / parameter targets: the fraction asked to be removed vs the fraction removed."""
     value = cfg.target_macs if kind == "macs" else cfg.target_params
     how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
-    start = float(before[kind])
+    start, now = float(before.of(kind)), float(after.of(kind))
     asked = 1 - 1 / number if how == "factor" else 1 - number / start
-    got = 1 - float(after[kind]) / start
+    got = 1 - now / start
     off = [f"{kind} ({got:.3f} removed vs {asked:.3f})"] if abs(got - asked) > cfg.tolerance else []
-    return {
-        "kind": kind,
-        "tolerance": cfg.tolerance,
-        "asked": round(asked, 4),
-        "removed": round(got, 4),
-        "asked_factor": round(1 / (1 - asked), 3) if asked < 1 else None,
-        "factor": round(start / float(after[kind]), 3) if after[kind] else None,
-        "beyond": off,
-    }
+    return TotalAchieved(
+        kind=kind,
+        tolerance=cfg.tolerance,
+        asked=round(asked, 4),
+        removed=round(got, 4),
+        asked_factor=round(1 / (1 - asked), 3) if asked < 1 else None,
+        factor=round(start / now, 3) if now else None,
+        beyond=off,
+    )
 
 
-def judge(cfg: PruneConfig, report: dict[str, Any]) -> str | None:
+def judge(cfg: PruneConfig, report: Achieved) -> str | None:
     """A note when something is beyond the tolerance (an error when the tolerance was given)."""
-    if not report["beyond"]:
+    if not report.beyond:
         return None
-    flags = "--round-to, --max-layer-ratio" if report["kind"] == "layers" else "the target"
+    flags = "--round-to, --max-layer-ratio" if report.kind == "layers" else "the target"
     text = (
         f"removed more or less than asked, beyond the tolerance {cfg.tolerance:g}: "
-        f"{', '.join(report['beyond'])} (involved: {flags}; the channel counts are whole numbers)"
+        f"{', '.join(report.beyond)} (involved: {flags}; the channel counts are whole numbers)"
     )
     if cfg.ratio_tolerance is not None:
         raise UsageError(text, hint="raise --ratio-tolerance or change the request")

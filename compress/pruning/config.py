@@ -6,11 +6,13 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.models.errors import InvalidInputError, UsageError
+from compress.models.jsontypes import JsonObject
+from compress.pruning.outcome import Achieved, Counts, SparseLearning
 
 log = logging.getLogger(__name__)
 
@@ -289,13 +291,13 @@ def check_sparse_budget(sparse_epochs: int, final_epochs: int) -> None:
         )
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A sensitivity.json (or the directory holding it)."""
+def load_report(path: str | Path) -> JsonObject:
+    """A sensitivity.json (or the directory holding it), as read from disk."""
     p = Path(path)
     if p.is_dir():
         p = p / SENSITIVITY_JSON
     try:
-        data: dict[str, Any] = json.loads(p.read_text())
+        data: JsonObject = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"cannot read sensitivity report {p}: {e}") from e
     if not isinstance(data, dict) or "layers" not in data or "base_top1" not in data:
@@ -332,17 +334,22 @@ class PruneResult:
     """What pruning did; params/MACs count convolutions and linear layers per image."""
 
     target: dict[str, Any]
-    before: dict[str, Any]
-    after: dict[str, Any]
+    before: Counts
+    after: Counts
     steps: list[dict[str, Any]] = field(default_factory=list)
     layers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     latency_trace: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    sparse: dict[str, Any] | None = None
+    sparse: SparseLearning | None = None
     prune_seconds: float = 0.0
     finetune_seconds: float = 0.0
     finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran (said, epochs)
-    achieved: dict[str, Any] = field(default_factory=dict)  # requested vs achieved reduction
+    achieved: Achieved | None = None  # requested vs achieved reduction
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+    def to_dict(self) -> JsonObject:
+        """For the card: nested results as plain JSON, the same keys as they were ever written."""
+        d = asdict(self)
+        d["achieved"] = d["achieved"] or {}
+        if self.sparse is not None and self.sparse.metrics is None:
+            del d["sparse"]["metrics"]
+        return d

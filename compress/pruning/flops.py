@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import spec_of
 
 # Ops that only move or describe data: never reported as "not counted".
@@ -71,7 +72,7 @@ class OpCount:
     uncounted_ops: list[str] = field(default_factory=list)
     per_module: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self, *, per_module: bool = False) -> dict[str, Any]:
+    def to_dict(self, *, per_module: bool = False) -> JsonObject:
         d: dict[str, Any] = {
             "params": self.params,
             "macs": self.macs,

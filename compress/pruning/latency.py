@@ -13,7 +13,6 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +20,7 @@ from torch import nn
 from compress.export.bench.timing import time_calls, torch_threads
 from compress.export.runtimes.session import open_session
 from compress.models.errors import UnsupportedError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import spec_of
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Latency:
     threads: int
     runs: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         d = asdict(self)
         d["runtime"] = "onnxruntime CPUExecutionProvider (fp32) and torch eager, median"
         return d

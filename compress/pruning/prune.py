@@ -20,7 +20,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from compress.pruning.config import (
 )
 from compress.pruning.flops import BATCHNORM_TYPES
 from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
+from compress.pruning.outcome import Achieved, Counts
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
 from compress.training.fit import Hooks, TrainConfig
@@ -135,7 +136,7 @@ def _execute(run: PruneSession) -> None:
             "runtime": "onnxruntime CPU",
         }
     else:
-        goal = run.goal(kind, float(start[kind]))
+        goal = run.goal(kind, float(start.of(kind)))
         run.result.target = {
             "kind": kind,
             "value": str(getattr(cfg, f"target_{kind}")),
@@ -153,12 +154,12 @@ def _execute(run: PruneSession) -> None:
             g = run.step_goal(lat_start, float(cfg.target_latency_ms or 0), step)
             lat = run.run_latency_step(g, f_max, lat)
         else:
-            g = run.step_goal(float(start[kind]), run.result.target["goal"], step)
+            g = run.step_goal(float(start.of(kind)), run.result.target["goal"], step)
             run.run_counting_step(kind, g, f_max)
         record: dict[str, Any] = {
             "step": step,
             "fraction": round(run.progress.f, 4),
-            **run.counts(),
+            **asdict(run.counts()),
         }
         bn = run.recalibrate()
         if bn is not None:
@@ -178,11 +179,11 @@ def _execute(run: PruneSession) -> None:
         run.result.steps[-1]["final_finetuned"] = tuned
 
 
-def _judge_achieved(run: PruneSession, start: dict[str, Any]) -> None:
+def _judge_achieved(run: PruneSession, start: Counts) -> None:
     """Requested vs achieved, into the result (and a note, or an error, beyond the tolerance)."""
     cfg, kind = run.cfg, run.cfg.target_kind
     if kind in ("macs", "params"):
-        report = achieved.total_report(cfg, kind, start, run.counts())
+        report: Achieved = achieved.total_report(cfg, kind, start, run.counts())
     elif kind in ("ratio", "layers") and not cfg.global_pruning:
         now = {n: int(run.pruner.DG.get_out_channels(m) or 0) for n, m, _ in run.groups}
         report = achieved.layer_report(cfg, run.asked_ratios(), now)
@@ -289,7 +290,7 @@ def prune_layer_stepwise(
     ratios: list[float],
     cfg: PruneConfig | None = None,
     example_inputs: torch.Tensor | None = None,
-) -> Iterator[tuple[float, nn.Module, dict[str, int]]]:
+) -> Iterator[tuple[float, nn.Module, Counts]]:
     """Prune a copy of `model` at `layer` only, to each of the increasing `ratios` in turn;
     yields (ratio, the pruned copy, its params/MACs). One dependency graph for all ratios."""
     ratios = sorted(ratios)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import spec_of
 from compress.pruning.config import SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
@@ -81,7 +82,7 @@ class SensitivityResult:
     layers: list[LayerSensitivity] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
 
@@ -122,8 +123,8 @@ def analyze(
                     ratio=r,
                     top1=top1,
                     drop=None if top1 is None or top0 is None else round(top0 - top1, 5),
-                    macs_saved=round(1 - counts["macs"] / max(1, macs0), 5),
-                    params_saved=round(1 - counts["params"] / max(1, params0), 5),
+                    macs_saved=round(1 - counts.macs / max(1, macs0), 5),
+                    params_saved=round(1 - counts.params / max(1, params0), 5),
                     latency_ms=None if lat is None else round(lat, 4),
                 )
             )

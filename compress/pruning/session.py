@@ -8,8 +8,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any
+from dataclasses import asdict, replace
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -39,6 +39,8 @@ from compress.pruning.graph import (
     search,
 )
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
+from compress.pruning.outcome import Counts, SparseLearning
+from compress.training.batchnorm import BnRecalibration, has_batchnorm, recalibrate_batchnorm
 from compress.training.fit import Hooks, TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ def example_input(model: nn.Module) -> torch.Tensor:
     return torch.randn((1, *spec_of(model).input_shape), generator=g)
 
 
-Evaluator = Callable[[nn.Module], dict[str, Any]]
+Metrics: TypeAlias = dict[str, float]  # an evaluator's named scores (val_top1, test_top1)
+Evaluator = Callable[[nn.Module], Metrics]
 Finetune = TrainConfig | Callable[[nn.Module, int], object]
 
 
@@ -86,14 +89,11 @@ class PruneSession:
         self.groups = list(prunable_groups(self.pruner))
         self.base = base
         self.notes = notes
-        self.result = PruneResult(target={}, before=self.counts(), after={})
+        self.result = PruneResult(target={}, before=self.counts(), after=self.counts())
         self.result.notes.extend(notes)
 
-    def counts(self) -> dict[str, Any]:
-        return {
-            "params": self.geometry.params(self.model),
-            "macs": self.geometry.macs(self.model),
-        }
+    def counts(self) -> Counts:
+        return Counts(self.geometry.params(self.model), self.geometry.macs(self.model))
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -228,7 +228,7 @@ class PruneSession:
                 hint="raise --max-layer-ratio, --ignore fewer layers, or lower --round-to",
             )
         self.apply(f)
-        got = self.counts()[kind]
+        got = self.counts().of(kind)
         if got > step_goal:  # plan and reality differ (an op we do not model): nudge on
             self.prepare_importance()
             f2 = search(self.metric_at(kind), step_goal, f, f_max)
@@ -251,7 +251,7 @@ class PruneSession:
             # latency ratio implies under-shoots and the loop converges from above; at most
             # halving the MACs per round keeps one noisy measurement from over-pruning.
             self.prepare_importance()
-            macs = self.counts()["macs"]
+            macs = self.counts().macs
             macs_goal = macs * max(step_goal / lat, 0.5)
             f = search(self.metric_at("macs"), macs_goal, self.progress.f, f_max)
             f = f_max if f is None else min(f_max, max(f, self.progress.f + 0.01))
@@ -264,16 +264,15 @@ class PruneSession:
         # rank 0 measures for all
         ms = collectives.on_main(lambda: ort_latency_ms(self.model, lc)[0])
         self.result.latency_trace.append(
-            {"fraction": round(self.progress.f, 4), **self.counts(), "ort_ms": round(ms, 3)}
+            {"fraction": round(self.progress.f, 4), **asdict(self.counts()), "ort_ms": round(ms, 3)}
         )
         log.info("pruned to %.3f: onnxruntime %.2f ms", self.progress.f, ms)
         return ms
 
     # -- fine-tuning ----------------------------------------------------------------------
 
-    def recalibrate(self) -> dict[str, Any] | None:
+    def recalibrate(self) -> BnRecalibration | None:
         """Adaptive BN after a cut: re-estimate BatchNorm statistics on training images."""
-        from compress.training.batchnorm import has_batchnorm, recalibrate_batchnorm
 
         if not (self.cfg.bn_recalibration and self.data is not None):
             return None
@@ -282,7 +281,7 @@ class PruneSession:
         loader = self.data.loader("train", epoch=0)
         return recalibrate_batchnorm(self.model, loader, self.cfg.bn_recalibration)
 
-    def tune(self, epochs: int) -> dict[str, Any] | None:
+    def tune(self, epochs: int) -> Metrics | None:
         if epochs <= 0:
             return None
         t0 = time.perf_counter()
@@ -310,7 +309,7 @@ class PruneSession:
             tc = replace(tc, label_smoothing=self.cfg.label_smoothing)
         return tc
 
-    def sparse_learn(self) -> dict[str, Any] | None:
+    def sparse_learn(self) -> SparseLearning | None:
         """Regularised training before the first cut (cfg.sparse_epochs of the budget)."""
         if not self.cfg.sparse_epochs:
             return None
@@ -323,9 +322,7 @@ class PruneSession:
                 self.model, self.cfg, self.data, self.train_config(self.cfg.sparse_epochs), self.x
             )
         self.result.finetune_seconds += time.perf_counter() - t0
-        if self.evaluator:
-            out["metrics"] = self.evaluator(self.model)
-        return out
+        return replace(out, metrics=self.evaluator(self.model)) if self.evaluator else out
 
     def _distill(self, tc: TrainConfig) -> None:
         """Fine-tune by knowledge distillation from the unpruned model (Hinton KD)."""

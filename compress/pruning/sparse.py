@@ -26,6 +26,7 @@ from compress.models.data.datasets import DataBundle
 from compress.models.errors import InvalidInputError, UnsupportedError
 from compress.pruning.config import PruneConfig
 from compress.pruning.graph import ignored_modules
+from compress.pruning.outcome import SparseLearning
 from compress.training.fit import TrainConfig, make_optimizer, make_scheduler
 from compress.training.precision import resolve_device
 
@@ -58,12 +59,9 @@ def make_regularizer(model: nn.Module, cfg: PruneConfig, x: torch.Tensor) -> Any
 
 def sparse_learn(
     model: nn.Module, cfg: PruneConfig, data: DataBundle, tc: TrainConfig, x: torch.Tensor
-) -> dict[str, Any]:
+) -> SparseLearning:
     """`cfg.sparse_epochs` of regularised training of `model` in place (fp32; under torchrun the
-    ranks' gradients are averaged).
-
-    Returns {epochs, seconds, train_loss, group_norm_spread}: the last is the ratio of the largest
-    to the median channel-group norm, which grows as the regulariser separates the groups."""
+    ranks' gradients are averaged)."""
     reg = make_regularizer(model, cfg, x)
     reg.update_regularizer()  # the groups of the model as it is now
     device = resolve_device(tc.device)
@@ -108,14 +106,14 @@ def sparse_learn(
         )
     model.to("cpu").eval()
     model.zero_grad(set_to_none=True)
-    return {
-        "epochs": cfg.sparse_epochs,
-        "method": cfg.sparse_method,
-        "reg": cfg.sparse_reg,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "train_loss": round(loss_sum / max(seen, 1), 4),
-        "group_norm_spread": _spread(reg),
-    }
+    return SparseLearning(
+        epochs=cfg.sparse_epochs,
+        method=cfg.sparse_method,
+        reg=cfg.sparse_reg,
+        seconds=round(time.perf_counter() - t0, 2),
+        train_loss=round(loss_sum / max(seen, 1), 4),
+        group_norm_spread=_spread(reg),
+    )
 
 
 @torch.no_grad()

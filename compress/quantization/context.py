@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.training.precision import AMP_MODES
@@ -137,7 +138,7 @@ class QuantizeResult:
     def size_ratio(self) -> float:
         return self.quantized["bytes"] / max(self.fp32["bytes"], 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {**asdict(self), "size_ratio": round(self.size_ratio, 4)}
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import spec_of
 from compress.quantization.fake_quant import calibrate, freeze, prepare_qat, quantizers
 
@@ -58,7 +59,7 @@ class QATResult:
     max_abs_logit_diff: float
     folded: dict[str, int]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         from dataclasses import asdict
 
         return asdict(self)

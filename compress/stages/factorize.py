@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.distillation.distill import DistillConfig, distill
-from compress.factorization.svd import FactorizeConfig, factorize, records_dict
+from compress.factorization.svd import FactorizeConfig, factorize
 from compress.models.artifacts.artifact import check_out_dir, save_model
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.disk.outlock import locks_output
@@ -71,7 +71,7 @@ def run_factorize(
     summary = FactorizeSummary(
         out=str(out),
         ranks=ranks,
-        layers=records_dict(records),
+        layers=[asdict(r) for r in records],
         params_before=count_params(teacher),
         params=count_params(student),
         parent=parent,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,18 +22,27 @@ log = logging.getLogger(__name__)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+@dataclass(frozen=True)
+class BnRecalibration:
+    """What adaptive BN did: images forwarded, BatchNorm layers re-estimated, seconds taken."""
+
+    images: int
+    layers: int
+    seconds: float = 0.0
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, BATCHNORMS) for m in model.modules())
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader: Any, images: int) -> dict[str, Any]:
+def recalibrate_batchnorm(model: nn.Module, loader: Any, images: int) -> BnRecalibration:
     """Reset every BatchNorm's running statistics and re-estimate them as the exact average
     over the first `images` images of `loader` (unaugmented batches). The model is left in eval
     mode; other layers (dropout) never see train mode. Returns what was done, for the card."""
     norms = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
     if not norms or images <= 0:
-        return {"images": 0, "layers": 0}
+        return BnRecalibration(images=0, layers=0)
     t0 = time.perf_counter()
     saved = [(m, m.momentum) for m in norms]
     model.eval()
@@ -53,8 +63,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: Any, images: int) -> dict[st
         for m, momentum in saved:
             m.momentum = momentum
         model.eval()
-    out = {"images": seen, "layers": len(norms), "seconds": round(time.perf_counter() - t0, 2)}
     log.info(
         "BatchNorm statistics re-estimated on %d training images (%d layers)", seen, len(norms)
     )
-    return out
+    return BnRecalibration(seen, len(norms), round(time.perf_counter() - t0, 2))

@@ -25,6 +25,7 @@ from compress.distributed import collectives
 from compress.distributed import group as ddp
 from compress.models.disk.durable import atomic_file
 from compress.models.errors import InvalidInputError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.training.config import FitResult, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             raise
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path) -> JsonObject:
     """The state `save_checkpoint` wrote; a truncated or corrupted file is InvalidInputError."""
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        state: JsonObject = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         said = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
         raise InvalidInputError(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "sgd")
@@ -101,5 +102,5 @@ class FitResult:
     world_size: int = 1  # processes that trained together (torchrun)
     dist_backend: str | None = None  # gloo or nccl when world_size > 1
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from compress.models.jsontypes import JsonObject
+
 SEVERITIES = ("ok", "info", "warning", "problem")
 QUANT_OPS = {
     "QuantizeLinear",
@@ -61,7 +63,7 @@ class Diagnosis:
         default_factory=list
     )  # runtime x precision, fastest first
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
     def by_code(self, code: str) -> list[Finding]:

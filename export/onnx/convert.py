@@ -31,6 +31,7 @@ from compress.export.onnx.file import (
     set_metadata,
 )
 from compress.models.errors import UnsupportedError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class ExportResult:
     optimized: str = "none"
     tracer_warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -60,7 +61,7 @@ class ParityReport:
     passed: bool
     failures: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
     def summary(self) -> str:

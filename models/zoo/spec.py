@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from compress.models.errors import InvalidInputError
+from compress.models.jsontypes import JsonObject
 
 FASHION_MEAN = (0.2860,)
 FASHION_STD = (0.3530,)
@@ -37,7 +38,7 @@ class ModelSpec:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.input_size, self.input_size)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d

@@ -1,0 +1,72 @@
+"""The typed pieces of a PruneResult: counts, requested vs achieved, sparse learning.
+
+Kept apart from the config so that the modules producing them (session, achieved, sparse) and
+the result holding them import one small data model without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Parameters and MACs per image of the convolutions and linear layers."""
+
+    params: int
+    macs: int
+
+    def of(self, kind: str) -> int:
+        """The count named by a target kind ("params" or "macs")."""
+        return int(getattr(self, kind))
+
+
+@dataclass(frozen=True)
+class LayerRemoved:
+    """One layer of a ratio target: channels before, the fraction asked and removed."""
+
+    layer: str
+    channels: int
+    asked: float
+    removed: float
+
+
+@dataclass(frozen=True)
+class LayersAchieved:
+    """Ratio targets: per layer, asked vs removed; `beyond` the layers off by > tolerance."""
+
+    kind: str
+    tolerance: float
+    layers: list[LayerRemoved]
+    beyond: list[str]
+
+
+@dataclass(frozen=True)
+class TotalAchieved:
+    """MACs / parameter targets: the fraction asked to be removed vs the fraction removed."""
+
+    kind: str
+    tolerance: float
+    asked: float
+    removed: float
+    asked_factor: float | None
+    factor: float | None
+    beyond: list[str]
+
+
+Achieved: TypeAlias = LayersAchieved | TotalAchieved
+
+
+@dataclass(frozen=True)
+class SparseLearning:
+    """What sparse learning did; `group_norm_spread` is the ratio of the largest to the median
+    channel-group norm, which grows as the regulariser separates the groups."""
+
+    epochs: int
+    method: str
+    reg: float
+    seconds: float
+    train_loss: float
+    group_norm_spread: float
+    metrics: dict[str, float] | None = None
