@@ -158,6 +158,6 @@ def test_pruning_with_data_re_estimates_batchnorm_after_the_cut(mini_data):
         step = res.steps[0]
         assert ("bn_recalibration" in step) is bool(images)
         if images:
-            assert step["bn_recalibration"]["images"] == 128
+            assert step["bn_recalibration"].images == 128
     assert stats[0].shape == stats[128].shape
     assert not torch.allclose(stats[0], stats[128])

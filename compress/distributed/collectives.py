@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 
 from compress.distributed.group import TIMEOUT_ENV, group_active, is_main, rank, timeout_s
 from compress.models.errors import CompressError, ResourceError
+from compress.models.jsontypes import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +161,22 @@ def state_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def consistency(model: nn.Module) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Consistency:
+    """Every rank's weight digest, and whether they all agree."""
+
+    weights_identical_across_ranks: bool
+    rank_digests: list[str]
+
+    def to_dict(self) -> JsonObject:
+        """For the card."""
+        return asdict(self)
+
+
+def consistency(model: nn.Module) -> Consistency:
     """Compare every rank's weights (a collective): the card's proof that DDP kept them equal."""
     digests = gather_objects(state_digest(model))
     same = len(set(digests)) == 1
     if not same:
         log.error("ranks ended with different weights: %s", digests)
-    return {"weights_identical_across_ranks": same, "rank_digests": digests}
+    return Consistency(same, digests)

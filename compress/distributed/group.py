@@ -21,13 +21,13 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from compress.models.errors import ResourceError, UnsupportedError, UsageError
+from compress.models.jsontypes import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def record(self) -> dict[str, Any]:
-        """What a card says about how the model was trained."""
+    def record(self) -> JsonObject:
+        """What a card says about how the model was trained (its JSON)."""
         return {"world_size": self.world_size, "backend": self.backend or "none"}
 
 

@@ -12,6 +12,7 @@ whether it computes in int4, int8, is dequantized at run time, or stayed fp32.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,13 +243,23 @@ def _matmul_nbits(model: Any, names: list[str], block_size: int) -> Any:
     return q.model.model
 
 
-def classify(path: Path, layers: dict[str, str], work: Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class LayerCompute:
+    """One layer of a quantized graph: its op, stored weight bits, what onnxruntime computes in."""
+
+    layer: str
+    op: str
+    weight_bits: int
+    compute: str
+
+
+def classify(path: Path, layers: dict[str, str], work: Path) -> list[LayerCompute]:
     """Per layer: stored weight bits and what onnxruntime's optimized graph computes it in."""
     dst = work / f"{path.stem}.opt.onnx"
     open_session(path, optimization="extended", optimized_model_path=dst)
     opt = qgraph.load(dst)
     stored = _stored_bits(qgraph.load(path))
-    rows = []
+    rows: list[LayerCompute] = []
     for name, op in layers.items():
         hits = [n for n in opt.graph.node if n.name == name or n.name.startswith(f"{name}_")]
         kinds = {n.op_type for n in hits}
@@ -260,9 +271,7 @@ def classify(path: Path, layers: dict[str, str], work: Path) -> list[dict[str, A
             compute = "dequantized at run time"
         else:
             compute = "fp32"
-        rows.append(
-            {"layer": name, "op": op, "weight_bits": stored.get(name, 32), "compute": compute}
-        )
+        rows.append(LayerCompute(name, op, stored.get(name, 32), compute))
     return rows
 
 

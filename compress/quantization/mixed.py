@@ -12,7 +12,7 @@ reported with its width and what onnxruntime computes it in (compress.quantizati
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
         budget_met=drop is None or cfg.max_drop is None or drop <= cfg.max_drop,
         fallback_nodes=[n for n, b in bits.items() if b == 32],
         sensitivity=sensitivity,
-        layers=rows,
+        layers=[asdict(r) for r in rows],
     )
     result.notes.extend(_notes(rows))
     return result
@@ -91,7 +91,7 @@ def _reason(weight_bits: int | str) -> str:
     )
 
 
-def _notes(rows: list[dict[str, Any]]) -> list[str]:
+def _notes(rows: list[int4.LayerCompute]) -> list[str]:
     """One plain line per kind of compute, so nothing stays float or dequantized silently."""
     out = []
     labels = {
@@ -101,7 +101,7 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
         "fp32": "kept in fp32",
     }
     for kind, label in labels.items():
-        names = [r["layer"] for r in rows if r["compute"] == kind]
+        names = [r.layer for r in rows if r.compute == kind]
         if names:
             out.append(f"{label}: {', '.join(names)}")
     return out

@@ -75,7 +75,7 @@ def run_distill(
     lineage = teacher_lineage(teacher, teacher_metrics)
     card = _card(student, bundle, lineage, result, before, after)
     if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(student.model)}
+        card.distributed = {**dist.record(), **collectives.consistency(student.model).to_dict()}
     if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
         save_model(student.model, out, card, overwrite=overwrite)
     collectives.barrier()

@@ -161,7 +161,7 @@ def run_prune(
     )
     card.prune = {k: getattr(summary, k) for k in ("before", "after", "speedup", "untrained")}
     if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(model)}
+        card.distributed = {**dist.record(), **collectives.consistency(model).to_dict()}
     if dist.is_main:
         save_model(model, out, card, overwrite=overwrite)
     collectives.barrier()  # the artifact exists on every rank's return

@@ -79,7 +79,7 @@ def run_train(
         params=count_params(src.model),
     )
     if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(src.model)}
+        card.distributed = {**dist.record(), **collectives.consistency(src.model).to_dict()}
     if dist.is_main:
         save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
         shutil.rmtree(ckpt, ignore_errors=True)
