@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from compress.models.jsontypes import JsonObject
 
 # The one CPU-feature table: flag names as /proc/cpuinfo spells them, grouped by what they mean
 # for inference. compress.quantization.isa, the doctor and the precision rules all read it.
@@ -117,7 +120,17 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def gpu_info() -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class GpuInfo:
+    """The first CUDA device: its name, memory, how many there are, torch's CUDA version."""
+
+    name: str
+    memory_gb: float
+    count: int
+    cuda: str | None
+
+
+def gpu_info() -> GpuInfo | None:
     """The first CUDA device as torch sees it, or None."""
     try:
         import torch
@@ -126,12 +139,8 @@ def gpu_info() -> dict[str, Any] | None:
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
-    return {
-        "name": props.name,
-        "memory_gb": round(props.total_memory / 2**30, 1),
-        "count": torch.cuda.device_count(),
-        "cuda": torch.version.cuda,
-    }
+    memory_gb = round(props.total_memory / 2**30, 1)
+    return GpuInfo(props.name, memory_gb, torch.cuda.device_count(), torch.version.cuda)
 
 
 def ort_providers() -> list[str]:
@@ -142,10 +151,11 @@ def ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def capture_environment(threads: int | None = None) -> dict[str, Any]:
-    """Everything a latency number depends on, as plain JSON-able data."""
+def capture_environment(threads: int | None = None) -> JsonObject:
+    """Everything a latency number depends on, as the JSON a benchmark report writes."""
     name, _ = cpu_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    gpu = gpu_info()
     return {
         "cpu": name,
         "arch": platform.machine(),
@@ -158,7 +168,7 @@ def capture_environment(threads: int | None = None) -> dict[str, Any]:
         "load_average": [round(x, 2) for x in load] if load else None,
         "libraries": library_versions(),
         "ort_providers": ort_providers(),
-        "gpu": gpu_info(),
+        "gpu": asdict(gpu) if gpu else None,
     }
 
 

@@ -238,7 +238,7 @@ def test_bad_onnx_files(tmp_path: Path) -> None:
 def test_probe_isolation(tmp_path: Path) -> None:
     export_onnx(create_model("lenet5"), tmp_path / "ok.onnx")
     report = probe_in_subprocess(tmp_path / "ok.onnx")
-    assert report["providers"] == ["CPUExecutionProvider"] and report["output_shape"] == [1, 10]
+    assert report.providers == ["CPUExecutionProvider"] and report.output_shape == [1, 10]
     with pytest.raises(InvalidInputError, match=r"crashed \(SIGSEGV\)"):
         interpret_probe("m.onnx", -11, "", "")
     err = json.dumps({"type": "UnsupportedError", "message": "no kernel", "hint": None})

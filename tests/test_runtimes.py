@@ -286,9 +286,9 @@ def test_doctor_names_the_fastest_runtime_and_why(lenet_onnx: Path, no_bf16: Non
     d = diagnose(lenet_onnx, threads=1, isolate=False, rank=True)
     (f,) = d.by_code("fastest_runtime")
     best = d.ranking[0]
-    assert {r["runtime"] for r in d.ranking} == {"ort-cpu", "openvino"}
-    assert [r["p50_ms"] for r in d.ranking] == sorted(r["p50_ms"] for r in d.ranking)
-    assert f.title.startswith(f"fastest here: {best['runtime']} {best['precision']}")
+    assert {r.runtime for r in d.ranking} == {"ort-cpu", "openvino"}
+    assert [r.p50_ms for r in d.ranking] == sorted(r.p50_ms for r in d.ranking)
+    assert f.title.startswith(f"fastest here: {best.runtime} {best.precision}")
     assert "why:" in f.detail and "no native bf16" in f.detail  # the skipped pair, with reason
     assert not diagnose(lenet_onnx, isolate=False).by_code("fastest_runtime")  # opt-in
 
@@ -302,10 +302,11 @@ def test_doctor_names_the_fastest_runtime_and_why(lenet_onnx: Path, no_bf16: Non
     ],
 )
 def test_doctor_verdict_explains(best: dict, why: str) -> None:
+    from compress.export.doctor.diagnosis import RuntimeTiming
     from compress.export.doctor.rank import verdict
 
-    ort = {"runtime": "ort-cpu", "precision": best["precision"], "effective_precision": "fp32"}
-    f = verdict([{**best, "p50_ms": 1.0}, {**ort, "p50_ms": 3.0}], [], [])
+    ort = RuntimeTiming("ort-cpu", best["precision"], "fp32", 3.0)
+    f = verdict([RuntimeTiming(**best, p50_ms=1.0), ort], [], [])
     assert why in f.detail and "3.00x faster than onnxruntime" in f.title
     assert verdict([], [], ["m: FAILED on openvino fp32: boom"]).severity == "warning"
 

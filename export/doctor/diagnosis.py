@@ -46,6 +46,16 @@ class Finding:
     suggestion: str = ""
 
 
+@dataclass(frozen=True)
+class RuntimeTiming:
+    """One runtime x precision timed at batch 1: what it ran in, its median latency."""
+
+    runtime: str
+    precision: str
+    effective_precision: str
+    p50_ms: float
+
+
 @dataclass
 class Diagnosis:
     """All findings for one model on one runtime, plus the raw facts they came from."""
@@ -59,9 +69,7 @@ class Diagnosis:
     op_counts: dict[str, int]
     session: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
-    ranking: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # runtime x precision, fastest first
+    ranking: list[RuntimeTiming] = field(default_factory=list)  # fastest first
 
     def to_dict(self) -> JsonObject:
         return asdict(self)

@@ -14,15 +14,16 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from compress.export.doctor.diagnosis import FLOAT_COMPUTE
+from compress.models.jsontypes import JsonObject
 
 
-def session_facts_isolated(path: str | Path, runtime: str, threads: int) -> dict[str, Any]:
-    """`session_facts` in a child process; a crash or error becomes `{"error": ...}`."""
+def session_facts_isolated(path: str | Path, runtime: str, threads: int) -> JsonObject:
+    """`session_facts` in a child process, as the JSON it printed; a crash or error becomes
+    `{"error": ...}`."""
     from compress.export.runtimes.probe import child_python, child_pythonpath
 
     cmd = [*child_python("compress.export.doctor.probe"), str(path), runtime, str(threads)]
@@ -33,7 +34,7 @@ def session_facts_isolated(path: str | Path, runtime: str, threads: int) -> dict
         return {"error": "onnxruntime did not finish profiling within 600 s"}
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if proc.returncode == 0 and last.startswith("{"):
-        facts: dict[str, Any] = json.loads(last)
+        facts: JsonObject = json.loads(last)
         return facts
     if proc.returncode < 0:
         import signal
@@ -43,8 +44,9 @@ def session_facts_isolated(path: str | Path, runtime: str, threads: int) -> dict
     return {"error": f"the profiling process failed (exit {proc.returncode}): {tail[:300]}"}
 
 
-def session_facts(path: str, runtime: str, threads: int) -> dict[str, Any]:
-    """Open the model twice: once to save the optimized graph, once to profile 3 runs."""
+def session_facts(path: str, runtime: str, threads: int) -> JsonObject:
+    """Open the model twice: once to save the optimized graph, once to profile 3 runs. The JSON
+    the child prints (the doctor's report keeps it as is)."""
     import onnx
 
     from compress.export.runtimes.runner import create_session

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from compress.export.doctor.diagnosis import Finding
+from compress.export.doctor.diagnosis import Finding, RuntimeTiming
 from compress.models.zoo.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def artifact_precision(info: Any, quantized: bool) -> str:
 
 def rank_runtimes(
     path: str | Path, spec: ModelSpec, artifact_precision: str, threads: int
-) -> tuple[list[dict[str, Any]], Finding]:
+) -> tuple[list[RuntimeTiming], Finding]:
     """(rows fastest first, the finding naming the winner and why)."""
     from compress.export.bench.measure import BenchConfig, BenchModel, benchmark
     from compress.export.runtimes.runner import ONNX_RUNTIMES, available_runtimes
@@ -74,19 +74,14 @@ def rank_runtimes(
     card = SimpleNamespace(precision=artifact_precision)  # what BenchModel reads of a card
     model = BenchModel(label=Path(path).name, spec=spec, onnx_path=str(path), card=card)
     report = benchmark([model], cfg)
-    rows: list[dict[str, Any]] = [
-        {
-            "runtime": r.runtime,
-            "precision": r.precision,
-            "effective_precision": r.effective_precision or r.precision,
-            "p50_ms": r.p50_ms,
-        }
+    rows = [
+        RuntimeTiming(r.runtime, r.precision, r.effective_precision or r.precision, r.p50_ms)
         for r in sorted(report.results, key=lambda r: r.p50_ms)
     ]
     return rows, verdict(rows, report.skipped, report.notes)
 
 
-def verdict(rows: list[dict[str, Any]], skipped: list[dict[str, str]], notes: list[str]) -> Finding:
+def verdict(rows: list[RuntimeTiming], skipped: list[dict[str, str]], notes: list[str]) -> Finding:
     """The finding: fastest pair, its ratio to onnxruntime fp32, and the reason it wins."""
     if not rows:
         failed = [n for n in notes if "FAILED" in n]
@@ -97,43 +92,38 @@ def verdict(rows: list[dict[str, Any]], skipped: list[dict[str, str]], notes: li
             detail="; ".join(failed[:3]),
         )
     best = rows[0]
-    ort = next((r for r in rows if r["runtime"] == "ort-cpu"), None)
-    ratio = f", {ort['p50_ms'] / best['p50_ms']:.2f}x faster than onnxruntime" if ort else ""
+    ort = next((r for r in rows if r.runtime == "ort-cpu"), None)
+    ratio = f", {ort.p50_ms / best.p50_ms:.2f}x faster than onnxruntime" if ort else ""
     ratio = "" if ort is best else ratio
     table = ", ".join(
-        f"{r['runtime']} {r['precision']}"
-        + (
-            f" (ran {r['effective_precision']})"
-            if r["effective_precision"] != r["precision"]
-            else ""
-        )
-        + f" {r['p50_ms']:.2f} ms"
+        f"{r.runtime} {r.precision}"
+        + (f" (ran {r.effective_precision})" if r.effective_precision != r.precision else "")
+        + f" {r.p50_ms:.2f} ms"
         for r in rows
     )
     skips = "; ".join(f"{s['runtime']} {s['precision']}: {s['reason']}" for s in skipped[:4])
     return Finding(
         "fastest_runtime",
         "info",
-        f"fastest here: {best['runtime']} {best['precision']} at batch 1, "
-        f"{best['p50_ms']:.2f} ms p50{ratio}",
+        f"fastest here: {best.runtime} {best.precision} at batch 1, {best.p50_ms:.2f} ms p50{ratio}",
         detail=f"why: {_why(best, ort)}. Measured (batch 1, interleaved): {table}."
         + (f" Not run: {skips}." if skips else ""),
-        suggestion=f"deploy on {best['runtime']} at {best['precision']} "
-        f"(`compress bench -r {best['runtime']} --precision {best['precision']}` to confirm "
+        suggestion=f"deploy on {best.runtime} at {best.precision} "
+        f"(`compress bench -r {best.runtime} --precision {best.precision}` to confirm "
         "at your batch size)",
     )
 
 
-def _why(best: dict[str, Any], ort: dict[str, Any] | None) -> str:
+def _why(best: RuntimeTiming, ort: RuntimeTiming | None) -> str:
     from compress.export.environment import INT8_DOT_PRODUCT, isa_flags
 
     isa = isa_flags()
-    eff, runtime = best["effective_precision"], best["runtime"]
+    eff, runtime = best.effective_precision, best.runtime
     if eff == "bf16":
         units = "AMX" if isa.get("amx_bf16") else "AVX512-BF16" if isa.get("avx512_bf16") else "GPU"
-        how = "OpenVINO chose bf16 itself" if best["precision"] == "fp32" else "bf16 was asked for"
+        how = "OpenVINO chose bf16 itself" if best.precision == "fp32" else "bf16 was asked for"
         return f"it computes in bf16 on this CPU's native {units} units ({how}): half fp32's bytes"
-    if best["precision"] == "int8":
+    if best.precision == "int8":
         dot = [k for k in INT8_DOT_PRODUCT if isa.get(k)]
         via = f"with {', '.join(dot)}" if dot else "(no int8 dot-product instructions here)"
         return f"the int8 graph runs on {runtime}'s int8 kernels {via}"

@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,12 +22,23 @@ from compress.export.runtimes.runner import create_session
 from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
 
 
+@dataclass(frozen=True)
+class ProbeReport:
+    """One inference in a child process: the providers it got, and how long it took."""
+
+    providers: list[str]
+    fallback: bool
+    create_seconds: float
+    run_seconds: float
+    output_shape: list[int]
+
+
 def probe_in_subprocess(
     path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, timeout: float = 300
-) -> dict[str, Any]:
+) -> ProbeReport:
     """Open and run `path` once in a child process, so a crashing runtime can't take us down.
 
-    Returns the child's report (providers, seconds); raises a typed error if it failed or died.
+    Returns the child's report; raises a typed error if it failed or died.
     """
     cmd = [*child_python("compress.export.runtimes.probe"), str(path), runtime, str(threads or 0)]
     env = {**os.environ, "PYTHONPATH": child_pythonpath()}
@@ -40,12 +51,11 @@ def probe_in_subprocess(
     return interpret_probe(path, proc.returncode, proc.stdout, proc.stderr)
 
 
-def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str) -> ProbeReport:
     """Map a probe child's exit to a report or a typed error."""
     last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     if returncode == 0 and last.startswith("{"):
-        report: dict[str, Any] = json.loads(last)
-        return report
+        return ProbeReport(**json.loads(last))
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -92,13 +102,13 @@ def probe_main(argv: list[str]) -> int:
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in runner.input_shape]
         t0 = time.perf_counter()
         out = runner.run(np.zeros(shape, dtype=runner.input_dtype))
-        report = {
-            "providers": runner.providers,
-            "fallback": runner.fallback,
-            "create_seconds": runner.create_seconds,
-            "run_seconds": time.perf_counter() - t0,
-            "output_shape": list(out.shape),
-        }
+        report = ProbeReport(
+            runner.providers,
+            runner.fallback,
+            runner.create_seconds,
+            time.perf_counter() - t0,
+            list(out.shape),
+        )
     except CompressError as e:
         kind = next(
             c.__name__
@@ -107,7 +117,7 @@ def probe_main(argv: list[str]) -> int:
         )
         print(json.dumps({"type": kind, "message": e.args[0], "hint": e.hint}))
         return 1
-    print(json.dumps(report))
+    print(json.dumps(asdict(report)))
     return 0
 
 
