@@ -30,6 +30,7 @@ from compress.models.disk.durable import check_out_dir as check_out_dir
 from compress.models.disk.durable import check_writable as check_writable
 from compress.models.disk.durable import disk_errors
 from compress.models.errors import ArtifactError
+from compress.models.jsontypes import JsonObject
 from compress.models.weights.reading import check_finite, load_into
 from compress.models.zoo.registry import ModelSpec, attach_spec, create_model, is_factory_ref
 from compress.models.zoo.usercode import check_consent, known_source, read_source, sha256_bytes
@@ -302,5 +303,6 @@ def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module
     return model, card
 
 
-def card_json(card: Card) -> dict[str, Any]:
+def card_json(card: Card) -> JsonObject:
+    """The card as card.json holds it."""
     return json.loads(card.model_dump_json())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -26,6 +25,7 @@ from compress.models.artifacts.artifact import (
 )
 from compress.models.artifacts.structure import apply_structure
 from compress.models.errors import ArtifactError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.weights.reading import load_into, read_state_dict
 from compress.models.zoo.pretrained import (
     for_file,
@@ -67,7 +67,7 @@ class ModelSource:
     trained: bool
     ref: str
     weights: str  # path, "artifact", "random", "none" or a published name ("imagenet")
-    pretrained: dict[str, Any] | None = None  # provenance of published weights
+    pretrained: JsonObject | None = None  # provenance of published weights (card JSON)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import ArtifactError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.lowrank import LowRankLinear
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
@@ -50,8 +51,9 @@ def _describe(m: nn.Module) -> dict[str, Any] | None:
     return None
 
 
-def capture_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Shape-defining attributes of every conv/linear/norm module, by qualified name."""
+def capture_structure(model: nn.Module) -> dict[str, JsonObject]:
+    """Shape-defining attributes of every conv/linear/norm module, by qualified name: the
+    card's `structure`, as written to and read back from card.json."""
     out = {}
     for name, m in model.named_modules():
         d = _describe(m)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from compress.models.errors import ArchitectureMismatchError, CompressError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.factories import registered
 from compress.models.zoo.spec import IMAGENET_MEAN, IMAGENET_STD, attach_spec, spec_of
 
@@ -61,8 +61,8 @@ class Pretrained:
     def sha256_prefix(self) -> str:
         return self.filename.rsplit("-", 1)[-1].split(".")[0]
 
-    def describe(self) -> dict[str, Any]:
-        """Provenance for the artifact card."""
+    def describe(self) -> JsonObject:
+        """Provenance for the artifact card (its JSON)."""
         return {
             "name": self.name,
             "torchvision": self.alias,
@@ -131,9 +131,10 @@ def for_file(model: str, path: str | Path) -> Pretrained | None:
 
 def load_pretrained(
     model: nn.Module, entry: Pretrained, path: str | Path | None = None
-) -> dict[str, Any]:
+) -> JsonObject:
     """Load `entry` into `model` from `path` (a hand-fetched copy) or the cache (downloading it
-    once); the file is verified against the published hash first. Returns the provenance."""
+    once); the file is verified against the published hash first. Returns the provenance the
+    card records."""
     from compress.models.weights.download import DownloadError, sha256_of
     from compress.models.weights.reading import check_finite, read_state_dict
 
@@ -173,8 +174,9 @@ def fetch_once_per_node(entry: Pretrained) -> Path:
 
 
 def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, source: str) -> \
-        dict[str, Any]:  # fmt: skip
-    """Load `sd` strictly, except a classifier of another width, which keeps its init."""
+        JsonObject:  # fmt: skip
+    """Load `sd` strictly, except a classifier of another width, which keeps its init; returns
+    the provenance the card records."""
     spec = spec_of(model)
     sd, replaced = fitted(model, sd, entry)
     model.load_state_dict(sd, strict=True)
