@@ -132,8 +132,8 @@ def test_a_verb_module_that_fails_to_import_is_an_error():
 
 
 def test_option_groups_are_declared_once_and_reach_the_command():
-    """A verb takes `ModelOptions`/`DataOptions`/`DeviceOptions` as one parameter each; Typer
-    sees their fields as options and the command gets the built group."""
+    """A verb takes `ModelOptions` and a config's options (`options_from`) as one parameter
+    each; Typer sees their fields as options and the command gets the group and the config."""
     import typer
     from typer.testing import CliRunner
 
@@ -142,15 +142,15 @@ def test_option_groups_are_declared_once_and_reach_the_command():
     def cmd(
         model: o.ModelOpt,
         mo: o.ModelOptions = o.ModelOptions(),
-        data: o.DataOptions = o.DataOptions(),
-        dev: o.DeviceOptions = o.DeviceOptions(),
+        data: object = o.options_from(o.DATA, only=(*o.WHERE, "limit")),
+        dev: object = o.options_from(o.TRAIN, only=("device", "amp")),
     ) -> None:
-        seen.update(ref=mo.of(model), data=data.config(limit=5), dev=dev)
+        seen.update(ref=mo.of(model), data=data, dev=dev)
 
     app = typer.Typer()
     app.command()(o.with_groups(cmd))
     args = ["-m", "lenet5", "--weights", "w.safetensors", "--input-size", "32", "--amp", "off"]
-    r = CliRunner().invoke(app, [*args, "--dataset", "mnist"])
+    r = CliRunner().invoke(app, [*args, "--dataset", "mnist", "--limit", "5"])
     assert r.exit_code == 0, r.output
     ref = seen["ref"]
     assert (ref.model, ref.weights, ref.input_size, ref.num_classes) == (
@@ -161,20 +161,23 @@ def test_option_groups_are_declared_once_and_reach_the_command():
     )
     assert (seen["data"].dataset, seen["data"].limit) == ("mnist", 5)
     assert (seen["dev"].device, seen["dev"].amp) == ("auto", "off")
+    assert type(seen["dev"]).__name__ == "TrainConfig"
 
 
 @pytest.mark.parametrize(
     ("verb", "groups"),
     [
-        ("train", "model data device fit"),
+        ("train", "model data train"),
         ("eval", "model data"),
-        ("prune", "model data device"),
+        ("prune", "model data train prune"),
         ("sensitivity", "model data"),
-        ("quantize", "model data"),
-        ("export", "run-model data"),
-        ("bench", "run-model"),
-        ("doctor", "model"),
-        ("distill", "shape data device fit"),
+        ("quantize", "model data quantize"),
+        ("export", "run-model data export"),
+        ("bench", "run-model bench"),
+        ("doctor", "model bench"),
+        ("distill", "shape data train distill"),
+        ("tune", "tune"),
+        ("deploy", "data deploy"),
     ],
 )
 def test_verbs_use_the_shared_groups(verb, groups):
@@ -182,29 +185,39 @@ def test_verbs_use_the_shared_groups(verb, groups):
 
     from compress.cli.app import app
 
-    cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "data": o.DataOptions}
-    cls |= {"device": o.DeviceOptions, "fit": o.FitOptions, "run-model": o.RunModelOptions}
+    cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "run-model": o.RunModelOptions}
+    configs = {"data": o.DATA, "train": o.TRAIN, "prune": o.PRUNE, "quantize": o.QUANTIZE}
+    configs |= {"export": o.EXPORT, "bench": o.BENCH, "distill": o.DISTILL, "tune": o.TUNE}
+    configs |= {"deploy": o.DEPLOY}
     cmd = next(c for c in app.registered_commands if c.name == verb)
-    sig = inspect.signature(cmd.callback.__wrapped__, eval_str=True)
-    used = {p.annotation for p in sig.parameters.values()}
+    sig = inspect.signature(cmd.callback.__wrapped__)
+    shown = inspect.signature(cmd.callback).parameters
+    used = {p.annotation.split(".")[-1] for p in sig.parameters.values()}
+    targets = {p.default.target: p.default for p in sig.parameters.values()
+               if isinstance(p.default, o.ConfigOptions)}  # fmt: skip
     for g in groups.split():
-        assert cls[g] in used, g
+        if g in configs:
+            assert configs[g] in targets, g
+            for f in targets[configs[g]].fields():
+                assert f.name in shown, (g, f.name)
+            continue
+        assert cls[g].__name__ in used, g
         for f in fields(cls[g]):
-            assert f.name in inspect.signature(cmd.callback).parameters
+            assert f.name in shown
 
 
 def test_a_group_takes_its_defaults_from_the_parameter_default():
-    """`fit: FitOptions = FitOptions(epochs=5)` makes 5 the default of --epochs for that verb
-    only; the other fields keep the group's defaults."""
+    """`options_from(TRAIN, epochs=5)` makes 5 the default of --epochs for that verb only; the
+    other fields keep the config's defaults."""
     import typer
     from typer.testing import CliRunner
 
     seen = {}
 
-    def short(fit: o.FitOptions = o.FitOptions(epochs=5)) -> None:
+    def short(fit: object = o.options_from(o.TRAIN, epochs=5)) -> None:
         seen["short"] = fit
 
-    def plain(fit: o.FitOptions = o.FitOptions()) -> None:
+    def plain(fit: object = o.options_from(o.TRAIN)) -> None:
         seen["plain"] = fit
 
     for cmd in (short, plain):

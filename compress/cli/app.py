@@ -186,9 +186,9 @@ def _download_bar(label: str, total: int | None) -> Bar:
 def _register() -> None:
     """Every verb, named here; a verb module that fails to import is an error, not a gap."""
     from compress.cli import (
+        bench_cmd,
         deploy_cmd,
         distill_cmd,
-        export_cmd,
         factorize_cmd,
         info_cmd,
         predict_cmd,
@@ -203,7 +203,7 @@ def _register() -> None:
         train_cmd,
         info_cmd,
         prune_cmd,
-        export_cmd,
+        bench_cmd,
         quantize_cmd,
         distill_cmd,
         run_cmd,

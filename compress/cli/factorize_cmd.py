@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
+
+if TYPE_CHECKING:
+    from compress.models.data.splits import DataConfig
 
 
 def factorize(
@@ -37,10 +40,8 @@ def factorize(
     lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tuning.")] = 1e-3,
     temperature: Annotated[float, typer.Option(help="KD temperature.")] = 2.0,
     alpha: Annotated[float, typer.Option(help="Weight of the teacher term in [0, 1].")] = 0.5,
-    seed: o.SeedOpt = 0,
     mo: o.ModelOptions = o.ModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
-    limit: o.LimitOpt = None,
+    data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "seed", "limit")),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -55,32 +56,19 @@ def factorize(
 
     cfg = FactorizeConfig(
         rank=rank,
-        ranks=_ranks(layer_rank or []),
+        ranks=o.pairs(layer_rank or [], "--layer-rank", "NAME=RANK (e.g. fc1=16)"),
         param_target=param_target,
         layers=tuple(layers or ()),
         epochs=epochs,
         lr=lr,
         temperature=temperature,
         alpha=alpha,
-        seed=seed,
+        seed=data.seed,
     )
-    dc = data.config(seed=seed, limit=limit)
     with RichHooks() as hooks:
-        r = run_factorize(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks).to_dict()
+        r = run_factorize(mo.of(model), cfg, data, out, overwrite=overwrite, hooks=hooks).to_dict()
     _print(r)
     write_json(json_out, r)
-
-
-def _ranks(items: list[str]) -> dict[str, int]:
-    from compress.models.errors import UsageError
-
-    out: dict[str, int] = {}
-    for item in items:
-        name, sep, r = item.rpartition("=")
-        if not sep or not name or not r.strip().isdigit():
-            raise UsageError(f"--layer-rank takes NAME=RANK (e.g. fc1=16), got {item!r}")
-        out[name] = int(r)
-    return out
 
 
 def _print(r: dict[str, Any]) -> None:

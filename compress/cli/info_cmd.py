@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from compress.cli.options import with_groups
+from compress.cli.options import JsonOpt, with_groups
 from compress.cli.output import console, write_json
 
 
@@ -45,7 +45,7 @@ def models_cmd(
 
 def info(
     artifact: Annotated[str, typer.Argument(help="Artifact directory.")],
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the card here.")] = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Show an artifact's card: architecture, precision, metrics and lineage."""
     from compress.models.artifacts.artifact import card_json, read_card

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
+from compress.cli.fields import ConfigField, config_fields
+from compress.models.errors import CompressError, UsageError
+
 if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
-    from compress.models.data.datasets import DataConfig
     from compress.stages.common import ModelRef
-    from compress.training.config import TrainConfig
 
 R = TypeVar("R")
 
@@ -74,47 +76,12 @@ TrustCodeOpt = Annotated[
         "names (only for code you trust; a factory you pass as --model FILE.py:fn always runs).",
     ),
 ]
-DatasetOpt = Annotated[
-    str | None, typer.Option(help="fashion-mnist (default), mnist, or imagefolder.")
-]
-DataDirOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Data directory (IDX files, or imagefolder root with train/ and val/). Also "
-        "$COMPRESS_DATA_DIR; Fashion-MNIST is found in /usr/share/datasets/fashion-mnist."
-    ),
-]
-BatchSizeOpt = Annotated[int, typer.Option(help="Training batch size.")]
-SeedOpt = Annotated[
-    int,
-    typer.Option(
-        help="Seed for shuffling and init, and for the train/val split of a zoo model (an "
-        "artifact keeps the split it was trained on, so its validation images stay unseen)."
-    ),
-]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output artifact directory.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
 JsonOpt = Annotated[
     str | None,
     typer.Option("--json", help="Also write the result as JSON to this file (`-` for stdout)."),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
-AmpOpt = Annotated[
-    str,
-    typer.Option(
-        help="Mixed precision: off, fp16 (CUDA), bf16, or auto (fp16 on CUDA; bf16 only on CPUs "
-        "with native bf16 and for models big enough to gain from it, else fp32)."
-    ),
-]
-LimitOpt = Annotated[
-    int | None, typer.Option(help="Use at most this many training samples (quick runs).")
-]
-EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
-LrOpt = Annotated[float, typer.Option(help="Peak learning rate.")]
-WeightDecayOpt = Annotated[float, typer.Option(help="Weight decay.")]
-OptimizerOpt = Annotated[str, typer.Option(help="adamw or sgd.")]
-ScheduleOpt = Annotated[str, typer.Option(help="onecycle, cosine or constant.")]
-ChannelsLastOpt = Annotated[bool, typer.Option(help="Channels-last memory format.")]
 
 
 @dataclass(frozen=True)
@@ -166,81 +133,6 @@ class RunModelOptions(ModelOptions):
     input_size: RunInputSizeOpt = None
 
 
-@dataclass(frozen=True)
-class DataOptions(OptionGroup):
-    """Which data set, and where it is."""
-
-    dataset: DatasetOpt = None
-    data_dir: DataDirOpt = None
-
-    def config(
-        self,
-        *,
-        batch_size: int = 128,
-        seed: int = 0,
-        limit: int | None = None,
-        augment: bool = False,
-    ) -> DataConfig:
-        """Dataset None means "the input artifact's data set, else Fashion-MNIST"."""
-        from compress.models.data.datasets import DataConfig
-
-        return DataConfig(
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            batch_size=batch_size,
-            seed=seed,
-            limit=limit,
-            augment=augment,
-        )
-
-
-@dataclass(frozen=True)
-class DeviceOptions(OptionGroup):
-    """Where and in which precision a verb trains."""
-
-    device: DeviceOpt = "auto"
-    amp: AmpOpt = "auto"
-
-
-@dataclass(frozen=True)
-class FitOptions(OptionGroup):
-    """The optimization of a training run: epochs, learning rate and schedule, weight decay,
-    memory format. A verb with other defaults declares them in its default instance, e.g.
-    `how: FitOptions = FitOptions(epochs=5)`."""
-
-    epochs: EpochsOpt = 15
-    lr: LrOpt = 4e-3
-    weight_decay: WeightDecayOpt = 1e-4
-    optimizer: OptimizerOpt = "adamw"
-    schedule: ScheduleOpt = "onecycle"
-    channels_last: ChannelsLastOpt = False
-
-    def config(
-        self,
-        seed: int,
-        dev: DeviceOptions,
-        *,
-        label_smoothing: float = 0.0,
-        resume: bool = False,
-    ) -> TrainConfig:
-        """The library's TrainConfig (validated there)."""
-        from compress.training.config import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            optimizer=self.optimizer,
-            schedule=self.schedule,
-            label_smoothing=label_smoothing,
-            seed=seed,
-            device=dev.device,
-            amp=dev.amp,
-            channels_last=self.channels_last,
-            resume=resume,
-        )
-
-
 # Report files a verb writes besides --out, checked before any work like --out itself.
 OUTPUT_FILES = {"json_out": "--json", "csv_out": "--csv", "md_out": "--md", "plot": "--plot"}
 
@@ -256,41 +148,211 @@ def check_output_files(kwargs: dict[str, Any]) -> None:
                 check_writable(path, option)
 
 
-def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
-    """Let Typer see each :class:`OptionGroup` parameter of `fn` as the group's options, and
-    hand `fn` the group object built from them; report files are checked first. An option's
-    default is its value in the parameter's default instance (else the field's default)."""
-    sig = inspect.signature(fn, eval_str=True)
-    params: list[inspect.Parameter] = []
-    groups: dict[str, type[OptionGroup]] = {}
-    for p in sig.parameters.values():
-        cls = p.annotation
-        if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
-            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
-            continue
-        groups[p.name] = cls
-        hints = get_type_hints(cls, include_extras=True)
-        given = p.default if isinstance(p.default, cls) else None
-        params += [
+# Where each config lives ("module:Class"); the CLI reads their fields without importing them.
+PRUNE = "compress.pruning.config:PruneConfig"
+QUANTIZE = "compress.quantization.context:QuantizeConfig"
+DISTILL = "compress.distillation.distill:DistillConfig"
+TRAIN = "compress.training.config:TrainConfig"
+DATA = "compress.models.data.splits:DataConfig"
+BENCH = "compress.export.bench.measure:BenchConfig"
+TUNE = "compress.pipeline.tune:TuneConfig"
+EXPORT = "compress.export.onnx.convert:ExportConfig"
+DEPLOY = "compress.stages.deploy:DeployConfig"
+WHERE = ("dataset", "data_dir")  # the DataConfig options of a verb that only reads data
+TRAIN_DATA = (*WHERE, "batch_size", "seed", "limit", "augment")  # ... and of one that trains
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+_LISTS = ("repeat", "pairs")  # metadata "cli": a repeatable option (NAME=N pairs for "pairs")
+_CSV = ("csv", "csv-int")  # metadata "cli": one comma-separated option
+
+
+@dataclass(frozen=True)
+class ConfigOptions:
+    """The options of one config class in one verb: every field whose metadata does not say
+    `"cli": False` (or those in `only`), less `exclude`, with per-verb `defaults`. `take` names
+    fields filled from the verb's other options of the same name (e.g. `seed`)."""
+
+    target: str
+    only: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    take: tuple[str, ...] = ()
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+    def fields(self) -> list[ConfigField]:
+        """The fields this verb shows as options."""
+        return [
+            f
+            for f in config_fields(self.target)
+            if (f.name in self.only if self.only is not None else f.meta.get("cli", True))
+            and f.name not in self.exclude
+            and f.name not in self.take
+        ]
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The fields as Typer parameters (type, default, flags and help from the field)."""
+        given = dict(self.defaults)
+        return [
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=f.default if given is None else getattr(given, f.name),
-                annotation=hints[f.name],
+                default=_cli_default(f, given.get(f.name, f.default)),
+                annotation=Annotated[_cli_type(f), _option(f)],
             )
-            for f in fields(cls)
+            for f in self.fields()
         ]
-    names = [p.name for p in params]
-    if len(set(names)) != len(names):
-        raise TypeError(f"{fn.__name__}: an option group repeats one of its options")
+
+    def build(self, values: dict[str, Any]) -> Any:
+        """The config from the parsed values; its validation errors name the flag, not the
+        field (the one place that maps them)."""
+        module, _, name = self.target.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        shown = {f.name: f for f in self.fields()}
+        kwargs = {n: _config_value(f, values[n]) for n, f in shown.items()}
+        kwargs |= {n: values[n] for n in self.take}
+        try:
+            return cls(**kwargs)
+        except CompressError as e:
+            field, _, rest = str(e.args[0]).partition(" ")
+            if field in shown and rest:
+                e.args = (f"{flag_of(shown[field])} {rest}", *e.args[1:])
+            raise
+
+
+def options_from(target: str, *, only: tuple[str, ...] | None = None,
+                 exclude: tuple[str, ...] = (), take: tuple[str, ...] = (),
+                 **defaults: Any) -> Any:  # fmt: skip
+    """A verb parameter's default that makes :func:`with_groups` spread the config's fields into
+    options and hand the verb the built config. Typed Any: the parameter is annotated with the
+    config class, which the verb imports only under TYPE_CHECKING."""
+    return ConfigOptions(target, only, exclude, take, tuple(defaults.items()))
+
+
+def flag_of(f: ConfigField) -> str:
+    """The long flag of a field: metadata "flag" (its first spelling), else --field-name."""
+    flag = f.meta.get("flag")
+    first = flag[0] if isinstance(flag, (list, tuple)) else flag
+    return str(first).split("/")[0] if first else "--" + f.name.replace("_", "-")
+
+
+def _option(f: ConfigField) -> Any:
+    flag = f.meta.get("flag")
+    decls = [flag] if isinstance(flag, str) else list(flag or ())
+    return typer.Option(
+        *decls,
+        help=f.meta["help"],
+        show_default=f.meta.get("show_default", True),
+        hidden=f.meta.get("hidden", False),
+    )
+
+
+def _cli_type(f: ConfigField) -> Any:
+    """The type the flag parses: a field's scalar type; str for unions and comma lists."""
+    form = f.meta.get("cli")
+    if form in _LISTS:
+        return list[str] | None
+    kinds = [k.strip() for k in f.annotation.split("|")]
+    optional = "None" in kinds or f.default is None
+    kinds = [k for k in kinds if k != "None"]
+    base = _SCALARS[kinds[0]] if len(kinds) == 1 and kinds[0] in _SCALARS else str
+    return base | None if optional else base
+
+
+def _cli_default(f: ConfigField, value: Any) -> Any:
+    form = f.meta.get("cli")
+    if value is None or value is MISSING:
+        return None
+    if form in _CSV:
+        return ",".join(str(v) for v in value)
+    if form in _LISTS:
+        return [str(v) for v in value] or None
+    return str(value) if _cli_type(f) in (str, str | None) else value
+
+
+def _config_value(f: ConfigField, value: Any) -> Any:
+    """A parsed option as the config field takes it (a comma list as a tuple, ...)."""
+    form, flag = f.meta.get("cli"), flag_of(f)
+    if value is None:
+        return f.default if form in _LISTS else None
+    if form == "repeat":
+        return list(value) if f.annotation.startswith("list") else tuple(value)
+    if form == "pairs":
+        return pairs(value, flag, f.meta.get("shape", "NAME=N"))
+    if form in _CSV:
+        words = tuple(w for w in value.replace(" ", "").split(",") if w)
+        if not words:
+            raise UsageError(f"{flag} is empty")
+        if form == "csv":
+            return words
+        try:
+            return tuple(int(w) for w in words)
+        except ValueError:
+            raise UsageError(f"{flag} must be comma-separated integers, got {value!r}") from None
+    return value
+
+
+def pairs(items: list[str], flag: str, shape: str = "NAME=N") -> dict[str, int]:
+    """NAME=N pairs of a repeatable option (--layer-bits, --layer-rank); a malformed one is a
+    usage error (one line)."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, n = item.rpartition("=")
+        if not sep or not name or not n.strip().isdigit():
+            raise UsageError(f"{flag} takes {shape}, got {item!r}")
+        out[name] = int(n)
+    return out
+
+
+def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
+    """Let Typer see each group parameter of `fn` as its options: an :class:`OptionGroup`
+    (its fields; the default instance gives the defaults) or a :class:`ConfigOptions` default
+    (the config's fields). `fn` gets the group object or the built config; report files are
+    checked first. Two groups may share an option (one flag, both get its value)."""
+    sig = inspect.signature(fn)
+    params: dict[str, inspect.Parameter] = {}
+    groups: dict[str, Callable[[dict[str, Any]], Any]] = {}
+    for p in sig.parameters.values():
+        spread = _spread(p, fn.__globals__)
+        if spread is None:
+            ann = (
+                eval(p.annotation, fn.__globals__)
+                if isinstance(p.annotation, str)
+                else p.annotation
+            )
+            params[p.name] = p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)
+            continue
+        groups[p.name], own = spread
+        for q in own:
+            params.setdefault(q.name, q)
+    shown = list(params.values())
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> R:
         check_output_files(kwargs)
-        for name, cls in groups.items():
-            kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in fields(cls)})
-        return fn(**kwargs)
+        built = {name: make(kwargs) for name, make in groups.items()}
+        return fn(**{k: v for k, v in kwargs.items() if k in sig.parameters}, **built)
 
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    wrapper.__signature__ = sig.replace(parameters=shown)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in shown}
     return wrapper
+
+
+def _spread(
+    p: inspect.Parameter, scope: dict[str, Any]
+) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]] | None:
+    """How a group parameter becomes options and back; None for a plain option."""
+    if isinstance(p.default, ConfigOptions):
+        return p.default.build, p.default.parameters()
+    cls = eval(p.annotation, scope) if isinstance(p.annotation, str) else p.annotation
+    if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
+        return None
+    hints = get_type_hints(cls, include_extras=True)
+    given = p.default if isinstance(p.default, cls) else None
+    own = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=f.default if given is None else getattr(given, f.name),
+            annotation=hints[f.name],
+        )
+        for f in fields(cls)
+    ]
+    return lambda values: cls(**{f.name: values[f.name] for f in fields(cls)}), own

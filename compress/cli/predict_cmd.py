@@ -16,13 +16,7 @@ def predict(
         str, typer.Option("--model", "-m", help="A directory written by `compress deploy`.")
     ],
     top: Annotated[int, typer.Option(help="Classes shown per image.")] = 3,
-    json_out: Annotated[
-        str | None,
-        typer.Option(
-            "--json",
-            help="Also write the predictions as JSON to this file (`-`: print only the JSON).",
-        ),
-    ] = None,
+    json_out: o.JsonOpt = None,
 ) -> None:
     """Classify images with a deployed model, on the runtime, precision and threads deploy chose, preprocessed as in training (the card's input size, channels, mean/std)."""
     from compress.stages.predict import predict as run_predict

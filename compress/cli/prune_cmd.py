@@ -2,221 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, fresh_out_dir, pct, write_json
-from compress.pruning.config import BN_RECALIBRATION_IMAGES, FINETUNE_LR, PruneConfig
+from compress.pruning.config import FINETUNE_LR
 
-Ratio = Annotated[
-    float | None,
-    typer.Option(
-        help="Fraction of channels removed from every prunable layer, 0 <= R < 1. Parameters "
-        "shrink by about 1-(1-R)^2 (each weight loses input and output channels): 0.5 keeps "
-        "~25 % of them."
-    ),
-]
-TargetMacs = Annotated[
-    str | None,
-    typer.Option(help="MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."),
-]
-TargetParams = Annotated[
-    str | None, typer.Option(help="Parameters to reach: absolute (1M, 2e5) or a reduction (4x).")
-]
-TargetLatency = Annotated[
-    float | None,
-    typer.Option(
-        help="onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) to reach; pruned "
-        "in rounds, measuring after each, until met (an error says so if it can't be)."
-    ),
-]
-FromSensitivity = Annotated[
-    str | None,
-    typer.Option(
-        help="sensitivity.json (or its directory) from `compress sensitivity`: each layer gets "
-        "the largest ratio whose val top-1 drop alone was <= --max-drop."
-    ),
-]
-MaxDrop = Annotated[
-    float, typer.Option(help="With --from-sensitivity: allowed drop per layer, in points.")
-]
-Criterion = Annotated[
-    str | None,
-    typer.Option(
-        help="How channels are ranked: l1, l2, bn-scale, taylor, hessian, lamp, fpgm or random. "
-        "Default: taylor (gradients of 4 training batches) for trained weights with known "
-        "data, else l2 (the measured choice: BENCHMARKS.md).",
-        show_default=False,
-    ),
-]
-GlobalPruning = Annotated[
-    bool,
-    typer.Option(
-        "--global/--local",
-        help="Rank channels across all layers (global) or prune each layer by the same ratio.",
-    ),
-]
-FinetuneEpochs = Annotated[
-    int | None,
-    typer.Option(
-        help="Fine-tuning epochs after each step (0: none). Default: 5 epochs after the last "
-        "step where the model's training data is known (its card names it, or --dataset is "
-        "given), none for untrained weights; the choice is said in one line.",
-        show_default=False,
-    ),
-]
-FinalFinetuneEpochs = Annotated[
-    int | None,
-    typer.Option(help="Fine-tuning epochs after the last step.", show_default=False),
-]
-Kd = Annotated[
-    bool | None,
-    typer.Option(
-        "--kd/--no-kd",
-        help="Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) or with plain "
-        "cross-entropy. Default: on whenever there are fine-tuning epochs (measured: "
-        "+0.0-0.2 pt at equal learning rate; BENCHMARKS.md).",
-        show_default=False,
-    ),
-]
-RoundTo = Annotated[
-    int,
-    typer.Option(
-        help="Align kept channel counts to multiples of this (1 = off) by keeping more, never "
-        "fewer; a layer is aligned only where that stays within the ratio tolerance."
-    ),
-]
-RatioTolerance = Annotated[
-    float | None,
-    typer.Option(
-        help="How far each layer's removed fraction (and a MACs/params target's) may fall from "
-        "what was asked. Default 0.05, beyond it a warning names the layers; given, it is a "
-        "limit: a request the channel counts can't meet is refused.",
-        show_default=False,
-    ),
-]
-BnRecalibration = Annotated[
-    int,
-    typer.Option(
-        help="Training images whose forward passes re-estimate BatchNorm statistics after "
-        "every cut (adaptive BN, no gradient step; 0 = off)."
-    ),
-]
-Ignore = Annotated[
-    list[str] | None,
-    typer.Option(help="Layer never pruned (repeatable), on top of the classifier head."),
-]
-MaxLayerRatio = Annotated[
-    float, typer.Option(help="No layer loses more than this fraction of its channels.")
-]
-LatencyThreads = Annotated[
-    int, typer.Option(help="onnxruntime / torch threads of latency measurements.")
-]
-
-
-@dataclass(frozen=True)
-class PruneOptions(o.OptionGroup):
-    """What to prune and how: the target (one of the first five) and the method."""
-
-    ratio: Ratio = None
-    target_macs: TargetMacs = None
-    target_params: TargetParams = None
-    target_latency_ms: TargetLatency = None
-    from_sensitivity: FromSensitivity = None
-    max_drop: MaxDrop = 1.0
-    criterion: Criterion = None
-    global_pruning: GlobalPruning = False
-    steps: Annotated[int, typer.Option(help="Prune in N increments.")] = 1
-    finetune_epochs: FinetuneEpochs = None
-    final_finetune_epochs: FinalFinetuneEpochs = None
-    kd: Kd = None
-    bn_recalibration: BnRecalibration = BN_RECALIBRATION_IMAGES
-    round_to: RoundTo = 8
-    ratio_tolerance: RatioTolerance = None
-    ignore: Ignore = None
-    max_layer_ratio: MaxLayerRatio = 1.0
-    isomorphic: Annotated[
-        bool,
-        typer.Option(
-            help="With --global: rank channels only against groups of the same structure "
-            "(torch-pruning isomorphic pruning)."
-        ),
-    ] = False
-    finetune_schedule: Annotated[
-        str | None,
-        typer.Option(
-            help="Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant "
-            "(default: one-cycle when the parent's recipe is rewound, else cosine)."
-        ),
-    ] = None
-    label_smoothing: Annotated[
-        float | None,
-        typer.Option(
-            help="Label smoothing while fine-tuning / sparse learning (default: the parent's, "
-            "else 0).",
-            show_default=False,
-        ),
-    ] = None
-    augment: Annotated[
-        bool | None,
-        typer.Option(
-            "--augment/--no-augment",
-            help="Random flips and crops of the training images while tuning. Default: as the "
-            "parent was trained (its card; off when not recorded).",
-            show_default=False,
-        ),
-    ] = None
-    sparse_epochs: Annotated[
-        int,
-        typer.Option(
-            help="Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
-            "(torch-pruning group regulariser, weight decay off)."
-        ),
-    ] = 0
-    sparse_method: Annotated[
-        str, typer.Option(help="group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner).")
-    ] = "group-norm"
-    sparse_reg: Annotated[
-        float, typer.Option(help="Sparse-learning regularisation coefficient (> 0).")
-    ] = 5e-4
-    latency_batch: Annotated[int, typer.Option(help="Batch size of latency measurements.")] = 1
-    latency_threads: LatencyThreads = 2
-
-    def config(self, seed: int) -> PruneConfig:
-        """The library's PruneConfig (validated there)."""
-        return PruneConfig(
-            ratio=self.ratio,
-            target_macs=self.target_macs,
-            target_params=self.target_params,
-            target_latency_ms=self.target_latency_ms,
-            from_sensitivity=self.from_sensitivity,
-            sensitivity_max_drop=self.max_drop,
-            criterion=self.criterion,
-            global_pruning=self.global_pruning,
-            steps=self.steps,
-            finetune_epochs=self.finetune_epochs,
-            final_finetune_epochs=self.final_finetune_epochs,
-            kd=self.kd,
-            bn_recalibration=self.bn_recalibration,
-            round_to=self.round_to,
-            ratio_tolerance=self.ratio_tolerance,
-            ignore=list(self.ignore or []),
-            max_layer_ratio=self.max_layer_ratio,
-            isomorphic=self.isomorphic,
-            finetune_schedule=self.finetune_schedule,
-            label_smoothing=self.label_smoothing,
-            augment=self.augment,
-            sparse_epochs=self.sparse_epochs,
-            sparse_method=self.sparse_method,
-            sparse_reg=self.sparse_reg,
-            latency_batch=self.latency_batch,
-            latency_threads=self.latency_threads,
-            seed=seed,
-        )
-
+if TYPE_CHECKING:
+    from compress.models.data.splits import DataConfig
+    from compress.pruning.config import PruneConfig
+    from compress.training.config import TrainConfig
 
 PrunedOut = Annotated[
     str | None,
@@ -244,15 +41,12 @@ Lr = Annotated[
 def prune(
     model: o.ModelOpt,
     out: PrunedOut = None,
-    how: PruneOptions = PruneOptions(),
+    how: PruneConfig = o.options_from(o.PRUNE, take=("seed",)),
     latency: Latency = True,
     lr: Lr = None,
-    batch_size: o.BatchSizeOpt = 128,
-    seed: o.SeedOpt = 0,
-    limit: o.LimitOpt = None,
+    data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "batch_size", "seed", "limit")),
     mo: o.ModelOptions = o.ModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
-    dev: o.DeviceOptions = o.DeviceOptions(),
+    dev: TrainConfig = o.options_from(o.TRAIN, only=("device", "amp")),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -266,15 +60,13 @@ def prune(
     from compress.cli.progress import RichHooks
     from compress.stages.prune import run_prune
 
-    cfg = how.config(seed)
     keys = {"device": dev.device, "amp": dev.amp} | ({"lr": lr} if lr is not None else {})
-    dc = data.config(batch_size=batch_size, seed=seed, limit=limit)
     if out is None:
         out = str(fresh_out_dir(model, "pruned"))
         console.print(f"no --out given: writing {out}")
     with RichHooks() as hooks:
         summary = run_prune(
-            mo.of(model), cfg, dc, out, overwrite=overwrite, finetune=keys, latency=latency,
+            mo.of(model), how, data, out, overwrite=overwrite, finetune=keys, latency=latency,
             hooks=hooks,
         )  # fmt: skip
         s = summary.to_dict()
@@ -354,7 +146,7 @@ def sensitivity(
     ] = 2000,
     latency: Annotated[bool, typer.Option(help="Time every trial in onnxruntime.")] = True,
     mo: o.ModelOptions = o.ModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
+    data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -382,7 +174,7 @@ def sensitivity(
     r = run_sensitivity(
         mo.of(model),
         cfg,
-        data.config(),
+        data,
         out,
         overwrite=overwrite,
         val_limit=val_limit or None,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -11,124 +10,16 @@ from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
 if TYPE_CHECKING:  # imports torch; loaded when the command runs
-    from compress.quantization.quantize import QuantizeConfig
-
-
-@dataclass(frozen=True)
-class QuantizeOptions(o.OptionGroup):
-    """How to quantize: method, calibration, int8 settings, accuracy budget, QAT training."""
-
-    method: Annotated[
-        str, typer.Option(help="ptq-static (default), ptq-dynamic (Linear only), qat or fp16.")
-    ] = "ptq-static"
-    samples: Annotated[
-        int, typer.Option(help="Calibration images (seeded subset of the validation split).")
-    ] = 300
-    calibration: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax"
-    per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="Per-channel weight scales.")
-    ] = True
-    fmt: Annotated[str, typer.Option("--format", help="qdq (default) or qoperator.")] = "qdq"
-    activation_type: Annotated[str, typer.Option(help="auto (from the CPU), uint8 or int8.")] = (
-        "auto"
-    )
-    weight_type: Annotated[str, typer.Option(help="auto (from the CPU), int8 or uint8.")] = "auto"
-    reduce_range: Annotated[
-        str, typer.Option(help="auto (from the CPU), on or off (7-bit weights).")
-    ] = "auto"
-    tune: Annotated[
-        bool,
-        typer.Option(
-            help="Try the candidate int8 settings, measure validation accuracy and latency, "
-            "keep the fastest within --max-drop."
-        ),
-    ] = False
-    max_drop: Annotated[
-        float, typer.Option(help="Accuracy budget: points of validation top-1 int8 may lose.")
-    ] = 1.0
-    max_fallback: Annotated[
-        int, typer.Option(help="Most nodes kept in float to meet --max-drop (0: no fallback).")
-    ] = 8
-    keep_float: Annotated[
-        list[str] | None,
-        typer.Option(help="Keep this ONNX node in float (repeatable), e.g. /conv1/Conv."),
-    ] = None
-    mixed: Annotated[
-        bool, typer.Option(help="fp16: keep sensitive nodes fp32 until the parity gate holds.")
-    ] = False
-    epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = 2
-    lr: Annotated[float, typer.Option(help="QAT peak learning rate.")] = 1e-4
-    amp: Annotated[str, typer.Option(help="QAT training precision (off, bf16, auto).")] = "off"
-    eval_samples: Annotated[
-        int | None, typer.Option(help="Cap on validation/test images per accuracy check.")
-    ] = None
-    latency: Annotated[
-        bool, typer.Option("--latency/--no-latency", help="Measure fp32 vs quantized latency.")
-    ] = True
-    weight_bits: Annotated[
-        str,
-        typer.Option(
-            "--weight-bits",
-            "--bits",
-            help="8 (int8), 4 (int4 weights: Linear as MatMulNBits, Conv dequantized at run "
-            "time) or auto (fp32/int8/int4 per layer by measured sensitivity under --max-drop).",
-        ),
-    ] = "8"
-    layer_bits: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Bit width of one layer, NODE=4|8|32 (repeatable), e.g. /fc1/Gemm=4. Layers "
-            "trained on the int4 grid (`compress distill --int4-layers`) default to 4."
-        ),
-    ] = None
-    target_size: Annotated[
-        float | None, typer.Option(help="--bits auto: stop lowering once the file fits (KB).")
-    ] = None
-    int4_opset: Annotated[
-        int, typer.Option(help="Opset of int4 models (standard INT4 needs >= 21).")
-    ] = 21
-    block_size: Annotated[int, typer.Option(help="MatMulNBits block size along K.")] = 32
-
-    def config(self, seed: int) -> QuantizeConfig:
-        """The library's QuantizeConfig (validated there)."""
-        from compress.quantization.quantize import QuantizeConfig
-
-        return QuantizeConfig(
-            method=self.method,
-            samples=self.samples,
-            calibration=self.calibration,
-            per_channel=self.per_channel,
-            format=self.fmt,
-            activation_type=self.activation_type,
-            weight_type=self.weight_type,
-            reduce_range=self.reduce_range,
-            tune=self.tune,
-            max_drop=self.max_drop,
-            max_fallback=self.max_fallback,
-            keep_float=tuple(self.keep_float or ()),
-            mixed=self.mixed,
-            epochs=self.epochs,
-            lr=self.lr,
-            amp=self.amp,
-            eval_samples=self.eval_samples,
-            latency=self.latency,
-            seed=seed,
-            weight_bits=self.weight_bits,
-            layer_bits=_layer_bits(self.layer_bits or []),
-            target_size_kb=self.target_size,
-            int4_opset=self.int4_opset,
-            block_size=self.block_size,
-        )
+    from compress.models.data.splits import DataConfig
+    from compress.quantization.context import QuantizeConfig
 
 
 def quantize(
     model: o.ModelOpt,
     out: o.OutOpt,
-    how: QuantizeOptions = QuantizeOptions(),
-    limit: o.LimitOpt = None,
-    seed: o.SeedOpt = 0,
+    how: QuantizeConfig = o.options_from(o.QUANTIZE, take=("seed",)),
+    data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "limit", "seed")),
     mo: o.ModelOptions = o.ModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -147,26 +38,12 @@ def quantize(
     from compress.cli.progress import RichHooks
     from compress.stages.quantize import run_quantize
 
-    dc = data.config(seed=seed, limit=limit)
     with RichHooks() as hooks:
         summary = run_quantize(
-            mo.of(model), how.config(seed), dc, out, overwrite=overwrite, hooks=hooks
+            mo.of(model), how, data, out, overwrite=overwrite, hooks=hooks
         ).to_dict()
     _print(summary)
     write_json(json_out, summary)
-
-
-def _layer_bits(items: list[str]) -> dict[str, int]:
-    """NODE=BITS pairs from --layer-bits; a malformed one is a usage error (one line)."""
-    from compress.models.errors import UsageError
-
-    out: dict[str, int] = {}
-    for item in items:
-        name, sep, bits = item.rpartition("=")
-        if not sep or not name or not bits.strip().isdigit():
-            raise UsageError(f"--layer-bits takes NODE=BITS (e.g. /fc1/Gemm=4), got {item!r}")
-        out[name] = int(bits)
-    return out
 
 
 def _print_layers(layers: list[dict[str, Any]]) -> None:

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
+if TYPE_CHECKING:
+    from compress.models.data.splits import DataConfig
+    from compress.training.config import TrainConfig
+
 
 def train(
     model: o.ModelOpt,
     out: o.OutOpt,
-    how: o.FitOptions = o.FitOptions(),
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.0,
-    augment: Annotated[bool, typer.Option(help="Random flips and crops.")] = False,
-    batch_size: o.BatchSizeOpt = 128,
-    seed: o.SeedOpt = 0,
-    limit: o.LimitOpt = None,
+    how: TrainConfig = o.options_from(o.TRAIN, take=("seed",)),
+    data: DataConfig = o.options_from(o.DATA, only=o.TRAIN_DATA),
     mo: o.ModelOptions = o.ModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
-    dev: o.DeviceOptions = o.DeviceOptions(),
-    resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted run from OUT.checkpoint/.")
-    ] = False,
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -36,10 +31,10 @@ def train(
     from compress.cli.progress import RichHooks
     from compress.stages.train import run_train
 
-    cfg = how.config(seed, dev, label_smoothing=label_smoothing, resume=resume)
-    dc = data.config(batch_size=batch_size, seed=seed, limit=limit, augment=augment)
     with RichHooks() as hooks:
-        summary = run_train(mo.of(model), cfg, dc, out, overwrite=overwrite, hooks=hooks).to_dict()
+        summary = run_train(
+            mo.of(model), how, data, out, overwrite=overwrite, hooks=hooks
+        ).to_dict()
     m = summary["metrics"]
     console.print(
         f"[green]trained[/] {model} ({summary['params']:,} params, "
@@ -72,7 +67,7 @@ def evaluate(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all).")] = None,
     mo: o.ModelOptions = o.ModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
+    data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     json_out: o.JsonOpt = None,
 ) -> None:
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
@@ -82,7 +77,7 @@ def evaluate(
 
     r = run_eval(
         mo.of(model),
-        data.config(),
+        data,
         split,
         limit,
         runtime=runtime,

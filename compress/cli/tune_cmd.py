@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,19 +13,6 @@ if TYPE_CHECKING:
     from compress.pipeline.tune import TuneConfig
 
 
-Objectives = Annotated[
-    str,
-    typer.Option(
-        help="Comma list from accuracy (validation top-1), latency (bench p50, batch 1), size."
-    ),
-]
-Storage = Annotated[
-    str | None,
-    typer.Option(
-        help="Optuna storage URL (default sqlite:///OUT/study.db); share it to cooperate "
-        "across processes or machines."
-    ),
-]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -36,39 +22,10 @@ SetOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class TuneOptions(o.OptionGroup):
-    """The search: trial budget, objectives, storage and sampler."""
-
-    trials: Annotated[int, typer.Option(help="Trials in total (counting earlier runs).")] = 10
-    objectives: Objectives = "accuracy,latency"
-    storage: Storage = None
-    study_name: Annotated[str | None, typer.Option(help="Study name (default: recipe name).")] = (
-        None
-    )
-    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None
-    sampler: Annotated[str, typer.Option(help="auto, tpe, nsga2 or random.")] = "auto"
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0
-
-    def config(self) -> TuneConfig:
-        """The library's TuneConfig (validated there)."""
-        from compress.pipeline.tune import TuneConfig
-
-        return TuneConfig(
-            trials=self.trials,
-            objectives=tuple(x.strip() for x in self.objectives.split(",")),
-            storage=self.storage,
-            study_name=self.study_name,
-            timeout=self.timeout,
-            seed=self.seed,
-            sampler=self.sampler,
-        )
-
-
 def tune(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML with a `search:` section.")],
     out: o.OutOpt,
-    how: TuneOptions = TuneOptions(),
+    how: TuneConfig = o.options_from(o.TUNE),
     set_: SetOpt = None,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
@@ -78,12 +35,11 @@ def tune(
     from compress.pipeline.recipe import load_recipe
     from compress.pipeline.tune import tune as run_tune
 
-    cfg = how.config()
     rec = load_recipe(recipe, set_ or [])
     rec.trust_code = rec.trust_code or trust_code
     with RichHooks() as hooks:
-        res = run_tune(rec, cfg, out, hooks=hooks)
-    _print(res, cfg.objectives)
+        res = run_tune(rec, how, out, hooks=hooks)
+    _print(res, how.objectives)
     write_json(
         json_out,
         {

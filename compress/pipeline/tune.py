@@ -36,13 +36,33 @@ OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 class TuneConfig:
     """How long to search and for what."""
 
-    trials: int = 10
-    objectives: tuple[str, ...] = ("accuracy", "latency")
-    storage: str | None = None  # default: sqlite:///OUT/study.db
-    study_name: str | None = None
-    timeout: float | None = None
-    seed: int = 0
-    sampler: str = "auto"  # auto: TPE for one objective, NSGA-II for several
+    trials: int = field(default=10, metadata={"help": "Trials in total (counting earlier runs)."})
+    objectives: tuple[str, ...] = field(
+        default=("accuracy", "latency"),
+        metadata={
+            "help": (
+                "Comma list from accuracy (validation top-1), latency (bench p50, batch 1), size."
+            ),
+            "cli": "csv",
+        },
+    )
+    storage: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Optuna storage URL (default sqlite:///OUT/study.db); share it to "
+                "cooperate across processes or machines."
+            )
+        },
+    )
+    study_name: str | None = field(
+        default=None, metadata={"help": "Study name (default: recipe name)."}
+    )
+    timeout: float | None = field(default=None, metadata={"help": "Stop after this many seconds."})
+    seed: int = field(default=0, metadata={"help": "Sampler seed."})
+    sampler: str = field(
+        default="auto", metadata={"help": "auto, tpe, nsga2 or random."}
+    )  # auto: TPE for one objective, NSGA-II for several
 
     def __post_init__(self) -> None:
         bad = [o for o in self.objectives if o not in OBJECTIVES]

@@ -118,37 +118,227 @@ class PruneConfig:
       `final_finetune_epochs`, which must keep at least one epoch for after the cut.
     """
 
-    ratio: float | None = None
-    target_macs: float | str | None = None
-    target_params: float | str | None = None
-    target_latency_ms: float | None = None
-    layer_ratios: dict[str, float] | None = None
-    from_sensitivity: str | None = None
-    sensitivity_max_drop: float = 1.0  # points of val top-1, per layer
-    criterion: str | None = None  # None: the policy's (taylor with data, else l2)
-    global_pruning: bool = False
-    steps: int = 1
-    finetune_epochs: int | None = None  # None: the fine-tuning policy decides
-    final_finetune_epochs: int | None = None
-    kd: bool | None = None  # None: distill whenever a TrainConfig fine-tunes
-    kd_temperature: float = 2.0
-    kd_alpha: float = 0.5
-    bn_recalibration: int = BN_RECALIBRATION_IMAGES
-    round_to: int | None = 8
-    ratio_tolerance: float | None = None
-    ignore: list[str] = field(default_factory=list)
-    max_layer_ratio: float = 1.0
-    isomorphic: bool = False
-    finetune_schedule: str | None = None
-    label_smoothing: float | None = None  # None: the parent's (its card), else 0
-    augment: bool | None = None  # None: as the parent was trained (its card)
-    sparse_epochs: int = 0
-    sparse_method: str = "group-norm"
-    sparse_reg: float = 5e-4
-    latency_batch: int = 1
-    latency_threads: int = 2
-    importance_batches: int = 4
-    seed: int = 0
+    ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fraction of channels removed from every prunable layer, 0 <= R < 1. "
+                "Parameters shrink by about 1-(1-R)^2 (each weight loses input and output"
+                " channels): 0.5 keeps ~25 % of them."
+            )
+        },
+    )
+    target_macs: float | str | None = field(
+        default=None,
+        metadata={"help": "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."},
+    )
+    target_params: float | str | None = field(
+        default=None,
+        metadata={"help": "Parameters to reach: absolute (1M, 2e5) or a reduction (4x)."},
+    )
+    target_latency_ms: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) "
+                "to reach; pruned in rounds, measuring after each, until met (an error "
+                "says so if it can't be)."
+            )
+        },
+    )
+    layer_ratios: dict[str, float] | None = field(
+        default=None,
+        metadata={"help": "{layer name: ratio} for the listed layers only.", "cli": False},
+    )
+    from_sensitivity: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "sensitivity.json (or its directory) from `compress sensitivity`: each "
+                "layer gets the largest ratio whose val top-1 drop alone was <= "
+                "--max-drop."
+            )
+        },
+    )
+    sensitivity_max_drop: float = field(
+        default=1.0,
+        metadata={
+            "help": "With --from-sensitivity: allowed drop per layer, in points.",
+            "flag": "--max-drop",
+        },
+    )
+    criterion: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "How channels are ranked: l1, l2, bn-scale, taylor, hessian, lamp, fpgm "
+                "or random. Default: taylor (gradients of 4 training batches) for trained"
+                " weights with known data, else l2 (the measured choice: BENCHMARKS.md)."
+            ),
+            "show_default": False,
+        },
+    )
+    global_pruning: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Rank channels across all layers (global) or prune each layer by the same ratio."
+            ),
+            "flag": "--global/--local",
+        },
+    )
+    steps: int = field(default=1, metadata={"help": "Prune in N increments."})
+    finetune_epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fine-tuning epochs after each step (0: none). Default: 5 epochs after "
+                "the last step where the model's training data is known (its card names "
+                "it, or --dataset is given), none for untrained weights; the choice is "
+                "said in one line."
+            ),
+            "show_default": False,
+        },
+    )
+    final_finetune_epochs: int | None = field(
+        default=None,
+        metadata={"help": "Fine-tuning epochs after the last step.", "show_default": False},
+    )
+    kd: bool | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) or with"
+                " plain cross-entropy. Default: on whenever there are fine-tuning epochs "
+                "(measured: +0.0-0.2 pt at equal learning rate; BENCHMARKS.md)."
+            ),
+            "flag": "--kd/--no-kd",
+            "show_default": False,
+        },
+    )
+    kd_temperature: float = field(
+        default=2.0,
+        metadata={
+            "help": "Softmax temperature of the distillation while fine-tuning.",
+            "cli": False,
+        },
+    )
+    kd_alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the teacher term while fine-tuning.", "cli": False},
+    )
+    bn_recalibration: int = field(
+        default=BN_RECALIBRATION_IMAGES,
+        metadata={
+            "help": (
+                "Training images whose forward passes re-estimate BatchNorm statistics "
+                "after every cut (adaptive BN, no gradient step; 0 = off)."
+            )
+        },
+    )
+    round_to: int | None = field(
+        default=8,
+        metadata={
+            "help": (
+                "Align kept channel counts to multiples of this (1 = off) by keeping "
+                "more, never fewer; a layer is aligned only where that stays within the "
+                "ratio tolerance."
+            )
+        },
+    )
+    ratio_tolerance: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "How far each layer's removed fraction (and a MACs/params target's) may "
+                "fall from what was asked. Default 0.05, beyond it a warning names the "
+                "layers; given, it is a limit: a request the channel counts can't meet is"
+                " refused."
+            ),
+            "show_default": False,
+        },
+    )
+    ignore: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Layer never pruned (repeatable), on top of the classifier head.",
+            "cli": "repeat",
+        },
+    )
+    max_layer_ratio: float = field(
+        default=1.0, metadata={"help": "No layer loses more than this fraction of its channels."}
+    )
+    isomorphic: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "With --global: rank channels only against groups of the same structure "
+                "(torch-pruning isomorphic pruning)."
+            )
+        },
+    )
+    finetune_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fine-tuning learning-rate schedule of its own: onecycle, cosine or "
+                "constant (default: one-cycle when the parent's recipe is rewound, else "
+                "cosine)."
+            )
+        },
+    )
+    label_smoothing: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Label smoothing while fine-tuning / sparse learning (default: the "
+                "parent's, else 0)."
+            ),
+            "show_default": False,
+        },
+    )
+    augment: bool | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Random flips and crops of the training images while tuning. Default: as "
+                "the parent was trained (its card; off when not recorded)."
+            ),
+            "flag": "--augment/--no-augment",
+            "show_default": False,
+        },
+    )
+    sparse_epochs: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Epochs of sparse learning before the cut, taken from "
+                "--final-finetune-epochs (torch-pruning group regulariser, weight decay "
+                "off)."
+            )
+        },
+    )
+    sparse_method: str = field(
+        default="group-norm",
+        metadata={"help": "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner)."},
+    )
+    sparse_reg: float = field(
+        default=5e-4, metadata={"help": "Sparse-learning regularisation coefficient (> 0)."}
+    )
+    latency_batch: int = field(default=1, metadata={"help": "Batch size of latency measurements."})
+    latency_threads: int = field(
+        default=2, metadata={"help": "onnxruntime / torch threads of latency measurements."}
+    )
+    importance_batches: int = field(
+        default=4,
+        metadata={
+            "help": "Training batches whose gradients rank channels (taylor, hessian).",
+            "cli": False,
+        },
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the channel ranking and fine-tuning.", "cli": False}
+    )
 
     def __post_init__(self) -> None:
         self._resolve_target()

@@ -147,7 +147,7 @@ def build_pruner(
                 iterative_steps=10**9,
                 iterative_pruning_ratio_scheduler=lambda r, _steps: Scaled(r, progress),
                 ignored_layers=ignored_modules(model, cfg.ignore),
-                round_to=cfg.round_to if cfg.round_to and cfg.round_to > 1 else None,
+                round_to=cfg.round_to,  # PruneConfig: None (off) or > 1
                 isomorphic=cfg.isomorphic and cfg.global_pruning,
             )
         except CompressError:

@@ -62,22 +62,93 @@ DEFAULT_MAX_DROP = 1.0  # points of validation top-1, as `compress quantize`'s a
 class DeployConfig:
     """What to try and how hard to measure it."""
 
-    runtimes: tuple[str, ...] | None = (
-        None  # None: every runtime compress.export.runtimes.runner knows
+    runtimes: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Only these runtimes (repeatable): torch, torch-cuda, torch-compile, "
+                "ort-cpu, ort-cuda, ort-trt, openvino, openvino-gpu, openvino-npu. "
+                "Default: every one; those this machine can't run are listed as skipped, "
+                "with the reason."
+            ),
+            "flag": ("--runtime", "-r"),
+            "cli": "repeat",
+        },
+    )  # None: every runtime compress.export.runtimes.runner knows
+    precisions: tuple[str, ...] = field(
+        default=PRECISIONS,
+        metadata={
+            "help": (
+                "Comma-separated precisions to try: fp32, bf16, fp16, int8 (an int8 or "
+                "fp16 artifact runs only as itself)."
+            ),
+            "flag": "--precision",
+            "cli": "csv",
+        },
     )
-    precisions: tuple[str, ...] = PRECISIONS
-    threads: tuple[int, ...] | None = None  # None: 1 and all physical cores
-    batch_sizes: tuple[int, ...] = (1,)  # the first one decides which candidate is fastest
-    max_drop: float = DEFAULT_MAX_DROP
-    seconds: float = 1.0  # timing budget per candidate and batch size, over all rounds
-    rounds: int = 3
-    warmup: int = 2
-    eval_samples: int | None = None  # cap on validation images per candidate (None: all)
-    baseline: str | None = None  # a dense parent artifact: measured alike, speed-ups vs it
-    exclude: tuple[str, ...] = ()  # runtimes not to try (names this build lacks are ignored)
+    threads: tuple[int, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated thread counts (default: 1 and all physical cores).",
+            "cli": "csv-int",
+        },
+    )
+    batch_sizes: tuple[int, ...] = field(
+        default=(1,),
+        metadata={
+            "help": "Comma-separated batch sizes; the first decides the fastest.",
+            "cli": "csv-int",
+        },
+    )
+    max_drop: float = field(
+        default=DEFAULT_MAX_DROP,
+        metadata={"help": "Accuracy gate: points of validation top-1 a candidate may lose."},
+    )
+    seconds: float = field(
+        default=1.0, metadata={"help": "Timing budget per candidate and batch size (all rounds)."}
+    )
+    rounds: int = field(default=3, metadata={"help": "Candidates take turns in this many slices."})
+    warmup: int = field(
+        default=2, metadata={"help": "Untimed runs before each candidate.", "cli": False}
+    )
+    eval_samples: int | None = field(
+        default=None, metadata={"help": "Cap on validation images per candidate."}
+    )  # None: all
+    baseline: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "The dense parent artifact: measured the same way, and the chosen "
+                "candidate's speed-up is given vs its fastest case and vs its onnxruntime"
+                " fp32 case."
+            )
+        },
+    )
+    exclude: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "A runtime not to try (repeatable), e.g. torch-compile.",
+            "cli": "repeat",
+        },
+    )  # names this build lacks are ignored
     # Height = width to deploy at; None: the artifact's own. At a size other than the one the
     # weights were trained at, the gate compares with fp32 at that size (see _reference).
-    input_size: int | None = None
+    input_size: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Deploy at N x N input (a zoo name is built at N): a PyTorch artifact is "
+                "re-targeted when resolution-independent (a too-small N or a fixed-size "
+                "Linear after flatten is refused naming the layer); an ONNX artifact only"
+                " at the size it was exported at (or any, if its H/W are dynamic). "
+                "Candidates and --baseline are timed at N, and predict resizes images to "
+                "N. At a size other than the one the weights were trained at, the "
+                "accuracy gate runs on validation images resized to N against fp32 at N "
+                "(a check of runtimes and precisions, not of the model's accuracy, which "
+                "resizing changes); --eval-samples bounds its cost."
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))

@@ -22,21 +22,38 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 class TrainConfig:
     """Training settings; the defaults train LeNet-5 on Fashion-MNIST to ~91 % test top-1."""
 
-    epochs: int = 15
-    lr: float = 4e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool = False
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    validate_every: int = 1
+    epochs: int = field(default=15, metadata={"help": "Training epochs."})
+    lr: float = field(default=4e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "Weight decay."})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum.", "cli": False})
+    schedule: str = field(default="onecycle", metadata={"help": "onecycle, cosine or constant."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing."})
+    grad_clip: float | None = field(
+        default=None, metadata={"help": "Gradient-norm clip.", "cli": False}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of init and batch order.", "cli": False})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]."})
+    amp: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "Mixed precision: off, fp16 (CUDA), bf16, or auto (fp16 on CUDA; bf16 "
+                "only on CPUs with native bf16 and for models big enough to gain from it,"
+                " else fp32)."
+            )
+        },
+    )
+    channels_last: bool = field(default=False, metadata={"help": "Channels-last memory format."})
+    checkpoint_dir: str | None = field(
+        default=None, metadata={"help": "Where the per-epoch checkpoint goes.", "cli": False}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue an interrupted run from OUT.checkpoint/."}
+    )
+    validate_every: int = field(
+        default=1, metadata={"help": "Validate every N epochs.", "cli": False}
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 0:

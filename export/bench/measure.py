@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +57,68 @@ Progress = Callable[[int, int, str], None]  # (cases done, cases total, what run
 class BenchConfig:
     """What to run and how long to measure each case."""
 
-    runtimes: tuple[str, ...] = ("torch", "ort-cpu")
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    threads: int | None = None  # None: physical cores, same for every runtime
-    warmup: int = 2
-    iters: int | None = None
-    seconds: float | None = None  # per case; default 3 s when neither iters nor seconds
-    min_iters: int = 5
-    opset: int = 17
-    rounds: int = 1  # > 1: cases take turns in this many slices (steadier ratios)
-    precisions: tuple[str, ...] | None = None  # None: each model at its own precision
+    runtimes: tuple[str, ...] = field(
+        default=("torch", "ort-cpu"),
+        metadata={
+            "help": (
+                "torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
+                "openvino-gpu or openvino-npu; repeat for several (default: torch and "
+                "ort-cpu)."
+            ),
+            "flag": ("--runtime", "-r"),
+            "cli": "repeat",
+            "show_default": False,
+        },
+    )
+    batch_sizes: tuple[int, ...] = field(
+        default=(1, 8, 32), metadata={"help": "Comma-separated batch sizes.", "cli": "csv-int"}
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "Intra-op threads for every runtime (default: physical cores)."},
+    )  # same for every runtime
+    warmup: int = field(default=2, metadata={"help": "Untimed runs before each case."})
+    iters: int | None = field(default=None, metadata={"help": "Timed runs per case."})
+    seconds: float | None = field(
+        default=None, metadata={"help": "Time per case (default 3 s, at least 5 runs)."}
+    )
+    min_iters: int = field(
+        default=5, metadata={"help": "Fewest timed runs per case.", "cli": False}
+    )
+    opset: int = field(default=17, metadata={"help": "Opset for exporting PyTorch models."})
+    rounds: int = field(
+        default=1,
+        metadata={
+            "help": (
+                "Split each case's time into N slices taken in turns with the other "
+                "cases, so load from other processes hits every model alike (steadier "
+                "speed-ups)."
+            )
+        },
+    )
+    precisions: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Comma-separated precisions to run each model at: fp32, bf16 (CPUs with "
+                "native bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this "
+                "machine can't run are skipped with the reason. Quantized artifacts "
+                "(int8, int4, mixed) always run at their own. Default: each model at its "
+                "own precision."
+            ),
+            "flag": "--precision",
+            "cli": "csv",
+        },
+    )
     # Height = width of the synthetic inputs; None: each model's own (an ONNX artifact's is the
     # size it was exported at). Models are re-targeted before timing (compress.export.runtimes.input_size).
-    input_size: int | None = None
+    input_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Input height=width of every model (the model options' --input-size).",
+            "cli": False,
+        },
+    )
 
     def __post_init__(self) -> None:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))

@@ -45,18 +45,47 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 class ExportConfig:
     """How to export: opset, batch dimension, exporter, precision, offline optimization."""
 
-    opset: int = 17
-    dynamic_batch: bool = True
-    exporter: str = "torchscript"
-    precision: str = "fp32"
-    optimize: str = "none"
-    parity_samples: int = 64
-    static_batch: int = 1
+    opset: int = field(default=17, metadata={"help": "ONNX opset."})
+    dynamic_batch: bool = field(
+        default=True,
+        metadata={"help": "Dynamic or fixed (1) batch size.", "flag": "--dynamic-batch/--static"},
+    )
+    exporter: str = field(
+        default="torchscript",
+        metadata={"help": "torchscript (fast, default) or dynamo (torch.export based)."},
+    )
+    precision: str = field(
+        default="fp32", metadata={"help": "fp32 or fp16 (fp16 weights, fp32 I/O)."}
+    )
+    optimize: str = field(
+        default="none",
+        metadata={
+            "help": (
+                "Offline onnxruntime graph optimization: none, basic, extended (ORT-only "
+                "ops) or all (CPU-specific layouts). Parity is re-checked after it."
+            )
+        },
+    )
+    parity_samples: int = field(
+        default=64, metadata={"help": "Inputs for the parity gate (validation images if trained)."}
+    )
+    static_batch: int = field(
+        default=1, metadata={"help": "The batch size of a static-batch export.", "cli": False}
+    )
     # Height = width to export (and parity-check) at; None: the model's own size. An artifact
     # trained at another size is re-targeted when resolution-independent (compress.export.runtimes.input_size).
-    input_size: int | None = None
+    input_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Input height=width to export at (the model options' --input-size).",
+            "cli": False,
+        },
+    )
     # Weights above this many bytes go to external data (the protobuf limit is 2 GiB).
-    external_data_threshold: int = 1_800_000_000
+    external_data_threshold: int = field(
+        default=1_800_000_000,
+        metadata={"help": "Weights above this many bytes go to external data.", "cli": False},
+    )
 
     def __post_init__(self) -> None:
         import onnx

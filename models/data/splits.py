@@ -21,18 +21,64 @@ DATASETS = ("fashion-mnist", "mnist", "imagefolder")
 class DataConfig:
     """Which data set, where, and how to split and batch it."""
 
-    dataset: str | None = None  # None: the input artifact's data set, else fashion-mnist
-    data_dir: str | None = None
-    val_size: int = 5000
-    seed: int = 0  # the train/val split, and the batch order unless `order_seed` is set
-    order_seed: int | None = None  # batch order only (an artifact keeps its split, see stages)
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    augment: bool = False
-    limit: int | None = None  # cap on training samples (quick runs, search budgets)
-    workers: int = 0  # DataLoader worker processes (decoding/resizing off the training loop)
-    mmap: bool | None = None  # IDX images: None memory-maps uncompressed files, True requires it
-    class_names: list[str] = field(default_factory=list)
+    dataset: str | None = field(
+        default=None, metadata={"help": "fashion-mnist (default), mnist, or imagefolder."}
+    )  # None: the input artifact's data set, else fashion-mnist
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Data directory (IDX files, or imagefolder root with train/ and val/). "
+                "Also $COMPRESS_DATA_DIR; Fashion-MNIST is found in "
+                "/usr/share/datasets/fashion-mnist."
+            )
+        },
+    )
+    val_size: int = field(
+        default=5000,
+        metadata={"help": "Validation images split off the training file.", "cli": False},
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Seed for shuffling and init, and for the train/val split of a zoo model "
+                "(an artifact keeps the split it was trained on, so its validation images"
+                " stay unseen)."
+            )
+        },
+    )  # the train/val split, and the batch order unless `order_seed` is set
+    order_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the batch order only.", "cli": False}
+    )  # an artifact keeps its split, see stages
+    batch_size: int = field(default=128, metadata={"help": "Training batch size."})
+    eval_batch_size: int = field(
+        default=512, metadata={"help": "Evaluation batch size.", "cli": False}
+    )
+    augment: bool = field(
+        default=False,
+        metadata={"help": "Random flips and crops (distill: turns off teacher-logit caching)."},
+    )
+    limit: int | None = field(
+        default=None, metadata={"help": "Use at most this many training samples (quick runs)."}
+    )  # search budgets too
+    workers: int = field(
+        default=0,
+        metadata={
+            "help": "DataLoader worker processes (decoding/resizing off the training loop).",
+            "cli": False,
+        },
+    )
+    mmap: bool | None = field(
+        default=None,
+        metadata={
+            "help": "IDX images: None memory-maps uncompressed files, True requires it.",
+            "cli": False,
+        },
+    )
+    class_names: list[str] = field(
+        default_factory=list, metadata={"help": "Class names (from the data set).", "cli": False}
+    )
 
     def __post_init__(self) -> None:
         if self.dataset is not None and self.dataset not in DATASETS:

@@ -2,55 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, err_console, write_json
-from compress.models.errors import UsageError
 
 if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.export.bench.measure import BenchConfig
-
-RuntimeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--runtime",
-        "-r",
-        help="torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
-        "openvino-gpu or openvino-npu; repeat for several (default: torch and ort-cpu).",
-    ),
-]
-ThreadsOpt = Annotated[
-    int | None, typer.Option(help="Intra-op threads for every runtime (default: physical cores).")
-]
+    from compress.export.onnx.convert import ExportConfig
+    from compress.models.data.splits import DataConfig
 
 
 def export(
     model: o.ModelOpt,
     out: o.OutOpt,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    dynamic_batch: Annotated[
-        bool, typer.Option("--dynamic-batch/--static", help="Dynamic or fixed (1) batch size.")
-    ] = True,
-    exporter: Annotated[
-        str, typer.Option(help="torchscript (fast, default) or dynamo (torch.export based).")
-    ] = "torchscript",
-    precision: Annotated[str, typer.Option(help="fp32 or fp16 (fp16 weights, fp32 I/O).")] = "fp32",
-    optimize: Annotated[
-        str,
-        typer.Option(
-            help="Offline onnxruntime graph optimization: none, basic, extended (ORT-only ops) "
-            "or all (CPU-specific layouts). Parity is re-checked after it."
-        ),
-    ] = "none",
-    parity_samples: Annotated[
-        int, typer.Option(help="Inputs for the parity gate (validation images if trained).")
-    ] = 64,
+    how: ExportConfig = o.options_from(o.EXPORT, take=("input_size",)),
     mo: o.RunModelOptions = o.RunModelOptions(),
-    data: o.DataOptions = o.DataOptions(),
+    data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -62,20 +32,10 @@ def export(
     artifact, marks its card, and exits with code 5. With --input-size N the file, its parity
     gate (images resized to N) and its card are at N x N; bench and deploy then run it there.
     """
-    from compress.export.onnx.convert import ExportConfig
     from compress.stages.export import run_export
 
-    cfg = ExportConfig(
-        opset=opset,
-        dynamic_batch=dynamic_batch,
-        exporter=exporter,
-        precision=precision,
-        optimize=optimize,
-        parity_samples=parity_samples,
-        input_size=mo.input_size,
-    )
-    with err_console.status(f"exporting {model} ({exporter}, opset {opset})"):
-        summary = run_export(mo.of(model), cfg, data.config(), out, overwrite=overwrite).to_dict()
+    with err_console.status(f"exporting {model} ({how.exporter}, opset {how.opset})"):
+        summary = run_export(mo.of(model), how, data, out, overwrite=overwrite).to_dict()
     e = summary["export"]
     console.print(
         f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "
@@ -96,61 +56,11 @@ BenchModels = Annotated[
         "(speed-ups are relative to the first).",
     ),
 ]
-Rounds = Annotated[
-    int,
-    typer.Option(
-        help="Split each case's time into N slices taken in turns with the other cases, "
-        "so load from other processes hits every model alike (steadier speed-ups).",
-    ),
-]
-
-
-@dataclass(frozen=True)
-class BenchOptions(o.OptionGroup):
-    """What to measure and how long: runtimes, batch sizes, threads, timing budget."""
-
-    runtime: RuntimeOpt = None
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32"
-    threads: ThreadsOpt = None
-    warmup: Annotated[int, typer.Option(help="Untimed runs before each case.")] = 2
-    iters: Annotated[int | None, typer.Option(help="Timed runs per case.")] = None
-    seconds: Annotated[
-        float | None, typer.Option(help="Time per case (default 3 s, at least 5 runs).")
-    ] = None
-    rounds: Rounds = 1
-    opset: Annotated[int, typer.Option(help="Opset for exporting PyTorch models.")] = 17
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated precisions to run each model at: fp32, bf16 (CPUs with native "
-            "bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this machine can't run are "
-            "skipped with the reason. Quantized artifacts (int8, int4, mixed) always run at "
-            "their own. Default: each model at its own precision.",
-        ),
-    ] = None
-
-    def config(self, input_size: int | None = None) -> BenchConfig:
-        """The library's BenchConfig (validated there); `input_size` is --input-size."""
-        from compress.export.bench.measure import BenchConfig
-        from compress.export.runtimes.precision import parse_precisions
-
-        return BenchConfig(
-            runtimes=tuple(self.runtime or ("torch", "ort-cpu")),
-            batch_sizes=_batch_sizes(self.batch_sizes),
-            threads=self.threads,
-            warmup=self.warmup,
-            iters=self.iters,
-            seconds=self.seconds,
-            opset=self.opset,
-            rounds=self.rounds,
-            precisions=parse_precisions(self.precision),
-            input_size=input_size,
-        )
 
 
 def bench(
     model: BenchModels,
-    how: BenchOptions = BenchOptions(),
+    how: BenchConfig = o.options_from(o.BENCH, take=("input_size",)),
     mo: o.RunModelOptions = o.RunModelOptions(),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
@@ -171,10 +81,9 @@ def bench(
     from compress.models.artifacts.resolve import zoo_weights
     from compress.stages.bench import run_bench
 
-    cfg = how.config(mo.input_size)
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
-        report = run_bench(refs, cfg, progress=progress)
+        report = run_bench(refs, how, progress=progress)
     _print_bench(report)
     for path in write_reports(
         report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
@@ -209,7 +118,7 @@ def doctor(
             "openvino-gpu, openvino-npu.)",
         ),
     ] = "ort-cpu",
-    threads: ThreadsOpt = None,
+    how: BenchConfig = o.options_from(o.BENCH, only=("threads",)),
     mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
     rank: Annotated[
@@ -225,7 +134,7 @@ def doctor(
     from compress.stages.bench import run_doctor
 
     with err_console.status(f"examining {model} on {runtime}"):
-        d = run_doctor(mo.of(model), runtime, threads, rank=rank)
+        d = run_doctor(mo.of(model), runtime, how.threads, rank=rank)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:
@@ -267,16 +176,6 @@ class _BenchProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
-
-
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
-    except ValueError:
-        raise UsageError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
-    if not sizes:
-        raise UsageError("--batch-sizes is empty")
-    return sizes
 
 
 def _file(path: str | None) -> str | None:
