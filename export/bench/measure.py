@@ -27,6 +27,7 @@ from compress.export.bench.cases import (
     BenchModel,
     Case,
     batch_fn,
+    check_names,
     first_line,
     open_runner,
     plan_cases,
@@ -35,8 +36,8 @@ from compress.export.bench.memory import CaseMemory
 from compress.export.bench.results import BenchReport, Measured, add_speedups, case_result, rnd
 from compress.export.bench.timing import Timings, time_calls, torch_threads
 from compress.export.environment import busy_note, capture_environment, physical_cores
-from compress.export.runtimes.precision import PRECISIONS, QUANTIZED
-from compress.export.runtimes.runner import ONNX_RUNTIMES, RUNTIMES, Runner, check_runtime
+from compress.export.runtimes.precision import QUANTIZED
+from compress.export.runtimes.runner import ONNX_RUNTIMES, Runner, check_runtime
 from compress.models.data.datasets import synthetic_batch
 from compress.models.errors import UsageError
 
@@ -70,15 +71,8 @@ class BenchConfig:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
         if self.precisions is not None:
             self.precisions = tuple(dict.fromkeys(self.precisions))
-            for p in self.precisions:
-                if p not in PRECISIONS:
-                    raise UsageError(
-                        f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}"
-                    )
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
-        for r in self.runtimes:
-            if r not in RUNTIMES:
-                raise UsageError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
+        check_names(self.runtimes, self.precisions or ())
         if not self.runtimes or not self.batch_sizes:
             raise UsageError("give at least one --runtime and one batch size")
         if any(b < 1 for b in self.batch_sizes):
