@@ -101,7 +101,7 @@ def test_deploy_on_torch_only_runs_from_the_pytorch_files(trained_lenet, tmp_pat
         out,
         mini_data,
     )
-    assert r.chosen["runtime"] == "torch" and (out / "model.safetensors").is_file()
+    assert r.chosen.case.runtime == "torch" and (out / "model.safetensors").is_file()
     assert not (out / "model.onnx").exists()
     d = load_deployed(out)
     assert d.cand.runtime == "torch"
@@ -174,22 +174,26 @@ def test_bad_deploy_options_are_usage_errors():
         DeployConfig(max_drop=-1)
     with pytest.raises(UsageError, match="batch"):
         DeployConfig(batch_sizes=(0,))
-    from compress.stages.deploy_candidates import ModelFiles, plan_candidates
+    from compress.export.bench.cases import BenchModel, check_names, plan_cases
 
     with pytest.raises(UsageError, match="unknown precision"):
-        plan_candidates(("torch",), ("int3",), (1,), ModelFiles(torch_model=object()))
+        check_names(("torch",), ("int3",))
     with pytest.raises(UsageError, match="unknown runtime"):
-        plan_candidates(("tensorflow",), ("fp32",), (1,), ModelFiles(torch_model=object()))
-    assert plan_candidates((), ("fp32",), (1,), ModelFiles(torch_model=object())) == ([], [])
+        check_names(("tensorflow",), ("fp32",))
+    from compress.models.zoo.registry import create_model
+
+    model = BenchModel("m", create_model("lenet5").spec, torch_model=object())
+    plan = plan_cases([model], (), lambda _: ("fp32",), (1,))
+    assert plan.cases == [] and plan.skipped == []
 
 
 def test_excluded_runtimes_are_not_tried(trained_lenet, tmp_path, mini_data):
     cfg = DeployConfig(
         precisions=("fp32",), threads=(1,), exclude=("ort-cpu", "no-such-runtime"), **FAST
     )
-    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
-    assert "ort-cpu" not in {c["runtime"] for c in r.candidates}
-    assert r.chosen["runtime"] != "ort-cpu" and len(r.candidates) > 1
+    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data).to_dict()
+    assert "ort-cpu" not in {c["runtime"] for c in r["candidates"]}
+    assert r["chosen"]["runtime"] != "ort-cpu" and len(r["candidates"]) > 1
     with pytest.raises(UsageError, match="no runtime"):
         deploy(
             str(trained_lenet),
@@ -199,7 +203,7 @@ def test_excluded_runtimes_are_not_tried(trained_lenet, tmp_path, mini_data):
 
 
 def test_precision_rules_follow_the_cpu_and_the_artifact():
-    from compress.stages.deploy_candidates import precision_refusal
+    from compress.export.runtimes.precision import unavailable as precision_refusal
     from compress.training.precision import cpu_has_native_bf16
 
     why = precision_refusal("torch", "bf16")
@@ -226,19 +230,19 @@ def test_an_int8_artifact_deploys_as_int8(trained_lenet, tmp_path, mini_data, pn
     cfg = DeployConfig(
         runtimes=("ort-cpu", "torch"), threads=(1,), baseline=str(trained_lenet), **FAST
     )
-    r = deploy(str(q), cfg, out)
-    assert (r.chosen["runtime"], r.chosen["precision"]) == ("ort-cpu", "int8")
-    assert r.speedup is not None and r.speedup["batch_size"] == 1
-    fastest, ort = r.speedup["vs_fastest_dense"], r.speedup["vs_ort_fp32"]
+    r = deploy(str(q), cfg, out).to_dict()
+    assert (r["chosen"]["runtime"], r["chosen"]["precision"]) == ("ort-cpu", "int8")
+    assert r["speedup"] is not None and r["speedup"]["batch_size"] == 1
+    fastest, ort = r["speedup"]["vs_fastest_dense"], r["speedup"]["vs_ort_fp32"]
     assert ort["baseline"] == "ort-cpu/fp32/1t" and ort["speedup"] > 0
-    base_rows = r.manifest["baseline"]["candidates"]
+    base_rows = r["manifest"]["baseline"]["candidates"]
     timed = [c for c in base_rows if c["status"] == "ok"]
     assert {c["runtime"] for c in timed} == {"torch", "ort-cpu"}
     best_base = min(c["latency"]["1"]["p50_ms"] for c in timed)
     assert fastest["baseline_p50_ms"] == pytest.approx(best_base, rel=1e-3)
     assert fastest["speedup"] <= ort["speedup"] + 1e-3  # the fastest dense case: harder bar
-    assert r.chosen["effective_precision"] == "int8" and (out / "model.onnx").is_file()
-    assert any(c["runtime"] == "torch" and c["status"] == "skipped" for c in r.candidates)
+    assert r["chosen"]["effective_precision"] == "int8" and (out / "model.onnx").is_file()
+    assert any(c["runtime"] == "torch" and c["status"] == "skipped" for c in r["candidates"])
     assert predict(out, [pngs[0] / "img2.png"])[0].probability > 0
 
 
@@ -275,22 +279,22 @@ stages:
 def test_a_candidate_that_fails_is_recorded_and_the_others_go_on(
     trained_lenet, tmp_path, mini_data, monkeypatch
 ):
-    import compress.stages.deploy_measure as dm
+    import compress.stages.deploy_gate as gate
 
-    real = dm.open_runner
+    real = gate.open_runner
 
-    def flaky(cand, files, artifact="fp32"):
-        if cand.runtime == "ort-cpu":
+    def flaky(case, *args):
+        if case.runtime == "ort-cpu":
             raise RuntimeError("no kernel for FancyOp\nsecond line")
-        return real(cand, files, artifact)
+        return real(case, *args)
 
-    monkeypatch.setattr(dm, "open_runner", flaky)
+    monkeypatch.setattr(gate, "open_runner", flaky)
     cfg = DeployConfig(runtimes=("ort-cpu", "torch"), precisions=("fp32",), threads=(1,), **FAST)
-    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
-    failed = [c for c in r.candidates if c["status"] == "failed"]
+    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data).to_dict()
+    failed = [c for c in r["candidates"] if c["status"] == "failed"]
     assert [c["runtime"] for c in failed] == ["ort-cpu"]
     assert failed[0]["reason"] == "no kernel for FancyOp"
-    assert r.chosen["runtime"] == "torch" and r.manifest["device"] == "cpu"
+    assert r["chosen"]["runtime"] == "torch" and r["manifest"]["device"] == "cpu"
 
 
 def test_existing_output_is_refused_before_any_work(deployed, tmp_path):
@@ -319,7 +323,7 @@ def test_a_failed_export_leaves_the_onnx_runtimes_out_with_the_reason(
 
     monkeypatch.setattr(export_stage, "run_export", broken)
     cfg = DeployConfig(runtimes=("torch", "ort-cpu"), precisions=("fp32",), threads=(1,), **FAST)
-    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data)
-    ort = next(c for c in r.candidates if c["runtime"] == "ort-cpu")
+    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data).to_dict()
+    ort = next(c for c in r["candidates"] if c["runtime"] == "ort-cpu")
     assert ort["status"] == "skipped" and "FancyOp" in ort["reason"]
-    assert r.chosen["runtime"] == "torch"
+    assert r["chosen"]["runtime"] == "torch"

@@ -25,9 +25,9 @@ def test_a_faster_deploy_is_not_called_slower() -> None:
 def test_compile_time_spent_while_measuring_counts_as_session_time() -> None:
     from dataclasses import dataclass, field
 
+    from compress.export.bench.cases import BenchModel, Case
     from compress.models.zoo.registry import create_model
-    from compress.stages.deploy_candidates import Candidate
-    from compress.stages.deploy_measure import Trial, time_trials
+    from compress.stages.deploy_gate import Trial, time_trials
 
     @dataclass
     class Compiling:  # like torch-compile: the first call per shape compiles
@@ -42,10 +42,10 @@ def test_compile_time_spent_while_measuring_counts_as_session_time() -> None:
                 self.create_seconds += 2.0
             return np.zeros((x.shape[0], 10), np.float32)
 
-    t = Trial(Candidate("torch-compile", "fp32", 1), runner=Compiling())
-    t.create_seconds = 0.5  # as open_trials records it, before any compile
     spec = create_model("lenet5").spec  # type: ignore[attr-defined]
-    time_trials([t], spec, (1, 4), seconds=0.02, rounds=1, warmup=0)
+    t = Trial(Case(BenchModel("l5", spec), "torch-compile", "fp32", 1), runner=Compiling())
+    t.create_seconds = 0.5  # as open_trials records it, before any compile
+    time_trials([t], (1, 4), seconds=0.02, rounds=1, warmup=0)
     assert t.status == "ok" and t.create_seconds == 4.5  # two shapes compiled
     assert t.to_dict()["session_seconds"] == 4.5
 

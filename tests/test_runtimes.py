@@ -13,7 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from compress.export.bench.measure import BenchConfig, BenchModel, benchmark, plan_cases
+from compress.export.bench.measure import (
+    BenchConfig,
+    BenchModel,
+    benchmark,
+    plan_cases,
+    precisions_of,
+)
 from compress.export.onnx.convert import ExportConfig, export_onnx
 from compress.export.runtimes import openvino_runtime
 from compress.export.runtimes.precision import cpu_bf16, parse_precisions, refuse, unavailable
@@ -380,6 +386,6 @@ def test_a_precision_list_still_times_quantized_artifacts_at_their_own() -> None
     dense = BenchModel("dense", spec, onnx_path="d.onnx", card=SimpleNamespace(precision="fp32"))
     q4 = BenchModel("q4", spec, onnx_path="q.onnx", card=SimpleNamespace(precision="int4"))
     cfg = BenchConfig(runtimes=("ort-cpu",), precisions=("fp32", "bf16"))
-    plan, skipped = plan_cases([dense, q4], cfg)
-    assert [(m.label, p) for m, _, p in plan] == [("dense", "fp32"), ("q4", "int4")]
-    assert [(s["model"], s["precision"]) for s in skipped] == [("dense", "bf16")]
+    plan = plan_cases([dense, q4], cfg.runtimes, lambda m: precisions_of(m, cfg.precisions), (1,))
+    assert [(c.model.label, c.precision) for c in plan.cases] == [("dense", "fp32"), ("q4", "int4")]
+    assert [(s.model, s.precision) for s in plan.skipped] == [("dense", "bf16")]

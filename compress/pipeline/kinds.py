@@ -195,8 +195,8 @@ def _run_deploy(
     compare = bool(config["_extra"].get("vs_baseline", True))
     if compare and cfg.baseline is None and first != ctx.current:
         cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
-    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
-    chosen = result.chosen
+    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite).to_dict()
+    chosen = result["chosen"]
     return StageOutcome(
         None,
         {
@@ -206,8 +206,8 @@ def _run_deploy(
             "threads": chosen["threads"],
             "val_top1": chosen["val_top1"],
             "latency": chosen["latency"],
-            "candidates": len([c for c in result.candidates if c["status"] != "skipped"]),
-            "speedup": result.speedup,
+            "candidates": len([c for c in result["candidates"] if c["status"] != "skipped"]),
+            "speedup": result["speedup"],
         },
         files=[str(folder / MANIFEST)],
     )

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.export.bench.cases import BenchModel, Skipped, check_names, plan_cases
 from compress.export.environment import capture_environment
-from compress.export.runtimes.input_size import onnx_spec_at_size, trained_input_size
+from compress.export.runtimes.input_size import onnx_spec_at_size
 from compress.export.runtimes.precision import PRECISIONS
-from compress.export.runtimes.runner import RUNTIMES
+from compress.export.runtimes.runner import RUNTIMES, TORCH_RUNTIMES
 from compress.models.artifacts.artifact import (
     ONNX,
     Card,
@@ -41,13 +42,15 @@ from compress.models.data.datasets import DataConfig, load_data
 from compress.models.disk.outlock import locks_output
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
-from compress.stages.deploy_candidates import ModelFiles, needs_torch, plan_candidates
-from compress.stages.deploy_measure import (
+from compress.stages.deploy_gate import (
+    Speedup,
     Trial,
     apply_gate,
     measure_accuracy,
     open_trials,
+    reference_of,
     speedups,
+    thread_counts,
     time_trials,
 )
 
@@ -171,23 +174,33 @@ class DeployResult:
     """Where the model went, what was chosen and why (every candidate's figures)."""
 
     out: str
-    chosen: dict[str, Any]
-    candidates: list[dict[str, Any]]
+    chosen: Trial
+    candidates: list[Trial]  # every candidate tried (the skipped ones are in `skipped`)
+    skipped: list[Skipped]
     reference_top1: float | None
     reference: str
-    speedup: dict[str, Any] | None = None  # p50 of the choice; vs the baseline's when given
-    manifest: dict[str, Any] = field(default_factory=dict)
+    speedup: Speedup | None = None  # p50 of the choice; vs the baseline's when given
+    manifest: dict[str, Any] = field(default_factory=dict)  # deploy.json, as written
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON of `compress deploy --json`."""
+        return {
+            "out": self.out,
+            "chosen": self.chosen.to_dict(),
+            "candidates": _rows(self.skipped, self.candidates),
+            "reference_top1": self.reference_top1,
+            "reference": self.reference,
+            "speedup": asdict(self.speedup) if self.speedup else None,
+            "manifest": self.manifest,
+        }
 
 
 @dataclass
 class _Source:
-    """The artifact in its forms: card, PyTorch module and/or ONNX file, and their folders."""
+    """The artifact in its forms (a bench model: PyTorch module and/or ONNX file), its folders."""
 
     card: Card
-    files: ModelFiles
+    model: BenchModel
     torch_dir: Path | None = None  # a PyTorch artifact directory to copy
     onnx_dir: Path | None = None  # an ONNX artifact directory to copy
 
@@ -198,13 +211,9 @@ class _Measured:
 
     src: _Source
     trials: list[Trial]
-    skipped: list[dict[str, Any]]
+    skipped: list[Skipped]
     reference: float | None
     where: str
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.skipped + [t.to_dict() for t in self.trials]
 
     @property
     def passed(self) -> list[Trial]:
@@ -230,7 +239,8 @@ def deploy(
         if not m.passed:
             raise QualityGateError(
                 f"no candidate passed the accuracy gate (max_drop {cfg.max_drop:g} pt vs "
-                f"{_pct(m.reference)} {m.where}); nothing was deployed\n" + format_table(m.rows),
+                f"{_pct(m.reference)} {m.where}); nothing was deployed\n"
+                + format_table(m.trials, m.skipped),
                 hint="raise --max-drop, or deploy a more accurate artifact",
             )
         base = None
@@ -238,7 +248,6 @@ def deploy(
             base = _measure(ModelRef(cfg.baseline), data, Path(tmp) / "baseline", cfg, progress)
         time_trials(
             m.passed + (base.passed if base else []),
-            m.src.card.model_spec,
             cfg.batch_sizes,
             seconds=cfg.seconds,
             rounds=cfg.rounds,
@@ -247,19 +256,18 @@ def deploy(
         )
         best = _fastest(m.trials, cfg.batch_sizes[0])
         best.status = "chosen"
-        manifest = _manifest(m, best, cfg, ref)
-        if base is not None:
-            manifest["baseline"] = {
-                "model": cfg.baseline,
-                "reference_top1": base.reference,
-                "candidates": base.rows,
-            }
         # p50 of the choice; speed-ups only against a measured baseline (else None)
-        manifest["speedup"] = speedups(best, base.trials if base else [], cfg.batch_sizes[0])
+        speedup = speedups(best, base.trials if base else [], cfg.batch_sizes[0])
+        manifest = _manifest(m, best, cfg, ref, base, speedup)
         _write(out, m.src, best, manifest, overwrite)
     return DeployResult(
-        str(out), best.to_dict(), m.rows, m.reference, m.where, manifest.get("speedup"), manifest
+        str(out), best, m.trials, m.skipped, m.reference, m.where, speedup, manifest
     )
+
+
+def _runtimes(cfg: DeployConfig) -> tuple[str, ...]:
+    """The runtimes to try: the asked ones (default: all) less the excluded ones."""
+    return tuple(r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude)
 
 
 def _measure(
@@ -270,25 +278,24 @@ def _measure(
     progress: Callable[[str], None] | None,
 ) -> _Measured:
     """Load `ref`, open its candidates, measure their validation top-1 and apply the gate."""
+    check_names(_runtimes(cfg), cfg.precisions)
     src = _load(ref, data, tmp, cfg)
-    runtimes = tuple(r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude)
-    cands, skipped = plan_candidates(
-        runtimes, cfg.precisions, cfg.threads, src.files, src.card.precision
-    )
-    if not cands:
+    threads = thread_counts(cfg.threads)
+    plan = plan_cases([src.model], _runtimes(cfg), lambda _: cfg.precisions, threads)
+    if not plan.cases:
         raise UsageError(
             f"no runtime x precision can run {ref.model} here: "
-            + "; ".join(f"{s['runtime']}/{s['precision']}: {s['reason']}" for s in skipped)
+            + "; ".join(f"{s.runtime}/{s.precision}: {s.reason}" for s in plan.skipped)
         )
-    trials = open_trials(cands, src.files, src.card.precision)
+    trials = open_trials(plan.cases)
     spec = src.card.model_spec
     bundle = load_data(data_config_for(data, src.card), spec)
     if progress:
         progress(f"{ref.model}: accuracy on the validation split")
     measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
-    reference, where = _reference(src.card, trials)
+    reference, where = reference_of(src.card, trials)
     apply_gate(trials, reference, cfg.max_drop)
-    return _Measured(src, trials, skipped, reference, where)
+    return _Measured(src, trials, plan.skipped, reference, where)
 
 
 def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) -> _Source:
@@ -305,20 +312,21 @@ def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) 
         if cfg.input_size is not None:
             spec = onnx_spec_at_size(onnx.file, card.model_spec, cfg.input_size)
             card.spec = spec.to_dict()
-        return _Source(card, ModelFiles(onnx_path=str(onnx.file)), onnx_dir=path)
+        model = BenchModel(path.name, card.model_spec, onnx_path=str(onnx.file), card=card)
+        return _Source(card, model, onnx_dir=path)
     model_src = load_source_at(ref, data, cfg.input_size)
-    model = model_src.model.eval()
+    module = model_src.model.eval()
     if model_src.card is not None and is_artifact(path):
         card, torch_dir = model_src.card, path
         if read_card(path).spec != card.spec:  # re-targeted: a copy carries the new spec
             torch_dir = tmp / "pytorch"
-            save_model(model, torch_dir, card)
+            save_model(module, torch_dir, card)
     else:
         card, torch_dir = card_for(model_src, None), tmp / "pytorch"
-        save_model(model, torch_dir, card)
-    src = _Source(card, ModelFiles(torch_model=model), torch_dir=torch_dir)
-    wanted = [r for r in (cfg.runtimes or RUNTIMES) if r not in cfg.exclude]
-    if not all(needs_torch(r) for r in wanted):
+        save_model(module, torch_dir, card)
+    model = BenchModel(path.name, card.model_spec, torch_model=module, card=card)
+    src = _Source(card, model, torch_dir=torch_dir)
+    if not all(r in TORCH_RUNTIMES for r in _runtimes(cfg)):
         _export(src, data, tmp / "onnx", cfg.input_size)
     return src
 
@@ -332,45 +340,42 @@ def _export(src: _Source, data: DataConfig | None, out: Path, size: int | None) 
     try:
         run_export(ModelRef(str(src.torch_dir)), ExportConfig(input_size=size), data, out)
     except CompressError as e:
-        src.files.onnx_error = str(e.args[0]).splitlines()[0]
+        src.model.onnx_error = str(e.args[0]).splitlines()[0]
         log.warning("deploy: ONNX export failed, ONNX runtimes are skipped: %s", e)
         return
-    src.onnx_dir, src.files.onnx_path = out, str(out / ONNX)
-
-
-def _reference(card: Card, trials: list[Trial]) -> tuple[float | None, str]:
-    """The accuracy the gate compares with: the card's validation top-1, else fp32 here. At an
-    input size other than the one the card's top-1 was measured at (the weights' training
-    size), fp32 here at the deployed size: the validation images are resized to it, which
-    changes the task, so the gate then checks the runtimes and precisions against fp32 on the
-    same inputs, not the model's accuracy."""
-    spec = card.model_spec
-    trained, size = trained_input_size(spec), spec.input_size
-    val = card.metrics.get("val")
-    if card.trained and isinstance(val, dict) and "top1" in val and trained == size:
-        return float(val["top1"]), "(validation top-1 recorded in the card)"
-    at = "" if trained == size else f" at {size}x{size}, images resized from {trained}x{trained}"
-    for t in trials:
-        if t.cand.precision == "fp32" and t.val_top1 is not None:
-            return t.val_top1, f"(validation top-1 measured on {t.cand.runtime} fp32{at})"
-    return None, "(no reference accuracy: gate not applied)"
+    src.onnx_dir, src.model.onnx_path = out, str(out / ONNX)
 
 
 def _fastest(trials: list[Trial], bs: int) -> Trial:
-    timed = [t for t in trials if t.status == "ok" and t.ms.get(bs)]
+    timed = [t for t in trials if t.status == "ok" and bs in t.timed]
     if not timed:
         raise UnsupportedError(
             "every candidate within the accuracy gate failed while being timed; nothing was "
-            "deployed\n" + format_table([t.to_dict() for t in trials])
+            "deployed\n" + format_table(trials)
         )
     return min(timed, key=lambda t: t.p50(bs))
 
 
-def _manifest(m: _Measured, best: Trial, cfg: DeployConfig, ref: ModelRef) -> dict[str, Any]:
-    src, reference, where = m.src, m.reference, m.where
-    card = src.card
-    uses_torch = needs_torch(best.cand.runtime)
-    return {
+def _rows(skipped: list[Skipped], trials: list[Trial]) -> list[dict[str, Any]]:
+    """deploy.json's candidates: the refused ones with their reason, then every one tried."""
+    refused = [
+        {"runtime": s.runtime, "precision": s.precision, "status": "skipped", "reason": s.reason}
+        for s in skipped
+    ]
+    return refused + [t.to_dict() for t in trials]
+
+
+def _manifest(
+    m: _Measured,
+    best: Trial,
+    cfg: DeployConfig,
+    ref: ModelRef,
+    base: _Measured | None,
+    speedup: Speedup,
+) -> dict[str, Any]:
+    """deploy.json: the choice, how to run and preprocess it, every candidate's figures."""
+    card, spec, case = m.src.card, m.src.card.model_spec, best.case
+    doc = {
         "schema": SCHEMA,
         "created": now(),
         "source": {
@@ -379,28 +384,40 @@ def _manifest(m: _Measured, best: Trial, cfg: DeployConfig, ref: ModelRef) -> di
             "precision": card.precision,
             "content_hash": card.content_hash,
         },
-        "runtime": best.cand.runtime,
-        "device": device_of(best.cand.runtime),
-        "precision": best.cand.precision,
+        "runtime": case.runtime,
+        "device": device_of(case.runtime),
+        "precision": case.precision,
         "effective_precision": best.effective_precision,
         "model_precision": card.precision,
-        "threads": best.cand.threads,
-        "options": {"providers": best.providers, "form": "pytorch" if uses_torch else "onnx"},
+        "threads": case.threads,
+        "options": {
+            "providers": best.providers,
+            "form": "pytorch" if case.runtime in TORCH_RUNTIMES else "onnx",
+        },
         "chosen": best.to_dict(),
         "spec": {
-            "input_size": card.model_spec.input_size,
-            "in_channels": card.model_spec.in_channels,
-            "num_classes": card.model_spec.num_classes,
-            "mean": list(card.model_spec.mean),
-            "std": list(card.model_spec.std),
+            "input_size": spec.input_size,
+            "in_channels": spec.in_channels,
+            "num_classes": spec.num_classes,
+            "mean": list(spec.mean),
+            "std": list(spec.std),
         },
         "class_names": list(card.class_names),
-        "gate": {"max_drop": cfg.max_drop, "reference_top1": reference, "reference": where},
+        "gate": {"max_drop": cfg.max_drop, "reference_top1": m.reference, "reference": m.where},
         "selected_by": f"lowest p50 latency at batch {cfg.batch_sizes[0]} within the gate",
-        "candidates": m.rows,
+        "candidates": _rows(m.skipped, m.trials),
         "config": asdict(cfg),
-        "environment": capture_environment(best.cand.threads),
+        "environment": capture_environment(case.threads),
     }
+    if base is not None:
+        rows = _rows(base.skipped, base.trials)
+        doc["baseline"] = {
+            "model": cfg.baseline,
+            "reference_top1": base.reference,
+            "candidates": rows,
+        }
+    doc["speedup"] = asdict(speedup)
+    return doc
 
 
 def _write(
@@ -415,7 +432,7 @@ def _write(
                 shutil.copy2(f, tmp / f.name)
         manifest["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    log.info("deployed %s on %s to %s", manifest["source"]["model"], best.cand.label, out)
+    log.info("deployed %s on %s to %s", manifest["source"]["model"], best.case.label, out)
 
 
 def device_of(runtime: str) -> str:
@@ -425,18 +442,21 @@ def device_of(runtime: str) -> str:
     return next((d for d in ("gpu", "npu") if runtime.endswith("-" + d)), "cpu")
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(trials: list[Trial], skipped: list[Skipped] | None = None) -> str:
     """Candidates as plain text (for the exit-5 message and logs)."""
     lines = [f"{'runtime':<12} {'prec':<5} {'thr':>3} {'val top-1':>9} {'drop':>7}  status"]
-    for r in rows:
-        lat = r.get("latency") or {}
-        first = next(iter(lat.values()), None)
-        p50 = f"  p50 {first['p50_ms']:.3f} ms" if first else ""
-        drop = r.get("drop_pts")
+    for s in skipped or []:
         lines.append(
-            f"{r['runtime']:<12} {r['precision']:<5} {r.get('threads') or '-':>3} "
-            f"{_pct(r.get('val_top1')):>9} {'-' if drop is None else f'{drop:.2f}':>7}  "
-            f"{r['status']}{': ' + r['reason'] if r.get('reason') else ''}{p50}"
+            f"{s.runtime:<12} {s.precision:<5} {'-':>3} {'-':>9} {'-':>7}  skipped: {s.reason}"
+        )
+    for t in trials:
+        first = next(iter(t.timed), None)
+        p50 = f"  p50 {t.p50(first):.3f} ms" if first is not None else ""
+        drop = "-" if t.drop_pts is None else f"{t.drop_pts:.2f}"
+        reason = f": {t.reason}" if t.reason else ""
+        lines.append(
+            f"{t.case.runtime:<12} {t.case.precision:<5} {t.case.threads:>3} "
+            f"{_pct(t.val_top1):>9} {drop:>7}  {t.status}{reason}{p50}"
         )
     return "\n".join(lines)
 

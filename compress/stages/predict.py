@@ -17,19 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from compress.export.runtimes.runner import Runner
+from compress.export.bench.cases import BenchModel, Case, batch_fn, open_runner
+from compress.export.bench.timing import torch_threads
+from compress.export.runtimes.runner import TORCH_RUNTIMES, Runner
 from compress.models.artifacts.artifact import ONNX, Card, read_card
 from compress.models.data.imagefolder import EXTENSIONS, ImageFiles
 from compress.models.errors import ArtifactError, InvalidInputError, UsageError
 from compress.stages.deploy import MANIFEST, SCHEMA
-from compress.stages.deploy_candidates import (
-    Candidate,
-    ModelFiles,
-    batch_fn,
-    needs_torch,
-    open_runner,
-    scope,
-)
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -56,7 +50,7 @@ class Deployed:
     manifest: dict[str, Any]
     card: Card
     runner: Runner
-    cand: Candidate
+    cand: Case
 
     @property
     def class_names(self) -> list[str]:
@@ -81,15 +75,15 @@ def load_deployed(path: str | Path) -> Deployed:
     if manifest.get("schema") != SCHEMA:
         raise ArtifactError(f"{man_path}: unknown schema {manifest.get('schema')!r}")
     card = read_card(path)
-    cand = Candidate(manifest["runtime"], manifest["precision"], int(manifest["threads"]))
-    if needs_torch(cand.runtime):
+    if manifest["runtime"] in TORCH_RUNTIMES:
         from compress.models.artifacts.artifact import load_model
 
-        files = ModelFiles(torch_model=load_model(path)[0])
+        model = BenchModel(path.name, card.model_spec, torch_model=load_model(path)[0], card=card)
     else:
-        files = ModelFiles(onnx_path=str(path / ONNX))
-    with scope(cand):
-        runner = open_runner(cand, files, card.precision)
+        model = BenchModel(path.name, card.model_spec, onnx_path=str(path / ONNX), card=card)
+    cand = Case(model, manifest["runtime"], manifest["precision"], int(manifest["threads"]))
+    with torch_threads(cand.threads):
+        runner = open_runner(cand)
     return Deployed(manifest, card, runner, cand)
 
 
@@ -125,7 +119,7 @@ def predict(
     for start in range(0, len(paths), BATCH):
         idx = range(start, min(start + BATCH, len(paths)))
         x = np.stack([ds[i][0].numpy() for i in idx]).astype(np.float32)
-        with scope(d.cand):
+        with torch_threads(d.cand.threads):
             logits = np.asarray(run(x), dtype=np.float64)
         probs = softmax(logits)
         for i, p in zip(idx, probs, strict=True):

@@ -18,34 +18,30 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from compress.export.bench.memory import CaseMemory
-from compress.export.bench.results import (
-    BenchReport,
-    Measured,
-    add_speedups,
-    case_result,
-    rnd,
+from compress.export.bench.cases import (
+    CASE_ERRORS,
+    BenchModel,
+    Case,
+    batch_fn,
+    check_names,
+    first_line,
+    open_runner,
+    plan_cases,
 )
+from compress.export.bench.memory import CaseMemory
+from compress.export.bench.results import BenchReport, Measured, add_speedups, case_result, rnd
 from compress.export.bench.timing import Timings, time_calls, torch_threads
 from compress.export.environment import busy_note, capture_environment, physical_cores
-from compress.export.runtimes.precision import PRECISIONS, QUANTIZED, unavailable
-from compress.export.runtimes.runner import (
-    ONNX_RUNTIMES,
-    RUNTIMES,
-    TORCH_RUNTIMES,
-    Runner,
-    check_runtime,
-    onnx_runner,
-    torch_runner,
-)
+from compress.export.runtimes.precision import QUANTIZED
+from compress.export.runtimes.runner import ONNX_RUNTIMES, Runner, check_runtime
 from compress.models.data.datasets import synthetic_batch
-from compress.models.errors import CompressError, UsageError
-from compress.models.zoo.registry import ModelSpec
+from compress.models.errors import UsageError
+
+__all__ = ["BenchConfig", "BenchModel", "BenchReport", "benchmark", "plan_cases", "run_rounds"]
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +120,8 @@ class BenchConfig:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
         if self.precisions is not None:
             self.precisions = tuple(dict.fromkeys(self.precisions))
-            for p in self.precisions:
-                if p not in PRECISIONS:
-                    raise UsageError(
-                        f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}"
-                    )
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
-        for r in self.runtimes:
-            if r not in RUNTIMES:
-                raise UsageError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
+        check_names(self.runtimes, self.precisions or ())
         if not self.runtimes or not self.batch_sizes:
             raise UsageError("give at least one --runtime and one batch size")
         if any(b < 1 for b in self.batch_sizes):
@@ -169,33 +158,6 @@ class BenchConfig:
         return self.threads or physical_cores()
 
 
-@dataclass
-class BenchModel:
-    """One model to benchmark: a PyTorch module, an ONNX file, or both."""
-
-    label: str
-    spec: ModelSpec
-    torch_model: Any = None
-    onnx_path: str | None = None
-    card: Any = None
-    source: str = ""
-    torch_bytes: int | None = None
-
-    @property
-    def accuracy(self) -> float | None:
-        """Test (else val) top-1 from the card, when it knows one."""
-        metrics = getattr(self.card, "metrics", None) or {}
-        for split in ("test", "val"):
-            top1 = metrics[split].get("top1") if isinstance(metrics.get(split), dict) else None
-            if top1 is not None:
-                return float(top1)
-        return None
-
-    @property
-    def precision(self) -> str:
-        return str(getattr(self.card, "precision", "fp32"))
-
-
 def benchmark(
     models: list[BenchModel], cfg: BenchConfig | None = None, progress: Progress | None = None
 ) -> BenchReport:
@@ -206,15 +168,15 @@ def benchmark(
     for r in cfg.runtimes:
         check_runtime(r)
     threads = cfg.effective_threads
-    plan, skipped = plan_cases(models, cfg)
-    notes = [
-        f"{s['model']}: {s['runtime']} skipped ({s['precision']}: {s['reason']})" for s in skipped
-    ]
-    measured = _run_rounds(plan, cfg, threads, notes, progress)
-    results = [
-        case_result(plan[i][0].label, plan[i][2], plan[i][0].accuracy, bs, threads, m)
-        for (i, bs), m in measured.items()
-    ]
+    plan = plan_cases(models, cfg.runtimes, lambda m: precisions_of(m, cfg.precisions), (threads,))
+    notes = [f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})" for s in plan.skipped]
+    timed = run_rounds(plan.cases, cfg, notes, progress)
+    results = []
+    for (i, bs), m in timed.measured.items():
+        case = plan.cases[i]
+        results.append(
+            case_result(case.model.label, case.precision, case.model.accuracy, bs, threads, m)
+        )
     add_speedups(results, [m.label for m in models])
     env = capture_environment(threads)
     if busy := busy_note(env):
@@ -226,14 +188,11 @@ def benchmark(
         models=[_describe(m) for m in models],
         results=results,
         notes=notes,
-        skipped=skipped,
+        skipped=[asdict(s) for s in plan.skipped],
     )
 
 
-Case = tuple[BenchModel, str, str]  # (model, runtime, precision)
-
-
-def _precisions_of(m: BenchModel, asked: tuple[str, ...] | None) -> tuple[str, ...]:
+def precisions_of(m: BenchModel, asked: tuple[str, ...] | None) -> tuple[str, ...]:
     """The precisions to run `m` at: a quantized artifact runs at its own whatever the list
     says (it can't run at a float one), so `--precision fp32,bf16` still times it beside them."""
     if asked is None or m.precision in QUANTIZED:
@@ -241,171 +200,160 @@ def _precisions_of(m: BenchModel, asked: tuple[str, ...] | None) -> tuple[str, .
     return asked
 
 
-def plan_cases(
-    models: list[BenchModel], cfg: BenchConfig
-) -> tuple[list[Case], list[dict[str, str]]]:
-    """Every (model, runtime, precision) this machine can run, and the others with the reason."""
-    plan: list[Case] = []
-    skipped: list[dict[str, str]] = []
-    for m in models:
-        for r in cfg.runtimes:
-            for p in _precisions_of(m, cfg.precisions):
-                why = (
-                    "an ONNX model has no PyTorch module"
-                    if r in TORCH_RUNTIMES and m.torch_model is None
-                    else unavailable(r, p, m.precision)
-                )
-                if why:
-                    skipped.append({"model": m.label, "runtime": r, "precision": p, "reason": why})
-                else:
-                    plan.append((m, r, p))
-    return plan, skipped
+@dataclass
+class Timed:
+    """What the rounds measured: pooled timings per (case index, batch size), and the first
+    reason each failed case failed (a failed batch size is not retried in later rounds)."""
+
+    measured: dict[tuple[int, int], Measured] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    dropped: set[tuple[int, int]] = field(default_factory=set)
+
+    def fail(self, i: int, bs: int | None, reason: str, sizes: tuple[int, ...]) -> None:
+        self.failed.setdefault(i, reason)
+        for b in sizes if bs is None else (bs,):
+            self.dropped.add((i, b))
+            self.measured.pop((i, b), None)
 
 
-def _run_rounds(
-    plan: list[Case],
+def run_rounds(
+    cases: list[Case],
     cfg: BenchConfig,
-    threads: int,
     notes: list[str],
-    progress: Progress | None,
-) -> dict[tuple[int, int], Measured]:
-    """Every (plan entry, batch) case, `cfg.rounds` times in turn; runners live across rounds
-    only when there are several, so one round holds a single model in memory at a time."""
-    total, done = len(plan) * len(cfg.batch_sizes) * cfg.rounds, 0
-    step = cfg.slice()
-    measured: dict[tuple[int, int], Measured] = {}
-    dropped: set[tuple[int, int]] = set()  # skipped or failed: not retried in later rounds
-    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp, torch_threads(threads):
-        runners: dict[int, Runner] = {}  # kept across rounds only when there are several
-        for rnd in range(1, cfg.rounds + 1):
-            tag = f" · round {rnd}/{cfg.rounds}" if cfg.rounds > 1 else ""
-            for i, (model, runtime, precision) in enumerate(plan):
-                what = f"{model.label} · {runtime} {precision}"
+    progress: Progress | None = None,
+    *,
+    runners: dict[int, Runner] | None = None,
+    settle_s: float = 0.0,
+) -> Timed:
+    """The one timing loop of `compress bench` and `compress deploy`: every (case, batch size),
+    `cfg.rounds` times in turn, each slice inside the case's thread count. `runners` (by case
+    index) are the caller's, kept open and run at any batch size (`batch_fn`); the others open
+    here, live across rounds only when there are several (one in memory at a time otherwise)
+    and skip a batch size their static batch refuses. `settle_s`: untimed runs first, up to
+    that long per case and batch (a new thread count can run slow for its first calls)."""
+    timed, step = Timed(), cfg.slice()
+    total, done = len(cases) * len(cfg.batch_sizes) * cfg.rounds, 0
+    owned = runners is not None
+    runners = {} if runners is None else runners
+    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
+        if settle_s:
+            _settle(cases, runners, cfg, min(settle_s, step.seconds or settle_s), timed)
+        for rnd_ in range(1, cfg.rounds + 1):
+            tag = f" · round {rnd_}/{cfg.rounds}" if cfg.rounds > 1 else ""
+            for i, case in enumerate(cases):
                 if progress:
-                    progress(done, total, f"{what}{tag}")
-                if i not in runners:
-                    made = _make_runner(model, runtime, precision, threads, cfg, Path(tmp), notes)
-                    if made is None:
-                        dropped.update((i, bs) for bs in cfg.batch_sizes)
-                        done += len(cfg.batch_sizes)
-                        continue
-                    runners[i] = made
+                    progress(done, total, f"{case.what}{tag}")
+                if i not in runners and (
+                    i in timed.failed or not _open(i, case, runners, cfg, Path(tmp), notes, timed)
+                ):
+                    done += len(cfg.batch_sizes)
+                    continue
                 for bs in cfg.batch_sizes:
                     if progress:
-                        progress(done, total, f"{what} · batch {bs}{tag}")
+                        progress(done, total, f"{case.what} · batch {bs}{tag}")
                     done += 1
-                    if (i, bs) in dropped:
-                        continue
-                    got = _time_case(model, runners[i], bs, step, notes)
-                    if got is None:
-                        dropped.add((i, bs))
-                        measured.pop((i, bs), None)
-                    else:
-                        prev = measured.get((i, bs))
-                        measured[i, bs] = prev.add(got) if prev else got
-                if cfg.rounds == 1:
+                    if (i, bs) not in timed.dropped:
+                        _time_case(i, case, runners[i], bs, step, notes, timed, owned)
+                if cfg.rounds == 1 and not owned:
                     runners.pop(i, None)
-        runners.clear()
     if progress:
         progress(total, total, "done")
-    return measured
+    return timed
 
 
-def _make_runner(
-    model: BenchModel,
-    runtime: str,
-    precision: str,
-    threads: int,
+def _open(
+    i: int,
+    case: Case,
+    runners: dict[int, Runner],
     cfg: BenchConfig,
     tmp: Path,
     notes: list[str],
-) -> Runner | None:
-    """The runner of one case; None (with a note) when the runtime can't read or compile it."""
+    timed: Timed,
+) -> bool:
+    """Open the runner of case `i`; False (with a note) when the runtime can't read or compile it."""
     try:
-        return _open_runner(model, runtime, precision, threads, cfg, tmp, notes)
-    except CompressError as e:
+        with torch_threads(case.threads):
+            runners[i] = open_runner(case, notes, tmp, cfg.opset)
+        return True
+    except CASE_ERRORS as e:
         if isinstance(e, UsageError):
             raise
-        msg = f"{model.label}: FAILED on {runtime} {precision}: {str(e).splitlines()[0]}"
+        msg = f"{case.model.label}: FAILED on {case.runtime} {case.precision}: {first_line(e)}"
         log.warning("%s", msg)
         notes.append(msg)
-        return None
+        timed.fail(i, None, first_line(e), cfg.batch_sizes)
+        return False
 
 
-def _open_runner(
-    model: BenchModel,
-    runtime: str,
-    precision: str,
-    threads: int,
-    cfg: BenchConfig,
-    tmp: Path,
-    notes: list[str],
-) -> Runner:
-    if runtime in TORCH_RUNTIMES:
-        shape = (1, *model.spec.input_shape)
-        runner = torch_runner(model.torch_model, runtime, precision, example_shape=shape)
-        if runtime == "torch-compile":
-            notes.append(
-                f"{model.label}: torch-compile {precision} compiled in {runner.create_seconds:.1f} s "
-                "(batch 1; other batch sizes compile during warm-up, in the session column)"
-            )
-        return runner
-    if model.onnx_path is None:
-        from compress.export.onnx.convert import ExportConfig, export_onnx
-
-        path = tmp / f"{len(list(tmp.iterdir()))}.onnx"
-        res = export_onnx(model.torch_model, path, ExportConfig(opset=cfg.opset))
-        model.onnx_path = str(path)
-        notes.append(f"{model.label}: exported to ONNX for onnxruntime in {res.seconds:.1f} s")
-    artifact = model.precision if model.torch_model is None else "fp32"
-    runner = onnx_runner(model.onnx_path, runtime, threads, precision, artifact)
-    notes.extend(f"{model.label}: {n}" for n in runner.notes)
-    return runner
+def _settle(
+    cases: list[Case], runners: dict[int, Runner], cfg: BenchConfig, seconds: float, timed: Timed
+) -> None:
+    """Untimed runs of every case with a runner, at every batch size, up to `seconds` each."""
+    for i, case in enumerate(cases):
+        for bs in cfg.batch_sizes:
+            if i not in runners or (i, bs) in timed.dropped:
+                continue
+            run, x = batch_fn(runners[i]), synthetic_batch(case.model.spec, bs).numpy()
+            try:
+                with torch_threads(case.threads):
+                    time_calls(partial(run, x), warmup=0, min_runs=1, budget_s=seconds)
+            except CASE_ERRORS as e:
+                timed.fail(i, None, f"warm-up: {first_line(e)}", cfg.batch_sizes)
 
 
 def _time_case(
-    model: BenchModel, runner: Runner, bs: int, cfg: BenchConfig, notes: list[str]
-) -> Measured | None:
-    """Time one (model, runtime, batch) slice; None (with a note) when it can't run."""
+    i: int,
+    case: Case,
+    runner: Runner,
+    bs: int,
+    cfg: BenchConfig,
+    notes: list[str],
+    timed: Timed,
+    any_batch: bool,
+) -> None:
+    """Time one (case, batch) slice into `timed`; a failure (or a static batch) drops it."""
     declared = getattr(runner, "input_shape", None)
     fixed = declared[0] if declared else None
-    if isinstance(fixed, int) and fixed > 0 and fixed != bs:
+    if not any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
         notes.append(
-            f"{model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
+            f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
         )
-        return None
-    x = synthetic_batch(model.spec, bs).numpy()
+        timed.dropped.add((i, bs))
+        return
+    run = batch_fn(runner) if any_batch else runner.run
+    x = synthetic_batch(case.model.spec, bs).numpy()
     mem = CaseMemory(runner.runtime)
     try:
-        with mem:
-            t = _measure(runner, x, cfg)
-    except (CompressError, MemoryError, RuntimeError) as e:
-        msg = f"{model.label}: FAILED on {runner.runtime} at batch {bs}: {str(e).splitlines()[0]}"
+        with mem, torch_threads(case.threads):
+            t = _measure(lambda: run(x), cfg)
+    except CASE_ERRORS as e:
+        msg = f"{case.model.label}: FAILED on {runner.runtime} at batch {bs}: {first_line(e)}"
         log.warning("%s", msg)
         notes.append(msg)
-        return None
-    return Measured(
+        timed.fail(i, bs, f"batch {bs}: {first_line(e)}", cfg.batch_sizes)
+        return
+    got = Measured(
         runtime=runner.runtime,
         providers=list(runner.providers),
         fallback=bool(getattr(runner, "fallback", False)),
         effective_precision=getattr(runner, "effective_precision", None),
         session_seconds=rnd(runner.create_seconds, 4),
-        size_bytes=_size(model, runner),
+        size_bytes=_size(case.model, runner),
         ms=list(t.ms),
         peak_mb=mem.peak_mb,
         delta_mb=mem.delta_mb,
         cuda_mb=mem.cuda_mb,
     )
+    prev = timed.measured.get((i, bs))
+    timed.measured[i, bs] = prev.add(got) if prev else got
 
 
-def _measure(runner: Runner, x: np.ndarray, cfg: BenchConfig) -> Timings:
+def _measure(fn: Callable[[], object], cfg: BenchConfig) -> Timings:
     """`iters` timed runs, else runs for `seconds` (3 s by default, at least `min_iters`)."""
     if cfg.iters is not None:
-        return time_calls(lambda: runner.run(x), warmup=cfg.warmup, max_runs=cfg.iters)
+        return time_calls(fn, warmup=cfg.warmup, max_runs=cfg.iters)
     budget = cfg.seconds if cfg.seconds is not None else DEFAULT_SECONDS
-    return time_calls(
-        lambda: runner.run(x), warmup=cfg.warmup, min_runs=cfg.min_iters, budget_s=budget
-    )
+    return time_calls(fn, warmup=cfg.warmup, min_runs=cfg.min_iters, budget_s=budget)
 
 
 def _size(model: BenchModel, runner: Runner) -> int | None:
