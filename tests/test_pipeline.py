@@ -217,7 +217,7 @@ def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, mon
     from compress.distributed import collectives
     from compress.models.artifacts.artifact import new_card, save_model
     from compress.models.zoo.registry import create_model
-    from compress.pipeline.table import StageOutcome
+    from compress.pipeline.kinds import StageOutcome
 
     parent = tmp_path / "parent"
     save_model(create_model("lenet5"), parent, new_card(create_model("lenet5"), trained=True))

@@ -146,7 +146,7 @@ def _cli_request(monkeypatch, args: list[str]):
 
 
 def _recipe_request(options: dict):
-    from compress.pipeline.kinds import STAGES
+    from compress.pipeline.table import STAGES
 
     built = STAGES["prune"].validate(options, "recipe.yaml:3")
     return built["PruneConfig"], built["finetune"]

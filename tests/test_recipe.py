@@ -108,7 +108,7 @@ def test_set_max_drop_null_removes_the_gate_and_a_word_is_refused():
 def test_stage_table_answers_the_same_whatever_is_read_first(first_read):
     """The table of stage kinds fills on first use, whichever way it is first read (a test that
     indexed it before anything had called `.get` used to see it empty)."""
-    from compress.pipeline.kinds import STAGES
+    from compress.pipeline.table import STAGES
 
     fresh = type(STAGES)()  # unfilled, as at import
     assert first_read(fresh).name == "prune"

@@ -387,9 +387,7 @@ def sensitivity(
         overwrite=overwrite,
         val_limit=val_limit or None,
     )
-    console.print(
-        f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)"
-    )
+    console.print(f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)")
     write_json(json_out, {"out": str(out), **r.to_dict()})
 
 

@@ -30,9 +30,9 @@ from compress.models.disk.durable import write_text
 from compress.models.errors import QualityGateError
 from compress.models.zoo.registry import is_factory_ref
 from compress.models.zoo.usercode import check_consent, read_source, sha256_bytes
-from compress.pipeline.kinds import STAGES
+from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
-from compress.pipeline.table import StageContext, StageKind, StageOutcome
+from compress.pipeline.table import STAGES
 from compress.stages.frame import stage_output
 
 log = logging.getLogger(__name__)
