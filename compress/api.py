@@ -161,7 +161,7 @@ def run_recipe(
     hooks: Hooks | None = None,
 ) -> PipelineResult:
     """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write
-    `out/report.{md,json,html}` (rank 0 under torchrun; paths in `result.report`). `compress
+    `out/report.{md,json,html}` (rank 0 under torchrun; `result.report` holds its rows, headline and paths). `compress
     run` is this call. `resume` skips finished stages (a missing `out` starts afresh, with a
     warning); `trust_code` lets the recipe's model run the factory it names."""
     if not isinstance(recipe, Recipe):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.models.artifacts.artifact import check_out_dir, is_artifact, model_code, read_card
 from compress.models.data.datasets import DataConfig
@@ -34,6 +34,9 @@ from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
 from compress.pipeline.table import STAGES
 from compress.stages.frame import stage_output
+
+if TYPE_CHECKING:
+    from compress.pipeline.report import RunReport
 
 log = logging.getLogger(__name__)
 RECORD = "stage.json"
@@ -73,7 +76,7 @@ class PipelineResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     gates: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    report: dict[str, Path] = field(default_factory=dict)  # md/json/html, once written (rank 0)
+    report: RunReport | None = None  # once written (rank 0)
 
 
 def _jsonable(obj: Any) -> Any:
