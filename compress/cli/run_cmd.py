@@ -85,9 +85,9 @@ def run(
 
 def _print_plan(rec: Any, json_out: str | None) -> None:
     """`--dry-run`: the validated plan, stage by stage."""
-    from compress.pipeline.runner import describe_plan
+    from compress.pipeline.runner import plan
 
-    steps = describe_plan(rec)
+    steps = [s.to_dict() for s in plan(rec)]
     console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
     for s in steps:
         gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""

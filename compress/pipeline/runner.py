@@ -56,7 +56,8 @@ class PlannedStage:
     produces: str
     gate: float | None = None
 
-    def describe(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The `--dry-run --json` form."""
         return {
             "stage": self.spec.name,
             "kind": self.spec.kind,
@@ -339,11 +340,6 @@ def _gate(
             f"artifacts kept in {ctx.out}",
             artifact=str(record.get("artifact")),
         )
-
-
-def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
-    """The resolved plan for `--dry-run` (validated, nothing trained)."""
-    return [p.describe() for p in plan(recipe)]
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:

@@ -10,7 +10,7 @@ lineage, the KD settings, the training precision and the student's accuracy befo
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.stages.frame import stage_output
-from compress.stages.results import DistillSummary
+from compress.stages.results import DistillSummary, TeacherLineage
 from compress.stages.train import final_metrics
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
@@ -78,7 +78,7 @@ def run_distill(
 def _card(
     student: ModelSource,
     bundle: DataBundle,
-    lineage: dict[str, Any],
+    lineage: TeacherLineage,
     result: DistillResult,
     before: dict[str, Any],
     after: dict[str, Any],
@@ -90,7 +90,7 @@ def _card(
     card.training_precision = result.fit.precision
     card.add_history(
         "distill",
-        teacher=lineage,
+        teacher=asdict(lineage),
         student={"ref": student.ref, "weights": student.weights, "trained": student.trained},
         kd=result.to_dict()["kd"],
         feature_pairs=result.feature_pairs,
@@ -108,7 +108,7 @@ def _card(
 
 def _summary(
     out: str | Path,
-    lineage: dict[str, Any],
+    lineage: TeacherLineage,
     student: ModelSource,
     teacher: ModelSource,
     result: DistillResult,
@@ -180,15 +180,15 @@ def _same_splits(card: Card, bundle: DataBundle) -> bool:
     return all(d.get(k) == now.get(k) for k in keys)
 
 
-def teacher_lineage(teacher: ModelSource, metrics: dict[str, Any]) -> dict[str, Any]:
+def teacher_lineage(teacher: ModelSource, metrics: dict[str, Any]) -> TeacherLineage:
     """What the student card says about its teacher: enough to find and trust it again."""
     card = teacher.card
-    return {
-        "ref": teacher.ref,
-        "weights": teacher.weights,
-        "architecture": spec_of(teacher.model).name,
-        "params": count_params(teacher.model),
-        "content_hash": card.content_hash if card else None,
-        "history": card.history if card else [],
-        "metrics": metrics,
-    }
+    return TeacherLineage(
+        ref=teacher.ref,
+        weights=teacher.weights,
+        architecture=spec_of(teacher.model).name,
+        params=count_params(teacher.model),
+        content_hash=card.content_hash if card else None,
+        history=card.history if card else [],
+        metrics=metrics,
+    )

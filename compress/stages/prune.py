@@ -35,7 +35,7 @@ from compress.pruning.sensitivity import (
 )
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
 from compress.stages.frame import stage_output
-from compress.stages.results import PruneSummary
+from compress.stages.results import Measurement, PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
 from compress.training.precision import resolve_device
@@ -72,15 +72,14 @@ def accuracy(model: nn.Module, bundle: DataBundle) -> dict[str, float]:
 
 def measure(
     model: nn.Module, bundle: DataBundle | None, latency: LatencyConfig | None
-) -> dict[str, Any]:
+) -> Measurement:
     """Everything the card compares before and after."""
-    ops = count_ops(model)
-    out: dict[str, Any] = {**ops.to_dict(), "file_bytes": weights_bytes(model)}
-    if latency is not None:
-        out["latency"] = measure_latency(model, latency).to_dict()
-    if bundle is not None:
-        out["metrics"] = accuracy(model, bundle)
-    return out
+    return Measurement(
+        ops=count_ops(model),
+        file_bytes=weights_bytes(model),
+        latency=measure_latency(model, latency) if latency is not None else None,
+        metrics=accuracy(model, bundle) if bundle is not None else None,
+    )
 
 
 def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
@@ -166,23 +165,23 @@ def _record(
     result: dict[str, Any],
 ) -> None:
     """The pruned model's card: trained or not, its metrics, the prune history entry."""
-    trained, after = not summary.untrained, summary.after
+    trained, measured = not summary.untrained, summary.to_dict()
     card.trained = trained
-    if trained:
+    if trained and summary.after.metrics is not None:
         card.metrics = {
-            "val": {"top1": after["metrics"]["val_top1"]},
-            "test": {"top1": after["metrics"]["test_top1"]},
+            "val": {"top1": summary.after.metrics["val_top1"]},
+            "test": {"top1": summary.after.metrics["test_top1"]},
         }
     card.add_history(
         "prune",
         config=config,
         finetune=finetune,
-        before=summary.before,
-        after=after,
+        before=measured["before"],
+        after=measured["after"],
         result=result,
         trained=trained,
     )
-    card.prune = {k: getattr(summary, k) for k in ("before", "after", "speedup", "untrained")}
+    card.prune = {k: measured[k] for k in ("before", "after", "speedup", "untrained")}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -194,12 +193,12 @@ def _summary(
     src: ModelSource,
     cfg: PruneConfig,
     result: dict[str, Any],
-    before: dict[str, Any],
-    after: dict[str, Any],
+    before: Measurement,
+    after: Measurement,
     trained: bool,
     out: str | Path,
 ) -> PruneSummary:
-    lb, la = before.get("latency", {}), after.get("latency", {})
+    lb, la = before.latency, after.latency
     return PruneSummary(
         out=str(out),
         model=ref.model,
@@ -211,11 +210,11 @@ def _summary(
         before=before,
         after=after,
         speedup={
-            "params": _ratio(before["params"], after["params"]),
-            "macs": _ratio(before["macs"], after["macs"]),
-            "file": _ratio(before["file_bytes"], after["file_bytes"]),
-            "ort": _ratio(lb.get("ort_ms"), la.get("ort_ms")),
-            "torch": _ratio(lb.get("torch_ms"), la.get("torch_ms")),
+            "params": _ratio(before.params, after.params),
+            "macs": _ratio(before.macs, after.macs),
+            "file": _ratio(before.file_bytes, after.file_bytes),
+            "ort": _ratio(lb.ort_ms if lb else None, la.ort_ms if la else None),
+            "torch": _ratio(lb.torch_ms if lb else None, la.torch_ms if la else None),
         },
         steps=result["steps"],
         layers=result["layers"],

@@ -102,7 +102,7 @@ def _quantize(
             if cfg.method == "qat" and ddp.info().active:  # trained under torchrun
                 new.distributed = ddp.info().record()
             write_card(adir, new)
-    summary = _summary(out, result, test, card.trained)
+    summary = QuantizeSummary(str(out), card.trained, result, test)
     if not result.budget_met:
         return summary, QualityGateError(
             f"{result.precision} accuracy gate failed: validation top-1 dropped "
@@ -271,10 +271,3 @@ def _card(
         test=test,
     )
     return new
-
-
-def _summary(
-    out: Path, r: QuantizeResult, test: dict[str, Any] | None, trained: bool
-) -> QuantizeSummary:
-    fields = {k: v for k, v in r.to_dict().items() if k != "path"}
-    return QuantizeSummary(out=str(out), trained=trained, test=test, **fields)
