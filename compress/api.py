@@ -129,10 +129,12 @@ def quantize(
     data: DataConfig | None = None,
     *,
     overwrite: bool = False,
+    hooks: Hooks | None = None,
 ) -> QuantizeSummary:
-    """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out`."""
+    """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out` (`hooks`
+    follow QAT's fine-tuning)."""
     cfg = config or QuantizeConfig()
-    return run_quantize(model_ref(model), cfg, data, out, overwrite=overwrite)
+    return run_quantize(model_ref(model), cfg, data, out, overwrite=overwrite, hooks=hooks)
 
 
 def export_onnx(
