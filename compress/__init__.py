@@ -24,6 +24,9 @@ _LAZY = {
     "quantize": "compress.api",
     "export_onnx": "compress.api",
     "bench": "compress.api",
+    "factorize": "compress.api",
+    "sensitivity": "compress.api",
+    "evaluate": "compress.api",
     "run_recipe": "compress.api",
     "ModelRef": "compress.stages.common",
     "TrainConfig": "compress.training.config",
@@ -33,33 +36,53 @@ _LAZY = {
     "ExportConfig": "compress.export.onnx.convert",
     "BenchConfig": "compress.export.bench.measure",
     "DataConfig": "compress.models.data.splits",
+    "FactorizeConfig": "compress.factorization.svd",
+    "SensitivityConfig": "compress.pruning.sensitivity",
 }
 __all__ = [
     "BenchConfig",
     "DataConfig",
     "DistillConfig",
     "ExportConfig",
+    "FactorizeConfig",
     "ModelRef",
     "PruneConfig",
     "QuantizeConfig",
+    "SensitivityConfig",
     "TrainConfig",
     "__version__",
     "bench",
     "distill",
+    "evaluate",
     "export_onnx",
+    "factorize",
     "prune",
     "quantize",
     "run_recipe",
+    "sensitivity",
     "train",
 ]
 
 if TYPE_CHECKING:
-    from compress.api import bench, distill, export_onnx, prune, quantize, run_recipe, train
+    from compress.api import (
+        bench,
+        distill,
+        evaluate,
+        export_onnx,
+        factorize,
+        prune,
+        quantize,
+        run_recipe,
+        sensitivity,
+        train,
+    )
     from compress.distillation.distill import DistillConfig
     from compress.export.bench.measure import BenchConfig
     from compress.export.onnx.convert import ExportConfig
+    from compress.factorization.svd import FactorizeConfig
     from compress.models.data.splits import DataConfig
     from compress.pruning.config import PruneConfig
+    from compress.pruning.sensitivity import SensitivityConfig
     from compress.quantization.context import QuantizeConfig
     from compress.stages.common import ModelRef
     from compress.training.config import TrainConfig

@@ -1,5 +1,6 @@
-"""The Python API: one function per verb, artifact in, artifact out (what the CLI calls;
-`compress run` calls `run_recipe`).
+"""The Python API: one public function per verb, artifact in, artifact out; each CLI verb
+calls its function here (`compress train` -> :func:`train`, `compress eval` -> :func:`evaluate`,
+`compress run` -> :func:`run_recipe`, ...), so the CLI and `import compress` run one code path.
 
 `compress.train("lenet5", "runs/lenet5", TrainConfig(epochs=12))`: a model is a zoo name, an
 artifact directory, `path/to/file.py:factory` or a :class:`ModelRef` (weights, shape options);
@@ -19,21 +20,26 @@ from compress.distillation.distill import DistillConfig
 from compress.distributed import group as ddp
 from compress.export.bench.measure import BenchConfig, BenchReport
 from compress.export.onnx.convert import ExportConfig
+from compress.factorization.svd import FactorizeConfig
 from compress.models.data.datasets import DataConfig
 from compress.pipeline.recipe import Recipe, apply_override, load_recipe
 from compress.pipeline.report import write_report
 from compress.pipeline.runner import PipelineResult, Progress, run_pipeline
 from compress.pruning.config import PruneConfig
+from compress.pruning.sensitivity import SensitivityConfig, SensitivityResult
 from compress.quantization.context import QuantizeConfig
 from compress.stages.bench import run_bench
 from compress.stages.common import ModelRef
 from compress.stages.distill import run_distill
+from compress.stages.evaluate import EvalReport, run_eval
 from compress.stages.export import run_export
-from compress.stages.prune import run_prune
+from compress.stages.factorize import run_factorize
+from compress.stages.prune import run_prune, run_sensitivity
 from compress.stages.quantize import run_quantize
 from compress.stages.results import (
     DistillSummary,
     ExportSummary,
+    FactorizeSummary,
     PruneSummary,
     QuantizeSummary,
     TrainSummary,
@@ -123,10 +129,12 @@ def quantize(
     data: DataConfig | None = None,
     *,
     overwrite: bool = False,
+    hooks: Hooks | None = None,
 ) -> QuantizeSummary:
-    """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out`."""
+    """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out` (`hooks`
+    follow QAT's fine-tuning)."""
     cfg = config or QuantizeConfig()
-    return run_quantize(model_ref(model), cfg, data, out, overwrite=overwrite)
+    return run_quantize(model_ref(model), cfg, data, out, overwrite=overwrite, hooks=hooks)
 
 
 def export_onnx(
@@ -140,6 +148,60 @@ def export_onnx(
     """Export `model` to a parity-checked ONNX artifact `out`."""
     cfg = config or ExportConfig()
     return run_export(model_ref(model), cfg, data, out, overwrite=overwrite)
+
+
+def factorize(
+    model: Model,
+    out: str | Path,
+    config: FactorizeConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    train: TrainConfig | None = None,
+    overwrite: bool = False,
+    hooks: Hooks | None = None,
+) -> FactorizeSummary:
+    """Replace `model`'s Linear layers by truncated SVDs, fine-tune with KD, write `out`."""
+    return run_factorize(
+        model_ref(model),
+        config or FactorizeConfig(),
+        data,
+        out,
+        train_cfg=train,
+        overwrite=overwrite,
+        hooks=hooks,
+    )
+
+
+def sensitivity(
+    model: Model,
+    out: str | Path,
+    config: SensitivityConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    val_limit: int | None = 2000,
+    overwrite: bool = False,
+) -> SensitivityResult:
+    """Prune each layer alone at a few ratios; the report (json, md, png) goes to `out`."""
+    cfg = config or SensitivityConfig()
+    return run_sensitivity(
+        model_ref(model), cfg, data, out, overwrite=overwrite, val_limit=val_limit
+    )
+
+
+def evaluate(
+    model: Model,
+    data: DataConfig | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    *,
+    runtime: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+) -> EvalReport:
+    """Top-1, top-5, loss, per-class accuracy of `model` on `split`, measured on `runtime`."""
+    return run_eval(
+        model_ref(model), data, split, limit, runtime=runtime, precision=precision, threads=threads
+    )
 
 
 def bench(
@@ -161,7 +223,7 @@ def run_recipe(
     hooks: Hooks | None = None,
 ) -> PipelineResult:
     """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write
-    `out/report.{md,json,html}` (rank 0 under torchrun; paths in `result.report`). `compress
+    `out/report.{md,json,html}` (rank 0 under torchrun; `result.report` holds its rows, headline and paths). `compress
     run` is this call. `resume` skips finished stages (a missing `out` starts afresh, with a
     warning); `trust_code` lets the recipe's model run the factory it names."""
     if not isinstance(recipe, Recipe):

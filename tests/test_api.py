@@ -76,3 +76,23 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert (tmp_path / "runs" / "pipeline" / "report.md").is_file()
     assert re.search(r"lenet5-int8 ort-cpu 32 [\d.]+ ms", capsys.readouterr().out)
     assert os.environ["COMPRESS_DATA_DIR"].endswith("fashion-mini")
+
+
+def test_evaluate_is_what_the_cli_eval_writes(trained_lenet: Path, tmp_path: Path) -> None:
+    """`compress.evaluate` returns a typed report; its JSON form is exactly `compress eval
+    --json`'s, so the API and the CLI give one answer."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from compress.cli.app import app
+    from compress.models.data.datasets import DataConfig
+
+    data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
+    report = compress.evaluate(trained_lenet, data, "val", limit=64)
+    assert report.result.samples == 64 and report.where.runtime == "torch"
+    args = ["eval", "-m", str(trained_lenet), "--dataset", "fashion-mnist", "--data-dir", MINI]
+    out = tmp_path / "eval.json"
+    r = CliRunner().invoke(app, [*args, "--split", "val", "--limit", "64", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report.to_dict()))

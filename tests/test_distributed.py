@@ -365,3 +365,16 @@ def test_a_hanging_rank_times_out_instead_of_blocking_forever(tmp_path):
     assert r.returncode != 0
     assert "rank 0 error: rank 0: another rank stopped responding" in r.stdout, r.stdout + r.stderr
     assert time.perf_counter() - t0 < 90
+
+
+def test_torchrun_factorize_has_one_writer_and_identical_ranks(ddp_trained, tmp_path):
+    """factorize runs in the stage frame like the others: every rank fine-tunes with DDP,
+    rank 0 alone writes --out, and the card proves the ranks ended equal."""
+    out = tmp_path / "fact"
+    args = ["factorize", "--model", str(ddp_trained), "--data-dir", str(MINI)]
+    args += ["--param-target", "0.5", "--epochs", "1", "--out", str(out)]
+    r = torchrun(["-m", "compress", *args])
+    assert r.returncode == 0, r.stdout + r.stderr
+    dist = read_card(out).distributed  # type: ignore[attr-defined]
+    assert dist["world_size"] == 2 and dist["weights_identical_across_ranks"] is True
+    assert not list(tmp_path.glob(".fact*"))  # no rank left a temporary behind

@@ -148,8 +148,9 @@ def test_trained_artifact_parity_on_real_data_and_eval(tmp_path: Path) -> None:
     # ONNX artifacts are evaluated on the same data as PyTorch ones, with the same result.
     pt = run_eval(ModelRef(str(tmp_path / "pt")), MINI, split="test", limit=100)
     ox = run_eval(ModelRef(str(tmp_path / "ox")), MINI, split="test", limit=100)
-    assert ox["samples"] == pt["samples"] == 100
-    assert ox["top1"] == pt["top1"] and ox["loss"] == pytest.approx(pt["loss"], abs=1e-4)
+    assert ox.result.samples == pt.result.samples == 100
+    assert ox.result.top1 == pt.result.top1
+    assert ox.result.loss == pytest.approx(pt.result.loss, abs=1e-4)
 
 
 def test_fp16_static_and_external_data(tmp_path: Path) -> None:

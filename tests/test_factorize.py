@@ -118,8 +118,8 @@ def test_cli_factorizes(trained_lenet, tmp_path) -> None:
 
 
 def test_recipe_stage_factorize_validates_its_options() -> None:
-    from compress.pipeline.kinds import STAGES
     from compress.pipeline.recipe import RecipeError
+    from compress.pipeline.table import STAGES
 
     kind = STAGES.get("factorize")
     assert kind.produces == "pytorch" and kind.needs_trained

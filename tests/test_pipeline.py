@@ -41,8 +41,11 @@ def test_whole_chain_runs_and_reports(tmp_path):
     lat = by["bench"]["summary"]["latency"]
     assert set(lat) == {"01-train", "02-prune", "03-distill", "04-quantize"}
     assert lat["04-quantize"]["ort-cpu"]["1"]["p50_ms"] > 0
-    paths = write_report(result, "tiny", tmp_path / "run")
+    report = write_report(result, "tiny", tmp_path / "run")
+    paths = report.paths
     doc = json.loads(paths["json"].read_text())
+    assert report.headline.to_dict() == doc["headline"]  # what the terminal prints
+    assert [r["stage"] for r in report.rows] == [r["stage"] for r in doc["rows"]]
     assert [r["stage"] for r in doc["rows"]] == ["train", "prune", "distill", "quantize"]
     rows = doc["rows"]
     assert rows[1]["params"] < rows[0]["params"] and rows[1]["macs"] < rows[0]["macs"]
@@ -126,7 +129,7 @@ def test_cli_and_api_resume_a_missing_folder_alike(tmp_path, monkeypatch, caplog
         doc = json.loads((tmp_path / out / "report.json").read_text())
         assert [s["kind"] for s in doc["stages"]] == ["train"]
         assert not doc["stages"][0].get("resumed")
-    assert api.report["json"] == tmp_path / "api" / "report.json"
+    assert api.report is not None and api.report.paths["json"] == tmp_path / "api" / "report.json"
 
 
 def test_failed_gate_keeps_artifacts_and_exits_5(tmp_path):
@@ -217,7 +220,7 @@ def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, mon
     from compress.distributed import collectives
     from compress.models.artifacts.artifact import new_card, save_model
     from compress.models.zoo.registry import create_model
-    from compress.pipeline.table import StageOutcome
+    from compress.pipeline.kinds import StageOutcome
 
     parent = tmp_path / "parent"
     save_model(create_model("lenet5"), parent, new_card(create_model("lenet5"), trained=True))

@@ -137,7 +137,7 @@ def test_cli_refuses_a_bad_coefficient_in_one_line(tmp_path):
 
 
 def test_recipe_keys_reach_prune_config():
-    from compress.pipeline.table import build_configs
+    from compress.pipeline.kinds import build_configs
 
     built = build_configs(
         (PruneConfig, TrainConfig),

@@ -56,16 +56,16 @@ def test_from_sensitivity_is_one_target_among_the_others(tmp_path):
 
 def test_recipe_prune_stage_takes_from_sensitivity(tmp_path):
     from compress.pipeline.recipe import parse_recipe
-    from compress.pipeline.runner import describe_plan
+    from compress.pipeline.runner import plan
 
     rep = _report(tmp_path / "sens", {"conv2": [0.0, 0.004, 0.5]})
     recipe = parse_recipe(
         "name: r\nmodel: lenet5\nstages:\n  - train: {epochs: 1}\n"
         f"  - prune: {{from_sensitivity: {rep}, sensitivity_max_drop: 0.5, finetune_epochs: 1}}\n"
     )
-    prune_step = describe_plan(recipe)[1]
-    assert prune_step["kind"] == "prune"
-    assert prune_step["options"]["PruneConfig"]["layer_ratios"] == {"conv2": 0.5}
+    prune_step = plan(recipe)[1]
+    assert prune_step.spec.kind == "prune"
+    assert prune_step.config["PruneConfig"].layer_ratios == {"conv2": 0.5}
 
 
 def test_default_policy_fine_tunes_where_the_data_is_known():
@@ -146,7 +146,7 @@ def _cli_request(monkeypatch, args: list[str]):
 
 
 def _recipe_request(options: dict):
-    from compress.pipeline.kinds import STAGES
+    from compress.pipeline.table import STAGES
 
     built = STAGES["prune"].validate(options, "recipe.yaml:3")
     return built["PruneConfig"], built["finetune"]
@@ -264,7 +264,7 @@ def test_api_fine_tunes_with_the_trainconfig_it_is_given(trained_lenet, mini_dat
     assert entry["finetune"]["epochs"] == 1 and entry["config"]["final_finetune_epochs"] == 1
     assert len(entry["result"]["steps"][-1]["final_finetuned"]) > 0
     assert read_card(tmp_path / "a").history[-1]["finetune"] is None
-    assert tuned.after["metrics"] != untuned.after["metrics"]
+    assert tuned.after.metrics != untuned.after.metrics
     assert (
         tuned.finetune["epochs"] == 1 and "as the given TrainConfig says" in tuned.finetune["said"]
     )

@@ -6,7 +6,7 @@ import pytest
 
 from compress.models.errors import UsageError
 from compress.pipeline.recipe import RecipeError, apply_override, parse_recipe, recipe_to_dict
-from compress.pipeline.runner import describe_plan
+from compress.pipeline.runner import plan as make_plan
 
 GOOD = """\
 name: t
@@ -21,10 +21,11 @@ stages:
 
 
 def test_good_recipe_plans_each_stage():
-    plan = describe_plan(parse_recipe(GOOD))
-    assert [p["folder"] for p in plan] == ["01-train", "02-export", "03-bench"]
-    assert [p["produces"] for p in plan] == ["pytorch", "onnx", "report"]
-    assert plan[0]["options"]["TrainConfig"]["epochs"] == 1
+    plan = make_plan(parse_recipe(GOOD))
+    assert [p.folder for p in plan] == ["01-train", "02-export", "03-bench"]
+    assert [p.produces for p in plan] == ["pytorch", "onnx", "report"]
+    assert plan[0].config["TrainConfig"].epochs == 1
+    assert plan[0].to_dict()["options"]["TrainConfig"]["epochs"] == 1  # the --dry-run JSON
 
 
 @pytest.mark.parametrize(
@@ -44,23 +45,23 @@ def test_good_recipe_plans_each_stage():
 )
 def test_invalid_recipes_name_the_problem(text, match):
     with pytest.raises(RecipeError, match=match):
-        describe_plan(parse_recipe(text, source="r.yaml"))
+        make_plan(parse_recipe(text, source="r.yaml"))
 
 
 def test_impossible_order_is_caught_before_training():
     text = "model: lenet5\nstages:\n  - export: {}\n  - train: {epochs: 1}\n"
     with pytest.raises(RecipeError, match=r"3: stage 'export' .*needs a trained model"):
-        describe_plan(parse_recipe(text, source="r.yaml"))
+        make_plan(parse_recipe(text, source="r.yaml"))
     text = "model: lenet5\nstages:\n  - train: {}\n  - export: {}\n  - train: {name: again}\n"
     with pytest.raises(RecipeError, match=r"5: stage 'again' .*needs a .*pytorch.* model"):
-        describe_plan(parse_recipe(text, source="r.yaml"))
+        make_plan(parse_recipe(text, source="r.yaml"))
     with_weights = "model: lenet5\nweights: w.safetensors\nstages:\n  - export: {}\n"
-    assert describe_plan(parse_recipe(with_weights))[0]["consumes"] == "source"
+    assert make_plan(parse_recipe(with_weights))[0].consumes == "source"
 
 
 def test_invalid_option_value_is_a_usage_error():
     with pytest.raises(UsageError, match="lr"):
-        describe_plan(parse_recipe("model: lenet5\nstages:\n  - train: {lr: -1}\n"))
+        make_plan(parse_recipe("model: lenet5\nstages:\n  - train: {lr: -1}\n"))
 
 
 def test_overrides_and_round_trip():
@@ -80,7 +81,7 @@ def test_shipped_recipes_are_valid(path):
     from compress.pipeline.recipe import load_recipe
 
     recipe = load_recipe(path)
-    assert describe_plan(recipe)[0]["kind"] == "train"
+    assert make_plan(recipe)[0].spec.kind == "train"
     if recipe.search:
         from compress.pipeline.tune import parse_space
 
@@ -108,7 +109,7 @@ def test_set_max_drop_null_removes_the_gate_and_a_word_is_refused():
 def test_stage_table_answers_the_same_whatever_is_read_first(first_read):
     """The table of stage kinds fills on first use, whichever way it is first read (a test that
     indexed it before anything had called `.get` used to see it empty)."""
-    from compress.pipeline.kinds import STAGES
+    from compress.pipeline.table import STAGES
 
     fresh = type(STAGES)()  # unfilled, as at import
     assert first_read(fresh).name == "prune"

@@ -18,7 +18,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "resnet50-imagenet.ya
 
 def test_recipe_plans_as_shipped():
     from compress.pipeline.recipe import load_recipe
-    from compress.pipeline.runner import describe_plan
+    from compress.pipeline.runner import plan
 
     recipe = load_recipe(RECIPE)
     assert (recipe.model, recipe.weights, recipe.shape["input_size"]) == (
@@ -26,7 +26,7 @@ def test_recipe_plans_as_shipped():
         "imagenet",
         224,
     )
-    kinds = [s["kind"] for s in describe_plan(recipe)]
+    kinds = [s.spec.kind for s in plan(recipe)]
     assert kinds == ["train", "prune", "distill", "quantize", "bench"]
     prune = recipe.stage("prune").options
     assert prune["target_macs"] == "2x" and prune["kd"] is True

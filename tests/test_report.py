@@ -153,8 +153,10 @@ def _report(tmp_path: Path, cases: list[dict] = CASES) -> tuple[dict, str]:
         gates=[{"gate": "whole run", "max_drop": 1.0, "drop": 0.7, "passed": True}],
         seconds=12.0,
     )
-    paths = write_report(result, "tiny", tmp_path)
-    return json.loads(paths["json"].read_text()), paths["html"].read_text()
+    report = write_report(result, "tiny", tmp_path)
+    doc = json.loads(report.paths["json"].read_text())
+    assert report.headline.to_dict() == doc["headline"]  # the typed headline is what was written
+    return doc, report.paths["html"].read_text()
 
 
 def test_html_opens_with_the_headline_then_plots_and_ends_with_a_compact_environment(tmp_path):
@@ -227,7 +229,7 @@ def test_a_deploy_stage_shows_in_the_headline(tmp_path):
                                  "vs_ort_fp32": None}}}
     )  # fmt: skip
     result = SimpleNamespace(stages=records, gates=[], seconds=1.0)
-    page = write_report(result, "tiny", tmp_path)["html"].read_text()
+    page = write_report(result, "tiny", tmp_path).paths["html"].read_text()
     head = page.split('<section id="plots">')[0]
     assert "<td>deployed</td><td>openvino int8, 2 threads; p50 4.1 ms at batch 1; 4.51x vs" in head
 
@@ -235,7 +237,7 @@ def test_a_deploy_stage_shows_in_the_headline(tmp_path):
 def test_without_a_bench_stage_the_verdict_says_speed_was_not_measured(tmp_path):
     records = [r for r in make_records(tmp_path, CASES) if r["kind"] != "bench"]
     result = SimpleNamespace(stages=records, gates=[], seconds=1.0)
-    doc = json.loads(write_report(result, "tiny", tmp_path)["json"].read_text())
+    doc = json.loads(write_report(result, "tiny", tmp_path).paths["json"].read_text())
     assert doc["headline"]["verdict"] == (
         "pruning + int8 buys 10.0x size; speed was not measured (no bench stage), "
         "for -0.60 pt test top-1."

@@ -267,10 +267,11 @@ def test_eval_measures_accuracy_where_the_model_runs(trained_lenet: Path) -> Non
     ref = ModelRef(str(trained_lenet))
     torch_r = run_eval(ref, data, limit=128)
     ov = run_eval(ref, data, limit=128, runtime="openvino", precision="fp32", threads=1)
-    assert torch_r["runtime"] == "torch" and ov["runtime"] == "openvino"
-    assert ov["effective_precision"] == "fp32" and ov["samples"] == torch_r["samples"] == 128
-    assert abs(ov["top1"] - torch_r["top1"]) <= 1 / 128  # same model, same data
-    assert torch_r["top1"] > 0.3  # trained: far above chance, so the comparison means something
+    assert torch_r.where.runtime == "torch" and ov.where.runtime == "openvino"
+    assert ov.where.effective_precision == "fp32"
+    assert ov.result.samples == torch_r.result.samples == 128
+    assert abs(ov.result.top1 - torch_r.result.top1) <= 1 / 128  # same model, same data
+    assert torch_r.result.top1 > 0.3  # trained: far above chance, so the comparison means something
 
 
 def test_cli_eval_refuses_what_the_hardware_lacks(trained_lenet: Path, no_bf16: None) -> None:
@@ -369,14 +370,15 @@ def test_bench_config_precisions_from_a_recipe_list() -> None:
 
 def test_recipe_bench_stage_takes_runtimes_and_precisions() -> None:
     from compress.pipeline.recipe import parse_recipe
-    from compress.pipeline.runner import describe_plan
+    from compress.pipeline.runner import plan
 
     text = (
         "model: lenet5\nstages:\n  - train: {epochs: 1}\n  - export: {}\n"
         "  - bench: {runtimes: [ort-cpu, openvino], precisions: [fp32, bf16]}\n"
     )
-    opts = describe_plan(parse_recipe(text))[2]["options"]["BenchConfig"]
-    assert opts["runtimes"] == ["ort-cpu", "openvino"] and opts["precisions"] == ["fp32", "bf16"]
+    opts = plan(parse_recipe(text))[2].config["BenchConfig"]
+    assert list(opts.runtimes) == ["ort-cpu", "openvino"]
+    assert list(opts.precisions) == ["fp32", "bf16"]
 
 
 def test_a_precision_list_still_times_quantized_artifacts_at_their_own() -> None:

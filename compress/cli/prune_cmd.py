@@ -179,10 +179,8 @@ def sensitivity(
         overwrite=overwrite,
         val_limit=val_limit or None,
     )
-    console.print(
-        f"{len(r['layers'])} layers analysed; report: {out}/sensitivity.md (+ .json, .png)"
-    )
-    write_json(json_out, r)
+    console.print(f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)")
+    write_json(json_out, {"out": str(out), **r.to_dict()})
 
 
 def register(app: typer.Typer) -> None:

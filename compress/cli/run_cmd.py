@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -48,9 +47,8 @@ def run(
     """
     from compress.api import run_recipe
     from compress.cli.progress import RichHooks
-    from compress.cli.summary import print_headline
+    from compress.cli.summary import print_summary
     from compress.pipeline.recipe import load_recipe
-    from compress.pipeline.report import stage_rows
 
     if dry_run:
         rec = load_recipe(recipe, set_ or [])
@@ -74,23 +72,22 @@ def run(
         )
     if not MAIN_RANK:  # under torchrun rank 0 writes the report and prints the summary
         return
-    paths = result.report
-    console.print(summary_table(stage_rows(result.stages, Path(out))))
-    print_headline(paths["json"])
+    assert result.report is not None  # written on rank 0
+    print_summary(result.report)
     for g in result.gates:
         console.print(f"gate {g['gate']}: {'passed' if g['passed'] else 'FAILED'}")
     console.print(
-        f"done in {result.seconds:.0f} s. Report: [bold]{paths['html']}[/] "
-        f"(also {paths['md'].name}, {paths['json'].name})"
+        f"done in {result.seconds:.0f} s. Report: [bold]{result.report.paths['html']}[/] "
+        f"(also report.md, report.json)"
     )
     write_json(json_out, {"out": str(out), "stages": result.stages, "gates": result.gates})
 
 
 def _print_plan(rec: Any, json_out: str | None) -> None:
     """`--dry-run`: the validated plan, stage by stage."""
-    from compress.pipeline.runner import describe_plan
+    from compress.pipeline.runner import plan
 
-    steps = describe_plan(rec)
+    steps = [s.to_dict() for s in plan(rec)]
     console.print(f"[bold]{rec.name}[/]: model {rec.model}, {len(steps)} stages (valid)")
     for s in steps:
         gate = f", max_drop {s['max_drop']} pt" if s["max_drop"] is not None else ""
@@ -99,13 +96,6 @@ def _print_plan(rec: Any, json_out: str | None) -> None:
             f"{gate}  {s['options']}"
         )
     write_json(json_out, {"recipe": rec.name, "plan": steps})
-
-
-def summary_table(rows: list[dict[str, Any]]) -> Any:
-    """The report's per-stage table for the terminal."""
-    from compress.cli.summary import compact_table
-
-    return compact_table(rows)
 
 
 def register(app: typer.Typer) -> None:

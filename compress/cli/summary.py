@@ -7,11 +7,12 @@ speed-up vs the fastest dense case measured here) and the sentences that say aga
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.cli.output import console
+
+if TYPE_CHECKING:
+    from compress.pipeline.report import RunReport
 
 COLUMNS = ("stage", "params", "size ×", "test %", "Δ pt", "best speed-up")
 
@@ -71,9 +72,9 @@ def compact_table(rows: list[dict[str, Any]]) -> Any:
     return table
 
 
-def print_headline(report_json: Path) -> None:
-    """The verdict sentence and the baselines, from the report just written."""
-    doc = json.loads(Path(report_json).read_text())
-    console.print(f"[bold]verdict:[/] {doc['headline']['verdict']}", highlight=False)
-    for line in doc.get("baseline_lines", []):
+def print_summary(report: RunReport) -> None:
+    """The compact table, the verdict sentence and the baselines of the report just written."""
+    console.print(compact_table(report.rows))
+    console.print(f"[bold]verdict:[/] {report.headline.verdict}", highlight=False)
+    for line in report.baseline_lines:
         console.print(f"baseline {line}", highlight=False)

@@ -83,7 +83,7 @@ def evaluate(
         runtime=runtime,
         precision=precision,
         threads=threads,
-    )
+    ).to_dict()
     table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")

@@ -8,6 +8,7 @@ onnxruntime fp32, the gate verdicts, and one sentence of verdict derived from th
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from compress.export.bench.baseline import FASTEST_DENSE, ROLES, times
@@ -17,36 +18,88 @@ WORTH = 1.5  # a size ratio below this is not "buying size"
 STEP_NAMES = {"prune": "pruning", "distill": "distillation", "export": "ONNX export"}
 
 
-def headline(doc: dict[str, Any]) -> dict[str, Any]:
-    """The headline facts of a report document (rows, gates, environment, notes)."""
-    rows = doc["rows"]
+@dataclass
+class SplitChange:
+    """Top-1 of the baseline and of the final artifact on one split, and the change in points."""
+
+    baseline: float | None
+    final: float | None
+    delta_pt: float | None
+
+
+@dataclass
+class BestCase:
+    """The final artifact's fastest case at one batch size and its speed-up vs the fastest
+    dense case."""
+
+    batch: str
+    case: str
+    speedup: float
+
+
+@dataclass
+class Headline:
+    """What the run delivered (`final_stage` None: no stage produced a model)."""
+
+    verdict: str
+    gates: list[str]
+    final_stage: str | None = None
+    artifact: str | None = None
+    format: str = ""
+    bytes: int | None = None
+    base_bytes: int | None = None
+    size_ratio: float | None = None
+    accuracy: dict[str, SplitChange] = field(default_factory=dict)
+    speedups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    best: list[BestCase] = field(default_factory=list)
+    deployed: str | None = None
+    gates_passed: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report.json form."""
+        if self.final_stage is None:
+            return {"verdict": self.verdict, "gates": self.gates}
+        out = asdict(self)
+        out["best"] = [
+            {"batch": b.batch, "case": b.case, FASTEST_DENSE: b.speedup} for b in self.best
+        ]
+        return out
+
+
+def headline(
+    rows: list[dict[str, Any]],
+    gates: list[dict[str, Any]],
+    env: dict[str, Any] | None = None,
+    records: list[dict[str, Any]] | None = None,
+) -> Headline:
+    """The headline facts of a run: its stage rows, gates, environment and stage records."""
     if not rows:
-        return {"verdict": "No stage produced a model.", "gates": gate_lines(doc["gates"])}
+        return Headline("No stage produced a model.", gate_lines(gates))
     base, final = rows[0], rows[-1]
     best = [(bs, *best_speedup(final, bs)) for bs in _batches(final)]
     best = [b for b in best if b[1]]
-    return {
-        "final_stage": final["stage"],
-        "artifact": final.get("artifact"),
-        "format": f"{final['format']} {final['precision']}",
-        "bytes": final["bytes"],
-        "base_bytes": base["bytes"],
-        "size_ratio": final["size_ratio"],
-        "accuracy": {
-            split: {
-                "baseline": base[f"{split}_top1"],
-                "final": final[f"{split}_top1"],
-                "delta_pt": _delta(base[f"{split}_top1"], final[f"{split}_top1"]),
-            }
+    return Headline(
+        verdict=verdict(rows, best, env or {}),
+        gates=gate_lines(gates),
+        final_stage=final["stage"],
+        artifact=final.get("artifact"),
+        format=f"{final['format']} {final['precision']}",
+        bytes=final["bytes"],
+        base_bytes=base["bytes"],
+        size_ratio=final["size_ratio"],
+        accuracy={
+            split: SplitChange(
+                base[f"{split}_top1"],
+                final[f"{split}_top1"],
+                _delta(base[f"{split}_top1"], final[f"{split}_top1"]),
+            )
             for split in ("val", "test")
         },
-        "speedups": final["speedups"],
-        "best": [{"batch": bs, "case": name, FASTEST_DENSE: x} for bs, name, x in best],
-        "deployed": deployed(doc.get("stages", [])),
-        "gates": gate_lines(doc["gates"]),
-        "gates_passed": all(g["passed"] for g in doc["gates"]),
-        "verdict": verdict(rows, best, doc.get("environment") or {}),
-    }
+        speedups=final["speedups"],
+        best=[BestCase(bs, name, x) for bs, name, x in best],
+        deployed=deployed(records or []),
+        gates_passed=all(g["passed"] for g in gates),
+    )
 
 
 def best_speedup(row: dict[str, Any], bs: str, role: str = FASTEST_DENSE) -> tuple[str, float]:
@@ -128,13 +181,13 @@ def verdict(rows: list[dict[str, Any]], best: list[tuple[str, str, float]], env:
     return text + "."
 
 
-def headline_markdown(h: dict[str, Any]) -> str:
+def headline_markdown(h: Headline) -> str:
     """The headline as Markdown: the verdict, a facts table, the speed-up table."""
-    if "final_stage" not in h:
-        return f"**Verdict:** {h['verdict']}"
-    lines = [f"**Verdict:** {h['verdict']}", "", "| what | value |", "|---|---|"]
+    if h.final_stage is None:
+        return f"**Verdict:** {h.verdict}"
+    lines = [f"**Verdict:** {h.verdict}", "", "| what | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in facts(h)]
-    lines += [f"| gate | {g} |" for g in h["gates"]]
+    lines += [f"| gate | {g} |" for g in h.gates]
     lines += ["", "Speed-up of the final artifact (p50, synthetic input):", ""]
     head, body = speedup_table(h)
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -142,33 +195,30 @@ def headline_markdown(h: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def facts(h: dict[str, Any]) -> list[tuple[str, str]]:
+def facts(h: Headline) -> list[tuple[str, str]]:
     """(what, value) rows: artifact, size, accuracy change (the gates are listed apart)."""
-    out = [("final artifact", f"{h['final_stage']} ({h['format']}): {h['artifact']}")]
-    if h.get("deployed"):
-        out.append(("deployed", h["deployed"]))
-    if h["size_ratio"]:
-        out.append(
-            ("size", f"{h['size_ratio']:.2f}x smaller ({_kb(h['base_bytes'])} → {_kb(h['bytes'])})")
-        )
-    for split, acc in h["accuracy"].items():
-        if acc["delta_pt"] is not None:
+    out = [("final artifact", f"{h.final_stage} ({h.format}): {h.artifact}")]
+    if h.deployed:
+        out.append(("deployed", h.deployed))
+    if h.size_ratio:
+        out.append(("size", f"{h.size_ratio:.2f}x smaller ({_kb(h.base_bytes)} → {_kb(h.bytes)})"))
+    for split, acc in h.accuracy.items():
+        if acc.delta_pt is not None and acc.baseline is not None and acc.final is not None:
             out.append(
                 (
                     f"{split} top-1 vs baseline",
-                    f"{100 * acc['baseline']:.2f} → {100 * acc['final']:.2f} % "
-                    f"({acc['delta_pt']:+.2f} pt)",
+                    f"{100 * acc.baseline:.2f} → {100 * acc.final:.2f} % ({acc.delta_pt:+.2f} pt)",
                 )
             )
     return out
 
 
-def speedup_table(h: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def speedup_table(h: Headline) -> tuple[list[str], list[list[str]]]:
     """runtime × batch rows: p50 and the speed-up vs each baseline."""
     head = ["runtime", "batch", "p50 ms", *(f"vs {role}" for role in ROLES)]
     body = [
         [name, bs, f"{v['p50_ms']:.3f}", *(times(v.get(role)) for role in ROLES)]
-        for name, by in sorted(h["speedups"].items())
+        for name, by in sorted(h.speedups.items())
         for bs, v in sorted(by.items(), key=lambda kv: int(kv[0]))
     ]
     return head, body

@@ -11,6 +11,7 @@ labelled; the same-runtime ratio vs the baseline stage stays in the JSON rows.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from compress.export.bench.baseline import (
 )
 from compress.export.bench.report import environment_rows
 from compress.models.artifacts.artifact import now, software_versions
-from compress.pipeline.headline import gate_lines, headline, headline_markdown
+from compress.pipeline.headline import Headline, gate_lines, headline, headline_markdown
 from compress.pipeline.report_html import to_html
 from compress.pipeline.report_plots import plots
 from compress.pipeline.report_table import full_table
@@ -178,9 +179,20 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class RunReport:
+    """A written report: its files, and the rows and headline they were written from (what
+    the terminal summary shows, without reading the files back)."""
+
+    rows: list[dict[str, Any]]
+    headline: Headline
+    baseline_lines: list[str]
+    paths: dict[str, Path] = field(default_factory=dict)  # json, md, html
+
+
 def write_report(
     result: Any, recipe_name: str, folder: Path, environment: dict[str, Any] | None = None
-) -> dict[str, Path]:
+) -> RunReport:
     """report.json, report.md, report.html and the plots, into `folder`."""
     rows = stage_rows(result.stages, folder)
     cases, dense = bench_cases(result.stages, folder)
@@ -204,16 +216,14 @@ def write_report(
         "environment": env,
         "notes": honesty_notes(rows, env),
     }
-    doc["headline"] = headline(doc)
+    head = headline(rows, result.gates, env, result.stages)
+    doc["headline"] = head.to_dict()
     (folder / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     images = plots(rows, folder) if rows else []
-    (folder / "report.md").write_text(to_markdown(doc))
-    (folder / "report.html").write_text(to_html(doc, images))
-    return {
-        "json": folder / "report.json",
-        "md": folder / "report.md",
-        "html": folder / "report.html",
-    }
+    (folder / "report.md").write_text(to_markdown(doc, head))
+    (folder / "report.html").write_text(to_html(doc, images, head))
+    paths = {name: folder / f"report.{name}" for name in ("json", "md", "html")}
+    return RunReport(rows, head, doc["baseline_lines"], paths)
 
 
 NOISE = 0.05  # speed-ups within 5 % of 1x are reported as "no faster", not as a loss or gain
@@ -239,13 +249,13 @@ def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None)
     return notes
 
 
-def to_markdown(doc: dict[str, Any]) -> str:
+def to_markdown(doc: dict[str, Any], head: Headline) -> str:
     """report.md: headline, the full table, baselines, gates, notes, a compact environment."""
     notes = "\n".join(f"- {n}" for n in doc["notes"])
     env = "\n".join(f"| {k} | {v} |" for k, v in environment_rows(doc["environment"]))
     roles = "\n".join(f"- vs {role}: {ROLE_HELP[role]}." for role in ROLES)
     return (
-        f"# compress report: {doc['recipe']}\n\n{headline_markdown(doc['headline'])}\n\n"
+        f"# compress report: {doc['recipe']}\n\n{headline_markdown(head)}\n\n"
         f"## Every stage\n\n{markdown_table(doc['rows'])}\n\n"
         f"Size x = baseline size / this size; speed-ups are p50 ratios at the same batch size "
         f"(best = the stage's fastest runtime and precision):\n{roles}\n"

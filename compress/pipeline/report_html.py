@@ -14,7 +14,7 @@ from typing import Any
 
 from compress.export.bench.baseline import ROLE_HELP, ROLES
 from compress.export.bench.report import environment_rows
-from compress.pipeline.headline import facts, speedup_table
+from compress.pipeline.headline import Headline, facts, speedup_table
 from compress.pipeline.report_table import full_table
 
 STYLE = (
@@ -45,19 +45,18 @@ def table(head: list[str] | None, body: list[list[str]] | list[tuple[str, str]],
     return "".join(out)
 
 
-def headline_html(doc: dict[str, Any]) -> str:
+def headline_html(doc: dict[str, Any], h: Headline) -> str:
     """The opening section: title, verdict sentence, facts, speed-ups, baselines."""
-    h = doc["headline"]
     parts = [
         '<section id="headline">',
         f"<h1>{_esc(doc['recipe'])}: what compression bought</h1>",
-        f'<p class="verdict">{_esc(h["verdict"])}</p>',
+        f'<p class="verdict">{_esc(h.verdict)}</p>',
     ]
-    if "final_stage" in h:
+    if h.final_stage is not None:
         rows = [(k, v) for k, v in facts(h)]
         parts.append(table(None, rows, "facts"))
         gates = "".join(
-            f'<li class="{"pass" if "passed" in g else "fail"}">{_esc(g)}</li>' for g in h["gates"]
+            f'<li class="{"pass" if "passed" in g else "fail"}">{_esc(g)}</li>' for g in h.gates
         )
         parts.append(f'<h2>Gate verdicts</h2><ul class="gates">{gates}</ul>')
         head, body = speedup_table(h)
@@ -74,7 +73,7 @@ def headline_html(doc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def to_html(doc: dict[str, Any], images: list[Path]) -> str:
+def to_html(doc: dict[str, Any], images: list[Path], h: Headline) -> str:
     """The whole page: headline, plots, every stage, notes, environment."""
     imgs = "".join(
         f'<figure><img alt="{_esc(p.stem)}" src="data:image/png;base64,'
@@ -84,7 +83,7 @@ def to_html(doc: dict[str, Any], images: list[Path]) -> str:
     head, body = full_table(doc["rows"])
     notes = "".join(f"<li>{_esc(n)}</li>" for n in doc["notes"])
     sections = [
-        headline_html(doc),
+        headline_html(doc, h),
         f'<section id="plots"><h2>Plots</h2>{imgs}</section>' if imgs else "",
         '<section id="stages"><h2>Every stage</h2><div class="wide">'
         f"{table(head, body, 'stages')}</div>"

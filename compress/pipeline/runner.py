@@ -22,18 +22,21 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.models.artifacts.artifact import check_out_dir, is_artifact, model_code, read_card
 from compress.models.data.datasets import DataConfig
 from compress.models.disk.durable import write_text
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import QualityGateError
 from compress.models.zoo.registry import is_factory_ref
 from compress.models.zoo.usercode import check_consent, read_source, sha256_bytes
-from compress.pipeline.kinds import STAGES
+from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
-from compress.pipeline.table import StageContext, StageKind, StageOutcome
+from compress.pipeline.table import STAGES
+from compress.stages.frame import stage_output
+
+if TYPE_CHECKING:
+    from compress.pipeline.report import RunReport
 
 log = logging.getLogger(__name__)
 RECORD = "stage.json"
@@ -53,7 +56,8 @@ class PlannedStage:
     produces: str
     gate: float | None = None
 
-    def describe(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The `--dry-run --json` form."""
         return {
             "stage": self.spec.name,
             "kind": self.spec.kind,
@@ -73,7 +77,7 @@ class PipelineResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     gates: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    report: dict[str, Path] = field(default_factory=dict)  # md/json/html, once written (rank 0)
+    report: RunReport | None = None  # once written (rank 0)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -222,7 +226,6 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
     write_text(folder / RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
 
-@locks_output
 def run_pipeline(
     recipe: Recipe,
     out: str | Path,
@@ -233,27 +236,27 @@ def run_pipeline(
     hooks: Any = None,
 ) -> PipelineResult:
     """Run every stage in order; see the module docstring for resume and gates."""
-    stages = plan(recipe)
-    out = Path(out)
-    _join_group(recipe)
-    _on_main_then_wait(lambda: _check_out(out, resume, overwrite))
-    out.mkdir(parents=True, exist_ok=True)
-    data = data_config(recipe)
-    ctx = StageContext(recipe=recipe, data=data, out=out, hooks=hooks)
-    result = PipelineResult(out=str(out))
-    t0 = time.perf_counter()
-    for st in stages:
-        if progress:
-            progress(st.spec.name, st.index, len(stages))
-        record = _run_stage(st, ctx, resume, overwrite)
-        result.stages.append(record)
-        ctx.records.append(record)
-        if record.get("artifact") and st.produces != "report":
-            ctx.current = record["artifact"]
-            ctx.artifacts.append(record)
-        _check_stage_gate(st, record, ctx, result)
-    result.seconds = time.perf_counter() - t0
-    _check_run_gate(recipe, ctx, result)
+    with stage_output(out, overwrite, check=False, collective=False):
+        stages = plan(recipe)
+        out = Path(out)
+        _join_group(recipe)
+        _on_main_then_wait(lambda: _check_out(out, resume, overwrite))
+        out.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(recipe=recipe, data=data_config(recipe), out=out, hooks=hooks)
+        result = PipelineResult(out=str(out))
+        t0 = time.perf_counter()
+        for st in stages:
+            if progress:
+                progress(st.spec.name, st.index, len(stages))
+            record = _run_stage(st, ctx, resume, overwrite)
+            result.stages.append(record)
+            ctx.records.append(record)
+            if record.get("artifact") and st.produces != "report":
+                ctx.current = record["artifact"]
+                ctx.artifacts.append(record)
+            _check_stage_gate(st, record, ctx, result)
+        result.seconds = time.perf_counter() - t0
+        _check_run_gate(recipe, ctx, result)
     return result
 
 
@@ -337,11 +340,6 @@ def _gate(
             f"artifacts kept in {ctx.out}",
             artifact=str(record.get("artifact")),
         )
-
-
-def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
-    """The resolved plan for `--dry-run` (validated, nothing trained)."""
-    return [p.describe() for p in plan(recipe)]
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:

@@ -1,153 +1,358 @@
-"""What a recipe stage is: its kind (what it consumes and produces, how its options become
-configs, how it runs), the context stages share and the outcome each returns. The table of
-kinds itself is `compress.pipeline.kinds.STAGES`, built on these types."""
+"""Adapters from recipe stages to the stage functions the CLI verbs call (one code path), and
+`STAGES`, the table of stage kinds by name (built on first use)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import read_card
-from compress.models.data.datasets import DataConfig
-from compress.models.errors import CompressError
-from compress.pipeline.recipe import Recipe, RecipeError
+from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
+from compress.pipeline.recipe import RecipeError
 from compress.stages.common import ModelRef
 
 
-@dataclass
-class StageContext:
-    """What stages share while a recipe runs."""
-
-    recipe: Recipe
-    data: DataConfig
-    out: Path
-    hooks: Any = None
-    current: str = ""
-    records: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.current = self.current or self.recipe.model
-
-    def model_ref(self, ref: str | None = None) -> ModelRef:
-        """The stage input: the recipe's model (with its weights/shape) or an artifact."""
-        ref = ref or self.current
-        if ref == self.recipe.model:
-            shape = self.recipe.shape
-            return ModelRef(
-                model=ref,
-                weights=self.recipe.weights,
-                num_classes=shape.get("num_classes"),
-                in_channels=shape.get("in_channels"),
-                input_size=shape.get("input_size"),
-                trust_code=self.recipe.trust_code,
-            )
-        return ModelRef(model=ref, trust_code=self.recipe.trust_code)
-
-    def baseline_val(self) -> float | None:
-        return self.artifacts[0].get("val_top1") if self.artifacts else None
-
-    def artifact_of(self, stage: str) -> str:
-        for r in self.artifacts:
-            if stage in (r["stage"], r["kind"]):
-                return str(r["artifact"])
-        raise CompressError(f"no earlier stage {stage!r} produced a model")
+def _train_cfg(config: dict[str, Any]) -> Any:
+    return config["TrainConfig"]
 
 
-@dataclass
-class StageOutcome:
-    """What a stage produced, in the fields the pipeline record and report use."""
+def _run_train(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.train import run_train
 
-    artifact: str | None
-    summary: dict[str, Any] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-
-    def record(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {
-            "artifact": self.artifact,
-            "summary": self.summary,
-            "files": self.files,
-        }
-        if self.artifact and (Path(self.artifact) / "card.json").is_file():
-            card = read_card(self.artifact)
-            rec |= {
-                "model_kind": card.kind,
-                "precision": card.precision,
-                "bytes": sum(f["bytes"] for f in card.files.values()),
-                "val_top1": _top1(card.metrics, "val"),
-                "test_top1": _top1(card.metrics, "test"),
-                "params": card.model_extra.get("params") if card.model_extra else None,
-            }
-        return rec
+    summary = run_train(
+        ctx.model_ref(), _train_cfg(config), ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
-def _top1(metrics: dict[str, Any], split: str) -> float | None:
-    m = metrics.get(split)
-    return float(m["top1"]) if isinstance(m, dict) and "top1" in m else None
+def _run_distill(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.distill import run_distill
+
+    teacher = config["_extra"].get("teacher")
+    teacher_ref = ModelRef(
+        model=ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"]),
+        trust_code=ctx.recipe.trust_code,
+    )
+    summary = run_distill(
+        teacher_ref,
+        ctx.model_ref(),
+        config["DistillConfig"],
+        ctx.data,
+        folder,
+        train_cfg=_train_cfg(config),
+        overwrite=overwrite,
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
-Runner = Callable[[StageContext, Any, Path, bool], StageOutcome]
+def _distill_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    teacher = config["_extra"].get("teacher")
+    if not ctx.artifacts:
+        return {}
+    ref = ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
+    return {"teacher": read_card(ref).content_hash}
 
 
-@dataclass
-class StageKind:
-    """A stage type: option classes, accepted input kinds, output kind, runner."""
+def _run_prune(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.prune import run_prune
 
-    name: str
-    configs: tuple[type, ...]
-    consumes: frozenset[str]
-    produces: str  # "pytorch", "onnx", "report" or "same"
-    runner: Runner
-    extra_keys: frozenset[str] = frozenset()
-    needs_trained: bool = False
-    hash_extra: Callable[[Any, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
-    main_rank_only: bool = False  # under torchrun: rank 0 runs it, the others get its outcome
-    # What the stage runs with, from the built configs and the options given (default: as built).
-    finish: Callable[[dict[str, Any], dict[str, Any], str], dict[str, Any]] | None = None
-
-    def validate(self, options: dict[str, Any], where: str) -> dict[str, Any]:
-        """Split options among the config classes by field name; build and validate each."""
-        built = build_configs(self.configs, options, where, self.extra_keys)
-        return self.finish(built, options, where) if self.finish else built
-
-    def run(
-        self, ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
-    ) -> StageOutcome:
-        if self.main_rank_only:
-            from compress.distributed.collectives import on_main
-
-            return on_main(lambda: self.runner(ctx, config, folder, overwrite))
-        return self.runner(ctx, config, folder, overwrite)
+    summary = run_prune(
+        ctx.model_ref(),
+        config["PruneConfig"],
+        ctx.data,
+        folder,
+        overwrite=overwrite,
+        finetune=config["finetune"],
+        latency=bool(config["_extra"].get("latency", True)),
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
-def build_configs(
-    classes: tuple[type, ...],
-    options: dict[str, Any],
-    where: str,
-    extra_keys: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    from pydantic import TypeAdapter, ValidationError
+def _prune_finish(built: dict[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """A prune stage fine-tunes like `compress prune`: the training keys the stage sets (lr, amp,
+    optimizer, ...) go to the one fine-tuning policy (`compress.pruning.policy.plan_finetune`),
+    which the stage function calls; checked here so a bad key fails before anything runs."""
+    from compress.models.errors import UsageError
+    from compress.pruning.policy import plan_finetune
 
-    owned: dict[type, dict[str, Any]] = {c: {} for c in classes}
-    extras: dict[str, Any] = {}
-    for key, value in options.items():
-        owner = next((c for c in classes if key in {f.name for f in dataclasses.fields(c)}), None)
-        if owner is not None:
-            owned[owner][key] = value
-        elif key in extra_keys:
-            extras[key] = value
-        else:
-            allowed = sorted({f.name for c in classes for f in dataclasses.fields(c)} | extra_keys)
-            raise RecipeError(f"{where}: unknown option {key!r}; allowed: {', '.join(allowed)}")
-    built: dict[str, Any] = {"_extra": extras}
-    for cls, kwargs in owned.items():
-        try:
-            built[cls.__name__] = TypeAdapter(cls).validate_python(kwargs)
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            raise RecipeError(f"{where}: option {key!r}: {err['msg']}") from e
+    prune_cfg, train_cfg = built["PruneConfig"], built.pop("TrainConfig")
+    train_keys = _fields(train_cfg) - _fields(prune_cfg)  # seed, label_smoothing: the pruning's
+    given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
+    try:
+        plan_finetune(prune_cfg, given)
+    except UsageError as e:
+        raise RecipeError(f"{where}: {e}") from None
+    built["finetune"] = given  # the request; the input hash sees it and the input's content
     return built
+
+
+def _fields(obj: Any) -> set[str]:
+    return {f.name for f in fields(obj)}
+
+
+def _run_factorize(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.factorize import run_factorize
+
+    summary = run_factorize(
+        ctx.model_ref(),
+        config["FactorizeConfig"],
+        ctx.data,
+        folder,
+        overwrite=overwrite,
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+
+def _run_quantize(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.quantize import run_quantize
+
+    summary = run_quantize(
+        ctx.model_ref(),
+        config["QuantizeConfig"],
+        ctx.data,
+        folder,
+        overwrite=overwrite,
+        hooks=ctx.hooks,
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+
+def _bench_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    return {"models": [read_card(str(r["artifact"])).content_hash for r in ctx.artifacts]}
+
+
+def _run_export(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    from compress.stages.export import run_export
+
+    summary = run_export(
+        ctx.model_ref(), config["ExportConfig"], ctx.data, folder, overwrite=overwrite
+    )
+    return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+
+def _run_bench(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    """Benchmark every model the run produced so far, on the same runtimes and batch sizes."""
+    from compress.export.bench.report import write_reports
+    from compress.models.artifacts.artifact import atomic_dir
+    from compress.stages.bench import run_bench
+
+    trust = ctx.recipe.trust_code
+    refs = [ModelRef(model=str(r["artifact"]), trust_code=trust) for r in ctx.artifacts]
+    if not refs:
+        raise RecipeError("bench: no earlier stage produced a model to measure")
+    report = run_bench(refs, config["BenchConfig"], ctx.data)
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        write_reports(
+            report,
+            json_path=tmp / "bench.json",
+            csv_path=tmp / "bench.csv",
+            md_path=tmp / "bench.md",
+            plot_path=tmp / "latency.png",
+        )
+    latency: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for c in report.results:
+        latency.setdefault(c.model, {}).setdefault(c.runtime, {})[str(c.batch_size)] = {
+            "p50_ms": c.p50_ms,
+            "p90_ms": c.p90_ms,
+            "throughput": c.throughput,
+        }
+    return StageOutcome(
+        None,
+        {"latency": latency, "notes": report.notes, "environment": report.environment},
+        files=[str(folder / f) for f in ("bench.json", "bench.md", "latency.png")],
+    )
+
+
+def _run_deploy(
+    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+) -> StageOutcome:
+    """Deploy the latest model of the run on the fastest runtime x precision within the gate."""
+    from compress.stages.deploy import MANIFEST, deploy
+
+    if not ctx.artifacts:
+        raise RecipeError("deploy: no earlier stage produced a model to deploy")
+    cfg = config["DeployConfig"]
+    first = str(ctx.artifacts[0]["artifact"])
+    compare = bool(config["_extra"].get("vs_baseline", True))
+    if compare and cfg.baseline is None and first != ctx.current:
+        cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
+    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite).to_dict()
+    chosen = result["chosen"]
+    return StageOutcome(
+        None,
+        {
+            "deployed": str(folder),
+            "runtime": chosen["runtime"],
+            "precision": chosen["precision"],
+            "threads": chosen["threads"],
+            "val_top1": chosen["val_top1"],
+            "latency": chosen["latency"],
+            "candidates": len([c for c in result["candidates"] if c["status"] != "skipped"]),
+            "speedup": result["speedup"],
+        },
+        files=[str(folder / MANIFEST)],
+    )
+
+
+def _deploy_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    """The baseline the speed-ups are measured against is an input too."""
+    if not ctx.artifacts:
+        return {}
+    return {"baseline": read_card(str(ctx.artifacts[0]["artifact"])).content_hash}
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep the small, JSON-friendly part of a stage summary for the record."""
+    keep = {}
+    for k, v in summary.items():
+        if (
+            isinstance(v, (int, float, str, bool))
+            or v is None
+            or (isinstance(v, dict) and len(str(v)) < 4000)
+        ):
+            keep[k] = v
+    return keep
+
+
+def stage_kinds() -> list[StageKind]:
+    """Every stage a recipe may name, in the order the docs list them."""
+    return [*_model_kinds(), *_artifact_kinds(), _deploy_kind()]
+
+
+def _model_kinds() -> list[StageKind]:
+    """Stages that train or reshape the PyTorch model."""
+    from compress.distillation.distill import DistillConfig
+    from compress.factorization.svd import FactorizeConfig
+    from compress.pruning.prune import PruneConfig
+    from compress.training.fit import TrainConfig
+
+    return [
+        StageKind("train", (TrainConfig,), frozenset({"source", "pytorch"}), "pytorch", _run_train),
+        StageKind(
+            "distill",
+            (DistillConfig, TrainConfig),
+            frozenset({"pytorch", "source"}),
+            "pytorch",
+            _run_distill,
+            frozenset({"teacher"}),
+            hash_extra=_distill_hash,
+        ),
+        StageKind(
+            "prune",
+            (PruneConfig, TrainConfig),
+            frozenset({"source", "pytorch"}),
+            "pytorch",
+            _run_prune,
+            frozenset({"latency"}),
+            needs_trained=True,
+            finish=_prune_finish,
+        ),
+        StageKind(
+            "factorize",
+            (FactorizeConfig,),
+            frozenset({"source", "pytorch"}),
+            "pytorch",
+            _run_factorize,
+            needs_trained=True,
+        ),
+    ]
+
+
+def _artifact_kinds() -> list[StageKind]:
+    """Stages that turn the model into ONNX files or measurements."""
+    from compress.export.bench.measure import BenchConfig
+    from compress.export.onnx.convert import ExportConfig
+    from compress.quantization.quantize import QuantizeConfig
+
+    return [
+        StageKind(
+            "export",
+            (ExportConfig,),
+            frozenset({"source", "pytorch"}),
+            "onnx",
+            _run_export,
+            needs_trained=True,
+            main_rank_only=True,
+        ),
+        StageKind(
+            "quantize",
+            (QuantizeConfig,),
+            frozenset({"source", "pytorch", "onnx"}),
+            "onnx",
+            _run_quantize,
+            needs_trained=True,
+        ),
+        StageKind(
+            "bench",
+            (BenchConfig,),
+            frozenset({"pytorch", "onnx"}),
+            "report",
+            _run_bench,
+            hash_extra=_bench_hash,
+            main_rank_only=True,
+        ),
+    ]
+
+
+def _deploy_kind() -> StageKind:
+    """After bench: the run's last model on the fastest runtime x precision x threads."""
+    from compress.stages.deploy import DeployConfig
+
+    return StageKind(
+        "deploy",
+        (DeployConfig,),
+        frozenset({"pytorch", "onnx"}),
+        "report",
+        _run_deploy,
+        frozenset({"vs_baseline"}),
+        hash_extra=_deploy_hash,
+        main_rank_only=True,
+    )
+
+
+def _stage_kinds() -> dict[str, StageKind]:
+    return {k.name: k for k in stage_kinds()}
+
+
+class _LazyTable(Mapping[str, StageKind]):
+    """Built on first use, so importing the pipeline stays cheap. Every read (`[]`, `get`, `in`,
+    iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which fill it first."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, StageKind] = {}
+
+    def _filled(self) -> dict[str, StageKind]:
+        if not self._kinds:
+            self._kinds = _stage_kinds()
+        return self._kinds
+
+    def __getitem__(self, key: str) -> StageKind:
+        return self._filled()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._filled())
+
+    def __len__(self) -> int:
+        return len(self._filled())
+
+
+STAGES: Mapping[str, StageKind] = _LazyTable()

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import check_writable
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import QualityGateError, UsageError
 from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_recipe
+from compress.stages.frame import stage_output
 
 log = logging.getLogger(__name__)
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
@@ -185,14 +185,18 @@ def objectives_of(result: Any, cfg: TuneConfig) -> list[float]:
     return values
 
 
-@locks_output
 def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) -> TuneResult:
-    """Run the search; returns the Pareto front and the paths of the best recipes."""
+    """Run the search; returns the Pareto front and the paths of the best recipes. `out`
+    holds the study: a second search into it continues the first (locked while it runs)."""
+    with stage_output(out, overwrite=False, check=False, collective=False):
+        return _search(recipe, cfg, Path(out), hooks)
+
+
+def _search(recipe: Recipe, cfg: TuneConfig, out: Path, hooks: Any) -> TuneResult:
     import optuna
 
     from compress.pipeline.runner import plan, run_pipeline
 
-    out = Path(out)
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     space = parse_space(recipe)

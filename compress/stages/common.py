@@ -88,15 +88,6 @@ def load_source_and_data(ref: ModelRef, data: DataConfig | None) -> tuple[ModelS
     return src, load_data(cfg, src.model.spec)  # type: ignore[arg-type]
 
 
-def dataset_record(bundle: DataBundle) -> dict[str, Any]:
-    """The card's `dataset` section: enough to reload the same splits."""
-    return {
-        **bundle.describe(),
-        "data_dir": bundle.config.data_dir,
-        "val_size": bundle.config.val_size,
-    }
-
-
 def card_for(src: ModelSource, bundle: DataBundle | None) -> Card:
     """Continue the input's card (lineage kept) or start a new one for a fresh model."""
     card = src.card.model_copy(deep=True) if src.card else new_card(src.model)
@@ -107,6 +98,7 @@ def card_for(src: ModelSource, bundle: DataBundle | None) -> Card:
         card.history.append(entry)
     if bundle is not None:
         card.class_names = list(bundle.class_names)
-        card.dataset = dataset_record(bundle)
+        cfg = bundle.config  # the card's `dataset` section: enough to reload the same splits
+        card.dataset = {**bundle.describe(), "data_dir": cfg.data_dir, "val_size": cfg.val_size}
     card.trained = src.trained
     return card

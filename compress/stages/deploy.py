@@ -30,8 +30,6 @@ from compress.export.runtimes.runner import RUNTIMES, TORCH_RUNTIMES
 from compress.models.artifacts.artifact import (
     ONNX,
     Card,
-    atomic_dir,
-    check_out_dir,
     is_artifact,
     now,
     read_card,
@@ -39,7 +37,6 @@ from compress.models.artifacts.artifact import (
 )
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.deploy_gate import (
@@ -53,6 +50,7 @@ from compress.stages.deploy_gate import (
     thread_counts,
     time_trials,
 )
+from compress.stages.frame import StageFrame, stage_output
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +218,6 @@ class _Measured:
         return [t for t in self.trials if t.status == "ok"]
 
 
-@locks_output
 def deploy(
     ref: ModelRef | str,
     cfg: DeployConfig | None = None,
@@ -233,8 +230,10 @@ def deploy(
     """Measure every candidate for `ref`, gate, time, and write the fastest to `out`."""
     cfg = cfg or DeployConfig()
     ref = ModelRef(ref) if isinstance(ref, str) else ref
-    check_out_dir(out, overwrite)
-    with tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp:
+    with (
+        stage_output(out, overwrite, collective=False) as frame,
+        tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp,
+    ):
         m = _measure(ref, data, Path(tmp) / "model", cfg, progress)
         if not m.passed:
             raise QualityGateError(
@@ -259,7 +258,7 @@ def deploy(
         # p50 of the choice; speed-ups only against a measured baseline (else None)
         speedup = speedups(best, base.trials if base else [], cfg.batch_sizes[0])
         manifest = _manifest(m, best, cfg, ref, base, speedup)
-        _write(out, m.src, best, manifest, overwrite)
+        _write(frame, m.src, best, manifest)
     return DeployResult(
         str(out), best, m.trials, m.skipped, m.reference, m.where, speedup, manifest
     )
@@ -420,19 +419,17 @@ def _manifest(
     return doc
 
 
-def _write(
-    out: str | Path, src: _Source, best: Trial, manifest: dict[str, Any], overwrite: bool
-) -> None:
+def _write(frame: StageFrame, src: _Source, best: Trial, manifest: dict[str, Any]) -> None:
     """The chosen form's artifact files plus deploy.json, in one atomic rename."""
     folder = src.torch_dir if manifest["options"]["form"] == "pytorch" else src.onnx_dir
     assert folder is not None
-    with atomic_dir(out, overwrite) as tmp:
+    with frame.directory() as tmp:
         for f in sorted(folder.iterdir()):
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
         manifest["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    log.info("deployed %s on %s to %s", manifest["source"]["model"], best.case.label, out)
+    log.info("deployed %s on %s to %s", manifest["source"]["model"], best.case.label, frame.out)
 
 
 def device_of(runtime: str) -> str:

@@ -10,7 +10,7 @@ lineage, the KD settings, the training precision and the student's accuracy befo
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,15 @@ from compress.distillation.distill import (
     distill,
     teacher_input,
 )
-from compress.distributed import collectives
-from compress.distributed import group as ddp
-from compress.models.artifacts.artifact import Card, check_out_dir, save_model
+from compress.models.artifacts.artifact import Card
 from compress.models.artifacts.resolve import ModelSource
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import UsageError, WeightsError
 from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
-from compress.stages.results import DistillSummary
+from compress.stages.frame import stage_output
+from compress.stages.results import DistillSummary, TeacherLineage
 from compress.stages.train import final_metrics
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
@@ -43,7 +41,6 @@ from compress.training.precision import resolve_amp, resolve_device
 log = logging.getLogger(__name__)
 
 
-@locks_output
 def run_distill(
     teacher_ref: ModelRef,
     student_ref: ModelRef,
@@ -55,37 +52,33 @@ def run_distill(
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> DistillSummary:
-    """Distill, evaluate the student before and after on val and test, save `out`."""
-    check_out_dir(out, overwrite)
-    tcfg = cfg.train_config(train_cfg)
-    dist, device = ddp.setup(resolve_device(tcfg.device))  # torchrun: before the teacher moves
-    resolve_amp(tcfg.amp, device)  # an impossible --amp fails first
-    if tcfg.resume or tcfg.checkpoint_dir:
-        raise UsageError("distill does not checkpoint or resume (the adapters are not saved)")
-    teacher = load_teacher(teacher_ref, data)
-    t_spec = spec_of(teacher.model)
-    torch.manual_seed(tcfg.seed)  # a fresh student starts as `compress train` would start it
-    student = load_source(_shaped_like(student_ref, t_spec), data)
-    check_compatible(t_spec, spec_of(student.model))
-    bundle = load_data(data_config_for(data, teacher.card), spec_of(student.model))
-    teacher_metrics = _teacher_metrics(teacher, bundle)
-    before = final_metrics(student.model, bundle, None)
-    result = distill(student.model, teacher.model, bundle, cfg, tcfg, hooks=hooks)
-    after = final_metrics(student.model, bundle, result.fit)
-    lineage = teacher_lineage(teacher, teacher_metrics)
-    card = _card(student, bundle, lineage, result, before, after)
-    if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(student.model).to_dict()}
-    if dist.is_main:  # under torchrun rank 0 writes; the others return once it exists
-        save_model(student.model, out, card, overwrite=overwrite)
-    collectives.barrier()
+    """Distill, evaluate the student before and after on val and test, save `out` (under
+    torchrun every rank trains, rank 0 writes and the others return once it exists)."""
+    with stage_output(out, overwrite) as frame:
+        tcfg = cfg.train_config(train_cfg)
+        _, device = frame.join(resolve_device(tcfg.device))  # before the teacher moves
+        resolve_amp(tcfg.amp, device)  # an impossible --amp fails first
+        if tcfg.resume or tcfg.checkpoint_dir:
+            raise UsageError("distill does not checkpoint or resume (the adapters are not saved)")
+        teacher = load_teacher(teacher_ref, data)
+        t_spec = spec_of(teacher.model)
+        torch.manual_seed(tcfg.seed)  # a fresh student starts as `compress train` would
+        student = load_source(_shaped_like(student_ref, t_spec), data)
+        check_compatible(t_spec, spec_of(student.model))
+        bundle = load_data(data_config_for(data, teacher.card), spec_of(student.model))
+        teacher_metrics = _teacher_metrics(teacher, bundle)
+        before = final_metrics(student.model, bundle, None)
+        result = distill(student.model, teacher.model, bundle, cfg, tcfg, hooks=hooks)
+        after = final_metrics(student.model, bundle, result.fit)
+        lineage = teacher_lineage(teacher, teacher_metrics)
+        frame.save_model(student.model, _card(student, bundle, lineage, result, before, after))
     return _summary(out, lineage, student, teacher, result, before, after)
 
 
 def _card(
     student: ModelSource,
     bundle: DataBundle,
-    lineage: dict[str, Any],
+    lineage: TeacherLineage,
     result: DistillResult,
     before: dict[str, Any],
     after: dict[str, Any],
@@ -97,7 +90,7 @@ def _card(
     card.training_precision = result.fit.precision
     card.add_history(
         "distill",
-        teacher=lineage,
+        teacher=asdict(lineage),
         student={"ref": student.ref, "weights": student.weights, "trained": student.trained},
         kd=result.to_dict()["kd"],
         feature_pairs=result.feature_pairs,
@@ -115,7 +108,7 @@ def _card(
 
 def _summary(
     out: str | Path,
-    lineage: dict[str, Any],
+    lineage: TeacherLineage,
     student: ModelSource,
     teacher: ModelSource,
     result: DistillResult,
@@ -187,15 +180,15 @@ def _same_splits(card: Card, bundle: DataBundle) -> bool:
     return all(d.get(k) == now.get(k) for k in keys)
 
 
-def teacher_lineage(teacher: ModelSource, metrics: dict[str, Any]) -> dict[str, Any]:
+def teacher_lineage(teacher: ModelSource, metrics: dict[str, Any]) -> TeacherLineage:
     """What the student card says about its teacher: enough to find and trust it again."""
     card = teacher.card
-    return {
-        "ref": teacher.ref,
-        "weights": teacher.weights,
-        "architecture": spec_of(teacher.model).name,
-        "params": count_params(teacher.model),
-        "content_hash": card.content_hash if card else None,
-        "history": card.history if card else [],
-        "metrics": metrics,
-    }
+    return TeacherLineage(
+        ref=teacher.ref,
+        weights=teacher.weights,
+        architecture=spec_of(teacher.model).name,
+        params=count_params(teacher.model),
+        content_hash=card.content_hash if card else None,
+        history=card.history if card else [],
+        metrics=metrics,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,41 @@ from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_pr
 SPLITS = ("test", "val", "train")
 
 
+@dataclass
+class Where:
+    """Where a model was evaluated: the runtime, the precision asked for, the one it computed
+    in, and the execution providers (ONNX runtimes)."""
+
+    runtime: str
+    precision: str
+    effective_precision: str
+    providers: list[str] | None = None
+
+
+@dataclass
+class EvalReport:
+    """`compress eval`'s result: which model, split and data, where it ran, its metrics."""
+
+    model: str
+    split: str
+    dataset: dict[str, Any]  # the data set's description (compress.models.data)
+    class_names: list[str]
+    where: Where
+    result: EvalResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` form: flat, as written before."""
+        where = {k: v for k, v in asdict(self.where).items() if v is not None}
+        return {
+            "model": self.model,
+            "split": self.split,
+            "dataset": self.dataset,
+            "class_names": self.class_names,
+            **where,
+            **self.result.to_dict(),
+        }
+
+
 def run_eval(
     ref: ModelRef,
     data: DataConfig | None,
@@ -31,7 +67,7 @@ def run_eval(
     runtime: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Evaluate `ref` on `split` on `runtime` at `precision` (default: ONNX artifacts on
     onnxruntime, PyTorch ones in eager PyTorch, each at its own precision)."""
     if limit is not None and limit < 1:
@@ -42,14 +78,7 @@ def run_eval(
         predict, spec, card, where = _predictor(ref, data, runtime, precision, threads, stack)
         bundle = load_data(data_config_for(data, card), spec)
         result: EvalResult = evaluate(predict, bundle.loader(split), spec.num_classes, limit=limit)
-    return {
-        "model": ref.model,
-        "split": split,
-        "dataset": bundle.describe(),
-        "class_names": bundle.class_names,
-        **where,
-        **result.to_dict(),
-    }
+    return EvalReport(ref.model, split, bundle.describe(), list(bundle.class_names), where, result)
 
 
 def _predictor(
@@ -59,7 +88,7 @@ def _predictor(
     precision: str | None,
     threads: int | None,
     stack: contextlib.ExitStack,
-) -> tuple[Predictor, ModelSpec, Any, dict[str, Any]]:
+) -> tuple[Predictor, ModelSpec, Any, Where]:
     """(predict, spec, card, where it ran) for `ref` on `runtime` at `precision`."""
     from compress.export.runtimes.runner import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
 
@@ -80,7 +109,7 @@ def _predictor(
     src = load_source(ref, data)
     spec: ModelSpec = src.model.spec  # type: ignore[assignment]
     if runtime is None and precision is None:  # the plain PyTorch path, as before
-        where = {"runtime": "torch", "precision": "fp32", "effective_precision": "fp32"}
+        where = Where("torch", "fp32", "fp32")
         return torch_predictor(src.model), spec, src.card, where  # type: ignore[return-value]
     runtime = runtime or "torch"
     runner = _runner_for_torch(src.model, runtime, precision or "fp32", threads, stack)
@@ -102,10 +131,6 @@ def _runner_for_torch(
     return onnx_runner(tmp / "model.onnx", runtime, threads, precision)
 
 
-def _where(runner: Any, precision: str) -> dict[str, Any]:
-    return {
-        "runtime": runner.runtime,
-        "precision": precision,
-        "effective_precision": getattr(runner, "effective_precision", precision),
-        "providers": list(runner.providers),
-    }
+def _where(runner: Any, precision: str) -> Where:
+    effective = getattr(runner, "effective_precision", precision)
+    return Where(runner.runtime, precision, effective, list(runner.providers))

@@ -21,7 +21,8 @@ from compress.export.onnx.convert import ExportConfig, export_onnx
 from compress.export.onnx.file import card_metadata, external_data_path, onnx_size, optimize_offline
 from compress.export.onnx.parity import ParityReport, check_parity
 from compress.export.runtimes.runner import create_session, run_batched, torch_runner
-from compress.models.artifacts.artifact import ONNX, atomic_dir, check_out_dir, write_card
+from compress.models.artifacts.artifact import ONNX, Card, write_card
+from compress.models.artifacts.resolve import ModelSource
 from compress.models.data.datasets import (
     DataBundle,
     DataConfig,
@@ -29,18 +30,17 @@ from compress.models.data.datasets import (
     load_data,
     synthetic_batch,
 )
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import QualityGateError
 from compress.models.zoo.registry import ModelSpec
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
+from compress.stages.frame import stage_output
 from compress.stages.results import ExportSummary
 
 log = logging.getLogger(__name__)
 PARITY_BATCH = 32
 
 
-@locks_output
 def run_export(
     ref: ModelRef,
     cfg: ExportConfig,
@@ -51,38 +51,28 @@ def run_export(
 ) -> ExportSummary:
     """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary. With
     `cfg.input_size` the file takes that H/W (the parity gate runs there too, on validation
-    images resized to it) and its card's spec says so."""
-    check_out_dir(out, overwrite)
-    src = load_source_at(ref, data, cfg.input_size)
-    model = src.model.eval()
-    spec: ModelSpec = model.spec  # type: ignore[assignment]
-    bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
-    inputs, batches = _parity_inputs(bundle, spec, cfg)
-    card = card_for(src, bundle)
-    card.kind, card.precision = "onnx", cfg.precision
-    gates: dict[str, ParityReport] = {}
-    with atomic_dir(out, overwrite) as tmp:
-        path = tmp / ONNX
-        result = export_onnx(model, path, cfg, metadata=card_metadata(card))
-        if cfg.optimize != "none":
-            gates["parity_unoptimized"] = _parity(model, path, batches, cfg, inputs)
-            _optimize_in_place(path, cfg.optimize)
-            result.optimized, result.bytes = cfg.optimize, onnx_size(path)
-        gates["parity"] = _parity(model, path, batches, cfg, inputs)
-        result.path = str(Path(out) / ONNX)
-        for name, rep in gates.items():
-            card.gates[name] = rep.to_dict()
-        card.add_history(
-            "export",
-            source=ref.model,
-            source_content_hash=src.card.content_hash if src.card else None,
-            config=asdict(cfg),
-            result=result.to_dict(),
-            parity=gates["parity"].summary(),
-            metrics_note="metrics are the PyTorch parent's (parity-gated); "
-            "re-measure with `compress eval`",
-        )
-        write_card(tmp, card)
+    images resized to it) and its card's spec says so. One process exports (a recipe runs it
+    on rank 0)."""
+    with stage_output(out, overwrite, collective=False) as frame:
+        src = load_source_at(ref, data, cfg.input_size)
+        model = src.model.eval()
+        spec: ModelSpec = model.spec  # type: ignore[assignment]
+        bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
+        inputs, batches = _parity_inputs(bundle, spec, cfg)
+        card = card_for(src, bundle)
+        card.kind, card.precision = "onnx", cfg.precision
+        gates: dict[str, ParityReport] = {}
+        with frame.directory() as tmp:
+            path = tmp / ONNX
+            result = export_onnx(model, path, cfg, metadata=card_metadata(card))
+            if cfg.optimize != "none":
+                gates["parity_unoptimized"] = _parity(model, path, batches, cfg, inputs)
+                _optimize_in_place(path, cfg.optimize)
+                result.optimized, result.bytes = cfg.optimize, onnx_size(path)
+            gates["parity"] = _parity(model, path, batches, cfg, inputs)
+            result.path = str(Path(out) / ONNX)
+            _record(card, ref, src, cfg, result.to_dict(), gates)
+            write_card(tmp, card)
     parity = gates["parity"]
     summary = ExportSummary(
         out=str(out),
@@ -100,6 +90,29 @@ def run_export(
             artifact=str(out),
         )
     return summary
+
+
+def _record(
+    card: Card,
+    ref: ModelRef,
+    src: ModelSource,
+    cfg: ExportConfig,
+    result: dict[str, Any],
+    gates: dict[str, ParityReport],
+) -> None:
+    """The ONNX artifact's card: its gates and the export history entry."""
+    for name, rep in gates.items():
+        card.gates[name] = rep.to_dict()
+    card.add_history(
+        "export",
+        source=ref.model,
+        source_content_hash=src.card.content_hash if src.card else None,
+        config=asdict(cfg),
+        result=result,
+        parity=gates["parity"].summary(),
+        metrics_note="metrics are the PyTorch parent's (parity-gated); "
+        "re-measure with `compress eval`",
+    )
 
 
 def _parity_inputs(

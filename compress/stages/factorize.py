@@ -17,23 +17,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from compress.distillation.distill import DistillConfig, distill
 from compress.factorization.svd import FactorizeConfig, factorize
-from compress.models.artifacts.artifact import check_out_dir, save_model
-from compress.models.data.datasets import DataConfig, load_data
-from compress.models.disk.outlock import locks_output
+from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, data_config_for
 from compress.stages.distill import load_teacher
+from compress.stages.frame import stage_output
 from compress.stages.results import FactorizeSummary
 from compress.stages.train import final_metrics
-from compress.training.fit import Hooks, TrainConfig
+from compress.training.fit import FitResult, Hooks, TrainConfig
+from compress.training.precision import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-@locks_output
 def run_factorize(
     ref: ModelRef,
     cfg: FactorizeConfig,
@@ -44,48 +45,57 @@ def run_factorize(
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> FactorizeSummary:
-    """Factorize `ref`, fine-tune with KD from it, measure, save `out`; returns the summary."""
-    check_out_dir(out, overwrite)
-    src = load_teacher(ref, data)  # an untrained parent has nothing to keep
-    teacher = copy.deepcopy(src.model).eval()
-    student = src.model
-    records = factorize(student, cfg)  # every rank is checked before any layer changes
-    bundle = load_data(data_config_for(data, src.card), spec_of(student))
-    parent = final_metrics(teacher, bundle, None)
-    after_svd = final_metrics(student, bundle, None)
-    kd: dict[str, Any] | None = None
-    fit = None
-    if cfg.epochs > 0:
-        dcfg = DistillConfig(
-            temperature=cfg.temperature, alpha=cfg.alpha, epochs=cfg.epochs, lr=cfg.lr
+    """Factorize `ref`, fine-tune with KD from it, measure, save `out`; returns the summary.
+    Under torchrun every rank fine-tunes (DDP); rank 0 alone writes `out`."""
+    base = train_cfg or TrainConfig(seed=cfg.seed)
+    with stage_output(out, overwrite) as frame:
+        frame.join(resolve_device(base.device))
+        src = load_teacher(ref, data)  # an untrained parent has nothing to keep
+        teacher = copy.deepcopy(src.model).eval()
+        student = src.model
+        records = factorize(student, cfg)  # every rank is checked before any layer changes
+        bundle = load_data(data_config_for(data, src.card), spec_of(student))
+        parent = final_metrics(teacher, bundle, None)
+        after_svd = final_metrics(student, bundle, None)
+        kd, fit = _fine_tune(student, teacher, bundle, cfg, base, hooks)
+        after = final_metrics(student, bundle, fit)
+        ranks = {r.layer: r.rank for r in records}
+        summary = FactorizeSummary(
+            out=str(out),
+            ranks=ranks,
+            layers=[asdict(r) for r in records],
+            params_before=count_params(teacher),
+            params=count_params(student),
+            parent=parent,
+            after_svd=after_svd,
+            metrics=after,
+            kd=kd,
+            epochs=cfg.epochs,
         )
-        base = train_cfg or TrainConfig(seed=cfg.seed)
-        result = distill(student, teacher, bundle, dcfg, base, hooks=hooks)
-        kd, fit = result.to_dict()["kd"], result.fit
-    after = final_metrics(student, bundle, fit)
-    card = card_for(src, bundle)
-    card.trained = True
-    card.metrics = after
-    ranks = {r.layer: r.rank for r in records}
-    card.factorization = {"ranks": ranks}
-    summary = FactorizeSummary(
-        out=str(out),
-        ranks=ranks,
-        layers=[asdict(r) for r in records],
-        params_before=count_params(teacher),
-        params=count_params(student),
-        parent=parent,
-        after_svd=after_svd,
-        metrics=after,
-        kd=kd,
-        epochs=cfg.epochs,
-    )
-    card.add_history(
-        "factorize",
-        source=ref.model,
-        config=asdict(cfg),
-        **{k: v for k, v in summary.to_dict().items() if k != "out"},
-        fit=fit.to_dict() if fit is not None else None,
-    )
-    save_model(student, out, card, overwrite=overwrite)
+        card = card_for(src, bundle)
+        card.trained, card.metrics, card.factorization = True, after, {"ranks": ranks}
+        card.add_history(
+            "factorize",
+            source=ref.model,
+            config=asdict(cfg),
+            **{k: v for k, v in summary.to_dict().items() if k != "out"},
+            fit=fit.to_dict() if fit is not None else None,
+        )
+        frame.save_model(student, card)
     return summary
+
+
+def _fine_tune(
+    student: nn.Module,
+    teacher: nn.Module,
+    bundle: DataBundle,
+    cfg: FactorizeConfig,
+    base: TrainConfig,
+    hooks: Hooks | None,
+) -> tuple[dict[str, Any] | None, FitResult | None]:
+    """KD from the parent for `cfg.epochs` (none: nothing trained); (KD record, fit result)."""
+    if cfg.epochs <= 0:
+        return None, None
+    dcfg = DistillConfig(temperature=cfg.temperature, alpha=cfg.alpha, epochs=cfg.epochs, lr=cfg.lr)
+    result = distill(student, teacher, bundle, dcfg, base, hooks=hooks)
+    return result.to_dict()["kd"], result.fit

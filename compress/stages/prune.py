@@ -10,6 +10,7 @@ the study is about latency only (`--weights random`, recorded as untrained).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,24 @@ from typing import Any
 from torch import nn
 
 from compress.distributed import collectives
-from compress.distributed import group as ddp
-from compress.models.artifacts.artifact import FORMAT, atomic_dir, check_out_dir, save_model
+from compress.models.artifacts.artifact import FORMAT, Card
 from compress.models.artifacts.resolve import ModelSource, missing_weights_hint
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import UsageError
 from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
+from compress.pruning.sensitivity import (
+    SensitivityConfig,
+    SensitivityResult,
+    analyze,
+    write_report,
+)
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source
-from compress.stages.results import PruneSummary
+from compress.stages.frame import stage_output
+from compress.stages.results import Measurement, PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
 from compress.training.precision import resolve_device
@@ -66,15 +72,14 @@ def accuracy(model: nn.Module, bundle: DataBundle) -> dict[str, float]:
 
 def measure(
     model: nn.Module, bundle: DataBundle | None, latency: LatencyConfig | None
-) -> dict[str, Any]:
+) -> Measurement:
     """Everything the card compares before and after."""
-    ops = count_ops(model)
-    out: dict[str, Any] = {**ops.to_dict(), "file_bytes": weights_bytes(model)}
-    if latency is not None:
-        out["latency"] = measure_latency(model, latency).to_dict()
-    if bundle is not None:
-        out["metrics"] = accuracy(model, bundle)
-    return out
+    return Measurement(
+        ops=count_ops(model),
+        file_bytes=weights_bytes(model),
+        latency=measure_latency(model, latency) if latency is not None else None,
+        metrics=accuracy(model, bundle) if bundle is not None else None,
+    )
 
 
 def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
@@ -102,7 +107,6 @@ def _needs_data(src: ModelSource, cfg: PruneConfig, tune: TrainConfig | None) ->
     return src.trained or cfg.criterion in DATA_CRITERIA or tune is not None
 
 
-@locks_output
 def run_prune(
     ref: ModelRef,
     cfg: PruneConfig,
@@ -120,52 +124,64 @@ def run_prune(
 
     Under torchrun every rank prunes identically (rank 0's importance ranking decides) and
     fine-tunes with DDP; rank 0 alone measures and writes `out`."""
-    check_out_dir(out, overwrite)
-    src = load_source(ref, data)
-    require_trained(src)
-    plan = plan_finetune(cfg, finetune, source_facts(src, data))
-    cfg, tune = plan.config, plan.train  # the card records what ran
-    log.info("%s", plan.said)
-    dist, _ = ddp.setup(resolve_device(tune.device) if tune else "cpu")
-    model = src.model
-    bundle = None
-    if _needs_data(src, cfg, tune):
-        bundle = load_data(data_config_for(data, src.card), spec_of(model))
-    scored = bundle if src.trained else None
-    lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads) if latency else None
-    before = collectives.on_main(lambda: measure(model, scored, lat))
-    evaluator = (lambda m: accuracy(m, bundle)) if bundle is not None and src.trained else None
-    if not dist.is_main:
+    with stage_output(out, overwrite) as frame:
+        src = load_source(ref, data)
+        require_trained(src)
+        plan = plan_finetune(cfg, finetune, source_facts(src, data))
+        cfg, tune = plan.config, plan.train  # the card records what ran
+        log.info("%s", plan.said)
+        dist, _ = frame.join(resolve_device(tune.device) if tune else "cpu")
+        model = src.model
+        bundle = None
+        if _needs_data(src, cfg, tune):
+            bundle = load_data(data_config_for(data, src.card), spec_of(model))
+        lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads)
+        lat_cfg = lat if latency else None
+        scored = bundle if src.trained else None
+        before = collectives.on_main(lambda: measure(model, scored, lat_cfg))
         evaluator = None  # rank 0 scores the steps for the card
-    result = prune(model, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
-    result.finetune["said"] = plan.said
-    tuned = tune is not None
-    trained = src.trained or tuned
-    after = collectives.on_main(lambda: measure(model, bundle if trained else None, lat))
-    summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
-    card = card_for(src, bundle)
+        if bundle is not None and src.trained and dist.is_main:
+            evaluator = _scorer(bundle)
+        result = prune(model, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
+        result.finetune["said"] = plan.said
+        trained = src.trained or tune is not None
+        after = collectives.on_main(lambda: measure(model, bundle if trained else None, lat_cfg))
+        summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
+        card = card_for(src, bundle)
+        _record(card, summary, asdict(cfg), asdict(tune) if tune else None, result.to_dict())
+        frame.save_model(model, card)
+    return summary
+
+
+def _scorer(bundle: DataBundle) -> Callable[[nn.Module], dict[str, float]]:
+    return lambda m: accuracy(m, bundle)
+
+
+def _record(
+    card: Card,
+    summary: PruneSummary,
+    config: dict[str, Any],
+    finetune: dict[str, Any] | None,
+    result: dict[str, Any],
+) -> None:
+    """The pruned model's card: trained or not, its metrics, the prune history entry."""
+    trained, measured = not summary.untrained, summary.to_dict()
     card.trained = trained
-    if trained:
+    if trained and summary.after.metrics is not None:
         card.metrics = {
-            "val": {"top1": after["metrics"]["val_top1"]},
-            "test": {"top1": after["metrics"]["test_top1"]},
+            "val": {"top1": summary.after.metrics["val_top1"]},
+            "test": {"top1": summary.after.metrics["test_top1"]},
         }
     card.add_history(
         "prune",
-        config=asdict(cfg),
-        finetune=asdict(tune) if tune is not None else None,
-        before=before,
-        after=after,
-        result=result.to_dict(),
+        config=config,
+        finetune=finetune,
+        before=measured["before"],
+        after=measured["after"],
+        result=result,
         trained=trained,
     )
-    card.prune = {k: getattr(summary, k) for k in ("before", "after", "speedup", "untrained")}
-    if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(model).to_dict()}
-    if dist.is_main:
-        save_model(model, out, card, overwrite=overwrite)
-    collectives.barrier()  # the artifact exists on every rank's return
-    return summary
+    card.prune = {k: measured[k] for k in ("before", "after", "speedup", "untrained")}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -177,12 +193,12 @@ def _summary(
     src: ModelSource,
     cfg: PruneConfig,
     result: dict[str, Any],
-    before: dict[str, Any],
-    after: dict[str, Any],
+    before: Measurement,
+    after: Measurement,
     trained: bool,
     out: str | Path,
 ) -> PruneSummary:
-    lb, la = before.get("latency", {}), after.get("latency", {})
+    lb, la = before.latency, after.latency
     return PruneSummary(
         out=str(out),
         model=ref.model,
@@ -194,11 +210,11 @@ def _summary(
         before=before,
         after=after,
         speedup={
-            "params": _ratio(before["params"], after["params"]),
-            "macs": _ratio(before["macs"], after["macs"]),
-            "file": _ratio(before["file_bytes"], after["file_bytes"]),
-            "ort": _ratio(lb.get("ort_ms"), la.get("ort_ms")),
-            "torch": _ratio(lb.get("torch_ms"), la.get("torch_ms")),
+            "params": _ratio(before.params, after.params),
+            "macs": _ratio(before.macs, after.macs),
+            "file": _ratio(before.file_bytes, after.file_bytes),
+            "ort": _ratio(lb.ort_ms if lb else None, la.ort_ms if la else None),
+            "torch": _ratio(lb.torch_ms if lb else None, la.torch_ms if la else None),
         },
         steps=result["steps"],
         layers=result["layers"],
@@ -214,35 +230,32 @@ def _summary(
 # ----------------------------------------------------------------------------- sensitivity
 
 
-@locks_output
 def run_sensitivity(
     ref: ModelRef,
-    cfg: Any,
+    cfg: SensitivityConfig,
     data: DataConfig | None,
     out: str | Path,
     *,
     overwrite: bool = False,
     val_limit: int | None = 2000,
-) -> dict[str, Any]:
+) -> SensitivityResult:
     """Per-layer pruning sensitivity of a trained model; writes json/md/png into `out`."""
-    from compress.pruning.sensitivity import analyze, write_report
+    with stage_output(out, overwrite, collective=False) as frame:
+        src = load_source(ref, data)
+        require_trained(src)
+        model = src.model
+        score = None
+        if src.trained:
+            bundle = load_data(data_config_for(data, src.card), spec_of(model))
+            n = spec_of(model).num_classes
 
-    check_out_dir(out, overwrite)
-    src = load_source(ref, data)
-    require_trained(src)
-    model = src.model
-    score = None
-    if src.trained:
-        bundle = load_data(data_config_for(data, src.card), spec_of(model))
-        n = spec_of(model).num_classes
+            def score(m: nn.Module) -> float:
+                return evaluate(torch_predictor(m), bundle.loader("val"), n, limit=val_limit).top1
 
-        def score(m: nn.Module) -> float:
-            return evaluate(torch_predictor(m), bundle.loader("val"), n, limit=val_limit).top1
-
-    res = analyze(model, cfg, score, model_name=ref.model)
-    if not src.trained:
-        res.notes.append("untrained model (--weights random): accuracy not measured")
-    res.config["val_limit"] = val_limit
-    with atomic_dir(out, overwrite) as tmp:
-        write_report(res, tmp)
-    return {"out": str(out), **res.to_dict()}
+        res = analyze(model, cfg, score, model_name=ref.model)
+        if not src.trained:
+            res.notes.append("untrained model (--weights random): accuracy not measured")
+        res.config["val_limit"] = val_limit
+        with frame.directory() as tmp:
+            write_report(res, tmp)
+    return res

@@ -10,27 +10,17 @@ its card (gates.accuracy) and raises QualityGateError (exit code 5).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
-from compress.models.artifacts.artifact import (
-    ONNX,
-    Card,
-    atomic_dir,
-    check_out_dir,
-    read_card,
-    write_card,
-)
+from compress.models.artifacts.artifact import ONNX, Card, read_card, write_card
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
-from compress.models.disk.outlock import locks_output
 from compress.models.errors import QualityGateError, UsageError
 from compress.models.zoo.registry import spec_of
 from compress.quantization import ortrun
@@ -38,6 +28,7 @@ from compress.quantization.calibration import calibration_inputs
 from compress.quantization.int4_trained import untrained_hint, with_trained_int4
 from compress.quantization.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
 from compress.stages.common import ModelRef, data_config_for, load_source
+from compress.stages.frame import StageFrame, stage_output
 from compress.stages.results import QuantizeSummary
 from compress.training.evaluate import evaluate
 from compress.training.precision import resolve_device
@@ -45,7 +36,6 @@ from compress.training.precision import resolve_device
 log = logging.getLogger(__name__)
 
 
-@locks_output
 def run_quantize(
     ref: ModelRef,
     cfg: QuantizeConfig,
@@ -59,41 +49,26 @@ def run_quantize(
 
     Under torchrun, QAT fine-tunes on every rank (DDP) and rank 0 writes `out`; post-training
     methods have nothing to train, so rank 0 quantizes and the other ranks wait for it."""
-    check_out_dir(out, overwrite)
-    dist, _ = ddp.setup(resolve_device("auto") if cfg.method == "qat" else "cpu")
-    if dist.active and cfg.method != "qat":
-        summary, failed = collectives.on_main(
-            lambda: _quantize(ref, cfg, data, Path(out), overwrite, hooks, main=True)
-        )
-    else:
-        summary, failed = _quantize(ref, cfg, data, Path(out), overwrite, hooks, dist.is_main)
-        collectives.barrier()  # the artifact exists on every rank's return
+    with stage_output(out, overwrite) as frame:
+        dist, _ = frame.join(resolve_device("auto") if cfg.method == "qat" else "cpu")
+        if dist.active and cfg.method != "qat":
+            summary, failed = collectives.on_main(lambda: _quantize(ref, cfg, data, frame, hooks))
+        else:
+            summary, failed = _quantize(ref, cfg, data, frame, hooks)
     if failed is not None:
         raise failed
     return summary
-
-
-@contextlib.contextmanager
-def _rank_dir(out: Path, overwrite: bool, main: bool) -> Iterator[Path]:
-    """The output directory on rank 0; a scratch directory (then dropped) on other ranks."""
-    if main:
-        with atomic_dir(out, overwrite) as adir:
-            yield adir
-        return
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.rank-", dir=out.parent) as tmp:
-        yield Path(tmp)
 
 
 def _quantize(
     ref: ModelRef,
     cfg: QuantizeConfig,
     data: DataConfig | None,
-    out: Path,
-    overwrite: bool,
+    frame: StageFrame,
     hooks: Any,
-    main: bool,
 ) -> tuple[QuantizeSummary, QualityGateError | None]:
     """The work of run_quantize; a missed accuracy gate is returned, to be raised by the caller."""
+    out = frame.out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.fp32-", dir=out.parent) as tmp:
         fp32, card = _float_onnx(ref, cfg, data, Path(tmp))
@@ -104,7 +79,7 @@ def _quantize(
             log.warning("the model is untrained: accuracy numbers are meaningless, gate skipped")
         calib = calibration_inputs(bundle.val, cfg.samples, cfg.seed)
         gated = cfg if card.trained else replace(cfg, max_drop=None)
-        with _rank_dir(out, overwrite, main) as adir:
+        with frame.directory() as adir:
             path = adir / ONNX
             if cfg.method == "qat":
                 result = _qat(ref, gated, data, bundle, calib, fp32, path, hooks)
@@ -127,7 +102,7 @@ def _quantize(
             if cfg.method == "qat" and ddp.info().active:  # trained under torchrun
                 new.distributed = ddp.info().record()
             write_card(adir, new)
-    summary = _summary(out, result, test, card.trained)
+    summary = QuantizeSummary(str(out), card.trained, result, test)
     if not result.budget_met:
         return summary, QualityGateError(
             f"{result.precision} accuracy gate failed: validation top-1 dropped "
@@ -296,10 +271,3 @@ def _card(
         test=test,
     )
     return new
-
-
-def _summary(
-    out: Path, r: QuantizeResult, test: dict[str, Any] | None, trained: bool
-) -> QuantizeSummary:
-    fields = {k: v for k, v in r.to_dict().items() if k != "path"}
-    return QuantizeSummary(out=str(out), trained=trained, test=test, **fields)

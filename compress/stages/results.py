@@ -6,8 +6,13 @@ are written to cards and reports as they are.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compress.pruning.flops import OpCount
+    from compress.pruning.latency import Latency
+    from compress.quantization.context import QuantizeResult
 
 
 @dataclass
@@ -31,8 +36,21 @@ class TrainSummary(StageSummary):
 
 
 @dataclass
+class TeacherLineage:
+    """What a distilled student's card says about its teacher: enough to find and trust it."""
+
+    ref: str
+    weights: str | None
+    architecture: str
+    params: int
+    content_hash: str | None
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]  # val/test metrics, and whether from its card or measured now
+
+
+@dataclass
 class DistillSummary(StageSummary):
-    teacher: dict[str, Any]  # its lineage: ref, content hash, metrics
+    teacher: TeacherLineage
     student: str
     params: int
     teacher_params: int
@@ -49,6 +67,32 @@ class DistillSummary(StageSummary):
 
 
 @dataclass
+class Measurement:
+    """What a prune card compares before and after: counts, file size, latency, accuracy."""
+
+    ops: OpCount
+    file_bytes: int
+    latency: Latency | None = None  # None: not measured
+    metrics: dict[str, float] | None = None  # val_top1, test_top1 (None: untrained)
+
+    @property
+    def params(self) -> int:
+        return self.ops.params
+
+    @property
+    def macs(self) -> int:
+        return self.ops.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.ops.to_dict(), "file_bytes": self.file_bytes}
+        if self.latency is not None:
+            out["latency"] = self.latency.to_dict()
+        if self.metrics is not None:
+            out["metrics"] = self.metrics
+        return out
+
+
+@dataclass
 class PruneSummary(StageSummary):
     model: str
     weights: str | None
@@ -56,8 +100,8 @@ class PruneSummary(StageSummary):
     target: Any
     criterion: str
     global_pruning: bool
-    before: dict[str, Any]  # params, macs, file bytes, latency, metrics
-    after: dict[str, Any]
+    before: Measurement
+    after: Measurement
     speedup: dict[str, float | None]  # before/after ratios: params, macs, file, ort, torch
     steps: list[dict[str, Any]] = field(default_factory=list)
     layers: Any = None
@@ -67,6 +111,11 @@ class PruneSummary(StageSummary):
     finetune_seconds: float = 0.0
     finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran: said, epochs
     achieved: dict[str, Any] = field(default_factory=dict)  # requested vs achieved reduction
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["before"], out["after"] = self.before.to_dict(), self.after.to_dict()
+        return out
 
 
 @dataclass
@@ -80,24 +129,16 @@ class ExportSummary(StageSummary):
 
 @dataclass
 class QuantizeSummary(StageSummary):
+    """The quantize stage's result: what the quantizer did and measured (its own result, not
+    a copy), whether the model was trained, and test-split metrics of both models."""
+
     trained: bool
-    method: str
-    precision: str
-    settings: dict[str, Any]
-    reason: str
-    isa: dict[str, Any]
-    fp32: dict[str, Any]  # size, val top-1, latency of the float model
-    quantized: dict[str, Any]  # ... and of the quantized one
-    drop_pts: float | None
-    budget_met: bool
-    size_ratio: float
+    result: QuantizeResult
     test: dict[str, Any] | None = None  # test-split metrics of both (reporting only)
-    fallback_nodes: list[str] = field(default_factory=list)
-    sensitivity: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    fallback_attempts: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    layers: list[dict[str, Any]] = field(default_factory=list)  # per layer: bits, computes in
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {k: v for k, v in self.result.to_dict().items() if k != "path"}
+        return {"out": self.out, "trained": self.trained, **fields, "test": self.test}
 
 
 @dataclass

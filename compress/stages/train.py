@@ -11,13 +11,11 @@ from typing import Any
 
 import torch
 
-from compress.distributed import collectives, sharding
-from compress.distributed import group as ddp
-from compress.models.artifacts.artifact import check_out_dir, save_model
+from compress.distributed import sharding
 from compress.models.data.datasets import DataBundle, DataConfig
-from compress.models.disk.outlock import locks_output
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, load_source_and_data
+from compress.stages.frame import stage_output
 from compress.stages.results import TrainSummary
 from compress.training.evaluate import all_reduce_eval, evaluate, torch_predictor
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
@@ -38,7 +36,6 @@ def _drop_if_empty(folder: Path) -> None:
             folder.rmdir()
 
 
-@locks_output
 def run_train(
     ref: ModelRef,
     cfg: TrainConfig,
@@ -52,38 +49,34 @@ def run_train(
 
     Under torchrun every rank trains (DDP) and gets the summary; rank 0 alone writes `out`,
     and every rank returns only once it exists."""
-    dist, _ = ddp.setup(resolve_device(cfg.device))  # before the model: GPU per rank
-    if not cfg.resume:
-        check_out_dir(out, overwrite)
-    torch.manual_seed(cfg.seed)  # the seed governs initialization too
-    src, bundle = load_source_and_data(ref, data)
-    ckpt = checkpoint_dir_for(out)
-    cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)
-    try:
-        result = fit(src.model, bundle, cfg, hooks=hooks)
-    except BaseException:
-        _drop_if_empty(Path(cfg.checkpoint_dir))  # a failed first save leaves nothing behind
-        raise
-    metrics = final_metrics(src.model, bundle, result)
-    card = card_for(src, bundle)
-    card.trained = card.trained or cfg.epochs > 0
-    card.precision = "fp32"  # stored weights; autocast precision is training_precision
-    card.training_precision = result.precision
-    card.metrics = metrics
-    card.add_history(
-        "train",
-        config=asdict(cfg),
-        data={**bundle.describe(), "augment": bundle.config.augment},
-        fit=result.to_dict(),
-        metrics=metrics,
-        params=count_params(src.model),
-    )
-    if dist.active:
-        card.distributed = {**dist.record(), **collectives.consistency(src.model).to_dict()}
-    if dist.is_main:
-        save_model(src.model, out, card, overwrite=overwrite or cfg.resume)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    collectives.barrier()  # the artifact exists on every rank's return
+    with stage_output(out, overwrite or cfg.resume, check=not cfg.resume) as frame:
+        frame.join(resolve_device(cfg.device))  # before the model: GPU per rank
+        torch.manual_seed(cfg.seed)  # the seed governs initialization too
+        src, bundle = load_source_and_data(ref, data)
+        ckpt = checkpoint_dir_for(out)
+        cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)
+        try:
+            result = fit(src.model, bundle, cfg, hooks=hooks)
+        except BaseException:
+            _drop_if_empty(Path(cfg.checkpoint_dir))  # a failed first save leaves nothing
+            raise
+        metrics = final_metrics(src.model, bundle, result)
+        card = card_for(src, bundle)
+        card.trained = card.trained or cfg.epochs > 0
+        card.precision = "fp32"  # stored weights; autocast precision is training_precision
+        card.training_precision = result.precision
+        card.metrics = metrics
+        card.add_history(
+            "train",
+            config=asdict(cfg),
+            data={**bundle.describe(), "augment": bundle.config.augment},
+            fit=result.to_dict(),
+            metrics=metrics,
+            params=count_params(src.model),
+        )
+        frame.save_model(src.model, card)
+        if frame.writes:
+            shutil.rmtree(ckpt, ignore_errors=True)
     return TrainSummary(
         out=str(out),
         params=count_params(src.model),

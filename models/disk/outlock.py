@@ -9,23 +9,23 @@ that run is gone. Train's checkpoint folder (`OUT.checkpoint`) is covered by the
 
 Under torchrun only rank 0 (`RANK=0`) takes the lock, so a job holds one lock, not one per rank
 (a refused rank 0 ends the job: torchrun stops the other ranks). Within one process the lock is
-re-entrant. Stages take it with the :func:`locks_output` decorator, released on return or error.
+re-entrant. Stages take it through their frame (`compress.stages.frame.stage_output`), released
+on return or error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import json
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from compress.models.disk.durable import check_writable, disk_errors, pid_alive
 from compress.models.errors import OutputLockedError
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 SUFFIX = ".lock"
 _CREATING_S = 5.0  # an unreadable lock younger than this is still being written by its owner
 _held: dict[str, int] = {}
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def lock_path(out: str | Path) -> Path:
@@ -154,20 +152,3 @@ def output_lock(out: str | Path | None) -> Iterator[Path | None]:
         if not _held[key]:
             del _held[key]
             _release(path)
-
-
-def locks_output(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a stage: it holds output_lock on its argument named `out` while it runs."""
-    import inspect
-
-    sig = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        out = bound.arguments.get("out")
-        with output_lock(out):
-            return fn(*args, **kwargs)
-
-    return run
