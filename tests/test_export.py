@@ -20,7 +20,7 @@ from compress.export.runtimes.runner import (
     check_runtime,
     create_session,
     inspect_onnx,
-    onnx_artifact_predictor,
+    onnx_artifact_runner,
     run_batched,
     torch_runner,
 )
@@ -249,12 +249,12 @@ def test_probe_isolation(tmp_path: Path) -> None:
 
 def test_onnx_file_predictor_uses_metadata(tmp_path: Path) -> None:
     run_export(ModelRef("lenet5", weights="random"), ExportConfig(), MINI, tmp_path / "a")
-    predict, card = onnx_artifact_predictor(tmp_path / "a" / ONNX)
+    runner, card = onnx_artifact_runner(tmp_path / "a" / ONNX)
     assert card.kind == "onnx" and card.model_spec.input_size == 28
-    assert predict(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert runner.predict(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     export_onnx(create_model("lenet5"), tmp_path / "bare.onnx")
     with pytest.raises(InvalidInputError, match="metadata"):
-        onnx_artifact_predictor(tmp_path / "bare.onnx")
+        onnx_artifact_runner(tmp_path / "bare.onnx")
 
 
 def test_cli_export_and_errors(tmp_path: Path) -> None:

@@ -269,21 +269,6 @@ def onnx_runner(
 # ----------------------------------------------------------------------------- artifacts
 
 
-def onnx_artifact_predictor(
-    path: str | Path,
-    runtime: str = "ort-cpu",
-    precision: str | None = None,
-    threads: int | None = None,
-) -> tuple[Any, Any]:
-    """(predict, card) for an ONNX artifact directory (or a .onnx file we exported).
-
-    `predict` maps a torch batch to torch logits, so `compress eval` measures ONNX and PyTorch
-    artifacts with the same code on the same data.
-    """
-    runner, card = onnx_artifact_runner(path, runtime, precision, threads)
-    return runner.predict, card
-
-
 def onnx_artifact_runner(
     path: str | Path,
     runtime: str = "ort-cpu",

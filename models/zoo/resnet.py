@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import UsageError
-from compress.models.zoo.factories import check_options, register_model
+from compress.models.zoo.factories import Factory, check_options, register_model
 from compress.models.zoo.spec import ModelSpec, make_spec
 
 STEMS = ("imagenet", "cifar")
@@ -154,75 +154,36 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _build(
-    name: str,
-    block: Block,
-    layers: list[int],
-    num_classes: int,
-    in_channels: int,
-    input_size: int,
-    stem: str,
-    zero_init_residual: bool,
-    kw: dict[str, Any],
-) -> nn.Module:
-    check_options(name, kw)
-    if stem not in STEMS:
-        raise UsageError(f"{name}: stem must be one of {', '.join(STEMS)}, got {stem!r}")
-    model = ResNet(block, layers, num_classes, in_channels, stem, zero_init_residual)
-    model.spec = make_spec(
-        name,
-        num_classes,
-        in_channels,
-        input_size,
-        classifier="fc",
-        variant="small" if stem == "cifar" else "imagenet",
-    )
-    return model
+def _family(name: str, block: Block, layers: list[int], doc: str) -> Factory:
+    """Register the zoo factory `name`: a ResNet of `block`s in stages of `layers`."""
+
+    def build(
+        *,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 28,
+        stem: str = "imagenet",
+        zero_init_residual: bool = False,
+        **kw: Any,
+    ) -> nn.Module:
+        check_options(name, kw)
+        if stem not in STEMS:
+            raise UsageError(f"{name}: stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        model = ResNet(block, layers, num_classes, in_channels, stem, zero_init_residual)
+        model.spec = make_spec(
+            name,
+            num_classes,
+            in_channels,
+            input_size,
+            classifier="fc",
+            variant="small" if stem == "cifar" else "imagenet",
+        )
+        return model
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return register_model(name, input_size=224)(build)
 
 
-@register_model("resnet18", input_size=224)
-def resnet18(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
-    stem: str = "imagenet",
-    zero_init_residual: bool = False,
-    **kw: Any,
-) -> nn.Module:
-    """ResNet-18: BasicBlocks [2, 2, 2, 2], 11.7M parameters at ImageNet size."""
-    return _build(
-        "resnet18",
-        BasicBlock,
-        [2, 2, 2, 2],
-        num_classes,
-        in_channels,
-        input_size,
-        stem,
-        zero_init_residual,
-        kw,
-    )
-
-
-@register_model("resnet50", input_size=224)
-def resnet50(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
-    stem: str = "imagenet",
-    zero_init_residual: bool = False,
-    **kw: Any,
-) -> nn.Module:
-    """ResNet-50: Bottlenecks [3, 4, 6, 3], 25.6M parameters at ImageNet size."""
-    return _build(
-        "resnet50",
-        Bottleneck,
-        [3, 4, 6, 3],
-        num_classes,
-        in_channels,
-        input_size,
-        stem,
-        zero_init_residual,
-        kw,
-    )
+resnet18 = _family("resnet18", BasicBlock, [2, 2, 2, 2], "ResNet-18: 11.7M parameters at 224.")
+resnet50 = _family("resnet50", Bottleneck, [3, 4, 6, 3], "ResNet-50: 25.6M parameters at 224.")

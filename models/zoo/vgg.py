@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.models.zoo.factories import check_options, pick_variant, register_model
+from compress.models.zoo.factories import Factory, check_options, pick_variant, register_model
 from compress.models.zoo.spec import ModelSpec, make_spec
 
 # fmt: off
@@ -95,63 +95,39 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def _build(
-    name: str,
-    batch_norm: bool,
-    num_classes: int,
-    in_channels: int,
-    input_size: int,
-    variant: str,
-    hidden: int | None,
-    dropout: float,
-    kw: dict[str, Any],
-) -> nn.Module:
-    check_options(name, kw, hidden)
-    chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
-    small = chosen == "small"
-    width = hidden if hidden is not None else (512 if small else 4096)
-    model = VGG(
-        make_features(in_channels, batch_norm, small),
-        num_classes,
-        pooled=1 if small else 7,
-        hidden=width,
-        dropout=dropout,
-    )
-    model.spec = make_spec(
-        name, num_classes, in_channels, input_size, classifier="classifier.6", variant=chosen
-    )
-    return model
+def _family(name: str, batch_norm: bool, doc: str) -> Factory:
+    """Register the zoo factory `name`: VGG-16, with BatchNorm after every conv if `batch_norm`."""
+
+    def build(
+        *,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 28,
+        variant: str = "auto",
+        hidden: int | None = None,
+        dropout: float = 0.5,
+        **kw: Any,
+    ) -> nn.Module:
+        check_options(name, kw, hidden)
+        chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
+        small = chosen == "small"
+        width = hidden if hidden is not None else (512 if small else 4096)
+        model = VGG(
+            make_features(in_channels, batch_norm, small),
+            num_classes,
+            pooled=1 if small else 7,
+            hidden=width,
+            dropout=dropout,
+        )
+        model.spec = make_spec(
+            name, num_classes, in_channels, input_size, classifier="classifier.6", variant=chosen
+        )
+        return model
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return register_model(name, input_size=224)(build)
 
 
-@register_model("vgg16", input_size=224)
-def vgg16(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
-    variant: str = "auto",
-    hidden: int | None = None,
-    dropout: float = 0.5,
-    **kw: Any,
-) -> nn.Module:
-    """VGG-16 without BatchNorm (138M parameters at ImageNet size)."""
-    return _build(
-        "vgg16", False, num_classes, in_channels, input_size, variant, hidden, dropout, kw
-    )
-
-
-@register_model("vgg16_bn", input_size=224)
-def vgg16_bn(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
-    variant: str = "auto",
-    hidden: int | None = None,
-    dropout: float = 0.5,
-    **kw: Any,
-) -> nn.Module:
-    """VGG-16 with BatchNorm after every conv (torchvision's `vgg16_bn` indices)."""
-    return _build(
-        "vgg16_bn", True, num_classes, in_channels, input_size, variant, hidden, dropout, kw
-    )
+vgg16 = _family("vgg16", False, "VGG-16 without BatchNorm (138M parameters at ImageNet size).")
+vgg16_bn = _family("vgg16_bn", True, "VGG-16 with BatchNorm (torchvision's `vgg16_bn` indices).")
