@@ -12,9 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-log = logging.getLogger(
-    "compress.models.weights.download"
-)  # the lines belong to the download they report
+# The lines belong to the download they report.
+log = logging.getLogger("compress.models.weights.download")
 
 
 class Bar(Protocol):

@@ -120,8 +120,7 @@ def factorize(model: nn.Module, cfg: FactorizeConfig) -> list[LayerRank]:
     records = []
     for name, m in layers.items():
         low, energy = low_rank(m, ranks[name])
-        parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, low)
+        model.set_submodule(name, low)
         records.append(
             LayerRank(
                 layer=name,

@@ -216,8 +216,7 @@ class _Rewriter:
         return name, fq
 
     def _set_module(self, dotted: str, module: nn.Module) -> None:
-        parent, _, child = dotted.rpartition(".")
-        setattr(self.gm.get_submodule(parent) if parent else self.gm, child, module)
+        self.gm.set_submodule(dotted, module)
         self.modules[dotted] = module
 
     def _source_fq(self, node: Any) -> fx.Node | None:

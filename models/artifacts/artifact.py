@@ -31,6 +31,7 @@ from compress.models.disk.durable import check_writable as check_writable
 from compress.models.disk.durable import disk_errors
 from compress.models.errors import ArtifactError
 from compress.models.jsontypes import JsonObject
+from compress.models.weights.download import sha256_of
 from compress.models.weights.reading import check_finite, load_into
 from compress.models.zoo.registry import ModelSpec, attach_spec, create_model, is_factory_ref
 from compress.models.zoo.usercode import check_consent, known_source, read_source, sha256_bytes
@@ -120,18 +121,10 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_card(directory: Path, card: Card) -> None:
     """Record file hashes/sizes and the content hash, then write card.json."""
     card.files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name != CARD
     }
@@ -222,11 +215,11 @@ def read_card(path: str | Path) -> Card:
 
 
 def cached_sha256(path: Path) -> str:
-    """sha256_file, computed once per file version (path, size, mtime) in this process."""
+    """sha256_of, computed once per file version (path, size, mtime) in this process."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _hashes:
-        _hashes[key] = sha256_file(path)
+        _hashes[key] = sha256_of(path)
     return _hashes[key]
 
 
@@ -271,8 +264,7 @@ def build_model(card: Card, path: str | Path, *, trust_code: bool = False) -> nn
     a = card.architecture
     if "source" in a.kwargs:
         raise ArtifactError(f"{path}: architecture kwargs may not set 'source'")
-    shape = {"num_classes": a.num_classes, "in_channels": a.in_channels}
-    shape["input_size"] = a.input_size
+    shape = {"num_classes": a.num_classes, "in_channels": a.in_channels, "input_size": a.input_size}
     code = model_code(path, card, trust_code=trust_code)
     if code is None:
         model = create_model(a.name, **shape, **a.kwargs)

@@ -107,11 +107,8 @@ def apply_structure(model: nn.Module, desc: dict[str, dict[str, Any]]) -> nn.Mod
     for name, d in desc.items():
         m = modules.get(name)
         if d.get("type") == "LowRankLinear" and isinstance(m, nn.Linear):
-            _replace(
-                model,
-                name,
-                LowRankLinear(d["in_features"], d["out_features"], d["rank"], d["bias"]),
-            )
+            low = LowRankLinear(d["in_features"], d["out_features"], d["rank"], d["bias"])
+            model.set_submodule(name, low)
             modules = dict(model.named_modules())  # its two halves are described next
             continue
         if m is None or type(m).__name__ != d.get("type"):
@@ -123,10 +120,3 @@ def apply_structure(model: nn.Module, desc: dict[str, dict[str, Any]]) -> nn.Mod
         if _describe(m) != d:
             _resize(m, d)
     return model
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put `new` where the submodule `name` (dotted) is."""
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)

@@ -70,16 +70,7 @@ def make_spec(
 ) -> ModelSpec:
     """Spec with the default normalization for the channel count."""
     mean, std = default_mean_std(in_channels)
-    return ModelSpec(
-        name=name,
-        input_size=input_size,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        classifier=classifier,
-        variant=variant,
-    )
+    return ModelSpec(name, input_size, in_channels, num_classes, mean, std, classifier, variant)
 
 
 def spec_of(model: nn.Module) -> ModelSpec:
