@@ -458,15 +458,9 @@ class PruneConfig:
     @property
     def target_kind(self) -> str:
         """ratio, macs, params, latency or layers."""
-        for kind, attr in (
-            ("ratio", "ratio"),
-            ("macs", "target_macs"),
-            ("params", "target_params"),
-            ("latency", "target_latency_ms"),
-        ):
-            if getattr(self, attr) is not None:
-                return kind
-        return "layers"
+        kinds = {"ratio": "ratio", "macs": "target_macs", "params": "target_params"}
+        kinds["latency"] = "target_latency_ms"
+        return next((k for k, attr in kinds.items() if getattr(self, attr) is not None), "layers")
 
 
 def check_sparse_budget(sparse_epochs: int, final_epochs: int) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from compress.export.bench.timing import time_calls, torch_threads
 from compress.export.runtimes.session import open_session
+from compress.models.data.datasets import synthetic_batch
 from compress.models.errors import UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import spec_of
@@ -62,11 +63,6 @@ class Latency:
         return d
 
 
-def _input(model: nn.Module, batch: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randn((batch, *spec_of(model).input_shape), generator=g)
-
-
 def _median_ms(fn: Callable[[], object], cfg: LatencyConfig) -> tuple[float, int]:
     t = time_calls(fn, warmup=cfg.warmup, max_runs=cfg.runs, budget_s=cfg.budget_s)
     return t.median_ms, t.runs
@@ -99,7 +95,7 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
 
 def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     """Median onnxruntime CPU latency (ms per batch) and the number of timed runs."""
-    x = _input(model, cfg.batch)
+    x = synthetic_batch(spec_of(model), cfg.batch)
     sess = open_session(onnx_bytes(model, x), cfg.threads)
     feed = {"input": x.numpy()}
     return _median_ms(lambda: sess.run(None, feed), cfg)
@@ -107,7 +103,7 @@ def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
 
 def torch_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     """Median torch eager latency (ms per batch, no grad, eval mode) with `threads` threads."""
-    x = _input(model, cfg.batch)
+    x = synthetic_batch(spec_of(model), cfg.batch)
     was_training = model.training
     model.eval()
     try:

@@ -8,10 +8,7 @@ never pruned. Targets other than a ratio are met by *planning*: torch-pruning yi
 it would prune at a candidate ratio without pruning them, their channel counts give the MACs and
 parameters exactly (:class:`compress.pruning.flops.Geometry`), and a search picks the smallest ratio
 that meets the goal; only then is the model pruned, once per step. On any error the model is
-restored to its original shapes and weights.
-
-Modules: prune_config (config/result), prune_graph (torch-pruning glue), prune_session (the
-loop), this one (the verb and its helpers).
+restored to its original shapes and weights. The loop itself is `compress.pruning.session`.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from compress.pruning import achieved
 from compress.pruning.config import (
     CRITERIA,
     DATA_CRITERIA,
+    TARGETS,
     PruneConfig,
     PruneResult,
     TargetUnreachableError,
@@ -46,6 +44,10 @@ from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSe
 from compress.training.fit import Hooks, TrainConfig
 
 log = logging.getLogger(__name__)
+# Replaces every target of a PruneConfig: probes set the one they want on top.
+_NO_TARGET: dict[str, Any] = dict.fromkeys((*TARGETS, "from_sensitivity")) | {
+    "global_pruning": False
+}
 
 
 def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) -> None:
@@ -234,17 +236,7 @@ def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: st
     progress = Progress()
     progress.f = 1.0
     imp = make_importance("l2")
-    probe = replace(
-        cfg,
-        ratio=0.5,
-        layer_ratios=None,
-        from_sensitivity=None,
-        target_macs=None,
-        target_params=None,
-        target_latency_ms=None,
-        global_pruning=False,
-        max_layer_ratio=1.0,
-    )
+    probe = replace(cfg, **{**_NO_TARGET, "ratio": 0.5, "max_layer_ratio": 1.0})
     culprit = None
     try:
         pruner, _ = build_pruner(trial, probe, x, imp, progress, 0.5)
@@ -297,17 +289,7 @@ def prune_layer_stepwise(
     if not ratios or not ratios[0] > 0 or not ratios[-1] < 1:
         raise UsageError(f"ratios must be in (0, 1), got {ratios}")
     base = cfg or PruneConfig(ratio=0.0)
-    probe = replace(
-        base,
-        ratio=None,
-        target_macs=None,
-        target_params=None,
-        target_latency_ms=None,
-        layer_ratios={layer: ratios[-1]},
-        from_sensitivity=None,
-        global_pruning=False,
-        steps=1,
-    )
+    probe = replace(base, **{**_NO_TARGET, "layer_ratios": {layer: ratios[-1]}, "steps": 1})
     trial = copy.deepcopy(model)
     x = example_inputs if example_inputs is not None else example_input(trial)
     run = PruneSession(trial, probe, x, None, None, None, None)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from compress.distributed import collectives
-from compress.models.data.datasets import DataBundle
+from compress.models.data.datasets import DataBundle, synthetic_batch
 from compress.models.errors import CompressError, UsageError
 from compress.models.zoo.registry import spec_of
 from compress.pruning.config import (
@@ -49,8 +49,7 @@ _MAX_LATENCY_ROUNDS = 20
 
 def example_input(model: nn.Module) -> torch.Tensor:
     """A seeded batch-1 input of the model's shape (tracing and shape checks only)."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randn((1, *spec_of(model).input_shape), generator=g)
+    return synthetic_batch(spec_of(model), 1)
 
 
 Metrics: TypeAlias = dict[str, float]  # an evaluator's named scores (val_top1, test_top1)
