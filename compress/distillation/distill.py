@@ -28,6 +28,7 @@ from compress.models.data.images import TensorImages
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import ModelSpec, spec_of
+from compress.models.zoo.spec import eval_mode
 from compress.training import int4_grid
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
@@ -228,13 +229,8 @@ def check_outputs(
     teacher: nn.Module, student: nn.Module, xs: torch.Tensor, xt: torch.Tensor
 ) -> None:
     """One probe batch through both models: their logits must have the same shape."""
-    was_training = student.training
-    student.eval()
-    try:
-        with torch.no_grad():
-            t, s = teacher(xt), student(xs)
-    finally:
-        student.train(was_training)
+    with torch.no_grad(), eval_mode(student):
+        t, s = teacher(xt), student(xs)
     if not (isinstance(t, torch.Tensor) and isinstance(s, torch.Tensor)) or t.shape != s.shape:
         raise InvalidInputError(
             f"teacher and student outputs differ on the same batch: teacher "

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from compress.models.jsontypes import JsonObject
-from compress.models.zoo.registry import spec_of
+from compress.models.zoo.spec import eval_mode, spec_of
 
 # Ops that only move or describe data: never reported as "not counted".
 _DATA_MOVEMENT = {
@@ -112,14 +112,9 @@ def count_ops(model: nn.Module, example_inputs: torch.Tensor | None = None) -> O
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
     x = _example(model, example_inputs)
-    was_training = model.training
-    model.eval()
     recorder = _OpRecorder()
-    try:
-        with FlopCounterMode(display=False) as counter, recorder:
-            model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FlopCounterMode(display=False) as counter, recorder:
+        model(x)
     batch = max(1, x.shape[0])
     counted = {op.__name__ for op in flop_registry if hasattr(op, "__name__")}
     uncounted = sorted(recorder.names - counted - _DATA_MOVEMENT)
@@ -174,13 +169,10 @@ class Geometry:
         for name, m in model.named_modules():
             if isinstance(m, (_CONV, nn.Linear)):
                 handles.append(m.register_forward_hook(self._hook(name)))
-        was_training = model.training
-        model.eval()
         try:
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 model(x)
         finally:
-            model.train(was_training)
             for h in handles:
                 h.remove()
         self.batch = max(1, x.shape[0])

@@ -22,7 +22,7 @@ from compress.export.runtimes.session import open_session
 from compress.models.data.datasets import synthetic_batch
 from compress.models.errors import UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.zoo.registry import spec_of
+from compress.models.zoo.spec import eval_mode, spec_of
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -71,25 +71,22 @@ def _median_ms(fn: Callable[[], object], cfg: LatencyConfig) -> tuple[float, int
 def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
     """The model as an in-memory ONNX graph (legacy TorchScript exporter, fixed batch)."""
     buf = io.BytesIO()
-    was_training = model.training
-    model.eval()
     try:
-        torch.onnx.export(
-            model,
-            (x,),
-            buf,  # type: ignore[arg-type]  # file-like objects are accepted
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["logits"],
-        )
+        with eval_mode(model):
+            torch.onnx.export(
+                model,
+                (x,),
+                buf,  # type: ignore[arg-type]  # file-like objects are accepted
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["logits"],
+            )
     except Exception as e:  # the exporter raises many types; report one line
         raise UnsupportedError(
             f"ONNX export for the latency measurement failed: {type(e).__name__}: {e}",
             hint="measure with onnxruntime disabled (torch eager only)",
         ) from e
-    finally:
-        model.train(was_training)
     return buf.getvalue()
 
 
@@ -104,13 +101,8 @@ def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
 def torch_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     """Median torch eager latency (ms per batch, no grad, eval mode) with `threads` threads."""
     x = synthetic_batch(spec_of(model), cfg.batch)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch_threads(cfg.threads), torch.inference_mode():
-            return _median_ms(lambda: model(x), cfg)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch_threads(cfg.threads), torch.inference_mode():
+        return _median_ms(lambda: model(x), cfg)
 
 
 def measure_latency(

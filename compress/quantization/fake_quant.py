@@ -31,6 +31,7 @@ from torch import fx, nn
 
 from compress.models.errors import UnsupportedError
 from compress.models.zoo.registry import attach_spec, spec_of
+from compress.models.zoo.spec import eval_mode
 
 W_MIN, W_MAX = -128, 127
 W_MAX_REDUCED = 63  # reduce_range: scales put every weight in [-63, 63]
@@ -163,18 +164,15 @@ def prepare_qat(
         reduce_range = int8_defaults(detect_isa()).reduce_range
     from torch.fx.experimental.optimization import fuse
 
-    was_training = model.training
-    model.eval()
     try:
-        gm = fuse(model)
+        with eval_mode(model):
+            gm = fuse(model)
         assert isinstance(gm, fx.GraphModule)
     except Exception as e:  # fx raises many kinds of tracing errors
         raise UnsupportedError(
             f"QAT needs a model torch.fx can trace; tracing failed: {str(e).splitlines()[0]}",
             hint="use ptq-static instead (it works on the exported ONNX graph)",
         ) from e
-    finally:
-        model.train(was_training)
     _Rewriter(gm, momentum, reduce_range).run()
     attach_spec(gm, spec_of(model))
     return gm

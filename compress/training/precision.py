@@ -23,6 +23,7 @@ from torch import nn
 
 from compress.export.environment import cpu_info, isa_flags
 from compress.models.errors import UnsupportedError, UsageError
+from compress.models.zoo.spec import eval_mode
 
 log = logging.getLogger(__name__)
 AMP_MODES = ("off", "fp16", "bf16", "auto")
@@ -80,16 +81,14 @@ def forward_macs(model: nn.Module) -> int | None:
             total += out.numel() * m.in_features
 
     handles = [m.register_forward_hook(count) for m in model.modules()]
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *shape))
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros(1, *shape))
     except Exception:  # a model that can't run a zero probe on CPU: no size-based decision
         return None
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return total
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import UsageError
-from compress.models.zoo.spec import ModelSpec, attach_spec, spec_of
+from compress.models.zoo.spec import ModelSpec, attach_spec, eval_mode, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,14 @@ def check_input_size(model: nn.Module, size: int) -> None:
     leaves = [(n, m) for n, m in model.named_modules() if n and not any(m.children())]
     hooks = [m.register_forward_pre_hook(partial(_enter, entered, n)) for n, m in leaves]
     hooks += [m.register_forward_hook(partial(_leave, entered)) for _, m in leaves]
-    training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             out = model(x)
     except (RuntimeError, ValueError, IndexError) as e:
         raise _refusal(spec, size, entered[-1] if entered else None, e) from None
     finally:
         for h in hooks:
             h.remove()
-        model.train(training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, spec.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UsageError(

@@ -6,6 +6,8 @@ The zoo families and the registry both use it, so it sits below them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -84,3 +86,14 @@ def spec_of(model: nn.Module) -> ModelSpec:
 def attach_spec(model: nn.Module, spec: ModelSpec) -> None:
     """Give a module its spec (setattr: nn.Module's typed __setattr__ only admits tensors)."""
     setattr(model, "spec", spec)  # noqa: B010
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode for the body, then back in the mode it was in (errors included)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
