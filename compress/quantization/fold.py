@@ -50,7 +50,7 @@ def fold_weights(src: str | Path, dst: str | Path) -> dict[str, int]:
     for node in g.node:
         if node.op_type == "QuantizeLinear" and all(i in value for i in node.input[:3]):
             w, s, z = (value[i] for i in node.input[:3])
-            q = _quantize(w, s, z, _axis(node))
+            q = _quantize(w, s, z, next((a.i for a in node.attribute if a.name == "axis"), 1))
             g.initializer.append(numpy_helper.from_array(q, node.output[0]))
             folded += 1
             continue
@@ -85,13 +85,9 @@ def fold_weights(src: str | Path, dst: str | Path) -> dict[str, int]:
         new_nodes.append(node)
     del g.node[:]
     g.node.extend(new_nodes)
-    _drop_unused(g)
+    qgraph.drop_unused(g)
     onnx.save(model, str(dst))
     return {"weights_folded": folded, "biases_quantized": biases}
-
-
-def _axis(node: Any) -> int:
-    return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
 def _constant_values(g: Any, value: dict[str, np.ndarray]) -> None:
@@ -126,14 +122,3 @@ def _bias_dq(
     scale = np.broadcast_to(scale, b.shape).copy()
     q = np.rint(b / scale).astype(np.int32)
     return q, scale, f"{node.name or node.output[0]}_bias".lstrip("/").replace("/", "_")
-
-
-def _drop_unused(g: Any) -> None:
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    dropped = {i.name for i in g.initializer if i.name not in used}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    inputs = [i for i in g.input if i.name not in dropped]
-    del g.input[:]
-    g.input.extend(inputs)

@@ -179,9 +179,18 @@ def compact(path: str | Path) -> int:
             continue
         if not numpy_helper.to_array(zp).any():
             del node.input[2]
-    used = {i for n in g.node for i in n.input}
+    drop_unused(g)
+    onnx.save(model, str(path))
+    return before - Path(path).stat().st_size
+
+
+def drop_unused(g: Any) -> None:
+    """Remove initializers no node or output reads (and graph inputs that declared them)."""
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    dropped = {i.name for i in g.initializer if i.name not in used}
     keep = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
-    onnx.save(model, str(path))
-    return before - Path(path).stat().st_size
+    inputs = [i for i in g.input if i.name not in dropped]
+    del g.input[:]
+    g.input.extend(inputs)

@@ -210,10 +210,7 @@ def _weight_only_int4(model: Any, name: str) -> None:
     )
     node.input[1] = f"{base}_dq"
     g.node.insert(list(g.node).index(node), dq)
-    used = {i for n in g.node for i in n.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    qgraph.drop_unused(g)
 
 
 def _out_axis(node: Any) -> int:

@@ -28,20 +28,14 @@ from compress.quantization.fallback import FallbackResult, fallback_search, rank
 from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
 
 log = logging.getLogger(__name__)
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def _settings_for(cfg: QuantizeConfig) -> tuple[list[Int8Settings], str]:
     """Candidate int8 settings (first = default) honoring explicit user choices."""
     isa = detect_isa()
-    explicit = {
-        k: v
-        for k, v in (
-            ("activation_type", cfg.activation_type),
-            ("weight_type", cfg.weight_type),
-            ("reduce_range", cfg.reduce_range),
-        )
-        if v != "auto"
-    }
+    names = ("activation_type", "weight_type", "reduce_range")
+    explicit = {k: v for k in names if (v := getattr(cfg, k)) != "auto"}
     default = int8_defaults(isa)
     if not explicit:
         return (int8_candidates(isa) if cfg.tune else [default]), default.reason
@@ -56,25 +50,6 @@ def _build(
     ctx: QuantContext, s: Int8Settings, exclude: list[str], only: list[str] | None = None
 ) -> Path:
     """One onnxruntime quantization run with settings `s`; returns the new model's path."""
-    from onnxruntime.quantization import QuantType
-
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    out = ctx.fresh("q")
-    cfg = ctx.cfg
-    common: dict[str, Any] = {
-        "per_channel": cfg.per_channel,
-        "reduce_range": s.reduce_range,
-        "weight_type": qtype[s.weight_type],
-        "nodes_to_exclude": [*cfg.keep_float, *exclude] or None,
-        "nodes_to_quantize": only,
-    }
-    with ortrun.quiet_ort():
-        _run_ort(ctx, s, out, common)
-    qgraph.check_quantized(out)
-    return out
-
-
-def _run_ort(ctx: QuantContext, s: Int8Settings, out: Path, common: dict[str, Any]) -> None:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -83,34 +58,36 @@ def _run_ort(ctx: QuantContext, s: Int8Settings, out: Path, common: dict[str, An
         quantize_static,
     )
 
-    cfg = ctx.cfg
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    if cfg.method == "ptq-dynamic":
-        quantize_dynamic(
-            str(ctx.pre), str(out), op_types_to_quantize=list(qgraph.DYNAMIC_OPS), **common
-        )
-    else:
-        assert ctx.calib is not None
-        quantize_static(
-            str(ctx.pre),
-            str(out),
-            make_reader(
-                ctx.info.input_name, ctx.calib, _calib_batch(ctx), fixed=bool(ctx.info.fixed_batch)
-            ),
-            quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
-            activation_type=qtype[s.activation_type],
-            calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-            }[cfg.calibration],
-            calibration_cache_path=str(ctx.work / f"calib-{cfg.calibration}.json"),
-            extra_options={
-                "WeightSymmetric": True,
-                "ActivationSymmetric": False,
-            },
-            **common,
-        )
+    out, cfg = ctx.fresh("q"), ctx.cfg
+    common: dict[str, Any] = {
+        "per_channel": cfg.per_channel,
+        "reduce_range": s.reduce_range,
+        "weight_type": qtype[s.weight_type],
+        "nodes_to_exclude": [*cfg.keep_float, *exclude] or None,
+        "nodes_to_quantize": only,
+    }
+    with ortrun.quiet_ort():
+        if cfg.method == "ptq-dynamic":
+            quantize_dynamic(
+                str(ctx.pre), str(out), op_types_to_quantize=list(qgraph.DYNAMIC_OPS), **common
+            )
+        else:
+            assert ctx.calib is not None
+            fixed = bool(ctx.info.fixed_batch)
+            quantize_static(
+                str(ctx.pre),
+                str(out),
+                make_reader(ctx.info.input_name, ctx.calib, _calib_batch(ctx), fixed=fixed),
+                quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                activation_type=qtype[s.activation_type],
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[cfg.calibration]),
+                calibration_cache_path=str(ctx.work / f"calib-{cfg.calibration}.json"),
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                **common,
+            )
+    qgraph.check_quantized(out)
+    return out
 
 
 def _calib_batch(ctx: QuantContext) -> int:

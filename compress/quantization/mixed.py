@@ -19,7 +19,7 @@ from typing import Any
 from compress.models.errors import UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import int4
-from compress.quantization.context import QuantizeResult
+from compress.quantization.context import QuantizeResult, drop_pts, within_budget
 from compress.quantization.int8 import build_int8_nodes
 from compress.quantization.isa import detect_isa
 
@@ -51,7 +51,6 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
         bits.update(cfg.layer_bits)
     path = _build(octx, bits)
     top1 = ctx.top1(path)
-    drop = None if fp32_top1 is None or top1 is None else round((fp32_top1 - top1) * 100, 3)
     rows = int4.classify(path, layers, ctx.work)
     widths = set(bits.values())
     precision = {4: "int4", 8: "int8", 32: "fp32"}[widths.pop()] if len(widths) == 1 else "mixed"
@@ -72,8 +71,8 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
         isa=detect_isa().to_dict(),
         fp32={"val_top1": fp32_top1},
         quantized={"val_top1": top1},
-        drop_pts=drop,
-        budget_met=drop is None or cfg.max_drop is None or drop <= cfg.max_drop,
+        drop_pts=drop_pts(fp32_top1, top1),
+        budget_met=within_budget(fp32_top1, top1, cfg.max_drop),
         fallback_nodes=[n for n, b in bits.items() if b == 32],
         sensitivity=sensitivity,
         layers=[asdict(r) for r in rows],
