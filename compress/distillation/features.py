@@ -174,15 +174,13 @@ class FeatureDistiller:
         return list(self.adapters.parameters())
 
     def loss(self) -> torch.Tensor:
-        total: torch.Tensor | None = None
+        terms = []
         for adapter, t, s in zip(self.adapters, self._t, self._s, strict=True):
             if t.value is None or s.value is None:
                 raise RuntimeError("feature distillation: a hooked layer produced no output")
             a, b = match_spatial(adapter(s.value.float()), t.value.detach().float())
-            term = F.mse_loss(a, b)
-            total = term if total is None else total + term
-        assert total is not None
-        return total
+            terms.append(F.mse_loss(a, b))
+        return sum(terms[1:], terms[0])  # summed in pair order
 
     def remove(self) -> None:
         for c in (*self._t, *self._s):

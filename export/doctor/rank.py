@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from compress.export.doctor.diagnosis import Finding, RuntimeTiming
-from compress.models.zoo.registry import ModelSpec
+from compress.models.zoo.registry import ModelSpec, make_spec
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +26,12 @@ RANK_ROUNDS = 2
 
 def spec_for_ranking(info: Any) -> ModelSpec | None:
     """A spec from the file's declared input (N, C, H, W); None when C/H are symbolic."""
-    from compress.models.zoo.registry import default_mean_std
-
     shape = info.input_shape
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:3]):
         return None
     out = info.output_shape
     classes = out[-1] if out and isinstance(out[-1], int) and out[-1] > 0 else 10
-    mean, std = default_mean_std(shape[1])
-    return ModelSpec(
-        name=Path(info.path).stem,
-        input_size=shape[2],
-        in_channels=shape[1],
-        num_classes=classes,
-        mean=mean,
-        std=std,
-        variant="onnx",
-    )
+    return make_spec(Path(info.path).stem, classes, shape[1], shape[2], "fc", variant="onnx")
 
 
 def artifact_precision(info: Any, quantized: bool) -> str:
