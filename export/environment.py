@@ -93,14 +93,12 @@ def isa_flags(flags: frozenset[str] | None = None) -> dict[str, bool]:
 
 def has_int8_dot_product(flags: frozenset[str] | None = None) -> bool:
     """True where int8 GEMM has a fast path (VNNI, AMX-INT8, ARM dot product or i8mm)."""
-    isa = isa_flags(flags)
-    return any(isa[k] for k in INT8_DOT_PRODUCT)
+    return any(isa_flags(flags)[k] for k in INT8_DOT_PRODUCT)
 
 
 def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     """True where the CPU computes bf16 natively (AVX512-BF16, AMX-BF16, ARM BF16)."""
-    isa = isa_flags(flags)
-    return any(isa[k] for k in NATIVE_BF16)
+    return any(isa_flags(flags)[k] for k in NATIVE_BF16)
 
 
 def physical_cores() -> int:

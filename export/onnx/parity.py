@@ -107,10 +107,10 @@ def compare(
         precision=precision,
         inputs=inputs,
         samples=len(ref),
-        max_abs_diff=_f(diff.max() if diff.size else 0.0),
-        max_rel_diff=_f(rel.max() if rel.size else 0.0),
-        mean_abs_diff=_f(diff.mean() if diff.size else 0.0),
-        min_cosine=_f(cos),
+        max_abs_diff=float(diff.max() if diff.size else 0.0),
+        max_rel_diff=float(rel.max() if rel.size else 0.0),
+        mean_abs_diff=float(diff.mean() if diff.size else 0.0),
+        min_cosine=float(cos),
         top1_agreement=agree,
         top1_agreement_tie_aware=tie_aware,
         tolerance=asdict(tol),
@@ -155,6 +155,3 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -> tuple[
     tie = gap <= tol.atol + tol.rtol * np.abs(ref[rows, r])
     return float(same.mean()), float((same | tie).mean())
 
-
-def _f(x: Any) -> float:
-    return float(x)
