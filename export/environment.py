@@ -38,15 +38,7 @@ ISA_GROUPS: dict[str, tuple[str, ...]] = {
 INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "arm_dotprod", "arm_i8mm")
 # Groups that compute bf16 natively (emulated bf16 is slower than fp32).
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "arm_bf16")
-LIBRARIES = (
-    "torch",
-    "onnx",
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "openvino",
-    "numpy",
-    "compress",
-)
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "compress")
 
 
 def cpu_arch() -> str:

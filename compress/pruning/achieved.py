@@ -14,13 +14,7 @@ import logging
 
 from compress.models.errors import UsageError
 from compress.pruning.config import PruneConfig, parse_amount
-from compress.pruning.outcome import (
-    Achieved,
-    Counts,
-    LayerRemoved,
-    LayersAchieved,
-    TotalAchieved,
-)
+from compress.pruning.outcome import Achieved, Counts, LayerRemoved, LayersAchieved, TotalAchieved
 
 log = logging.getLogger(__name__)
 

@@ -149,12 +149,7 @@ CONV_TYPES = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
-BATCHNORM_TYPES = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.SyncBatchNorm,
-)
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _CONV = CONV_TYPES
 _NORM = (*BATCHNORM_TYPES, nn.GroupNorm, nn.InstanceNorm2d)
 
@@ -186,9 +181,7 @@ class Geometry:
         return hook
 
     def per_module(
-        self,
-        model: nn.Module,
-        channels: Mapping[nn.Module, tuple[int, int]] | None = None,
+        self, model: nn.Module, channels: Mapping[nn.Module, tuple[int, int]] | None = None
     ) -> dict[str, int]:
         """MACs per image of each Conv/Linear module; `channels` overrides (in, out) (a plan)."""
         channels = channels or {}
@@ -200,17 +193,13 @@ class Geometry:
         return out
 
     def macs(
-        self,
-        model: nn.Module,
-        channels: Mapping[nn.Module, tuple[int, int]] | None = None,
+        self, model: nn.Module, channels: Mapping[nn.Module, tuple[int, int]] | None = None
     ) -> int:
         """Conv/Linear MACs per image; `channels` overrides (in, out) of some modules (a plan)."""
         return sum(self.per_module(model, channels).values())
 
     def params(
-        self,
-        model: nn.Module,
-        channels: Mapping[nn.Module, tuple[int, int]] | None = None,
+        self, model: nn.Module, channels: Mapping[nn.Module, tuple[int, int]] | None = None
     ) -> int:
         """Parameter count, with `channels` overriding (in, out) of some modules (a plan)."""
         total = count_params(model)

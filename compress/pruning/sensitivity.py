@@ -87,11 +87,7 @@ class SensitivityResult:
 
 
 def analyze(
-    model: nn.Module,
-    cfg: SensitivityConfig,
-    score: Scorer | None = None,
-    *,
-    model_name: str = "",
+    model: nn.Module, cfg: SensitivityConfig, score: Scorer | None = None, *, model_name: str = ""
 ) -> SensitivityResult:
     """Prune each layer alone at each ratio and measure; `score` gives validation top-1."""
     x = torch.zeros((1, *spec_of(model).input_shape))

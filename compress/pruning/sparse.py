@@ -85,8 +85,7 @@ def sparse_learn(
             loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing or 0.0)
             if not math.isfinite(float(loss.detach())):
                 raise InvalidInputError(
-                    "sparse learning diverged (loss is NaN/Inf)",
-                    hint="lower --sparse-reg or --lr",
+                    "sparse learning diverged (loss is NaN/Inf)", hint="lower --sparse-reg or --lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -37,9 +37,7 @@ def calibration_inputs(dataset: Any, samples: int, seed: int = 0) -> np.ndarray:
 
 
 def check_calibration(
-    x: np.ndarray | None,
-    input_shape: Sequence[int | str | None],
-    min_samples: int = MIN_SAMPLES,
+    x: np.ndarray | None, input_shape: Sequence[int | str | None], min_samples: int = MIN_SAMPLES
 ) -> None:
     """Refuse calibration data that is empty, too small, non-finite or of the wrong shape.
 

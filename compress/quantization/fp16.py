@@ -30,8 +30,7 @@ def to_fp16(src: Path, dst: Path, block: list[str]) -> Path:
         from onnxconverter_common import float16
     except ImportError as e:
         raise UnsupportedError(
-            "fp16 conversion needs onnxconverter-common",
-            hint="pip install onnxconverter-common",
+            "fp16 conversion needs onnxconverter-common", hint="pip install onnxconverter-common"
         ) from e
     import onnx
 

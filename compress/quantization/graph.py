@@ -85,8 +85,7 @@ def require_quantizable(info: GraphInfo, ops: tuple[str, ...], method: str) -> N
         else "nothing to gain from int8 here; try fp16 or pruning"
     )
     raise UnsupportedError(
-        f"{method}: the model has no {'/'.join(ops)} nodes to quantize (its ops: {have})",
-        hint=hint,
+        f"{method}: the model has no {'/'.join(ops)} nodes to quantize (its ops: {have})", hint=hint
     )
 
 

@@ -89,8 +89,7 @@ def optimize_offline(src: str | Path, dst: str | Path, level: str) -> Path:
     so.optimized_model_filepath = str(dst)
     if external_data_path(src).exists():
         so.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name",
-            external_data_path(dst).name,
+            "session.optimized_model_external_initializers_file_name", external_data_path(dst).name
         )
     try:
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])

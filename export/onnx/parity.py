@@ -154,4 +154,3 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -> tuple[
     gap = ref[rows, r] - ref[rows, c]
     tie = gap <= tol.atol + tol.rtol * np.abs(ref[rows, r])
     return float(same.mean()), float((same | tie).mean())
-

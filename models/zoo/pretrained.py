@@ -225,9 +225,7 @@ def check_fits(model: nn.Module, entry: Pretrained) -> None:
 
     with torch.device("meta"):
         ref = registered()[entry.model](
-            num_classes=entry.num_classes,
-            in_channels=entry.in_channels,
-            input_size=entry.crop,
+            num_classes=entry.num_classes, in_channels=entry.in_channels, input_size=entry.crop
         )
     fitted(model, ref.state_dict(), entry)
 
