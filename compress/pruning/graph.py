@@ -8,6 +8,7 @@ pruning loop can ask "what would ratio f remove?" without pruning, then prune ex
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import warnings
 from collections import Counter
@@ -237,9 +238,7 @@ def accumulate_gradients(model: nn.Module, importance: Any, data: DataBundle, ba
     loader = data.loader("train", sampler=shard)
     if not hasattr(importance, "accumulate_grad"):  # Taylor
         seen = 0
-        for i, (x, y) in enumerate(loader):
-            if i >= batches:
-                break
+        for x, y in itertools.islice(loader, batches):
             F.cross_entropy(model(x), y).backward()
             seen += len(y)
         collectives.average_gradients(model.parameters())  # every rank's data, one decision
@@ -263,9 +262,7 @@ def _squared_gradient_sums(
     """Per parameter, the sum of squared per-sample gradients over 16 samples per batch."""
     sums: dict[nn.Parameter, torch.Tensor] = {}
     seen = 0
-    for i, (x, y) in enumerate(loader):
-        if i >= batches:
-            break
+    for x, y in itertools.islice(loader, batches):
         losses = F.cross_entropy(model(x[:16]), y[:16], reduction="none")
         for j, loss in enumerate(losses):
             model.zero_grad(set_to_none=True)

@@ -5,7 +5,6 @@ few ratios, and measured: validation top-1, MACs and parameters removed, and onn
 The table (Markdown + JSON) and a plot show which layers are cheap to prune;
 :func:`compress.pruning.config.ratios_from_sensitivity` turns it into per-layer ratios
 (`PruneConfig(from_sensitivity=...)`, `prune --from-sensitivity`).
-(Quantization's per-node sensitivity lives in compress/sensitivity.py.)
 """
 
 from __future__ import annotations
