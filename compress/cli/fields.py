@@ -1,7 +1,7 @@
 """A config dataclass's fields, read from its source file without importing its module.
 
 The config classes (PruneConfig, QuantizeConfig, ...) carry their CLI help and flag spelling as
-`field(metadata=...)`, but most of their modules import torch, which `compress VERB --help` must
+`option(default, help, **meta)` (compress.models.options) or `field(metadata=...)`, but most of their modules import torch, which `compress VERB --help` must
 not. So the CLI reads each field's name, type, default and metadata from the class body with
 `ast`; the command itself builds the real class. tests/test_cli_options.py checks this reading
 against the imported classes.
@@ -49,14 +49,23 @@ def _field(stmt: ast.AnnAssign, scope: _Scope) -> ConfigField:
     default: Any = MISSING
     meta: dict[str, Any] = {}
     value = stmt.value
-    if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "field":
+    call = getattr(value.func, "id", None) if isinstance(value, ast.Call) else None
+    if isinstance(value, ast.Call) and call in ("field", "option"):
+        if call == "option":  # option(default, help, factory=..., **meta): models/options.py
+            for node, key in zip(value.args, ("default", "help"), strict=False):
+                if key == "default":
+                    default = scope.value(node)
+                else:
+                    meta["help"] = ast.literal_eval(node)
         for kw in value.keywords:
             if kw.arg == "default":
                 default = scope.value(kw.value)
-            elif kw.arg == "default_factory":
+            elif kw.arg in ("default_factory", "factory"):
                 default = _FACTORIES[getattr(kw.value, "id", "")]()
             elif kw.arg == "metadata":
                 meta = ast.literal_eval(kw.value)
+            elif call == "option" and kw.arg is not None:
+                meta[kw.arg] = ast.literal_eval(kw.value)
     elif value is not None:
         default = scope.value(value)
     return ConfigField(stmt.target.id, ast.unparse(stmt.annotation), default, meta)

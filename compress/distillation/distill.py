@@ -27,6 +27,7 @@ from compress.models.data.datasets import DataBundle
 from compress.models.data.images import TensorImages
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.models.zoo.registry import ModelSpec, spec_of
 from compress.models.zoo.spec import eval_mode
 from compress.training import int4_grid
@@ -45,60 +46,34 @@ class DistillConfig:
 
     # T=2, alpha=0.5 matched or beat T=4, alpha=0.7 on validation in every LeNet-5 run we
     # measured (benchmarks/results/distill-amp.md).
-    temperature: float = field(
-        default=2.0, metadata={"help": "Softmax temperature T for the teacher term (> 0)."}
+    temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).")
+    alpha: float = option(0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.")
+    epochs: int | None = option(None, "Epochs (None: the TrainConfig's).", cli=False)
+    lr: float | None = option(None, "Peak learning rate (None: the TrainConfig's).", cli=False)
+    features: list[Pair] | str | None = option(
+        None,
+        "Also match feature maps: `auto`, or teacher_layer:student_layer[,...]; "
+        "1x1-conv adapters bridge different widths.",
+        flag="--feature-distill",
     )
-    alpha: float = field(
-        default=0.5,
-        metadata={"help": "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels."},
-    )
-    epochs: int | None = field(
-        default=None, metadata={"help": "Epochs (None: the TrainConfig's).", "cli": False}
-    )
-    lr: float | None = field(
-        default=None,
-        metadata={"help": "Peak learning rate (None: the TrainConfig's).", "cli": False},
-    )
-    features: list[Pair] | str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Also match feature maps: `auto`, or teacher_layer:student_layer[,...]; "
-                "1x1-conv adapters bridge different widths."
-            ),
-            "flag": "--feature-distill",
-        },
-    )
-    feature_weight: float = field(default=1.0, metadata={"help": "Weight of the feature loss."})
-    cache_teacher: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Cache the teacher's logits (None: when exact and it pays).",
-            "cli": False,
-        },
+    feature_weight: float = option(1.0, "Weight of the feature loss.")
+    cache_teacher: bool | None = option(
+        None, "Cache the teacher's logits (None: when exact and it pays).", cli=False
     )
     # Linear / convolution layers trained on the int4 grid `compress quantize` stores them on
     # (Linear: MatMulNBits blocks of int4_block_size), so quantizing them to int4 is exact
     # (compress.training.int4_grid).
-    int4_layers: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Linear or convolution layers (module names, comma-separated, e.g. "
-                "fc1.first) trained on the int4 grid `compress quantize` stores them on "
-                "(MatMulNBits for Linear), so it stores them in int4 without rounding "
-                "loss (it picks them up from the card)."
-            )
-        },
+    int4_layers: list[str] | None = option(
+        None,
+        "Linear or convolution layers (module names, comma-separated, e.g. "
+        "fc1.first) trained on the int4 grid `compress quantize` stores them on "
+        "(MatMulNBits for Linear), so it stores them in int4 without rounding "
+        "loss (it picks them up from the card).",
     )
-    int4_block_size: int = field(
-        default=32,
-        metadata={
-            "help": (
-                "Weights per int4 scale for --int4-layers (a power of 2 >= 16; match "
-                "quantize's --block-size)."
-            )
-        },
+    int4_block_size: int = option(
+        32,
+        "Weights per int4 scale for --int4-layers (a power of 2 >= 16; match "
+        "quantize's --block-size).",
     )
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.pruning.outcome import Achieved, Counts, SparseLearning
 
 log = logging.getLogger(__name__)
@@ -73,272 +74,148 @@ def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
 
 @dataclass
 class PruneConfig:
-    """What to prune and how far. At most one target: `ratio`, `target_macs`, `target_params`,
-    `target_latency_ms`, `layer_ratios` or `from_sensitivity` (none: `target_macs="2x"`).
+    """What to prune and how far; each field's help (`compress prune --help`) says what it does.
 
-    ratio: fraction of channels removed from every prunable layer (0 <= r < 1); parameters
-      shrink by about 1-(1-r)^2 since each weight loses both input and output channels.
-    target_macs / target_params: absolute (1.5e8, "150M") or a reduction ("2x").
-    target_latency_ms: onnxruntime CPU latency at `latency_batch`, measured after each round.
-    layer_ratios: {layer name: ratio} for the listed layers only (see compress.sensitivity).
-    from_sensitivity: a sensitivity.json (or its directory) from `compress sensitivity`; each
-      layer gets the largest ratio whose validation top-1 drop alone was <= `sensitivity_max_drop`
-      points (it fills `layer_ratios`).
-    No target at all: `target_macs="2x"` (:data:`DEFAULT_TARGET`), said in one log line.
-    steps: prune in this many increments; `finetune_epochs` of fine-tuning follow each step and
-      `final_finetune_epochs` follow the last one. Both None (the default): the fine-tuning
-      policy decides (:func:`compress.pruning.policy.plan_finetune`: 5 epochs after the last
-      step where the training data is known).
-    kd: fine-tune by distilling from the unpruned model (T=`kd_temperature`, weight `kd_alpha`
-      on the teacher term). None (the default): on whenever a TrainConfig fine-tunes (the
-      policy decides; benchmarks/results/prune-vs-plain.md). False: plain cross-entropy.
-    bn_recalibration: training images whose forward passes re-estimate the BatchNorm statistics
-      after every cut, before anything is measured or trained (adaptive BN; no gradient step).
-      0 turns it off; models without BatchNorm or runs without data skip it.
-    round_to: keep channel counts multiples of this (fast kernels) by keeping *more* channels,
-      never fewer: a layer is aligned only where that stays within `ratio_tolerance` of what
-      was asked, else it keeps the exact count. None or 1 disables it.
-    ratio_tolerance: how far each layer's removed fraction may fall from the one asked (and the
-      removed fraction of MACs / parameters from a target's). None: 0.05, and a layer beyond it
-      is a warning naming it; given explicitly: a limit, refused before anything is pruned when
-      the channel counts cannot meet it.
-    ignore: module names never pruned, on top of the classifier (`model.spec.classifier`).
-    max_layer_ratio: no layer loses more than this fraction of its channels (checked before
-      each step, so global pruning in one step may overshoot it: use steps > 1).
-    isomorphic: with global pruning, rank channels only against groups of the same structure
-      (torch-pruning's isomorphic pruning, ECCV 2024), so no layer type is emptied first.
-    finetune_schedule: onecycle, cosine or constant for every fine-tuning run (a fresh schedule
-      of its own; None: the policy's, one-cycle when the parent's recipe is rewound).
-      label_smoothing: for fine-tuning and sparse learning (None: the parent's, else 0).
-      augment: random flips and crops of the training images while tuning (None: as the parent
-      was trained, off when its card does not say).
-    sparse_epochs: epochs of sparse learning before the cut (torch-pruning's GroupNormPruner,
-      `sparse_method` "group-norm", or GrowingRegPruner, "growing-reg", coefficient
-      `sparse_reg`, weight decay off). They count in the budget: they are taken from
-      `final_finetune_epochs`, which must keep at least one epoch for after the cut.
+    At most one target: `ratio`, `target_macs`, `target_params`, `target_latency_ms`,
+    `layer_ratios` or `from_sensitivity`; none: `target_macs="2x"` (:data:`DEFAULT_TARGET`),
+    said in one log line. Fields left None (epochs, kd, criterion, schedule, smoothing,
+    augmentation) are decided by the one fine-tuning policy,
+    :func:`compress.pruning.policy.plan_finetune`. `max_layer_ratio` is checked before each
+    step, so global pruning in one step may overshoot it (use steps > 1). `sparse_epochs` count
+    in the budget: they are taken from `final_finetune_epochs`, which must keep at least one
+    epoch for after the cut.
     """
 
-    ratio: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Fraction of channels removed from every prunable layer, 0 <= R < 1. "
-                "Parameters shrink by about 1-(1-R)^2 (each weight loses input and output"
-                " channels): 0.5 keeps ~25 % of them."
-            )
-        },
+    ratio: float | None = option(
+        None,
+        "Fraction of channels removed from every prunable layer, 0 <= R < 1. "
+        "Parameters shrink by about 1-(1-R)^2 (each weight loses input and output"
+        " channels): 0.5 keeps ~25 % of them.",
     )
-    target_macs: float | str | None = field(
-        default=None,
-        metadata={"help": "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."},
+    target_macs: float | str | None = option(
+        None, "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."
     )
-    target_params: float | str | None = field(
-        default=None,
-        metadata={"help": "Parameters to reach: absolute (1M, 2e5) or a reduction (4x)."},
+    target_params: float | str | None = option(
+        None, "Parameters to reach: absolute (1M, 2e5) or a reduction (4x)."
     )
-    target_latency_ms: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) "
-                "to reach; pruned in rounds, measuring after each, until met (an error "
-                "says so if it can't be)."
-            )
-        },
+    target_latency_ms: float | None = option(
+        None,
+        "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) "
+        "to reach; pruned in rounds, measuring after each, until met (an error "
+        "says so if it can't be).",
     )
-    layer_ratios: dict[str, float] | None = field(
-        default=None,
-        metadata={"help": "{layer name: ratio} for the listed layers only.", "cli": False},
+    layer_ratios: dict[str, float] | None = option(
+        None, "{layer name: ratio} for the listed layers only.", cli=False
     )
-    from_sensitivity: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "sensitivity.json (or its directory) from `compress sensitivity`: each "
-                "layer gets the largest ratio whose val top-1 drop alone was <= "
-                "--max-drop."
-            )
-        },
+    from_sensitivity: str | None = option(
+        None,
+        "sensitivity.json (or its directory) from `compress sensitivity`: each "
+        "layer gets the largest ratio whose val top-1 drop alone was <= "
+        "--max-drop.",
     )
-    sensitivity_max_drop: float = field(
-        default=1.0,
-        metadata={
-            "help": "With --from-sensitivity: allowed drop per layer, in points.",
-            "flag": "--max-drop",
-        },
+    sensitivity_max_drop: float = option(
+        1.0, "With --from-sensitivity: allowed drop per layer, in points.", flag="--max-drop"
     )
-    criterion: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "How channels are ranked: l1, l2, bn-scale, taylor, hessian, lamp, fpgm "
-                "or random. Default: taylor (gradients of 4 training batches) for trained"
-                " weights with known data, else l2 (the measured choice: BENCHMARKS.md)."
-            ),
-            "show_default": False,
-        },
+    criterion: str | None = option(
+        None,
+        "How channels are ranked: l1, l2, bn-scale, taylor, hessian, lamp, fpgm "
+        "or random. Default: taylor (gradients of 4 training batches) for trained"
+        " weights with known data, else l2 (the measured choice: BENCHMARKS.md).",
+        show_default=False,
     )
-    global_pruning: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Rank channels across all layers (global) or prune each layer by the same ratio."
-            ),
-            "flag": "--global/--local",
-        },
+    global_pruning: bool = option(
+        False,
+        "Rank channels across all layers (global) or prune each layer by the same ratio.",
+        flag="--global/--local",
     )
-    steps: int = field(default=1, metadata={"help": "Prune in N increments."})
-    finetune_epochs: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Fine-tuning epochs after each step (0: none). Default: 5 epochs after "
-                "the last step where the model's training data is known (its card names "
-                "it, or --dataset is given), none for untrained weights; the choice is "
-                "said in one line."
-            ),
-            "show_default": False,
-        },
+    steps: int = option(1, "Prune in N increments.")
+    finetune_epochs: int | None = option(
+        None,
+        "Fine-tuning epochs after each step (0: none). Default: 5 epochs after "
+        "the last step where the model's training data is known (its card names "
+        "it, or --dataset is given), none for untrained weights; the choice is "
+        "said in one line.",
+        show_default=False,
     )
-    final_finetune_epochs: int | None = field(
-        default=None,
-        metadata={"help": "Fine-tuning epochs after the last step.", "show_default": False},
+    final_finetune_epochs: int | None = option(
+        None, "Fine-tuning epochs after the last step.", show_default=False
     )
-    kd: bool | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) or with"
-                " plain cross-entropy. Default: on whenever there are fine-tuning epochs "
-                "(measured: +0.0-0.2 pt at equal learning rate; BENCHMARKS.md)."
-            ),
-            "flag": "--kd/--no-kd",
-            "show_default": False,
-        },
+    kd: bool | None = option(
+        None,
+        "Fine-tune by distilling from the unpruned model (T=2, alpha=0.5) or with"
+        " plain cross-entropy. Default: on whenever there are fine-tuning epochs "
+        "(measured: +0.0-0.2 pt at equal learning rate; BENCHMARKS.md).",
+        flag="--kd/--no-kd",
+        show_default=False,
     )
-    kd_temperature: float = field(
-        default=2.0,
-        metadata={
-            "help": "Softmax temperature of the distillation while fine-tuning.",
-            "cli": False,
-        },
+    kd_temperature: float = option(
+        2.0, "Softmax temperature of the distillation while fine-tuning.", cli=False
     )
-    kd_alpha: float = field(
-        default=0.5,
-        metadata={"help": "Weight of the teacher term while fine-tuning.", "cli": False},
+    kd_alpha: float = option(0.5, "Weight of the teacher term while fine-tuning.", cli=False)
+    bn_recalibration: int = option(
+        BN_RECALIBRATION_IMAGES,
+        "Training images whose forward passes re-estimate BatchNorm statistics "
+        "after every cut (adaptive BN, no gradient step; 0 = off).",
     )
-    bn_recalibration: int = field(
-        default=BN_RECALIBRATION_IMAGES,
-        metadata={
-            "help": (
-                "Training images whose forward passes re-estimate BatchNorm statistics "
-                "after every cut (adaptive BN, no gradient step; 0 = off)."
-            )
-        },
+    round_to: int | None = option(
+        8,
+        "Align kept channel counts to multiples of this (1 = off) by keeping "
+        "more, never fewer; a layer is aligned only where that stays within the "
+        "ratio tolerance.",
     )
-    round_to: int | None = field(
-        default=8,
-        metadata={
-            "help": (
-                "Align kept channel counts to multiples of this (1 = off) by keeping "
-                "more, never fewer; a layer is aligned only where that stays within the "
-                "ratio tolerance."
-            )
-        },
+    ratio_tolerance: float | None = option(
+        None,
+        "How far each layer's removed fraction (and a MACs/params target's) may "
+        "fall from what was asked. Default 0.05, beyond it a warning names the "
+        "layers; given, it is a limit: a request the channel counts can't meet is"
+        " refused.",
+        show_default=False,
     )
-    ratio_tolerance: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "How far each layer's removed fraction (and a MACs/params target's) may "
-                "fall from what was asked. Default 0.05, beyond it a warning names the "
-                "layers; given, it is a limit: a request the channel counts can't meet is"
-                " refused."
-            ),
-            "show_default": False,
-        },
+    ignore: list[str] = option(
+        help="Layer never pruned (repeatable), on top of the classifier head.",
+        factory=list,
+        cli="repeat",
     )
-    ignore: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Layer never pruned (repeatable), on top of the classifier head.",
-            "cli": "repeat",
-        },
+    max_layer_ratio: float = option(1.0, "No layer loses more than this fraction of its channels.")
+    isomorphic: bool = option(
+        False,
+        "With --global: rank channels only against groups of the same structure "
+        "(torch-pruning isomorphic pruning).",
     )
-    max_layer_ratio: float = field(
-        default=1.0, metadata={"help": "No layer loses more than this fraction of its channels."}
+    finetune_schedule: str | None = option(
+        None,
+        "Fine-tuning learning-rate schedule of its own: onecycle, cosine or "
+        "constant (default: one-cycle when the parent's recipe is rewound, else "
+        "cosine).",
     )
-    isomorphic: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "With --global: rank channels only against groups of the same structure "
-                "(torch-pruning isomorphic pruning)."
-            )
-        },
+    label_smoothing: float | None = option(
+        None,
+        "Label smoothing while fine-tuning / sparse learning (default: the parent's, else 0).",
+        show_default=False,
     )
-    finetune_schedule: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Fine-tuning learning-rate schedule of its own: onecycle, cosine or "
-                "constant (default: one-cycle when the parent's recipe is rewound, else "
-                "cosine)."
-            )
-        },
+    augment: bool | None = option(
+        None,
+        "Random flips and crops of the training images while tuning. Default: as "
+        "the parent was trained (its card; off when not recorded).",
+        flag="--augment/--no-augment",
+        show_default=False,
     )
-    label_smoothing: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Label smoothing while fine-tuning / sparse learning (default: the "
-                "parent's, else 0)."
-            ),
-            "show_default": False,
-        },
+    sparse_epochs: int = option(
+        0,
+        "Epochs of sparse learning before the cut, taken from "
+        "--final-finetune-epochs (torch-pruning group regulariser, weight decay "
+        "off).",
     )
-    augment: bool | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Random flips and crops of the training images while tuning. Default: as "
-                "the parent was trained (its card; off when not recorded)."
-            ),
-            "flag": "--augment/--no-augment",
-            "show_default": False,
-        },
+    sparse_method: str = option(
+        "group-norm", "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner)."
     )
-    sparse_epochs: int = field(
-        default=0,
-        metadata={
-            "help": (
-                "Epochs of sparse learning before the cut, taken from "
-                "--final-finetune-epochs (torch-pruning group regulariser, weight decay "
-                "off)."
-            )
-        },
+    sparse_reg: float = option(5e-4, "Sparse-learning regularisation coefficient (> 0).")
+    latency_batch: int = option(1, "Batch size of latency measurements.")
+    latency_threads: int = option(2, "onnxruntime / torch threads of latency measurements.")
+    importance_batches: int = option(
+        4, "Training batches whose gradients rank channels (taylor, hessian).", cli=False
     )
-    sparse_method: str = field(
-        default="group-norm",
-        metadata={"help": "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner)."},
-    )
-    sparse_reg: float = field(
-        default=5e-4, metadata={"help": "Sparse-learning regularisation coefficient (> 0)."}
-    )
-    latency_batch: int = field(default=1, metadata={"help": "Batch size of latency measurements."})
-    latency_threads: int = field(
-        default=2, metadata={"help": "onnxruntime / torch threads of latency measurements."}
-    )
-    importance_batches: int = field(
-        default=4,
-        metadata={
-            "help": "Training batches whose gradients rank channels (taylor, hessian).",
-            "cli": False,
-        },
-    )
-    seed: int = field(
-        default=0, metadata={"help": "Seed of the channel ranking and fine-tuning.", "cli": False}
-    )
+    seed: int = option(0, "Seed of the channel ranking and fine-tuning.", cli=False)
 
     def __post_init__(self) -> None:
         self._resolve_target()

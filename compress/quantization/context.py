@@ -17,6 +17,7 @@ import torch
 
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.training.precision import AMP_MODES
@@ -33,102 +34,59 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 class QuantizeConfig:
     """How to quantize. `auto` fields follow the CPU's instruction set (see compress.quantization.isa)."""
 
-    method: str = field(
-        default="ptq-static",
-        metadata={"help": "ptq-static (default), ptq-dynamic (Linear only), qat or fp16."},
+    method: str = option(
+        "ptq-static", "ptq-static (default), ptq-dynamic (Linear only), qat or fp16."
     )
-    samples: int = field(
-        default=300,
-        metadata={"help": "Calibration images (seeded subset of the validation split)."},
+    samples: int = option(300, "Calibration images (seeded subset of the validation split).")
+    calibration: str = option("minmax", "minmax, entropy or percentile.")
+    per_channel: bool = option(
+        True, "Per-channel weight scales.", flag="--per-channel/--per-tensor"
     )
-    calibration: str = field(default="minmax", metadata={"help": "minmax, entropy or percentile."})
-    per_channel: bool = field(
-        default=True,
-        metadata={"help": "Per-channel weight scales.", "flag": "--per-channel/--per-tensor"},
+    format: str = option("qdq", "qdq (default) or qoperator.")
+    activation_type: str = option("auto", "auto (from the CPU), uint8 or int8.")
+    weight_type: str = option("auto", "auto (from the CPU), int8 or uint8.")
+    reduce_range: str | bool = option("auto", "auto (from the CPU), on or off (7-bit weights).")
+    tune: bool = option(
+        False,
+        "Try the candidate int8 settings, measure validation accuracy and "
+        "latency, keep the fastest within --max-drop.",
     )
-    format: str = field(default="qdq", metadata={"help": "qdq (default) or qoperator."})
-    activation_type: str = field(
-        default="auto", metadata={"help": "auto (from the CPU), uint8 or int8."}
-    )
-    weight_type: str = field(
-        default="auto", metadata={"help": "auto (from the CPU), int8 or uint8."}
-    )
-    reduce_range: str | bool = field(
-        default="auto", metadata={"help": "auto (from the CPU), on or off (7-bit weights)."}
-    )
-    tune: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Try the candidate int8 settings, measure validation accuracy and "
-                "latency, keep the fastest within --max-drop."
-            )
-        },
-    )
-    max_drop: float | None = field(
-        default=1.0, metadata={"help": "Accuracy budget: points of validation top-1 int8 may lose."}
+    max_drop: float | None = option(
+        1.0, "Accuracy budget: points of validation top-1 int8 may lose."
     )  # None: no accuracy gate
-    max_fallback: int = field(
-        default=8,
-        metadata={"help": "Most nodes kept in float to meet --max-drop (0: no fallback)."},
+    max_fallback: int = option(8, "Most nodes kept in float to meet --max-drop (0: no fallback).")
+    keep_float: tuple[str, ...] = option(
+        (), "Keep this ONNX node in float (repeatable), e.g. /conv1/Conv.", cli="repeat"
     )
-    keep_float: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "help": "Keep this ONNX node in float (repeatable), e.g. /conv1/Conv.",
-            "cli": "repeat",
-        },
-    )
-    mixed: bool = field(
-        default=False,
-        metadata={"help": "fp16: keep sensitive nodes fp32 until the parity gate holds."},
-    )
-    epochs: int = field(default=2, metadata={"help": "QAT fine-tuning epochs."})
-    lr: float = field(default=1e-4, metadata={"help": "QAT peak learning rate."})
-    amp: str = field(
-        default="off", metadata={"help": "QAT training precision (off, bf16, auto)."}
+    mixed: bool = option(False, "fp16: keep sensitive nodes fp32 until the parity gate holds.")
+    epochs: int = option(2, "QAT fine-tuning epochs.")
+    lr: float = option(1e-4, "QAT peak learning rate.")
+    amp: str = option(
+        "off", "QAT training precision (off, bf16, auto)."
     )  # fake-quant ranges are sensitive to bf16
-    eval_samples: int | None = field(
-        default=None, metadata={"help": "Cap on validation/test images per accuracy check."}
+    eval_samples: int | None = option(None, "Cap on validation/test images per accuracy check.")
+    latency: bool = option(True, "Measure fp32 vs quantized latency.")
+    seed: int = option(0, "Seed of the calibration subset and QAT.", cli=False)
+    weight_bits: int | str = option(
+        8,
+        "8 (int8), 4 (int4 weights: Linear as MatMulNBits, Conv dequantized at "
+        "run time) or auto (fp32/int8/int4 per layer by measured sensitivity "
+        "under --max-drop).",
+        flag=("--weight-bits", "--bits"),
     )
-    latency: bool = field(default=True, metadata={"help": "Measure fp32 vs quantized latency."})
-    seed: int = field(
-        default=0, metadata={"help": "Seed of the calibration subset and QAT.", "cli": False}
+    layer_bits: dict[str, int] = option(
+        help="Bit width of one layer, NODE=4|8|32 (repeatable), e.g. /fc1/Gemm=4. "
+        "Layers trained on the int4 grid (`compress distill --int4-layers`) "
+        "default to 4.",
+        factory=dict,
+        cli="pairs",
+        shape="NODE=BITS (e.g. /fc1/Gemm=4)",
     )
-    weight_bits: int | str = field(
-        default=8,
-        metadata={
-            "help": (
-                "8 (int8), 4 (int4 weights: Linear as MatMulNBits, Conv dequantized at "
-                "run time) or auto (fp32/int8/int4 per layer by measured sensitivity "
-                "under --max-drop)."
-            ),
-            "flag": ("--weight-bits", "--bits"),
-        },
+    target_size_kb: float | None = option(
+        None, "--bits auto: stop lowering once the file fits (KB).", flag="--target-size"
     )
-    layer_bits: dict[str, int] = field(
-        default_factory=dict,
-        metadata={
-            "help": (
-                "Bit width of one layer, NODE=4|8|32 (repeatable), e.g. /fc1/Gemm=4. "
-                "Layers trained on the int4 grid (`compress distill --int4-layers`) "
-                "default to 4."
-            ),
-            "cli": "pairs",
-            "shape": "NODE=BITS (e.g. /fc1/Gemm=4)",
-        },
-    )
-    target_size_kb: float | None = field(
-        default=None,
-        metadata={
-            "help": "--bits auto: stop lowering once the file fits (KB).",
-            "flag": "--target-size",
-        },
-    )
-    int4_opset: int = field(
-        default=21, metadata={"help": "Opset of int4 models (standard INT4 needs >= 21)."}
-    )
-    block_size: int = field(default=32, metadata={"help": "MatMulNBits block size along K."})
+    int4_opset: int = option(21, "Opset of int4 models (standard INT4 needs >= 21).")
+    block_size: int = option(32, "MatMulNBits block size along K.")
 
     def __post_init__(self) -> None:
         self._check_bits()

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "sgd")
@@ -22,38 +23,26 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 class TrainConfig:
     """Training settings; the defaults train LeNet-5 on Fashion-MNIST to ~91 % test top-1."""
 
-    epochs: int = field(default=15, metadata={"help": "Training epochs."})
-    lr: float = field(default=4e-3, metadata={"help": "Peak learning rate."})
-    weight_decay: float = field(default=1e-4, metadata={"help": "Weight decay."})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd."})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum.", "cli": False})
-    schedule: str = field(default="onecycle", metadata={"help": "onecycle, cosine or constant."})
-    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing."})
-    grad_clip: float | None = field(
-        default=None, metadata={"help": "Gradient-norm clip.", "cli": False}
+    epochs: int = option(15, "Training epochs.")
+    lr: float = option(4e-3, "Peak learning rate.")
+    weight_decay: float = option(1e-4, "Weight decay.")
+    optimizer: str = option("adamw", "adamw or sgd.")
+    momentum: float = option(0.9, "SGD momentum.", cli=False)
+    schedule: str = option("onecycle", "onecycle, cosine or constant.")
+    label_smoothing: float = option(0.0, "Label smoothing.")
+    grad_clip: float | None = option(None, "Gradient-norm clip.", cli=False)
+    seed: int = option(0, "Seed of init and batch order.", cli=False)
+    device: str = option("auto", "auto, cpu or cuda[:N].")
+    amp: str = option(
+        "auto",
+        "Mixed precision: off, fp16 (CUDA), bf16, or auto (fp16 on CUDA; bf16 "
+        "only on CPUs with native bf16 and for models big enough to gain from it,"
+        " else fp32).",
     )
-    seed: int = field(default=0, metadata={"help": "Seed of init and batch order.", "cli": False})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]."})
-    amp: str = field(
-        default="auto",
-        metadata={
-            "help": (
-                "Mixed precision: off, fp16 (CUDA), bf16, or auto (fp16 on CUDA; bf16 "
-                "only on CPUs with native bf16 and for models big enough to gain from it,"
-                " else fp32)."
-            )
-        },
-    )
-    channels_last: bool = field(default=False, metadata={"help": "Channels-last memory format."})
-    checkpoint_dir: str | None = field(
-        default=None, metadata={"help": "Where the per-epoch checkpoint goes.", "cli": False}
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "Continue an interrupted run from OUT.checkpoint/."}
-    )
-    validate_every: int = field(
-        default=1, metadata={"help": "Validate every N epochs.", "cli": False}
-    )
+    channels_last: bool = option(False, "Channels-last memory format.")
+    checkpoint_dir: str | None = option(None, "Where the per-epoch checkpoint goes.", cli=False)
+    resume: bool = option(False, "Continue an interrupted run from OUT.checkpoint/.")
+    validate_every: int = option(1, "Validate every N epochs.", cli=False)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:

@@ -32,6 +32,7 @@ from compress.export.onnx.file import (
 )
 from compress.models.errors import UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.models.zoo.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -45,46 +46,29 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 class ExportConfig:
     """How to export: opset, batch dimension, exporter, precision, offline optimization."""
 
-    opset: int = field(default=17, metadata={"help": "ONNX opset."})
-    dynamic_batch: bool = field(
-        default=True,
-        metadata={"help": "Dynamic or fixed (1) batch size.", "flag": "--dynamic-batch/--static"},
+    opset: int = option(17, "ONNX opset.")
+    dynamic_batch: bool = option(
+        True, "Dynamic or fixed (1) batch size.", flag="--dynamic-batch/--static"
     )
-    exporter: str = field(
-        default="torchscript",
-        metadata={"help": "torchscript (fast, default) or dynamo (torch.export based)."},
+    exporter: str = option(
+        "torchscript", "torchscript (fast, default) or dynamo (torch.export based)."
     )
-    precision: str = field(
-        default="fp32", metadata={"help": "fp32 or fp16 (fp16 weights, fp32 I/O)."}
+    precision: str = option("fp32", "fp32 or fp16 (fp16 weights, fp32 I/O).")
+    optimize: str = option(
+        "none",
+        "Offline onnxruntime graph optimization: none, basic, extended (ORT-only "
+        "ops) or all (CPU-specific layouts). Parity is re-checked after it.",
     )
-    optimize: str = field(
-        default="none",
-        metadata={
-            "help": (
-                "Offline onnxruntime graph optimization: none, basic, extended (ORT-only "
-                "ops) or all (CPU-specific layouts). Parity is re-checked after it."
-            )
-        },
-    )
-    parity_samples: int = field(
-        default=64, metadata={"help": "Inputs for the parity gate (validation images if trained)."}
-    )
-    static_batch: int = field(
-        default=1, metadata={"help": "The batch size of a static-batch export.", "cli": False}
-    )
+    parity_samples: int = option(64, "Inputs for the parity gate (validation images if trained).")
+    static_batch: int = option(1, "The batch size of a static-batch export.", cli=False)
     # Height = width to export (and parity-check) at; None: the model's own size. An artifact
     # trained at another size is re-targeted when resolution-independent (compress.export.runtimes.input_size).
-    input_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Input height=width to export at (the model options' --input-size).",
-            "cli": False,
-        },
+    input_size: int | None = option(
+        None, "Input height=width to export at (the model options' --input-size).", cli=False
     )
     # Weights above this many bytes go to external data (the protobuf limit is 2 GiB).
-    external_data_threshold: int = field(
-        default=1_800_000_000,
-        metadata={"help": "Weights above this many bytes go to external data.", "cli": False},
+    external_data_threshold: int = option(
+        1_800_000_000, "Weights above this many bytes go to external data.", cli=False
     )
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ Shared by every data format (`compress.models.data.datasets` for IDX, `compress.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from compress.models.data.images import SizedDataset, TensorImages
 from compress.models.errors import InvalidInputError, UsageError
+from compress.models.options import option
 
 DATASETS = ("fashion-mnist", "mnist", "imagefolder")
 
@@ -21,63 +22,41 @@ DATASETS = ("fashion-mnist", "mnist", "imagefolder")
 class DataConfig:
     """Which data set, where, and how to split and batch it."""
 
-    dataset: str | None = field(
-        default=None, metadata={"help": "fashion-mnist (default), mnist, or imagefolder."}
+    dataset: str | None = option(
+        None, "fashion-mnist (default), mnist, or imagefolder."
     )  # None: the input artifact's data set, else fashion-mnist
-    data_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Data directory (IDX files, or imagefolder root with train/ and val/). "
-                "Also $COMPRESS_DATA_DIR; Fashion-MNIST is found in "
-                "/usr/share/datasets/fashion-mnist."
-            )
-        },
+    data_dir: str | None = option(
+        None,
+        "Data directory (IDX files, or imagefolder root with train/ and val/). "
+        "Also $COMPRESS_DATA_DIR; Fashion-MNIST is found in "
+        "/usr/share/datasets/fashion-mnist.",
     )
-    val_size: int = field(
-        default=5000,
-        metadata={"help": "Validation images split off the training file.", "cli": False},
-    )
-    seed: int = field(
-        default=0,
-        metadata={
-            "help": (
-                "Seed for shuffling and init, and for the train/val split of a zoo model "
-                "(an artifact keeps the split it was trained on, so its validation images"
-                " stay unseen)."
-            )
-        },
+    val_size: int = option(5000, "Validation images split off the training file.", cli=False)
+    seed: int = option(
+        0,
+        "Seed for shuffling and init, and for the train/val split of a zoo model "
+        "(an artifact keeps the split it was trained on, so its validation images"
+        " stay unseen).",
     )  # the train/val split, and the batch order unless `order_seed` is set
-    order_seed: int | None = field(
-        default=None, metadata={"help": "Seed of the batch order only.", "cli": False}
+    order_seed: int | None = option(
+        None, "Seed of the batch order only.", cli=False
     )  # an artifact keeps its split, see stages
-    batch_size: int = field(default=128, metadata={"help": "Training batch size."})
-    eval_batch_size: int = field(
-        default=512, metadata={"help": "Evaluation batch size.", "cli": False}
+    batch_size: int = option(128, "Training batch size.")
+    eval_batch_size: int = option(512, "Evaluation batch size.", cli=False)
+    augment: bool = option(
+        False, "Random flips and crops (distill: turns off teacher-logit caching)."
     )
-    augment: bool = field(
-        default=False,
-        metadata={"help": "Random flips and crops (distill: turns off teacher-logit caching)."},
-    )
-    limit: int | None = field(
-        default=None, metadata={"help": "Use at most this many training samples (quick runs)."}
+    limit: int | None = option(
+        None, "Use at most this many training samples (quick runs)."
     )  # search budgets too
-    workers: int = field(
-        default=0,
-        metadata={
-            "help": "DataLoader worker processes (decoding/resizing off the training loop).",
-            "cli": False,
-        },
+    workers: int = option(
+        0, "DataLoader worker processes (decoding/resizing off the training loop).", cli=False
     )
-    mmap: bool | None = field(
-        default=None,
-        metadata={
-            "help": "IDX images: None memory-maps uncompressed files, True requires it.",
-            "cli": False,
-        },
+    mmap: bool | None = option(
+        None, "IDX images: None memory-maps uncompressed files, True requires it.", cli=False
     )
-    class_names: list[str] = field(
-        default_factory=list, metadata={"help": "Class names (from the data set).", "cli": False}
+    class_names: list[str] = option(
+        help="Class names (from the data set).", factory=list, cli=False
     )
 
     def __post_init__(self) -> None:
