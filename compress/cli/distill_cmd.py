@@ -60,16 +60,16 @@ def distill(
     (`--teacher dense/ --student pruned/`), or train a small architecture from a big one
     (`--teacher resnet18-art/ --student lenet5`).
     """
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.stages.distill import run_distill
 
     t_ref = o.ShapeOptions(trust_pickle=shape.trust_pickle, trust_code=shape.trust_code).ref(
         teacher, teacher_weights
     )
     s_ref = shape.ref(student, student_weights)
     with RichHooks() as hooks:
-        r = run_distill(
-            t_ref, s_ref, how, data, out, train_cfg=fit, overwrite=overwrite, hooks=hooks
+        r = api.distill(
+            t_ref, s_ref, out, how, data, train=fit, overwrite=overwrite, hooks=hooks
         ).to_dict()
     _print(r, teacher, out)
     write_json(json_out, r)

@@ -50,9 +50,9 @@ def factorize(
     A rank pays only below the break-even mn/(m+n) of an m x n layer; larger ranks are refused.
     The artifact reloads without pickle (the card records the ranks) and exports to ONNX.
     """
+    from compress import api
     from compress.cli.progress import RichHooks
     from compress.factorization.svd import FactorizeConfig
-    from compress.stages.factorize import run_factorize
 
     cfg = FactorizeConfig(
         rank=rank,
@@ -66,7 +66,7 @@ def factorize(
         seed=data.seed,
     )
     with RichHooks() as hooks:
-        r = run_factorize(mo.of(model), cfg, data, out, overwrite=overwrite, hooks=hooks).to_dict()
+        r = api.factorize(mo.of(model), out, cfg, data, overwrite=overwrite, hooks=hooks).to_dict()
     _print(r)
     write_json(json_out, r)
 

@@ -28,12 +28,12 @@ def train(
     LeNet-5 with the defaults reaches ~91 % Fashion-MNIST test top-1 (BENCHMARKS.md gives
     measured times). A checkpoint is written after every epoch; --resume continues from it.
     """
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.stages.train import run_train
 
     with RichHooks() as hooks:
-        summary = run_train(
-            mo.of(model), how, data, out, overwrite=overwrite, hooks=hooks
+        summary = api.train(
+            mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks
         ).to_dict()
     m = summary["metrics"]
     console.print(
@@ -73,9 +73,9 @@ def evaluate(
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
     from rich.table import Table
 
-    from compress.stages.evaluate import run_eval
+    from compress import api
 
-    r = run_eval(
+    r = api.evaluate(
         mo.of(model),
         data,
         split,

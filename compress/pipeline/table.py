@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import read_card
+from compress.models.notes import texts
 from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
 from compress.pipeline.recipe import RecipeError
 from compress.stages.common import ModelRef
@@ -177,7 +178,7 @@ def _run_bench(
         }
     return StageOutcome(
         None,
-        {"latency": latency, "notes": report.notes, "environment": report.environment},
+        {"latency": latency, "notes": texts(report.notes), "environment": report.environment},
         files=[str(folder / f) for f in ("bench.json", "bench.md", "latency.png")],
     )
 

@@ -40,6 +40,7 @@ from compress.export.runtimes.precision import QUANTIZED
 from compress.export.runtimes.runner import ONNX_RUNTIMES, Runner, check_runtime
 from compress.models.data.datasets import synthetic_batch
 from compress.models.errors import UsageError
+from compress.models.notes import Note
 
 __all__ = ["BenchConfig", "BenchModel", "BenchReport", "benchmark", "plan_cases", "run_rounds"]
 
@@ -169,7 +170,9 @@ def benchmark(
         check_runtime(r)
     threads = cfg.effective_threads
     plan = plan_cases(models, cfg.runtimes, lambda m: precisions_of(m, cfg.precisions), (threads,))
-    notes = [f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})" for s in plan.skipped]
+    notes = [
+        Note(f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})") for s in plan.skipped
+    ]
     timed = run_rounds(plan.cases, cfg, notes, progress)
     results = []
     for (i, bs), m in timed.measured.items():
@@ -180,8 +183,8 @@ def benchmark(
     add_speedups(results, [m.label for m in models])
     env = capture_environment(threads)
     if busy := busy_note(env):
-        notes.append(busy)
-    notes += _baseline_notes(models, results)
+        notes.append(Note(busy))
+    notes += [Note(line) for line in _baseline_notes(models, results)]
     return BenchReport(
         environment=env,
         config={**asdict(cfg), "threads": threads},
@@ -219,7 +222,7 @@ class Timed:
 def run_rounds(
     cases: list[Case],
     cfg: BenchConfig,
-    notes: list[str],
+    notes: list[Note],
     progress: Progress | None = None,
     *,
     runners: dict[int, Runner] | None = None,
@@ -267,7 +270,7 @@ def _open(
     runners: dict[int, Runner],
     cfg: BenchConfig,
     tmp: Path,
-    notes: list[str],
+    notes: list[Note],
     timed: Timed,
 ) -> bool:
     """Open the runner of case `i`; False (with a note) when the runtime can't read or compile it."""
@@ -280,7 +283,7 @@ def _open(
             raise
         msg = f"{case.model.label}: FAILED on {case.runtime} {case.precision}: {first_line(e)}"
         log.warning("%s", msg)
-        notes.append(msg)
+        notes.append(Note(msg, "error"))
         timed.fail(i, None, first_line(e), cfg.batch_sizes)
         return False
 
@@ -307,7 +310,7 @@ def _time_case(
     runner: Runner,
     bs: int,
     cfg: BenchConfig,
-    notes: list[str],
+    notes: list[Note],
     timed: Timed,
     any_batch: bool,
 ) -> None:
@@ -316,7 +319,9 @@ def _time_case(
     fixed = declared[0] if declared else None
     if not any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
         notes.append(
-            f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
+            Note(
+                f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
+            )
         )
         timed.dropped.add((i, bs))
         return
@@ -329,7 +334,7 @@ def _time_case(
     except CASE_ERRORS as e:
         msg = f"{case.model.label}: FAILED on {runner.runtime} at batch {bs}: {first_line(e)}"
         log.warning("%s", msg)
-        notes.append(msg)
+        notes.append(Note(msg, "error"))
         timed.fail(i, bs, f"batch {bs}: {first_line(e)}", cfg.batch_sizes)
         return
     got = Measured(

@@ -141,7 +141,7 @@ def to_markdown(report: BenchReport) -> str:
     c = report.config
     how = f"{c['iters']} iterations" if c.get("iters") else f"{c.get('seconds') or 3.0:g} s"
     lines.append(f"Measurement: {c.get('warmup')} warm-up runs, then {how} per case.")
-    lines += [f"- {n}" for n in report.notes]
+    lines += [f"- {n.text}" for n in report.notes]
     return "\n".join(lines) + "\n"
 
 
