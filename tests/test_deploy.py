@@ -262,7 +262,7 @@ stages:
               seconds: 0.1, max_drop: 100}}
 """
     planned = plan(parse_recipe(text))
-    assert planned[-1].kind.name == "deploy" and planned[-1].config["DeployConfig"].max_drop == 100
+    assert planned[-1].kind.name == "deploy" and planned[-1].config["deploy"].max_drop == 100
     result = run_pipeline(parse_recipe(text), tmp_path / "run")
     rec = result.stages[-1]
     assert rec["kind"] == "deploy" and rec["summary"]["precision"] == "int8"

@@ -65,7 +65,7 @@ def test_recipe_prune_stage_takes_from_sensitivity(tmp_path):
     )
     prune_step = plan(recipe)[1]
     assert prune_step.spec.kind == "prune"
-    assert prune_step.config["PruneConfig"].layer_ratios == {"conv2": 0.5}
+    assert prune_step.config["prune"].layer_ratios == {"conv2": 0.5}
 
 
 def test_default_policy_fine_tunes_where_the_data_is_known():
@@ -149,7 +149,7 @@ def _recipe_request(options: dict):
     from compress.pipeline.table import STAGES
 
     built = STAGES["prune"].validate(options, "recipe.yaml:3")
-    return built["PruneConfig"], built["finetune"]
+    return built["prune"], built["finetune"]
 
 
 def _api_request(monkeypatch, prune_cfg: PruneConfig, keys: dict):

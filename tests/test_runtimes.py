@@ -380,7 +380,7 @@ def test_recipe_bench_stage_takes_runtimes_and_precisions() -> None:
         "model: lenet5\nstages:\n  - train: {epochs: 1}\n  - export: {}\n"
         "  - bench: {runtimes: [ort-cpu, openvino], precisions: [fp32, bf16]}\n"
     )
-    opts = plan(parse_recipe(text))[2].config["BenchConfig"]
+    opts = plan(parse_recipe(text))[2].config["bench"]
     assert list(opts.runtimes) == ["ort-cpu", "openvino"]
     assert list(opts.precisions) == ["fp32", "bf16"]
 
