@@ -155,6 +155,7 @@ def _run_bench(
     if not refs:
         raise RecipeError("bench: no earlier stage produced a model to measure")
     report = run_bench(refs, config["bench"], ctx.data)
+    doc = report.to_dict()
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         write_reports(
             report,
@@ -172,7 +173,13 @@ def _run_bench(
         }
     return StageOutcome(
         None,
-        {"latency": latency, "notes": texts(report.notes), "environment": report.environment},
+        {
+            "latency": latency,
+            "notes": texts(report.notes),
+            "environment": report.environment,
+            "cases": doc["results"],  # what the report's rows and baselines are built from
+            "models": doc["models"],
+        },
         files=[str(folder / f) for f in ("bench.json", "bench.md", "latency.png")],
     )
 
