@@ -13,6 +13,7 @@ from typing import Any
 from compress.models.artifacts.artifact import read_card
 from compress.models.data.datasets import DataConfig
 from compress.models.errors import CompressError
+from compress.models.jsontypes import JsonObject
 from compress.pipeline.recipe import Recipe, RecipeError
 from compress.stages.common import ModelRef
 
@@ -65,7 +66,7 @@ class StageOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> JsonObject:
         rec: dict[str, Any] = {
             "artifact": self.artifact,
             "summary": self.summary,

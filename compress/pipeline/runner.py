@@ -29,6 +29,7 @@ from compress.models.artifacts.artifact import check_out_dir, is_artifact, model
 from compress.models.data.datasets import DataConfig
 from compress.models.disk.durable import write_text
 from compress.models.errors import QualityGateError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import is_factory_ref
 from compress.models.zoo.usercode import check_consent, read_source, sha256_bytes
 from compress.pipeline.kinds import StageConfig, StageContext, StageKind, StageOutcome
@@ -59,7 +60,7 @@ class PlannedStage:
     produces: str
     gate: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The `--dry-run --json` form."""
         return {
             "stage": self.spec.name,
@@ -188,7 +189,7 @@ def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dic
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def completed_record(folder: Path, digest: str) -> dict[str, Any] | None:
+def completed_record(folder: Path, digest: str) -> JsonObject | None:
     """The record of a finished stage whose inputs are unchanged (else None), for --resume."""
     rec = folder / RECORD
     if not rec.is_file():

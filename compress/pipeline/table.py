@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,19 +197,19 @@ def _run_deploy(
     compare = bool(config.extra.get("vs_baseline", True))
     if compare and cfg.baseline is None and first != ctx.current:
         cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
-    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite).to_dict()
-    chosen = result["chosen"]
+    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
+    best = result.chosen
     return StageOutcome(
         None,
         {
             "deployed": str(folder),
-            "runtime": chosen["runtime"],
-            "precision": chosen["precision"],
-            "threads": chosen["threads"],
-            "val_top1": chosen["val_top1"],
-            "latency": chosen["latency"],
-            "candidates": len([c for c in result["candidates"] if c["status"] != "skipped"]),
-            "speedup": result["speedup"],
+            "runtime": best.case.runtime,
+            "precision": best.case.precision,
+            "threads": best.case.threads,
+            "val_top1": best.val_top1,
+            "latency": best.to_dict()["latency"],
+            "candidates": len(result.candidates),
+            "speedup": asdict(result.speedup) if result.speedup else None,
         },
         files=[str(folder / MANIFEST)],
     )

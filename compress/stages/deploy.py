@@ -38,6 +38,7 @@ from compress.models.artifacts.artifact import (
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.deploy_gate import (
     Speedup,
@@ -180,7 +181,7 @@ class DeployResult:
     speedup: Speedup | None = None  # p50 of the choice; vs the baseline's when given
     manifest: dict[str, Any] = field(default_factory=dict)  # deploy.json, as written
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The JSON of `compress deploy --json`."""
         return {
             "out": self.out,

@@ -24,7 +24,7 @@ class StageSummary:
 
     out: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
 
@@ -86,7 +86,7 @@ class Measurement:
     def macs(self) -> int:
         return self.ops.macs
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         out: dict[str, Any] = {**self.ops.to_dict(), "file_bytes": self.file_bytes}
         if self.latency is not None:
             out["latency"] = self.latency.to_dict()
@@ -142,7 +142,7 @@ class QuantizeSummary(StageSummary):
     result: QuantizeResult
     test: dict[str, Any] | None = None  # test-split metrics of both (reporting only)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         fields = {k: v for k, v in self.result.to_dict().items() if k != "path"}
         return {"out": self.out, "trained": self.trained, **fields, "test": self.test}
 
