@@ -250,7 +250,7 @@ def run_pipeline(
         _join_group(recipe)
         _on_main_then_wait(lambda: _check_out(out, resume, overwrite))
         if resume:
-            _warn_older_records(out, stages)
+            _on_main_then_wait(lambda: _warn_older_records(out, stages))
         out.mkdir(parents=True, exist_ok=True)
         ctx = StageContext(recipe=recipe, data=data_config(recipe), out=out, hooks=hooks)
         result = PipelineResult(out=str(out))
