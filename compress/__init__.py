@@ -28,6 +28,12 @@ _LAZY = {
     "sensitivity": "compress.api",
     "evaluate": "compress.api",
     "run_recipe": "compress.api",
+    "deploy": "compress.api",
+    "predict": "compress.api",
+    "tune": "compress.api",
+    "doctor": "compress.api",
+    "DeployConfig": "compress.stages.deploy",
+    "TuneConfig": "compress.pipeline.tune",
     "ModelRef": "compress.stages.common",
     "TrainConfig": "compress.training.config",
     "PruneConfig": "compress.pruning.config",
@@ -42,6 +48,7 @@ _LAZY = {
 __all__ = [
     "BenchConfig",
     "DataConfig",
+    "DeployConfig",
     "DistillConfig",
     "ExportConfig",
     "FactorizeConfig",
@@ -50,41 +57,52 @@ __all__ = [
     "QuantizeConfig",
     "SensitivityConfig",
     "TrainConfig",
+    "TuneConfig",
     "__version__",
     "bench",
+    "deploy",
     "distill",
+    "doctor",
     "evaluate",
     "export_onnx",
     "factorize",
+    "predict",
     "prune",
     "quantize",
     "run_recipe",
     "sensitivity",
     "train",
+    "tune",
 ]
 
 if TYPE_CHECKING:
     from compress.api import (
         bench,
+        deploy,
         distill,
+        doctor,
         evaluate,
         export_onnx,
         factorize,
+        predict,
         prune,
         quantize,
         run_recipe,
         sensitivity,
         train,
+        tune,
     )
     from compress.distillation.distill import DistillConfig
     from compress.export.bench.measure import BenchConfig
     from compress.export.onnx.convert import ExportConfig
     from compress.factorization.svd import FactorizeConfig
     from compress.models.data.splits import DataConfig
+    from compress.pipeline.tune import TuneConfig
     from compress.pruning.config import PruneConfig
     from compress.pruning.sensitivity import SensitivityConfig
     from compress.quantization.context import QuantizeConfig
     from compress.stages.common import ModelRef
+    from compress.stages.deploy import DeployConfig
     from compress.training.config import TrainConfig
 
 

@@ -12,28 +12,36 @@ module `__getattr__`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from compress.distillation.distill import DistillConfig
 from compress.distributed import group as ddp
 from compress.export.bench.measure import BenchConfig, BenchReport
+from compress.export.bench.measure import Progress as BenchProgress
+from compress.export.doctor.diagnosis import Diagnosis
 from compress.export.onnx.convert import ExportConfig
 from compress.factorization.svd import FactorizeConfig
 from compress.models.data.datasets import DataConfig
 from compress.pipeline.recipe import Recipe, apply_override, load_recipe
 from compress.pipeline.report import write_report
 from compress.pipeline.runner import PipelineResult, Progress, run_pipeline
+from compress.pipeline.tune import TuneConfig, TuneResult
+from compress.pipeline.tune import tune as run_tune
 from compress.pruning.config import PruneConfig
 from compress.pruning.sensitivity import SensitivityConfig, SensitivityResult
 from compress.quantization.context import QuantizeConfig
-from compress.stages.bench import run_bench
+from compress.stages.bench import run_bench, run_doctor
 from compress.stages.common import ModelRef
+from compress.stages.deploy import DeployConfig, DeployResult
+from compress.stages.deploy import deploy as run_deploy
 from compress.stages.distill import run_distill
 from compress.stages.evaluate import EvalReport, run_eval
 from compress.stages.export import run_export
 from compress.stages.factorize import run_factorize
+from compress.stages.predict import Prediction
+from compress.stages.predict import predict as run_predict
 from compress.stages.prune import run_prune, run_sensitivity
 from compress.stages.quantize import run_quantize
 from compress.stages.results import (
@@ -205,10 +213,72 @@ def evaluate(
 
 
 def bench(
-    models: list[Model], config: BenchConfig | None = None, data: DataConfig | None = None
+    models: list[Model],
+    config: BenchConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    progress: BenchProgress | None = None,
 ) -> BenchReport:
-    """Latency of every model on every runtime and batch size of `config`."""
-    return run_bench([model_ref(m) for m in models], config or BenchConfig(), data)
+    """Latency of every model on every runtime and batch size of `config` (`progress` gets
+    (done, total, what) as cases finish)."""
+    refs = [model_ref(m) for m in models]
+    return run_bench(refs, config or BenchConfig(), data, progress=progress)
+
+
+def doctor(
+    model: Model, runtime: str = "ort-cpu", threads: int | None = None, *, rank: bool = False
+) -> Diagnosis:
+    """Why `model` is or isn't fast on `runtime` here: findings, each with a suggestion;
+    `rank` also times every ONNX runtime x precision and names the fastest."""
+    return run_doctor(model_ref(model), runtime, threads, rank=rank)
+
+
+def deploy(
+    model: Model,
+    out: str | Path,
+    config: DeployConfig | None = None,
+    data: DataConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> DeployResult:
+    """Measure `model` on every runtime x precision x threads here, keep those within the
+    accuracy gate, and write the fastest to `out` (model files + deploy.json)."""
+    cfg = config or DeployConfig()
+    return run_deploy(model_ref(model), cfg, out, data, overwrite=overwrite, progress=progress)
+
+
+def predict(model: str | Path, images: Sequence[str | Path], top_k: int = 3) -> list[Prediction]:
+    """The `top_k` classes of each image (files or folders) from a `deploy` directory, on the
+    runtime, precision and threads deploy chose."""
+    return run_predict(model, images, top_k=top_k)
+
+
+def tune(
+    recipe: str | Path | Recipe,
+    out: str | Path,
+    config: TuneConfig | None = None,
+    *,
+    overrides: list[str] | None = None,
+    trust_code: bool = False,
+    hooks: Hooks | None = None,
+) -> TuneResult:
+    """Search the recipe's `search:` space (Optuna, multi-objective) into `out`: the Pareto
+    front, pareto.png and best-*.yaml; a second search into `out` continues the study."""
+    rec = _recipe(recipe, overrides, trust_code)
+    return run_tune(rec, config or TuneConfig(), out, hooks=hooks)
+
+
+def _recipe(recipe: str | Path | Recipe, overrides: list[str] | None, trust_code: bool) -> Recipe:
+    """A parsed recipe (a copy when given one) with `overrides` applied."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    else:
+        recipe = copy.deepcopy(recipe)
+        for item in overrides or []:
+            apply_override(recipe, item)
+    recipe.trust_code = recipe.trust_code or trust_code
+    return recipe
 
 
 def run_recipe(
@@ -226,13 +296,7 @@ def run_recipe(
     `out/report.{md,json,html}` (rank 0 under torchrun; `result.report` holds its rows, headline and paths). `compress
     run` is this call. `resume` skips finished stages (a missing `out` starts afresh, with a
     warning); `trust_code` lets the recipe's model run the factory it names."""
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides)
-    else:
-        recipe = copy.deepcopy(recipe)
-        for item in overrides or []:
-            apply_override(recipe, item)
-    recipe.trust_code = recipe.trust_code or trust_code
+    recipe = _recipe(recipe, overrides, trust_code)
     result = run_pipeline(
         recipe, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
     )

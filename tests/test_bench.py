@@ -117,7 +117,7 @@ def test_torch_artifact_accuracy_and_static_batch(
     report = run_bench([ModelRef(str(artifacts["pt"])), ModelRef(str(tmp_path / "s.onnx"))], cfg)
     got = {(r.model, r.batch_size) for r in report.results}
     assert got == {("pt", 1), ("pt", 4), ("s.onnx", 1)}
-    assert any("static batch 1" in n for n in report.notes)
+    assert any("static batch 1" in n.text for n in report.notes)
     assert report.results[0].accuracy == 0.9
     assert len(table_rows(report)) == 3 and "s.onnx" in to_markdown(report)
 
@@ -279,7 +279,7 @@ def test_a_busy_bench_says_so_in_its_notes(monkeypatch: pytest.MonkeyPatch) -> N
         [BenchModel(label="a", spec=m.spec, torch_model=m)],
         BenchConfig(runtimes=("torch",), batch_sizes=(1,), **FAST),
     )
-    assert any("CPU was busy" in n for n in report.notes)
+    assert any("CPU was busy" in n.text for n in report.notes)
     assert "CPU was busy" in to_markdown(report)
     assert any("CPU was busy" in n for n in honesty_notes([], report.environment))
 

@@ -232,10 +232,9 @@ def test_a_group_takes_its_defaults_from_the_parameter_default():
 def test_train_and_distill_build_the_same_training_config(monkeypatch):
     """The same training flags give `compress train` and `compress distill` the same
     TrainConfig (one shared group); each verb keeps its own --epochs default."""
-    import types
-
     from typer.testing import CliRunner
 
+    import compress.api
     from compress.cli.app import app
 
     seen = {}
@@ -243,20 +242,16 @@ def test_train_and_distill_build_the_same_training_config(monkeypatch):
     class Stop(Exception):
         pass
 
-    def run_train(ref, cfg, *a, **k):
+    def train(model, out, cfg, *a, **k):
         seen["train"] = cfg
         raise Stop
 
-    def run_distill(t_ref, s_ref, kd, dc, out, *, train_cfg, **k):
-        seen["distill"], seen["kd"] = train_cfg, kd
+    def distill(teacher, student, out, kd, data, *, train, **k):
+        seen["distill"], seen["kd"] = train, kd
         raise Stop
 
-    monkeypatch.setitem(
-        sys.modules, "compress.stages.train", types.SimpleNamespace(run_train=run_train)
-    )
-    monkeypatch.setitem(
-        sys.modules, "compress.stages.distill", types.SimpleNamespace(run_distill=run_distill)
-    )
+    monkeypatch.setattr(compress.api, "train", train)
+    monkeypatch.setattr(compress.api, "distill", distill)
     flags = ["--lr", "0.01", "--weight-decay", "0", "--optimizer", "sgd", "--schedule", "cosine"]
     flags += ["--channels-last", "--seed", "3", "--device", "cpu", "--amp", "off", "-o", "x"]
     runner = CliRunner()

@@ -86,12 +86,12 @@ def test_read_only_file_system_is_refused_before_work(tmp_path, monkeypatch):
 def test_a_write_refused_midway_is_a_resource_error(tmp_path, monkeypatch):
     """An OSError like EACCES after the early check (permissions changed, a full quota) is the
     file system's answer, not a bug: one line and exit code 6."""
-    import compress.stages.train as stage
+    import compress.api as stage  # what the CLI calls
 
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
 
-    monkeypatch.setattr(stage, "run_train", denied)
+    monkeypatch.setattr(stage, "train", denied)
     r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
     _one_clear_line(r, 6, "permission denied")
     assert 6 in EXIT_CODES and "file system" in EXIT_CODES[6]
@@ -101,7 +101,7 @@ def test_a_write_refused_midway_is_a_resource_error(tmp_path, monkeypatch):
 def test_a_file_gone_midway_is_invalid_input(action, tmp_path, monkeypatch):
     """The input artifact deleted while the verb runs, or the folder being written into: the
     OS's FileNotFoundError becomes one line naming the file and exit code 3, not a bug report."""
-    import compress.stages.train as stage
+    import compress.api as stage  # what the CLI calls
 
     (tmp_path / "art").mkdir()
     gone = tmp_path / "art" / "model.safetensors"
@@ -112,7 +112,7 @@ def test_a_file_gone_midway_is_invalid_input(action, tmp_path, monkeypatch):
         (tmp_path / "art").rmdir()
         return gone.read_bytes() if action == "read" else gone.write_bytes(b"new")
 
-    monkeypatch.setattr(stage, "run_train", midway)
+    monkeypatch.setattr(stage, "train", midway)
     r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
     _one_clear_line(r, 3, f"{gone}: no such file or directory (moved or deleted")
 
@@ -140,12 +140,12 @@ def test_a_file_gone_midway_is_invalid_input(action, tmp_path, monkeypatch):
 def test_os_errors_map_to_exit_codes(error, code, text, tmp_path, monkeypatch):
     """A user's file: 3 (gone, wrong kind), 7 (disk full) or 6 (the file system's answer); an
     OSError that names no file, or a file of compress itself, stays a bug (exit 1)."""
-    import compress.stages.train as stage
+    import compress.api as stage  # what the CLI calls
 
     def fail(*a, **k):
         raise error
 
-    monkeypatch.setattr(stage, "run_train", fail)
+    monkeypatch.setattr(stage, "train", fail)
     r = CliRunner().invoke(app, [*VERBS["train"], "--out", str(tmp_path / "out")])
     assert r.exit_code == code, r.output
     assert text in " ".join(r.output.split()) and "Traceback" not in r.output
@@ -160,14 +160,13 @@ def test_os_errors_map_to_exit_codes(error, code, text, tmp_path, monkeypatch):
     ],
 )
 def test_report_files_that_cannot_be_written_are_refused_first(args, option, tmp_path, monkeypatch):
-    import compress.stages.bench as bench_stage
-    import compress.stages.evaluate as eval_stage
+    import compress.api
 
     def never(*a, **k):
         raise AssertionError("the work started before the output check")
 
-    monkeypatch.setattr(eval_stage, "run_eval", never)
-    monkeypatch.setattr(bench_stage, "run_bench", never)
+    monkeypatch.setattr(compress.api, "evaluate", never)
+    monkeypatch.setattr(compress.api, "bench", never)
     args = [str(tmp_path) if a == "ARTIFACT" else a for a in args]
     r = CliRunner().invoke(app, [*args, "/proc/compress-test/r.out"])
     _one_clear_line(r, 2, f"cannot write {option} /proc/compress-test/r.out")

@@ -262,7 +262,7 @@ stages:
               seconds: 0.1, max_drop: 100}}
 """
     planned = plan(parse_recipe(text))
-    assert planned[-1].kind.name == "deploy" and planned[-1].config["DeployConfig"].max_drop == 100
+    assert planned[-1].kind.name == "deploy" and planned[-1].config["deploy"].max_drop == 100
     result = run_pipeline(parse_recipe(text), tmp_path / "run")
     rec = result.stages[-1]
     assert rec["kind"] == "deploy" and rec["summary"]["precision"] == "int8"
@@ -273,7 +273,7 @@ stages:
     with pytest.raises(InvalidInputError, match="unknown option"):
         plan(parse_recipe(text.replace("seconds: 0.1", "secs: 0.1")))
     off = plan(parse_recipe(text.replace("max_drop: 100", "max_drop: 100, vs_baseline: false")))
-    assert off[-1].config["_extra"] == {"vs_baseline": False}
+    assert off[-1].config.extra == {"vs_baseline": False}
 
 
 def test_a_candidate_that_fails_is_recorded_and_the_others_go_on(

@@ -123,7 +123,7 @@ def test_recipe_stage_factorize_validates_its_options() -> None:
 
     kind = STAGES.get("factorize")
     assert kind.produces == "pytorch" and kind.needs_trained
-    cfg = kind.validate({"param_target": 0.5, "epochs": 1}, "stage 3")["FactorizeConfig"]
+    cfg = kind.validate({"param_target": 0.5, "epochs": 1}, "stage 3")["factorize"]
     assert cfg.param_target == 0.5 and cfg.epochs == 1
     with pytest.raises(UsageError, match="--rank must be >= 1"):
         kind.validate({"rank": 0}, "stage 3")

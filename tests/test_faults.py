@@ -206,12 +206,12 @@ def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
 
 
 def test_internal_error_names_the_command_that_shows_the_traceback(tmp_path, monkeypatch):
-    import compress.stages.train as stage
+    import compress.api as stage  # what the CLI calls
 
     def bug(*a, **k):
         raise RuntimeError("unexpected pos")
 
-    monkeypatch.setattr(stage, "run_train", bug)
+    monkeypatch.setattr(stage, "train", bug)
     out = str(tmp_path / "o")
     r = CliRunner().invoke(app, [*TRAIN, "--out", out])
     assert r.exit_code == 1 and f"`compress -v {' '.join(TRAIN)} --out {out}`" in r.output

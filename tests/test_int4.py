@@ -102,7 +102,7 @@ def test_int4_linear_computes_in_int4_and_conv_is_dequantized(lenet_onnx, bundle
     assert all(bits == 4 for _, bits, _ in compute.values())
     assert r.size_ratio < 0.22  # 4-bit weights plus scales
     assert r.quantized["top1_agreement"] >= 0.8
-    assert any("dequantized at run time" in n for n in r.notes)
+    assert any("dequantized at run time" in n.text for n in r.notes)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q4.onnx")).graph.node}
     assert "MatMulNBits" in ops and "Gemm" not in ops
 
@@ -136,7 +136,7 @@ def test_mixed_layer_bits_int8_still_fuses(lenet_onnx, bundle, tmp_path):
     assert compute[names[0]] == compute[names[1]] == compute[names[3]] == "int8"
     assert compute[names[2]] == "int4"
     assert compute[names[4]] == "fp32" and r.fallback_nodes == [names[4]]
-    assert any(n.startswith("kept in fp32") and names[4] in n for n in r.notes)
+    assert any(n.text.startswith("kept in fp32") and names[4] in n.text for n in r.notes)
 
 
 def test_qoperator_mixed_model_is_smaller_and_reports_its_int8_weights(
@@ -185,7 +185,7 @@ def test_target_size_stops_lowering_once_the_file_fits(lenet_onnx, bundle, tmp_p
     big = QuantizeConfig(weight_bits="auto", target_size_kb=10_000, samples=64, latency=False)
     r = _q(lenet_onnx, big, bundle, tmp_path / "big.onnx")
     assert r.precision == "fp32" and {row["chosen_bits"] for row in r.sensitivity} == {32}
-    assert any(n.startswith("kept in fp32") for n in r.notes)  # never silent
+    assert any(n.text.startswith("kept in fp32") for n in r.notes)  # never silent
     small = QuantizeConfig(weight_bits="auto", target_size_kb=150, samples=64, latency=False)
     s = _q(lenet_onnx, small, bundle, tmp_path / "small.onnx", max_drop=None)
     assert s.quantized["bytes"] < r.quantized["bytes"]

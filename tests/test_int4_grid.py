@@ -128,8 +128,9 @@ def test_quantize_stores_exactly_the_trained_int4_weights(grid_student, tmp_path
     out = tmp_path / "q"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
     summary = run_quantize(ModelRef(str(grid_student)), QuantizeConfig(max_drop=None), data, out)
-    assert any(n.startswith("fc1 (/fc1/Gemm): int4, trained") for n in summary.result.notes)
-    assert any(n.startswith("conv2 (/conv2/Conv): int4, trained") for n in summary.result.notes)
+    notes = [n.text for n in summary.result.notes]
+    assert any(n.startswith("fc1 (/fc1/Gemm): int4, trained") for n in notes)
+    assert any(n.startswith("conv2 (/conv2/Conv): int4, trained") for n in notes)
     g = onnx.load(str(out / "model.onnx")).graph
     node = next(n for n in g.node if n.op_type == "MatMulNBits")
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
@@ -188,7 +189,7 @@ def test_layer_bits_still_override_a_grid_trained_layer(grid_student, tmp_path) 
     cfg = QuantizeConfig(max_drop=None, layer_bits={"/fc1/Gemm": 8})
     summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
     assert "fc1 (/fc1/Gemm) was trained on the int4 grid but is stored at 8 bits" in " ".join(
-        summary.result.notes
+        n.text for n in summary.result.notes
     )
     assert not any(
         n.op_type == "MatMulNBits" for n in onnx.load(str(tmp_path / "model.onnx")).graph.node
@@ -200,7 +201,9 @@ def test_int4_layers_rounded_after_training_get_a_hint(grid_student, tmp_path) -
 
     cfg = QuantizeConfig(max_drop=None, latency=False, layer_bits={"/fc2/Gemm": 4})
     summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
-    hint = [n for n in summary.result.notes if n.startswith("int4 rounded after training")]
+    hint = [
+        n.text for n in summary.result.notes if n.text.startswith("int4 rounded after training")
+    ]
     assert hint == [
         "int4 rounded after training: fc2; `compress distill --int4-layers fc2` (or a recipe's "
         "distill `int4_layers`) trains them on the int4 grid first, so quantizing them loses "

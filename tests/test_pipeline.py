@@ -246,9 +246,9 @@ def test_a_non_main_rank_leaves_rank0_stages_and_records_to_rank_0(tmp_path, mon
     assert list(out.iterdir()) == []  # this rank wrote nothing
 
 
-def test_options_added_later_keep_old_stage_hashes_at_their_default():
-    """A finished stage recorded before an option existed still resumes after an upgrade,
-    as long as the new option is left at its default; setting it reruns the stage."""
+def test_stage_options_are_hashed_under_their_recipe_names():
+    """A stage's options are keyed as a recipe spells them ("train", "prune"), in the
+    --dry-run JSON and in the input hash; the data config is an input too."""
     from dataclasses import asdict
 
     from compress.models.data.datasets import DataConfig
@@ -256,26 +256,47 @@ def test_options_added_later_keep_old_stage_hashes_at_their_default():
 
     recipe = parse_recipe(
         "name: r\nmodel: lenet5\nstages:\n  - train: {epochs: 1}\n  - prune: {ratio: 0.5}\n"
+        "  - distill: {epochs: 1, teacher: train}\n"
     )
-    train, prune_st = pipeline.plan(recipe)
+    train, prune_st, distill = pipeline.plan(recipe)
+    assert set(train.to_dict()["options"]) == {"train"}
+    assert set(prune_st.to_dict()["options"]) == {"prune", "finetune"}
+    assert set(distill.to_dict()["options"]) == {"distill", "train", "_extra"}
     data = DataConfig(dataset="fashion-mnist")
-
-    def old_hash(stage, data_cfg):  # the payload as recorded before the later options existed
-        opts = pipeline._jsonable(stage.config)
-        # (a config of None: a prune stage that doesn't fine-tune)
-        opts = {k: c and {f: v for f, v in c.items() if f not in pipeline.LATER_OPTIONS}
-                for k, c in opts.items()}  # fmt: skip
-        payload = {
-            "kind": stage.spec.kind,
-            "options": opts,
-            "input": "lenet5",
-            "data": {k: v for k, v in asdict(data_cfg).items() if k != "order_seed"},
-        }
-        return pipeline.hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-    assert pipeline.input_hash(train, "lenet5", data, {}) == old_hash(train, data)
-    # a prune stage's defaults changed what it does (5 fine-tuning epochs where the data is
-    # known, BatchNorm re-estimated after the cut): finished stages must run again
-    assert pipeline.input_hash(prune_st, "lenet5", data, {}) != old_hash(prune_st, data)
+    payload = {
+        "kind": "train",
+        "options": {"train": asdict(train.config["train"])},
+        "input": "lenet5",
+        "data": asdict(data),
+    }
+    expected = pipeline.hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    assert pipeline.input_hash(train, "lenet5", data, {}) == expected
     reordered = DataConfig(dataset="fashion-mnist", order_seed=3)
-    assert pipeline.input_hash(train, "lenet5", reordered, {}) != old_hash(train, data)
+    assert pipeline.input_hash(train, "lenet5", reordered, {}) != expected
+
+
+def test_resume_of_an_older_record_says_which_stages_rerun(tmp_path, caplog):
+    """A record written before the options were keyed by stage name hashes differently: its
+    stage re-runs on --resume, and one warning says which and why (not silently)."""
+    import logging
+
+    from compress.pipeline.runner import RECORD, RECORD_FORMAT
+
+    out = tmp_path / "run"
+    first = run_pipeline(parse_recipe(ONE_STAGE), out)
+    record = out / "01-train" / RECORD
+    assert json.loads(record.read_text())["format"] == RECORD_FORMAT == 2
+    with caplog.at_level(logging.WARNING, logger="compress.pipeline.runner"):
+        same = run_pipeline(parse_recipe(ONE_STAGE), out, resume=True)
+    assert same.stages[0].get("resumed") and "older compress" not in caplog.text
+    older = {k: v for k, v in json.loads(record.read_text()).items() if k != "format"}
+    record.write_text(json.dumps({**older, "input_hash": "a format-1 hash"}))
+    with caplog.at_level(logging.WARNING, logger="compress.pipeline.runner"):
+        again = run_pipeline(parse_recipe(ONE_STAGE), out, resume=True)
+    assert not again.stages[0].get("resumed")
+    warned = [r.getMessage() for r in caplog.records if "older compress" in r.getMessage()]
+    assert warned == [
+        "--resume: train re-runs: recorded by an older compress (run record format < 2), "
+        "whose input hashes are computed differently"
+    ]
+    assert first.stages[0]["input_hash"] == again.stages[0]["input_hash"]

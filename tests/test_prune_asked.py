@@ -58,8 +58,9 @@ def test_ratio_asked_is_ratio_removed_per_layer(tmp_path, ratio):
     model, _ = load_model(out, trust_code=True)
     for before, after in zip([16, 32, 48], _layer_widths(model), strict=True):
         assert abs((1 - after / before) - ratio) <= 0.05 + 1e-9, (before, after)
-    rows = s.achieved["layers"]
-    assert len(rows) == 3 and not s.achieved["beyond"]
+    achieved = s.to_dict()["achieved"]
+    rows = achieved["layers"]
+    assert len(rows) == 3 and not achieved["beyond"]
     assert all(abs(r["removed"] - ratio) <= 0.05 + 1e-9 for r in rows)
     assert s.speedup["macs"] < 1 / (1 - ratio) ** 2 + 0.3  # no hidden extra cut
 

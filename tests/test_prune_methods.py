@@ -140,7 +140,7 @@ def test_recipe_keys_reach_prune_config():
     from compress.pipeline.kinds import build_configs
 
     built = build_configs(
-        (PruneConfig, TrainConfig),
+        {"prune": PruneConfig, "train": TrainConfig},
         {
             "target_macs": "4x",
             "sparse_epochs": 1,
@@ -152,6 +152,6 @@ def test_recipe_keys_reach_prune_config():
         },
         "prune",
     )
-    cfg = built["PruneConfig"]
+    cfg = built["prune"]
     assert (cfg.sparse_epochs, cfg.finetune_schedule, cfg.augment) == (1, "onecycle", True)
-    assert cfg.label_smoothing == pytest.approx(0.1) and built["TrainConfig"].lr == 2e-3
+    assert cfg.label_smoothing == pytest.approx(0.1) and built["train"].lr == 2e-3

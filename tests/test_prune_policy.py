@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-import compress.api  # before a test stubs compress.stages.prune: the API binds its run_prune
+import compress.api
 from compress.models.errors import InvalidInputError, UsageError
 from compress.pruning.config import FINETUNE_LR, PruneConfig
 from compress.pruning.policy import (
@@ -65,7 +65,7 @@ def test_recipe_prune_stage_takes_from_sensitivity(tmp_path):
     )
     prune_step = plan(recipe)[1]
     assert prune_step.spec.kind == "prune"
-    assert prune_step.config["PruneConfig"].layer_ratios == {"conv2": 0.5}
+    assert prune_step.config["prune"].layer_ratios == {"conv2": 0.5}
 
 
 def test_default_policy_fine_tunes_where_the_data_is_known():
@@ -122,9 +122,6 @@ def test_a_whole_trainconfig_is_honoured_or_refused():
 
 def _cli_request(monkeypatch, args: list[str]):
     """The PruneConfig and fine-tuning request `compress prune ARGS` hands the stage."""
-    import sys
-    import types
-
     from typer.testing import CliRunner
 
     from compress.cli.app import app
@@ -138,8 +135,7 @@ def _cli_request(monkeypatch, args: list[str]):
         seen.update(prune=cfg, finetune=finetune)
         raise Stop  # before any work
 
-    stage = types.SimpleNamespace(run_prune=run_prune)
-    monkeypatch.setitem(sys.modules, "compress.stages.prune", stage)
+    monkeypatch.setattr(compress.api, "run_prune", run_prune)  # the CLI calls compress.prune
     r = CliRunner().invoke(app, ["prune", "-m", "lenet5", "-o", "unused", *args])
     assert "prune" in seen, r.output
     return seen["prune"], seen["finetune"]
@@ -149,7 +145,7 @@ def _recipe_request(options: dict):
     from compress.pipeline.table import STAGES
 
     built = STAGES["prune"].validate(options, "recipe.yaml:3")
-    return built["PruneConfig"], built["finetune"]
+    return built["prune"], built["finetune"]
 
 
 def _api_request(monkeypatch, prune_cfg: PruneConfig, keys: dict):
@@ -266,7 +262,8 @@ def test_api_fine_tunes_with_the_trainconfig_it_is_given(trained_lenet, mini_dat
     assert read_card(tmp_path / "a").history[-1]["finetune"] is None
     assert tuned.after.metrics != untuned.after.metrics
     assert (
-        tuned.finetune["epochs"] == 1 and "as the given TrainConfig says" in tuned.finetune["said"]
+        tuned.result.finetune["epochs"] == 1
+        and "as the given TrainConfig says" in tuned.result.finetune["said"]
     )
 
 

@@ -148,8 +148,8 @@ def test_latency_is_measured_and_reported_plainly(lenet_onnx, calib, bundle, tmp
     assert len(r.notes) == 2
     for b in (1, 32):
         slower = r.quantized["latency_ms"][b] >= r.fp32["latency_ms"][b]
-        note = next(n for n in r.notes if f"batch {b} " in n)
-        assert ("NOT faster" in note) == slower
+        note = next(n for n in r.notes if f"batch {b} " in n.text)
+        assert ("NOT faster" in note.text) == slower == (note.severity == "warning")
     assert r.fp32["val_top1"] is None  # no validation data given: no gate
     assert "QLinearConv" in qgraph.inspect(tmp_path / "q.onnx").op_counts
 

@@ -24,8 +24,8 @@ def test_good_recipe_plans_each_stage():
     plan = make_plan(parse_recipe(GOOD))
     assert [p.folder for p in plan] == ["01-train", "02-export", "03-bench"]
     assert [p.produces for p in plan] == ["pytorch", "onnx", "report"]
-    assert plan[0].config["TrainConfig"].epochs == 1
-    assert plan[0].to_dict()["options"]["TrainConfig"]["epochs"] == 1  # the --dry-run JSON
+    assert plan[0].config["train"].epochs == 1
+    assert plan[0].to_dict()["options"]["train"]["epochs"] == 1  # the --dry-run JSON
 
 
 @pytest.mark.parametrize(

@@ -217,7 +217,7 @@ def test_bench_precision_axis_skips_with_reasons(no_bf16: None) -> None:
     assert len(skipped) == 6 and "no native bf16" in skipped["openvino", "bf16"]
     assert "int8 artifacts" in skipped["torch", "int8"]
     assert report.to_dict()["skipped"] == report.skipped
-    assert any("openvino skipped (bf16:" in n for n in report.notes)
+    assert any("openvino skipped (bf16:" in n.text for n in report.notes)
 
 
 def test_cli_bench_precision(lenet_onnx: Path, no_bf16: None) -> None:
@@ -315,7 +315,11 @@ def test_doctor_verdict_explains(best: dict, why: str) -> None:
     ort = RuntimeTiming("ort-cpu", best["precision"], "fp32", 3.0)
     f = verdict([RuntimeTiming(**best, p50_ms=1.0), ort], [], [])
     assert why in f.detail and "3.00x faster than onnxruntime" in f.title
-    assert verdict([], [], ["m: FAILED on openvino fp32: boom"]).severity == "warning"
+    from compress.models.notes import Note
+
+    failed = Note("m: FAILED on openvino fp32: boom", "error")
+    empty = verdict([], [], [Note("m: exported"), failed])
+    assert empty.severity == "warning" and empty.detail == failed.text
 
 
 def test_bench_accepts_a_card_whose_top1_is_unknown() -> None:
@@ -376,7 +380,7 @@ def test_recipe_bench_stage_takes_runtimes_and_precisions() -> None:
         "model: lenet5\nstages:\n  - train: {epochs: 1}\n  - export: {}\n"
         "  - bench: {runtimes: [ort-cpu, openvino], precisions: [fp32, bf16]}\n"
     )
-    opts = plan(parse_recipe(text))[2].config["BenchConfig"]
+    opts = plan(parse_recipe(text))[2].config["bench"]
     assert list(opts.runtimes) == ["ort-cpu", "openvino"]
     assert list(opts.precisions) == ["fp32", "bf16"]
 

@@ -32,10 +32,10 @@ def export(
     artifact, marks its card, and exits with code 5. With --input-size N the file, its parity
     gate (images resized to N) and its card are at N x N; bench and deploy then run it there.
     """
-    from compress.stages.export import run_export
+    from compress import api
 
     with err_console.status(f"exporting {model} ({how.exporter}, opset {how.opset})"):
-        summary = run_export(mo.of(model), how, data, out, overwrite=overwrite).to_dict()
+        summary = api.export_onnx(mo.of(model), out, how, data, overwrite=overwrite).to_dict()
     e = summary["export"]
     console.print(
         f"[green]exported[/] {model} -> {out}/model.onnx ({e['bytes'] / 1e6:.2f} MB, "
@@ -77,13 +77,13 @@ def bench(
     every model at N x N (e.g. a dense parent and its pruned children trained at 28, at 224);
     an ONNX artifact exported with `compress export --input-size N` runs at N without it.
     """
+    from compress import api
     from compress.export.bench.report import write_reports
     from compress.models.artifacts.resolve import zoo_weights
-    from compress.stages.bench import run_bench
 
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with _BenchProgress() as progress:
-        report = run_bench(refs, how, progress=progress)
+        report = api.bench(list(refs), how, progress=progress)
     _print_bench(report)
     for path in write_reports(
         report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
@@ -102,8 +102,8 @@ def _print_bench(report: Any) -> None:
     console.print(f"inputs: {INPUT_NOTE}", highlight=False)
     console.print(f"machine: {environment_line(report)}", highlight=False)
     for note in report.notes:
-        style = "yellow" if ("FAILED" in note or "fell back" in note or "asked" in note) else "dim"
-        console.print(f"[{style}]note:[/] {note}", highlight=False)
+        style = "dim" if note.severity == "info" else "yellow"
+        console.print(f"[{style}]note:[/] {note.text}", highlight=False)
 
 
 def doctor(
@@ -131,10 +131,10 @@ def doctor(
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
-    from compress.stages.bench import run_doctor
+    from compress import api
 
     with err_console.status(f"examining {model} on {runtime}"):
-        d = run_doctor(mo.of(model), runtime, how.threads, rank=rank)
+        d = api.doctor(mo.of(model), runtime, how.threads, rank=rank)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:

@@ -26,17 +26,11 @@ def deploy(
 
     Unavailable runtimes and precisions are listed with the reason. If no candidate passes the accuracy gate, nothing is written and the exit code is 5.
     """
-    from compress.stages.common import ModelRef
-    from compress.stages.deploy import deploy as run_deploy
+    from compress import api
 
     with err_console.status("deploy: measuring candidates") as status:
-        result = run_deploy(
-            ModelRef(model=model),
-            how,
-            out,
-            data,
-            overwrite=overwrite,
-            progress=lambda s: status.update(s),
+        result = api.deploy(
+            model, out, how, data, overwrite=overwrite, progress=lambda s: status.update(s)
         )
     _print(result.to_dict())
     write_json(json_out, result.to_dict())

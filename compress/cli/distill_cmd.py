@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,7 @@ from compress.cli.output import console, pct, write_json
 if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.distillation.distill import DistillConfig
     from compress.models.data.splits import DataConfig
+    from compress.stages.results import DistillSummary
     from compress.training.config import TrainConfig
 
 
@@ -60,33 +61,31 @@ def distill(
     (`--teacher dense/ --student pruned/`), or train a small architecture from a big one
     (`--teacher resnet18-art/ --student lenet5`).
     """
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.stages.distill import run_distill
 
     t_ref = o.ShapeOptions(trust_pickle=shape.trust_pickle, trust_code=shape.trust_code).ref(
         teacher, teacher_weights
     )
     s_ref = shape.ref(student, student_weights)
     with RichHooks() as hooks:
-        r = run_distill(
-            t_ref, s_ref, how, data, out, train_cfg=fit, overwrite=overwrite, hooks=hooks
-        ).to_dict()
+        r = api.distill(t_ref, s_ref, out, how, data, train=fit, overwrite=overwrite, hooks=hooks)
     _print(r, teacher, out)
-    write_json(json_out, r)
+    write_json(json_out, r.to_dict())
 
 
-def _print(r: dict[str, Any], teacher: str, out: str) -> None:
-    t = r["teacher"]["metrics"]
+def _print(r: DistillSummary, teacher: str, out: str) -> None:
+    t = r.teacher.metrics
     console.print(
-        f"[green]distilled[/] {r['student']} ({r['params']:,} params) from {teacher} "
-        f"({r['teacher_params']:,} params, test top-1 {pct(t['test']['top1'])}) in "
-        f"{r['seconds']:.0f} s, {r['precision']}"
-        + (f", {r['overflow_steps']} loss-scaling overflow steps" if r["overflow_steps"] else "")
+        f"[green]distilled[/] {r.student} ({r.params:,} params) from {teacher} "
+        f"({r.teacher_params:,} params, test top-1 {pct(t['test']['top1'])}) in "
+        f"{r.seconds:.0f} s, {r.precision}"
+        + (f", {r.overflow_steps} loss-scaling overflow steps" if r.overflow_steps else "")
     )
     console.print(
-        f"student test top-1 {pct(r['before']['test']['top1'])} -> "
-        f"{pct(r['metrics']['test']['top1'])} (val {pct(r['before']['val']['top1'])} -> "
-        f"{pct(r['metrics']['val']['top1'])})"
+        f"student test top-1 {pct(r.before['test']['top1'])} -> "
+        f"{pct(r.metrics['test']['top1'])} (val {pct(r.before['val']['top1'])} -> "
+        f"{pct(r.metrics['val']['top1'])})"
     )
     console.print(f"artifact: {out}")
 

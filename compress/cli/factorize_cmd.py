@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,7 @@ from compress.cli.output import console, pct, write_json
 
 if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
+    from compress.stages.results import FactorizeSummary
 
 
 def factorize(
@@ -50,9 +51,9 @@ def factorize(
     A rank pays only below the break-even mn/(m+n) of an m x n layer; larger ranks are refused.
     The artifact reloads without pickle (the card records the ranks) and exports to ONNX.
     """
+    from compress import api
     from compress.cli.progress import RichHooks
     from compress.factorization.svd import FactorizeConfig
-    from compress.stages.factorize import run_factorize
 
     cfg = FactorizeConfig(
         rank=rank,
@@ -66,24 +67,24 @@ def factorize(
         seed=data.seed,
     )
     with RichHooks() as hooks:
-        r = run_factorize(mo.of(model), cfg, data, out, overwrite=overwrite, hooks=hooks).to_dict()
+        r = api.factorize(mo.of(model), out, cfg, data, overwrite=overwrite, hooks=hooks)
     _print(r)
-    write_json(json_out, r)
+    write_json(json_out, r.to_dict())
 
 
-def _print(r: dict[str, Any]) -> None:
-    for layer in r["layers"]:
+def _print(r: FactorizeSummary) -> None:
+    for layer in r.layers:
         console.print(
             f"{layer['layer']}: {layer['in_features']} -> {layer['out_features']} at rank "
             f"{layer['rank']} (break-even {layer['break_even']}), {layer['params_before']:,} -> "
             f"{layer['params_after']:,} weights, {100 * layer['energy_kept']:.1f}% energy kept"
         )
     console.print(
-        f"[green]factorized[/] {r['params_before']:,} -> {r['params']:,} params; test top-1 "
-        f"parent {pct(r['parent']['test']['top1'])}, after SVD {pct(r['after_svd']['test']['top1'])}, "
-        f"after KD {pct(r['metrics']['test']['top1'])}"
+        f"[green]factorized[/] {r.params_before:,} -> {r.params:,} params; test top-1 "
+        f"parent {pct(r.parent['test']['top1'])}, after SVD {pct(r.after_svd['test']['top1'])}, "
+        f"after KD {pct(r.metrics['test']['top1'])}"
     )
-    console.print(f"artifact: {r['out']}")
+    console.print(f"artifact: {r.out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -19,9 +19,9 @@ def predict(
     json_out: o.JsonOpt = None,
 ) -> None:
     """Classify images with a deployed model, on the runtime, precision and threads deploy chose, preprocessed as in training (the card's input size, channels, mean/std)."""
-    from compress.stages.predict import predict as run_predict
+    from compress import api
 
-    preds = run_predict(model, images, top_k=top)
+    preds = api.predict(model, images, top_k=top)
     write_json(json_out, [p.to_dict() for p in preds])
     if json_out == "-":
         return

@@ -57,16 +57,16 @@ def prune(
     The card records params, MACs, file size, latency and accuracy before and after. A zoo model
     needs trained weights (or --weights random for latency studies).
     """
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.stages.prune import run_prune
 
     keys = {"device": dev.device, "amp": dev.amp} | ({"lr": lr} if lr is not None else {})
     if out is None:
         out = str(fresh_out_dir(model, "pruned"))
         console.print(f"no --out given: writing {out}")
     with RichHooks() as hooks:
-        summary = run_prune(
-            mo.of(model), how, data, out, overwrite=overwrite, finetune=keys, latency=latency,
+        summary = api.prune(
+            mo.of(model), out, how, data, overwrite=overwrite, finetune=keys, latency=latency,
             hooks=hooks,
         )  # fmt: skip
         s = summary.to_dict()
@@ -154,9 +154,9 @@ def sensitivity(
 
     Feed the result to `compress prune --from-sensitivity OUT --max-drop 1`.
     """
+    from compress import api
     from compress.models.errors import UsageError
     from compress.pruning.sensitivity import SensitivityConfig
-    from compress.stages.prune import run_sensitivity
 
     try:
         rs = [float(r) for r in ratios.split(",") if r.strip()]
@@ -171,13 +171,8 @@ def sensitivity(
         ignore=list(ignore or []),
         latency=latency,
     )
-    r = run_sensitivity(
-        mo.of(model),
-        cfg,
-        data,
-        out,
-        overwrite=overwrite,
-        val_limit=val_limit or None,
+    r = api.sensitivity(
+        mo.of(model), out, cfg, data, overwrite=overwrite, val_limit=val_limit or None
     )
     console.print(f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)")
     write_json(json_out, {"out": str(out), **r.to_dict()})

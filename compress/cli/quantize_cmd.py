@@ -11,6 +11,7 @@ from compress.cli.output import console, pct, write_json
 
 if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.models.data.splits import DataConfig
+    from compress.models.notes import Note
     from compress.quantization.context import QuantizeConfig
 
 
@@ -35,15 +36,13 @@ def quantize(
 
     The report says plainly when the quantized model is not faster than fp32 on this machine.
     """
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.stages.quantize import run_quantize
 
     with RichHooks() as hooks:
-        summary = run_quantize(
-            mo.of(model), how, data, out, overwrite=overwrite, hooks=hooks
-        ).to_dict()
-    _print(summary)
-    write_json(json_out, summary)
+        summary = api.quantize(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
+    _print(summary.to_dict(), summary.result.notes)
+    write_json(json_out, summary.to_dict())
 
 
 def _print_layers(layers: list[dict[str, Any]]) -> None:
@@ -57,7 +56,7 @@ def _print_layers(layers: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _print(s: dict[str, Any]) -> None:
+def _print(s: dict[str, Any], notes: list[Note]) -> None:
     from rich.table import Table
 
     st = s["settings"]
@@ -81,8 +80,8 @@ def _print(s: dict[str, Any]) -> None:
         _print_layers(s["layers"])
     if s["fallback_nodes"]:
         console.print(f"kept in float: {', '.join(s['fallback_nodes'])}")
-    for note in s["notes"]:
-        console.print(("[yellow]" if "NOT" in note else "") + note)
+    for note in notes:
+        console.print(("" if note.severity == "info" else "[yellow]") + note.text)
     console.print(f"artifact: {s['out']}")
 
 

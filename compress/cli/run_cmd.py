@@ -45,7 +45,7 @@ def run(
     Each stage writes its artifact to OUT/NN-stage/ atomically; Ctrl-C keeps finished stages,
     and --resume continues from the first unfinished one. Gates (`max_drop`) exit with code 5.
     """
-    from compress.api import run_recipe
+    from compress import api
     from compress.cli.progress import RichHooks
     from compress.cli.summary import print_summary
     from compress.pipeline.recipe import load_recipe
@@ -60,7 +60,7 @@ def run(
         console.rule(f"[bold]stage {i + 1}/{total}: {name}")
 
     with RichHooks() as hooks:
-        result = run_recipe(
+        result = api.run_recipe(
             recipe,
             out,
             overrides=set_ or [],

@@ -28,21 +28,18 @@ def train(
     LeNet-5 with the defaults reaches ~91 % Fashion-MNIST test top-1 (BENCHMARKS.md gives
     measured times). A checkpoint is written after every epoch; --resume continues from it.
     """
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.stages.train import run_train
 
     with RichHooks() as hooks:
-        summary = run_train(
-            mo.of(model), how, data, out, overwrite=overwrite, hooks=hooks
-        ).to_dict()
-    m = summary["metrics"]
+        s = api.train(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
+    m = s.metrics
     console.print(
-        f"[green]trained[/] {model} ({summary['params']:,} params, "
-        f"{summary['precision']}) in {summary['seconds']:.0f} s: "
+        f"[green]trained[/] {model} ({s.params:,} params, {s.precision}) in {s.seconds:.0f} s: "
         f"val top-1 {pct(m['val']['top1'])}, test top-1 {pct(m['test']['top1'])}"
     )
     console.print(f"artifact: {out}")
-    write_json(json_out, summary)
+    write_json(json_out, s.to_dict())
 
 
 def evaluate(
@@ -73,9 +70,9 @@ def evaluate(
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
     from rich.table import Table
 
-    from compress.stages.evaluate import run_eval
+    from compress import api
 
-    r = run_eval(
+    r = api.evaluate(
         mo.of(model),
         data,
         split,
@@ -83,17 +80,18 @@ def evaluate(
         runtime=runtime,
         precision=precision,
         threads=threads,
-    ).to_dict()
-    table = Table(title=f"{model} on {r['dataset']['dataset']} {split} ({r['samples']} images)")
+    )
+    m = r.result
+    table = Table(title=f"{model} on {r.dataset['dataset']} {split} ({m.samples} images)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
-    for name, acc in zip(r["class_names"], r["per_class"], strict=False):
+    for name, acc in zip(r.class_names, m.per_class, strict=False):
         table.add_row(name, pct(acc))
     console.print(table)
-    console.print(f"top-1 {pct(r['top1'])}  top-5 {pct(r['top5'])}  loss {r['loss']:.4f}")
-    ran = r.get("effective_precision", r.get("precision"))
-    console.print(f"ran on {r['runtime']} ({ran})", highlight=False)
-    write_json(json_out, r)
+    console.print(f"top-1 {pct(m.top1)}  top-5 {pct(m.top5)}  loss {m.loss:.4f}")
+    ran = r.where.effective_precision or r.where.precision
+    console.print(f"ran on {r.where.runtime} ({ran})", highlight=False)
+    write_json(json_out, r.to_dict())
 
 
 def register(app: typer.Typer) -> None:

@@ -31,14 +31,11 @@ def tune(
     json_out: o.JsonOpt = None,
 ) -> None:
     """Search compression settings; writes the Pareto front, pareto.png and best-*.yaml."""
+    from compress import api
     from compress.cli.progress import RichHooks
-    from compress.pipeline.recipe import load_recipe
-    from compress.pipeline.tune import tune as run_tune
 
-    rec = load_recipe(recipe, set_ or [])
-    rec.trust_code = rec.trust_code or trust_code
     with RichHooks() as hooks:
-        res = run_tune(rec, how, out, hooks=hooks)
+        res = api.tune(recipe, out, how, overrides=set_ or [], trust_code=trust_code, hooks=hooks)
     _print(res, how.objectives)
     write_json(
         json_out,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from compress.export.bench.baseline import FASTEST_DENSE, ROLES, times
+from compress.models.jsontypes import JsonObject
 
 NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster"
 WORTH = 1.5  # a size ratio below this is not "buying size"
@@ -55,7 +56,7 @@ class Headline:
     deployed: str | None = None
     gates_passed: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The report.json form."""
         if self.final_stage is None:
             return {"verdict": self.verdict, "gates": self.gates}

@@ -13,6 +13,7 @@ from typing import Any
 from compress.models.artifacts.artifact import read_card
 from compress.models.data.datasets import DataConfig
 from compress.models.errors import CompressError
+from compress.models.jsontypes import JsonObject
 from compress.pipeline.recipe import Recipe, RecipeError
 from compress.stages.common import ModelRef
 
@@ -65,7 +66,7 @@ class StageOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> JsonObject:
         rec: dict[str, Any] = {
             "artifact": self.artifact,
             "summary": self.summary,
@@ -89,7 +90,20 @@ def _top1(metrics: dict[str, Any], split: str) -> float | None:
     return float(m["top1"]) if isinstance(m, dict) and "top1" in m else None
 
 
-Runner = Callable[[StageContext, Any, Path, bool], StageOutcome]
+@dataclass
+class StageConfig:
+    """A stage's validated options: one config per part, keyed by the stage name that spells
+    those options in a recipe ("train", "prune", ...: a prune stage has "prune" and "finetune",
+    a distill stage "distill" and "train"), and the stage's own keys (`teacher`, `latency`)."""
+
+    configs: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.configs[name]
+
+
+Runner = Callable[[StageContext, StageConfig, Path, bool], StageOutcome]
 
 
 @dataclass
@@ -97,24 +111,24 @@ class StageKind:
     """A stage type: option classes, accepted input kinds, output kind, runner."""
 
     name: str
-    configs: tuple[type, ...]
+    configs: dict[str, type]  # the stage name that spells a config's options -> its class
     consumes: frozenset[str]
     produces: str  # "pytorch", "onnx", "report" or "same"
     runner: Runner
     extra_keys: frozenset[str] = frozenset()
     needs_trained: bool = False
-    hash_extra: Callable[[Any, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
+    hash_extra: Callable[[StageConfig, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
     main_rank_only: bool = False  # under torchrun: rank 0 runs it, the others get its outcome
     # What the stage runs with, from the built configs and the options given (default: as built).
-    finish: Callable[[dict[str, Any], dict[str, Any], str], dict[str, Any]] | None = None
+    finish: Callable[[StageConfig, dict[str, Any], str], StageConfig] | None = None
 
-    def validate(self, options: dict[str, Any], where: str) -> dict[str, Any]:
+    def validate(self, options: dict[str, Any], where: str) -> StageConfig:
         """Split options among the config classes by field name; build and validate each."""
         built = build_configs(self.configs, options, where, self.extra_keys)
         return self.finish(built, options, where) if self.finish else built
 
     def run(
-        self, ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+        self, ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
     ) -> StageOutcome:
         if self.main_rank_only:
             from compress.distributed.collectives import on_main
@@ -124,30 +138,35 @@ class StageKind:
 
 
 def build_configs(
-    classes: tuple[type, ...],
+    classes: dict[str, type],
     options: dict[str, Any],
     where: str,
     extra_keys: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
+) -> StageConfig:
+    """Split `options` among the config classes by field name (the first class that has it)."""
     from pydantic import TypeAdapter, ValidationError
 
-    owned: dict[type, dict[str, Any]] = {c: {} for c in classes}
+    owned: dict[str, dict[str, Any]] = {name: {} for name in classes}
     extras: dict[str, Any] = {}
     for key, value in options.items():
-        owner = next((c for c in classes if key in {f.name for f in dataclasses.fields(c)}), None)
+        owner = next((n for n, c in classes.items() if key in _field_names(c)), None)
         if owner is not None:
             owned[owner][key] = value
         elif key in extra_keys:
             extras[key] = value
         else:
-            allowed = sorted({f.name for c in classes for f in dataclasses.fields(c)} | extra_keys)
+            allowed = sorted(set().union(*map(_field_names, classes.values())) | extra_keys)
             raise RecipeError(f"{where}: unknown option {key!r}; allowed: {', '.join(allowed)}")
-    built: dict[str, Any] = {"_extra": extras}
-    for cls, kwargs in owned.items():
+    built = StageConfig({}, extras)
+    for name, kwargs in owned.items():
         try:
-            built[cls.__name__] = TypeAdapter(cls).validate_python(kwargs)
+            built.configs[name] = TypeAdapter(classes[name]).validate_python(kwargs)
         except ValidationError as e:
             err = e.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             raise RecipeError(f"{where}: option {key!r}: {err['msg']}") from e
     return built
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}

@@ -25,6 +25,7 @@ import yaml
 
 from compress.models.disk.durable import write_text
 from compress.models.errors import InvalidInputError, UsageError
+from compress.models.jsontypes import JsonObject
 
 TOP_KEYS = {
     "name",
@@ -264,7 +265,7 @@ def apply_override(recipe: Recipe, override: str) -> None:
         raise UsageError(f"--set {override!r}: expected stage.key=value")
 
 
-def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+def recipe_to_dict(recipe: Recipe) -> JsonObject:
     """The recipe as YAML-ready data (overrides applied), for writing best trials back out."""
     doc: dict[str, Any] = {"name": recipe.name, "model": recipe.model}
     if recipe.weights:

@@ -28,23 +28,23 @@ from compress.export.bench.baseline import (
 )
 from compress.export.bench.report import environment_rows
 from compress.models.artifacts.artifact import now, software_versions
+from compress.models.jsontypes import JsonObject
 from compress.pipeline.headline import Headline, gate_lines, headline, headline_markdown
 from compress.pipeline.report_html import to_html
 from compress.pipeline.report_plots import plots
 from compress.pipeline.report_table import full_table
 
 
-def bench_cases(
-    records: list[dict[str, Any]], folder: Path | None = None
-) -> tuple[list[dict[str, Any]], set[str]]:
-    """The last bench stage's cases and the labels of its dense models: from its bench.json
-    (runtime, precision and effective precision per case), else from the record's summary."""
+def bench_cases(records: list[JsonObject]) -> tuple[list[JsonObject], set[str]]:
+    """The last bench stage's cases (runtime, precision and effective precision each) and the
+    labels of its dense models, as its record holds them; a record with latencies only gives
+    cases at the artifacts' precisions, the first model taken as dense."""
     bench = next((r for r in reversed(records) if r["kind"] == "bench"), None)
     if bench is None:
         return [], set()
-    doc = _bench_json(bench, folder)
-    if doc is not None:
-        return list(doc.get("results", [])), dense_labels(doc.get("models", []))
+    summary = bench.get("summary", {})
+    if "cases" in summary:
+        return list(summary["cases"]), dense_labels(summary.get("models", []))
     models = [r for r in records if r.get("artifact")]
     prec = {Path(r["artifact"]).name: r.get("precision") or "fp32" for r in models}
     cases = [
@@ -56,31 +56,17 @@ def bench_cases(
     return cases, ({Path(models[0]["artifact"]).name} if models else set())
 
 
-def _bench_json(bench: dict[str, Any], folder: Path | None) -> dict[str, Any] | None:
-    names = [Path(f) for f in bench.get("files", []) if Path(f).name == "bench.json"]
-    if folder is not None and bench.get("folder"):
-        names.append(folder / bench["folder"] / "bench.json")
-    for path in names:
-        if path.is_file():
-            try:
-                doc: dict[str, Any] = json.loads(path.read_text())
-                return doc
-            except (OSError, ValueError):
-                continue
-    return None
-
-
 def case_name(case: dict[str, Any]) -> str:
     """`ort-cpu fp32`, `openvino bf16`: the runtime and the precision the case computed in."""
     return f"{case['runtime']} {ran_precision(case)}"
 
 
-def stage_rows(records: list[dict[str, Any]], folder: Path | None = None) -> list[dict[str, Any]]:
+def stage_rows(records: list[JsonObject]) -> list[JsonObject]:
     """One row per model-producing stage, with latency and speed-ups from the last bench stage."""
     models = [r for r in records if r.get("artifact")]
     if not models:
         return []
-    cases, dense = bench_cases(records, folder)
+    cases, dense = bench_cases(records)
     base_cases = find_baselines(cases, dense)
     rows: list[dict[str, Any]] = []
     for r in models:
@@ -194,8 +180,8 @@ def write_report(
     result: Any, recipe_name: str, folder: Path, environment: dict[str, Any] | None = None
 ) -> RunReport:
     """report.json, report.md, report.html and the plots, into `folder`."""
-    rows = stage_rows(result.stages, folder)
-    cases, dense = bench_cases(result.stages, folder)
+    rows = stage_rows(result.stages)
+    cases, dense = bench_cases(result.stages)
     base = find_baselines(cases, dense)
     env = (
         environment

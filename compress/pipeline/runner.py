@@ -3,7 +3,8 @@
 Every stage writes `OUT/NN-name/` (an artifact, or a benchmark) and then `stage.json` with the
 hash of its inputs (options, input artifact content hash, data). `--resume` skips a stage whose
 folder is complete and whose input hash is unchanged, so an interrupted run (Ctrl-C) restarts
-at the first unfinished stage. Gates (`max_drop`, validation top-1 points vs the baseline) are
+at the first unfinished stage; records of an older format (hashed differently) re-run, and
+the run says so. Gates (`max_drop`, validation top-1 points vs the baseline) are
 checked after each stage and for the whole run; a failed gate keeps the artifacts and exits
 with the quality-gate code.
 
@@ -28,9 +29,10 @@ from compress.models.artifacts.artifact import check_out_dir, is_artifact, model
 from compress.models.data.datasets import DataConfig
 from compress.models.disk.durable import write_text
 from compress.models.errors import QualityGateError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import is_factory_ref
 from compress.models.zoo.usercode import check_consent, read_source, sha256_bytes
-from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
+from compress.pipeline.kinds import StageConfig, StageContext, StageKind, StageOutcome
 from compress.pipeline.recipe import Recipe, RecipeError, StageSpec
 from compress.pipeline.table import STAGES
 from compress.stages.frame import stage_output
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECORD = "stage.json"
+# 2: options hashed by stage name ("train"), not config class ("TrainConfig").
+RECORD_FORMAT = 2
 Progress = Callable[[str, int, int], None]  # (stage name, index, total)
 
 
@@ -50,13 +54,13 @@ class PlannedStage:
     index: int
     spec: StageSpec
     kind: StageKind
-    config: Any
+    config: StageConfig
     folder: str
     consumes: str
     produces: str
     gate: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The `--dry-run --json` form."""
         return {
             "stage": self.spec.name,
@@ -65,7 +69,7 @@ class PlannedStage:
             "consumes": self.consumes,
             "produces": self.produces,
             "max_drop": self.gate,
-            "options": _jsonable(self.config),
+            "options": _options(self.config),
         }
 
 
@@ -80,12 +84,18 @@ class PipelineResult:
     report: RunReport | None = None  # once written (rank 0)
 
 
+def _options(config: StageConfig) -> Any:
+    """A stage's options as JSON: each config under its stage name, the stage's own keys
+    under `_extra` (when it has some)."""
+    return _jsonable({**config.configs, **({"_extra": config.extra} if config.extra else {})})
+
+
 def _jsonable(obj: Any) -> Any:
     """Dataclasses (also inside dicts/lists) as plain JSON values."""
     if hasattr(obj, "__dataclass_fields__"):
         obj = asdict(obj)
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if v != {} or k != "_extra"}
+        return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
@@ -171,38 +181,15 @@ def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dic
     )
     payload = {
         "kind": stage.spec.kind,
-        "options": _without_new_defaults(_jsonable(stage.config)),
+        "options": _options(stage.config),
         "input": content,
-        "data": _without_new_defaults(_jsonable(data)),
+        "data": _jsonable(data),
         **extra,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-# Options added after runs were first recorded, with their defaults: left out of the input hash
-# while at the default, so finished stages of older runs still resume after an upgrade.
-LATER_OPTIONS: dict[str, Any] = {
-    "order_seed": None,
-    "kd": False,
-    "kd_temperature": 2.0,
-    "kd_alpha": 0.5,
-    "rounds": 1,
-    "int4_layers": None,
-    "int4_block_size": 32,
-}
-
-
-def _without_new_defaults(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {
-            k: _without_new_defaults(v)
-            for k, v in obj.items()
-            if not (k in LATER_OPTIONS and v == LATER_OPTIONS[k])
-        }
-    return obj
-
-
-def completed_record(folder: Path, digest: str) -> dict[str, Any] | None:
+def completed_record(folder: Path, digest: str) -> JsonObject | None:
     """The record of a finished stage whose inputs are unchanged (else None), for --resume."""
     rec = folder / RECORD
     if not rec.is_file():
@@ -220,6 +207,27 @@ def completed_record(folder: Path, digest: str) -> dict[str, Any] | None:
         # record (a file that could point anywhere, at code nobody consented to).
         record["artifact"] = str(folder)
     return record
+
+
+def _warn_older_records(out: Path, stages: list[PlannedStage]) -> None:
+    """One warning naming the finished stages that re-run because an older compress recorded
+    them (their input hash is computed differently now), instead of re-running them silently."""
+    older = []
+    for st in stages:
+        try:
+            record = json.loads((out / st.folder / RECORD).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("format", 1) < RECORD_FORMAT:
+            older.append(st.spec.name)
+    if older:
+        log.warning(
+            "--resume: %s re-run%s: recorded by an older compress (run record format < %d), "
+            "whose input hashes are computed differently",
+            ", ".join(older),
+            "s" if len(older) == 1 else "",
+            RECORD_FORMAT,
+        )
 
 
 def _write_record(folder: Path, record: dict[str, Any]) -> None:
@@ -241,6 +249,8 @@ def run_pipeline(
         out = Path(out)
         _join_group(recipe)
         _on_main_then_wait(lambda: _check_out(out, resume, overwrite))
+        if resume:
+            _on_main_then_wait(lambda: _warn_older_records(out, stages))
         out.mkdir(parents=True, exist_ok=True)
         ctx = StageContext(recipe=recipe, data=data_config(recipe), out=out, hooks=hooks)
         result = PipelineResult(out=str(out))
@@ -271,6 +281,7 @@ def _run_stage(
     t = time.perf_counter()
     outcome: StageOutcome = st.kind.run(ctx, st.config, folder, overwrite or resume)
     record = {
+        "format": RECORD_FORMAT,
         "stage": st.spec.name,
         "kind": st.spec.kind,
         "folder": st.folder,

@@ -4,37 +4,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import read_card
-from compress.pipeline.kinds import StageContext, StageKind, StageOutcome
+from compress.models.notes import texts
+from compress.pipeline.kinds import StageConfig, StageContext, StageKind, StageOutcome
 from compress.pipeline.recipe import RecipeError
 from compress.stages.common import ModelRef
 
 
-def _train_cfg(config: dict[str, Any]) -> Any:
-    return config["TrainConfig"]
-
-
 def _run_train(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     from compress.stages.train import run_train
 
     summary = run_train(
-        ctx.model_ref(), _train_cfg(config), ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
+        ctx.model_ref(), config["train"], ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
     )
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_distill(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     from compress.stages.distill import run_distill
 
-    teacher = config["_extra"].get("teacher")
+    teacher = config.extra.get("teacher")
     teacher_ref = ModelRef(
         model=ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"]),
         trust_code=ctx.recipe.trust_code,
@@ -42,18 +39,18 @@ def _run_distill(
     summary = run_distill(
         teacher_ref,
         ctx.model_ref(),
-        config["DistillConfig"],
+        config["distill"],
         ctx.data,
         folder,
-        train_cfg=_train_cfg(config),
+        train_cfg=config["train"],
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
-def _distill_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    teacher = config["_extra"].get("teacher")
+def _distill_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
+    teacher = config.extra.get("teacher")
     if not ctx.artifacts:
         return {}
     ref = ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
@@ -61,38 +58,38 @@ def _distill_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_prune(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     from compress.stages.prune import run_prune
 
     summary = run_prune(
         ctx.model_ref(),
-        config["PruneConfig"],
+        config["prune"],
         ctx.data,
         folder,
         overwrite=overwrite,
         finetune=config["finetune"],
-        latency=bool(config["_extra"].get("latency", True)),
+        latency=bool(config.extra.get("latency", True)),
         hooks=ctx.hooks,
     )
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
-def _prune_finish(built: dict[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+def _prune_finish(built: StageConfig, options: dict[str, Any], where: str) -> StageConfig:
     """A prune stage fine-tunes like `compress prune`: the training keys the stage sets (lr, amp,
     optimizer, ...) go to the one fine-tuning policy (`compress.pruning.policy.plan_finetune`),
     which the stage function calls; checked here so a bad key fails before anything runs."""
     from compress.models.errors import UsageError
     from compress.pruning.policy import plan_finetune
 
-    prune_cfg, train_cfg = built["PruneConfig"], built.pop("TrainConfig")
+    prune_cfg, train_cfg = built["prune"], built.configs.pop("train")
     train_keys = _fields(train_cfg) - _fields(prune_cfg)  # seed, label_smoothing: the pruning's
     given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
     try:
         plan_finetune(prune_cfg, given)
     except UsageError as e:
         raise RecipeError(f"{where}: {e}") from None
-    built["finetune"] = given  # the request; the input hash sees it and the input's content
+    built.configs["finetune"] = given  # the request; the input hash sees it and the input's content
     return built
 
 
@@ -101,13 +98,13 @@ def _fields(obj: Any) -> set[str]:
 
 
 def _run_factorize(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     from compress.stages.factorize import run_factorize
 
     summary = run_factorize(
         ctx.model_ref(),
-        config["FactorizeConfig"],
+        config["factorize"],
         ctx.data,
         folder,
         overwrite=overwrite,
@@ -117,13 +114,13 @@ def _run_factorize(
 
 
 def _run_quantize(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     from compress.stages.quantize import run_quantize
 
     summary = run_quantize(
         ctx.model_ref(),
-        config["QuantizeConfig"],
+        config["quantize"],
         ctx.data,
         folder,
         overwrite=overwrite,
@@ -132,23 +129,21 @@ def _run_quantize(
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
-def _bench_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+def _bench_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
     return {"models": [read_card(str(r["artifact"])).content_hash for r in ctx.artifacts]}
 
 
 def _run_export(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     from compress.stages.export import run_export
 
-    summary = run_export(
-        ctx.model_ref(), config["ExportConfig"], ctx.data, folder, overwrite=overwrite
-    )
+    summary = run_export(ctx.model_ref(), config["export"], ctx.data, folder, overwrite=overwrite)
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_bench(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     """Benchmark every model the run produced so far, on the same runtimes and batch sizes."""
     from compress.export.bench.report import write_reports
@@ -159,7 +154,8 @@ def _run_bench(
     refs = [ModelRef(model=str(r["artifact"]), trust_code=trust) for r in ctx.artifacts]
     if not refs:
         raise RecipeError("bench: no earlier stage produced a model to measure")
-    report = run_bench(refs, config["BenchConfig"], ctx.data)
+    report = run_bench(refs, config["bench"], ctx.data)
+    doc = report.to_dict()
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         write_reports(
             report,
@@ -177,43 +173,49 @@ def _run_bench(
         }
     return StageOutcome(
         None,
-        {"latency": latency, "notes": report.notes, "environment": report.environment},
+        {
+            "latency": latency,
+            "notes": texts(report.notes),
+            "environment": report.environment,
+            "cases": doc["results"],  # what the report's rows and baselines are built from
+            "models": doc["models"],
+        },
         files=[str(folder / f) for f in ("bench.json", "bench.md", "latency.png")],
     )
 
 
 def _run_deploy(
-    ctx: StageContext, config: dict[str, Any], folder: Path, overwrite: bool
+    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
 ) -> StageOutcome:
     """Deploy the latest model of the run on the fastest runtime x precision within the gate."""
     from compress.stages.deploy import MANIFEST, deploy
 
     if not ctx.artifacts:
         raise RecipeError("deploy: no earlier stage produced a model to deploy")
-    cfg = config["DeployConfig"]
+    cfg = config["deploy"]
     first = str(ctx.artifacts[0]["artifact"])
-    compare = bool(config["_extra"].get("vs_baseline", True))
+    compare = bool(config.extra.get("vs_baseline", True))
     if compare and cfg.baseline is None and first != ctx.current:
         cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
-    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite).to_dict()
-    chosen = result["chosen"]
+    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
+    best = result.chosen
     return StageOutcome(
         None,
         {
             "deployed": str(folder),
-            "runtime": chosen["runtime"],
-            "precision": chosen["precision"],
-            "threads": chosen["threads"],
-            "val_top1": chosen["val_top1"],
-            "latency": chosen["latency"],
-            "candidates": len([c for c in result["candidates"] if c["status"] != "skipped"]),
-            "speedup": result["speedup"],
+            "runtime": best.case.runtime,
+            "precision": best.case.precision,
+            "threads": best.case.threads,
+            "val_top1": best.val_top1,
+            "latency": best.to_dict()["latency"],
+            "candidates": len(result.candidates),
+            "speedup": asdict(result.speedup) if result.speedup else None,
         },
         files=[str(folder / MANIFEST)],
     )
 
 
-def _deploy_hash(config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+def _deploy_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
     """The baseline the speed-ups are measured against is an input too."""
     if not ctx.artifacts:
         return {}
@@ -246,10 +248,12 @@ def _model_kinds() -> list[StageKind]:
     from compress.training.fit import TrainConfig
 
     return [
-        StageKind("train", (TrainConfig,), frozenset({"source", "pytorch"}), "pytorch", _run_train),
+        StageKind(
+            "train", {"train": TrainConfig}, frozenset({"source", "pytorch"}), "pytorch", _run_train
+        ),
         StageKind(
             "distill",
-            (DistillConfig, TrainConfig),
+            {"distill": DistillConfig, "train": TrainConfig},
             frozenset({"pytorch", "source"}),
             "pytorch",
             _run_distill,
@@ -258,7 +262,7 @@ def _model_kinds() -> list[StageKind]:
         ),
         StageKind(
             "prune",
-            (PruneConfig, TrainConfig),
+            {"prune": PruneConfig, "train": TrainConfig},
             frozenset({"source", "pytorch"}),
             "pytorch",
             _run_prune,
@@ -268,7 +272,7 @@ def _model_kinds() -> list[StageKind]:
         ),
         StageKind(
             "factorize",
-            (FactorizeConfig,),
+            {"factorize": FactorizeConfig},
             frozenset({"source", "pytorch"}),
             "pytorch",
             _run_factorize,
@@ -286,7 +290,7 @@ def _artifact_kinds() -> list[StageKind]:
     return [
         StageKind(
             "export",
-            (ExportConfig,),
+            {"export": ExportConfig},
             frozenset({"source", "pytorch"}),
             "onnx",
             _run_export,
@@ -295,7 +299,7 @@ def _artifact_kinds() -> list[StageKind]:
         ),
         StageKind(
             "quantize",
-            (QuantizeConfig,),
+            {"quantize": QuantizeConfig},
             frozenset({"source", "pytorch", "onnx"}),
             "onnx",
             _run_quantize,
@@ -303,7 +307,7 @@ def _artifact_kinds() -> list[StageKind]:
         ),
         StageKind(
             "bench",
-            (BenchConfig,),
+            {"bench": BenchConfig},
             frozenset({"pytorch", "onnx"}),
             "report",
             _run_bench,
@@ -319,7 +323,7 @@ def _deploy_kind() -> StageKind:
 
     return StageKind(
         "deploy",
-        (DeployConfig,),
+        {"deploy": DeployConfig},
         frozenset({"pytorch", "onnx"}),
         "report",
         _run_deploy,

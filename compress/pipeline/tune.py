@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import check_writable
 from compress.models.errors import QualityGateError, UsageError
+from compress.models.options import option
 from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_recipe
 from compress.stages.frame import stage_output
 
@@ -36,32 +37,22 @@ OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 class TuneConfig:
     """How long to search and for what."""
 
-    trials: int = field(default=10, metadata={"help": "Trials in total (counting earlier runs)."})
-    objectives: tuple[str, ...] = field(
-        default=("accuracy", "latency"),
-        metadata={
-            "help": (
-                "Comma list from accuracy (validation top-1), latency (bench p50, batch 1), size."
-            ),
-            "cli": "csv",
-        },
+    trials: int = option(10, "Trials in total (counting earlier runs).")
+    objectives: tuple[str, ...] = option(
+        ("accuracy", "latency"),
+        "Comma list from accuracy (validation top-1), latency (bench p50, batch 1), size.",
+        cli="csv",
     )
-    storage: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Optuna storage URL (default sqlite:///OUT/study.db); share it to "
-                "cooperate across processes or machines."
-            )
-        },
+    storage: str | None = option(
+        None,
+        "Optuna storage URL (default sqlite:///OUT/study.db); share it to "
+        "cooperate across processes or machines.",
     )
-    study_name: str | None = field(
-        default=None, metadata={"help": "Study name (default: recipe name)."}
-    )
-    timeout: float | None = field(default=None, metadata={"help": "Stop after this many seconds."})
-    seed: int = field(default=0, metadata={"help": "Sampler seed."})
-    sampler: str = field(
-        default="auto", metadata={"help": "auto, tpe, nsga2 or random."}
+    study_name: str | None = option(None, "Study name (default: recipe name).")
+    timeout: float | None = option(None, "Stop after this many seconds.")
+    seed: int = option(0, "Sampler seed.")
+    sampler: str = option(
+        "auto", "auto, tpe, nsga2 or random."
     )  # auto: TPE for one objective, NSGA-II for several
 
     def __post_init__(self) -> None:
@@ -84,11 +75,30 @@ class TuneResult:
     plot: str | None = None
 
 
-def parse_space(recipe: Recipe) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class Dimension:
+    """One validated `search:` entry, `stage.option`: {low, high[, log, type: int|float,
+    step]} or {choices}, as the recipe spells it."""
+
+    key: str
+    spec: Mapping[str, Any]
+
+    def suggest(self, trial: Any) -> Any:
+        """The trial's value for this option (Optuna's categorical, int or float)."""
+        d, key = self.spec, self.key
+        if "choices" in d:
+            return trial.suggest_categorical(key, list(d["choices"]))
+        if d.get("type") == "int" or (isinstance(d["low"], int) and isinstance(d["high"], int)):
+            low, high, step = int(d["low"]), int(d["high"]), int(d.get("step", 1))
+            return trial.suggest_int(key, low, high, step=step, log=bool(d.get("log")))
+        return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+
+
+def parse_space(recipe: Recipe) -> dict[str, Dimension]:
     """Validate `search:` entries: {low, high[, log, type: int|float, step]} or {choices}."""
     if not recipe.search:
         raise RecipeError(f"{recipe.source}: no `search:` section to tune")
-    space = {}
+    space: dict[str, Dimension] = {}
     for key, dist in recipe.search.items():
         where = recipe.where(f"search.{key}")
         head, _, opt = str(key).partition(".")
@@ -101,26 +111,8 @@ def parse_space(recipe: Recipe) -> dict[str, dict[str, Any]]:
             raise RecipeError(f"{where}: {key}: give {{low, high}} or {{choices: [...]}}")
         if "low" in dist and not dist["low"] < dist["high"]:
             raise RecipeError(f"{where}: {key}: low must be < high")
-        space[str(key)] = dist
+        space[str(key)] = Dimension(str(key), dist)
     return space
-
-
-def _suggest(trial: Any, key: str, dist: dict[str, Any]) -> Any:
-    if "choices" in dist:
-        return trial.suggest_categorical(key, list(dist["choices"]))
-    if dist.get("type") == "int" or (
-        isinstance(dist["low"], int) and isinstance(dist["high"], int)
-    ):
-        return trial.suggest_int(
-            key,
-            int(dist["low"]),
-            int(dist["high"]),
-            step=int(dist.get("step", 1)),
-            log=bool(dist.get("log")),
-        )
-    return trial.suggest_float(
-        key, float(dist["low"]), float(dist["high"]), log=bool(dist.get("log"))
-    )
 
 
 def storage_url(cfg: TuneConfig, out: Path) -> str:
@@ -207,8 +199,8 @@ def _search(recipe: Recipe, cfg: TuneConfig, out: Path, hooks: Any) -> TuneResul
 
     def objective(trial: Any) -> list[float] | float:
         trial_recipe = copy.deepcopy(recipe)
-        for key, dist in space.items():
-            apply_override(trial_recipe, f"{key}={_suggest(trial, key, dist)!r}")
+        for key, dim in space.items():
+            apply_override(trial_recipe, f"{key}={dim.suggest(trial)!r}")
         folder = out / "trials" / f"{trial.number:04d}"
         try:
             result = run_pipeline(trial_recipe, folder, overwrite=True, hooks=hooks)
@@ -228,7 +220,7 @@ def _search(recipe: Recipe, cfg: TuneConfig, out: Path, hooks: Any) -> TuneResul
 
 
 def _summarize(
-    study: Any, recipe: Recipe, space: dict[str, Any], cfg: TuneConfig, out: Path
+    study: Any, recipe: Recipe, space: dict[str, Dimension], cfg: TuneConfig, out: Path
 ) -> TuneResult:
     import optuna
 

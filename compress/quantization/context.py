@@ -17,6 +17,7 @@ import torch
 
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.notes import Note, texts
 from compress.models.options import option
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
@@ -161,7 +162,7 @@ class QuantizeResult:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     fallback_attempts: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     layers: list[dict[str, Any]] = field(default_factory=list)  # per layer: bits, compute
 
     @property
@@ -169,7 +170,7 @@ class QuantizeResult:
         return self.quantized["bytes"] / max(self.fp32["bytes"], 1)
 
     def to_dict(self) -> JsonObject:
-        return {**asdict(self), "size_ratio": round(self.size_ratio, 4)}
+        return {**asdict(self), "notes": texts(self.notes), "size_ratio": round(self.size_ratio, 4)}
 
 
 @dataclass

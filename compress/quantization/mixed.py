@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.models.errors import UsageError
+from compress.models.notes import Note
 from compress.quantization import graph as qgraph
 from compress.quantization import int4
 from compress.quantization.context import QuantizeResult, drop_pts, within_budget
@@ -77,7 +78,7 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
         sensitivity=sensitivity,
         layers=[asdict(r) for r in rows],
     )
-    result.notes.extend(_notes(rows))
+    result.notes.extend(Note(n) for n in _notes(rows))
     return result
 
 

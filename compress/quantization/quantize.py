@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.models.errors import UsageError
+from compress.models.notes import Note
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import MIN_SAMPLES, check_calibration
@@ -183,4 +184,4 @@ def measure_pair(
                 f"{result.precision} is {f / qq:.2f}x faster than fp32 at batch {b} on this "
                 f"CPU ({isa}): {qq:.3f} ms vs {f:.3f} ms"
             )
-        result.notes.append(note)
+        result.notes.append(Note(note, "warning" if qq >= f else "info"))

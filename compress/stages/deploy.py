@@ -38,6 +38,8 @@ from compress.models.artifacts.artifact import (
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
+from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
 from compress.stages.deploy_gate import (
     Speedup,
@@ -63,92 +65,57 @@ DEFAULT_MAX_DROP = 1.0  # points of validation top-1, as `compress quantize`'s a
 class DeployConfig:
     """What to try and how hard to measure it."""
 
-    runtimes: tuple[str, ...] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Only these runtimes (repeatable): torch, torch-cuda, torch-compile, "
-                "ort-cpu, ort-cuda, ort-trt, openvino, openvino-gpu, openvino-npu. "
-                "Default: every one; those this machine can't run are listed as skipped, "
-                "with the reason."
-            ),
-            "flag": ("--runtime", "-r"),
-            "cli": "repeat",
-        },
+    runtimes: tuple[str, ...] | None = option(
+        None,
+        "Only these runtimes (repeatable): torch, torch-cuda, torch-compile, "
+        "ort-cpu, ort-cuda, ort-trt, openvino, openvino-gpu, openvino-npu. "
+        "Default: every one; those this machine can't run are listed as skipped, "
+        "with the reason.",
+        flag=("--runtime", "-r"),
+        cli="repeat",
     )  # None: every runtime compress.export.runtimes.runner knows
-    precisions: tuple[str, ...] = field(
-        default=PRECISIONS,
-        metadata={
-            "help": (
-                "Comma-separated precisions to try: fp32, bf16, fp16, int8 (an int8 or "
-                "fp16 artifact runs only as itself)."
-            ),
-            "flag": "--precision",
-            "cli": "csv",
-        },
+    precisions: tuple[str, ...] = option(
+        PRECISIONS,
+        "Comma-separated precisions to try: fp32, bf16, fp16, int8 (an int8 or "
+        "fp16 artifact runs only as itself).",
+        flag="--precision",
+        cli="csv",
     )
-    threads: tuple[int, ...] | None = field(
-        default=None,
-        metadata={
-            "help": "Comma-separated thread counts (default: 1 and all physical cores).",
-            "cli": "csv-int",
-        },
+    threads: tuple[int, ...] | None = option(
+        None, "Comma-separated thread counts (default: 1 and all physical cores).", cli="csv-int"
     )
-    batch_sizes: tuple[int, ...] = field(
-        default=(1,),
-        metadata={
-            "help": "Comma-separated batch sizes; the first decides the fastest.",
-            "cli": "csv-int",
-        },
+    batch_sizes: tuple[int, ...] = option(
+        (1,), "Comma-separated batch sizes; the first decides the fastest.", cli="csv-int"
     )
-    max_drop: float = field(
-        default=DEFAULT_MAX_DROP,
-        metadata={"help": "Accuracy gate: points of validation top-1 a candidate may lose."},
+    max_drop: float = option(
+        DEFAULT_MAX_DROP, "Accuracy gate: points of validation top-1 a candidate may lose."
     )
-    seconds: float = field(
-        default=1.0, metadata={"help": "Timing budget per candidate and batch size (all rounds)."}
+    seconds: float = option(1.0, "Timing budget per candidate and batch size (all rounds).")
+    rounds: int = option(3, "Candidates take turns in this many slices.")
+    warmup: int = option(2, "Untimed runs before each candidate.", cli=False)
+    eval_samples: int | None = option(None, "Cap on validation images per candidate.")  # None: all
+    baseline: str | None = option(
+        None,
+        "The dense parent artifact: measured the same way, and the chosen "
+        "candidate's speed-up is given vs its fastest case and vs its onnxruntime"
+        " fp32 case.",
     )
-    rounds: int = field(default=3, metadata={"help": "Candidates take turns in this many slices."})
-    warmup: int = field(
-        default=2, metadata={"help": "Untimed runs before each candidate.", "cli": False}
-    )
-    eval_samples: int | None = field(
-        default=None, metadata={"help": "Cap on validation images per candidate."}
-    )  # None: all
-    baseline: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "The dense parent artifact: measured the same way, and the chosen "
-                "candidate's speed-up is given vs its fastest case and vs its onnxruntime"
-                " fp32 case."
-            )
-        },
-    )
-    exclude: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "help": "A runtime not to try (repeatable), e.g. torch-compile.",
-            "cli": "repeat",
-        },
+    exclude: tuple[str, ...] = option(
+        (), "A runtime not to try (repeatable), e.g. torch-compile.", cli="repeat"
     )  # names this build lacks are ignored
     # Height = width to deploy at; None: the artifact's own. At a size other than the one the
     # weights were trained at, the gate compares with fp32 at that size (see _reference).
-    input_size: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Deploy at N x N input (a zoo name is built at N): a PyTorch artifact is "
-                "re-targeted when resolution-independent (a too-small N or a fixed-size "
-                "Linear after flatten is refused naming the layer); an ONNX artifact only"
-                " at the size it was exported at (or any, if its H/W are dynamic). "
-                "Candidates and --baseline are timed at N, and predict resizes images to "
-                "N. At a size other than the one the weights were trained at, the "
-                "accuracy gate runs on validation images resized to N against fp32 at N "
-                "(a check of runtimes and precisions, not of the model's accuracy, which "
-                "resizing changes); --eval-samples bounds its cost."
-            )
-        },
+    input_size: int | None = option(
+        None,
+        "Deploy at N x N input (a zoo name is built at N): a PyTorch artifact is "
+        "re-targeted when resolution-independent (a too-small N or a fixed-size "
+        "Linear after flatten is refused naming the layer); an ONNX artifact only"
+        " at the size it was exported at (or any, if its H/W are dynamic). "
+        "Candidates and --baseline are timed at N, and predict resizes images to "
+        "N. At a size other than the one the weights were trained at, the "
+        "accuracy gate runs on validation images resized to N against fp32 at N "
+        "(a check of runtimes and precisions, not of the model's accuracy, which "
+        "resizing changes); --eval-samples bounds its cost.",
     )
 
     def __post_init__(self) -> None:
@@ -180,7 +147,7 @@ class DeployResult:
     speedup: Speedup | None = None  # p50 of the choice; vs the baseline's when given
     manifest: dict[str, Any] = field(default_factory=dict)  # deploy.json, as written
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The JSON of `compress deploy --json`."""
         return {
             "out": self.out,

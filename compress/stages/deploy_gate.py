@@ -26,6 +26,7 @@ from compress.export.runtimes.input_size import trained_input_size
 from compress.export.runtimes.runner import TORCH_RUNTIMES, Runner
 from compress.models.artifacts.artifact import Card
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 from compress.training.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Trial:
         got = self.timed.get(bs)
         return Timings(tuple(got.ms)).median_ms if got and got.ms else float("inf")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The candidate's row of deploy.json."""
         latency = {}
         for bs, got in self.timed.items():

@@ -16,6 +16,7 @@ from typing import Any
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import UsageError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import ModelSpec
 from compress.stages.common import ModelRef, data_config_for, load_source
 from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_predictor
@@ -45,7 +46,7 @@ class EvalReport:
     where: Where
     result: EvalResult
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The `--json` form: flat, as written before."""
         where = {k: v for k, v in asdict(self.where).items() if v is not None}
         return {

@@ -23,6 +23,7 @@ from compress.export.runtimes.runner import TORCH_RUNTIMES, Runner
 from compress.models.artifacts.artifact import ONNX, Card, read_card
 from compress.models.data.imagefolder import EXTENSIONS, ImageFiles
 from compress.models.errors import ArtifactError, InvalidInputError, UsageError
+from compress.models.jsontypes import JsonObject
 from compress.stages.deploy import MANIFEST, SCHEMA
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class Prediction:
     probability: float
     top: list[tuple[str, float]]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
 

@@ -23,6 +23,7 @@ from compress.models.artifacts.resolve import ModelSource, missing_weights_hint
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.errors import UsageError
 from compress.models.zoo.registry import spec_of
+from compress.pruning.config import PruneResult
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
@@ -146,7 +147,7 @@ def run_prune(
         result.finetune["said"] = plan.said
         trained = src.trained or tune is not None
         after = collectives.on_main(lambda: measure(model, bundle if trained else None, lat_cfg))
-        summary = _summary(ref, src, cfg, result.to_dict(), before, after, trained, out)
+        summary = _summary(ref, src, cfg, result, before, after, trained, out)
         card = card_for(src, bundle)
         _record(card, summary, asdict(cfg), asdict(tune) if tune else None, result.to_dict())
         frame.save_model(model, card)
@@ -192,7 +193,7 @@ def _summary(
     ref: ModelRef,
     src: ModelSource,
     cfg: PruneConfig,
-    result: dict[str, Any],
+    result: PruneResult,
     before: Measurement,
     after: Measurement,
     trained: bool,
@@ -204,7 +205,6 @@ def _summary(
         model=ref.model,
         weights=src.weights,
         untrained=not trained,
-        target=result["target"],
         criterion=cfg.criterion or "",
         global_pruning=cfg.global_pruning,
         before=before,
@@ -216,14 +216,7 @@ def _summary(
             "ort": _ratio(lb.ort_ms if lb else None, la.ort_ms if la else None),
             "torch": _ratio(lb.torch_ms if lb else None, la.torch_ms if la else None),
         },
-        steps=result["steps"],
-        layers=result["layers"],
-        latency_trace=result["latency_trace"],
-        notes=result["notes"],
-        prune_seconds=result["prune_seconds"],
-        finetune_seconds=result["finetune_seconds"],
-        finetune=result["finetune"],
-        achieved=result["achieved"],
+        result=result,
     )
 
 

@@ -22,6 +22,7 @@ from compress.models.artifacts.artifact import ONNX, Card, read_card, write_card
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.errors import QualityGateError, UsageError
+from compress.models.notes import Note, texts
 from compress.models.zoo.registry import spec_of
 from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
@@ -92,10 +93,8 @@ def _quantize(
                     val=bundle.loader("val") if card.trained else None,
                     num_classes=spec.num_classes,
                 )
-            result.notes.extend(int4_notes)
-            result.notes.extend(
-                untrained_hint(result.settings.get("layer_bits") or {}, card.history)
-            )
+            hint = untrained_hint(result.settings.get("layer_bits") or {}, card.history)
+            result.notes.extend(Note(n) for n in [*int4_notes, *hint])
             _copy_metadata(fp32, path, result.precision)
             test = _test_metrics(fp32, path, bundle, cfg) if card.trained else None
             new = _card(card, ref, cfg, result, test)
@@ -258,7 +257,7 @@ def _card(
         "isa": r.isa["name"],
         "fallback_nodes": r.fallback_nodes,
         "size_ratio": round(r.size_ratio, 4),
-        "notes": r.notes,
+        "notes": texts(r.notes),
     }
     if r.layers:  # per layer: weight bits and what onnxruntime computes it in
         new.quantization["layers"] = r.layers

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from compress.models.jsontypes import JsonObject
+
 if TYPE_CHECKING:
+    from compress.pruning.config import PruneResult
     from compress.pruning.flops import OpCount
     from compress.pruning.latency import Latency
     from compress.quantization.context import QuantizeResult
@@ -21,7 +24,7 @@ class StageSummary:
 
     out: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
 
@@ -83,7 +86,7 @@ class Measurement:
     def macs(self) -> int:
         return self.ops.macs
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         out: dict[str, Any] = {**self.ops.to_dict(), "file_bytes": self.file_bytes}
         if self.latency is not None:
             out["latency"] = self.latency.to_dict()
@@ -94,28 +97,31 @@ class Measurement:
 
 @dataclass
 class PruneSummary(StageSummary):
+    """The prune stage's result: the pruner's own result (target, steps, notes, fine-tuning,
+    achieved reduction: not a copy) and what the stage measured before and after."""
+
     model: str
     weights: str | None
     untrained: bool
-    target: Any
     criterion: str
     global_pruning: bool
     before: Measurement
     after: Measurement
     speedup: dict[str, float | None]  # before/after ratios: params, macs, file, ort, torch
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    layers: Any = None
-    latency_trace: Any = None
-    notes: list[str] = field(default_factory=list)
-    prune_seconds: float = 0.0
-    finetune_seconds: float = 0.0
-    finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran: said, epochs
-    achieved: dict[str, Any] = field(default_factory=dict)  # requested vs achieved reduction
+    result: PruneResult
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["before"], out["after"] = self.before.to_dict(), self.after.to_dict()
-        return out
+    def to_dict(self) -> JsonObject:
+        """`compress prune --json`: the stage's fields, then the pruner's (flat, as ever)."""
+        r = self.result.to_dict()
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "result"}
+        own["before"], own["after"] = self.before.to_dict(), self.after.to_dict()
+        return own | {k: r[k] for k in PRUNER_KEYS.split()}
+
+
+# The pruner's result fields a prune summary shows (its before/after counts are the stage's).
+PRUNER_KEYS = (
+    "target steps layers latency_trace notes prune_seconds finetune_seconds finetune achieved"
+)
 
 
 @dataclass
@@ -136,7 +142,7 @@ class QuantizeSummary(StageSummary):
     result: QuantizeResult
     test: dict[str, Any] | None = None  # test-split metrics of both (reporting only)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         fields = {k: v for k, v in self.result.to_dict().items() if k != "path"}
         return {"out": self.out, "trained": self.trained, **fields, "test": self.test}
 

@@ -13,6 +13,7 @@ import torch
 
 from compress.distributed import sharding
 from compress.models.data.datasets import DataBundle, DataConfig
+from compress.models.jsontypes import JsonObject
 from compress.pruning.flops import count_params
 from compress.stages.common import ModelRef, card_for, load_source_and_data
 from compress.stages.frame import stage_output
@@ -88,7 +89,7 @@ def run_train(
     )
 
 
-def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> dict[str, Any]:
+def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> JsonObject:
     """Validation and test metrics of the trained model (test is for reporting only); under
     torchrun each rank scores a share of each split and the results are merged."""
     predict = torch_predictor(model)

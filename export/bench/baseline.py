@@ -21,6 +21,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from compress.models.jsontypes import JsonObject
+
 FLOAT_PRECISIONS = frozenset({"fp32", "bf16", "fp16"})
 REFERENCE = ("ort-cpu", "fp32")  # the portable reference: onnxruntime CPU, fp32
 FASTEST_DENSE = "fastest dense"
@@ -50,7 +52,8 @@ class Baseline:
         """`dense on openvino bf16`: which case it is, in words."""
         return f"{self.model} on {self.runtime} {self.precision}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
+        """The baseline as bench.json and report.json hold it."""
         return asdict(self) | {"where": self.where}
 
 

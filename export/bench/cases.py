@@ -23,6 +23,7 @@ from compress.export.runtimes.runner import (
     torch_runner,
 )
 from compress.models.errors import CompressError, UnsupportedError, UsageError
+from compress.models.notes import Note
 from compress.models.zoo.registry import ModelSpec
 
 # What a runtime may raise for one case (a graph it can't compile, out of memory): the case is
@@ -143,7 +144,7 @@ def runtime_refusal(runtime: str, model: BenchModel) -> str | None:
 
 
 def open_runner(
-    case: Case, notes: list[str] | None = None, tmp: Path | None = None, opset: int = 17
+    case: Case, notes: list[Note] | None = None, tmp: Path | None = None, opset: int = 17
 ) -> Runner:
     """The runner of `case`: its PyTorch module, or its ONNX file (exported into `tmp` first
     when the model has none); what is worth knowing about it goes to `notes`."""
@@ -156,8 +157,11 @@ def open_runner(
         runner = torch_runner(model.torch_model, runtime, precision, example_shape=shape)
         if runtime == "torch-compile":
             notes.append(
-                f"{model.label}: torch-compile {precision} compiled in {runner.create_seconds:.1f} s "
-                "(batch 1; other batch sizes compile during warm-up, in the session column)"
+                Note(
+                    f"{model.label}: torch-compile {precision} compiled in "
+                    f"{runner.create_seconds:.1f} s (batch 1; other batch sizes compile during "
+                    "warm-up, in the session column)"
+                )
             )
         return runner
     if model.onnx_path is None:
@@ -168,10 +172,12 @@ def open_runner(
         path = tmp / f"{len(list(tmp.iterdir()))}.onnx"
         res = export_onnx(model.torch_model, path, ExportConfig(opset=opset))
         model.onnx_path = str(path)
-        notes.append(f"{model.label}: exported to ONNX for onnxruntime in {res.seconds:.1f} s")
+        notes.append(
+            Note(f"{model.label}: exported to ONNX for onnxruntime in {res.seconds:.1f} s")
+        )
     artifact = model.precision if model.torch_model is None else "fp32"
     runner = onnx_runner(model.onnx_path, runtime, case.threads, precision, artifact)
-    notes.extend(f"{model.label}: {n}" for n in runner.notes)
+    notes.extend(Note(f"{model.label}: {n}", "warning") for n in runner.notes)  # asked != got
     return runner
 
 

@@ -40,6 +40,8 @@ from compress.export.runtimes.precision import QUANTIZED
 from compress.export.runtimes.runner import ONNX_RUNTIMES, Runner, check_runtime
 from compress.models.data.datasets import synthetic_batch
 from compress.models.errors import UsageError
+from compress.models.notes import Note
+from compress.models.options import option
 
 __all__ = ["BenchConfig", "BenchModel", "BenchReport", "benchmark", "plan_cases", "run_rounds"]
 
@@ -53,67 +55,44 @@ Progress = Callable[[int, int, str], None]  # (cases done, cases total, what run
 class BenchConfig:
     """What to run and how long to measure each case."""
 
-    runtimes: tuple[str, ...] = field(
-        default=("torch", "ort-cpu"),
-        metadata={
-            "help": (
-                "torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
-                "openvino-gpu or openvino-npu; repeat for several (default: torch and "
-                "ort-cpu)."
-            ),
-            "flag": ("--runtime", "-r"),
-            "cli": "repeat",
-            "show_default": False,
-        },
+    runtimes: tuple[str, ...] = option(
+        ("torch", "ort-cpu"),
+        "torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
+        "openvino-gpu or openvino-npu; repeat for several (default: torch and "
+        "ort-cpu).",
+        flag=("--runtime", "-r"),
+        cli="repeat",
+        show_default=False,
     )
-    batch_sizes: tuple[int, ...] = field(
-        default=(1, 8, 32), metadata={"help": "Comma-separated batch sizes.", "cli": "csv-int"}
-    )
-    threads: int | None = field(
-        default=None,
-        metadata={"help": "Intra-op threads for every runtime (default: physical cores)."},
+    batch_sizes: tuple[int, ...] = option((1, 8, 32), "Comma-separated batch sizes.", cli="csv-int")
+    threads: int | None = option(
+        None, "Intra-op threads for every runtime (default: physical cores)."
     )  # same for every runtime
-    warmup: int = field(default=2, metadata={"help": "Untimed runs before each case."})
-    iters: int | None = field(default=None, metadata={"help": "Timed runs per case."})
-    seconds: float | None = field(
-        default=None, metadata={"help": "Time per case (default 3 s, at least 5 runs)."}
+    warmup: int = option(2, "Untimed runs before each case.")
+    iters: int | None = option(None, "Timed runs per case.")
+    seconds: float | None = option(None, "Time per case (default 3 s, at least 5 runs).")
+    min_iters: int = option(5, "Fewest timed runs per case.", cli=False)
+    opset: int = option(17, "Opset for exporting PyTorch models.")
+    rounds: int = option(
+        1,
+        "Split each case's time into N slices taken in turns with the other "
+        "cases, so load from other processes hits every model alike (steadier "
+        "speed-ups).",
     )
-    min_iters: int = field(
-        default=5, metadata={"help": "Fewest timed runs per case.", "cli": False}
-    )
-    opset: int = field(default=17, metadata={"help": "Opset for exporting PyTorch models."})
-    rounds: int = field(
-        default=1,
-        metadata={
-            "help": (
-                "Split each case's time into N slices taken in turns with the other "
-                "cases, so load from other processes hits every model alike (steadier "
-                "speed-ups)."
-            )
-        },
-    )
-    precisions: tuple[str, ...] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Comma-separated precisions to run each model at: fp32, bf16 (CPUs with "
-                "native bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this "
-                "machine can't run are skipped with the reason. Quantized artifacts "
-                "(int8, int4, mixed) always run at their own. Default: each model at its "
-                "own precision."
-            ),
-            "flag": "--precision",
-            "cli": "csv",
-        },
+    precisions: tuple[str, ...] | None = option(
+        None,
+        "Comma-separated precisions to run each model at: fp32, bf16 (CPUs with "
+        "native bf16, GPUs), fp16 (GPU), int8 (int8 artifacts). Pairs this "
+        "machine can't run are skipped with the reason. Quantized artifacts "
+        "(int8, int4, mixed) always run at their own. Default: each model at its "
+        "own precision.",
+        flag="--precision",
+        cli="csv",
     )
     # Height = width of the synthetic inputs; None: each model's own (an ONNX artifact's is the
     # size it was exported at). Models are re-targeted before timing (compress.export.runtimes.input_size).
-    input_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Input height=width of every model (the model options' --input-size).",
-            "cli": False,
-        },
+    input_size: int | None = option(
+        None, "Input height=width of every model (the model options' --input-size).", cli=False
     )
 
     def __post_init__(self) -> None:
@@ -169,7 +148,9 @@ def benchmark(
         check_runtime(r)
     threads = cfg.effective_threads
     plan = plan_cases(models, cfg.runtimes, lambda m: precisions_of(m, cfg.precisions), (threads,))
-    notes = [f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})" for s in plan.skipped]
+    notes = [
+        Note(f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})") for s in plan.skipped
+    ]
     timed = run_rounds(plan.cases, cfg, notes, progress)
     results = []
     for (i, bs), m in timed.measured.items():
@@ -180,8 +161,8 @@ def benchmark(
     add_speedups(results, [m.label for m in models])
     env = capture_environment(threads)
     if busy := busy_note(env):
-        notes.append(busy)
-    notes += _baseline_notes(models, results)
+        notes.append(Note(busy))
+    notes += [Note(line) for line in _baseline_notes(models, results)]
     return BenchReport(
         environment=env,
         config={**asdict(cfg), "threads": threads},
@@ -219,7 +200,7 @@ class Timed:
 def run_rounds(
     cases: list[Case],
     cfg: BenchConfig,
-    notes: list[str],
+    notes: list[Note],
     progress: Progress | None = None,
     *,
     runners: dict[int, Runner] | None = None,
@@ -267,7 +248,7 @@ def _open(
     runners: dict[int, Runner],
     cfg: BenchConfig,
     tmp: Path,
-    notes: list[str],
+    notes: list[Note],
     timed: Timed,
 ) -> bool:
     """Open the runner of case `i`; False (with a note) when the runtime can't read or compile it."""
@@ -280,7 +261,7 @@ def _open(
             raise
         msg = f"{case.model.label}: FAILED on {case.runtime} {case.precision}: {first_line(e)}"
         log.warning("%s", msg)
-        notes.append(msg)
+        notes.append(Note(msg, "error"))
         timed.fail(i, None, first_line(e), cfg.batch_sizes)
         return False
 
@@ -307,7 +288,7 @@ def _time_case(
     runner: Runner,
     bs: int,
     cfg: BenchConfig,
-    notes: list[str],
+    notes: list[Note],
     timed: Timed,
     any_batch: bool,
 ) -> None:
@@ -316,7 +297,9 @@ def _time_case(
     fixed = declared[0] if declared else None
     if not any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
         notes.append(
-            f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
+            Note(
+                f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
+            )
         )
         timed.dropped.add((i, bs))
         return
@@ -329,7 +312,7 @@ def _time_case(
     except CASE_ERRORS as e:
         msg = f"{case.model.label}: FAILED on {runner.runtime} at batch {bs}: {first_line(e)}"
         log.warning("%s", msg)
-        notes.append(msg)
+        notes.append(Note(msg, "error"))
         timed.fail(i, bs, f"batch {bs}: {first_line(e)}", cfg.batch_sizes)
         return
     got = Measured(

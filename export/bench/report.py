@@ -27,6 +27,7 @@ from compress.export.bench.baseline import (
 )
 from compress.export.bench.results import INPUT_NOTE, BenchReport, CaseResult
 from compress.models.disk.durable import atomic_file, write_text
+from compress.models.jsontypes import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def environment_line(report: BenchReport) -> str:
     )
 
 
-def report_dict(report: BenchReport) -> dict[str, Any]:
+def report_dict(report: BenchReport) -> JsonObject:
     """The JSON document: `compress-bench/1` plus the baselines and each case's speed-ups."""
     base = bench_baselines(report)
     doc = report.to_dict()
@@ -141,7 +142,7 @@ def to_markdown(report: BenchReport) -> str:
     c = report.config
     how = f"{c['iters']} iterations" if c.get("iters") else f"{c.get('seconds') or 3.0:g} s"
     lines.append(f"Measurement: {c.get('warmup')} warm-up runs, then {how} per case.")
-    lines += [f"- {n}" for n in report.notes]
+    lines += [f"- {n.text}" for n in report.notes]
     return "\n".join(lines) + "\n"
 
 

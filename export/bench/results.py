@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from compress.export.bench.timing import Timings
+from compress.models.jsontypes import JsonObject
+from compress.models.notes import Note, texts
 
 SCHEMA = "compress-bench/1"
 INPUT_NOTE = "synthetic: random normal inputs of the model's shape (latency only, not accuracy)"
@@ -55,10 +57,11 @@ class BenchReport:
     config: dict[str, Any]
     models: list[dict[str, Any]]
     results: list[CaseResult]
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)  # model, runtime, precision, reason
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
+        """The report as bench.json holds it."""
         return {
             "schema": SCHEMA,
             "input": INPUT_NOTE,
@@ -66,7 +69,7 @@ class BenchReport:
             "config": self.config,
             "models": self.models,
             "results": [asdict(r) for r in self.results],
-            "notes": self.notes,
+            "notes": texts(self.notes),
             "skipped": self.skipped,
         }
 

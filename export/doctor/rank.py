@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from compress.export.doctor.diagnosis import Finding, RuntimeTiming
+from compress.models.notes import Note
 from compress.models.zoo.registry import ModelSpec, make_spec
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def rank_runtimes(
     return rows, verdict(rows, report.skipped, report.notes)
 
 
-def verdict(rows: list[RuntimeTiming], skipped: list[dict[str, str]], notes: list[str]) -> Finding:
+def verdict(rows: list[RuntimeTiming], skipped: list[dict[str, str]], notes: list[Note]) -> Finding:
     """The finding: fastest pair, its ratio to onnxruntime fp32, and the reason it wins."""
     if not rows:
-        failed = [n for n in notes if "FAILED" in n]
+        failed = [n.text for n in notes if n.severity == "error"]
         return Finding(
             "fastest_runtime",
             "warning",
