@@ -3,7 +3,7 @@
 The config classes (PruneConfig, QuantizeConfig, ...) carry their CLI help and flag spelling as
 `option(default, help, **meta)` (compress.models.options) or `field(metadata=...)`, but most of their modules import torch, which `compress VERB --help` must
 not. So the CLI reads each field's name, type, default and metadata from the class body with
-`ast`; the command itself builds the real class. tests/test_cli_options.py checks this reading
+`ast`; the command itself builds the real class. tests/rules/test_cli_options.py checks this reading
 against the imported classes.
 """
 

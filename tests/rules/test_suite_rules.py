@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 # Interrupts carry no message: what they raise is the whole check.
 NO_MESSAGE = {"KeyboardInterrupt"}
 
@@ -43,8 +43,8 @@ def _cuda_tests_without_gpu_mark(tree: ast.AST) -> list[str]:
 
 def test_every_raises_names_its_message() -> None:
     found = {
-        p.name: lines
-        for p in sorted(TESTS.glob("test_*.py"))
+        str(p.relative_to(TESTS)): lines
+        for p in sorted(TESTS.rglob("test_*.py"))
         if (lines := _raises_without_match(ast.parse(p.read_text())))
     }
     assert found == {}
@@ -52,8 +52,8 @@ def test_every_raises_names_its_message() -> None:
 
 def test_every_cuda_test_is_marked_gpu() -> None:
     found = {
-        p.name: names
-        for p in sorted(TESTS.glob("test_*.py"))
+        str(p.relative_to(TESTS)): names
+        for p in sorted(TESTS.rglob("test_*.py"))
         if (names := _cuda_tests_without_gpu_mark(ast.parse(p.read_text())))
     }
     assert found == {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Import-name prefix -> folder: models/ and export/ install as compress.models and compress.export
 # (compress/models and compress/export are links to them), so a user's own `models` can't shadow them.
 FOLDERS = {"compress.models": "models", "compress.export": "export", "compress": "compress"}

@@ -14,7 +14,7 @@ import pytest
 
 from compress.cli import options as o
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {"torch", "onnx", "onnxruntime", "torch_pruning", "optuna", "matplotlib"}
 # Light but not needed to show help: imported when a command runs (a download, a progress bar).
 LATER = {

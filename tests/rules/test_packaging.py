@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAP = "raise ImportError('the user folder {name}/ was imported instead of compress.{name}')\n"
 
 
