@@ -27,6 +27,7 @@ from compress.export.bench.baseline import (
     times,
 )
 from compress.export.bench.report import environment_rows
+from compress.export.bench.report import markdown_table as md_table
 from compress.models.artifacts.artifact import now, software_versions
 from compress.models.jsontypes import JsonObject
 from compress.pipeline.headline import Headline, gate_lines, headline, headline_markdown
@@ -159,10 +160,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The full per-stage table (report.md; the terminal shows a compact one)."""
-    head, body = full_table(rows)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
+    return md_table(*full_table(rows))
 
 
 @dataclass

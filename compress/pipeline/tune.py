@@ -265,12 +265,9 @@ def _key(i: int, sign: int) -> Callable[[Any], float]:
 
 
 def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Path:
-    import matplotlib
+    from compress.export.bench.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     xs = [t.values[1] for t in trials]
     ys = [t.values[0] for t in trials]
     ax.scatter(xs, ys, c="lightgray", label="trials")
@@ -280,8 +277,4 @@ def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Pa
     ax.set_xlabel(cfg.objectives[1])
     ax.set_ylabel(cfg.objectives[0])
     ax.legend()
-    fig.tight_layout()
-    path = out / "pareto.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "pareto.png")
