@@ -192,11 +192,6 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stage_kinds() -> list[StageKind]:
-    """Every stage a recipe may name, in the order the docs list them."""
-    return [*_model_kinds(), *_artifact_kinds()]
-
-
 _SOURCE, _BUILT = frozenset({"source", "pytorch"}), frozenset({"pytorch", "onnx"})
 
 
@@ -287,10 +282,6 @@ def _artifact_kinds() -> list[StageKind]:
     ]
 
 
-def _stage_kinds() -> dict[str, StageKind]:
-    return {k.name: k for k in stage_kinds()}
-
-
 class _LazyTable(Mapping[str, StageKind]):
     """Built on first use, so importing the pipeline stays cheap. Every read (`[]`, `get`, `in`,
     iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which fill it first."""
@@ -300,7 +291,7 @@ class _LazyTable(Mapping[str, StageKind]):
 
     def _filled(self) -> dict[str, StageKind]:
         if not self._kinds:
-            self._kinds = _stage_kinds()
+            self._kinds = {k.name: k for k in (*_model_kinds(), *_artifact_kinds())}
         return self._kinds
 
     def __getitem__(self, key: str) -> StageKind:

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from compress.export.bench.baseline import baseline_lines, dense_labels, find_baselines, is_dense
 from compress.export.bench.cases import (
     CASE_ERRORS,
     BenchModel,
@@ -132,10 +133,6 @@ class BenchConfig:
         min_iters = max(1, -(-self.min_iters // self.rounds))
         return replace(self, seconds=seconds / self.rounds, min_iters=min_iters, rounds=1)
 
-    @property
-    def effective_threads(self) -> int:
-        return self.threads or physical_cores()
-
 
 def benchmark(
     models: list[BenchModel], cfg: BenchConfig | None = None, progress: Progress | None = None
@@ -146,27 +143,24 @@ def benchmark(
         raise UsageError("nothing to benchmark: give at least one --model")
     for r in cfg.runtimes:
         check_runtime(r)
-    threads = cfg.effective_threads
+    threads = cfg.threads or physical_cores()
     plan = plan_cases(models, cfg.runtimes, lambda m: precisions_of(m, cfg.precisions), (threads,))
     notes = [
         Note(f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})") for s in plan.skipped
     ]
     timed = run_rounds(plan.cases, cfg, notes, progress)
-    results = []
-    for (i, bs), m in timed.measured.items():
-        case = plan.cases[i]
-        results.append(
-            case_result(case.model.label, case.precision, case.model.accuracy, bs, threads, m)
-        )
+    results = [case_result(plan.cases[i], bs, m) for (i, bs), m in timed.measured.items()]
     add_speedups(results, [m.label for m in models])
     env = capture_environment(threads)
     if busy := busy_note(env):
         notes.append(Note(busy))
-    notes += [Note(line) for line in _baseline_notes(models, results)]
+    described = [_describe(m) for m in models]
+    baselines = find_baselines(results, dense_labels(described))  # what each speed-up is against
+    notes += [Note(line) for line in baseline_lines(baselines)]
     return BenchReport(
         environment=env,
         config={**asdict(cfg), "threads": threads},
-        models=[_describe(m) for m in models],
+        models=described,
         results=results,
         notes=notes,
         skipped=[asdict(s) for s in plan.skipped],
@@ -347,17 +341,7 @@ def _size(model: BenchModel, runner: Runner) -> int | None:
     return model.torch_bytes
 
 
-def _baseline_notes(models: list[BenchModel], results: list[Any]) -> list[str]:
-    """Which case each labelled speed-up is measured against, per batch size."""
-    from compress.export.bench.baseline import baseline_lines, dense_labels, find_baselines
-
-    dense = dense_labels([_describe(m) for m in models])
-    return baseline_lines(find_baselines(results, dense))
-
-
 def _describe(m: BenchModel) -> dict[str, Any]:
-    from compress.export.bench.baseline import is_dense
-
     return {
         "label": m.label,
         "source": m.source,

@@ -242,7 +242,7 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     isa = ", ".join(k for k, v in (env.get("isa") or {}).items() if v) or "none detected"
     libs = env.get("libraries") or env.get("software") or {}
     load = env.get("load_average")
-    gpu = env.get("gpu")
+    gpu, dot = env.get("gpu"), env.get("int8_dot_product")
     rows = [
         ("CPU", f"{env.get('cpu', '-')} ({env.get('arch', '-')})"),
         (
@@ -251,7 +251,7 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
             f"physical; {env.get('threads', '-')} benchmark threads",
         ),
         ("ISA", isa),
-        ("int8 dot product", _yes_no(env.get("int8_dot_product"))),
+        ("int8 dot product", "-" if dot is None else "yes" if dot else "no"),
         ("load average", " / ".join(f"{x:.2f}" for x in load) if load else "-"),
         ("GPU", gpu.get("name", str(gpu)) if isinstance(gpu, dict) else str(gpu or "none")),
         ("OS", str(env.get("os", "-"))),
@@ -260,10 +260,6 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     if env.get("ort_providers"):
         rows.append(("onnxruntime providers", ", ".join(env["ort_providers"])))
     return rows
-
-
-def _yes_no(x: Any) -> str:
-    return "-" if x is None else "yes" if x else "no"
 
 
 NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-column terminal skips
