@@ -15,7 +15,7 @@ from compress.export.bench.baseline import FASTEST_DENSE, ROLES, times
 from compress.export.bench.report import markdown_table
 from compress.models.jsontypes import JsonObject
 
-NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster"
+NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster", not a loss or gain
 WORTH = 1.5  # a size ratio below this is not "buying size"
 STEP_NAMES = {"prune": "pruning", "distill": "distillation", "export": "ONNX export"}
 

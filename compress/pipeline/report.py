@@ -30,7 +30,7 @@ from compress.export.bench.report import environment_rows
 from compress.export.bench.report import markdown_table as md_table
 from compress.models.artifacts.artifact import now, software_versions
 from compress.models.jsontypes import JsonObject
-from compress.pipeline.headline import Headline, gate_lines, headline, headline_markdown
+from compress.pipeline.headline import NOISE, Headline, gate_lines, headline, headline_markdown
 from compress.pipeline.report_html import to_html
 from compress.pipeline.report_plots import plots
 from compress.pipeline.report_table import full_table
@@ -208,9 +208,6 @@ def write_report(
     (folder / "report.html").write_text(to_html(doc, images, head))
     paths = {name: folder / f"report.{name}" for name in ("json", "md", "html")}
     return RunReport(rows, head, doc["baseline_lines"], paths)
-
-
-NOISE = 0.05  # speed-ups within 5 % of 1x are reported as "no faster", not as a loss or gain
 
 
 def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None) -> list[str]:

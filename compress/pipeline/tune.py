@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +240,7 @@ def _summarize(
     ]
     for i, obj in enumerate(cfg.objectives):
         sign = -1 if OBJECTIVES[obj] == "maximize" else 1
-        best = min(complete, key=_key(i, sign))
+        best = min(complete, key=lambda t: float(sign * t.values[i]))
         r = copy.deepcopy(recipe)
         r.search = {}
         for key, value in best.params.items():
@@ -255,13 +255,6 @@ def _summarize(
         res.best_recipes[obj] = str(path)
     res.plot = str(_plot(complete, front, cfg, out)) if len(cfg.objectives) > 1 else None
     return res
-
-
-def _key(i: int, sign: int) -> Callable[[Any], float]:
-    def key(t: Any) -> float:
-        return float(sign * t.values[i])
-
-    return key
 
 
 def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Path:
