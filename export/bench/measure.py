@@ -206,123 +206,114 @@ def run_rounds(
     here, live across rounds only when there are several (one in memory at a time otherwise)
     and skip a batch size their static batch refuses. `settle_s`: untimed runs first, up to
     that long per case and batch (a new thread count can run slow for its first calls)."""
-    timed, step = Timed(), cfg.slice()
+    step, owned = cfg.slice(), runners is not None
     total, done = len(cases) * len(cfg.batch_sizes) * cfg.rounds, 0
-    owned = runners is not None
-    runners = {} if runners is None else runners
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
+        loop = _Loop(cases, cfg, notes, {} if runners is None else runners, owned, Path(tmp))
         if settle_s:
-            _settle(cases, runners, cfg, min(settle_s, step.seconds or settle_s), timed)
+            loop.settle(min(settle_s, step.seconds or settle_s))
         for rnd_ in range(1, cfg.rounds + 1):
             tag = f" · round {rnd_}/{cfg.rounds}" if cfg.rounds > 1 else ""
             for i, case in enumerate(cases):
                 if progress:
                     progress(done, total, f"{case.what}{tag}")
-                if i not in runners and (
-                    i in timed.failed or not _open(i, case, runners, cfg, Path(tmp), notes, timed)
-                ):
+                if i not in loop.runners and (i in loop.timed.failed or not loop.open(i)):
                     done += len(cfg.batch_sizes)
                     continue
                 for bs in cfg.batch_sizes:
                     if progress:
                         progress(done, total, f"{case.what} · batch {bs}{tag}")
                     done += 1
-                    if (i, bs) not in timed.dropped:
-                        _time_case(i, case, runners[i], bs, step, notes, timed, owned)
+                    if (i, bs) not in loop.timed.dropped:
+                        loop.time_case(i, bs, step)
                 if cfg.rounds == 1 and not owned:
-                    runners.pop(i, None)
+                    loop.runners.pop(i, None)
     if progress:
         progress(total, total, "done")
-    return timed
+    return loop.timed
 
 
-def _open(
-    i: int,
-    case: Case,
-    runners: dict[int, Runner],
-    cfg: BenchConfig,
-    tmp: Path,
-    notes: list[Note],
-    timed: Timed,
-) -> bool:
-    """Open the runner of case `i`; False (with a note) when the runtime can't read or compile it."""
-    try:
-        with torch_threads(case.threads):
-            runners[i] = open_runner(case, notes, tmp, cfg.opset)
-        return True
-    except CASE_ERRORS as e:
-        if isinstance(e, UsageError):
-            raise
-        msg = f"{case.model.label}: FAILED on {case.runtime} {case.precision}: {first_line(e)}"
+@dataclass
+class _Loop:
+    """One `run_rounds`: the cases, their open runners, the notes and what was timed so far."""
+
+    cases: list[Case]
+    cfg: BenchConfig
+    notes: list[Note]
+    runners: dict[int, Runner]
+    any_batch: bool  # the caller's runners: run at any batch size, never a static-batch skip
+    tmp: Path
+    timed: Timed = field(default_factory=Timed)
+
+    def open(self, i: int) -> bool:
+        """Open case `i`'s runner; False (with a note) when the runtime can't read or compile it."""
+        case = self.cases[i]
+        try:
+            with torch_threads(case.threads):
+                self.runners[i] = open_runner(case, self.notes, self.tmp, self.cfg.opset)
+            return True
+        except CASE_ERRORS as e:
+            if isinstance(e, UsageError):
+                raise
+            self.fail(i, None, f"{case.runtime} {case.precision}", e)
+            return False
+
+    def fail(self, i: int, bs: int | None, where: str, e: BaseException) -> None:
+        """Case `i` (at batch `bs`; None: at all) failed: logged, noted as an error, dropped."""
+        err = first_line(e)
+        msg = f"{self.cases[i].model.label}: FAILED on {where}: {err}"
         log.warning("%s", msg)
-        notes.append(Note(msg, "error"))
-        timed.fail(i, None, first_line(e), cfg.batch_sizes)
-        return False
+        self.notes.append(Note(msg, "error"))
+        self.timed.fail(i, bs, err if bs is None else f"batch {bs}: {err}", self.cfg.batch_sizes)
 
+    def settle(self, seconds: float) -> None:
+        """Untimed runs of every case with a runner, at every batch size, up to `seconds` each."""
+        for i, case in enumerate(self.cases):
+            for bs in self.cfg.batch_sizes:
+                if i not in self.runners or (i, bs) in self.timed.dropped:
+                    continue
+                run, x = batch_fn(self.runners[i]), synthetic_batch(case.model.spec, bs).numpy()
+                try:
+                    with torch_threads(case.threads):
+                        time_calls(partial(run, x), warmup=0, min_runs=1, budget_s=seconds)
+                except CASE_ERRORS as e:
+                    self.timed.fail(i, None, f"warm-up: {first_line(e)}", self.cfg.batch_sizes)
 
-def _settle(
-    cases: list[Case], runners: dict[int, Runner], cfg: BenchConfig, seconds: float, timed: Timed
-) -> None:
-    """Untimed runs of every case with a runner, at every batch size, up to `seconds` each."""
-    for i, case in enumerate(cases):
-        for bs in cfg.batch_sizes:
-            if i not in runners or (i, bs) in timed.dropped:
-                continue
-            run, x = batch_fn(runners[i]), synthetic_batch(case.model.spec, bs).numpy()
-            try:
-                with torch_threads(case.threads):
-                    time_calls(partial(run, x), warmup=0, min_runs=1, budget_s=seconds)
-            except CASE_ERRORS as e:
-                timed.fail(i, None, f"warm-up: {first_line(e)}", cfg.batch_sizes)
-
-
-def _time_case(
-    i: int,
-    case: Case,
-    runner: Runner,
-    bs: int,
-    cfg: BenchConfig,
-    notes: list[Note],
-    timed: Timed,
-    any_batch: bool,
-) -> None:
-    """Time one (case, batch) slice into `timed`; a failure (or a static batch) drops it."""
-    declared = getattr(runner, "input_shape", None)
-    fixed = declared[0] if declared else None
-    if not any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
-        notes.append(
-            Note(
+    def time_case(self, i: int, bs: int, step: BenchConfig) -> None:
+        """Time one (case, batch) slice of `step`'s budget; a failure (or a static batch) drops it."""
+        case, runner = self.cases[i], self.runners[i]
+        declared = getattr(runner, "input_shape", None)
+        fixed = declared[0] if declared else None
+        if not self.any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
+            skip = (
                 f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
             )
+            self.notes.append(Note(skip))
+            self.timed.dropped.add((i, bs))
+            return
+        run = batch_fn(runner) if self.any_batch else runner.run
+        x = synthetic_batch(case.model.spec, bs).numpy()
+        mem = CaseMemory(runner.runtime)
+        try:
+            with mem, torch_threads(case.threads):
+                t = _measure(lambda: run(x), step)
+        except CASE_ERRORS as e:
+            self.fail(i, bs, f"{runner.runtime} at batch {bs}", e)
+            return
+        got = Measured(
+            runtime=runner.runtime,
+            providers=list(runner.providers),
+            fallback=bool(getattr(runner, "fallback", False)),
+            effective_precision=getattr(runner, "effective_precision", None),
+            session_seconds=rnd(runner.create_seconds, 4),
+            size_bytes=_size(case.model, runner),
+            ms=list(t.ms),
+            peak_mb=mem.peak_mb,
+            delta_mb=mem.delta_mb,
+            cuda_mb=mem.cuda_mb,
         )
-        timed.dropped.add((i, bs))
-        return
-    run = batch_fn(runner) if any_batch else runner.run
-    x = synthetic_batch(case.model.spec, bs).numpy()
-    mem = CaseMemory(runner.runtime)
-    try:
-        with mem, torch_threads(case.threads):
-            t = _measure(lambda: run(x), cfg)
-    except CASE_ERRORS as e:
-        msg = f"{case.model.label}: FAILED on {runner.runtime} at batch {bs}: {first_line(e)}"
-        log.warning("%s", msg)
-        notes.append(Note(msg, "error"))
-        timed.fail(i, bs, f"batch {bs}: {first_line(e)}", cfg.batch_sizes)
-        return
-    got = Measured(
-        runtime=runner.runtime,
-        providers=list(runner.providers),
-        fallback=bool(getattr(runner, "fallback", False)),
-        effective_precision=getattr(runner, "effective_precision", None),
-        session_seconds=rnd(runner.create_seconds, 4),
-        size_bytes=_size(case.model, runner),
-        ms=list(t.ms),
-        peak_mb=mem.peak_mb,
-        delta_mb=mem.delta_mb,
-        cuda_mb=mem.cuda_mb,
-    )
-    prev = timed.measured.get((i, bs))
-    timed.measured[i, bs] = prev.add(got) if prev else got
+        prev = self.timed.measured.get((i, bs))
+        self.timed.measured[i, bs] = prev.add(got) if prev else got
 
 
 def _measure(fn: Callable[[], object], cfg: BenchConfig) -> Timings:
