@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
+from functools import cache
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -282,26 +283,23 @@ def _artifact_kinds() -> list[StageKind]:
     ]
 
 
+@cache
+def _kinds() -> dict[str, StageKind]:
+    return {k.name: k for k in (*_model_kinds(), *_artifact_kinds())}
+
+
 class _LazyTable(Mapping[str, StageKind]):
     """Built on first use, so importing the pipeline stays cheap. Every read (`[]`, `get`, `in`,
-    iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which fill it first."""
-
-    def __init__(self) -> None:
-        self._kinds: dict[str, StageKind] = {}
-
-    def _filled(self) -> dict[str, StageKind]:
-        if not self._kinds:
-            self._kinds = {k.name: k for k in (*_model_kinds(), *_artifact_kinds())}
-        return self._kinds
+    iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which build it first."""
 
     def __getitem__(self, key: str) -> StageKind:
-        return self._filled()[key]
+        return _kinds()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._filled())
+        return iter(_kinds())
 
     def __len__(self) -> int:
-        return len(self._filled())
+        return len(_kinds())
 
 
 STAGES: Mapping[str, StageKind] = _LazyTable()
