@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from compress.export.bench.baseline import FASTEST_DENSE, ROLES, times
+from compress.export.bench.report import markdown_table
 from compress.models.jsontypes import JsonObject
 
-NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster"
+NOISE = 0.05  # speed-ups within 5 % of 1x are "no faster", not a loss or gain
 WORTH = 1.5  # a size ratio below this is not "buying size"
 STEP_NAMES = {"prune": "pruning", "distill": "distillation", "export": "ONNX export"}
 
@@ -190,10 +191,7 @@ def headline_markdown(h: Headline) -> str:
     lines += [f"| {k} | {v} |" for k, v in facts(h)]
     lines += [f"| gate | {g} |" for g in h.gates]
     lines += ["", "Speed-up of the final artifact (p50, synthetic input):", ""]
-    head, body = speedup_table(h)
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
+    return "\n".join([*lines, markdown_table(*speedup_table(h))])
 
 
 def facts(h: Headline) -> list[tuple[str, str]]:

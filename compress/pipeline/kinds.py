@@ -149,13 +149,13 @@ def build_configs(
     owned: dict[str, dict[str, Any]] = {name: {} for name in classes}
     extras: dict[str, Any] = {}
     for key, value in options.items():
-        owner = next((n for n, c in classes.items() if key in _field_names(c)), None)
+        owner = next((n for n, c in classes.items() if key in field_names(c)), None)
         if owner is not None:
             owned[owner][key] = value
         elif key in extra_keys:
             extras[key] = value
         else:
-            allowed = sorted(set().union(*map(_field_names, classes.values())) | extra_keys)
+            allowed = sorted(set().union(*map(field_names, classes.values())) | extra_keys)
             raise RecipeError(f"{where}: unknown option {key!r}; allowed: {', '.join(allowed)}")
     built = StageConfig({}, extras)
     for name, kwargs in owned.items():
@@ -168,5 +168,6 @@ def build_configs(
     return built
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+def field_names(config: Any) -> set[str]:
+    """The field names of a config dataclass (or of one of its instances)."""
+    return {f.name for f in dataclasses.fields(config)}

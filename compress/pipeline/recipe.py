@@ -28,30 +28,12 @@ from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
 
 TOP_KEYS = {
-    "name",
-    "description",
-    "model",
-    "weights",
-    "num_classes",
-    "in_channels",
-    "input_size",
-    "data",
-    "max_drop",
-    "stages",
-    "search",
-    "seed",
-    "trust_code",
+    *("name", "description", "model", "weights", "num_classes", "in_channels", "input_size"),
+    *("data", "max_drop", "stages", "search", "seed", "trust_code"),
 }
 DATA_KEYS = {
-    "dataset",
-    "data_dir",
-    "batch_size",
-    "eval_batch_size",
-    "val_size",
-    "seed",
-    "limit",
-    "augment",
-    "workers",
+    *("dataset", "data_dir", "batch_size", "eval_batch_size", "val_size", "seed", "limit"),
+    *("augment", "workers"),
 }
 
 

@@ -27,9 +27,10 @@ from compress.export.bench.baseline import (
     times,
 )
 from compress.export.bench.report import environment_rows
+from compress.export.bench.report import markdown_table as md_table
 from compress.models.artifacts.artifact import now, software_versions
 from compress.models.jsontypes import JsonObject
-from compress.pipeline.headline import Headline, gate_lines, headline, headline_markdown
+from compress.pipeline.headline import NOISE, Headline, gate_lines, headline, headline_markdown
 from compress.pipeline.report_html import to_html
 from compress.pipeline.report_plots import plots
 from compress.pipeline.report_table import full_table
@@ -159,10 +160,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The full per-stage table (report.md; the terminal shows a compact one)."""
-    head, body = full_table(rows)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
+    return md_table(*full_table(rows))
 
 
 @dataclass
@@ -210,9 +208,6 @@ def write_report(
     (folder / "report.html").write_text(to_html(doc, images, head))
     paths = {name: folder / f"report.{name}" for name in ("json", "md", "html")}
     return RunReport(rows, head, doc["baseline_lines"], paths)
-
-
-NOISE = 0.05  # speed-ups within 5 % of 1x are reported as "no faster", not as a loss or gain
 
 
 def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None) -> list[str]:

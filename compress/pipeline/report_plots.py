@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compress.export.bench.report import pyplot, save_figure
+
 
 def runtimes(rows: list[dict[str, Any]]) -> list[str]:
     """Every latency column (runtime, or `runtime precision`) any stage was measured on."""
@@ -13,11 +15,7 @@ def runtimes(rows: list[dict[str, Any]]) -> list[str]:
 
 def plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     """accuracy-vs-latency (Pareto), size per stage, latency per runtime."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for rt in runtimes(rows):
@@ -35,12 +33,12 @@ def plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("accuracy vs latency")
     _legend(ax)
-    out.append(_save(fig, folder / "accuracy_latency.png"))
+    out.append(save_figure(fig, folder / "accuracy_latency.png"))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar([r["stage"] for r in rows], [(r["bytes"] or 0) / 1024 for r in rows])
     ax.set_ylabel("artifact size (KB)")
     ax.set_title("size per stage")
-    out.append(_save(fig, folder / "size.png"))
+    out.append(save_figure(fig, folder / "size.png"))
     fig, ax = plt.subplots(figsize=(7, 3.5))
     rts = runtimes(rows)
     width = 0.8 / max(1, len(rts))
@@ -54,19 +52,10 @@ def plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     ax.set_ylabel("p50 latency, batch 1 (ms, log)")
     ax.set_title("latency per runtime")
     _legend(ax)
-    out.append(_save(fig, folder / "latency_runtime.png"))
+    out.append(save_figure(fig, folder / "latency_runtime.png"))
     return out
 
 
 def _legend(ax: Any) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -5,16 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from compress.export.bench.baseline import ROLES, times
+from compress.export.bench.report import fmt_num
 from compress.pipeline.headline import best_speedup
 from compress.pipeline.report_plots import runtimes
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
-
-
-def _num(x: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if x is None else fmt.format(x)
 
 
 def full_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -29,10 +26,10 @@ def full_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         cells = [
             r["stage"],
             f"{r['format']} {r['precision']}",
-            _num(r["params"], "{:,}"),
-            _num(r["macs"], "{:,}"),
-            _num(None if r["bytes"] is None else r["bytes"] / 1024, "{:.1f}"),
-            _num(r["size_ratio"], "{:.2f}x"),
+            fmt_num(r["params"], "{:,}"),
+            fmt_num(r["macs"], "{:,}"),
+            fmt_num(None if r["bytes"] is None else r["bytes"] / 1024, "{:.1f}"),
+            fmt_num(r["size_ratio"], "{:.2f}x"),
             _pct(r["val_top1"]),
             _pct(r["test_top1"]),
         ]

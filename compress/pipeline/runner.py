@@ -230,10 +230,6 @@ def _warn_older_records(out: Path, stages: list[PlannedStage]) -> None:
         )
 
 
-def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    write_text(folder / RECORD, json.dumps(record, indent=2, default=str) + "\n")
-
-
 def run_pipeline(
     recipe: Recipe,
     out: str | Path,
@@ -264,9 +260,11 @@ def run_pipeline(
             if record.get("artifact") and st.produces != "report":
                 ctx.current = record["artifact"]
                 ctx.artifacts.append(record)
-            _check_stage_gate(st, record, ctx, result)
+            if st.gate is not None and st.produces != "report" and ctx.artifacts:
+                _gate(f"stage {st.spec.name}", st.gate, ctx, record, result)
         result.seconds = time.perf_counter() - t0
-        _check_run_gate(recipe, ctx, result)
+        if recipe.max_drop is not None and ctx.artifacts:
+            _gate("whole run", recipe.max_drop, ctx, ctx.artifacts[-1], result)
     return result
 
 
@@ -290,7 +288,8 @@ def _run_stage(
         "seconds": time.perf_counter() - t,
         **outcome.record(),
     }
-    _on_main_then_wait(lambda: _write_record(folder, record))
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    _on_main_then_wait(lambda: write_text(folder / RECORD, text))
     return record
 
 
@@ -314,28 +313,12 @@ def _on_main_then_wait(fn: Callable[[], object]) -> None:
     barrier()
 
 
-def _drop_points(base: float | None, now: float | None) -> float | None:
-    return None if base is None or now is None else 100.0 * (base - now)
-
-
-def _check_stage_gate(
-    st: PlannedStage, record: dict[str, Any], ctx: StageContext, result: PipelineResult
-) -> None:
-    if st.gate is None or st.produces == "report" or not ctx.artifacts:
-        return
-    _gate(f"stage {st.spec.name}", st.gate, ctx, record, result)
-
-
-def _check_run_gate(recipe: Recipe, ctx: StageContext, result: PipelineResult) -> None:
-    if recipe.max_drop is not None and ctx.artifacts:
-        _gate("whole run", recipe.max_drop, ctx, ctx.artifacts[-1], result)
-
-
 def _gate(
     what: str, limit: float, ctx: StageContext, record: dict[str, Any], result: PipelineResult
 ) -> None:
-    base = ctx.baseline_val()
-    drop = _drop_points(base, record.get("val_top1"))
+    """A quality gate: validation top-1 points lost vs the baseline, at most `limit`."""
+    base, now = ctx.baseline_val(), record.get("val_top1")
+    drop = None if base is None or now is None else 100.0 * (base - now)
     passed = drop is None or drop <= limit + 1e-9
     gate = {
         "gate": what,

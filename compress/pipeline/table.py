@@ -3,27 +3,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, fields, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, replace
+from functools import cache
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import read_card
 from compress.models.notes import texts
-from compress.pipeline.kinds import StageConfig, StageContext, StageKind, StageOutcome
+from compress.pipeline.kinds import (
+    Runner,
+    StageConfig,
+    StageContext,
+    StageKind,
+    StageOutcome,
+    field_names,
+)
 from compress.pipeline.recipe import RecipeError
 from compress.stages.common import ModelRef
 
+Keywords = Callable[[StageContext, StageConfig], dict[str, Any]]  # a verb's own keyword arguments
 
-def _run_train(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.train import run_train
 
-    summary = run_train(
-        ctx.model_ref(), config["train"], ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
-    )
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
+def _verb(name: str, keywords: Keywords = lambda ctx, config: {"hooks": ctx.hooks}) -> Runner:
+    """A stage that calls `compress.stages.NAME.run_NAME` on the run's current model: the
+    function `compress NAME` calls, so the verb and the recipe stage do the same thing."""
+
+    def run(ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool) -> StageOutcome:
+        fn = getattr(import_module(f"compress.stages.{name}"), f"run_{name}")
+        summary = fn(
+            ctx.model_ref(),
+            config[name],
+            ctx.data,
+            folder,
+            overwrite=overwrite,
+            **keywords(ctx, config),
+        )
+        return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+    return run
+
+
+def _prune_keywords(ctx: StageContext, config: StageConfig) -> dict[str, Any]:
+    latency = bool(config.extra.get("latency", True))
+    return {"finetune": config["finetune"], "latency": latency, "hooks": ctx.hooks}
+
+
+def _teacher(ctx: StageContext, config: StageConfig) -> str:
+    """The distill stage's teacher: the stage `teacher:` names, else the run's first model."""
+    teacher = config.extra.get("teacher")
+    return ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
 
 
 def _run_distill(
@@ -31,11 +61,7 @@ def _run_distill(
 ) -> StageOutcome:
     from compress.stages.distill import run_distill
 
-    teacher = config.extra.get("teacher")
-    teacher_ref = ModelRef(
-        model=ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"]),
-        trust_code=ctx.recipe.trust_code,
-    )
+    teacher_ref = ModelRef(model=_teacher(ctx, config), trust_code=ctx.recipe.trust_code)
     summary = run_distill(
         teacher_ref,
         ctx.model_ref(),
@@ -50,29 +76,7 @@ def _run_distill(
 
 
 def _distill_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
-    teacher = config.extra.get("teacher")
-    if not ctx.artifacts:
-        return {}
-    ref = ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
-    return {"teacher": read_card(ref).content_hash}
-
-
-def _run_prune(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.prune import run_prune
-
-    summary = run_prune(
-        ctx.model_ref(),
-        config["prune"],
-        ctx.data,
-        folder,
-        overwrite=overwrite,
-        finetune=config["finetune"],
-        latency=bool(config.extra.get("latency", True)),
-        hooks=ctx.hooks,
-    )
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
+    return {"teacher": read_card(_teacher(ctx, config)).content_hash} if ctx.artifacts else {}
 
 
 def _prune_finish(built: StageConfig, options: dict[str, Any], where: str) -> StageConfig:
@@ -83,7 +87,9 @@ def _prune_finish(built: StageConfig, options: dict[str, Any], where: str) -> St
     from compress.pruning.policy import plan_finetune
 
     prune_cfg, train_cfg = built["prune"], built.configs.pop("train")
-    train_keys = _fields(train_cfg) - _fields(prune_cfg)  # seed, label_smoothing: the pruning's
+    train_keys = field_names(train_cfg) - field_names(
+        prune_cfg
+    )  # seed, label_smoothing: the pruning's
     given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
     try:
         plan_finetune(prune_cfg, given)
@@ -93,53 +99,8 @@ def _prune_finish(built: StageConfig, options: dict[str, Any], where: str) -> St
     return built
 
 
-def _fields(obj: Any) -> set[str]:
-    return {f.name for f in fields(obj)}
-
-
-def _run_factorize(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.factorize import run_factorize
-
-    summary = run_factorize(
-        ctx.model_ref(),
-        config["factorize"],
-        ctx.data,
-        folder,
-        overwrite=overwrite,
-        hooks=ctx.hooks,
-    )
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
-
-
-def _run_quantize(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.quantize import run_quantize
-
-    summary = run_quantize(
-        ctx.model_ref(),
-        config["quantize"],
-        ctx.data,
-        folder,
-        overwrite=overwrite,
-        hooks=ctx.hooks,
-    )
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
-
-
 def _bench_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
     return {"models": [read_card(str(r["artifact"])).content_hash for r in ctx.artifacts]}
-
-
-def _run_export(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.export import run_export
-
-    summary = run_export(ctx.model_ref(), config["export"], ctx.data, folder, overwrite=overwrite)
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
 def _run_bench(
@@ -224,20 +185,15 @@ def _deploy_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     """Keep the small, JSON-friendly part of a stage summary for the record."""
-    keep = {}
-    for k, v in summary.items():
-        if (
-            isinstance(v, (int, float, str, bool))
-            or v is None
-            or (isinstance(v, dict) and len(str(v)) < 4000)
-        ):
-            keep[k] = v
-    return keep
+    small = (int, float, str, bool, type(None))
+    return {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, small) or (isinstance(v, dict) and len(str(v)) < 4000)
+    }
 
 
-def stage_kinds() -> list[StageKind]:
-    """Every stage a recipe may name, in the order the docs list them."""
-    return [*_model_kinds(), *_artifact_kinds(), _deploy_kind()]
+_SOURCE, _BUILT = frozenset({"source", "pytorch"}), frozenset({"pytorch", "onnx"})
 
 
 def _model_kinds() -> list[StageKind]:
@@ -248,13 +204,11 @@ def _model_kinds() -> list[StageKind]:
     from compress.training.fit import TrainConfig
 
     return [
-        StageKind(
-            "train", {"train": TrainConfig}, frozenset({"source", "pytorch"}), "pytorch", _run_train
-        ),
+        StageKind("train", {"train": TrainConfig}, _SOURCE, "pytorch", _verb("train")),
         StageKind(
             "distill",
             {"distill": DistillConfig, "train": TrainConfig},
-            frozenset({"pytorch", "source"}),
+            _SOURCE,
             "pytorch",
             _run_distill,
             frozenset({"teacher"}),
@@ -263,9 +217,9 @@ def _model_kinds() -> list[StageKind]:
         StageKind(
             "prune",
             {"prune": PruneConfig, "train": TrainConfig},
-            frozenset({"source", "pytorch"}),
+            _SOURCE,
             "pytorch",
-            _run_prune,
+            _verb("prune", _prune_keywords),
             frozenset({"latency"}),
             needs_trained=True,
             finish=_prune_finish,
@@ -273,90 +227,79 @@ def _model_kinds() -> list[StageKind]:
         StageKind(
             "factorize",
             {"factorize": FactorizeConfig},
-            frozenset({"source", "pytorch"}),
+            _SOURCE,
             "pytorch",
-            _run_factorize,
+            _verb("factorize"),
             needs_trained=True,
         ),
     ]
 
 
 def _artifact_kinds() -> list[StageKind]:
-    """Stages that turn the model into ONNX files or measurements."""
+    """Stages that turn the model into ONNX files or measurements, then deploy it: the run's
+    last model on the fastest runtime x precision x threads."""
     from compress.export.bench.measure import BenchConfig
     from compress.export.onnx.convert import ExportConfig
     from compress.quantization.quantize import QuantizeConfig
+    from compress.stages.deploy import DeployConfig
 
     return [
         StageKind(
             "export",
             {"export": ExportConfig},
-            frozenset({"source", "pytorch"}),
+            _SOURCE,
             "onnx",
-            _run_export,
+            _verb("export", lambda ctx, config: {}),
             needs_trained=True,
             main_rank_only=True,
         ),
         StageKind(
             "quantize",
             {"quantize": QuantizeConfig},
-            frozenset({"source", "pytorch", "onnx"}),
+            _SOURCE | {"onnx"},
             "onnx",
-            _run_quantize,
+            _verb("quantize"),
             needs_trained=True,
         ),
         StageKind(
             "bench",
             {"bench": BenchConfig},
-            frozenset({"pytorch", "onnx"}),
+            _BUILT,
             "report",
             _run_bench,
             hash_extra=_bench_hash,
             main_rank_only=True,
         ),
+        StageKind(
+            "deploy",
+            {"deploy": DeployConfig},
+            _BUILT,
+            "report",
+            _run_deploy,
+            frozenset({"vs_baseline"}),
+            hash_extra=_deploy_hash,
+            main_rank_only=True,
+        ),
     ]
 
 
-def _deploy_kind() -> StageKind:
-    """After bench: the run's last model on the fastest runtime x precision x threads."""
-    from compress.stages.deploy import DeployConfig
-
-    return StageKind(
-        "deploy",
-        {"deploy": DeployConfig},
-        frozenset({"pytorch", "onnx"}),
-        "report",
-        _run_deploy,
-        frozenset({"vs_baseline"}),
-        hash_extra=_deploy_hash,
-        main_rank_only=True,
-    )
-
-
-def _stage_kinds() -> dict[str, StageKind]:
-    return {k.name: k for k in stage_kinds()}
+@cache
+def _kinds() -> dict[str, StageKind]:
+    return {k.name: k for k in (*_model_kinds(), *_artifact_kinds())}
 
 
 class _LazyTable(Mapping[str, StageKind]):
     """Built on first use, so importing the pipeline stays cheap. Every read (`[]`, `get`, `in`,
-    iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which fill it first."""
-
-    def __init__(self) -> None:
-        self._kinds: dict[str, StageKind] = {}
-
-    def _filled(self) -> dict[str, StageKind]:
-        if not self._kinds:
-            self._kinds = _stage_kinds()
-        return self._kinds
+    iteration, `len`) goes through `__getitem__`/`__iter__`/`__len__`, which build it first."""
 
     def __getitem__(self, key: str) -> StageKind:
-        return self._filled()[key]
+        return _kinds()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._filled())
+        return iter(_kinds())
 
     def __len__(self) -> int:
-        return len(self._filled())
+        return len(_kinds())
 
 
 STAGES: Mapping[str, StageKind] = _LazyTable()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +240,7 @@ def _summarize(
     ]
     for i, obj in enumerate(cfg.objectives):
         sign = -1 if OBJECTIVES[obj] == "maximize" else 1
-        best = min(complete, key=_key(i, sign))
+        best = min(complete, key=lambda t: float(sign * t.values[i]))
         r = copy.deepcopy(recipe)
         r.search = {}
         for key, value in best.params.items():
@@ -257,20 +257,10 @@ def _summarize(
     return res
 
 
-def _key(i: int, sign: int) -> Callable[[Any], float]:
-    def key(t: Any) -> float:
-        return float(sign * t.values[i])
-
-    return key
-
-
 def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Path:
-    import matplotlib
+    from compress.export.bench.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     xs = [t.values[1] for t in trials]
     ys = [t.values[0] for t in trials]
     ax.scatter(xs, ys, c="lightgray", label="trials")
@@ -280,8 +270,4 @@ def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Pa
     ax.set_xlabel(cfg.objectives[1])
     ax.set_ylabel(cfg.objectives[0])
     ax.legend()
-    fig.tight_layout()
-    path = out / "pareto.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "pareto.png")

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from compress.export.bench.baseline import baseline_lines, dense_labels, find_baselines, is_dense
 from compress.export.bench.cases import (
     CASE_ERRORS,
     BenchModel,
@@ -132,10 +133,6 @@ class BenchConfig:
         min_iters = max(1, -(-self.min_iters // self.rounds))
         return replace(self, seconds=seconds / self.rounds, min_iters=min_iters, rounds=1)
 
-    @property
-    def effective_threads(self) -> int:
-        return self.threads or physical_cores()
-
 
 def benchmark(
     models: list[BenchModel], cfg: BenchConfig | None = None, progress: Progress | None = None
@@ -146,27 +143,24 @@ def benchmark(
         raise UsageError("nothing to benchmark: give at least one --model")
     for r in cfg.runtimes:
         check_runtime(r)
-    threads = cfg.effective_threads
+    threads = cfg.threads or physical_cores()
     plan = plan_cases(models, cfg.runtimes, lambda m: precisions_of(m, cfg.precisions), (threads,))
     notes = [
         Note(f"{s.model}: {s.runtime} skipped ({s.precision}: {s.reason})") for s in plan.skipped
     ]
     timed = run_rounds(plan.cases, cfg, notes, progress)
-    results = []
-    for (i, bs), m in timed.measured.items():
-        case = plan.cases[i]
-        results.append(
-            case_result(case.model.label, case.precision, case.model.accuracy, bs, threads, m)
-        )
+    results = [case_result(plan.cases[i], bs, m) for (i, bs), m in timed.measured.items()]
     add_speedups(results, [m.label for m in models])
     env = capture_environment(threads)
     if busy := busy_note(env):
         notes.append(Note(busy))
-    notes += [Note(line) for line in _baseline_notes(models, results)]
+    described = [_describe(m) for m in models]
+    baselines = find_baselines(results, dense_labels(described))  # what each speed-up is against
+    notes += [Note(line) for line in baseline_lines(baselines)]
     return BenchReport(
         environment=env,
         config={**asdict(cfg), "threads": threads},
-        models=[_describe(m) for m in models],
+        models=described,
         results=results,
         notes=notes,
         skipped=[asdict(s) for s in plan.skipped],
@@ -212,123 +206,114 @@ def run_rounds(
     here, live across rounds only when there are several (one in memory at a time otherwise)
     and skip a batch size their static batch refuses. `settle_s`: untimed runs first, up to
     that long per case and batch (a new thread count can run slow for its first calls)."""
-    timed, step = Timed(), cfg.slice()
+    step, owned = cfg.slice(), runners is not None
     total, done = len(cases) * len(cfg.batch_sizes) * cfg.rounds, 0
-    owned = runners is not None
-    runners = {} if runners is None else runners
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
+        loop = _Loop(cases, cfg, notes, {} if runners is None else runners, owned, Path(tmp))
         if settle_s:
-            _settle(cases, runners, cfg, min(settle_s, step.seconds or settle_s), timed)
+            loop.settle(min(settle_s, step.seconds or settle_s))
         for rnd_ in range(1, cfg.rounds + 1):
             tag = f" · round {rnd_}/{cfg.rounds}" if cfg.rounds > 1 else ""
             for i, case in enumerate(cases):
                 if progress:
                     progress(done, total, f"{case.what}{tag}")
-                if i not in runners and (
-                    i in timed.failed or not _open(i, case, runners, cfg, Path(tmp), notes, timed)
-                ):
+                if i not in loop.runners and (i in loop.timed.failed or not loop.open(i)):
                     done += len(cfg.batch_sizes)
                     continue
                 for bs in cfg.batch_sizes:
                     if progress:
                         progress(done, total, f"{case.what} · batch {bs}{tag}")
                     done += 1
-                    if (i, bs) not in timed.dropped:
-                        _time_case(i, case, runners[i], bs, step, notes, timed, owned)
+                    if (i, bs) not in loop.timed.dropped:
+                        loop.time_case(i, bs, step)
                 if cfg.rounds == 1 and not owned:
-                    runners.pop(i, None)
+                    loop.runners.pop(i, None)
     if progress:
         progress(total, total, "done")
-    return timed
+    return loop.timed
 
 
-def _open(
-    i: int,
-    case: Case,
-    runners: dict[int, Runner],
-    cfg: BenchConfig,
-    tmp: Path,
-    notes: list[Note],
-    timed: Timed,
-) -> bool:
-    """Open the runner of case `i`; False (with a note) when the runtime can't read or compile it."""
-    try:
-        with torch_threads(case.threads):
-            runners[i] = open_runner(case, notes, tmp, cfg.opset)
-        return True
-    except CASE_ERRORS as e:
-        if isinstance(e, UsageError):
-            raise
-        msg = f"{case.model.label}: FAILED on {case.runtime} {case.precision}: {first_line(e)}"
+@dataclass
+class _Loop:
+    """One `run_rounds`: the cases, their open runners, the notes and what was timed so far."""
+
+    cases: list[Case]
+    cfg: BenchConfig
+    notes: list[Note]
+    runners: dict[int, Runner]
+    any_batch: bool  # the caller's runners: run at any batch size, never a static-batch skip
+    tmp: Path
+    timed: Timed = field(default_factory=Timed)
+
+    def open(self, i: int) -> bool:
+        """Open case `i`'s runner; False (with a note) when the runtime can't read or compile it."""
+        case = self.cases[i]
+        try:
+            with torch_threads(case.threads):
+                self.runners[i] = open_runner(case, self.notes, self.tmp, self.cfg.opset)
+            return True
+        except CASE_ERRORS as e:
+            if isinstance(e, UsageError):
+                raise
+            self.fail(i, None, f"{case.runtime} {case.precision}", e)
+            return False
+
+    def fail(self, i: int, bs: int | None, where: str, e: BaseException) -> None:
+        """Case `i` (at batch `bs`; None: at all) failed: logged, noted as an error, dropped."""
+        err = first_line(e)
+        msg = f"{self.cases[i].model.label}: FAILED on {where}: {err}"
         log.warning("%s", msg)
-        notes.append(Note(msg, "error"))
-        timed.fail(i, None, first_line(e), cfg.batch_sizes)
-        return False
+        self.notes.append(Note(msg, "error"))
+        self.timed.fail(i, bs, err if bs is None else f"batch {bs}: {err}", self.cfg.batch_sizes)
 
+    def settle(self, seconds: float) -> None:
+        """Untimed runs of every case with a runner, at every batch size, up to `seconds` each."""
+        for i, case in enumerate(self.cases):
+            for bs in self.cfg.batch_sizes:
+                if i not in self.runners or (i, bs) in self.timed.dropped:
+                    continue
+                run, x = batch_fn(self.runners[i]), synthetic_batch(case.model.spec, bs).numpy()
+                try:
+                    with torch_threads(case.threads):
+                        time_calls(partial(run, x), warmup=0, min_runs=1, budget_s=seconds)
+                except CASE_ERRORS as e:
+                    self.timed.fail(i, None, f"warm-up: {first_line(e)}", self.cfg.batch_sizes)
 
-def _settle(
-    cases: list[Case], runners: dict[int, Runner], cfg: BenchConfig, seconds: float, timed: Timed
-) -> None:
-    """Untimed runs of every case with a runner, at every batch size, up to `seconds` each."""
-    for i, case in enumerate(cases):
-        for bs in cfg.batch_sizes:
-            if i not in runners or (i, bs) in timed.dropped:
-                continue
-            run, x = batch_fn(runners[i]), synthetic_batch(case.model.spec, bs).numpy()
-            try:
-                with torch_threads(case.threads):
-                    time_calls(partial(run, x), warmup=0, min_runs=1, budget_s=seconds)
-            except CASE_ERRORS as e:
-                timed.fail(i, None, f"warm-up: {first_line(e)}", cfg.batch_sizes)
-
-
-def _time_case(
-    i: int,
-    case: Case,
-    runner: Runner,
-    bs: int,
-    cfg: BenchConfig,
-    notes: list[Note],
-    timed: Timed,
-    any_batch: bool,
-) -> None:
-    """Time one (case, batch) slice into `timed`; a failure (or a static batch) drops it."""
-    declared = getattr(runner, "input_shape", None)
-    fixed = declared[0] if declared else None
-    if not any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
-        notes.append(
-            Note(
+    def time_case(self, i: int, bs: int, step: BenchConfig) -> None:
+        """Time one (case, batch) slice of `step`'s budget; a failure (or a static batch) drops it."""
+        case, runner = self.cases[i], self.runners[i]
+        declared = getattr(runner, "input_shape", None)
+        fixed = declared[0] if declared else None
+        if not self.any_batch and isinstance(fixed, int) and fixed > 0 and fixed != bs:
+            skip = (
                 f"{case.model.label}: batch {bs} skipped on {runner.runtime} (static batch {fixed})"
             )
+            self.notes.append(Note(skip))
+            self.timed.dropped.add((i, bs))
+            return
+        run = batch_fn(runner) if self.any_batch else runner.run
+        x = synthetic_batch(case.model.spec, bs).numpy()
+        mem = CaseMemory(runner.runtime)
+        try:
+            with mem, torch_threads(case.threads):
+                t = _measure(lambda: run(x), step)
+        except CASE_ERRORS as e:
+            self.fail(i, bs, f"{runner.runtime} at batch {bs}", e)
+            return
+        got = Measured(
+            runtime=runner.runtime,
+            providers=list(runner.providers),
+            fallback=bool(getattr(runner, "fallback", False)),
+            effective_precision=getattr(runner, "effective_precision", None),
+            session_seconds=rnd(runner.create_seconds, 4),
+            size_bytes=_size(case.model, runner),
+            ms=list(t.ms),
+            peak_mb=mem.peak_mb,
+            delta_mb=mem.delta_mb,
+            cuda_mb=mem.cuda_mb,
         )
-        timed.dropped.add((i, bs))
-        return
-    run = batch_fn(runner) if any_batch else runner.run
-    x = synthetic_batch(case.model.spec, bs).numpy()
-    mem = CaseMemory(runner.runtime)
-    try:
-        with mem, torch_threads(case.threads):
-            t = _measure(lambda: run(x), cfg)
-    except CASE_ERRORS as e:
-        msg = f"{case.model.label}: FAILED on {runner.runtime} at batch {bs}: {first_line(e)}"
-        log.warning("%s", msg)
-        notes.append(Note(msg, "error"))
-        timed.fail(i, bs, f"batch {bs}: {first_line(e)}", cfg.batch_sizes)
-        return
-    got = Measured(
-        runtime=runner.runtime,
-        providers=list(runner.providers),
-        fallback=bool(getattr(runner, "fallback", False)),
-        effective_precision=getattr(runner, "effective_precision", None),
-        session_seconds=rnd(runner.create_seconds, 4),
-        size_bytes=_size(case.model, runner),
-        ms=list(t.ms),
-        peak_mb=mem.peak_mb,
-        delta_mb=mem.delta_mb,
-        cuda_mb=mem.cuda_mb,
-    )
-    prev = timed.measured.get((i, bs))
-    timed.measured[i, bs] = prev.add(got) if prev else got
+        prev = self.timed.measured.get((i, bs))
+        self.timed.measured[i, bs] = prev.add(got) if prev else got
 
 
 def _measure(fn: Callable[[], object], cfg: BenchConfig) -> Timings:
@@ -347,17 +332,7 @@ def _size(model: BenchModel, runner: Runner) -> int | None:
     return model.torch_bytes
 
 
-def _baseline_notes(models: list[BenchModel], results: list[Any]) -> list[str]:
-    """Which case each labelled speed-up is measured against, per batch size."""
-    from compress.export.bench.baseline import baseline_lines, dense_labels, find_baselines
-
-    dense = dense_labels([_describe(m) for m in models])
-    return baseline_lines(find_baselines(results, dense))
-
-
 def _describe(m: BenchModel) -> dict[str, Any]:
-    from compress.export.bench.baseline import is_dense
-
     return {
         "label": m.label,
         "source": m.source,

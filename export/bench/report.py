@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,8 @@ from compress.models.jsontypes import JsonObject
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = (
-    "model",
-    "runtime",
-    "batch",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "items/s",
-    "peak RSS MB",
-    "size MB",
-    "vs fastest dense",
-    "vs ort fp32",
+    *("model", "runtime", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s", "peak RSS MB"),
+    *("size MB", "vs fastest dense", "vs ort fp32"),
 )
 
 
@@ -65,8 +57,8 @@ def table_rows(report: BenchReport) -> list[list[str]]:
             f"{r.p90_ms:.2f}",
             f"{r.p99_ms:.2f}",
             f"{r.throughput:,.1f}",
-            _num(r.peak_rss_mb, "{:.0f}"),
-            _num(None if r.size_bytes is None else r.size_bytes / 1e6, "{:.2f}"),
+            fmt_num(r.peak_rss_mb, "{:.0f}"),
+            fmt_num(None if r.size_bytes is None else r.size_bytes / 1e6, "{:.2f}"),
             *(times(up[role]) for role in ROLES),
         ]
         for r, up in zip(report.results, ups, strict=True)
@@ -111,10 +103,6 @@ def report_dict(report: BenchReport) -> JsonObject:
     return doc
 
 
-def write_json(report: BenchReport, path: str | Path) -> Path:
-    return write_text(path, json.dumps(report_dict(report), indent=2) + "\n")
-
-
 def write_csv(report: BenchReport, path: str | Path) -> Path:
     """One row per case, every CaseResult field (providers joined with '+')."""
     path = Path(path)
@@ -131,11 +119,7 @@ def write_csv(report: BenchReport, path: str | Path) -> Path:
 
 def to_markdown(report: BenchReport) -> str:
     """A Markdown table plus the environment and input notes."""
-    lines = [
-        "| " + " | ".join(TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(TABLE_COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines = [markdown_table(TABLE_COLUMNS, table_rows(report), right_from=2)]
     lines += ["", "Speed-ups (p50 ratios, same batch size):"]
     lines += [f"- vs {role}: against {ROLE_HELP[role]}." for role in ROLES]
     lines += ["", f"Inputs: {INPUT_NOTE}.", f"Machine: {environment_line(report)}."]
@@ -146,13 +130,9 @@ def to_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(report: BenchReport, path: str | Path) -> Path:
-    return write_text(path, to_markdown(report))
-
-
 def plot_latency(report: BenchReport, path: str | Path) -> Path:
     """p50 latency and throughput vs batch size, one line per (model, runtime)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for (model, runtime), rows in _series(report).items():
         bs = [r.batch_size for r in rows]
@@ -168,11 +148,7 @@ def plot_latency(report: BenchReport, path: str | Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=8)
     fig.suptitle(f"latency vs batch size ({report.environment.get('cpu')}, synthetic inputs)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_accuracy_latency(report: BenchReport, path: str | Path) -> Path | None:
@@ -181,7 +157,7 @@ def plot_accuracy_latency(report: BenchReport, path: str | Path) -> Path | None:
     if not known:
         return None
     bs = min(r.batch_size for r in known)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for runtime in dict.fromkeys(r.runtime for r in known):
         rows = [r for r in known if r.runtime == runtime and r.batch_size == bs]
@@ -193,11 +169,7 @@ def plot_accuracy_latency(report: BenchReport, path: str | Path) -> Path | None:
     ax.set_ylabel("top-1 accuracy (%, from the cards)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_reports(
@@ -211,11 +183,11 @@ def write_reports(
     """Write whichever outputs were asked for; the plot also gets `<stem>-accuracy.png`."""
     written = []
     if json_path:
-        written.append(write_json(report, json_path))
+        written.append(write_text(json_path, json.dumps(report_dict(report), indent=2) + "\n"))
     if csv_path:
         written.append(write_csv(report, csv_path))
     if md_path:
-        written.append(write_markdown(report, md_path))
+        written.append(write_text(md_path, to_markdown(report)))
     if plot_path:
         plot_path = Path(plot_path)
         written.append(plot_latency(report, plot_path))
@@ -234,7 +206,8 @@ def _series(report: BenchReport) -> dict[tuple[str, str], list[CaseResult]]:
     return {k: sorted(v, key=lambda r: r.batch_size) for k, v in out.items()}
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,7 +216,24 @@ def _pyplot() -> Any:
     return plt
 
 
-def _num(x: float | None, fmt: str) -> str:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write as PNG and close (every report plot is saved the same way)."""
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def markdown_table(head: Sequence[str], body: Iterable[Sequence[str]], right_from: int = 0) -> str:
+    """A Markdown table; columns from `right_from` on right-aligned (0: none)."""
+    align = ["---:" if right_from and i >= right_from else "---" for i in range(len(head))]
+    rows = ["| " + " | ".join(cells) + " |" for cells in (head, *body)]
+    return "\n".join([rows[0], "|" + "|".join(align) + "|", *rows[1:]])
+
+
+def fmt_num(x: float | None, fmt: str = "{:.2f}") -> str:
+    """`x` formatted, or `-` when unknown."""
     return "-" if x is None else fmt.format(x)
 
 
@@ -252,7 +242,7 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     isa = ", ".join(k for k, v in (env.get("isa") or {}).items() if v) or "none detected"
     libs = env.get("libraries") or env.get("software") or {}
     load = env.get("load_average")
-    gpu = env.get("gpu")
+    gpu, dot = env.get("gpu"), env.get("int8_dot_product")
     rows = [
         ("CPU", f"{env.get('cpu', '-')} ({env.get('arch', '-')})"),
         (
@@ -261,7 +251,7 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
             f"physical; {env.get('threads', '-')} benchmark threads",
         ),
         ("ISA", isa),
-        ("int8 dot product", _yes_no(env.get("int8_dot_product"))),
+        ("int8 dot product", "-" if dot is None else "yes" if dot else "no"),
         ("load average", " / ".join(f"{x:.2f}" for x in load) if load else "-"),
         ("GPU", gpu.get("name", str(gpu)) if isinstance(gpu, dict) else str(gpu or "none")),
         ("OS", str(env.get("os", "-"))),
@@ -270,10 +260,6 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     if env.get("ort_providers"):
         rows.append(("onnxruntime providers", ", ".join(env["ort_providers"])))
     return rows
-
-
-def _yes_no(x: Any) -> str:
-    return "-" if x is None else "yes" if x else "no"
 
 
 NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-column terminal skips

@@ -7,11 +7,14 @@ A case may be timed in several slices (`BenchConfig.rounds`); `Measured` gathers
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.export.bench.timing import Timings
 from compress.models.jsontypes import JsonObject
 from compress.models.notes import Note, texts
+
+if TYPE_CHECKING:
+    from compress.export.bench.cases import Case
 
 SCHEMA = "compress-bench/1"
 INPUT_NOTE = "synthetic: random normal inputs of the model's shape (latency only, not accuracy)"
@@ -106,19 +109,17 @@ def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def case_result(
-    label: str, precision: str, accuracy: float | None, bs: int, threads: int, m: Measured
-) -> CaseResult:
-    """The result row of one case from all its timed slices."""
+def case_result(case: Case, bs: int, m: Measured) -> CaseResult:
+    """The result row of one case at batch size `bs` from all its timed slices."""
     t = Timings(tuple(m.ms))
     p50 = t.median_ms
     return CaseResult(
-        model=label,
+        model=case.model.label,
         runtime=m.runtime,
         batch_size=bs,
         providers=m.providers,
         fallback=m.fallback,
-        threads=threads,
+        threads=case.threads,
         iters=t.runs,
         p50_ms=rnd(p50),
         p90_ms=rnd(t.percentile(90)),
@@ -133,8 +134,8 @@ def case_result(
         cuda_mem_mb=m.cuda_mb,
         size_bytes=m.size_bytes,
         session_seconds=m.session_seconds,
-        precision=precision,
-        accuracy=accuracy,
+        precision=case.precision,
+        accuracy=case.model.accuracy,
         effective_precision=m.effective_precision,
     )
 

@@ -35,46 +35,35 @@ def _check_session(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
 
 def _check_isa(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
     isa = ", ".join(k for k, v in d.isa.items() if v) or "no SIMD flags detected"
-    dot = has_int8_dot_product()
-    detail = f"{d.cpu}: {isa}"
-    if d.quantized and not dot:
-        return [
-            Finding(
-                "cpu_int8",
-                "warning",
-                "int8 without VNNI/AMX/dot-product instructions: rarely faster than fp32",
-                detail,
-                "keep fp32 (or prune) on this CPU; if you quantize, use reduce_range=True "
-                "(7-bit weights) to avoid U8S8 saturation on AVX2, and measure with `compress bench`",
-            )
-        ]
-    if d.quantized:
-        return [
-            Finding(
-                "cpu_int8",
-                "info",
-                "this CPU has int8 dot-product instructions (VNNI/AMX/ARM dot)",
-                detail,
-                "int8 kernels can beat fp32 here when Q/DQ pairs are fused; reduce_range is not "
-                "needed with VNNI. Compare both with `compress bench`",
-            )
-        ]
-    return [
-        Finding(
-            "cpu_int8",
-            "info",
-            "fp32 model; "
-            + (
-                "int8 could help: the CPU has int8 dot-product instructions"
-                if dot
-                else "this CPU lacks int8 dot-product instructions, so int8 rarely pays"
-            ),
-            detail,
-            "try static QDQ quantization and compare with `compress bench`"
-            if dot
-            else "prefer pruning (fewer channels) over int8 on this CPU",
-        )
-    ]
+    severity, title, advice = _ISA_ADVICE[d.quantized, has_int8_dot_product()]
+    return [Finding("cpu_int8", severity, title, f"{d.cpu}: {isa}", advice)]
+
+
+# (quantized, int8 dot product) -> (severity, title, suggestion)
+_ISA_ADVICE = {
+    (True, False): (
+        "warning",
+        "int8 without VNNI/AMX/dot-product instructions: rarely faster than fp32",
+        "keep fp32 (or prune) on this CPU; if you quantize, use reduce_range=True "
+        "(7-bit weights) to avoid U8S8 saturation on AVX2, and measure with `compress bench`",
+    ),
+    (True, True): (
+        "info",
+        "this CPU has int8 dot-product instructions (VNNI/AMX/ARM dot)",
+        "int8 kernels can beat fp32 here when Q/DQ pairs are fused; reduce_range is not "
+        "needed with VNNI. Compare both with `compress bench`",
+    ),
+    (False, True): (
+        "info",
+        "fp32 model; int8 could help: the CPU has int8 dot-product instructions",
+        "try static QDQ quantization and compare with `compress bench`",
+    ),
+    (False, False): (
+        "info",
+        "fp32 model; this CPU lacks int8 dot-product instructions, so int8 rarely pays",
+        "prefer pruning (fewer channels) over int8 on this CPU",
+    ),
+}
 
 
 def _check_conv_integer(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
@@ -209,7 +198,8 @@ def _check_channels(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
         w = shapes.get(n.input[3 if n.op_type == "QLinearConv" else 1])
         if not w or len(w) != 4:
             continue
-        out_c, in_c = w[0], w[1] * _group(n)
+        group = next((int(a.i) for a in n.attribute if a.name == "group"), 1)
+        out_c, in_c = w[0], w[1] * group
         bad = [f"out {out_c}"] if out_c % 8 else []
         if in_c % 8 and in_c != first_in:
             bad.append(f"in {in_c}")
@@ -229,13 +219,6 @@ def _check_channels(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:
             "round_to=8)",
         )
     ]
-
-
-def _group(node: Any) -> int:
-    for a in node.attribute:
-        if a.name == "group":
-            return int(a.i)
-    return 1
 
 
 def _check_dynamic_shapes(d: Diagnosis, graph: Any, info: Any) -> list[Finding]:

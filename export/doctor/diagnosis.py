@@ -14,20 +14,9 @@ from compress.models.jsontypes import JsonObject
 
 SEVERITIES = ("ok", "info", "warning", "problem")
 QUANT_OPS = {
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "QGemm",
-    "ConvInteger",
-    "MatMulInteger",
-    "QLinearAdd",
-    "QLinearMul",
-    "QLinearGlobalAveragePool",
-    "QLinearAveragePool",
-    "QLinearConcat",
-    "DynamicQuantizeMatMul",
+    *("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QGemm"),
+    *("QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul"),
+    *("QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "DynamicQuantizeMatMul"),
     "MatMulIntegerToFloat",
 }
 FLOAT_COMPUTE = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "ConvTranspose"}
