@@ -21,7 +21,7 @@ def _run_train(
     from compress.stages.train import run_train
 
     summary = run_train(
-        ctx.model_ref(), config["train"], ctx.data, folder, overwrite=overwrite, hooks=ctx.hooks
+        ctx.model_ref(), folder, config["train"], ctx.data, overwrite=overwrite, hooks=ctx.hooks
     )
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
@@ -39,10 +39,10 @@ def _run_distill(
     summary = run_distill(
         teacher_ref,
         ctx.model_ref(),
+        folder,
         config["distill"],
         ctx.data,
-        folder,
-        train_cfg=config["train"],
+        train=config["train"],
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
@@ -64,9 +64,9 @@ def _run_prune(
 
     summary = run_prune(
         ctx.model_ref(),
+        folder,
         config["prune"],
         ctx.data,
-        folder,
         overwrite=overwrite,
         finetune=config["finetune"],
         latency=bool(config.extra.get("latency", True)),
@@ -104,9 +104,9 @@ def _run_factorize(
 
     summary = run_factorize(
         ctx.model_ref(),
+        folder,
         config["factorize"],
         ctx.data,
-        folder,
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
@@ -120,9 +120,9 @@ def _run_quantize(
 
     summary = run_quantize(
         ctx.model_ref(),
+        folder,
         config["quantize"],
         ctx.data,
-        folder,
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
@@ -138,7 +138,7 @@ def _run_export(
 ) -> StageOutcome:
     from compress.stages.export import run_export
 
-    summary = run_export(ctx.model_ref(), config["export"], ctx.data, folder, overwrite=overwrite)
+    summary = run_export(ctx.model_ref(), folder, config["export"], ctx.data, overwrite=overwrite)
     return StageOutcome(str(folder), _brief(summary.to_dict()))
 
 
@@ -197,7 +197,7 @@ def _run_deploy(
     compare = bool(config.extra.get("vs_baseline", True))
     if compare and cfg.baseline is None and first != ctx.current:
         cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
-    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
+    result = deploy(ctx.model_ref(), folder, cfg, ctx.data, overwrite=overwrite)
     best = result.chosen
     return StageOutcome(
         None,
