@@ -9,8 +9,8 @@ the study is about latency only (`--weights random`, recorded as untrained).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from compress.stages.common import (
 from compress.stages.frame import stage_output
 from compress.stages.results import Measurement, PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
-from compress.training.fit import Hooks, TrainConfig
+from compress.training.fit import Hooks
 from compress.training.precision import resolve_device
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,6 @@ def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
     )
 
 
-def _needs_data(src: ModelSource, cfg: PruneConfig, tune: TrainConfig | None) -> bool:
-    return src.trained or cfg.criterion in DATA_CRITERIA or tune is not None
-
-
 def run_prune(
     model: Model,
     out: str | Path,
@@ -145,7 +141,7 @@ def run_prune(
         dist, _ = frame.join(resolve_device(tune.device) if tune else "cpu")
         net = src.model
         bundle = None
-        if _needs_data(src, cfg, tune):
+        if src.trained or cfg.criterion in DATA_CRITERIA or tune is not None:
             bundle = load_data(data_config_for(data, src.card), spec_of(net))
         lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads)
         lat_cfg = lat if latency else None
@@ -153,7 +149,7 @@ def run_prune(
         before = collectives.on_main(lambda: measure(net, scored, lat_cfg))
         evaluator = None  # rank 0 scores the steps for the card
         if bundle is not None and src.trained and dist.is_main:
-            evaluator = _scorer(bundle)
+            evaluator = functools.partial(accuracy, bundle=bundle)
         result = prune(net, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
         result.finetune["said"] = plan.said
         trained = src.trained or tune is not None
@@ -163,10 +159,6 @@ def run_prune(
         _record(card, summary, asdict(cfg), asdict(tune) if tune else None, result.to_dict())
         frame.save_model(net, card)
     return summary
-
-
-def _scorer(bundle: DataBundle) -> Callable[[nn.Module], dict[str, float]]:
-    return lambda m: accuracy(m, bundle)
 
 
 def _record(

@@ -31,12 +31,6 @@ def checkpoint_dir_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
-def _drop_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
 def run_train(
     model: Model,
     out: str | Path,
@@ -61,7 +55,8 @@ def run_train(
         try:
             result = fit(src.model, bundle, cfg, hooks=hooks)
         except BaseException:
-            _drop_if_empty(Path(cfg.checkpoint_dir))  # a failed first save leaves nothing
+            with contextlib.suppress(OSError):  # a failed first save leaves nothing: rmdir
+                Path(cfg.checkpoint_dir).rmdir()  # removes the folder only if it is empty
             raise
         metrics = final_metrics(src.model, bundle, result)
         card = card_for(src, bundle)
