@@ -133,7 +133,7 @@ def _stage_request(monkeypatch, tmp_path, call):
 
     def plan(cfg, finetune, facts):
         seen.update(prune=cfg, finetune=finetune)
-        raise _Stop
+        raise _Stop("stopped at plan_finetune")
 
     monkeypatch.setattr(stage, "plan_finetune", plan)
     monkeypatch.setattr(stage, "require_trained", lambda src: None)
@@ -164,7 +164,7 @@ def _recipe_request(options: dict):
 
 def _api_request(monkeypatch, tmp_path, prune_cfg: PruneConfig, keys: dict):
     def call():
-        with pytest.raises(_Stop):
+        with pytest.raises(_Stop, match="stopped at plan_finetune"):
             compress.api.prune("lenet5", "unused", prune_cfg, finetune=keys or None)
 
     return _stage_request(monkeypatch, tmp_path, call)
