@@ -16,22 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Public name -> the module that defines it (imported on first attribute access).
-_LAZY = {
-    "train": "compress.api",
-    "prune": "compress.api",
-    "distill": "compress.api",
-    "quantize": "compress.api",
-    "export_onnx": "compress.api",
-    "bench": "compress.api",
-    "factorize": "compress.api",
-    "sensitivity": "compress.api",
-    "evaluate": "compress.api",
-    "run_recipe": "compress.api",
-    "deploy": "compress.api",
-    "predict": "compress.api",
-    "tune": "compress.api",
-    "doctor": "compress.api",
+# Public name -> the module that defines it (imported on first attribute access): the verbs
+# (lower-case names in __all__) come from compress.api, the config classes from their modules.
+_CONFIGS = {
     "DeployConfig": "compress.stages.deploy",
     "TuneConfig": "compress.pipeline.tune",
     "ModelRef": "compress.stages.common",
@@ -74,6 +61,7 @@ __all__ = [
     "train",
     "tune",
 ]
+_LAZY = {name: "compress.api" for name in __all__ if name[0].islower()} | _CONFIGS
 
 if TYPE_CHECKING:
     from compress.api import (

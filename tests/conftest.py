@@ -75,5 +75,5 @@ def trained_lenet(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("art") / "lenet5"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
-    run_train(ModelRef("lenet5"), TrainConfig(epochs=4, lr=5e-3, amp="off"), data, out)
+    run_train(ModelRef("lenet5"), out, TrainConfig(epochs=4, lr=5e-3, amp="off"), data)
     return out

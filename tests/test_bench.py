@@ -56,7 +56,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     card = new_card(model, trained=False)
     card.metrics = {"test": {"top1": 0.9}}
     save_model(model, root / "pt", card)
-    run_export(ModelRef(str(root / "pt")), ExportConfig(parity_samples=4), MINI, root / "ox")
+    run_export(ModelRef(str(root / "pt")), root / "ox", ExportConfig(parity_samples=4), MINI)
     return {"pt": root / "pt", "ox": root / "ox"}
 
 

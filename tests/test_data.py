@@ -113,7 +113,7 @@ def test_imagefolder_smaller_than_the_model_accepts_is_resized(tmp_path, caplog)
                 Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(d / f"{i}.png")
     cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "img"), batch_size=4)
     with caplog.at_level(logging.INFO, logger="compress.models.zoo.registry"):
-        run_train(ModelRef("lenet5"), TrainConfig(epochs=1, amp="off"), cfg, tmp_path / "out")
+        run_train(ModelRef("lenet5"), tmp_path / "out", TrainConfig(epochs=1, amp="off"), cfg)
     card = read_card(tmp_path / "out")
     assert card.model_spec.input_size == 28 and card.model_spec.num_classes == 2
     lines = [r.getMessage() for r in caplog.records if "resizing" in r.getMessage()]

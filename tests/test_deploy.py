@@ -28,7 +28,7 @@ def deployed(trained_lenet, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dep") / "lenet5-deployed"
     data = DataConfig(dataset="fashion-mnist", data_dir=str(FASHION_MINI))
     cfg = DeployConfig(runtimes=("torch", "ort-cpu"), threads=(1, 2), batch_sizes=(1, 8), **FAST)
-    deploy(str(trained_lenet), cfg, out, data)
+    deploy(str(trained_lenet), out, cfg, data)
     return out
 
 
@@ -97,8 +97,8 @@ def test_deploy_on_torch_only_runs_from_the_pytorch_files(trained_lenet, tmp_pat
     out = tmp_path / "torch-deployed"
     r = deploy(
         str(trained_lenet),
-        DeployConfig(runtimes=("torch",), precisions=("fp32",), threads=(1,), **FAST),
         out,
+        DeployConfig(runtimes=("torch",), precisions=("fp32",), threads=(1,), **FAST),
         mini_data,
     )
     assert r.chosen.case.runtime == "torch" and (out / "model.safetensors").is_file()
@@ -124,7 +124,7 @@ def test_every_candidate_below_the_gate_exits_5_and_writes_nothing(trained_lenet
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
     with pytest.raises(QualityGateError, match="accuracy gate"):
-        deploy(str(art), DeployConfig(runtimes=("torch",), max_drop=0, **FAST), out)
+        deploy(str(art), out, DeployConfig(runtimes=("torch",), max_drop=0, **FAST))
 
 
 def test_bad_images_and_directories_are_clear_errors(deployed, tmp_path):
@@ -191,14 +191,14 @@ def test_excluded_runtimes_are_not_tried(trained_lenet, tmp_path, mini_data):
     cfg = DeployConfig(
         precisions=("fp32",), threads=(1,), exclude=("ort-cpu", "no-such-runtime"), **FAST
     )
-    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data).to_dict()
+    r = deploy(str(trained_lenet), tmp_path / "d", cfg, mini_data).to_dict()
     assert "ort-cpu" not in {c["runtime"] for c in r["candidates"]}
     assert r["chosen"]["runtime"] != "ort-cpu" and len(r["candidates"]) > 1
     with pytest.raises(UsageError, match="no runtime"):
         deploy(
             str(trained_lenet),
-            DeployConfig(runtimes=("torch",), exclude=("torch",)),
             tmp_path / "e",
+            DeployConfig(runtimes=("torch",), exclude=("torch",)),
         )
 
 
@@ -222,15 +222,15 @@ def test_an_int8_artifact_deploys_as_int8(trained_lenet, tmp_path, mini_data, pn
     q = tmp_path / "int8"
     run_quantize(
         ModelRef(str(trained_lenet)),
+        q,
         QuantizeConfig(samples=40, latency=False, max_drop=None),
         mini_data,
-        q,
     )
     out = tmp_path / "int8-deployed"
     cfg = DeployConfig(
         runtimes=("ort-cpu", "torch"), threads=(1,), baseline=str(trained_lenet), **FAST
     )
-    r = deploy(str(q), cfg, out).to_dict()
+    r = deploy(str(q), out, cfg).to_dict()
     assert (r["chosen"]["runtime"], r["chosen"]["precision"]) == ("ort-cpu", "int8")
     assert r["speedup"] is not None and r["speedup"]["batch_size"] == 1
     fastest, ort = r["speedup"]["vs_fastest_dense"], r["speedup"]["vs_ort_fp32"]
@@ -290,7 +290,7 @@ def test_a_candidate_that_fails_is_recorded_and_the_others_go_on(
 
     monkeypatch.setattr(gate, "open_runner", flaky)
     cfg = DeployConfig(runtimes=("ort-cpu", "torch"), precisions=("fp32",), threads=(1,), **FAST)
-    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data).to_dict()
+    r = deploy(str(trained_lenet), tmp_path / "d", cfg, mini_data).to_dict()
     failed = [c for c in r["candidates"] if c["status"] == "failed"]
     assert [c["runtime"] for c in failed] == ["ort-cpu"]
     assert failed[0]["reason"] == "no kernel for FancyOp"
@@ -323,7 +323,7 @@ def test_a_failed_export_leaves_the_onnx_runtimes_out_with_the_reason(
 
     monkeypatch.setattr(export_stage, "run_export", broken)
     cfg = DeployConfig(runtimes=("torch", "ort-cpu"), precisions=("fp32",), threads=(1,), **FAST)
-    r = deploy(str(trained_lenet), cfg, tmp_path / "d", mini_data).to_dict()
+    r = deploy(str(trained_lenet), tmp_path / "d", cfg, mini_data).to_dict()
     ort = next(c for c in r["candidates"] if c["runtime"] == "ort-cpu")
     assert ort["status"] == "skipped" and "FancyOp" in ort["reason"]
     assert r["chosen"]["runtime"] == "torch"

@@ -225,11 +225,11 @@ def test_alpha_zero_reproduces_plain_training_exactly(trained_lenet, mini_data, 
     from compress.stages.train import run_train
 
     cfg = TrainConfig(epochs=2, lr=5e-3, amp="off", seed=3)
-    run_train(ModelRef("lenet5"), cfg, mini_data, tmp_path / "alone")
+    run_train(ModelRef("lenet5"), tmp_path / "alone", cfg, mini_data)
     kd = DistillConfig(alpha=0.0)
     run_distill(
-        ModelRef(str(trained_lenet)), ModelRef("lenet5"), kd, mini_data, tmp_path / "kd",
-        train_cfg=TrainConfig(epochs=2, lr=5e-3, amp="off", seed=3),
+        ModelRef(str(trained_lenet)), ModelRef("lenet5"), tmp_path / "kd", kd, mini_data,
+        train=TrainConfig(epochs=2, lr=5e-3, amp="off", seed=3),
     )  # fmt: skip
     a, _ = load_model(tmp_path / "alone")
     b, _ = load_model(tmp_path / "kd")
@@ -242,9 +242,9 @@ def test_untrained_teacher_is_refused(mini_data, tmp_path):
         run_distill(
             ModelRef("lenet5"),
             ModelRef("lenet5"),
+            tmp_path / "o",
             DistillConfig(epochs=1),
             mini_data,
-            tmp_path / "o",
         )
     assert not (tmp_path / "o").exists()
 
@@ -252,8 +252,8 @@ def test_untrained_teacher_is_refused(mini_data, tmp_path):
 def test_impossible_amp_fails_before_any_work(trained_lenet, mini_data, tmp_path):
     with pytest.raises(UnsupportedError, match="fp16 needs a CUDA GPU"):
         run_distill(
-            ModelRef(str(trained_lenet)), ModelRef("lenet5"), DistillConfig(epochs=1),
-            mini_data, tmp_path / "o", train_cfg=TrainConfig(amp="fp16", device="cpu"),
+            ModelRef(str(trained_lenet)), ModelRef("lenet5"), tmp_path / "o",
+            DistillConfig(epochs=1), mini_data, train=TrainConfig(amp="fp16", device="cpu"),
         )  # fmt: skip
     assert not (tmp_path / "o").exists()
 
@@ -265,10 +265,10 @@ def test_stage_card_records_teacher_lineage_and_precision(
     r = run_distill(
         ModelRef(str(trained_lenet)),
         ModelRef(str(pruned_lenet)),
+        out,
         DistillConfig(epochs=2, lr=2e-3, temperature=3.0, alpha=0.8),
         mini_data,
-        out,
-        train_cfg=TrainConfig(amp="auto"),
+        train=TrainConfig(amp="auto"),
     )
     card = read_card(out)
     entry = card.history[-1]

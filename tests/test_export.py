@@ -96,7 +96,7 @@ def test_compare_gates() -> None:
 
 def test_run_export_untrained_writes_artifact(tmp_path: Path) -> None:
     out = tmp_path / "onnx"
-    summary = run_export(ModelRef("lenet5", weights="random"), ExportConfig(), MINI, out)
+    summary = run_export(ModelRef("lenet5", weights="random"), out, ExportConfig(), MINI)
     card = read_card(out)
     assert card.kind == "onnx" and not card.trained
     assert card.gates["parity"]["passed"] and card.gates["parity"]["inputs"] == "random"
@@ -117,7 +117,7 @@ def test_onnx_input_is_the_one_answer_to_is_it_onnx(tmp_path: Path) -> None:
     from tests.conftest import USER_MODEL
 
     onnx_art = tmp_path / "onnx"
-    run_export(ModelRef("lenet5", weights="random"), ExportConfig(), MINI, onnx_art)
+    run_export(ModelRef("lenet5", weights="random"), onnx_art, ExportConfig(), MINI)
     found = onnx_input(onnx_art)
     assert found is not None and found.file == onnx_art / ONNX
     assert found.card is not None and found.card.kind == "onnx"
@@ -139,7 +139,7 @@ def test_trained_artifact_parity_on_real_data_and_eval(tmp_path: Path) -> None:
     card.metrics = {"test": {"top1": 0.5}}
     save_model(model, tmp_path / "pt", card)
     run_export(
-        ModelRef(str(tmp_path / "pt")), ExportConfig(parity_samples=40), None, tmp_path / "ox"
+        ModelRef(str(tmp_path / "pt")), tmp_path / "ox", ExportConfig(parity_samples=40), None
     )
     ocard = read_card(tmp_path / "ox")
     parity = ocard.gates["parity"]
@@ -176,7 +176,7 @@ def test_fp16_static_and_external_data(tmp_path: Path) -> None:
 
 def test_optimize_rechecks_parity(tmp_path: Path) -> None:
     cfg = ExportConfig(optimize="extended", parity_samples=8)
-    run_export(ModelRef("lenet5", weights="random"), cfg, MINI, tmp_path / "o")
+    run_export(ModelRef("lenet5", weights="random"), tmp_path / "o", cfg, MINI)
     card = read_card(tmp_path / "o")
     assert card.gates["parity_unoptimized"]["passed"] and card.gates["parity"]["passed"]
     ops = {n.op_type for n in onnx.load(str(tmp_path / "o" / ONNX)).graph.node}
@@ -200,7 +200,7 @@ def test_gate_failure_keeps_marked_artifact(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr("compress.stages.export.check_parity", failing)
     out = tmp_path / "bad"
     with pytest.raises(QualityGateError, match="parity gate failed") as e:
-        run_export(ModelRef("lenet5", weights="random"), ExportConfig(), MINI, out)
+        run_export(ModelRef("lenet5", weights="random"), out, ExportConfig(), MINI)
     assert e.value.artifact == str(out) and e.value.exit_code == 5
     card = read_card(out)
     assert (out / ONNX).is_file() and card.gates["parity"]["passed"] is False
@@ -248,7 +248,7 @@ def test_probe_isolation(tmp_path: Path) -> None:
 
 
 def test_onnx_file_predictor_uses_metadata(tmp_path: Path) -> None:
-    run_export(ModelRef("lenet5", weights="random"), ExportConfig(), MINI, tmp_path / "a")
+    run_export(ModelRef("lenet5", weights="random"), tmp_path / "a", ExportConfig(), MINI)
     runner, card = onnx_artifact_runner(tmp_path / "a" / ONNX)
     assert card.kind == "onnx" and card.model_spec.input_size == 28
     assert runner.predict(torch.zeros(3, 1, 28, 28)).shape == (3, 10)

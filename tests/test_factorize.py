@@ -70,7 +70,7 @@ def test_factorized_artifact_reloads_without_pickle_and_exports(trained_lenet, t
     out = tmp_path / "fact"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
     cfg = FactorizeConfig(ranks={"fc1": 16, "fc2": 12}, epochs=1)
-    s = run_factorize(ModelRef(str(trained_lenet)), cfg, data, out)
+    s = run_factorize(ModelRef(str(trained_lenet)), out, cfg, data)
     assert s.ranks == {"fc1": 16, "fc2": 12} and s.params < s.params_before
     card = json.loads((out / "card.json").read_text())
     assert card["factorization"]["ranks"] == {"fc1": 16, "fc2": 12}
@@ -83,7 +83,7 @@ def test_factorized_artifact_reloads_without_pickle_and_exports(trained_lenet, t
     from compress.export.onnx.convert import ExportConfig
     from compress.stages.export import run_export
 
-    run_export(ModelRef(str(out)), ExportConfig(), data, tmp_path / "onnx")  # parity-gated
+    run_export(ModelRef(str(out)), tmp_path / "onnx", ExportConfig(), data)  # parity-gated
     assert (tmp_path / "onnx" / "model.onnx").stat().st_size < 0.6 * 248_000
 
 

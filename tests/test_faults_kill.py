@@ -122,7 +122,7 @@ def onnx_artifact(trained_lenet, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("onnx") / "ox"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
-    run_export(ModelRef(str(trained_lenet)), ExportConfig(parity_samples=4), data, out)
+    run_export(ModelRef(str(trained_lenet)), out, ExportConfig(parity_samples=4), data)
     return out
 
 

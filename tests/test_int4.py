@@ -25,7 +25,7 @@ def lenet_onnx(trained_lenet: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from compress.stages.export import run_export
 
     out = tmp_path_factory.mktemp("q4") / "lenet5-onnx"
-    run_export(ModelRef(str(trained_lenet)), ExportConfig(), DataConfig(data_dir=MINI), out)
+    run_export(ModelRef(str(trained_lenet)), out, ExportConfig(), DataConfig(data_dir=MINI))
     return out
 
 

@@ -107,8 +107,8 @@ def grid_student(trained_lenet, tmp_path_factory):
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI, batch_size=64)
     run_distill(
         ModelRef(str(trained_lenet)), ModelRef(str(trained_lenet)),
-        DistillConfig(int4_layers=["conv2", "fc1"], int4_block_size=32), data, out,
-        train_cfg=TrainConfig(epochs=1, lr=1e-3, amp="off"),
+        out, DistillConfig(int4_layers=["conv2", "fc1"], int4_block_size=32), data,
+        train=TrainConfig(epochs=1, lr=1e-3, amp="off"),
     )  # fmt: skip
     return out
 
@@ -127,7 +127,7 @@ def test_quantize_stores_exactly_the_trained_int4_weights(grid_student, tmp_path
 
     out = tmp_path / "q"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
-    summary = run_quantize(ModelRef(str(grid_student)), QuantizeConfig(max_drop=None), data, out)
+    summary = run_quantize(ModelRef(str(grid_student)), out, QuantizeConfig(max_drop=None), data)
     notes = [n.text for n in summary.result.notes]
     assert any(n.startswith("fc1 (/fc1/Gemm): int4, trained") for n in notes)
     assert any(n.startswith("conv2 (/conv2/Conv): int4, trained") for n in notes)
@@ -164,7 +164,7 @@ def test_a_model_trained_off_the_grid_is_not_picked_up(trained_lenet, tmp_path) 
     from compress.models.data.datasets import DataConfig
     from compress.stages.export import run_export
 
-    run_export(ModelRef(str(trained_lenet)), ExportConfig(), DataConfig(data_dir=MINI), tmp_path)
+    run_export(ModelRef(str(trained_lenet)), tmp_path, ExportConfig(), DataConfig(data_dir=MINI))
     model = onnx.load(str(tmp_path / "model.onnx"))
     assert grid_nodes(model, ["fc1", "conv2"], 32) == {}
 
@@ -187,7 +187,7 @@ def test_layer_bits_still_override_a_grid_trained_layer(grid_student, tmp_path) 
     from compress.models.data.datasets import DataConfig
 
     cfg = QuantizeConfig(max_drop=None, layer_bits={"/fc1/Gemm": 8})
-    summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
+    summary = run_quantize(ModelRef(str(grid_student)), tmp_path, cfg, DataConfig(data_dir=MINI))
     assert "fc1 (/fc1/Gemm) was trained on the int4 grid but is stored at 8 bits" in " ".join(
         n.text for n in summary.result.notes
     )
@@ -200,7 +200,7 @@ def test_int4_layers_rounded_after_training_get_a_hint(grid_student, tmp_path) -
     from compress.models.data.datasets import DataConfig
 
     cfg = QuantizeConfig(max_drop=None, latency=False, layer_bits={"/fc2/Gemm": 4})
-    summary = run_quantize(ModelRef(str(grid_student)), cfg, DataConfig(data_dir=MINI), tmp_path)
+    summary = run_quantize(ModelRef(str(grid_student)), tmp_path, cfg, DataConfig(data_dir=MINI))
     hint = [
         n.text for n in summary.result.notes if n.text.startswith("int4 rounded after training")
     ]

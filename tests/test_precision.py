@@ -102,7 +102,7 @@ def test_train_card_records_training_precision(tmp_path, mini_data):
     from compress.stages.train import run_train
 
     out = tmp_path / "t"
-    run_train(ModelRef("lenet5"), TrainConfig(epochs=1, amp="bf16"), mini_data, out)
+    run_train(ModelRef("lenet5"), out, TrainConfig(epochs=1, amp="bf16"), mini_data)
     card = read_card(out)
     assert card.training_precision == "bf16" and card.precision == "fp32"  # type: ignore[attr-defined]
     assert card.history[-1]["fit"]["precision"] == "bf16"

@@ -50,9 +50,9 @@ def test_ratio_asked_is_ratio_removed_per_layer(tmp_path, ratio):
     out = tmp_path / "p"
     s = run_prune(
         ModelRef(WIDTHS, weights="random", trust_code=True),
+        out,
         PruneConfig(ratio=ratio),
         None,
-        out,
         latency=False,
     )
     model, _ = load_model(out, trust_code=True)

@@ -120,25 +120,39 @@ def test_a_whole_trainconfig_is_honoured_or_refused():
         plan_finetune(PruneConfig(ratio=0.5), tc, SourceFacts(data_known=False))
 
 
-def _cli_request(monkeypatch, args: list[str]):
-    """The PruneConfig and fine-tuning request `compress prune ARGS` hands the stage."""
+class _Stop(Exception):
+    pass
+
+
+def _stage_request(monkeypatch, tmp_path, call):
+    """The PruneConfig and fine-tuning request that `call` makes the prune stage hand
+    `plan_finetune`, stopped there (before any work)."""
+    import compress.stages.prune as stage
+
+    seen = {}
+
+    def plan(cfg, finetune, facts):
+        seen.update(prune=cfg, finetune=finetune)
+        raise _Stop("stopped at plan_finetune")
+
+    monkeypatch.setattr(stage, "plan_finetune", plan)
+    monkeypatch.setattr(stage, "require_trained", lambda src: None)
+    monkeypatch.chdir(tmp_path)
+    output = call()
+    assert "prune" in seen, output
+    return seen["prune"], seen["finetune"]
+
+
+def _cli_request(monkeypatch, tmp_path, args: list[str]):
+    """The request `compress prune ARGS` hands the stage (the CLI calls compress.prune)."""
     from typer.testing import CliRunner
 
     from compress.cli.app import app
 
-    seen = {}
+    def call():
+        return CliRunner().invoke(app, ["prune", "-m", "lenet5", "-o", "unused", *args]).output
 
-    class Stop(Exception):
-        pass
-
-    def run_prune(ref, cfg, data, out, *, finetune, **kw):
-        seen.update(prune=cfg, finetune=finetune)
-        raise Stop  # before any work
-
-    monkeypatch.setattr(compress.api, "run_prune", run_prune)  # the CLI calls compress.prune
-    r = CliRunner().invoke(app, ["prune", "-m", "lenet5", "-o", "unused", *args])
-    assert "prune" in seen, r.output
-    return seen["prune"], seen["finetune"]
+    return _stage_request(monkeypatch, tmp_path, call)
 
 
 def _recipe_request(options: dict):
@@ -148,15 +162,12 @@ def _recipe_request(options: dict):
     return built["prune"], built["finetune"]
 
 
-def _api_request(monkeypatch, prune_cfg: PruneConfig, keys: dict):
-    seen = {}
-    monkeypatch.setattr(
-        compress.api,
-        "run_prune",
-        lambda ref, cfg, data, out, *, finetune, **kw: seen.update(prune=cfg, finetune=finetune),
-    )
-    compress.api.prune("lenet5", "unused", prune_cfg, finetune=keys or None)
-    return seen["prune"], seen["finetune"]
+def _api_request(monkeypatch, tmp_path, prune_cfg: PruneConfig, keys: dict):
+    def call():
+        with pytest.raises(_Stop, match="stopped at plan_finetune"):
+            compress.api.prune("lenet5", "unused", prune_cfg, finetune=keys or None)
+
+    return _stage_request(monkeypatch, tmp_path, call)
 
 
 def _flags(options: dict) -> list[str]:
@@ -195,15 +206,15 @@ TRAINING_KEYS = ("lr", "amp", "device")
 @pytest.mark.parametrize(
     "facts", [SourceFacts(), SourceFacts(augmented=True), SourceFacts(data_known=False)]
 )
-def test_cli_recipe_and_api_get_one_policy(monkeypatch, settings, facts):
+def test_cli_recipe_and_api_get_one_policy(monkeypatch, tmp_path, settings, facts):
     """One owner: the CLI, a recipe stage and `compress.prune` hand the same request to
     `plan_finetune` (the stage function calls it), so the same inputs run the same way."""
     keys = {k: v for k, v in settings.items() if k in TRAINING_KEYS}
     fields = {k: v for k, v in settings.items() if k not in TRAINING_KEYS}
     requests = {
-        "cli": _cli_request(monkeypatch, _flags(settings)),
+        "cli": _cli_request(monkeypatch, tmp_path, _flags(settings)),
         "recipe": _recipe_request(settings),
-        "api": _api_request(monkeypatch, PruneConfig(**fields), keys),
+        "api": _api_request(monkeypatch, tmp_path, PruneConfig(**fields), keys),
     }
     plans = {}
     for who, (cfg, request) in requests.items():

@@ -34,7 +34,7 @@ def lenet_onnx(trained_lenet: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     out = tmp_path_factory.mktemp("q") / "lenet5-onnx"
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
-    run_export(ModelRef(str(trained_lenet)), ExportConfig(), data, out)
+    run_export(ModelRef(str(trained_lenet)), out, ExportConfig(), data)
     return out
 
 
@@ -365,8 +365,8 @@ def test_missed_budget_keeps_the_artifact_and_exits_5(lenet_onnx, tmp_path, monk
 
         stage.run_quantize(
             ModelRef(str(lenet_onnx)),
+            out,
             QuantizeConfig(samples=64, max_fallback=0, latency=False),
             DataConfig(dataset="fashion-mnist", data_dir=MINI),
-            out,
             overwrite=True,
         )

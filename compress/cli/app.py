@@ -183,36 +183,16 @@ def _download_bar(label: str, total: int | None) -> Bar:
     return DownloadBar(label, total)
 
 
-def _register() -> None:
-    """Every verb, named here; a verb module that fails to import is an error, not a gap."""
-    from compress.cli import (
-        bench_cmd,
-        deploy_cmd,
-        distill_cmd,
-        factorize_cmd,
-        info_cmd,
-        predict_cmd,
-        prune_cmd,
-        quantize_cmd,
-        run_cmd,
-        train_cmd,
-        tune_cmd,
-    )
+VERB_MODULES = "train info prune bench quantize distill run tune deploy predict factorize"
 
-    for module in (
-        train_cmd,
-        info_cmd,
-        prune_cmd,
-        bench_cmd,
-        quantize_cmd,
-        distill_cmd,
-        run_cmd,
-        tune_cmd,
-        deploy_cmd,
-        predict_cmd,
-        factorize_cmd,
-    ):
-        module.register(app)
+
+def _register() -> None:
+    """Every `compress.cli.<name>_cmd` of VERB_MODULES, in that order; a verb module that fails
+    to import is an error, not a gap."""
+    import importlib
+
+    for name in VERB_MODULES.split():
+        importlib.import_module(f"compress.cli.{name}_cmd").register(app)
 
 
 _register()

@@ -78,15 +78,17 @@ def bench(
     an ONNX artifact exported with `compress export --input-size N` runs at N without it.
     """
     from compress import api
+    from compress.cli.progress import BenchBar
     from compress.export.bench.report import write_reports
     from compress.models.artifacts.resolve import zoo_weights
 
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
-    with _BenchProgress() as progress:
-        report = api.bench(list(refs), how, progress=progress)
+    with BenchBar() as progress:
+        report = api.bench(refs, how, progress=progress)
     _print_bench(report)
+    json_file = None if json_out == "-" else json_out  # `-`: printed below
     for path in write_reports(
-        report, json_path=_file(json_out), csv_path=csv_out, md_path=md_out, plot_path=plot
+        report, json_path=json_file, csv_path=csv_out, md_path=md_out, plot_path=plot
     ):
         console.print(f"wrote {path}")
     if json_out == "-":
@@ -145,41 +147,6 @@ def doctor(
         if f.suggestion:
             console.print(f"     -> {f.suggestion}", highlight=False)
     write_json(json_out, d.to_dict())
-
-
-class _BenchProgress:
-    """A rich progress bar driven by the benchmark's (done, total, what) callback."""
-
-    def __enter__(self) -> _BenchProgress:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("benchmark", total=None)
-        return self
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        self.progress.update(self.task, completed=done, total=total, description=what)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-
-def _file(path: str | None) -> str | None:
-    return None if path in (None, "-") else path
 
 
 def register(app: typer.Typer) -> None:

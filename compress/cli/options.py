@@ -104,15 +104,8 @@ class ShapeOptions(OptionGroup):
         """The library's model reference for `model` with these options."""
         from compress.stages.common import ModelRef
 
-        return ModelRef(
-            model=model,
-            weights=weights,
-            num_classes=self.num_classes,
-            in_channels=self.in_channels,
-            input_size=self.input_size,
-            trust_pickle=self.trust_pickle,
-            trust_code=self.trust_code,
-        )
+        shape = {f.name: getattr(self, f.name) for f in fields(ShapeOptions)}
+        return ModelRef(model=model, weights=weights, **shape)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,12 @@
-"""A rich progress bar implementing the training hooks."""
+"""Rich progress bars on stderr: the training hooks, weights downloads, the benchmark."""
 
 from __future__ import annotations
-
-from types import TracebackType
 
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -17,29 +16,29 @@ from rich.progress import (
 from compress.cli.output import err_console
 
 
+def _bar(*columns: ProgressColumn) -> Progress:
+    """A transient bar on stderr: the task's description, the bar, then `columns`."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), *columns, console=err_console,
+        transient=True,
+    )  # fmt: skip
+
+
 class RichHooks:
     """One bar per epoch with ETA, running loss, and a summary line after each epoch."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TimeElapsedColumn(),
+        self.progress = _bar(
+            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        )
+        )  # fmt: skip
         self.task: TaskID | None = None
 
     def __enter__(self) -> RichHooks:
         self.progress.start()
         return self
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
     def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
@@ -72,15 +71,7 @@ class DownloadBar:
         from compress.models.progress import ProgressBar
 
         self.fallback: ProgressBar | None = None
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        )
+        self.progress = _bar(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         try:
             self.progress.start()
         except LiveError:
@@ -96,3 +87,19 @@ class DownloadBar:
     def close(self) -> None:
         if self.fallback is None:
             self.progress.stop()
+
+
+class BenchBar:
+    """A bar driven by the benchmark's (done, total, what) callback."""
+
+    def __enter__(self) -> BenchBar:
+        self.progress = _bar(MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress.start()
+        self.task = self.progress.add_task("benchmark", total=None)
+        return self
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        self.progress.update(self.task, completed=done, total=total, description=what)
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()

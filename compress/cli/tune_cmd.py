@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -37,16 +38,9 @@ def tune(
     with RichHooks() as hooks:
         res = api.tune(recipe, out, how, overrides=set_ or [], trust_code=trust_code, hooks=hooks)
     _print(res, how.objectives)
-    write_json(
-        json_out,
-        {
-            "study": res.study_name,
-            "storage": res.storage,
-            "trials": res.trials,
-            "pareto": res.pareto,
-            "best_recipes": res.best_recipes,
-        },
-    )
+    doc = asdict(res)
+    del doc["plot"]
+    write_json(json_out, {"study": doc.pop("study_name"), **doc})
 
 
 def _print(res: Any, objectives: tuple[str, ...]) -> None:

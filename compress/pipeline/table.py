@@ -34,9 +34,9 @@ def _verb(name: str, keywords: Keywords = lambda ctx, config: {"hooks": ctx.hook
         fn = getattr(import_module(f"compress.stages.{name}"), f"run_{name}")
         summary = fn(
             ctx.model_ref(),
+            folder,
             config[name],
             ctx.data,
-            folder,
             overwrite=overwrite,
             **keywords(ctx, config),
         )
@@ -65,10 +65,10 @@ def _run_distill(
     summary = run_distill(
         teacher_ref,
         ctx.model_ref(),
+        folder,
         config["distill"],
         ctx.data,
-        folder,
-        train_cfg=config["train"],
+        train=config["train"],
         overwrite=overwrite,
         hooks=ctx.hooks,
     )
@@ -158,7 +158,7 @@ def _run_deploy(
     compare = bool(config.extra.get("vs_baseline", True))
     if compare and cfg.baseline is None and first != ctx.current:
         cfg = replace(cfg, baseline=first)  # speed-ups vs the run's dense model
-    result = deploy(ctx.model_ref(), cfg, folder, ctx.data, overwrite=overwrite)
+    result = deploy(ctx.model_ref(), folder, cfg, ctx.data, overwrite=overwrite)
     best = result.chosen
     return StageOutcome(
         None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,26 +28,28 @@ from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.zoo.registry import ModelSpec, default_mean_std
-from compress.stages.common import ModelRef, load_source, load_source_at
+from compress.stages.common import Model, ModelRef, load_source, load_source_at, model_ref
 
 log = logging.getLogger(__name__)
 
 
 def run_bench(
-    refs: list[ModelRef],
-    cfg: BenchConfig,
+    models: Sequence[Model],
+    config: BenchConfig | None = None,
     data: DataConfig | None = None,
     *,
     progress: Progress | None = None,
 ) -> BenchReport:
-    """Benchmark every model in `refs` on every runtime and batch size of `cfg`."""
+    """Latency of every model on every runtime and batch size of `config` (`compress.bench`,
+    `compress bench`; `progress` gets (done, total, what) as cases finish)."""
+    cfg = config or BenchConfig()
     probe_runtime = next((r for r in cfg.runtimes if r in ORT_PROVIDERS), None)
-    models = [
-        bench_model(ref, data, probe_runtime, cfg.threads, input_size=cfg.input_size)
-        for ref in refs
+    entries = [
+        bench_model(model_ref(m), data, probe_runtime, cfg.threads, input_size=cfg.input_size)
+        for m in models
     ]
-    _unique_labels(models)
-    return benchmark(models, cfg, progress)
+    _unique_labels(entries)
+    return benchmark(entries, cfg, progress)
 
 
 def bench_model(
@@ -89,15 +92,17 @@ def bench_model(
 
 
 def run_doctor(
-    ref: ModelRef,
+    model: Model,
     runtime: str = "ort-cpu",
     threads: int | None = None,
     data: DataConfig | None = None,
     *,
     rank: bool = False,
 ) -> Diagnosis:
-    """Diagnose an ONNX file/artifact, or the ONNX export of a PyTorch model; `rank` also times
-    every runtime x precision here and names the fastest."""
+    """Why `model` (an ONNX file/artifact, or the ONNX export of a PyTorch model) is or isn't
+    fast on `runtime` here: findings, each with a suggestion (`compress.doctor`, `compress
+    doctor`); `rank` also times every ONNX runtime x precision and names the fastest."""
+    ref = model_ref(model)
     onnx = onnx_input(ref.model)
     if onnx is not None:
         return diagnose(onnx.file, runtime, threads, rank=rank)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from compress.export.runtimes.input_size import at_input_size
@@ -29,6 +30,14 @@ class ModelRef:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+Model = str | Path | ModelRef  # what every verb takes: a zoo name, artifact, `file.py:factory`
+
+
+def model_ref(model: Model) -> ModelRef:
+    """A :class:`ModelRef` for a zoo name, artifact directory or `file.py:factory`."""
+    return model if isinstance(model, ModelRef) else ModelRef(str(model))
+
+
 def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
     """The data a stage uses: the data set named in `data`, else the input artifact's (same
     split, so its validation images stay unseen), else Fashion-MNIST; batch size, limit,
@@ -49,8 +58,9 @@ def data_config_for(data: DataConfig | None, card: Card | None) -> DataConfig:
     return replace(data, dataset="fashion-mnist")
 
 
-def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
+def load_source(model: Model, data: DataConfig | None) -> ModelSource:
     """Resolve the model; zoo models take their shape from the options, else from the data."""
+    ref = model_ref(model)
     c, s, n = dataset_shape(data or DataConfig())
     if looks_like_name(ref.weights) or (ref.weights and for_file(ref.model, ref.weights)):
         c = 3  # published ImageNet weights take RGB; 1-channel data is repeated to 3 channels
@@ -68,11 +78,12 @@ def load_source(ref: ModelRef, data: DataConfig | None) -> ModelSource:
     )
 
 
-def load_source_at(ref: ModelRef, data: DataConfig | None, size: int | None) -> ModelSource:
+def load_source_at(model: Model, data: DataConfig | None, size: int | None) -> ModelSource:
     """:func:`load_source`, run at size x size when `size` is given: a zoo name or factory is
     built at `size` (unless `ref.input_size` says otherwise), an artifact is re-targeted to it
     when it is resolution-independent (else UsageError naming the layer: see
     `compress.export.runtimes.input_size`); the in-memory card then carries the new spec."""
+    ref = model_ref(model)
     if size is None:
         return load_source(ref, data)
     src = load_source(replace(ref, input_size=ref.input_size or size), data)
@@ -82,8 +93,8 @@ def load_source_at(ref: ModelRef, data: DataConfig | None, size: int | None) -> 
     return src
 
 
-def load_source_and_data(ref: ModelRef, data: DataConfig | None) -> tuple[ModelSource, DataBundle]:
-    src = load_source(ref, data)
+def load_source_and_data(model: Model, data: DataConfig | None) -> tuple[ModelSource, DataBundle]:
+    src = load_source(model, data)
     cfg = data_config_for(data, src.card)
     return src, load_data(cfg, src.model.spec)  # type: ignore[arg-type]
 

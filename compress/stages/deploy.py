@@ -40,7 +40,14 @@ from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.options import option
-from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
+from compress.stages.common import (
+    Model,
+    ModelRef,
+    card_for,
+    data_config_for,
+    load_source_at,
+    model_ref,
+)
 from compress.stages.deploy_gate import (
     Speedup,
     Trial,
@@ -186,17 +193,18 @@ class _Measured:
 
 
 def deploy(
-    ref: ModelRef | str,
-    cfg: DeployConfig | None = None,
-    out: str | Path = "deployed",
+    model: Model,
+    out: str | Path,
+    config: DeployConfig | None = None,
     data: DataConfig | None = None,
     *,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> DeployResult:
-    """Measure every candidate for `ref`, gate, time, and write the fastest to `out`."""
-    cfg = cfg or DeployConfig()
-    ref = ModelRef(ref) if isinstance(ref, str) else ref
+    """Measure `model` on every runtime x precision x threads here, keep those within the
+    accuracy gate, and write the fastest to `out` (model files + deploy.json; `compress.deploy`,
+    `compress deploy`)."""
+    cfg, ref = config or DeployConfig(), model_ref(model)
     with (
         stage_output(out, overwrite, collective=False) as frame,
         tempfile.TemporaryDirectory(prefix="compress-deploy-") as tmp,
@@ -304,7 +312,7 @@ def _export(src: _Source, data: DataConfig | None, out: Path, size: int | None) 
     from compress.stages.export import run_export
 
     try:
-        run_export(ModelRef(str(src.torch_dir)), ExportConfig(input_size=size), data, out)
+        run_export(str(src.torch_dir), out, ExportConfig(input_size=size), data)
     except CompressError as e:
         src.model.onnx_error = str(e.args[0]).splitlines()[0]
         log.warning("deploy: ONNX export failed, ONNX runtimes are skipped: %s", e)

@@ -30,7 +30,14 @@ from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.errors import UsageError, WeightsError
 from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
-from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.common import (
+    Model,
+    ModelRef,
+    card_for,
+    data_config_for,
+    load_source,
+    model_ref,
+)
 from compress.stages.frame import stage_output
 from compress.stages.results import DistillSummary, TeacherLineage
 from compress.stages.train import final_metrics
@@ -42,37 +49,39 @@ log = logging.getLogger(__name__)
 
 
 def run_distill(
-    teacher_ref: ModelRef,
-    student_ref: ModelRef,
-    cfg: DistillConfig,
-    data: DataConfig | None,
+    teacher: Model,
+    student: Model,
     out: str | Path,
+    config: DistillConfig | None = None,
+    data: DataConfig | None = None,
     *,
-    train_cfg: TrainConfig | None = None,
+    train: TrainConfig | None = None,
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> DistillSummary:
-    """Distill, evaluate the student before and after on val and test, save `out` (under
-    torchrun every rank trains, rank 0 writes and the others return once it exists)."""
+    """Train `student` from `teacher`'s soft labels (knowledge distillation), evaluate it
+    before and after on val and test, write `out` (`compress.distill`, `compress distill`;
+    under torchrun every rank trains, rank 0 writes and the others return once it exists)."""
+    cfg = config or DistillConfig()
     with stage_output(out, overwrite) as frame:
-        tcfg = cfg.train_config(train_cfg)
+        tcfg = cfg.train_config(train)
         _, device = frame.join(resolve_device(tcfg.device))  # before the teacher moves
         resolve_amp(tcfg.amp, device)  # an impossible --amp fails first
         if tcfg.resume or tcfg.checkpoint_dir:
             raise UsageError("distill does not checkpoint or resume (the adapters are not saved)")
-        teacher = load_teacher(teacher_ref, data)
-        t_spec = spec_of(teacher.model)
+        t_src = load_teacher(teacher, data)
+        t_spec = spec_of(t_src.model)
         torch.manual_seed(tcfg.seed)  # a fresh student starts as `compress train` would
-        student = load_source(_shaped_like(student_ref, t_spec), data)
-        check_compatible(t_spec, spec_of(student.model))
-        bundle = load_data(data_config_for(data, teacher.card), spec_of(student.model))
-        teacher_metrics = _teacher_metrics(teacher, bundle)
-        before = final_metrics(student.model, bundle, None)
-        result = distill(student.model, teacher.model, bundle, cfg, tcfg, hooks=hooks)
-        after = final_metrics(student.model, bundle, result.fit)
-        lineage = teacher_lineage(teacher, teacher_metrics)
-        frame.save_model(student.model, _card(student, bundle, lineage, result, before, after))
-    return _summary(out, lineage, student, teacher, result, before, after)
+        s_src = load_source(_shaped_like(model_ref(student), t_spec), data)
+        check_compatible(t_spec, spec_of(s_src.model))
+        bundle = load_data(data_config_for(data, t_src.card), spec_of(s_src.model))
+        teacher_metrics = _teacher_metrics(t_src, bundle)
+        before = final_metrics(s_src.model, bundle, None)
+        result = distill(s_src.model, t_src.model, bundle, cfg, tcfg, hooks=hooks)
+        after = final_metrics(s_src.model, bundle, result.fit)
+        lineage = teacher_lineage(t_src, teacher_metrics)
+        frame.save_model(s_src.model, _card(s_src, bundle, lineage, result, before, after))
+    return _summary(out, lineage, s_src, t_src, result, before, after)
 
 
 def _card(
@@ -134,13 +143,13 @@ def _summary(
     )
 
 
-def load_teacher(ref: ModelRef, data: DataConfig | None) -> ModelSource:
+def load_teacher(model: Model, data: DataConfig | None) -> ModelSource:
     """The teacher, refused unless it has trained weights (an untrained teacher teaches noise)."""
-    src = load_source(ref, data)
+    src = load_source(model, data)
     if not src.trained:
         how = "artifact is marked untrained" if src.card is not None else "has no weights"
         raise WeightsError(
-            f"teacher {ref.model} {how}",
+            f"teacher {model_ref(model).model} {how}",
             hint="pass a trained artifact (`compress train ... --out DIR`) or "
             "--teacher-weights FILE",
         )

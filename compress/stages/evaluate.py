@@ -18,7 +18,7 @@ from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import ModelSpec
-from compress.stages.common import ModelRef, data_config_for, load_source
+from compress.stages.common import Model, ModelRef, data_config_for, load_source, model_ref
 from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_predictor
 
 SPLITS = ("test", "val", "train")
@@ -60,8 +60,8 @@ class EvalReport:
 
 
 def run_eval(
-    ref: ModelRef,
-    data: DataConfig | None,
+    model: Model,
+    data: DataConfig | None = None,
     split: str = "test",
     limit: int | None = None,
     *,
@@ -69,8 +69,10 @@ def run_eval(
     precision: str | None = None,
     threads: int | None = None,
 ) -> EvalReport:
-    """Evaluate `ref` on `split` on `runtime` at `precision` (default: ONNX artifacts on
-    onnxruntime, PyTorch ones in eager PyTorch, each at its own precision)."""
+    """Top-1, top-5, loss, per-class accuracy of `model` on `split`, measured on `runtime` at
+    `precision` (`compress.evaluate`, `compress eval`; default: ONNX artifacts on onnxruntime,
+    PyTorch ones in eager PyTorch, each at its own precision)."""
+    ref = model_ref(model)
     if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
     if split not in SPLITS:

@@ -33,7 +33,14 @@ from compress.models.data.datasets import (
 from compress.models.errors import QualityGateError
 from compress.models.zoo.registry import ModelSpec
 from compress.pruning.flops import count_params
-from compress.stages.common import ModelRef, card_for, data_config_for, load_source_at
+from compress.stages.common import (
+    Model,
+    ModelRef,
+    card_for,
+    data_config_for,
+    load_source_at,
+    model_ref,
+)
 from compress.stages.frame import stage_output
 from compress.stages.results import ExportSummary
 
@@ -42,21 +49,22 @@ PARITY_BATCH = 32
 
 
 def run_export(
-    ref: ModelRef,
-    cfg: ExportConfig,
-    data: DataConfig | None,
+    model: Model,
     out: str | Path,
+    config: ExportConfig | None = None,
+    data: DataConfig | None = None,
     *,
     overwrite: bool = False,
 ) -> ExportSummary:
-    """Export, check, parity-gate and write the ONNX artifact `out`; returns a summary. With
-    `cfg.input_size` the file takes that H/W (the parity gate runs there too, on validation
-    images resized to it) and its card's spec says so. One process exports (a recipe runs it
-    on rank 0)."""
+    """Export `model`, check, parity-gate and write the ONNX artifact `out`; returns a summary
+    (`compress.export_onnx`, `compress export`). With `config.input_size` the file takes that
+    H/W (the parity gate runs there too, on validation images resized to it) and its card's
+    spec says so. One process exports (a recipe runs it on rank 0)."""
+    cfg, ref = config or ExportConfig(), model_ref(model)
     with stage_output(out, overwrite, collective=False) as frame:
         src = load_source_at(ref, data, cfg.input_size)
-        model = src.model.eval()
-        spec: ModelSpec = model.spec  # type: ignore[assignment]
+        net = src.model.eval()
+        spec: ModelSpec = net.spec  # type: ignore[assignment]
         bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
         inputs, batches = _parity_inputs(bundle, spec, cfg)
         card = card_for(src, bundle)
@@ -64,19 +72,19 @@ def run_export(
         gates: dict[str, ParityReport] = {}
         with frame.directory() as tmp:
             path = tmp / ONNX
-            result = export_onnx(model, path, cfg, metadata=card_metadata(card))
+            result = export_onnx(net, path, cfg, metadata=card_metadata(card))
             if cfg.optimize != "none":
-                gates["parity_unoptimized"] = _parity(model, path, batches, cfg, inputs)
+                gates["parity_unoptimized"] = _parity(net, path, batches, cfg, inputs)
                 _optimize_in_place(path, cfg.optimize)
                 result.optimized, result.bytes = cfg.optimize, onnx_size(path)
-            gates["parity"] = _parity(model, path, batches, cfg, inputs)
+            gates["parity"] = _parity(net, path, batches, cfg, inputs)
             result.path = str(Path(out) / ONNX)
             _record(card, ref, src, cfg, result.to_dict(), gates)
             write_card(tmp, card)
     parity = gates["parity"]
     summary = ExportSummary(
         out=str(out),
-        params=count_params(model),
+        params=count_params(net),
         export=result.to_dict(),
         parity=parity.to_dict(),
         parity_summary=parity.summary(),

@@ -24,7 +24,7 @@ from compress.factorization.svd import FactorizeConfig, factorize
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
-from compress.stages.common import ModelRef, card_for, data_config_for
+from compress.stages.common import Model, card_for, data_config_for, model_ref
 from compress.stages.distill import load_teacher
 from compress.stages.frame import stage_output
 from compress.stages.results import FactorizeSummary
@@ -36,21 +36,23 @@ log = logging.getLogger(__name__)
 
 
 def run_factorize(
-    ref: ModelRef,
-    cfg: FactorizeConfig,
-    data: DataConfig | None,
+    model: Model,
     out: str | Path,
+    config: FactorizeConfig | None = None,
+    data: DataConfig | None = None,
     *,
-    train_cfg: TrainConfig | None = None,
+    train: TrainConfig | None = None,
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> FactorizeSummary:
-    """Factorize `ref`, fine-tune with KD from it, measure, save `out`; returns the summary.
-    Under torchrun every rank fine-tunes (DDP); rank 0 alone writes `out`."""
-    base = train_cfg or TrainConfig(seed=cfg.seed)
+    """Replace `model`'s Linear layers by truncated SVDs, fine-tune with KD from it, measure,
+    write `out`; returns the summary (`compress.factorize`, `compress factorize`). Under
+    torchrun every rank fine-tunes (DDP); rank 0 alone writes `out`."""
+    cfg = config or FactorizeConfig()
+    base = train or TrainConfig(seed=cfg.seed)
     with stage_output(out, overwrite) as frame:
         frame.join(resolve_device(base.device))
-        src = load_teacher(ref, data)  # an untrained parent has nothing to keep
+        src = load_teacher(model, data)  # an untrained parent has nothing to keep
         teacher = copy.deepcopy(src.model).eval()
         student = src.model
         records = factorize(student, cfg)  # every rank is checked before any layer changes
@@ -76,7 +78,7 @@ def run_factorize(
         card.trained, card.metrics, card.factorization = True, after, {"ranks": ranks}
         card.add_history(
             "factorize",
-            source=ref.model,
+            source=model_ref(model).model,
             config=asdict(cfg),
             **{k: v for k, v in summary.to_dict().items() if k != "out"},
             fit=fit.to_dict() if fit is not None else None,

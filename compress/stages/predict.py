@@ -108,10 +108,12 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def predict(
-    deploy_dir: str | Path | Deployed, images: Sequence[str | Path], top_k: int = 3
+    model: str | Path | Deployed, images: Sequence[str | Path], top_k: int = 3
 ) -> list[Prediction]:
-    """Predictions for `images` (files or folders), preprocessed exactly as in training."""
-    d = deploy_dir if isinstance(deploy_dir, Deployed) else load_deployed(deploy_dir)
+    """The `top_k` classes of each image (files or folders) from a `deploy` directory, on the
+    runtime, precision and threads deploy chose, preprocessed exactly as in training
+    (`compress.predict`, `compress predict`)."""
+    d = model if isinstance(model, Deployed) else load_deployed(model)
     paths = image_paths(images)
     ds = ImageFiles([(p, 0) for p in paths], d.card.model_spec)
     run = batch_fn(d.runner)

@@ -9,8 +9,8 @@ the study is about latency only (`--weights random`, recorded as untrained).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,18 @@ from compress.pruning.sensitivity import (
     analyze,
     write_report,
 )
-from compress.stages.common import ModelRef, card_for, data_config_for, load_source
+from compress.stages.common import (
+    Model,
+    ModelRef,
+    card_for,
+    data_config_for,
+    load_source,
+    model_ref,
+)
 from compress.stages.frame import stage_output
 from compress.stages.results import Measurement, PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
-from compress.training.fit import Hooks, TrainConfig
+from compress.training.fit import Hooks
 from compress.training.precision import resolve_device
 
 log = logging.getLogger(__name__)
@@ -104,58 +111,54 @@ def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
     )
 
 
-def _needs_data(src: ModelSource, cfg: PruneConfig, tune: TrainConfig | None) -> bool:
-    return src.trained or cfg.criterion in DATA_CRITERIA or tune is not None
-
-
 def run_prune(
-    ref: ModelRef,
-    cfg: PruneConfig,
-    data: DataConfig | None,
+    model: Model,
     out: str | Path,
+    config: PruneConfig | None = None,
+    data: DataConfig | None = None,
     *,
-    overwrite: bool = False,
     finetune: FinetuneRequest = None,
     latency: bool = True,
+    overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> PruneSummary:
-    """Prune `ref` to `cfg`, fine-tune as :func:`plan_finetune` decides (a TrainConfig given
-    whole is honoured; training keys go over the default recipe), measure before/after, write
-    the artifact `out`.
+    """Prune `model` structurally (channels removed), fine-tune, measure before/after, write
+    the artifact `out` (`compress.prune`, `compress prune`).
 
-    Under torchrun every rank prunes identically (rank 0's importance ranking decides) and
-    fine-tunes with DDP; rank 0 alone measures and writes `out`."""
+    The fine-tuning is decided by `compress.pruning.policy.plan_finetune`, as for the CLI and
+    recipes: `finetune` is a TrainConfig used whole (its epochs, LR, schedule), a mapping of
+    training keys over the default recipe (`{"lr": 2e-3}`), or None (5 epochs of KD where the
+    model's training data is known; `PruneConfig(finetune_epochs=0)` skips it). Under torchrun
+    every rank prunes identically (rank 0's importance ranking decides) and fine-tunes with
+    DDP; rank 0 alone measures and writes `out`."""
+    ref = model_ref(model)
     with stage_output(out, overwrite) as frame:
         src = load_source(ref, data)
         require_trained(src)
-        plan = plan_finetune(cfg, finetune, source_facts(src, data))
+        plan = plan_finetune(config or PruneConfig(), finetune, source_facts(src, data))
         cfg, tune = plan.config, plan.train  # the card records what ran
         log.info("%s", plan.said)
         dist, _ = frame.join(resolve_device(tune.device) if tune else "cpu")
-        model = src.model
+        net = src.model
         bundle = None
-        if _needs_data(src, cfg, tune):
-            bundle = load_data(data_config_for(data, src.card), spec_of(model))
+        if src.trained or cfg.criterion in DATA_CRITERIA or tune is not None:
+            bundle = load_data(data_config_for(data, src.card), spec_of(net))
         lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads)
         lat_cfg = lat if latency else None
         scored = bundle if src.trained else None
-        before = collectives.on_main(lambda: measure(model, scored, lat_cfg))
+        before = collectives.on_main(lambda: measure(net, scored, lat_cfg))
         evaluator = None  # rank 0 scores the steps for the card
         if bundle is not None and src.trained and dist.is_main:
-            evaluator = _scorer(bundle)
-        result = prune(model, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
+            evaluator = functools.partial(accuracy, bundle=bundle)
+        result = prune(net, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
         result.finetune["said"] = plan.said
         trained = src.trained or tune is not None
-        after = collectives.on_main(lambda: measure(model, bundle if trained else None, lat_cfg))
+        after = collectives.on_main(lambda: measure(net, bundle if trained else None, lat_cfg))
         summary = _summary(ref, src, cfg, result, before, after, trained, out)
         card = card_for(src, bundle)
         _record(card, summary, asdict(cfg), asdict(tune) if tune else None, result.to_dict())
-        frame.save_model(model, card)
+        frame.save_model(net, card)
     return summary
-
-
-def _scorer(bundle: DataBundle) -> Callable[[nn.Module], dict[str, float]]:
-    return lambda m: accuracy(m, bundle)
 
 
 def _record(
@@ -224,28 +227,30 @@ def _summary(
 
 
 def run_sensitivity(
-    ref: ModelRef,
-    cfg: SensitivityConfig,
-    data: DataConfig | None,
+    model: Model,
     out: str | Path,
+    config: SensitivityConfig | None = None,
+    data: DataConfig | None = None,
     *,
-    overwrite: bool = False,
     val_limit: int | None = 2000,
+    overwrite: bool = False,
 ) -> SensitivityResult:
-    """Per-layer pruning sensitivity of a trained model; writes json/md/png into `out`."""
+    """Prune each layer of `model` alone at a few ratios (`compress.sensitivity`, `compress
+    prune --sensitivity`); the report (json, md, png) goes to `out`."""
+    ref = model_ref(model)
     with stage_output(out, overwrite, collective=False) as frame:
         src = load_source(ref, data)
         require_trained(src)
-        model = src.model
+        net = src.model
         score = None
         if src.trained:
-            bundle = load_data(data_config_for(data, src.card), spec_of(model))
-            n = spec_of(model).num_classes
+            bundle = load_data(data_config_for(data, src.card), spec_of(net))
+            n = spec_of(net).num_classes
 
             def score(m: nn.Module) -> float:
                 return evaluate(torch_predictor(m), bundle.loader("val"), n, limit=val_limit).top1
 
-        res = analyze(model, cfg, score, model_name=ref.model)
+        res = analyze(net, config or SensitivityConfig(), score, model_name=ref.model)
         if not src.trained:
             res.notes.append("untrained model (--weights random): accuracy not measured")
         res.config["val_limit"] = val_limit

@@ -28,9 +28,10 @@ from compress.quantization import ortrun
 from compress.quantization.calibration import calibration_inputs
 from compress.quantization.int4_trained import untrained_hint, with_trained_int4
 from compress.quantization.quantize import QuantizeConfig, QuantizeResult, measure_pair, quantize
-from compress.stages.common import ModelRef, data_config_for, load_source
+from compress.stages.common import Model, ModelRef, data_config_for, load_source, model_ref
 from compress.stages.frame import StageFrame, stage_output
 from compress.stages.results import QuantizeSummary
+from compress.training.config import Hooks
 from compress.training.evaluate import evaluate
 from compress.training.precision import resolve_device
 
@@ -38,18 +39,21 @@ log = logging.getLogger(__name__)
 
 
 def run_quantize(
-    ref: ModelRef,
-    cfg: QuantizeConfig,
-    data: DataConfig | None,
+    model: Model,
     out: str | Path,
+    config: QuantizeConfig | None = None,
+    data: DataConfig | None = None,
     *,
     overwrite: bool = False,
-    hooks: Any = None,
+    hooks: Hooks | None = None,
 ) -> QuantizeSummary:
-    """Quantize `ref` into the ONNX artifact `out`; returns the summary stored in the card.
+    """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out`; returns the
+    summary stored in its card (`compress.quantize`, `compress quantize`; `hooks` follow QAT's
+    fine-tuning).
 
     Under torchrun, QAT fine-tunes on every rank (DDP) and rank 0 writes `out`; post-training
     methods have nothing to train, so rank 0 quantizes and the other ranks wait for it."""
+    cfg, ref = config or QuantizeConfig(), model_ref(model)
     with stage_output(out, overwrite) as frame:
         dist, _ = frame.join(resolve_device("auto") if cfg.method == "qat" else "cpu")
         if dist.active and cfg.method != "qat":
@@ -140,10 +144,9 @@ def _float_onnx(
         if cfg.method == "qat":
             raise UsageError("--method qat needs a PyTorch model, not an .onnx file")
         return onnx.file, card_from_onnx(onnx.file)
-    from compress.export.onnx.convert import ExportConfig
     from compress.stages.export import run_export
 
-    run_export(ref, ExportConfig(), data, tmp / "fp32")  # parity-gated: raises if it fails
+    run_export(ref, tmp / "fp32", data=data)  # parity-gated: raises if it fails
     return tmp / "fp32" / ONNX, read_card(tmp / "fp32")
 
 

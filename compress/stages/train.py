@@ -15,7 +15,7 @@ from compress.distributed import sharding
 from compress.models.data.datasets import DataBundle, DataConfig
 from compress.models.jsontypes import JsonObject
 from compress.pruning.flops import count_params
-from compress.stages.common import ModelRef, card_for, load_source_and_data
+from compress.stages.common import Model, card_for, load_source_and_data
 from compress.stages.frame import stage_output
 from compress.stages.results import TrainSummary
 from compress.training.evaluate import all_reduce_eval, evaluate, torch_predictor
@@ -31,35 +31,32 @@ def checkpoint_dir_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
-def _drop_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
 def run_train(
-    ref: ModelRef,
-    cfg: TrainConfig,
-    data: DataConfig | None,
+    model: Model,
     out: str | Path,
+    config: TrainConfig | None = None,
+    data: DataConfig | None = None,
     *,
     overwrite: bool = False,
     hooks: Hooks | None = None,
 ) -> TrainSummary:
-    """Train, evaluate on val and test, save `out`; returns the summary stored in the card.
+    """Train `model`, evaluate on val and test, write the artifact `out`; returns the summary
+    stored in its card (`compress.train`, `compress train`).
 
     Under torchrun every rank trains (DDP) and gets the summary; rank 0 alone writes `out`,
     and every rank returns only once it exists."""
+    cfg = config or TrainConfig()
     with stage_output(out, overwrite or cfg.resume, check=not cfg.resume) as frame:
         frame.join(resolve_device(cfg.device))  # before the model: GPU per rank
         torch.manual_seed(cfg.seed)  # the seed governs initialization too
-        src, bundle = load_source_and_data(ref, data)
+        src, bundle = load_source_and_data(model, data)
         ckpt = checkpoint_dir_for(out)
         cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)
         try:
             result = fit(src.model, bundle, cfg, hooks=hooks)
         except BaseException:
-            _drop_if_empty(Path(cfg.checkpoint_dir))  # a failed first save leaves nothing
+            with contextlib.suppress(OSError):  # a failed first save leaves nothing: rmdir
+                Path(cfg.checkpoint_dir).rmdir()  # removes the folder only if it is empty
             raise
         metrics = final_metrics(src.model, bundle, result)
         card = card_for(src, bundle)
