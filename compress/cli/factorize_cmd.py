@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,6 +10,7 @@ from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
 if TYPE_CHECKING:
+    from compress.factorization.svd import FactorizeConfig
     from compress.models.data.splits import DataConfig
     from compress.stages.results import FactorizeSummary
 
@@ -17,30 +18,7 @@ if TYPE_CHECKING:
 def factorize(
     model: o.ModelOpt,
     out: o.OutOpt,
-    rank: Annotated[
-        int | None, typer.Option(help="One rank for every chosen Linear layer.")
-    ] = None,
-    layer_rank: Annotated[
-        list[str] | None,
-        typer.Option(help="Rank of one layer, NAME=RANK (repeatable), e.g. fc1=16."),
-    ] = None,
-    param_target: Annotated[
-        float | None,
-        typer.Option(help="Keep this fraction (0-1) of each chosen layer's weights."),
-    ] = None,
-    layers: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--layers",
-            help="Linear module to factorize (repeatable); default: all but the classifier.",
-        ),
-    ] = None,
-    epochs: Annotated[
-        int, typer.Option(help="KD fine-tuning epochs from the parent (0: none).")
-    ] = 2,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tuning.")] = 1e-3,
-    temperature: Annotated[float, typer.Option(help="KD temperature.")] = 2.0,
-    alpha: Annotated[float, typer.Option(help="Weight of the teacher term in [0, 1].")] = 0.5,
+    how: FactorizeConfig = o.options_from(o.FACTORIZE, take=("seed",)),
     mo: o.ModelOptions = o.ModelOptions(),
     data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "seed", "limit")),
     overwrite: o.OverwriteOpt = False,
@@ -53,21 +31,9 @@ def factorize(
     """
     from compress import api
     from compress.cli.progress import RichHooks
-    from compress.factorization.svd import FactorizeConfig
 
-    cfg = FactorizeConfig(
-        rank=rank,
-        ranks=o.pairs(layer_rank or [], "--layer-rank", "NAME=RANK (e.g. fc1=16)"),
-        param_target=param_target,
-        layers=tuple(layers or ()),
-        epochs=epochs,
-        lr=lr,
-        temperature=temperature,
-        alpha=alpha,
-        seed=data.seed,
-    )
     with RichHooks() as hooks:
-        r = api.factorize(mo.of(model), out, cfg, data, overwrite=overwrite, hooks=hooks)
+        r = api.factorize(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
     _print(r)
     write_json(json_out, r.to_dict())
 

@@ -151,6 +151,7 @@ BENCH = "compress.export.bench.measure:BenchConfig"
 TUNE = "compress.pipeline.tune:TuneConfig"
 EXPORT = "compress.export.onnx.convert:ExportConfig"
 DEPLOY = "compress.stages.deploy:DeployConfig"
+FACTORIZE = "compress.factorization.svd:FactorizeConfig"
 WHERE = ("dataset", "data_dir")  # the DataConfig options of a verb that only reads data
 TRAIN_DATA = (*WHERE, "batch_size", "seed", "limit", "augment")  # ... and of one that trains
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from compress.models.errors import UnsupportedError, UsageError
+from compress.models.options import option
 from compress.models.zoo.lowrank import LowRankLinear, break_even
 from compress.models.zoo.registry import spec_of
 
@@ -27,15 +28,27 @@ log = logging.getLogger(__name__)
 class FactorizeConfig:
     """Which Linear layers to factorize and to what rank; KD fine-tuning settings."""
 
-    rank: int | None = None  # one rank for every chosen layer
-    ranks: dict[str, int] = field(default_factory=dict)  # per layer (module name -> rank)
-    param_target: float | None = None  # keep this fraction of each chosen layer's weights
-    layers: tuple[str, ...] = ()  # module names; empty: every Linear but the classifier
-    epochs: int = 2  # KD fine-tuning from the parent (0: none)
-    lr: float = 1e-3
-    temperature: float = 2.0
-    alpha: float = 0.5
-    seed: int = 0
+    rank: int | None = option(None, "One rank for every chosen Linear layer.")
+    ranks: dict[str, int] = option(
+        help="Rank of one layer, NAME=RANK (repeatable), e.g. fc1=16.",
+        factory=dict,
+        flag="--layer-rank",
+        cli="pairs",
+        shape="NAME=RANK (e.g. fc1=16)",
+    )
+    param_target: float | None = option(
+        None, "Keep this fraction (0-1) of each chosen layer's weights."
+    )
+    layers: tuple[str, ...] = option(
+        (),
+        "Linear module to factorize (repeatable); default: all but the classifier.",
+        cli="repeat",
+    )
+    epochs: int = option(2, "KD fine-tuning epochs from the parent (0: none).")
+    lr: float = option(1e-3, "Peak learning rate of the fine-tuning.")
+    temperature: float = option(2.0, "KD temperature.")
+    alpha: float = option(0.5, "Weight of the teacher term in [0, 1].")
+    seed: int = option(0, "Seed of the fine-tuning (the verb's --seed).", cli=False)
 
     def __post_init__(self) -> None:
         given = [self.rank is not None, bool(self.ranks), self.param_target is not None]

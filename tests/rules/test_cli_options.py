@@ -17,9 +17,10 @@ from compress.cli.app import app
 from compress.cli.fields import config_fields
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
+CONFIGS += (o.FACTORIZE,)
 # Flags that are no config field: what to run on and where the result goes (model reference,
 # output, report files), verbs whose library call takes plain arguments (eval, sensitivity,
-# factorize, doctor, predict, models, info, run), and prune's fine-tuning --lr / --latency.
+# doctor, predict, models, info, run), and prune's fine-tuning --lr / --latency.
 MODEL = {"model", "weights", "num_classes", "in_channels", "input_size", "trust_pickle"}
 MODEL |= {"trust_code"}
 OUTPUT = {"out", "overwrite", "json_out", "csv_out", "md_out", "plot", "help"}
@@ -29,7 +30,7 @@ CLI_ONLY = {
     "bench": set(),
     "tune": {"recipe", "set_"},
 }
-PLAIN = {"eval", "sensitivity", "factorize", "doctor", "predict", "models", "info", "run"}
+PLAIN = {"eval", "sensitivity", "doctor", "predict", "models", "info", "run"}
 
 
 def _class(target: str) -> type:
