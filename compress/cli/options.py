@@ -152,11 +152,12 @@ TUNE = "compress.pipeline.tune:TuneConfig"
 EXPORT = "compress.export.onnx.convert:ExportConfig"
 DEPLOY = "compress.stages.deploy:DeployConfig"
 FACTORIZE = "compress.factorization.svd:FactorizeConfig"
+SENSITIVITY = "compress.pruning.sensitivity:SensitivityConfig"
 WHERE = ("dataset", "data_dir")  # the DataConfig options of a verb that only reads data
 TRAIN_DATA = (*WHERE, "batch_size", "seed", "limit", "augment")  # ... and of one that trains
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 _LISTS = ("repeat", "pairs")  # metadata "cli": a repeatable option (NAME=N pairs for "pairs")
-_CSV = ("csv", "csv-int")  # metadata "cli": one comma-separated option
+_CSV = ("csv", "csv-int", "csv-float")  # metadata "cli": one comma-separated option
 
 
 @dataclass(frozen=True)
@@ -276,10 +277,11 @@ def _config_value(f: ConfigField, value: Any) -> Any:
             raise UsageError(f"{flag} is empty")
         if form == "csv":
             return words
+        cast, kind = (int, "integers") if form == "csv-int" else (float, "numbers")
         try:
-            return tuple(int(w) for w in words)
+            return tuple(cast(w) for w in words)
         except ValueError:
-            raise UsageError(f"{flag} must be comma-separated integers, got {value!r}") from None
+            raise UsageError(f"{flag} must be comma-separated {kind}, got {value!r}") from None
     return value
 
 

@@ -13,6 +13,7 @@ from compress.pruning.config import FINETUNE_LR
 if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
     from compress.pruning.config import PruneConfig
+    from compress.pruning.sensitivity import SensitivityConfig
     from compress.training.config import TrainConfig
 
 PrunedOut = Annotated[
@@ -133,18 +134,10 @@ def _x(v: float | None) -> str:
 def sensitivity(
     model: o.ModelOpt,
     out: o.OutOpt,
-    ratios: Annotated[
-        str, typer.Option(help="Comma-separated ratios to try per layer.")
-    ] = "0.25,0.5,0.75",
-    criterion: Annotated[str, typer.Option(help="Channel ranking criterion (see prune).")] = "l2",
-    round_to: Annotated[int, typer.Option(help="Channel multiple (1 = off).")] = 8,
-    ignore: Annotated[
-        list[str] | None, typer.Option(help="Layer to leave out (repeatable).")
-    ] = None,
+    how: SensitivityConfig = o.options_from(o.SENSITIVITY),
     val_limit: Annotated[
         int, typer.Option(help="Validation images per trial (0 = the whole split).")
     ] = 2000,
-    latency: Annotated[bool, typer.Option(help="Time every trial in onnxruntime.")] = True,
     mo: o.ModelOptions = o.ModelOptions(),
     data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     overwrite: o.OverwriteOpt = False,
@@ -155,24 +148,9 @@ def sensitivity(
     Feed the result to `compress prune --from-sensitivity OUT --max-drop 1`.
     """
     from compress import api
-    from compress.models.errors import UsageError
-    from compress.pruning.sensitivity import SensitivityConfig
 
-    try:
-        rs = [float(r) for r in ratios.split(",") if r.strip()]
-    except ValueError:
-        raise UsageError(
-            f"--ratios: cannot read {ratios!r}", hint="e.g. --ratios 0.25,0.5,0.75"
-        ) from None
-    cfg = SensitivityConfig(
-        ratios=rs,
-        criterion=criterion,
-        round_to=round_to if round_to > 1 else None,
-        ignore=list(ignore or []),
-        latency=latency,
-    )
     r = api.sensitivity(
-        mo.of(model), out, cfg, data, overwrite=overwrite, val_limit=val_limit or None
+        mo.of(model), out, how, data, overwrite=overwrite, val_limit=val_limit or None
     )
     console.print(f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)")
     write_json(json_out, {"out": str(out), **r.to_dict()})

@@ -21,6 +21,7 @@ from torch import nn
 
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.models.zoo.registry import spec_of
 from compress.pruning.config import SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
@@ -37,19 +38,24 @@ JSON_NAME, MD_NAME, PNG_NAME = SENSITIVITY_JSON, "sensitivity.md", "sensitivity.
 class SensitivityConfig:
     """Ratios tried per layer, the criterion, layers left out, and whether to time each trial."""
 
-    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    criterion: str = "l2"
-    round_to: int | None = 8
-    ignore: list[str] = field(default_factory=list)
-    latency: bool = True
-    latency_batch: int = 1
-    latency_threads: int = 2
+    ratios: tuple[float, ...] | list[float] = option(
+        (0.25, 0.5, 0.75), "Comma-separated ratios to try per layer.", cli="csv-float"
+    )
+    criterion: str = option("l2", "Channel ranking criterion (see prune).")
+    round_to: int | None = option(8, "Channel multiple (1 = off).")
+    ignore: list[str] = option(help="Layer to leave out (repeatable).", factory=list, cli="repeat")
+    latency: bool = option(True, "Time every trial in onnxruntime.")
+    latency_batch: int = option(1, "Batch size of the latency trials.", cli=False)
+    latency_threads: int = option(2, "onnxruntime threads of the latency trials.", cli=False)
 
     def __post_init__(self) -> None:
         if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
             raise UsageError(f"--ratios must be in (0, 1), got {self.ratios}")
         self.ratios = sorted(set(self.ratios))
-        PruneConfig(ratio=0.0, criterion=self.criterion, round_to=self.round_to)  # validates
+        # validated and normalised (1 = off -> None) by PruneConfig, the one owner
+        self.round_to = PruneConfig(
+            ratio=0.0, criterion=self.criterion, round_to=self.round_to
+        ).round_to
 
 
 @dataclass

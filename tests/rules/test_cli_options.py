@@ -17,10 +17,10 @@ from compress.cli.app import app
 from compress.cli.fields import config_fields
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
-CONFIGS += (o.FACTORIZE,)
+CONFIGS += (o.FACTORIZE, o.SENSITIVITY)
 # Flags that are no config field: what to run on and where the result goes (model reference,
-# output, report files), verbs whose library call takes plain arguments (eval, sensitivity,
-# doctor, predict, models, info, run), and prune's fine-tuning --lr / --latency.
+# output, report files), verbs whose library call takes plain arguments (eval, doctor, predict,
+# models, info, run), sensitivity's --val-limit, and prune's fine-tuning --lr / --latency.
 MODEL = {"model", "weights", "num_classes", "in_channels", "input_size", "trust_pickle"}
 MODEL |= {"trust_code"}
 OUTPUT = {"out", "overwrite", "json_out", "csv_out", "md_out", "plot", "help"}
@@ -29,8 +29,9 @@ CLI_ONLY = {
     "distill": {"teacher", "student", "teacher_weights", "student_weights"},
     "bench": set(),
     "tune": {"recipe", "set_"},
+    "sensitivity": {"val_limit"},
 }
-PLAIN = {"eval", "sensitivity", "doctor", "predict", "models", "info", "run"}
+PLAIN = {"eval", "doctor", "predict", "models", "info", "run"}
 
 
 def _class(target: str) -> type:
@@ -109,5 +110,9 @@ def test_comma_lists_and_pairs_are_parsed_in_one_place():
     assert bench.build({"batch_sizes": "1, 8"}).batch_sizes == (1, 8)
     with pytest.raises(o.UsageError, match="--batch-sizes must be comma-separated integers"):
         bench.build({"batch_sizes": "1,x"})
+    scan = o.ConfigOptions(o.SENSITIVITY, only=("ratios",))
+    assert scan.build({"ratios": "0.5, 0.25,0.5"}).ratios == [0.25, 0.5]
+    with pytest.raises(o.UsageError, match="--ratios must be comma-separated numbers"):
+        scan.build({"ratios": "0.5,half"})
     with pytest.raises(o.UsageError, match="--batch-sizes is empty"):
         bench.build({"batch_sizes": ","})
