@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from compress.cli.app import app
-from tests.conftest import FASHION_MINI
+from compress.models.zoo.registry import create_model
+from tests.conftest import FASHION_MINI, cli, params
 
 runner = CliRunner()
 DATA = ["--data-dir", str(FASHION_MINI)]
@@ -124,3 +125,15 @@ def test_import_compress_is_cheap():
     code = "import compress, sys; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False"
+
+
+def test_models_json_lists_the_zoo_as_the_table_shows_it(tmp_path) -> None:
+    out = tmp_path / "zoo.json"
+    r = cli("models", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(out.read_text())}
+    assert rows["lenet5"]["params"] == params(create_model("lenet5"))
+    assert "imagenet" in rows["resnet50"]["weights"] and rows["lenet5"]["weights"] == []
+    assert "61,706" in r.output  # the table still prints
+    only = cli("models", "--json", "-")
+    assert [row["name"] for row in json.loads(only.output)] == sorted(rows)

@@ -14,11 +14,13 @@ def models_cmd(
     input_size: Annotated[int, typer.Option(help="Input size to show specs for.")] = 28,
     in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
     num_classes: Annotated[int, typer.Option(help="Classes.")] = 10,
+    json_out: JsonOpt = None,
 ) -> None:
     """List the model zoo with parameter counts and specs at the given shape, and the published
     weights each model accepts by name (`--weights imagenet`)."""
     from rich.table import Table
 
+    from compress.models.jsontypes import JsonObject
     from compress.models.zoo.pretrained import names_for
     from compress.models.zoo.registry import create_model, list_models, spec_of
 
@@ -27,18 +29,34 @@ def models_cmd(
     )
     for col in ("name", "variant", "params", "classifier", "mean/std", "--weights"):
         table.add_column(col)
+    rows: list[JsonObject] = []
     for name in list_models():
         m = create_model(
             name, num_classes=num_classes, in_channels=in_channels, input_size=input_size
         )
         s = spec_of(m)
+        rows.append(
+            {
+                "name": name,
+                "variant": s.variant,
+                "params": sum(p.numel() for p in m.parameters()),
+                "classifier": s.classifier,
+                "mean": list(s.mean),
+                "std": list(s.std),
+                "weights": [n.split(" ")[0] for n in names_for(name)],
+            }
+        )
+    write_json(json_out, rows)
+    if json_out == "-":
+        return
+    for r in rows:
         table.add_row(
-            name,
-            s.variant,
-            f"{sum(p.numel() for p in m.parameters()):,}",
-            s.classifier,
-            f"{s.mean}/{s.std}",
-            ", ".join(n.split(" ")[0] for n in names_for(name)) or "-",
+            r["name"],
+            r["variant"],
+            f"{r['params']:,}",
+            r["classifier"],
+            f"{tuple(r['mean'])}/{tuple(r['std'])}",
+            ", ".join(r["weights"]) or "-",
         )
     console.print(table)
 
@@ -80,5 +98,5 @@ def info(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("models")(models_cmd)
+    app.command("models")(with_groups(models_cmd))
     app.command("info")(with_groups(info))
