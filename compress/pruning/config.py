@@ -6,14 +6,13 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.options import option
-from compress.pruning.outcome import Achieved, Counts, SparseLearning
 
 log = logging.getLogger(__name__)
 
@@ -388,29 +387,3 @@ def ratios_from_sensitivity(report: dict[str, Any], max_drop: float) -> dict[str
             hint="raise --max-drop, or run sensitivity with smaller --ratios",
         )
     return out
-
-
-@dataclass
-class PruneResult:
-    """What pruning did; params/MACs count convolutions and linear layers per image."""
-
-    target: dict[str, Any]
-    before: Counts
-    after: Counts
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    layers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    latency_trace: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    sparse: SparseLearning | None = None
-    prune_seconds: float = 0.0
-    finetune_seconds: float = 0.0
-    finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran (said, epochs)
-    achieved: Achieved | None = None  # requested vs achieved reduction
-
-    def to_dict(self) -> JsonObject:
-        """For the card: nested results as plain JSON, the same keys as they were ever written."""
-        d = asdict(self)
-        d["achieved"] = d["achieved"] or {}
-        if self.sparse is not None and self.sparse.metrics is None:
-            del d["sparse"]["metrics"]
-        return d

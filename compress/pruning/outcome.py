@@ -1,4 +1,5 @@
-"""The typed pieces of a PruneResult: counts, requested vs achieved, sparse learning.
+"""What pruning did: PruneResult and its typed pieces (counts, requested vs achieved, sparse
+learning).
 
 Kept apart from the config so that the modules producing them (session, achieved, sparse) and
 the result holding them import one small data model without importing each other.
@@ -6,8 +7,10 @@ the result holding them import one small data model without importing each other
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TypeAlias
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeAlias
+
+from compress.models.jsontypes import JsonObject
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,29 @@ class SparseLearning:
     train_loss: float
     group_norm_spread: float
     metrics: dict[str, float] | None = None
+
+
+@dataclass
+class PruneResult:
+    """What pruning did; params/MACs count convolutions and linear layers per image."""
+
+    target: dict[str, Any]
+    before: Counts
+    after: Counts
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    layers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    latency_trace: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sparse: SparseLearning | None = None
+    prune_seconds: float = 0.0
+    finetune_seconds: float = 0.0
+    finetune: dict[str, Any] = field(default_factory=dict)  # the policy that ran (said, epochs)
+    achieved: Achieved | None = None  # requested vs achieved reduction
+
+    def to_dict(self) -> JsonObject:
+        """For the card: nested results as plain JSON, the same keys as they were ever written."""
+        d = asdict(self)
+        d["achieved"] = d["achieved"] or {}
+        if self.sparse is not None and self.sparse.metrics is None:
+            del d["sparse"]["metrics"]
+        return d

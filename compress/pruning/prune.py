@@ -32,13 +32,12 @@ from compress.pruning.config import (
     DATA_CRITERIA,
     TARGETS,
     PruneConfig,
-    PruneResult,
     TargetUnreachableError,
     parse_amount,
 )
 from compress.pruning.flops import BATCHNORM_TYPES
 from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
-from compress.pruning.outcome import Achieved, Counts
+from compress.pruning.outcome import Achieved, Counts, PruneResult
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
 from compress.training.fit import Hooks, TrainConfig

@@ -22,7 +22,6 @@ from compress.pruning.config import (
     DATA_CRITERIA,
     DATA_FREE_CRITERION,
     PruneConfig,
-    PruneResult,
     TargetUnreachableError,
     parse_amount,
 )
@@ -39,7 +38,7 @@ from compress.pruning.graph import (
     search,
 )
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
-from compress.pruning.outcome import Counts, SparseLearning
+from compress.pruning.outcome import Counts, PruneResult, SparseLearning
 from compress.training.batchnorm import BnRecalibration, has_batchnorm, recalibrate_batchnorm
 from compress.training.fit import Hooks, TrainConfig, fit
 

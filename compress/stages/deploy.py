@@ -52,8 +52,12 @@ from compress.stages.deploy_gate import (
     Speedup,
     Trial,
     apply_gate,
+    candidate_rows,
+    device_of,
+    format_table,
     measure_accuracy,
     open_trials,
+    pct,
     reference_of,
     speedups,
     thread_counts,
@@ -159,7 +163,7 @@ class DeployResult:
         return {
             "out": self.out,
             "chosen": self.chosen.to_dict(),
-            "candidates": _rows(self.skipped, self.candidates),
+            "candidates": candidate_rows(self.skipped, self.candidates),
             "reference_top1": self.reference_top1,
             "reference": self.reference,
             "speedup": asdict(self.speedup) if self.speedup else None,
@@ -213,7 +217,7 @@ def deploy(
         if not m.passed:
             raise QualityGateError(
                 f"no candidate passed the accuracy gate (max_drop {cfg.max_drop:g} pt vs "
-                f"{_pct(m.reference)} {m.where}); nothing was deployed\n"
+                f"{pct(m.reference)} {m.where}); nothing was deployed\n"
                 + format_table(m.trials, m.skipped),
                 hint="raise --max-drop, or deploy a more accurate artifact",
             )
@@ -330,15 +334,6 @@ def _fastest(trials: list[Trial], bs: int) -> Trial:
     return min(timed, key=lambda t: t.p50(bs))
 
 
-def _rows(skipped: list[Skipped], trials: list[Trial]) -> list[dict[str, Any]]:
-    """deploy.json's candidates: the refused ones with their reason, then every one tried."""
-    refused = [
-        {"runtime": s.runtime, "precision": s.precision, "status": "skipped", "reason": s.reason}
-        for s in skipped
-    ]
-    return refused + [t.to_dict() for t in trials]
-
-
 def _manifest(
     m: _Measured,
     best: Trial,
@@ -379,12 +374,12 @@ def _manifest(
         "class_names": list(card.class_names),
         "gate": {"max_drop": cfg.max_drop, "reference_top1": m.reference, "reference": m.where},
         "selected_by": f"lowest p50 latency at batch {cfg.batch_sizes[0]} within the gate",
-        "candidates": _rows(m.skipped, m.trials),
+        "candidates": candidate_rows(m.skipped, m.trials),
         "config": asdict(cfg),
         "environment": capture_environment(case.threads),
     }
     if base is not None:
-        rows = _rows(base.skipped, base.trials)
+        rows = candidate_rows(base.skipped, base.trials)
         doc["baseline"] = {
             "model": cfg.baseline,
             "reference_top1": base.reference,
@@ -405,33 +400,3 @@ def _write(frame: StageFrame, src: _Source, best: Trial, manifest: dict[str, Any
         manifest["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("deployed %s on %s to %s", manifest["source"]["model"], best.case.label, frame.out)
-
-
-def device_of(runtime: str) -> str:
-    """The device a runtime name implies: cuda (torch-cuda, ort-cuda, ort-trt), gpu, npu, cpu."""
-    if runtime.endswith(("-cuda", "-trt")):
-        return "cuda"
-    return next((d for d in ("gpu", "npu") if runtime.endswith("-" + d)), "cpu")
-
-
-def format_table(trials: list[Trial], skipped: list[Skipped] | None = None) -> str:
-    """Candidates as plain text (for the exit-5 message and logs)."""
-    lines = [f"{'runtime':<12} {'prec':<5} {'thr':>3} {'val top-1':>9} {'drop':>7}  status"]
-    for s in skipped or []:
-        lines.append(
-            f"{s.runtime:<12} {s.precision:<5} {'-':>3} {'-':>9} {'-':>7}  skipped: {s.reason}"
-        )
-    for t in trials:
-        first = next(iter(t.timed), None)
-        p50 = f"  p50 {t.p50(first):.3f} ms" if first is not None else ""
-        drop = "-" if t.drop_pts is None else f"{t.drop_pts:.2f}"
-        reason = f": {t.reason}" if t.reason else ""
-        lines.append(
-            f"{t.case.runtime:<12} {t.case.precision:<5} {t.case.threads:>3} "
-            f"{_pct(t.val_top1):>9} {drop:>7}  {t.status}{reason}{p50}"
-        )
-    return "\n".join(lines)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from compress.export.bench.baseline import FASTEST_DENSE, ORT_FP32, find_baselines
-from compress.export.bench.cases import CASE_ERRORS, Case, batch_fn, first_line, open_runner
+from compress.export.bench.cases import (
+    CASE_ERRORS,
+    Case,
+    Skipped,
+    batch_fn,
+    first_line,
+    open_runner,
+)
 from compress.export.bench.measure import BenchConfig, run_rounds
 from compress.export.bench.results import Measured, rnd
 from compress.export.bench.timing import Timings, torch_threads
@@ -252,3 +259,43 @@ def speedups(best: Trial, baseline: list[Trial], bs: int) -> Speedup:
         versus(FASTEST_DENSE, "vs the fastest dense baseline on this machine"),
         versus(ORT_FP32, "vs the dense baseline on onnxruntime fp32"),
     )
+
+
+def candidate_rows(skipped: list[Skipped], trials: list[Trial]) -> list[dict[str, Any]]:
+    """deploy.json's candidates: the refused ones with their reason, then every one tried."""
+    refused = [
+        {"runtime": s.runtime, "precision": s.precision, "status": "skipped", "reason": s.reason}
+        for s in skipped
+    ]
+    return refused + [t.to_dict() for t in trials]
+
+
+def device_of(runtime: str) -> str:
+    """The device a runtime name implies: cuda (torch-cuda, ort-cuda, ort-trt), gpu, npu, cpu."""
+    if runtime.endswith(("-cuda", "-trt")):
+        return "cuda"
+    return next((d for d in ("gpu", "npu") if runtime.endswith("-" + d)), "cpu")
+
+
+def format_table(trials: list[Trial], skipped: list[Skipped] | None = None) -> str:
+    """Candidates as plain text (for the exit-5 message and logs)."""
+    lines = [f"{'runtime':<12} {'prec':<5} {'thr':>3} {'val top-1':>9} {'drop':>7}  status"]
+    for s in skipped or []:
+        lines.append(
+            f"{s.runtime:<12} {s.precision:<5} {'-':>3} {'-':>9} {'-':>7}  skipped: {s.reason}"
+        )
+    for t in trials:
+        first = next(iter(t.timed), None)
+        p50 = f"  p50 {t.p50(first):.3f} ms" if first is not None else ""
+        drop = "-" if t.drop_pts is None else f"{t.drop_pts:.2f}"
+        reason = f": {t.reason}" if t.reason else ""
+        lines.append(
+            f"{t.case.runtime:<12} {t.case.precision:<5} {t.case.threads:>3} "
+            f"{pct(t.val_top1):>9} {drop:>7}  {t.status}{reason}{p50}"
+        )
+    return "\n".join(lines)
+
+
+def pct(x: float | None) -> str:
+    """A top-1 fraction as the deploy table shows it."""
+    return "-" if x is None else f"{100 * x:.2f}%"

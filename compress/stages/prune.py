@@ -23,9 +23,9 @@ from compress.models.artifacts.resolve import ModelSource, missing_weights_hint
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.errors import UsageError
 from compress.models.zoo.registry import spec_of
-from compress.pruning.config import PruneResult
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
+from compress.pruning.outcome import PruneResult
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
 from compress.pruning.sensitivity import (

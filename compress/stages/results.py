@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from compress.models.jsontypes import JsonObject
 
 if TYPE_CHECKING:
-    from compress.pruning.config import PruneResult
     from compress.pruning.flops import OpCount
     from compress.pruning.latency import Latency
+    from compress.pruning.outcome import PruneResult
     from compress.quantization.context import QuantizeResult
 
 
