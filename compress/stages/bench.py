@@ -1,8 +1,7 @@
 """`compress bench` and `compress doctor`: resolve `--model` references, then measure or diagnose.
 
-A reference is a zoo name (built with the shape options), a PyTorch artifact, an ONNX artifact,
-or a bare `.onnx` file. ONNX inputs are first opened and run once in a child process, so a file
-that crashes onnxruntime is reported as an error instead of killing the command.
+A reference is a zoo name, a PyTorch or ONNX artifact, or a bare `.onnx` file. ONNX inputs are
+first run once in a child process, so a file that crashes onnxruntime is reported, not fatal.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from compress.export.onnx.file import META_PREFIX
 from compress.export.runtimes.input_size import onnx_spec_at_size
 from compress.export.runtimes.probe import probe_in_subprocess
 from compress.export.runtimes.runner import ORT_PROVIDERS, card_from_onnx, inspect_onnx
-from compress.models.artifacts.artifact import ONNX, WEIGHTS, Card, is_artifact
+from compress.models.artifacts.artifact import ONNX, WEIGHTS, is_artifact
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig
 from compress.models.errors import InvalidInputError, UsageError
@@ -61,12 +60,14 @@ def bench_model(
     input_size: int | None = None,
 ) -> BenchModel:
     """Turn one `--model` reference into a BenchModel (ONNX files probed in a child process),
-    at `input_size` when given (see `compress.export.runtimes.input_size`; None: the model's own size)."""
+    at `input_size` when given (None: the model's own size)."""
     path = Path(ref.model)
     onnx = onnx_input(path)
     if onnx is not None:
         onnx_path = onnx.file
-        card = onnx.card or _card_or_none(onnx_path)
+        card = onnx.card
+        if card is None and META_PREFIX + "spec" in inspect_onnx(onnx_path).metadata:
+            card = card_from_onnx(onnx_path)
         sized = replace(ref, input_size=input_size or ref.input_size)
         spec = card.model_spec if card else _spec_from_onnx(onnx_path, sized)
         if input_size is not None:
@@ -124,13 +125,6 @@ def run_doctor(
     return d
 
 
-def _card_or_none(path: Path) -> Card | None:
-    if META_PREFIX + "spec" in inspect_onnx(path).metadata:
-        card: Card = card_from_onnx(path)
-        return card
-    return None
-
-
 def _spec_from_onnx(path: Path, ref: ModelRef) -> ModelSpec:
     """Input shape of a foreign .onnx file; symbolic sizes need --input-size/--in-channels."""
     info = inspect_onnx(path)
@@ -158,15 +152,7 @@ def _spec_from_onnx(path: Path, ref: ModelRef) -> ModelSpec:
     classes = out[-1] if out and isinstance(out[-1], int) else (ref.num_classes or 10)
     mean, std = default_mean_std(chans)
     log.debug("spec of %s from its input %s: %s", path, json.dumps(shape), (chans, size, classes))
-    return ModelSpec(
-        name=path.stem,
-        input_size=size,
-        in_channels=chans,
-        num_classes=classes,
-        mean=mean,
-        std=std,
-        variant="onnx",
-    )
+    return ModelSpec(path.stem, size, chans, classes, mean, std, variant="onnx")
 
 
 def _unique_labels(models: list[BenchModel]) -> None:

@@ -1,14 +1,9 @@
 """`compress deploy`: run an artifact every way this machine can, keep the fastest that is accurate.
 
-For a PyTorch or ONNX artifact (PyTorch ones are also exported to ONNX, parity-gated, for the
-ONNX runtimes): every available runtime x precision x thread count (1 and all cores) is opened,
-measured on the validation split, gated (`max_drop` points of top-1 vs the artifact's recorded
-validation accuracy, else vs its fp32 run here), timed in interleaved rounds at the requested
-batch sizes, and the fastest at the first batch size is written atomically as a deployable
-directory: the model file(s) with their card, and `deploy.json` (the choice, every candidate's
-figures, the environment and the preprocessing spec) that `compress predict` runs from.
-When no candidate passes the gate, nothing is written and QualityGateError (exit 5) carries
-the table.
+Every runtime x precision x thread count (PyTorch artifacts also exported to ONNX) is measured
+on the validation split, gated (`max_drop` points vs the card's top-1, else fp32 here), timed in
+interleaved rounds; the fastest is written with `deploy.json`, what `compress predict` runs.
+No candidate within the gate: nothing is written, QualityGateError (exit 5) carries the table.
 """
 
 from __future__ import annotations
@@ -27,19 +22,13 @@ from compress.export.environment import capture_environment
 from compress.export.runtimes.input_size import onnx_spec_at_size
 from compress.export.runtimes.precision import PRECISIONS
 from compress.export.runtimes.runner import RUNTIMES, TORCH_RUNTIMES
-from compress.models.artifacts.artifact import (
-    ONNX,
-    Card,
-    is_artifact,
-    now,
-    read_card,
-    save_model,
-)
+from compress.models.artifacts.artifact import ONNX, Card, is_artifact, now, read_card, save_model
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.options import option
+from compress.stages import deploy_gate as gate
 from compress.stages.common import (
     Model,
     ModelRef,
@@ -48,21 +37,7 @@ from compress.stages.common import (
     load_source_at,
     model_ref,
 )
-from compress.stages.deploy_gate import (
-    Speedup,
-    Trial,
-    apply_gate,
-    candidate_rows,
-    device_of,
-    format_table,
-    measure_accuracy,
-    open_trials,
-    pct,
-    reference_of,
-    speedups,
-    thread_counts,
-    time_trials,
-)
+from compress.stages.deploy_gate import Speedup, Trial, candidate_rows, format_table
 from compress.stages.frame import StageFrame, stage_output
 
 log = logging.getLogger(__name__)
@@ -70,6 +45,8 @@ log = logging.getLogger(__name__)
 SCHEMA = "compress-deploy/1"
 MANIFEST = "deploy.json"
 DEFAULT_MAX_DROP = 1.0  # points of validation top-1, as `compress quantize`'s accuracy budget
+SOURCE_KEYS = ("kind", "precision", "content_hash")  # deploy.json's source: the card's
+SPEC_KEYS = ("input_size", "in_channels", "num_classes", "mean", "std")  # ... and preprocessing
 
 
 @dataclass
@@ -114,8 +91,6 @@ class DeployConfig:
     exclude: tuple[str, ...] = option(
         (), "A runtime not to try (repeatable), e.g. torch-compile.", cli="repeat"
     )  # names this build lacks are ignored
-    # Height = width to deploy at; None: the artifact's own. At a size other than the one the
-    # weights were trained at, the gate compares with fp32 at that size (see _reference).
     input_size: int | None = option(
         None,
         "Deploy at N x N input (a zoo name is built at N): a PyTorch artifact is "
@@ -217,14 +192,14 @@ def deploy(
         if not m.passed:
             raise QualityGateError(
                 f"no candidate passed the accuracy gate (max_drop {cfg.max_drop:g} pt vs "
-                f"{pct(m.reference)} {m.where}); nothing was deployed\n"
+                f"{gate.pct(m.reference)} {m.where}); nothing was deployed\n"
                 + format_table(m.trials, m.skipped),
                 hint="raise --max-drop, or deploy a more accurate artifact",
             )
         base = None
         if cfg.baseline:
             base = _measure(ModelRef(cfg.baseline), data, Path(tmp) / "baseline", cfg, progress)
-        time_trials(
+        gate.time_trials(
             m.passed + (base.passed if base else []),
             cfg.batch_sizes,
             seconds=cfg.seconds,
@@ -235,7 +210,7 @@ def deploy(
         best = _fastest(m.trials, cfg.batch_sizes[0])
         best.status = "chosen"
         # p50 of the choice; speed-ups only against a measured baseline (else None)
-        speedup = speedups(best, base.trials if base else [], cfg.batch_sizes[0])
+        speedup = gate.speedups(best, base.trials if base else [], cfg.batch_sizes[0])
         manifest = _manifest(m, best, cfg, ref, base, speedup)
         _write(frame, m.src, best, manifest)
     return DeployResult(
@@ -258,21 +233,21 @@ def _measure(
     """Load `ref`, open its candidates, measure their validation top-1 and apply the gate."""
     check_names(_runtimes(cfg), cfg.precisions)
     src = _load(ref, data, tmp, cfg)
-    threads = thread_counts(cfg.threads)
+    threads = gate.thread_counts(cfg.threads)
     plan = plan_cases([src.model], _runtimes(cfg), lambda _: cfg.precisions, threads)
     if not plan.cases:
         raise UsageError(
             f"no runtime x precision can run {ref.model} here: "
             + "; ".join(f"{s.runtime}/{s.precision}: {s.reason}" for s in plan.skipped)
         )
-    trials = open_trials(plan.cases)
+    trials = gate.open_trials(plan.cases)
     spec = src.card.model_spec
     bundle = load_data(data_config_for(data, src.card), spec)
     if progress:
         progress(f"{ref.model}: accuracy on the validation split")
-    measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
-    reference, where = reference_of(src.card, trials)
-    apply_gate(trials, reference, cfg.max_drop)
+    gate.measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
+    reference, where = gate.reference_of(src.card, trials)
+    gate.apply_gate(trials, reference, cfg.max_drop)
     return _Measured(src, trials, plan.skipped, reference, where)
 
 
@@ -347,14 +322,9 @@ def _manifest(
     doc = {
         "schema": SCHEMA,
         "created": now(),
-        "source": {
-            "model": ref.model,
-            "kind": card.kind,
-            "precision": card.precision,
-            "content_hash": card.content_hash,
-        },
+        "source": {"model": ref.model} | {k: getattr(card, k) for k in SOURCE_KEYS},
         "runtime": case.runtime,
-        "device": device_of(case.runtime),
+        "device": gate.device_of(case.runtime),
         "precision": case.precision,
         "effective_precision": best.effective_precision,
         "model_precision": card.precision,
@@ -364,13 +334,7 @@ def _manifest(
             "form": "pytorch" if case.runtime in TORCH_RUNTIMES else "onnx",
         },
         "chosen": best.to_dict(),
-        "spec": {
-            "input_size": spec.input_size,
-            "in_channels": spec.in_channels,
-            "num_classes": spec.num_classes,
-            "mean": list(spec.mean),
-            "std": list(spec.std),
-        },
+        "spec": {k: v for k, v in spec.to_dict().items() if k in SPEC_KEYS},
         "class_names": list(card.class_names),
         "gate": {"max_drop": cfg.max_drop, "reference_top1": m.reference, "reference": m.where},
         "selected_by": f"lowest p50 latency at batch {cfg.batch_sizes[0]} within the gate",

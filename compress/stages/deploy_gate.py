@@ -1,10 +1,8 @@
 """`compress deploy`'s candidates: bench cases opened, gated on the validation split, timed.
 
-A candidate is a bench case (`compress.export.bench.cases`, planned and opened as `compress
-bench` does) at one thread count. Its validation top-1 is measured on the runner itself (where
-the model will run), once per (runtime, precision): thread count changes speed, not results.
-Latency comes from the bench's own loop (`compress.export.bench.measure.run_rounds`), the
-candidates taking turns slice by slice, so load from other processes hits them alike.
+A candidate is a bench case at one thread count. Its validation top-1 is measured on its own
+runner, once per (runtime, precision): threads change speed, not results. Latency comes from
+the bench's loop (`run_rounds`), candidates taking turns so outside load hits them alike.
 """
 
 from __future__ import annotations
@@ -64,17 +62,6 @@ class Trial:
 
     def to_dict(self) -> JsonObject:
         """The candidate's row of deploy.json."""
-        latency = {}
-        for bs, got in self.timed.items():
-            t = Timings(tuple(got.ms))
-            p50 = t.median_ms
-            latency[str(bs)] = {
-                "p50_ms": rnd(p50, 4),
-                "p90_ms": rnd(t.percentile(90), 4),
-                "mean_ms": rnd(t.mean_ms, 4),
-                "runs": t.runs,
-                "throughput": rnd(bs / p50 * 1e3 if p50 > 0 else 0.0),
-            }
         return {
             "runtime": self.case.runtime,
             "precision": self.case.precision,
@@ -87,8 +74,16 @@ class Trial:
             "val_top1": self.val_top1,
             "drop_pts": self.drop_pts,
             "session_seconds": rnd(self.create_seconds, 4),
-            "latency": latency,
+            "latency": {str(bs): _latency(bs, m) for bs, m in self.timed.items()},
         }
+
+
+def _latency(bs: int, m: Measured) -> JsonObject:
+    """One batch size's timings as deploy.json shows them (ms, 4 decimals)."""
+    t = Timings(tuple(m.ms))
+    ms = {"p50_ms": t.median_ms, "p90_ms": t.percentile(90), "mean_ms": t.mean_ms}
+    per_s = bs / t.median_ms * 1e3 if t.median_ms > 0 else 0.0
+    return {k: rnd(v, 4) for k, v in ms.items()} | {"runs": t.runs, "throughput": rnd(per_s)}
 
 
 @dataclass(frozen=True)
@@ -120,11 +115,8 @@ def thread_counts(threads: tuple[int, ...] | None) -> tuple[int, ...]:
 
 
 def open_trials(cases: list[Case]) -> list[Trial]:
-    """Open every candidate's runner; one that fails to open is kept as `failed` with why.
-
-    PyTorch runners are shared across thread counts (torch's thread pool is set per call), so
-    a torch-compile model compiles once per precision, not once per thread count.
-    """
+    """Open every candidate's runner (one that fails is kept as `failed`, with why). PyTorch
+    runners are shared across thread counts: torch-compile compiles once per precision."""
     trials = []
     shared: dict[tuple[int, str, str], Runner] = {}
     for c in cases:
@@ -179,11 +171,9 @@ def _evaluate(t: Trial, loader: Any, num_classes: int, limit: int | None) -> flo
 
 
 def reference_of(card: Card, trials: list[Trial]) -> tuple[float | None, str]:
-    """The accuracy the gate compares with: the card's validation top-1, else fp32 here. At an
-    input size other than the one the card's top-1 was measured at (the weights' training
-    size), fp32 here at the deployed size: the validation images are resized to it, which
-    changes the task, so the gate then checks the runtimes and precisions against fp32 on the
-    same inputs, not the model's accuracy."""
+    """The accuracy the gate compares with: the card's validation top-1, else fp32 here. At a
+    size other than the training one, fp32 here on the resized images: resizing changes the
+    task, so the gate then checks runtimes and precisions, not the model's accuracy."""
     spec = card.model_spec
     trained, size = trained_input_size(spec), spec.input_size
     val = card.metrics.get("val")
@@ -217,8 +207,7 @@ def time_trials(
     progress: Callable[[str], None] | None = None,
 ) -> None:
     """Time every `ok` trial at every batch size in the bench's loop (`rounds` interleaved
-    slices, at least 2 runs each, after up to SETTLE_S of untimed runs); then take each
-    runner's session seconds again (compiles during accuracy and timing count)."""
+    slices, >= 2 runs each, after up to SETTLE_S untimed); compiles count as session seconds."""
     ok = [t for t in trials if t.status == "ok" and t.runner is not None]
     cfg = BenchConfig(
         batch_sizes=batch_sizes, seconds=seconds, rounds=rounds, warmup=warmup, min_iters=2 * rounds
@@ -235,9 +224,8 @@ def time_trials(
 
 
 def speedups(best: Trial, baseline: list[Trial], bs: int) -> Speedup:
-    """The chosen candidate's p50 speed-up at batch `bs` against the dense baseline's fastest
-    candidate within its gate (any runtime, float precision) and against its onnxruntime fp32
-    run (the fastest thread count), found as the bench finds them; None where not measured."""
+    """The choice's p50 speed-up at batch `bs` vs the dense baseline's fastest candidate within
+    its gate and vs its fastest onnxruntime fp32 one, found as the bench finds them."""
     cases = [
         {"model": t.case.label, "runtime": t.case.runtime, "precision": t.case.precision,
          "batch_size": bs, "p50_ms": t.p50(bs), "fallback": t.timed[bs].fallback}

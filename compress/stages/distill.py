@@ -1,10 +1,8 @@
 """`compress distill`: train a student from a trained teacher and write the student artifact.
 
-The teacher must carry trained weights (an artifact, or a zoo/factory model with weights). The
-student may be an artifact (e.g. a pruned model, whose lineage continues), a zoo name or a
-`file.py:factory`; a fresh student takes its classes and input shape from the teacher. The data
-defaults to the teacher's data set and validation split. The card records the teacher's
-lineage, the KD settings, the training precision and the student's accuracy before and after.
+The student may be an artifact (its lineage continues), a zoo name or a `file.py:factory` (a
+fresh one takes the teacher's classes and input shape); the data defaults to the teacher's.
+The card records the teacher's lineage, the KD settings and the student's accuracy before/after.
 """
 
 from __future__ import annotations
@@ -78,69 +76,48 @@ def run_distill(
         teacher_metrics = _teacher_metrics(t_src, bundle)
         before = final_metrics(s_src.model, bundle, None)
         result = distill(s_src.model, t_src.model, bundle, cfg, tcfg, hooks=hooks)
-        after = final_metrics(s_src.model, bundle, result.fit)
-        lineage = teacher_lineage(t_src, teacher_metrics)
-        frame.save_model(s_src.model, _card(s_src, bundle, lineage, result, before, after))
-    return _summary(out, lineage, s_src, t_src, result, before, after)
+        fit = result.fit
+        summary = DistillSummary(
+            out=str(out),
+            teacher=teacher_lineage(t_src, teacher_metrics),
+            student=s_src.ref,
+            params=count_params(s_src.model),
+            teacher_params=count_params(t_src.model),
+            before=before,
+            metrics=final_metrics(s_src.model, bundle, fit),
+            kd=result.to_dict()["kd"],
+            feature_pairs=result.feature_pairs,
+            teacher_cached=result.teacher_cached,
+            seconds=fit.seconds,
+            precision=fit.precision,
+            amp_reason=fit.amp_reason,
+            overflow_steps=fit.overflow_steps,
+            epochs=fit.epochs,
+        )
+        frame.save_model(s_src.model, _card(s_src, bundle, summary, result))
+    return summary
 
 
-def _card(
-    student: ModelSource,
-    bundle: DataBundle,
-    lineage: TeacherLineage,
-    result: DistillResult,
-    before: dict[str, Any],
-    after: dict[str, Any],
-) -> Card:
+def _card(student: ModelSource, bundle: DataBundle, s: DistillSummary, r: DistillResult) -> Card:
     """The student's card: trained, its metrics, and the distill history entry."""
     card = card_for(student, bundle)
-    card.trained = True
-    card.metrics = after
-    card.training_precision = result.fit.precision
+    card.trained, card.metrics, card.training_precision = True, s.metrics, r.fit.precision
     card.add_history(
         "distill",
-        teacher=asdict(lineage),
+        teacher=asdict(s.teacher),
         student={"ref": student.ref, "weights": student.weights, "trained": student.trained},
-        kd=result.to_dict()["kd"],
-        feature_pairs=result.feature_pairs,
-        teacher_cached=result.teacher_cached,
-        config=result.to_dict()["train_config"],
+        kd=s.kd,
+        feature_pairs=s.feature_pairs,
+        teacher_cached=s.teacher_cached,
+        config=r.to_dict()["train_config"],
         data=bundle.describe(),
-        fit=result.fit.to_dict(),
-        training_precision=result.fit.precision,
-        metrics_before=before,
-        metrics=after,
-        params=count_params(student.model),
+        fit=r.fit.to_dict(),
+        training_precision=r.fit.precision,
+        metrics_before=s.before,
+        metrics=s.metrics,
+        params=s.params,
     )
     return card
-
-
-def _summary(
-    out: str | Path,
-    lineage: TeacherLineage,
-    student: ModelSource,
-    teacher: ModelSource,
-    result: DistillResult,
-    before: dict[str, Any],
-    after: dict[str, Any],
-) -> DistillSummary:
-    return DistillSummary(
-        out=str(out),
-        teacher=lineage,
-        student=student.ref,
-        params=count_params(student.model),
-        teacher_params=count_params(teacher.model),
-        before=before,
-        metrics=after,
-        kd=result.to_dict()["kd"],
-        feature_pairs=result.feature_pairs,
-        teacher_cached=result.teacher_cached,
-        seconds=result.fit.seconds,
-        precision=result.fit.precision,
-        amp_reason=result.fit.amp_reason,
-        overflow_steps=result.fit.overflow_steps,
-        epochs=result.fit.epochs,
-    )
 
 
 def load_teacher(model: Model, data: DataConfig | None) -> ModelSource:

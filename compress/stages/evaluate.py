@@ -1,8 +1,8 @@
 """`compress eval`: metrics of a PyTorch or ONNX artifact on a split of real data.
 
-Accuracy is measured where the model runs: `--runtime openvino --precision bf16` evaluates the
-OpenVINO bf16 build of the model, never a number assumed from PyTorch. A PyTorch model asked to
-run on an ONNX runtime (onnxruntime, OpenVINO) is exported to a temporary ONNX file first.
+Accuracy is measured where the model runs (`--runtime openvino --precision bf16` evaluates that
+build, never a number assumed from PyTorch); a PyTorch model asked to run on an ONNX runtime is
+exported to a temporary ONNX file first.
 """
 
 from __future__ import annotations
@@ -49,14 +49,8 @@ class EvalReport:
     def to_dict(self) -> JsonObject:
         """The `--json` form: flat, as written before."""
         where = {k: v for k, v in asdict(self.where).items() if v is not None}
-        return {
-            "model": self.model,
-            "split": self.split,
-            "dataset": self.dataset,
-            "class_names": self.class_names,
-            **where,
-            **self.result.to_dict(),
-        }
+        head = {k: getattr(self, k) for k in ("model", "split", "dataset", "class_names")}
+        return head | where | self.result.to_dict()
 
 
 def run_eval(
@@ -93,15 +87,16 @@ def _predictor(
     stack: contextlib.ExitStack,
 ) -> tuple[Predictor, ModelSpec, Any, Where]:
     """(predict, spec, card, where it ran) for `ref` on `runtime` at `precision`."""
-    from compress.export.runtimes.runner import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
+    from compress.export.runtimes.runner import (
+        ONNX_RUNTIMES,
+        RUNTIMES,
+        TORCH_RUNTIMES,
+        onnx_artifact_runner,
+    )
 
     if runtime is not None and runtime not in RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if onnx_input(ref.model) is not None:
-        from compress.export.runtimes.runner import (
-            onnx_artifact_runner,  # lazy: onnxruntime is heavy
-        )
-
         runtime = runtime or "ort-cpu"
         if runtime in TORCH_RUNTIMES:
             raise UsageError(

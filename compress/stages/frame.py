@@ -1,20 +1,9 @@
-"""The frame every verb that writes an artifact runs in: out-dir check, output lock, ranks,
-rank-0 atomic save, barrier. One place, so no stage forgets a step.
+"""The frame every verb that writes an artifact runs in: output lock (taken first), out-dir
+check, ranks, rank-0 atomic save, barrier. One place, so no stage forgets a step.
 
-    with stage_output(out, overwrite) as frame:
-        ...                                  # every rank works (DDP under torchrun)
-        frame.save_model(model, card)        # rank 0 writes `out` atomically
-
-The lock (`OUT.lock`, see compress.models.disk.outlock) is taken first, before the out-dir
-check and any work, and released on return or error. A collective frame (the default: every
-torchrun rank runs the stage) writes on rank 0 only, gives the other ranks a scratch directory
-to write into and drop, and ends with a barrier, so `out` exists on every rank's return. A
-frame with `collective=False` is for a stage one process runs alone (export, sensitivity,
-bench, deploy; or any stage a recipe runs on rank 0 only): it writes where it runs and waits
-for nobody. `compress.stages.deploy` uses it as::
-
-    with stage_output(out, overwrite, collective=False) as frame, frame.directory() as tmp:
-        ...  # write the manifest and files into tmp
+A collective frame (default: every torchrun rank runs the stage) writes on rank 0 only, gives
+the other ranks a scratch directory, and ends with a barrier so `out` exists on every rank's
+return; `collective=False` is for a stage one process runs alone: it waits for nobody.
 """
 
 from __future__ import annotations
@@ -61,8 +50,8 @@ class StageFrame:
 
     @contextlib.contextmanager
     def directory(self) -> Iterator[Path]:
-        """A folder to write the artifact into: `out`'s atomic temporary where this process
-        writes (renamed onto `out` on success), else a scratch folder, dropped."""
+        """`out`'s atomic temporary where this process writes (renamed onto `out` on success),
+        else a scratch folder, dropped."""
         if self.writes:
             with atomic_dir(self.out, self.overwrite) as tmp:
                 yield tmp

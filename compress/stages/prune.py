@@ -1,10 +1,9 @@
 """`compress prune` and `compress sensitivity`: model in, measured pruned artifact / report out.
 
-The card of a pruned artifact records before and after: parameters, MACs (and the ops not
-counted), weights file size, latency (onnxruntime CPU and torch eager, median, batch 1) and,
-for trained models, validation and test top-1 (after pruning and after fine-tuning). A zoo
-model without weights is refused: pruning random weights by magnitude is meaningless unless
-the study is about latency only (`--weights random`, recorded as untrained).
+A pruned card records before and after: parameters, MACs, weights file size, latency (ort CPU
+and torch eager, median) and, for trained models, val/test top-1. A zoo model without weights
+is refused: pruning random weights is meaningless unless the study is about latency only
+(`--weights random`, recorded as untrained).
 """
 
 from __future__ import annotations
@@ -25,23 +24,10 @@ from compress.models.errors import UsageError
 from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_ops
 from compress.pruning.latency import LatencyConfig, measure_latency
-from compress.pruning.outcome import PruneResult
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
-from compress.pruning.sensitivity import (
-    SensitivityConfig,
-    SensitivityResult,
-    analyze,
-    write_report,
-)
-from compress.stages.common import (
-    Model,
-    ModelRef,
-    card_for,
-    data_config_for,
-    load_source,
-    model_ref,
-)
+from compress.pruning.sensitivity import SensitivityConfig, SensitivityResult, analyze, write_report
+from compress.stages.common import Model, card_for, data_config_for, load_source, model_ref
 from compress.stages.frame import stage_output
 from compress.stages.results import Measurement, PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
@@ -51,9 +37,9 @@ from compress.training.precision import resolve_device
 log = logging.getLogger(__name__)
 
 
-def require_trained(src: ModelSource, allow_untrained: bool = False) -> None:
+def require_trained(src: ModelSource) -> None:
     """Refuse to prune a freshly initialized zoo/factory model unless asked for explicitly."""
-    if src.trained or src.weights == "random" or src.card is not None or allow_untrained:
+    if src.trained or src.weights == "random" or src.card is not None:
         return
     raise UsageError(
         f"{src.ref} has no trained weights: pruning an untrained network measures nothing",
@@ -91,9 +77,8 @@ def measure(
 
 
 def source_facts(src: ModelSource, data: DataConfig | None) -> SourceFacts:
-    """What the fine-tuning policy needs to know of the model: trained, on which data (a card
-    naming its data set, or data given explicitly), and how (the last `train` entry of its
-    card: the TrainConfig and whether images were augmented)."""
+    """What the fine-tuning policy needs to know: trained, on known data (named by the card or
+    given), and how (the card's last `train` entry: TrainConfig, whether augmented)."""
     card = src.card
     named = card is not None and bool(card.dataset)
     given = data is not None and data.dataset is not None
@@ -125,12 +110,10 @@ def run_prune(
     """Prune `model` structurally (channels removed), fine-tune, measure before/after, write
     the artifact `out` (`compress.prune`, `compress prune`).
 
-    The fine-tuning is decided by `compress.pruning.policy.plan_finetune`, as for the CLI and
-    recipes: `finetune` is a TrainConfig used whole (its epochs, LR, schedule), a mapping of
-    training keys over the default recipe (`{"lr": 2e-3}`), or None (5 epochs of KD where the
-    model's training data is known; `PruneConfig(finetune_epochs=0)` skips it). Under torchrun
-    every rank prunes identically (rank 0's importance ranking decides) and fine-tunes with
-    DDP; rank 0 alone measures and writes `out`."""
+    `finetune` (decided by `compress.pruning.policy.plan_finetune`): a TrainConfig used whole,
+    a mapping of training keys over the default recipe (`{"lr": 2e-3}`), or None (5 epochs of
+    KD where the training data is known; `PruneConfig(finetune_epochs=0)` skips it). Under
+    torchrun every rank prunes identically and fine-tunes (DDP); rank 0 measures and writes."""
     ref = model_ref(model)
     with stage_output(out, overwrite) as frame:
         src = load_source(ref, data)
@@ -139,88 +122,65 @@ def run_prune(
         cfg, tune = plan.config, plan.train  # the card records what ran
         log.info("%s", plan.said)
         dist, _ = frame.join(resolve_device(tune.device) if tune else "cpu")
-        net = src.model
-        bundle = None
+        net, bundle = src.model, None
         if src.trained or cfg.criterion in DATA_CRITERIA or tune is not None:
             bundle = load_data(data_config_for(data, src.card), spec_of(net))
-        lat = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads)
-        lat_cfg = lat if latency else None
-        scored = bundle if src.trained else None
-        before = collectives.on_main(lambda: measure(net, scored, lat_cfg))
+        lat = LatencyConfig(cfg.latency_batch, cfg.latency_threads) if latency else None
+        before = collectives.on_main(lambda: measure(net, bundle if src.trained else None, lat))
         evaluator = None  # rank 0 scores the steps for the card
         if bundle is not None and src.trained and dist.is_main:
             evaluator = functools.partial(accuracy, bundle=bundle)
         result = prune(net, cfg, data=bundle, finetune=tune, evaluator=evaluator, hooks=hooks)
         result.finetune["said"] = plan.said
         trained = src.trained or tune is not None
-        after = collectives.on_main(lambda: measure(net, bundle if trained else None, lat_cfg))
-        summary = _summary(ref, src, cfg, result, before, after, trained, out)
-        card = card_for(src, bundle)
-        _record(card, summary, asdict(cfg), asdict(tune) if tune else None, result.to_dict())
+        after = collectives.on_main(lambda: measure(net, bundle if trained else None, lat))
+        summary = PruneSummary(
+            out=str(out),
+            model=ref.model,
+            weights=src.weights,
+            untrained=not trained,
+            criterion=cfg.criterion or "",
+            global_pruning=cfg.global_pruning,
+            before=before,
+            after=after,
+            speedup=_speedup(before, after),
+            result=result,
+        )
+        card = _card(card_for(src, bundle), summary, asdict(cfg), asdict(tune) if tune else None)
         frame.save_model(net, card)
     return summary
 
 
-def _record(
-    card: Card,
-    summary: PruneSummary,
-    config: dict[str, Any],
-    finetune: dict[str, Any] | None,
-    result: dict[str, Any],
-) -> None:
+def _card(card: Card, summary: PruneSummary, config: dict[str, Any], finetune: Any) -> Card:
     """The pruned model's card: trained or not, its metrics, the prune history entry."""
-    trained, measured = not summary.untrained, summary.to_dict()
-    card.trained = trained
-    if trained and summary.after.metrics is not None:
-        card.metrics = {
-            "val": {"top1": summary.after.metrics["val_top1"]},
-            "test": {"top1": summary.after.metrics["test_top1"]},
-        }
+    card.trained = trained = not summary.untrained
+    measured = summary.to_dict()
+    if trained and (m := summary.after.metrics) is not None:
+        card.metrics = {split: {"top1": m[f"{split}_top1"]} for split in ("val", "test")}
     card.add_history(
         "prune",
         config=config,
         finetune=finetune,
         before=measured["before"],
         after=measured["after"],
-        result=result,
+        result=summary.result.to_dict(),
         trained=trained,
     )
     card.prune = {k: measured[k] for k in ("before", "after", "speedup", "untrained")}
+    return card
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
-
-
-def _summary(
-    ref: ModelRef,
-    src: ModelSource,
-    cfg: PruneConfig,
-    result: PruneResult,
-    before: Measurement,
-    after: Measurement,
-    trained: bool,
-    out: str | Path,
-) -> PruneSummary:
-    lb, la = before.latency, after.latency
-    return PruneSummary(
-        out=str(out),
-        model=ref.model,
-        weights=src.weights,
-        untrained=not trained,
-        criterion=cfg.criterion or "",
-        global_pruning=cfg.global_pruning,
-        before=before,
-        after=after,
-        speedup={
-            "params": _ratio(before.params, after.params),
-            "macs": _ratio(before.macs, after.macs),
-            "file": _ratio(before.file_bytes, after.file_bytes),
-            "ort": _ratio(lb.ort_ms if lb else None, la.ort_ms if la else None),
-            "torch": _ratio(lb.torch_ms if lb else None, la.torch_ms if la else None),
-        },
-        result=result,
-    )
+def _speedup(b: Measurement, a: Measurement) -> dict[str, float | None]:
+    """Before/after ratios: params, macs, file, ort, torch (None: not measured)."""
+    lb, la = b.latency, a.latency
+    pairs = {
+        "params": (b.params, a.params),
+        "macs": (b.macs, a.macs),
+        "file": (b.file_bytes, a.file_bytes),
+        "ort": (lb and lb.ort_ms, la and la.ort_ms),
+        "torch": (lb and lb.torch_ms, la and la.torch_ms),
+    }
+    return {k: round(x / y, 3) if x and y else None for k, (x, y) in pairs.items()}
 
 
 # ----------------------------------------------------------------------------- sensitivity

@@ -1,11 +1,9 @@
 """`compress quantize`: a model -> an int8 (or fp16) ONNX artifact, accuracy-gated and measured.
 
-A PyTorch model (zoo name or artifact) is first exported through the export stage, so its ONNX
-file has passed the export parity gate; an ONNX artifact is used as is. The output is an ONNX
-artifact whose card continues the lineage and records what was chosen and why, fp32 vs
-quantized size / accuracy / latency, the nodes kept in float, and plain notes such as "int8 is
-NOT faster than fp32 at batch 1 on this CPU". A missed accuracy budget keeps the artifact, marks
-its card (gates.accuracy) and raises QualityGateError (exit code 5).
+A PyTorch model is first exported (parity-gated) by the export stage; an ONNX artifact is used
+as is. The card records what was chosen and why, fp32 vs quantized size / accuracy / latency,
+the nodes kept in float and plain notes. A missed accuracy budget keeps the artifact, marks its
+card (gates.accuracy) and raises QualityGateError (exit code 5).
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from typing import Any
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
+from compress.export.onnx.file import read_metadata, set_metadata
 from compress.models.artifacts.artifact import ONNX, Card, read_card, write_card
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataBundle, DataConfig, load_data
@@ -48,11 +47,8 @@ def run_quantize(
     hooks: Hooks | None = None,
 ) -> QuantizeSummary:
     """Quantize `model` (PyTorch or ONNX artifact) into the ONNX artifact `out`; returns the
-    summary stored in its card (`compress.quantize`, `compress quantize`; `hooks` follow QAT's
-    fine-tuning).
-
-    Under torchrun, QAT fine-tunes on every rank (DDP) and rank 0 writes `out`; post-training
-    methods have nothing to train, so rank 0 quantizes and the other ranks wait for it."""
+    summary stored in its card (`compress.quantize`, `compress quantize`; `hooks` follow QAT).
+    Under torchrun QAT fine-tunes on every rank (DDP); otherwise rank 0 alone quantizes."""
     cfg, ref = config or QuantizeConfig(), model_ref(model)
     with stage_output(out, overwrite) as frame:
         dist, _ = frame.join(resolve_device("auto") if cfg.method == "qat" else "cpu")
@@ -89,14 +85,8 @@ def _quantize(
             if cfg.method == "qat":
                 result = _qat(ref, gated, data, bundle, calib, fp32, path, hooks)
             else:
-                result = quantize(
-                    fp32,
-                    gated,
-                    calib,
-                    path,
-                    val=bundle.loader("val") if card.trained else None,
-                    num_classes=spec.num_classes,
-                )
+                val = bundle.loader("val") if card.trained else None
+                result = quantize(fp32, gated, calib, path, val=val, num_classes=spec.num_classes)
             hint = untrained_hint(result.settings.get("layer_bits") or {}, card.history)
             result.notes.extend(Note(n) for n in [*int4_notes, *hint])
             _copy_metadata(fp32, path, result.precision)
@@ -207,15 +197,11 @@ def _copy_metadata(src: Path, dst: Path, precision: str) -> None:
     """Keep the compress.* metadata (spec, classes) so the bare .onnx stays self-describing."""
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-    if not meta:
-        return
-    model = onnx.load(str(dst))
-    meta["compress.precision"] = precision
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(dst))
+    if meta := read_metadata(src):
+        model = onnx.load(str(dst))
+        del model.metadata_props[:]
+        set_metadata(model, {**meta, "compress.precision": precision})
+        onnx.save(model, str(dst))
 
 
 def _test_metrics(fp32: Path, q: Path, bundle: DataBundle, cfg: QuantizeConfig) -> dict[str, Any]:
@@ -250,8 +236,6 @@ def _card(
     }
     if "parity" in r.quantized:
         new.gates["fp16_parity"] = r.quantized["parity"]
-    record = r.to_dict()
-    record.pop("path")
     new.quantization = {
         "method": r.method,
         "precision": r.precision,
@@ -269,7 +253,7 @@ def _card(
         source=ref.model,
         source_content_hash=card.content_hash or None,
         config=asdict(cfg),
-        result=record,
+        result={k: v for k, v in r.to_dict().items() if k != "path"},
         test=test,
     )
     return new
