@@ -113,15 +113,9 @@ def run_doctor(
         export_onnx(src.model, onnx_path, ExportConfig())
         d = diagnose(onnx_path, runtime, threads, rank=rank)
     d.model = ref.model
-    d.findings.insert(
-        0,
-        Finding(
-            "source",
-            "info",
-            f"{ref.model} is a PyTorch model: diagnosed its ONNX export (opset 17, dynamic batch)",
-            suggestion="export it with `compress export` to keep that file",
-        ),
-    )
+    what = f"{ref.model} is a PyTorch model: diagnosed its ONNX export (opset 17, dynamic batch)"
+    hint = "export it with `compress export` to keep that file"
+    d.findings.insert(0, Finding("source", "info", what, suggestion=hint))
     return d
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from compress.export.runtimes.input_size import at_input_size
 from compress.models.artifacts.artifact import Card, new_card
 from compress.models.artifacts.resolve import ModelSource, ShapeArgs, resolve_model
-from compress.models.data.datasets import DataBundle, DataConfig, dataset_shape, load_data
+from compress.models.data.datasets import DataBundle, DataConfig, dataset_shape
 from compress.models.zoo.pretrained import for_file, looks_like_name
 from compress.models.zoo.registry import input_size_for_data
 
@@ -24,9 +24,7 @@ class ModelRef:
     in_channels: int | None = None
     input_size: int | None = None
     trust_pickle: bool = False
-    trust_code: bool = (
-        False  # run a user factory stored in an artifact (compress.models.zoo.usercode)
-    )
+    trust_code: bool = False  # run a user factory stored in an artifact (models.zoo.usercode)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,10 +77,9 @@ def load_source(model: Model, data: DataConfig | None) -> ModelSource:
 
 
 def load_source_at(model: Model, data: DataConfig | None, size: int | None) -> ModelSource:
-    """:func:`load_source`, run at size x size when `size` is given: a zoo name or factory is
-    built at `size` (unless `ref.input_size` says otherwise), an artifact is re-targeted to it
-    when it is resolution-independent (else UsageError naming the layer: see
-    `compress.export.runtimes.input_size`); the in-memory card then carries the new spec."""
+    """:func:`load_source` at size x size when `size` is given: a zoo name or factory is built
+    at it, an artifact re-targeted when resolution-independent (else UsageError naming the
+    layer); the in-memory card then carries the new spec."""
     ref = model_ref(model)
     if size is None:
         return load_source(ref, data)
@@ -91,12 +88,6 @@ def load_source_at(model: Model, data: DataConfig | None, size: int | None) -> M
     if src.card is not None:
         src.card.spec = spec.to_dict()
     return src
-
-
-def load_source_and_data(model: Model, data: DataConfig | None) -> tuple[ModelSource, DataBundle]:
-    src = load_source(model, data)
-    cfg = data_config_for(data, src.card)
-    return src, load_data(cfg, src.model.spec)  # type: ignore[arg-type]
 
 
 def card_for(src: ModelSource, bundle: DataBundle | None) -> Card:

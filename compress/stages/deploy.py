@@ -148,23 +148,17 @@ class DeployResult:
 
 @dataclass
 class _Source:
-    """The artifact in its forms (a bench model: PyTorch module and/or ONNX file), its folders."""
+    """The artifact in its forms (a bench model: PyTorch module and/or ONNX file), its folders;
+    then its candidates, measured on the validation split and gated."""
 
     card: Card
     model: BenchModel
     torch_dir: Path | None = None  # a PyTorch artifact directory to copy
     onnx_dir: Path | None = None  # an ONNX artifact directory to copy
-
-
-@dataclass
-class _Measured:
-    """One model's candidates, measured on the validation split and gated."""
-
-    src: _Source
-    trials: list[Trial]
-    skipped: list[Skipped]
-    reference: float | None
-    where: str
+    trials: list[Trial] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    reference: float | None = None
+    where: str = ""
 
     @property
     def passed(self) -> list[Trial]:
@@ -212,7 +206,7 @@ def deploy(
         # p50 of the choice; speed-ups only against a measured baseline (else None)
         speedup = gate.speedups(best, base.trials if base else [], cfg.batch_sizes[0])
         manifest = _manifest(m, best, cfg, ref, base, speedup)
-        _write(frame, m.src, best, manifest)
+        _write(frame, m, best, manifest)
     return DeployResult(
         str(out), best, m.trials, m.skipped, m.reference, m.where, speedup, manifest
     )
@@ -229,7 +223,7 @@ def _measure(
     tmp: Path,
     cfg: DeployConfig,
     progress: Callable[[str], None] | None,
-) -> _Measured:
+) -> _Source:
     """Load `ref`, open its candidates, measure their validation top-1 and apply the gate."""
     check_names(_runtimes(cfg), cfg.precisions)
     src = _load(ref, data, tmp, cfg)
@@ -240,15 +234,15 @@ def _measure(
             f"no runtime x precision can run {ref.model} here: "
             + "; ".join(f"{s.runtime}/{s.precision}: {s.reason}" for s in plan.skipped)
         )
-    trials = gate.open_trials(plan.cases)
+    src.trials, src.skipped = gate.open_trials(plan.cases), plan.skipped
     spec = src.card.model_spec
     bundle = load_data(data_config_for(data, src.card), spec)
     if progress:
         progress(f"{ref.model}: accuracy on the validation split")
-    gate.measure_accuracy(trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
-    reference, where = gate.reference_of(src.card, trials)
-    gate.apply_gate(trials, reference, cfg.max_drop)
-    return _Measured(src, trials, plan.skipped, reference, where)
+    gate.measure_accuracy(src.trials, bundle.loader("val"), spec.num_classes, cfg.eval_samples)
+    src.reference, src.where = gate.reference_of(src.card, src.trials)
+    gate.apply_gate(src.trials, src.reference, cfg.max_drop)
+    return src
 
 
 def _load(ref: ModelRef, data: DataConfig | None, tmp: Path, cfg: DeployConfig) -> _Source:
@@ -310,15 +304,15 @@ def _fastest(trials: list[Trial], bs: int) -> Trial:
 
 
 def _manifest(
-    m: _Measured,
+    m: _Source,
     best: Trial,
     cfg: DeployConfig,
     ref: ModelRef,
-    base: _Measured | None,
+    base: _Source | None,
     speedup: Speedup,
 ) -> dict[str, Any]:
     """deploy.json: the choice, how to run and preprocess it, every candidate's figures."""
-    card, spec, case = m.src.card, m.src.card.model_spec, best.case
+    card, spec, case = m.card, m.card.model_spec, best.case
     doc = {
         "schema": SCHEMA,
         "created": now(),

@@ -7,7 +7,6 @@ The card records the teacher's lineage, the KD settings and the student's accura
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,6 @@ from compress.stages.train import final_metrics
 from compress.training.evaluate import evaluate, torch_predictor
 from compress.training.fit import Hooks, TrainConfig
 from compress.training.precision import resolve_amp, resolve_device
-
-log = logging.getLogger(__name__)
 
 
 def run_distill(
@@ -135,12 +132,8 @@ def load_teacher(model: Model, data: DataConfig | None) -> ModelSource:
 
 def _shaped_like(ref: ModelRef, spec: Any) -> ModelRef:
     """A fresh student defaults to the teacher's classes and input shape."""
-    return replace(
-        ref,
-        num_classes=ref.num_classes or spec.num_classes,
-        in_channels=ref.in_channels or spec.in_channels,
-        input_size=ref.input_size or spec.input_size,
-    )
+    keys = ("num_classes", "in_channels", "input_size")
+    return replace(ref, **{k: getattr(ref, k) or getattr(spec, k) for k in keys})
 
 
 def _teacher_metrics(teacher: ModelSource, bundle: DataBundle) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """`compress export`: a PyTorch model (zoo name or artifact) -> an ONNX artifact, parity-gated.
 
-The artifact is `model.onnx` + `card.json` (kind "onnx", the input's lineage continued). The
-parity gate compares the ONNX file in onnxruntime with the PyTorch model it came from, on real
-validation images when the model is trained (random inputs when it is not). A failed gate keeps
-the artifact, marks its card and raises QualityGateError (exit code 5).
+The artifact is `model.onnx` + `card.json` (the lineage continued). The parity gate compares
+onnxruntime with PyTorch on validation images (random inputs for an untrained model); a failed
+gate keeps the artifact, marks its card and raises QualityGateError (exit code 5).
 """
 
 from __future__ import annotations
@@ -31,16 +30,10 @@ from compress.models.data.datasets import (
     synthetic_batch,
 )
 from compress.models.errors import QualityGateError
+from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import ModelSpec
 from compress.pruning.flops import count_params
-from compress.stages.common import (
-    Model,
-    ModelRef,
-    card_for,
-    data_config_for,
-    load_source_at,
-    model_ref,
-)
+from compress.stages.common import Model, card_for, data_config_for, load_source_at
 from compress.stages.frame import stage_output
 from compress.stages.results import ExportSummary
 
@@ -60,9 +53,9 @@ def run_export(
     (`compress.export_onnx`, `compress export`). With `config.input_size` the file takes that
     H/W (the parity gate runs there too, on validation images resized to it) and its card's
     spec says so. One process exports (a recipe runs it on rank 0)."""
-    cfg, ref = config or ExportConfig(), model_ref(model)
+    cfg = config or ExportConfig()
     with stage_output(out, overwrite, collective=False) as frame:
-        src = load_source_at(ref, data, cfg.input_size)
+        src = load_source_at(model, data, cfg.input_size)
         net = src.model.eval()
         spec: ModelSpec = net.spec  # type: ignore[assignment]
         bundle = load_data(data_config_for(data, src.card), spec) if src.trained else None
@@ -79,7 +72,7 @@ def run_export(
                 result.optimized, result.bytes = cfg.optimize, onnx_size(path)
             gates["parity"] = _parity(net, path, batches, cfg, inputs)
             result.path = str(Path(out) / ONNX)
-            _record(card, ref, src, cfg, result.to_dict(), gates)
+            _record(card, src, cfg, result.to_dict(), gates)
             write_card(tmp, card)
     parity = gates["parity"]
     summary = ExportSummary(
@@ -101,19 +94,14 @@ def run_export(
 
 
 def _record(
-    card: Card,
-    ref: ModelRef,
-    src: ModelSource,
-    cfg: ExportConfig,
-    result: dict[str, Any],
-    gates: dict[str, ParityReport],
+    card: Card, src: ModelSource, cfg: ExportConfig, result: JsonObject, gates: dict[str, Any]
 ) -> None:
     """The ONNX artifact's card: its gates and the export history entry."""
     for name, rep in gates.items():
         card.gates[name] = rep.to_dict()
     card.add_history(
         "export",
-        source=ref.model,
+        source=src.ref,
         source_content_hash=src.card.content_hash if src.card else None,
         config=asdict(cfg),
         result=result,
@@ -144,11 +132,8 @@ def _split(x: torch.Tensor, cfg: ExportConfig) -> list[np.ndarray]:
 def _parity(
     model: Any, path: Path, batches: list[np.ndarray], cfg: ExportConfig, inputs: str
 ) -> ParityReport:
-    reference = torch_runner(model).run
-    runner = create_session(path, "ort-cpu")
-    report = check_parity(
-        reference, lambda x: run_batched(runner, x), batches, cfg.precision, inputs
-    )
+    ort, reference = create_session(path, "ort-cpu"), torch_runner(model).run
+    report = check_parity(reference, lambda x: run_batched(ort, x), batches, cfg.precision, inputs)
     log.debug("%s", report.summary())
     return report
 

@@ -1,18 +1,14 @@
 """`compress factorize`: a trained model -> its Linear layers as truncated SVDs, KD fine-tuned.
 
-The parent (an artifact or a zoo/factory model with trained weights) is kept as the teacher;
-the chosen Linear layers of a copy become LowRankLinear pairs (compress.factorization.svd), which
-is then fine-tuned with knowledge distillation from the parent (compress.distillation). The
-artifact is a PyTorch one: its card's structure records each layer's rank, so compress.models.artifacts.artifact
-rebuilds the factorized shapes and loads the tensors strictly, without pickle; `compress export`
-turns it into ONNX like any other model. The card also records the ranks, the parameters before
-and after, and validation/test top-1 of the parent, right after the SVD, and after KD.
+The chosen Linear layers of a copy of the trained parent become LowRankLinear pairs, then are
+fine-tuned by KD from the parent. The PyTorch artifact's card records each layer's rank (so it
+loads strictly, without pickle), the parameters before and after, and val/test top-1 of the
+parent, right after the SVD, and after KD.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,8 +27,6 @@ from compress.stages.results import FactorizeSummary
 from compress.stages.train import final_metrics
 from compress.training.fit import FitResult, Hooks, TrainConfig
 from compress.training.precision import resolve_device
-
-log = logging.getLogger(__name__)
 
 
 def run_factorize(

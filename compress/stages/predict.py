@@ -1,15 +1,13 @@
 """`compress predict`: class names and probabilities for image files, from a deployed directory.
 
-The directory written by `compress deploy` says how to run the model (runtime, precision,
-threads in `deploy.json`) and how to preprocess (the card's spec): images are read with Pillow
-and go through the very transforms training used (`compress.models.data.imagefolder.ImageFiles`: channels,
-resize to the input size, mean/std), then through the runner `deploy` measured.
+`deploy.json` says how to run the model (runtime, precision, threads), the card how to
+preprocess: images go through the very transforms training used (`ImageFiles`: channels,
+resize, mean/std), then through the runner `deploy` measured.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +24,6 @@ from compress.models.errors import ArtifactError, InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
 from compress.stages.deploy import MANIFEST, SCHEMA
 
-log = logging.getLogger(__name__)
 BATCH = 64
 
 
@@ -121,26 +118,12 @@ def predict(
     out: list[Prediction] = []
     for start in range(0, len(paths), BATCH):
         idx = range(start, min(start + BATCH, len(paths)))
-        x = np.stack([ds[i][0].numpy() for i in idx]).astype(np.float32)
+        x = ds[list(idx)][0].numpy().astype(np.float32)
         with torch_threads(d.cand.threads):
             logits = np.asarray(run(x), dtype=np.float64)
-        probs = softmax(logits)
-        for i, p in zip(idx, probs, strict=True):
-            order = np.argsort(-p)[: max(1, top_k)]
-            out.append(
-                Prediction(
-                    image=str(paths[i]),
-                    label=int(order[0]),
-                    name=names[int(order[0])],
-                    probability=float(p[order[0]]),
-                    top=[(names[int(k)], float(p[k])) for k in order],
-                )
-            )
-    return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax
+        for i, p in zip(idx, e / e.sum(axis=1, keepdims=True), strict=True):
+            order = [int(k) for k in np.argsort(-p)[: max(1, top_k)]]
+            top = [(names[k], float(p[k])) for k in order]
+            out.append(Prediction(str(paths[i]), order[0], *top[0], top))
     return out

@@ -27,7 +27,7 @@ from compress.pruning.latency import LatencyConfig, measure_latency
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
 from compress.pruning.prune import DATA_CRITERIA, PruneConfig, prune
 from compress.pruning.sensitivity import SensitivityConfig, SensitivityResult, analyze, write_report
-from compress.stages.common import Model, card_for, data_config_for, load_source, model_ref
+from compress.stages.common import Model, card_for, data_config_for, load_source
 from compress.stages.frame import stage_output
 from compress.stages.results import Measurement, PruneSummary
 from compress.training.evaluate import evaluate, torch_predictor
@@ -58,10 +58,7 @@ def weights_bytes(model: nn.Module) -> int:
 def accuracy(model: nn.Module, bundle: DataBundle) -> dict[str, float]:
     """Validation and test top-1 (fractions)."""
     predict, n = torch_predictor(model), spec_of(model).num_classes
-    return {
-        "val_top1": evaluate(predict, bundle.loader("val"), n).top1,
-        "test_top1": evaluate(predict, bundle.loader("test"), n).top1,
-    }
+    return {f"{s}_top1": evaluate(predict, bundle.loader(s), n).top1 for s in ("val", "test")}
 
 
 def measure(
@@ -114,9 +111,8 @@ def run_prune(
     a mapping of training keys over the default recipe (`{"lr": 2e-3}`), or None (5 epochs of
     KD where the training data is known; `PruneConfig(finetune_epochs=0)` skips it). Under
     torchrun every rank prunes identically and fine-tunes (DDP); rank 0 measures and writes."""
-    ref = model_ref(model)
     with stage_output(out, overwrite) as frame:
-        src = load_source(ref, data)
+        src = load_source(model, data)
         require_trained(src)
         plan = plan_finetune(config or PruneConfig(), finetune, source_facts(src, data))
         cfg, tune = plan.config, plan.train  # the card records what ran
@@ -136,7 +132,7 @@ def run_prune(
         after = collectives.on_main(lambda: measure(net, bundle if trained else None, lat))
         summary = PruneSummary(
             out=str(out),
-            model=ref.model,
+            model=src.ref,
             weights=src.weights,
             untrained=not trained,
             criterion=cfg.criterion or "",
@@ -197,9 +193,8 @@ def run_sensitivity(
 ) -> SensitivityResult:
     """Prune each layer of `model` alone at a few ratios (`compress.sensitivity`, `compress
     prune --sensitivity`); the report (json, md, png) goes to `out`."""
-    ref = model_ref(model)
     with stage_output(out, overwrite, collective=False) as frame:
-        src = load_source(ref, data)
+        src = load_source(model, data)
         require_trained(src)
         net = src.model
         score = None
@@ -210,7 +205,7 @@ def run_sensitivity(
             def score(m: nn.Module) -> float:
                 return evaluate(torch_predictor(m), bundle.loader("val"), n, limit=val_limit).top1
 
-        res = analyze(net, config or SensitivityConfig(), score, model_name=ref.model)
+        res = analyze(net, config or SensitivityConfig(), score, model_name=src.ref)
         if not src.trained:
             res.notes.append("untrained model (--weights random): accuracy not measured")
         res.config["val_limit"] = val_limit

@@ -206,12 +206,10 @@ def _copy_metadata(src: Path, dst: Path, precision: str) -> None:
 
 def _test_metrics(fp32: Path, q: Path, bundle: DataBundle, cfg: QuantizeConfig) -> dict[str, Any]:
     """Test-split metrics of both models (reporting only; decisions used the val split)."""
-    n = len(bundle.class_names) or 10
+    n, test = len(bundle.class_names) or 10, bundle.loader("test")
     out: dict[str, Any] = {}
     for name, path in (("fp32", fp32), ("quantized", q)):
-        r = evaluate(
-            ortrun.predictor(ortrun.session(path)), bundle.loader("test"), n, cfg.eval_samples
-        )
+        r = evaluate(ortrun.predictor(ortrun.session(path)), test, n, cfg.eval_samples)
         out[name] = r.to_dict(full=False)
     out["drop_pts"] = round((out["fp32"]["top1"] - out["quantized"]["top1"]) * 100, 3)
     return out

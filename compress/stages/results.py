@@ -1,8 +1,5 @@
 """What each stage function returns: a typed summary (also what `--json` writes, via `to_dict`).
-
-The nested parts (metrics, before/after measurements, settings) stay JSON-shaped dicts: they
-are written to cards and reports as they are.
-"""
+Nested parts (metrics, settings) stay JSON-shaped dicts, written to cards and reports as is."""
 
 from __future__ import annotations
 
@@ -97,8 +94,8 @@ class Measurement:
 
 @dataclass
 class PruneSummary(StageSummary):
-    """The prune stage's result: the pruner's own result (target, steps, notes, fine-tuning,
-    achieved reduction: not a copy) and what the stage measured before and after."""
+    """The prune stage's result: the pruner's own result (not a copy) and what the stage
+    measured before and after."""
 
     model: str
     weights: str | None
@@ -135,8 +132,8 @@ class ExportSummary(StageSummary):
 
 @dataclass
 class QuantizeSummary(StageSummary):
-    """The quantize stage's result: what the quantizer did and measured (its own result, not
-    a copy), whether the model was trained, and test-split metrics of both models."""
+    """What the quantizer did and measured (its own result), whether the model was trained,
+    and test-split metrics of both models."""
 
     trained: bool
     result: QuantizeResult

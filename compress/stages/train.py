@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -12,17 +11,16 @@ from typing import Any
 import torch
 
 from compress.distributed import sharding
-from compress.models.data.datasets import DataBundle, DataConfig
+from compress.models.data.datasets import DataBundle, DataConfig, load_data
 from compress.models.jsontypes import JsonObject
+from compress.models.zoo.registry import spec_of
 from compress.pruning.flops import count_params
-from compress.stages.common import Model, card_for, load_source_and_data
+from compress.stages.common import Model, card_for, data_config_for, load_source
 from compress.stages.frame import stage_output
 from compress.stages.results import TrainSummary
 from compress.training.evaluate import all_reduce_eval, evaluate, torch_predictor
 from compress.training.fit import FitResult, Hooks, TrainConfig, fit
 from compress.training.precision import resolve_device
-
-log = logging.getLogger(__name__)
 
 
 def checkpoint_dir_for(out: str | Path) -> Path:
@@ -41,15 +39,14 @@ def run_train(
     hooks: Hooks | None = None,
 ) -> TrainSummary:
     """Train `model`, evaluate on val and test, write the artifact `out`; returns the summary
-    stored in its card (`compress.train`, `compress train`).
-
-    Under torchrun every rank trains (DDP) and gets the summary; rank 0 alone writes `out`,
-    and every rank returns only once it exists."""
+    stored in its card (`compress.train`, `compress train`). Under torchrun every rank trains
+    (DDP) and gets the summary; rank 0 writes `out`, every rank returns once it exists."""
     cfg = config or TrainConfig()
     with stage_output(out, overwrite or cfg.resume, check=not cfg.resume) as frame:
         frame.join(resolve_device(cfg.device))  # before the model: GPU per rank
         torch.manual_seed(cfg.seed)  # the seed governs initialization too
-        src, bundle = load_source_and_data(model, data)
+        src = load_source(model, data)
+        bundle = load_data(data_config_for(data, src.card), spec_of(src.model))
         ckpt = checkpoint_dir_for(out)
         cfg.checkpoint_dir = cfg.checkpoint_dir or str(ckpt)
         try:
@@ -75,15 +72,8 @@ def run_train(
         frame.save_model(src.model, card)
         if frame.writes:
             shutil.rmtree(ckpt, ignore_errors=True)
-    return TrainSummary(
-        out=str(out),
-        params=count_params(src.model),
-        metrics=metrics,
-        seconds=result.seconds,
-        precision=result.precision,
-        amp_reason=result.amp_reason,
-        epochs=result.epochs,
-    )
+    how = (result.seconds, result.precision, result.amp_reason, result.epochs)
+    return TrainSummary(str(out), count_params(src.model), metrics, *how)
 
 
 def final_metrics(model: Any, bundle: DataBundle, result: FitResult | None) -> JsonObject:
