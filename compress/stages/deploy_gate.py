@@ -249,7 +249,7 @@ def speedups(best: Trial, baseline: list[Trial], bs: int) -> Speedup:
     )
 
 
-def candidate_rows(skipped: list[Skipped], trials: list[Trial]) -> list[dict[str, Any]]:
+def candidate_rows(skipped: list[Skipped], trials: list[Trial]) -> list[JsonObject]:
     """deploy.json's candidates: the refused ones with their reason, then every one tried."""
     refused = [
         {"runtime": s.runtime, "precision": s.precision, "status": "skipped", "reason": s.reason}
