@@ -2,9 +2,7 @@
 
 Splits are fixed and seeded: the training file is split into `train` and `val` (validation and
 calibration draw from `val`); `test` is only ever used for reporting. Normalization and resizing
-come from the model's :class:`~compress.models.zoo.registry.ModelSpec`. This module loads them; the
-configuration, the split bundle and its loaders are in `compress.models.data.splits`, the file formats in
-`compress.models.data.idx` and `compress.models.data.imagefolder`, the image datasets and transforms in `compress.models.data.images`.
+come from the model's ModelSpec.
 """
 
 from __future__ import annotations

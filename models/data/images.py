@@ -46,8 +46,7 @@ class RowView:
 
 
 class TensorImages(SizedDataset):
-    """uint8 images in memory (or a memory-mapped RowView), indexed by *lists* of indices to
-    fetch whole batches at once."""
+    """uint8 images (or a RowView), indexed by *lists* of indices to fetch whole batches."""
 
     def __init__(
         self,
@@ -92,26 +91,21 @@ def to_model_input(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
         else:
             raise InvalidInputError(f"images have {c} channels, model wants {spec.in_channels}")
     if x.shape[-1] != spec.input_size or x.shape[-2] != spec.input_size:
-        x = F.interpolate(
-            x,
-            size=(spec.input_size, spec.input_size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
+        x = _bilinear(x, (spec.input_size, spec.input_size))
     return x.contiguous()
 
 
+def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def resize_center_crop(x: torch.Tensor, size: int, ratio: float) -> torch.Tensor:
-    """torchvision's evaluation preset for (N, C, H, W) images: the shorter side resized to
-    `round(size * ratio)` (256 for 224 at ratio 256/224), then the central `size` x `size`.
-    Returns float values on the input's 0-255 scale."""
+    """torchvision's eval preset: shorter side to `round(size * ratio)` (256 for 224), then the
+    central `size` x `size`; float values on the input's 0-255 scale."""
     h, w = x.shape[-2:]
     short = round(size * ratio)
     nh, nw = (short, max(short, round(w * short / h))) if h <= w else (round(h * short / w), short)
-    x = F.interpolate(
-        x.float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
-    )
+    x = _bilinear(x.float(), (nh, nw))
     top, left = (nh - size) // 2, (nw - size) // 2
     return x[..., top : top + size, left : left + size]
 

@@ -1,8 +1,5 @@
-"""The zoo's table of model factories, filled by each family's `@register_model` decorator.
-
-Separate from `compress.models.zoo.registry` (which imports the families to fill it) so that a family module
-imports this table, not the registry that imports it.
-"""
+"""The zoo's table of model factories, filled by each family's `@register_model` decorator
+(apart from the registry, which imports the families, so that they need not import it)."""
 
 from __future__ import annotations
 
@@ -26,9 +23,8 @@ SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="
 def register_model(
     name: str, input_size: int = DEFAULT_INPUT_SIZE, min_input_size: int = MIN_INPUT_SIZE
 ) -> Callable[[Factory], Factory]:
-    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`
-    whose native input size (what `create_model` builds when none is given) is `input_size`
-    and which accepts inputs down to `min_input_size` pixels."""
+    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`,
+    built at `input_size` by default and accepting inputs down to `min_input_size` pixels."""
 
     def deco(fn: Factory) -> Factory:
         _FACTORIES[name] = fn
