@@ -41,8 +41,7 @@ class OutputLockedError(UsageError):
 
 
 class OutputNotWritableError(UsageError):
-    """`--out` names a place where nothing can be written: a read-only file system, no
-    permission, a pseudo file system such as /proc, or a regular file in the path."""
+    """`--out` names a place where nothing can be written (read-only, no permission, /proc...)."""
 
 
 class InvalidInputError(CompressError):
@@ -99,8 +98,7 @@ class ResourceError(CompressError):
 
 
 class DiskFullError(ResourceError):
-    """No space (or quota) left where we write; names the path, the bytes needed where known
-    and the free space. Temporaries are removed and what existed before is intact."""
+    """No space (or quota) left where we write; names the path, the bytes needed and the free."""
 
     exit_code = 7
 

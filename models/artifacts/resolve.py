@@ -7,7 +7,7 @@ state_dict (.pt/.pth/.bin), `random` (explicitly untrained), or published weight
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
@@ -116,12 +116,7 @@ def resolve_model(
     elif Path(ref).is_dir():
         raise ArtifactError(f"{ref} is a directory but not an artifact (no card.json)")
     else:
-        model = create_model(
-            ref,
-            num_classes=shape.num_classes,
-            in_channels=shape.in_channels,
-            input_size=shape.input_size,
-        )
+        model = create_model(ref, **asdict(shape))
         src = ModelSource(model, None, False, ref, "none")
     if weights is not None:
         _apply_weights(src, weights, trust_pickle)

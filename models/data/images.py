@@ -22,9 +22,17 @@ class SizedDataset(Dataset):
     """A map-style dataset with a length (all of ours), its images shaped for `spec`."""
 
     spec: ModelSpec
+    augment: bool = False
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> the model's input: resized, augmented if asked, normalized."""
+        x = to_model_input(x, self.spec)
+        x = random_flip_crop(x) if self.augment else x
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (self.spec.mean, self.spec.std))
+        return (x - mean) / std
 
 
 class RowView:
@@ -63,18 +71,13 @@ class TensorImages(SizedDataset):
             self.images = x.unsqueeze(1) if x.ndim == 3 else x  # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.spec, self.augment = spec, augment
-        self._mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-        self._std = torch.tensor(spec.std).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, idx: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(idx, dtype=torch.long)
-        x = to_model_input(self.images[index].reshape(-1, *self.images.shape[1:]), self.spec)
-        if self.augment:
-            x = random_flip_crop(x)
-        x = (x - self._mean) / self._std
+        x = self.prepare(self.images[index].reshape(-1, *self.images.shape[1:]))
         y = self.labels[index]
         return (x[0], y) if index.ndim == 0 else (x, y)
 

@@ -12,8 +12,7 @@ from compress.models.errors import UsageError
 
 Factory = Callable[..., nn.Module]
 _FACTORIES: dict[str, Factory] = {}
-_NATIVE_SIZE: dict[str, int] = {}
-_MIN_SIZE: dict[str, int] = {}
+_SIZES: dict[str, tuple[int, int]] = {}  # native, smallest
 DEFAULT_INPUT_SIZE = 28  # user factories, and the size Fashion-MNIST/MNIST images have
 MIN_INPUT_SIZE = 8  # below this no zoo model is defined
 VARIANTS = ("auto", "imagenet", "small")  # of the families with an ImageNet and a small form
@@ -28,8 +27,7 @@ def register_model(
 
     def deco(fn: Factory) -> Factory:
         _FACTORIES[name] = fn
-        _NATIVE_SIZE[name] = input_size
-        _MIN_SIZE[name] = min_input_size
+        _SIZES[name] = (input_size, min_input_size)
         return fn
 
     return deco
@@ -37,12 +35,12 @@ def register_model(
 
 def min_input_size(name: str) -> int:
     """The smallest input size a registered model accepts."""
-    return _MIN_SIZE.get(name, MIN_INPUT_SIZE)
+    return _SIZES.get(name, (0, MIN_INPUT_SIZE))[1]
 
 
 def native_input_size(name: str) -> int:
     """The input size a registered model was designed for (224 for the ImageNet families)."""
-    return _NATIVE_SIZE.get(name, DEFAULT_INPUT_SIZE)
+    return _SIZES.get(name, (DEFAULT_INPUT_SIZE, 0))[0]
 
 
 def registered() -> dict[str, Factory]:
