@@ -1,10 +1,8 @@
 """One exception hierarchy for the whole toolkit, each class carrying its CLI exit code.
 
-Exit codes (stable, documented in the README):
-0 ok · 1 internal bug · 2 usage (including an `--out` where nothing can be written) · 3 invalid
-input · 4 unsupported · 5 quality gate failed (artifact kept) · 6 resources (memory,
-device, a file system refusing a write midway) · 7 disk full (no space or quota left where
-compress writes; temporaries removed, what existed before intact).
+Exit codes (stable, documented in the README; EXIT_CODES below): 0 ok · 1 internal bug ·
+2 usage · 3 invalid input · 4 unsupported · 5 quality gate failed (artifact kept) ·
+6 resources · 7 disk full (temporaries removed, what existed before intact).
 """
 
 from __future__ import annotations
@@ -43,8 +41,7 @@ class OutputLockedError(UsageError):
 
 
 class OutputNotWritableError(UsageError):
-    """`--out` names a place where nothing can be written: a read-only file system, no
-    permission, a pseudo file system such as /proc, or a regular file in the path."""
+    """`--out` names a place where nothing can be written (read-only, no permission, /proc...)."""
 
 
 class InvalidInputError(CompressError):
@@ -101,8 +98,7 @@ class ResourceError(CompressError):
 
 
 class DiskFullError(ResourceError):
-    """No space (or quota) left where we write; names the path, the bytes needed where known
-    and the free space. Temporaries are removed and what existed before is intact."""
+    """No space (or quota) left where we write; names the path, the bytes needed and the free."""
 
     exit_code = 7
 

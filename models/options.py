@@ -1,11 +1,8 @@
 """`option(default, help)`: a config field that carries its own CLI help (and flag spelling).
 
-Config dataclasses (PruneConfig, TrainConfig, ...) are the single source of the CLI's options:
-`compress.cli.fields` reads each field's help and metadata from the class body, and the CLI
-generates its flags from them. `option` is `dataclasses.field` with that metadata spelled short.
-Metadata keys: `flag` (another spelling, a `--x/--no-x` pair, or a tuple with a short alias),
-`show_default`, `cli` (False: no flag, or the shape of a list option: repeat, csv, csv-int,
-pairs), `shape` (the wording of a NAME=N error).
+Config dataclasses are the single source of the CLI's options (`compress.cli.fields` reads them).
+Metadata keys: `flag` (another spelling, `--x/--no-x`, or a tuple with a short alias),
+`show_default`, `cli` (False: no flag; or repeat, csv, csv-int, pairs), `shape` (NAME=N wording).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """How library work that takes a while (a weights download) reports progress: told the bytes
 done so far, then closed. The default logs a line every 10 %; the CLI installs a live bar.
-
-Import-light on purpose: the CLI installs its bar at start-up, before it knows whether a command
-will run at all (`compress VERB --help` does not), so this module must cost nothing to import;
-:mod:`compress.models.weights.download` reads the factory only when it downloads.
+Import-light on purpose: the CLI installs its bar at start-up, even for `--help`.
 """
 
 from __future__ import annotations

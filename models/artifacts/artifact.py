@@ -1,12 +1,8 @@
 """Self-describing artifacts: a directory with `model.safetensors` (or `model.onnx`) + `card.json`.
 
-The card says what the model is (architecture and arguments, or the user factory; spec; the
-shapes of pruned layers), how it was made (`history`: one entry per stage), and how good it is
-(`metrics`). Writes are atomic (compress.models.disk.durable.atomic_dir): everything goes into a temporary
-sibling directory that is renamed into place only when complete, so an interrupted run never
-leaves a half-written artifact. Reading checks every listed file's size, and the SHA-256 of the
-weights (`model.safetensors`, `model.onnx`) against the card: a truncated or bit-flipped file is
-refused with what to do (94 MB hash in ~70 ms; once per file and process).
+The card says what the model is (architecture, spec, pruned shapes), how it was made (`history`)
+and how good it is (`metrics`). Writes are atomic (disk.durable.atomic_dir). Reading checks each
+listed file's size and the weights' SHA-256 (94 MB in ~70 ms; once per file and process).
 """
 
 from __future__ import annotations
@@ -186,8 +182,7 @@ _hashes: dict[tuple[str, int, int], str] = {}
 
 
 def read_card(path: str | Path) -> Card:
-    """Parse and validate `path/card.json`; check the listed files exist with the right size
-    and that the weights match their recorded SHA-256."""
+    """Parse `path/card.json`; check the listed files' sizes and the weights' SHA-256."""
     path = Path(path)
     if not is_artifact(path):
         raise ArtifactError(f"{path} is not an artifact directory (no {CARD})")
@@ -224,8 +219,7 @@ def cached_sha256(path: Path) -> str:
 
 
 def code_source(code: Code) -> bytes:
-    """The exact source a model was built from (this process ran it, or its origin is
-    unchanged), so the saved artifact carries the code its weights belong to."""
+    """The exact source a model was built from (this process ran it, or its origin is unchanged)."""
     source = known_source(code.sha256)
     if source is None and code.origin and Path(code.origin).is_file():
         source = read_source(code.origin)
@@ -258,9 +252,8 @@ def model_code(path: str | Path, card: Card, *, trust_code: bool) -> tuple[Path,
 
 
 def build_model(card: Card, path: str | Path, *, trust_code: bool = False) -> nn.Module:
-    """The architecture the card of artifact `path` describes, pruned shapes applied, weights
-    uninitialized. A user factory runs only from the artifact, with consent: see model_code.
-    An older card (factory path, no hash) gains a `code` record, so a re-save stores the code."""
+    """The architecture the card describes, pruned shapes applied, weights uninitialized (a user
+    factory runs only with consent; an older card without a hash gains a `code` record)."""
     a = card.architecture
     if "source" in a.kwargs:
         raise ArtifactError(f"{path}: architecture kwargs may not set 'source'")
@@ -280,8 +273,7 @@ def build_model(card: Card, path: str | Path, *, trust_code: bool = False) -> nn
 
 
 def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module, Card]:
-    """Rebuild a PyTorch artifact's model and load its tensors strictly; never unpickles, and
-    runs a user factory stored in the artifact only with `trust_code` (see model_code)."""
+    """Rebuild a PyTorch artifact's model and load its tensors strictly; never unpickles."""
     from compress.models.weights.reading import read_state_dict
 
     path = Path(path)

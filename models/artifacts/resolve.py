@@ -1,16 +1,13 @@
 """One rule for what `--model` and `--weights` mean everywhere.
 
-`--model`: a zoo name, an artifact directory, or `path/to/file.py:factory` (typed by the user,
-so it runs; a factory stored in an artifact runs only with `trust_code`). Whether it is ONNX (a
-bare `.onnx` file or an ONNX artifact) is `onnx_input`'s answer, the one every verb asks.
-`--weights`: a .safetensors file, an artifact directory, a `weights_only` PyTorch state_dict
-(.pt/.pth/.bin), the literal `random` (explicitly untrained), or the name of published weights
-for a zoo model (`imagenet`: see `compress.models.zoo.pretrained`; downloaded once into a cache).
+`--model`: a zoo name, an artifact directory, or `path/to/file.py:factory`; `onnx_input` says
+whether it is ONNX. `--weights`: a .safetensors file, an artifact directory, a `weights_only`
+state_dict (.pt/.pth/.bin), `random` (explicitly untrained), or published weights (`imagenet`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
@@ -36,9 +33,7 @@ from compress.models.zoo.pretrained import (
 )
 from compress.models.zoo.registry import create_model, is_factory_ref
 
-# Ways to give a zoo or factory model its weights besides training it, as `--weights` hints
-# (one place: a new source, e.g. pretrained weights, is one more entry). No timings here: they
-# depend on the machine (BENCHMARKS.md has measured ones).
+# Ways to give a zoo or factory model its weights besides training it, as `--weights` hints.
 WEIGHTS_HINTS: list[str] = [
     "--weights FILE (.safetensors, a .pt/.pth state_dict, or an artifact directory)",
     "--weights random for a latency-only study (recorded as untrained)",
@@ -72,16 +67,14 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class OnnxInput:
-    """A `--model` that is ONNX: the file to run, and the card of an ONNX artifact directory
-    (None for a bare `.onnx` file, whose metadata may still carry one)."""
+    """A `--model` that is ONNX: the file to run, and its artifact's card (None for a bare file)."""
 
     file: Path
     card: Card | None
 
 
 def onnx_input(ref: str | Path) -> OnnxInput | None:
-    """The ONNX behind `ref`, a bare `.onnx` file or an ONNX artifact directory; None for a
-    PyTorch artifact, a zoo name or a factory."""
+    """The ONNX behind `ref` (a `.onnx` file or an ONNX artifact); None for anything else."""
     path = Path(ref)
     if path.is_file() and path.suffix == ".onnx":
         return OnnxInput(path, None)
@@ -123,12 +116,7 @@ def resolve_model(
     elif Path(ref).is_dir():
         raise ArtifactError(f"{ref} is a directory but not an artifact (no card.json)")
     else:
-        model = create_model(
-            ref,
-            num_classes=shape.num_classes,
-            in_channels=shape.in_channels,
-            input_size=shape.input_size,
-        )
+        model = create_model(ref, **asdict(shape))
         src = ModelSource(model, None, False, ref, "none")
     if weights is not None:
         _apply_weights(src, weights, trust_pickle)

@@ -1,15 +1,13 @@
 """Describing and rebuilding layer shapes, so pruned models load without pickling.
 
-`capture_structure(model)` records, per shape-bearing module, the attributes that define its
-parameter shapes. `apply_structure(model, desc)` resizes a freshly built model's modules to
-those shapes (values are then filled by a strict `load_state_dict`). This is all a structurally
-pruned model needs: torch-pruning changes channel counts, never the graph. A factorized Linear
-(compress.models.zoo.lowrank.LowRankLinear, recorded with its rank) replaces the fresh nn.Linear first.
+`capture_structure` records each shape-bearing module's shape attributes; `apply_structure`
+resizes a fresh model's modules to them (values then come from a strict `load_state_dict`).
+torch-pruning changes channel counts, never the graph; a LowRankLinear replaces its nn.Linear.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -20,46 +18,49 @@ from compress.models.zoo.lowrank import LowRankLinear
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+# Per module type: the attributes that define its parameter shapes.
+_ATTRS: tuple[tuple[tuple[type[nn.Module], ...], tuple[str, ...]], ...] = (
+    ((LowRankLinear,), ("in_features", "out_features", "rank")),
+    (_CONV, ("in_channels", "out_channels", "groups")),
+    ((nn.Linear,), ("in_features", "out_features")),
+    (_NORM, ("num_features",)),
+    ((nn.GroupNorm,), ("num_channels", "num_groups")),
+    ((nn.LayerNorm,), ("normalized_shape",)),
+    ((nn.PReLU,), ("num_parameters",)),
+)
 
 
 def _describe(m: nn.Module) -> dict[str, Any] | None:
-    if isinstance(m, LowRankLinear):
-        return {
-            "type": "LowRankLinear",
-            "in_features": m.in_features,
-            "out_features": m.out_features,
-            "rank": m.rank,
-            "bias": m.second.bias is not None,
-        }
-    if isinstance(m, _CONV):
-        return {
-            "type": type(m).__name__,
-            "in_channels": m.in_channels,
-            "out_channels": m.out_channels,
-            "groups": m.groups,
-        }
-    if isinstance(m, nn.Linear):
-        return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features}
-    if isinstance(m, _NORM):
-        return {"type": type(m).__name__, "num_features": m.num_features}
-    if isinstance(m, nn.GroupNorm):
-        return {"type": "GroupNorm", "num_channels": m.num_channels, "num_groups": m.num_groups}
-    if isinstance(m, nn.LayerNorm):
-        return {"type": "LayerNorm", "normalized_shape": list(m.normalized_shape)}
-    if isinstance(m, nn.PReLU):
-        return {"type": "PReLU", "num_parameters": m.num_parameters}
+    for types, attrs in _ATTRS:
+        if isinstance(m, types):
+            d = {a: list(v) if isinstance(v := getattr(m, a), tuple) else v for a in attrs}
+            if isinstance(m, LowRankLinear):
+                d["bias"] = m.second.bias is not None
+            return {"type": type(m).__name__, **d}
     return None
 
 
 def capture_structure(model: nn.Module) -> dict[str, JsonObject]:
-    """Shape-defining attributes of every conv/linear/norm module, by qualified name: the
-    card's `structure`, as written to and read back from card.json."""
-    out = {}
-    for name, m in model.named_modules():
-        d = _describe(m)
-        if d is not None:
-            out[name] = d
-    return out
+    """The card's `structure`: shape-defining attributes of each conv/linear/norm, by name."""
+    described = {name: _describe(m) for name, m in model.named_modules()}
+    return {name: d for name, d in described.items() if d is not None}
+
+
+def _shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The parameter/buffer shapes a described module's attributes imply."""
+    if isinstance(m, _CONV):
+        transposed = isinstance(m, nn.ConvTranspose2d)
+        io = (m.in_channels, m.out_channels // m.groups)
+        weight = io if transposed else (m.out_channels, m.in_channels // m.groups)
+        return {"weight": weight + tuple(m.kernel_size), "bias": (m.out_channels,)}
+    if isinstance(m, nn.Linear):
+        return {"weight": (m.out_features, m.in_features), "bias": (m.out_features,)}
+    if isinstance(m, nn.LayerNorm):
+        return dict.fromkeys(("weight", "bias"), tuple(m.normalized_shape))
+    if isinstance(m, nn.PReLU):
+        return {"weight": (m.num_parameters,)}
+    n = m.num_channels if isinstance(m, nn.GroupNorm) else cast(int, m.num_features)  # a _NORM
+    return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), (n,))
 
 
 def _resize(m: nn.Module, d: dict[str, Any]) -> None:
@@ -67,27 +68,8 @@ def _resize(m: nn.Module, d: dict[str, Any]) -> None:
     for k, v in d.items():
         if k != "type":
             setattr(m, k, tuple(v) if k == "normalized_shape" else v)
-    if isinstance(m, _CONV):
-        transposed = isinstance(m, nn.ConvTranspose2d)
-        w_shape = (
-            (m.in_channels, m.out_channels // m.groups)
-            if transposed
-            else (m.out_channels, m.in_channels // m.groups)
-        ) + tuple(m.kernel_size)
-        _set_param(m, "weight", w_shape)
-        _set_param(m, "bias", (m.out_channels,))
-    elif isinstance(m, nn.Linear):
-        _set_param(m, "weight", (m.out_features, m.in_features))
-        _set_param(m, "bias", (m.out_features,))
-    elif isinstance(m, (*_NORM, nn.GroupNorm)):
-        n = m.num_channels if isinstance(m, nn.GroupNorm) else m.num_features
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            _set_param(m, name, (n,))
-    elif isinstance(m, nn.LayerNorm):
-        _set_param(m, "weight", tuple(m.normalized_shape))
-        _set_param(m, "bias", tuple(m.normalized_shape))
-    elif isinstance(m, nn.PReLU):
-        _set_param(m, "weight", (m.num_parameters,))
+    for name, shape in _shapes(m).items():
+        _set_param(m, name, shape)
 
 
 def _set_param(m: nn.Module, name: str, shape: tuple[int, ...]) -> None:

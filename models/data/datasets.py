@@ -2,9 +2,7 @@
 
 Splits are fixed and seeded: the training file is split into `train` and `val` (validation and
 calibration draw from `val`); `test` is only ever used for reporting. Normalization and resizing
-come from the model's :class:`~compress.models.zoo.registry.ModelSpec`. This module loads them; the
-configuration, the split bundle and its loaders are in `compress.models.data.splits`, the file formats in
-`compress.models.data.idx` and `compress.models.data.imagefolder`, the image datasets and transforms in `compress.models.data.images`.
+come from the model's ModelSpec.
 """
 
 from __future__ import annotations
@@ -55,24 +53,23 @@ FASHION_CLASSES = (
 
 def load_data(cfg: DataConfig, spec: ModelSpec) -> DataBundle:
     """Load a data set into train/val/test splits shaped for `spec`."""
-    if cfg.dataset is None:
-        cfg = replace(cfg, dataset="fashion-mnist")
-    assert cfg.dataset is not None
-    if cfg.dataset == "imagefolder":
+    dataset = cfg.dataset or "fashion-mnist"
+    cfg = replace(cfg, dataset=dataset)
+    if dataset == "imagefolder":
         from compress.models.data.imagefolder import load_imagefolder
 
         return load_imagefolder(cfg, spec)
-    x, y = load_idx_split(cfg.dataset, cfg.data_dir, "train", cfg.mmap)
-    xt, yt = load_idx_split(cfg.dataset, cfg.data_dir, "test", cfg.mmap)
+    x, y = load_idx_split(dataset, cfg.data_dir, "train", cfg.mmap)
+    xt, yt = load_idx_split(dataset, cfg.data_dir, "test", cfg.mmap)
     tr, va = split_indices(len(y), effective_val_size(len(y), cfg.val_size), cfg.seed)
     if cfg.limit:
         tr = tr[: cfg.limit]
     names = cfg.class_names or (
         list(FASHION_CLASSES)
-        if cfg.dataset == "fashion-mnist"
+        if dataset == "fashion-mnist"
         else [str(i) for i in range(int(y.max()) + 1)]
     )
-    src = idx_source(cfg.dataset, cfg.data_dir)
+    src = idx_source(dataset, cfg.data_dir)
     return DataBundle(
         train=TensorImages(_rows(x, tr), y[tr], spec, augment=cfg.augment),
         val=TensorImages(_rows(x, va), y[va], spec),

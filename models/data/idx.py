@@ -61,8 +61,7 @@ def _is_gzip(path: Path) -> bool:
 
 
 def map_idx(path: Path) -> np.memmap:
-    """Memory-map an uncompressed IDX file: rows are read from disk when used, never the whole
-    file, and the page cache is shared by every process reading it (torchrun ranks)."""
+    """Memory-map an uncompressed IDX file (rows read when used; page cache shared by ranks)."""
     try:
         with path.open("rb") as f:
             head = f.read(4)
@@ -98,10 +97,8 @@ def idx_dir_candidates(dataset: str, data_dir: str | None) -> list[Path]:
 def load_idx_split(
     dataset: str, data_dir: str | None, split: str, mmap: bool | None = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W) uint8 and labels (N,) int64 of an IDX split ('train' or 'test').
-
-    mmap: None memory-maps the images when the file is uncompressed (gzip cannot be mapped,
-    so it is read whole), True insists on it, False reads everything into memory."""
+    """Images (N, H, W) uint8 and labels (N,) int64 of an IDX split ('train' or 'test'). `mmap`:
+    None maps uncompressed files (gzip is read whole), True insists on it, False reads all."""
     img_stem, lbl_stem = IDX_FILES[split]
     tried = idx_dir_candidates(dataset, data_dir)
     for d in tried:
@@ -120,21 +117,14 @@ def load_idx_split(
             log.debug("loaded %s/%s from %s: %s", dataset, split, d, x.shape)
             return x, y
     where = ", ".join(str(p) for p in tried) or "(nowhere: no --data-dir given)"
-    hint = (
-        INSTALL_HINT
-        if dataset == "fashion-mnist"
-        else ("pass --data-dir DIR holding train-images-idx3-ubyte.gz etc.")
-    )
+    hint = "pass --data-dir DIR holding train-images-idx3-ubyte.gz etc."
+    hint = INSTALL_HINT if dataset == "fashion-mnist" else hint
     raise DataNotFoundError(f"{dataset} {split} split not found; looked in: {where}", hint=hint)
 
 
 def idx_source(dataset: str, data_dir: str | None) -> str:
     """The directory the training images are read from ('?' when there is none)."""
-    return next(
-        (
-            str(d)
-            for d in idx_dir_candidates(dataset, data_dir)
-            if _find_idx(d, IDX_FILES["train"][0])
-        ),
-        "?",
-    )
+    found = [
+        d for d in idx_dir_candidates(dataset, data_dir) if _find_idx(d, IDX_FILES["train"][0])
+    ]
+    return str(found[0]) if found else "?"

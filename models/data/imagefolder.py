@@ -13,12 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.models.data.images import (
-    SizedDataset,
-    random_flip_crop,
-    resize_center_crop,
-    to_model_input,
-)
+from compress.models.data.images import SizedDataset, resize_center_crop
 from compress.models.data.splits import DataBundle, DataConfig, effective_val_size, split_indices
 from compress.models.errors import DataNotFoundError, InvalidInputError
 from compress.models.zoo.spec import ModelSpec
@@ -50,8 +45,6 @@ class ImageFiles(SizedDataset):
 
     def __init__(self, items: list[tuple[Path, int]], spec: ModelSpec, augment: bool = False):
         self.items, self.spec, self.augment = items, spec, augment
-        self._mean = torch.tensor(spec.mean).view(-1, 1, 1)
-        self._std = torch.tensor(spec.std).view(-1, 1, 1)
         pre = spec.extra.get("preprocess") or {}  # e.g. ImageNet weights: resize 256, crop 224
         self._ratio = pre["resize"] / pre["crop"] if pre.get("resize") and pre.get("crop") else None
 
@@ -80,10 +73,7 @@ class ImageFiles(SizedDataset):
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
         if self._ratio is not None:
             x = resize_center_crop(x.unsqueeze(0), self.spec.input_size, self._ratio)[0]
-        x = to_model_input(x.unsqueeze(0), self.spec)
-        if self.augment:
-            x = random_flip_crop(x)
-        return ((x[0] - self._mean) / self._std), torch.tensor(label)
+        return self.prepare(x.unsqueeze(0))[0], torch.tensor(label)
 
 
 def _root(cfg: DataConfig) -> Path:

@@ -22,9 +22,17 @@ class SizedDataset(Dataset):
     """A map-style dataset with a length (all of ours), its images shaped for `spec`."""
 
     spec: ModelSpec
+    augment: bool = False
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> the model's input: resized, augmented if asked, normalized."""
+        x = to_model_input(x, self.spec)
+        x = random_flip_crop(x) if self.augment else x
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (self.spec.mean, self.spec.std))
+        return (x - mean) / std
 
 
 class RowView:
@@ -46,8 +54,7 @@ class RowView:
 
 
 class TensorImages(SizedDataset):
-    """uint8 images in memory (or a memory-mapped RowView), indexed by *lists* of indices to
-    fetch whole batches at once."""
+    """uint8 images (or a RowView), indexed by *lists* of indices to fetch whole batches."""
 
     def __init__(
         self,
@@ -64,18 +71,13 @@ class TensorImages(SizedDataset):
             self.images = x.unsqueeze(1) if x.ndim == 3 else x  # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.spec, self.augment = spec, augment
-        self._mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-        self._std = torch.tensor(spec.std).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, idx: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(idx, dtype=torch.long)
-        x = to_model_input(self.images[index].reshape(-1, *self.images.shape[1:]), self.spec)
-        if self.augment:
-            x = random_flip_crop(x)
-        x = (x - self._mean) / self._std
+        x = self.prepare(self.images[index].reshape(-1, *self.images.shape[1:]))
         y = self.labels[index]
         return (x[0], y) if index.ndim == 0 else (x, y)
 
@@ -92,26 +94,21 @@ def to_model_input(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
         else:
             raise InvalidInputError(f"images have {c} channels, model wants {spec.in_channels}")
     if x.shape[-1] != spec.input_size or x.shape[-2] != spec.input_size:
-        x = F.interpolate(
-            x,
-            size=(spec.input_size, spec.input_size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
+        x = _bilinear(x, (spec.input_size, spec.input_size))
     return x.contiguous()
 
 
+def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def resize_center_crop(x: torch.Tensor, size: int, ratio: float) -> torch.Tensor:
-    """torchvision's evaluation preset for (N, C, H, W) images: the shorter side resized to
-    `round(size * ratio)` (256 for 224 at ratio 256/224), then the central `size` x `size`.
-    Returns float values on the input's 0-255 scale."""
+    """torchvision's eval preset: shorter side to `round(size * ratio)` (256 for 224), then the
+    central `size` x `size`; float values on the input's 0-255 scale."""
     h, w = x.shape[-2:]
     short = round(size * ratio)
     nh, nw = (short, max(short, round(w * short / h))) if h <= w else (round(h * short / w), short)
-    x = F.interpolate(
-        x.float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
-    )
+    x = _bilinear(x.float(), (nh, nw))
     top, left = (nh - size) // 2, (nw - size) // 2
     return x[..., top : top + size, left : left + size]
 

@@ -1,7 +1,5 @@
-"""The data configuration, the train/val/test bundle it loads into, and the seeded splits.
-
-Shared by every data format (`compress.models.data.datasets` for IDX, `compress.models.data.imagefolder`), so it sits below them.
-"""
+"""The data configuration, the train/val/test bundle it loads into, and the seeded splits
+(shared by every data format, so it sits below them)."""
 
 from __future__ import annotations
 
@@ -22,9 +20,8 @@ DATASETS = ("fashion-mnist", "mnist", "imagefolder")
 class DataConfig:
     """Which data set, where, and how to split and batch it."""
 
-    dataset: str | None = option(
-        None, "fashion-mnist (default), mnist, or imagefolder."
-    )  # None: the input artifact's data set, else fashion-mnist
+    # None: the input artifact's data set, else fashion-mnist
+    dataset: str | None = option(None, "fashion-mnist (default), mnist, or imagefolder.")
     data_dir: str | None = option(
         None,
         "Data directory (IDX files, or imagefolder root with train/ and val/). "
@@ -37,18 +34,14 @@ class DataConfig:
         "Seed for shuffling and init, and for the train/val split of a zoo model "
         "(an artifact keeps the split it was trained on, so its validation images"
         " stay unseen).",
-    )  # the train/val split, and the batch order unless `order_seed` is set
-    order_seed: int | None = option(
-        None, "Seed of the batch order only.", cli=False
-    )  # an artifact keeps its split, see stages
+    )
+    order_seed: int | None = option(None, "Seed of the batch order only.", cli=False)
     batch_size: int = option(128, "Training batch size.")
     eval_batch_size: int = option(512, "Evaluation batch size.", cli=False)
     augment: bool = option(
         False, "Random flips and crops (distill: turns off teacher-logit caching)."
     )
-    limit: int | None = option(
-        None, "Use at most this many training samples (quick runs)."
-    )  # search budgets too
+    limit: int | None = option(None, "Use at most this many training samples (quick runs).")
     workers: int = option(
         0, "DataLoader worker processes (decoding/resizing off the training loop).", cli=False
     )
@@ -106,17 +99,12 @@ class DataBundle:
             g = torch.Generator().manual_seed(self.config.shuffle_seed + epoch)
             sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
         batches = BatchSampler(sampler, bs, drop_last=False)
-        pin = torch.cuda.is_available()  # page-locked batches copy to the GPU asynchronously
-        if isinstance(ds, TensorImages):  # whole batches per fetch (one worker = one batch)
-            return DataLoader(
-                ds,
-                batch_size=None,
-                sampler=batches,
-                num_workers=self.config.workers,
-                pin_memory=pin,
-            )
+        # TensorImages fetches whole batches at once (one worker = one batch).
+        whole = isinstance(ds, TensorImages)
+        how = {"batch_size": None, "sampler": batches} if whole else {"batch_sampler": batches}
+        # Page-locked batches copy to the GPU asynchronously.
         return DataLoader(
-            ds, batch_sampler=batches, num_workers=self.config.workers, pin_memory=pin
+            ds, num_workers=self.config.workers, pin_memory=torch.cuda.is_available(), **how
         )
 
     def describe(self) -> dict[str, object]:

@@ -1,23 +1,8 @@
-"""Durable writes: a file or an artifact directory appears whole or not at all, and a full disk
-is one typed error naming the path, the bytes needed (where known) and the free space.
-
-- :func:`atomic_file` yields a temporary sibling path; when the body succeeds the file is
-  fsynced, renamed over the target (``os.replace``) and the directory fsynced. On any exception
-  (a full disk included) the temporary is removed and the target keeps its previous content.
-- :func:`atomic_dir` does the same for a directory: every file fsynced, then one rename (an
-  exchange with the old directory under ``--overwrite``: Linux ``renameat2``), so a killed save
-  never leaves the previous artifact missing or half replaced.
-- :func:`disk_errors` turns ENOSPC/EDQUOT into :class:`DiskFullError`, also when a library
-  reports it only in its own exception's text (safetensors).
-- Temporaries carry the writer's PID (``.NAME.PID.XXXXXXXX.tmp``); those of dead writers are
-  removed the next time the same path is written, so nothing half-written accumulates.
-
-Test hook (test-only; never set it otherwise): with ``COMPRESS_TEST_KILL_AT=LABEL`` in the
-environment the process kills itself with SIGKILL at ``kill_point(LABEL)`` (``LABEL#N``: the N-th
-time that point is reached). Labels:
-``file:written`` (temporary complete, not renamed), ``file:renamed`` (renamed, directory not
-yet fsynced), ``dir:filled`` (temporary directory complete), ``dir:swapped`` (new directory in
-place, old one not yet removed). Tests use it to kill a save between two writes, no timing race.
+"""Durable writes: a file or an artifact directory appears whole or not at all (temporary sibling,
+fsync, one rename; a directory under `--overwrite` is exchanged with the old one: Linux
+`renameat2`), and a full disk is one typed DiskFullError naming the path, the bytes needed and
+the free space. Temporaries carry the writer's PID (`.NAME.PID.XXXXXXXX.tmp`); those of dead
+writers are removed the next time the same path is written.
 """
 
 from __future__ import annotations
@@ -31,6 +16,7 @@ import secrets
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,14 +34,13 @@ KILL_ENV = "COMPRESS_TEST_KILL_AT"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # How libraries that hide the OSError word it (safetensors: "... (os error 28)").
 _FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
-
-
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>tmp|old)$")
 _hits: dict[str, int] = {}
 
 
 def kill_point(label: str) -> None:
-    """Test hook: SIGKILL this process here when COMPRESS_TEST_KILL_AT is `label` (the first
-    time it is reached) or `label#N` (the N-th time)."""
+    """Test-only hook: SIGKILL this process when $COMPRESS_TEST_KILL_AT is `label` or `label#N`
+    (the N-th time). Labels: file:written, file:renamed, dir:filled, dir:swapped."""
     wanted = os.environ.get(KILL_ENV)
     if not wanted or not wanted.startswith(label):
         return
@@ -78,13 +63,17 @@ def is_disk_full(e: BaseException) -> bool:
     return False
 
 
+def _existing(path: Path) -> Path:
+    """`path` or its nearest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def free_bytes(path: str | Path) -> int | None:
     """Free bytes (for this user) on the file system that holds `path` or its nearest ancestor."""
-    anchor = Path(path)
-    while not anchor.exists() and anchor != anchor.parent:
-        anchor = anchor.parent
     try:
-        return shutil.disk_usage(anchor).free
+        return shutil.disk_usage(_existing(Path(path))).free
     except OSError:
         return None
 
@@ -134,17 +123,21 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # someone else's process
+    except PermissionError:  # someone else's process
+        pass
     return True
-
-
-_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>tmp|old)$")
 
 
 def temp_name(path: Path, kind: str = "tmp") -> Path:
     """A fresh hidden sibling of `path` carrying this process's PID."""
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def remove_stale_temps(path: Path) -> None:
@@ -159,10 +152,7 @@ def remove_stale_temps(path: Path) -> None:
                 p.rename(path)
                 log.warning("restored %s from an interrupted replacement", path)
                 continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
+            _remove(p)
             log.info("removed %s, left by an interrupted write", p)
 
 
@@ -189,16 +179,19 @@ def _tree_size(path: Path) -> int:
     return 0
 
 
-def _fail(e: BaseException, tmp: Path, target: Path, needed: int | None) -> BaseException:
-    """Remove the temporary; the exception to raise in place of `e`."""
-    written = _tree_size(tmp) if tmp.exists() else 0
-    if tmp.is_dir() and not tmp.is_symlink():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.unlink(missing_ok=True)
-    if isinstance(e, Exception) and not isinstance(e, CompressError) and is_disk_full(e):
-        return disk_full_error(target, needed, written)
-    return e
+@contextlib.contextmanager
+def _or_removed(tmp: Path, target: Path, needed: int | None, wrap: bool) -> Iterator[None]:
+    """On failure remove `tmp`; raise DiskFullError (or ResourceError for an OSError if `wrap`)."""
+    try:
+        yield
+    except BaseException as e:
+        written = _tree_size(tmp) if tmp.exists() else 0
+        _remove(tmp)
+        if isinstance(e, Exception) and not isinstance(e, CompressError) and is_disk_full(e):
+            raise disk_full_error(target, needed, written) from e
+        if wrap and isinstance(e, OSError):
+            raise ResourceError(f"writing {target} failed: {e}") from e
+        raise
 
 
 @contextlib.contextmanager
@@ -210,18 +203,13 @@ def atomic_file(path: str | Path, *, needed: int | None = None) -> Iterator[Path
         remove_stale_temps(path)
         tmp = temp_name(path)
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
+    with _or_removed(tmp, path, needed, wrap=False):
         yield tmp
         fsync_path(tmp)
         kill_point("file:written")
         os.replace(tmp, path)
         kill_point("file:renamed")
         fsync_dir(path.parent)
-    except BaseException as e:
-        raised = _fail(e, tmp, path, needed)
-        if raised is e:
-            raise
-        raise raised from e
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -249,15 +237,10 @@ def check_out_dir(out: str | Path, overwrite: bool) -> Path:
 
 
 def check_writable(out: str | Path, option: str = "--out") -> None:
-    """Fail before any work when nothing can be written where `out` would go (its parent, or
-    the nearest ancestor that exists): probe with an empty directory, removed at once.
-    `option` names the path in the message."""
-    import tempfile
-
+    """Fail before any work when nothing can be written where `out` would go (probe the nearest
+    existing ancestor with an empty directory, removed at once); `option` names the path."""
     out = Path(out)
-    anchor = out.parent
-    while not anchor.exists() and anchor != anchor.parent:
-        anchor = anchor.parent
+    anchor = _existing(out.parent)
     hint = f"choose an {option} in a directory you can write to"
     if not anchor.is_dir():
         raise OutputNotWritableError(
@@ -287,7 +270,7 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
             tmp.mkdir()
     except OSError as e:
         raise ResourceError(f"writing {out} failed: {e}") from e
-    try:
+    with _or_removed(tmp, out, None, wrap=True):
         yield tmp
         for p in [*tmp.rglob("*"), tmp]:
             if p.is_file() or p.is_dir():
@@ -295,13 +278,6 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         kill_point("dir:filled")
         _install(tmp, out)
         fsync_dir(out.parent)
-    except BaseException as e:
-        raised = _fail(e, tmp, out, None)
-        if raised is e and isinstance(e, OSError):
-            raised = ResourceError(f"writing {out} failed: {e}")
-        if raised is e:
-            raise
-        raise raised from e
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -317,10 +293,7 @@ def _install(tmp: Path, out: Path) -> None:
     out.rename(old)
     kill_point("dir:swapped")
     tmp.rename(out)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink(missing_ok=True)
+    _remove(old)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -1,16 +1,8 @@
-"""One writer per output: a lock file `OUT.lock` beside `--out`, taken before a stage's work.
-
-The lock file holds JSON: the holder's PID, host, start time, the kernel's start tick of that
-PID (so a reused PID is not taken for the holder) and its command line. A second run on the same
-`--out` is refused at once with :class:`OutputLockedError` (exit 2) naming the other run. A lock
-whose process is gone (same host, PID dead or reused) is stale: it is taken over with a warning
-saying so. A lock from another host can't be checked: the message says which file to delete if
-that run is gone. Train's checkpoint folder (`OUT.checkpoint`) is covered by the same lock.
-
-Under torchrun only rank 0 (`RANK=0`) takes the lock, so a job holds one lock, not one per rank
-(a refused rank 0 ends the job: torchrun stops the other ranks). Within one process the lock is
-re-entrant. Stages take it through their frame (`compress.stages.frame.stage_output`), released
-on return or error.
+"""One writer per output: a lock file `OUT.lock` beside `--out` (also covering train's
+`OUT.checkpoint`); a second run is refused at once (exit 2). It holds JSON: PID, host, start
+time, the PID's kernel start tick (a reused PID is not the holder), command line. A lock whose
+process is gone (same host) is taken over with a warning; another host's can't be checked.
+Under torchrun only rank 0 locks; re-entrant within one process.
 """
 
 from __future__ import annotations
@@ -135,8 +127,8 @@ def _release(path: Path) -> None:
 
 @contextlib.contextmanager
 def output_lock(out: str | Path | None) -> Iterator[Path | None]:
-    """Hold the lock of output `out` for the body (see the module docstring); yields the lock
-    file, or None where no lock is taken (no `out`, or a torchrun rank other than 0)."""
+    """Hold the lock of output `out` for the body; yields the lock file, or None where no lock
+    is taken (no `out`, or a torchrun rank other than 0)."""
     if out is None or os.environ.get("RANK", "0") != "0":
         yield None
         return

@@ -1,18 +1,11 @@
-"""Downloading published checkpoints once into a cache, verified before use.
-
-The cache is `$COMPRESS_CACHE/weights/` (default `$XDG_CACHE_HOME/compress/weights`, else
-`~/.cache/compress/weights`). A download streams into a temporary file beside its final name,
-is hashed on the way, checked (complete transfer, not an HTML page, SHA-256 starting with the
-published prefix) and only then renamed into place, so the cache never holds a partial or
-wrong file. `COMPRESS_WEIGHTS_URL` replaces the address's directory (mirrors, loopback tests).
-Progress goes to a callback: the CLI installs a bar (:func:`compress.models.progress.set_progress_factory`);
-a library caller gets log lines.
+"""Downloading published checkpoints once into a cache, verified before use. The cache is `$COMPRESS_CACHE/weights/` (else `$XDG_CACHE_HOME` or `~/.cache`, `/compress/weights`).
+A download streams into a temporary sibling, hashed on the way, and is renamed into place only
+once verified (complete, not HTML, published SHA-256 prefix). `COMPRESS_WEIGHTS_URL` replaces the
+address's directory (mirrors, loopback tests). Progress goes to compress.models.progress.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -23,7 +16,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
 
-from compress.models.disk.durable import disk_full_error
+from compress.models.disk.durable import atomic_file
 from compress.models.errors import ResourceError, WeightsError
 from compress.models.progress import progress_bar
 
@@ -94,31 +87,18 @@ def _make_cache(folder: Path) -> None:
 
 def download(url: str, target: Path, sha256_prefix: str) -> None:
     """Fetch `url` into `target` atomically; refuse (and keep nothing) unless verified."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_file(target) as tmp, tmp.open("wb") as out:
             digest = _transfer(url, out, target.name)
-            out.flush()
-            os.fsync(out.fileno())
-        if not digest.startswith(sha256_prefix):
-            raise DownloadError(
-                f"{url} sent a file whose sha256 is {digest[:16]}…, not the published "
-                f"{sha256_prefix}…: refused, nothing kept in the cache",
-                hint="a corrupted transfer or a changed file; retry, or check the mirror",
-            )
-        os.replace(tmp, target)
-        log.info("downloaded %s (sha256 %s…)", target, digest[:8])
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full_error(
-                target, written=tmp.stat().st_size if tmp.exists() else None
-            ) from e
-        if isinstance(e, PermissionError):
-            raise ResourceError(f"cannot write {target}: {e}") from e
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
+            if not digest.startswith(sha256_prefix):
+                raise DownloadError(
+                    f"{url} sent a file whose sha256 is {digest[:16]}…, not the published "
+                    f"{sha256_prefix}…: refused, nothing kept in the cache",
+                    hint="a corrupted transfer or a changed file; retry, or check the mirror",
+                )
+    except PermissionError as e:
+        raise ResourceError(f"cannot write {target}: {e}") from e
+    log.info("downloaded %s (sha256 %s…)", target, digest[:8])
 
 
 def _transfer(url: str, out: BinaryIO, name: str) -> str:
@@ -127,7 +107,8 @@ def _transfer(url: str, out: BinaryIO, name: str) -> str:
     done = 0
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-            total = _length(resp.headers.get("Content-Length"))
+            length = resp.headers.get("Content-Length") or ""
+            total = int(length) if length.isdigit() else None
             kind = resp.headers.get("Content-Type", "")
             bar = progress_bar(f"downloading {name}", total)
             try:
@@ -159,12 +140,6 @@ def _transfer(url: str, out: BinaryIO, name: str) -> str:
     if done == 0:
         raise DownloadError(f"{url} sent an empty body: nothing kept in the cache")
     return h.hexdigest()
-
-
-def _length(value: str | None) -> int | None:
-    with contextlib.suppress(TypeError, ValueError):
-        return int(value) if value is not None else None
-    return None
 
 
 def _refuse_html(url: str, content_type: str, head: bytes) -> None:

@@ -1,9 +1,6 @@
 """Reading weights safely: safetensors, `weights_only` PyTorch files, and refusal of pickles.
-
-Every failure a user can cause (truncated file, git-lfs pointer, HTML page, pickle needing
-arbitrary code, another architecture's state_dict, NaN/Inf) becomes a typed
-:class:`~compress.models.errors.WeightsError` with one clear line.
-"""
+Every failure a user can cause (truncated, git-lfs pointer, HTML page, unsafe pickle, another
+architecture's state_dict, NaN/Inf) becomes a typed WeightsError with one clear line."""
 
 from __future__ import annotations
 
@@ -43,8 +40,7 @@ def sniff(path: Path) -> None:
 
 
 def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> StateDict:
-    """Tensors from a .safetensors file or a PyTorch .pt/.pth/.bin state_dict (no unpickling
-    of code unless `trust_pickle`)."""
+    """Tensors from .safetensors or a .pt/.pth/.bin state_dict (code unpickled only if trusted)."""
     path = Path(path)
     sniff(path)
     obj: object = (
@@ -122,31 +118,17 @@ def mismatch_summary(model: nn.Module, sd: StateDict) -> str | None:
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shaped = [k for k in own if k in sd and own[k].shape != sd[k].shape]
-    if not (missing or unexpected or shaped):
-        return None
-    parts = []
-    for label, keys in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("shape-mismatched", shaped),
-    ):
-        if keys:
-            parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
-    msg = "; ".join(parts)
-    if (
-        shaped
-        and not missing
-        and not unexpected
-        and all(sd[k].numel() <= own[k].numel() for k in shaped)
-    ):
-        msg += (
+    found = {"missing": missing, "unexpected": unexpected, "shape-mismatched": shaped}
+    msg = "; ".join(f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in found.items() if v)
+    if not shaped or missing or unexpected:
+        return msg or None
+    if all(sd[k].numel() <= own[k].numel() for k in shaped):
+        return msg + (
             "; every mismatched tensor is smaller: this looks like a pruned checkpoint "
             "loaded into the dense model (load the pruned artifact directory instead)"
         )
-    elif shaped and not missing and not unexpected:
-        k = shaped[0]
-        msg += f"; e.g. {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-    return msg
+    k = shaped[0]
+    return f"{msg}; e.g. {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
 
 
 def load_into(model: nn.Module, sd: StateDict, source: str) -> None:

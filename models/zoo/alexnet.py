@@ -1,13 +1,8 @@
-"""AlexNet (Krizhevsky et al., 2012), written to match torchvision's module names and shapes.
-
-Two variants share every module name and index, so recipes and pruning rules written for one
-apply to the other:
-
-* ``imagenet`` (input_size >= 64): torchvision's AlexNet exactly (11x11 stride-4 stem,
-  AdaptiveAvgPool2d((6, 6)), 9216 -> 4096 -> 4096 -> classes).
-* ``small`` (input_size < 64): a 3x3 stride-1 stem, max-pools padded by 1 (so inputs down to
-  8x8 still work: 28 -> 14 -> 7 -> 4), AdaptiveAvgPool2d((2, 2)) and a ``hidden``-wide
-  (default 1024) classifier, because the ImageNet stem would shrink a 28x28 image to nothing.
+"""AlexNet (Krizhevsky et al., 2012) with torchvision's module names and shapes, in two variants
+sharing every module name: ``imagenet`` (input_size >= 64): torchvision's exactly; ``small``
+(< 64): a 3x3 stride-1 stem, max-pools padded by 1 (inputs down to 8x8: 28 -> 14 -> 7 -> 4),
+AdaptiveAvgPool2d((2, 2)) and a ``hidden``-wide (default 1024) classifier, because the ImageNet
+stem would shrink a 28x28 image to nothing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The zoo's table of model factories, filled by each family's `@register_model` decorator.
-
-Separate from `compress.models.zoo.registry` (which imports the families to fill it) so that a family module
-imports this table, not the registry that imports it.
-"""
+"""The zoo's table of model factories, filled by each family's `@register_model` decorator
+(apart from the registry, which imports the families, so that they need not import it)."""
 
 from __future__ import annotations
 
@@ -15,8 +12,7 @@ from compress.models.errors import UsageError
 
 Factory = Callable[..., nn.Module]
 _FACTORIES: dict[str, Factory] = {}
-_NATIVE_SIZE: dict[str, int] = {}
-_MIN_SIZE: dict[str, int] = {}
+_SIZES: dict[str, tuple[int, int]] = {}  # native, smallest
 DEFAULT_INPUT_SIZE = 28  # user factories, and the size Fashion-MNIST/MNIST images have
 MIN_INPUT_SIZE = 8  # below this no zoo model is defined
 VARIANTS = ("auto", "imagenet", "small")  # of the families with an ImageNet and a small form
@@ -26,14 +22,12 @@ SMALL_BELOW = 64  # input sizes under this pick the small variant when variant="
 def register_model(
     name: str, input_size: int = DEFAULT_INPUT_SIZE, min_input_size: int = MIN_INPUT_SIZE
 ) -> Callable[[Factory], Factory]:
-    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`
-    whose native input size (what `create_model` builds when none is given) is `input_size`
-    and which accepts inputs down to `min_input_size` pixels."""
+    """Decorator: add a factory `f(num_classes, in_channels, input_size, **kw) -> nn.Module`,
+    built at `input_size` by default and accepting inputs down to `min_input_size` pixels."""
 
     def deco(fn: Factory) -> Factory:
         _FACTORIES[name] = fn
-        _NATIVE_SIZE[name] = input_size
-        _MIN_SIZE[name] = min_input_size
+        _SIZES[name] = (input_size, min_input_size)
         return fn
 
     return deco
@@ -41,12 +35,12 @@ def register_model(
 
 def min_input_size(name: str) -> int:
     """The smallest input size a registered model accepts."""
-    return _MIN_SIZE.get(name, MIN_INPUT_SIZE)
+    return _SIZES.get(name, (0, MIN_INPUT_SIZE))[1]
 
 
 def native_input_size(name: str) -> int:
     """The input size a registered model was designed for (224 for the ImageNet families)."""
-    return _NATIVE_SIZE.get(name, DEFAULT_INPUT_SIZE)
+    return _SIZES.get(name, (DEFAULT_INPUT_SIZE, 0))[0]
 
 
 def registered() -> dict[str, Factory]:

@@ -1,16 +1,8 @@
 """Published ImageNet weights by name (`--weights imagenet`), and transfer learning onto our zoo.
 
-Facts below are torchvision's weight registry for each model's `IMAGENET1K_V1` entry
-(torchvision/models/{alexnet,vgg,resnet}.py, `*_Weights.IMAGENET1K_V1`; preprocessing from
-torchvision/transforms/_presets.py `ImageClassification(crop_size=224)`: resize the shorter side
-to 256 (bilinear, antialiased), center-crop 224, ImageNet mean/std). The 8 hex digits in each
-file name are the prefix of its SHA-256, which torchvision checks on download and so do we.
-Our models use torchvision's module names, so the checkpoints load strictly.
-
-Transfer learning: with `num_classes` other than 1000 the classifier named by the spec keeps its
-fresh initialization (the 1000-way head is dropped), every other tensor loads strictly. The
-model takes 3 input channels; 1-channel data is repeated to 3 channels by the data loader
-(`compress.models.data.images.to_model_input`), and the spec keeps ImageNet's normalization.
+Facts are torchvision's `*_Weights.IMAGENET1K_V1` entries (shorter side 256, center crop 224,
+ImageNet mean/std); each file name's 8 hex digits prefix its SHA-256, checked on download.
+Checkpoints load strictly; another `num_classes` keeps the fresh classifier head.
 """
 
 from __future__ import annotations
@@ -24,6 +16,7 @@ from torch import nn
 
 from compress.models.errors import ArchitectureMismatchError, CompressError, UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.weights.reading import mismatch_summary
 from compress.models.zoo.factories import registered
 from compress.models.zoo.spec import IMAGENET_MEAN, IMAGENET_STD, attach_spec, spec_of
 
@@ -133,8 +126,7 @@ def load_pretrained(
     model: nn.Module, entry: Pretrained, path: str | Path | None = None
 ) -> JsonObject:
     """Load `entry` into `model` from `path` (a hand-fetched copy) or the cache (downloading it
-    once); the file is verified against the published hash first. Returns the provenance the
-    card records."""
+    once), verified against the published hash first; returns the card's provenance."""
     from compress.models.weights.download import DownloadError, sha256_of
     from compress.models.weights.reading import check_finite, read_state_dict
 
@@ -154,7 +146,7 @@ def load_pretrained(
 
 def fetch_once_per_node(entry: Pretrained) -> Path:
     """The verified cached file; under torchrun each node's local rank 0 downloads it while
-    the other ranks wait, then they use the cached copy (an error reaches every rank)."""
+    the other ranks wait (an error reaches every rank)."""
     import torch.distributed as dist
 
     from compress.models.weights.download import cached_file
@@ -175,8 +167,7 @@ def fetch_once_per_node(entry: Pretrained) -> Path:
 
 def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, source: str) -> \
         JsonObject:  # fmt: skip
-    """Load `sd` strictly, except a classifier of another width, which keeps its init; returns
-    the provenance the card records."""
+    """Load `sd` strictly (a classifier of another width keeps its init); the card's provenance."""
     spec = spec_of(model)
     sd, replaced = fitted(model, sd, entry)
     model.load_state_dict(sd, strict=True)
@@ -199,8 +190,7 @@ def transfer(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained, s
 def fitted(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained) -> \
         tuple[dict[str, torch.Tensor], bool]:  # fmt: skip
     """`sd` ready for a strict load into `model` (another classifier width keeps the model's
-    own head; old checkpoints get BatchNorm counters), and whether the head was replaced.
-    Raises, naming the layer and why, when anything else does not fit."""
+    own head), and whether the head was replaced; raises naming the layer that does not fit."""
     spec = spec_of(model)
     own = model.state_dict()
     sd = _with_bn_counters(sd, own)
@@ -219,8 +209,7 @@ def fitted(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretrained) -> 
 
 
 def check_fits(model: nn.Module, entry: Pretrained) -> None:
-    """Refuse a model the weights can't load into before downloading anything: compares with
-    torchvision's layout built on the meta device (shapes only, no memory)."""
+    """Refuse a model the weights can't load into, before downloading (meta-device reference)."""
     from compress.models.zoo import alexnet, resnet, vgg  # noqa: F401  (register the published families)
 
     with torch.device("meta"):
@@ -246,24 +235,17 @@ def explain_mismatch(model: nn.Module, sd: dict[str, torch.Tensor], entry: Pretr
         str | None:  # fmt: skip
     """None if `sd` fits; else which layer differs and why, in one line."""
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
     shaped = [k for k in own if k in sd and own[k].shape != sd[k].shape]
-    if shaped:
-        k = shaped[0]
-        layer = k.rsplit(".", 1)[0]
-        why = _why(model, k, tuple(sd[k].shape), tuple(own[k].shape), entry)
-        more = f" (and {len(shaped) - 1} more tensors)" if len(shaped) > 1 else ""
-        return (
-            f"layer {layer}: {k} is {tuple(sd[k].shape)} in the checkpoint but "
-            f"{tuple(own[k].shape)} here{more}; {why}"
-        )
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        return "; ".join(parts) + "; the model is not torchvision's layout"
-    return None
+    if not shaped:
+        summary = mismatch_summary(model, sd)  # only missing/unexpected keys are left
+        return f"{summary}; the model is not torchvision's layout" if summary else None
+    k = shaped[0]
+    why = _why(model, k, tuple(sd[k].shape), tuple(own[k].shape), entry)
+    more = f" (and {len(shaped) - 1} more tensors)" if len(shaped) > 1 else ""
+    return (
+        f"layer {k.rsplit('.', 1)[0]}: {k} is {tuple(sd[k].shape)} in the checkpoint but "
+        f"{tuple(own[k].shape)} here{more}; {why}"
+    )
 
 
 def _why(model: nn.Module, key: str, theirs: tuple[int, ...], ours: tuple[int, ...],

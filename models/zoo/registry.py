@@ -66,12 +66,13 @@ def list_models() -> list[str]:
 
 
 def _check_shape_args(num_classes: int, in_channels: int, input_size: int) -> None:
-    if num_classes < 1:
-        raise UsageError(f"--num-classes must be >= 1, got {num_classes}")
-    if in_channels < 1:
-        raise UsageError(f"--in-channels must be >= 1, got {in_channels}")
-    if input_size < 8:
-        raise UsageError(f"--input-size must be >= 8, got {input_size}")
+    for flag, value, low in (
+        ("--num-classes", num_classes, 1),
+        ("--in-channels", in_channels, 1),
+        ("--input-size", input_size, 8),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
 
 
 def create_model(
@@ -84,23 +85,19 @@ def create_model(
 ) -> nn.Module:
     """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached.
 
-    Shapes default to 10 classes, 1 channel and the model's native size (224 for AlexNet,
-    VGG and ResNet, as in torchvision; 28 for LeNet-5 and user factories; the CLI passes the data
-    set's size); with `weights` naming published weights
-    (`"imagenet"`, see `compress.models.zoo.pretrained`) to 1000 classes, 3 channels, 224 pixels, and the
-    weights are downloaded (once) and loaded; other `num_classes` replace the classifier.
-    (`weights` is read from `kwargs`, so callers passing `**shape` dicts stay well-typed.)"""
+    Shapes default to 10 classes, 1 channel and the model's native size (224 for the ImageNet
+    families, 28 for LeNet-5 and user factories); with `weights="imagenet"` (in `kwargs`) to
+    1000 classes, 3 channels, 224 pixels, and the published weights are loaded."""
     weights: str | None = kwargs.pop("weights", None)
     entry = None
     if weights is not None:
         from compress.models.zoo.pretrained import lookup
 
         entry = lookup(name, weights)
-    num_classes = num_classes if num_classes is not None else (entry.num_classes if entry else 10)
-    in_channels = in_channels if in_channels is not None else (entry.in_channels if entry else 1)
-    input_size = (
-        input_size if input_size is not None else (entry.crop if entry else native_input_size(name))
-    )
+    default = (entry.num_classes, entry.in_channels, entry.crop) if entry else (10, 1, None)
+    num_classes = default[0] if num_classes is None else num_classes
+    in_channels = default[1] if in_channels is None else in_channels
+    input_size = (default[2] or native_input_size(name)) if input_size is None else input_size
     _check_shape_args(num_classes, in_channels, input_size)
     if is_factory_ref(name):
         return create_user_model(
@@ -125,9 +122,8 @@ def create_model(
 
 
 def input_size_for_data(name: str, data_size: int) -> int:
-    """The input size to build `name` at for data of `data_size` pixels: the data's own size,
-    unless the model cannot take images that small; then its native size (the loaders resize
-    every image to the model's size), said in one log line."""
+    """The input size to build `name` at for data of `data_size` pixels: the data's own, unless
+    the model can't take images that small; then its native size (the loaders resize), logged."""
     if is_factory_ref(name) or name not in registered() or data_size >= min_input_size(name):
         return data_size
     size = native_input_size(name)
@@ -157,21 +153,15 @@ def create_user_model(
     **kwargs: Any,
 ) -> nn.Module:
     """Run `file.py`'s `factory` (passing num_classes/in_channels when it takes them).
-
     `source`: the file's bytes, already read and checked by the caller (an artifact load), so
-    what runs is exactly what was hashed. The spec records the factory and its SHA-256.
-    """
+    what runs is exactly what was hashed. The spec records the factory and its SHA-256."""
     path_s, _, attr = ref.rpartition(":")
     path = Path(path_s)
     source = read_source(path) if source is None else source
     sha = sha256_bytes(source)
     factory = load_factory(source, path, attr)
-    offered = {
-        "num_classes": num_classes,
-        "in_channels": in_channels,
-        "input_size": input_size,
-        **kwargs,
-    }
+    offered = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    offered.update(kwargs)
     params = inspect.signature(factory).parameters
     takes_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     args = {k: v for k, v in offered.items() if takes_kw or k in params}
@@ -183,19 +173,11 @@ def create_user_model(
     if isinstance(spec, ModelSpec):
         attach_spec(model, replace(spec, extra={**spec.extra, **origin}))
     else:
-        spec = make_spec(
-            ref, num_classes, in_channels, input_size, _last_linear_name(model), variant="user"
-        )
+        heads = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        head = heads[-1] if heads else ""
+        spec = make_spec(ref, num_classes, in_channels, input_size, head, variant="user")
         attach_spec(model, replace(spec, extra=origin))
     return model
-
-
-def _last_linear_name(model: nn.Module) -> str:
-    last = ""
-    for n, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            last = n
-    return last
 
 
 def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,8 @@
 """ResNet-18 and ResNet-50 (He et al., 2015), torchvision's v1.5 layout and initialization.
 
-Module names and shapes equal torchvision's ``resnet18`` / ``resnet50`` (conv1, bn1, relu,
-maxpool, layer1..4, avgpool, fc; Bottleneck strides on its 3x3 conv), so their state_dicts
-load here unchanged. The same network serves 28x28 inputs (28 -> 14 -> 7 -> 4 -> 2 -> 1); the
-optional ``stem="cifar"`` swaps conv1 for a 3x3 stride-1 conv and the max-pool for
-``nn.Identity``, keeping more resolution on small images. ``in_channels`` sets conv1's input.
+Module names and shapes equal torchvision's, so its state_dicts load unchanged. The same network
+serves 28x28 inputs; ``stem="cifar"`` swaps conv1 for a 3x3 stride-1 conv and the max-pool for
+``nn.Identity``, keeping more resolution on small images.
 """
 
 from __future__ import annotations
@@ -21,14 +19,11 @@ from compress.models.zoo.spec import ModelSpec, make_spec
 STEMS = ("imagenet", "cifar")
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 conv, padding 1, no bias (a BatchNorm follows)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 conv, no bias (a BatchNorm follows)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+def conv(in_planes: int, out_planes: int, k: int, stride: int = 1) -> nn.Conv2d:
+    """k x k conv, padding k // 2, no bias (a BatchNorm follows)."""
+    return nn.Conv2d(
+        in_planes, out_planes, kernel_size=k, stride=stride, padding=k // 2, bias=False
+    )
 
 
 class BasicBlock(nn.Module):
@@ -40,10 +35,10 @@ class BasicBlock(nn.Module):
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
     ) -> None:
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv(inplanes, planes, 3, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv(planes, planes, 3)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.stride = stride
@@ -65,11 +60,11 @@ class Bottleneck(nn.Module):
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
     ) -> None:
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
+        self.conv1 = conv(inplanes, planes, 1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv(planes, planes, 3, stride)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.conv3 = conv(planes, planes * self.expansion, 1)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -103,10 +98,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.inplanes = 64
-        if stem == "cifar":
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = conv(in_channels, 64, 3, 1) if stem == "cifar" else conv(in_channels, 64, 7, 2)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module = (
@@ -125,7 +117,7 @@ class ResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride),
+                conv(self.inplanes, planes * block.expansion, 1, stride),
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
@@ -143,10 +135,10 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
         if zero_init_residual:  # each block starts as the identity
             for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    nn.init.constant_(m.bn3.weight, 0)
-                elif isinstance(m, BasicBlock):
-                    nn.init.constant_(m.bn2.weight, 0)
+                if isinstance(m, (Bottleneck, BasicBlock)):
+                    nn.init.constant_(
+                        m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight, 0
+                    )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -1,10 +1,8 @@
 """Running a user's model code (`file.py:factory`), and refusing to run code nobody consented to.
 
-A factory the user types (`--model path/file.py:factory`, `create_model("file.py:f")`) is the
-user's intent and runs. A factory *named by a file* (an artifact's card, a recipe) is a program
-from whoever wrote that file: it runs only with consent (`--trust-code`, `trust_code: true`,
-`trust_code=True`), and never when its bytes differ from the SHA-256 recorded when the artifact
-was made. The bytes that are hashed are the bytes that are executed (no second read).
+A factory the user types runs. One *named by a file* (an artifact's card, a recipe) runs only with
+consent (`--trust-code`), and never when its bytes differ from the SHA-256 recorded when the
+artifact was made. The bytes that are hashed are the bytes that are executed.
 """
 
 from __future__ import annotations
@@ -65,11 +63,8 @@ def load_factory(source: bytes, filename: str | Path, attr: str) -> Callable[...
 def check_consent(
     owner: str, file: str | Path, sha256: str, recorded: str | None, trust_code: bool
 ) -> None:
-    """Refuse code named by `owner` (an artifact, a recipe) unless trusted and unchanged.
-
-    A recorded hash that differs is refused even with consent: the user trusted the code the
-    artifact was made with, not whatever sits in its place now.
-    """
+    """Refuse code named by `owner` (an artifact, a recipe) unless trusted and unchanged: a
+    differing recorded hash is refused even with consent (trust was for the original code)."""
     if recorded is not None and sha256 != recorded:
         raise UntrustedCodeError(
             f"{owner}: {file} (sha256 {sha256}) is not the code the model was made with "

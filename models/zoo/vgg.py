@@ -1,15 +1,9 @@
-"""VGG-16 (Simonyan & Zisserman, 2014, configuration D), with and without BatchNorm.
+"""VGG-16 (configuration D), with and without BatchNorm, torchvision's names, indices and init.
 
-Module names, indices and initialization follow torchvision's ``vgg16`` / ``vgg16_bn``, so
-their state_dicts load here unchanged. Two variants with the same keys:
-
-* ``imagenet`` (input_size >= 64): torchvision exactly; AdaptiveAvgPool2d((7, 7)) and a
-  25088 -> 4096 -> 4096 -> classes classifier.
-* ``small`` (input_size < 64): the last two max-pools become ``nn.Identity`` (parameterless,
-  so the feature keys do not change; 28 -> 14 -> 7 -> 3), AdaptiveAvgPool2d((1, 1)) and a
-  512 -> hidden -> hidden -> classes classifier (hidden defaults to 512). Five 2x pools would
-  leave nothing of a 28x28 image, and a 25088-wide head would dwarf the convs.
-"""
+``imagenet`` (input_size >= 64): torchvision exactly (7x7 pool, 25088-4096-4096 classifier).
+``small`` (< 64): the last two max-pools become ``nn.Identity`` (same keys; 28 -> 14 -> 7 -> 3),
+a 1x1 pool and a 512-hidden-hidden classifier (hidden 512): five pools would leave nothing of a
+28x28 image, and a 25088-wide head would dwarf the convs."""
 
 from __future__ import annotations
 
@@ -31,13 +25,11 @@ MIN_IMAGENET_SIZE = 32  # five 2x2 pools need at least 32 pixels to leave a 1x1 
 def make_features(in_channels: int, batch_norm: bool, small: bool) -> nn.Sequential:
     """torchvision's `make_layers(cfg D)`; in the small variant the last two pools are Identity."""
     layers: list[nn.Module] = []
-    pools_seen = 0
-    pools_total = sum(1 for v in CFG_D if v == "M")
+    pools = 0
     for v in CFG_D:
         if v == "M":
-            pools_seen += 1
-            keep = not small or pools_seen <= pools_total - 2
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2) if keep else nn.Identity())
+            pools += 1  # the small variant keeps 3 of the 5 pools
+            layers.append(nn.Identity() if small and pools > 3 else nn.MaxPool2d(2, stride=2))
             continue
         out = int(v)
         layers.append(nn.Conv2d(in_channels, out, kernel_size=3, padding=1))
