@@ -1,9 +1,8 @@
 """The one timing loop: warm-up, repeated timed calls, then median and percentiles.
 
-`compress bench`, pruning's latency target, the sensitivity scan and the quantizer's fp32-vs-int8
-comparison all time through `time_calls`, so their numbers mean the same thing. Several callables
-are timed interleaved (one call of each per round), so load from other processes on a shared
-machine hits them alike and their ratio stays meaningful when absolute numbers are noisy.
+`compress bench`, pruning's latency target, the sensitivity scan and the quantizer all time
+through here. Several callables are timed interleaved (one call of each per round), so load
+from other processes hits them alike and their ratio stays meaningful.
 """
 
 from __future__ import annotations
