@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -178,16 +178,15 @@ def write_reports(
     plot_path: str | Path | None = None,
 ) -> list[Path]:
     """Write whichever outputs were asked for; the plot also gets `<stem>-accuracy.png`."""
-    written = []
-    if json_path:
-        written.append(write_text(json_path, json.dumps(report_dict(report), indent=2) + "\n"))
-    if csv_path:
-        written.append(write_csv(report, csv_path))
-    if md_path:
-        written.append(write_text(md_path, to_markdown(report)))
+    writers: list[tuple[str | Path | None, Callable[[Path], Path]]] = [
+        (json_path, lambda p: write_text(p, json.dumps(report_dict(report), indent=2) + "\n")),
+        (csv_path, lambda p: write_csv(report, p)),
+        (md_path, lambda p: write_text(p, to_markdown(report))),
+        (plot_path, lambda p: plot_latency(report, p)),
+    ]
+    written = [write(Path(path)) for path, write in writers if path]
     if plot_path:
         plot_path = Path(plot_path)
-        written.append(plot_latency(report, plot_path))
         acc = plot_accuracy_latency(
             report, plot_path.with_name(plot_path.stem + "-accuracy" + plot_path.suffix)
         )

@@ -1,8 +1,6 @@
 """The doctor's runtime facts: open a model in onnxruntime, see what it fused, profile where the
-time goes and which execution provider ran each node.
-
-`session_facts_isolated` runs the probe in a child process (`python -m compress.export.doctor.probe`), so
-a runtime that crashes on the model becomes a finding rather than a dead CLI.
+time goes and which execution provider ran each node; in a child process, so a runtime that
+crashes on the model becomes a finding rather than a dead CLI.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """An ONNX file on disk: checked saving, external data, metadata, size, offline optimization.
 
-Weights past the 2 GB protobuf limit go to `<name>.onnx.data` next to the file, so every helper
-here that reads, sizes or rewrites a model handles that companion file too. Metadata props carry
-the artifact card's key facts (prefixed `compress.`) so a bare `.onnx` still describes itself.
+Weights past the 2 GB protobuf limit go to `<name>.onnx.data`, which every helper here handles
+too. Metadata props carry the card's key facts (prefixed `compress.`), so a bare `.onnx`
+describes itself.
 """
 
 from __future__ import annotations

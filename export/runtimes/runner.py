@@ -127,29 +127,17 @@ class OrtRunner:
 
 
 def create_session(
-    path: str | Path,
-    runtime: str = "ort-cpu",
-    threads: int | None = None,
-    *,
-    optimization: str = "all",
-    profile: bool = False,
-    optimized_model_path: str | Path | None = None,
+    path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, **options: Any
 ) -> OrtRunner:
-    """Open `path` in onnxruntime on `runtime`'s providers; record the providers really used."""
+    """Open `path` in onnxruntime on `runtime`'s providers (`options`: `open_session`'s);
+    record the providers really used."""
     if runtime not in ORT_PROVIDERS:
         raise UsageError(f"{runtime!r} is not an onnxruntime runtime ({', '.join(ORT_PROVIDERS)})")
     check_runtime(runtime)
     info = inspect_onnx(path)
     requested = ORT_PROVIDERS[runtime]
     t0 = time.perf_counter()
-    session = open_session(
-        path,
-        threads,
-        requested,
-        optimization=optimization,
-        profile=profile,
-        optimized_model_path=optimized_model_path,
-    )
+    session = open_session(path, threads, requested, **options)
     seconds = time.perf_counter() - t0
     used = list(session.get_providers())
     runner = OrtRunner(

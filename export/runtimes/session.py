@@ -101,14 +101,17 @@ def ort_error(path: str | Path, e: Exception) -> Exception:
     return InvalidInputError(f"onnxruntime could not load {path}: {first[:300]}")
 
 
-def session_options(
+def open_session(
+    model: str | Path | bytes,
     threads: int | None = None,
-    optimization: str = "all",
+    providers: Sequence[str] = CPU,
     *,
+    optimization: str = "all",
     profile: bool = False,
     optimized_model_path: str | Path | None = None,
 ) -> Any:
-    """`ort.SessionOptions`: `threads` intra-op threads (one inter-op), errors-only logging."""
+    """An onnxruntime `InferenceSession` on `providers` (CPU by default) for a file or bytes:
+    `threads` intra-op threads (one inter-op), errors-only logging."""
     import onnxruntime as ort
 
     from compress.export.onnx.file import OPTIMIZE_LEVELS
@@ -126,24 +129,6 @@ def session_options(
     so.enable_profiling = profile
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
-    return so
-
-
-def open_session(
-    model: str | Path | bytes,
-    threads: int | None = None,
-    providers: Sequence[str] = CPU,
-    *,
-    optimization: str = "all",
-    profile: bool = False,
-    optimized_model_path: str | Path | None = None,
-) -> Any:
-    """An onnxruntime `InferenceSession` on `providers` (CPU by default) for a file or bytes."""
-    import onnxruntime as ort
-
-    so = session_options(
-        threads, optimization, profile=profile, optimized_model_path=optimized_model_path
-    )
     where = "the in-memory ONNX graph" if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(
