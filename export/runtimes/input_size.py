@@ -131,10 +131,8 @@ def onnx_spec_at_size(path: str | Path, spec: ModelSpec, size: int) -> ModelSpec
         raise UsageError(f"--input-size must be >= 1, got {size}")
     shape = inspect_onnx(path).input_shape
     hw = [d for d in shape[2:4] if isinstance(d, int) and d > 0]
-    if not hw:
+    if hw in ([], [size], [size, size]):  # symbolic, or fixed at this size
         return spec_at_size(spec, size)
-    if hw == [size, size] or (len(hw) == 1 and hw[0] == size):
-        return spec if spec.input_size == size else spec_at_size(spec, size)
     raise UsageError(
         f"{path} was exported at a fixed {'x'.join(map(str, hw))} input; it can't run at "
         f"{size}x{size}",
