@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -94,60 +93,34 @@ def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def physical_cores() -> int:
-    try:
-        import psutil
+    import psutil
 
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[pkg] = metadata.version(pkg)
-    return out
+def gpu_info() -> JsonObject | None:
+    """The first CUDA device as torch sees it: name, memory, device count, CUDA version."""
+    import torch
 
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """The first CUDA device: its name, memory, how many there are, torch's CUDA version."""
-
-    name: str
-    memory_gb: float
-    count: int
-    cuda: str | None
-
-
-def gpu_info() -> GpuInfo | None:
-    """The first CUDA device as torch sees it, or None."""
-    try:
-        import torch
-    except ImportError:
-        return None
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
     memory_gb = round(props.total_memory / 2**30, 1)
-    return GpuInfo(props.name, memory_gb, torch.cuda.device_count(), torch.version.cuda)
-
-
-def ort_providers() -> list[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return []
-    return list(ort.get_available_providers())
+    count, cuda = torch.cuda.device_count(), torch.version.cuda
+    return {"name": props.name, "memory_gb": memory_gb, "count": count, "cuda": cuda}
 
 
 def capture_environment(threads: int | None = None) -> JsonObject:
     """Everything a latency number depends on, as the JSON a benchmark report writes."""
-    name, _ = cpu_info()
+    import onnxruntime as ort
+
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    gpu = gpu_info()
+    libs = {"python": platform.python_version()}
+    for pkg in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            libs[pkg] = metadata.version(pkg)
     return {
-        "cpu": name,
+        "cpu": cpu_info()[0],
         "arch": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "logical_cores": os.cpu_count(),
@@ -156,9 +129,9 @@ def capture_environment(threads: int | None = None) -> JsonObject:
         "isa": isa_flags(),
         "int8_dot_product": has_int8_dot_product(),
         "load_average": [round(x, 2) for x in load] if load else None,
-        "libraries": library_versions(),
-        "ort_providers": ort_providers(),
-        "gpu": asdict(gpu) if gpu else None,
+        "libraries": libs,
+        "ort_providers": list(ort.get_available_providers()),
+        "gpu": gpu_info(),
     }
 
 

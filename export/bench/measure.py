@@ -1,15 +1,8 @@
 """Latency benchmark: every (model, runtime, batch size), measured the same way.
 
-Per case: warm-up, then timed runs until `iters` runs or `seconds` have passed (at least
-`min_iters`) by `compress.export.bench.timing` (the loop pruning and quantization time with too), giving
-p50/p90/p99/mean/std/min/max latency, throughput, peak RSS (CUDA memory on GPU), size on disk
-and session creation time. Inputs are synthetic (random, the model's input shape): they measure
-speed only, never accuracy, and every report says so. PyTorch models also run on onnxruntime
-after an export into a temporary directory.
-
-With `rounds` > 1 each case's budget is split into that many slices and the cases take turns,
-slice by slice, so load from other processes on a shared machine hits every model alike and
-the speed-ups between them stay steady.
+Per case: warm-up, then timed runs (`compress.export.bench.timing`) on synthetic inputs (speed
+only, never accuracy). With `rounds` > 1 each case's budget is split into slices and the cases
+take turns, so load from other processes hits every model alike and the speed-ups stay steady.
 """
 
 from __future__ import annotations
@@ -90,8 +83,7 @@ class BenchConfig:
         flag="--precision",
         cli="csv",
     )
-    # Height = width of the synthetic inputs; None: each model's own (an ONNX artifact's is the
-    # size it was exported at). Models are re-targeted before timing (compress.export.runtimes.input_size).
+    # Height = width of the synthetic inputs; None: each model's own.
     input_size: int | None = option(
         None, "Input height=width of every model (the model options' --input-size).", cli=False
     )
@@ -168,8 +160,8 @@ def benchmark(
 
 
 def precisions_of(m: BenchModel, asked: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The precisions to run `m` at: a quantized artifact runs at its own whatever the list
-    says (it can't run at a float one), so `--precision fp32,bf16` still times it beside them."""
+    """The precisions to run `m` at: a quantized artifact always at its own (it can't run at a
+    float one), so `--precision fp32,bf16` still times it beside them."""
     if asked is None or m.precision in QUANTIZED:
         return (m.precision,)
     return asked
@@ -177,8 +169,7 @@ def precisions_of(m: BenchModel, asked: tuple[str, ...] | None) -> tuple[str, ..
 
 @dataclass
 class Timed:
-    """What the rounds measured: pooled timings per (case index, batch size), and the first
-    reason each failed case failed (a failed batch size is not retried in later rounds)."""
+    """Pooled timings per (case index, batch size), and why each failed case first failed."""
 
     measured: dict[tuple[int, int], Measured] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
@@ -200,12 +191,9 @@ def run_rounds(
     runners: dict[int, Runner] | None = None,
     settle_s: float = 0.0,
 ) -> Timed:
-    """The one timing loop of `compress bench` and `compress deploy`: every (case, batch size),
-    `cfg.rounds` times in turn, each slice inside the case's thread count. `runners` (by case
-    index) are the caller's, kept open and run at any batch size (`batch_fn`); the others open
-    here, live across rounds only when there are several (one in memory at a time otherwise)
-    and skip a batch size their static batch refuses. `settle_s`: untimed runs first, up to
-    that long per case and batch (a new thread count can run slow for its first calls)."""
+    """The timing loop of `compress bench` and `compress deploy`: every (case, batch size),
+    `cfg.rounds` times in turn. `runners` (by case index) are the caller's, run at any batch
+    size; the others open here. `settle_s`: untimed runs first, up to that long per case."""
     step, owned = cfg.slice(), runners is not None
     total, done = len(cases) * len(cfg.batch_sizes) * cfg.rounds, 0
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:

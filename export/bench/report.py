@@ -1,10 +1,7 @@
 """Benchmark reports: table rows (the CLI draws them with rich), JSON, CSV, Markdown, PNG plots.
 
 Every format says that the inputs were synthetic and on what machine the numbers were taken.
-Speed-ups are p50 ratios measured in the same run at the same batch size, against the two
-baselines of `compress.export.bench.baseline`, each labelled: the fastest dense case found on this machine (any
-runtime, any float precision) and the dense model on onnxruntime fp32. The JSON also keeps the
-older ratios (vs the first model on the same runtime, vs torch eager).
+Speed-ups are p50 ratios at the same batch size against `compress.export.bench.baseline`'s two.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -77,7 +74,7 @@ def runtime_cell(r: CaseResult, always: bool = False) -> str:
 
 def environment_line(report: BenchReport) -> str:
     env = report.environment
-    isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "none detected"
+    isa = ", ".join(k for k, v in (env.get("isa") or {}).items() if v) or "none detected"
     libs = env.get("libraries", {})
     load = env.get("load_average")
     return (
@@ -181,16 +178,15 @@ def write_reports(
     plot_path: str | Path | None = None,
 ) -> list[Path]:
     """Write whichever outputs were asked for; the plot also gets `<stem>-accuracy.png`."""
-    written = []
-    if json_path:
-        written.append(write_text(json_path, json.dumps(report_dict(report), indent=2) + "\n"))
-    if csv_path:
-        written.append(write_csv(report, csv_path))
-    if md_path:
-        written.append(write_text(md_path, to_markdown(report)))
+    writers: list[tuple[str | Path | None, Callable[[Path], Path]]] = [
+        (json_path, lambda p: write_text(p, json.dumps(report_dict(report), indent=2) + "\n")),
+        (csv_path, lambda p: write_csv(report, p)),
+        (md_path, lambda p: write_text(p, to_markdown(report))),
+        (plot_path, lambda p: plot_latency(report, p)),
+    ]
+    written = [write(Path(path)) for path, write in writers if path]
     if plot_path:
         plot_path = Path(plot_path)
-        written.append(plot_latency(report, plot_path))
         acc = plot_accuracy_latency(
             report, plot_path.with_name(plot_path.stem + "-accuracy" + plot_path.suffix)
         )
@@ -267,7 +263,7 @@ NARROW_DROP = ("p90 ms", "p99 ms", "peak RSS MB", "size MB")  # what an 80-colum
 
 def terminal_table(report: BenchReport, width: int) -> Any:
     """The bench table for a terminal `width` columns wide: below 120 columns only the columns
-    that matter most; cells fold instead of being cut to an ellipsis. The files keep them all."""
+    that matter most (the files keep them all); cells fold instead of being cut."""
     from rich.box import SIMPLE_HEAD
     from rich.table import Table
 

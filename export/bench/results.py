@@ -93,20 +93,12 @@ class Measured:
     effective_precision: str | None = None
 
     def add(self, other: Measured) -> Measured:
+        """Pool another slice's timings into this one; memory: the larger of the two."""
         self.ms += other.ms
-        self.peak_mb, self.delta_mb, self.cuda_mb = (
-            _max(a, b)
-            for a, b in zip(
-                (self.peak_mb, self.delta_mb, self.cuda_mb),
-                (other.peak_mb, other.delta_mb, other.cuda_mb),
-                strict=True,
-            )
-        )
+        for name in ("peak_mb", "delta_mb", "cuda_mb"):
+            known = [v for v in (getattr(self, name), getattr(other, name)) if v is not None]
+            setattr(self, name, max(known, default=None))
         return self
-
-
-def _max(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else max(a, b)
 
 
 def case_result(case: Case, bs: int, m: Measured) -> CaseResult:

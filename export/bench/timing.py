@@ -1,9 +1,8 @@
 """The one timing loop: warm-up, repeated timed calls, then median and percentiles.
 
-`compress bench`, pruning's latency target, the sensitivity scan and the quantizer's fp32-vs-int8
-comparison all time through `time_calls`, so their numbers mean the same thing. Several callables
-are timed interleaved (one call of each per round), so load from other processes on a shared
-machine hits them alike and their ratio stays meaningful when absolute numbers are noisy.
+`compress bench`, pruning's latency target, the sensitivity scan and the quantizer all time
+through here. Several callables are timed interleaved (one call of each per round), so load
+from other processes hits them alike and their ratio stays meaningful.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
 
 import numpy as np
 
@@ -55,20 +55,9 @@ class Timings:
         return float(max(self.ms))
 
 
-def time_calls(
-    fn: Callable[[], object],
-    *,
-    warmup: int = 3,
-    max_runs: int | None = None,
-    min_runs: int = 5,
-    budget_s: float | None = None,
-) -> Timings:
-    """Time `fn()`: `warmup` untimed calls, then timed calls until `max_runs`, or until
-    `budget_s` seconds have passed once at least `min_runs` calls were timed."""
-    timed = time_interleaved(
-        [fn], warmup=warmup, max_runs=max_runs, min_runs=min_runs, budget_s=budget_s
-    )
-    return timed[0]
+def time_calls(fn: Callable[[], object], **kw: Any) -> Timings:
+    """Time `fn()` alone (`time_interleaved`'s keywords)."""
+    return time_interleaved([fn], **kw)[0]
 
 
 def time_interleaved(
@@ -79,7 +68,9 @@ def time_interleaved(
     min_runs: int = 5,
     budget_s: float | None = None,
 ) -> list[Timings]:
-    """`time_calls` for several callables taking turns: each round calls every one once."""
+    """Time several callables taking turns (each round calls every one once): `warmup` untimed
+    calls each, then timed rounds until `max_runs`, or until `budget_s` seconds have passed once
+    `min_runs` rounds were timed."""
     if not fns:
         raise UsageError("nothing to time: give at least one callable")
     if warmup < 0 or min_runs < 1 or (max_runs is not None and max_runs < 1):

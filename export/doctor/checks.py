@@ -1,8 +1,6 @@
-"""The doctor's checks: each reads a diagnosis's facts (and the ONNX graph) and returns findings.
-
-A check is a plain function `(Diagnosis, GraphProto, OnnxInfo) -> list[Finding]`; `CHECKS` lists
-them in report order. They only read facts already gathered (the static graph here, the session
-facts from `compress.export.doctor.probe`), so each one is cheap and testable on a crafted graph.
+"""The doctor's checks: plain functions `(Diagnosis, GraphProto, OnnxInfo) -> list[Finding]`,
+listed in report order in `CHECKS`. They only read facts already gathered (the graph, the
+probe's session facts), so each is cheap and testable on a crafted graph.
 """
 
 from __future__ import annotations

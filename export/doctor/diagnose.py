@@ -1,12 +1,8 @@
 """`compress doctor`: why a model is or isn't fast on this machine, with what to do about it.
 
-Static checks read the ONNX graph (quantization nodes, ConvInteger, channel counts, dynamic
-shapes, fp16 weights); runtime checks open the model in onnxruntime in a child process (so a
-crashing runtime becomes a finding, not a dead CLI), save the optimized graph to see what was
-fused, and profile a few runs to see where the time goes and which EP ran each node.
-
-This module only assembles a :class:`~compress.export.doctor.diagnosis.Diagnosis`: the checks live in
-`compress.export.doctor.checks`, the onnxruntime probe in `compress.export.doctor.probe`.
+Static checks read the ONNX graph; runtime checks open it in onnxruntime in a child process (a
+crashing runtime becomes a finding, not a dead CLI). This module assembles the `Diagnosis`; the
+checks live in `compress.export.doctor.checks`, the probe in `compress.export.doctor.probe`.
 """
 
 from __future__ import annotations
@@ -33,9 +29,7 @@ def diagnose(
     rank: bool = False,
 ) -> Diagnosis:
     """Examine an ONNX file for `runtime` on this machine; runtime checks in a child process.
-
-    `rank` also times every runtime x precision this machine has (a few seconds) and names the
-    fastest, and why (`compress.export.doctor.rank`)."""
+    `rank` also times every runtime x precision here (a few seconds) and names the fastest."""
     import onnx
 
     if runtime not in ORT_PROVIDERS:

@@ -1,9 +1,6 @@
-"""What `compress doctor` reports: findings, the diagnosis that holds them, and the op vocabulary.
+"""What `compress doctor` reports: findings, the diagnosis that holds them, the op vocabulary.
 
-Kept apart from the checks and the runtime probe so that both, and the callers that render a
-diagnosis (`compress doctor`, `compress bench`), share one small data model without importing
-each other.
-"""
+Kept apart so the checks, the probe and the renderers share one small data model."""
 
 from __future__ import annotations
 
@@ -12,7 +9,6 @@ from typing import Any
 
 from compress.models.jsontypes import JsonObject
 
-SEVERITIES = ("ok", "info", "warning", "problem")
 QUANT_OPS = {
     *("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QGemm"),
     *("QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul"),
@@ -29,7 +25,7 @@ class Finding:
     """One observation: what, how bad, the evidence, and a concrete next step."""
 
     code: str
-    severity: str
+    severity: str  # ok, info, warning or problem
     title: str
     detail: str = ""
     suggestion: str = ""

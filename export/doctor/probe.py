@@ -1,14 +1,11 @@
 """The doctor's runtime facts: open a model in onnxruntime, see what it fused, profile where the
-time goes and which execution provider ran each node.
-
-`session_facts_isolated` runs the probe in a child process (`python -m compress.export.doctor.probe`), so
-a runtime that crashes on the model becomes a finding rather than a dead CLI.
+time goes and which execution provider ran each node; in a child process, so a runtime that
+crashes on the model becomes a finding rather than a dead CLI.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,24 +19,19 @@ from compress.models.jsontypes import JsonObject
 
 
 def session_facts_isolated(path: str | Path, runtime: str, threads: int) -> JsonObject:
-    """`session_facts` in a child process, as the JSON it printed; a crash or error becomes
-    `{"error": ...}`."""
-    from compress.export.runtimes.probe import child_python, child_pythonpath
+    """`session_facts` in a child process; a crash or error becomes `{"error": ...}`."""
+    from compress.export.runtimes.probe import last_line, run_child, signal_name
 
-    cmd = [*child_python("compress.export.doctor.probe"), str(path), runtime, str(threads)]
-    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        proc = run_child("compress.export.doctor.probe", [str(path), runtime, str(threads)], 600)
     except subprocess.TimeoutExpired:
         return {"error": "onnxruntime did not finish profiling within 600 s"}
-    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    last = last_line(proc.stdout)
     if proc.returncode == 0 and last.startswith("{"):
         facts: JsonObject = json.loads(last)
         return facts
     if proc.returncode < 0:
-        import signal
-
-        return {"error": f"onnxruntime crashed ({signal.Signals(-proc.returncode).name})"}
+        return {"error": f"onnxruntime crashed ({signal_name(proc.returncode)})"}
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"the profiling process failed (exit {proc.returncode}): {tail[:300]}"}
 

@@ -1,11 +1,8 @@
 """The doctor's measured verdict: which runtime x precision is fastest for this file here, and why.
 
-Every ONNX runtime this machine has (onnxruntime CPU, OpenVINO on each device) at every
-precision the file and the CPU allow (fp32, bf16 where native, the artifact's int8/fp16) is timed
-at batch 1 in a short interleaved benchmark (`compress.export.bench.measure`, same loop as `compress bench`).
-The winner becomes a finding whose detail says why it wins: the precision OpenVINO really ran
-(it picks bf16 itself on AMX / AVX512-BF16 CPUs), int8 dot-product instructions, or the
-runtime's own kernels, with the ratio to onnxruntime fp32 and every skipped pair's reason.
+Every ONNX runtime here at every precision the file and the CPU allow is timed at batch 1 in a
+short interleaved benchmark (the loop of `compress bench`). The winner's finding says why it
+wins: the precision OpenVINO really ran, int8 dot-product instructions, or the runtime's kernels.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """PyTorch -> ONNX: run the exporter, clean up its graph, stamp metadata, save a checked file.
 
-`export_onnx(model, path, ExportConfig())` writes one checked ONNX file (plus `model.onnx.data`
-when the weights pass the 2 GB protobuf limit). The legacy TorchScript exporter is the default:
-it takes ~2.5 s for ResNet-50 here where the torch.export-based one takes ~23 s; both are
-selectable. Parity with the PyTorch model is checked by the caller (see `compress.export.onnx.parity`);
-saving, external data, metadata and offline optimization are in `compress.export.onnx.file`.
+The TorchScript exporter is the default: ~2.5 s for ResNet-50 here, the torch.export-based one
+~23 s. Parity is checked by the caller (`compress.export.onnx.parity`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import tempfile
 import time
@@ -61,12 +59,10 @@ class ExportConfig:
     )
     parity_samples: int = option(64, "Inputs for the parity gate (validation images if trained).")
     static_batch: int = option(1, "The batch size of a static-batch export.", cli=False)
-    # Height = width to export (and parity-check) at; None: the model's own size. An artifact
-    # trained at another size is re-targeted when resolution-independent (compress.export.runtimes.input_size).
+    # Height = width to export (and parity-check) at; None: the model's own size.
     input_size: int | None = option(
         None, "Input height=width to export at (the model options' --input-size).", cli=False
     )
-    # Weights above this many bytes go to external data (the protobuf limit is 2 GiB).
     external_data_threshold: int = option(
         1_800_000_000, "Weights above this many bytes go to external data.", cli=False
     )
@@ -128,9 +124,10 @@ def export_onnx(
     *,
     metadata: dict[str, str] | None = None,
 ) -> ExportResult:
-    """Export `model` (which carries `.spec`) to `path` at its spec's input size (fixed H/W:
-    `cfg.input_size`, when given, must be that size; callers re-target the model first with
-    `compress.export.runtimes.input_size.at_input_size`); check it; add `metadata` props."""
+    """Export `model` (which carries `.spec`) to a checked file at `path`, at its spec's input
+    size (`cfg.input_size` must match: re-target first with `at_input_size`)."""
+    import onnx
+
     cfg = cfg or ExportConfig()
     path = Path(path)
     spec: ModelSpec = model.spec  # type: ignore[assignment]
@@ -141,12 +138,13 @@ def export_onnx(
         )
     batch = 2 if cfg.dynamic_batch else cfg.static_batch
     example = torch.zeros((batch, *spec.input_shape))
-    net = _prepared(model, cfg.precision)
+    model = model.eval()
+    net = _CastWrapper(copy.deepcopy(model).half()).eval() if cfg.precision == "fp16" else model
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="compress-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         tracer = _torch_export(net, example, raw, cfg)
-        proto = _load(raw)
+        proto = onnx.load(str(raw), load_external_data=True)
     _inline_constant_identities(proto)
     set_metadata(proto, metadata or {})
     check_and_save(proto, path, cfg.external_data_threshold)
@@ -173,34 +171,22 @@ def export_onnx(
     return result
 
 
-def _prepared(model: nn.Module, precision: str) -> nn.Module:
-    import copy
-
-    model = model.eval()
-    if precision == "fp16":
-        return _CastWrapper(copy.deepcopy(model).half()).eval()
-    return model
-
-
 def _torch_export(net: nn.Module, example: torch.Tensor, raw: Path, cfg: ExportConfig) -> list[str]:
     """Run the chosen exporter into `raw`; returns tracer warnings (they flag wrong exports)."""
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with _quiet_exporter() as caught:
         try:
             if cfg.exporter == "torchscript":
+                axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
                 torch.onnx.export(
                     net,
                     (example,),
                     str(raw),
                     dynamo=False,
                     opset_version=cfg.opset,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes=(
-                        {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-                        if cfg.dynamic_batch
-                        else None
-                    ),
+                    dynamic_axes=axes if cfg.dynamic_batch else None,
                     do_constant_folding=True,
+                    **names,
                 )
             else:
                 shapes = ({0: torch.export.Dim("batch")},) if cfg.dynamic_batch else None
@@ -210,10 +196,9 @@ def _torch_export(net: nn.Module, example: torch.Tensor, raw: Path, cfg: ExportC
                     None,
                     dynamo=True,
                     opset_version=cfg.opset,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
                     dynamic_shapes=shapes,
                     verbose=False,
+                    **names,
                 )
                 assert program is not None
                 program.save(str(raw))
@@ -251,19 +236,10 @@ def _quiet_exporter() -> Iterator[list[warnings.WarningMessage]]:
             log.debug("exporter: %s", w.message)
 
 
-def _load(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=True)
-
-
 def _inline_constant_identities(proto: Any, max_bytes: int = 1 << 16) -> int:
-    """Replace `Identity(initializer)` nodes by copies of small initializers.
-
-    The TorchScript exporter shares equal constants (e.g. the all-zero biases of an untrained
-    BN-folded ResNet) through Identity nodes; a bias behind an Identity blocks onnxruntime's
-    DQ->Conv->Q fusion after static quantization.
-    """
+    """Replace `Identity(initializer)` nodes by copies of small initializers: the TorchScript
+    exporter shares equal constants that way, and a bias behind an Identity blocks onnxruntime's
+    DQ->Conv->Q fusion after static quantization."""
     inits = {t.name: t for t in proto.graph.initializer}
     outputs = {o.name for o in proto.graph.output}
     keep, added = [], 0

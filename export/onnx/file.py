@@ -1,8 +1,8 @@
 """An ONNX file on disk: checked saving, external data, metadata, size, offline optimization.
 
-Weights past the 2 GB protobuf limit go to `<name>.onnx.data` next to the file, so every helper
-here that reads, sizes or rewrites a model handles that companion file too. Metadata props carry
-the artifact card's key facts (prefixed `compress.`) so a bare `.onnx` still describes itself.
+Weights past the 2 GB protobuf limit go to `<name>.onnx.data`, which every helper here handles
+too. Metadata props carry the card's key facts (prefixed `compress.`), so a bare `.onnx`
+describes itself.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from compress.models.errors import InvalidInputError, UnsupportedError, UsageErr
 
 log = logging.getLogger(__name__)
 
-OPTIMIZE_LEVELS = ("none", "basic", "extended", "all")
-EXTERNAL_DATA_SUFFIX = ".data"
-PROTOBUF_LIMIT = 2**31 - 1
+# Our optimization levels -> onnxruntime's GraphOptimizationLevel (sessions read it too).
+OPTIMIZE_LEVELS = {
+    "none": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 META_PREFIX = "compress."
 
 
@@ -65,11 +69,8 @@ def check_and_save(proto: Any, path: Path, external_threshold: int = 1_800_000_0
 
 
 def optimize_offline(src: str | Path, dst: str | Path, level: str) -> Path:
-    """Save onnxruntime's optimized graph (`basic`, `extended` or `all`) to `dst`.
-
-    `extended` adds ORT-only fused ops (com.microsoft domain): the file then runs only on
-    onnxruntime. `all` also bakes in this CPU's memory layouts: rebuild it on other machines.
-    """
+    """Save onnxruntime's optimized graph (`basic`, `extended`: ORT-only fused ops, `all`: also
+    this CPU's memory layouts) to `dst`."""
     import onnx
     import onnxruntime as ort
 
@@ -77,15 +78,10 @@ def optimize_offline(src: str | Path, dst: str | Path, level: str) -> Path:
         raise UsageError(f"optimization level must be basic, extended or all, got {level!r}")
     if level == "all":
         log.warning("--optimize all writes CPU-specific layouts: the file may not run elsewhere")
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
     src, dst = Path(src), Path(dst)
     meta = read_metadata(src)
     so = ort.SessionOptions()
-    so.graph_optimization_level = levels[level]
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZE_LEVELS[level])
     so.optimized_model_filepath = str(dst)
     if external_data_path(src).exists():
         so.add_session_config_entry(
@@ -125,7 +121,7 @@ def initializer_bytes(proto: Any) -> int:
 
 def external_data_path(path: str | Path) -> Path:
     path = Path(path)
-    return path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
+    return path.with_name(path.name + ".data")
 
 
 def onnx_size(path: str | Path) -> int:

@@ -1,12 +1,13 @@
-"""Shape checks and batching shared by every runner (onnxruntime, OpenVINO, torch).
+"""Shape checks, batching and autocast shared by every runner (onnxruntime, OpenVINO, torch).
 
 A model exported with a fixed batch still has to evaluate a whole split: `run_batched` feeds it
-chunks of its batch (padding the tail), and `runner_predict` wraps any runner as the
-torch-in, torch-out function `compress.training.evaluate` expects.
+chunks of its batch (padding the tail); `runner_predict` is every runner's torch-in, torch-out
+`predict` for `compress.training.evaluate`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,12 +50,18 @@ def run_batched(runner: BatchRunner, x: np.ndarray) -> np.ndarray:
 
 
 def runner_predict(runner: Any, x: Any) -> Any:
-    """torch.Tensor -> torch.Tensor logits through any runner (fixed batches split and padded)."""
+    """torch.Tensor -> torch.Tensor logits through any runner (fixed batches split and padded);
+    every runner's `predict` method."""
     import torch
 
     arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    if getattr(runner, "input_shape", None):
-        out = run_batched(runner, arr)
-    else:
-        out = runner.run(arr)
+    out = run_batched(runner, arr) if getattr(runner, "input_shape", None) else runner.run(arr)
     return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+def autocast(device: str, precision: str) -> Any:
+    """torch.autocast to bf16/fp16 on `device`; a no-op context at fp32."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()

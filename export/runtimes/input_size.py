@@ -1,15 +1,9 @@
 """Running an existing model at another input size than the one it was built or trained at.
 
-A convolutional network whose head sits behind adaptive pooling (ResNet, this zoo's AlexNet and
-VGG) is resolution-independent: the same weights take 28x28 or 224x224 inputs, only the input
-differs. :func:`check_input_size` proves it for one size by a shape probe (one zero image, no
-grad) and refuses, naming the layer, a size that collapses a conv/pool map below 1x1 or that
-changes the features a fixed-size Linear after flatten receives (LeNet-5's `fc1`).
-:func:`at_input_size` then gives the model the spec for that size, remembering the size its
-weights were trained (and its card's metrics measured) at: :func:`trained_input_size`.
-
-An ONNX file can't be probed like that: one exported with fixed H/W runs only at that size,
-one with symbolic H/W at any (:func:`onnx_spec_at_size`).
+A network whose head sits behind adaptive pooling is resolution-independent: `check_input_size`
+proves it for one size by a shape probe, refusing (naming the layer) a size that collapses a map
+below 1x1 or changes what a fixed-size Linear after flatten gets. An ONNX file with fixed H/W runs
+only at that size, one with symbolic H/W at any (`onnx_spec_at_size`).
 """
 
 from __future__ import annotations
@@ -137,10 +131,8 @@ def onnx_spec_at_size(path: str | Path, spec: ModelSpec, size: int) -> ModelSpec
         raise UsageError(f"--input-size must be >= 1, got {size}")
     shape = inspect_onnx(path).input_shape
     hw = [d for d in shape[2:4] if isinstance(d, int) and d > 0]
-    if not hw:
+    if hw in ([], [size], [size, size]):  # symbolic, or fixed at this size
         return spec_at_size(spec, size)
-    if hw == [size, size] or (len(hw) == 1 and hw[0] == size):
-        return spec if spec.input_size == size else spec_at_size(spec, size)
     raise UsageError(
         f"{path} was exported at a fixed {'x'.join(map(str, hw))} input; it can't run at "
         f"{size}x{size}",

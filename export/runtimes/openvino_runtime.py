@@ -1,10 +1,8 @@
 """OpenVINO runtimes (`openvino` on CPU, `openvino-gpu`, `openvino-npu`) behind the Runner interface.
 
-OpenVINO reads our ONNX artifacts as they are (fp32, fp16 weights, QDQ int8), and compiles them
-with the same knobs as the other runtimes: a thread count (INFERENCE_NUM_THREADS), the LATENCY
-performance hint, and a precision hint (`f32`, `bf16`, `f16`). OpenVINO picks bf16 by itself on
-CPUs with native bf16 (AMX, AVX512-BF16) when no hint is given, so the runner records the
-*effective* precision the compiled model reports, not the one asked for.
+OpenVINO reads our ONNX artifacts as they are (fp32, fp16 weights, QDQ int8) and compiles them
+with a thread count, the LATENCY hint and a precision hint. It picks bf16 by itself on CPUs with
+native bf16 when no hint is given, so the runner records the *effective* precision.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ DEVICE_HINTS = {
     "NPU": "an Intel NPU with its driver (intel-npu-driver), or use --runtime openvino",
 }
 OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-OV_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+OV_NAMES = {v: k for k, v in OV_HINTS.items()}
 
 
 def ov_core() -> Any:
@@ -49,9 +47,7 @@ def ov_core() -> Any:
 def check_openvino(runtime: str) -> str:
     """The OpenVINO device of `runtime` when installed and present here, else exit 4."""
     device = OV_DEVICES[runtime]
-    with (
-        kept_sigaltstack()
-    ):  # the plugin swaps this thread's signal stack (compress.export.runtimes.sigstack)
+    with kept_sigaltstack():  # the plugin swaps this thread's signal stack
         core = ov_core()
         available = list(core.available_devices)
         del core
@@ -96,12 +92,10 @@ class OvRunner:
             raise InvalidInputError(f"OpenVINO failed running {self.path}: {first}") from e
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
-    def predict(self, x: Any) -> Any:
-        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`)."""
-        return runner_predict(self, x)
+    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
     def close(self) -> None:
-        """Release the compiled model now, keeping this thread's signal stack (compress.export.runtimes.sigstack)."""
+        """Release the compiled model now, keeping this thread's signal stack."""
         with kept_sigaltstack():
             self.request = None
             self.compiled = None
@@ -129,9 +123,7 @@ def create_ov_runner(
         if precision not in OV_HINTS:
             raise UnsupportedError(f"OpenVINO has no {precision} precision hint for {path}")
         config["INFERENCE_PRECISION_HINT"] = OV_HINTS[precision]
-    with (
-        kept_sigaltstack()
-    ):  # the plugin swaps this thread's signal stack (compress.export.runtimes.sigstack)
+    with kept_sigaltstack():
         core = ov_core()
         t0 = time.perf_counter()
         try:

@@ -1,10 +1,8 @@
 """Precision as an axis: which (runtime, precision) pairs this machine can really run, and why not.
 
-`fp32` runs everywhere; `bf16` needs native bf16 instructions on the CPU (AVX512-BF16, AMX-BF16,
-ARM BF16) or a GPU: emulated bf16 is slower than fp32 and would only mislead a benchmark; `fp16`
-is a GPU precision for fp32 models (an fp16 artifact runs as it is on any runtime that reads it);
-`int8` is the precision of int8 artifacts, never a cast applied at run time. The answer is a
-reason string (None when the pair runs), so skipped cases say why in every report.
+`bf16` needs native bf16 on the CPU or a GPU (emulated bf16 is slower than fp32 and would
+mislead a benchmark); `fp16` is a GPU precision; `int8` is the precision of int8 artifacts,
+never a run-time cast. Refusals are reason strings, so skipped cases say why in every report.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Running an ONNX file once in a child process, so a runtime that crashes (a malformed file,
 a runtime bug) costs a typed error instead of the whole command.
 
-`probe_in_subprocess` is the parent side, `probe_main` the child's (`python -m compress.export.runtimes.probe`);
-`child_python` and `child_pythonpath` start any such child (also `compress.export.doctor.probe`'s).
+`probe_in_subprocess` is the parent side, `probe_main` the child's; `run_child` starts any such
+child (also `compress.export.doctor.probe`'s).
 """
 
 from __future__ import annotations
@@ -36,14 +36,10 @@ class ProbeReport:
 def probe_in_subprocess(
     path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, timeout: float = 300
 ) -> ProbeReport:
-    """Open and run `path` once in a child process, so a crashing runtime can't take us down.
-
-    Returns the child's report; raises a typed error if it failed or died.
-    """
-    cmd = [*child_python("compress.export.runtimes.probe"), str(path), runtime, str(threads or 0)]
-    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
+    """Open and run `path` once in a child process; its report, or a typed error if it failed."""
+    args = [str(path), runtime, str(threads or 0)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = run_child("compress.export.runtimes.probe", args, timeout)
     except subprocess.TimeoutExpired as e:
         raise UnsupportedError(
             f"onnxruntime did not finish one inference of {path} in {timeout:.0f} s"
@@ -53,16 +49,12 @@ def probe_in_subprocess(
 
 def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str) -> ProbeReport:
     """Map a probe child's exit to a report or a typed error."""
-    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    last = last_line(stdout)
     if returncode == 0 and last.startswith("{"):
         return ProbeReport(**json.loads(last))
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
         raise InvalidInputError(
-            f"onnxruntime crashed ({name}) loading or running {path}",
+            f"onnxruntime crashed ({signal_name(returncode)}) loading or running {path}",
             hint="the file is malformed or hits a runtime bug; `compress doctor` lists its ops",
         )
     if last.startswith("{"):
@@ -73,6 +65,25 @@ def interpret_probe(path: str | Path, returncode: int, stdout: str, stderr: str)
         raise cls(err.get("message", "probe failed"), hint=err.get("hint"))
     tail = (stderr.strip().splitlines() or ["no output"])[-1]
     raise InvalidInputError(f"probing {path} failed (exit {returncode}): {tail[:300]}")
+
+
+def last_line(stdout: str) -> str:
+    return stdout.strip().splitlines()[-1] if stdout.strip() else ""
+
+
+def signal_name(returncode: int) -> str:
+    """The name of the signal that killed a child (negative exit code)."""
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def run_child(module: str, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` with this checkout on PYTHONPATH, output captured as text."""
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
+    cmd = [*child_python(module), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def child_python(module: str) -> list[str]:

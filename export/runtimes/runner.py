@@ -1,11 +1,9 @@
 """Runtimes behind one interface: `runner.run(x: np.ndarray) -> np.ndarray`.
 
-`torch` (eager, CPU), `torch-cuda`, `torch-compile` (inductor, `compress.export.runtimes.torch_compile`), `ort-cpu`,
-`ort-cuda` and `ort-trt` (onnxruntime execution providers), `openvino`, `openvino-gpu` and
-`openvino-npu` (`compress.export.runtimes.openvino_runtime`). `RUNTIMES` is the registry; `ONNX_RUNTIMES` read ONNX
-files, `TORCH_RUNTIMES` need a PyTorch module. An onnxruntime session records the providers it really got; when it silently fell
-back (asked for CUDA, got CPU) we warn and say so in every result. ONNX files are validated first
-(readable, opset the installed runtime can run), so bad files fail with one clear line.
+`RUNTIMES` is the registry: `TORCH_RUNTIMES` need a PyTorch module, `ONNX_RUNTIMES` (onnxruntime
+execution providers, OpenVINO devices) read ONNX files. An onnxruntime session records the
+providers it really got; when it silently fell back (asked for CUDA, got CPU) we warn and say so
+in every result.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from compress.export.runtimes.batching import check_input_shape, runner_predict
+from compress.export.runtimes.batching import autocast, check_input_shape, runner_predict
 from compress.export.runtimes.batching import run_batched as run_batched  # re-exported
 from compress.export.runtimes.openvino_runtime import (
     OV_DEVICES,
@@ -91,11 +89,8 @@ def available_runtimes(names: tuple[str, ...] = RUNTIMES) -> list[str]:
 
     out = []
     for name in names:
-        try:
-            check_runtime(name)
-        except CompressError:
-            continue
-        out.append(name)
+        with contextlib.suppress(CompressError):
+            out.append(check_runtime(name))
     return out
 
 
@@ -128,35 +123,21 @@ class OrtRunner:
             first = str(e).strip().splitlines()[0]
             raise InvalidInputError(f"onnxruntime failed running {self.path}: {first}") from e
 
-    def predict(self, x: Any) -> Any:
-        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`); splits for static batch."""
-        return runner_predict(self, x)
+    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
 
 def create_session(
-    path: str | Path,
-    runtime: str = "ort-cpu",
-    threads: int | None = None,
-    *,
-    optimization: str = "all",
-    profile: bool = False,
-    optimized_model_path: str | Path | None = None,
+    path: str | Path, runtime: str = "ort-cpu", threads: int | None = None, **options: Any
 ) -> OrtRunner:
-    """Open `path` in onnxruntime on `runtime`'s providers; record the providers really used."""
+    """Open `path` in onnxruntime on `runtime`'s providers (`options`: `open_session`'s);
+    record the providers really used."""
     if runtime not in ORT_PROVIDERS:
         raise UsageError(f"{runtime!r} is not an onnxruntime runtime ({', '.join(ORT_PROVIDERS)})")
     check_runtime(runtime)
     info = inspect_onnx(path)
     requested = ORT_PROVIDERS[runtime]
     t0 = time.perf_counter()
-    session = open_session(
-        path,
-        threads,
-        requested,
-        optimization=optimization,
-        profile=profile,
-        optimized_model_path=optimized_model_path,
-    )
+    session = open_session(path, threads, requested, **options)
     seconds = time.perf_counter() - t0
     used = list(session.get_providers())
     runner = OrtRunner(
@@ -199,17 +180,13 @@ class TorchRunner:
     def run(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        cast = torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
-        with torch.inference_mode(), cast:
+        with torch.inference_mode(), autocast(self.device, self.precision):
             out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
             if self.device != "cpu":
                 torch.cuda.synchronize()
             return out.float().cpu().numpy()
 
-    def predict(self, x: Any) -> Any:
-        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`)."""
-        return runner_predict(self, x)
+    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
 
 def torch_runner(

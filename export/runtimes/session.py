@@ -1,10 +1,8 @@
 """ONNX files into onnxruntime sessions: the one place that sets session options.
 
 `inspect_onnx` reads what a file declares (without its weights) so bad or too-new files fail with
-one clear line; `open_session` builds an `InferenceSession` from a path or in-memory bytes with a
-thread count, graph optimization level and quiet logging, and turns load errors into our typed
-errors. Runners (`compress.export.runtimes.runner`), pruning's latency target and the quantizer all open sessions
-here, so they run the same graph the same way.
+one clear line; `open_session` is what runners, pruning's latency target and the quantizer all
+open sessions with, so they run the same graph the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from typing import Any
 from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
 
 CPU = ("CPUExecutionProvider",)
-OPTIMIZATION = ("none", "basic", "extended", "all")
 
 
 @dataclass
@@ -26,25 +23,17 @@ class OnnxInfo:
     """What a file declares, read without loading its weights."""
 
     path: str
-    opset: int
-    input_name: str
     input_shape: list[int | str]
     input_dtype: str
     output_shape: list[int | str]
     metadata: dict[str, str]
-    bytes: int
-
-    @property
-    def static_batch(self) -> int | None:
-        b = self.input_shape[0] if self.input_shape else None
-        return b if isinstance(b, int) and b > 0 else None
 
 
 def inspect_onnx(path: str | Path) -> OnnxInfo:
     """Parse an ONNX file's header: graph IO, opset, metadata. Raises on bad or too-new files."""
     import onnx
 
-    from compress.export.onnx.file import onnx_size, opset_of
+    from compress.export.onnx.file import opset_of
 
     path = Path(path)
     if not path.is_file():
@@ -74,13 +63,10 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     inp, out = inputs[0], proto.graph.output[0]
     return OnnxInfo(
         path=str(path),
-        opset=opset,
-        input_name=inp.name,
         input_shape=_dims(inp),
         input_dtype=onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name,
         output_shape=_dims(out),
         metadata={p.key: p.value for p in proto.metadata_props},
-        bytes=onnx_size(path),
     )
 
 
@@ -115,35 +101,6 @@ def ort_error(path: str | Path, e: Exception) -> Exception:
     return InvalidInputError(f"onnxruntime could not load {path}: {first[:300]}")
 
 
-def session_options(
-    threads: int | None = None,
-    optimization: str = "all",
-    *,
-    profile: bool = False,
-    optimized_model_path: str | Path | None = None,
-) -> Any:
-    """`ort.SessionOptions`: `threads` intra-op threads (one inter-op), errors-only logging."""
-    import onnxruntime as ort
-
-    if optimization not in OPTIMIZATION:
-        raise UsageError(f"unknown optimization {optimization!r}; choose from {OPTIMIZATION}")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.enable_profiling = profile
-    if optimized_model_path:
-        so.optimized_model_filepath = str(optimized_model_path)
-    return so
-
-
 def open_session(
     model: str | Path | bytes,
     threads: int | None = None,
@@ -153,12 +110,25 @@ def open_session(
     profile: bool = False,
     optimized_model_path: str | Path | None = None,
 ) -> Any:
-    """An onnxruntime `InferenceSession` on `providers` (CPU by default) for a file or bytes."""
+    """An onnxruntime `InferenceSession` on `providers` (CPU by default) for a file or bytes:
+    `threads` intra-op threads (one inter-op), errors-only logging."""
     import onnxruntime as ort
 
-    so = session_options(
-        threads, optimization, profile=profile, optimized_model_path=optimized_model_path
-    )
+    from compress.export.onnx.file import OPTIMIZE_LEVELS
+
+    if optimization not in OPTIMIZE_LEVELS:
+        raise UsageError(
+            f"unknown optimization {optimization!r}; choose from {tuple(OPTIMIZE_LEVELS)}"
+        )
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZE_LEVELS[optimization])
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling = profile
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
     where = "the in-memory ONNX graph" if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(

@@ -1,12 +1,9 @@
 """Keep this thread's signal alternate stack across calls into native code that replaces it.
 
-OpenVINO's CPU plugin (2026.x) installs its own `sigaltstack` on the calling thread when it creates
-its engine and swaps stacks again when compiled models are destroyed; the last stack it leaves
-installed is memory it has already unmapped. Nothing fails then, but the next signal with an
-`SA_ONSTACK` handler delivered to that thread (Python installs all of its handlers that way:
-SIGCHLD from a DataLoader, SIGINT, faulthandler's SIGSEGV) cannot get a frame, and the kernel kills
-the whole process with SIGSEGV (si_code SI_KERNEL), without a Python traceback. `kept_sigaltstack`
-restores the stack the thread had before the call, so OpenVINO can run in-process.
+OpenVINO's CPU plugin (2026.x) installs its own `sigaltstack` on the calling thread and leaves
+installed a stack it has already unmapped; the next `SA_ONSTACK` signal (Python installs all its
+handlers that way) then kills the process with SIGSEGV, no traceback. `kept_sigaltstack`
+restores the thread's previous stack, so OpenVINO can run in-process.
 """
 
 from __future__ import annotations

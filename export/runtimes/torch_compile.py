@@ -1,26 +1,21 @@
 """`torch-compile`: PyTorch models through `torch.compile` (inductor, CPU) behind the Runner interface.
 
-Compiling costs seconds to minutes and happens again for every new input shape, so it is never
-part of a latency figure: the first call per shape is timed apart and added to
-`create_seconds` (the bench's "session" column). bf16 runs under CPU autocast (only where the
-CPU has native bf16, see `compress.export.runtimes.precision`). Channels-last memory format is off by default:
-measured on the shared 2-core EPYC (AVX-512, torch 2.13, ResNet-18 at 224², batch 1, 2 threads,
-5 interleaved rounds), inductor with channels-last was slower in every round (median 1782 vs
-1322 ms under a load average of 13, so only the direction is trustworthy); pass
-`channels_last=True` to try it on other CPUs.
+Compiling happens again for every new input shape, so it is never part of a latency figure: the
+first call per shape is timed apart and added to `create_seconds` (the bench's "session" column).
+Channels-last is off by default: slower in every round on the shared 2-core EPYC (ResNet-18,
+224², batch 1; benchmarks/compile_channels_last.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from compress.export.runtimes.batching import runner_predict
+from compress.export.runtimes.batching import autocast, runner_predict
 from compress.models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
@@ -57,7 +52,7 @@ class CompiledTorchRunner:
         graphs = compiled_graphs()
         t0 = time.perf_counter()
         try:
-            with torch.inference_mode(), _autocast(self.precision), strict_dynamo():
+            with torch.inference_mode(), autocast("cpu", self.precision), strict_dynamo():
                 out = self.model(t)
         except Exception as e:  # inductor/dynamo raise many types; name the runtime and op
             raise compile_error(e) from e
@@ -73,32 +68,18 @@ class CompiledTorchRunner:
                 log.debug("torch-compile: input %s reuses a compiled graph", key)
         return out.float().numpy()
 
-    def predict(self, x: Any) -> Any:
-        """torch.Tensor -> torch.Tensor (for `compress.training.evaluate`)."""
-        return runner_predict(self, x)
+    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
 
 def check_torch_compile() -> None:
     """UnsupportedError (exit 4) naming what to install when inductor can't build CPU kernels."""
     import shutil
 
-    import torch
-
-    if not hasattr(torch, "compile"):
-        raise UnsupportedError("torch.compile needs torch >= 2.0", hint="pip install -U torch")
     if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         raise UnsupportedError(
             "--runtime torch-compile: inductor compiles C++ kernels, and no C++ compiler is on PATH",
             hint="install one (apt-get install g++), or use --runtime torch",
         )
-
-
-def _autocast(precision: str) -> Any:
-    import torch
-
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def compiled_graphs() -> int:
@@ -109,13 +90,9 @@ def compiled_graphs() -> int:
 
 
 def strict_dynamo() -> Any:
-    """Dynamo config under which hitting the recompile limit raises instead of running eager.
-
-    By default dynamo, past `recompile_limit` (8) graphs for one code object, silently runs
-    the model eagerly: a "torch-compile" figure would then be an eager one. The limit counts
-    graphs of every model sharing a `forward` (deploy's baseline and pruned LeNet-5 at two
-    precisions need 8), so it is raised to `RECOMPILE_LIMIT`, and hitting it is an error.
-    """
+    """Dynamo config under which hitting the recompile limit raises instead of silently running
+    eager (a "torch-compile" figure would be an eager one). The limit counts graphs of every model
+    sharing a `forward`, so it is raised to `RECOMPILE_LIMIT` (8 is too few for deploy)."""
     import torch._dynamo
 
     return torch._dynamo.config.patch(
