@@ -33,23 +33,12 @@ class StageContext:
     def __post_init__(self) -> None:
         self.current = self.current or self.recipe.model
 
-    def model_ref(self, ref: str | None = None) -> ModelRef:
+    def model_ref(self) -> ModelRef:
         """The stage input: the recipe's model (with its weights/shape) or an artifact."""
-        ref = ref or self.current
-        if ref == self.recipe.model:
-            shape = self.recipe.shape
-            return ModelRef(
-                model=ref,
-                weights=self.recipe.weights,
-                num_classes=shape.get("num_classes"),
-                in_channels=shape.get("in_channels"),
-                input_size=shape.get("input_size"),
-                trust_code=self.recipe.trust_code,
-            )
-        return ModelRef(model=ref, trust_code=self.recipe.trust_code)
-
-    def baseline_val(self) -> float | None:
-        return self.artifacts[0].get("val_top1") if self.artifacts else None
+        ref = ModelRef(self.current, trust_code=self.recipe.trust_code)
+        if self.current != self.recipe.model:
+            return ref
+        return dataclasses.replace(ref, weights=self.recipe.weights, **self.recipe.shape)
 
     def artifact_of(self, stage: str) -> str:
         for r in self.artifacts:
@@ -67,11 +56,7 @@ class StageOutcome:
     files: list[str] = field(default_factory=list)
 
     def record(self) -> JsonObject:
-        rec: dict[str, Any] = {
-            "artifact": self.artifact,
-            "summary": self.summary,
-            "files": self.files,
-        }
+        rec = dataclasses.asdict(self)
         if self.artifact and (Path(self.artifact) / "card.json").is_file():
             card = read_card(self.artifact)
             rec |= {
@@ -113,7 +98,7 @@ class StageKind:
     name: str
     configs: dict[str, type]  # the stage name that spells a config's options -> its class
     consumes: frozenset[str]
-    produces: str  # "pytorch", "onnx", "report" or "same"
+    produces: str  # "pytorch", "onnx" or "report"
     runner: Runner
     extra_keys: frozenset[str] = frozenset()
     needs_trained: bool = False

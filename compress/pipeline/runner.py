@@ -1,17 +1,9 @@
 """Run a recipe: validate the whole plan first, then each stage into its own folder, atomically.
 
-Every stage writes `OUT/NN-name/` (an artifact, or a benchmark) and then `stage.json` with the
-hash of its inputs (options, input artifact content hash, data). `--resume` skips a stage whose
-folder is complete and whose input hash is unchanged, so an interrupted run (Ctrl-C) restarts
-at the first unfinished stage; records of an older format (hashed differently) re-run, and
-the run says so. Gates (`max_drop`, validation top-1 points vs the baseline) are
-checked after each stage and for the whole run; a failed gate keeps the artifacts and exits
-with the quality-gate code.
-
-Under torchrun every rank runs the plan: the training stages (train, prune, distill, quantize)
-are DDP-aware and write their artifact from rank 0; export and bench run on rank 0 alone and
-the other ranks receive their outcome; rank 0 alone checks the output folder and writes the
-stage records, so no two processes write one file.
+Each stage writes `OUT/NN-name/` then `stage.json` with the hash of its inputs; `--resume` skips
+complete stages whose hash is unchanged (older record formats re-run, with a warning). Gates
+(`max_drop`, validation top-1 points vs the baseline) run after each stage and for the whole run.
+Under torchrun every rank runs the plan; rank 0 alone checks the folder and writes the records.
 """
 
 from __future__ import annotations
@@ -21,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,14 +83,9 @@ def _options(config: StageConfig) -> Any:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Dataclasses (also inside dicts/lists) as plain JSON values."""
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
+    """Dataclasses (also inside dicts/lists) as plain JSON values; anything else as its str."""
+    as_json = json.dumps(obj, default=lambda o: asdict(o) if is_dataclass(o) else str(o))
+    return json.loads(as_json)
 
 
 def data_config(recipe: Recipe) -> DataConfig:
@@ -128,8 +115,7 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
         if gate is not None and (isinstance(gate, bool) or not isinstance(gate, (int, float))):
             raise RecipeError(f"{where}: max_drop must be a number of points, got {gate!r}")
         config = kind.validate(options, where)
-        consumes = "onnx" if current == "onnx" else current
-        if consumes not in kind.consumes:
+        if current not in kind.consumes:
             raise RecipeError(
                 f"{where}: stage {spec.name!r} ({spec.kind}) needs a "
                 f"{' or '.join(sorted(kind.consumes))} model, but the stage before it produces "
@@ -142,20 +128,9 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
                 f"{recipe.model!r} has no weights yet; put a train stage first (or give "
                 "`weights:`)"
             )
-        produces = kind.produces if kind.produces != "same" else current
-        out.append(
-            PlannedStage(
-                i,
-                spec,
-                kind,
-                config,
-                f"{i + 1:02d}-{spec.name}",
-                consumes,
-                produces,
-                None if gate is None else float(gate),
-            )
-        )
-        current = produces if produces != "report" else current
+        folder, gate = f"{i + 1:02d}-{spec.name}", None if gate is None else float(gate)
+        out.append(PlannedStage(i, spec, kind, config, folder, current, kind.produces, gate))
+        current = kind.produces if kind.produces != "report" else current
     return out
 
 
@@ -317,7 +292,7 @@ def _gate(
     what: str, limit: float, ctx: StageContext, record: dict[str, Any], result: PipelineResult
 ) -> None:
     """A quality gate: validation top-1 points lost vs the baseline, at most `limit`."""
-    base, now = ctx.baseline_val(), record.get("val_top1")
+    base, now = ctx.artifacts[0].get("val_top1"), record.get("val_top1")
     drop = None if base is None or now is None else 100.0 * (base - now)
     passed = drop is None or drop <= limit + 1e-9
     gate = {

@@ -32,13 +32,10 @@ def _verb(name: str, keywords: Keywords = lambda ctx, config: {"hooks": ctx.hook
 
     def run(ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool) -> StageOutcome:
         fn = getattr(import_module(f"compress.stages.{name}"), f"run_{name}")
+        kw = keywords(ctx, config)
+        lead = [kw.pop("teacher")] if "teacher" in kw else []  # distill: teacher, then student
         summary = fn(
-            ctx.model_ref(),
-            folder,
-            config[name],
-            ctx.data,
-            overwrite=overwrite,
-            **keywords(ctx, config),
+            *lead, ctx.model_ref(), folder, config[name], ctx.data, overwrite=overwrite, **kw
         )
         return StageOutcome(str(folder), _brief(summary.to_dict()))
 
@@ -56,23 +53,9 @@ def _teacher(ctx: StageContext, config: StageConfig) -> str:
     return ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
 
 
-def _run_distill(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.distill import run_distill
-
-    teacher_ref = ModelRef(model=_teacher(ctx, config), trust_code=ctx.recipe.trust_code)
-    summary = run_distill(
-        teacher_ref,
-        ctx.model_ref(),
-        folder,
-        config["distill"],
-        ctx.data,
-        train=config["train"],
-        overwrite=overwrite,
-        hooks=ctx.hooks,
-    )
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
+def _distill_keywords(ctx: StageContext, config: StageConfig) -> dict[str, Any]:
+    teacher = ModelRef(model=_teacher(ctx, config), trust_code=ctx.recipe.trust_code)
+    return {"teacher": teacher, "train": config["train"], "hooks": ctx.hooks}
 
 
 def _distill_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
@@ -210,7 +193,7 @@ def _model_kinds() -> list[StageKind]:
             {"distill": DistillConfig, "train": TrainConfig},
             _SOURCE,
             "pytorch",
-            _run_distill,
+            _verb("distill", _distill_keywords),
             frozenset({"teacher"}),
             hash_extra=_distill_hash,
         ),
