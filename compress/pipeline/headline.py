@@ -1,9 +1,6 @@
-"""The report's headline: what the run delivered, in the numbers a reader looks for first.
-
-The final artifact, its size ratio, its accuracy change vs the baseline (validation and test),
-its speed-up per runtime and batch against the fastest dense case measured here and against
-onnxruntime fp32, the gate verdicts, and one sentence of verdict derived from those numbers
-(e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU").
+"""The report's headline: the final artifact, its size ratio, accuracy change and speed-ups
+(vs the fastest dense case and onnxruntime fp32), the gates, and a one-sentence verdict derived
+from those numbers (e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU").
 """
 
 from __future__ import annotations
@@ -187,11 +184,9 @@ def headline_markdown(h: Headline) -> str:
     """The headline as Markdown: the verdict, a facts table, the speed-up table."""
     if h.final_stage is None:
         return f"**Verdict:** {h.verdict}"
-    lines = [f"**Verdict:** {h.verdict}", "", "| what | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in facts(h)]
-    lines += [f"| gate | {g} |" for g in h.gates]
-    lines += ["", "Speed-up of the final artifact (p50, synthetic input):", ""]
-    return "\n".join([*lines, markdown_table(*speedup_table(h))])
+    table = markdown_table(["what", "value"], [*facts(h), *(("gate", g) for g in h.gates)])
+    speed = "Speed-up of the final artifact (p50, synthetic input):"
+    return f"**Verdict:** {h.verdict}\n\n{table}\n\n{speed}\n\n{markdown_table(*speedup_table(h))}"
 
 
 def facts(h: Headline) -> list[tuple[str, str]]:
@@ -203,12 +198,8 @@ def facts(h: Headline) -> list[tuple[str, str]]:
         out.append(("size", f"{h.size_ratio:.2f}x smaller ({_kb(h.base_bytes)} → {_kb(h.bytes)})"))
     for split, acc in h.accuracy.items():
         if acc.delta_pt is not None and acc.baseline is not None and acc.final is not None:
-            out.append(
-                (
-                    f"{split} top-1 vs baseline",
-                    f"{100 * acc.baseline:.2f} → {100 * acc.final:.2f} % ({acc.delta_pt:+.2f} pt)",
-                )
-            )
+            change = f"{100 * acc.baseline:.2f} → {100 * acc.final:.2f} % ({acc.delta_pt:+.2f} pt)"
+            out.append((f"{split} top-1 vs baseline", change))
     return out
 
 

@@ -79,7 +79,7 @@ class Recipe:
     stages: list[StageSpec]
     data: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
-    shape: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, Any] = field(default_factory=dict)  # num_classes, in_channels, input_size
     max_drop: float | None = None
     search: dict[str, Any] = field(default_factory=dict)
     trust_code: bool = False  # consent to run the Python factory the model names

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,9 @@ def _options(config: StageConfig) -> Any:
 
 def _jsonable(obj: Any) -> Any:
     """Dataclasses (also inside dicts/lists) as plain JSON values; anything else as its str."""
-    as_json = json.dumps(obj, default=lambda o: asdict(o) if is_dataclass(o) else str(o))
+    as_json = json.dumps(
+        obj, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
+    )
     return json.loads(as_json)
 
 
