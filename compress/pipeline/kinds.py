@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.models.artifacts.artifact import read_card
+from compress.models.artifacts.artifact import is_artifact, read_card
 from compress.models.data.datasets import DataConfig
 from compress.models.errors import CompressError
 from compress.models.jsontypes import JsonObject
@@ -57,7 +57,7 @@ class StageOutcome:
 
     def record(self) -> JsonObject:
         rec = dataclasses.asdict(self)
-        if self.artifact and (Path(self.artifact) / "card.json").is_file():
+        if self.artifact and is_artifact(self.artifact):
             card = read_card(self.artifact)
             rec |= {
                 "model_kind": card.kind,

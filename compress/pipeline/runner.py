@@ -102,7 +102,7 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
     data_config(recipe)
     check_code(recipe)
     current = "source"  # the recipe's model (an artifact, or a zoo/factory model with weights)
-    untrained = recipe.weights is None and not (Path(recipe.model) / "card.json").is_file()
+    untrained = recipe.weights is None and not is_artifact(recipe.model)
     out: list[PlannedStage] = []
     for i, spec in enumerate(recipe.stages):
         where = f"{recipe.source}:{spec.line or '?'}"
@@ -151,11 +151,7 @@ def check_code(recipe: Recipe) -> None:
 
 def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dict[str, Any]) -> str:
     """What a stage's result depends on; a change means the stage must run again."""
-    content = (
-        read_card(input_ref).content_hash
-        if (Path(input_ref) / "card.json").is_file()
-        else input_ref
-    )
+    content = read_card(input_ref).content_hash if is_artifact(input_ref) else input_ref
     payload = {
         "kind": stage.spec.kind,
         "options": _options(stage.config),
@@ -168,16 +164,10 @@ def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dic
 
 def completed_record(folder: Path, digest: str) -> JsonObject | None:
     """The record of a finished stage whose inputs are unchanged (else None), for --resume."""
-    rec = folder / RECORD
-    if not rec.is_file():
+    record = _read_record(folder)
+    if record is None or record.get("input_hash") != digest:
         return None
-    try:
-        record: dict[str, Any] = json.loads(rec.read_text())
-    except ValueError:
-        return None
-    if record.get("input_hash") != digest:
-        return None
-    if (folder / "card.json").is_file():
+    if is_artifact(folder):
         read_card(folder)  # raises if files are missing or truncated
     if record.get("artifact"):
         # The next stage loads what this stage made: its folder, never a path read from the
@@ -186,17 +176,21 @@ def completed_record(folder: Path, digest: str) -> JsonObject | None:
     return record
 
 
+def _read_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _warn_older_records(out: Path, stages: list[PlannedStage]) -> None:
     """One warning naming the finished stages that re-run because an older compress recorded
     them (their input hash is computed differently now), instead of re-running them silently."""
-    older = []
-    for st in stages:
-        try:
-            record = json.loads((out / st.folder / RECORD).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("format", 1) < RECORD_FORMAT:
-            older.append(st.spec.name)
+    records = {st.spec.name: _read_record(out / st.folder) for st in stages}
+    older = [
+        name for name, r in records.items() if r is not None and r.get("format", 1) < RECORD_FORMAT
+    ]
     if older:
         log.warning(
             "--resume: %s re-run%s: recorded by an older compress (run record format < %d), "
