@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,33 @@ class StageConfig:
 
 
 Runner = Callable[[StageContext, StageConfig, Path, bool], StageOutcome]
+Keywords = Callable[[StageContext, StageConfig], dict[str, Any]]  # a verb's own keyword arguments
+
+
+def verb(name: str, keywords: Keywords = lambda ctx, config: {"hooks": ctx.hooks}) -> Runner:
+    """A stage that calls `compress.stages.NAME.run_NAME` on the run's current model: the
+    function `compress NAME` calls, so the verb and the recipe stage do the same thing."""
+
+    def run(ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool) -> StageOutcome:
+        fn = getattr(import_module(f"compress.stages.{name}"), f"run_{name}")
+        kw = keywords(ctx, config)
+        lead = [kw.pop("teacher")] if "teacher" in kw else []  # distill: teacher, then student
+        summary = fn(
+            *lead, ctx.model_ref(), folder, config[name], ctx.data, overwrite=overwrite, **kw
+        )
+        return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+    return run
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep the small, JSON-friendly part of a stage summary for the record."""
+    small = (int, float, str, bool, type(None))
+    return {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, small) or (isinstance(v, dict) and len(str(v)) < 4000)
+    }
 
 
 @dataclass
@@ -99,7 +127,7 @@ class StageKind:
     configs: dict[str, type]  # the stage name that spells a config's options -> its class
     consumes: frozenset[str]
     produces: str  # "pytorch", "onnx" or "report"
-    runner: Runner
+    runner: Runner | None = None  # None: `verb(name)`, the stage function of that name
     extra_keys: frozenset[str] = frozenset()
     needs_trained: bool = False
     hash_extra: Callable[[StageConfig, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
@@ -115,11 +143,12 @@ class StageKind:
     def run(
         self, ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
     ) -> StageOutcome:
+        runner = self.runner or verb(self.name)
         if self.main_rank_only:
             from compress.distributed.collectives import on_main
 
-            return on_main(lambda: self.runner(ctx, config, folder, overwrite))
-        return self.runner(ctx, config, folder, overwrite)
+            return on_main(lambda: runner(ctx, config, folder, overwrite))
+        return runner(ctx, config, folder, overwrite)
 
 
 def build_configs(
