@@ -51,9 +51,8 @@ def _prune_finish(built: StageConfig, options: dict[str, Any], where: str) -> St
     from compress.pruning.policy import plan_finetune
 
     prune_cfg, train_cfg = built["prune"], built.configs.pop("train")
-    train_keys = field_names(train_cfg) - field_names(
-        prune_cfg
-    )  # seed, label_smoothing: the pruning's
+    # seed, label_smoothing: the pruning's own
+    train_keys = field_names(train_cfg) - field_names(prune_cfg)
     given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
     try:
         plan_finetune(prune_cfg, given)
@@ -91,11 +90,8 @@ def _run_bench(
         )
     latency: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for c in report.results:
-        latency.setdefault(c.model, {}).setdefault(c.runtime, {})[str(c.batch_size)] = {
-            "p50_ms": c.p50_ms,
-            "p90_ms": c.p90_ms,
-            "throughput": c.throughput,
-        }
+        keep = {k: getattr(c, k) for k in ("p50_ms", "p90_ms", "throughput")}
+        latency.setdefault(c.model, {}).setdefault(c.runtime, {})[str(c.batch_size)] = keep
     return StageOutcome(
         None,
         {
