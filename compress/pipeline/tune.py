@@ -28,7 +28,7 @@ from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_r
 from compress.stages.frame import stage_output
 
 log = logging.getLogger(__name__)
-OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
+OBJECTIVES: dict[str, Any] = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 
 
 @dataclass
@@ -72,30 +72,22 @@ class TuneResult:
     plot: str | None = None
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One validated `search:` entry, `stage.option`: {low, high[, log, type: int|float,
-    step]} or {choices}, as the recipe spells it."""
-
-    key: str
-    spec: Mapping[str, Any]
-
-    def suggest(self, trial: Any) -> Any:
-        """The trial's value for this option (Optuna's categorical, int or float)."""
-        d, key = self.spec, self.key
-        if "choices" in d:
-            return trial.suggest_categorical(key, list(d["choices"]))
-        if d.get("type") == "int" or (isinstance(d["low"], int) and isinstance(d["high"], int)):
-            low, high, step = int(d["low"]), int(d["high"]), int(d.get("step", 1))
-            return trial.suggest_int(key, low, high, step=step, log=bool(d.get("log")))
-        return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+def suggest(trial: Any, key: str, d: Mapping[str, Any]) -> Any:
+    """The trial's value for the option `key` of `search:` entry `d` (Optuna's categorical,
+    int or float)."""
+    if "choices" in d:
+        return trial.suggest_categorical(key, list(d["choices"]))
+    if d.get("type") == "int" or (isinstance(d["low"], int) and isinstance(d["high"], int)):
+        low, high, step = int(d["low"]), int(d["high"]), int(d.get("step", 1))
+        return trial.suggest_int(key, low, high, step=step, log=bool(d.get("log")))
+    return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
 
 
-def parse_space(recipe: Recipe) -> dict[str, Dimension]:
+def parse_space(recipe: Recipe) -> dict[str, Mapping[str, Any]]:
     """Validate `search:` entries: {low, high[, log, type: int|float, step]} or {choices}."""
     if not recipe.search:
         raise RecipeError(f"{recipe.source}: no `search:` section to tune")
-    space: dict[str, Dimension] = {}
+    space: dict[str, Mapping[str, Any]] = {}
     for key, dist in recipe.search.items():
         where = recipe.where(f"search.{key}")
         head, _, opt = str(key).partition(".")
@@ -108,7 +100,7 @@ def parse_space(recipe: Recipe) -> dict[str, Dimension]:
             raise RecipeError(f"{where}: {key}: give {{low, high}} or {{choices: [...]}}")
         if "low" in dist and not dist["low"] < dist["high"]:
             raise RecipeError(f"{where}: {key}: low must be < high")
-        space[str(key)] = Dimension(str(key), dist)
+        space[str(key)] = dist
     return space
 
 
@@ -122,7 +114,6 @@ def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
     import optuna
 
     storage = storage_url(cfg, out)
-    name = cfg.study_name or recipe.name
     multi = len(cfg.objectives) > 1
     kind = cfg.sampler if cfg.sampler != "auto" else ("nsga2" if multi else "tpe")
     sampler = {
@@ -131,13 +122,12 @@ def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
         "random": optuna.samplers.RandomSampler,
     }[kind](seed=cfg.seed)
     try:
-        directions: list[Any] = [OBJECTIVES[o] for o in cfg.objectives]
         return optuna.create_study(
             storage=storage,
-            study_name=name,
+            study_name=cfg.study_name or recipe.name,
             load_if_exists=True,
             sampler=sampler,
-            directions=directions,
+            directions=[OBJECTIVES[o] for o in cfg.objectives],
         )
     except ValueError as e:
         raise UsageError(f"--storage {storage!r}: {e}") from e
@@ -180,8 +170,8 @@ def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) ->
 
         def objective(trial: Any) -> list[float] | float:
             trial_recipe = copy.deepcopy(recipe)
-            for key, dim in space.items():
-                apply_override(trial_recipe, f"{key}={dim.suggest(trial)!r}")
+            for key, dist in space.items():
+                apply_override(trial_recipe, f"{key}={suggest(trial, key, dist)!r}")
             folder = out / "trials" / f"{trial.number:04d}"
             try:
                 result = run_pipeline(trial_recipe, folder, overwrite=True, hooks=hooks)
@@ -200,7 +190,7 @@ def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) ->
 
 
 def _summarize(
-    study: Any, recipe: Recipe, space: dict[str, Dimension], cfg: TuneConfig, out: Path
+    study: Any, recipe: Recipe, space: dict[str, Mapping[str, Any]], cfg: TuneConfig, out: Path
 ) -> TuneResult:
     import optuna
 
