@@ -156,24 +156,20 @@ def verdict(rows: list[dict[str, Any]], best: list[tuple[str, str, float]], env:
     final = rows[-1]
     what, size = _what(rows), final["size_ratio"] or 0.0
     cpu = f"this CPU ({env['cpu']})" if env.get("cpu") else "this machine"
-    top = max(best, key=lambda b: b[2]) if best else None
     size_txt = f"{size:.1f}x size" if size >= WORTH else ""
-    if top is None:
-        speed_txt, how = "", "speed was not measured"
+    if not best:
+        text = f"{what} buys {size_txt or f'{size:.2f}x size'}; speed was not measured (no bench stage)"
     else:
-        bs, name, x = top
+        bs, name, x = max(best, key=lambda b: b[2])
         speed_txt = f"{times(x)} speed" if x >= 1 + NOISE else ""
+        bought = {  # (buys size, buys speed) -> what the sentence says it buys
+            (True, True): f"{size_txt} and {speed_txt}",
+            (True, False): f"{size_txt}, not speed,",
+            (False, True): f"{speed_txt}, not size ({size:.2f}x),",
+            (False, False): f"neither size ({size:.2f}x) nor speed",
+        }[(bool(size_txt), bool(speed_txt))]
         how = f"at best {times(x)} the fastest dense case ({name}, batch {bs})"
-    if top is None:
-        text = f"{what} buys {size_txt or f'{size:.2f}x size'}; {how} (no bench stage)"
-    elif size_txt and speed_txt:
-        text = f"{what} buys {size_txt} and {speed_txt} on {cpu}: {how}"
-    elif size_txt:
-        text = f"{what} buys {size_txt}, not speed, on {cpu}: {how}"
-    elif speed_txt:
-        text = f"{what} buys {speed_txt}, not size ({size:.2f}x), on {cpu}: {how}"
-    else:
-        text = f"{what} buys neither size ({size:.2f}x) nor speed on {cpu}: {how}"
+        text = f"{what} buys {bought} on {cpu}: {how}"
     d = _delta(rows[0]["test_top1"], final["test_top1"])
     if d is not None:
         text += f", for {d:+.2f} pt test top-1"

@@ -28,7 +28,6 @@ class StageContext:
     out: Path
     hooks: Any = None
     current: str = ""
-    records: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -1,9 +1,5 @@
-"""report.html: one self-contained page that reads top-down.
-
-Headline first (verdict, final artifact, size, accuracy change, speed-ups per runtime and
-batch against both baselines, gates), then the plots, then every stage in full, the notes,
-and the environment as a compact table (never a raw JSON dump).
-"""
+"""report.html: one self-contained page, top-down: the headline, the plots, every stage in
+full, the notes, and the environment as a compact table (never a raw JSON dump)."""
 
 from __future__ import annotations
 

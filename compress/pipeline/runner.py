@@ -227,7 +227,6 @@ def run_pipeline(
                 progress(st.spec.name, st.index, len(stages))
             record = _run_stage(st, ctx, resume, overwrite)
             result.stages.append(record)
-            ctx.records.append(record)
             if record.get("artifact") and st.produces != "report":
                 ctx.current = record["artifact"]
                 ctx.artifacts.append(record)
