@@ -1,12 +1,8 @@
 """compress: prune, distill, quantize and export CNNs, and measure what it bought.
 
-The Python API is one function per verb, each with its config class::
-
-    import compress
-    compress.train("lenet5", "runs/lenet5", compress.TrainConfig(epochs=12))
-
-Importing this package is cheap (no torch): the functions and configs below load on first use
-through the module `__getattr__`.
+One function per verb, each with its config class, e.g. `compress.train("lenet5",
+"runs/lenet5", compress.TrainConfig(epochs=12))`. Importing this package is cheap (no torch):
+the names below load on first use, through the module `__getattr__`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""The Python API: one public function per verb, artifact in, artifact out; each CLI verb
-calls its function here (`compress train` -> :func:`train`, `compress eval` -> :func:`evaluate`,
-`compress run` -> :func:`run_recipe`, ...), so the CLI and `import compress` run one code path.
-Each verb is its `compress.stages` function (what recipes run too), re-exported here.
-
-`compress.train("lenet5", "runs/lenet5", TrainConfig(epochs=12))`: a model is a zoo name, an
-artifact directory, `path/to/file.py:factory` or a :class:`ModelRef` (weights, shape options);
-every function writes its artifact atomically and returns the summary stored in its card.
-`import compress` stays cheap: these load (with torch) on first use, through the package's
-module `__getattr__`.
+"""The Python API: one function per verb, artifact in, artifact out. Each CLI verb calls its
+function here (`compress eval` -> :func:`evaluate`, `compress run` -> :func:`run_recipe`, ...),
+and each is the `compress.stages` function recipes run too: one code path. A model is a zoo
+name, an artifact directory, `path/to/file.py:factory` or a :class:`ModelRef`; every function
+writes its artifact atomically and returns the summary stored in its card.
 """
 
 from __future__ import annotations
@@ -73,12 +68,9 @@ def tune(
 
 def _recipe(recipe: str | Path | Recipe, overrides: list[str] | None, trust_code: bool) -> Recipe:
     """A parsed recipe (a copy when given one) with `overrides` applied."""
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides)
-    else:
-        recipe = copy.deepcopy(recipe)
-        for item in overrides or []:
-            apply_override(recipe, item)
+    recipe = copy.deepcopy(recipe) if isinstance(recipe, Recipe) else load_recipe(recipe)
+    for item in overrides or []:
+        apply_override(recipe, item)
     recipe.trust_code = recipe.trust_code or trust_code
     return recipe
 
@@ -94,10 +86,9 @@ def run_recipe(
     progress: Progress | None = None,
     hooks: Hooks | None = None,
 ) -> PipelineResult:
-    """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write
-    `out/report.{md,json,html}` (rank 0 under torchrun; `result.report` holds its rows, headline and paths). `compress
-    run` is this call. `resume` skips finished stages (a missing `out` starts afresh, with a
-    warning); `trust_code` lets the recipe's model run the factory it names."""
+    """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write `out/report.{md,json,
+    html}` (rank 0; `result.report` holds its rows, headline and paths). `resume` skips finished
+    stages; `trust_code` lets the recipe's model run the factory it names."""
     recipe = _recipe(recipe, overrides, trust_code)
     result = run_pipeline(
         recipe, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks

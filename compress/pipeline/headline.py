@@ -1,9 +1,6 @@
-"""The report's headline: what the run delivered, in the numbers a reader looks for first.
-
-The final artifact, its size ratio, its accuracy change vs the baseline (validation and test),
-its speed-up per runtime and batch against the fastest dense case measured here and against
-onnxruntime fp32, the gate verdicts, and one sentence of verdict derived from those numbers
-(e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU").
+"""The report's headline: the final artifact, its size ratio, accuracy change and speed-ups
+(vs the fastest dense case and onnxruntime fp32), the gates, and a one-sentence verdict derived
+from those numbers (e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU").
 """
 
 from __future__ import annotations
@@ -159,24 +156,20 @@ def verdict(rows: list[dict[str, Any]], best: list[tuple[str, str, float]], env:
     final = rows[-1]
     what, size = _what(rows), final["size_ratio"] or 0.0
     cpu = f"this CPU ({env['cpu']})" if env.get("cpu") else "this machine"
-    top = max(best, key=lambda b: b[2]) if best else None
     size_txt = f"{size:.1f}x size" if size >= WORTH else ""
-    if top is None:
-        speed_txt, how = "", "speed was not measured"
+    if not best:
+        text = f"{what} buys {size_txt or f'{size:.2f}x size'}; speed was not measured (no bench stage)"
     else:
-        bs, name, x = top
+        bs, name, x = max(best, key=lambda b: b[2])
         speed_txt = f"{times(x)} speed" if x >= 1 + NOISE else ""
+        bought = {  # (buys size, buys speed) -> what the sentence says it buys
+            (True, True): f"{size_txt} and {speed_txt}",
+            (True, False): f"{size_txt}, not speed,",
+            (False, True): f"{speed_txt}, not size ({size:.2f}x),",
+            (False, False): f"neither size ({size:.2f}x) nor speed",
+        }[(bool(size_txt), bool(speed_txt))]
         how = f"at best {times(x)} the fastest dense case ({name}, batch {bs})"
-    if top is None:
-        text = f"{what} buys {size_txt or f'{size:.2f}x size'}; {how} (no bench stage)"
-    elif size_txt and speed_txt:
-        text = f"{what} buys {size_txt} and {speed_txt} on {cpu}: {how}"
-    elif size_txt:
-        text = f"{what} buys {size_txt}, not speed, on {cpu}: {how}"
-    elif speed_txt:
-        text = f"{what} buys {speed_txt}, not size ({size:.2f}x), on {cpu}: {how}"
-    else:
-        text = f"{what} buys neither size ({size:.2f}x) nor speed on {cpu}: {how}"
+        text = f"{what} buys {bought} on {cpu}: {how}"
     d = _delta(rows[0]["test_top1"], final["test_top1"])
     if d is not None:
         text += f", for {d:+.2f} pt test top-1"
@@ -187,11 +180,9 @@ def headline_markdown(h: Headline) -> str:
     """The headline as Markdown: the verdict, a facts table, the speed-up table."""
     if h.final_stage is None:
         return f"**Verdict:** {h.verdict}"
-    lines = [f"**Verdict:** {h.verdict}", "", "| what | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in facts(h)]
-    lines += [f"| gate | {g} |" for g in h.gates]
-    lines += ["", "Speed-up of the final artifact (p50, synthetic input):", ""]
-    return "\n".join([*lines, markdown_table(*speedup_table(h))])
+    table = markdown_table(["what", "value"], [*facts(h), *(("gate", g) for g in h.gates)])
+    speed = "Speed-up of the final artifact (p50, synthetic input):"
+    return f"**Verdict:** {h.verdict}\n\n{table}\n\n{speed}\n\n{markdown_table(*speedup_table(h))}"
 
 
 def facts(h: Headline) -> list[tuple[str, str]]:
@@ -203,12 +194,8 @@ def facts(h: Headline) -> list[tuple[str, str]]:
         out.append(("size", f"{h.size_ratio:.2f}x smaller ({_kb(h.base_bytes)} → {_kb(h.bytes)})"))
     for split, acc in h.accuracy.items():
         if acc.delta_pt is not None and acc.baseline is not None and acc.final is not None:
-            out.append(
-                (
-                    f"{split} top-1 vs baseline",
-                    f"{100 * acc.baseline:.2f} → {100 * acc.final:.2f} % ({acc.delta_pt:+.2f} pt)",
-                )
-            )
+            change = f"{100 * acc.baseline:.2f} → {100 * acc.final:.2f} % ({acc.delta_pt:+.2f} pt)"
+            out.append((f"{split} top-1 vs baseline", change))
     return out
 
 

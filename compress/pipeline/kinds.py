@@ -7,10 +7,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from compress.models.artifacts.artifact import read_card
+from compress.models.artifacts.artifact import is_artifact, read_card
 from compress.models.data.datasets import DataConfig
 from compress.models.errors import CompressError
 from compress.models.jsontypes import JsonObject
@@ -27,29 +28,17 @@ class StageContext:
     out: Path
     hooks: Any = None
     current: str = ""
-    records: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.current = self.current or self.recipe.model
 
-    def model_ref(self, ref: str | None = None) -> ModelRef:
+    def model_ref(self) -> ModelRef:
         """The stage input: the recipe's model (with its weights/shape) or an artifact."""
-        ref = ref or self.current
-        if ref == self.recipe.model:
-            shape = self.recipe.shape
-            return ModelRef(
-                model=ref,
-                weights=self.recipe.weights,
-                num_classes=shape.get("num_classes"),
-                in_channels=shape.get("in_channels"),
-                input_size=shape.get("input_size"),
-                trust_code=self.recipe.trust_code,
-            )
-        return ModelRef(model=ref, trust_code=self.recipe.trust_code)
-
-    def baseline_val(self) -> float | None:
-        return self.artifacts[0].get("val_top1") if self.artifacts else None
+        ref = ModelRef(self.current, trust_code=self.recipe.trust_code)
+        if self.current != self.recipe.model:
+            return ref
+        return dataclasses.replace(ref, weights=self.recipe.weights, **self.recipe.shape)
 
     def artifact_of(self, stage: str) -> str:
         for r in self.artifacts:
@@ -67,12 +56,8 @@ class StageOutcome:
     files: list[str] = field(default_factory=list)
 
     def record(self) -> JsonObject:
-        rec: dict[str, Any] = {
-            "artifact": self.artifact,
-            "summary": self.summary,
-            "files": self.files,
-        }
-        if self.artifact and (Path(self.artifact) / "card.json").is_file():
+        rec = dataclasses.asdict(self)
+        if self.artifact and is_artifact(self.artifact):
             card = read_card(self.artifact)
             rec |= {
                 "model_kind": card.kind,
@@ -104,6 +89,33 @@ class StageConfig:
 
 
 Runner = Callable[[StageContext, StageConfig, Path, bool], StageOutcome]
+Keywords = Callable[[StageContext, StageConfig], dict[str, Any]]  # a verb's own keyword arguments
+
+
+def verb(name: str, keywords: Keywords = lambda ctx, config: {"hooks": ctx.hooks}) -> Runner:
+    """A stage that calls `compress.stages.NAME.run_NAME` on the run's current model: the
+    function `compress NAME` calls, so the verb and the recipe stage do the same thing."""
+
+    def run(ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool) -> StageOutcome:
+        fn = getattr(import_module(f"compress.stages.{name}"), f"run_{name}")
+        kw = keywords(ctx, config)
+        lead = [kw.pop("teacher")] if "teacher" in kw else []  # distill: teacher, then student
+        summary = fn(
+            *lead, ctx.model_ref(), folder, config[name], ctx.data, overwrite=overwrite, **kw
+        )
+        return StageOutcome(str(folder), _brief(summary.to_dict()))
+
+    return run
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep the small, JSON-friendly part of a stage summary for the record."""
+    small = (int, float, str, bool, type(None))
+    return {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, small) or (isinstance(v, dict) and len(str(v)) < 4000)
+    }
 
 
 @dataclass
@@ -113,8 +125,8 @@ class StageKind:
     name: str
     configs: dict[str, type]  # the stage name that spells a config's options -> its class
     consumes: frozenset[str]
-    produces: str  # "pytorch", "onnx", "report" or "same"
-    runner: Runner
+    produces: str  # "pytorch", "onnx" or "report"
+    runner: Runner | None = None  # None: `verb(name)`, the stage function of that name
     extra_keys: frozenset[str] = frozenset()
     needs_trained: bool = False
     hash_extra: Callable[[StageConfig, StageContext], dict[str, Any]] = lambda cfg, ctx: {}
@@ -130,11 +142,12 @@ class StageKind:
     def run(
         self, ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
     ) -> StageOutcome:
+        runner = self.runner or verb(self.name)
         if self.main_rank_only:
             from compress.distributed.collectives import on_main
 
-            return on_main(lambda: self.runner(ctx, config, folder, overwrite))
-        return self.runner(ctx, config, folder, overwrite)
+            return on_main(lambda: runner(ctx, config, folder, overwrite))
+        return runner(ctx, config, folder, overwrite)
 
 
 def build_configs(

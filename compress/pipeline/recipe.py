@@ -79,7 +79,7 @@ class Recipe:
     stages: list[StageSpec]
     data: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
-    shape: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, Any] = field(default_factory=dict)  # num_classes, in_channels, input_size
     max_drop: float | None = None
     search: dict[str, Any] = field(default_factory=dict)
     trust_code: bool = False  # consent to run the Python factory the model names
@@ -132,8 +132,7 @@ def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] | Non
     lines = _lines(node) if node is not None else {}
     if not isinstance(doc, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with `model:` and `stages:`")
-    unknown = sorted(set(doc) - TOP_KEYS)
-    if unknown:
+    if unknown := sorted(set(doc) - TOP_KEYS):
         k = unknown[0]
         raise RecipeError(
             f"{source}:{lines.get(k, '?')}: unknown key {k!r}; allowed: "
@@ -145,61 +144,45 @@ def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] | Non
     return recipe
 
 
-def _need(
-    doc: dict[str, Any],
-    key: str,
-    typ: type | tuple[type, ...],
-    source: str,
-    lines: dict[str, int],
-    default: Any = None,
-    required: bool = False,
-) -> Any:
-    if key not in doc or doc[key] is None:
-        if required:
-            raise RecipeError(f"{source}: missing required key {key!r}")
-        return default
-    v = doc[key]
-    if not isinstance(v, typ) or (isinstance(v, bool) and typ in (int, float, (int, float))):
-        want = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise RecipeError(
-            f"{source}:{lines.get(key, '?')}: {key!r} must be {want}, got {type(v).__name__} {v!r}"
-        )
-    return v
-
-
 def _build(doc: dict[str, Any], source: str, lines: dict[str, int]) -> Recipe:
-    model = _need(doc, "model", str, source, lines, required=True)
-    data = _need(doc, "data", dict, source, lines, default={})
-    bad = sorted(set(data) - DATA_KEYS)
-    if bad:
+    def need(key: str, typ: type | tuple[type, ...], default: Any = None) -> Any:
+        """`doc[key]` if it has type `typ` (a bool is no number), `default` if absent or null."""
+        v = doc.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
+            want = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            raise RecipeError(
+                f"{source}:{lines.get(key, '?')}: {key!r} must be {want}, got {type(v).__name__} {v!r}"
+            )
+        return v
+
+    for key in ("model", "stages"):
+        if doc.get(key) is None:
+            raise RecipeError(f"{source}: missing required key {key!r}")
+    data = need("data", dict, {})
+    if bad := sorted(set(data) - DATA_KEYS):
         raise RecipeError(
             f"{source}:{lines.get('data.' + bad[0], '?')}: unknown data key "
             f"{bad[0]!r}; allowed: {', '.join(sorted(DATA_KEYS))}"
         )
-    raw_stages = _need(doc, "stages", list, source, lines, required=True)
+    raw_stages, max_drop = need("stages", list), need("max_drop", (int, float))
     if not raw_stages:
         raise RecipeError(f"{source}: `stages:` is empty")
     stages = [_stage(item, i, source, lines) for i, item in enumerate(raw_stages)]
     names = [s.name for s in stages]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
+    if dup := next((n for n in names if names.count(n) > 1), None):
         raise RecipeError(f"{source}: two stages are named {dup!r}; give one a `name:`")
-    shape: dict[str, int] = {
-        k: _need(doc, k, int, source, lines)
-        for k in ("num_classes", "in_channels", "input_size")
-        if k in doc
-    }
-    max_drop = _need(doc, "max_drop", (int, float), source, lines)
     return Recipe(
-        name=_need(doc, "name", str, source, lines, default=Path(source).stem),
-        model=model,
+        name=need("name", str, Path(source).stem),
+        model=need("model", str),
         stages=stages,
         data=data,
-        weights=_need(doc, "weights", str, source, lines),
-        shape=shape,
+        weights=need("weights", str),
+        shape={k: need(k, int) for k in ("num_classes", "in_channels", "input_size") if k in doc},
         max_drop=None if max_drop is None else float(max_drop),
-        search=_need(doc, "search", dict, source, lines, default={}),
-        trust_code=_need(doc, "trust_code", bool, source, lines, default=False),
+        search=need("search", dict, {}),
+        trust_code=need("trust_code", bool, False),
         source=source,
         lines=lines,
     )

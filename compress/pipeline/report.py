@@ -1,11 +1,10 @@
 """The pipeline report: one row per stage with what it bought and cost, gates, environment, plots.
 
-Written as `report.json`, `report.md` and a self-contained `report.html` (plots embedded as
-PNG), each opening with the headline (`compress.pipeline.headline`). Every number comes from
-this run's stage records: accuracy from each artifact's card (measured when the stage ran) and
-latency from the run's bench stage (synthetic inputs). Speed-ups are against the fastest dense
-case the bench found on this machine and against onnxruntime fp32 (`compress.export.bench.baseline`), each
-labelled; the same-runtime ratio vs the baseline stage stays in the JSON rows.
+Written as `report.json`, `report.md` and a self-contained `report.html`, each opening with the
+headline. Every number comes from this run's stage records: accuracy from each artifact's card,
+latency from the bench stage (synthetic inputs). Speed-ups are against the fastest dense case and
+onnxruntime fp32 (`compress.export.bench.baseline`); the same-runtime ratio vs the baseline stage
+stays in the JSON rows.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ from compress.export.bench.baseline import (
     speedups,
     times,
 )
-from compress.export.bench.report import environment_rows
-from compress.export.bench.report import markdown_table as md_table
+from compress.export.bench.report import environment_rows, markdown_table
 from compress.models.artifacts.artifact import now, software_versions
 from compress.models.jsontypes import JsonObject
 from compress.pipeline.headline import NOISE, Headline, gate_lines, headline, headline_markdown
@@ -50,7 +48,7 @@ def bench_cases(records: list[JsonObject]) -> tuple[list[JsonObject], set[str]]:
     prec = {Path(r["artifact"]).name: r.get("precision") or "fp32" for r in models}
     cases = [
         {"model": m, "runtime": rt, "precision": prec.get(m, "fp32"), "batch_size": int(bs), **v}
-        for m, by_rt in bench.get("summary", {}).get("latency", {}).items()
+        for m, by_rt in summary.get("latency", {}).items()
         for rt, by_bs in by_rt.items()
         for bs, v in by_bs.items()
     ]
@@ -90,9 +88,13 @@ def stage_rows(records: list[JsonObject]) -> list[JsonObject]:
         _inherit(row, rows, r)
         row["size_ratio"] = _ratio(models[0].get("bytes"), r.get("bytes"))
         rows.append(row)
+    base_latency = rows[0]["latency"]
     for row in rows:  # same runtime, same batch, vs the baseline stage (kept for the JSON)
         row["speedup"] = {
-            rt: {bs: _ratio(_p50(rows[0], rt, bs), v.get("p50_ms")) for bs, v in by_bs.items()}
+            rt: {
+                bs: _ratio(base_latency.get(rt, {}).get(bs, {}).get("p50_ms"), v.get("p50_ms"))
+                for bs, v in by_bs.items()
+            }
             for rt, by_bs in row["latency"].items()
         }
     return rows
@@ -104,7 +106,7 @@ def _latency(cases: list[dict[str, Any]], precision: str) -> dict[str, dict[str,
     out: dict[str, dict[str, Any]] = {}
     for c in cases:
         own = c.get("precision", precision) == precision
-        col = c["runtime"] if own else f"{c['runtime']} {ran_precision(c)}"
+        col = c["runtime"] if own else case_name(c)
         keep = {k: c[k] for k in ("p50_ms", "p90_ms", "throughput") if k in c}
         out.setdefault(col, {})[str(c["batch_size"])] = keep
     return out
@@ -140,27 +142,15 @@ def _inherit(row: dict[str, Any], rows: list[dict[str, Any]], rec: dict[str, Any
 
 def _macs(r: dict[str, Any]) -> int | None:
     s = r.get("summary", {})
-    for key in ("macs", "macs_after"):
-        if isinstance(s.get(key), (int, float)):
-            return int(s[key])
-    after = s.get("after")
-    if isinstance(after, dict) and isinstance(after.get("macs"), (int, float)):
-        return int(after["macs"])
+    after = s["after"] if isinstance(s.get("after"), dict) else {}
+    for v in (s.get("macs"), s.get("macs_after"), after.get("macs")):
+        if isinstance(v, (int, float)):
+            return int(v)
     return None
-
-
-def _p50(row: dict[str, Any], rt: str, bs: str) -> float | None:
-    v = row["latency"].get(rt, {}).get(bs)
-    return None if v is None else v.get("p50_ms")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The full per-stage table (report.md; the terminal shows a compact one)."""
-    return md_table(*full_table(rows))
 
 
 @dataclass
@@ -174,20 +164,13 @@ class RunReport:
     paths: dict[str, Path] = field(default_factory=dict)  # json, md, html
 
 
-def write_report(
-    result: Any, recipe_name: str, folder: Path, environment: dict[str, Any] | None = None
-) -> RunReport:
+def write_report(result: Any, recipe_name: str, folder: Path) -> RunReport:
     """report.json, report.md, report.html and the plots, into `folder`."""
     rows = stage_rows(result.stages)
     cases, dense = bench_cases(result.stages)
     base = find_baselines(cases, dense)
-    env = (
-        environment
-        or next(
-            (r["summary"].get("environment") for r in result.stages if r["kind"] == "bench"), None
-        )
-        or {"software": software_versions()}
-    )
+    bench_env = (r["summary"].get("environment") for r in result.stages if r["kind"] == "bench")
+    env = next(bench_env, None) or {"software": software_versions()}
     doc = {
         "recipe": recipe_name,
         "created": now(),
@@ -233,16 +216,16 @@ def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None)
 def to_markdown(doc: dict[str, Any], head: Headline) -> str:
     """report.md: headline, the full table, baselines, gates, notes, a compact environment."""
     notes = "\n".join(f"- {n}" for n in doc["notes"])
-    env = "\n".join(f"| {k} | {v} |" for k, v in environment_rows(doc["environment"]))
+    env = markdown_table(["what", "value"], environment_rows(doc["environment"]))
     roles = "\n".join(f"- vs {role}: {ROLE_HELP[role]}." for role in ROLES)
     return (
         f"# compress report: {doc['recipe']}\n\n{headline_markdown(head)}\n\n"
-        f"## Every stage\n\n{markdown_table(doc['rows'])}\n\n"
+        f"## Every stage\n\n{markdown_table(*full_table(doc['rows']))}\n\n"
         f"Size x = baseline size / this size; speed-ups are p50 ratios at the same batch size "
         f"(best = the stage's fastest runtime and precision):\n{roles}\n"
         + "".join(f"- {line}\n" for line in doc.get("baseline_lines", []))
         + "\n## Gates\n"
         + "".join(f"- {line}\n" for line in gate_lines(doc["gates"]))
-        + f"\n## Notes\n{notes}\n\n## Environment\n\n| what | value |\n|---|---|\n{env}\n\n"
+        + f"\n## Notes\n{notes}\n\n## Environment\n\n{env}\n\n"
         f"Total time: {doc['seconds']:.1f} s\n"
     )

@@ -1,14 +1,11 @@
-"""report.html: one self-contained page that reads top-down.
-
-Headline first (verdict, final artifact, size, accuracy change, speed-ups per runtime and
-batch against both baselines, gates), then the plots, then every stage in full, the notes,
-and the environment as a compact table (never a raw JSON dump).
-"""
+"""report.html: one self-contained page, top-down: the headline, the plots, every stage in
+full, the notes, and the environment as a compact table (never a raw JSON dump)."""
 
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +31,14 @@ def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
-def table(head: list[str] | None, body: list[list[str]] | list[tuple[str, str]], cls: str) -> str:
+def table(head: Sequence[str] | None, body: Iterable[Sequence[str]], cls: str) -> str:
     """A plain HTML table; every cell escaped."""
-    out = [f'<table class="{cls}">']
-    if head:
-        out.append("<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>")
-    for cells in body:
-        out.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
+    rows = [("th", head)] if head else []
+    rows += [("td", cells) for cells in body]
+    html_rows = (
+        "<tr>" + "".join(f"<{t}>{_esc(c)}</{t}>" for c in cells) + "</tr>" for t, cells in rows
+    )
+    return f'<table class="{cls}">{"".join(html_rows)}</table>'
 
 
 def headline_html(doc: dict[str, Any], h: Headline) -> str:
@@ -53,8 +49,7 @@ def headline_html(doc: dict[str, Any], h: Headline) -> str:
         f'<p class="verdict">{_esc(h.verdict)}</p>',
     ]
     if h.final_stage is not None:
-        rows = [(k, v) for k, v in facts(h)]
-        parts.append(table(None, rows, "facts"))
+        parts.append(table(None, facts(h), "facts"))
         gates = "".join(
             f'<li class="{"pass" if "passed" in g else "fail"}">{_esc(g)}</li>' for g in h.gates
         )

@@ -1,17 +1,9 @@
 """Run a recipe: validate the whole plan first, then each stage into its own folder, atomically.
 
-Every stage writes `OUT/NN-name/` (an artifact, or a benchmark) and then `stage.json` with the
-hash of its inputs (options, input artifact content hash, data). `--resume` skips a stage whose
-folder is complete and whose input hash is unchanged, so an interrupted run (Ctrl-C) restarts
-at the first unfinished stage; records of an older format (hashed differently) re-run, and
-the run says so. Gates (`max_drop`, validation top-1 points vs the baseline) are
-checked after each stage and for the whole run; a failed gate keeps the artifacts and exits
-with the quality-gate code.
-
-Under torchrun every rank runs the plan: the training stages (train, prune, distill, quantize)
-are DDP-aware and write their artifact from rank 0; export and bench run on rank 0 alone and
-the other ranks receive their outcome; rank 0 alone checks the output folder and writes the
-stage records, so no two processes write one file.
+Each stage writes `OUT/NN-name/` then `stage.json` with the hash of its inputs; `--resume` skips
+complete stages whose hash is unchanged (older record formats re-run, with a warning). Gates
+(`max_drop`, validation top-1 points vs the baseline) run after each stage and for the whole run.
+Under torchrun every rank runs the plan; rank 0 alone checks the folder and writes the records.
 """
 
 from __future__ import annotations
@@ -91,14 +83,11 @@ def _options(config: StageConfig) -> Any:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Dataclasses (also inside dicts/lists) as plain JSON values."""
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
+    """Dataclasses (also inside dicts/lists) as plain JSON values; anything else as its str."""
+    as_json = json.dumps(
+        obj, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
+    )
+    return json.loads(as_json)
 
 
 def data_config(recipe: Recipe) -> DataConfig:
@@ -113,7 +102,7 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
     data_config(recipe)
     check_code(recipe)
     current = "source"  # the recipe's model (an artifact, or a zoo/factory model with weights)
-    untrained = recipe.weights is None and not (Path(recipe.model) / "card.json").is_file()
+    untrained = recipe.weights is None and not is_artifact(recipe.model)
     out: list[PlannedStage] = []
     for i, spec in enumerate(recipe.stages):
         where = f"{recipe.source}:{spec.line or '?'}"
@@ -128,8 +117,7 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
         if gate is not None and (isinstance(gate, bool) or not isinstance(gate, (int, float))):
             raise RecipeError(f"{where}: max_drop must be a number of points, got {gate!r}")
         config = kind.validate(options, where)
-        consumes = "onnx" if current == "onnx" else current
-        if consumes not in kind.consumes:
+        if current not in kind.consumes:
             raise RecipeError(
                 f"{where}: stage {spec.name!r} ({spec.kind}) needs a "
                 f"{' or '.join(sorted(kind.consumes))} model, but the stage before it produces "
@@ -142,20 +130,9 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
                 f"{recipe.model!r} has no weights yet; put a train stage first (or give "
                 "`weights:`)"
             )
-        produces = kind.produces if kind.produces != "same" else current
-        out.append(
-            PlannedStage(
-                i,
-                spec,
-                kind,
-                config,
-                f"{i + 1:02d}-{spec.name}",
-                consumes,
-                produces,
-                None if gate is None else float(gate),
-            )
-        )
-        current = produces if produces != "report" else current
+        folder, gate = f"{i + 1:02d}-{spec.name}", None if gate is None else float(gate)
+        out.append(PlannedStage(i, spec, kind, config, folder, current, kind.produces, gate))
+        current = kind.produces if kind.produces != "report" else current
     return out
 
 
@@ -174,11 +151,7 @@ def check_code(recipe: Recipe) -> None:
 
 def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dict[str, Any]) -> str:
     """What a stage's result depends on; a change means the stage must run again."""
-    content = (
-        read_card(input_ref).content_hash
-        if (Path(input_ref) / "card.json").is_file()
-        else input_ref
-    )
+    content = read_card(input_ref).content_hash if is_artifact(input_ref) else input_ref
     payload = {
         "kind": stage.spec.kind,
         "options": _options(stage.config),
@@ -191,16 +164,10 @@ def input_hash(stage: PlannedStage, input_ref: str, data: DataConfig, extra: dic
 
 def completed_record(folder: Path, digest: str) -> JsonObject | None:
     """The record of a finished stage whose inputs are unchanged (else None), for --resume."""
-    rec = folder / RECORD
-    if not rec.is_file():
+    record = _read_record(folder)
+    if record is None or record.get("input_hash") != digest:
         return None
-    try:
-        record: dict[str, Any] = json.loads(rec.read_text())
-    except ValueError:
-        return None
-    if record.get("input_hash") != digest:
-        return None
-    if (folder / "card.json").is_file():
+    if is_artifact(folder):
         read_card(folder)  # raises if files are missing or truncated
     if record.get("artifact"):
         # The next stage loads what this stage made: its folder, never a path read from the
@@ -209,17 +176,21 @@ def completed_record(folder: Path, digest: str) -> JsonObject | None:
     return record
 
 
+def _read_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _warn_older_records(out: Path, stages: list[PlannedStage]) -> None:
     """One warning naming the finished stages that re-run because an older compress recorded
     them (their input hash is computed differently now), instead of re-running them silently."""
-    older = []
-    for st in stages:
-        try:
-            record = json.loads((out / st.folder / RECORD).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("format", 1) < RECORD_FORMAT:
-            older.append(st.spec.name)
+    records = {st.spec.name: _read_record(out / st.folder) for st in stages}
+    older = [
+        name for name, r in records.items() if r is not None and r.get("format", 1) < RECORD_FORMAT
+    ]
     if older:
         log.warning(
             "--resume: %s re-run%s: recorded by an older compress (run record format < %d), "
@@ -256,7 +227,6 @@ def run_pipeline(
                 progress(st.spec.name, st.index, len(stages))
             record = _run_stage(st, ctx, resume, overwrite)
             result.stages.append(record)
-            ctx.records.append(record)
             if record.get("artifact") and st.produces != "report":
                 ctx.current = record["artifact"]
                 ctx.artifacts.append(record)
@@ -317,7 +287,7 @@ def _gate(
     what: str, limit: float, ctx: StageContext, record: dict[str, Any], result: PipelineResult
 ) -> None:
     """A quality gate: validation top-1 points lost vs the baseline, at most `limit`."""
-    base, now = ctx.baseline_val(), record.get("val_top1")
+    base, now = ctx.artifacts[0].get("val_top1"), record.get("val_top1")
     drop = None if base is None or now is None else 100.0 * (base - now)
     passed = drop is None or drop <= limit + 1e-9
     gate = {

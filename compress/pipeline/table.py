@@ -3,46 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, replace
 from functools import cache
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from compress.models.artifacts.artifact import read_card
 from compress.models.notes import texts
 from compress.pipeline.kinds import (
-    Runner,
     StageConfig,
     StageContext,
     StageKind,
     StageOutcome,
     field_names,
+    verb,
 )
 from compress.pipeline.recipe import RecipeError
 from compress.stages.common import ModelRef
-
-Keywords = Callable[[StageContext, StageConfig], dict[str, Any]]  # a verb's own keyword arguments
-
-
-def _verb(name: str, keywords: Keywords = lambda ctx, config: {"hooks": ctx.hooks}) -> Runner:
-    """A stage that calls `compress.stages.NAME.run_NAME` on the run's current model: the
-    function `compress NAME` calls, so the verb and the recipe stage do the same thing."""
-
-    def run(ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool) -> StageOutcome:
-        fn = getattr(import_module(f"compress.stages.{name}"), f"run_{name}")
-        summary = fn(
-            ctx.model_ref(),
-            folder,
-            config[name],
-            ctx.data,
-            overwrite=overwrite,
-            **keywords(ctx, config),
-        )
-        return StageOutcome(str(folder), _brief(summary.to_dict()))
-
-    return run
 
 
 def _prune_keywords(ctx: StageContext, config: StageConfig) -> dict[str, Any]:
@@ -56,23 +34,9 @@ def _teacher(ctx: StageContext, config: StageConfig) -> str:
     return ctx.artifact_of(teacher) if teacher else str(ctx.artifacts[0]["artifact"])
 
 
-def _run_distill(
-    ctx: StageContext, config: StageConfig, folder: Path, overwrite: bool
-) -> StageOutcome:
-    from compress.stages.distill import run_distill
-
-    teacher_ref = ModelRef(model=_teacher(ctx, config), trust_code=ctx.recipe.trust_code)
-    summary = run_distill(
-        teacher_ref,
-        ctx.model_ref(),
-        folder,
-        config["distill"],
-        ctx.data,
-        train=config["train"],
-        overwrite=overwrite,
-        hooks=ctx.hooks,
-    )
-    return StageOutcome(str(folder), _brief(summary.to_dict()))
+def _distill_keywords(ctx: StageContext, config: StageConfig) -> dict[str, Any]:
+    teacher = ModelRef(model=_teacher(ctx, config), trust_code=ctx.recipe.trust_code)
+    return {"teacher": teacher, "train": config["train"], "hooks": ctx.hooks}
 
 
 def _distill_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
@@ -87,9 +51,8 @@ def _prune_finish(built: StageConfig, options: dict[str, Any], where: str) -> St
     from compress.pruning.policy import plan_finetune
 
     prune_cfg, train_cfg = built["prune"], built.configs.pop("train")
-    train_keys = field_names(train_cfg) - field_names(
-        prune_cfg
-    )  # seed, label_smoothing: the pruning's
+    # seed, label_smoothing: the pruning's own
+    train_keys = field_names(train_cfg) - field_names(prune_cfg)
     given = {k: getattr(train_cfg, k) for k in options if k in train_keys}
     try:
         plan_finetune(prune_cfg, given)
@@ -127,11 +90,8 @@ def _run_bench(
         )
     latency: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for c in report.results:
-        latency.setdefault(c.model, {}).setdefault(c.runtime, {})[str(c.batch_size)] = {
-            "p50_ms": c.p50_ms,
-            "p90_ms": c.p90_ms,
-            "throughput": c.throughput,
-        }
+        keep = {k: getattr(c, k) for k in ("p50_ms", "p90_ms", "throughput")}
+        latency.setdefault(c.model, {}).setdefault(c.runtime, {})[str(c.batch_size)] = keep
     return StageOutcome(
         None,
         {
@@ -183,16 +143,6 @@ def _deploy_hash(config: StageConfig, ctx: StageContext) -> dict[str, Any]:
     return {"baseline": read_card(str(ctx.artifacts[0]["artifact"])).content_hash}
 
 
-def _brief(summary: dict[str, Any]) -> dict[str, Any]:
-    """Keep the small, JSON-friendly part of a stage summary for the record."""
-    small = (int, float, str, bool, type(None))
-    return {
-        k: v
-        for k, v in summary.items()
-        if isinstance(v, small) or (isinstance(v, dict) and len(str(v)) < 4000)
-    }
-
-
 _SOURCE, _BUILT = frozenset({"source", "pytorch"}), frozenset({"pytorch", "onnx"})
 
 
@@ -204,13 +154,13 @@ def _model_kinds() -> list[StageKind]:
     from compress.training.fit import TrainConfig
 
     return [
-        StageKind("train", {"train": TrainConfig}, _SOURCE, "pytorch", _verb("train")),
+        StageKind("train", {"train": TrainConfig}, _SOURCE, "pytorch"),
         StageKind(
             "distill",
             {"distill": DistillConfig, "train": TrainConfig},
             _SOURCE,
             "pytorch",
-            _run_distill,
+            verb("distill", _distill_keywords),
             frozenset({"teacher"}),
             hash_extra=_distill_hash,
         ),
@@ -219,18 +169,13 @@ def _model_kinds() -> list[StageKind]:
             {"prune": PruneConfig, "train": TrainConfig},
             _SOURCE,
             "pytorch",
-            _verb("prune", _prune_keywords),
+            verb("prune", _prune_keywords),
             frozenset({"latency"}),
             needs_trained=True,
             finish=_prune_finish,
         ),
         StageKind(
-            "factorize",
-            {"factorize": FactorizeConfig},
-            _SOURCE,
-            "pytorch",
-            _verb("factorize"),
-            needs_trained=True,
+            "factorize", {"factorize": FactorizeConfig}, _SOURCE, "pytorch", needs_trained=True
         ),
     ]
 
@@ -249,17 +194,12 @@ def _artifact_kinds() -> list[StageKind]:
             {"export": ExportConfig},
             _SOURCE,
             "onnx",
-            _verb("export", lambda ctx, config: {}),
+            verb("export", lambda ctx, config: {}),
             needs_trained=True,
             main_rank_only=True,
         ),
         StageKind(
-            "quantize",
-            {"quantize": QuantizeConfig},
-            _SOURCE | {"onnx"},
-            "onnx",
-            _verb("quantize"),
-            needs_trained=True,
+            "quantize", {"quantize": QuantizeConfig}, _SOURCE | {"onnx"}, "onnx", needs_trained=True
         ),
         StageKind(
             "bench",

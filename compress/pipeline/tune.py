@@ -6,12 +6,10 @@
       distill.temperature: {low: 2.0, high: 8.0}
       distill.epochs: {low: 1, high: 4, type: int}
 
-Each trial runs the recipe with the sampled values into OUT/trials/NNNN (on the recipe's own
-budget; shrink it with `--set data.limit=…` and say so). Objectives are measured on the
-validation split (test stays for reporting) and from the bench stage: accuracy (max), latency
-p50 at batch 1 on the first runtime (min), artifact size (min). A trial whose gate fails is
-pruned as hopeless. The study lives in `--storage` (SQLite by default), so an interrupted tune
-resumes and several processes on one storage cooperate.
+Each trial runs the recipe with the sampled values into OUT/trials/NNNN. Objectives: validation
+accuracy (max), bench p50 at batch 1 on the first runtime (min), artifact size (min); a trial
+whose gate fails is pruned. The study lives in `--storage` (SQLite by default), so an interrupted
+tune resumes and several processes on one storage cooperate.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from compress.pipeline.recipe import Recipe, RecipeError, apply_override, dump_r
 from compress.stages.frame import stage_output
 
 log = logging.getLogger(__name__)
-OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
+OBJECTIVES: dict[str, Any] = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 
 
 @dataclass
@@ -51,9 +49,8 @@ class TuneConfig:
     study_name: str | None = option(None, "Study name (default: recipe name).")
     timeout: float | None = option(None, "Stop after this many seconds.")
     seed: int = option(0, "Sampler seed.")
-    sampler: str = option(
-        "auto", "auto, tpe, nsga2 or random."
-    )  # auto: TPE for one objective, NSGA-II for several
+    # auto: TPE for one objective, NSGA-II for several
+    sampler: str = option("auto", "auto, tpe, nsga2 or random.")
 
     def __post_init__(self) -> None:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
@@ -75,30 +72,22 @@ class TuneResult:
     plot: str | None = None
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One validated `search:` entry, `stage.option`: {low, high[, log, type: int|float,
-    step]} or {choices}, as the recipe spells it."""
-
-    key: str
-    spec: Mapping[str, Any]
-
-    def suggest(self, trial: Any) -> Any:
-        """The trial's value for this option (Optuna's categorical, int or float)."""
-        d, key = self.spec, self.key
-        if "choices" in d:
-            return trial.suggest_categorical(key, list(d["choices"]))
-        if d.get("type") == "int" or (isinstance(d["low"], int) and isinstance(d["high"], int)):
-            low, high, step = int(d["low"]), int(d["high"]), int(d.get("step", 1))
-            return trial.suggest_int(key, low, high, step=step, log=bool(d.get("log")))
-        return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+def suggest(trial: Any, key: str, d: Mapping[str, Any]) -> Any:
+    """The trial's value for the option `key` of `search:` entry `d` (Optuna's categorical,
+    int or float)."""
+    if "choices" in d:
+        return trial.suggest_categorical(key, list(d["choices"]))
+    if d.get("type") == "int" or (isinstance(d["low"], int) and isinstance(d["high"], int)):
+        low, high, step = int(d["low"]), int(d["high"]), int(d.get("step", 1))
+        return trial.suggest_int(key, low, high, step=step, log=bool(d.get("log")))
+    return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
 
 
-def parse_space(recipe: Recipe) -> dict[str, Dimension]:
+def parse_space(recipe: Recipe) -> dict[str, Mapping[str, Any]]:
     """Validate `search:` entries: {low, high[, log, type: int|float, step]} or {choices}."""
     if not recipe.search:
         raise RecipeError(f"{recipe.source}: no `search:` section to tune")
-    space: dict[str, Dimension] = {}
+    space: dict[str, Mapping[str, Any]] = {}
     for key, dist in recipe.search.items():
         where = recipe.where(f"search.{key}")
         head, _, opt = str(key).partition(".")
@@ -111,7 +100,7 @@ def parse_space(recipe: Recipe) -> dict[str, Dimension]:
             raise RecipeError(f"{where}: {key}: give {{low, high}} or {{choices: [...]}}")
         if "low" in dist and not dist["low"] < dist["high"]:
             raise RecipeError(f"{where}: {key}: low must be < high")
-        space[str(key)] = Dimension(str(key), dist)
+        space[str(key)] = dist
     return space
 
 
@@ -125,7 +114,6 @@ def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
     import optuna
 
     storage = storage_url(cfg, out)
-    name = cfg.study_name or recipe.name
     multi = len(cfg.objectives) > 1
     kind = cfg.sampler if cfg.sampler != "auto" else ("nsga2" if multi else "tpe")
     sampler = {
@@ -134,13 +122,12 @@ def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
         "random": optuna.samplers.RandomSampler,
     }[kind](seed=cfg.seed)
     try:
-        directions: list[Any] = [OBJECTIVES[o] for o in cfg.objectives]
         return optuna.create_study(
             storage=storage,
-            study_name=name,
+            study_name=cfg.study_name or recipe.name,
             load_if_exists=True,
             sampler=sampler,
-            directions=directions,
+            directions=[OBJECTIVES[o] for o in cfg.objectives],
         )
     except ValueError as e:
         raise UsageError(f"--storage {storage!r}: {e}") from e
@@ -153,74 +140,57 @@ def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
 def objectives_of(result: Any, cfg: TuneConfig) -> list[float]:
     """Validation accuracy, bench latency (batch 1, first runtime) and size of the last model."""
     last = next(r for r in reversed(result.stages) if r.get("artifact"))
-    bench = next((r for r in reversed(result.stages) if r["kind"] == "bench"), None)
-    values = []
-    for o in cfg.objectives:
-        if o == "accuracy":
-            values.append(float(last.get("val_top1") or 0.0))
-        elif o == "size":
-            values.append(float(last.get("bytes") or 0))
-        else:
-            lat = (
-                (bench or {})
-                .get("summary", {})
-                .get("latency", {})
-                .get(Path(last["artifact"]).name, {})
-            )
-            rt = next(iter(lat), None)
-            if rt is None or "1" not in lat[rt]:
-                raise RecipeError(
-                    "objective latency needs a bench stage with batch size 1 "
-                    "after the last model stage"
-                )
-            values.append(float(lat[rt]["1"]["p50_ms"]))
-    return values
+    bench: dict[str, Any] = next((r for r in reversed(result.stages) if r["kind"] == "bench"), {})
+    lat = bench.get("summary", {}).get("latency", {}).get(Path(last["artifact"]).name, {})
+    first: dict[str, Any] = next(iter(lat.values()), {})  # the first runtime: {batch: latencies}
+    if "latency" in cfg.objectives and "1" not in first:
+        raise RecipeError(
+            "objective latency needs a bench stage with batch size 1 after the last model stage"
+        )
+    values = {"accuracy": float(last.get("val_top1") or 0.0), "size": float(last.get("bytes") or 0)}
+    return [values[o] if o in values else float(first["1"]["p50_ms"]) for o in cfg.objectives]
 
 
 def tune(recipe: Recipe, cfg: TuneConfig, out: str | Path, hooks: Any = None) -> TuneResult:
     """Run the search; returns the Pareto front and the paths of the best recipes. `out`
     holds the study: a second search into it continues the first (locked while it runs)."""
-    with stage_output(out, overwrite=False, check=False, collective=False):
-        return _search(recipe, cfg, Path(out), hooks)
-
-
-def _search(recipe: Recipe, cfg: TuneConfig, out: Path, hooks: Any) -> TuneResult:
     import optuna
 
     from compress.pipeline.runner import plan, run_pipeline
 
-    check_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
-    space = parse_space(recipe)
-    if "latency" in cfg.objectives and not any(s.kind == "bench" for s in recipe.stages):
-        raise RecipeError(f"{recipe.source}: objective latency needs a bench stage")
-    plan(recipe)  # the base recipe must be valid before any trial
-    study = open_study(recipe, cfg, out)
+    with stage_output(out, overwrite=False, check=False, collective=False):
+        out = Path(out)
+        check_writable(out)
+        out.mkdir(parents=True, exist_ok=True)
+        space = parse_space(recipe)
+        if "latency" in cfg.objectives and not any(s.kind == "bench" for s in recipe.stages):
+            raise RecipeError(f"{recipe.source}: objective latency needs a bench stage")
+        plan(recipe)  # the base recipe must be valid before any trial
+        study = open_study(recipe, cfg, out)
 
-    def objective(trial: Any) -> list[float] | float:
-        trial_recipe = copy.deepcopy(recipe)
-        for key, dim in space.items():
-            apply_override(trial_recipe, f"{key}={dim.suggest(trial)!r}")
-        folder = out / "trials" / f"{trial.number:04d}"
-        try:
-            result = run_pipeline(trial_recipe, folder, overwrite=True, hooks=hooks)
-        except QualityGateError as e:
-            log.info("trial %d pruned: %s", trial.number, e)
-            raise optuna.TrialPruned(str(e)) from e
-        trial.set_user_attr("folder", str(folder))
-        values = objectives_of(result, cfg)
-        return values if len(values) > 1 else values[0]
+        def objective(trial: Any) -> list[float] | float:
+            trial_recipe = copy.deepcopy(recipe)
+            for key, dist in space.items():
+                apply_override(trial_recipe, f"{key}={suggest(trial, key, dist)!r}")
+            folder = out / "trials" / f"{trial.number:04d}"
+            try:
+                result = run_pipeline(trial_recipe, folder, overwrite=True, hooks=hooks)
+            except QualityGateError as e:
+                log.info("trial %d pruned: %s", trial.number, e)
+                raise optuna.TrialPruned(str(e)) from e
+            trial.set_user_attr("folder", str(folder))
+            values = objectives_of(result, cfg)
+            return values if len(values) > 1 else values[0]
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    done = len([t for t in study.trials if t.state.is_finished()])
-    remaining = max(0, cfg.trials - done)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout)
-    return _summarize(study, recipe, space, cfg, out)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        remaining = cfg.trials - sum(t.state.is_finished() for t in study.trials)
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining, timeout=cfg.timeout)
+        return _summarize(study, recipe, space, cfg, out)
 
 
 def _summarize(
-    study: Any, recipe: Recipe, space: dict[str, Dimension], cfg: TuneConfig, out: Path
+    study: Any, recipe: Recipe, space: dict[str, Mapping[str, Any]], cfg: TuneConfig, out: Path
 ) -> TuneResult:
     import optuna
 
