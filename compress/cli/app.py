@@ -7,6 +7,7 @@ anything about models. Heavy libraries are imported inside the commands, so `--h
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from compress.cli.options import VERBS, with_groups
 from compress.cli.output import err_console
 from compress.models.disk.durable import DISK_FULL_ERRNOS, disk_full_error
 from compress.models.errors import (
@@ -29,10 +31,9 @@ from compress.models.errors import (
 if TYPE_CHECKING:
     from compress.models.progress import Bar
 
-# OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
+# OSErrors that are the file system's answer, not a bug: one line and the resources exit code
+# (a full disk or quota, DISK_FULL_ERRNOS, is answered first with DiskFullError's code).
 _REFUSED_WRITES = {
-    errno.ENOSPC: "disk full",
-    errno.EDQUOT: "disk quota exceeded",
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
@@ -71,8 +72,6 @@ class ErrorMappingGroup(TyperGroup):
             raise typer.Exit(130) from None
         except BrokenPipeError:
             # `compress … | head`: the reader left; exit quietly like other Unix tools.
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             raise typer.Exit(0) from None
         except OSError as e:
@@ -140,16 +139,13 @@ def _internal(e: BaseException, argv: list[str]) -> NoReturn:
     raise typer.Exit(1) from None
 
 
-def _epilog() -> str:
-    codes = "  ".join(f"{k} {v.split(' (')[0]}" for k, v in EXIT_CODES.items())
-    return f"Exit codes: {codes}."
-
-
 app = typer.Typer(
     cls=ErrorMappingGroup,
     name="compress",
     help="Compress CNNs (prune, distill, quantize), export them to ONNX and benchmark them.",
-    epilog=_epilog(),
+    epilog="Exit codes: "
+    + "  ".join(f"{k} {v.split(' (')[0]}" for k, v in EXIT_CODES.items())
+    + ".",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -168,12 +164,8 @@ def _root(
 
     set_progress_factory(_download_bar)  # weights downloads show a bar (libraries only log)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        force=True,
-        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
-    )
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    logging.basicConfig(level=level, format="%(message)s", force=True, handlers=[handler])
 
 
 def _download_bar(label: str, total: int | None) -> Bar:
@@ -183,19 +175,12 @@ def _download_bar(label: str, total: int | None) -> Bar:
     return DownloadBar(label, total)
 
 
+# Each module declares its verbs with @verb; one that fails to import is an error, not a gap.
 VERB_MODULES = "train info prune bench quantize distill run tune deploy predict factorize"
-
-
-def _register() -> None:
-    """Every `compress.cli.<name>_cmd` of VERB_MODULES, in that order; a verb module that fails
-    to import is an error, not a gap."""
-    import importlib
-
-    for name in VERB_MODULES.split():
-        importlib.import_module(f"compress.cli.{name}_cmd").register(app)
-
-
-_register()
+for _name in VERB_MODULES.split():
+    importlib.import_module(f"compress.cli.{_name}_cmd")
+for _name, _fn in VERBS.items():
+    app.command(_name)(with_groups(_fn))
 
 
 def main() -> None:

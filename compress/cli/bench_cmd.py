@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.models.data.splits import DataConfig
 
 
+@o.verb("export")
 def export(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -58,6 +59,7 @@ BenchModels = Annotated[
 ]
 
 
+@o.verb("bench")
 def bench(
     model: BenchModels,
     how: BenchConfig = o.options_from(o.BENCH, take=("input_size",)),
@@ -108,6 +110,7 @@ def _print_bench(report: Any) -> None:
         console.print(f"[{style}]note:[/] {note.text}", highlight=False)
 
 
+@o.verb("doctor")
 def doctor(
     model: o.ModelOpt,
     runtime: Annotated[
@@ -147,9 +150,3 @@ def doctor(
         if f.suggestion:
             console.print(f"     -> {f.suggestion}", highlight=False)
     write_json(json_out, d.to_dict())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("export")(o.with_groups(export))
-    app.command("bench")(o.with_groups(bench))
-    app.command("doctor")(o.with_groups(doctor))

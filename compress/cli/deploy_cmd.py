@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import typer
-
 from compress.cli import options as o
 from compress.cli.output import console, err_console, pct, write_json
 
@@ -14,6 +12,7 @@ if TYPE_CHECKING:
     from compress.stages.deploy import DeployConfig
 
 
+@o.verb("deploy")
 def deploy(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -90,7 +89,3 @@ def speedup_line(sp: dict[str, Any], speedup: dict[str, Any]) -> str:
     if sp["speedup"] < 1:
         line = f"[yellow]{line}: SLOWER than the baseline here[/]"
     return line
-
-
-def register(app: typer.Typer) -> None:
-    app.command("deploy")(o.with_groups(deploy))

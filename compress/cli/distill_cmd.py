@@ -36,6 +36,7 @@ Student = Annotated[
 ]
 
 
+@o.verb("distill")
 def distill(
     teacher: Teacher,
     student: Student,
@@ -88,7 +89,3 @@ def _print(r: DistillSummary, teacher: str, out: str) -> None:
         f"{pct(r.metrics['val']['top1'])})"
     )
     console.print(f"artifact: {out}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("distill")(o.with_groups(distill))

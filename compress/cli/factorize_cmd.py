@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import typer
-
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
@@ -15,6 +13,7 @@ if TYPE_CHECKING:
     from compress.stages.results import FactorizeSummary
 
 
+@o.verb("factorize")
 def factorize(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -51,7 +50,3 @@ def _print(r: FactorizeSummary) -> None:
         f"after KD {pct(r.metrics['test']['top1'])}"
     )
     console.print(f"artifact: {r.out}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("factorize")(o.with_groups(factorize))

@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from compress.cli.options import JsonOpt, with_groups
+from compress.cli.options import JsonOpt, verb
 from compress.cli.output import console, write_json
 
 
+@verb("models")
 def models_cmd(
     input_size: Annotated[int, typer.Option(help="Input size to show specs for.")] = 28,
     in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
@@ -61,6 +62,7 @@ def models_cmd(
     console.print(table)
 
 
+@verb("info")
 def info(
     artifact: Annotated[str, typer.Argument(help="Artifact directory.")],
     json_out: JsonOpt = None,
@@ -95,8 +97,3 @@ def info(
                 f"classifier {p['classifier']['classes']}"
             )
     write_json(json_out, card_json(card))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("models")(with_groups(models_cmd))
-    app.command("info")(with_groups(info))

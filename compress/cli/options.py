@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stay
     from compress.stages.common import ModelRef
 
 R = TypeVar("R")
+Names = tuple[str, ...]
 
 ModelOpt = Annotated[
     str,
@@ -132,13 +133,11 @@ OUTPUT_FILES = {"json_out": "--json", "csv_out": "--csv", "md_out": "--md", "plo
 
 def check_output_files(kwargs: dict[str, Any]) -> None:
     """Refuse, before any work, a report file (--json, --csv, ...) that can't be written."""
-    paths = {OUTPUT_FILES[k]: v for k, v in kwargs.items() if k in OUTPUT_FILES and v}
-    if any(v != "-" for v in paths.values()):
-        from compress.models.artifacts.artifact import check_writable
+    for key, path in kwargs.items():
+        if key in OUTPUT_FILES and path and path != "-":
+            from compress.models.artifacts.artifact import check_writable
 
-        for option, path in paths.items():
-            if path != "-":
-                check_writable(path, option)
+            check_writable(path, OUTPUT_FILES[key])
 
 
 # Where each config lives ("module:Class"); the CLI reads their fields without importing them.
@@ -167,9 +166,9 @@ class ConfigOptions:
     fields filled from the verb's other options of the same name (e.g. `seed`)."""
 
     target: str
-    only: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-    take: tuple[str, ...] = ()
+    only: Names | None = None
+    exclude: Names = ()
+    take: Names = ()
     defaults: tuple[tuple[str, Any], ...] = ()
 
     def fields(self) -> list[ConfigField]:
@@ -212,13 +211,12 @@ class ConfigOptions:
             raise
 
 
-def options_from(target: str, *, only: tuple[str, ...] | None = None,
-                 exclude: tuple[str, ...] = (), take: tuple[str, ...] = (),
-                 **defaults: Any) -> Any:  # fmt: skip
-    """A verb parameter's default that makes :func:`with_groups` spread the config's fields into
-    options and hand the verb the built config. Typed Any: the parameter is annotated with the
-    config class, which the verb imports only under TYPE_CHECKING."""
-    return ConfigOptions(target, only, exclude, take, tuple(defaults.items()))
+def options_from(
+    target: str, *, only: Names | None = None, exclude: Names = (), take: Names = (), **kw: Any
+) -> Any:
+    """A verb parameter's default: :func:`with_groups` spreads the config's fields into options
+    and hands the verb the built config (typed Any: the verb imports the class only to type)."""
+    return ConfigOptions(target, only, exclude, take, tuple(kw.items()))  # kw: per-verb defaults
 
 
 def flag_of(f: ConfigField) -> str:
@@ -297,25 +295,36 @@ def pairs(items: list[str], flag: str, shape: str = "NAME=N") -> dict[str, int]:
     return out
 
 
+VERBS: dict[str, Callable[..., Any]] = {}  # `compress NAME` -> its function, filled by @verb
+
+
+def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Declare `fn` the command `compress NAME` (app.py registers it with :func:`with_groups`)."""
+
+    def add(fn: Callable[..., R]) -> Callable[..., R]:
+        VERBS[name] = fn
+        return fn
+
+    return add
+
+
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
-    """Let Typer see each group parameter of `fn` as its options: an :class:`OptionGroup`
-    (its fields; the default instance gives the defaults) or a :class:`ConfigOptions` default
-    (the config's fields). `fn` gets the group object or the built config; report files are
-    checked first. Two groups may share an option (one flag, both get its value)."""
+    """Let Typer see each group parameter of `fn` as its options: an :class:`OptionGroup` (its
+    fields) or a :class:`ConfigOptions` default (the config's fields). `fn` gets the group or the
+    built config; report files are checked first. Groups may share an option (one flag)."""
     sig = inspect.signature(fn)
     params: dict[str, inspect.Parameter] = {}
     groups: dict[str, Callable[[dict[str, Any]], Any]] = {}
     for p in sig.parameters.values():
-        spread = _spread(p, fn.__globals__)
-        if spread is None:
-            ann = (
-                eval(p.annotation, fn.__globals__)
-                if isinstance(p.annotation, str)
-                else p.annotation
-            )
-            params[p.name] = p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)
-            continue
-        groups[p.name], own = spread
+        if isinstance(p.default, ConfigOptions):
+            groups[p.name], own = p.default.build, p.default.parameters()
+        else:
+            ann = p.annotation
+            ann = eval(ann, fn.__globals__) if isinstance(ann, str) else ann
+            if isinstance(ann, type) and issubclass(ann, OptionGroup):
+                groups[p.name], own = _group(ann, p.default)
+            else:
+                own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
         for q in own:
             params.setdefault(q.name, q)
     shown = list(params.values())
@@ -331,22 +340,17 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
-def _spread(
-    p: inspect.Parameter, scope: dict[str, Any]
-) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]] | None:
-    """How a group parameter becomes options and back; None for a plain option."""
-    if isinstance(p.default, ConfigOptions):
-        return p.default.build, p.default.parameters()
-    cls = eval(p.annotation, scope) if isinstance(p.annotation, str) else p.annotation
-    if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
-        return None
+def _group(
+    cls: type[OptionGroup], given: Any
+) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]]:
+    """An option group's fields as options (defaults from `given`, an instance) and back."""
     hints = get_type_hints(cls, include_extras=True)
-    given = p.default if isinstance(p.default, cls) else None
+    given = given if isinstance(given, cls) else cls()
     own = [
         inspect.Parameter(
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=f.default if given is None else getattr(given, f.name),
+            default=getattr(given, f.name),
             annotation=hints[f.name],
         )
         for f in fields(cls)

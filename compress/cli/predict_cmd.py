@@ -10,6 +10,7 @@ from compress.cli import options as o
 from compress.cli.output import console, write_json
 
 
+@o.verb("predict")
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files (PNG/JPEG) or folders.")],
     model: Annotated[
@@ -32,7 +33,3 @@ def predict(
             + (f" ({others})" if others else ""),
             highlight=False,
         )
-
-
-def register(app: typer.Typer) -> None:
-    app.command("predict")(o.with_groups(predict))

@@ -39,6 +39,7 @@ Lr = Annotated[
 ]
 
 
+@o.verb("prune")
 def prune(
     model: o.ModelOpt,
     out: PrunedOut = None,
@@ -131,6 +132,7 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
+@o.verb("sensitivity")
 def sensitivity(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -154,8 +156,3 @@ def sensitivity(
     )
     console.print(f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)")
     write_json(json_out, {"out": str(out), **r.to_dict()})
-
-
-def register(app: typer.Typer) -> None:
-    app.command("prune")(o.with_groups(prune))
-    app.command("sensitivity")(o.with_groups(sensitivity))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import typer
-
 from compress.cli import options as o
 from compress.cli.output import console, pct, write_json
 
@@ -15,6 +13,7 @@ if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.quantization.context import QuantizeConfig
 
 
+@o.verb("quantize")
 def quantize(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -83,7 +82,3 @@ def _print(s: dict[str, Any], notes: list[Note]) -> None:
     for note in notes:
         console.print(("" if note.severity == "info" else "[yellow]") + note.text)
     console.print(f"artifact: {s['out']}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("quantize")(o.with_groups(quantize))

@@ -28,6 +28,7 @@ ResumeOpt = Annotated[
 ]
 
 
+@o.verb("run")
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
     out: o.OutOpt,
@@ -96,7 +97,3 @@ def _print_plan(rec: Any, json_out: str | None) -> None:
             f"{gate}  {s['options']}"
         )
     write_json(json_out, {"recipe": rec.name, "plan": steps})
-
-
-def register(app: typer.Typer) -> None:
-    app.command("run")(o.with_groups(run))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from compress.training.config import TrainConfig
 
 
+@o.verb("train")
 def train(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -42,6 +43,7 @@ def train(
     write_json(json_out, s.to_dict())
 
 
+@o.verb("eval")
 def evaluate(
     model: o.ModelOpt,
     split: Annotated[str, typer.Option(help="test (default), val or train.")] = "test",
@@ -92,8 +94,3 @@ def evaluate(
     ran = r.where.effective_precision or r.where.precision
     console.print(f"ran on {r.where.runtime} ({ran})", highlight=False)
     write_json(json_out, r.to_dict())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("train")(o.with_groups(train))
-    app.command("eval")(o.with_groups(evaluate))

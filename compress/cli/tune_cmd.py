@@ -23,6 +23,7 @@ SetOpt = Annotated[
 ]
 
 
+@o.verb("tune")
 def tune(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML with a `search:` section.")],
     out: o.OutOpt,
@@ -56,7 +57,3 @@ def _print(res: Any, objectives: tuple[str, ...]) -> None:
         console.print(f"best {obj}: {path}  (reproduce: compress run {path} --out DIR)")
     if res.plot:
         console.print(f"plot: {res.plot}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("tune")(o.with_groups(tune))
