@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from compress.cli import options as o
-from compress.cli.output import console, err_console, pct, write_json
+from compress.cli.output import console, err_console, pct, table, write_json
 
 if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
@@ -36,30 +36,26 @@ def deploy(
 
 
 def _print(r: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})")
     right = ("thr", "val top-1", "drop pt", p50_column(r["candidates"]))
-    for col in ("runtime", "asked", "runs in", *right, "status"):
-        table.add_column(col, justify="right" if col in right else "left")
-    skipped = [c for c in r["candidates"] if c["status"] == "skipped"]
-    for c in r["candidates"]:
-        if c["status"] == "skipped":
-            continue
+    title = f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})"
+    rows, skipped = [], [c for c in r["candidates"] if c["status"] == "skipped"]
+    for c in (c for c in r["candidates"] if c["status"] != "skipped"):
         first = next(iter((c.get("latency") or {}).values()), None)
         drop = c.get("drop_pts")
         status = c["status"] + (f": {c['reason']}" if c.get("reason") else "")
-        table.add_row(
-            c["runtime"],
-            c["precision"],
-            c.get("effective_precision") or "-",
-            str(c.get("threads") or "-"),
-            pct(c.get("val_top1")),
-            "-" if drop is None else f"{drop:.2f}",
-            "-" if first is None else f"{first['p50_ms']:.3f}",
-            f"[green]{status}[/]" if c["status"] == "chosen" else status,
+        rows.append(
+            [
+                c["runtime"],
+                c["precision"],
+                c.get("effective_precision") or "-",
+                str(c.get("threads") or "-"),
+                pct(c.get("val_top1")),
+                "-" if drop is None else f"{drop:.2f}",
+                "-" if first is None else f"{first['p50_ms']:.3f}",
+                f"[green]{status}[/]" if c["status"] == "chosen" else status,
+            ]
         )
-    console.print(table)
+    console.print(table(title, ("runtime", "asked", "runs in", *right, "status"), rows, right))
     for c in skipped:
         console.print(f"[dim]skipped {c['runtime']} {c['precision']}: {c['reason']}[/]")
     for key in ("vs_fastest_dense", "vs_ort_fp32"):

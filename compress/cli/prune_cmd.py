@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, fresh_out_dir, pct, write_json
+from compress.cli.output import console, fresh_out_dir, pct, table, write_json
 from compress.pruning.config import FINETUNE_LR
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ Lr = Annotated[
         show_default=False,
     ),
 ]
+# Rows of the before/after table: label -> (key in before/after, key in speedup).
+SIZES = {"params": ("params", "params"), "MACs": ("macs", "macs")}
+SIZES |= {"file bytes": ("file_bytes", "file")}
+TIMES = {"onnxruntime ms": ("ort_ms", "ort"), "torch eager ms": ("torch_ms", "torch")}
 
 
 @o.verb("prune")
@@ -66,39 +70,32 @@ def prune(
     if out is None:
         out = str(fresh_out_dir(model, "pruned"))
         console.print(f"no --out given: writing {out}")
+    ref = mo.of(model)
     with RichHooks() as hooks:
         summary = api.prune(
-            mo.of(model), out, how, data, overwrite=overwrite, finetune=keys, latency=latency,
-            hooks=hooks,
-        )  # fmt: skip
+            ref, out, how, data, overwrite=overwrite, finetune=keys, latency=latency, hooks=hooks
+        )
         s = summary.to_dict()
     _print_summary(s)
     write_json(json_out, s)
 
 
 def _print_summary(s: dict) -> None:
-    from rich.table import Table
+    from compress.export.bench.report import fmt_num
 
     b, a, x = s["before"], s["after"], s["speedup"]
-    table = Table(
-        title=f"pruned {s['model']} -> {s['out']}" + (" (untrained)" if s["untrained"] else "")
-    )
-    for col in ("", "before", "after", "ratio"):
-        table.add_column(col, justify="right")
-    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", _x(x["params"]))
-    table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", _x(x["macs"]))
-    table.add_row("file bytes", f"{b['file_bytes']:,}", f"{a['file_bytes']:,}", _x(x["file"]))
-    for key, label in (("ort_ms", "onnxruntime ms"), ("torch_ms", "torch eager ms")):
-        lb, la = b.get("latency", {}).get(key), a.get("latency", {}).get(key)
+    rows = [[n, f"{b[k]:,}", f"{a[k]:,}", fmt_num(x[r], "{:.2f}x")] for n, (k, r) in SIZES.items()]
+    for n, (k, r) in TIMES.items():
+        lb, la = b.get("latency", {}).get(k), a.get("latency", {}).get(k)
         if lb is not None and la is not None:
-            table.add_row(
-                label, f"{lb:.3f}", f"{la:.3f}", _x(x["ort" if key == "ort_ms" else "torch"])
-            )
+            rows.append([n, f"{lb:.3f}", f"{la:.3f}", fmt_num(x[r], "{:.2f}x")])
     for split in ("val_top1", "test_top1"):
         mb, ma = b.get("metrics", {}).get(split), a.get("metrics", {}).get(split)
         if mb is not None or ma is not None:
-            table.add_row(split.replace("_", " "), pct(mb), pct(ma), "")
-    console.print(table)
+            rows.append([split.replace("_", " "), pct(mb), pct(ma), ""])
+    title = f"pruned {s['model']} -> {s['out']}" + (" (untrained)" if s["untrained"] else "")
+    columns = ("", "before", "after", "ratio")
+    console.print(table(title, columns, rows, right=columns))
     _print_achieved(s.get("achieved") or {})
     if s.get("finetune", {}).get("said"):
         console.print(f"fine-tuning: {s['finetune']['said']}")
@@ -126,10 +123,6 @@ def _print_achieved(r: dict) -> None:
             f"asked vs removed per layer: {len(r['layers'])} layers, largest gap "
             f"{100 * dev:.1f} pt (tolerance {100 * r['tolerance']:.0f} pt)"
         )
-
-
-def _x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
 
 
 @o.verb("sensitivity")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from compress.cli import options as o
-from compress.cli.output import console, pct, write_json
+from compress.cli.output import console, pct, table, write_json
 
 if TYPE_CHECKING:  # imports torch; loaded when the command runs
     from compress.models.data.splits import DataConfig
@@ -44,39 +44,21 @@ def quantize(
     write_json(json_out, summary.to_dict())
 
 
-def _print_layers(layers: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table(title="per layer")
-    for col in ("layer", "op", "weight bits", "computes in"):
-        table.add_column(col)
-    for r in layers:
-        table.add_row(r["layer"], r["op"], str(r["weight_bits"]), r["compute"])
-    console.print(table)
-
-
 def _print(s: dict[str, Any], notes: list[Note]) -> None:
-    from rich.table import Table
-
-    st = s["settings"]
+    st, prec, f, q = s["settings"], s["precision"], s["fp32"], s["quantized"]
     label = st.get("label") or st.get("format")
-    console.print(f"[green]{s['method']}[/] -> {s['precision']} ({label}): {s['reason']}")
-    table = Table(title=f"fp32 vs {s['precision']}")
-    table.add_column("")
-    table.add_column("fp32", justify="right")
-    table.add_column(s["precision"], justify="right")
-    f, q = s["fp32"], s["quantized"]
-    table.add_row("size", f"{f['bytes'] / 1024:.1f} KiB", f"{q['bytes'] / 1024:.1f} KiB")
-    table.add_row("val top-1", pct(f.get("val_top1")), pct(q.get("val_top1")))
-    if s.get("test"):
-        t = s["test"]
-        table.add_row("test top-1", pct(t["fp32"]["top1"]), pct(t["quantized"]["top1"]))
+    console.print(f"[green]{s['method']}[/] -> {prec} ({label}): {s['reason']}")
+    rows = [["size", f"{f['bytes'] / 1024:.1f} KiB", f"{q['bytes'] / 1024:.1f} KiB"]]
+    rows.append(["val top-1", pct(f.get("val_top1")), pct(q.get("val_top1"))])
+    if t := s.get("test"):
+        rows.append(["test top-1", pct(t["fp32"]["top1"]), pct(t["quantized"]["top1"])])
     for b, ms in (f.get("latency_ms") or {}).items():
-        table.add_row(f"latency b{b}", f"{ms:.3f} ms", f"{q['latency_ms'][b]:.3f} ms")
-    console.print(table)
+        rows.append([f"latency b{b}", f"{ms:.3f} ms", f"{q['latency_ms'][b]:.3f} ms"])
+    console.print(table(f"fp32 vs {prec}", ("", "fp32", prec), rows, right=("fp32", prec)))
     console.print(f"size ratio {s['size_ratio']:.3f}x")
     if s.get("layers"):
-        _print_layers(s["layers"])
+        rows = [[r["layer"], r["op"], str(r["weight_bits"]), r["compute"]] for r in s["layers"]]
+        console.print(table("per layer", ("layer", "op", "weight bits", "computes in"), rows))
     if s["fallback_nodes"]:
         console.print(f"kept in float: {', '.join(s['fallback_nodes'])}")
     for note in notes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from compress.cli.output import console
+from compress.cli.output import console, table
 
 if TYPE_CHECKING:
     from compress.pipeline.report import RunReport
@@ -57,19 +57,10 @@ def _short(n: int) -> str:
 def compact_table(rows: list[dict[str, Any]]) -> Any:
     """A rich Table of `compact_rows`; cells fold instead of ending in an ellipsis."""
     from rich import box
-    from rich.table import Table
 
-    table = Table(
-        title="what each stage bought and cost",
-        box=box.SIMPLE_HEAD,
-        caption="Δ pt: test top-1 vs the baseline; speed-up: p50 vs fastest dense case",
-    )
-    for c in COLUMNS:
-        right = c not in ("stage", "best speed-up")
-        table.add_column(c, justify="right" if right else "left", overflow="fold")
-    for cells in compact_rows(rows):
-        table.add_row(*cells)
-    return table
+    caption = "Δ pt: test top-1 vs the baseline; speed-up: p50 vs fastest dense case"
+    title, cells = "what each stage bought and cost", compact_rows(rows)
+    return table(title, COLUMNS, cells, COLUMNS[1:-1], "fold", box=box.SIMPLE_HEAD, caption=caption)
 
 
 def print_summary(report: RunReport) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, pct, write_json
+from compress.cli.output import console, pct, table, write_json
 
 if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
@@ -70,26 +70,14 @@ def evaluate(
     json_out: o.JsonOpt = None,
 ) -> None:
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
-    from rich.table import Table
-
     from compress import api
 
-    r = api.evaluate(
-        mo.of(model),
-        data,
-        split,
-        limit,
-        runtime=runtime,
-        precision=precision,
-        threads=threads,
-    )
+    ref = mo.of(model)
+    r = api.evaluate(ref, data, split, limit, runtime=runtime, precision=precision, threads=threads)
     m = r.result
-    table = Table(title=f"{model} on {r.dataset['dataset']} {split} ({m.samples} images)")
-    table.add_column("class")
-    table.add_column("accuracy", justify="right")
-    for name, acc in zip(r.class_names, m.per_class, strict=False):
-        table.add_row(name, pct(acc))
-    console.print(table)
+    title = f"{model} on {r.dataset['dataset']} {split} ({m.samples} images)"
+    rows = [(name, pct(acc)) for name, acc in zip(r.class_names, m.per_class, strict=False)]
+    console.print(table(title, ("class", "accuracy"), rows, right=("accuracy",)))
     console.print(f"top-1 {pct(m.top1)}  top-5 {pct(m.top5)}  loss {m.loss:.4f}")
     ran = r.where.effective_precision or r.where.precision
     console.print(f"ran on {r.where.runtime} ({ran})", highlight=False)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, write_json
+from compress.cli.output import console, table, write_json
 
 if TYPE_CHECKING:
     from compress.pipeline.tune import TuneConfig
@@ -45,14 +45,12 @@ def tune(
 
 
 def _print(res: Any, objectives: tuple[str, ...]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"Pareto front of study {res.study_name} ({res.trials} trials)")
-    for col in ("trial", *objectives, "params"):
-        table.add_column(col)
-    for p in res.pareto:
-        table.add_row(str(p["trial"]), *(f"{p[k]:.4g}" for k in objectives), str(p["params"]))
-    console.print(table)
+    title = f"Pareto front of study {res.study_name} ({res.trials} trials)"
+    rows = [
+        [str(p["trial"]), *(f"{p[k]:.4g}" for k in objectives), str(p["params"])]
+        for p in res.pareto
+    ]
+    console.print(table(title, ("trial", *objectives, "params"), rows))
     for obj, path in res.best_recipes.items():
         console.print(f"best {obj}: {path}  (reproduce: compress run {path} --out DIR)")
     if res.plot:
