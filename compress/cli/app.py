@@ -176,11 +176,14 @@ def _download_bar(label: str, total: int | None) -> Bar:
 
 
 # Each module declares its verbs with @verb; one that fails to import is an error, not a gap.
-VERB_MODULES = "train info prune bench quantize distill run tune deploy predict factorize"
-for _name in VERB_MODULES.split():
-    importlib.import_module(f"compress.cli.{_name}_cmd")
-for _name, _fn in VERBS.items():
-    app.command(_name)(with_groups(_fn))
+for _module in ("train", "info", "prune", "bench", "run", "deploy"):
+    importlib.import_module(f"compress.cli.{_module}_cmd")
+VERB_ORDER = (  # as `compress --help` lists them
+    "train eval models info prune sensitivity export bench doctor quantize distill run tune deploy "
+    "predict factorize"
+)
+for _name in VERB_ORDER.split():
+    app.command(_name)(with_groups(VERBS[_name]))
 
 
 def main() -> None:
