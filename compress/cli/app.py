@@ -81,11 +81,9 @@ class ErrorMappingGroup(TyperGroup):
             code, line = mapped
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
         except Exception as e:
             if type(e).__module__.startswith(("typer", "click")):
-                raise  # usage errors: typer prints them and exits 2
+                raise  # typer.Exit/Abort and usage errors: typer handles them (usage: exit 2)
             _internal(e, ctx.meta.get("compress.argv", []))
 
 

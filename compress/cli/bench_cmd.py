@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from compress.export.bench.measure import BenchConfig
     from compress.export.onnx.convert import ExportConfig
     from compress.models.data.splits import DataConfig
-    from compress.models.notes import Note
     from compress.quantization.context import QuantizeConfig
 
 
@@ -83,13 +82,19 @@ def bench(
     """
     from compress import api
     from compress.cli.progress import BenchBar
-    from compress.export.bench.report import write_reports
+    from compress.export.bench.report import environment_line, terminal_table, write_reports
+    from compress.export.bench.results import INPUT_NOTE
     from compress.models.artifacts.resolve import zoo_weights
 
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with BenchBar() as progress:
         report = api.bench(refs, how, progress=progress)
-    _print_bench(report)
+    console.print(terminal_table(report, console.width))
+    console.print(f"inputs: {INPUT_NOTE}", highlight=False)
+    console.print(f"machine: {environment_line(report)}", highlight=False)
+    for note in report.notes:
+        style = "dim" if note.severity == "info" else "yellow"
+        console.print(f"[{style}]note:[/] {note.text}", highlight=False)
     json_file = None if json_out == "-" else json_out  # `-`: printed below
     for path in write_reports(
         report, json_path=json_file, csv_path=csv_out, md_path=md_out, plot_path=plot
@@ -97,19 +102,6 @@ def bench(
         console.print(f"wrote {path}")
     if json_out == "-":
         write_json("-", report.to_dict())
-
-
-def _print_bench(report: Any) -> None:
-    """The table (a narrow terminal gets the columns that matter most), machine and notes."""
-    from compress.export.bench.report import environment_line, terminal_table
-    from compress.export.bench.results import INPUT_NOTE
-
-    console.print(terminal_table(report, console.width))
-    console.print(f"inputs: {INPUT_NOTE}", highlight=False)
-    console.print(f"machine: {environment_line(report)}", highlight=False)
-    for note in report.notes:
-        style = "dim" if note.severity == "info" else "yellow"
-        console.print(f"[{style}]note:[/] {note.text}", highlight=False)
 
 
 @o.verb("doctor")
@@ -181,11 +173,7 @@ def quantize(
 
     with RichHooks() as hooks:
         summary = api.quantize(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
-    _print_quantize(summary.to_dict(), summary.result.notes)
-    write_json(json_out, summary.to_dict())
-
-
-def _print_quantize(s: dict[str, Any], notes: list[Note]) -> None:
+    s = summary.to_dict()
     st, prec, f, q = s["settings"], s["precision"], s["fp32"], s["quantized"]
     label = st.get("label") or st.get("format")
     console.print(f"[green]{s['method']}[/] -> {prec} ({label}): {s['reason']}")
@@ -202,6 +190,7 @@ def _print_quantize(s: dict[str, Any], notes: list[Note]) -> None:
         console.print(table("per layer", ("layer", "op", "weight bits", "computes in"), rows))
     if s["fallback_nodes"]:
         console.print(f"kept in float: {', '.join(s['fallback_nodes'])}")
-    for note in notes:
+    for note in summary.result.notes:
         console.print(("" if note.severity == "info" else "[yellow]") + note.text)
     console.print(f"artifact: {s['out']}")
+    write_json(json_out, s)

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
     from compress.pruning.config import PruneConfig
     from compress.pruning.sensitivity import SensitivityConfig
-    from compress.stages.results import FactorizeSummary
     from compress.training.config import TrainConfig
 
 
@@ -175,11 +174,6 @@ def factorize(
 
     with RichHooks() as hooks:
         r = api.factorize(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
-    _print_factorize(r)
-    write_json(json_out, r.to_dict())
-
-
-def _print_factorize(r: FactorizeSummary) -> None:
     for layer in r.layers:
         console.print(
             f"{layer['layer']}: {layer['in_features']} -> {layer['out_features']} at rank "
@@ -192,3 +186,4 @@ def _print_factorize(r: FactorizeSummary) -> None:
         f"after KD {pct(r.metrics['test']['top1'])}"
     )
     console.print(f"artifact: {r.out}")
+    write_json(json_out, r.to_dict())

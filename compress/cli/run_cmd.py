@@ -131,23 +131,19 @@ def tune(
 
     with RichHooks() as hooks:
         res = api.tune(recipe, out, how, overrides=set_ or [], trust_code=trust_code, hooks=hooks)
-    _print_tune(res, how.objectives)
-    doc = asdict(res)
-    del doc["plot"]
-    write_json(json_out, {"study": doc.pop("study_name"), **doc})
-
-
-def _print_tune(res: Any, objectives: tuple[str, ...]) -> None:
     title = f"Pareto front of study {res.study_name} ({res.trials} trials)"
     rows = [
-        [str(p["trial"]), *(f"{p[k]:.4g}" for k in objectives), str(p["params"])]
+        [str(p["trial"]), *(f"{p[k]:.4g}" for k in how.objectives), str(p["params"])]
         for p in res.pareto
     ]
-    console.print(table(title, ("trial", *objectives, "params"), rows))
+    console.print(table(title, ("trial", *how.objectives, "params"), rows))
     for obj, path in res.best_recipes.items():
         console.print(f"best {obj}: {path}  (reproduce: compress run {path} --out DIR)")
     if res.plot:
         console.print(f"plot: {res.plot}")
+    doc = asdict(res)
+    del doc["plot"]
+    write_json(json_out, {"study": doc.pop("study_name"), **doc})
 
 
 # What `compress run` prints at the end: one short row per stage, readable at 80 columns; the
@@ -164,9 +160,9 @@ def compact_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:
         test = r["test_top1"]
-        best = max(
-            ((bs, *best_speedup(r, bs)) for bs in _batches(r)), key=lambda b: b[2], default=None
-        )
+        batches = {bs for by in r.get("speedups", {}).values() for bs in by}
+        cases = [(bs, *best_speedup(r, bs)) for bs in sorted(batches, key=int)]
+        best = max(cases, key=lambda b: b[2], default=None)
         out.append(
             [
                 r["stage"],
@@ -178,10 +174,6 @@ def compact_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             ]
         )
     return out
-
-
-def _batches(row: dict[str, Any]) -> list[str]:
-    return sorted({bs for by in row.get("speedups", {}).values() for bs in by}, key=int)
 
 
 def _short(n: int) -> str:

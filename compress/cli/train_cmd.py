@@ -13,7 +13,6 @@ from compress.cli.output import console, pct, table, write_json
 if TYPE_CHECKING:
     from compress.distillation.distill import DistillConfig
     from compress.models.data.splits import DataConfig
-    from compress.stages.results import DistillSummary
     from compress.training.config import TrainConfig
 
 
@@ -142,11 +141,6 @@ def distill(
     s_ref = shape.ref(student, student_weights)
     with RichHooks() as hooks:
         r = api.distill(t_ref, s_ref, out, how, data, train=fit, overwrite=overwrite, hooks=hooks)
-    _print_distill(r, teacher, out)
-    write_json(json_out, r.to_dict())
-
-
-def _print_distill(r: DistillSummary, teacher: str, out: str) -> None:
     t = r.teacher.metrics
     console.print(
         f"[green]distilled[/] {r.student} ({r.params:,} params) from {teacher} "
@@ -160,3 +154,4 @@ def _print_distill(r: DistillSummary, teacher: str, out: str) -> None:
         f"{pct(r.metrics['val']['top1'])})"
     )
     console.print(f"artifact: {out}")
+    write_json(json_out, r.to_dict())
