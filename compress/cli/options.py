@@ -6,7 +6,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
@@ -28,47 +28,6 @@ ModelOpt = Annotated[
         help="Zoo name (see `compress models`), artifact directory, or path/to/file.py:factory.",
     ),
 ]
-WeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
-        "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
-        "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
-        "--num-classes replaces the classifier)."
-    ),
-]
-NumClassesOpt = Annotated[
-    int | None, typer.Option(help="Classes of a zoo model (default: from the data set).")
-]
-InChannelsOpt = Annotated[
-    int | None, typer.Option(help="Input channels of a zoo model (default: from the data set).")
-]
-InputSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
-    ),
-]
-RunInputSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--input-size",
-        help="Input height=width to run at. A zoo name is built at N (default: from the data "
-        "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
-        "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
-        "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
-        "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
-        "was exported at (recorded in its card); another N is refused unless its H/W are "
-        "dynamic. The artifact itself is never changed.",
-    ),
-]
-TrustPickleOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-pickle",
-        help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
-    ),
-]
 TrustCodeOpt = Annotated[
     bool,
     typer.Option(
@@ -86,19 +45,29 @@ JsonOpt = Annotated[
 
 
 @dataclass(frozen=True)
-class OptionGroup:
-    """Options several verbs share, declared once: a verb takes the group as one parameter and
-    :func:`with_groups` spreads its fields into the verb's options."""
+class ShapeOptions:
+    """How a zoo/factory model is shaped, and whether its weights file may be unpickled. A verb
+    takes such a dataclass as one parameter; :func:`with_groups` spreads its fields."""
 
-
-@dataclass(frozen=True)
-class ShapeOptions(OptionGroup):
-    """How a zoo/factory model is shaped, and whether its weights file may be unpickled."""
-
-    num_classes: NumClassesOpt = None
-    in_channels: InChannelsOpt = None
-    input_size: InputSizeOpt = None
-    trust_pickle: TrustPickleOpt = False
+    num_classes: Annotated[
+        int | None, typer.Option(help="Classes of a zoo model (default: from the data set).")
+    ] = None
+    in_channels: Annotated[
+        int | None, typer.Option(help="Input channels of a zoo model (default: from the data set).")
+    ] = None
+    input_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
+        ),
+    ] = None
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
+        ),
+    ] = False
     trust_code: TrustCodeOpt = False
 
     def ref(self, model: str, weights: str | None = None) -> ModelRef:
@@ -113,7 +82,15 @@ class ShapeOptions(OptionGroup):
 class ModelOptions(ShapeOptions):
     """The shape options plus `--weights`."""
 
-    weights: WeightsOpt = None
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
+            "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
+            "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
+            "--num-classes replaces the classifier)."
+        ),
+    ] = None
 
     def of(self, model: str) -> ModelRef:
         return self.ref(model, self.weights)
@@ -121,10 +98,21 @@ class ModelOptions(ShapeOptions):
 
 @dataclass(frozen=True)
 class RunModelOptions(ModelOptions):
-    """The model options of verbs that run a model at an input size (export, bench):
-    `--input-size` also re-targets an artifact (see RunInputSizeOpt)."""
+    """The model options of verbs that run a model at an input size (export, bench)."""
 
-    input_size: RunInputSizeOpt = None
+    input_size: Annotated[
+        int | None,
+        typer.Option(
+            "--input-size",
+            help="Input height=width to run at. A zoo name is built at N (default: from the data "
+            "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
+            "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
+            "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
+            "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
+            "was exported at (recorded in its card); another N is refused unless its H/W are "
+            "dynamic. The artifact itself is never changed.",
+        ),
+    ] = None
 
 
 # Report files a verb writes besides --out, checked before any work like --out itself.
@@ -309,7 +297,7 @@ def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
 
 
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
-    """Let Typer see each group parameter of `fn` as its options: an :class:`OptionGroup` (its
+    """Let Typer see each group parameter of `fn` as its options: an option dataclass (its
     fields) or a :class:`ConfigOptions` default (the config's fields). `fn` gets the group or the
     built config; report files are checked first. Groups may share an option (one flag)."""
     sig = inspect.signature(fn)
@@ -321,7 +309,7 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
         else:
             ann = p.annotation
             ann = eval(ann, fn.__globals__) if isinstance(ann, str) else ann
-            if isinstance(ann, type) and issubclass(ann, OptionGroup):
+            if isinstance(ann, type) and is_dataclass(ann):  # ShapeOptions, ModelOptions, ...
                 groups[p.name], own = _group(ann, p.default)
             else:
                 own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
@@ -341,7 +329,7 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
 
 
 def _group(
-    cls: type[OptionGroup], given: Any
+    cls: type[Any], given: Any
 ) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]]:
     """An option group's fields as options (defaults from `given`, an instance) and back."""
     hints = get_type_hints(cls, include_extras=True)
