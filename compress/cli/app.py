@@ -1,8 +1,7 @@
 """The Typer app: registers each verb and maps errors to exit codes in one place.
 
 Every command module only parses options and calls a library function; nothing here decides
-anything about models. Heavy libraries are imported inside the commands, so `--help` is fast.
-"""
+anything about models. Heavy libraries are imported inside the commands, so `--help` is fast."""
 
 from __future__ import annotations
 

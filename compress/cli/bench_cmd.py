@@ -49,20 +49,17 @@ def export(
     write_json(json_out, summary)
 
 
-BenchModels = Annotated[
-    list[str],
-    typer.Option(
-        "--model",
-        "-m",
-        help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
-        "(speed-ups are relative to the first).",
-    ),
-]
-
-
 @o.verb("bench")
 def bench(
-    model: BenchModels,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
+            "(speed-ups are relative to the first).",
+        ),
+    ],
     how: BenchConfig = o.options_from(o.BENCH, take=("input_size",)),
     mo: o.RunModelOptions = o.RunModelOptions(),
     json_out: o.JsonOpt = None,

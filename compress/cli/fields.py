@@ -1,11 +1,9 @@
 """A config dataclass's fields, read from its source file without importing its module.
 
-The config classes (PruneConfig, QuantizeConfig, ...) carry their CLI help and flag spelling as
-`option(default, help, **meta)` (compress.models.options) or `field(metadata=...)`, but most
-of their modules import torch, which `compress VERB --help` must not. So the CLI reads each
-field's name, type, default and metadata from the class body with `ast`; the command builds the
-real class (tests/rules/test_cli_options.py checks the reading against the imported classes).
-"""
+The config classes carry their CLI help and flag spelling as `option(default, help, **meta)`
+(compress.models.options) or `field(metadata=...)`, but most of their modules import torch, which
+`compress VERB --help` must not: so the CLI reads the class body with `ast` (checked against the
+imported classes by tests/rules/test_cli_options.py); the command builds the real class."""
 
 from __future__ import annotations
 

@@ -19,27 +19,6 @@ if TYPE_CHECKING:
     from compress.training.config import TrainConfig
 
 
-PrunedOut = Annotated[
-    str | None,
-    typer.Option(
-        "--out",
-        "-o",
-        help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
-        "when taken; never overwritten).",
-        show_default=False,
-    ),
-]
-Latency = Annotated[
-    bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
-]
-Lr = Annotated[
-    float | None,
-    typer.Option(
-        help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
-        f"{FINETUNE_LR:g}).",
-        show_default=False,
-    ),
-]
 # Rows of the before/after table: label -> (key in before/after, key in speedup).
 SIZES = {"params": ("params", "params"), "MACs": ("macs", "macs")}
 SIZES |= {"file bytes": ("file_bytes", "file")}
@@ -49,10 +28,28 @@ TIMES = {"onnxruntime ms": ("ort_ms", "ort"), "torch eager ms": ("torch_ms", "to
 @o.verb("prune")
 def prune(
     model: o.ModelOpt,
-    out: PrunedOut = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
+            "when taken; never overwritten).",
+            show_default=False,
+        ),
+    ] = None,
     how: PruneConfig = o.options_from(o.PRUNE, take=("seed",)),
-    latency: Latency = True,
-    lr: Lr = None,
+    latency: Annotated[
+        bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
+    ] = True,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
+            f"{FINETUNE_LR:g}).",
+            show_default=False,
+        ),
+    ] = None,
     data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "batch_size", "seed", "limit")),
     mo: o.ModelOptions = o.ModelOptions(),
     dev: TrainConfig = o.options_from(o.TRAIN, only=("device", "amp")),

@@ -15,34 +15,28 @@ if TYPE_CHECKING:
     from compress.pipeline.tune import TuneConfig
 
 
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
-        "max_drop=value. Repeatable.",
-    ),
-]
-
-
-ResumeOpt = Annotated[
-    bool,
-    typer.Option(
-        help="Skip stages whose artifacts are complete and whose inputs are unchanged "
-        "(an --out that does not exist yet starts afresh, with a warning)."
-    ),
-]
-
-
 @o.verb("run")
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
     out: o.OutOpt,
-    set_: SetOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
+            "max_drop=value. Repeatable.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and print the resolved plan; train nothing.")
     ] = False,
-    resume: ResumeOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Skip stages whose artifacts are complete and whose inputs are unchanged "
+            "(an --out that does not exist yet starts afresh, with a warning)."
+        ),
+    ] = False,
     overwrite: o.OverwriteOpt = False,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
@@ -107,21 +101,18 @@ def _print_plan(rec: Any, json_out: str | None) -> None:
     write_json(json_out, {"recipe": rec.name, "plan": steps})
 
 
-TuneSetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        help="Override recipe options for every trial (e.g. a smaller budget: data.limit=10000).",
-    ),
-]
-
-
 @o.verb("tune")
 def tune(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML with a `search:` section.")],
     out: o.OutOpt,
     how: TuneConfig = o.options_from(o.TUNE),
-    set_: TuneSetOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override recipe options for every trial (e.g. a smaller budget: data.limit=10000).",
+        ),
+    ] = None,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
