@@ -96,7 +96,19 @@ def _print_summary(s: dict) -> None:
     title = f"pruned {s['model']} -> {s['out']}" + (" (untrained)" if s["untrained"] else "")
     columns = ("", "before", "after", "ratio")
     console.print(table(title, columns, rows, right=columns))
-    _print_achieved(s.get("achieved") or {})
+    ach = s.get("achieved") or {}  # requested vs achieved, in one line
+    if ach.get("kind") in ("macs", "params"):
+        console.print(
+            f"asked: {ach['kind']} {ach['asked_factor']}x fewer ({100 * ach['asked']:.1f} % removed); "
+            f"achieved {ach['factor']}x ({100 * ach['removed']:.1f} %), tolerance "
+            f"{100 * ach['tolerance']:.0f} pt"
+        )
+    elif ach.get("kind") == "layers" and ach["layers"]:
+        dev = max(abs(lay["removed"] - lay["asked"]) for lay in ach["layers"])
+        console.print(
+            f"asked vs removed per layer: {len(ach['layers'])} layers, largest gap "
+            f"{100 * dev:.1f} pt (tolerance {100 * ach['tolerance']:.0f} pt)"
+        )
     if s.get("finetune", {}).get("said"):
         console.print(f"fine-tuning: {s['finetune']['said']}")
     console.print(
@@ -107,22 +119,6 @@ def _print_summary(s: dict) -> None:
     console.print(
         f"pruning took {s['prune_seconds']:.1f} s, fine-tuning {s['finetune_seconds']:.0f} s"
     )
-
-
-def _print_achieved(r: dict) -> None:
-    """Requested vs achieved, in one line."""
-    if r.get("kind") in ("macs", "params"):
-        console.print(
-            f"asked: {r['kind']} {r['asked_factor']}x fewer ({100 * r['asked']:.1f} % removed); "
-            f"achieved {r['factor']}x ({100 * r['removed']:.1f} %), tolerance "
-            f"{100 * r['tolerance']:.0f} pt"
-        )
-    elif r.get("kind") == "layers" and r["layers"]:
-        dev = max(abs(x["removed"] - x["asked"]) for x in r["layers"])
-        console.print(
-            f"asked vs removed per layer: {len(r['layers'])} layers, largest gap "
-            f"{100 * dev:.1f} pt (tolerance {100 * r['tolerance']:.0f} pt)"
-        )
 
 
 @o.verb("sensitivity")

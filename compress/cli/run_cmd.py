@@ -15,28 +15,32 @@ if TYPE_CHECKING:
     from compress.pipeline.tune import TuneConfig
 
 
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
+        "max_drop=value. Repeatable.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Skip stages whose artifacts are complete and whose inputs are unchanged "
+        "(an --out that does not exist yet starts afresh, with a warning)."
+    ),
+]
+
+
 @o.verb("run")
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
     out: o.OutOpt,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
-            "max_drop=value. Repeatable.",
-        ),
-    ] = None,
+    set_: SetOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and print the resolved plan; train nothing.")
     ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            help="Skip stages whose artifacts are complete and whose inputs are unchanged "
-            "(an --out that does not exist yet starts afresh, with a warning)."
-        ),
-    ] = False,
+    resume: ResumeOpt = False,
     overwrite: o.OverwriteOpt = False,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,

@@ -86,26 +86,30 @@ def evaluate(
     write_json(json_out, r.to_dict())
 
 
+Teacher = Annotated[
+    str,
+    typer.Option(
+        "--teacher",
+        "-t",
+        help="Trained teacher: artifact directory, or zoo name / file.py:factory with "
+        "--teacher-weights.",
+    ),
+]
+Student = Annotated[
+    str,
+    typer.Option(
+        "--student",
+        "-s",
+        help="Student: artifact directory (e.g. a pruned model), zoo name, or "
+        "path/to/file.py:factory. A fresh student takes the teacher's classes and shape.",
+    ),
+]
+
+
 @o.verb("distill")
 def distill(
-    teacher: Annotated[
-        str,
-        typer.Option(
-            "--teacher",
-            "-t",
-            help="Trained teacher: artifact directory, or zoo name / file.py:factory with "
-            "--teacher-weights.",
-        ),
-    ],
-    student: Annotated[
-        str,
-        typer.Option(
-            "--student",
-            "-s",
-            help="Student: artifact directory (e.g. a pruned model), zoo name, or "
-            "path/to/file.py:factory. A fresh student takes the teacher's classes and shape.",
-        ),
-    ],
+    teacher: Teacher,
+    student: Student,
     out: o.OutOpt,
     how: DistillConfig = o.options_from(o.DISTILL, take=("epochs", "lr")),
     fit: TrainConfig = o.options_from(
