@@ -107,11 +107,11 @@ def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
     """Whether `name` lies in compress's packages or the Python installation (not the user's)."""
     import sysconfig
 
+    import compress
     import compress.export as export
     import compress.models as models
 
-    here = Path(__file__).resolve().parents[1]  # the compress package
-    roots = {here, Path(export.__file__).resolve().parent, Path(models.__file__).resolve().parent}
+    roots = {Path(str(m.__file__)).resolve().parent for m in (compress, export, models)}
     paths = sysconfig.get_paths()
     roots |= {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     path = Path(os.fsdecode(name)).resolve()
