@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from compress.cli.summary import COLUMNS, compact_rows, compact_table
+from compress.cli.run_cmd import COLUMNS, compact_rows, compact_table
 from compress.pipeline.report import stage_rows
 from tests.test_report import CASES, make_records
 

@@ -1,12 +1,12 @@
 """The Typer app: registers each verb and maps errors to exit codes in one place.
 
 Every command module only parses options and calls a library function; nothing here decides
-anything about models. Heavy libraries are imported inside the commands, so `--help` is fast.
-"""
+anything about models. Heavy libraries are imported inside the commands, so `--help` is fast."""
 
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import sys
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from compress.cli.options import VERBS, with_groups
 from compress.cli.output import err_console
 from compress.models.disk.durable import DISK_FULL_ERRNOS, disk_full_error
 from compress.models.errors import (
@@ -29,10 +30,9 @@ from compress.models.errors import (
 if TYPE_CHECKING:
     from compress.models.progress import Bar
 
-# OSErrors that are the file system's answer, not a bug: one line and the resources exit code.
+# OSErrors that are the file system's answer, not a bug: one line and the resources exit code
+# (a full disk or quota, DISK_FULL_ERRNOS, is answered first with DiskFullError's code).
 _REFUSED_WRITES = {
-    errno.ENOSPC: "disk full",
-    errno.EDQUOT: "disk quota exceeded",
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
@@ -71,8 +71,6 @@ class ErrorMappingGroup(TyperGroup):
             raise typer.Exit(130) from None
         except BrokenPipeError:
             # `compress … | head`: the reader left; exit quietly like other Unix tools.
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             raise typer.Exit(0) from None
         except OSError as e:
@@ -82,11 +80,9 @@ class ErrorMappingGroup(TyperGroup):
             code, line = mapped
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
         except Exception as e:
             if type(e).__module__.startswith(("typer", "click")):
-                raise  # usage errors: typer prints them and exits 2
+                raise  # typer.Exit/Abort and usage errors: typer handles them (usage: exit 2)
             _internal(e, ctx.meta.get("compress.argv", []))
 
 
@@ -111,11 +107,11 @@ def _installed(name: str | bytes | os.PathLike[Any]) -> bool:
     """Whether `name` lies in compress's packages or the Python installation (not the user's)."""
     import sysconfig
 
+    import compress
     import compress.export as export
     import compress.models as models
 
-    here = Path(__file__).resolve().parents[1]  # the compress package
-    roots = {here, Path(export.__file__).resolve().parent, Path(models.__file__).resolve().parent}
+    roots = {Path(str(m.__file__)).resolve().parent for m in (compress, export, models)}
     paths = sysconfig.get_paths()
     roots |= {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     path = Path(os.fsdecode(name)).resolve()
@@ -140,16 +136,13 @@ def _internal(e: BaseException, argv: list[str]) -> NoReturn:
     raise typer.Exit(1) from None
 
 
-def _epilog() -> str:
-    codes = "  ".join(f"{k} {v.split(' (')[0]}" for k, v in EXIT_CODES.items())
-    return f"Exit codes: {codes}."
-
-
 app = typer.Typer(
     cls=ErrorMappingGroup,
     name="compress",
     help="Compress CNNs (prune, distill, quantize), export them to ONNX and benchmark them.",
-    epilog=_epilog(),
+    epilog="Exit codes: "
+    + "  ".join(f"{k} {v.split(' (')[0]}" for k, v in EXIT_CODES.items())
+    + ".",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -168,12 +161,8 @@ def _root(
 
     set_progress_factory(_download_bar)  # weights downloads show a bar (libraries only log)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        force=True,
-        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
-    )
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    logging.basicConfig(level=level, format="%(message)s", force=True, handlers=[handler])
 
 
 def _download_bar(label: str, total: int | None) -> Bar:
@@ -183,19 +172,15 @@ def _download_bar(label: str, total: int | None) -> Bar:
     return DownloadBar(label, total)
 
 
-VERB_MODULES = "train info prune bench quantize distill run tune deploy predict factorize"
-
-
-def _register() -> None:
-    """Every `compress.cli.<name>_cmd` of VERB_MODULES, in that order; a verb module that fails
-    to import is an error, not a gap."""
-    import importlib
-
-    for name in VERB_MODULES.split():
-        importlib.import_module(f"compress.cli.{name}_cmd").register(app)
-
-
-_register()
+# Each module declares its verbs with @verb; one that fails to import is an error, not a gap.
+for _module in ("train", "info", "prune", "bench", "run", "deploy"):
+    importlib.import_module(f"compress.cli.{_module}_cmd")
+VERB_ORDER = (  # as `compress --help` lists them
+    "train eval models info prune sensitivity export bench doctor quantize distill run tune deploy "
+    "predict factorize"
+)
+for _name in VERB_ORDER.split():
+    app.command(_name)(with_groups(VERBS[_name]))
 
 
 def main() -> None:

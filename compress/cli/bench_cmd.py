@@ -1,20 +1,22 @@
-"""`compress export`, `compress bench` and `compress doctor`."""
+"""The ONNX verbs: `compress export`, `compress quantize`, `compress bench` and `compress doctor`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, err_console, write_json
+from compress.cli.output import console, err_console, pct, table, write_json
 
-if TYPE_CHECKING:  # imports torch; loaded when the command runs
+if TYPE_CHECKING:
     from compress.export.bench.measure import BenchConfig
     from compress.export.onnx.convert import ExportConfig
     from compress.models.data.splits import DataConfig
+    from compress.quantization.context import QuantizeConfig
 
 
+@o.verb("export")
 def export(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -47,19 +49,17 @@ def export(
     write_json(json_out, summary)
 
 
-BenchModels = Annotated[
-    list[str],
-    typer.Option(
-        "--model",
-        "-m",
-        help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
-        "(speed-ups are relative to the first).",
-    ),
-]
-
-
+@o.verb("bench")
 def bench(
-    model: BenchModels,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Zoo name, PyTorch or ONNX artifact, or .onnx file; repeat to compare "
+            "(speed-ups are relative to the first).",
+        ),
+    ],
     how: BenchConfig = o.options_from(o.BENCH, take=("input_size",)),
     mo: o.RunModelOptions = o.RunModelOptions(),
     json_out: o.JsonOpt = None,
@@ -79,13 +79,19 @@ def bench(
     """
     from compress import api
     from compress.cli.progress import BenchBar
-    from compress.export.bench.report import write_reports
+    from compress.export.bench.report import environment_line, terminal_table, write_reports
+    from compress.export.bench.results import INPUT_NOTE
     from compress.models.artifacts.resolve import zoo_weights
 
     refs = [mo.ref(m, zoo_weights(m, mo.weights)) for m in model]
     with BenchBar() as progress:
         report = api.bench(refs, how, progress=progress)
-    _print_bench(report)
+    console.print(terminal_table(report, console.width))
+    console.print(f"inputs: {INPUT_NOTE}", highlight=False)
+    console.print(f"machine: {environment_line(report)}", highlight=False)
+    for note in report.notes:
+        style = "dim" if note.severity == "info" else "yellow"
+        console.print(f"[{style}]note:[/] {note.text}", highlight=False)
     json_file = None if json_out == "-" else json_out  # `-`: printed below
     for path in write_reports(
         report, json_path=json_file, csv_path=csv_out, md_path=md_out, plot_path=plot
@@ -95,19 +101,7 @@ def bench(
         write_json("-", report.to_dict())
 
 
-def _print_bench(report: Any) -> None:
-    """The table (a narrow terminal gets the columns that matter most), machine and notes."""
-    from compress.export.bench.report import environment_line, terminal_table
-    from compress.export.bench.results import INPUT_NOTE
-
-    console.print(terminal_table(report, console.width))
-    console.print(f"inputs: {INPUT_NOTE}", highlight=False)
-    console.print(f"machine: {environment_line(report)}", highlight=False)
-    for note in report.notes:
-        style = "dim" if note.severity == "info" else "yellow"
-        console.print(f"[{style}]note:[/] {note.text}", highlight=False)
-
-
+@o.verb("doctor")
 def doctor(
     model: o.ModelOpt,
     runtime: Annotated[
@@ -149,7 +143,51 @@ def doctor(
     write_json(json_out, d.to_dict())
 
 
-def register(app: typer.Typer) -> None:
-    app.command("export")(o.with_groups(export))
-    app.command("bench")(o.with_groups(bench))
-    app.command("doctor")(o.with_groups(doctor))
+@o.verb("quantize")
+def quantize(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    how: QuantizeConfig = o.options_from(o.QUANTIZE, take=("seed",)),
+    data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "limit", "seed")),
+    mo: o.ModelOptions = o.ModelOptions(),
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Quantize a model for onnxruntime into an ONNX artifact (model.onnx + card.json).
+
+    PyTorch models are exported first (parity-gated); ONNX artifacts are used as is.
+
+    int8 settings follow this CPU: VNNI -> U8S8 full range; AVX2 without VNNI -> reduce_range; ARM dot-product -> S8S8. --tune measures the alternatives.
+
+    If validation top-1 drops more than --max-drop points, the most sensitive nodes stay in float (up to --max-fallback); if the budget still can't be met, the artifact is kept and marked, and the exit code is 5.
+
+    --weight-bits 4 stores int4 weights (Linear layers as MatMulNBits: int4 compute; the others dequantized at run time: smaller, not faster); --bits auto picks fp32/int8/int4 per layer by measured validation drop. The report lists what each layer computes in.
+
+    The report says plainly when the quantized model is not faster than fp32 on this machine.
+    """
+    from compress import api
+    from compress.cli.progress import RichHooks
+
+    with RichHooks() as hooks:
+        summary = api.quantize(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
+    s = summary.to_dict()
+    st, prec, f, q = s["settings"], s["precision"], s["fp32"], s["quantized"]
+    label = st.get("label") or st.get("format")
+    console.print(f"[green]{s['method']}[/] -> {prec} ({label}): {s['reason']}")
+    rows = [["size", f"{f['bytes'] / 1024:.1f} KiB", f"{q['bytes'] / 1024:.1f} KiB"]]
+    rows.append(["val top-1", pct(f.get("val_top1")), pct(q.get("val_top1"))])
+    if t := s.get("test"):
+        rows.append(["test top-1", pct(t["fp32"]["top1"]), pct(t["quantized"]["top1"])])
+    for b, ms in (f.get("latency_ms") or {}).items():
+        rows.append([f"latency b{b}", f"{ms:.3f} ms", f"{q['latency_ms'][b]:.3f} ms"])
+    console.print(table(f"fp32 vs {prec}", ("", "fp32", prec), rows, right=("fp32", prec)))
+    console.print(f"size ratio {s['size_ratio']:.3f}x")
+    if s.get("layers"):
+        rows = [[r["layer"], r["op"], str(r["weight_bits"]), r["compute"]] for r in s["layers"]]
+        console.print(table("per layer", ("layer", "op", "weight bits", "computes in"), rows))
+    if s["fallback_nodes"]:
+        console.print(f"kept in float: {', '.join(s['fallback_nodes'])}")
+    for note in summary.result.notes:
+        console.print(("" if note.severity == "info" else "[yellow]") + note.text)
+    console.print(f"artifact: {s['out']}")
+    write_json(json_out, s)

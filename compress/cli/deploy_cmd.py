@@ -1,19 +1,21 @@
-"""`compress deploy`: measure an artifact on every runtime x precision x threads, deploy the fastest."""
+"""`compress deploy` (measure an artifact on every runtime x precision x threads, deploy the
+fastest) and `compress predict` (classify images with the deployed directory)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, err_console, pct, write_json
+from compress.cli.output import console, err_console, pct, table, write_json
 
 if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
     from compress.stages.deploy import DeployConfig
 
 
+@o.verb("deploy")
 def deploy(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -37,30 +39,26 @@ def deploy(
 
 
 def _print(r: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})")
     right = ("thr", "val top-1", "drop pt", p50_column(r["candidates"]))
-    for col in ("runtime", "asked", "runs in", *right, "status"):
-        table.add_column(col, justify="right" if col in right else "left")
-    skipped = [c for c in r["candidates"] if c["status"] == "skipped"]
-    for c in r["candidates"]:
-        if c["status"] == "skipped":
-            continue
+    title = f"deploy candidates (gate vs {pct(r['reference_top1'])} {r['reference']})"
+    rows, skipped = [], [c for c in r["candidates"] if c["status"] == "skipped"]
+    for c in (c for c in r["candidates"] if c["status"] != "skipped"):
         first = next(iter((c.get("latency") or {}).values()), None)
         drop = c.get("drop_pts")
         status = c["status"] + (f": {c['reason']}" if c.get("reason") else "")
-        table.add_row(
-            c["runtime"],
-            c["precision"],
-            c.get("effective_precision") or "-",
-            str(c.get("threads") or "-"),
-            pct(c.get("val_top1")),
-            "-" if drop is None else f"{drop:.2f}",
-            "-" if first is None else f"{first['p50_ms']:.3f}",
-            f"[green]{status}[/]" if c["status"] == "chosen" else status,
+        rows.append(
+            [
+                c["runtime"],
+                c["precision"],
+                c.get("effective_precision") or "-",
+                str(c.get("threads") or "-"),
+                pct(c.get("val_top1")),
+                "-" if drop is None else f"{drop:.2f}",
+                "-" if first is None else f"{first['p50_ms']:.3f}",
+                f"[green]{status}[/]" if c["status"] == "chosen" else status,
+            ]
         )
-    console.print(table)
+    console.print(table(title, ("runtime", "asked", "runs in", *right, "status"), rows, right))
     for c in skipped:
         console.print(f"[dim]skipped {c['runtime']} {c['precision']}: {c['reason']}[/]")
     for key in ("vs_fastest_dense", "vs_ort_fp32"):
@@ -92,5 +90,26 @@ def speedup_line(sp: dict[str, Any], speedup: dict[str, Any]) -> str:
     return line
 
 
-def register(app: typer.Typer) -> None:
-    app.command("deploy")(o.with_groups(deploy))
+@o.verb("predict")
+def predict(
+    images: Annotated[list[str], typer.Argument(help="Image files (PNG/JPEG) or folders.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A directory written by `compress deploy`.")
+    ],
+    top: Annotated[int, typer.Option(help="Classes shown per image.")] = 3,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Classify images with a deployed model, on the runtime, precision and threads deploy chose, preprocessed as in training (the card's input size, channels, mean/std)."""
+    from compress import api
+
+    preds = api.predict(model, images, top_k=top)
+    write_json(json_out, [p.to_dict() for p in preds])
+    if json_out == "-":
+        return
+    for p in preds:
+        others = ", ".join(f"{n} {100 * q:.1f} %" for n, q in p.top[1:])
+        console.print(
+            f"{p.image}: [bold]{p.name}[/] {100 * p.probability:.1f} %"
+            + (f" ({others})" if others else ""),
+            highlight=False,
+        )

@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from compress.cli.options import JsonOpt, with_groups
-from compress.cli.output import console, write_json
+from compress.cli.options import JsonOpt, verb
+from compress.cli.output import console, table, write_json
 
 
+@verb("models")
 def models_cmd(
     input_size: Annotated[int, typer.Option(help="Input size to show specs for.")] = 28,
     in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
@@ -18,17 +19,10 @@ def models_cmd(
 ) -> None:
     """List the model zoo with parameter counts and specs at the given shape, and the published
     weights each model accepts by name (`--weights imagenet`)."""
-    from rich.table import Table
-
     from compress.models.jsontypes import JsonObject
     from compress.models.zoo.pretrained import names_for
     from compress.models.zoo.registry import create_model, list_models, spec_of
 
-    table = Table(
-        title=f"model zoo at {in_channels}x{input_size}x{input_size}, {num_classes} classes"
-    )
-    for col in ("name", "variant", "params", "classifier", "mean/std", "--weights"):
-        table.add_column(col)
     rows: list[JsonObject] = []
     for name in list_models():
         m = create_model(
@@ -49,8 +43,10 @@ def models_cmd(
     write_json(json_out, rows)
     if json_out == "-":
         return
-    for r in rows:
-        table.add_row(
+    title = f"model zoo at {in_channels}x{input_size}x{input_size}, {num_classes} classes"
+    columns = ("name", "variant", "params", "classifier", "mean/std", "--weights")
+    cells = [
+        (
             r["name"],
             r["variant"],
             f"{r['params']:,}",
@@ -58,9 +54,12 @@ def models_cmd(
             f"{tuple(r['mean'])}/{tuple(r['std'])}",
             ", ".join(r["weights"]) or "-",
         )
-    console.print(table)
+        for r in rows
+    ]
+    console.print(table(title, columns, cells))
 
 
+@verb("info")
 def info(
     artifact: Annotated[str, typer.Argument(help="Artifact directory.")],
     json_out: JsonOpt = None,
@@ -95,8 +94,3 @@ def info(
                 f"classifier {p['classifier']['classes']}"
             )
     write_json(json_out, card_json(card))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("models")(with_groups(models_cmd))
-    app.command("info")(with_groups(info))

@@ -6,7 +6,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stay
     from compress.stages.common import ModelRef
 
 R = TypeVar("R")
+Names = tuple[str, ...]
 
 ModelOpt = Annotated[
     str,
@@ -25,47 +26,6 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Zoo name (see `compress models`), artifact directory, or path/to/file.py:factory.",
-    ),
-]
-WeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
-        "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
-        "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
-        "--num-classes replaces the classifier)."
-    ),
-]
-NumClassesOpt = Annotated[
-    int | None, typer.Option(help="Classes of a zoo model (default: from the data set).")
-]
-InChannelsOpt = Annotated[
-    int | None, typer.Option(help="Input channels of a zoo model (default: from the data set).")
-]
-InputSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
-    ),
-]
-RunInputSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--input-size",
-        help="Input height=width to run at. A zoo name is built at N (default: from the data "
-        "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
-        "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
-        "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
-        "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
-        "was exported at (recorded in its card); another N is refused unless its H/W are "
-        "dynamic. The artifact itself is never changed.",
-    ),
-]
-TrustPickleOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-pickle",
-        help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
     ),
 ]
 TrustCodeOpt = Annotated[
@@ -85,19 +45,29 @@ JsonOpt = Annotated[
 
 
 @dataclass(frozen=True)
-class OptionGroup:
-    """Options several verbs share, declared once: a verb takes the group as one parameter and
-    :func:`with_groups` spreads its fields into the verb's options."""
+class ShapeOptions:
+    """How a zoo/factory model is shaped, and whether its weights file may be unpickled. A verb
+    takes such a dataclass as one parameter; :func:`with_groups` spreads its fields."""
 
-
-@dataclass(frozen=True)
-class ShapeOptions(OptionGroup):
-    """How a zoo/factory model is shaped, and whether its weights file may be unpickled."""
-
-    num_classes: NumClassesOpt = None
-    in_channels: InChannelsOpt = None
-    input_size: InputSizeOpt = None
-    trust_pickle: TrustPickleOpt = False
+    num_classes: Annotated[
+        int | None, typer.Option(help="Classes of a zoo model (default: from the data set).")
+    ] = None
+    in_channels: Annotated[
+        int | None, typer.Option(help="Input channels of a zoo model (default: from the data set).")
+    ] = None
+    input_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
+        ),
+    ] = None
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
+        ),
+    ] = False
     trust_code: TrustCodeOpt = False
 
     def ref(self, model: str, weights: str | None = None) -> ModelRef:
@@ -112,7 +82,15 @@ class ShapeOptions(OptionGroup):
 class ModelOptions(ShapeOptions):
     """The shape options plus `--weights`."""
 
-    weights: WeightsOpt = None
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
+            "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
+            "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
+            "--num-classes replaces the classifier)."
+        ),
+    ] = None
 
     def of(self, model: str) -> ModelRef:
         return self.ref(model, self.weights)
@@ -120,10 +98,21 @@ class ModelOptions(ShapeOptions):
 
 @dataclass(frozen=True)
 class RunModelOptions(ModelOptions):
-    """The model options of verbs that run a model at an input size (export, bench):
-    `--input-size` also re-targets an artifact (see RunInputSizeOpt)."""
+    """The model options of verbs that run a model at an input size (export, bench)."""
 
-    input_size: RunInputSizeOpt = None
+    input_size: Annotated[
+        int | None,
+        typer.Option(
+            "--input-size",
+            help="Input height=width to run at. A zoo name is built at N (default: from the data "
+            "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
+            "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
+            "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
+            "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
+            "was exported at (recorded in its card); another N is refused unless its H/W are "
+            "dynamic. The artifact itself is never changed.",
+        ),
+    ] = None
 
 
 # Report files a verb writes besides --out, checked before any work like --out itself.
@@ -132,13 +121,11 @@ OUTPUT_FILES = {"json_out": "--json", "csv_out": "--csv", "md_out": "--md", "plo
 
 def check_output_files(kwargs: dict[str, Any]) -> None:
     """Refuse, before any work, a report file (--json, --csv, ...) that can't be written."""
-    paths = {OUTPUT_FILES[k]: v for k, v in kwargs.items() if k in OUTPUT_FILES and v}
-    if any(v != "-" for v in paths.values()):
-        from compress.models.artifacts.artifact import check_writable
+    for key, path in kwargs.items():
+        if key in OUTPUT_FILES and path and path != "-":
+            from compress.models.artifacts.artifact import check_writable
 
-        for option, path in paths.items():
-            if path != "-":
-                check_writable(path, option)
+            check_writable(path, OUTPUT_FILES[key])
 
 
 # Where each config lives ("module:Class"); the CLI reads their fields without importing them.
@@ -167,9 +154,9 @@ class ConfigOptions:
     fields filled from the verb's other options of the same name (e.g. `seed`)."""
 
     target: str
-    only: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-    take: tuple[str, ...] = ()
+    only: Names | None = None
+    exclude: Names = ()
+    take: Names = ()
     defaults: tuple[tuple[str, Any], ...] = ()
 
     def fields(self) -> list[ConfigField]:
@@ -212,13 +199,12 @@ class ConfigOptions:
             raise
 
 
-def options_from(target: str, *, only: tuple[str, ...] | None = None,
-                 exclude: tuple[str, ...] = (), take: tuple[str, ...] = (),
-                 **defaults: Any) -> Any:  # fmt: skip
-    """A verb parameter's default that makes :func:`with_groups` spread the config's fields into
-    options and hand the verb the built config. Typed Any: the parameter is annotated with the
-    config class, which the verb imports only under TYPE_CHECKING."""
-    return ConfigOptions(target, only, exclude, take, tuple(defaults.items()))
+def options_from(
+    target: str, *, only: Names | None = None, exclude: Names = (), take: Names = (), **kw: Any
+) -> Any:
+    """A verb parameter's default: :func:`with_groups` spreads the config's fields into options
+    and hands the verb the built config (typed Any: the verb imports the class only to type)."""
+    return ConfigOptions(target, only, exclude, take, tuple(kw.items()))  # kw: per-verb defaults
 
 
 def flag_of(f: ConfigField) -> str:
@@ -297,25 +283,36 @@ def pairs(items: list[str], flag: str, shape: str = "NAME=N") -> dict[str, int]:
     return out
 
 
+VERBS: dict[str, Callable[..., Any]] = {}  # `compress NAME` -> its function, filled by @verb
+
+
+def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Declare `fn` the command `compress NAME` (app.py registers it with :func:`with_groups`)."""
+
+    def add(fn: Callable[..., R]) -> Callable[..., R]:
+        VERBS[name] = fn
+        return fn
+
+    return add
+
+
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
-    """Let Typer see each group parameter of `fn` as its options: an :class:`OptionGroup`
-    (its fields; the default instance gives the defaults) or a :class:`ConfigOptions` default
-    (the config's fields). `fn` gets the group object or the built config; report files are
-    checked first. Two groups may share an option (one flag, both get its value)."""
+    """Let Typer see each group parameter of `fn` as its options: an option dataclass (its
+    fields) or a :class:`ConfigOptions` default (the config's fields). `fn` gets the group or the
+    built config; report files are checked first. Groups may share an option (one flag)."""
     sig = inspect.signature(fn)
     params: dict[str, inspect.Parameter] = {}
     groups: dict[str, Callable[[dict[str, Any]], Any]] = {}
     for p in sig.parameters.values():
-        spread = _spread(p, fn.__globals__)
-        if spread is None:
-            ann = (
-                eval(p.annotation, fn.__globals__)
-                if isinstance(p.annotation, str)
-                else p.annotation
-            )
-            params[p.name] = p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)
-            continue
-        groups[p.name], own = spread
+        if isinstance(p.default, ConfigOptions):
+            groups[p.name], own = p.default.build, p.default.parameters()
+        else:
+            ann = p.annotation
+            ann = eval(ann, fn.__globals__) if isinstance(ann, str) else ann
+            if isinstance(ann, type) and is_dataclass(ann):  # ShapeOptions, ModelOptions, ...
+                groups[p.name], own = _group(ann, p.default)
+            else:
+                own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
         for q in own:
             params.setdefault(q.name, q)
     shown = list(params.values())
@@ -331,22 +328,17 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
-def _spread(
-    p: inspect.Parameter, scope: dict[str, Any]
-) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]] | None:
-    """How a group parameter becomes options and back; None for a plain option."""
-    if isinstance(p.default, ConfigOptions):
-        return p.default.build, p.default.parameters()
-    cls = eval(p.annotation, scope) if isinstance(p.annotation, str) else p.annotation
-    if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
-        return None
+def _group(
+    cls: type[Any], given: Any
+) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]]:
+    """An option group's fields as options (defaults from `given`, an instance) and back."""
     hints = get_type_hints(cls, include_extras=True)
-    given = p.default if isinstance(p.default, cls) else None
+    given = given if isinstance(given, cls) else cls()
     own = [
         inspect.Parameter(
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=f.default if given is None else getattr(given, f.name),
+            default=getattr(given, f.name),
             annotation=hints[f.name],
         )
         for f in fields(cls)

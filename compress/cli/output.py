@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from compress.models.disk.durable import write_text
 
@@ -30,6 +32,23 @@ def write_json(path: str | None, payload: dict[str, Any] | list[Any]) -> None:
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def table(
+    title: str,
+    columns: Iterable[str],
+    rows: Iterable[Iterable[str]],
+    right: Container[str] = (),
+    overflow: Any = "ellipsis",
+    **kw: Any,
+) -> Table:
+    """A rich Table of text rows; the columns named in `right` are right-justified."""
+    out = Table(title=title, **kw)
+    for c in columns:
+        out.add_column(c, justify="right" if c in right else "left", overflow=overflow)
+    for cells in rows:
+        out.add_row(*cells)
+    return out
 
 
 def fresh_out_dir(model: str, suffix: str, root: str = "runs") -> Path:

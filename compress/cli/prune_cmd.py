@@ -1,4 +1,5 @@
-"""`compress prune` and `compress sensitivity`."""
+"""`compress prune`, `compress sensitivity` and `compress factorize` (Linear layers as truncated
+SVDs, fine-tuned with KD from the parent)."""
 
 from __future__ import annotations
 
@@ -7,44 +8,48 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from compress.cli import options as o
-from compress.cli.output import console, fresh_out_dir, pct, write_json
+from compress.cli.output import console, fresh_out_dir, pct, table, write_json
 from compress.pruning.config import FINETUNE_LR
 
 if TYPE_CHECKING:
+    from compress.factorization.svd import FactorizeConfig
     from compress.models.data.splits import DataConfig
     from compress.pruning.config import PruneConfig
     from compress.pruning.sensitivity import SensitivityConfig
     from compress.training.config import TrainConfig
 
-PrunedOut = Annotated[
-    str | None,
-    typer.Option(
-        "--out",
-        "-o",
-        help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
-        "when taken; never overwritten).",
-        show_default=False,
-    ),
-]
-Latency = Annotated[
-    bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
-]
-Lr = Annotated[
-    float | None,
-    typer.Option(
-        help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
-        f"{FINETUNE_LR:g}).",
-        show_default=False,
-    ),
-]
+
+# Rows of the before/after table: label -> (key in before/after, key in speedup).
+SIZES = {"params": ("params", "params"), "MACs": ("macs", "macs")}
+SIZES |= {"file bytes": ("file_bytes", "file")}
+TIMES = {"onnxruntime ms": ("ort_ms", "ort"), "torch eager ms": ("torch_ms", "torch")}
 
 
+@o.verb("prune")
 def prune(
     model: o.ModelOpt,
-    out: PrunedOut = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output artifact directory. Default: a new runs/<model>-pruned (-2, -3, ... "
+            "when taken; never overwritten).",
+            show_default=False,
+        ),
+    ] = None,
     how: PruneConfig = o.options_from(o.PRUNE, take=("seed",)),
-    latency: Latency = True,
-    lr: Lr = None,
+    latency: Annotated[
+        bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
+    ] = True,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
+            f"{FINETUNE_LR:g}).",
+            show_default=False,
+        ),
+    ] = None,
     data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "batch_size", "seed", "limit")),
     mo: o.ModelOptions = o.ModelOptions(),
     dev: TrainConfig = o.options_from(o.TRAIN, only=("device", "amp")),
@@ -65,40 +70,45 @@ def prune(
     if out is None:
         out = str(fresh_out_dir(model, "pruned"))
         console.print(f"no --out given: writing {out}")
+    ref = mo.of(model)
     with RichHooks() as hooks:
         summary = api.prune(
-            mo.of(model), out, how, data, overwrite=overwrite, finetune=keys, latency=latency,
-            hooks=hooks,
-        )  # fmt: skip
+            ref, out, how, data, overwrite=overwrite, finetune=keys, latency=latency, hooks=hooks
+        )
         s = summary.to_dict()
     _print_summary(s)
     write_json(json_out, s)
 
 
 def _print_summary(s: dict) -> None:
-    from rich.table import Table
+    from compress.export.bench.report import fmt_num
 
     b, a, x = s["before"], s["after"], s["speedup"]
-    table = Table(
-        title=f"pruned {s['model']} -> {s['out']}" + (" (untrained)" if s["untrained"] else "")
-    )
-    for col in ("", "before", "after", "ratio"):
-        table.add_column(col, justify="right")
-    table.add_row("params", f"{b['params']:,}", f"{a['params']:,}", _x(x["params"]))
-    table.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", _x(x["macs"]))
-    table.add_row("file bytes", f"{b['file_bytes']:,}", f"{a['file_bytes']:,}", _x(x["file"]))
-    for key, label in (("ort_ms", "onnxruntime ms"), ("torch_ms", "torch eager ms")):
-        lb, la = b.get("latency", {}).get(key), a.get("latency", {}).get(key)
+    rows = [[n, f"{b[k]:,}", f"{a[k]:,}", fmt_num(x[r], "{:.2f}x")] for n, (k, r) in SIZES.items()]
+    for n, (k, r) in TIMES.items():
+        lb, la = b.get("latency", {}).get(k), a.get("latency", {}).get(k)
         if lb is not None and la is not None:
-            table.add_row(
-                label, f"{lb:.3f}", f"{la:.3f}", _x(x["ort" if key == "ort_ms" else "torch"])
-            )
+            rows.append([n, f"{lb:.3f}", f"{la:.3f}", fmt_num(x[r], "{:.2f}x")])
     for split in ("val_top1", "test_top1"):
         mb, ma = b.get("metrics", {}).get(split), a.get("metrics", {}).get(split)
         if mb is not None or ma is not None:
-            table.add_row(split.replace("_", " "), pct(mb), pct(ma), "")
-    console.print(table)
-    _print_achieved(s.get("achieved") or {})
+            rows.append([split.replace("_", " "), pct(mb), pct(ma), ""])
+    title = f"pruned {s['model']} -> {s['out']}" + (" (untrained)" if s["untrained"] else "")
+    columns = ("", "before", "after", "ratio")
+    console.print(table(title, columns, rows, right=columns))
+    ach = s.get("achieved") or {}  # requested vs achieved, in one line
+    if ach.get("kind") in ("macs", "params"):
+        console.print(
+            f"asked: {ach['kind']} {ach['asked_factor']}x fewer ({100 * ach['asked']:.1f} % removed); "
+            f"achieved {ach['factor']}x ({100 * ach['removed']:.1f} %), tolerance "
+            f"{100 * ach['tolerance']:.0f} pt"
+        )
+    elif ach.get("kind") == "layers" and ach["layers"]:
+        dev = max(abs(lay["removed"] - lay["asked"]) for lay in ach["layers"])
+        console.print(
+            f"asked vs removed per layer: {len(ach['layers'])} layers, largest gap "
+            f"{100 * dev:.1f} pt (tolerance {100 * ach['tolerance']:.0f} pt)"
+        )
     if s.get("finetune", {}).get("said"):
         console.print(f"fine-tuning: {s['finetune']['said']}")
     console.print(
@@ -111,26 +121,7 @@ def _print_summary(s: dict) -> None:
     )
 
 
-def _print_achieved(r: dict) -> None:
-    """Requested vs achieved, in one line."""
-    if r.get("kind") in ("macs", "params"):
-        console.print(
-            f"asked: {r['kind']} {r['asked_factor']}x fewer ({100 * r['asked']:.1f} % removed); "
-            f"achieved {r['factor']}x ({100 * r['removed']:.1f} %), tolerance "
-            f"{100 * r['tolerance']:.0f} pt"
-        )
-    elif r.get("kind") == "layers" and r["layers"]:
-        dev = max(abs(x["removed"] - x["asked"]) for x in r["layers"])
-        console.print(
-            f"asked vs removed per layer: {len(r['layers'])} layers, largest gap "
-            f"{100 * dev:.1f} pt (tolerance {100 * r['tolerance']:.0f} pt)"
-        )
-
-
-def _x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
+@o.verb("sensitivity")
 def sensitivity(
     model: o.ModelOpt,
     out: o.OutOpt,
@@ -156,6 +147,36 @@ def sensitivity(
     write_json(json_out, {"out": str(out), **r.to_dict()})
 
 
-def register(app: typer.Typer) -> None:
-    app.command("prune")(o.with_groups(prune))
-    app.command("sensitivity")(o.with_groups(sensitivity))
+@o.verb("factorize")
+def factorize(
+    model: o.ModelOpt,
+    out: o.OutOpt,
+    how: FactorizeConfig = o.options_from(o.FACTORIZE, take=("seed",)),
+    mo: o.ModelOptions = o.ModelOptions(),
+    data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "seed", "limit")),
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = None,
+) -> None:
+    """Factorize Linear layers (W ~ B A, truncated SVD) and fine-tune with KD from the parent.
+
+    A rank pays only below the break-even mn/(m+n) of an m x n layer; larger ranks are refused.
+    The artifact reloads without pickle (the card records the ranks) and exports to ONNX.
+    """
+    from compress import api
+    from compress.cli.progress import RichHooks
+
+    with RichHooks() as hooks:
+        r = api.factorize(mo.of(model), out, how, data, overwrite=overwrite, hooks=hooks)
+    for layer in r.layers:
+        console.print(
+            f"{layer['layer']}: {layer['in_features']} -> {layer['out_features']} at rank "
+            f"{layer['rank']} (break-even {layer['break_even']}), {layer['params_before']:,} -> "
+            f"{layer['params_after']:,} weights, {100 * layer['energy_kept']:.1f}% energy kept"
+        )
+    console.print(
+        f"[green]factorized[/] {r.params_before:,} -> {r.params:,} params; test top-1 "
+        f"parent {pct(r.parent['test']['top1'])}, after SVD {pct(r.after_svd['test']['top1'])}, "
+        f"after KD {pct(r.metrics['test']['top1'])}"
+    )
+    console.print(f"artifact: {r.out}")
+    write_json(json_out, r.to_dict())

@@ -120,7 +120,7 @@ def test_every_verb_is_registered():
 def test_a_verb_module_that_fails_to_import_is_an_error():
     """No verb silently disappears: the import error reaches the user."""
     code = (
-        "import sys; sys.modules['compress.cli.tune_cmd'] = None\n"
+        "import sys; sys.modules['compress.cli.run_cmd'] = None\n"
         "try:\n    import compress.cli.app\nexcept ImportError as e:\n"
         "    print('raised', e.name)\nelse:\n    print('swallowed')\n"
     )
@@ -128,7 +128,7 @@ def test_a_verb_module_that_fails_to_import_is_an_error():
     r = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
-    assert r.stdout.strip() == "raised compress.cli.tune_cmd", r.stdout + r.stderr
+    assert r.stdout.strip() == "raised compress.cli.run_cmd", r.stdout + r.stderr
 
 
 def test_option_groups_are_declared_once_and_reach_the_command():
