@@ -1,12 +1,8 @@
 """The fit loop every training stage shares (train, fine-tune after pruning, distill, QAT).
 
-One config, one function: `fit(model, data, TrainConfig(...))`. Losses are pluggable (KD adds a
-teacher term), progress goes to hooks (the CLI draws a bar; libraries only log), a checkpoint is
-written after each epoch so `resume=True` continues an interrupted run.
-
-Under torchrun the same call trains with DistributedDataParallel (compress.distributed.group): each
-rank sees its shard of every epoch, gradients are averaged by DDP, metrics are summed over
-ranks, and only rank 0 reports progress and writes checkpoints.
+`fit(model, data, TrainConfig(...))`: pluggable losses (KD adds a teacher term), progress to
+hooks, a checkpoint per epoch for `resume=True`. Under torchrun the same call trains with DDP:
+each rank a shard of every epoch, metrics summed over ranks, rank 0 reports and checkpoints.
 """
 
 from __future__ import annotations
@@ -49,15 +45,13 @@ def make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps)
-    if cfg.schedule == "onecycle" and total < 12:
-        # One-cycle needs a few steps per phase; a tiny run (search budget) gets cosine instead.
-        log.info("only %d steps: cosine schedule instead of one-cycle", total)
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 12:  # a few steps per phase
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25
         )
-    if cfg.schedule == "cosine":
+    if cfg.schedule == "onecycle":  # a tiny run (search budget)
+        log.info("only %d steps: cosine schedule instead of one-cycle", total)
+    if cfg.schedule != "constant":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
@@ -77,7 +71,6 @@ def fit(
     call only, so a model whose layers changed shape (pruning) is simply fitted again."""
     torch.manual_seed(cfg.seed)
     dist, device = ddp.setup(resolve_device(cfg.device))
-    # only rank 0 reports progress
     hooks = (hooks or LogHooks()) if dist.is_main else SilentHooks()
     loop = _start(model, data, cfg, device, loss_fn, list(extra_params), hooks)
     if dist.active:
@@ -91,10 +84,8 @@ def fit(
             for epoch in range(start_epoch, cfg.epochs):
                 _run_epoch(model, data, loop, epoch)
     finally:
-        # Free the DDP wrapper now, even after an interruption: it sits in reference cycles,
-        # and until the garbage collector finds it its reducer's gradient hooks stay on `model`,
-        # turning any later backward pass (pruning importance, another fit) into stray
-        # all-reduces that can abort the process at exit.
+        # Free the DDP wrapper now: until collected, its reducer's hooks stay on `model` and
+        # turn later backward passes (pruning importance) into stray all-reduces.
         wrapped, loop.net = loop.net is not model, model
         if wrapped:
             gc.collect()
@@ -146,20 +137,11 @@ def _start(
     opt = make_optimizer(params, cfg)
     sched = make_scheduler(opt, cfg, len(_train_loader(data, 0)))
     result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
-    return _Loop(
-        net=model,
-        opt=opt,
-        sched=sched,
-        scaler=torch.amp.GradScaler(device.type, enabled=policy.scaler),
-        policy=policy,
-        loss_fn=loss_fn
-        or (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)),
-        cfg=cfg,
-        device=device,
-        hooks=hooks,
-        result=result,
-        extra=extra,
+    scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
+    loss_fn = loss_fn or (
+        lambda out, y, x: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
     )
+    return _Loop(model, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result, extra)
 
 
 def _run_epoch(model: nn.Module, data: DataBundle, loop: _Loop, epoch: int) -> None:

@@ -58,34 +58,19 @@ class AmpPolicy:
 
 
 def forward_macs(model: nn.Module) -> int | None:
-    """Multiply-accumulates of Conv2d and Linear layers for one sample (one probe forward on
-    CPU); None when the model carries no spec to build the probe from."""
-    spec = getattr(model, "spec", None)
-    shape = getattr(spec, "input_shape", None)
+    """Multiply-accumulates of one sample's forward (torch's FlopCounterMode on a probe, half
+    its flops); None when the model carries no spec to build the probe from or cannot run it."""
+    shape = getattr(getattr(model, "spec", None), "input_shape", None)
     if shape is None:
         return None
-    total = 0
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def count(m: nn.Module, _i: object, out: object) -> None:
-        nonlocal total
-        if not isinstance(out, torch.Tensor):
-            return
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            total += out.numel() * (m.in_channels // m.groups) * k
-        elif isinstance(m, nn.Linear):
-            total += out.numel() * m.in_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules()]
     try:
-        with torch.no_grad(), eval_mode(model):
+        with FlopCounterMode(display=False) as flops, torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, *shape))
     except Exception:  # a model that can't run a zero probe on CPU: no size-based decision
         return None
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    return int(flops.get_total_flops()) // 2
 
 
 def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None) -> AmpPolicy:
