@@ -24,7 +24,7 @@ from compress.models.jsontypes import JsonObject
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_PEER_FAILURE = ("timed out", "timeout", "closed by peer", "reset by peer", "broken pipe")
+_PEER = ("timed out", "timeout", "closed by peer", "reset by peer", "broken pipe")
 
 
 def _device() -> torch.device:
@@ -73,8 +73,6 @@ def _in_place(tensor: torch.Tensor, op: Callable[..., Any], mean: bool = False) 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
     """Average .grad over ranks for parameters DDP does not own (e.g. distillation adapters)."""
-    if not group_active():
-        return
     for p in params:
         if p.grad is not None:
             all_reduce_(p.grad, mean=True)
@@ -86,9 +84,7 @@ def broadcast_object(obj: T, src: int = 0) -> T:
         return obj
     box = [obj]
     with collective_errors():
-        dist.broadcast_object_list(
-            box, src=src, device=_device() if _device().type == "cuda" else None
-        )
+        dist.broadcast_object_list(box, src=src, device=_device())
     return box[0]  # type: ignore[return-value]
 
 
@@ -128,10 +124,8 @@ def collective_errors() -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        text = str(e).lower()
-        peer = isinstance(e, getattr(dist, "DistError", ())) or any(
-            w in text for w in _PEER_FAILURE
-        )
+        said = str(e).lower()
+        peer = isinstance(e, getattr(dist, "DistError", ())) or any(w in said for w in _PEER)
         if not (group_active() and peer):
             raise
         first = str(e).strip().splitlines()[0][:200]

@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ from compress.models.zoo.registry import spec_of
 from compress.training import checkpoint
 from compress.training.config import FitResult, Hooks, LogHooks, SilentHooks, TrainConfig
 from compress.training.evaluate import EvalResult, all_reduce_eval, evaluate, torch_predictor
-from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
+from compress.training.precision import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 __all__ = ["FitResult", "Hooks", "LogHooks", "SilentHooks", "TrainConfig", "fit"]
@@ -72,7 +71,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     dist, device = ddp.setup(resolve_device(cfg.device))
     hooks = (hooks or LogHooks()) if dist.is_main else SilentHooks()
-    loop = _start(model, data, cfg, device, loss_fn, list(extra_params), hooks)
+    loop = _Loop(model, data, cfg, device, loss_fn, list(extra_params), hooks)
     if dist.active:
         loop.result.world_size, loop.result.dist_backend = dist.world_size, dist.backend
         torch.manual_seed(sharding.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
@@ -89,59 +88,42 @@ def fit(
         wrapped, loop.net = loop.net is not model, model
         if wrapped:
             gc.collect()
-    result = loop.result
-    result.seconds = time.perf_counter() - t0
-    if result.overflow_steps:
-        log.info(
-            "loss scaling skipped %d of %d steps (fp16 overflow)",
-            result.overflow_steps,
-            result.steps,
-        )
+    r = loop.result
+    r.seconds = time.perf_counter() - t0
+    if r.overflow_steps:
+        log.info("loss scaling skipped %d of %d steps (fp16 overflow)", r.overflow_steps, r.steps)
     model.to("cpu").eval()
-    return result
+    return r
 
 
-@dataclass
 class _Loop:
-    """What every step of one `fit` call shares."""
+    """What every step of one `fit` call shares: precision, optimizer, schedule and scaler."""
 
-    net: nn.Module  # the model, or its DDP wrapper under torchrun
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    policy: AmpPolicy
-    loss_fn: LossFn
-    cfg: TrainConfig
-    device: torch.device
-    hooks: Hooks
-    result: FitResult
-    extra: list[nn.Parameter] = field(default_factory=list)
-
-
-def _start(
-    model: nn.Module,
-    data: DataBundle,
-    cfg: TrainConfig,
-    device: torch.device,
-    loss_fn: LossFn | None,
-    extra: list[nn.Parameter],
-    hooks: Hooks,
-) -> _Loop:
-    """Precision, device placement, optimizer, schedule and scaler for one fit."""
-    policy = resolve_amp(cfg.amp, device, model)
-    log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    params = [p for p in model.parameters() if p.requires_grad] + extra
-    opt = make_optimizer(params, cfg)
-    sched = make_scheduler(opt, cfg, len(_train_loader(data, 0)))
-    result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
-    scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
-    loss_fn = loss_fn or (
-        lambda out, y, x: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-    )
-    return _Loop(model, opt, sched, scaler, policy, loss_fn, cfg, device, hooks, result, extra)
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        cfg: TrainConfig,
+        device: torch.device,
+        loss_fn: LossFn | None,
+        extra: list[nn.Parameter],
+        hooks: Hooks,
+    ) -> None:
+        self.policy = policy = resolve_amp(cfg.amp, device, model)
+        log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.net = model  # or its DDP wrapper under torchrun
+        self.opt = make_optimizer([p for p in model.parameters() if p.requires_grad] + extra, cfg)
+        self.sched = make_scheduler(self.opt, cfg, len(_train_loader(data, 0)))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
+        ls = cfg.label_smoothing
+        self.loss_fn = loss_fn or (lambda out, y, _: F.cross_entropy(out, y, label_smoothing=ls))
+        self.cfg, self.device, self.hooks, self.extra = cfg, device, hooks, extra
+        self.result = FitResult(
+            device=str(device), precision=policy.precision, amp_reason=policy.reason
+        )
 
 
 def _run_epoch(model: nn.Module, data: DataBundle, loop: _Loop, epoch: int) -> None:
