@@ -163,18 +163,14 @@ def teacher_input(student_spec: ModelSpec, teacher_spec: ModelSpec) -> Callable[
     """Re-normalize student-normalized batches for the teacher when their mean/std differ."""
     if (student_spec.mean, student_spec.std) == (teacher_spec.mean, teacher_spec.std):
         return lambda x: x
-    ms, ss = _stat(student_spec.mean), _stat(student_spec.std)
-    mt, st = _stat(teacher_spec.mean), _stat(teacher_spec.std)
+    stats = (student_spec.mean, student_spec.std, teacher_spec.mean, teacher_spec.std)
+    ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in stats)
 
     def convert(x: torch.Tensor) -> torch.Tensor:
         d = x.device
         return ((x * ss.to(d) + ms.to(d)) - mt.to(d)) / st.to(d)
 
     return convert
-
-
-def _stat(v: Sequence[float]) -> torch.Tensor:
-    return torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 def check_outputs(
@@ -319,7 +315,7 @@ def distill(
             train_data,
             tcfg,
             loss_fn=_loss_fn(cfg, tcfg.label_smoothing, outputs, features),
-            extra_params=features.parameters() if features else (),
+            extra_params=features.adapters.parameters() if features else (),
             hooks=hooks,
         )
     finally:

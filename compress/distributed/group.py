@@ -68,14 +68,10 @@ def launched() -> bool:
 
 def info() -> DistInfo:
     """The current process group, or what the environment announces before it is joined."""
+    local = _env_int("LOCAL_RANK", 0)
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(
-            dist.get_rank(),
-            dist.get_world_size(),
-            _env_int("LOCAL_RANK", 0),
-            str(dist.get_backend()),
-        )
-    return DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local, str(dist.get_backend()))
+    return DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), local)
 
 
 def rank() -> int:
@@ -184,11 +180,8 @@ def setup(device: torch.device | str = "cpu") -> tuple[DistInfo, torch.device]:
 def shutdown() -> None:
     """Leave the process group (registered at exit; safe to call twice)."""
     if dist.is_available() and dist.is_initialized():
-        # DDP wrappers left in reference cycles must die while the group is still alive: a
-        # reducer destroyed after it (by the interpreter's final collection) aborts the process.
-        gc.collect()
-        # Leave together: a rank tearing gloo down while a peer is still connected can abort
-        # the peer ("terminate called without an active exception").
+        gc.collect()  # a DDP reducer (in a reference cycle) outliving the group aborts
+        # leave together: tearing gloo down under a connected peer aborts it ("terminate called")
         with contextlib.suppress(RuntimeError):
             dist.barrier()
         dist.destroy_process_group()

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import torch
-from torch import nn
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
@@ -93,15 +92,9 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return [t for x in items for t in _tensors(x)]
 
 
-def write_epoch(
-    cfg: TrainConfig,
-    epoch: int,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    result: FitResult,
-) -> None:
-    """Rank 0 writes the epoch's state, with every rank's RNG state and the world size."""
+def write_epoch(cfg: TrainConfig, epoch: int, parts: dict[str, Any], result: FitResult) -> None:
+    """Rank 0 writes the epoch's state: `parts` (model, optimizer, scheduler by their keys),
+    every rank's RNG state and the world size."""
     if (ck := _ckpt_path(cfg)) is None:
         return
     rngs = collectives.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
@@ -110,9 +103,7 @@ def write_epoch(
     state = {
         "epoch": epoch,
         "epochs": cfg.epochs,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
+        **{key: part.state_dict() for key, part in parts.items()},
         "history": result.epochs,
         "rng": rngs[0],
         "world_size": len(rngs),
@@ -122,14 +113,8 @@ def write_epoch(
     save_checkpoint(ck, state)
 
 
-def resume(
-    cfg: TrainConfig,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    result: FitResult,
-) -> int:
-    """Restore model, optimizer, scheduler, RNG and history from `cfg.checkpoint_dir` when
+def resume(cfg: TrainConfig, parts: dict[str, Any], result: FitResult) -> int:
+    """Restore `parts` (as write_epoch), RNG and history from `cfg.checkpoint_dir` when
     `cfg.resume`; returns the epoch to start from (0 without a checkpoint)."""
     ck = _ckpt_path(cfg)
     # rank 0 reads it and sends it to the others, so every rank decides alike
@@ -156,9 +141,8 @@ def resume(
             f"{state['epochs']}-epoch run, not {cfg.epochs}",
             hint="resume with the same --epochs, or start again without --resume",
         )
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
     if "rng_ranks" in state:
         torch.set_rng_state(state["rng_ranks"][ddp.rank()])
     elif "rng" in state:

@@ -31,11 +31,9 @@ class EvalResult:
     confusion: list[list[int]]
 
     def to_dict(self, *, full: bool = True) -> dict[str, object]:
-        d = asdict(self)
-        if not full:
-            d.pop("confusion")
-            d.pop("per_class")
-        return d
+        return {
+            k: v for k, v in asdict(self).items() if full or k not in ("confusion", "per_class")
+        }
 
 
 def torch_predictor(model: nn.Module, device: torch.device | str = "cpu") -> Predictor:

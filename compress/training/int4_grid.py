@@ -63,7 +63,7 @@ def check_block_size(block_size: int) -> None:
         )
 
 
-def attach(model: nn.Module, layers: list[str], block_size: int) -> list[str]:
+def attach(model: nn.Module, layers: list[str], block_size: int) -> None:
     """Put the named Linear/convolution layers of `model` on the int4 grid while it trains
     (every name checked first: a bad one leaves `model` as it was)."""
     check_block_size(block_size)
@@ -73,7 +73,6 @@ def attach(model: nn.Module, layers: list[str], block_size: int) -> list[str]:
     for name in layers:
         if not parametrize.is_parametrized(modules[name], "weight"):
             parametrize.register_parametrization(modules[name], "weight", Int4Grid(block_size))
-    return list(layers)
 
 
 def _check_layer(model: nn.Module, modules: dict[str, nn.Module], name: str) -> None:
