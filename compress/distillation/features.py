@@ -127,9 +127,8 @@ def make_adapter(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...])
     cs, ct = student_shape[0], teacher_shape[0]
     if cs == ct:
         return nn.Identity()
-    if len(student_shape) == 3:
-        return nn.Conv2d(cs, ct, kernel_size=1, bias=False)
-    return nn.Linear(cs, ct, bias=False)
+    maps = len(student_shape) == 3
+    return nn.Conv2d(cs, ct, kernel_size=1, bias=False) if maps else nn.Linear(cs, ct, bias=False)
 
 
 def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -166,7 +166,6 @@ class Consistency:
     rank_digests: list[str]
 
     def to_dict(self) -> JsonObject:
-        """For the card."""
         return asdict(self)
 
 

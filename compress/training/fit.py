@@ -76,7 +76,7 @@ def fit(
     if dist.active:
         loop.result.world_size, loop.result.dist_backend = dist.world_size, dist.backend
         torch.manual_seed(sharding.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
-    start_epoch = checkpoint.resume(cfg, loop.parts(model), loop.result)
+    start_epoch = checkpoint.resume(cfg, loop._parts(model), loop.result)
     loop.net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
     t0 = time.perf_counter()
     try:
@@ -126,7 +126,7 @@ class _Loop:
             device=str(device), precision=policy.precision, amp_reason=policy.reason
         )
 
-    def parts(self, model: nn.Module) -> dict[str, Any]:
+    def _parts(self, model: nn.Module) -> dict[str, Any]:
         """What a checkpoint saves and resume restores, by its key."""
         return {"model": model, "optimizer": self.opt, "scheduler": self.sched}
 
@@ -150,7 +150,7 @@ def _run_epoch(model: nn.Module, data: DataBundle, loop: _Loop, epoch: int) -> N
         result.val_top1 = ev.top1
     metrics["seconds"] = time.perf_counter() - te
     result.epochs.append({"epoch": epoch + 1, **metrics})
-    checkpoint.write_epoch(cfg, epoch, loop.parts(model), result)
+    checkpoint.write_epoch(cfg, epoch, loop._parts(model), result)
     loop.hooks.on_epoch_end(epoch, metrics)
 
 

@@ -69,26 +69,22 @@ def attach(model: nn.Module, layers: list[str], block_size: int) -> None:
     check_block_size(block_size)
     modules = dict(model.named_modules())
     for name in layers:
-        _check_layer(model, modules, name)
+        layer = modules.get(name)
+        if layer is None:
+            ok = [n for n, m in modules.items() if isinstance(m, LAYERS)]
+            raise UsageError(
+                f"int4 layer {name!r} is not a module of {type(model).__name__}",
+                hint=f"its Linear and convolution layers: {', '.join(ok) or 'none'}",
+            )
+        if not isinstance(layer, LAYERS):
+            raise UsageError(
+                f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear or convolution layer",
+                hint="int4 weights exist for Linear layers (MatMulNBits, int4 compute) and "
+                "convolutions (weight-only, dequantized at run time)",
+            )
     for name in layers:
         if not parametrize.is_parametrized(modules[name], "weight"):
             parametrize.register_parametrization(modules[name], "weight", Int4Grid(block_size))
-
-
-def _check_layer(model: nn.Module, modules: dict[str, nn.Module], name: str) -> None:
-    layer = modules.get(name)
-    if layer is None:
-        ok = [n for n, m in modules.items() if isinstance(m, LAYERS)]
-        raise UsageError(
-            f"int4 layer {name!r} is not a module of {type(model).__name__}",
-            hint=f"its Linear and convolution layers: {', '.join(ok) or 'none'}",
-        )
-    if not isinstance(layer, LAYERS):
-        raise UsageError(
-            f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear or convolution layer",
-            hint="int4 weights exist for Linear layers (MatMulNBits, int4 compute) and "
-            "convolutions (weight-only, dequantized at run time)",
-        )
 
 
 def snap(model: nn.Module) -> list[str]:
