@@ -1,12 +1,8 @@
 """Knowledge distillation: train a student on a frozen teacher's softened outputs.
 
-`distill(student, teacher, data, DistillConfig(...))` trains `student` in place with the
-Hinton et al. (2015) loss: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) plus
-(1 - alpha) * cross-entropy on the labels, optionally plus feature-map matching through
-learned adapters (see `compress.distillation.features`). The teacher stays frozen in eval mode; when
-the training data is not augmented its logits are computed once and reused every epoch.
-It is built on `compress.training.fit.fit`, so AMP, schedules and progress hooks are the same as
-for plain training.
+`distill(student, teacher, data, DistillConfig(...))`: Hinton et al. (2015) KD, optionally with
+feature matching (`compress.distillation.features`), on top of `compress.training.fit.fit`. The
+teacher stays frozen in eval mode; without augmentation its logits are computed once.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from compress.models.options import option
 from compress.models.zoo.registry import ModelSpec, spec_of
 from compress.models.zoo.spec import eval_mode
 from compress.training import int4_grid
-from compress.training.fit import FitResult, Hooks, TrainConfig, fit
+from compress.training.fit import FitResult, Hooks, LossFn, TrainConfig, fit
 from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
@@ -40,12 +36,9 @@ CACHE_MAX_BYTES = 512 << 20  # teacher logits kept in memory at most
 
 @dataclass
 class DistillConfig:
-    """KD settings. `epochs`/`lr` None: take them from the TrainConfig. `features`: None (off),
-    "auto", or (teacher_layer, student_layer) pairs. `cache_teacher` None: cache the teacher's
-    logits when that is exact (no augmentation, no feature distillation) and pays (>1 epoch)."""
+    """KD settings; `features`: None (off), "auto", or (teacher_layer, student_layer) pairs.
+    T=2, alpha=0.5 matched or beat T=4, alpha=0.7 in every LeNet-5 run (distill-amp.md)."""
 
-    # T=2, alpha=0.5 matched or beat T=4, alpha=0.7 on validation in every LeNet-5 run we
-    # measured (benchmarks/results/distill-amp.md).
     temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).")
     alpha: float = option(0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.")
     epochs: int | None = option(None, "Epochs (None: the TrainConfig's).", cli=False)
@@ -60,9 +53,6 @@ class DistillConfig:
     cache_teacher: bool | None = option(
         None, "Cache the teacher's logits (None: when exact and it pays).", cli=False
     )
-    # Linear / convolution layers trained on the int4 grid `compress quantize` stores them on
-    # (Linear: MatMulNBits blocks of int4_block_size), so quantizing them to int4 is exact
-    # (compress.training.int4_grid).
     int4_layers: list[str] | None = option(
         None,
         "Linear or convolution layers (module names, comma-separated, e.g. "
@@ -101,12 +91,8 @@ class DistillConfig:
 
     def train_config(self, base: TrainConfig | None) -> TrainConfig:
         """The TrainConfig fit runs with: `base` with this config's epochs and lr applied."""
-        base = base or TrainConfig()
-        return replace(
-            base,
-            epochs=base.epochs if self.epochs is None else self.epochs,
-            lr=base.lr if self.lr is None else self.lr,
-        )
+        mine = {k: v for k in ("epochs", "lr") if (v := getattr(self, k)) is not None}
+        return replace(base or TrainConfig(), **mine)
 
 
 def _pair(p: Sequence[str]) -> Pair:
@@ -120,21 +106,14 @@ class DistillResult:
     """What distillation did: the fit, whether teacher logits were cached, feature pairs."""
 
     fit: FitResult
-    config: DistillConfig
+    kd: DistillConfig
     train_config: TrainConfig
     teacher_cached: bool = False
     cache_seconds: float = 0.0
     feature_pairs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> JsonObject:
-        return {
-            "fit": self.fit.to_dict(),
-            "kd": asdict(self.config),
-            "train_config": asdict(self.train_config),
-            "teacher_cached": self.teacher_cached,
-            "cache_seconds": round(self.cache_seconds, 2),
-            "feature_pairs": self.feature_pairs,
-        }
+        return {**asdict(self), "cache_seconds": round(self.cache_seconds, 2)}
 
 
 def kd_loss(
@@ -145,10 +124,8 @@ def kd_loss(
     alpha: float,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y).
-
-    T^2 keeps the soft term's gradient scale independent of T.
-    """
+    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y);
+    T^2 keeps the soft term's gradient scale independent of T."""
     s, t = student_logits.float(), teacher_logits.float()
     soft = F.kl_div(
         F.log_softmax(s / temperature, dim=1),
@@ -179,25 +156,21 @@ def check_compatible(teacher_spec: ModelSpec, student_spec: ModelSpec) -> None:
 
 
 def _shape(s: Sequence[int]) -> str:
-    return "x".join(str(v) for v in s)
+    return "x".join(map(str, s))
 
 
 def teacher_input(student_spec: ModelSpec, teacher_spec: ModelSpec) -> Callable[..., Any]:
     """Re-normalize student-normalized batches for the teacher when their mean/std differ."""
     if (student_spec.mean, student_spec.std) == (teacher_spec.mean, teacher_spec.std):
         return lambda x: x
-    ms, ss = _stat(student_spec.mean), _stat(student_spec.std)
-    mt, st = _stat(teacher_spec.mean), _stat(teacher_spec.std)
+    stats = (student_spec.mean, student_spec.std, teacher_spec.mean, teacher_spec.std)
+    ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in stats)
 
     def convert(x: torch.Tensor) -> torch.Tensor:
         d = x.device
         return ((x * ss.to(d) + ms.to(d)) - mt.to(d)) / st.to(d)
 
     return convert
-
-
-def _stat(v: Sequence[float]) -> torch.Tensor:
-    return torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 def check_outputs(
@@ -215,11 +188,7 @@ def check_outputs(
 
 
 def _out_shape(v: object) -> str:
-    return (
-        f"({', '.join(str(d) for d in v.shape)})"
-        if isinstance(v, torch.Tensor)
-        else type(v).__name__
-    )
+    return f"({', '.join(map(str, v.shape))})" if isinstance(v, torch.Tensor) else type(v).__name__
 
 
 class _RecordingImages(TensorImages):
@@ -234,17 +203,17 @@ class _RecordingImages(TensorImages):
         return super().__getitem__(idx)
 
 
+@dataclass
 class TeacherOutputs:
     """Teacher logits for a training batch: from the per-sample cache when one was built and
     the batch is identified, else by running the frozen teacher."""
 
-    def __init__(
-        self, teacher: nn.Module, to_teacher: Callable[..., Any], device: torch.device
-    ) -> None:
-        self.teacher, self.to_teacher, self.device = teacher, to_teacher, device
-        self.cache: torch.Tensor | None = None
-        self.images: _RecordingImages | None = None
-        self.seconds = 0.0
+    teacher: nn.Module
+    to_teacher: Callable[..., Any]
+    device: torch.device
+    cache: torch.Tensor | None = None
+    images: _RecordingImages | None = None
+    seconds: float = 0.0
 
     def build_cache(self, data: DataBundle, policy: AmpPolicy) -> DataBundle:
         """Compute logits for every training sample once; returns the bundle to train on."""
@@ -294,16 +263,12 @@ def should_cache(cfg: DistillConfig, data: DataBundle, epochs: int, num_classes:
 
 
 def _loss_fn(
-    cfg: DistillConfig,
-    tcfg: TrainConfig,
-    outputs: TeacherOutputs,
-    features: FeatureDistiller | None,
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    cfg: DistillConfig, smoothing: float, outputs: TeacherOutputs, features: FeatureDistiller | None
+) -> LossFn:
     """The KD loss `fit` minimizes: soft teacher targets, hard labels, optional features."""
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        t_logits = outputs(x, y)
-        loss = kd_loss(logits, t_logits, y, cfg.temperature, cfg.alpha, tcfg.label_smoothing)
+        loss = kd_loss(logits, outputs(x, y), y, cfg.temperature, cfg.alpha, smoothing)
         if features is not None and cfg.feature_weight > 0:
             loss = loss + cfg.feature_weight * features.loss()
         return loss
@@ -349,8 +314,8 @@ def distill(
             student,
             train_data,
             tcfg,
-            loss_fn=_loss_fn(cfg, tcfg, outputs, features),
-            extra_params=features.parameters() if features else (),
+            loss_fn=_loss_fn(cfg, tcfg.label_smoothing, outputs, features),
+            extra_params=features.adapters.parameters() if features else (),
             hooks=hooks,
         )
     finally:
@@ -360,11 +325,5 @@ def distill(
         teacher.to("cpu")
         for p, g in zip(teacher.parameters(), frozen, strict=True):
             p.requires_grad_(g)
-    return DistillResult(
-        fit=result,
-        config=cfg,
-        train_config=tcfg,
-        teacher_cached=outputs.cache is not None,
-        cache_seconds=outputs.seconds,
-        feature_pairs=features.describe() if features else [],
-    )
+    pairs = features.describe() if features else []
+    return DistillResult(result, cfg, tcfg, outputs.cache is not None, outputs.seconds, pairs)

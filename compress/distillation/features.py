@@ -1,19 +1,16 @@
-"""Feature distillation: match intermediate feature maps of a student to its teacher's.
+"""Feature distillation: match a student's intermediate feature maps to its teacher's.
 
-Forward hooks capture the output of each paired module during the normal forward passes;
-a small learned adapter (1x1 conv for feature maps, linear for vectors) maps the student's
-width to the teacher's when they differ, and spatial sizes are matched by average pooling
-the larger map. The loss is the mean squared error per pair (FitNets-style hints).
-
-`"auto"` pairs the end of every resolution stage when both models share their module names
-(a pruned student and its dense parent), else only the last feature map of each.
+Forward hooks capture each paired module's output; a learned adapter (1x1 conv for maps, linear
+for vectors) bridges different widths, average pooling different sizes; the loss is the MSE per
+pair (FitNets-style hints). `auto` pairs the end of every resolution stage when both models share
+their module names (a pruned student and its dense parent), else the last feature map of each.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +42,11 @@ def parse_pairs(text: str | None) -> list[Pair] | str | None:
     return pairs
 
 
-@dataclass
-class FeatureShape:
-    """A module's output as seen on the probe batch."""
+class FeatureShape(NamedTuple):
+    """A module's output on the probe batch (shape without the batch dimension)."""
 
     name: str
-    shape: tuple[int, ...]  # without the batch dimension
+    shape: tuple[int, ...]
 
 
 def record_outputs(
@@ -131,18 +127,16 @@ def make_adapter(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...])
     cs, ct = student_shape[0], teacher_shape[0]
     if cs == ct:
         return nn.Identity()
-    if len(student_shape) == 3:
-        return nn.Conv2d(cs, ct, kernel_size=1, bias=False)
-    return nn.Linear(cs, ct, bias=False)
+    maps = len(student_shape) == 3
+    return nn.Conv2d(cs, ct, kernel_size=1, bias=False) if maps else nn.Linear(cs, ct, bias=False)
 
 
 def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Average-pool the larger of two maps to the smaller one's size."""
     if a.ndim != 4 or a.shape[-2:] == b.shape[-2:]:
         return a, b
-    h = min(a.shape[-2], b.shape[-2])
-    w = min(a.shape[-1], b.shape[-1])
-    return F.adaptive_avg_pool2d(a, (h, w)), F.adaptive_avg_pool2d(b, (h, w))
+    hw = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
+    return F.adaptive_avg_pool2d(a, hw), F.adaptive_avg_pool2d(b, hw)
 
 
 class FeatureDistiller:
@@ -169,9 +163,6 @@ class FeatureDistiller:
         tm, sm = dict(teacher.named_modules()), dict(student.named_modules())
         self._t = [_Capture(tm[t]) for t, _ in self.pairs]
         self._s = [_Capture(sm[s]) for _, s in self.pairs]
-
-    def parameters(self) -> list[nn.Parameter]:
-        return list(self.adapters.parameters())
 
     def loss(self) -> torch.Tensor:
         terms = []
@@ -212,8 +203,7 @@ def _shapes(
             f"--feature-distill: the {who} has no layer {missing[0]!r}",
             hint=f"{who} layers include: {sample}, ...",
         )
-    found = {f.name: f.shape for f in record_outputs(model, x, names)}
-    for n in names:
-        if n not in found:
-            raise UsageError(f"--feature-distill: {who} layer {n!r} returns no tensor")
+    found = dict(record_outputs(model, x, names))
+    if silent := [n for n in names if n not in found]:
+        raise UsageError(f"--feature-distill: {who} layer {silent[0]!r} returns no tensor")
     return found

@@ -1,8 +1,7 @@
 """Collectives for training under torchrun: reductions, broadcasts, rank-0-only work, checks.
 
-Each helper is a no-op (returning its input) outside a process group of more than one rank, so
-training code calls them unconditionally. Failures of a peer rank (a collective timing out or its
-connection closing) surface as one clear ResourceError through :func:`collective_errors`.
+Each is a no-op (returning its input) outside a group of more than one rank, so training code
+calls them unconditionally; a failed peer rank surfaces as one ResourceError (collective_errors).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from compress.models.jsontypes import JsonObject
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_PEER_FAILURE = ("timed out", "timeout", "closed by peer", "reset by peer", "broken pipe")
+_PEER = ("timed out", "timeout", "closed by peer", "reset by peer", "broken pipe")
 
 
 def _device() -> torch.device:
@@ -39,29 +38,32 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if not group_active():
         return
+    nccl = str(dist.get_backend()) == "nccl"
     with collective_errors():
-        if str(dist.get_backend()) == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
+        dist.barrier(device_ids=[torch.cuda.current_device()] if nccl else None)
 
 
 def all_reduce_sums(values: Iterable[float]) -> list[float]:
     """Element-wise sums over all ranks (float64), e.g. loss sums and sample counts."""
-    vals = list(values)
-    if not group_active():
-        return vals
-    t = torch.tensor(vals, dtype=torch.float64, device=_device())
-    dist.all_reduce(t)
-    return [float(v) for v in t.cpu()]
+    return all_reduce_(torch.tensor(list(values), dtype=torch.float64)).tolist()  # type: ignore[no-any-return]
 
 
 def all_reduce_(tensor: torch.Tensor, mean: bool = False) -> torch.Tensor:
     """Sum (or average) a tensor over all ranks, in place; returned for chaining."""
+    return _in_place(tensor, dist.all_reduce, mean)
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` with rank `src`'s values, in place."""
+    return _in_place(tensor, lambda t: dist.broadcast(t, src=src))
+
+
+def _in_place(tensor: torch.Tensor, op: Callable[..., Any], mean: bool = False) -> Any:
+    """Run `op` on `tensor` where the backend wants it (the GPU for NCCL), write the result back."""
     if not group_active():
         return tensor
     work = tensor if tensor.device == _device() else tensor.to(_device())
-    dist.all_reduce(work)
+    op(work)
     if mean:
         work /= dist.get_world_size()
     if work is not tensor:
@@ -71,8 +73,6 @@ def all_reduce_(tensor: torch.Tensor, mean: bool = False) -> torch.Tensor:
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
     """Average .grad over ranks for parameters DDP does not own (e.g. distillation adapters)."""
-    if not group_active():
-        return
     for p in params:
         if p.grad is not None:
             all_reduce_(p.grad, mean=True)
@@ -84,9 +84,7 @@ def broadcast_object(obj: T, src: int = 0) -> T:
         return obj
     box = [obj]
     with collective_errors():
-        dist.broadcast_object_list(
-            box, src=src, device=_device() if _device().type == "cuda" else None
-        )
+        dist.broadcast_object_list(box, src=src, device=_device())
     return box[0]  # type: ignore[return-value]
 
 
@@ -119,17 +117,6 @@ def gather_objects(obj: T) -> list[T]:
     return out
 
 
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite `tensor` with rank `src`'s values, in place."""
-    if not group_active():
-        return tensor
-    work = tensor if tensor.device == _device() else tensor.to(_device())
-    dist.broadcast(work, src=src)
-    if work is not tensor:
-        tensor.copy_(work)
-    return tensor
-
-
 @contextlib.contextmanager
 def collective_errors() -> Iterator[None]:
     """Turn 'another rank died or hangs' (a collective timing out or its connection closing)
@@ -137,10 +124,8 @@ def collective_errors() -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        text = str(e).lower()
-        peer = isinstance(e, getattr(dist, "DistError", ())) or any(
-            w in text for w in _PEER_FAILURE
-        )
+        said = str(e).lower()
+        peer = isinstance(e, getattr(dist, "DistError", ())) or any(w in said for w in _PEER)
         if not (group_active() and peer):
             raise
         first = str(e).strip().splitlines()[0][:200]
@@ -151,14 +136,26 @@ def collective_errors() -> Iterator[None]:
         ) from e
 
 
-def state_digest(model: nn.Module) -> str:
-    """SHA-256 over names, shapes, dtypes and bytes of the state dict (rank comparisons)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+def state_digest(obj: Any, h: Any = None) -> str:
+    """SHA-256 over keys, tensors (dtype, shape, bytes) and numbers in a fixed order; a module:
+    its state dict. Compares ranks' weights; checks checkpoints (torch files have no checksum)."""
+    h = h or hashlib.sha256()
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            h.update(f"<{k}>".encode())
+            state_digest(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            state_digest(x, h)
+    else:
+        h.update(repr(obj).encode())
+    return str(h.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -169,7 +166,6 @@ class Consistency:
     rank_digests: list[str]
 
     def to_dict(self) -> JsonObject:
-        """For the card."""
         return asdict(self)
 
 

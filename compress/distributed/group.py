@@ -1,15 +1,9 @@
 """Multi-process training under `torchrun` (torch.distributed): joining and leaving the group.
 
-Every training stage runs unchanged under `torchrun --nproc_per_node N -m compress ...`:
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, and :func:`setup`
-joins the process group from them (gloo on CPU, NCCL on CUDA, each rank on GPU LOCAL_RANK).
-Without those variables (or with WORLD_SIZE=1) everything here is a cheap no-op, so single
-process code paths stay exactly as they were.
-
-Collectives time out after COMPRESS_DIST_TIMEOUT seconds (default 1800), so when one rank dies
-or hangs the others fail with a clear error instead of waiting forever; torchrun also stops the
-surviving workers of a node as soon as one of them exits with an error. The collectives
-themselves are in `compress.distributed.collectives`, per-rank data shards in `compress.distributed.sharding`.
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT and :func:`setup` joins
+the group from them (gloo on CPU, NCCL on CUDA, rank on GPU LOCAL_RANK); without them everything
+here is a cheap no-op. Collectives time out after COMPRESS_DIST_TIMEOUT seconds (default 1800),
+so a dead or hung rank is a clear error, not an endless wait.
 """
 
 from __future__ import annotations
@@ -60,9 +54,7 @@ class DistInfo:
 
 
 def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
+    value = os.environ.get(name) or str(default)
     try:
         return int(value)
     except ValueError:
@@ -76,14 +68,10 @@ def launched() -> bool:
 
 def info() -> DistInfo:
     """The current process group, or what the environment announces before it is joined."""
+    local = _env_int("LOCAL_RANK", 0)
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(
-            dist.get_rank(),
-            dist.get_world_size(),
-            _env_int("LOCAL_RANK", 0),
-            str(dist.get_backend()),
-        )
-    return DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local, str(dist.get_backend()))
+    return DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), local)
 
 
 def rank() -> int:
@@ -149,11 +137,8 @@ def _rank_device(device: torch.device, local_rank: int) -> torch.device:
 
 
 def setup(device: torch.device | str = "cpu") -> tuple[DistInfo, torch.device]:
-    """Join the torchrun process group (idempotent) and return it with this rank's device.
-
-    Single-process runs get (DistInfo(), device) back untouched. On CUDA every rank uses GPU
-    LOCAL_RANK. A backend the device cannot use is an UnsupportedError raised on every rank.
-    """
+    """Join the torchrun process group (idempotent); return it with this rank's device (GPU
+    LOCAL_RANK on CUDA). Single-process runs get (DistInfo(), device) back untouched."""
     dev = torch.device(device)
     if not launched():
         return DistInfo(), dev
@@ -164,12 +149,10 @@ def setup(device: torch.device | str = "cpu") -> tuple[DistInfo, torch.device]:
         return DistInfo(cur.rank, 1, cur.local_rank), dev
     backend = choose_backend(dev)
     dev = _rank_device(dev, cur.local_rank)
-    if dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        return cur, dev
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    if dist.is_initialized():
+        return cur, dev
     seconds = timeout_s()
     try:
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=seconds))
@@ -197,11 +180,8 @@ def setup(device: torch.device | str = "cpu") -> tuple[DistInfo, torch.device]:
 def shutdown() -> None:
     """Leave the process group (registered at exit; safe to call twice)."""
     if dist.is_available() and dist.is_initialized():
-        # DDP wrappers left in reference cycles must die while the group is still alive: a
-        # reducer destroyed after it (by the interpreter's final collection) aborts the process.
-        gc.collect()
-        # Leave together: a rank tearing gloo down while a peer is still connected can abort
-        # the peer ("terminate called without an active exception").
+        gc.collect()  # a DDP reducer (in a reference cycle) outliving the group aborts
+        # leave together: tearing gloo down under a connected peer aborts it ("terminate called")
         with contextlib.suppress(RuntimeError):
             dist.barrier()
         dist.destroy_process_group()
@@ -213,10 +193,8 @@ def group_active() -> bool:
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around `model` when distributed, else `model` itself.
-
-    Call again whenever layers change shape (pruning): a DDP wrapper holds buckets sized for
-    the parameters it was built with."""
+    """DistributedDataParallel around `model` when distributed, else `model` itself; wrap again
+    after layers change shape (pruning): DDP's buckets are sized for the parameters it saw."""
     if not group_active():
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP

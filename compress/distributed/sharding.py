@@ -7,20 +7,17 @@ Outside a process group the helpers return None and the loaders keep their usual
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from compress.distributed.group import group_active, rank
 from compress.models.errors import UsageError
 
 
-class ShardSampler(Sampler[int]):
-    """Indices of one rank's shard, like torch's DistributedSampler (seeded shuffle per epoch
-    via set_epoch, padded so every rank runs the same number of steps) or, with
-    `pad=False`, a strided split for evaluation where every sample counts exactly once."""
+class ShardSampler(DistributedSampler[int]):
+    """One rank's shard of range(n): torch's DistributedSampler (seeded shuffle per epoch via
+    set_epoch, padded so every rank runs the same number of steps) or, with `pad=False`, a
+    strided split for evaluation where every sample counts exactly once."""
 
     def __init__(
         self,
@@ -34,30 +31,10 @@ class ShardSampler(Sampler[int]):
     ) -> None:
         if not 0 <= rank < world:
             raise UsageError(f"rank {rank} outside world size {world}")
-        self.n, self.rank, self.world = n, rank, world
-        self.shuffle, self.seed, self.pad = shuffle, seed, pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        order = self._order()
-        if self.pad and self.n:
-            total = -(-self.n // self.world) * self.world
-            order += (order * (total // self.n + 1))[: total - self.n]
-        return iter(order[self.rank :: self.world])
-
-    def __len__(self) -> int:
-        if self.pad:
-            return -(-self.n // self.world)
-        return len(range(self.rank, self.n, self.world))
+        super().__init__(range(n), world, rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+        if not pad:  # nothing to pad: the strided indices of the (shuffled) order
+            self.total_size = n
+            self.num_samples = len(range(rank, n, world))
 
 
 def train_sampler(n: int, seed: int, epoch: int) -> ShardSampler | None:

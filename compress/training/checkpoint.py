@@ -1,25 +1,18 @@
 """Per-epoch training checkpoints: what `fit` writes after each epoch and `--resume` reads.
 
-A checkpoint holds plain tensors and numbers only (loadable with `weights_only=True`), the
-epoch count, the history and every rank's RNG state, so a resumed run sees exactly the batches
-and noise an uninterrupted one would. Under torchrun rank 0 writes it and, on resume, reads it
-and broadcasts it, so nodes need not share a file system.
-
-Saving is atomic (compress.models.disk.durable.atomic_file: temporary, fsync, rename, fsync of the folder), so
-a run killed mid-save keeps the previous epoch's checkpoint, and a full disk is a DiskFullError
-(torch alone would report "unexpected pos"). A damaged checkpoint is refused with one line that
-names it and the two ways on.
+Plain tensors and numbers only (`weights_only=True`), with the history and every rank's RNG
+state, so a resumed run sees the batches and noise an uninterrupted one would. Rank 0 writes it
+atomically (a kill mid-save keeps the last one; a full disk is DiskFullError) and, on resume,
+reads and broadcasts it (nodes need not share a file system); damage is refused in one line.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import IO, Any, cast
 
 import torch
-from torch import nn
 
 from compress.distributed import collectives
 from compress.distributed import group as ddp
@@ -54,30 +47,10 @@ class _Writer:
         self.f.flush()
 
 
-def content_digest(obj: Any, h: Any = None) -> str:
-    """SHA-256 over a checkpoint's content (tensor bytes, numbers, keys, in a fixed order): torch
-    files carry no checksum, so a flipped bit would otherwise load silently."""
-    h = h or hashlib.sha256()
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif isinstance(obj, dict):
-        for k in sorted(obj, key=str):
-            h.update(f"<{k}>".encode())
-            content_digest(obj[k], h)
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            content_digest(x, h)
-    else:
-        h.update(repr(obj).encode())
-    return str(h.hexdigest())
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Plain tensors and numbers only (loadable with weights_only=True), with a content
     digest; atomic and fsynced."""
-    state = {**state, "sha256": content_digest(state)}
+    state = {**state, "sha256": collectives.state_digest(state)}
     needed = sum(t.numel() * t.element_size() for t in _tensors(state))
     with atomic_file(path, needed=needed) as tmp, open(tmp, "wb") as f:
         writer = _Writer(f)
@@ -91,26 +64,24 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> JsonObject:
     """The state `save_checkpoint` wrote; a truncated or corrupted file is InvalidInputError."""
+    why, cause = None, None
     try:
         state: JsonObject = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         said = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
-        raise InvalidInputError(
-            f"checkpoint {path} is damaged (truncated or corrupted: {said})",
-            hint=f"delete {path} to start the run over, or run without --resume",
-        ) from e
-    why: str | None = None
-    if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
-        why = "not a compress training checkpoint"
-    elif "sha256" in state and content_digest(
-        {k: v for k, v in state.items() if k != "sha256"}
-    ) != state.pop("sha256"):
-        why = "its content does not match its checksum: flipped bits or an edit"
+        why, cause = f"truncated or corrupted: {said}", e
+    else:
+        if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+            why = "not a compress training checkpoint"
+        elif "sha256" in state and collectives.state_digest(
+            {k: v for k, v in state.items() if k != "sha256"}
+        ) != state.pop("sha256"):
+            why = "its content does not match its checksum: flipped bits or an edit"
     if why:
         raise InvalidInputError(
             f"checkpoint {path} is damaged ({why})",
             hint=f"delete {path} to start the run over, or run without --resume",
-        )
+        ) from cause
     return state
 
 
@@ -121,15 +92,9 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return [t for x in items for t in _tensors(x)]
 
 
-def write_epoch(
-    cfg: TrainConfig,
-    epoch: int,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    result: FitResult,
-) -> None:
-    """Rank 0 writes the epoch's state, with every rank's RNG state and the world size."""
+def write_epoch(cfg: TrainConfig, epoch: int, parts: dict[str, Any], result: FitResult) -> None:
+    """Rank 0 writes the epoch's state: `parts` (model, optimizer, scheduler by their keys),
+    every rank's RNG state and the world size."""
     if (ck := _ckpt_path(cfg)) is None:
         return
     rngs = collectives.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
@@ -138,9 +103,7 @@ def write_epoch(
     state = {
         "epoch": epoch,
         "epochs": cfg.epochs,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
+        **{key: part.state_dict() for key, part in parts.items()},
         "history": result.epochs,
         "rng": rngs[0],
         "world_size": len(rngs),
@@ -150,18 +113,11 @@ def write_epoch(
     save_checkpoint(ck, state)
 
 
-def resume(
-    cfg: TrainConfig,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    result: FitResult,
-) -> int:
-    """Restore model, optimizer, scheduler, RNG and history from `cfg.checkpoint_dir` when
+def resume(cfg: TrainConfig, parts: dict[str, Any], result: FitResult) -> int:
+    """Restore `parts` (as write_epoch), RNG and history from `cfg.checkpoint_dir` when
     `cfg.resume`; returns the epoch to start from (0 without a checkpoint)."""
     ck = _ckpt_path(cfg)
-    # Rank 0 reads the checkpoint and sends it to the others: every rank decides alike, and
-    # nodes need not share a file system.
+    # rank 0 reads it and sends it to the others, so every rank decides alike
     found = bool(cfg.resume and ck and ck.is_file()) if ddp.is_main() else False
     state = load_checkpoint(ck) if found and ck else None
     state = collectives.broadcast_object(state)
@@ -185,9 +141,8 @@ def resume(
             f"{state['epochs']}-epoch run, not {cfg.epochs}",
             hint="resume with the same --epochs, or start again without --resume",
         )
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
     if "rng_ranks" in state:
         torch.set_rng_state(state["rng_ranks"][ddp.rank()])
     elif "rng" in state:

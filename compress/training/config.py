@@ -1,8 +1,5 @@
-"""The training loop's types: its config, its result and the progress hooks it reports to.
-
-They live apart from `fit` so the checkpoint module (which `fit` uses) can name them without
-importing `fit` back.
-"""
+"""The training loop's types: its config, its result and the progress hooks it reports to
+(apart from `fit`, so the checkpoint module `fit` uses can name them without a cycle)."""
 
 from __future__ import annotations
 
@@ -65,8 +62,8 @@ class Hooks(Protocol):
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
-class LogHooks:
-    """Default hooks: one log line per epoch."""
+class SilentHooks:
+    """What ranks other than 0 report: nothing."""
 
     def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         self.epochs = epochs
@@ -75,21 +72,15 @@ class LogHooks:
         pass
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        log.info("epoch %d/%d %s", epoch + 1, self.epochs, shown)
-
-
-class SilentHooks:
-    """What ranks other than 0 report: nothing."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         pass
 
-    def on_batch(self, loss: float) -> None:
-        pass
+
+class LogHooks(SilentHooks):
+    """Default hooks: one log line per epoch."""
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        pass
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        log.info("epoch %d/%d %s", epoch + 1, self.epochs, shown)
 
 
 @dataclass

@@ -31,11 +31,9 @@ class EvalResult:
     confusion: list[list[int]]
 
     def to_dict(self, *, full: bool = True) -> dict[str, object]:
-        d = asdict(self)
-        if not full:
-            d.pop("confusion")
-            d.pop("per_class")
-        return d
+        return {
+            k: v for k, v in asdict(self).items() if full or k not in ("confusion", "per_class")
+        }
 
 
 def torch_predictor(model: nn.Module, device: torch.device | str = "cpu") -> Predictor:
@@ -64,18 +62,19 @@ def evaluate(
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         k = min(5, logits.shape[1])
         top5_hits += int((logits.topk(k, dim=1).indices == y[:, None]).any(1).sum())
-        pred = logits.argmax(1)
-        confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+        confusion.index_put_((y, logits.argmax(1)), torch.ones_like(y), accumulate=True)
         n += len(y)
-    if n == 0:
-        return EvalResult(0.0, 0.0, float("nan"), 0, [0.0] * num_classes, confusion.tolist())
-    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
+    return _summary(confusion, n, loss_sum, top5_hits)
+
+
+def _summary(confusion: torch.Tensor, n: float, loss_sum: float, top5_hits: int) -> EvalResult:
+    total = max(n, 1)
     return EvalResult(
-        top1=float(confusion.diag().sum()) / n,
-        top5=top5_hits / n,
-        loss=loss_sum / n,
-        samples=n,
-        per_class=per_class,
+        top1=float(confusion.diag().sum()) / total,
+        top5=top5_hits / total,
+        loss=loss_sum / n if n else float("nan"),
+        samples=int(n),
+        per_class=(confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist(),
         confusion=confusion.tolist(),
     )
 
@@ -84,19 +83,9 @@ def all_reduce_eval(ev: EvalResult) -> EvalResult:
     """Merge every rank's evaluation of its share into the result over the whole split."""
     if not collectives.group_active():
         return ev
-    confusion = torch.tensor(ev.confusion, dtype=torch.float64)
     n = ev.samples
-    loss_sum, top5_hits = (ev.loss * n if n else 0.0), ev.top5 * n
-    collectives.all_reduce_(confusion)
-    n_all, loss_all, top5_all = collectives.all_reduce_sums([n, loss_sum, top5_hits])
-    conf = confusion.round().long()
-    total = max(n_all, 1.0)
-    per_class = (conf.diag().double() / conf.sum(1).clamp(min=1).double()).tolist()
-    return EvalResult(
-        top1=float(conf.diag().sum()) / total,
-        top5=round(top5_all) / total,
-        loss=loss_all / total if n_all else float("nan"),
-        samples=int(n_all),
-        per_class=per_class,
-        confusion=conf.tolist(),
+    confusion = collectives.all_reduce_(torch.tensor(ev.confusion, dtype=torch.float64))
+    n_all, loss_all, top5_all = collectives.all_reduce_sums(
+        [n, ev.loss * n if n else 0.0, ev.top5 * n]
     )
+    return _summary(confusion.round().long(), n_all, loss_all, round(top5_all))

@@ -1,12 +1,8 @@
 """The fit loop every training stage shares (train, fine-tune after pruning, distill, QAT).
 
-One config, one function: `fit(model, data, TrainConfig(...))`. Losses are pluggable (KD adds a
-teacher term), progress goes to hooks (the CLI draws a bar; libraries only log), a checkpoint is
-written after each epoch so `resume=True` continues an interrupted run.
-
-Under torchrun the same call trains with DistributedDataParallel (compress.distributed.group): each
-rank sees its shard of every epoch, gradients are averaged by DDP, metrics are summed over
-ranks, and only rank 0 reports progress and writes checkpoints.
+`fit(model, data, TrainConfig(...))`: pluggable losses (KD adds a teacher term), progress to
+hooks, a checkpoint per epoch for `resume=True`. Under torchrun the same call trains with DDP:
+each rank a shard of every epoch, metrics summed over ranks, rank 0 reports and checkpoints.
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +26,7 @@ from compress.models.zoo.registry import spec_of
 from compress.training import checkpoint
 from compress.training.config import FitResult, Hooks, LogHooks, SilentHooks, TrainConfig
 from compress.training.evaluate import EvalResult, all_reduce_eval, evaluate, torch_predictor
-from compress.training.precision import AmpPolicy, resolve_amp, resolve_device
+from compress.training.precision import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 __all__ = ["FitResult", "Hooks", "LogHooks", "SilentHooks", "TrainConfig", "fit"]
@@ -49,15 +45,13 @@ def make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps)
-    if cfg.schedule == "onecycle" and total < 12:
-        # One-cycle needs a few steps per phase; a tiny run (search budget) gets cosine instead.
-        log.info("only %d steps: cosine schedule instead of one-cycle", total)
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 12:  # a few steps per phase
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25
         )
-    if cfg.schedule == "cosine":
+    if cfg.schedule == "onecycle":  # a tiny run (search budget)
+        log.info("only %d steps: cosine schedule instead of one-cycle", total)
+    if cfg.schedule != "constant":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
@@ -77,13 +71,12 @@ def fit(
     call only, so a model whose layers changed shape (pruning) is simply fitted again."""
     torch.manual_seed(cfg.seed)
     dist, device = ddp.setup(resolve_device(cfg.device))
-    # only rank 0 reports progress
     hooks = (hooks or LogHooks()) if dist.is_main else SilentHooks()
-    loop = _start(model, data, cfg, device, loss_fn, list(extra_params), hooks)
+    loop = _Loop(model, data, cfg, device, loss_fn, list(extra_params), hooks)
     if dist.active:
         loop.result.world_size, loop.result.dist_backend = dist.world_size, dist.backend
         torch.manual_seed(sharding.rank_seed(cfg.seed))  # own dropout/augmentation noise per rank
-    start_epoch = checkpoint.resume(cfg, model, loop.opt, loop.sched, loop.result)
+    start_epoch = checkpoint.resume(cfg, loop._parts(model), loop.result)
     loop.net = ddp.wrap(model, device)  # DDP when distributed (weights synced from rank 0)
     t0 = time.perf_counter()
     try:
@@ -91,75 +84,51 @@ def fit(
             for epoch in range(start_epoch, cfg.epochs):
                 _run_epoch(model, data, loop, epoch)
     finally:
-        # Free the DDP wrapper now, even after an interruption: it sits in reference cycles,
-        # and until the garbage collector finds it its reducer's gradient hooks stay on `model`,
-        # turning any later backward pass (pruning importance, another fit) into stray
-        # all-reduces that can abort the process at exit.
+        # Free the DDP wrapper now: until collected, its reducer's hooks stay on `model` and
+        # turn later backward passes (pruning importance) into stray all-reduces.
         wrapped, loop.net = loop.net is not model, model
         if wrapped:
             gc.collect()
-    result = loop.result
-    result.seconds = time.perf_counter() - t0
-    if result.overflow_steps:
-        log.info(
-            "loss scaling skipped %d of %d steps (fp16 overflow)",
-            result.overflow_steps,
-            result.steps,
-        )
+    r = loop.result
+    r.seconds = time.perf_counter() - t0
+    if r.overflow_steps:
+        log.info("loss scaling skipped %d of %d steps (fp16 overflow)", r.overflow_steps, r.steps)
     model.to("cpu").eval()
-    return result
+    return r
 
 
-@dataclass
 class _Loop:
-    """What every step of one `fit` call shares."""
+    """What every step of one `fit` call shares: precision, optimizer, schedule and scaler."""
 
-    net: nn.Module  # the model, or its DDP wrapper under torchrun
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    policy: AmpPolicy
-    loss_fn: LossFn
-    cfg: TrainConfig
-    device: torch.device
-    hooks: Hooks
-    result: FitResult
-    extra: list[nn.Parameter] = field(default_factory=list)
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        cfg: TrainConfig,
+        device: torch.device,
+        loss_fn: LossFn | None,
+        extra: list[nn.Parameter],
+        hooks: Hooks,
+    ) -> None:
+        self.policy = policy = resolve_amp(cfg.amp, device, model)
+        log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.net = model  # or its DDP wrapper under torchrun
+        self.opt = make_optimizer([p for p in model.parameters() if p.requires_grad] + extra, cfg)
+        self.sched = make_scheduler(self.opt, cfg, len(_train_loader(data, 0)))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=policy.scaler)
+        ls = cfg.label_smoothing
+        self.loss_fn = loss_fn or (lambda out, y, _: F.cross_entropy(out, y, label_smoothing=ls))
+        self.cfg, self.device, self.hooks, self.extra = cfg, device, hooks, extra
+        self.result = FitResult(
+            device=str(device), precision=policy.precision, amp_reason=policy.reason
+        )
 
-
-def _start(
-    model: nn.Module,
-    data: DataBundle,
-    cfg: TrainConfig,
-    device: torch.device,
-    loss_fn: LossFn | None,
-    extra: list[nn.Parameter],
-    hooks: Hooks,
-) -> _Loop:
-    """Precision, device placement, optimizer, schedule and scaler for one fit."""
-    policy = resolve_amp(cfg.amp, device, model)
-    log.info("training on %s, precision %s (%s)", device, policy.precision, policy.reason)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    params = [p for p in model.parameters() if p.requires_grad] + extra
-    opt = make_optimizer(params, cfg)
-    sched = make_scheduler(opt, cfg, len(_train_loader(data, 0)))
-    result = FitResult(device=str(device), precision=policy.precision, amp_reason=policy.reason)
-    return _Loop(
-        net=model,
-        opt=opt,
-        sched=sched,
-        scaler=torch.amp.GradScaler(device.type, enabled=policy.scaler),
-        policy=policy,
-        loss_fn=loss_fn
-        or (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)),
-        cfg=cfg,
-        device=device,
-        hooks=hooks,
-        result=result,
-        extra=extra,
-    )
+    def _parts(self, model: nn.Module) -> dict[str, Any]:
+        """What a checkpoint saves and resume restores, by its key."""
+        return {"model": model, "optimizer": self.opt, "scheduler": self.sched}
 
 
 def _run_epoch(model: nn.Module, data: DataBundle, loop: _Loop, epoch: int) -> None:
@@ -181,7 +150,7 @@ def _run_epoch(model: nn.Module, data: DataBundle, loop: _Loop, epoch: int) -> N
         result.val_top1 = ev.top1
     metrics["seconds"] = time.perf_counter() - te
     result.epochs.append({"epoch": epoch + 1, **metrics})
-    checkpoint.write_epoch(cfg, epoch, model, loop.opt, loop.sched, result)
+    checkpoint.write_epoch(cfg, epoch, loop._parts(model), result)
     loop.hooks.on_epoch_end(epoch, metrics)
 
 

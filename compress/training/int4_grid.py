@@ -1,19 +1,10 @@
-"""Training weights on the int4 grid `compress quantize` will store them on.
+"""Training weights on the int4 grid `compress quantize` will store them on (weight-only QAT).
 
-Post-training int4 rounds every weight of a layer by up to half a step of a 16-level grid; on a
-small model that costs accuracy one int8 layer never does (LeNet-5: 0.1-0.3 pt for its largest
-Linear layer, benchmarks/results/lenet5-size.md). Training with the weights fake-quantized to the
-very grid the exporter will use lets the rest of the network adapt to the rounding (quantization-
-aware training for weight-only int4, as torchao's `Int4WeightOnlyQATQuantizer` does for LLMs).
-
-The grid is onnxruntime's blockwise symmetric round-to-nearest (checked against
-`quantize_matmul_4bits` on onnxruntime 1.32): the weight matrix `B = W^T` (K x N) is cut into
-blocks of `block_size` along K per output column, each block's scale is its largest-magnitude
-weight divided by -8, and `q = clip(round(w / scale), -8, 7)`. Weights already on that grid
-quantize to themselves, so after `snap` the int4 export reproduces the trained model exactly.
-Convolutions have no int4 kernel in onnxruntime: `compress quantize` stores them as weight-only
-int4 (`DequantizeLinear`, symmetric per output channel, scale = max |w| / 7), so their grid is
-that one. Gradients pass straight through the rounding (STE).
+Post-training int4 costs small models accuracy (LeNet-5: 0.1-0.3 pt for its largest Linear,
+benchmarks/results/lenet5-size.md); trained on the grid, the export is exact. Linear: onnxruntime's
+MatMulNBits grid (checked against `quantize_matmul_4bits`, ort 1.32): blocks of `block_size` along
+K of B = W^T, scale = the block's largest-magnitude weight / -8, q = clip(round(w / scale), -8, 7).
+Convolutions: symmetric per output channel, scale = max |w| / 7. Gradients pass straight through.
 """
 
 from __future__ import annotations
@@ -53,20 +44,15 @@ def fake_quant_int4_channels(w: torch.Tensor) -> torch.Tensor:
     return w + (snapped - w).detach()
 
 
-def grid_value(w: torch.Tensor, block_size: int) -> torch.Tensor:
-    """The int4 grid value of a Linear (2-D: MatMulNBits blocks) or convolution weight."""
-    return fake_quant_int4(w, block_size) if w.dim() == 2 else fake_quant_int4_channels(w)
-
-
 class Int4Grid(nn.Module):
-    """A `torch.nn.utils.parametrize` parametrization: the weight as its int4 grid value."""
+    """A parametrization: the weight as its int4 grid value (Linear, 2-D: MatMulNBits blocks)."""
 
     def __init__(self, block_size: int) -> None:
         super().__init__()
         self.block_size = block_size
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return grid_value(w, self.block_size)
+        return fake_quant_int4(w, self.block_size) if w.dim() == 2 else fake_quant_int4_channels(w)
 
 
 def check_block_size(block_size: int) -> None:
@@ -77,34 +63,28 @@ def check_block_size(block_size: int) -> None:
         )
 
 
-def attach(model: nn.Module, layers: list[str], block_size: int) -> list[str]:
-    """Put the named Linear/convolution layers of `model` on the int4 grid while it trains.
-
-    Every name is checked before any layer changes, so a bad name leaves `model` as it was."""
+def attach(model: nn.Module, layers: list[str], block_size: int) -> None:
+    """Put the named Linear/convolution layers of `model` on the int4 grid while it trains
+    (every name checked first: a bad one leaves `model` as it was)."""
     check_block_size(block_size)
     modules = dict(model.named_modules())
     for name in layers:
-        _check_layer(model, modules, name)
+        layer = modules.get(name)
+        if layer is None:
+            ok = [n for n, m in modules.items() if isinstance(m, LAYERS)]
+            raise UsageError(
+                f"int4 layer {name!r} is not a module of {type(model).__name__}",
+                hint=f"its Linear and convolution layers: {', '.join(ok) or 'none'}",
+            )
+        if not isinstance(layer, LAYERS):
+            raise UsageError(
+                f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear or convolution layer",
+                hint="int4 weights exist for Linear layers (MatMulNBits, int4 compute) and "
+                "convolutions (weight-only, dequantized at run time)",
+            )
     for name in layers:
         if not parametrize.is_parametrized(modules[name], "weight"):
             parametrize.register_parametrization(modules[name], "weight", Int4Grid(block_size))
-    return list(layers)
-
-
-def _check_layer(model: nn.Module, modules: dict[str, nn.Module], name: str) -> None:
-    layer = modules.get(name)
-    if layer is None:
-        ok = [n for n, m in modules.items() if isinstance(m, LAYERS)]
-        raise UsageError(
-            f"int4 layer {name!r} is not a module of {type(model).__name__}",
-            hint=f"its Linear and convolution layers: {', '.join(ok) or 'none'}",
-        )
-    if not isinstance(layer, LAYERS):
-        raise UsageError(
-            f"int4 layer {name!r} is a {type(layer).__name__}, not a Linear or convolution layer",
-            hint="int4 weights exist for Linear layers (MatMulNBits, int4 compute) and "
-            "convolutions (weight-only, dequantized at run time)",
-        )
 
 
 def snap(model: nn.Module) -> list[str]:
@@ -121,4 +101,4 @@ def snap(model: nn.Module) -> list[str]:
 def on_grid(weight: torch.Tensor, block_size: int) -> bool:
     """Whether a weight already lies on its int4 grid (quantizes to itself, to float rounding)."""
     with torch.no_grad():
-        return bool(torch.allclose(grid_value(weight, block_size), weight, rtol=1e-6, atol=0))
+        return bool(torch.allclose(Int4Grid(block_size)(weight), weight, rtol=1e-6, atol=0))

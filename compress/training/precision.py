@@ -1,13 +1,9 @@
 """Mixed-precision policy: which autocast dtype a device really benefits from.
 
-`auto` picks fp16 (with a gradient scaler) on CUDA, bf16 on CUDA devices that support it when
-asked, and on CPU bf16 only where the CPU has native bf16 instructions (AVX-512 BF16 / AMX);
-elsewhere it stays fp32, because emulated bf16 is far slower (0.2 GFLOP/s measured on an
-AVX2-only EPYC). Even with native bf16, `auto` keeps tiny models in fp32: measured on an
-AVX-512 BF16 CPU (benchmarks/results/distill-amp.md), a ResNet-50 training step ran 1.2-1.6x
-faster under bf16 autocast but LeNet-5's ran 0.92-1.27x (no gain: the per-step casts cost what
-bf16 saves), so below CPU_BF16_MIN_MACS multiply-accumulates per sample fp32 is kept; and
-with OMP_WAIT_POLICY=PASSIVE and >1 thread bf16 ran 7-10x slower, so fp32 is kept there too.
+`auto`: fp16 with a gradient scaler on CUDA; on CPU bf16 only with native bf16 (AVX-512 BF16 /
+AMX; emulated bf16 ran at 0.2 GFLOP/s on an AVX2 EPYC), not below CPU_BF16_MIN_MACS per sample
+(LeNet-5 stepped 0.92-1.27x under bf16, ResNet-50 1.2-1.6x: benchmarks/results/distill-amp.md)
+and not with OMP_WAIT_POLICY=PASSIVE and >1 thread (7-10x slower); else fp32.
 """
 
 from __future__ import annotations
@@ -62,34 +58,19 @@ class AmpPolicy:
 
 
 def forward_macs(model: nn.Module) -> int | None:
-    """Multiply-accumulates of Conv2d and Linear layers for one sample (one probe forward on
-    CPU); None when the model carries no spec to build the probe from."""
-    spec = getattr(model, "spec", None)
-    shape = getattr(spec, "input_shape", None)
+    """Multiply-accumulates of one sample's forward (torch's FlopCounterMode on a probe, half
+    its flops); None when the model carries no spec to build the probe from or cannot run it."""
+    shape = getattr(getattr(model, "spec", None), "input_shape", None)
     if shape is None:
         return None
-    total = 0
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def count(m: nn.Module, _i: object, out: object) -> None:
-        nonlocal total
-        if not isinstance(out, torch.Tensor):
-            return
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            total += out.numel() * (m.in_channels // m.groups) * k
-        elif isinstance(m, nn.Linear):
-            total += out.numel() * m.in_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules()]
     try:
-        with torch.no_grad(), eval_mode(model):
+        with FlopCounterMode(display=False) as flops, torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, *shape))
     except Exception:  # a model that can't run a zero probe on CPU: no size-based decision
         return None
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    return int(flops.get_total_flops()) // 2
 
 
 def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None) -> AmpPolicy:
@@ -98,7 +79,7 @@ def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None)
     if mode not in AMP_MODES:
         raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
     if mode == "off":
-        return AmpPolicy(mode, None, False, "mixed precision off")
+        return _fp32(mode, "mixed precision off")
     if device.type == "cuda":
         if mode == "bf16" and not torch.cuda.is_bf16_supported():
             raise UnsupportedError("--amp bf16: this GPU does not support bf16")
@@ -110,28 +91,22 @@ def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None)
     native = cpu_has_native_bf16()
     if mode == "auto":
         if native and _passive_threads():
-            return AmpPolicy(
+            return _fp32(
                 mode,
-                None,
-                False,
                 "fp32: with OMP_WAIT_POLICY=PASSIVE and several threads, bf16 autocast ran "
                 "7-10x slower than fp32 here (its many small parallel casts)",
             )
         if native:
             macs = forward_macs(model) if model is not None else None
             if macs is not None and macs < CPU_BF16_MIN_MACS:
-                return AmpPolicy(
+                return _fp32(
                     mode,
-                    None,
-                    False,
                     f"fp32: the model is too small ({macs / 1e6:.2f} M MACs/sample) for bf16 "
                     "autocast to pay on CPU (its casts cost what bf16 saves)",
                 )
             return AmpPolicy(mode, torch.bfloat16, False, "CPU has native bf16 (AVX-512 BF16/AMX)")
-        return AmpPolicy(
+        return _fp32(
             mode,
-            None,
-            False,
             "fp32: this CPU has no native bf16 (no AVX-512 BF16/AMX), where bf16 "
             "autocast is emulated and much slower",
         )
@@ -146,12 +121,12 @@ def resolve_amp(mode: str, device: torch.device, model: nn.Module | None = None)
             "7-10x SLOWER than fp32 in this setting; use one thread or --amp auto",
             torch.get_num_threads(),
         )
-    return AmpPolicy(
-        mode,
-        torch.bfloat16,
-        False,
-        "bf16 autocast on CPU" + ("" if native else " (emulated: slow)"),
-    )
+    why = "bf16 autocast on CPU" + ("" if native else " (emulated: slow)")
+    return AmpPolicy(mode, torch.bfloat16, False, why)
+
+
+def _fp32(mode: str, reason: str) -> AmpPolicy:
+    return AmpPolicy(mode, None, False, reason)
 
 
 def _passive_threads() -> bool:
