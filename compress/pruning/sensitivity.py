@@ -52,10 +52,9 @@ class SensitivityConfig:
         if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
             raise UsageError(f"--ratios must be in (0, 1), got {self.ratios}")
         self.ratios = sorted(set(self.ratios))
-        # validated and normalised (1 = off -> None) by PruneConfig, the one owner
-        self.round_to = PruneConfig(
-            ratio=0.0, criterion=self.criterion, round_to=self.round_to
-        ).round_to
+        # validated by PruneConfig, the one owner (which also normalises round_to 1 = off -> None)
+        keys = ("criterion", "round_to", "latency_batch", "latency_threads")
+        self.round_to = PruneConfig(ratio=0.0, **{k: getattr(self, k) for k in keys}).round_to
 
 
 @dataclass
