@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from compress.models.errors import UsageError
-from compress.pruning.config import PruneConfig, parse_amount
+from compress.pruning.config import PruneConfig
 from compress.pruning.outcome import Achieved, Counts, LayerRemoved, LayersAchieved, TotalAchieved
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,8 @@ def layer_report(
 
 def total_report(cfg: PruneConfig, kind: str, before: Counts, after: Counts) -> TotalAchieved:
     """MACs / parameter targets: the fraction asked to be removed vs the fraction removed."""
-    value = cfg.target_macs if kind == "macs" else cfg.target_params
-    how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
     start, now = float(before.of(kind)), float(after.of(kind))
-    asked = 1 - 1 / number if how == "factor" else 1 - number / start
+    asked = 1 - cfg.count_goal(start) / start
     got = 1 - now / start
     off = [f"{kind} ({got:.3f} removed vs {asked:.3f})"] if abs(got - asked) > cfg.tolerance else []
     return TotalAchieved(

@@ -26,13 +26,6 @@ DATA_FREE_CRITERION = "l2"
 SCHEDULES = ("onecycle", "cosine", "constant")
 SPARSE_METHODS = ("group-norm", "growing-reg")
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_OPTION = {
-    "ratio": "--ratio",
-    "target_macs": "--target-macs",
-    "target_params": "--target-params",
-    "target_latency_ms": "--target-latency-ms",
-    "layer_ratios": "--from-sensitivity (layer ratios)",
-}
 TARGETS = ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_ratios")
 # With no target, halve the compute: a reduction every CNN in the zoo reaches, what the shipped
 # recipes ask for, and a size where fine-tuning usually recovers most of the accuracy.
@@ -49,7 +42,11 @@ class TargetUnreachableError(UsageError):
     """A MACs, parameter or latency target that pruning within the limits cannot meet."""
 
 
-# ----------------------------------------------------------------------------- config
+def _flag(field: str) -> str:
+    """The CLI option of a PruneConfig field (layer ratios come from --from-sensitivity)."""
+    if field == "layer_ratios":
+        return "--from-sensitivity (layer ratios)"
+    return "--" + field.replace("_", "-")
 
 
 def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
@@ -75,14 +72,10 @@ def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
 class PruneConfig:
     """What to prune and how far; each field's help (`compress prune --help`) says what it does.
 
-    At most one target: `ratio`, `target_macs`, `target_params`, `target_latency_ms`,
-    `layer_ratios` or `from_sensitivity`; none: `target_macs="2x"` (:data:`DEFAULT_TARGET`),
-    said in one log line. Fields left None (epochs, kd, criterion, schedule, smoothing,
-    augmentation) are decided by the one fine-tuning policy,
-    :func:`compress.pruning.policy.plan_finetune`. `max_layer_ratio` is checked before each
-    step, so global pruning in one step may overshoot it (use steps > 1). `sparse_epochs` count
-    in the budget: they are taken from `final_finetune_epochs`, which must keep at least one
-    epoch for after the cut.
+    At most one target (none: :data:`DEFAULT_TARGET`, said in one log line). Fields left None
+    are decided by :func:`compress.pruning.policy.plan_finetune`. `max_layer_ratio` is checked
+    before each step (global pruning in one step may overshoot it). `sparse_epochs` are taken
+    from `final_finetune_epochs`, which must keep one epoch for after the cut.
     """
 
     ratio: float | None = option(
@@ -220,10 +213,6 @@ class PruneConfig:
         self._resolve_target()
         self._check_values()
         self._check_methods()
-        if self.latency_batch < 1 or self.latency_threads < 1:
-            raise UsageError("--latency-batch and latency threads must be >= 1")
-        if self.importance_batches < 1:
-            raise UsageError("importance_batches must be >= 1")
 
     def _resolve_target(self) -> None:
         """Layer ratios from a sensitivity report; exactly one target (the default when none)."""
@@ -243,11 +232,11 @@ class PruneConfig:
                 "no pruning target given: using %s %s (half the MACs per image); choose one "
                 "with --ratio, --target-macs, --target-params, --target-latency-ms or "
                 "--from-sensitivity",
-                _OPTION[name],
+                _flag(name),
                 value,
             )
         if len(given) != 1:
-            what = " and ".join(_OPTION[n] for n in given)
+            what = " and ".join(_flag(n) for n in given)
             raise UsageError(
                 f"give exactly one pruning target, got {what}",
                 hint="--ratio R, --target-macs X, --target-params X, --target-latency-ms MS "
@@ -255,12 +244,13 @@ class PruneConfig:
             )
 
     def _check_values(self) -> None:
-        if self.ratio is not None and not 0 <= self.ratio < 1:
-            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
-        if self.target_macs is not None:
-            parse_amount(self.target_macs, "--target-macs")
-        if self.target_params is not None:
-            parse_amount(self.target_params, "--target-params")
+        for name in ("ratio", "ratio_tolerance", "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise UsageError(f"{_flag(name)} must be in [0, 1), got {value}")
+        for name in ("target_macs", "target_params"):
+            if getattr(self, name) is not None:
+                parse_amount(getattr(self, name), _flag(name))
         if self.target_latency_ms is not None and not self.target_latency_ms > 0:
             raise UsageError(f"--target-latency-ms must be > 0, got {self.target_latency_ms}")
         for name, r in (self.layer_ratios or {}).items():
@@ -270,10 +260,10 @@ class PruneConfig:
             raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}")
         if self.steps < 1:
             raise UsageError(f"--steps must be >= 1, got {self.steps}")
-        for name in ("finetune_epochs", "final_finetune_epochs"):
+        for name in ("finetune_epochs", "final_finetune_epochs", "sparse_epochs"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                flag = "--" + name.replace("_", "-")
+                flag = _flag(name)
                 raise UsageError(f"{flag} must be >= 0, got {value}", hint=f"{flag} 0 skips it")
         given = (self.finetune_epochs, self.final_finetune_epochs)
         if self.kd and given != (None, None) and not any(given):
@@ -283,8 +273,6 @@ class PruneConfig:
             )
         if self.bn_recalibration < 0:
             raise UsageError(f"--bn-recalibration must be >= 0 images, got {self.bn_recalibration}")
-        if self.ratio_tolerance is not None and not 0 <= self.ratio_tolerance < 1:
-            raise UsageError(f"--ratio-tolerance must be in [0, 1), got {self.ratio_tolerance}")
         if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
             raise UsageError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if not 0 <= self.kd_alpha <= 1:
@@ -299,30 +287,32 @@ class PruneConfig:
             raise UsageError(
                 f"--ratio {self.ratio} exceeds --max-layer-ratio {self.max_layer_ratio}"
             )
+        if self.latency_batch < 1 or self.latency_threads < 1:
+            raise UsageError("--latency-batch and latency threads must be >= 1")
+        if self.importance_batches < 1:
+            raise UsageError("importance_batches must be >= 1")
 
     def _check_methods(self) -> None:
-        if self.finetune_schedule is not None and self.finetune_schedule not in SCHEDULES:
-            raise UsageError(
-                f"--finetune-schedule must be one of {', '.join(SCHEDULES)}, "
-                f"got {self.finetune_schedule!r}"
-            )
-        ls = self.label_smoothing
-        if ls is not None and not (math.isfinite(ls) and 0 <= ls < 1):
-            raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.sparse_method not in SPARSE_METHODS:
-            raise UsageError(
-                f"--sparse-method must be one of {', '.join(SPARSE_METHODS)}, "
-                f"got {self.sparse_method!r}"
-            )
+        for name, allowed in (("finetune_schedule", SCHEDULES), ("sparse_method", SPARSE_METHODS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise UsageError(
+                    f"{_flag(name)} must be one of {', '.join(allowed)}, got {value!r}"
+                )
         if not (math.isfinite(self.sparse_reg) and self.sparse_reg > 0):
             raise UsageError(
                 f"--sparse-reg must be a positive number, got {self.sparse_reg}",
                 hint="torch-pruning uses 1e-4 to 5e-4",
             )
-        if self.sparse_epochs < 0:
-            raise UsageError(f"--sparse-epochs must be >= 0, got {self.sparse_epochs}")
-        if self.final_finetune_epochs is not None:
-            check_sparse_budget(self.sparse_epochs, self.final_finetune_epochs)
+        final = self.final_finetune_epochs
+        if self.sparse_epochs and final is not None and self.sparse_epochs >= final:
+            raise UsageError(
+                f"--sparse-epochs {self.sparse_epochs} does not fit the budget of "
+                f"--final-finetune-epochs {final}: sparse learning counts in it and at "
+                "least one epoch must fine-tune after the cut",
+                hint=f"give --final-finetune-epochs {self.sparse_epochs + 1} or more, "
+                "or fewer --sparse-epochs",
+            )
         if self.isomorphic and not self.global_pruning:
             raise UsageError("--isomorphic ranks channels globally: add --global")
 
@@ -334,21 +324,14 @@ class PruneConfig:
     @property
     def target_kind(self) -> str:
         """ratio, macs, params, latency or layers."""
-        kinds = {"ratio": "ratio", "macs": "target_macs", "params": "target_params"}
-        kinds["latency"] = "target_latency_ms"
-        return next((k for k, attr in kinds.items() if getattr(self, attr) is not None), "layers")
+        given = [n for n in TARGETS[:4] if getattr(self, n) is not None]
+        return given[0].removeprefix("target_").removesuffix("_ms") if given else "layers"
 
-
-def check_sparse_budget(sparse_epochs: int, final_epochs: int) -> None:
-    """Sparse learning counts in the final fine-tuning budget and must leave it one epoch."""
-    if sparse_epochs and sparse_epochs >= final_epochs:
-        raise UsageError(
-            f"--sparse-epochs {sparse_epochs} does not fit the budget of "
-            f"--final-finetune-epochs {final_epochs}: sparse learning counts in it and at "
-            "least one epoch must fine-tune after the cut",
-            hint=f"give --final-finetune-epochs {sparse_epochs + 1} or more, "
-            "or fewer --sparse-epochs",
-        )
+    def count_goal(self, start: float) -> float:
+        """The MACs or parameters a macs / params target asks for, from the unpruned `start`."""
+        name = f"target_{self.target_kind}"
+        how, number = parse_amount(getattr(self, name), _flag(name))
+        return start / number if how == "factor" else number
 
 
 def load_report(path: str | Path) -> JsonObject:

@@ -1,14 +1,10 @@
 """Structured pruning: physically remove channels, so the model is smaller and faster anywhere.
 
-`prune(model, PruneConfig(ratio=0.5))` prunes `model` in place with torch-pruning's dependency
-graph (coupled layers of residual adds, concatenations and depthwise convolutions shrink
-together). Exactly one target drives it: a channel ratio, MACs, parameters, a latency measured
-in onnxruntime, or per-layer ratios (e.g. from a sensitivity analysis). The classifier head is
-never pruned. Targets other than a ratio are met by *planning*: torch-pruning yields the groups
-it would prune at a candidate ratio without pruning them, their channel counts give the MACs and
-parameters exactly (:class:`compress.pruning.flops.Geometry`), and a search picks the smallest ratio
-that meets the goal; only then is the model pruned, once per step. On any error the model is
-restored to its original shapes and weights. The loop itself is `compress.pruning.session`.
+`prune(model, PruneConfig(ratio=0.5))` prunes in place with torch-pruning's dependency graph
+(coupled layers shrink together; the classifier head never). MACs and parameter targets are met
+by *planning*: the channel counts torch-pruning would leave at a candidate ratio give the counts
+exactly (:class:`~compress.pruning.flops.Geometry`), a search picks the smallest ratio, then the
+model is pruned once per step (`compress.pruning.session`). On error it is restored.
 """
 
 from __future__ import annotations
@@ -127,25 +123,17 @@ def _execute(run: PruneSession) -> None:
     if kind in ("ratio", "layers"):
         run.check_final_ratio()
         achieved.refuse_unmeetable(cfg, run.asked_ratios())
-        run.result.target = {"kind": kind, "ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
+        target = {"ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
     elif kind == "latency":
-        run.result.target = {
-            "kind": "latency",
-            "ms": cfg.target_latency_ms,
-            "batch": cfg.latency_batch,
-            "threads": cfg.latency_threads,
-            "runtime": "onnxruntime CPU",
-        }
+        target = {"ms": cfg.target_latency_ms, "batch": cfg.latency_batch}
+        target |= {"threads": cfg.latency_threads, "runtime": "onnxruntime CPU"}
     else:
-        goal = run.goal(kind, float(start.of(kind)))
-        run.result.target = {
-            "kind": kind,
+        target = {
             "value": str(getattr(cfg, f"target_{kind}")),
-            "goal": goal,
+            "goal": cfg.count_goal(start.of(kind)),
         }
-    sparse = run.sparse_learn()  # before the targets' search: it ranks the regularised weights
-    if sparse is not None:
-        run.result.sparse = sparse
+    run.result.target = {"kind": kind, **target}
+    run.result.sparse = run.sparse_learn()  # before the search: it ranks the regularised weights
     lat_start = lat = run.latency() if kind == "latency" else 0.0
     for step in range(1, cfg.steps + 1):
         if kind in ("ratio", "layers"):

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.export.bench.report import fmt_num, markdown_table
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.options import option
@@ -149,33 +150,32 @@ def _pct(x: float | None) -> str:
 
 def markdown(res: SensitivityResult) -> str:
     ratios = res.config["ratios"]
+    body = []
+    for layer in res.layers:
+        by_ratio = {t.ratio: t for t in layer.trials}
+        cells = [_cell(by_ratio.get(r)) for r in ratios]
+        body.append([layer.name, str(layer.channels), f"{100 * layer.macs_share:.1f}", *cells])
+    head = ["layer", "channels", "MACs share %", *(f"ratio {r:g}" for r in ratios)]
     lines = [
         f"# Pruning sensitivity of {res.model or 'the model'}",
         "",
         f"Baseline: val top-1 {_pct(res.base_top1)} %, {res.base_macs:,} MACs, "
-        f"{res.base_params:,} params, onnxruntime "
-        + ("-" if res.base_latency_ms is None else f"{res.base_latency_ms:.3f} ms")
-        + f" (batch {res.config['latency_batch']}, {res.config['latency_threads']} threads).",
+        f"{res.base_params:,} params, onnxruntime {fmt_num(res.base_latency_ms, '{:.3f} ms')} "
+        f"(batch {res.config['latency_batch']}, {res.config['latency_threads']} threads).",
         "Each layer (with the layers coupled to it) is pruned alone; cells: val top-1 % / "
         "MACs saved % / latency ms.",
         "",
-        "| layer | channels | MACs share % | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |",
-        "|---|---:|---:|" + "---:|" * len(ratios),
+        markdown_table(head, body, right_from=1),
+        "",
+        *(f"- {n}" for n in res.notes),
     ]
-    for layer in res.layers:
-        by_ratio = {t.ratio: t for t in layer.trials}
-        cells = []
-        for r in ratios:
-            t = by_ratio.get(r)
-            lat = "-" if t is None or t.latency_ms is None else f"{t.latency_ms:.3f}"
-            cells.append("-" if t is None else f"{_pct(t.top1)} / {100 * t.macs_saved:.1f} / {lat}")
-        lines.append(
-            f"| {layer.name} | {layer.channels} | {100 * layer.macs_share:.1f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    lines += [""] + [f"- {n}" for n in res.notes]
     return "\n".join(lines) + "\n"
+
+
+def _cell(t: Trial | None) -> str:
+    if t is None:
+        return "-"
+    return f"{_pct(t.top1)} / {100 * t.macs_saved:.1f} / {fmt_num(t.latency_ms, '{:.3f}')}"
 
 
 def plot(res: SensitivityResult, path: Path) -> None:

@@ -23,7 +23,6 @@ from compress.pruning.config import (
     DATA_FREE_CRITERION,
     PruneConfig,
     TargetUnreachableError,
-    parse_amount,
 )
 from compress.pruning.flops import Geometry
 from compress.pruning.graph import (
@@ -86,9 +85,7 @@ class PruneSession:
         self.pruner, notes = build_pruner(model, cfg, x, self.importance, self.progress, base)
         self.groups = list(prunable_groups(self.pruner))
         self.base = base
-        self.notes = notes
-        self.result = PruneResult(target={}, before=self.counts(), after=self.counts())
-        self.result.notes.extend(notes)
+        self.result = PruneResult(target={}, before=self.counts(), after=self.counts(), notes=notes)
 
     def counts(self) -> Counts:
         return Counts(self.geometry.params(self.model), self.geometry.macs(self.model))
@@ -116,12 +113,8 @@ class PruneSession:
 
     def asked_ratios(self) -> list[tuple[str, int, float]]:
         """(layer, channels before, ratio asked) of every group a ratio target prunes."""
-        out = []
-        for name, m, c in self.groups:
-            r = self.layer_ratio(m)
-            if r > 0 and c > 0:
-                out.append((name, c, r))
-        return out
+        ratios = [(name, c, self.layer_ratio(m)) for name, m, c in self.groups]
+        return [(name, c, r) for name, c, r in ratios if r > 0 and c > 0]
 
     def max_progress(self) -> float:
         """Largest f that leaves every prunable layer at least one channel."""
@@ -193,21 +186,10 @@ class PruneSession:
 
     # -- targets --------------------------------------------------------------------------
 
-    def goal(self, kind: str, start: float) -> float:
-        cfg = self.cfg
-        if kind == "latency":
-            return float(cfg.target_latency_ms)  # type: ignore[arg-type]
-        value = cfg.target_macs if kind == "macs" else cfg.target_params
-        how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
-        return start / number if how == "factor" else number
-
     def metric_at(self, kind: str) -> Callable[[float], float]:
+        """The MACs or parameters pruning to progress f would leave (planned, nothing pruned)."""
         count = self.geometry.macs if kind == "macs" else self.geometry.params
-
-        def metric(f: float) -> float:
-            return float(count(self.model, plan(self.pruner, self.progress, f)))
-
-        return metric
+        return lambda f: float(count(self.model, plan(self.pruner, self.progress, f)))
 
     def step_goal(self, start: float, goal: float, step: int) -> float:
         """Geometric interpolation from `start` to `goal` over the steps."""
@@ -271,12 +253,10 @@ class PruneSession:
 
     def recalibrate(self) -> BnRecalibration | None:
         """Adaptive BN after a cut: re-estimate BatchNorm statistics on training images."""
-
-        if not (self.cfg.bn_recalibration and self.data is not None):
+        data = self.data
+        if not (self.cfg.bn_recalibration and data is not None and has_batchnorm(self.model)):
             return None
-        if not has_batchnorm(self.model):
-            return None
-        loader = self.data.loader("train", epoch=0)
+        loader = data.loader("train", epoch=0)
         return recalibrate_batchnorm(self.model, loader, self.cfg.bn_recalibration)
 
     def tune(self, epochs: int) -> Metrics | None:
