@@ -1,4 +1,4 @@
-"""What `prune` is asked to do (PruneConfig, validated on construction) and what it did."""
+"""What `prune` is asked to do: PruneConfig, validated on construction."""
 
 from __future__ import annotations
 
@@ -18,22 +18,19 @@ log = logging.getLogger(__name__)
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "lamp", "fpgm", "random")
 DATA_CRITERIA = ("taylor", "hessian")
-# The default ranking: first-order Taylor (Molchanov et al. CVPR 2019; gradients of 4 training
-# batches) where training data is at hand, weight magnitude without it. Measured on LeNet-5,
-# 3 seeds, 5 epochs: +0.9 / +1.7 pt over L2 at 4x / 8x MACs (benchmarks/results/prune-as-typed.md).
+# Taylor (Molchanov et al. 2019) where training data is at hand, else L2: on LeNet-5 (3 seeds, 5
+# epochs) +0.9 / +1.7 pt over L2 at 4x / 8x MACs (benchmarks/results/prune-as-typed.md).
 DEFAULT_CRITERION = "taylor"
 DATA_FREE_CRITERION = "l2"
 SCHEDULES = ("onecycle", "cosine", "constant")
 SPARSE_METHODS = ("group-norm", "growing-reg")
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 TARGETS = ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_ratios")
-# With no target, halve the compute: a reduction every CNN in the zoo reaches, what the shipped
-# recipes ask for, and a size where fine-tuning usually recovers most of the accuracy.
+# No target: halve the MACs (every zoo CNN reaches it, fine-tuning recovers most accuracy).
 DEFAULT_TARGET = ("target_macs", "2x")
 SENSITIVITY_JSON = "sensitivity.json"
 FINETUNE_LR = 1e-3  # peak LR of fine-tuning after pruning: the weights are trained already
-# Training images whose forward passes re-estimate BatchNorm statistics after a cut: enough for
-# stable means/variances (20 batches of 128), seconds even for ResNet-50 at 28x28.
+# Images re-estimating BatchNorm statistics after a cut: stable, seconds even for ResNet-50.
 BN_RECALIBRATION_IMAGES = 2560
 DEFAULT_RATIO_TOLERANCE = 0.05
 

@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from compress.models.jsontypes import JsonObject
 from compress.models.zoo.spec import eval_mode, spec_of
+from compress.training.batchnorm import BATCHNORMS
 
 # Ops that only move or describe data: never reported as "not counted" (a table of names).
 _DATA_MOVEMENT = frozenset(
@@ -84,9 +85,7 @@ def count_ops(model: nn.Module, example_inputs: torch.Tensor | None = None) -> O
     )
 
 
-# ----------------------------------------------------------------------------- fast estimates
-
-# torch's public layer classes (its `_ConvNd`/`_BatchNorm` bases are private).
+# torch's public layer classes (its `_ConvNd` base is private).
 CONV_TYPES = (
     nn.Conv1d,
     nn.Conv2d,
@@ -95,8 +94,7 @@ CONV_TYPES = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
-BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_NORM = (*BATCHNORM_TYPES, nn.GroupNorm, nn.InstanceNorm2d)
+_NORM = (*BATCHNORMS, nn.GroupNorm, nn.InstanceNorm2d)
 Plan: TypeAlias = Mapping[nn.Module, tuple[int, int]]  # (in, out) channels of planned modules
 
 
@@ -153,7 +151,7 @@ def in_out(m: nn.Module) -> tuple[int, int]:
         return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
-    if isinstance(m, BATCHNORM_TYPES):
+    if isinstance(m, BATCHNORMS):
         return m.num_features, m.num_features
     if isinstance(m, nn.GroupNorm):
         return m.num_channels, m.num_channels

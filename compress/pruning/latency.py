@@ -89,17 +89,12 @@ def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     return _median_ms(lambda: sess.run(None, feed), cfg)
 
 
-def torch_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
-    """Median torch eager latency (ms per batch, no grad, eval mode) with `threads` threads."""
-    x = synthetic_batch(spec_of(model), cfg.batch)
-    with eval_mode(model), torch_threads(cfg.threads), torch.inference_mode():
-        return _median_ms(lambda: model(x), cfg)
-
-
 def measure_latency(model: nn.Module, cfg: LatencyConfig | None = None) -> Latency:
     """Median latency of `model` at `cfg.batch` on onnxruntime CPU and torch eager."""
     cfg = cfg or LatencyConfig()
     ort_ms, runs = ort_latency_ms(model, cfg)
-    torch_ms, n = torch_latency_ms(model, cfg)
+    x = synthetic_batch(spec_of(model), cfg.batch)
+    with eval_mode(model), torch_threads(cfg.threads), torch.inference_mode():  # eager, no grad
+        torch_ms, n = _median_ms(lambda: model(x), cfg)
     log.debug("latency ort=%s torch=%s ms (batch %d)", ort_ms, torch_ms, cfg.batch)
     return Latency(ort_ms, torch_ms, cfg.batch, cfg.threads, max(runs, n))

@@ -78,12 +78,9 @@ def plan_finetune(
     *,
     default_epochs: int = DEFAULT_FINETUNE_EPOCHS,
 ) -> FinetunePlan:
-    """Decide the fine-tuning after pruning (see the module docstring).
-
-    `finetune`: a TrainConfig (used whole: its epochs, LR, schedule, ...), a mapping of training
-    keys over the default recipe (lr, optimizer, device, amp, ...; the CLI's flags and a recipe
-    stage's keys), a callable(model, epochs) that owns its own loop, or None (the default
-    recipe). `default_epochs` applies when no epochs are given anywhere and the data is known."""
+    """Decide the fine-tuning after pruning. `finetune`: a TrainConfig (used whole), training keys
+    over the default recipe (lr, optimizer, device...), a callable(model, epochs) owning its loop,
+    or None. `default_epochs`: when no epochs are given anywhere and the data is known."""
     facts = facts or SourceFacts()
     if callable(finetune) and not isinstance(finetune, TrainConfig):
         unset = cfg.finetune_epochs is None and cfg.final_finetune_epochs is None

@@ -31,11 +31,11 @@ from compress.pruning.config import (
     TargetUnreachableError,
     parse_amount,
 )
-from compress.pruning.flops import BATCHNORM_TYPES
-from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
+from compress.pruning.graph import Progress, build_pruner, make_importance
 from compress.pruning.outcome import Achieved, Counts, PruneResult
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
-from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
+from compress.pruning.session import Evaluator, ForwardBroken, PruneSession, example_input
+from compress.training.batchnorm import has_batchnorm
 from compress.training.fit import Hooks, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,7 @@ def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) 
             "sparse learning and augmentation train with a TrainConfig (a fine-tuning callable "
             "owns its own loop)"
         )
-    if cfg.criterion == "bn-scale" and not any(
-        isinstance(m, BATCHNORM_TYPES) for m in model.modules()
-    ):
+    if cfg.criterion == "bn-scale" and not has_batchnorm(model):
         raise UsageError(
             "--criterion bn-scale ranks channels by BatchNorm scales, and this model has no "
             "BatchNorm layer",
@@ -123,7 +121,7 @@ def _execute(run: PruneSession) -> None:
     if kind in ("ratio", "layers"):
         run.check_final_ratio()
         achieved.refuse_unmeetable(cfg, run.asked_ratios())
-        target = {"ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
+        target: dict[str, Any] = {"ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
     elif kind == "latency":
         target = {"ms": cfg.target_latency_ms, "batch": cfg.latency_batch}
         target |= {"threads": cfg.latency_threads, "runtime": "onnxruntime CPU"}
@@ -250,19 +248,6 @@ def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: st
     )
 
 
-def prunable_layers(
-    model: nn.Module, ignore: list[str] | None = None, example_inputs: torch.Tensor | None = None
-) -> list[tuple[str, int]]:
-    """(name, channels) of the layers that root a prunable group (the head and `ignore` left out).
-
-    A group is what must shrink together: a conv, its BatchNorm, the consumers of its output,
-    and for residual stages every layer feeding the same sum (named after one of them)."""
-    cfg = PruneConfig(ratio=0.0, ignore=list(ignore or []))
-    x = example_inputs if example_inputs is not None else example_input(model)
-    pruner, _ = build_pruner(model, cfg, x, make_importance("l2"), Progress(), 0.0)
-    return [(name, c) for name, _, c in prunable_groups(pruner)]
-
-
 def prune_layer_stepwise(
     model: nn.Module,
     layer: str,
@@ -295,13 +280,9 @@ def prune_layer_stepwise(
 __all__ = [
     "CRITERIA",
     "DATA_CRITERIA",
-    "Evaluator",
-    "Finetune",
     "PruneConfig",
-    "PruneResult",
     "TargetUnreachableError",
     "parse_amount",
-    "prunable_layers",
     "prune",
     "prune_layer_stepwise",
 ]

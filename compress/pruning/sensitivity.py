@@ -1,10 +1,8 @@
-"""Pruning sensitivity: how much each prunable layer (group) costs in accuracy when pruned alone.
+"""Pruning sensitivity: what each prunable layer (group) costs in accuracy when pruned alone.
 
-For every layer torch-pruning may shrink, a copy of the model is pruned at that layer only, at a
-few ratios, and measured: validation top-1, MACs and parameters removed, and onnxruntime latency.
-The table (Markdown + JSON) and a plot show which layers are cheap to prune;
-:func:`compress.pruning.config.ratios_from_sensitivity` turns it into per-layer ratios
-(`PruneConfig(from_sensitivity=...)`, `prune --from-sensitivity`).
+A copy pruned at one layer, at a few ratios, is measured (val top-1, MACs and params saved,
+onnxruntime latency) into JSON, Markdown and a plot; `prune --from-sensitivity` turns it into
+per-layer ratios (:func:`compress.pruning.config.ratios_from_sensitivity`).
 """
 
 from __future__ import annotations
@@ -26,8 +24,9 @@ from compress.models.options import option
 from compress.models.zoo.registry import spec_of
 from compress.pruning.config import SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
+from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
-from compress.pruning.prune import PruneConfig, prunable_layers, prune_layer_stepwise
+from compress.pruning.prune import PruneConfig, prune_layer_stepwise
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +101,11 @@ def analyze(
     lat_cfg = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads, runs=10)
     lat0 = ort_latency_ms(model, lat_cfg)[0] if cfg.latency else None
     top0 = score(model) if score else None
-    res = SensitivityResult(
-        model=model_name,
-        base_top1=top0,
-        base_macs=macs0,
-        base_params=params0,
-        base_latency_ms=lat0,
-        config=asdict(cfg),
-    )
+    res = SensitivityResult(model_name, top0, macs0, params0, lat0, asdict(cfg))
     pcfg = PruneConfig(ratio=0.0, criterion=cfg.criterion, round_to=cfg.round_to, ignore=cfg.ignore)
-    for name, channels in prunable_layers(model, cfg.ignore, x):
+    # every group root: a conv with its BatchNorm and consumers (residual sums: all their inputs)
+    pruner, _ = build_pruner(model, pcfg, x, make_importance("l2"), Progress(), 0.0)
+    for name, _, channels in prunable_groups(pruner):
         entry = LayerSensitivity(name, channels, round(own.get(name, 0) / max(1, macs0), 5))
         usable = [r for r in cfg.ratios if int(channels * (1 - r)) >= 1]
         if len(usable) < len(cfg.ratios):
@@ -132,9 +126,6 @@ def analyze(
         log.info("sensitivity %s: %s", name, [(t.ratio, t.top1) for t in entry.trials])
         res.layers.append(entry)
     return res
-
-
-# ----------------------------------------------------------------------------- outputs
 
 
 def write_report(res: SensitivityResult, directory: Path) -> None:

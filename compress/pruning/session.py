@@ -90,8 +90,6 @@ class PruneSession:
     def counts(self) -> Counts:
         return Counts(self.geometry.params(self.model), self.geometry.macs(self.model))
 
-    # -- checks ---------------------------------------------------------------------------
-
     def keep_at_least(self, m: nn.Module, channels: int) -> int:
         init = int(self.pruner.layer_init_out_ch.get(m, channels))
         return max(1, math.ceil(init * (1 - self.cfg.max_layer_ratio) - 1e-9))
@@ -122,12 +120,8 @@ class PruneSession:
             total = sum(c for _, _, c in self.groups)
             kept = sum(self.keep_at_least(m, c) for _, m, c in self.groups)
             return max(0.0, (1 - kept / max(1, total)) / max(self.base, 1e-9) - 1e-6)
-        f = 1.0
-        for _, m, c in self.groups:
-            r = self.layer_ratio(m)
-            if c > 0 and r > 0 and c * (1 - r) < 1:
-                f = min(f, (1 - 1 / c) / r)
-        return max(0.0, f - 1e-6)
+        limits = [(1 - 1 / c) / r for _, c, r in self.asked_ratios() if c * (1 - r) < 1]
+        return max(0.0, min([1.0, *limits]) - 1e-6)
 
     def check_final_ratio(self) -> None:
         """Ratio/layer targets: refuse one that would remove every channel of a layer."""
@@ -140,9 +134,8 @@ class PruneSession:
                     hint="use a smaller --ratio or a larger --max-layer-ratio",
                 )
             return
-        for name, m, c in self.groups:
-            r = self.layer_ratio(m)
-            if c > 0 and int(c * (1 - r)) < 1:
+        for name, c, r in self.asked_ratios():
+            if int(c * (1 - r)) < 1:
                 raise UsageError(
                     f"a ratio of {r:g} would remove every channel of {name!r} ({c} channels)",
                     hint=f"use a smaller ratio, --max-layer-ratio {1 - 1 / c:.2f}, "
@@ -159,8 +152,6 @@ class PruneSession:
         want = self.model.spec.num_classes  # type: ignore[union-attr]
         if y.shape[-1] != want:
             raise ForwardBroken(f"output has {y.shape[-1]} logits instead of {want}")
-
-    # -- one real pruning step ------------------------------------------------------------
 
     def prepare_importance(self) -> None:
         """Fresh importance for the current weights; data-driven criteria need gradients."""
@@ -183,8 +174,6 @@ class PruneSession:
         self.importance.clear()
         self.model.zero_grad(set_to_none=True)
         self.check_forward()
-
-    # -- targets --------------------------------------------------------------------------
 
     def metric_at(self, kind: str) -> Callable[[float], float]:
         """The MACs or parameters pruning to progress f would leave (planned, nothing pruned)."""
@@ -249,8 +238,6 @@ class PruneSession:
         log.info("pruned to %.3f: onnxruntime %.2f ms", self.progress.f, ms)
         return ms
 
-    # -- fine-tuning ----------------------------------------------------------------------
-
     def recalibrate(self) -> BnRecalibration | None:
         """Adaptive BN after a cut: re-estimate BatchNorm statistics on training images."""
         data = self.data
@@ -267,10 +254,14 @@ class PruneSession:
             assert self.data is not None
             with _augmented(self.data, bool(self.cfg.augment)):
                 tc = self.train_config(epochs)
-                if self.teacher is not None:
-                    self._distill(tc)
-                else:
+                if self.teacher is None:
                     fit(self.model, self.data, tc, hooks=self.hooks)
+                else:  # knowledge distillation from the unpruned model (Hinton KD)
+                    from compress.distillation.distill import DistillConfig, distill
+
+                    t, alpha = self.cfg.kd_temperature, self.cfg.kd_alpha
+                    kd = DistillConfig(epochs=tc.epochs, temperature=t, alpha=alpha)
+                    distill(self.model, self.teacher, self.data, kd, tc, hooks=self.hooks)
         elif self.finetune is not None:
             self.finetune(self.model, epochs)
         self.model.to("cpu").eval()
@@ -301,16 +292,6 @@ class PruneSession:
             )
         self.result.finetune_seconds += time.perf_counter() - t0
         return replace(out, metrics=self.evaluator(self.model)) if self.evaluator else out
-
-    def _distill(self, tc: TrainConfig) -> None:
-        """Fine-tune by knowledge distillation from the unpruned model (Hinton KD)."""
-        from compress.distillation.distill import DistillConfig, distill
-
-        assert self.data is not None and self.teacher is not None
-        kd = DistillConfig(
-            epochs=tc.epochs, temperature=self.cfg.kd_temperature, alpha=self.cfg.kd_alpha
-        )
-        distill(self.model, self.teacher, self.data, kd, tc, hooks=self.hooks)
 
 
 @contextmanager
