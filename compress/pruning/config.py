@@ -77,9 +77,8 @@ class PruneConfig:
 
     ratio: float | None = option(
         None,
-        "Fraction of channels removed from every prunable layer, 0 <= R < 1. "
-        "Parameters shrink by about 1-(1-R)^2 (each weight loses input and output"
-        " channels): 0.5 keeps ~25 % of them.",
+        "Fraction of channels removed from every prunable layer, 0 <= R < 1. Parameters shrink by "
+        "about 1-(1-R)^2 (each weight loses input and output channels): 0.5 keeps ~25 % of them.",
     )
     target_macs: float | str | None = option(
         None, "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."
@@ -89,18 +88,16 @@ class PruneConfig:
     )
     target_latency_ms: float | None = option(
         None,
-        "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) "
-        "to reach; pruned in rounds, measuring after each, until met (an error "
-        "says so if it can't be).",
+        "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) to reach; pruned "
+        "in rounds, measuring after each, until met (an error says so if it can't be).",
     )
     layer_ratios: dict[str, float] | None = option(
         None, "{layer name: ratio} for the listed layers only.", cli=False
     )
     from_sensitivity: str | None = option(
         None,
-        "sensitivity.json (or its directory) from `compress sensitivity`: each "
-        "layer gets the largest ratio whose val top-1 drop alone was <= "
-        "--max-drop.",
+        "sensitivity.json (or its directory) from `compress sensitivity`: each layer gets the "
+        "largest ratio whose val top-1 drop alone was <= --max-drop.",
     )
     sensitivity_max_drop: float = option(
         1.0, "With --from-sensitivity: allowed drop per layer, in points.", flag="--max-drop"
@@ -120,10 +117,9 @@ class PruneConfig:
     steps: int = option(1, "Prune in N increments.")
     finetune_epochs: int | None = option(
         None,
-        "Fine-tuning epochs after each step (0: none). Default: 5 epochs after "
-        "the last step where the model's training data is known (its card names "
-        "it, or --dataset is given), none for untrained weights; the choice is "
-        "said in one line.",
+        "Fine-tuning epochs after each step (0: none). Default: 5 epochs after the last step where "
+        "the model's training data is known (its card names it, or --dataset is given), none for "
+        "untrained weights; the choice is said in one line.",
         show_default=False,
     )
     final_finetune_epochs: int | None = option(
@@ -148,16 +144,14 @@ class PruneConfig:
     )
     round_to: int | None = option(
         8,
-        "Align kept channel counts to multiples of this (1 = off) by keeping "
-        "more, never fewer; a layer is aligned only where that stays within the "
-        "ratio tolerance.",
+        "Align kept channel counts to multiples of this (1 = off) by keeping more, never fewer; a "
+        "layer is aligned only where that stays within the ratio tolerance.",
     )
     ratio_tolerance: float | None = option(
         None,
-        "How far each layer's removed fraction (and a MACs/params target's) may "
-        "fall from what was asked. Default 0.05, beyond it a warning names the "
-        "layers; given, it is a limit: a request the channel counts can't meet is"
-        " refused.",
+        "How far each layer's removed fraction (and a MACs/params target's) may fall from what was "
+        "asked. Default 0.05, beyond it a warning names the layers; given, it is a limit: a "
+        "request the channel counts can't meet is refused.",
         show_default=False,
     )
     ignore: list[str] = option(
@@ -173,9 +167,8 @@ class PruneConfig:
     )
     finetune_schedule: str | None = option(
         None,
-        "Fine-tuning learning-rate schedule of its own: onecycle, cosine or "
-        "constant (default: one-cycle when the parent's recipe is rewound, else "
-        "cosine).",
+        "Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant (default: "
+        "one-cycle when the parent's recipe is rewound, else cosine).",
     )
     label_smoothing: float | None = option(
         None,
@@ -191,9 +184,8 @@ class PruneConfig:
     )
     sparse_epochs: int = option(
         0,
-        "Epochs of sparse learning before the cut, taken from "
-        "--final-finetune-epochs (torch-pruning group regulariser, weight decay "
-        "off).",
+        "Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
+        "(torch-pruning group regulariser, weight decay off).",
     )
     sparse_method: str = option(
         "group-norm", "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner)."

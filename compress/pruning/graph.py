@@ -65,9 +65,6 @@ class CachedImportance:
             self.cache[key] = imp
         return self.cache[key]
 
-    def clear(self) -> None:
-        self.cache.clear()
-
 
 @lru_cache(maxsize=1)
 def pruner_class() -> type:

@@ -1,14 +1,11 @@
 """How pruning fine-tunes: :func:`plan_finetune` is the one owner of that decision.
 
-Every entry point (CLI, recipe stage, `compress.prune`, the library verb) hands it a PruneConfig
-whose fine-tuning fields may be unset plus a whole TrainConfig or a few training keys (`lr`...),
-and gets every choice made (epochs, KD, augmentation, schedule), the TrainConfig that trains and
-one line saying why. A TrainConfig given whole is honoured; a PruneConfig field contradicting it
-is refused. Defaults measured against torch-pruning's plain recipe (benchmarks/results/
-prune-vs-plain.md): :data:`DEFAULT_FINETUNE_EPOCHS` epochs, KD, BatchNorm re-estimation and LR
-rewinding (Renda et al., ICLR 2020): the parent's recorded optimizer, peak LR, weight decay,
-smoothing, augmentation, memory format on a fresh one-cycle (LeNet-5 at 4x MACs, the LR alone:
-1e-3 86.7 %, 5e-3 88.7 % test top-1); unrecorded: AdamW from :data:`FINETUNE_LR`, cosine.
+Every entry point hands it a PruneConfig (fine-tuning fields may be unset) plus a TrainConfig
+(honoured whole; a contradicting PruneConfig field is refused) or a few training keys, and gets
+every choice made, the TrainConfig that trains and one line saying why. Defaults measured in
+benchmarks/results/prune-vs-plain.md: :data:`DEFAULT_FINETUNE_EPOCHS` epochs, KD, BN re-estimation,
+LR rewinding (Renda et al. 2020: the parent's recorded recipe on a fresh one-cycle; LeNet-5 at 4x
+MACs, the LR alone: 1e-3 86.7 %, 5e-3 88.7 %); unrecorded: AdamW from :data:`FINETUNE_LR`, cosine.
 """
 
 from __future__ import annotations

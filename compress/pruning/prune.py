@@ -81,12 +81,10 @@ def prune(
     hooks: Hooks | None = None,
     facts: SourceFacts | None = None,
 ) -> PruneResult:
-    """Prune `model` in place to `cfg`'s target; fine-tune as :func:`plan_finetune` decides from
-    `cfg` and `finetune` (a TrainConfig used whole, training keys over the default recipe, or a
-    callable(model, epochs)) on `data`. This verb adds no default epochs: with none given
-    anywhere it does not fine-tune (`compress.prune` and the CLI do, where the data is known).
-    `evaluator(model)` adds metrics to each step record. On error the model is restored and a
-    CompressError says why."""
+    """Prune `model` in place to `cfg`'s target; fine-tune on `data` as :func:`plan_finetune`
+    decides from `cfg` and `finetune` (no default epochs here: `compress.prune` and the CLI add
+    them where the data is known). `evaluator(model)` adds metrics to each step record. On error
+    the model is restored and a CompressError says why."""
     _check_inputs(model, cfg, data, finetune)
     facts = facts or SourceFacts(data_known=data is not None)
     plan = plan_finetune(cfg, finetune, facts, default_epochs=0)
@@ -218,13 +216,10 @@ def _note_unpruned(run: PruneSession) -> None:
 def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: str) -> CompressError:
     """The pruned model stopped running: find the first group whose pruning breaks it."""
     trial = copy.deepcopy(model)
-    progress = Progress()
-    progress.f = 1.0
-    imp = make_importance("l2")
     probe = replace(cfg, **{**_NO_TARGET, "ratio": 0.5, "max_layer_ratio": 1.0})
     culprit = None
     try:
-        pruner, _ = build_pruner(trial, probe, x, imp, progress, 0.5)
+        pruner, _ = build_pruner(trial, probe, x, make_importance("l2"), Progress(1.0), 0.5)
         names = {m: n for n, m in trial.named_modules()}
         for group in pruner.step(interactive=True):
             name = names.get(group[0].dep.target.module, "?")

@@ -155,7 +155,7 @@ class PruneSession:
 
     def prepare_importance(self) -> None:
         """Fresh importance for the current weights; data-driven criteria need gradients."""
-        self.importance.clear()
+        self.importance.cache.clear()
         if self.cfg.criterion in DATA_CRITERIA:
             assert self.data is not None
             accumulate_gradients(
@@ -171,7 +171,7 @@ class PruneSession:
             raise
         except Exception as e:
             raise ForwardBroken(f"{type(e).__name__}: {e}") from e
-        self.importance.clear()
+        self.importance.cache.clear()
         self.model.zero_grad(set_to_none=True)
         self.check_forward()
 
