@@ -1,11 +1,8 @@
-"""What was asked against what was removed: per layer for ratio targets, in total for MACs and
-parameter targets, within `PruneConfig.tolerance`.
+"""Asked against removed (per layer for ratio targets, in total for MACs / parameters).
 
-Channel counts are integers and `round_to` aligns them, so a layer cannot always lose exactly
-the fraction asked. The pruner never removes more than asked for alignment (it keeps more, and
-only where that stays within the tolerance: :func:`aligned_keep`); what is left over is said
-here. An explicit `ratio_tolerance` is a limit: a request the channel counts cannot meet is
-refused before anything is pruned (:func:`refuse_unmeetable`), a result beyond it afterwards.
+Whole channel counts and `round_to` alignment (which keeps more, never fewer: :func:`aligned_keep`)
+leave a gap, said here when beyond `PruneConfig.tolerance`. An explicit `ratio_tolerance` is a
+limit: refused before pruning (:func:`refuse_unmeetable`) or, if the result misses it, after.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from compress.models.errors import UsageError
-from compress.pruning.config import PruneConfig, parse_amount
+from compress.pruning.config import PruneConfig
 from compress.pruning.outcome import Achieved, Counts, LayerRemoved, LayersAchieved, TotalAchieved
 
 log = logging.getLogger(__name__)
@@ -30,18 +27,13 @@ def aligned_keep(keep: int, channels: int, round_to: int, tolerance: float) -> i
     return up
 
 
-def exact_removed(channels: int, ratio: float) -> int:
-    """Channels torch-pruning removes from a layer of `channels` at `ratio` before alignment."""
-    return channels - int(channels * (1 - ratio))
-
-
 def refuse_unmeetable(cfg: PruneConfig, layers: list[tuple[str, int, float]]) -> None:
     """With an explicit tolerance, refuse a per-layer ratio no whole channel count meets.
     `layers`: (name, channels, ratio asked)."""
     if cfg.ratio_tolerance is None or cfg.global_pruning:
         return
     for name, channels, ratio in layers:
-        best = exact_removed(channels, ratio) / channels
+        best = (channels - int(channels * (1 - ratio))) / channels  # torch-pruning, unaligned
         if abs(best - ratio) > cfg.ratio_tolerance + 1e-9:
             raise UsageError(
                 f"--ratio-tolerance {cfg.ratio_tolerance:g} cannot be met on {name!r}: with "
@@ -65,20 +57,14 @@ def layer_report(
 
 def total_report(cfg: PruneConfig, kind: str, before: Counts, after: Counts) -> TotalAchieved:
     """MACs / parameter targets: the fraction asked to be removed vs the fraction removed."""
-    value = cfg.target_macs if kind == "macs" else cfg.target_params
-    how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
     start, now = float(before.of(kind)), float(after.of(kind))
-    asked = 1 - 1 / number if how == "factor" else 1 - number / start
+    asked = 1 - cfg.count_goal(start) / start
     got = 1 - now / start
     off = [f"{kind} ({got:.3f} removed vs {asked:.3f})"] if abs(got - asked) > cfg.tolerance else []
+    asked_factor = round(1 / (1 - asked), 3) if asked < 1 else None
+    factor = round(start / now, 3) if now else None
     return TotalAchieved(
-        kind=kind,
-        tolerance=cfg.tolerance,
-        asked=round(asked, 4),
-        removed=round(got, 4),
-        asked_factor=round(1 / (1 - asked), 3) if asked < 1 else None,
-        factor=round(start / now, 3) if now else None,
-        beyond=off,
+        kind, cfg.tolerance, round(asked, 4), round(got, 4), asked_factor, factor, off
     )
 
 

@@ -1,4 +1,4 @@
-"""What `prune` is asked to do (PruneConfig, validated on construction) and what it did."""
+"""What `prune` is asked to do: PruneConfig, validated on construction."""
 
 from __future__ import annotations
 
@@ -18,29 +18,19 @@ log = logging.getLogger(__name__)
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "lamp", "fpgm", "random")
 DATA_CRITERIA = ("taylor", "hessian")
-# The default ranking: first-order Taylor (Molchanov et al. CVPR 2019; gradients of 4 training
-# batches) where training data is at hand, weight magnitude without it. Measured on LeNet-5,
-# 3 seeds, 5 epochs: +0.9 / +1.7 pt over L2 at 4x / 8x MACs (benchmarks/results/prune-as-typed.md).
+# Taylor (Molchanov et al. 2019) where training data is at hand, else L2: on LeNet-5 (3 seeds, 5
+# epochs) +0.9 / +1.7 pt over L2 at 4x / 8x MACs (benchmarks/results/prune-as-typed.md).
 DEFAULT_CRITERION = "taylor"
 DATA_FREE_CRITERION = "l2"
 SCHEDULES = ("onecycle", "cosine", "constant")
 SPARSE_METHODS = ("group-norm", "growing-reg")
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_OPTION = {
-    "ratio": "--ratio",
-    "target_macs": "--target-macs",
-    "target_params": "--target-params",
-    "target_latency_ms": "--target-latency-ms",
-    "layer_ratios": "--from-sensitivity (layer ratios)",
-}
 TARGETS = ("ratio", "target_macs", "target_params", "target_latency_ms", "layer_ratios")
-# With no target, halve the compute: a reduction every CNN in the zoo reaches, what the shipped
-# recipes ask for, and a size where fine-tuning usually recovers most of the accuracy.
+# No target: halve the MACs (every zoo CNN reaches it, fine-tuning recovers most accuracy).
 DEFAULT_TARGET = ("target_macs", "2x")
 SENSITIVITY_JSON = "sensitivity.json"
 FINETUNE_LR = 1e-3  # peak LR of fine-tuning after pruning: the weights are trained already
-# Training images whose forward passes re-estimate BatchNorm statistics after a cut: enough for
-# stable means/variances (20 batches of 128), seconds even for ResNet-50 at 28x28.
+# Images re-estimating BatchNorm statistics after a cut: stable, seconds even for ResNet-50.
 BN_RECALIBRATION_IMAGES = 2560
 DEFAULT_RATIO_TOLERANCE = 0.05
 
@@ -49,7 +39,11 @@ class TargetUnreachableError(UsageError):
     """A MACs, parameter or latency target that pruning within the limits cannot meet."""
 
 
-# ----------------------------------------------------------------------------- config
+def _flag(field: str) -> str:
+    """The CLI option of a PruneConfig field (layer ratios come from --from-sensitivity)."""
+    if field == "layer_ratios":
+        return "--from-sensitivity (layer ratios)"
+    return "--" + field.replace("_", "-")
 
 
 def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
@@ -75,21 +69,16 @@ def parse_amount(value: float | int | str, option: str) -> tuple[str, float]:
 class PruneConfig:
     """What to prune and how far; each field's help (`compress prune --help`) says what it does.
 
-    At most one target: `ratio`, `target_macs`, `target_params`, `target_latency_ms`,
-    `layer_ratios` or `from_sensitivity`; none: `target_macs="2x"` (:data:`DEFAULT_TARGET`),
-    said in one log line. Fields left None (epochs, kd, criterion, schedule, smoothing,
-    augmentation) are decided by the one fine-tuning policy,
-    :func:`compress.pruning.policy.plan_finetune`. `max_layer_ratio` is checked before each
-    step, so global pruning in one step may overshoot it (use steps > 1). `sparse_epochs` count
-    in the budget: they are taken from `final_finetune_epochs`, which must keep at least one
-    epoch for after the cut.
+    At most one target (none: :data:`DEFAULT_TARGET`, said in one log line). Fields left None
+    are decided by :func:`compress.pruning.policy.plan_finetune`. `max_layer_ratio` is checked
+    before each step (global pruning in one step may overshoot it). `sparse_epochs` are taken
+    from `final_finetune_epochs`, which must keep one epoch for after the cut.
     """
 
     ratio: float | None = option(
         None,
-        "Fraction of channels removed from every prunable layer, 0 <= R < 1. "
-        "Parameters shrink by about 1-(1-R)^2 (each weight loses input and output"
-        " channels): 0.5 keeps ~25 % of them.",
+        "Fraction of channels removed from every prunable layer, 0 <= R < 1. Parameters shrink by "
+        "about 1-(1-R)^2 (each weight loses input and output channels): 0.5 keeps ~25 % of them.",
     )
     target_macs: float | str | None = option(
         None, "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."
@@ -99,18 +88,16 @@ class PruneConfig:
     )
     target_latency_ms: float | None = option(
         None,
-        "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) "
-        "to reach; pruned in rounds, measuring after each, until met (an error "
-        "says so if it can't be).",
+        "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) to reach; pruned "
+        "in rounds, measuring after each, until met (an error says so if it can't be).",
     )
     layer_ratios: dict[str, float] | None = option(
         None, "{layer name: ratio} for the listed layers only.", cli=False
     )
     from_sensitivity: str | None = option(
         None,
-        "sensitivity.json (or its directory) from `compress sensitivity`: each "
-        "layer gets the largest ratio whose val top-1 drop alone was <= "
-        "--max-drop.",
+        "sensitivity.json (or its directory) from `compress sensitivity`: each layer gets the "
+        "largest ratio whose val top-1 drop alone was <= --max-drop.",
     )
     sensitivity_max_drop: float = option(
         1.0, "With --from-sensitivity: allowed drop per layer, in points.", flag="--max-drop"
@@ -130,10 +117,9 @@ class PruneConfig:
     steps: int = option(1, "Prune in N increments.")
     finetune_epochs: int | None = option(
         None,
-        "Fine-tuning epochs after each step (0: none). Default: 5 epochs after "
-        "the last step where the model's training data is known (its card names "
-        "it, or --dataset is given), none for untrained weights; the choice is "
-        "said in one line.",
+        "Fine-tuning epochs after each step (0: none). Default: 5 epochs after the last step where "
+        "the model's training data is known (its card names it, or --dataset is given), none for "
+        "untrained weights; the choice is said in one line.",
         show_default=False,
     )
     final_finetune_epochs: int | None = option(
@@ -158,16 +144,14 @@ class PruneConfig:
     )
     round_to: int | None = option(
         8,
-        "Align kept channel counts to multiples of this (1 = off) by keeping "
-        "more, never fewer; a layer is aligned only where that stays within the "
-        "ratio tolerance.",
+        "Align kept channel counts to multiples of this (1 = off) by keeping more, never fewer; a "
+        "layer is aligned only where that stays within the ratio tolerance.",
     )
     ratio_tolerance: float | None = option(
         None,
-        "How far each layer's removed fraction (and a MACs/params target's) may "
-        "fall from what was asked. Default 0.05, beyond it a warning names the "
-        "layers; given, it is a limit: a request the channel counts can't meet is"
-        " refused.",
+        "How far each layer's removed fraction (and a MACs/params target's) may fall from what was "
+        "asked. Default 0.05, beyond it a warning names the layers; given, it is a limit: a "
+        "request the channel counts can't meet is refused.",
         show_default=False,
     )
     ignore: list[str] = option(
@@ -183,9 +167,8 @@ class PruneConfig:
     )
     finetune_schedule: str | None = option(
         None,
-        "Fine-tuning learning-rate schedule of its own: onecycle, cosine or "
-        "constant (default: one-cycle when the parent's recipe is rewound, else "
-        "cosine).",
+        "Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant (default: "
+        "one-cycle when the parent's recipe is rewound, else cosine).",
     )
     label_smoothing: float | None = option(
         None,
@@ -201,9 +184,8 @@ class PruneConfig:
     )
     sparse_epochs: int = option(
         0,
-        "Epochs of sparse learning before the cut, taken from "
-        "--final-finetune-epochs (torch-pruning group regulariser, weight decay "
-        "off).",
+        "Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
+        "(torch-pruning group regulariser, weight decay off).",
     )
     sparse_method: str = option(
         "group-norm", "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner)."
@@ -220,10 +202,6 @@ class PruneConfig:
         self._resolve_target()
         self._check_values()
         self._check_methods()
-        if self.latency_batch < 1 or self.latency_threads < 1:
-            raise UsageError("--latency-batch and latency threads must be >= 1")
-        if self.importance_batches < 1:
-            raise UsageError("importance_batches must be >= 1")
 
     def _resolve_target(self) -> None:
         """Layer ratios from a sensitivity report; exactly one target (the default when none)."""
@@ -243,11 +221,11 @@ class PruneConfig:
                 "no pruning target given: using %s %s (half the MACs per image); choose one "
                 "with --ratio, --target-macs, --target-params, --target-latency-ms or "
                 "--from-sensitivity",
-                _OPTION[name],
+                _flag(name),
                 value,
             )
         if len(given) != 1:
-            what = " and ".join(_OPTION[n] for n in given)
+            what = " and ".join(_flag(n) for n in given)
             raise UsageError(
                 f"give exactly one pruning target, got {what}",
                 hint="--ratio R, --target-macs X, --target-params X, --target-latency-ms MS "
@@ -255,12 +233,13 @@ class PruneConfig:
             )
 
     def _check_values(self) -> None:
-        if self.ratio is not None and not 0 <= self.ratio < 1:
-            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
-        if self.target_macs is not None:
-            parse_amount(self.target_macs, "--target-macs")
-        if self.target_params is not None:
-            parse_amount(self.target_params, "--target-params")
+        for name in ("ratio", "ratio_tolerance", "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise UsageError(f"{_flag(name)} must be in [0, 1), got {value}")
+        for name in ("target_macs", "target_params"):
+            if getattr(self, name) is not None:
+                parse_amount(getattr(self, name), _flag(name))
         if self.target_latency_ms is not None and not self.target_latency_ms > 0:
             raise UsageError(f"--target-latency-ms must be > 0, got {self.target_latency_ms}")
         for name, r in (self.layer_ratios or {}).items():
@@ -270,10 +249,10 @@ class PruneConfig:
             raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}")
         if self.steps < 1:
             raise UsageError(f"--steps must be >= 1, got {self.steps}")
-        for name in ("finetune_epochs", "final_finetune_epochs"):
+        for name in ("finetune_epochs", "final_finetune_epochs", "sparse_epochs"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                flag = "--" + name.replace("_", "-")
+                flag = _flag(name)
                 raise UsageError(f"{flag} must be >= 0, got {value}", hint=f"{flag} 0 skips it")
         given = (self.finetune_epochs, self.final_finetune_epochs)
         if self.kd and given != (None, None) and not any(given):
@@ -283,8 +262,6 @@ class PruneConfig:
             )
         if self.bn_recalibration < 0:
             raise UsageError(f"--bn-recalibration must be >= 0 images, got {self.bn_recalibration}")
-        if self.ratio_tolerance is not None and not 0 <= self.ratio_tolerance < 1:
-            raise UsageError(f"--ratio-tolerance must be in [0, 1), got {self.ratio_tolerance}")
         if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
             raise UsageError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if not 0 <= self.kd_alpha <= 1:
@@ -299,30 +276,32 @@ class PruneConfig:
             raise UsageError(
                 f"--ratio {self.ratio} exceeds --max-layer-ratio {self.max_layer_ratio}"
             )
+        if self.latency_batch < 1 or self.latency_threads < 1:
+            raise UsageError("--latency-batch and latency threads must be >= 1")
+        if self.importance_batches < 1:
+            raise UsageError("importance_batches must be >= 1")
 
     def _check_methods(self) -> None:
-        if self.finetune_schedule is not None and self.finetune_schedule not in SCHEDULES:
-            raise UsageError(
-                f"--finetune-schedule must be one of {', '.join(SCHEDULES)}, "
-                f"got {self.finetune_schedule!r}"
-            )
-        ls = self.label_smoothing
-        if ls is not None and not (math.isfinite(ls) and 0 <= ls < 1):
-            raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.sparse_method not in SPARSE_METHODS:
-            raise UsageError(
-                f"--sparse-method must be one of {', '.join(SPARSE_METHODS)}, "
-                f"got {self.sparse_method!r}"
-            )
+        for name, allowed in (("finetune_schedule", SCHEDULES), ("sparse_method", SPARSE_METHODS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise UsageError(
+                    f"{_flag(name)} must be one of {', '.join(allowed)}, got {value!r}"
+                )
         if not (math.isfinite(self.sparse_reg) and self.sparse_reg > 0):
             raise UsageError(
                 f"--sparse-reg must be a positive number, got {self.sparse_reg}",
                 hint="torch-pruning uses 1e-4 to 5e-4",
             )
-        if self.sparse_epochs < 0:
-            raise UsageError(f"--sparse-epochs must be >= 0, got {self.sparse_epochs}")
-        if self.final_finetune_epochs is not None:
-            check_sparse_budget(self.sparse_epochs, self.final_finetune_epochs)
+        final = self.final_finetune_epochs
+        if self.sparse_epochs and final is not None and self.sparse_epochs >= final:
+            raise UsageError(
+                f"--sparse-epochs {self.sparse_epochs} does not fit the budget of "
+                f"--final-finetune-epochs {final}: sparse learning counts in it and at "
+                "least one epoch must fine-tune after the cut",
+                hint=f"give --final-finetune-epochs {self.sparse_epochs + 1} or more, "
+                "or fewer --sparse-epochs",
+            )
         if self.isomorphic and not self.global_pruning:
             raise UsageError("--isomorphic ranks channels globally: add --global")
 
@@ -334,21 +313,14 @@ class PruneConfig:
     @property
     def target_kind(self) -> str:
         """ratio, macs, params, latency or layers."""
-        kinds = {"ratio": "ratio", "macs": "target_macs", "params": "target_params"}
-        kinds["latency"] = "target_latency_ms"
-        return next((k for k, attr in kinds.items() if getattr(self, attr) is not None), "layers")
+        given = [n for n in TARGETS[:4] if getattr(self, n) is not None]
+        return given[0].removeprefix("target_").removesuffix("_ms") if given else "layers"
 
-
-def check_sparse_budget(sparse_epochs: int, final_epochs: int) -> None:
-    """Sparse learning counts in the final fine-tuning budget and must leave it one epoch."""
-    if sparse_epochs and sparse_epochs >= final_epochs:
-        raise UsageError(
-            f"--sparse-epochs {sparse_epochs} does not fit the budget of "
-            f"--final-finetune-epochs {final_epochs}: sparse learning counts in it and at "
-            "least one epoch must fine-tune after the cut",
-            hint=f"give --final-finetune-epochs {sparse_epochs + 1} or more, "
-            "or fewer --sparse-epochs",
-        )
+    def count_goal(self, start: float) -> float:
+        """The MACs or parameters a macs / params target asks for, from the unpruned `start`."""
+        name = f"target_{self.target_kind}"
+        how, number = parse_amount(getattr(self, name), _flag(name))
+        return start / number if how == "factor" else number
 
 
 def load_report(path: str | Path) -> JsonObject:

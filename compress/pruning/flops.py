@@ -1,23 +1,17 @@
-"""Parameters and MACs of a model, and which executed ops were *not* counted.
+"""Parameters and MACs (one multiply-accumulate of a conv or matrix product; bias adds excluded).
 
-Two counters with one definition of a MAC (one multiply-accumulate of a convolution or a
-matrix product; bias additions are not MACs):
-
-* :func:`count_ops` runs the model once under PyTorch's ``FlopCounterMode`` (aten level, so
-  functional ``F.conv2d`` / ``torch.matmul`` in user models are seen too) and lists every other
-  op that ran, e.g. ``relu``, ``max_pool2d``, ``add``, ``batch_norm``: those cost time but are
-  not in the MAC figure. This is what cards report.
-* :class:`Geometry` records, once, how many output positions each Conv/Linear module computes
-  per image; channel pruning never changes those, so the MACs and parameters of a pruned model,
-  or of a *planned* pruning (channel counts given per module), follow from module attributes
-  without another forward pass. The pruning loop uses it to search for a ratio in milliseconds.
+:func:`count_ops` (what cards report) counts at aten level with ``FlopCounterMode`` and lists the
+executed ops it did not count (relu, pooling, add...). :class:`Geometry` records each Conv/Linear
+module's output positions once; pruning never changes them, so MACs and parameters of a pruned or
+*planned* model follow from channel counts without a forward pass (the ratio search needs that).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -25,42 +19,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from compress.models.jsontypes import JsonObject
 from compress.models.zoo.spec import eval_mode, spec_of
+from compress.training.batchnorm import BATCHNORMS
 
-# Ops that only move or describe data: never reported as "not counted".
-_DATA_MOVEMENT = {
-    "detach",
-    "clone",
-    "_to_copy",
-    "copy_",
-    "alias",
-    "lift_fresh",
-    "empty",
-    "zeros",
-    "ones",
-    "contiguous",
-    "_unsafe_view",
-    "t",
-    "view",
-    "reshape",
-    "flatten",
-    "expand",
-    "squeeze",
-    "unsqueeze",
-    "permute",
-    "transpose",
-    "slice",
-    "select",
-    "split",
-    "split_with_sizes",
-    "unbind",
-    "as_strided",
-    "new_empty",
-    "new_zeros",
-    "fill_",
-    "zero_",
-    "empty_like",
-    "zeros_like",
-}
+# Ops that only move or describe data: never reported as "not counted" (a table of names).
+_DATA_MOVEMENT = frozenset(
+    "detach clone _to_copy copy_ alias lift_fresh empty zeros ones contiguous _unsafe_view t "  # noqa: SIM905
+    "view reshape flatten expand squeeze unsqueeze permute transpose slice select split "
+    "split_with_sizes unbind as_strided new_empty new_zeros fill_ zero_ empty_like zeros_like".split()
+)
 
 
 @dataclass
@@ -70,18 +36,14 @@ class OpCount:
     params: int
     macs: int
     uncounted_ops: list[str] = field(default_factory=list)
-    per_module: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self, *, per_module: bool = False) -> JsonObject:
-        d: dict[str, Any] = {
+    def to_dict(self) -> JsonObject:
+        return {
             "params": self.params,
             "macs": self.macs,
             "macs_counted": "convolutions and matrix products (bias adds excluded)",
             "uncounted_ops": self.uncounted_ops,
         }
-        if per_module:
-            d["per_module"] = self.per_module
-        return d
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -115,32 +77,15 @@ def count_ops(model: nn.Module, example_inputs: torch.Tensor | None = None) -> O
     recorder = _OpRecorder()
     with eval_mode(model), FlopCounterMode(display=False) as counter, recorder:
         model(x)
-    batch = max(1, x.shape[0])
     counted = {op.__name__ for op in flop_registry if hasattr(op, "__name__")}
-    uncounted = sorted(recorder.names - counted - _DATA_MOVEMENT)
-    per_module = _per_module_macs(counter.get_flop_counts(), batch)
     return OpCount(
         params=count_params(model),
-        macs=int(counter.get_total_flops()) // (2 * batch),
-        uncounted_ops=uncounted,
-        per_module=per_module,
+        macs=int(counter.get_total_flops()) // (2 * max(1, x.shape[0])),
+        uncounted_ops=sorted(recorder.names - counted - _DATA_MOVEMENT),
     )
 
 
-def _per_module_macs(flops: Mapping[str, Mapping[Any, int]], batch: int) -> dict[str, int]:
-    """FlopCounterMode keys modules as 'RootClass.a.b'; keep the leaf-most names only."""
-    out: dict[str, int] = {}
-    for key, ops in flops.items():
-        if key == "Global" or "." not in key:
-            continue
-        out[key.split(".", 1)[1]] = int(sum(ops.values())) // (2 * batch)
-    leaves = {k: v for k, v in out.items() if not any(o.startswith(k + ".") for o in out)}
-    return leaves
-
-
-# ----------------------------------------------------------------------------- fast estimates
-
-# torch's public layer classes (its `_ConvNd`/`_BatchNorm` bases are private).
+# torch's public layer classes (its `_ConvNd` base is private).
 CONV_TYPES = (
     nn.Conv1d,
     nn.Conv2d,
@@ -149,9 +94,8 @@ CONV_TYPES = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
-BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_CONV = CONV_TYPES
-_NORM = (*BATCHNORM_TYPES, nn.GroupNorm, nn.InstanceNorm2d)
+_NORM = (*BATCHNORMS, nn.GroupNorm, nn.InstanceNorm2d)
+Plan: TypeAlias = Mapping[nn.Module, tuple[int, int]]  # (in, out) channels of planned modules
 
 
 class Geometry:
@@ -162,7 +106,7 @@ class Geometry:
         self.positions: dict[str, int] = {}
         handles = []
         for name, m in model.named_modules():
-            if isinstance(m, (_CONV, nn.Linear)):
+            if isinstance(m, (CONV_TYPES, nn.Linear)):
                 handles.append(m.register_forward_hook(self._hook(name)))
         try:
             with eval_mode(model), torch.no_grad():
@@ -170,19 +114,16 @@ class Geometry:
         finally:
             for h in handles:
                 h.remove()
-        self.batch = max(1, x.shape[0])
 
     def _hook(self, name: str) -> Any:
         def hook(m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            channels = output.shape[1] if isinstance(m, _CONV) else output.shape[-1]
+            channels = output.shape[1] if isinstance(m, CONV_TYPES) else output.shape[-1]
             pos = output.numel() // max(1, channels) // max(1, output.shape[0])
             self.positions[name] = self.positions.get(name, 0) + pos
 
         return hook
 
-    def per_module(
-        self, model: nn.Module, channels: Mapping[nn.Module, tuple[int, int]] | None = None
-    ) -> dict[str, int]:
+    def per_module(self, model: nn.Module, channels: Plan | None = None) -> dict[str, int]:
         """MACs per image of each Conv/Linear module; `channels` overrides (in, out) (a plan)."""
         channels = channels or {}
         out = {}
@@ -192,15 +133,11 @@ class Geometry:
                 out[name] = self.positions[name] * _macs_per_position(m, cin, cout)
         return out
 
-    def macs(
-        self, model: nn.Module, channels: Mapping[nn.Module, tuple[int, int]] | None = None
-    ) -> int:
+    def macs(self, model: nn.Module, channels: Plan | None = None) -> int:
         """Conv/Linear MACs per image; `channels` overrides (in, out) of some modules (a plan)."""
         return sum(self.per_module(model, channels).values())
 
-    def params(
-        self, model: nn.Module, channels: Mapping[nn.Module, tuple[int, int]] | None = None
-    ) -> int:
+    def params(self, model: nn.Module, channels: Plan | None = None) -> int:
         """Parameter count, with `channels` overriding (in, out) of some modules (a plan)."""
         total = count_params(model)
         for m, (cin, cout) in (channels or {}).items():
@@ -210,11 +147,11 @@ class Geometry:
 
 def in_out(m: nn.Module) -> tuple[int, int]:
     """(input, output) channels of a conv/linear/norm module; (0, 0) for others."""
-    if isinstance(m, _CONV):
+    if isinstance(m, CONV_TYPES):
         return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
-    if isinstance(m, BATCHNORM_TYPES):
+    if isinstance(m, BATCHNORMS):
         return m.num_features, m.num_features
     if isinstance(m, nn.GroupNorm):
         return m.num_channels, m.num_channels
@@ -223,28 +160,17 @@ def in_out(m: nn.Module) -> tuple[int, int]:
     return 0, 0
 
 
-def _conv_groups(m: nn.Module, cin: int) -> int:
-    groups: int = m.groups  # type: ignore[assignment]
-    if groups > 1 and groups == m.in_channels:  # depthwise: stays depthwise when pruned
-        return cin
-    return groups
-
-
 def _macs_per_position(m: nn.Module, cin: int, cout: int) -> int:
-    if isinstance(m, _CONV):
-        k = 1
-        for s in m.kernel_size:
-            k *= s
-        return k * (cin // max(1, _conv_groups(m, cin))) * cout
-    return cin * cout  # Linear
+    if not isinstance(m, CONV_TYPES):
+        return cin * cout  # Linear
+    depthwise = m.groups > 1 and m.groups == m.in_channels  # stays depthwise when pruned
+    return math.prod(m.kernel_size) * (cin // max(1, cin if depthwise else m.groups)) * cout
 
 
 def _params_with(m: nn.Module, cin: int, cout: int) -> int:
     bias = getattr(m, "bias", None) is not None
-    if isinstance(m, _CONV):
+    if isinstance(m, (*CONV_TYPES, nn.Linear)):
         return _macs_per_position(m, cin, cout) + (cout if bias else 0)
-    if isinstance(m, nn.Linear):
-        return cin * cout + (cout if bias else 0)
     if isinstance(m, _NORM):
         return 2 * cout if getattr(m, "weight", None) is not None else 0
     if isinstance(m, nn.PReLU):

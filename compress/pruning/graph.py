@@ -1,8 +1,6 @@
-"""Glue to torch-pruning: a pruner whose ratio follows one progress knob, cached importance,
-dry-run planning of what a ratio would remove, and gradients for data-driven criteria.
-
-torch-pruning (DepGraph) finds the groups of coupled layers; everything here adapts it so the
-pruning loop can ask "what would ratio f remove?" without pruning, then prune exactly that.
+"""Glue to torch-pruning (DepGraph finds the coupled layers): a pruner whose ratio follows one
+progress knob, cached importance, dry-run planning of what ratio f would remove (then pruning
+exactly that), and gradients for data-driven criteria.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import logging
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -30,11 +29,11 @@ from compress.pruning.flops import CONV_TYPES, in_out
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Progress:
     """Shared pruning progress f in [0, 1]; every scheduled ratio is `base * f`."""
 
-    def __init__(self) -> None:
-        self.f = 0.0
+    f: float = 0.0
 
 
 class Scaled:
@@ -60,15 +59,11 @@ class CachedImportance:
         key = (id(item.dep.target.module), item.dep.handler, len(item.idxs))
         if key not in self.cache:
             imp = self.inner(group)
-            if imp is not None and self.protect is not None:
-                imp = self.protect(group, imp)
             if imp is not None:  # under torchrun rank 0's ranking decides for every rank
+                imp = self.protect(group, imp) if self.protect else imp
                 imp = collectives.broadcast_(imp.contiguous())
             self.cache[key] = imp
         return self.cache[key]
-
-    def clear(self) -> None:
-        self.cache.clear()
 
 
 @lru_cache(maxsize=1)

@@ -1,10 +1,8 @@
 """Measured inference latency of a PyTorch model: onnxruntime CPU and torch eager.
 
-Pruning needs one number quickly and often: the model is exported to an in-memory ONNX graph
-(``torch.onnx.export(dynamo=False)``, ~10x faster to export than dynamo), opened in an
-onnxruntime CPU session with a fixed thread count (`compress.export.runtimes.session.open_session`) and timed by
-`compress.export.bench.timing.time_calls` after a warm-up, the same loop `compress bench` uses; the median of
-the timed runs is kept. Latency is noisy on a shared machine: compare numbers from one run.
+Pruning needs one number quickly and often: an in-memory ONNX graph (the TorchScript exporter,
+~10x faster than dynamo) timed in onnxruntime by `compress bench`'s loop (`time_calls`), median
+kept. Latency is noisy on a shared machine: compare numbers from one run.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from torch import nn
 from compress.export.bench.timing import time_calls, torch_threads
 from compress.export.runtimes.session import open_session
 from compress.models.data.datasets import synthetic_batch
-from compress.models.errors import UnsupportedError, UsageError
+from compress.models.errors import UnsupportedError
 from compress.models.jsontypes import JsonObject
 from compress.models.zoo.spec import eval_mode, spec_of
 
@@ -30,7 +28,8 @@ OPSET = 17
 
 @dataclass
 class LatencyConfig:
-    """How to measure: batch, threads, warm-up and timed runs (stopping early after `budget_s`)."""
+    """How to measure: batch, threads, warm-up and timed runs (stopping early after `budget_s`);
+    checked by `time_calls` and by the configs that set batch and threads."""
 
     batch: int = 1
     threads: int = 2
@@ -38,21 +37,13 @@ class LatencyConfig:
     runs: int = 20
     budget_s: float = 10.0
 
-    def __post_init__(self) -> None:
-        if self.batch < 1:
-            raise UsageError(f"latency batch must be >= 1, got {self.batch}")
-        if self.threads < 1:
-            raise UsageError(f"latency threads must be >= 1, got {self.threads}")
-        if self.runs < 1 or self.warmup < 0:
-            raise UsageError("latency runs must be >= 1 and warm-up >= 0")
-
 
 @dataclass
 class Latency:
-    """Median milliseconds per batch; `ort_ms` is None when onnxruntime was not measured."""
+    """Median milliseconds per batch in onnxruntime and torch eager."""
 
-    ort_ms: float | None
-    torch_ms: float | None
+    ort_ms: float
+    torch_ms: float
     batch: int
     threads: int
     runs: int
@@ -98,24 +89,12 @@ def ort_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
     return _median_ms(lambda: sess.run(None, feed), cfg)
 
 
-def torch_latency_ms(model: nn.Module, cfg: LatencyConfig) -> tuple[float, int]:
-    """Median torch eager latency (ms per batch, no grad, eval mode) with `threads` threads."""
-    x = synthetic_batch(spec_of(model), cfg.batch)
-    with eval_mode(model), torch_threads(cfg.threads), torch.inference_mode():
-        return _median_ms(lambda: model(x), cfg)
-
-
-def measure_latency(
-    model: nn.Module, cfg: LatencyConfig | None = None, *, ort: bool = True, eager: bool = True
-) -> Latency:
-    """Median latency of `model` at `cfg.batch` on onnxruntime CPU and/or torch eager."""
+def measure_latency(model: nn.Module, cfg: LatencyConfig | None = None) -> Latency:
+    """Median latency of `model` at `cfg.batch` on onnxruntime CPU and torch eager."""
     cfg = cfg or LatencyConfig()
-    ort_ms = torch_ms = None
-    runs = 0
-    if ort:
-        ort_ms, runs = ort_latency_ms(model, cfg)
-    if eager:
-        torch_ms, n = torch_latency_ms(model, cfg)
-        runs = max(runs, n)
+    ort_ms, runs = ort_latency_ms(model, cfg)
+    x = synthetic_batch(spec_of(model), cfg.batch)
+    with eval_mode(model), torch_threads(cfg.threads), torch.inference_mode():  # eager, no grad
+        torch_ms, n = _median_ms(lambda: model(x), cfg)
     log.debug("latency ort=%s torch=%s ms (batch %d)", ort_ms, torch_ms, cfg.batch)
-    return Latency(ort_ms, torch_ms, cfg.batch, cfg.threads, runs)
+    return Latency(ort_ms, torch_ms, cfg.batch, cfg.threads, max(runs, n))

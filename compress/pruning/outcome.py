@@ -1,8 +1,5 @@
-"""What pruning did: PruneResult and its typed pieces (counts, requested vs achieved, sparse
-learning).
-
-Kept apart from the config so that the modules producing them (session, achieved, sparse) and
-the result holding them import one small data model without importing each other.
+"""What pruning did: PruneResult and its typed pieces (counts, asked vs achieved, sparse learning),
+one small data model that session, achieved and sparse share without importing each other.
 """
 
 from __future__ import annotations

@@ -1,26 +1,15 @@
-"""How pruning fine-tunes: the one owner of that decision.
+"""How pruning fine-tunes: :func:`plan_finetune` is the one owner of that decision.
 
-`compress prune`, a recipe's prune stage, `compress.prune(...)` and the library verb
-`compress.pruning.prune.prune` all call :func:`plan_finetune`; it turns what was asked (a
-PruneConfig whose fine-tuning fields may be left unset, plus either a whole TrainConfig or a
-few training keys such as `lr`) into what runs: a PruneConfig with every fine-tuning choice
-made (epochs, KD, augmentation, schedule) and the TrainConfig that trains, with one line that
-says what was chosen and why. A TrainConfig given whole is honoured as it is; a PruneConfig
-field that contradicts it is refused, never overridden.
-
-The defaults are the CLI's default path measured against torch-pruning's plain recipe at equal
-epochs (benchmarks/prune_vs_plain.py, results in benchmarks/results/prune-vs-plain.md):
-:data:`DEFAULT_FINETUNE_EPOCHS` epochs, KD from the unpruned model, BatchNorm statistics
-re-estimated after the cut, and *learning-rate rewinding* (Renda, Frankle and Carbin, ICLR 2020):
-where the card records how the parent was trained, fine-tuning reuses its optimizer, peak LR,
-weight decay, label smoothing, augmentation and memory format on a fresh one-cycle schedule
-compressed into the budget. On LeNet-5 at 4x MACs the LR alone moved test top-1 by 2 pt (1e-3:
-86.7 %, 5e-3: 88.7 %). Without a recorded recipe: AdamW from :data:`FINETUNE_LR`, cosine.
+Every entry point hands it a PruneConfig (fine-tuning fields may be unset) plus a TrainConfig
+(honoured whole; a contradicting PruneConfig field is refused) or a few training keys, and gets
+every choice made, the TrainConfig that trains and one line saying why. Defaults measured in
+benchmarks/results/prune-vs-plain.md: :data:`DEFAULT_FINETUNE_EPOCHS` epochs, KD, BN re-estimation,
+LR rewinding (Renda et al. 2020: the parent's recorded recipe on a fresh one-cycle; LeNet-5 at 4x
+MACs, the LR alone: 1e-3 86.7 %, 5e-3 88.7 %); unrecorded: AdamW from :data:`FINETUNE_LR`, cosine.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,11 +20,8 @@ from compress.pruning.config import (
     DEFAULT_CRITERION,
     FINETUNE_LR,
     PruneConfig,
-    check_sparse_budget,
 )
 from compress.training.config import TrainConfig
-
-log = logging.getLogger(__name__)
 
 # Epochs of fine-tuning after the cut when none are asked for and the training data is known:
 # the budget benchmarks/prune_vs_plain.py measures (LeNet-5 recovers most of a 4x cut in it).
@@ -60,17 +46,12 @@ FinetuneRequest = TrainConfig | Mapping[str, Any] | Callable[..., object] | None
 
 @dataclass(frozen=True)
 class SourceFacts:
-    """What the policy needs to know about the model being pruned.
+    """What the policy needs to know about the model being pruned (None: not recorded)."""
 
-    trained: the weights are trained (not `--weights random`); data_known: the data set it was
-    trained on is known (a card names it, or the caller gave one); augmented: whether it was
-    trained with random flips and crops (None: not recorded); recipe: the TrainConfig fields it
-    was trained with, from its card (None: not recorded)."""
-
-    trained: bool = True
-    data_known: bool = True
-    augmented: bool | None = None
-    recipe: Mapping[str, Any] | None = None
+    trained: bool = True  # not `--weights random`
+    data_known: bool = True  # its training data set is known (its card, or the caller's)
+    augmented: bool | None = None  # trained with random flips and crops
+    recipe: Mapping[str, Any] | None = None  # the TrainConfig fields of its card
 
 
 @dataclass(frozen=True)
@@ -84,7 +65,7 @@ class FinetunePlan:
 
     @property
     def epochs(self) -> int:
-        return max(self.config.finetune_epochs or 0, self.config.final_finetune_epochs or 0)
+        return _epochs(self.config)
 
 
 def plan_finetune(
@@ -94,15 +75,13 @@ def plan_finetune(
     *,
     default_epochs: int = DEFAULT_FINETUNE_EPOCHS,
 ) -> FinetunePlan:
-    """Decide the fine-tuning after pruning (see the module docstring).
-
-    `finetune`: a TrainConfig (used whole: its epochs, LR, schedule, ...), a mapping of training
-    keys over the default recipe (lr, optimizer, device, amp, ...; the CLI's flags and a recipe
-    stage's keys), a callable(model, epochs) that owns its own loop, or None (the default
-    recipe). `default_epochs` applies when no epochs are given anywhere and the data is known."""
+    """Decide the fine-tuning after pruning. `finetune`: a TrainConfig (used whole), training keys
+    over the default recipe (lr, optimizer, device...), a callable(model, epochs) owning its loop,
+    or None. `default_epochs`: when no epochs are given anywhere and the data is known."""
     facts = facts or SourceFacts()
     if callable(finetune) and not isinstance(finetune, TrainConfig):
-        cfg = _with_epochs(cfg, 0, 0) if _epochs_unset(cfg) else cfg
+        unset = cfg.finetune_epochs is None and cfg.final_finetune_epochs is None
+        cfg = replace(cfg, finetune_epochs=0, final_finetune_epochs=0) if unset else cfg
         plan = FinetunePlan(_resolved(cfg, None, kd=False, facts=facts), None, "")
         return replace(plan, said=f"fine-tuning {plan.epochs} epochs with the given callable")
     if isinstance(finetune, TrainConfig):
@@ -110,50 +89,55 @@ def plan_finetune(
         train: TrainConfig | None = finetune
     else:
         keys = dict(finetune or {})
-        _refuse_owned(keys)
+        for key in keys:
+            if key in _OWNED_BY_PRUNING:
+                raise UsageError(
+                    f"{key!r} of the fine-tuning after pruning is not a training option here",
+                    hint=f"set {_OWNED_BY_PRUNING[key]}",
+                )
         cfg, said = _default_epochs(cfg, facts, default_epochs)
         train = _train_config(cfg, keys, facts)
-    epochs = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
-    if epochs and facts.recipe and train is not None and not isinstance(finetune, TrainConfig):
-        said += (
-            f"; the parent's recipe rewound: {train.optimizer} peak lr {train.lr:g}, "
-            f"{train.schedule}"
-        )
-    if epochs and not facts.data_known:
+        if _epochs(cfg) and facts.recipe:
+            said += (
+                f"; the parent's recipe rewound: {train.optimizer} peak lr {train.lr:g}, "
+                f"{train.schedule}"
+            )
+    if _epochs(cfg) and not facts.data_known:
         raise UsageError(
             "fine-tuning after pruning needs the data set the model was trained on",
             hint="give --dataset/--data-dir (or data=) for the data it was trained on, or "
             "--finetune-epochs 0",
         )
-    resolved = _resolved(cfg, train if epochs else None, kd=epochs > 0, facts=facts)
-    _check_budget(resolved)
+    train = train if _epochs(cfg) else None
+    # replace() re-runs PruneConfig's checks (KD without epochs, the sparse-learning budget)
+    resolved = _resolved(cfg, train, kd=train is not None, facts=facts)
     if cfg.criterion is None:
         said += f"; channels ranked by {resolved.criterion}"
-    return FinetunePlan(resolved, train if epochs else None, said)
+    return FinetunePlan(resolved, train, said)
 
 
-def _epochs_unset(cfg: PruneConfig) -> bool:
-    return cfg.finetune_epochs is None and cfg.final_finetune_epochs is None
+def _epochs(cfg: PruneConfig) -> int:
+    return max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
 
 
 def _with_epochs(cfg: PruneConfig, each: int, final: int) -> PruneConfig:
+    """The epochs asked for (None as 0), or `each` and `final` when none were."""
+    if cfg.finetune_epochs is not None or cfg.final_finetune_epochs is not None:
+        each, final = cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0
     return replace(cfg, finetune_epochs=each, final_finetune_epochs=final)
 
 
 def _honour(cfg: PruneConfig, tc: TrainConfig) -> tuple[PruneConfig, str]:
     """A whole TrainConfig: its epochs and schedule run; a PruneConfig that says otherwise is
     refused."""
-    if _epochs_unset(cfg):
-        cfg = _with_epochs(cfg, 0, tc.epochs)
-    else:
-        each, final = cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0
-        if max(each, final) != tc.epochs:
-            raise UsageError(
-                f"the fine-tuning TrainConfig has epochs={tc.epochs} but the PruneConfig asks "
-                f"for finetune_epochs={each}, final_finetune_epochs={final}",
-                hint="give the epochs in one place (leave the PruneConfig's unset)",
-            )
-        cfg = _with_epochs(cfg, each, final)
+    cfg = _with_epochs(cfg, 0, tc.epochs)
+    if _epochs(cfg) != tc.epochs:
+        raise UsageError(
+            f"the fine-tuning TrainConfig has epochs={tc.epochs} but the PruneConfig asks "
+            f"for finetune_epochs={cfg.finetune_epochs}, "
+            f"final_finetune_epochs={cfg.final_finetune_epochs}",
+            hint="give the epochs in one place (leave the PruneConfig's unset)",
+        )
     for field, mine, theirs in (
         ("finetune_schedule", cfg.finetune_schedule, tc.schedule),
         ("label_smoothing", cfg.label_smoothing or None, tc.label_smoothing or None),
@@ -165,18 +149,18 @@ def _honour(cfg: PruneConfig, tc: TrainConfig) -> tuple[PruneConfig, str]:
                 hint="set it in one of the two",
             )
     cfg = replace(cfg, finetune_schedule=tc.schedule, label_smoothing=tc.label_smoothing)
-    n = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
-    return (
-        cfg,
-        f"fine-tuning {n} epochs as the given TrainConfig says (lr {tc.lr:g}, {tc.schedule})",
+    return cfg, (
+        f"fine-tuning {tc.epochs} epochs as the given TrainConfig says (lr {tc.lr:g}, "
+        f"{tc.schedule})"
     )
 
 
 def _default_epochs(cfg: PruneConfig, facts: SourceFacts, default: int) -> tuple[PruneConfig, str]:
-    if not _epochs_unset(cfg):
-        cfg = _with_epochs(cfg, cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
-        n = max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0)
-        return cfg, (f"fine-tuning {n} epochs as asked" if n else "no fine-tuning, as asked")
+    if cfg.finetune_epochs is not None or cfg.final_finetune_epochs is not None:
+        n = _epochs(cfg)
+        return _with_epochs(cfg, 0, 0), (
+            f"fine-tuning {n} epochs as asked" if n else "no fine-tuning, as asked"
+        )
     if not facts.trained:
         return _with_epochs(cfg, 0, 0), "no fine-tuning: the weights are untrained"
     if not facts.data_known or not default:
@@ -191,27 +175,16 @@ def _default_epochs(cfg: PruneConfig, facts: SourceFacts, default: int) -> tuple
     )
 
 
-def _refuse_owned(keys: Mapping[str, Any]) -> None:
-    for key in keys:
-        if key in _OWNED_BY_PRUNING:
-            raise UsageError(
-                f"{key!r} of the fine-tuning after pruning is not a training option here",
-                hint=f"set {_OWNED_BY_PRUNING[key]}",
-            )
-
-
 def _train_config(cfg: PruneConfig, keys: dict[str, Any], facts: SourceFacts) -> TrainConfig:
     """The default fine-tuning recipe (the parent's, rewound, where its card records it) with
     the given training keys on top."""
     recipe = dict(facts.recipe or {})
-    base = {k: recipe[k] for k in REWOUND if k in recipe}
-    base.setdefault("lr", FINETUNE_LR)
-    schedule = REWIND_SCHEDULE if recipe else DEFAULT_SCHEDULE
+    base = {"lr": FINETUNE_LR} | {k: recipe[k] for k in REWOUND if k in recipe}
     smoothing = recipe.get("label_smoothing", 0.0)
     return TrainConfig(
         **(base | keys),
-        epochs=max(cfg.finetune_epochs or 0, cfg.final_finetune_epochs or 0),
-        schedule=cfg.finetune_schedule or schedule,
+        epochs=_epochs(cfg),
+        schedule=cfg.finetune_schedule or (REWIND_SCHEDULE if recipe else DEFAULT_SCHEDULE),
         label_smoothing=smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
         seed=cfg.seed,
     )
@@ -231,13 +204,3 @@ def _resolved(
         augment=bool(facts.augmented) if cfg.augment is None else cfg.augment,
         label_smoothing=train.label_smoothing if train else (cfg.label_smoothing or 0.0),
     )
-
-
-def _check_budget(cfg: PruneConfig) -> None:
-    final = cfg.final_finetune_epochs or 0
-    if cfg.kd and not (cfg.finetune_epochs or final):
-        raise UsageError(
-            "--kd distills during fine-tuning, but no fine-tuning epochs were given",
-            hint="add --finetune-epochs N (after each step) or --final-finetune-epochs N",
-        )
-    check_sparse_budget(cfg.sparse_epochs, final)

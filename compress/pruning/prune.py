@@ -1,14 +1,10 @@
 """Structured pruning: physically remove channels, so the model is smaller and faster anywhere.
 
-`prune(model, PruneConfig(ratio=0.5))` prunes `model` in place with torch-pruning's dependency
-graph (coupled layers of residual adds, concatenations and depthwise convolutions shrink
-together). Exactly one target drives it: a channel ratio, MACs, parameters, a latency measured
-in onnxruntime, or per-layer ratios (e.g. from a sensitivity analysis). The classifier head is
-never pruned. Targets other than a ratio are met by *planning*: torch-pruning yields the groups
-it would prune at a candidate ratio without pruning them, their channel counts give the MACs and
-parameters exactly (:class:`compress.pruning.flops.Geometry`), and a search picks the smallest ratio
-that meets the goal; only then is the model pruned, once per step. On any error the model is
-restored to its original shapes and weights. The loop itself is `compress.pruning.session`.
+`prune(model, PruneConfig(ratio=0.5))` prunes in place with torch-pruning's dependency graph
+(coupled layers shrink together; the classifier head never). MACs and parameter targets are met
+by *planning*: the channel counts torch-pruning would leave at a candidate ratio give the counts
+exactly (:class:`~compress.pruning.flops.Geometry`), a search picks the smallest ratio, then the
+model is pruned once per step (`compress.pruning.session`). On error it is restored.
 """
 
 from __future__ import annotations
@@ -35,11 +31,11 @@ from compress.pruning.config import (
     TargetUnreachableError,
     parse_amount,
 )
-from compress.pruning.flops import BATCHNORM_TYPES
-from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
+from compress.pruning.graph import Progress, build_pruner, make_importance
 from compress.pruning.outcome import Achieved, Counts, PruneResult
 from compress.pruning.policy import FinetuneRequest, SourceFacts, plan_finetune
-from compress.pruning.session import Evaluator, Finetune, ForwardBroken, PruneSession, example_input
+from compress.pruning.session import Evaluator, ForwardBroken, PruneSession, example_input
+from compress.training.batchnorm import has_batchnorm
 from compress.training.fit import Hooks, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -66,9 +62,7 @@ def _check_inputs(model: nn.Module, cfg: PruneConfig, data: Any, finetune: Any) 
             "sparse learning and augmentation train with a TrainConfig (a fine-tuning callable "
             "owns its own loop)"
         )
-    if cfg.criterion == "bn-scale" and not any(
-        isinstance(m, BATCHNORM_TYPES) for m in model.modules()
-    ):
+    if cfg.criterion == "bn-scale" and not has_batchnorm(model):
         raise UsageError(
             "--criterion bn-scale ranks channels by BatchNorm scales, and this model has no "
             "BatchNorm layer",
@@ -87,12 +81,10 @@ def prune(
     hooks: Hooks | None = None,
     facts: SourceFacts | None = None,
 ) -> PruneResult:
-    """Prune `model` in place to `cfg`'s target; fine-tune as :func:`plan_finetune` decides from
-    `cfg` and `finetune` (a TrainConfig used whole, training keys over the default recipe, or a
-    callable(model, epochs)) on `data`. This verb adds no default epochs: with none given
-    anywhere it does not fine-tune (`compress.prune` and the CLI do, where the data is known).
-    `evaluator(model)` adds metrics to each step record. On error the model is restored and a
-    CompressError says why."""
+    """Prune `model` in place to `cfg`'s target; fine-tune on `data` as :func:`plan_finetune`
+    decides from `cfg` and `finetune` (no default epochs here: `compress.prune` and the CLI add
+    them where the data is known). `evaluator(model)` adds metrics to each step record. On error
+    the model is restored and a CompressError says why."""
     _check_inputs(model, cfg, data, finetune)
     facts = facts or SourceFacts(data_known=data is not None)
     plan = plan_finetune(cfg, finetune, facts, default_epochs=0)
@@ -127,25 +119,17 @@ def _execute(run: PruneSession) -> None:
     if kind in ("ratio", "layers"):
         run.check_final_ratio()
         achieved.refuse_unmeetable(cfg, run.asked_ratios())
-        run.result.target = {"kind": kind, "ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
+        target: dict[str, Any] = {"ratio": cfg.ratio, "layer_ratios": cfg.layer_ratios}
     elif kind == "latency":
-        run.result.target = {
-            "kind": "latency",
-            "ms": cfg.target_latency_ms,
-            "batch": cfg.latency_batch,
-            "threads": cfg.latency_threads,
-            "runtime": "onnxruntime CPU",
-        }
+        target = {"ms": cfg.target_latency_ms, "batch": cfg.latency_batch}
+        target |= {"threads": cfg.latency_threads, "runtime": "onnxruntime CPU"}
     else:
-        goal = run.goal(kind, float(start.of(kind)))
-        run.result.target = {
-            "kind": kind,
+        target = {
             "value": str(getattr(cfg, f"target_{kind}")),
-            "goal": goal,
+            "goal": cfg.count_goal(start.of(kind)),
         }
-    sparse = run.sparse_learn()  # before the targets' search: it ranks the regularised weights
-    if sparse is not None:
-        run.result.sparse = sparse
+    run.result.target = {"kind": kind, **target}
+    run.result.sparse = run.sparse_learn()  # before the search: it ranks the regularised weights
     lat_start = lat = run.latency() if kind == "latency" else 0.0
     for step in range(1, cfg.steps + 1):
         if kind in ("ratio", "layers"):
@@ -232,13 +216,10 @@ def _note_unpruned(run: PruneSession) -> None:
 def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: str) -> CompressError:
     """The pruned model stopped running: find the first group whose pruning breaks it."""
     trial = copy.deepcopy(model)
-    progress = Progress()
-    progress.f = 1.0
-    imp = make_importance("l2")
     probe = replace(cfg, **{**_NO_TARGET, "ratio": 0.5, "max_layer_ratio": 1.0})
     culprit = None
     try:
-        pruner, _ = build_pruner(trial, probe, x, imp, progress, 0.5)
+        pruner, _ = build_pruner(trial, probe, x, make_importance("l2"), Progress(1.0), 0.5)
         names = {m: n for n, m in trial.named_modules()}
         for group in pruner.step(interactive=True):
             name = names.get(group[0].dep.target.module, "?")
@@ -260,19 +241,6 @@ def _name_culprit(model: nn.Module, cfg: PruneConfig, x: torch.Tensor, error: st
         f"the pruned model no longer runs ({error})",
         hint="--ignore the layers involved (a reshape with fixed sizes is a common cause)",
     )
-
-
-def prunable_layers(
-    model: nn.Module, ignore: list[str] | None = None, example_inputs: torch.Tensor | None = None
-) -> list[tuple[str, int]]:
-    """(name, channels) of the layers that root a prunable group (the head and `ignore` left out).
-
-    A group is what must shrink together: a conv, its BatchNorm, the consumers of its output,
-    and for residual stages every layer feeding the same sum (named after one of them)."""
-    cfg = PruneConfig(ratio=0.0, ignore=list(ignore or []))
-    x = example_inputs if example_inputs is not None else example_input(model)
-    pruner, _ = build_pruner(model, cfg, x, make_importance("l2"), Progress(), 0.0)
-    return [(name, c) for name, _, c in prunable_groups(pruner)]
 
 
 def prune_layer_stepwise(
@@ -307,13 +275,9 @@ def prune_layer_stepwise(
 __all__ = [
     "CRITERIA",
     "DATA_CRITERIA",
-    "Evaluator",
-    "Finetune",
     "PruneConfig",
-    "PruneResult",
     "TargetUnreachableError",
     "parse_amount",
-    "prunable_layers",
     "prune",
     "prune_layer_stepwise",
 ]

@@ -1,10 +1,8 @@
-"""Pruning sensitivity: how much each prunable layer (group) costs in accuracy when pruned alone.
+"""Pruning sensitivity: what each prunable layer (group) costs in accuracy when pruned alone.
 
-For every layer torch-pruning may shrink, a copy of the model is pruned at that layer only, at a
-few ratios, and measured: validation top-1, MACs and parameters removed, and onnxruntime latency.
-The table (Markdown + JSON) and a plot show which layers are cheap to prune;
-:func:`compress.pruning.config.ratios_from_sensitivity` turns it into per-layer ratios
-(`PruneConfig(from_sensitivity=...)`, `prune --from-sensitivity`).
+A copy pruned at one layer, at a few ratios, is measured (val top-1, MACs and params saved,
+onnxruntime latency) into JSON, Markdown and a plot; `prune --from-sensitivity` turns it into
+per-layer ratios (:func:`compress.pruning.config.ratios_from_sensitivity`).
 """
 
 from __future__ import annotations
@@ -19,14 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.export.bench.report import fmt_num, markdown_table
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.options import option
 from compress.models.zoo.registry import spec_of
 from compress.pruning.config import SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
+from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
-from compress.pruning.prune import PruneConfig, prunable_layers, prune_layer_stepwise
+from compress.pruning.prune import PruneConfig, prune_layer_stepwise
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,9 @@ class SensitivityConfig:
         if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
             raise UsageError(f"--ratios must be in (0, 1), got {self.ratios}")
         self.ratios = sorted(set(self.ratios))
-        # validated and normalised (1 = off -> None) by PruneConfig, the one owner
-        self.round_to = PruneConfig(
-            ratio=0.0, criterion=self.criterion, round_to=self.round_to
-        ).round_to
+        # validated by PruneConfig, the one owner (which also normalises round_to 1 = off -> None)
+        keys = ("criterion", "round_to", "latency_batch", "latency_threads")
+        self.round_to = PruneConfig(ratio=0.0, **{k: getattr(self, k) for k in keys}).round_to
 
 
 @dataclass
@@ -102,16 +101,11 @@ def analyze(
     lat_cfg = LatencyConfig(batch=cfg.latency_batch, threads=cfg.latency_threads, runs=10)
     lat0 = ort_latency_ms(model, lat_cfg)[0] if cfg.latency else None
     top0 = score(model) if score else None
-    res = SensitivityResult(
-        model=model_name,
-        base_top1=top0,
-        base_macs=macs0,
-        base_params=params0,
-        base_latency_ms=lat0,
-        config=asdict(cfg),
-    )
+    res = SensitivityResult(model_name, top0, macs0, params0, lat0, asdict(cfg))
     pcfg = PruneConfig(ratio=0.0, criterion=cfg.criterion, round_to=cfg.round_to, ignore=cfg.ignore)
-    for name, channels in prunable_layers(model, cfg.ignore, x):
+    # every group root: a conv with its BatchNorm and consumers (residual sums: all their inputs)
+    pruner, _ = build_pruner(model, pcfg, x, make_importance("l2"), Progress(), 0.0)
+    for name, _, channels in prunable_groups(pruner):
         entry = LayerSensitivity(name, channels, round(own.get(name, 0) / max(1, macs0), 5))
         usable = [r for r in cfg.ratios if int(channels * (1 - r)) >= 1]
         if len(usable) < len(cfg.ratios):
@@ -134,9 +128,6 @@ def analyze(
     return res
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
 def write_report(res: SensitivityResult, directory: Path) -> None:
     """sensitivity.json, sensitivity.md and sensitivity.png into `directory`."""
     (directory / JSON_NAME).write_text(json.dumps(res.to_dict(), indent=2) + "\n")
@@ -150,33 +141,32 @@ def _pct(x: float | None) -> str:
 
 def markdown(res: SensitivityResult) -> str:
     ratios = res.config["ratios"]
+    body = []
+    for layer in res.layers:
+        by_ratio = {t.ratio: t for t in layer.trials}
+        cells = [_cell(by_ratio.get(r)) for r in ratios]
+        body.append([layer.name, str(layer.channels), f"{100 * layer.macs_share:.1f}", *cells])
+    head = ["layer", "channels", "MACs share %", *(f"ratio {r:g}" for r in ratios)]
     lines = [
         f"# Pruning sensitivity of {res.model or 'the model'}",
         "",
         f"Baseline: val top-1 {_pct(res.base_top1)} %, {res.base_macs:,} MACs, "
-        f"{res.base_params:,} params, onnxruntime "
-        + ("-" if res.base_latency_ms is None else f"{res.base_latency_ms:.3f} ms")
-        + f" (batch {res.config['latency_batch']}, {res.config['latency_threads']} threads).",
+        f"{res.base_params:,} params, onnxruntime {fmt_num(res.base_latency_ms, '{:.3f} ms')} "
+        f"(batch {res.config['latency_batch']}, {res.config['latency_threads']} threads).",
         "Each layer (with the layers coupled to it) is pruned alone; cells: val top-1 % / "
         "MACs saved % / latency ms.",
         "",
-        "| layer | channels | MACs share % | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |",
-        "|---|---:|---:|" + "---:|" * len(ratios),
+        markdown_table(head, body, right_from=1),
+        "",
+        *(f"- {n}" for n in res.notes),
     ]
-    for layer in res.layers:
-        by_ratio = {t.ratio: t for t in layer.trials}
-        cells = []
-        for r in ratios:
-            t = by_ratio.get(r)
-            lat = "-" if t is None or t.latency_ms is None else f"{t.latency_ms:.3f}"
-            cells.append("-" if t is None else f"{_pct(t.top1)} / {100 * t.macs_saved:.1f} / {lat}")
-        lines.append(
-            f"| {layer.name} | {layer.channels} | {100 * layer.macs_share:.1f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    lines += [""] + [f"- {n}" for n in res.notes]
     return "\n".join(lines) + "\n"
+
+
+def _cell(t: Trial | None) -> str:
+    if t is None:
+        return "-"
+    return f"{_pct(t.top1)} / {100 * t.macs_saved:.1f} / {fmt_num(t.latency_ms, '{:.3f}')}"
 
 
 def plot(res: SensitivityResult, path: Path) -> None:

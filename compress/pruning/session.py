@@ -23,7 +23,6 @@ from compress.pruning.config import (
     DATA_FREE_CRITERION,
     PruneConfig,
     TargetUnreachableError,
-    parse_amount,
 )
 from compress.pruning.flops import Geometry
 from compress.pruning.graph import (
@@ -86,14 +85,10 @@ class PruneSession:
         self.pruner, notes = build_pruner(model, cfg, x, self.importance, self.progress, base)
         self.groups = list(prunable_groups(self.pruner))
         self.base = base
-        self.notes = notes
-        self.result = PruneResult(target={}, before=self.counts(), after=self.counts())
-        self.result.notes.extend(notes)
+        self.result = PruneResult(target={}, before=self.counts(), after=self.counts(), notes=notes)
 
     def counts(self) -> Counts:
         return Counts(self.geometry.params(self.model), self.geometry.macs(self.model))
-
-    # -- checks ---------------------------------------------------------------------------
 
     def keep_at_least(self, m: nn.Module, channels: int) -> int:
         init = int(self.pruner.layer_init_out_ch.get(m, channels))
@@ -116,12 +111,8 @@ class PruneSession:
 
     def asked_ratios(self) -> list[tuple[str, int, float]]:
         """(layer, channels before, ratio asked) of every group a ratio target prunes."""
-        out = []
-        for name, m, c in self.groups:
-            r = self.layer_ratio(m)
-            if r > 0 and c > 0:
-                out.append((name, c, r))
-        return out
+        ratios = [(name, c, self.layer_ratio(m)) for name, m, c in self.groups]
+        return [(name, c, r) for name, c, r in ratios if r > 0 and c > 0]
 
     def max_progress(self) -> float:
         """Largest f that leaves every prunable layer at least one channel."""
@@ -129,12 +120,8 @@ class PruneSession:
             total = sum(c for _, _, c in self.groups)
             kept = sum(self.keep_at_least(m, c) for _, m, c in self.groups)
             return max(0.0, (1 - kept / max(1, total)) / max(self.base, 1e-9) - 1e-6)
-        f = 1.0
-        for _, m, c in self.groups:
-            r = self.layer_ratio(m)
-            if c > 0 and r > 0 and c * (1 - r) < 1:
-                f = min(f, (1 - 1 / c) / r)
-        return max(0.0, f - 1e-6)
+        limits = [(1 - 1 / c) / r for _, c, r in self.asked_ratios() if c * (1 - r) < 1]
+        return max(0.0, min([1.0, *limits]) - 1e-6)
 
     def check_final_ratio(self) -> None:
         """Ratio/layer targets: refuse one that would remove every channel of a layer."""
@@ -147,9 +134,8 @@ class PruneSession:
                     hint="use a smaller --ratio or a larger --max-layer-ratio",
                 )
             return
-        for name, m, c in self.groups:
-            r = self.layer_ratio(m)
-            if c > 0 and int(c * (1 - r)) < 1:
+        for name, c, r in self.asked_ratios():
+            if int(c * (1 - r)) < 1:
                 raise UsageError(
                     f"a ratio of {r:g} would remove every channel of {name!r} ({c} channels)",
                     hint=f"use a smaller ratio, --max-layer-ratio {1 - 1 / c:.2f}, "
@@ -167,11 +153,9 @@ class PruneSession:
         if y.shape[-1] != want:
             raise ForwardBroken(f"output has {y.shape[-1]} logits instead of {want}")
 
-    # -- one real pruning step ------------------------------------------------------------
-
     def prepare_importance(self) -> None:
         """Fresh importance for the current weights; data-driven criteria need gradients."""
-        self.importance.clear()
+        self.importance.cache.clear()
         if self.cfg.criterion in DATA_CRITERIA:
             assert self.data is not None
             accumulate_gradients(
@@ -187,27 +171,14 @@ class PruneSession:
             raise
         except Exception as e:
             raise ForwardBroken(f"{type(e).__name__}: {e}") from e
-        self.importance.clear()
+        self.importance.cache.clear()
         self.model.zero_grad(set_to_none=True)
         self.check_forward()
 
-    # -- targets --------------------------------------------------------------------------
-
-    def goal(self, kind: str, start: float) -> float:
-        cfg = self.cfg
-        if kind == "latency":
-            return float(cfg.target_latency_ms)  # type: ignore[arg-type]
-        value = cfg.target_macs if kind == "macs" else cfg.target_params
-        how, number = parse_amount(value, f"--target-{kind}")  # type: ignore[arg-type]
-        return start / number if how == "factor" else number
-
     def metric_at(self, kind: str) -> Callable[[float], float]:
+        """The MACs or parameters pruning to progress f would leave (planned, nothing pruned)."""
         count = self.geometry.macs if kind == "macs" else self.geometry.params
-
-        def metric(f: float) -> float:
-            return float(count(self.model, plan(self.pruner, self.progress, f)))
-
-        return metric
+        return lambda f: float(count(self.model, plan(self.pruner, self.progress, f)))
 
     def step_goal(self, start: float, goal: float, step: int) -> float:
         """Geometric interpolation from `start` to `goal` over the steps."""
@@ -267,16 +238,12 @@ class PruneSession:
         log.info("pruned to %.3f: onnxruntime %.2f ms", self.progress.f, ms)
         return ms
 
-    # -- fine-tuning ----------------------------------------------------------------------
-
     def recalibrate(self) -> BnRecalibration | None:
         """Adaptive BN after a cut: re-estimate BatchNorm statistics on training images."""
-
-        if not (self.cfg.bn_recalibration and self.data is not None):
+        data = self.data
+        if not (self.cfg.bn_recalibration and data is not None and has_batchnorm(self.model)):
             return None
-        if not has_batchnorm(self.model):
-            return None
-        loader = self.data.loader("train", epoch=0)
+        loader = data.loader("train", epoch=0)
         return recalibrate_batchnorm(self.model, loader, self.cfg.bn_recalibration)
 
     def tune(self, epochs: int) -> Metrics | None:
@@ -287,10 +254,14 @@ class PruneSession:
             assert self.data is not None
             with _augmented(self.data, bool(self.cfg.augment)):
                 tc = self.train_config(epochs)
-                if self.teacher is not None:
-                    self._distill(tc)
-                else:
+                if self.teacher is None:
                     fit(self.model, self.data, tc, hooks=self.hooks)
+                else:  # knowledge distillation from the unpruned model (Hinton KD)
+                    from compress.distillation.distill import DistillConfig, distill
+
+                    t, alpha = self.cfg.kd_temperature, self.cfg.kd_alpha
+                    kd = DistillConfig(epochs=tc.epochs, temperature=t, alpha=alpha)
+                    distill(self.model, self.teacher, self.data, kd, tc, hooks=self.hooks)
         elif self.finetune is not None:
             self.finetune(self.model, epochs)
         self.model.to("cpu").eval()
@@ -321,16 +292,6 @@ class PruneSession:
             )
         self.result.finetune_seconds += time.perf_counter() - t0
         return replace(out, metrics=self.evaluator(self.model)) if self.evaluator else out
-
-    def _distill(self, tc: TrainConfig) -> None:
-        """Fine-tune by knowledge distillation from the unpruned model (Hinton KD)."""
-        from compress.distillation.distill import DistillConfig, distill
-
-        assert self.data is not None and self.teacher is not None
-        kd = DistillConfig(
-            epochs=tc.epochs, temperature=self.cfg.kd_temperature, alpha=self.cfg.kd_alpha
-        )
-        distill(self.model, self.teacher, self.data, kd, tc, hooks=self.hooks)
 
 
 @contextmanager

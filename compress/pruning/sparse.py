@@ -1,12 +1,8 @@
 """Sparse learning inside the pruning budget: train with a group regulariser before the cut.
 
-torch-pruning's GroupNormPruner (`group-norm`) and GrowingRegPruner (`growing-reg`) push the
-weights of whole channel groups (a conv's filters, its BatchNorm, the consumers' input columns)
-towards zero, so a magnitude ranking afterwards removes channels that no longer carry much.
-The regulariser acts on the gradients: `regularize(model)` after each `backward()`, weight
-decay off meanwhile (it would shrink every group alike). The regularised epochs are taken from
-the fine-tuning budget (PruneConfig.sparse_epochs), unlike torch-pruning's own recipes which add
-them on top.
+torch-pruning's GroupNormPruner / GrowingRegPruner push whole channel groups towards zero (via
+the gradients, after each backward; weight decay off, it would shrink all groups alike), so the
+ranking then removes channels that carry little. The epochs come out of the fine-tuning budget.
 """
 
 from __future__ import annotations
@@ -105,13 +101,9 @@ def sparse_learn(
         )
     model.to("cpu").eval()
     model.zero_grad(set_to_none=True)
+    seconds, mean_loss = round(time.perf_counter() - t0, 2), round(loss_sum / max(seen, 1), 4)
     return SparseLearning(
-        epochs=cfg.sparse_epochs,
-        method=cfg.sparse_method,
-        reg=cfg.sparse_reg,
-        seconds=round(time.perf_counter() - t0, 2),
-        train_loss=round(loss_sum / max(seen, 1), 4),
-        group_norm_spread=_spread(reg),
+        cfg.sparse_epochs, cfg.sparse_method, cfg.sparse_reg, seconds, mean_loss, _spread(reg)
     )
 
 
