@@ -23,9 +23,40 @@ from compress.training.batchnorm import BATCHNORMS
 
 # Ops that only move or describe data: never reported as "not counted" (a table of names).
 _DATA_MOVEMENT = frozenset(
-    "detach clone _to_copy copy_ alias lift_fresh empty zeros ones contiguous _unsafe_view t "  # noqa: SIM905
-    "view reshape flatten expand squeeze unsqueeze permute transpose slice select split "
-    "split_with_sizes unbind as_strided new_empty new_zeros fill_ zero_ empty_like zeros_like".split()
+    {
+        "detach",
+        "clone",
+        "_to_copy",
+        "copy_",
+        "alias",
+        "lift_fresh",
+        "empty",
+        "zeros",
+        "ones",
+        "contiguous",
+        "_unsafe_view",
+        "t",
+        "view",
+        "reshape",
+        "flatten",
+        "expand",
+        "squeeze",
+        "unsqueeze",
+        "permute",
+        "transpose",
+        "slice",
+        "select",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "as_strided",
+        "new_empty",
+        "new_zeros",
+        "fill_",
+        "zero_",
+        "empty_like",
+        "zeros_like",
+    }
 )
 
 
