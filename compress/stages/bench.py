@@ -6,8 +6,6 @@ first run once in a child process, so a file that crashes onnxruntime is reporte
 
 from __future__ import annotations
 
-import json
-import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,17 +17,15 @@ from compress.export.doctor.diagnose import diagnose
 from compress.export.doctor.diagnosis import Diagnosis, Finding
 from compress.export.onnx.convert import ExportConfig, export_onnx
 from compress.export.onnx.file import META_PREFIX
-from compress.export.runtimes.input_size import onnx_spec_at_size
+from compress.export.runtimes.input_size import onnx_spec_at_size, spec_from_onnx
 from compress.export.runtimes.probe import probe_in_subprocess
 from compress.export.runtimes.runner import ORT_PROVIDERS, card_from_onnx, inspect_onnx
 from compress.models.artifacts.artifact import ONNX, WEIGHTS, is_artifact
 from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig
-from compress.models.errors import InvalidInputError, UsageError
-from compress.models.zoo.registry import ModelSpec, default_mean_std
+from compress.models.errors import UsageError
+from compress.models.zoo.registry import ModelSpec
 from compress.stages.common import Model, ModelRef, load_source, load_source_at, model_ref
-
-log = logging.getLogger(__name__)
 
 
 def run_bench(
@@ -122,31 +118,15 @@ def run_doctor(
 def _spec_from_onnx(path: Path, ref: ModelRef) -> ModelSpec:
     """Input shape of a foreign .onnx file; symbolic sizes need --input-size/--in-channels."""
     info = inspect_onnx(path)
-    shape = info.input_shape
-    if len(shape) != 4:
-        raise UsageError(f"{path}: input {shape} is not an image batch (N, C, H, W)")
-    c, h, w = shape[1], shape[2], shape[3]
-    for name, given, declared in (
-        ("--in-channels", ref.in_channels, c),
-        ("--input-size", ref.input_size, h),
-    ):
-        if given and isinstance(declared, int) and declared > 0 and given != declared:
-            raise InvalidInputError(
-                f"input shape mismatch: {name} {given}, but {path} expects input {shape}",
-                hint=f"drop {name} or pass {declared}",
-            )
-    chans = c if isinstance(c, int) and c > 0 else ref.in_channels
-    size = h if isinstance(h, int) and h > 0 else ref.input_size
-    if not chans or not size or (isinstance(w, int) and w > 0 and w != size):
-        raise UsageError(
-            f"{path}: cannot tell the input size from {shape}",
-            hint="pass --input-size and --in-channels (square inputs only)",
-        )
-    out = info.output_shape
-    classes = out[-1] if out and isinstance(out[-1], int) else (ref.num_classes or 10)
-    mean, std = default_mean_std(chans)
-    log.debug("spec of %s from its input %s: %s", path, json.dumps(shape), (chans, size, classes))
-    return ModelSpec(path.stem, size, chans, classes, mean, std, variant="onnx")
+    spec = spec_from_onnx(info, ref.in_channels, ref.input_size, ref.num_classes)
+    if spec is not None:
+        return spec
+    if len(info.input_shape) != 4:
+        raise UsageError(f"{path}: input {info.input_shape} is not an image batch (N, C, H, W)")
+    raise UsageError(
+        f"{path}: cannot tell the input size from {info.input_shape}",
+        hint="pass --input-size and --in-channels (square inputs only)",
+    )
 
 
 def _unique_labels(models: list[BenchModel]) -> None:

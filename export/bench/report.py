@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -26,8 +25,6 @@ from compress.export.bench.baseline import (
 from compress.export.bench.results import INPUT_NOTE, BenchReport, CaseResult
 from compress.models.disk.durable import atomic_file, write_text
 from compress.models.jsontypes import JsonObject
-
-log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = (
     *("model", "runtime", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s", "peak RSS MB"),

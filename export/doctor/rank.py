@@ -7,29 +7,18 @@ wins: the precision OpenVINO really ran, int8 dot-product instructions, or the r
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from compress.export.doctor.diagnosis import Finding, RuntimeTiming
+from compress.export.runtimes.input_size import spec_from_onnx
 from compress.models.notes import Note
-from compress.models.zoo.registry import ModelSpec, make_spec
-
-log = logging.getLogger(__name__)
+from compress.models.zoo.registry import ModelSpec
 
 RANK_SECONDS = 0.4  # per case, split over RANK_ROUNDS interleaved rounds
 RANK_ROUNDS = 2
-
-
-def spec_for_ranking(info: Any) -> ModelSpec | None:
-    """A spec from the file's declared input (N, C, H, W); None when C/H are symbolic."""
-    shape = info.input_shape
-    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:3]):
-        return None
-    out = info.output_shape
-    classes = out[-1] if out and isinstance(out[-1], int) and out[-1] > 0 else 10
-    return make_spec(Path(info.path).stem, classes, shape[1], shape[2], "fc", variant="onnx")
+spec_for_ranking = spec_from_onnx  # a spec from the file's input; None when C/H are symbolic
 
 
 def artifact_precision(info: Any, quantized: bool) -> str:

@@ -1,26 +1,19 @@
 """Shape checks, batching and autocast shared by every runner (onnxruntime, OpenVINO, torch).
 
 A model exported with a fixed batch still has to evaluate a whole split: `run_batched` feeds it
-chunks of its batch (padding the tail); `runner_predict` is every runner's torch-in, torch-out
-`predict` for `compress.training.evaluate`.
+chunks of its batch (padding the tail); `Runner` is every runner's base, with the facts a
+benchmark reports and a torch-in, torch-out `predict` for `compress.training.evaluate`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from compress.models.errors import InvalidInputError
-
-
-class BatchRunner(Protocol):
-    """A runner whose input shape is declared (batch dimension possibly fixed)."""
-
-    input_shape: list[int | str]
-
-    def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def check_input_shape(shape: tuple[int, ...], declared: list[int | str], where: str) -> None:
@@ -34,8 +27,9 @@ def check_input_shape(shape: tuple[int, ...], declared: list[int | str], where: 
         )
 
 
-def run_batched(runner: BatchRunner, x: np.ndarray) -> np.ndarray:
-    """Run a batch of any size on a model whose batch dimension may be fixed (padding the tail)."""
+def run_batched(runner: Any, x: np.ndarray) -> np.ndarray:
+    """Run a batch of any size on a runner whose declared `input_shape` may fix the batch
+    (padding the tail)."""
     fixed = runner.input_shape[0] if runner.input_shape else None
     if not isinstance(fixed, int) or fixed <= 0 or len(x) == fixed:
         return runner.run(x)
@@ -49,14 +43,27 @@ def run_batched(runner: BatchRunner, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def runner_predict(runner: Any, x: Any) -> Any:
-    """torch.Tensor -> torch.Tensor logits through any runner (fixed batches split and padded);
-    every runner's `predict` method."""
-    import torch
+@dataclass
+class Runner:
+    """Maps an input batch to logits (`run`), with what it ran on, how long opening it took,
+    and whether (and why) it fell back from what was asked."""
 
-    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    out = run_batched(runner, arr) if getattr(runner, "input_shape", None) else runner.run(arr)
-    return torch.from_numpy(np.asarray(out, dtype=np.float32))
+    runtime: str
+    providers: list[str]
+    create_seconds: float
+    fallback: bool = field(default=False, kw_only=True)
+    notes: list[str] = field(default_factory=list, kw_only=True)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, x: Any) -> Any:
+        """torch.Tensor -> torch.Tensor logits (fixed batches split and padded)."""
+        import torch
+
+        arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        out = run_batched(self, arr) if getattr(self, "input_shape", None) else self.run(arr)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
 
 def autocast(device: str, precision: str) -> Any:

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.models.errors import UsageError
-from compress.models.zoo.spec import ModelSpec, attach_spec, eval_mode, spec_of
+from compress.models.errors import InvalidInputError, UsageError
+from compress.models.zoo.spec import ModelSpec, attach_spec, eval_mode, make_spec, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +139,27 @@ def onnx_spec_at_size(path: str | Path, spec: ModelSpec, size: int) -> ModelSpec
         hint=f"export its PyTorch artifact with `compress export --input-size {size}`, "
         "or drop --input-size",
     )
+
+
+def spec_from_onnx(
+    info: Any, in_channels: int | None = None, size: int | None = None, classes: int | None = None
+) -> ModelSpec | None:
+    """The spec of an ONNX file's declared (N, C, H, W) input (`inspect_onnx`), the sizes given
+    filling symbolic ones; None when C/H stay unknown, H != W or it is no image batch.
+    InvalidInputError when a given size contradicts a fixed one."""
+    shape = info.input_shape
+    if len(shape) != 4:
+        return None
+    c, h, w = (d if isinstance(d, int) and d > 0 else None for d in shape[1:])
+    for name, given, declared in (("--in-channels", in_channels, c), ("--input-size", size, h)):
+        if given and declared and given != declared:
+            raise InvalidInputError(
+                f"input shape mismatch: {name} {given}, but {info.path} expects input {shape}",
+                hint=f"drop {name} or pass {declared}",
+            )
+    chans, size = c or in_channels, h or size
+    if not chans or not size or (w and w != size):
+        return None
+    out = info.output_shape
+    n = out[-1] if out and isinstance(out[-1], int) and out[-1] > 0 else classes or 10
+    return make_spec(Path(info.path).stem, n, chans, size, "fc", variant="onnx")

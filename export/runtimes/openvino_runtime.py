@@ -11,13 +11,13 @@ import contextlib
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compress.export.runtimes.batching import check_input_shape, runner_predict
+from compress.export.runtimes.batching import Runner, check_input_shape
 from compress.export.runtimes.sigstack import kept_sigaltstack
 from compress.models.errors import InvalidInputError, UnsupportedError
 
@@ -61,22 +61,17 @@ def check_openvino(runtime: str) -> str:
 
 
 @dataclass
-class OvRunner:
+class OvRunner(Runner):
     """A compiled OpenVINO model plus the facts a benchmark must report about it."""
 
     compiled: Any
     request: Any
     path: str
-    runtime: str
     device: str
-    providers: list[str]
-    create_seconds: float
     input_shape: list[int | str]
     input_dtype: np.dtype
     precision: str | None  # asked for (None: OpenVINO's default)
     effective_precision: str  # what the compiled model runs (fp32, bf16, fp16)
-    fallback: bool = False
-    notes: list[str] = field(default_factory=list)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits for one batch (a copy: OpenVINO reuses its output buffer)."""
@@ -91,8 +86,6 @@ class OvRunner:
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise InvalidInputError(f"OpenVINO failed running {self.path}: {first}") from e
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
     def close(self) -> None:
         """Release the compiled model now, keeping this thread's signal stack."""

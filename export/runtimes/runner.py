@@ -12,13 +12,14 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from compress.export.runtimes.batching import autocast, check_input_shape, runner_predict
+from compress.export.runtimes.batching import Runner as Runner  # re-exported
+from compress.export.runtimes.batching import autocast, check_input_shape
 from compress.export.runtimes.batching import run_batched as run_batched  # re-exported
 from compress.export.runtimes.openvino_runtime import (
     OV_DEVICES,
@@ -41,16 +42,6 @@ OV_RUNTIMES = tuple(OV_DEVICES)
 ONNX_RUNTIMES = (*ORT_PROVIDERS, *OV_RUNTIMES)
 RUNTIMES = (*TORCH_RUNTIMES, *ONNX_RUNTIMES)
 GPU_HINT = "install onnxruntime-gpu (with a CUDA GPU and drivers), or use --runtime ort-cpu"
-
-
-class Runner(Protocol):
-    """Anything that maps an input batch to logits, with what it ran on."""
-
-    runtime: str
-    providers: list[str]
-    create_seconds: float
-
-    def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def check_runtime(name: str) -> str:
@@ -98,20 +89,15 @@ def available_runtimes(names: tuple[str, ...] = RUNTIMES) -> list[str]:
 
 
 @dataclass
-class OrtRunner:
+class OrtRunner(Runner):
     """An onnxruntime session plus the facts a benchmark must report about it."""
 
     session: Any
     path: str
-    runtime: str
     requested: list[str]
-    providers: list[str]
-    create_seconds: float
     input_name: str
     input_shape: list[int | str]
     input_dtype: np.dtype
-    fallback: bool = False
-    notes: list[str] = field(default_factory=list)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits for one batch; shapes are checked so mismatches read as one line."""
@@ -122,8 +108,6 @@ class OrtRunner:
         except Exception as e:
             first = str(e).strip().splitlines()[0]
             raise InvalidInputError(f"onnxruntime failed running {self.path}: {first}") from e
-
-    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
 
 def create_session(
@@ -163,14 +147,11 @@ def create_session(
 
 
 @dataclass
-class TorchRunner:
+class TorchRunner(Runner):
     """PyTorch eager inference (inference mode, eval mode) behind the same `run` interface."""
 
     model: Any
-    runtime: str
     device: str
-    providers: list[str]
-    create_seconds: float
     precision: str = "fp32"  # bf16 / fp16: autocast on the device
 
     @property
@@ -185,8 +166,6 @@ class TorchRunner:
             if self.device != "cpu":
                 torch.cuda.synchronize()
             return out.float().cpu().numpy()
-
-    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
 
 def torch_runner(
@@ -211,7 +190,8 @@ def torch_runner(
     device = "cuda" if runtime == "torch-cuda" else "cpu"
     t0 = time.perf_counter()
     model = model.eval().to(device)
-    return TorchRunner(model, runtime, device, [device], time.perf_counter() - t0, precision)
+    seconds = time.perf_counter() - t0
+    return TorchRunner(runtime, [device], seconds, model=model, device=device, precision=precision)
 
 
 def onnx_runner(

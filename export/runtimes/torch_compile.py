@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.export.runtimes.batching import autocast, runner_predict
+from compress.export.runtimes.batching import Runner, autocast
 from compress.models.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
@@ -25,19 +25,14 @@ RECOMPILE_LIMIT = 64
 
 
 @dataclass
-class CompiledTorchRunner:
+class CompiledTorchRunner(Runner):
     """A `torch.compile`d module; `create_seconds` grows by each shape's compile time."""
 
     model: Any
-    runtime: str
-    providers: list[str]
-    create_seconds: float
     precision: str
     effective_precision: str
     channels_last: bool
     compile_seconds: dict[str, float] = field(default_factory=dict)  # "1x3x224x224" -> s
-    notes: list[str] = field(default_factory=list)
-    fallback: bool = False
 
     def run(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -67,8 +62,6 @@ class CompiledTorchRunner:
             else:
                 log.debug("torch-compile: input %s reuses a compiled graph", key)
         return out.float().numpy()
-
-    predict = runner_predict  # torch.Tensor -> torch.Tensor (compress.training.evaluate)
 
 
 def check_torch_compile() -> None:
