@@ -12,14 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from compress.export.bench.baseline import FASTEST_DENSE, ORT_FP32, find_baselines
 from compress.export.bench.cases import (
     CASE_ERRORS,
     Case,
     Skipped,
-    batch_fn,
     first_line,
     open_runner,
 )
@@ -154,17 +151,10 @@ def measure_accuracy(trials: list[Trial], loader: Any, num_classes: int, limit: 
 
 
 def _evaluate(t: Trial, loader: Any, num_classes: int, limit: int | None) -> float | str:
-    import torch
-
     assert t.runner is not None
-    run = batch_fn(t.runner)
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(run(x.numpy()), dtype=np.float32))
-
     try:
         with torch_threads(t.case.threads):
-            return round(evaluate(predict, loader, num_classes, limit=limit).top1, 6)
+            return round(evaluate(t.runner.predict, loader, num_classes, limit=limit).top1, 6)
     except CASE_ERRORS as e:
         log.warning("deploy: %s failed on the validation split: %s", t.case.label, e)
         return f"failed on the validation split: {first_line(e)}"

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from compress.export.onnx.convert import ExportConfig, export_onnx
-from compress.export.onnx.file import card_metadata, external_data_path, onnx_size, optimize_offline
+from compress.export.onnx.file import card_metadata, external_data_path, onnx_size
 from compress.export.onnx.parity import ParityReport, check_parity
 from compress.export.runtimes.runner import create_session, run_batched, torch_runner
+from compress.export.runtimes.session import optimize_offline
 from compress.models.artifacts.artifact import ONNX, Card, write_card
 from compress.models.artifacts.resolve import ModelSource
 from compress.models.data.datasets import (

@@ -1,4 +1,4 @@
-"""An ONNX file on disk: checked saving, external data, metadata, size, offline optimization.
+"""An ONNX file on disk: checked saving, external data, metadata, size.
 
 Weights past the 2 GB protobuf limit go to `<name>.onnx.data`, which every helper here handles
 too. Metadata props carry the card's key facts (prefixed `compress.`), so a bare `.onnx`
@@ -8,13 +8,10 @@ describes itself.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
-
-log = logging.getLogger(__name__)
+from compress.models.errors import InvalidInputError, UnsupportedError
 
 # Our optimization levels -> onnxruntime's GraphOptimizationLevel (sessions read it too).
 OPTIMIZE_LEVELS = {
@@ -66,35 +63,6 @@ def check_and_save(proto: Any, path: Path, external_threshold: int = 1_800_000_0
         ) from e
     if external:
         onnx.shape_inference.infer_shapes_path(str(path), str(path))
-
-
-def optimize_offline(src: str | Path, dst: str | Path, level: str) -> Path:
-    """Save onnxruntime's optimized graph (`basic`, `extended`: ORT-only fused ops, `all`: also
-    this CPU's memory layouts) to `dst`."""
-    import onnx
-    import onnxruntime as ort
-
-    if level not in OPTIMIZE_LEVELS or level == "none":
-        raise UsageError(f"optimization level must be basic, extended or all, got {level!r}")
-    if level == "all":
-        log.warning("--optimize all writes CPU-specific layouts: the file may not run elsewhere")
-    src, dst = Path(src), Path(dst)
-    meta = read_metadata(src)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZE_LEVELS[level])
-    so.optimized_model_filepath = str(dst)
-    if external_data_path(src).exists():
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", external_data_path(dst).name
-        )
-    try:
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise UnsupportedError(f"onnxruntime could not optimize {src}: {e}") from e
-    proto = onnx.load(str(dst), load_external_data=False)
-    set_metadata(proto, meta)
-    onnx.save_model(proto, str(dst))
-    return dst
 
 
 def opset_of(proto: Any) -> int:

@@ -1,20 +1,22 @@
 """ONNX files into onnxruntime sessions: the one place that sets session options.
 
 `inspect_onnx` reads what a file declares (without its weights) so bad or too-new files fail with
-one clear line; `open_session` is what runners, pruning's latency target and the quantizer all
-open sessions with, so they run the same graph the same way.
+one clear line; `open_session` is what runners, pruning's latency target, the quantizer and
+`optimize_offline` all open sessions with, so they run the same graph the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.models.errors import InvalidInputError, UnsupportedError, UsageError
+from compress.models.errors import CompressError, InvalidInputError, UnsupportedError, UsageError
 
+log = logging.getLogger(__name__)
 CPU = ("CPUExecutionProvider",)
 
 
@@ -136,3 +138,25 @@ def open_session(
         )
     except Exception as e:  # onnxruntime raises its own exception types
         raise ort_error(where, e) from e
+
+
+def optimize_offline(src: str | Path, dst: str | Path, level: str) -> Path:
+    """Save onnxruntime's optimized graph (`basic`, `extended`: ORT-only fused ops, `all`: also
+    this CPU's memory layouts) of `src` (no external data) to `dst`, metadata kept."""
+    import onnx
+
+    from compress.export.onnx.file import read_metadata, set_metadata
+
+    if level not in ("basic", "extended", "all"):
+        raise UsageError(f"optimization level must be basic, extended or all, got {level!r}")
+    if level == "all":
+        log.warning("--optimize all writes CPU-specific layouts: the file may not run elsewhere")
+    meta = read_metadata(src)
+    try:
+        open_session(src, optimization=level, optimized_model_path=dst)
+    except CompressError as e:
+        raise UnsupportedError(f"onnxruntime could not optimize {src}: {e}") from e
+    proto = onnx.load(str(dst), load_external_data=False)
+    set_metadata(proto, meta)
+    onnx.save_model(proto, str(dst))
+    return Path(dst)
