@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.export.runtimes.precision import PRECISIONS, unavailable
+from compress.export.runtimes.precision import check_precision, unavailable
 from compress.export.runtimes.runner import (
     RUNTIMES,
     TORCH_RUNTIMES,
@@ -101,8 +101,7 @@ def check_names(runtimes: tuple[str, ...], precisions: tuple[str, ...]) -> None:
         if r not in RUNTIMES:
             raise UsageError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
     for p in precisions:
-        if p not in PRECISIONS:
-            raise UsageError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+        check_precision(p)
 
 
 def plan_cases(

@@ -28,17 +28,19 @@ def cpu_bf16(flags: frozenset[str] | None = None) -> str | None:
     )
 
 
-def parse_precisions(text: str | None) -> tuple[str, ...] | None:
-    """`fp32,bf16` -> ('fp32', 'bf16'); None/'' -> None (each model at its own precision)."""
+def check_precision(name: str) -> str:
+    """`name`, or UsageError when compress knows no such precision."""
     from compress.models.errors import UsageError
 
-    if not text:
-        return None
-    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
-    bad = [p for p in names if p not in PRECISIONS]
-    if bad:
-        raise UsageError(f"unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
-    return names or None
+    if name not in PRECISIONS:
+        raise UsageError(f"unknown precision {name!r}; choose from {', '.join(PRECISIONS)}")
+    return name
+
+
+def parse_precisions(text: str | None) -> tuple[str, ...] | None:
+    """`fp32,bf16` -> ('fp32', 'bf16'); None/'' -> None (each model at its own precision)."""
+    names = [check_precision(p.strip().lower()) for p in (text or "").split(",") if p.strip()]
+    return tuple(dict.fromkeys(names)) or None
 
 
 def unavailable(
@@ -69,9 +71,9 @@ def unavailable(
 
 def refuse(runtime: str, precision: str, artifact: str = "fp32") -> None:
     """Raise UnsupportedError (exit 4) with the reason when the pair cannot run here."""
-    from compress.models.errors import UnsupportedError, UsageError
+    from compress.models.errors import UnsupportedError
 
-    if precision not in PRECISIONS and not (precision == artifact and artifact in QUANTIZED):
-        raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if not (precision == artifact and artifact in QUANTIZED):
+        check_precision(precision)
     if why := unavailable(runtime, precision, artifact):
         raise UnsupportedError(f"--precision {precision} on {runtime} refused: {why}")
