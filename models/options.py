@@ -3,7 +3,9 @@
 Config dataclasses are the single source of the CLI's options (`compress.cli.fields` reads them).
 Metadata keys: `flag` (another spelling, `--x/--no-x`, or a tuple with a short alias),
 `show_default`, `cli` (False: no flag; or repeat, csv, csv-int, pairs), `shape` (NAME=N wording),
-and the checks of :func:`check_options`: bounds `ge`, `gt`, `le`, `lt` and `choices`.
+and the checks of :func:`check_options`: bounds `min`, `above`, `max`, `below` and `choices`
+(not pydantic's ge/gt/le/lt: recipes validate configs with pydantic, which would check those
+first, in its own words).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from compress.models.errors import UsageError
 
-_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}  # bound keys: the `operator` functions
+_SIGNS = {"min": ">=", "above": ">", "max": "<=", "below": "<"}
+_TESTS = dict(zip(_SIGNS, (operator.ge, operator.gt, operator.le, operator.lt), strict=True))
 
 
 def option(
@@ -46,7 +49,7 @@ def check_options(cfg: Any, *, flags: bool = False) -> None:
         bounds = {k: meta[k] for k in _SIGNS if k in meta}
         if "choices" in meta and value not in meta["choices"]:
             raise UsageError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
-        inside = all(getattr(operator, k)(value, b) for k, b in bounds.items())
+        inside = all(_TESTS[k](value, b) for k, b in bounds.items())
         if bounds and not (math.isfinite(value) and inside):
             raise UsageError(f"{name} must be {_range(bounds)}, got {value}")
 
@@ -56,5 +59,6 @@ def _range(bounds: dict[str, Any]) -> str:
     if len(bounds) == 1:
         ((key, bound),) = bounds.items()
         return f"{_SIGNS[key]} {bound}"
-    (lo, low), (hi, high) = sorted(bounds.items())  # ge/gt before le/lt
-    return f"in {'[' if lo == 'ge' else '('}{low}, {high}{']' if hi == 'le' else ')'}"
+    low = f"[{bounds['min']}" if "min" in bounds else f"({bounds['above']}"
+    high = f"{bounds['max']}]" if "max" in bounds else f"{bounds['below']})"
+    return f"in {low}, {high}"

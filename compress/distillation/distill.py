@@ -38,9 +38,9 @@ class DistillConfig:
     """KD settings; `features`: None (off), "auto", or (teacher_layer, student_layer) pairs.
     T=2, alpha=0.5 matched or beat T=4, alpha=0.7 in every LeNet-5 run (distill-amp.md)."""
 
-    temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).", gt=0)
+    temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).", above=0)
     alpha: float = option(
-        0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.", ge=0, le=1
+        0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.", min=0, max=1
     )
     epochs: int | None = option(None, "Epochs (None: the TrainConfig's).", cli=False)
     lr: float | None = option(None, "Peak learning rate (None: the TrainConfig's).", cli=False)
@@ -50,7 +50,7 @@ class DistillConfig:
         "1x1-conv adapters bridge different widths.",
         flag="--feature-distill",
     )
-    feature_weight: float = option(1.0, "Weight of the feature loss.", ge=0)
+    feature_weight: float = option(1.0, "Weight of the feature loss.", min=0)
     cache_teacher: bool | None = option(
         None, "Cache the teacher's logits (None: when exact and it pays).", cli=False
     )

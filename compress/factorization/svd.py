@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class FactorizeConfig:
     """Which Linear layers to factorize and to what rank; KD fine-tuning settings."""
 
-    rank: int | None = option(None, "One rank for every chosen Linear layer.", ge=1)
+    rank: int | None = option(None, "One rank for every chosen Linear layer.", min=1)
     ranks: dict[str, int] = option(
         help="Rank of one layer, NAME=RANK (repeatable), e.g. fc1=16.",
         factory=dict,
@@ -37,15 +37,15 @@ class FactorizeConfig:
         shape="NAME=RANK (e.g. fc1=16)",
     )
     param_target: float | None = option(
-        None, "Keep this fraction (0-1) of each chosen layer's weights.", gt=0, lt=1
+        None, "Keep this fraction (0-1) of each chosen layer's weights.", above=0, below=1
     )
     layers: tuple[str, ...] = option(
         (),
         "Linear module to factorize (repeatable); default: all but the classifier.",
         cli="repeat",
     )
-    epochs: int = option(2, "KD fine-tuning epochs from the parent (0: none).", ge=0)
-    lr: float = option(1e-3, "Peak learning rate of the fine-tuning.", gt=0)
+    epochs: int = option(2, "KD fine-tuning epochs from the parent (0: none).", min=0)
+    lr: float = option(1e-3, "Peak learning rate of the fine-tuning.", above=0)
     temperature: float = option(2.0, "KD temperature.")
     alpha: float = option(0.5, "Weight of the teacher term in [0, 1].")
     seed: int = option(0, "Seed of the fine-tuning (the verb's --seed).", cli=False)

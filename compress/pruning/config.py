@@ -79,8 +79,8 @@ class PruneConfig:
         None,
         "Fraction of channels removed from every prunable layer, 0 <= R < 1. Parameters shrink by "
         "about 1-(1-R)^2 (each weight loses input and output channels): 0.5 keeps ~25 % of them.",
-        ge=0,
-        lt=1,
+        min=0,
+        below=1,
     )
     target_macs: float | str | None = option(
         None, "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."
@@ -92,7 +92,7 @@ class PruneConfig:
         None,
         "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) to reach; pruned "
         "in rounds, measuring after each, until met (an error says so if it can't be).",
-        gt=0,
+        above=0,
     )
     layer_ratios: dict[str, float] | None = option(
         None, "{layer name: ratio} for the listed layers only.", cli=False
@@ -118,17 +118,17 @@ class PruneConfig:
         "Rank channels across all layers (global) or prune each layer by the same ratio.",
         flag="--global/--local",
     )
-    steps: int = option(1, "Prune in N increments.", ge=1)
+    steps: int = option(1, "Prune in N increments.", min=1)
     finetune_epochs: int | None = option(
         None,
         "Fine-tuning epochs after each step (0: none). Default: 5 epochs after the last step where "
         "the model's training data is known (its card names it, or --dataset is given), none for "
         "untrained weights; the choice is said in one line.",
         show_default=False,
-        ge=0,
+        min=0,
     )
     final_finetune_epochs: int | None = option(
-        None, "Fine-tuning epochs after the last step.", show_default=False, ge=0
+        None, "Fine-tuning epochs after the last step.", show_default=False, min=0
     )
     kd: bool | None = option(
         None,
@@ -139,22 +139,22 @@ class PruneConfig:
         show_default=False,
     )
     kd_temperature: float = option(
-        2.0, "Softmax temperature of the distillation while fine-tuning.", cli=False, gt=0
+        2.0, "Softmax temperature of the distillation while fine-tuning.", cli=False, above=0
     )
     kd_alpha: float = option(
-        0.5, "Weight of the teacher term while fine-tuning.", cli=False, ge=0, le=1
+        0.5, "Weight of the teacher term while fine-tuning.", cli=False, min=0, max=1
     )
     bn_recalibration: int = option(
         BN_RECALIBRATION_IMAGES,
         "Training images whose forward passes re-estimate BatchNorm statistics "
         "after every cut (adaptive BN, no gradient step; 0 = off).",
-        ge=0,
+        min=0,
     )
     round_to: int | None = option(
         8,
         "Align kept channel counts to multiples of this (1 = off) by keeping more, never fewer; a "
         "layer is aligned only where that stays within the ratio tolerance.",
-        ge=1,
+        min=1,
     )
     ratio_tolerance: float | None = option(
         None,
@@ -162,8 +162,8 @@ class PruneConfig:
         "asked. Default 0.05, beyond it a warning names the layers; given, it is a limit: a "
         "request the channel counts can't meet is refused.",
         show_default=False,
-        ge=0,
-        lt=1,
+        min=0,
+        below=1,
     )
     ignore: list[str] = option(
         help="Layer never pruned (repeatable), on top of the classifier head.",
@@ -171,7 +171,7 @@ class PruneConfig:
         cli="repeat",
     )
     max_layer_ratio: float = option(
-        1.0, "No layer loses more than this fraction of its channels.", gt=0, le=1
+        1.0, "No layer loses more than this fraction of its channels.", above=0, max=1
     )
     isomorphic: bool = option(
         False,
@@ -188,8 +188,8 @@ class PruneConfig:
         None,
         "Label smoothing while fine-tuning / sparse learning (default: the parent's, else 0).",
         show_default=False,
-        ge=0,
-        lt=1,
+        min=0,
+        below=1,
     )
     augment: bool | None = option(
         None,
@@ -202,7 +202,7 @@ class PruneConfig:
         0,
         "Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
         "(torch-pruning group regulariser, weight decay off).",
-        ge=0,
+        min=0,
     )
     sparse_method: str = option(
         "group-norm",
@@ -210,10 +210,10 @@ class PruneConfig:
         choices=SPARSE_METHODS,
     )
     sparse_reg: float = option(5e-4, "Sparse-learning regularisation coefficient (> 0).")
-    latency_batch: int = option(1, "Batch size of latency measurements.", ge=1)
-    latency_threads: int = option(2, "onnxruntime / torch threads of latency measurements.", ge=1)
+    latency_batch: int = option(1, "Batch size of latency measurements.", min=1)
+    latency_threads: int = option(2, "onnxruntime / torch threads of latency measurements.", min=1)
     importance_batches: int = option(
-        4, "Training batches whose gradients rank channels (taylor, hessian).", cli=False, ge=1
+        4, "Training batches whose gradients rank channels (taylor, hessian).", cli=False, min=1
     )
     seed: int = option(0, "Seed of the channel ranking and fine-tuning.", cli=False)
 

@@ -42,11 +42,11 @@ class SensitivityConfig:
         (0.25, 0.5, 0.75), "Comma-separated ratios to try per layer.", cli="csv-float"
     )
     criterion: str = option("l2", "Channel ranking criterion (see prune).", choices=CRITERIA)
-    round_to: int | None = option(8, "Channel multiple (1 = off).", ge=1)
+    round_to: int | None = option(8, "Channel multiple (1 = off).", min=1)
     ignore: list[str] = option(help="Layer to leave out (repeatable).", factory=list, cli="repeat")
     latency: bool = option(True, "Time every trial in onnxruntime.")
-    latency_batch: int = option(1, "Batch size of the latency trials.", cli=False, ge=1)
-    latency_threads: int = option(2, "onnxruntime threads of the latency trials.", cli=False, ge=1)
+    latency_batch: int = option(1, "Batch size of the latency trials.", cli=False, min=1)
+    latency_threads: int = option(2, "onnxruntime threads of the latency trials.", cli=False, min=1)
 
     def __post_init__(self) -> None:
         if not self.ratios or any(not 0 < r < 1 for r in self.ratios):

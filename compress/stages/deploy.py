@@ -76,12 +76,14 @@ class DeployConfig:
         (1,), "Comma-separated batch sizes; the first decides the fastest.", cli="csv-int"
     )
     max_drop: float = option(
-        DEFAULT_MAX_DROP, "Accuracy gate: points of validation top-1 a candidate may lose.", ge=0
+        DEFAULT_MAX_DROP, "Accuracy gate: points of validation top-1 a candidate may lose.", min=0
     )
-    seconds: float = option(1.0, "Timing budget per candidate and batch size (all rounds).", gt=0)
-    rounds: int = option(3, "Candidates take turns in this many slices.", ge=1)
-    warmup: int = option(2, "Untimed runs before each candidate.", cli=False, ge=0)
-    eval_samples: int | None = option(None, "Cap on validation images per candidate.", ge=1)
+    seconds: float = option(
+        1.0, "Timing budget per candidate and batch size (all rounds).", above=0
+    )
+    rounds: int = option(3, "Candidates take turns in this many slices.", min=1)
+    warmup: int = option(2, "Untimed runs before each candidate.", cli=False, min=0)
+    eval_samples: int | None = option(None, "Cap on validation images per candidate.", min=1)
     baseline: str | None = option(
         None,
         "The dense parent artifact: measured the same way, and the chosen "
@@ -102,7 +104,7 @@ class DeployConfig:
         "accuracy gate runs on validation images resized to N against fp32 at N "
         "(a check of runtimes and precisions, not of the model's accuracy, which "
         "resizing changes); --eval-samples bounds its cost.",
-        ge=1,
+        min=1,
     )
 
     def __post_init__(self) -> None:

@@ -19,13 +19,13 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 class TrainConfig:
     """Training settings; the defaults train LeNet-5 on Fashion-MNIST to ~91 % test top-1."""
 
-    epochs: int = option(15, "Training epochs.", ge=0)
-    lr: float = option(4e-3, "Peak learning rate.", gt=0)
+    epochs: int = option(15, "Training epochs.", min=0)
+    lr: float = option(4e-3, "Peak learning rate.", above=0)
     weight_decay: float = option(1e-4, "Weight decay.")
     optimizer: str = option("adamw", "adamw or sgd.", choices=OPTIMIZERS)
     momentum: float = option(0.9, "SGD momentum.", cli=False)
     schedule: str = option("onecycle", "onecycle, cosine or constant.", choices=SCHEDULES)
-    label_smoothing: float = option(0.0, "Label smoothing.", ge=0, lt=1)
+    label_smoothing: float = option(0.0, "Label smoothing.", min=0, below=1)
     grad_clip: float | None = option(None, "Gradient-norm clip.", cli=False)
     seed: int = option(0, "Seed of init and batch order.", cli=False)
     device: str = option("auto", "auto, cpu or cuda[:N].")

@@ -60,11 +60,11 @@ class BenchConfig:
     )
     batch_sizes: tuple[int, ...] = option((1, 8, 32), "Comma-separated batch sizes.", cli="csv-int")
     threads: int | None = option(
-        None, "Intra-op threads for every runtime (default: physical cores).", ge=1
+        None, "Intra-op threads for every runtime (default: physical cores).", min=1
     )  # same for every runtime
-    warmup: int = option(2, "Untimed runs before each case.", ge=0)
-    iters: int | None = option(None, "Timed runs per case.", ge=1)
-    seconds: float | None = option(None, "Time per case (default 3 s, at least 5 runs).", gt=0)
+    warmup: int = option(2, "Untimed runs before each case.", min=0)
+    iters: int | None = option(None, "Timed runs per case.", min=1)
+    seconds: float | None = option(None, "Time per case (default 3 s, at least 5 runs).", above=0)
     min_iters: int = option(5, "Fewest timed runs per case.", cli=False)
     opset: int = option(17, "Opset for exporting PyTorch models.")
     rounds: int = option(
@@ -72,7 +72,7 @@ class BenchConfig:
         "Split each case's time into N slices taken in turns with the other "
         "cases, so load from other processes hits every model alike (steadier "
         "speed-ups).",
-        ge=1,
+        min=1,
     )
     precisions: tuple[str, ...] | None = option(
         None,
@@ -89,7 +89,7 @@ class BenchConfig:
         None,
         "Input height=width of every model (the model options' --input-size).",
         cli=False,
-        ge=1,
+        min=1,
     )
 
     def __post_init__(self) -> None:

@@ -61,15 +61,15 @@ class ExportConfig:
         choices=OPTIMIZE_LEVELS,
     )
     parity_samples: int = option(
-        64, "Inputs for the parity gate (validation images if trained).", ge=1
+        64, "Inputs for the parity gate (validation images if trained).", min=1
     )
-    static_batch: int = option(1, "The batch size of a static-batch export.", cli=False, ge=1)
+    static_batch: int = option(1, "The batch size of a static-batch export.", cli=False, min=1)
     # Height = width to export (and parity-check) at; None: the model's own size.
     input_size: int | None = option(
         None,
         "Input height=width to export at (the model options' --input-size).",
         cli=False,
-        ge=1,
+        min=1,
     )
     external_data_threshold: int = option(
         1_800_000_000, "Weights above this many bytes go to external data.", cli=False

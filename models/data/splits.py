@@ -28,7 +28,7 @@ class DataConfig:
         "Also $COMPRESS_DATA_DIR; Fashion-MNIST is found in "
         "/usr/share/datasets/fashion-mnist.",
     )
-    val_size: int = option(5000, "Validation images split off the training file.", cli=False, ge=0)
+    val_size: int = option(5000, "Validation images split off the training file.", cli=False, min=0)
     seed: int = option(
         0,
         "Seed for shuffling and init, and for the train/val split of a zoo model "
@@ -36,14 +36,17 @@ class DataConfig:
         " stay unseen).",
     )
     order_seed: int | None = option(None, "Seed of the batch order only.", cli=False)
-    batch_size: int = option(128, "Training batch size.", ge=1)
-    eval_batch_size: int = option(512, "Evaluation batch size.", cli=False, ge=1)
+    batch_size: int = option(128, "Training batch size.", min=1)
+    eval_batch_size: int = option(512, "Evaluation batch size.", cli=False, min=1)
     augment: bool = option(
         False, "Random flips and crops (distill: turns off teacher-logit caching)."
     )
     limit: int | None = option(None, "Use at most this many training samples (quick runs).")
     workers: int = option(
-        0, "DataLoader worker processes (decoding/resizing off the training loop).", cli=False, ge=0
+        0,
+        "DataLoader worker processes (decoding/resizing off the training loop).",
+        cli=False,
+        min=0,
     )
     mmap: bool | None = option(
         None, "IDX images: None memory-maps uncompressed files, True requires it.", cli=False
