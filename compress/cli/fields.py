@@ -58,7 +58,7 @@ def _field(stmt: ast.AnnAssign, module: str) -> ConfigField:
             elif key == "metadata":
                 meta = ast.literal_eval(node)
             elif call == "option" and key is not None:
-                meta[key] = ast.literal_eval(node)
+                meta[key] = _value(node, module)
     elif value is not None:
         default = _value(value, module)
     return ConfigField(stmt.target.id, ast.unparse(stmt.annotation), default, meta)

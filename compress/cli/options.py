@@ -13,6 +13,7 @@ import typer
 
 from compress.cli.fields import ConfigField, config_fields
 from compress.models.errors import CompressError, UsageError
+from compress.models.options import long_flag
 
 if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
     from compress.stages.common import ModelRef
@@ -209,9 +210,7 @@ def options_from(
 
 def flag_of(f: ConfigField) -> str:
     """The long flag of a field: metadata "flag" (its first spelling), else --field-name."""
-    flag = f.meta.get("flag")
-    first = flag[0] if isinstance(flag, (list, tuple)) else flag
-    return str(first).split("/")[0] if first else "--" + f.name.replace("_", "-")
+    return long_flag(f.name, f.meta)
 
 
 def _option(f: ConfigField) -> Any:

@@ -8,7 +8,6 @@ teacher stays frozen in eval mode; without augmentation its logits are computed 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +22,7 @@ from compress.models.data.datasets import DataBundle
 from compress.models.data.images import TensorImages
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.options import option
+from compress.models.options import check_options, option
 from compress.models.zoo.registry import ModelSpec, spec_of
 from compress.models.zoo.spec import eval_mode
 from compress.training import int4_grid
@@ -39,8 +38,10 @@ class DistillConfig:
     """KD settings; `features`: None (off), "auto", or (teacher_layer, student_layer) pairs.
     T=2, alpha=0.5 matched or beat T=4, alpha=0.7 in every LeNet-5 run (distill-amp.md)."""
 
-    temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).")
-    alpha: float = option(0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.")
+    temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).", above=0)
+    alpha: float = option(
+        0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.", min=0, max=1
+    )
     epochs: int | None = option(None, "Epochs (None: the TrainConfig's).", cli=False)
     lr: float | None = option(None, "Peak learning rate (None: the TrainConfig's).", cli=False)
     features: list[Pair] | str | None = option(
@@ -49,7 +50,7 @@ class DistillConfig:
         "1x1-conv adapters bridge different widths.",
         flag="--feature-distill",
     )
-    feature_weight: float = option(1.0, "Weight of the feature loss.")
+    feature_weight: float = option(1.0, "Weight of the feature loss.", min=0)
     cache_teacher: bool | None = option(
         None, "Cache the teacher's logits (None: when exact and it pays).", cli=False
     )
@@ -67,19 +68,11 @@ class DistillConfig:
     )
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise UsageError(f"--temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(
-                f"--alpha must be in [0, 1], got {self.alpha}",
-                hint="alpha weighs the teacher term; 1 - alpha weighs the hard-label loss",
-            )
+        check_options(self, flags=True)
         if self.epochs is not None and self.epochs < 0:
             raise UsageError(f"--epochs must be >= 0, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr must be > 0, got {self.lr}")
-        if not self.feature_weight >= 0:
-            raise UsageError(f"--feature-weight must be >= 0, got {self.feature_weight}")
         if isinstance(self.features, str):
             self.features = parse_pairs(self.features)
         elif self.features is not None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import UnsupportedError, UsageError
-from compress.models.options import option
+from compress.models.options import check_options, option
 from compress.models.zoo.lowrank import LowRankLinear, break_even
 from compress.models.zoo.registry import spec_of
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class FactorizeConfig:
     """Which Linear layers to factorize and to what rank; KD fine-tuning settings."""
 
-    rank: int | None = option(None, "One rank for every chosen Linear layer.")
+    rank: int | None = option(None, "One rank for every chosen Linear layer.", min=1)
     ranks: dict[str, int] = option(
         help="Rank of one layer, NAME=RANK (repeatable), e.g. fc1=16.",
         factory=dict,
@@ -37,15 +37,15 @@ class FactorizeConfig:
         shape="NAME=RANK (e.g. fc1=16)",
     )
     param_target: float | None = option(
-        None, "Keep this fraction (0-1) of each chosen layer's weights."
+        None, "Keep this fraction (0-1) of each chosen layer's weights.", above=0, below=1
     )
     layers: tuple[str, ...] = option(
         (),
         "Linear module to factorize (repeatable); default: all but the classifier.",
         cli="repeat",
     )
-    epochs: int = option(2, "KD fine-tuning epochs from the parent (0: none).")
-    lr: float = option(1e-3, "Peak learning rate of the fine-tuning.")
+    epochs: int = option(2, "KD fine-tuning epochs from the parent (0: none).", min=0)
+    lr: float = option(1e-3, "Peak learning rate of the fine-tuning.", above=0)
     temperature: float = option(2.0, "KD temperature.")
     alpha: float = option(0.5, "Weight of the teacher term in [0, 1].")
     seed: int = option(0, "Seed of the fine-tuning (the verb's --seed).", cli=False)
@@ -56,15 +56,7 @@ class FactorizeConfig:
             raise UsageError(
                 "factorize takes exactly one of --rank, --layer-rank or --param-target"
             )
-        if self.rank is not None and self.rank < 1:
-            raise UsageError(f"--rank must be >= 1, got {self.rank}")
-        if self.param_target is not None and not 0 < self.param_target < 1:
-            raise UsageError(
-                f"--param-target is the fraction of each layer's weights to keep, in (0, 1), "
-                f"got {self.param_target}"
-            )
-        if self.epochs < 0 or not self.lr > 0:
-            raise UsageError("--epochs must be >= 0 and --lr > 0")
+        check_options(self, flags=True)
         self.layers = tuple(self.layers)
 
 

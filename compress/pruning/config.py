@@ -12,7 +12,7 @@ from typing import Any
 
 from compress.models.errors import InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.options import option
+from compress.models.options import check_options, option
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ class PruneConfig:
         None,
         "Fraction of channels removed from every prunable layer, 0 <= R < 1. Parameters shrink by "
         "about 1-(1-R)^2 (each weight loses input and output channels): 0.5 keeps ~25 % of them.",
+        min=0,
+        below=1,
     )
     target_macs: float | str | None = option(
         None, "MACs per image to reach: absolute (150M, 1.5e8) or a reduction (2x)."
@@ -90,6 +92,7 @@ class PruneConfig:
         None,
         "onnxruntime CPU latency (ms, batch --latency-batch, --latency-threads) to reach; pruned "
         "in rounds, measuring after each, until met (an error says so if it can't be).",
+        above=0,
     )
     layer_ratios: dict[str, float] | None = option(
         None, "{layer name: ratio} for the listed layers only.", cli=False
@@ -108,22 +111,24 @@ class PruneConfig:
         "or random. Default: taylor (gradients of 4 training batches) for trained"
         " weights with known data, else l2 (the measured choice: BENCHMARKS.md).",
         show_default=False,
+        choices=CRITERIA,
     )
     global_pruning: bool = option(
         False,
         "Rank channels across all layers (global) or prune each layer by the same ratio.",
         flag="--global/--local",
     )
-    steps: int = option(1, "Prune in N increments.")
+    steps: int = option(1, "Prune in N increments.", min=1)
     finetune_epochs: int | None = option(
         None,
         "Fine-tuning epochs after each step (0: none). Default: 5 epochs after the last step where "
         "the model's training data is known (its card names it, or --dataset is given), none for "
         "untrained weights; the choice is said in one line.",
         show_default=False,
+        min=0,
     )
     final_finetune_epochs: int | None = option(
-        None, "Fine-tuning epochs after the last step.", show_default=False
+        None, "Fine-tuning epochs after the last step.", show_default=False, min=0
     )
     kd: bool | None = option(
         None,
@@ -134,18 +139,22 @@ class PruneConfig:
         show_default=False,
     )
     kd_temperature: float = option(
-        2.0, "Softmax temperature of the distillation while fine-tuning.", cli=False
+        2.0, "Softmax temperature of the distillation while fine-tuning.", cli=False, above=0
     )
-    kd_alpha: float = option(0.5, "Weight of the teacher term while fine-tuning.", cli=False)
+    kd_alpha: float = option(
+        0.5, "Weight of the teacher term while fine-tuning.", cli=False, min=0, max=1
+    )
     bn_recalibration: int = option(
         BN_RECALIBRATION_IMAGES,
         "Training images whose forward passes re-estimate BatchNorm statistics "
         "after every cut (adaptive BN, no gradient step; 0 = off).",
+        min=0,
     )
     round_to: int | None = option(
         8,
         "Align kept channel counts to multiples of this (1 = off) by keeping more, never fewer; a "
         "layer is aligned only where that stays within the ratio tolerance.",
+        min=1,
     )
     ratio_tolerance: float | None = option(
         None,
@@ -153,13 +162,17 @@ class PruneConfig:
         "asked. Default 0.05, beyond it a warning names the layers; given, it is a limit: a "
         "request the channel counts can't meet is refused.",
         show_default=False,
+        min=0,
+        below=1,
     )
     ignore: list[str] = option(
         help="Layer never pruned (repeatable), on top of the classifier head.",
         factory=list,
         cli="repeat",
     )
-    max_layer_ratio: float = option(1.0, "No layer loses more than this fraction of its channels.")
+    max_layer_ratio: float = option(
+        1.0, "No layer loses more than this fraction of its channels.", above=0, max=1
+    )
     isomorphic: bool = option(
         False,
         "With --global: rank channels only against groups of the same structure "
@@ -169,11 +182,14 @@ class PruneConfig:
         None,
         "Fine-tuning learning-rate schedule of its own: onecycle, cosine or constant (default: "
         "one-cycle when the parent's recipe is rewound, else cosine).",
+        choices=SCHEDULES,
     )
     label_smoothing: float | None = option(
         None,
         "Label smoothing while fine-tuning / sparse learning (default: the parent's, else 0).",
         show_default=False,
+        min=0,
+        below=1,
     )
     augment: bool | None = option(
         None,
@@ -186,22 +202,24 @@ class PruneConfig:
         0,
         "Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
         "(torch-pruning group regulariser, weight decay off).",
+        min=0,
     )
     sparse_method: str = option(
-        "group-norm", "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner)."
+        "group-norm",
+        "group-norm (GroupNormPruner) or growing-reg (GrowingRegPruner).",
+        choices=SPARSE_METHODS,
     )
     sparse_reg: float = option(5e-4, "Sparse-learning regularisation coefficient (> 0).")
-    latency_batch: int = option(1, "Batch size of latency measurements.")
-    latency_threads: int = option(2, "onnxruntime / torch threads of latency measurements.")
+    latency_batch: int = option(1, "Batch size of latency measurements.", min=1)
+    latency_threads: int = option(2, "onnxruntime / torch threads of latency measurements.", min=1)
     importance_batches: int = option(
-        4, "Training batches whose gradients rank channels (taylor, hessian).", cli=False
+        4, "Training batches whose gradients rank channels (taylor, hessian).", cli=False, min=1
     )
     seed: int = option(0, "Seed of the channel ranking and fine-tuning.", cli=False)
 
     def __post_init__(self) -> None:
         self._resolve_target()
         self._check_values()
-        self._check_methods()
 
     def _resolve_target(self) -> None:
         """Layer ratios from a sensitivity report; exactly one target (the default when none)."""
@@ -233,61 +251,25 @@ class PruneConfig:
             )
 
     def _check_values(self) -> None:
-        for name in ("ratio", "ratio_tolerance", "label_smoothing"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise UsageError(f"{_flag(name)} must be in [0, 1), got {value}")
+        check_options(self, flags=True)
         for name in ("target_macs", "target_params"):
             if getattr(self, name) is not None:
                 parse_amount(getattr(self, name), _flag(name))
-        if self.target_latency_ms is not None and not self.target_latency_ms > 0:
-            raise UsageError(f"--target-latency-ms must be > 0, got {self.target_latency_ms}")
         for name, r in (self.layer_ratios or {}).items():
             if not 0 <= r < 1:
                 raise UsageError(f"ratio of layer {name!r} must be in [0, 1), got {r}")
-        if self.criterion is not None and self.criterion not in CRITERIA:
-            raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}")
-        if self.steps < 1:
-            raise UsageError(f"--steps must be >= 1, got {self.steps}")
-        for name in ("finetune_epochs", "final_finetune_epochs", "sparse_epochs"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                flag = _flag(name)
-                raise UsageError(f"{flag} must be >= 0, got {value}", hint=f"{flag} 0 skips it")
         given = (self.finetune_epochs, self.final_finetune_epochs)
         if self.kd and given != (None, None) and not any(given):
             raise UsageError(
                 "--kd distills during fine-tuning, but no fine-tuning epochs were given",
                 hint="add --finetune-epochs N (after each step) or --final-finetune-epochs N",
             )
-        if self.bn_recalibration < 0:
-            raise UsageError(f"--bn-recalibration must be >= 0 images, got {self.bn_recalibration}")
-        if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
-            raise UsageError(f"kd_temperature must be > 0, got {self.kd_temperature}")
-        if not 0 <= self.kd_alpha <= 1:
-            raise UsageError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
-        if self.round_to is not None and self.round_to < 1:
-            raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
         if self.round_to == 1:
             self.round_to = None  # 1 = off
-        if not 0 < self.max_layer_ratio <= 1:
-            raise UsageError(f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}")
         if self.ratio is not None and self.ratio > self.max_layer_ratio:
             raise UsageError(
                 f"--ratio {self.ratio} exceeds --max-layer-ratio {self.max_layer_ratio}"
             )
-        if self.latency_batch < 1 or self.latency_threads < 1:
-            raise UsageError("--latency-batch and latency threads must be >= 1")
-        if self.importance_batches < 1:
-            raise UsageError("importance_batches must be >= 1")
-
-    def _check_methods(self) -> None:
-        for name, allowed in (("finetune_schedule", SCHEDULES), ("sparse_method", SPARSE_METHODS)):
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise UsageError(
-                    f"{_flag(name)} must be one of {', '.join(allowed)}, got {value!r}"
-                )
         if not (math.isfinite(self.sparse_reg) and self.sparse_reg > 0):
             raise UsageError(
                 f"--sparse-reg must be a positive number, got {self.sparse_reg}",

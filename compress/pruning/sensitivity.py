@@ -20,9 +20,9 @@ from torch import nn
 from compress.export.bench.report import fmt_num, markdown_table
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.options import option
+from compress.models.options import check_options, option
 from compress.models.zoo.registry import spec_of
-from compress.pruning.config import SENSITIVITY_JSON
+from compress.pruning.config import CRITERIA, SENSITIVITY_JSON
 from compress.pruning.flops import Geometry
 from compress.pruning.graph import Progress, build_pruner, make_importance, prunable_groups
 from compress.pruning.latency import LatencyConfig, ort_latency_ms
@@ -41,20 +41,19 @@ class SensitivityConfig:
     ratios: tuple[float, ...] | list[float] = option(
         (0.25, 0.5, 0.75), "Comma-separated ratios to try per layer.", cli="csv-float"
     )
-    criterion: str = option("l2", "Channel ranking criterion (see prune).")
-    round_to: int | None = option(8, "Channel multiple (1 = off).")
+    criterion: str = option("l2", "Channel ranking criterion (see prune).", choices=CRITERIA)
+    round_to: int | None = option(8, "Channel multiple (1 = off).", min=1)
     ignore: list[str] = option(help="Layer to leave out (repeatable).", factory=list, cli="repeat")
     latency: bool = option(True, "Time every trial in onnxruntime.")
-    latency_batch: int = option(1, "Batch size of the latency trials.", cli=False)
-    latency_threads: int = option(2, "onnxruntime threads of the latency trials.", cli=False)
+    latency_batch: int = option(1, "Batch size of the latency trials.", cli=False, min=1)
+    latency_threads: int = option(2, "onnxruntime threads of the latency trials.", cli=False, min=1)
 
     def __post_init__(self) -> None:
         if not self.ratios or any(not 0 < r < 1 for r in self.ratios):
             raise UsageError(f"--ratios must be in (0, 1), got {self.ratios}")
         self.ratios = sorted(set(self.ratios))
-        # validated by PruneConfig, the one owner (which also normalises round_to 1 = off -> None)
-        keys = ("criterion", "round_to", "latency_batch", "latency_threads")
-        self.round_to = PruneConfig(ratio=0.0, **{k: getattr(self, k) for k in keys}).round_to
+        check_options(self, flags=True)
+        self.round_to = None if self.round_to == 1 else self.round_to
 
 
 @dataclass

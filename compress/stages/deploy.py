@@ -27,7 +27,7 @@ from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import QualityGateError, UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.options import option
+from compress.models.options import check_options, option
 from compress.stages import deploy_gate as gate
 from compress.stages.common import (
     Model,
@@ -76,12 +76,14 @@ class DeployConfig:
         (1,), "Comma-separated batch sizes; the first decides the fastest.", cli="csv-int"
     )
     max_drop: float = option(
-        DEFAULT_MAX_DROP, "Accuracy gate: points of validation top-1 a candidate may lose."
+        DEFAULT_MAX_DROP, "Accuracy gate: points of validation top-1 a candidate may lose.", min=0
     )
-    seconds: float = option(1.0, "Timing budget per candidate and batch size (all rounds).")
-    rounds: int = option(3, "Candidates take turns in this many slices.")
-    warmup: int = option(2, "Untimed runs before each candidate.", cli=False)
-    eval_samples: int | None = option(None, "Cap on validation images per candidate.")  # None: all
+    seconds: float = option(
+        1.0, "Timing budget per candidate and batch size (all rounds).", above=0
+    )
+    rounds: int = option(3, "Candidates take turns in this many slices.", min=1)
+    warmup: int = option(2, "Untimed runs before each candidate.", cli=False, min=0)
+    eval_samples: int | None = option(None, "Cap on validation images per candidate.", min=1)
     baseline: str | None = option(
         None,
         "The dense parent artifact: measured the same way, and the chosen "
@@ -102,6 +104,7 @@ class DeployConfig:
         "accuracy gate runs on validation images resized to N against fp32 at N "
         "(a check of runtimes and precisions, not of the model's accuracy, which "
         "resizing changes); --eval-samples bounds its cost.",
+        min=1,
     )
 
     def __post_init__(self) -> None:
@@ -110,14 +113,7 @@ class DeployConfig:
             raise UsageError(f"--batch-sizes must be >= 1, got {list(self.batch_sizes)}")
         if not self.precisions:
             raise UsageError("give at least one --precision")
-        if self.max_drop < 0:
-            raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
-        if self.seconds <= 0 or self.rounds < 1 or self.warmup < 0:
-            raise UsageError("--seconds must be > 0, --rounds >= 1, --warmup >= 0")
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise UsageError("--eval-samples must be >= 1")
-        if self.input_size is not None and self.input_size < 1:
-            raise UsageError(f"--input-size must be >= 1, got {self.input_size}")
+        check_options(self, flags=True)
 
 
 @dataclass

@@ -7,9 +7,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.options import option
+from compress.models.options import check_options, option
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "sgd")
@@ -20,13 +19,13 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 class TrainConfig:
     """Training settings; the defaults train LeNet-5 on Fashion-MNIST to ~91 % test top-1."""
 
-    epochs: int = option(15, "Training epochs.")
-    lr: float = option(4e-3, "Peak learning rate.")
+    epochs: int = option(15, "Training epochs.", min=0)
+    lr: float = option(4e-3, "Peak learning rate.", above=0)
     weight_decay: float = option(1e-4, "Weight decay.")
-    optimizer: str = option("adamw", "adamw or sgd.")
+    optimizer: str = option("adamw", "adamw or sgd.", choices=OPTIMIZERS)
     momentum: float = option(0.9, "SGD momentum.", cli=False)
-    schedule: str = option("onecycle", "onecycle, cosine or constant.")
-    label_smoothing: float = option(0.0, "Label smoothing.")
+    schedule: str = option("onecycle", "onecycle, cosine or constant.", choices=SCHEDULES)
+    label_smoothing: float = option(0.0, "Label smoothing.", min=0, below=1)
     grad_clip: float | None = option(None, "Gradient-norm clip.", cli=False)
     seed: int = option(0, "Seed of init and batch order.", cli=False)
     device: str = option("auto", "auto, cpu or cuda[:N].")
@@ -42,16 +41,7 @@ class TrainConfig:
     validate_every: int = option(1, "Validate every N epochs.", cli=False)
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise UsageError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise UsageError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise UsageError("label_smoothing must be in [0, 1)")
+        check_options(self)
 
 
 class Hooks(Protocol):

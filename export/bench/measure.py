@@ -35,7 +35,7 @@ from compress.export.runtimes.runner import ONNX_RUNTIMES, Runner, check_runtime
 from compress.models.data.datasets import synthetic_batch
 from compress.models.errors import UsageError
 from compress.models.notes import Note
-from compress.models.options import option
+from compress.models.options import check_options, option
 
 __all__ = ["BenchConfig", "BenchModel", "BenchReport", "benchmark", "plan_cases", "run_rounds"]
 
@@ -60,11 +60,11 @@ class BenchConfig:
     )
     batch_sizes: tuple[int, ...] = option((1, 8, 32), "Comma-separated batch sizes.", cli="csv-int")
     threads: int | None = option(
-        None, "Intra-op threads for every runtime (default: physical cores)."
+        None, "Intra-op threads for every runtime (default: physical cores).", min=1
     )  # same for every runtime
-    warmup: int = option(2, "Untimed runs before each case.")
-    iters: int | None = option(None, "Timed runs per case.")
-    seconds: float | None = option(None, "Time per case (default 3 s, at least 5 runs).")
+    warmup: int = option(2, "Untimed runs before each case.", min=0)
+    iters: int | None = option(None, "Timed runs per case.", min=1)
+    seconds: float | None = option(None, "Time per case (default 3 s, at least 5 runs).", above=0)
     min_iters: int = option(5, "Fewest timed runs per case.", cli=False)
     opset: int = option(17, "Opset for exporting PyTorch models.")
     rounds: int = option(
@@ -72,6 +72,7 @@ class BenchConfig:
         "Split each case's time into N slices taken in turns with the other "
         "cases, so load from other processes hits every model alike (steadier "
         "speed-ups).",
+        min=1,
     )
     precisions: tuple[str, ...] | None = option(
         None,
@@ -85,7 +86,10 @@ class BenchConfig:
     )
     # Height = width of the synthetic inputs; None: each model's own.
     input_size: int | None = option(
-        None, "Input height=width of every model (the model options' --input-size).", cli=False
+        None,
+        "Input height=width of every model (the model options' --input-size).",
+        cli=False,
+        min=1,
     )
 
     def __post_init__(self) -> None:
@@ -98,20 +102,9 @@ class BenchConfig:
             raise UsageError("give at least one --runtime and one batch size")
         if any(b < 1 for b in self.batch_sizes):
             raise UsageError(f"--batch-sizes must be >= 1, got {list(self.batch_sizes)}")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError("--threads must be >= 1")
-        if self.warmup < 0:
-            raise UsageError("--warmup must be >= 0")
+        check_options(self, flags=True)
         if self.iters is not None and self.seconds is not None:
             raise UsageError("give --iters or --seconds, not both")
-        if self.iters is not None and self.iters < 1:
-            raise UsageError("--iters must be >= 1")
-        if self.seconds is not None and self.seconds <= 0:
-            raise UsageError("--seconds must be > 0")
-        if self.rounds < 1:
-            raise UsageError(f"--rounds must be >= 1, got {self.rounds}")
-        if self.input_size is not None and self.input_size < 1:
-            raise UsageError(f"--input-size must be >= 1, got {self.input_size}")
         if self.iters is not None and self.iters < self.rounds:
             raise UsageError(f"--iters ({self.iters}) must be >= --rounds ({self.rounds})")
 

@@ -30,7 +30,7 @@ from compress.export.onnx.file import (
 )
 from compress.models.errors import UnsupportedError, UsageError
 from compress.models.jsontypes import JsonObject
-from compress.models.options import option
+from compress.models.options import check_options, option
 from compress.models.zoo.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,27 @@ class ExportConfig:
         True, "Dynamic or fixed (1) batch size.", flag="--dynamic-batch/--static"
     )
     exporter: str = option(
-        "torchscript", "torchscript (fast, default) or dynamo (torch.export based)."
+        "torchscript",
+        "torchscript (fast, default) or dynamo (torch.export based).",
+        choices=EXPORTERS,
     )
-    precision: str = option("fp32", "fp32 or fp16 (fp16 weights, fp32 I/O).")
+    precision: str = option("fp32", "fp32 or fp16 (fp16 weights, fp32 I/O).", choices=PRECISIONS)
     optimize: str = option(
         "none",
         "Offline onnxruntime graph optimization: none, basic, extended (ORT-only "
         "ops) or all (CPU-specific layouts). Parity is re-checked after it.",
+        choices=OPTIMIZE_LEVELS,
     )
-    parity_samples: int = option(64, "Inputs for the parity gate (validation images if trained).")
-    static_batch: int = option(1, "The batch size of a static-batch export.", cli=False)
+    parity_samples: int = option(
+        64, "Inputs for the parity gate (validation images if trained).", min=1
+    )
+    static_batch: int = option(1, "The batch size of a static-batch export.", cli=False, min=1)
     # Height = width to export (and parity-check) at; None: the model's own size.
     input_size: int | None = option(
-        None, "Input height=width to export at (the model options' --input-size).", cli=False
+        None,
+        "Input height=width to export at (the model options' --input-size).",
+        cli=False,
+        min=1,
     )
     external_data_threshold: int = option(
         1_800_000_000, "Weights above this many bytes go to external data.", cli=False
@@ -73,18 +81,7 @@ class ExportConfig:
         top = onnx.defs.onnx_opset_version()
         if not 7 <= self.opset <= top:
             raise UsageError(f"--opset must be in 7..{top} (this onnx), got {self.opset}")
-        if self.exporter not in EXPORTERS:
-            raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
-        if self.optimize not in OPTIMIZE_LEVELS:
-            raise UsageError(f"--optimize must be one of {', '.join(OPTIMIZE_LEVELS)}")
-        if self.parity_samples < 1:
-            raise UsageError("--parity-samples must be >= 1")
-        if self.static_batch < 1:
-            raise UsageError("the static batch size must be >= 1")
-        if self.input_size is not None and self.input_size < 1:
-            raise UsageError(f"--input-size must be >= 1, got {self.input_size}")
+        check_options(self, flags=True)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from compress.models.data.images import SizedDataset, TensorImages
 from compress.models.errors import InvalidInputError, UsageError
-from compress.models.options import option
+from compress.models.options import check_options, option
 
 DATASETS = ("fashion-mnist", "mnist", "imagefolder")
 
@@ -28,7 +28,7 @@ class DataConfig:
         "Also $COMPRESS_DATA_DIR; Fashion-MNIST is found in "
         "/usr/share/datasets/fashion-mnist.",
     )
-    val_size: int = option(5000, "Validation images split off the training file.", cli=False)
+    val_size: int = option(5000, "Validation images split off the training file.", cli=False, min=0)
     seed: int = option(
         0,
         "Seed for shuffling and init, and for the train/val split of a zoo model "
@@ -36,14 +36,17 @@ class DataConfig:
         " stay unseen).",
     )
     order_seed: int | None = option(None, "Seed of the batch order only.", cli=False)
-    batch_size: int = option(128, "Training batch size.")
-    eval_batch_size: int = option(512, "Evaluation batch size.", cli=False)
+    batch_size: int = option(128, "Training batch size.", min=1)
+    eval_batch_size: int = option(512, "Evaluation batch size.", cli=False, min=1)
     augment: bool = option(
         False, "Random flips and crops (distill: turns off teacher-logit caching)."
     )
     limit: int | None = option(None, "Use at most this many training samples (quick runs).")
     workers: int = option(
-        0, "DataLoader worker processes (decoding/resizing off the training loop).", cli=False
+        0,
+        "DataLoader worker processes (decoding/resizing off the training loop).",
+        cli=False,
+        min=0,
     )
     mmap: bool | None = option(
         None, "IDX images: None memory-maps uncompressed files, True requires it.", cli=False
@@ -55,12 +58,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset is not None and self.dataset not in DATASETS:
             raise UsageError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise UsageError("batch sizes must be >= 1")
-        if self.val_size < 0:
-            raise UsageError("val_size must be >= 0")
-        if self.workers < 0:
-            raise UsageError(f"workers must be >= 0, got {self.workers}")
+        check_options(self)
 
     @property
     def shuffle_seed(self) -> int:

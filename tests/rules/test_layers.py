@@ -26,7 +26,7 @@ RANKS = {
     "compress.models.errors": 0,
     "compress.models.progress": 0,
     "compress.models.jsontypes": 0,
-    "compress.models.options": 0,  # option(): config fields that carry their CLI help
+    "compress.models.options": 1,  # option(): config fields with their CLI help and checks
     "compress.models.notes": 0,  # Note(text, severity)
     "compress.models.disk": 1,  # durable writes, the output lock
     "compress.models.weights": 2,  # safe reading, verified downloads
