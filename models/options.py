@@ -25,7 +25,8 @@ _TESTS = dict(zip(_SIGNS, (operator.ge, operator.gt, operator.le, operator.lt), 
 def option(
     default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None, **meta: Any
 ) -> Any:
-    """A dataclass field with `help` (and any other CLI metadata) attached."""
+    """A dataclass field with `help` and its CLI metadata; `min`, `above`, `max`, `below` and
+    `choices` are checked by `check_options`, which says `hint` with the error."""
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help, **meta})
     return field(default=default, metadata={"help": help, **meta})
@@ -48,10 +49,13 @@ def check_options(cfg: Any, *, flags: bool = False) -> None:
         name = long_flag(f.name, meta) if flags and meta.get("cli") is not False else f.name
         bounds = {k: meta[k] for k in _SIGNS if k in meta}
         if "choices" in meta and value not in meta["choices"]:
-            raise UsageError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            raise UsageError(
+                f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}",
+                hint=meta.get("hint"),
+            )
         inside = all(_TESTS[k](value, b) for k, b in bounds.items())
         if bounds and not (math.isfinite(value) and inside):
-            raise UsageError(f"{name} must be {_range(bounds)}, got {value}")
+            raise UsageError(f"{name} must be {_range(bounds)}, got {value}", hint=meta.get("hint"))
 
 
 def _range(bounds: dict[str, Any]) -> str:

@@ -40,7 +40,11 @@ class DistillConfig:
 
     temperature: float = option(2.0, "Softmax temperature T for the teacher term (> 0).", above=0)
     alpha: float = option(
-        0.5, "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.", min=0, max=1
+        0.5,
+        "Weight of the teacher term in [0, 1]; 1 - alpha weighs the labels.",
+        min=0,
+        max=1,
+        hint="alpha weighs the teacher term; 1 - alpha weighs the hard-label loss",
     )
     epochs: int | None = option(None, "Epochs (None: the TrainConfig's).", cli=False)
     lr: float | None = option(None, "Peak learning rate (None: the TrainConfig's).", cli=False)

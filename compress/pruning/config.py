@@ -126,9 +126,14 @@ class PruneConfig:
         "untrained weights; the choice is said in one line.",
         show_default=False,
         min=0,
+        hint="--finetune-epochs 0 skips it",
     )
     final_finetune_epochs: int | None = option(
-        None, "Fine-tuning epochs after the last step.", show_default=False, min=0
+        None,
+        "Fine-tuning epochs after the last step.",
+        show_default=False,
+        min=0,
+        hint="--final-finetune-epochs 0 skips it",
     )
     kd: bool | None = option(
         None,
@@ -203,6 +208,7 @@ class PruneConfig:
         "Epochs of sparse learning before the cut, taken from --final-finetune-epochs "
         "(torch-pruning group regulariser, weight decay off).",
         min=0,
+        hint="--sparse-epochs 0 skips it",
     )
     sparse_method: str = option(
         "group-norm",
