@@ -13,35 +13,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it (imported on first attribute access): the verbs
-# (lower-case names in __all__) come from compress.api, the config classes from their modules.
-_CONFIGS = {
-    "DeployConfig": "compress.stages.deploy",
-    "TuneConfig": "compress.pipeline.tune",
-    "ModelRef": "compress.stages.common",
-    "TrainConfig": "compress.training.config",
-    "PruneConfig": "compress.pruning.config",
-    "DistillConfig": "compress.distillation.distill",
-    "QuantizeConfig": "compress.quantization.context",
-    "ExportConfig": "compress.export.onnx.convert",
-    "BenchConfig": "compress.export.bench.measure",
-    "DataConfig": "compress.models.data.splits",
-    "FactorizeConfig": "compress.factorization.svd",
-    "SensitivityConfig": "compress.pruning.sensitivity",
-}
-__all__ = [
-    "BenchConfig",
-    "DataConfig",
-    "DeployConfig",
-    "DistillConfig",
-    "ExportConfig",
-    "FactorizeConfig",
-    "ModelRef",
-    "PruneConfig",
-    "QuantizeConfig",
-    "SensitivityConfig",
-    "TrainConfig",
-    "TuneConfig",
-    "__version__",
+# from compress.api (its __all__, less Model and model_ref), the config classes from their modules.
+_VERBS = (
     "bench",
     "deploy",
     "distill",
@@ -56,38 +29,37 @@ __all__ = [
     "sensitivity",
     "train",
     "tune",
-]
-_LAZY = {name: "compress.api" for name in __all__ if name[0].islower()} | _CONFIGS
+)
+_LAZY = dict.fromkeys(_VERBS, "compress.api") | {
+    "DeployConfig": "compress.stages.deploy",
+    "TuneConfig": "compress.pipeline.tune",
+    "ModelRef": "compress.stages.common",
+    "TrainConfig": "compress.training.config",
+    "PruneConfig": "compress.pruning.config",
+    "DistillConfig": "compress.distillation.distill",
+    "QuantizeConfig": "compress.quantization.context",
+    "ExportConfig": "compress.export.onnx.convert",
+    "BenchConfig": "compress.export.bench.measure",
+    "DataConfig": "compress.models.data.splits",
+    "FactorizeConfig": "compress.factorization.svd",
+    "SensitivityConfig": "compress.pruning.sensitivity",
+}
+__all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from compress.api import (
-        bench,
-        deploy,
-        distill,
-        doctor,
-        evaluate,
-        export_onnx,
-        factorize,
-        predict,
-        prune,
-        quantize,
-        run_recipe,
-        sensitivity,
-        train,
-        tune,
-    )
-    from compress.distillation.distill import DistillConfig
-    from compress.export.bench.measure import BenchConfig
-    from compress.export.onnx.convert import ExportConfig
-    from compress.factorization.svd import FactorizeConfig
-    from compress.models.data.splits import DataConfig
-    from compress.pipeline.tune import TuneConfig
-    from compress.pruning.config import PruneConfig
-    from compress.pruning.sensitivity import SensitivityConfig
-    from compress.quantization.context import QuantizeConfig
-    from compress.stages.common import ModelRef
-    from compress.stages.deploy import DeployConfig
-    from compress.training.config import TrainConfig
+    from compress.api import *  # noqa: F403
+    from compress.distillation.distill import DistillConfig as DistillConfig
+    from compress.export.bench.measure import BenchConfig as BenchConfig
+    from compress.export.onnx.convert import ExportConfig as ExportConfig
+    from compress.factorization.svd import FactorizeConfig as FactorizeConfig
+    from compress.models.data.splits import DataConfig as DataConfig
+    from compress.pipeline.tune import TuneConfig as TuneConfig
+    from compress.pruning.config import PruneConfig as PruneConfig
+    from compress.pruning.sensitivity import SensitivityConfig as SensitivityConfig
+    from compress.quantization.context import QuantizeConfig as QuantizeConfig
+    from compress.stages.common import ModelRef as ModelRef
+    from compress.stages.deploy import DeployConfig as DeployConfig
+    from compress.training.config import TrainConfig as TrainConfig
 
 
 def __getattr__(name: str) -> Any:

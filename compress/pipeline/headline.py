@@ -178,9 +178,10 @@ def verdict(rows: list[dict[str, Any]], best: list[tuple[str, str, float]], env:
 
 def headline_markdown(h: Headline) -> str:
     """The headline as Markdown: the verdict, a facts table, the speed-up table."""
+    gates = [("gate", g) for g in h.gates]
     if h.final_stage is None:
-        return f"**Verdict:** {h.verdict}"
-    table = markdown_table(["what", "value"], [*facts(h), *(("gate", g) for g in h.gates)])
+        return f"**Verdict:** {h.verdict}\n\n{markdown_table(['what', 'value'], gates)}"
+    table = markdown_table(["what", "value"], [*facts(h), *gates])
     speed = "Speed-up of the final artifact (p50, synthetic input):"
     return f"**Verdict:** {h.verdict}\n\n{table}\n\n{speed}\n\n{markdown_table(*speedup_table(h))}"
 

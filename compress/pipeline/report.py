@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from compress.export.bench.baseline import (
-    ROLE_HELP,
-    ROLES,
     Baseline,
     baseline_lines,
     dense_labels,
@@ -25,13 +23,13 @@ from compress.export.bench.baseline import (
     speedups,
     times,
 )
-from compress.export.bench.report import environment_rows, markdown_table
+from compress.export.bench.report import markdown_table
 from compress.models.artifacts.artifact import now, software_versions
 from compress.models.jsontypes import JsonObject
-from compress.pipeline.headline import NOISE, Headline, gate_lines, headline, headline_markdown
+from compress.pipeline.headline import NOISE, Headline, headline, headline_markdown
 from compress.pipeline.report_html import to_html
 from compress.pipeline.report_plots import plots
-from compress.pipeline.report_table import full_table
+from compress.pipeline.report_table import sections
 
 
 def bench_cases(records: list[JsonObject]) -> tuple[list[JsonObject], set[str]]:
@@ -214,18 +212,11 @@ def honesty_notes(rows: list[dict[str, Any]], env: dict[str, Any] | None = None)
 
 
 def to_markdown(doc: dict[str, Any], head: Headline) -> str:
-    """report.md: headline, the full table, baselines, gates, notes, a compact environment."""
-    notes = "\n".join(f"- {n}" for n in doc["notes"])
-    env = markdown_table(["what", "value"], environment_rows(doc["environment"]))
-    roles = "\n".join(f"- vs {role}: {ROLE_HELP[role]}." for role in ROLES)
-    return (
-        f"# compress report: {doc['recipe']}\n\n{headline_markdown(head)}\n\n"
-        f"## Every stage\n\n{markdown_table(*full_table(doc['rows']))}\n\n"
-        f"Size x = baseline size / this size; speed-ups are p50 ratios at the same batch size "
-        f"(best = the stage's fastest runtime and precision):\n{roles}\n"
-        + "".join(f"- {line}\n" for line in doc.get("baseline_lines", []))
-        + "\n## Gates\n"
-        + "".join(f"- {line}\n" for line in gate_lines(doc["gates"]))
-        + f"\n## Notes\n{notes}\n\n## Environment\n\n{env}\n\n"
-        f"Total time: {doc['seconds']:.1f} s\n"
-    )
+    """report.md: the headline, then the sections report.html shows too."""
+    parts = [f"# compress report: {doc['recipe']}", headline_markdown(head)]
+    for _, title, body, notes in sections(doc):
+        lines = (
+            markdown_table(*body) if isinstance(body, tuple) else "\n".join(f"- {n}" for n in body)
+        )
+        parts += [f"## {title}", lines, *notes]
+    return "\n\n".join(parts) + "\n"

@@ -9,10 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from compress.export.bench.baseline import ROLE_HELP, ROLES
-from compress.export.bench.report import environment_rows
 from compress.pipeline.headline import Headline, facts, speedup_table
-from compress.pipeline.report_table import full_table
+from compress.pipeline.report_table import sections
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1150px;margin:1.5em auto;padding:0 1em;"
@@ -57,42 +55,30 @@ def headline_html(doc: dict[str, Any], h: Headline) -> str:
         head, body = speedup_table(h)
         parts.append("<h2>Speed-up of the final artifact, per runtime and batch</h2>")
         parts.append(table(head, body, "speedups"))
-        parts.append(
-            '<p class="small">'
-            + "<br>".join(_esc(f"vs {r}: {ROLE_HELP[r]}.") for r in ROLES)
-            + "<br>"
-            + "<br>".join(_esc(line) for line in doc.get("baseline_lines", []))
-            + "<br>p50 latency on synthetic input; accuracy on the real splits.</p>"
-        )
     parts.append("</section>")
     return "".join(parts)
 
 
 def to_html(doc: dict[str, Any], images: list[Path], h: Headline) -> str:
-    """The whole page: headline, plots, every stage, notes, environment."""
+    """The whole page: headline, plots, then the sections report.md has."""
     imgs = "".join(
         f'<figure><img alt="{_esc(p.stem)}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"/></figure>'
         for p in images
     )
-    head, body = full_table(doc["rows"])
-    notes = "".join(f"<li>{_esc(n)}</li>" for n in doc["notes"])
-    sections = [
-        headline_html(doc, h),
-        f'<section id="plots"><h2>Plots</h2>{imgs}</section>' if imgs else "",
-        '<section id="stages"><h2>Every stage</h2><div class="wide">'
-        f"{table(head, body, 'stages')}</div>"
-        '<p class="small">size x = baseline size / this size; best = the stage\'s fastest '
-        "runtime and precision at that batch size.</p></section>",
-        f'<section id="notes"><h2>Notes</h2><ul>{notes}</ul></section>',
-        '<section id="environment"><h2>Environment</h2>'
-        f"{table(['what', 'value'], environment_rows(doc['environment']), 'environment')}"
-        f'<p class="small">Total time: {doc["seconds"]:.1f} s; created {_esc(doc["created"])}'
-        ". Full records: report.json.</p></section>",
-    ]
+    parts = [headline_html(doc, h)]
+    if imgs:
+        parts.append(f'<section id="plots"><h2>Plots</h2>{imgs}</section>')
+    for key, title, body, notes in sections(doc):
+        if isinstance(body, tuple):
+            content = f'<div class="wide">{table(*body, key)}</div>'
+        else:
+            content = "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in body) + "</ul>"
+        small = f'<p class="small">{"<br>".join(map(_esc, notes))}</p>' if notes else ""
+        parts.append(f'<section id="{key}"><h2>{title}</h2>{content}{small}</section>')
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>compress report "
         f"{_esc(doc['recipe'])}</title><style>{STYLE}</style></head><body>"
-        + "".join(sections)
+        + "".join(parts)
         + "</body></html>\n"
     )

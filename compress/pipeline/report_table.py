@@ -1,11 +1,12 @@
-"""The report's full per-stage table as text cells (report.md and report.html share it)."""
+"""The report's body after the headline as text cells: report.md and report.html render the same
+sections (the full per-stage table, the notes, the environment)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from compress.export.bench.baseline import ROLES, times
-from compress.export.bench.report import fmt_num
+from compress.export.bench.baseline import ROLE_HELP, ROLES, times
+from compress.export.bench.report import environment_rows, fmt_num
 from compress.pipeline.headline import best_speedup
 from compress.pipeline.report_plots import runtimes
 
@@ -43,3 +44,29 @@ def full_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
                 cells.append(f"{times(x)} ({name})" if name else "-")
         body.append(cells)
     return head, body
+
+
+Table = tuple[list[str], list[list[str]]]
+STAGE_NOTE = (
+    "Size x = baseline size / this size; speed-ups are p50 ratios at the same batch size "
+    "(best = the stage's fastest runtime and precision)."
+)
+
+
+def sections(doc: dict[str, Any]) -> list[tuple[str, str, Table | list[str], list[str]]]:
+    """(id, title, a table or bullet lines, footnotes) per section, from report.json's `doc`."""
+    roles = [f"vs {role}: {ROLE_HELP[role]}." for role in ROLES]
+    env = (["what", "value"], [list(r) for r in environment_rows(doc["environment"])])
+    total = (
+        f"Total time: {doc['seconds']:.1f} s; created {doc['created']}. Full records: report.json."
+    )
+    return [
+        (
+            "stages",
+            "Every stage",
+            full_table(doc["rows"]),
+            [STAGE_NOTE, *roles, *doc["baseline_lines"]],
+        ),
+        ("notes", "Notes", doc["notes"], []),
+        ("environment", "Environment", env, [total]),
+    ]

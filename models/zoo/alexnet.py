@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.models.zoo.factories import check_options, pick_variant, register_model
-from compress.models.zoo.spec import ModelSpec, make_spec
+from compress.models.zoo.factories import check_options, family, pick_variant
 
 MIN_IMAGENET_SIZE = 63  # smallest input the 11x11/4 stem and three 3x3/2 pools accept
 
@@ -47,23 +46,32 @@ def _features(in_channels: int, small: bool) -> nn.Sequential:
     )
 
 
-def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
-    """Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear: the Linears are .1, .4 and .6."""
-    return nn.Sequential(
-        nn.Dropout(p=dropout),
-        nn.Linear(in_features, hidden),
-        nn.ReLU(inplace=True),
-        nn.Dropout(p=dropout),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, num_classes),
-    )
+def head(width: int, hidden: int, num_classes: int, dropout: float, first: bool) -> nn.Sequential:
+    """Two Linear+ReLU with a Dropout before each (`first`, AlexNet: Linears at .1, .4, .6) or
+    after each (VGG: .0, .3, .6), then the output Linear."""
+    layers: list[nn.Module] = []
+    for n in (width, hidden):
+        pair = [nn.Linear(n, hidden), nn.ReLU(inplace=True)]
+        layers += [nn.Dropout(p=dropout), *pair] if first else [*pair, nn.Dropout(p=dropout)]
+    return nn.Sequential(*layers, nn.Linear(hidden, num_classes))
 
 
-class AlexNet(nn.Module):
-    """features -> avgpool -> flatten -> classifier, with torchvision's default (PyTorch) init."""
+class Pooled(nn.Module):
+    """features -> avgpool -> flatten -> classifier: the AlexNet and VGG layout."""
 
-    spec: ModelSpec  # set by the factory
+    def __init__(self, features: nn.Sequential, pooled: int, classifier: nn.Sequential) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class AlexNet(Pooled):
+    """With torchvision's default (PyTorch) init."""
 
     def __init__(
         self,
@@ -73,36 +81,30 @@ class AlexNet(nn.Module):
         hidden: int | None = None,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__()
         pooled = 2 if small else 6
         hidden = hidden if hidden is not None else (1024 if small else 4096)
-        self.features = _features(in_channels, small)
-        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
-        self.classifier = _classifier(256 * pooled * pooled, hidden, num_classes, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+        classifier = head(256 * pooled * pooled, hidden, num_classes, dropout, first=True)
+        super().__init__(_features(in_channels, small), pooled, classifier)
 
 
-@register_model("alexnet", input_size=224)
-def alexnet(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
+def _build(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
     variant: str = "auto",
     hidden: int | None = None,
     dropout: float = 0.5,
     **kw: Any,
-) -> nn.Module:
-    """AlexNet; torchvision-identical at ImageNet sizes, the small variant below 64 pixels."""
-    check_options("alexnet", kw, hidden)
-    chosen = pick_variant("alexnet", variant, input_size, MIN_IMAGENET_SIZE)
-    model = AlexNet(
-        num_classes, in_channels, small=chosen == "small", hidden=hidden, dropout=dropout
-    )
-    model.spec = make_spec(
-        "alexnet", num_classes, in_channels, input_size, classifier="classifier.6", variant=chosen
-    )
-    return model
+) -> tuple[nn.Module, str]:
+    check_options(name, kw, hidden)
+    chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
+    return AlexNet(num_classes, in_channels, chosen == "small", hidden, dropout), chosen
+
+
+alexnet = family(
+    "alexnet",
+    "classifier.6",
+    "AlexNet; torchvision-identical at ImageNet sizes, the small variant below 64 pixels.",
+    _build,
+)

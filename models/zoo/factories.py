@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from compress.models.errors import UsageError
+from compress.models.zoo.spec import attach_spec, make_spec
 
 Factory = Callable[..., nn.Module]
 _FACTORIES: dict[str, Factory] = {}
@@ -70,3 +71,22 @@ def pick_variant(name: str, variant: str, input_size: int, min_imagenet_size: in
             hint="use variant='small' for small images",
         )
     return variant
+
+
+def family(
+    name: str, classifier: str, doc: str, build: Callable[..., tuple[nn.Module, str]]
+) -> Factory:
+    """Register the ImageNet-family factory `name`: `build(name, num_classes, in_channels,
+    input_size, **options)` returns the model and its variant; the factory attaches the spec."""
+
+    def factory(
+        *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, **kw: Any
+    ) -> nn.Module:
+        model, variant = build(name, num_classes, in_channels, input_size, **kw)
+        spec = make_spec(name, num_classes, in_channels, input_size, classifier, variant)
+        attach_spec(model, spec)
+        return model
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return register_model(name, input_size=224)(factory)

@@ -112,7 +112,7 @@ def create_model(
     model = factories[name](
         num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
     )
-    spec: ModelSpec = model.spec  # type: ignore[assignment]
+    spec = spec_of(model)
     attach_spec(model, replace(spec, extra={**spec.extra, "kwargs": _jsonable(kwargs)}))
     if entry is not None:
         from compress.models.zoo.pretrained import load_pretrained

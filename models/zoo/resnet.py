@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from compress.models.errors import UsageError
-from compress.models.zoo.factories import Factory, check_options, register_model
-from compress.models.zoo.spec import ModelSpec, make_spec
+from compress.models.zoo.factories import check_options, family
 
 STEMS = ("imagenet", "cifar")
 
@@ -30,62 +29,43 @@ class BasicBlock(nn.Module):
     """Two 3x3 convs plus the shortcut (ResNet-18/34)."""
 
     expansion = 1
+    kernels: tuple[int, ...] = (3, 3)  # convN/bnN; the first 3x3 conv carries the stride
 
     def __init__(
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
     ) -> None:
         super().__init__()
-        self.conv1 = conv(inplanes, planes, 3, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        widths = [inplanes, *[planes] * (len(self.kernels) - 1), planes * self.expansion]
+        for i, k in enumerate(self.kernels):
+            s = stride if i == self.kernels.index(3) else 1
+            setattr(self, f"conv{i + 1}", conv(widths[i], widths[i + 1], k, s))
+            setattr(self, f"bn{i + 1}", nn.BatchNorm2d(widths[i + 1]))
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv(planes, planes, 3)
-        self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = x
+        for i in range(1, len(self.kernels) + 1):
+            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
+            out = self.relu(out) if i < len(self.kernels) else out
         out += identity
         return self.relu(out)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(BasicBlock):
     """1x1 reduce, 3x3 (carrying the stride: v1.5), 1x1 expand x4, plus the shortcut."""
 
     expansion = 4
-
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.conv1 = conv(inplanes, planes, 1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv(planes, planes, 3, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv(planes, planes * self.expansion, 1)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += identity
-        return self.relu(out)
+    kernels = (1, 3, 1)
 
 
-Block = type[BasicBlock] | type[Bottleneck]
+Block = type[BasicBlock]
 
 
 class ResNet(nn.Module):
     """Stem, four stages of residual blocks, global average pool, fc."""
-
-    spec: ModelSpec  # set by the factory
 
     def __init__(
         self,
@@ -135,10 +115,8 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
         if zero_init_residual:  # each block starts as the identity
             for m in self.modules():
-                if isinstance(m, (Bottleneck, BasicBlock)):
-                    nn.init.constant_(
-                        m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight, 0
-                    )
+                if isinstance(m, BasicBlock):
+                    nn.init.constant_(getattr(m, f"bn{len(m.kernels)}").weight, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -146,36 +124,26 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _family(name: str, block: Block, layers: list[int], doc: str) -> Factory:
-    """Register the zoo factory `name`: a ResNet of `block`s in stages of `layers`."""
-
-    def build(
-        *,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 28,
-        stem: str = "imagenet",
-        zero_init_residual: bool = False,
-        **kw: Any,
-    ) -> nn.Module:
-        check_options(name, kw)
-        if stem not in STEMS:
-            raise UsageError(f"{name}: stem must be one of {', '.join(STEMS)}, got {stem!r}")
-        model = ResNet(block, layers, num_classes, in_channels, stem, zero_init_residual)
-        model.spec = make_spec(
-            name,
-            num_classes,
-            in_channels,
-            input_size,
-            classifier="fc",
-            variant="small" if stem == "cifar" else "imagenet",
-        )
-        return model
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = doc
-    return register_model(name, input_size=224)(build)
+def _build(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    stem: str = "imagenet",
+    zero_init_residual: bool = False,
+    **kw: Any,
+) -> tuple[nn.Module, str]:
+    check_options(name, kw)
+    if stem not in STEMS:
+        raise UsageError(f"{name}: stem must be one of {', '.join(STEMS)}, got {stem!r}")
+    block, layers = LAYOUTS[name]
+    model = ResNet(block, layers, num_classes, in_channels, stem, zero_init_residual)
+    return model, "small" if stem == "cifar" else "imagenet"
 
 
-resnet18 = _family("resnet18", BasicBlock, [2, 2, 2, 2], "ResNet-18: 11.7M parameters at 224.")
-resnet50 = _family("resnet50", Bottleneck, [3, 4, 6, 3], "ResNet-50: 25.6M parameters at 224.")
+LAYOUTS: dict[str, tuple[Block, list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+resnet18 = family("resnet18", "fc", "ResNet-18: 11.7M parameters at 224.", _build)
+resnet50 = family("resnet50", "fc", "ResNet-50: 25.6M parameters at 224.", _build)

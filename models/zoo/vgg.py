@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from compress.models.zoo.factories import Factory, check_options, pick_variant, register_model
-from compress.models.zoo.spec import ModelSpec, make_spec
+from compress.models.zoo.alexnet import Pooled, head
+from compress.models.zoo.factories import check_options, family, pick_variant
 
 # fmt: off
 CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -55,10 +54,8 @@ def init_weights(model: nn.Module) -> None:
             nn.init.constant_(m.bias, 0)
 
 
-class VGG(nn.Module):
-    """features -> avgpool -> flatten -> classifier (Linears at .0, .3, .6)."""
-
-    spec: ModelSpec  # set by the factory
+class VGG(Pooled):
+    """With torchvision's VGG init; the classifier's Linears at .0, .3, .6."""
 
     def __init__(
         self,
@@ -68,58 +65,33 @@ class VGG(nn.Module):
         hidden: int = 4096,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__()
-        self.features = features
-        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * pooled * pooled, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        classifier = head(512 * pooled * pooled, hidden, num_classes, dropout, first=False)
+        super().__init__(features, pooled, classifier)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+
+def _build(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    variant: str = "auto",
+    hidden: int | None = None,
+    dropout: float = 0.5,
+    **kw: Any,
+) -> tuple[nn.Module, str]:
+    """VGG-16, with BatchNorm after every conv for `vgg16_bn`."""
+    check_options(name, kw, hidden)
+    chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
+    small = chosen == "small"
+    features = make_features(in_channels, name.endswith("_bn"), small)
+    width = hidden if hidden is not None else (512 if small else 4096)
+    return VGG(features, num_classes, 1 if small else 7, width, dropout), chosen
 
 
-def _family(name: str, batch_norm: bool, doc: str) -> Factory:
-    """Register the zoo factory `name`: VGG-16, with BatchNorm after every conv if `batch_norm`."""
-
-    def build(
-        *,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 28,
-        variant: str = "auto",
-        hidden: int | None = None,
-        dropout: float = 0.5,
-        **kw: Any,
-    ) -> nn.Module:
-        check_options(name, kw, hidden)
-        chosen = pick_variant(name, variant, input_size, MIN_IMAGENET_SIZE)
-        small = chosen == "small"
-        width = hidden if hidden is not None else (512 if small else 4096)
-        model = VGG(
-            make_features(in_channels, batch_norm, small),
-            num_classes,
-            pooled=1 if small else 7,
-            hidden=width,
-            dropout=dropout,
-        )
-        model.spec = make_spec(
-            name, num_classes, in_channels, input_size, classifier="classifier.6", variant=chosen
-        )
-        return model
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = doc
-    return register_model(name, input_size=224)(build)
-
-
-vgg16 = _family("vgg16", False, "VGG-16 without BatchNorm (138M parameters at ImageNet size).")
-vgg16_bn = _family("vgg16_bn", True, "VGG-16 with BatchNorm (torchvision's `vgg16_bn` indices).")
+vgg16 = family(
+    "vgg16", "classifier.6", "VGG-16 without BatchNorm (138M parameters at ImageNet size).", _build
+)
+vgg16_bn = family(
+    "vgg16_bn", "classifier.6", "VGG-16 with BatchNorm (torchvision's `vgg16_bn` indices).", _build
+)
