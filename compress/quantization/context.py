@@ -1,8 +1,5 @@
-"""The quantization run's types: its config, its result, and the context its steps share.
-
-`quantize` (the entry point) and the int8/fp16 back ends it dispatches to all use them, so they
-live below all three and none of those imports another.
-"""
+"""The quantization run's config, result and shared context: below `quantize` and the int8,
+fp16 and mixed back ends it dispatches to, so none of those imports another."""
 
 from __future__ import annotations
 
@@ -195,6 +192,24 @@ class QuantContext:
         if self.val is None:
             return None
         return ortrun.top1(path, self.val, self.num_classes, self.cfg.eval_samples)
+
+    def result(
+        self, path: Path, precision: str, fp32_top1: float | None, top1: float | None, **kw: Any
+    ) -> QuantizeResult:
+        """A result with both models' top-1, the drop, the budget check and this CPU filled in."""
+        from compress.quantization.isa import detect_isa
+
+        return QuantizeResult(
+            path=str(path),
+            method=self.cfg.method,
+            precision=precision,
+            isa=detect_isa().to_dict(),
+            fp32={"val_top1": fp32_top1},
+            quantized={"val_top1": top1},
+            drop_pts=drop_pts(fp32_top1, top1),
+            budget_met=within_budget(fp32_top1, top1, self.cfg.max_drop),
+            **kw,
+        )
 
 
 def drop_pts(fp32: float | None, q: float | None) -> float | None:

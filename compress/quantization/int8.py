@@ -1,9 +1,7 @@
 """int8 with onnxruntime.quantization: settings for this CPU, tuning, accuracy-aware fallback.
 
-Called by compress.quantization.quantize.quantize (which checks inputs and measures the result). Static
-quantization calibrates once (onnxruntime's calibration cache) and re-uses the ranges for every
-candidate setting, sensitivity probe and fallback attempt; dynamic quantization touches only
-MatMul/Gemm, never Conv (ConvInteger has no onnxruntime CPU kernel).
+Static quantization calibrates once (onnxruntime's calibration cache) and re-uses the ranges for
+every candidate, sensitivity probe and fallback attempt; dynamic touches only MatMul/Gemm.
 """
 
 from __future__ import annotations
@@ -17,13 +15,7 @@ from compress.models.errors import ResourceError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import make_reader
-from compress.quantization.context import (
-    QuantContext,
-    QuantizeConfig,
-    QuantizeResult,
-    drop_pts,
-    within_budget,
-)
+from compress.quantization.context import QuantContext, QuantizeConfig, QuantizeResult, drop_pts
 from compress.quantization.fallback import FallbackResult, fallback_search, rank_nodes
 from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
 
@@ -99,10 +91,8 @@ def _calib_batch(ctx: QuantContext) -> int:
 
 
 def _check_memory(ctx: QuantContext) -> None:
-    """Histogram calibration holds every activation of every sample: refuse what can't fit.
-
-    (minmax only keeps per-tensor minima and maxima, so it is bounded by one batch.)
-    """
+    """Histogram calibration holds every activation of every sample (minmax: one batch's):
+    refuse what can't fit."""
     import psutil
 
     if ctx.cfg.method != "ptq-static" or ctx.calib is None:
@@ -131,35 +121,26 @@ def quantize_int8(ctx: QuantContext) -> QuantizeResult:
         reason = (
             f"tuned: {s.label} was the fastest candidate within the accuracy budget ({s.reason})"
         )
-    result = QuantizeResult(
-        path=str(path),
-        method=cfg.method,
-        precision="int8",
+    static = cfg.method == "ptq-static"
+    result = ctx.result(
+        path,
+        "int8",
+        fp32_top1,
+        top1,
         settings={
-            **_settings_record(cfg, 0 if ctx.calib is None else len(ctx.calib)),
+            "per_channel": cfg.per_channel,
+            "format": cfg.format if static else "qoperator",
+            "calibration": cfg.calibration if static else None,
+            "samples": len(ctx.calib) if static and ctx.calib is not None else 0,
             **s.to_dict(),
         },
         reason=reason,
-        isa=detect_isa().to_dict(),
-        fp32={"val_top1": fp32_top1},
-        quantized={"val_top1": top1},
-        drop_pts=drop_pts(fp32_top1, top1),
-        budget_met=within_budget(fp32_top1, top1, cfg.max_drop),
         fallback_nodes=list(cfg.keep_float),
         candidates=[{k: v for k, v in t.items() if k not in ("settings", "path")} for t in tried],
     )
     if not result.budget_met and cfg.max_fallback > 0:
         _fallback(ctx, s, result, fp32_top1)  # type: ignore[arg-type]
     return result
-
-
-def _settings_record(cfg: QuantizeConfig, samples: int) -> dict[str, Any]:
-    return {
-        "per_channel": cfg.per_channel,
-        "format": cfg.format if cfg.method == "ptq-static" else "qoperator",
-        "calibration": cfg.calibration if cfg.method == "ptq-static" else None,
-        "samples": samples if cfg.method == "ptq-static" else 0,
-    }
 
 
 def _try(ctx: QuantContext, s: Int8Settings, fp32_top1: float | None) -> dict[str, Any]:
@@ -233,7 +214,6 @@ def _fallback(ctx: QuantContext, s: Int8Settings, result: QuantizeResult, fp32_t
 
 
 def build_int8_nodes(ctx: QuantContext, only: list[str]) -> Path:
-    """quantize_static on just the nodes `only` with this CPU's default int8 settings (used by
-    mixed bit widths: the other layers stay float for int4 or fp32)."""
+    """quantize_static on just the nodes `only` with this CPU's default int8 settings (mixed bits)."""
     candidates, _ = _settings_for(replace(ctx.cfg, tune=False))
     return _build(ctx, candidates[0], [], only)

@@ -1,12 +1,9 @@
 """Bit widths per layer: int4 everywhere (`--weight-bits 4`), or fp32/int8/int4 chosen by measured
 sensitivity (`--bits auto`) under an accuracy budget and an optional file-size target.
 
-Sensitivity is the validation top-1 drop when *only* that layer is lowered (to int8, then int4).
-The choice is greedy: layers holding the most weight bytes per point of drop are lowered first,
-each to the lowest width whose measured drop still fits the remaining budget, until the size
-target (if any) is met; the combined model is then measured, and while it misses the budget the
-lowered layer that hurt most goes back up one step (int4 -> int8 -> fp32). Every layer is
-reported with its width and what onnxruntime computes it in (compress.quantization.int4.classify).
+Sensitivity: the validation drop with only that layer lowered. Greedy: the most weight bytes per
+point of drop go first, each to the lowest width that fits the remaining budget, until the size
+target is met; while the combined model misses the budget, the worst layer goes back up a step.
 """
 
 from __future__ import annotations
@@ -20,9 +17,8 @@ from compress.models.errors import UsageError
 from compress.models.notes import Note
 from compress.quantization import graph as qgraph
 from compress.quantization import int4
-from compress.quantization.context import QuantizeResult, drop_pts, within_budget
+from compress.quantization.context import QuantizeResult
 from compress.quantization.int8 import build_int8_nodes
-from compress.quantization.isa import detect_isa
 
 log = logging.getLogger(__name__)
 Ctx = Any  # compress.quantization.quantize's run context (cfg, work dir, top1, fresh)
@@ -55,10 +51,11 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
     rows = int4.classify(path, layers, ctx.work)
     widths = set(bits.values())
     precision = {4: "int4", 8: "int8", 32: "fp32"}[widths.pop()] if len(widths) == 1 else "mixed"
-    result = QuantizeResult(
-        path=str(path),
-        method=cfg.method,
-        precision=precision,
+    result = ctx.result(
+        path,
+        precision,
+        fp32_top1,
+        top1,
         settings={
             "weight_bits": cfg.weight_bits,
             "opset": cfg.int4_opset,
@@ -69,11 +66,6 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
             "target_size_kb": cfg.target_size_kb,
         },
         reason=_reason(cfg.weight_bits),
-        isa=detect_isa().to_dict(),
-        fp32={"val_top1": fp32_top1},
-        quantized={"val_top1": top1},
-        drop_pts=drop_pts(fp32_top1, top1),
-        budget_met=within_budget(fp32_top1, top1, cfg.max_drop),
         fallback_nodes=[n for n, b in bits.items() if b == 32],
         sensitivity=sensitivity,
         layers=[asdict(r) for r in rows],
