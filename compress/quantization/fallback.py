@@ -1,16 +1,14 @@
 """Accuracy-aware fallback: find the nodes that hurt most when lowered, keep them in float.
 
-Sensitivity is measured one node at a time: lower *only* that node (to int8 or fp16), run the
-model on a small probe batch, and compare its logits with the float model's (SQNR, in dB; lower
-means more damage). The fallback search then keeps the k most sensitive nodes in float for a
-growing k until the validation accuracy is back within budget, up to a limit.
+Sensitivity: the logit SQNR (dB, lower is worse) on a probe batch with *only* that node lowered.
+The search keeps the k most sensitive nodes in float for growing k until the accuracy is back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +45,6 @@ class FallbackResult:
     drop_pts: float
     met: bool
     attempts: list[Attempt] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
 
 
 def rank_nodes(

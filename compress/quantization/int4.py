@@ -19,6 +19,8 @@ from compress.export.runtimes.session import open_session
 from compress.models.errors import UnsupportedError, UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
+from compress.quantization.context import QuantContext
+from compress.quantization.int8 import build_int8_nodes
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +120,13 @@ def to_opset(src: Path, dst: Path, opset: int) -> Path:
     return dst
 
 
-def build(ctx: Any, bits: dict[str, int], int8_build: Any, source: Path) -> Path:
-    """The model with each layer at its bit width (missing layers: fp32): int8 layers by
-    `int8_build(only)`, int4 Linear layers as MatMulNBits, other int4 layers weight-only int4."""
+def build(ctx: QuantContext, bits: dict[str, int]) -> Path:
+    """`ctx.pre` with each layer at its bit width (missing layers: fp32): int8 layers by
+    quantize_static, int4 Linear layers as MatMulNBits, other int4 layers weight-only int4."""
     import onnx
 
     int8 = [n for n, b in bits.items() if b == 8]
-    path: Path = int8_build(int8) if int8 else source
+    path = build_int8_nodes(ctx, int8) if int8 else ctx.pre
     four = [n for n, b in bits.items() if b == 4]
     if not four:
         return path
@@ -135,7 +137,7 @@ def build(ctx: Any, bits: dict[str, int], int8_build: Any, source: Path) -> Path
             _weight_only_int4(model, name)
     if nbits:
         model = _matmul_nbits(model, nbits, ctx.cfg.block_size)
-    out: Path = ctx.fresh("int4")
+    out = ctx.fresh("int4")
     onnx.save(model, str(out))
     return out
 
@@ -238,15 +240,11 @@ def classify(path: Path, layers: dict[str, str], work: Path) -> list[LayerComput
             n.op_type for n in opt.graph.node if n.name == name or n.name.startswith(f"{name}_")
         }
         bits = stored.get(name, 32)
-        compute = (
-            "int4"
-            if "MatMulNBits" in kinds
-            else "int8"
-            if kinds & INT8_COMPUTE
-            else "dequantized at run time"
-            if bits < 32
-            else "fp32"
-        )
+        compute = "dequantized at run time" if bits < 32 else "fp32"
+        if kinds & INT8_COMPUTE:
+            compute = "int8"
+        if "MatMulNBits" in kinds:
+            compute = "int4"
         rows.append(LayerCompute(name, op, bits, compute))
     return rows
 

@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from compress.models.errors import UsageError
 from compress.models.notes import Note
 from compress.quantization import graph as qgraph
 from compress.quantization import int4
-from compress.quantization.context import QuantizeResult
-from compress.quantization.int8 import build_int8_nodes
+from compress.quantization.context import QuantContext, QuantizeResult
 
 log = logging.getLogger(__name__)
-Ctx = Any  # compress.quantization.quantize's run context (cfg, work dir, top1, fresh)
 UP = {4: 8, 8: 32}  # one step back toward float
+COMPUTE_NOTES = {  # int4.classify's compute kinds, as the notes word them
+    "int4": "computes in int4",
+    "int8": "computes in int8",
+    "dequantized at run time": "stored low-bit, dequantized at run time (float compute)",
+    "fp32": "kept in fp32",
+}
+AUTO_REASON = "per-layer bit widths chosen by measured validation drop (see sensitivity)"
+INT4_REASON = (
+    "int4 weights: Linear layers as MatMulNBits (int4 compute), other layers weight-only "
+    "int4 DequantizeLinear (dequantized at run time: smaller, not faster)"
+)
 
 
-def quantize_bits(ctx: Ctx) -> QuantizeResult:
+def quantize_bits(ctx: QuantContext) -> QuantizeResult:
     """Lower each layer to its bit width (fixed or chosen), measure, and report per layer."""
     cfg = ctx.cfg
     int4.check_opset(cfg.int4_opset)
@@ -46,7 +54,7 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
         bits = {n: int(cfg.weight_bits) for n in layers}
         bits.update({n: 32 for n in cfg.keep_float if n in bits})
         bits.update(cfg.layer_bits)
-    path = _build(octx, bits)
+    path = int4.build(octx, bits)
     top1 = ctx.top1(path)
     rows = int4.classify(path, layers, ctx.work)
     widths = set(bits.values())
@@ -65,46 +73,19 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
             "layer_bits": bits,
             "target_size_kb": cfg.target_size_kb,
         },
-        reason=_reason(cfg.weight_bits),
+        reason=AUTO_REASON if cfg.weight_bits == "auto" else INT4_REASON,
         fallback_nodes=[n for n, b in bits.items() if b == 32],
         sensitivity=sensitivity,
         layers=[asdict(r) for r in rows],
     )
-    result.notes.extend(Note(n) for n in _notes(rows))
+    for kind, label in COMPUTE_NOTES.items():  # nothing stays float or dequantized silently
+        if names := [r.layer for r in rows if r.compute == kind]:
+            result.notes.append(Note(f"{label}: {', '.join(names)}"))
     return result
 
 
-def _reason(weight_bits: int | str) -> str:
-    if weight_bits == "auto":
-        return "per-layer bit widths chosen by measured validation drop (see sensitivity)"
-    return (
-        "int4 weights: Linear layers as MatMulNBits (int4 compute), other layers weight-only "
-        "int4 DequantizeLinear (dequantized at run time: smaller, not faster)"
-    )
-
-
-def _notes(rows: list[int4.LayerCompute]) -> list[str]:
-    """One plain line per kind of compute, so nothing stays float or dequantized silently."""
-    out = []
-    labels = {
-        "int4": "computes in int4",
-        "int8": "computes in int8",
-        "dequantized at run time": "stored low-bit, dequantized at run time (float compute)",
-        "fp32": "kept in fp32",
-    }
-    for kind, label in labels.items():
-        names = [r.layer for r in rows if r.compute == kind]
-        if names:
-            out.append(f"{label}: {', '.join(names)}")
-    return out
-
-
-def _build(octx: Ctx, bits: dict[str, int]) -> Path:
-    return int4.build(octx, bits, lambda only: build_int8_nodes(octx, only), octx.pre)
-
-
 def _choose(
-    octx: Ctx, layers: dict[str, str], fp32_top1: float
+    octx: QuantContext, layers: dict[str, str], fp32_top1: float
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Greedy per-layer widths under --max-drop and --target-size (see the module doc)."""
     cfg = octx.cfg
@@ -112,14 +93,11 @@ def _choose(
     free = [n for n in layers if n not in cfg.keep_float and n not in cfg.layer_bits]
     drops: dict[str, dict[int, float]] = {}
     for name in free:
-        drops[name] = {}
-        for b in (8, 4):
-            top1 = octx.top1(_build(octx, {name: b})) or 0.0
-            drops[name][b] = max(0.0, (fp32_top1 - top1) * 100)
+        top1 = {b: octx.top1(int4.build(octx, {name: b})) or 0.0 for b in (8, 4)}
+        drops[name] = {b: max(0.0, (fp32_top1 - t) * 100) for b, t in top1.items()}
         log.info("sensitivity %s: int8 %.2f pt, int4 %.2f pt", name, drops[name][8], drops[name][4])
     count = int4.weight_count(qgraph.load(octx.pre), list(layers))
-    fixed = {**{n: 32 for n in layers}, **cfg.layer_bits}
-    bits = dict(fixed)
+    bits = {**dict.fromkeys(layers, 32), **cfg.layer_bits}
     size = octx.pre.stat().st_size
 
     def est() -> float:
@@ -149,22 +127,21 @@ def _choose(
 
 
 def _repair(
-    octx: Ctx, bits: dict[str, int], drops: dict[str, dict[int, float]], fp32: float, budget: float
+    octx: QuantContext,
+    bits: dict[str, int],
+    drops: dict[str, dict[int, float]],
+    fp32: float,
+    budget: float,
 ) -> None:
     """Measured drops don't add exactly: raise the worst lowered layer until the budget holds."""
     for _ in range(2 * len(drops)):
-        top1 = octx.top1(_build(octx, bits)) or 0.0
+        top1 = octx.top1(int4.build(octx, bits)) or 0.0
         if (fp32 - top1) * 100 <= budget:
             return
         lowered = [n for n in drops if bits[n] < 32]
         if not lowered:
             return
         worst = max(lowered, key=lambda n: drops[n][bits[n]])
-        log.info(
-            "combined drop %.2f pt > %.2f: %s back to %d bit",
-            (fp32 - top1) * 100,
-            budget,
-            worst,
-            UP[bits[worst]],
-        )
+        msg = "combined drop %.2f pt > %.2f: %s back to %d bit"
+        log.info(msg, (fp32 - top1) * 100, budget, worst, UP[bits[worst]])
         bits[worst] = UP[bits[worst]]
