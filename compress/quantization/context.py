@@ -20,10 +20,14 @@ from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.training.precision import AMP_MODES
 
-METHODS = ("ptq-static", "ptq-dynamic", "qat", "fp16")
-CALIBRATIONS = ("minmax", "entropy", "percentile")
-FORMATS = ("qdq", "qoperator")
-TYPES = ("auto", "uint8", "int8")
+CHOICES = {  # QuantizeConfig field -> its allowed values
+    "method": ("ptq-static", "ptq-dynamic", "qat", "fp16"),
+    "calibration": ("minmax", "entropy", "percentile"),  # onnxruntime's CalibrationMethod
+    "format": ("qdq", "qoperator"),
+    "activation_type": ("auto", "uint8", "int8"),
+    "weight_type": ("auto", "uint8", "int8"),
+    "amp": AMP_MODES,
+}
 PROBE = 64  # inputs used to rank node sensitivity and compare logits
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -88,11 +92,10 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:
         self._check_bits()
-        _one_of("method", self.method, METHODS)
-        _one_of("calibration", self.calibration, CALIBRATIONS)
-        _one_of("format", self.format, FORMATS)
-        _one_of("activation-type", self.activation_type, TYPES)
-        _one_of("weight-type", self.weight_type, TYPES)
+        for name, allowed in CHOICES.items():
+            if (value := getattr(self, name)) not in allowed:
+                flag = name.replace("_", "-")
+                raise UsageError(f"--{flag} must be one of {', '.join(allowed)}, got {value!r}")
         if isinstance(self.reduce_range, str):
             rr = self.reduce_range.lower()
             if rr not in ("auto", "true", "false", "on", "off"):
@@ -108,7 +111,6 @@ class QuantizeConfig:
             raise UsageError("--epochs must be >= 0 and --lr > 0")
         if self.tune and self.method != "ptq-static":
             raise UsageError("--tune applies to ptq-static (it tries activation/weight settings)")
-        _one_of("amp", self.amp, AMP_MODES)
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError("--eval-samples must be >= 1")
 
@@ -134,11 +136,6 @@ class QuantizeConfig:
     def lowers_bits(self) -> bool:
         """int4 or per-layer bit widths (compress.quantization.mixed), not plain int8."""
         return self.weight_bits != 8 or bool(self.layer_bits)
-
-
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UsageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass

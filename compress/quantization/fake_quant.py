@@ -25,11 +25,14 @@ from compress.models.zoo.spec import eval_mode
 W_MIN, W_MAX = -128, 127
 W_MAX_REDUCED = 63  # reduce_range: scales put every weight in [-63, 63]
 A_MIN, A_MAX = 0, 255
-RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
 ADDS = (operator.add, operator.iadd, torch.add)
-TRANSPARENT_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout)
-TRANSPARENT_FUNCS = (torch.flatten, F.max_pool2d, torch.reshape)
-TRANSPARENT_METHODS = ("view", "reshape", "flatten", "contiguous")
+# (module types, functions, tensor methods) of a ReLU and of the value-preserving ops
+RELU: Any = ((nn.ReLU,), (F.relu, torch.relu), ("relu",))
+TRANSPARENT: Any = (
+    (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout),
+    (torch.flatten, F.max_pool2d, torch.reshape),
+    ("view", "reshape", "flatten", "contiguous"),
+)
 
 
 class ActFakeQuant(nn.Module):
@@ -197,13 +200,7 @@ class _Rewriter:
         while isinstance(node, fx.Node):
             if node in self.fq_nodes:
                 return node
-            mod = self.modules.get(str(node.target)) if node.op == "call_module" else None
-            transparent = (
-                isinstance(mod, TRANSPARENT_MODULES)
-                or (node.op == "call_function" and node.target in TRANSPARENT_FUNCS)
-                or (node.op == "call_method" and node.target in TRANSPARENT_METHODS)
-            )
-            if not transparent:
+            if not _calls(node, self.modules, TRANSPARENT):
                 return None
             node = node.args[0]
         return None
@@ -225,7 +222,7 @@ class _Rewriter:
         """Quantize what `node` produces (after its ReLU if one is its only user)."""
         post = node
         users = list(node.users)
-        if len(users) == 1 and _is_relu(users[0], self.modules):
+        if len(users) == 1 and _calls(users[0], self.modules, RELU):
             post = users[0]
         if all(u.op == "output" for u in post.users):
             return  # logits stay float
@@ -236,15 +233,12 @@ class _Rewriter:
         self.fq_nodes.add(fq_node)
 
 
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def _calls(node: fx.Node, modules: dict[str, nn.Module], kinds: Any) -> bool:
+    """`node` calls one of `kinds`: (module types, functions, tensor methods)."""
+    mods, funcs, methods = kinds
     if node.op == "call_module":
-        return isinstance(modules.get(str(node.target)), nn.ReLU)
-    return (node.op == "call_function" and node.target in RELUS) or (
-        node.op == "call_method" and node.target == "relu"
-    )
-
-
-# ----------------------------------------------------------------------------- use
+        return isinstance(modules.get(str(node.target)), mods)
+    return node.target in {"call_function": funcs, "call_method": methods}.get(node.op, ())
 
 
 def quantizers(model: nn.Module) -> list[ActFakeQuant]:

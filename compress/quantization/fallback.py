@@ -86,12 +86,8 @@ def fallback_search(
         top1 = score(path)
         drop = round((fp32_top1 - top1) * 100, 3)
         attempts.append(Attempt(k, top1, drop))
-        log.info(
-            "fallback: %d node(s) kept in float -> top-1 %.2f %% (drop %.2f pt)",
-            k,
-            100 * top1,
-            drop,
-        )
+        msg = "fallback: %d node(s) kept in float -> top-1 %.2f %% (drop %.2f pt)"
+        log.info(msg, k, 100 * top1, drop)
         result = FallbackResult(path, excluded, top1, drop, drop <= max_drop, attempts)
         if result.met:
             return result
@@ -99,5 +95,4 @@ def fallback_search(
             best = result
     if best is None:
         raise ValueError("fallback_search needs a positive limit and at least one node")
-    best.attempts = attempts
-    return best
+    return best  # its attempts: the list every try appended to

@@ -72,7 +72,7 @@ def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
     from onnx import TensorProto
 
     def to(n: Any) -> int:
-        return next((a.i for a in n.attribute if a.name == "to"), -1)
+        return int(qgraph.attrs(n).get("to", -1))
 
     producer = {o: n for n in nodes for o in n.output}
     for n in nodes:
@@ -114,12 +114,8 @@ def convert_fp16(ctx: QuantContext) -> QuantizeResult:
             block = [r.node for r in ranked[:k]]
             path = build(block)
             par = check(path)
-            log.info(
-                "mixed fp16: %d node(s) in fp32 -> max abs %.2e, cosine %.5f",
-                k,
-                par["max_abs"],
-                par["cosine"],
-            )
+            msg = "mixed fp16: %d node(s) in fp32 -> max abs %.2e, cosine %.5f"
+            log.info(msg, k, par["max_abs"], par["cosine"])
             if gate(par):
                 break
     result = ctx.result(

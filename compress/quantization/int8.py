@@ -16,11 +16,10 @@ from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import make_reader
 from compress.quantization.context import QuantContext, QuantizeConfig, QuantizeResult, drop_pts
-from compress.quantization.fallback import FallbackResult, fallback_search, rank_nodes
+from compress.quantization.fallback import fallback_search, rank_nodes
 from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
 
 log = logging.getLogger(__name__)
-CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def _settings_for(cfg: QuantizeConfig) -> tuple[list[Int8Settings], str]:
@@ -42,15 +41,9 @@ def _build(
     ctx: QuantContext, s: Int8Settings, exclude: list[str], only: list[str] | None = None
 ) -> Path:
     """One onnxruntime quantization run with settings `s`; returns the new model's path."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime import quantization as ortq
 
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    qtype = {"uint8": ortq.QuantType.QUInt8, "int8": ortq.QuantType.QInt8}
     out, cfg = ctx.fresh("q"), ctx.cfg
     common: dict[str, Any] = {
         "per_channel": cfg.per_channel,
@@ -61,19 +54,22 @@ def _build(
     }
     with ortrun.quiet_ort():
         if cfg.method == "ptq-dynamic":
-            quantize_dynamic(
+            ortq.quantize_dynamic(
                 str(ctx.pre), str(out), op_types_to_quantize=list(qgraph.DYNAMIC_OPS), **common
             )
         else:
             assert ctx.calib is not None
             fixed = bool(ctx.info.fixed_batch)
-            quantize_static(
+            fmt = ortq.QuantFormat.QDQ if cfg.format == "qdq" else ortq.QuantFormat.QOperator
+            ortq.quantize_static(
                 str(ctx.pre),
                 str(out),
                 make_reader(ctx.info.input_name, ctx.calib, _calib_batch(ctx), fixed=fixed),
-                quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                quant_format=fmt,
                 activation_type=qtype[s.activation_type],
-                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[cfg.calibration]),
+                calibrate_method={m.name.lower(): m for m in ortq.CalibrationMethod}[
+                    cfg.calibration
+                ],
                 calibration_cache_path=str(ctx.work / f"calib-{cfg.calibration}.json"),
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
                 **common,
@@ -190,14 +186,10 @@ def _fallback(ctx: QuantContext, s: Int8Settings, result: QuantizeResult, fp32_t
         if op in ops and n not in cfg.keep_float
     }
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
-    log.info(
-        "accuracy drop %.2f pt > %.2f: ranking %d nodes by sensitivity",
-        result.drop_pts or 0.0,
-        cfg.max_drop,
-        len(nodes),
-    )
+    msg = "accuracy drop %.2f pt > %.2f: ranking %d nodes by sensitivity"
+    log.info(msg, result.drop_pts or 0.0, cfg.max_drop, len(nodes))
     ranked = rank_nodes(lambda only: _build(ctx, s, [], only), nodes, ctx.probe, ref)
-    fb: FallbackResult = fallback_search(
+    fb = fallback_search(
         lambda excl: _build(ctx, s, excl),
         [r.node for r in ranked],
         lambda p: ctx.top1(p) or 0.0,

@@ -27,7 +27,11 @@ from compress.quantization.context import (
     QuantizeConfig,
     QuantizeResult,
 )
+from compress.quantization.fp16 import convert_fp16
+from compress.quantization.int4 import short_names
+from compress.quantization.int8 import quantize_int8
 from compress.quantization.isa import detect_isa
+from compress.quantization.mixed import quantize_bits
 
 log = logging.getLogger(__name__)
 __all__ = ["QuantizeConfig", "QuantizeResult", "measure_pair", "quantize"]
@@ -83,16 +87,8 @@ def quantize(
 def _dispatch(ctx: QuantContext) -> QuantizeResult:
     """Run the back end the config asks for: fp16, int4/mixed bits, or int8."""
     if ctx.cfg.method == "fp16":
-        from compress.quantization.fp16 import convert_fp16
-
         return convert_fp16(ctx)
-    if ctx.cfg.lowers_bits:
-        from compress.quantization.mixed import quantize_bits
-
-        return quantize_bits(ctx)
-    from compress.quantization.int8 import quantize_int8
-
-    return quantize_int8(ctx)
+    return quantize_bits(ctx) if ctx.cfg.lowers_bits else quantize_int8(ctx)
 
 
 def _write(result: QuantizeResult, out_path: Path) -> None:
@@ -102,8 +98,6 @@ def _write(result: QuantizeResult, out_path: Path) -> None:
     if result.precision in ("int8", "int4", "mixed"):
         qgraph.compact(out_path)
     if result.precision in ("int4", "mixed"):
-        from compress.quantization.int4 import short_names
-
         short_names(out_path)
 
 
