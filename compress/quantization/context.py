@@ -18,6 +18,7 @@ from compress.models.notes import Note, texts
 from compress.models.options import option
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
+from compress.quantization.isa import detect_isa
 from compress.training.precision import AMP_MODES
 
 CHOICES = {  # QuantizeConfig field -> its allowed values
@@ -194,8 +195,7 @@ class QuantContext:
         self, path: Path, precision: str, fp32_top1: float | None, top1: float | None, **kw: Any
     ) -> QuantizeResult:
         """A result with both models' top-1, the drop, the budget check and this CPU filled in."""
-        from compress.quantization.isa import detect_isa
-
+        drop, max_drop = drop_pts(fp32_top1, top1), self.cfg.max_drop
         return QuantizeResult(
             path=str(path),
             method=self.cfg.method,
@@ -203,8 +203,8 @@ class QuantContext:
             isa=detect_isa().to_dict(),
             fp32={"val_top1": fp32_top1},
             quantized={"val_top1": top1},
-            drop_pts=drop_pts(fp32_top1, top1),
-            budget_met=within_budget(fp32_top1, top1, self.cfg.max_drop),
+            drop_pts=drop,
+            budget_met=max_drop is None or drop is None or drop <= max_drop,
             **kw,
         )
 
@@ -212,9 +212,3 @@ class QuantContext:
 def drop_pts(fp32: float | None, q: float | None) -> float | None:
     """Top-1 points lost from `fp32` to `q` (fractions in), None when either is unknown."""
     return None if fp32 is None or q is None else round((fp32 - q) * 100, 3)
-
-
-def within_budget(fp32: float | None, q: float | None, max_drop: float | None) -> bool:
-    """True when the drop is within `max_drop` points (or either side is unknown)."""
-    d = drop_pts(fp32, q)
-    return max_drop is None or d is None or d <= max_drop

@@ -17,13 +17,12 @@ import numpy as np
 from compress.quantization import graph as qgraph
 
 
-def _per_axis(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    return v if v.ndim == 0 else v.reshape([-1 if i == axis else 1 for i in range(ndim)])
-
-
 def _quantize(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
-    s = _per_axis(scale.astype(np.float32), w.ndim, axis)
-    z = _per_axis(zp.astype(np.int32), w.ndim, axis)
+    shape = [-1 if i == axis else 1 for i in range(w.ndim)]  # per-axis scales and zero points
+    s, z = (
+        v if v.ndim == 0 else v.reshape(shape)
+        for v in (scale.astype(np.float32), zp.astype(np.int32))
+    )
     info = np.iinfo(zp.dtype)
     q = np.clip(np.rint(w / s) + z, info.min, info.max)  # rint: round half to even, like ONNX
     return q.astype(zp.dtype)

@@ -28,9 +28,8 @@ class Isa:
         """Short label: 'x86 AVX-512 + VNNI', 'x86 AVX2 (no VNNI)', 'ARM dot-product', ..."""
         if self.arch == "x86_64":
             base = "AVX-512" if self.avx512 else "AVX2" if self.avx2 else "SSE"
-            if self.amx_int8:
-                return f"x86 {base} + VNNI + AMX"
-            return f"x86 {base} + VNNI" if self.vnni else f"x86 {base} (no VNNI)"
+            extra = " + VNNI + AMX" if self.amx_int8 else " + VNNI" if self.vnni else " (no VNNI)"
+            return f"x86 {base}{extra}"
         if self.arch == "arm64":
             units = [u for u, on in (("dot-product", self.arm_dot), ("i8mm", self.arm_i8mm)) if on]
             return f"ARM {' + '.join(units)}" if units else "ARM (no dot-product)"

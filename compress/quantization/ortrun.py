@@ -21,8 +21,6 @@ from compress.export.bench.timing import time_interleaved
 from compress.export.runtimes.session import open_session
 from compress.training.evaluate import Predictor, evaluate
 
-log = logging.getLogger(__name__)
-
 
 @contextlib.contextmanager
 def quiet_ort() -> Iterator[None]:

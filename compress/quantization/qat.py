@@ -7,7 +7,6 @@ int32), so the file is ~4x smaller and onnxruntime computes what the fake-quant 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from compress.models.errors import UsageError
 from compress.models.zoo.registry import spec_of
 from compress.quantization.fake_quant import calibrate, freeze, prepare_qat, quantizers
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class QATConfig:
@@ -32,7 +29,6 @@ class QATConfig:
     amp: str = "off"
     momentum: float = 0.01  # EMA of activation ranges while training
     seed: int = 0
-    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -105,9 +101,7 @@ def qat_finetune(
 
     qm = prepare_qat(model, cfg.momentum)
     calibrate(qm, calib)
-    train_cfg = TrainConfig(
-        epochs=cfg.epochs, lr=cfg.lr, amp=cfg.amp, seed=cfg.seed, device=cfg.device
-    )
+    train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, amp=cfg.amp, seed=cfg.seed)
     result = fit(qm, data, train_cfg, hooks=hooks)
     freeze(qm)
     folded = export_qdq(qm, out)
