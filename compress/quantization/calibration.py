@@ -27,10 +27,8 @@ def calibration_inputs(dataset: Any, samples: int, seed: int = 0) -> np.ndarray:
         )
     if n < samples:
         log.warning("calibration: %d samples requested, the validation split has %d", samples, n)
-    k = min(samples, n)
-    idx = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
-    xs = [dataset[int(i)][0] for i in idx]
-    return torch.stack([torch.as_tensor(x) for x in xs]).numpy().astype(np.float32)
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(samples, n), replace=False))
+    return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in idx]).float().numpy()
 
 
 def check_calibration(

@@ -125,13 +125,9 @@ class QuantWeight(nn.Module):
         layer = self.layer
         if isinstance(layer, nn.Linear):
             return F.linear(x, w, b)
-        assert isinstance(layer, nn.Conv2d)
         if layer.padding_mode != "zeros":
             raise UnsupportedError(f"QAT: Conv2d padding_mode={layer.padding_mode!r}")
         return F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
-
-
-# ----------------------------------------------------------------------------- graph rewrite
 
 
 def prepare_qat(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compress.export.doctor.diagnosis import INT_COMPUTE
 from compress.export.runtimes.session import open_session
 from compress.models.errors import UnsupportedError, UsageError
 from compress.quantization import graph as qgraph
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 LAYER_OPS = ("Conv", "Gemm", "MatMul")  # the ops that carry weights
 INT4_OPSET = 21  # first opset with the INT4 tensor type in DequantizeLinear
 BITS = (4, 8, 32)
-INT8_COMPUTE = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger"}
 # QOperator nodes (`--format qoperator`) hold their int8 weight directly: its input index.
 QOPERATOR_WEIGHT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "ConvInteger": 1}
 
@@ -241,7 +241,7 @@ def classify(path: Path, layers: dict[str, str], work: Path) -> list[LayerComput
         }
         bits = stored.get(name, 32)
         compute = "dequantized at run time" if bits < 32 else "fp32"
-        if kinds & INT8_COMPUTE:
+        if kinds & INT_COMPUTE:  # the doctor's int8 compute ops
             compute = "int8"
         if "MatMulNBits" in kinds:
             compute = "int4"

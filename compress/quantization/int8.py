@@ -143,13 +143,8 @@ def _try(ctx: QuantContext, s: Int8Settings, fp32_top1: float | None) -> dict[st
     """Quantize with `s`, measure validation top-1 (and latency when tuning)."""
     path = _build(ctx, s, [])
     top1 = ctx.top1(path)
-    entry: dict[str, Any] = {
-        "settings": s,
-        "path": path,
-        "label": s.label,
-        "top1": top1,
-        "drop_pts": drop_pts(fp32_top1, top1),
-    }
+    entry: dict[str, Any] = {"settings": s, "path": path, "label": s.label, "top1": top1}
+    entry["drop_pts"] = drop_pts(fp32_top1, top1)
     if ctx.cfg.tune:
         fp32, q = ortrun.latencies([ctx.source, path], ctx.probe, (1, 32), runs=15, budget_s=3.0)
         entry["latency_ms"], entry["fp32_latency_ms"] = q, fp32

@@ -62,7 +62,6 @@ def quantize(
     assert calib is not None
     if val is not None and not num_classes:
         raise UsageError("quantize(val=...) needs num_classes")
-    val_list = list(val) if val is not None else None
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as tmp:
         work = Path(tmp)
         ctx = QuantContext(
@@ -72,7 +71,7 @@ def quantize(
             work=work,
             info=info,
             calib=calib,
-            val=val_list,
+            val=None if val is None else list(val),
             num_classes=num_classes or 0,
             probe=calib[: (info.fixed_batch or PROBE)],
         )
