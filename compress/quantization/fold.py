@@ -41,7 +41,7 @@ def fold_weights(src: str | Path, dst: str | Path) -> dict[str, int]:
     for node in g.node:
         if node.op_type == "QuantizeLinear" and all(i in value for i in node.input[:3]):
             w, s, z = (value[i] for i in node.input[:3])
-            q = _quantize(w, s, z, qgraph.attrs(node).get("axis", 1))
+            q = _quantize(w, s, z, qgraph.attr(node, "axis", 1))
             g.initializer.append(numpy_helper.from_array(q, node.output[0]))
             folded += 1
         else:

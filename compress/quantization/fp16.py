@@ -72,7 +72,7 @@ def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
     from onnx import TensorProto
 
     def to(n: Any) -> int:
-        return int(qgraph.attrs(n).get("to", -1))
+        return int(qgraph.attr(n, "to", -1))
 
     producer = {o: n for n in nodes for o in n.output}
     for n in nodes:

@@ -54,11 +54,11 @@ def load(path: str | Path) -> Any:
         raise InvalidInputError(f"{path} is not a readable ONNX model: {e}") from e
 
 
-def attrs(node: Any) -> dict[str, Any]:
-    """A node's attributes as Python values."""
+def attr(node: Any, name: str, default: Any) -> Any:
+    """The Python value of a node's attribute `name` (`default` when absent)."""
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def initializer(g: Any, name: str) -> np.ndarray:

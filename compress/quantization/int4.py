@@ -152,12 +152,14 @@ def _gemm_to_matmul(model: Any, name: str) -> bool:
     w = qgraph.initializer(g, node.input[1])
     if w.ndim != 2 or node.op_type == "MatMul":
         return w.ndim == 2
-    attrs = qgraph.attrs(node)
-    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+    attrs = {k: qgraph.attr(node, k, d) for k, d in (("transA", 0), ("alpha", 1.0), ("beta", 1.0))}
+    if attrs["transA"] or attrs["alpha"] != 1.0 or attrs["beta"] != 1.0:
         return False
     wname = f"{node.input[1]}_KxN"
     g.initializer.append(
-        numpy_helper.from_array(np.ascontiguousarray(w.T) if attrs.get("transB", 0) else w, wname)
+        numpy_helper.from_array(
+            np.ascontiguousarray(w.T) if qgraph.attr(node, "transB", 0) else w, wname
+        )
     )
     mm_out = f"{name}_MatMul_out" if len(node.input) > 2 and node.input[2] else node.output[0]
     new = [helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=name)]
@@ -199,7 +201,7 @@ def _weight_only_int4(model: Any, name: str) -> None:
 
 def out_axis(node: Any) -> int:
     """The output-channel axis of the weight: 0 for Conv and Gemm(transB), 1 for MatMul/Gemm."""
-    transposed = node.op_type == "Gemm" and qgraph.attrs(node).get("transB", 0)
+    transposed = node.op_type == "Gemm" and qgraph.attr(node, "transB", 0)
     return 0 if node.op_type == "Conv" or transposed else 1
 
 
