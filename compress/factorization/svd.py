@@ -1,10 +1,8 @@
 """Truncated SVD of Linear layers: W (m x n) ~ B (m x r) A (r x n), chosen by rank or budget.
 
-`factorize(model, FactorizeConfig(...))` replaces each chosen nn.Linear by a
-compress.models.zoo.lowrank.LowRankLinear initialized from the top-r singular triplets (sqrt(S) split
-between the halves, so both are on the same scale for fine-tuning). A rank only pays below the
-break-even mn/(m+n), and can't exceed min(m, n): such ranks are refused, one line each, before
-anything changes. Fine-tuning (KD from the parent) is the stage's job: compress.stages.factorize.
+Each chosen nn.Linear becomes a LowRankLinear from the top-r singular triplets (sqrt(S) on each
+half, the same scale for fine-tuning). A rank must be below the break-even mn/(m+n) and at most
+min(m, n): others are refused before anything changes. KD fine-tuning: compress.stages.factorize.
 """
 
 from __future__ import annotations
@@ -126,25 +124,21 @@ def factorize(model: nn.Module, cfg: FactorizeConfig) -> list[LayerRank]:
     for name, m in layers.items():
         low, energy = low_rank(m, ranks[name])
         model.set_submodule(name, low)
+        be = break_even(m.out_features, m.in_features)
         records.append(
             LayerRank(
                 layer=name,
                 out_features=m.out_features,
                 in_features=m.in_features,
                 rank=ranks[name],
-                break_even=round(break_even(m.out_features, m.in_features), 2),
+                break_even=round(be, 2),
                 params_before=m.weight.numel(),
                 params_after=low.first.weight.numel() + low.second.weight.numel(),
                 energy_kept=round(energy, 4),
             )
         )
-        log.info(
-            "%s: rank %d (break-even %.1f), %.1f%% of the spectrum's energy kept",
-            name,
-            ranks[name],
-            break_even(m.out_features, m.in_features),
-            100 * energy,
-        )
+        msg = "%s: rank %d (break-even %.1f), %.1f%% of the spectrum's energy kept"
+        log.info(msg, name, ranks[name], be, 100 * energy)
     return records
 
 

@@ -1,8 +1,5 @@
-"""Calibration data for int8: a deterministic subset of the validation split, checked early.
-
-Calibration never touches the test split (it is for reporting only). The subset is drawn with a
-seeded generator, so the same artifact and options always calibrate on the same images. Bad
-calibration data (empty, too few images, wrong shape, NaN) is refused before any long work.
+"""Calibration data for int8: a seeded subset of the validation split (never test), checked
+early (empty, too few, wrong shape, NaN) before any long work.
 """
 
 from __future__ import annotations
@@ -30,20 +27,15 @@ def calibration_inputs(dataset: Any, samples: int, seed: int = 0) -> np.ndarray:
         )
     if n < samples:
         log.warning("calibration: %d samples requested, the validation split has %d", samples, n)
-    k = min(samples, n)
-    idx = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
-    xs = [dataset[int(i)][0] for i in idx]
-    return torch.stack([torch.as_tensor(x) for x in xs]).numpy().astype(np.float32)
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(samples, n), replace=False))
+    return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in idx]).float().numpy()
 
 
 def check_calibration(
     x: np.ndarray | None, input_shape: Sequence[int | str | None], min_samples: int = MIN_SAMPLES
 ) -> None:
-    """Refuse calibration data that is empty, too small, non-finite or of the wrong shape.
-
-    `input_shape` is the model input's shape with the batch dimension first; symbolic or
-    unknown dimensions are not checked.
-    """
+    """Refuse calibration data that is empty, too small, non-finite or of the wrong shape
+    (`input_shape`: batch first; symbolic or unknown dimensions are not checked)."""
     if x is None or x.size == 0 or len(x) == 0:
         raise InvalidInputError(
             "calibration data is empty", hint="pass a data set with a validation split"
@@ -81,11 +73,9 @@ def _shape_str(shape: Sequence[int | str | None]) -> str:
 
 
 def make_reader(input_name: str, x: np.ndarray, batch_size: int = 32, fixed: bool = False) -> Any:
-    """An onnxruntime CalibrationDataReader over `x` (a fresh one per quantization run).
-
-    Unless the model's batch is `fixed`, batches are made equal in size (the largest divisor of
-    the sample count up to `batch_size`): onnxruntime's histogram calibrators (entropy,
-    percentile) fail on a smaller last batch."""
+    """An onnxruntime CalibrationDataReader over `x`. Unless the batch is `fixed`, batches are
+    equal (the largest divisor of len(x) up to `batch_size`): the histogram calibrators fail on
+    a smaller last batch."""
     from onnxruntime.quantization import CalibrationDataReader
 
     if not fixed and len(x):
@@ -93,13 +83,14 @@ def make_reader(input_name: str, x: np.ndarray, batch_size: int = 32, fixed: boo
 
     class ArrayReader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self._batches = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+            self.rewind()
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            b = next(self._batches, None)
-            return None if b is None else {input_name: b}
+            return next(self._batches, None)
 
         def rewind(self) -> None:
-            self.__init__()  # type: ignore[misc]
+            self._batches = iter(
+                {input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)
+            )
 
     return ArrayReader()

@@ -1,8 +1,5 @@
-"""The quantization run's types: its config, its result, and the context its steps share.
-
-`quantize` (the entry point) and the int8/fp16 back ends it dispatches to all use them, so they
-live below all three and none of those imports another.
-"""
+"""The quantization run's config, result and shared context: below `quantize` and the int8,
+fp16 and mixed back ends it dispatches to, so none of those imports another."""
 
 from __future__ import annotations
 
@@ -21,12 +18,17 @@ from compress.models.notes import Note, texts
 from compress.models.options import option
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
+from compress.quantization.isa import detect_isa
 from compress.training.precision import AMP_MODES
 
-METHODS = ("ptq-static", "ptq-dynamic", "qat", "fp16")
-CALIBRATIONS = ("minmax", "entropy", "percentile")
-FORMATS = ("qdq", "qoperator")
-TYPES = ("auto", "uint8", "int8")
+CHOICES = {  # QuantizeConfig field -> its allowed values
+    "method": ("ptq-static", "ptq-dynamic", "qat", "fp16"),
+    "calibration": ("minmax", "entropy", "percentile"),  # onnxruntime's CalibrationMethod
+    "format": ("qdq", "qoperator"),
+    "activation_type": ("auto", "uint8", "int8"),
+    "weight_type": ("auto", "uint8", "int8"),
+    "amp": AMP_MODES,
+}
 PROBE = 64  # inputs used to rank node sensitivity and compare logits
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -91,11 +93,10 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:
         self._check_bits()
-        _one_of("method", self.method, METHODS)
-        _one_of("calibration", self.calibration, CALIBRATIONS)
-        _one_of("format", self.format, FORMATS)
-        _one_of("activation-type", self.activation_type, TYPES)
-        _one_of("weight-type", self.weight_type, TYPES)
+        for name, allowed in CHOICES.items():
+            if (value := getattr(self, name)) not in allowed:
+                flag = name.replace("_", "-")
+                raise UsageError(f"--{flag} must be one of {', '.join(allowed)}, got {value!r}")
         if isinstance(self.reduce_range, str):
             rr = self.reduce_range.lower()
             if rr not in ("auto", "true", "false", "on", "off"):
@@ -111,7 +112,6 @@ class QuantizeConfig:
             raise UsageError("--epochs must be >= 0 and --lr > 0")
         if self.tune and self.method != "ptq-static":
             raise UsageError("--tune applies to ptq-static (it tries activation/weight settings)")
-        _one_of("amp", self.amp, AMP_MODES)
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError("--eval-samples must be >= 1")
 
@@ -137,11 +137,6 @@ class QuantizeConfig:
     def lowers_bits(self) -> bool:
         """int4 or per-layer bit widths (compress.quantization.mixed), not plain int8."""
         return self.weight_bits != 8 or bool(self.layer_bits)
-
-
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UsageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass
@@ -196,13 +191,24 @@ class QuantContext:
             return None
         return ortrun.top1(path, self.val, self.num_classes, self.cfg.eval_samples)
 
+    def result(
+        self, path: Path, precision: str, fp32_top1: float | None, top1: float | None, **kw: Any
+    ) -> QuantizeResult:
+        """A result with both models' top-1, the drop, the budget check and this CPU filled in."""
+        drop, max_drop = drop_pts(fp32_top1, top1), self.cfg.max_drop
+        return QuantizeResult(
+            path=str(path),
+            method=self.cfg.method,
+            precision=precision,
+            isa=detect_isa().to_dict(),
+            fp32={"val_top1": fp32_top1},
+            quantized={"val_top1": top1},
+            drop_pts=drop,
+            budget_met=max_drop is None or drop is None or drop <= max_drop,
+            **kw,
+        )
+
 
 def drop_pts(fp32: float | None, q: float | None) -> float | None:
     """Top-1 points lost from `fp32` to `q` (fractions in), None when either is unknown."""
     return None if fp32 is None or q is None else round((fp32 - q) * 100, 3)
-
-
-def within_budget(fp32: float | None, q: float | None, max_drop: float | None) -> bool:
-    """True when the drop is within `max_drop` points (or either side is unknown)."""
-    d = drop_pts(fp32, q)
-    return max_drop is None or d is None or d <= max_drop

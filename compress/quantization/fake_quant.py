@@ -1,22 +1,11 @@
-"""Fake quantization in plain PyTorch: the modules, their insertion into a traced model, and
-calibrating and freezing them.
+"""Fake quantization in plain PyTorch (not the deprecated `torch.ao.quantization`): the modules,
+their insertion into a torch.fx-traced model (BatchNorm folded), calibration and freezing.
 
-Not built on `torch.ao.quantization` (deprecated). The model is traced with torch.fx, BatchNorm
-is folded into the preceding convolution, and fake-quantization is inserted where onnxruntime's
-int8 kernels will quantize:
-
-* weights of every Conv/Linear: int8 per output channel, symmetric (`[-128, 127]`), or 7-bit
-  (`[-63, 63]`, like onnxruntime's reduce_range) where the CPU's U8S8 kernel can saturate (x86
-  without VNNI: `compress.quantization.isa`), so the exported model computes what was trained;
-* activations: uint8 per tensor (`[0, 255]`), on each Conv/Linear/Add output (after its ReLU,
-  where one follows) and on the model input; a Conv/Linear fed through value-preserving ops
-  (max-pool, flatten, reshape) reuses its producer's quantizer, so onnxruntime sees the same
-  scales on both sides and keeps the tensor int8;
-* biases: rounded to the int32 grid `input_scale * weight_scale`, as onnxruntime stores them.
-
-Activation ranges start from calibration (min/max over the calibration images) and follow an
-exponential moving average while training; weight scales follow the weights. Training and the
-export to an onnxruntime QDQ graph are in `compress.quantization.qat`.
+Where onnxruntime's int8 kernels quantize: Conv/Linear weights int8 per output channel, symmetric
+(7-bit where the CPU's U8S8 kernel can saturate, see `compress.quantization.isa`); activations
+uint8 per tensor on each Conv/Linear/Add output (after its ReLU) and the model input, shared
+through max-pool/flatten/reshape so both sides see the same scale; biases on the int32 grid
+`input_scale * weight_scale`. Ranges start from calibration min/max, then follow an EMA.
 """
 
 from __future__ import annotations
@@ -36,11 +25,14 @@ from compress.models.zoo.spec import eval_mode
 W_MIN, W_MAX = -128, 127
 W_MAX_REDUCED = 63  # reduce_range: scales put every weight in [-63, 63]
 A_MIN, A_MAX = 0, 255
-RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
 ADDS = (operator.add, operator.iadd, torch.add)
-TRANSPARENT_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout)
-TRANSPARENT_FUNCS = (torch.flatten, F.max_pool2d, torch.reshape)
-TRANSPARENT_METHODS = ("view", "reshape", "flatten", "contiguous")
+# (module types, functions, tensor methods) of a ReLU and of the value-preserving ops
+RELU: Any = ((nn.ReLU,), (F.relu, torch.relu), ("relu",))
+TRANSPARENT: Any = (
+    (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout),
+    (torch.flatten, F.max_pool2d, torch.reshape),
+    ("view", "reshape", "flatten", "contiguous"),
+)
 
 
 class ActFakeQuant(nn.Module):
@@ -93,7 +85,9 @@ class QuantWeight(nn.Module):
     w_scale: torch.Tensor
     w_zero: torch.Tensor
 
-    def __init__(self, layer: nn.Module, act: ActFakeQuant, reduce_range: bool = False) -> None:
+    def __init__(
+        self, layer: nn.Conv2d | nn.Linear, act: ActFakeQuant, reduce_range: bool = False
+    ) -> None:
         super().__init__()
         self.layer = layer
         # the fake-quant op keeps [-128, 127] (all the ONNX export accepts); a 7-bit scale keeps
@@ -101,12 +95,12 @@ class QuantWeight(nn.Module):
         self.w_max = W_MAX_REDUCED if reduce_range else W_MAX
         self._act = [act]  # the input's quantizer: a reference, not a submodule
         self.frozen = False
-        out = int(_weight(layer).shape[0])
+        out = int(layer.weight.shape[0])
         self.register_buffer("w_scale", torch.ones(out))
         self.register_buffer("w_zero", torch.zeros(out, dtype=torch.int32))
 
     def quantized_params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        w, b = _weight(self.layer), _bias(self.layer)
+        w, b = self.layer.weight, self.layer.bias
         if not self.frozen:
             with torch.no_grad():
                 amax = w.detach().abs().flatten(1).amax(1)
@@ -122,9 +116,8 @@ class QuantWeight(nn.Module):
         """Fix the weight scales and store the bias on its int32 grid (before export)."""
         self.frozen = False
         _, b = self.quantized_params()
-        bias = _bias(self.layer)
-        if b is not None and bias is not None:
-            bias.copy_(b)
+        if b is not None and self.layer.bias is not None:
+            self.layer.bias.copy_(b)
         self.frozen = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,24 +125,9 @@ class QuantWeight(nn.Module):
         layer = self.layer
         if isinstance(layer, nn.Linear):
             return F.linear(x, w, b)
-        assert isinstance(layer, nn.Conv2d)
         if layer.padding_mode != "zeros":
             raise UnsupportedError(f"QAT: Conv2d padding_mode={layer.padding_mode!r}")
         return F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
-
-
-def _weight(layer: nn.Module) -> torch.Tensor:
-    w = layer.weight
-    assert isinstance(w, torch.Tensor)
-    return w
-
-
-def _bias(layer: nn.Module) -> torch.Tensor | None:
-    b = layer.bias
-    return b if isinstance(b, torch.Tensor) else None
-
-
-# ----------------------------------------------------------------------------- graph rewrite
 
 
 def prepare_qat(
@@ -191,7 +169,8 @@ class _Rewriter:
             if self._is_layer(node):
                 act = self._input_quant(node)
                 name = str(node.target)
-                self._set_module(name, QuantWeight(self.modules[name], act, self.reduce_range))
+                self.modules[name] = QuantWeight(self.modules[name], act, self.reduce_range)
+                self.gm.set_submodule(name, self.modules[name])
                 self._output_quant(node)
             elif node.op == "call_function" and node.target in ADDS:
                 self._output_quant(node)
@@ -205,30 +184,19 @@ class _Rewriter:
             self.modules.get(str(node.target)), (nn.Conv2d, nn.Linear)
         )
 
-    def _new_fq(self) -> tuple[str, ActFakeQuant]:
+    def _new_fq(self) -> str:
         name = f"act_fq_{self.count}"
         self.count += 1
-        fq = ActFakeQuant(self.momentum)
-        self.gm.add_module(name, fq)
-        self.modules[name] = fq
-        return name, fq
-
-    def _set_module(self, dotted: str, module: nn.Module) -> None:
-        self.gm.set_submodule(dotted, module)
-        self.modules[dotted] = module
+        self.modules[name] = ActFakeQuant(self.momentum)
+        self.gm.add_module(name, self.modules[name])
+        return name
 
     def _source_fq(self, node: Any) -> fx.Node | None:
         """The fake-quant node `node` comes from through value-preserving ops, if any."""
         while isinstance(node, fx.Node):
             if node in self.fq_nodes:
                 return node
-            mod = self.modules.get(str(node.target)) if node.op == "call_module" else None
-            transparent = (
-                isinstance(mod, TRANSPARENT_MODULES)
-                or (node.op == "call_function" and node.target in TRANSPARENT_FUNCS)
-                or (node.op == "call_method" and node.target in TRANSPARENT_METHODS)
-            )
-            if not transparent:
+            if not _calls(node, self.modules, TRANSPARENT):
                 return None
             node = node.args[0]
         return None
@@ -239,7 +207,7 @@ class _Rewriter:
         src = self._source_fq(arg)
         if src is not None and src is arg:
             return self.modules[str(src.target)]  # type: ignore[return-value]
-        name = str(src.target) if src is not None else self._new_fq()[0]
+        name = str(src.target) if src is not None else self._new_fq()
         with self.gm.graph.inserting_before(node):
             fq_node = self.gm.graph.call_module(name, (arg,))
         self.fq_nodes.add(fq_node)
@@ -250,26 +218,23 @@ class _Rewriter:
         """Quantize what `node` produces (after its ReLU if one is its only user)."""
         post = node
         users = list(node.users)
-        if len(users) == 1 and _is_relu(users[0], self.modules):
+        if len(users) == 1 and _calls(users[0], self.modules, RELU):
             post = users[0]
         if all(u.op == "output" for u in post.users):
             return  # logits stay float
-        name, _ = self._new_fq()
+        name = self._new_fq()
         with self.gm.graph.inserting_after(post):
             fq_node = self.gm.graph.call_module(name, (post,))
         post.replace_all_uses_with(fq_node, delete_user_cb=lambda u: u is not fq_node)
         self.fq_nodes.add(fq_node)
 
 
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def _calls(node: fx.Node, modules: dict[str, nn.Module], kinds: Any) -> bool:
+    """`node` calls one of `kinds`: (module types, functions, tensor methods)."""
+    mods, funcs, methods = kinds
     if node.op == "call_module":
-        return isinstance(modules.get(str(node.target)), nn.ReLU)
-    return (node.op == "call_function" and node.target in RELUS) or (
-        node.op == "call_method" and node.target == "relu"
-    )
-
-
-# ----------------------------------------------------------------------------- use
+        return isinstance(modules.get(str(node.target)), mods)
+    return node.target in {"call_function": funcs, "call_method": methods}.get(node.op, ())
 
 
 def quantizers(model: nn.Module) -> list[ActFakeQuant]:

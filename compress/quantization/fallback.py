@@ -1,16 +1,14 @@
 """Accuracy-aware fallback: find the nodes that hurt most when lowered, keep them in float.
 
-Sensitivity is measured one node at a time: lower *only* that node (to int8 or fp16), run the
-model on a small probe batch, and compare its logits with the float model's (SQNR, in dB; lower
-means more damage). The fallback search then keeps the k most sensitive nodes in float for a
-growing k until the validation accuracy is back within budget, up to a limit.
+Sensitivity: the logit SQNR (dB, lower is worse) on a probe batch with *only* that node lowered.
+The search keeps the k most sensitive nodes in float for growing k until the accuracy is back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +45,6 @@ class FallbackResult:
     drop_pts: float
     met: bool
     attempts: list[Attempt] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
 
 
 def rank_nodes(
@@ -93,12 +86,8 @@ def fallback_search(
         top1 = score(path)
         drop = round((fp32_top1 - top1) * 100, 3)
         attempts.append(Attempt(k, top1, drop))
-        log.info(
-            "fallback: %d node(s) kept in float -> top-1 %.2f %% (drop %.2f pt)",
-            k,
-            100 * top1,
-            drop,
-        )
+        msg = "fallback: %d node(s) kept in float -> top-1 %.2f %% (drop %.2f pt)"
+        log.info(msg, k, 100 * top1, drop)
         result = FallbackResult(path, excluded, top1, drop, drop <= max_drop, attempts)
         if result.met:
             return result
@@ -106,5 +95,4 @@ def fallback_search(
             best = result
     if best is None:
         raise ValueError("fallback_search needs a positive limit and at least one node")
-    best.attempts = attempts
-    return best
+    return best  # its attempts: the list every try appended to

@@ -1,10 +1,8 @@
 """fp16 ONNX for GPU execution providers, with fp32 inputs/outputs and an optional mixed mode.
 
-The whole graph is converted (onnxconverter-common) with Cast nodes at the inputs and outputs,
-so callers keep feeding fp32. The fp16 parity gate of mature exporters applies to the logits
-(max abs <= 1e-2, cosine >= 0.999); with `mixed`, the nodes whose fp16 version hurts the logits
-most stay fp32 until the gate holds. On CPU, onnxruntime runs most fp16 ops through inserted
-casts, so fp16 is for size and GPUs, not for CPU speed; the measured latency says so.
+The logits must pass the parity gate of mature exporters (max abs <= 1e-2, cosine >= 0.999); with
+`mixed`, the nodes whose fp16 version hurts the logits most stay fp32 until it holds. On CPU,
+onnxruntime runs most fp16 ops through casts: fp16 is for size and GPUs, not CPU speed.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Any
 from compress.models.errors import UnsupportedError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
-from compress.quantization.context import QuantContext, QuantizeResult, drop_pts, within_budget
+from compress.quantization.context import QuantContext, QuantizeResult
 from compress.quantization.fallback import NodeScore, rank_nodes, steps
 
 log = logging.getLogger(__name__)
@@ -50,39 +48,22 @@ def _fp32_boundary(model: Any) -> None:
     from onnx import TensorProto, helper
 
     g = model.graph
-    casts_in, casts_out = [], []
-    for inp in g.input:
-        if _fp16_to_fp32(inp):
-            half = _rename(g.node, inp.name, inp.name + "_fp16", outputs=False)
-            casts_in.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16))
-    for out in g.output:
-        if _fp16_to_fp32(out):
-            half = _rename(g.node, out.name, out.name + "_fp16", outputs=True)
-            casts_out.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT))
-    nodes = [*casts_in, *g.node, *casts_out]
+    casts: dict[bool, list[Any]] = {False: [], True: []}  # is_output -> Casts
+    for is_out, values in ((False, g.input), (True, g.output)):
+        for value in values:
+            t = value.type.tensor_type
+            if t.elem_type != TensorProto.FLOAT16:
+                continue
+            t.elem_type, name, half = TensorProto.FLOAT, value.name, value.name + "_fp16"
+            for node in g.node:  # the uses (and for an output, the producer) now read `half`
+                for names in (node.input, node.output) if is_out else (node.input,):
+                    names[:] = [half if x == name else x for x in names]
+            src, dst = (half, name) if is_out else (name, half)
+            to = TensorProto.FLOAT if is_out else TensorProto.FLOAT16
+            casts[is_out].append(helper.make_node("Cast", [src], [dst], to=to))
+    nodes = [*casts[False], *g.node, *casts[True]]
     del g.node[:]
     g.node.extend(_drop_round_trips(nodes, {o.name for o in g.output}))
-
-
-def _fp16_to_fp32(value: Any) -> bool:
-    """Retype an fp16 graph input/output as fp32; False (unchanged) for any other type."""
-    from onnx import TensorProto
-
-    t = value.type.tensor_type
-    if t.elem_type != TensorProto.FLOAT16:
-        return False
-    t.elem_type = TensorProto.FLOAT
-    return True
-
-
-def _rename(nodes: Any, old: str, new: str, *, outputs: bool) -> str:
-    """Point every node input (and, with `outputs`, node output) named `old` at `new`."""
-    for node in nodes:
-        for names in (node.input, node.output) if outputs else (node.input,):
-            for i, name in enumerate(names):
-                if name == old:
-                    names[i] = new
-    return new
 
 
 def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
@@ -91,7 +72,7 @@ def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
     from onnx import TensorProto
 
     def to(n: Any) -> int:
-        return next((a.i for a in n.attribute if a.name == "to"), -1)
+        return int(qgraph.attr(n, "to", -1))
 
     producer = {o: n for n in nodes for o in n.output}
     for n in nodes:
@@ -113,10 +94,8 @@ def gate(p: dict[str, float]) -> bool:
 
 def convert_fp16(ctx: QuantContext) -> QuantizeResult:
     """fp16 model (mixed when asked and needed), its parity and validation accuracy."""
-    from compress.quantization.isa import detect_isa
-
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
-    names = list(qgraph.inspect(ctx.pre).nodes)
+    nodes = qgraph.inspect(ctx.pre).nodes
 
     def build(block: list[str]) -> Path:
         return to_fp16(ctx.pre, ctx.fresh("fp16"), block)
@@ -128,39 +107,30 @@ def convert_fp16(ctx: QuantContext) -> QuantizeResult:
     par = check(path)
     ranked: list[NodeScore] = []
     if not gate(par) and ctx.cfg.mixed:
-        nodes = dict(qgraph.inspect(ctx.pre).nodes.items())
         ranked = rank_nodes(
-            lambda only: build([n for n in names if n not in only]), nodes, ctx.probe, ref
+            lambda only: build([n for n in nodes if n not in only]), nodes, ctx.probe, ref
         )
         for k in steps(min(ctx.cfg.max_fallback, len(ranked))):
             block = [r.node for r in ranked[:k]]
             path = build(block)
             par = check(path)
-            log.info(
-                "mixed fp16: %d node(s) in fp32 -> max abs %.2e, cosine %.5f",
-                k,
-                par["max_abs"],
-                par["cosine"],
-            )
+            msg = "mixed fp16: %d node(s) in fp32 -> max abs %.2e, cosine %.5f"
+            log.info(msg, k, par["max_abs"], par["cosine"])
             if gate(par):
                 break
-    fp32_top1, top1 = ctx.top1(ctx.source), ctx.top1(path)
-    parity = {**{k: round(v, 6) for k, v in par.items()}, "passed": gate(par)}
-    settings: dict[str, Any] = {"format": "fp16", "keep_io_types": True, "mixed": ctx.cfg.mixed}
-    return QuantizeResult(
-        path=str(path),
-        method="fp16",
-        precision="fp16",
-        settings=settings,
+    result = ctx.result(
+        path,
+        "fp16",
+        ctx.top1(ctx.source),
+        ctx.top1(path),
+        settings={"format": "fp16", "keep_io_types": True, "mixed": ctx.cfg.mixed},
         reason=(
             "fp16 halves the weights and targets GPU execution providers; inputs and outputs "
             f"stay fp32 (parity gate: max abs <= {MAX_ABS}, cosine >= {MIN_COSINE})"
         ),
-        isa=detect_isa().to_dict(),
-        fp32={"val_top1": fp32_top1},
-        quantized={"val_top1": top1, "parity": parity},
-        drop_pts=drop_pts(fp32_top1, top1),
-        budget_met=gate(par) and within_budget(fp32_top1, top1, ctx.cfg.max_drop),
         fallback_nodes=block,
         sensitivity=[r.__dict__ for r in ranked],
     )
+    result.quantized["parity"] = {**{k: round(v, 6) for k, v in par.items()}, "passed": gate(par)}
+    result.budget_met = gate(par) and result.budget_met
+    return result

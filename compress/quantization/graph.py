@@ -1,12 +1,12 @@
 """Reading and checking ONNX graphs around quantization: inputs, quantizable nodes, scales.
 
-These checks turn the runtime's late, cryptic failures into early, typed errors: a model with
-nothing to quantize (say which ops it has), NaN weights, a quantized graph with zero or NaN
-scales, or a ConvInteger node (no onnxruntime CPU kernel).
+These checks turn the runtime's late, cryptic failures into early, typed errors (nothing to
+quantize, NaN weights, zero or NaN scales, ConvInteger, which has no onnxruntime CPU kernel).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,20 @@ def load(path: str | Path) -> Any:
         return onnx.load(str(path))
     except Exception as e:  # protobuf decode errors have no common base class
         raise InvalidInputError(f"{path} is not a readable ONNX model: {e}") from e
+
+
+def attr(node: Any, name: str, default: Any) -> Any:
+    """The Python value of a node's attribute `name` (`default` when absent)."""
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def initializer(g: Any, name: str) -> np.ndarray:
+    """The value of initializer `name` of graph `g`."""
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(next(i for i in g.initializer if i.name == name))
 
 
 def inspect(path: str | Path) -> GraphInfo:
@@ -105,14 +119,13 @@ def check_finite_weights(path: str | Path) -> None:
         )
 
 
-def check_quantized(path: str | Path) -> dict[str, int]:
-    """Every scale finite and > 0, no ConvInteger; returns counts of quantized node types."""
+def check_quantized(path: str | Path) -> None:
+    """Every scale finite and > 0, no ConvInteger."""
     from onnx import numpy_helper
 
     model = load(path)
     inits = {i.name: i for i in model.graph.initializer}
-    ops = Counter(n.op_type for n in model.graph.node)
-    if ops.get("ConvInteger"):
+    if any(n.op_type == "ConvInteger" for n in model.graph.node):
         raise UnsupportedError(
             f"{path}: the quantized model contains ConvInteger, which onnxruntime's CPU provider "
             "can't run",
@@ -132,55 +145,38 @@ def check_quantized(path: str | Path) -> dict[str, int]:
             f"({', '.join(sorted(set(bad))[:5])})",
             hint="check the calibration data and the weights (constant or NaN activations)",
         )
-    return {
-        k: v
-        for k, v in ops.items()
-        if k.startswith(("QLinear", "QGemm", "MatMulInteger", "DynamicQuantize")) or k in SCALE_OPS
-    }
 
 
 def activation_bytes_per_sample(path: str | Path) -> int:
-    """Float bytes of all intermediate tensors for one input (from the inferred shapes).
-
-    onnxruntime's calibrators keep every intermediate tensor of the batches they hold, so this
-    bounds their memory; unknown dimensions count as 1.
-    """
-    model = load(path)
+    """Float bytes of all intermediate tensors for one input (inferred shapes; unknown dims: 1).
+    onnxruntime's calibrators keep every intermediate tensor of the batches they hold."""
     total = 0
-    for vi in model.graph.value_info:
+    for vi in load(path).graph.value_info:
         t = vi.type.tensor_type
-        if t.elem_type != 1:  # FLOAT
-            continue
-        n = 1
-        for i, d in enumerate(t.shape.dim):
-            if i > 0 and d.HasField("dim_value"):
-                n *= d.dim_value
-        total += 4 * n
+        if t.elem_type == 1:  # FLOAT
+            total += 4 * math.prod(d.dim_value for d in t.shape.dim[1:] if d.HasField("dim_value"))
     return total
 
 
-def compact(path: str | Path) -> int:
+def compact(path: str | Path) -> None:
     """Drop what a quantized file needn't carry: inferred shapes (value_info) and all-zero int32
-    zero-points of bias DequantizeLinear nodes (0 is the default); returns bytes saved."""
+    zero-points of bias DequantizeLinear nodes (0 is the default)."""
     import onnx
     from onnx import numpy_helper
 
-    before = Path(path).stat().st_size
     model = load(path)
     g = model.graph
     del g.value_info[:]
-    inits = {i.name: i for i in g.initializer}
+    zero = {
+        i.name
+        for i in g.initializer
+        if i.data_type == onnx.TensorProto.INT32 and not numpy_helper.to_array(i).any()
+    }
     for node in g.node:
-        if node.op_type != "DequantizeLinear" or len(node.input) != 3:
-            continue
-        zp = inits.get(node.input[2])
-        if zp is None or zp.data_type != onnx.TensorProto.INT32:
-            continue
-        if not numpy_helper.to_array(zp).any():
+        if node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[2] in zero:
             del node.input[2]
     drop_unused(g)
     onnx.save(model, str(path))
-    return before - Path(path).stat().st_size
 
 
 def drop_unused(g: Any) -> None:

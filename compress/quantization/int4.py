@@ -1,12 +1,9 @@
-"""int4 weights for onnxruntime, layer by layer, and an honest account of what each layer computes in.
+"""int4 weights for onnxruntime, layer by layer, and an honest account of what each computes in.
 
-What onnxruntime 1.32 does with 4-bit weights (measured, see the field notes): standard ONNX int4
-`DequantizeLinear` (opset >= 21) runs on the CPU provider but is dequantized at run time (smaller
-file, no int4 arithmetic); `MatMulNBits` (com.microsoft) computes with int4 weights, but only from a
-MatMul, so Linear layers exported as Gemm are first rewritten to MatMul + Add. int8 layers are left to
-`quantize_static` (QDQ, fused into QLinearConv/QGemm). So `build(ctx, bits)` lowers each layer to
-its bit width (32, 8 or 4), and `classify` reads the runtime's optimized graph to say, per layer,
-whether it computes in int4, int8, is dequantized at run time, or stayed fp32.
+onnxruntime 1.32 (measured): standard int4 `DequantizeLinear` (opset >= 21) is dequantized at run
+time (smaller file, float compute); `MatMulNBits` computes in int4 but only from a MatMul, so Gemm
+layers are rewritten to MatMul + Add first; int8 layers go to `quantize_static` (QDQ). `classify`
+reads the runtime's optimized graph to say what each layer really computes in.
 """
 
 from __future__ import annotations
@@ -18,18 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from compress.export.doctor.diagnosis import INT_COMPUTE
 from compress.export.runtimes.session import open_session
 from compress.models.errors import UnsupportedError, UsageError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
+from compress.quantization.context import QuantContext
+from compress.quantization.int8 import build_int8_nodes
 
 log = logging.getLogger(__name__)
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")  # the ops that carry weights
 INT4_OPSET = 21  # first opset with the INT4 tensor type in DequantizeLinear
 BITS = (4, 8, 32)
-INT8_COMPUTE = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger")
-INT4_COMPUTE = ("MatMulNBits",)
 # QOperator nodes (`--format qoperator`) hold their int8 weight directly: its input index.
 QOPERATOR_WEIGHT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "ConvInteger": 1}
 
@@ -78,7 +76,6 @@ def check_layer_bits(model: Any, layer_bits: dict[str, int]) -> None:
 
 def check_opset(opset: int) -> None:
     """Refuse an opset below 21 (no int4 type) or one the installed onnxruntime can't run int4 in."""
-    import onnx
     import onnxruntime
     from onnx import TensorProto, helper
 
@@ -93,7 +90,6 @@ def check_opset(opset: int) -> None:
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])
     g = helper.make_graph([node], "int4probe", [], [out], initializer=[w, s])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
     try:
         open_session(model.SerializeToString()).run(None, {})
     except Exception as e:
@@ -124,52 +120,47 @@ def to_opset(src: Path, dst: Path, opset: int) -> Path:
     return dst
 
 
-def build(ctx: Any, bits: dict[str, int], int8_build: Any, source: Path) -> Path:
-    """The model with each layer at its bit width (missing layers: fp32).
-
-    int8 layers first (`int8_build(only)` runs quantize_static on just those nodes), then int4
-    Linear layers become MatMulNBits (real int4 compute), then the other int4 layers (Conv, Gemm
-    that can't be rewritten) get weight-only int4 DequantizeLinear (dequantized at run time).
-    """
+def build(ctx: QuantContext, bits: dict[str, int]) -> Path:
+    """`ctx.pre` with each layer at its bit width (missing layers: fp32): int8 layers by
+    quantize_static, int4 Linear layers as MatMulNBits, other int4 layers weight-only int4."""
     import onnx
 
     int8 = [n for n, b in bits.items() if b == 8]
-    path: Path = int8_build(int8) if int8 else source
+    path = build_int8_nodes(ctx, int8) if int8 else ctx.pre
     four = [n for n, b in bits.items() if b == 4]
     if not four:
         return path
     model = qgraph.load(path)
     nbits = [n for n in four if _gemm_to_matmul(model, n)]
-    others = [n for n in four if n not in nbits]
-    for name in others:
-        _weight_only_int4(model, name)
+    for name in four:
+        if name not in nbits:
+            _weight_only_int4(model, name)
     if nbits:
         model = _matmul_nbits(model, nbits, ctx.cfg.block_size)
-    out: Path = ctx.fresh("int4")
+    out = ctx.fresh("int4")
     onnx.save(model, str(out))
     return out
 
 
 def _gemm_to_matmul(model: Any, name: str) -> bool:
     """Rewrite Gemm `name` (or keep MatMul `name`) as MatMul [+ Add] for MatMulNBits; False when
-    the node can't be (transA, a 1-D input, alpha/beta != 1): it then takes weight-only int4."""
+    it can't be (transA, a 1-D weight, alpha/beta != 1): it then takes weight-only int4."""
     from onnx import helper, numpy_helper
 
     g = model.graph
     idx, node = next((i, n) for i, n in enumerate(g.node) if n.name == name)
-    inits = {i.name: i for i in g.initializer}
-    w = numpy_helper.to_array(inits[node.input[1]])
-    if w.ndim != 2:
+    w = qgraph.initializer(g, node.input[1])
+    if w.ndim != 2 or node.op_type == "MatMul":
+        return w.ndim == 2
+    attrs = {k: qgraph.attr(node, k, d) for k, d in (("transA", 0), ("alpha", 1.0), ("beta", 1.0))}
+    if attrs["transA"] or attrs["alpha"] != 1.0 or attrs["beta"] != 1.0:
         return False
-    if node.op_type == "MatMul":
-        return True
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-        return False
-    if attrs.get("transB", 0):
-        w = np.ascontiguousarray(w.T)
     wname = f"{node.input[1]}_KxN"
-    g.initializer.append(numpy_helper.from_array(w, wname))
+    g.initializer.append(
+        numpy_helper.from_array(
+            np.ascontiguousarray(w.T) if qgraph.attr(node, "transB", 0) else w, wname
+        )
+    )
     mm_out = f"{name}_MatMul_out" if len(node.input) > 2 and node.input[2] else node.output[0]
     new = [helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=name)]
     if mm_out != node.output[0]:
@@ -183,28 +174,23 @@ def _gemm_to_matmul(model: Any, name: str) -> bool:
 
 
 def _weight_only_int4(model: Any, name: str) -> None:
-    """Replace the layer's float weight by int4 (symmetric, per output channel) + DequantizeLinear."""
-    # The grid compress.training.int4_grid trains convolutions on; tests/test_int4_grid.py checks
-    # that a grid-trained weight comes back from this file unchanged.
+    """Replace the layer's float weight by int4 (symmetric, per output channel) + DequantizeLinear.
+    compress.training.int4_grid trains on this grid (tests/test_int4_grid.py checks it)."""
     import ml_dtypes
     from onnx import helper, numpy_helper
 
     g = model.graph
     node = next(n for n in g.node if n.name == name)
-    inits = {i.name: i for i in g.initializer}
-    w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-    axis = _out_axis(node)
-    red = tuple(i for i in range(w.ndim) if i != axis)
-    amax = np.abs(w).max(axis=red) if red else np.abs(w)
+    w = qgraph.initializer(g, node.input[1]).astype(np.float32)
+    axis = out_axis(node)
+    amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis), keepdims=True)
     scale = np.where(amax > 0, amax / 7.0, 1.0).astype(np.float32)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -8, 7).astype(np.int8)
+    q = np.clip(np.round(w / scale), -8, 7).astype(np.int8)
     base = f"{node.input[1]}_int4"
     # ml_dtypes' int4 makes onnx pack two values per byte in raw_data; `make_tensor` with a
     # list would store one int32 varint per byte pair (~1.5x the file).
     g.initializer.append(numpy_helper.from_array(q.astype(ml_dtypes.int4), base))
-    g.initializer.append(numpy_helper.from_array(scale, f"{base}_scale"))
+    g.initializer.append(numpy_helper.from_array(scale.reshape(-1), f"{base}_scale"))
     dq = helper.make_node(
         "DequantizeLinear", [base, f"{base}_scale"], [f"{base}_dq"], name=f"{name}_w_dq", axis=axis
     )
@@ -213,16 +199,10 @@ def _weight_only_int4(model: Any, name: str) -> None:
     qgraph.drop_unused(g)
 
 
-def _out_axis(node: Any) -> int:
+def out_axis(node: Any) -> int:
     """The output-channel axis of the weight: 0 for Conv and Gemm(transB), 1 for MatMul/Gemm."""
-    from onnx import helper
-
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "Gemm":
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        return 0 if attrs.get("transB", 0) else 1
-    return 1
+    transposed = node.op_type == "Gemm" and qgraph.attr(node, "transB", 0)
+    return 0 if node.op_type == "Conv" or transposed else 1
 
 
 def _matmul_nbits(model: Any, names: list[str], block_size: int) -> Any:
@@ -258,23 +238,21 @@ def classify(path: Path, layers: dict[str, str], work: Path) -> list[LayerComput
     stored = _stored_bits(qgraph.load(path))
     rows: list[LayerCompute] = []
     for name, op in layers.items():
-        hits = [n for n in opt.graph.node if n.name == name or n.name.startswith(f"{name}_")]
-        kinds = {n.op_type for n in hits}
-        if kinds & set(INT4_COMPUTE):
-            compute = "int4"
-        elif kinds & set(INT8_COMPUTE):
+        kinds = {
+            n.op_type for n in opt.graph.node if n.name == name or n.name.startswith(f"{name}_")
+        }
+        bits = stored.get(name, 32)
+        compute = "dequantized at run time" if bits < 32 else "fp32"
+        if kinds & INT_COMPUTE:  # the doctor's int8 compute ops
             compute = "int8"
-        elif stored.get(name, 32) < 32:
-            compute = "dequantized at run time"
-        else:
-            compute = "fp32"
-        rows.append(LayerCompute(name, op, stored.get(name, 32), compute))
+        if "MatMulNBits" in kinds:
+            compute = "int4"
+        rows.append(LayerCompute(name, op, bits, compute))
     return rows
 
 
 def _stored_bits(model: Any) -> dict[str, int]:
-    """Weight bits as stored in the file: int4/int8 DQ weights, MatMulNBits, QOperator nodes'
-    int8 weights, else 32."""
+    """Weight bits as stored: int4/int8 DQ weights, MatMulNBits, QOperator int8 weights, else 32."""
     from onnx import TensorProto
 
     inits = {i.name: i.data_type for i in model.graph.initializer}
@@ -297,9 +275,8 @@ def _stored_bits(model: Any) -> dict[str, int]:
 def short_names(path: str | Path) -> int:
     """Rename internal tensors to t0, t1, ... and drop Q/DQ node names; returns bytes saved.
 
-    At 4 bits the graph outweighs the weights: in a mixed LeNet-5 the tensor and node names took
-    5.6 KB of 15.8 KB. Graph inputs/outputs and the layers' node names (what the report and
-    --keep-float refer to) are kept; the computation is unchanged.
+    At 4 bits the graph outweighs the weights (mixed LeNet-5: names were 5.6 of 15.8 KB). Graph
+    inputs/outputs and the layers' node names (what reports and --keep-float use) are kept.
     """
     import onnx
 
@@ -317,10 +294,8 @@ def short_names(path: str | Path) -> int:
     for init in g.initializer:
         init.name = short(init.name)
     for node in g.node:
-        ins, outs = [short(x) for x in node.input], [short(x) for x in node.output]
-        del node.input[:], node.output[:]
-        node.input.extend(ins)
-        node.output.extend(outs)
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
         if node.op_type in qgraph.SCALE_OPS:
             node.name = ""
         node.doc_string = ""

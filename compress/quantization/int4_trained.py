@@ -1,11 +1,8 @@
 """Layers a distill stage trained on the int4 grid (`compress distill --int4-layers`) take int4.
 
-The card's last distill entry names the layers and the block size; each is found in the fp32
-ONNX graph (`fc1.first` -> node `/fc1/first/MatMul` or `/fc1/first/Gemm`, `features.0` ->
-`/features/features.0/Conv`) and kept only if its weights still lie on that grid (a later
-stage, say pruning, would have moved them). Kept layers are set to 4 bits unless
-`--layer-bits` or `--keep-float` already decide them, so the int4 export stores exactly what
-was trained: Linear layers in MatMulNBits, convolutions as weight-only int4.
+The card's last distill entry names the layers and block size; each is found in the fp32 ONNX
+graph and kept at 4 bits (unless `--layer-bits`/`--keep-float` decide) only if its weights still
+lie on that grid (a later stage, say pruning, would have moved them).
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import torch
 
 from compress.quantization import graph as qgraph
 from compress.quantization.context import QuantizeConfig
-from compress.quantization.int4 import weighted_layers
+from compress.quantization.int4 import out_axis, weighted_layers
 from compress.training.int4_grid import on_grid
 
 log = logging.getLogger(__name__)
@@ -47,21 +44,15 @@ def module_of(node: str) -> str:
 
 def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str]:
     """ONNX node -> module for each named module whose weight in `model` is on the int4 grid."""
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node}
     found: dict[str, str] = {}
-    for name, op in weighted_layers(model).items():
+    for name in weighted_layers(model):
         module = module_of(name)
         if module not in modules:
             continue
-        node = nodes[name]
-        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        # torch layout: Conv as stored, Gemm(transB) as stored, MatMul / Gemm transposed
-        keep = op == "Conv" or (op == "Gemm" and attrs.get("transB", 0))
-        torch_w = torch.from_numpy(np.ascontiguousarray(w if keep else w.T))
+        w = qgraph.initializer(model.graph, nodes[name].input[1]).astype(np.float32)
+        # torch layout (out, in, ...): the ONNX weight transposed unless its out axis is 0
+        torch_w = torch.from_numpy(np.ascontiguousarray(w if out_axis(nodes[name]) == 0 else w.T))
         if on_grid(torch_w, block_size):
             found[name] = module
         else:
@@ -72,8 +63,7 @@ def grid_nodes(model: Any, modules: list[str], block_size: int) -> dict[str, str
 def with_trained_int4(
     cfg: QuantizeConfig, fp32: Path, history: list[dict[str, Any]]
 ) -> tuple[QuantizeConfig, list[str]]:
-    """`cfg` with the grid-trained layers at 4 bits (unless set otherwise), a note for each.
-
+    """`cfg` with the grid-trained layers at 4 bits (unless set otherwise), a note for each;
     `fp32` (the ONNX file to quantize) is read only when the card names grid-trained layers."""
     modules, block = trained_int4(history)
     if not modules or cfg.weight_bits == "auto" or cfg.method != "ptq-static":

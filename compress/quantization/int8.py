@@ -1,9 +1,7 @@
 """int8 with onnxruntime.quantization: settings for this CPU, tuning, accuracy-aware fallback.
 
-Called by compress.quantization.quantize.quantize (which checks inputs and measures the result). Static
-quantization calibrates once (onnxruntime's calibration cache) and re-uses the ranges for every
-candidate setting, sensitivity probe and fallback attempt; dynamic quantization touches only
-MatMul/Gemm, never Conv (ConvInteger has no onnxruntime CPU kernel).
+Static quantization calibrates once (onnxruntime's calibration cache) and re-uses the ranges for
+every candidate, sensitivity probe and fallback attempt; dynamic touches only MatMul/Gemm.
 """
 
 from __future__ import annotations
@@ -17,18 +15,11 @@ from compress.models.errors import ResourceError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.calibration import make_reader
-from compress.quantization.context import (
-    QuantContext,
-    QuantizeConfig,
-    QuantizeResult,
-    drop_pts,
-    within_budget,
-)
-from compress.quantization.fallback import FallbackResult, fallback_search, rank_nodes
+from compress.quantization.context import QuantContext, QuantizeConfig, QuantizeResult, drop_pts
+from compress.quantization.fallback import fallback_search, rank_nodes
 from compress.quantization.isa import Int8Settings, detect_isa, int8_candidates, int8_defaults
 
 log = logging.getLogger(__name__)
-CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def _settings_for(cfg: QuantizeConfig) -> tuple[list[Int8Settings], str]:
@@ -50,15 +41,9 @@ def _build(
     ctx: QuantContext, s: Int8Settings, exclude: list[str], only: list[str] | None = None
 ) -> Path:
     """One onnxruntime quantization run with settings `s`; returns the new model's path."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime import quantization as ortq
 
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    qtype = {"uint8": ortq.QuantType.QUInt8, "int8": ortq.QuantType.QInt8}
     out, cfg = ctx.fresh("q"), ctx.cfg
     common: dict[str, Any] = {
         "per_channel": cfg.per_channel,
@@ -69,19 +54,22 @@ def _build(
     }
     with ortrun.quiet_ort():
         if cfg.method == "ptq-dynamic":
-            quantize_dynamic(
+            ortq.quantize_dynamic(
                 str(ctx.pre), str(out), op_types_to_quantize=list(qgraph.DYNAMIC_OPS), **common
             )
         else:
             assert ctx.calib is not None
             fixed = bool(ctx.info.fixed_batch)
-            quantize_static(
+            fmt = ortq.QuantFormat.QDQ if cfg.format == "qdq" else ortq.QuantFormat.QOperator
+            ortq.quantize_static(
                 str(ctx.pre),
                 str(out),
                 make_reader(ctx.info.input_name, ctx.calib, _calib_batch(ctx), fixed=fixed),
-                quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                quant_format=fmt,
                 activation_type=qtype[s.activation_type],
-                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[cfg.calibration]),
+                calibrate_method={m.name.lower(): m for m in ortq.CalibrationMethod}[
+                    cfg.calibration
+                ],
                 calibration_cache_path=str(ctx.work / f"calib-{cfg.calibration}.json"),
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
                 **common,
@@ -99,10 +87,8 @@ def _calib_batch(ctx: QuantContext) -> int:
 
 
 def _check_memory(ctx: QuantContext) -> None:
-    """Histogram calibration holds every activation of every sample: refuse what can't fit.
-
-    (minmax only keeps per-tensor minima and maxima, so it is bounded by one batch.)
-    """
+    """Histogram calibration holds every activation of every sample (minmax: one batch's):
+    refuse what can't fit."""
     import psutil
 
     if ctx.cfg.method != "ptq-static" or ctx.calib is None:
@@ -131,20 +117,20 @@ def quantize_int8(ctx: QuantContext) -> QuantizeResult:
         reason = (
             f"tuned: {s.label} was the fastest candidate within the accuracy budget ({s.reason})"
         )
-    result = QuantizeResult(
-        path=str(path),
-        method=cfg.method,
-        precision="int8",
+    static = cfg.method == "ptq-static"
+    result = ctx.result(
+        path,
+        "int8",
+        fp32_top1,
+        top1,
         settings={
-            **_settings_record(cfg, 0 if ctx.calib is None else len(ctx.calib)),
+            "per_channel": cfg.per_channel,
+            "format": cfg.format if static else "qoperator",
+            "calibration": cfg.calibration if static else None,
+            "samples": len(ctx.calib) if static and ctx.calib is not None else 0,
             **s.to_dict(),
         },
         reason=reason,
-        isa=detect_isa().to_dict(),
-        fp32={"val_top1": fp32_top1},
-        quantized={"val_top1": top1},
-        drop_pts=drop_pts(fp32_top1, top1),
-        budget_met=within_budget(fp32_top1, top1, cfg.max_drop),
         fallback_nodes=list(cfg.keep_float),
         candidates=[{k: v for k, v in t.items() if k not in ("settings", "path")} for t in tried],
     )
@@ -153,26 +139,12 @@ def quantize_int8(ctx: QuantContext) -> QuantizeResult:
     return result
 
 
-def _settings_record(cfg: QuantizeConfig, samples: int) -> dict[str, Any]:
-    return {
-        "per_channel": cfg.per_channel,
-        "format": cfg.format if cfg.method == "ptq-static" else "qoperator",
-        "calibration": cfg.calibration if cfg.method == "ptq-static" else None,
-        "samples": samples if cfg.method == "ptq-static" else 0,
-    }
-
-
 def _try(ctx: QuantContext, s: Int8Settings, fp32_top1: float | None) -> dict[str, Any]:
     """Quantize with `s`, measure validation top-1 (and latency when tuning)."""
     path = _build(ctx, s, [])
     top1 = ctx.top1(path)
-    entry: dict[str, Any] = {
-        "settings": s,
-        "path": path,
-        "label": s.label,
-        "top1": top1,
-        "drop_pts": drop_pts(fp32_top1, top1),
-    }
+    entry: dict[str, Any] = {"settings": s, "path": path, "label": s.label, "top1": top1}
+    entry["drop_pts"] = drop_pts(fp32_top1, top1)
     if ctx.cfg.tune:
         fp32, q = ortrun.latencies([ctx.source, path], ctx.probe, (1, 32), runs=15, budget_s=3.0)
         entry["latency_ms"], entry["fp32_latency_ms"] = q, fp32
@@ -209,14 +181,10 @@ def _fallback(ctx: QuantContext, s: Int8Settings, result: QuantizeResult, fp32_t
         if op in ops and n not in cfg.keep_float
     }
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
-    log.info(
-        "accuracy drop %.2f pt > %.2f: ranking %d nodes by sensitivity",
-        result.drop_pts or 0.0,
-        cfg.max_drop,
-        len(nodes),
-    )
+    msg = "accuracy drop %.2f pt > %.2f: ranking %d nodes by sensitivity"
+    log.info(msg, result.drop_pts or 0.0, cfg.max_drop, len(nodes))
     ranked = rank_nodes(lambda only: _build(ctx, s, [], only), nodes, ctx.probe, ref)
-    fb: FallbackResult = fallback_search(
+    fb = fallback_search(
         lambda excl: _build(ctx, s, excl),
         [r.node for r in ranked],
         lambda p: ctx.top1(p) or 0.0,
@@ -233,7 +201,6 @@ def _fallback(ctx: QuantContext, s: Int8Settings, result: QuantizeResult, fp32_t
 
 
 def build_int8_nodes(ctx: QuantContext, only: list[str]) -> Path:
-    """quantize_static on just the nodes `only` with this CPU's default int8 settings (used by
-    mixed bit widths: the other layers stay float for int4 or fp32)."""
+    """quantize_static on just the nodes `only` with this CPU's default int8 settings (mixed bits)."""
     candidates, _ = _settings_for(replace(ctx.cfg, tune=False))
     return _build(ctx, candidates[0], [], only)

@@ -1,12 +1,9 @@
 """Which int8 instructions this CPU has, and the onnxruntime int8 settings that suit them.
 
-int8 is only fast (and, on some CPUs, only accurate) with the right instructions: x86 VNNI
-(`vpdpbusd`) multiplies u8 x s8 straight into 32-bit sums; AVX2/AVX-512 without VNNI go through
-`vpmaddubsw`, whose 16-bit intermediate sums saturate with full-range U8S8 (onnxruntime's
-documented remedy is `reduce_range`, 7-bit weights); ARM's dot-product instructions have no
-such problem. The choice and its reason go into the card, so a user can see why. Reading the
-flags, and what each one means, is compress.export.environment's table (one for the whole tool); this
-module decides what they mean for onnxruntime's int8 settings.
+x86 VNNI multiplies u8 x s8 straight into 32-bit sums; AVX2/AVX-512 without VNNI go through
+`vpmaddubsw`, whose 16-bit sums saturate with full-range U8S8 (onnxruntime's remedy:
+`reduce_range`); ARM dot products have no such problem. The flags are read from
+compress.export.environment's table; the choice and its reason go into the card.
 """
 
 from __future__ import annotations
@@ -31,9 +28,8 @@ class Isa:
         """Short label: 'x86 AVX-512 + VNNI', 'x86 AVX2 (no VNNI)', 'ARM dot-product', ..."""
         if self.arch == "x86_64":
             base = "AVX-512" if self.avx512 else "AVX2" if self.avx2 else "SSE"
-            if self.amx_int8:
-                return f"x86 {base} + VNNI + AMX"
-            return f"x86 {base} + VNNI" if self.vnni else f"x86 {base} (no VNNI)"
+            extra = " + VNNI + AMX" if self.amx_int8 else " + VNNI" if self.vnni else " (no VNNI)"
+            return f"x86 {base}{extra}"
         if self.arch == "arm64":
             units = [u for u, on in (("dot-product", self.arm_dot), ("i8mm", self.arm_i8mm)) if on]
             return f"ARM {' + '.join(units)}" if units else "ARM (no dot-product)"
@@ -90,37 +86,24 @@ def detect_isa(flags: frozenset[str] | None = None, arch: str | None = None) -> 
 
 def int8_defaults(isa: Isa) -> Int8Settings:
     """The documented-good int8 combination for `isa` (tune=True measures the others too)."""
-    if isa.arch == "x86_64" and isa.int8_dot_product:
-        return Int8Settings(
-            "uint8",
-            "int8",
-            False,
-            f"{isa.name}: VNNI multiplies u8 x s8 into 32-bit sums without saturation, so "
-            "full-range U8S8 is both accurate and the fastest kernel",
-        )
+    dot = isa.int8_dot_product
     if isa.arch == "x86_64":
-        return Int8Settings(
-            "uint8",
-            "int8",
-            True,
-            f"{isa.name}: U8S8 runs on vpmaddubsw, whose 16-bit sums can saturate; "
-            "reduce_range (7-bit weights) is onnxruntime's documented remedy",
+        why = (
+            "VNNI multiplies u8 x s8 into 32-bit sums without saturation, so full-range U8S8 is "
+            "both accurate and the fastest kernel"
+            if dot
+            else "U8S8 runs on vpmaddubsw, whose 16-bit sums can saturate; reduce_range (7-bit "
+            "weights) is onnxruntime's documented remedy"
         )
-    if isa.arch == "arm64" and isa.int8_dot_product:
-        return Int8Settings(
-            "int8",
-            "int8",
-            False,
-            f"{isa.name}: {'sdot' if isa.arm_dot else 'smmla'} computes s8 x s8 without "
-            "saturation; S8S8 is onnxruntime's default for QDQ",
-        )
-    return Int8Settings(
-        "int8",
-        "int8",
-        False,
-        f"{isa.name}: no known int8 instructions; onnxruntime's QDQ default S8S8 "
-        "(expect int8 to be slower than fp32 here)",
+        return Int8Settings("uint8", "int8", not dot, f"{isa.name}: {why}")
+    why = (
+        f"{'sdot' if isa.arm_dot else 'smmla'} computes s8 x s8 without saturation; S8S8 is "
+        "onnxruntime's default for QDQ"
+        if isa.arch == "arm64" and dot
+        else "no known int8 instructions; onnxruntime's QDQ default S8S8 (expect int8 to be "
+        "slower than fp32 here)"
     )
+    return Int8Settings("int8", "int8", False, f"{isa.name}: {why}")
 
 
 def int8_candidates(isa: Isa) -> list[Int8Settings]:
@@ -132,7 +115,4 @@ def int8_candidates(isa: Isa) -> list[Int8Settings]:
         Int8Settings("int8", "int8", False, "candidate: S8S8 (onnxruntime's QDQ default)"),
         Int8Settings("uint8", "uint8", False, "candidate: U8U8 (no saturation anywhere)"),
     ]
-    key = (default.activation_type, default.weight_type, default.reduce_range)
-    return [default] + [
-        c for c in others if (c.activation_type, c.weight_type, c.reduce_range) != key
-    ]
+    return [default] + [c for c in others if c.label != default.label]

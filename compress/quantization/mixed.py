@@ -1,35 +1,39 @@
 """Bit widths per layer: int4 everywhere (`--weight-bits 4`), or fp32/int8/int4 chosen by measured
 sensitivity (`--bits auto`) under an accuracy budget and an optional file-size target.
 
-Sensitivity is the validation top-1 drop when *only* that layer is lowered (to int8, then int4).
-The choice is greedy: layers holding the most weight bytes per point of drop are lowered first,
-each to the lowest width whose measured drop still fits the remaining budget, until the size
-target (if any) is met; the combined model is then measured, and while it misses the budget the
-lowered layer that hurt most goes back up one step (int4 -> int8 -> fp32). Every layer is
-reported with its width and what onnxruntime computes it in (compress.quantization.int4.classify).
+Sensitivity: the validation drop with only that layer lowered. Greedy: the most weight bytes per
+point of drop go first, each to the lowest width that fits the remaining budget, until the size
+target is met; while the combined model misses the budget, the worst layer goes back up a step.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from compress.models.errors import UsageError
 from compress.models.notes import Note
 from compress.quantization import graph as qgraph
 from compress.quantization import int4
-from compress.quantization.context import QuantizeResult, drop_pts, within_budget
-from compress.quantization.int8 import build_int8_nodes
-from compress.quantization.isa import detect_isa
+from compress.quantization.context import QuantContext, QuantizeResult
 
 log = logging.getLogger(__name__)
-Ctx = Any  # compress.quantization.quantize's run context (cfg, work dir, top1, fresh)
 UP = {4: 8, 8: 32}  # one step back toward float
+COMPUTE_NOTES = {  # int4.classify's compute kinds, as the notes word them
+    "int4": "computes in int4",
+    "int8": "computes in int8",
+    "dequantized at run time": "stored low-bit, dequantized at run time (float compute)",
+    "fp32": "kept in fp32",
+}
+AUTO_REASON = "per-layer bit widths chosen by measured validation drop (see sensitivity)"
+INT4_REASON = (
+    "int4 weights: Linear layers as MatMulNBits (int4 compute), other layers weight-only "
+    "int4 DequantizeLinear (dequantized at run time: smaller, not faster)"
+)
 
 
-def quantize_bits(ctx: Ctx) -> QuantizeResult:
+def quantize_bits(ctx: QuantContext) -> QuantizeResult:
     """Lower each layer to its bit width (fixed or chosen), measure, and report per layer."""
     cfg = ctx.cfg
     int4.check_opset(cfg.int4_opset)
@@ -50,15 +54,16 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
         bits = {n: int(cfg.weight_bits) for n in layers}
         bits.update({n: 32 for n in cfg.keep_float if n in bits})
         bits.update(cfg.layer_bits)
-    path = _build(octx, bits)
+    path = int4.build(octx, bits)
     top1 = ctx.top1(path)
     rows = int4.classify(path, layers, ctx.work)
     widths = set(bits.values())
     precision = {4: "int4", 8: "int8", 32: "fp32"}[widths.pop()] if len(widths) == 1 else "mixed"
-    result = QuantizeResult(
-        path=str(path),
-        method=cfg.method,
-        precision=precision,
+    result = ctx.result(
+        path,
+        precision,
+        fp32_top1,
+        top1,
         settings={
             "weight_bits": cfg.weight_bits,
             "opset": cfg.int4_opset,
@@ -68,51 +73,19 @@ def quantize_bits(ctx: Ctx) -> QuantizeResult:
             "layer_bits": bits,
             "target_size_kb": cfg.target_size_kb,
         },
-        reason=_reason(cfg.weight_bits),
-        isa=detect_isa().to_dict(),
-        fp32={"val_top1": fp32_top1},
-        quantized={"val_top1": top1},
-        drop_pts=drop_pts(fp32_top1, top1),
-        budget_met=within_budget(fp32_top1, top1, cfg.max_drop),
+        reason=AUTO_REASON if cfg.weight_bits == "auto" else INT4_REASON,
         fallback_nodes=[n for n, b in bits.items() if b == 32],
         sensitivity=sensitivity,
         layers=[asdict(r) for r in rows],
     )
-    result.notes.extend(Note(n) for n in _notes(rows))
+    for kind, label in COMPUTE_NOTES.items():  # nothing stays float or dequantized silently
+        if names := [r.layer for r in rows if r.compute == kind]:
+            result.notes.append(Note(f"{label}: {', '.join(names)}"))
     return result
 
 
-def _reason(weight_bits: int | str) -> str:
-    if weight_bits == "auto":
-        return "per-layer bit widths chosen by measured validation drop (see sensitivity)"
-    return (
-        "int4 weights: Linear layers as MatMulNBits (int4 compute), other layers weight-only "
-        "int4 DequantizeLinear (dequantized at run time: smaller, not faster)"
-    )
-
-
-def _notes(rows: list[int4.LayerCompute]) -> list[str]:
-    """One plain line per kind of compute, so nothing stays float or dequantized silently."""
-    out = []
-    labels = {
-        "int4": "computes in int4",
-        "int8": "computes in int8",
-        "dequantized at run time": "stored low-bit, dequantized at run time (float compute)",
-        "fp32": "kept in fp32",
-    }
-    for kind, label in labels.items():
-        names = [r.layer for r in rows if r.compute == kind]
-        if names:
-            out.append(f"{label}: {', '.join(names)}")
-    return out
-
-
-def _build(octx: Ctx, bits: dict[str, int]) -> Path:
-    return int4.build(octx, bits, lambda only: build_int8_nodes(octx, only), octx.pre)
-
-
 def _choose(
-    octx: Ctx, layers: dict[str, str], fp32_top1: float
+    octx: QuantContext, layers: dict[str, str], fp32_top1: float
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Greedy per-layer widths under --max-drop and --target-size (see the module doc)."""
     cfg = octx.cfg
@@ -120,14 +93,11 @@ def _choose(
     free = [n for n in layers if n not in cfg.keep_float and n not in cfg.layer_bits]
     drops: dict[str, dict[int, float]] = {}
     for name in free:
-        drops[name] = {}
-        for b in (8, 4):
-            top1 = octx.top1(_build(octx, {name: b})) or 0.0
-            drops[name][b] = max(0.0, (fp32_top1 - top1) * 100)
+        top1 = {b: octx.top1(int4.build(octx, {name: b})) or 0.0 for b in (8, 4)}
+        drops[name] = {b: max(0.0, (fp32_top1 - t) * 100) for b, t in top1.items()}
         log.info("sensitivity %s: int8 %.2f pt, int4 %.2f pt", name, drops[name][8], drops[name][4])
     count = int4.weight_count(qgraph.load(octx.pre), list(layers))
-    fixed = {**{n: 32 for n in layers}, **cfg.layer_bits}
-    bits = dict(fixed)
+    bits = {**dict.fromkeys(layers, 32), **cfg.layer_bits}
     size = octx.pre.stat().st_size
 
     def est() -> float:
@@ -157,22 +127,21 @@ def _choose(
 
 
 def _repair(
-    octx: Ctx, bits: dict[str, int], drops: dict[str, dict[int, float]], fp32: float, budget: float
+    octx: QuantContext,
+    bits: dict[str, int],
+    drops: dict[str, dict[int, float]],
+    fp32: float,
+    budget: float,
 ) -> None:
     """Measured drops don't add exactly: raise the worst lowered layer until the budget holds."""
     for _ in range(2 * len(drops)):
-        top1 = octx.top1(_build(octx, bits)) or 0.0
+        top1 = octx.top1(int4.build(octx, bits)) or 0.0
         if (fp32 - top1) * 100 <= budget:
             return
         lowered = [n for n in drops if bits[n] < 32]
         if not lowered:
             return
         worst = max(lowered, key=lambda n: drops[n][bits[n]])
-        log.info(
-            "combined drop %.2f pt > %.2f: %s back to %d bit",
-            (fp32 - top1) * 100,
-            budget,
-            worst,
-            UP[bits[worst]],
-        )
+        msg = "combined drop %.2f pt > %.2f: %s back to %d bit"
+        log.info(msg, (fp32 - top1) * 100, budget, worst, UP[bits[worst]])
         bits[worst] = UP[bits[worst]]

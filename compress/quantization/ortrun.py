@@ -1,8 +1,7 @@
 """onnxruntime sessions as the quantizer needs them: predict, evaluate, time, compare logits.
 
-Sessions come from `compress.export.runtimes.session.open_session` and timings from `compress.export.bench.timing`, the same code
-`compress bench` and pruning use; every number the quantizer reports (accuracy, latency, sizes)
-comes from these few functions, so fp32 and int8 are measured by the same code on the same inputs.
+Sessions and timings are `compress bench`'s (open_session, time_interleaved), so fp32 and int8
+are measured by the same code on the same inputs.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ from compress.export.bench.timing import time_interleaved
 from compress.export.runtimes.session import open_session
 from compress.training.evaluate import Predictor, evaluate
 
-log = logging.getLogger(__name__)
-
 
 @contextlib.contextmanager
 def quiet_ort() -> Iterator[None]:
@@ -39,9 +36,7 @@ def quiet_ort() -> Iterator[None]:
         root.setLevel(level)
 
 
-def session(path: str | Path, threads: int | None = None) -> Any:
-    """A CPU onnxruntime session; a model the runtime can't load is a typed input error."""
-    return open_session(path, threads)
+session = open_session  # a CPU session; a model the runtime can't load is a typed input error
 
 
 def run(sess: Any, x: np.ndarray) -> np.ndarray:
@@ -79,12 +74,8 @@ def latencies(
     budget_s: float = 6.0,
     threads: int | None = None,
 ) -> list[dict[int, float]]:
-    """Median latency (ms) of each model per batch size, measured interleaved.
-
-    The models take turns on the same input (rows of `sample` repeated to the batch size), so
-    load from other processes on a shared machine hits them alike and their ratio stays
-    meaningful even when the absolute numbers are noisy.
-    """
+    """Median latency (ms) of each model per batch size; the models take turns on the same input
+    (`sample` rows repeated), so load from other processes hits them alike."""
     sessions = [session(p, threads) for p in paths]
     out: list[dict[int, float]] = [{} for _ in paths]
     for b in batches:

@@ -1,15 +1,12 @@
 """Quantization-aware training that exports to an onnxruntime QDQ graph.
 
-A trained model gets fake-quantization (see `compress.quantization.fake_quant`), is calibrated and fine-tuned
-for a few epochs, then frozen. `torch.onnx.export` (dynamo=False) turns each fake-quant op into
-QuantizeLinear/DequantizeLinear; `fold_weights` then stores weights as int8 and biases as int32
-initializers, so the file is ~4x smaller and onnxruntime computes what the fake-quant model
-computes, which `qat_finetune` checks on the validation split.
+A trained model gets fake-quantization (`compress.quantization.fake_quant`), is calibrated,
+fine-tuned and frozen; the export's QuantizeLinear of each weight is folded into int8 (biases
+int32), so the file is ~4x smaller and onnxruntime computes what the fake-quant model computes.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +16,8 @@ import torch
 from torch import nn
 
 from compress.models.errors import UsageError
-from compress.models.jsontypes import JsonObject
 from compress.models.zoo.registry import spec_of
 from compress.quantization.fake_quant import calibrate, freeze, prepare_qat, quantizers
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,7 +29,6 @@ class QATConfig:
     amp: str = "off"
     momentum: float = 0.01  # EMA of activation ranges while training
     seed: int = 0
-    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -58,11 +51,6 @@ class QATResult:
     top1_agreement: float
     max_abs_logit_diff: float
     folded: dict[str, int]
-
-    def to_dict(self) -> JsonObject:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def export_qdq(model: nn.Module, out: str | Path, opset: int = 17) -> dict[str, int]:
@@ -104,21 +92,16 @@ def qat_finetune(
     hooks: Any = None,
     eval_samples: int | None = None,
 ) -> QATResult:
-    """Fake-quant fine-tuning of a copy of `model` on `data.train`, exported to `out` (QDQ).
-
-    `data` is a compress.models.data.datasets.DataBundle; `calib` the calibration inputs that initialize the
-    activation ranges. The ONNX model's validation accuracy is checked against the fake-quant
-    PyTorch model's (they compute the same thing up to int8 kernel rounding).
-    """
+    """Fake-quant fine-tuning of a copy of `model` on `data.train` (a DataBundle), exported to
+    `out` (QDQ); `calib` initializes the activation ranges. The ONNX model is checked against
+    the fake-quant PyTorch model (the same up to int8 kernel rounding)."""
     from compress.quantization import ortrun
     from compress.training.evaluate import evaluate, torch_predictor
     from compress.training.fit import TrainConfig, fit
 
     qm = prepare_qat(model, cfg.momentum)
     calibrate(qm, calib)
-    train_cfg = TrainConfig(
-        epochs=cfg.epochs, lr=cfg.lr, amp=cfg.amp, seed=cfg.seed, device=cfg.device
-    )
+    train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, amp=cfg.amp, seed=cfg.seed)
     result = fit(qm, data, train_cfg, hooks=hooks)
     freeze(qm)
     folded = export_qdq(qm, out)

@@ -1,13 +1,9 @@
-"""int8 and fp16 quantization of ONNX models for onnxruntime, measured rather than assumed.
+"""int8, int4 and fp16 quantization of ONNX models for onnxruntime, measured rather than assumed.
 
-`quantize(onnx_path, QuantizeConfig(...), calib, out_path, val=...)` does, in order: check the
-model and the calibration data (before anything long), pre-process (`quant_pre_process`),
-pick int8 settings for this CPU (or try the candidates and keep the best within the accuracy
-budget with `tune`), quantize (static QDQ by default; dynamic for MatMul/Gemm only), check the
-scales, and if validation top-1 drops more than `max_drop` points, keep the most sensitive nodes
-in float until it doesn't (up to `max_fallback` nodes). Sizes, validation accuracy and latency
-of the float and the quantized model are measured by the same code, and a quantized model that is
-not faster than the float one is reported as such.
+`quantize` checks the model and calibration data before anything long, pre-processes, picks int8
+settings for this CPU (or tunes them), quantizes, checks the scales, and keeps the most sensitive
+nodes in float while validation top-1 drops more than `max_drop`. Both models are measured by the
+same code; a quantized model that is not faster than the float one is reported as such.
 """
 
 from __future__ import annotations
@@ -31,7 +27,11 @@ from compress.quantization.context import (
     QuantizeConfig,
     QuantizeResult,
 )
+from compress.quantization.fp16 import convert_fp16
+from compress.quantization.int4 import short_names
+from compress.quantization.int8 import quantize_int8
 from compress.quantization.isa import detect_isa
+from compress.quantization.mixed import quantize_bits
 
 log = logging.getLogger(__name__)
 __all__ = ["QuantizeConfig", "QuantizeResult", "measure_pair", "quantize"]
@@ -46,10 +46,10 @@ def quantize(
     val: Batches | None = None,
     num_classes: int | None = None,
 ) -> QuantizeResult:
-    """Quantize `onnx_path` into `out_path` (ptq-static, ptq-dynamic or fp16); see the module doc.
+    """Quantize `onnx_path` into `out_path` (ptq-static, ptq-dynamic or fp16).
 
-    `calib`: normalized inputs (N, C, H, W) float32 for calibration (static), sensitivity ranking
-    and latency; `val`: labelled batches for the accuracy budget (None: no accuracy gate).
+    `calib`: normalized float32 inputs (N, C, H, W) for calibration, sensitivity and latency;
+    `val`: labelled batches for the accuracy budget (None: no accuracy gate).
     """
     if cfg.method == "qat":
         raise UsageError(
@@ -62,7 +62,6 @@ def quantize(
     assert calib is not None
     if val is not None and not num_classes:
         raise UsageError("quantize(val=...) needs num_classes")
-    val_list = list(val) if val is not None else None
     with tempfile.TemporaryDirectory(prefix="compress-quant-") as tmp:
         work = Path(tmp)
         ctx = QuantContext(
@@ -72,30 +71,23 @@ def quantize(
             work=work,
             info=info,
             calib=calib,
-            val=val_list,
+            val=None if val is None else list(val),
             num_classes=num_classes or 0,
             probe=calib[: (info.fixed_batch or PROBE)],
         )
         result = _dispatch(ctx)
         _write(result, Path(out_path))
         result.path = str(out_path)
-        _measure(ctx, result)
+        batches = (info.fixed_batch,) if info.fixed_batch else (1, 32)
+        measure_pair(src, result, ctx.probe, batches if cfg.latency else ())
     return result
 
 
 def _dispatch(ctx: QuantContext) -> QuantizeResult:
     """Run the back end the config asks for: fp16, int4/mixed bits, or int8."""
     if ctx.cfg.method == "fp16":
-        from compress.quantization.fp16 import convert_fp16
-
         return convert_fp16(ctx)
-    if ctx.cfg.lowers_bits:
-        from compress.quantization.mixed import quantize_bits
-
-        return quantize_bits(ctx)
-    from compress.quantization.int8 import quantize_int8
-
-    return quantize_int8(ctx)
+    return quantize_bits(ctx) if ctx.cfg.lowers_bits else quantize_int8(ctx)
 
 
 def _write(result: QuantizeResult, out_path: Path) -> None:
@@ -105,8 +97,6 @@ def _write(result: QuantizeResult, out_path: Path) -> None:
     if result.precision in ("int8", "int4", "mixed"):
         qgraph.compact(out_path)
     if result.precision in ("int4", "mixed"):
-        from compress.quantization.int4 import short_names
-
         short_names(out_path)
 
 
@@ -139,25 +129,14 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
-# ----------------------------------------------------------------------------- measurement
-
-
-def _measure(ctx: QuantContext, result: QuantizeResult) -> None:
-    batches = (ctx.info.fixed_batch,) if ctx.info.fixed_batch else (1, 32)
-    measure_pair(ctx.source, result, ctx.probe, batches if ctx.cfg.latency else ())
-
-
 def measure_pair(
     fp32_path: str | Path,
     result: QuantizeResult,
     probe: np.ndarray,
     batches: tuple[int, ...] = (1, 32),
 ) -> None:
-    """Fill `result` with sizes, logit agreement and latency of float vs lowered model.
-
-    Both run in the same onnxruntime CPU session setup on the same inputs; a lowered model that
-    is not faster at some batch size gets a plain note saying so.
-    """
+    """Fill `result` with sizes, logit agreement and latency of float vs lowered model (same
+    session setup, same inputs); a lowered model not faster at some batch gets a note saying so."""
     q = Path(result.path)
     result.fp32["bytes"] = Path(fp32_path).stat().st_size
     result.quantized["bytes"] = q.stat().st_size
@@ -173,15 +152,12 @@ def measure_pair(
     isa = detect_isa().name
     for b in batches:
         f, qq = result.fp32["latency_ms"][b], result.quantized["latency_ms"][b]
+        speed = "NOT faster than" if qq >= f else f"{f / qq:.2f}x faster than"
+        note = Note(
+            f"{result.precision} is {speed} fp32 at batch {b} on this CPU ({isa}): "
+            f"{qq:.3f} ms vs {f:.3f} ms",
+            "warning" if qq >= f else "info",
+        )
         if qq >= f:
-            note = (
-                f"{result.precision} is NOT faster than fp32 at batch {b} on this CPU "
-                f"({isa}): {qq:.3f} ms vs {f:.3f} ms"
-            )
-            log.warning(note)
-        else:
-            note = (
-                f"{result.precision} is {f / qq:.2f}x faster than fp32 at batch {b} on this "
-                f"CPU ({isa}): {qq:.3f} ms vs {f:.3f} ms"
-            )
-        result.notes.append(Note(note, "warning" if qq >= f else "info"))
+            log.warning(note.text)
+        result.notes.append(note)
