@@ -15,20 +15,12 @@ import torch
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
 from compress.models.notes import Note, texts
-from compress.models.options import option
+from compress.models.options import check_options, option
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.isa import detect_isa
 from compress.training.precision import AMP_MODES
 
-CHOICES = {  # QuantizeConfig field -> its allowed values
-    "method": ("ptq-static", "ptq-dynamic", "qat", "fp16"),
-    "calibration": ("minmax", "entropy", "percentile"),  # onnxruntime's CalibrationMethod
-    "format": ("qdq", "qoperator"),
-    "activation_type": ("auto", "uint8", "int8"),
-    "weight_type": ("auto", "uint8", "int8"),
-    "amp": AMP_MODES,
-}
 PROBE = 64  # inputs used to rank node sensitivity and compare logits
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -38,16 +30,24 @@ class QuantizeConfig:
     """How to quantize. `auto` fields follow the CPU's instruction set (see compress.quantization.isa)."""
 
     method: str = option(
-        "ptq-static", "ptq-static (default), ptq-dynamic (Linear only), qat or fp16."
+        "ptq-static",
+        "ptq-static (default), ptq-dynamic (Linear only), qat or fp16.",
+        choices=("ptq-static", "ptq-dynamic", "qat", "fp16"),
     )
-    samples: int = option(300, "Calibration images (seeded subset of the validation split).")
-    calibration: str = option("minmax", "minmax, entropy or percentile.")
+    samples: int = option(300, "Calibration images (seeded subset of the validation split).", min=1)
+    calibration: str = option(  # onnxruntime's CalibrationMethod names
+        "minmax", "minmax, entropy or percentile.", choices=("minmax", "entropy", "percentile")
+    )
     per_channel: bool = option(
         True, "Per-channel weight scales.", flag="--per-channel/--per-tensor"
     )
-    format: str = option("qdq", "qdq (default) or qoperator.")
-    activation_type: str = option("auto", "auto (from the CPU), uint8 or int8.")
-    weight_type: str = option("auto", "auto (from the CPU), int8 or uint8.")
+    format: str = option("qdq", "qdq (default) or qoperator.", choices=("qdq", "qoperator"))
+    activation_type: str = option(
+        "auto", "auto (from the CPU), uint8 or int8.", choices=("auto", "uint8", "int8")
+    )
+    weight_type: str = option(
+        "auto", "auto (from the CPU), int8 or uint8.", choices=("auto", "uint8", "int8")
+    )
     reduce_range: str | bool = option("auto", "auto (from the CPU), on or off (7-bit weights).")
     tune: bool = option(
         False,
@@ -55,19 +55,23 @@ class QuantizeConfig:
         "latency, keep the fastest within --max-drop.",
     )
     max_drop: float | None = option(
-        1.0, "Accuracy budget: points of validation top-1 int8 may lose."
+        1.0, "Accuracy budget: points of validation top-1 int8 may lose.", min=0
     )  # None: no accuracy gate
-    max_fallback: int = option(8, "Most nodes kept in float to meet --max-drop (0: no fallback).")
+    max_fallback: int = option(
+        8, "Most nodes kept in float to meet --max-drop (0: no fallback).", min=0
+    )
     keep_float: tuple[str, ...] = option(
         (), "Keep this ONNX node in float (repeatable), e.g. /conv1/Conv.", cli="repeat"
     )
     mixed: bool = option(False, "fp16: keep sensitive nodes fp32 until the parity gate holds.")
-    epochs: int = option(2, "QAT fine-tuning epochs.")
-    lr: float = option(1e-4, "QAT peak learning rate.")
+    epochs: int = option(2, "QAT fine-tuning epochs.", min=0)
+    lr: float = option(1e-4, "QAT peak learning rate.", above=0)
     amp: str = option(
-        "off", "QAT training precision (off, bf16, auto)."
+        "off", "QAT training precision (off, bf16, auto).", choices=AMP_MODES
     )  # fake-quant ranges are sensitive to bf16
-    eval_samples: int | None = option(None, "Cap on validation/test images per accuracy check.")
+    eval_samples: int | None = option(
+        None, "Cap on validation/test images per accuracy check.", min=1
+    )
     latency: bool = option(True, "Measure fp32 vs quantized latency.")
     seed: int = option(0, "Seed of the calibration subset and QAT.", cli=False)
     weight_bits: int | str = option(
@@ -93,27 +97,14 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:
         self._check_bits()
-        for name, allowed in CHOICES.items():
-            if (value := getattr(self, name)) not in allowed:
-                flag = name.replace("_", "-")
-                raise UsageError(f"--{flag} must be one of {', '.join(allowed)}, got {value!r}")
+        check_options(self, flags=True)
         if isinstance(self.reduce_range, str):
             rr = self.reduce_range.lower()
             if rr not in ("auto", "true", "false", "on", "off"):
                 raise UsageError(f"--reduce-range must be auto, on or off, got {rr!r}")
             self.reduce_range = "auto" if rr == "auto" else rr in ("true", "on")
-        if self.samples < 1:
-            raise UsageError(f"--samples must be >= 1, got {self.samples}")
-        if self.max_drop is not None and self.max_drop < 0:
-            raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
-        if self.max_fallback < 0:
-            raise UsageError(f"--max-fallback must be >= 0, got {self.max_fallback}")
-        if self.epochs < 0 or not self.lr > 0:
-            raise UsageError("--epochs must be >= 0 and --lr > 0")
         if self.tune and self.method != "ptq-static":
             raise UsageError("--tune applies to ptq-static (it tries activation/weight settings)")
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise UsageError("--eval-samples must be >= 1")
 
     def _check_bits(self) -> None:
         wb = str(self.weight_bits).strip().lower()
