@@ -51,6 +51,12 @@ class TuneConfig:
     seed: int = option(0, "Sampler seed.")
     # auto: TPE for one objective, NSGA-II for several
     sampler: str = option("auto", "auto, tpe, nsga2 or random.")
+    overrides: list[str] = option(
+        help="Override recipe options for every trial (e.g. a smaller budget: data.limit=10000).",
+        factory=list,
+        flag="--set",
+        cli="repeat",
+    )  # applied by `compress.tune` before the search
 
     def __post_init__(self) -> None:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
