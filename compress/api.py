@@ -63,8 +63,8 @@ def tune(
     **options: Any,
 ) -> TuneResult:
     """Search the recipe's `search:` space (Optuna, multi-objective) into `out`: the Pareto
-    front, pareto.png and best-*.yaml; a second search into `out` continues the study.
-    `options` override `config`'s fields (`overrides=[...]`, `trials=20`, ...)."""
+    front, pareto.png and best-*.yaml; a second search continues the study. `options` override
+    `config`'s fields (`overrides=[...]`, `trials=20`)."""
     cfg = replace(config or TuneConfig(), **options)
     return run_tune(_recipe(recipe, cfg.overrides, trust_code), cfg, out, hooks=hooks)
 
@@ -91,9 +91,7 @@ def run_recipe(
 ) -> PipelineResult:
     """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write `out/report.{md,json,
     html}` (rank 0; `result.report` holds its rows, headline and paths). `options` override
-    `config`'s fields: `overrides=[...]`, `resume=True` skips finished stages, `dry_run=True`
-    only validates (the result lists the planned stages); `trust_code` lets the recipe's model
-    run the factory it names."""
+    `config`'s fields (`overrides=[...]`, `resume=True`); `dry_run` only plans (result.stages)."""
     cfg = replace(config or RunConfig(), **options)
     recipe = _recipe(recipe, cfg.overrides, trust_code)
     if cfg.dry_run:

@@ -292,12 +292,7 @@ VERBS: dict[str, Callable[..., Any]] = {}  # `compress NAME` -> its function, fi
 
 def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Declare `fn` the command `compress NAME` (app.py registers it with :func:`with_groups`)."""
-
-    def add(fn: Callable[..., R]) -> Callable[..., R]:
-        VERBS[name] = fn
-        return fn
-
-    return add
+    return lambda fn: VERBS.setdefault(name, fn)
 
 
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:

@@ -57,8 +57,7 @@ def evaluate(
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
     from compress import api
 
-    ref = mo.of(model)
-    r = api.evaluate(ref, data, how)
+    r = api.evaluate(mo.of(model), data, how)
     m = r.result
     title = f"{model} on {r.dataset['dataset']} {how.split} ({m.samples} images)"
     rows = [(name, pct(acc)) for name, acc in zip(r.class_names, m.per_class, strict=False)]

@@ -27,16 +27,15 @@ SPLITS = ("test", "val", "train")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Which split, how many samples, and where to run (default: ONNX artifacts on onnxruntime,
-    PyTorch ones in eager PyTorch, each at its own precision)."""
+    """Which split, how many samples, where to run and at what precision."""
 
     split: str = option("test", "test (default), val or train.")
     limit: int | None = option(None, "Evaluate at most N samples.")
     runtime: str | None = option(
         None,
-        "Where to run it: torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, "
-        "openvino, openvino-gpu or openvino-npu (default: onnxruntime for ONNX artifacts, "
-        "PyTorch otherwise). Accuracy is measured there.",
+        "Where to run it: torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
+        "openvino-gpu or openvino-npu (default: onnxruntime for ONNX artifacts, PyTorch "
+        "otherwise). Accuracy is measured there.",
         flag=("--runtime", "-r"),
     )
     precision: str | None = option(
@@ -53,8 +52,7 @@ class EvalConfig:
 
 @dataclass
 class Where:
-    """Where a model was evaluated: the runtime, the precision asked for, the one it computed
-    in, and the execution providers (ONNX runtimes)."""
+    """The runtime, the precision asked for and the one computed in, the ONNX providers."""
 
     runtime: str
     precision: str

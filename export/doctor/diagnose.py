@@ -29,9 +29,9 @@ class DoctorConfig:
 
     runtime: str = option(
         "ort-cpu",
-        "The onnxruntime session whose graph is diagnosed: ort-cpu, ort-cuda or "
-        "ort-trt. (--rank also times the ONNX runtimes available here: ort-*, openvino, "
-        "openvino-gpu, openvino-npu.)",
+        "The onnxruntime session whose graph is diagnosed: ort-cpu, ort-cuda or ort-trt. "
+        "(--rank also times the ONNX runtimes available here: ort-*, openvino, openvino-gpu, "
+        "openvino-npu.)",
         flag=("--runtime", "-r"),
     )
     threads: int | None = option(
@@ -63,11 +63,8 @@ def diagnose(
     threads = cfg.threads or physical_cores()
     graph = onnx.load(str(path), load_external_data=False).graph
     ops = Counter(n.op_type for n in graph.node)
-    session = (
-        session_facts_isolated(path, cfg.runtime, threads)
-        if isolate
-        else session_facts(str(path), cfg.runtime, threads)
-    )
+    facts = session_facts_isolated if isolate else session_facts
+    session = facts(str(path), cfg.runtime, threads)
     d = Diagnosis(
         model=str(path),
         runtime=cfg.runtime,
