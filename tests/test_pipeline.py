@@ -300,3 +300,14 @@ def test_resume_of_an_older_record_says_which_stages_rerun(tmp_path, caplog):
         "whose input hashes are computed differently"
     ]
     assert first.stages[0]["input_hash"] == again.stages[0]["input_hash"]
+
+
+def test_api_dry_run_plans_and_runs_nothing(tmp_path):
+    """`compress.run_recipe(dry_run=True)` is `compress run --dry-run`: the plan, no folder."""
+    import compress
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ONE_STAGE)
+    r = compress.run_recipe(recipe, tmp_path / "out", dry_run=True)
+    assert [s["kind"] for s in r.stages] == ["train"] and r.stages[0]["folder"] == "01-train"
+    assert not (tmp_path / "out").exists()
