@@ -8,12 +8,14 @@ writes its artifact atomically and returns the summary stored in its card.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from compress.distributed import group as ddp
 from compress.pipeline.recipe import Recipe, apply_override, load_recipe
 from compress.pipeline.report import write_report
-from compress.pipeline.runner import PipelineResult, Progress, run_pipeline
+from compress.pipeline.runner import PipelineResult, Progress, RunConfig, plan, run_pipeline
 from compress.pipeline.tune import TuneConfig, TuneResult
 from compress.pipeline.tune import tune as run_tune
 from compress.stages.bench import run_bench as bench
@@ -56,14 +58,15 @@ def tune(
     out: str | Path,
     config: TuneConfig | None = None,
     *,
-    overrides: list[str] | None = None,
     trust_code: bool = False,
     hooks: Hooks | None = None,
+    **options: Any,
 ) -> TuneResult:
     """Search the recipe's `search:` space (Optuna, multi-objective) into `out`: the Pareto
-    front, pareto.png and best-*.yaml; a second search into `out` continues the study."""
-    rec = _recipe(recipe, overrides, trust_code)
-    return run_tune(rec, config or TuneConfig(), out, hooks=hooks)
+    front, pareto.png and best-*.yaml; a second search continues the study. `options` override
+    `config`'s fields (`overrides=[...]`, `trials=20`)."""
+    cfg = replace(config or TuneConfig(), **options)
+    return run_tune(_recipe(recipe, cfg.overrides, trust_code), cfg, out, hooks=hooks)
 
 
 def _recipe(recipe: str | Path | Recipe, overrides: list[str] | None, trust_code: bool) -> Recipe:
@@ -78,20 +81,23 @@ def _recipe(recipe: str | Path | Recipe, overrides: list[str] | None, trust_code
 def run_recipe(
     recipe: str | Path | Recipe,
     out: str | Path,
+    config: RunConfig | None = None,
     *,
-    overrides: list[str] | None = None,
-    resume: bool = False,
     overwrite: bool = False,
     trust_code: bool = False,
     progress: Progress | None = None,
     hooks: Hooks | None = None,
+    **options: Any,
 ) -> PipelineResult:
     """Run a recipe file (or a parsed :class:`Recipe`) into `out` and write `out/report.{md,json,
-    html}` (rank 0; `result.report` holds its rows, headline and paths). `resume` skips finished
-    stages; `trust_code` lets the recipe's model run the factory it names."""
-    recipe = _recipe(recipe, overrides, trust_code)
+    html}` (rank 0; `result.report` holds its rows, headline and paths). `options` override
+    `config`'s fields (`overrides=[...]`, `resume=True`); `dry_run` only plans (result.stages)."""
+    cfg = replace(config or RunConfig(), **options)
+    recipe = _recipe(recipe, cfg.overrides, trust_code)
+    if cfg.dry_run:
+        return PipelineResult(str(out), [s.to_dict() for s in plan(recipe)])
     result = run_pipeline(
-        recipe, out, resume=resume, overwrite=overwrite, progress=progress, hooks=hooks
+        recipe, out, resume=cfg.resume, overwrite=overwrite, progress=progress, hooks=hooks
     )
     if ddp.is_main():
         result.report = write_report(result, recipe.name, Path(out))

@@ -89,7 +89,7 @@ def test_evaluate_is_what_the_cli_eval_writes(trained_lenet: Path, tmp_path: Pat
     from compress.models.data.datasets import DataConfig
 
     data = DataConfig(dataset="fashion-mnist", data_dir=MINI)
-    report = compress.evaluate(trained_lenet, data, "val", limit=64)
+    report = compress.evaluate(trained_lenet, data, split="val", limit=64)
     assert report.result.samples == 64 and report.where.runtime == "torch"
     args = ["eval", "-m", str(trained_lenet), "--dataset", "fashion-mnist", "--data-dir", MINI]
     out = tmp_path / "eval.json"

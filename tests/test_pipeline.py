@@ -116,14 +116,14 @@ def test_cli_and_api_resume_a_missing_folder_alike(tmp_path, monkeypatch, caplog
     with caplog.at_level(logging.WARNING, logger="compress.pipeline.runner"):
         api = compress.run_recipe(recipe, tmp_path / "api", resume=True)
     assert "does not exist yet; starting the run from its first stage" in caplog.text
-    calls: list[dict] = []
+    calls: list[tuple] = []
     real = compress.api.run_recipe
     monkeypatch.setattr(
-        compress.api, "run_recipe", lambda *a, **k: calls.append(k) or real(*a, **k)
+        compress.api, "run_recipe", lambda *a, **k: calls.append(a) or real(*a, **k)
     )
     r = cli("run", str(recipe), "--out", str(tmp_path / "cli"), "--resume")
     assert r.exit_code == 0, r.output
-    assert len(calls) == 1 and calls[0]["resume"] is True
+    assert len(calls) == 1 and calls[0][2].resume is True  # the CLI's RunConfig
     assert "does not exist yet; starting the run from its first stage" in " ".join(r.output.split())
     for out in ("api", "cli"):
         doc = json.loads((tmp_path / out / "report.json").read_text())
@@ -300,3 +300,14 @@ def test_resume_of_an_older_record_says_which_stages_rerun(tmp_path, caplog):
         "whose input hashes are computed differently"
     ]
     assert first.stages[0]["input_hash"] == again.stages[0]["input_hash"]
+
+
+def test_api_dry_run_plans_and_runs_nothing(tmp_path):
+    """`compress.run_recipe(dry_run=True)` is `compress run --dry-run`: the plan, no folder."""
+    import compress
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ONE_STAGE)
+    r = compress.run_recipe(recipe, tmp_path / "out", dry_run=True)
+    assert [s["kind"] for s in r.stages] == ["train"] and r.stages[0]["folder"] == "01-train"
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from compress.cli.output import console, err_console, pct, table, write_json
 
 if TYPE_CHECKING:
     from compress.export.bench.measure import BenchConfig
+    from compress.export.doctor.diagnose import DoctorConfig
     from compress.export.onnx.convert import ExportConfig
     from compress.models.data.splits import DataConfig
     from compress.quantization.context import QuantizeConfig
@@ -104,33 +105,17 @@ def bench(
 @o.verb("doctor")
 def doctor(
     model: o.ModelOpt,
-    runtime: Annotated[
-        str,
-        typer.Option(
-            "--runtime",
-            "-r",
-            help="The onnxruntime session whose graph is diagnosed: ort-cpu, ort-cuda or "
-            "ort-trt. (--rank also times the ONNX runtimes available here: ort-*, openvino, "
-            "openvino-gpu, openvino-npu.)",
-        ),
-    ] = "ort-cpu",
-    how: BenchConfig = o.options_from(o.BENCH, only=("threads",)),
+    how: DoctorConfig = o.options_from(o.DOCTOR, take=("rank",)),
     mo: o.ModelOptions = o.ModelOptions(),
     json_out: o.JsonOpt = None,
-    rank: Annotated[
-        bool,
-        typer.Option(
-            help="Also time every ONNX runtime x precision (fp32, bf16, int8, ...) this machine "
-            "has (a few seconds) and name the fastest, and why.",
-        ),
-    ] = True,
+    _rank: DoctorConfig = o.options_from(o.DOCTOR, only=("rank",), rank=True),  # --rank last
 ) -> None:
     """Explain why a model is or isn't fast here: CPU ISA vs int8, Q/DQ fusion, ConvInteger,
     fp32 islands, EP assignment, channel widths, dynamic shapes; each with a suggestion."""
     from compress import api
 
-    with err_console.status(f"examining {model} on {runtime}"):
-        d = api.doctor(mo.of(model), runtime, how.threads, rank=rank)
+    with err_console.status(f"examining {model} on {how.runtime}"):
+        d = api.doctor(mo.of(model), how)
     console.print(f"[bold]{d.model}[/] on {d.runtime} ({d.threads} threads, {d.cpu})")
     marks = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warning": "[yellow]warn[/]"}
     for f in d.findings:

@@ -13,6 +13,7 @@ from compress.cli.output import console, err_console, pct, table, write_json
 if TYPE_CHECKING:
     from compress.models.data.splits import DataConfig
     from compress.stages.deploy import DeployConfig
+    from compress.stages.predict import PredictConfig
 
 
 @o.verb("deploy")
@@ -96,13 +97,13 @@ def predict(
     model: Annotated[
         str, typer.Option("--model", "-m", help="A directory written by `compress deploy`.")
     ],
-    top: Annotated[int, typer.Option(help="Classes shown per image.")] = 3,
+    how: PredictConfig = o.options_from(o.PREDICT),
     json_out: o.JsonOpt = None,
 ) -> None:
     """Classify images with a deployed model, on the runtime, precision and threads deploy chose, preprocessed as in training (the card's input size, channels, mean/std)."""
     from compress import api
 
-    preds = api.predict(model, images, top_k=top)
+    preds = api.predict(model, images, how)
     write_json(json_out, [p.to_dict() for p in preds])
     if json_out == "-":
         return

@@ -24,10 +24,9 @@ def models_cmd(
     from compress.models.zoo.registry import create_model, list_models, spec_of
 
     rows: list[JsonObject] = []
+    shape = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
     for name in list_models():
-        m = create_model(
-            name, num_classes=num_classes, in_channels=in_channels, input_size=input_size
-        )
+        m = create_model(name, **shape)
         s = spec_of(m)
         rows.append(
             {

@@ -141,6 +141,10 @@ EXPORT = "compress.export.onnx.convert:ExportConfig"
 DEPLOY = "compress.stages.deploy:DeployConfig"
 FACTORIZE = "compress.factorization.svd:FactorizeConfig"
 SENSITIVITY = "compress.pruning.sensitivity:SensitivityConfig"
+EVAL = "compress.stages.evaluate:EvalConfig"
+PREDICT = "compress.stages.predict:PredictConfig"
+DOCTOR = "compress.export.doctor.diagnose:DoctorConfig"
+RUN = "compress.pipeline.runner:RunConfig"
 WHERE = ("dataset", "data_dir")  # the DataConfig options of a verb that only reads data
 TRAIN_DATA = (*WHERE, "batch_size", "seed", "limit", "augment")  # ... and of one that trains
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
@@ -287,12 +291,7 @@ VERBS: dict[str, Callable[..., Any]] = {}  # `compress NAME` -> its function, fi
 
 def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Declare `fn` the command `compress NAME` (app.py registers it with :func:`with_groups`)."""
-
-    def add(fn: Callable[..., R]) -> Callable[..., R]:
-        VERBS[name] = fn
-        return fn
-
-    return add
+    return lambda fn: VERBS.setdefault(name, fn)
 
 
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:

@@ -126,9 +126,6 @@ def sensitivity(
     model: o.ModelOpt,
     out: o.OutOpt,
     how: SensitivityConfig = o.options_from(o.SENSITIVITY),
-    val_limit: Annotated[
-        int, typer.Option(help="Validation images per trial (0 = the whole split).")
-    ] = 2000,
     mo: o.ModelOptions = o.ModelOptions(),
     data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     overwrite: o.OverwriteOpt = False,
@@ -140,9 +137,7 @@ def sensitivity(
     """
     from compress import api
 
-    r = api.sensitivity(
-        mo.of(model), out, how, data, overwrite=overwrite, val_limit=val_limit or None
-    )
+    r = api.sensitivity(mo.of(model), out, how, data, overwrite=overwrite)
     console.print(f"{len(r.layers)} layers analysed; report: {out}/sensitivity.md (+ .json, .png)")
     write_json(json_out, {"out": str(out), **r.to_dict()})
 

@@ -12,35 +12,15 @@ from compress.cli import options as o
 from compress.cli.output import MAIN_RANK, console, table, write_json
 
 if TYPE_CHECKING:
+    from compress.pipeline.runner import RunConfig
     from compress.pipeline.tune import TuneConfig
-
-
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
-        "max_drop=value. Repeatable.",
-    ),
-]
-ResumeOpt = Annotated[
-    bool,
-    typer.Option(
-        help="Skip stages whose artifacts are complete and whose inputs are unchanged "
-        "(an --out that does not exist yet starts afresh, with a warning)."
-    ),
-]
 
 
 @o.verb("run")
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
     out: o.OutOpt,
-    set_: SetOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Validate and print the resolved plan; train nothing.")
-    ] = False,
-    resume: ResumeOpt = False,
+    how: RunConfig = o.options_from(o.RUN),
     overwrite: o.OverwriteOpt = False,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
@@ -54,8 +34,8 @@ def run(
     from compress.cli.progress import RichHooks
     from compress.pipeline.recipe import load_recipe
 
-    if dry_run:
-        rec = load_recipe(recipe, set_ or [])
+    if how.dry_run:
+        rec = load_recipe(recipe, how.overrides)
         rec.trust_code = rec.trust_code or trust_code
         _print_plan(rec, json_out)
         return
@@ -67,8 +47,7 @@ def run(
         result = api.run_recipe(
             recipe,
             out,
-            overrides=set_ or [],
-            resume=resume,
+            how,
             overwrite=overwrite,
             trust_code=trust_code,
             progress=progress,
@@ -110,13 +89,6 @@ def tune(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML with a `search:` section.")],
     out: o.OutOpt,
     how: TuneConfig = o.options_from(o.TUNE),
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override recipe options for every trial (e.g. a smaller budget: data.limit=10000).",
-        ),
-    ] = None,
     trust_code: o.TrustCodeOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -125,7 +97,7 @@ def tune(
     from compress.cli.progress import RichHooks
 
     with RichHooks() as hooks:
-        res = api.tune(recipe, out, how, overrides=set_ or [], trust_code=trust_code, hooks=hooks)
+        res = api.tune(recipe, out, how, trust_code=trust_code, hooks=hooks)
     title = f"Pareto front of study {res.study_name} ({res.trials} trials)"
     rows = [
         [str(p["trial"]), *(f"{p[k]:.4g}" for k in how.objectives), str(p["params"])]

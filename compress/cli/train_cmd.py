@@ -13,6 +13,7 @@ from compress.cli.output import console, pct, table, write_json
 if TYPE_CHECKING:
     from compress.distillation.distill import DistillConfig
     from compress.models.data.splits import DataConfig
+    from compress.stages.evaluate import EvalConfig
     from compress.training.config import TrainConfig
 
 
@@ -48,25 +49,7 @@ def train(
 @o.verb("eval")
 def evaluate(
     model: o.ModelOpt,
-    split: Annotated[str, typer.Option(help="test (default), val or train.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Evaluate at most N samples.")] = None,
-    runtime: Annotated[
-        str | None,
-        typer.Option(
-            "--runtime",
-            "-r",
-            help="Where to run it: torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, "
-            "openvino, openvino-gpu or openvino-npu (default: onnxruntime for ONNX artifacts, "
-            "PyTorch otherwise). Accuracy is measured there.",
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="fp32, bf16 (native-bf16 CPUs, GPUs), fp16 (GPU) or int8 (int8 artifacts)."
-        ),
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all).")] = None,
+    how: EvalConfig = o.options_from(o.EVAL),
     mo: o.ModelOptions = o.ModelOptions(),
     data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     json_out: o.JsonOpt = None,
@@ -74,10 +57,9 @@ def evaluate(
     """Evaluate a model (PyTorch or ONNX artifact): top-1, top-5, loss, per-class, confusion."""
     from compress import api
 
-    ref = mo.of(model)
-    r = api.evaluate(ref, data, split, limit, runtime=runtime, precision=precision, threads=threads)
+    r = api.evaluate(mo.of(model), data, how)
     m = r.result
-    title = f"{model} on {r.dataset['dataset']} {split} ({m.samples} images)"
+    title = f"{model} on {r.dataset['dataset']} {how.split} ({m.samples} images)"
     rows = [(name, pct(acc)) for name, acc in zip(r.class_names, m.per_class, strict=False)]
     console.print(table(title, ("class", "accuracy"), rows, right=("accuracy",)))
     console.print(f"top-1 {pct(m.top1)}  top-5 {pct(m.top5)}  loss {m.loss:.4f}")

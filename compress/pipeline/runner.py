@@ -22,6 +22,7 @@ from compress.models.data.datasets import DataConfig
 from compress.models.disk.durable import write_text
 from compress.models.errors import QualityGateError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.models.zoo.registry import is_factory_ref
 from compress.models.zoo.usercode import check_consent, read_source, sha256_bytes
 from compress.pipeline.kinds import StageConfig, StageContext, StageKind, StageOutcome
@@ -37,6 +38,27 @@ RECORD = "stage.json"
 # 2: options hashed by stage name ("train"), not config class ("TrainConfig").
 RECORD_FORMAT = 2
 Progress = Callable[[str, int, int], None]  # (stage name, index, total)
+
+
+@dataclass
+class RunConfig:
+    """How `compress.run_recipe` runs a recipe: overrides, plan only, or resume."""
+
+    overrides: list[str] = option(
+        help="Override a recipe option: stage.key=value (value in YAML), data.key=value, "
+        "max_drop=value. Repeatable.",
+        factory=list,
+        flag="--set",
+        cli="repeat",
+    )
+    dry_run: bool = option(
+        False, "Validate and print the resolved plan; train nothing.", flag="--dry-run"
+    )
+    resume: bool = option(
+        False,
+        "Skip stages whose artifacts are complete and whose inputs are unchanged "
+        "(an --out that does not exist yet starts afresh, with a warning).",
+    )
 
 
 @dataclass

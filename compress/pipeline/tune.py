@@ -1,10 +1,7 @@
 """Compression search with Optuna over a recipe's `search:` space.
 
-    search:
-      prune.ratio: {low: 0.3, high: 0.8}
-      prune.criterion: {choices: [l1, l2, lamp]}
-      distill.temperature: {low: 2.0, high: 8.0}
-      distill.epochs: {low: 1, high: 4, type: int}
+    search: {prune.ratio: {low: 0.3, high: 0.8}, prune.criterion: {choices: [l1, l2, lamp]},
+             distill.epochs: {low: 1, high: 4, type: int}}
 
 Each trial runs the recipe with the sampled values into OUT/trials/NNNN. Objectives: validation
 accuracy (max), bench p50 at batch 1 on the first runtime (min), artifact size (min); a trial
@@ -29,6 +26,7 @@ from compress.stages.frame import stage_output
 
 log = logging.getLogger(__name__)
 OBJECTIVES: dict[str, Any] = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
+SAMPLERS = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "random": "RandomSampler"}  # optuna's
 
 
 @dataclass
@@ -51,6 +49,12 @@ class TuneConfig:
     seed: int = option(0, "Sampler seed.")
     # auto: TPE for one objective, NSGA-II for several
     sampler: str = option("auto", "auto, tpe, nsga2 or random.")
+    overrides: list[str] = option(
+        help="Override recipe options for every trial (e.g. a smaller budget: data.limit=10000).",
+        factory=list,
+        flag="--set",
+        cli="repeat",
+    )  # applied by `compress.tune` before the search
 
     def __post_init__(self) -> None:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
@@ -58,7 +62,7 @@ class TuneConfig:
             raise UsageError(f"--objectives must be a subset of {', '.join(OBJECTIVES)}")
         if self.trials < 1:
             raise UsageError("--trials must be >= 1")
-        if self.sampler not in ("auto", "tpe", "nsga2", "random"):
+        if self.sampler not in ("auto", *SAMPLERS):
             raise UsageError("--sampler must be auto, tpe, nsga2 or random")
 
 
@@ -116,11 +120,7 @@ def open_study(recipe: Recipe, cfg: TuneConfig, out: Path) -> Any:
     storage = storage_url(cfg, out)
     multi = len(cfg.objectives) > 1
     kind = cfg.sampler if cfg.sampler != "auto" else ("nsga2" if multi else "tpe")
-    sampler = {
-        "tpe": optuna.samplers.TPESampler,
-        "nsga2": optuna.samplers.NSGAIISampler,
-        "random": optuna.samplers.RandomSampler,
-    }[kind](seed=cfg.seed)
+    sampler = getattr(optuna.samplers, SAMPLERS[kind])(seed=cfg.seed)
     try:
         return optuna.create_study(
             storage=storage,
@@ -231,12 +231,8 @@ def _plot(trials: list[Any], front: list[Any], cfg: TuneConfig, out: Path) -> Pa
     from compress.export.bench.report import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    xs = [t.values[1] for t in trials]
-    ys = [t.values[0] for t in trials]
-    ax.scatter(xs, ys, c="lightgray", label="trials")
-    ax.scatter(
-        [t.values[1] for t in front], [t.values[0] for t in front], c="C3", label="Pareto front"
-    )
+    for shown, color, label in ((trials, "lightgray", "trials"), (front, "C3", "Pareto front")):
+        ax.scatter([t.values[1] for t in shown], [t.values[0] for t in shown], c=color, label=label)
     ax.set_xlabel(cfg.objectives[1])
     ax.set_ylabel(cfg.objectives[0])
     ax.legend()

@@ -47,6 +47,7 @@ class SensitivityConfig:
     latency: bool = option(True, "Time every trial in onnxruntime.")
     latency_batch: int = option(1, "Batch size of the latency trials.", cli=False, min=1)
     latency_threads: int = option(2, "onnxruntime threads of the latency trials.", cli=False, min=1)
+    val_limit: int = option(2000, "Validation images per trial (0 = the whole split).", min=0)
 
     def __post_init__(self) -> None:
         if not self.ratios or any(not 0 < r < 1 for r in self.ratios):

@@ -10,10 +10,11 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from compress.export.bench.measure import BenchConfig, BenchModel, Progress, benchmark
 from compress.export.bench.results import BenchReport
-from compress.export.doctor.diagnose import diagnose
+from compress.export.doctor.diagnose import DoctorConfig, diagnose
 from compress.export.doctor.diagnosis import Diagnosis, Finding
 from compress.export.onnx.convert import ExportConfig, export_onnx
 from compress.export.onnx.file import META_PREFIX
@@ -89,25 +90,21 @@ def bench_model(
 
 
 def run_doctor(
-    model: Model,
-    runtime: str = "ort-cpu",
-    threads: int | None = None,
-    data: DataConfig | None = None,
-    *,
-    rank: bool = False,
+    model: Model, config: DoctorConfig | None = None, data: DataConfig | None = None, **options: Any
 ) -> Diagnosis:
     """Why `model` (an ONNX file/artifact, or the ONNX export of a PyTorch model) is or isn't
-    fast on `runtime` here: findings, each with a suggestion (`compress.doctor`, `compress
-    doctor`); `rank` also times every ONNX runtime x precision and names the fastest."""
+    fast here: findings, each with a suggestion (`compress.doctor`, `compress doctor`;
+    `options` override `config`'s fields, e.g. `rank=True` to time every runtime x precision)."""
+    cfg = replace(config or DoctorConfig(), **options)
     ref = model_ref(model)
     onnx = onnx_input(ref.model)
     if onnx is not None:
-        return diagnose(onnx.file, runtime, threads, rank=rank)
+        return diagnose(onnx.file, cfg)
     src = load_source(ref, data)
     with tempfile.TemporaryDirectory(prefix="compress-doctor-") as tmp:
         onnx_path = Path(tmp) / ONNX
         export_onnx(src.model, onnx_path, ExportConfig())
-        d = diagnose(onnx_path, runtime, threads, rank=rank)
+        d = diagnose(onnx_path, cfg)
     d.model = ref.model
     what = f"{ref.model} is a PyTorch model: diagnosed its ONNX export (opset 17, dynamic batch)"
     hint = "export it with `compress export` to keep that file"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from compress.models.artifacts.resolve import onnx_input
 from compress.models.data.datasets import DataConfig, load_data
 from compress.models.errors import UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.models.zoo.registry import ModelSpec
 from compress.stages.common import Model, ModelRef, data_config_for, load_source, model_ref
 from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_predictor
@@ -24,10 +25,34 @@ from compress.training.evaluate import EvalResult, Predictor, evaluate, torch_pr
 SPLITS = ("test", "val", "train")
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which split, how many samples, where to run and at what precision."""
+
+    split: str = option("test", "test (default), val or train.")
+    limit: int | None = option(None, "Evaluate at most N samples.")
+    runtime: str | None = option(
+        None,
+        "Where to run it: torch, torch-cuda, torch-compile, ort-cpu, ort-cuda, ort-trt, openvino, "
+        "openvino-gpu or openvino-npu (default: onnxruntime for ONNX artifacts, PyTorch "
+        "otherwise). Accuracy is measured there.",
+        flag=("--runtime", "-r"),
+    )
+    precision: str | None = option(
+        None, "fp32, bf16 (native-bf16 CPUs, GPUs), fp16 (GPU) or int8 (int8 artifacts)."
+    )
+    threads: int | None = option(None, "Runtime threads (default: all).")
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise UsageError("--limit must be >= 1")
+        if self.split not in SPLITS:
+            raise UsageError(f"--split must be one of {', '.join(SPLITS)}")
+
+
 @dataclass
 class Where:
-    """Where a model was evaluated: the runtime, the precision asked for, the one it computed
-    in, and the execution providers (ONNX runtimes)."""
+    """The runtime, the precision asked for and the one computed in, the ONNX providers."""
 
     runtime: str
     precision: str
@@ -54,39 +79,24 @@ class EvalReport:
 
 
 def run_eval(
-    model: Model,
-    data: DataConfig | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    *,
-    runtime: str | None = None,
-    precision: str | None = None,
-    threads: int | None = None,
+    model: Model, data: DataConfig | None = None, config: EvalConfig | None = None, **options: Any
 ) -> EvalReport:
-    """Top-1, top-5, loss, per-class accuracy of `model` on `split`, measured on `runtime` at
-    `precision` (`compress.evaluate`, `compress eval`; default: ONNX artifacts on onnxruntime,
-    PyTorch ones in eager PyTorch, each at its own precision)."""
+    """Top-1, top-5, loss, per-class accuracy of `model` on a split, measured on a runtime at a
+    precision (`compress.evaluate`, `compress eval`; `options` override `config`'s fields,
+    e.g. `split="val", limit=64`)."""
+    cfg = replace(config or EvalConfig(), **options)
     ref = model_ref(model)
-    if limit is not None and limit < 1:
-        raise UsageError("--limit must be >= 1")
-    if split not in SPLITS:
-        raise UsageError(f"--split must be one of {', '.join(SPLITS)}")
     with contextlib.ExitStack() as stack:
-        predict, spec, card, where = _predictor(ref, data, runtime, precision, threads, stack)
+        predict, spec, card, where = _predictor(ref, data, cfg, stack)
         bundle = load_data(data_config_for(data, card), spec)
-        result: EvalResult = evaluate(predict, bundle.loader(split), spec.num_classes, limit=limit)
-    return EvalReport(ref.model, split, bundle.describe(), list(bundle.class_names), where, result)
+        result = evaluate(predict, bundle.loader(cfg.split), spec.num_classes, limit=cfg.limit)
+    return EvalReport(ref.model, cfg.split, bundle.describe(), bundle.class_names, where, result)
 
 
 def _predictor(
-    ref: ModelRef,
-    data: DataConfig | None,
-    runtime: str | None,
-    precision: str | None,
-    threads: int | None,
-    stack: contextlib.ExitStack,
+    ref: ModelRef, data: DataConfig | None, cfg: EvalConfig, stack: contextlib.ExitStack
 ) -> tuple[Predictor, ModelSpec, Any, Where]:
-    """(predict, spec, card, where it ran) for `ref` on `runtime` at `precision`."""
+    """(predict, spec, card, where it ran) for `ref` on `cfg.runtime` at `cfg.precision`."""
     from compress.export.runtimes.runner import (
         ONNX_RUNTIMES,
         RUNTIMES,
@@ -94,6 +104,7 @@ def _predictor(
         onnx_artifact_runner,
     )
 
+    runtime, precision, threads = cfg.runtime, cfg.precision, cfg.threads
     if runtime is not None and runtime not in RUNTIMES:
         raise UsageError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if onnx_input(ref.model) is not None:

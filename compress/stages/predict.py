@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,17 @@ from compress.models.artifacts.artifact import ONNX, Card, read_card
 from compress.models.data.imagefolder import EXTENSIONS, ImageFiles
 from compress.models.errors import ArtifactError, InvalidInputError, UsageError
 from compress.models.jsontypes import JsonObject
+from compress.models.options import option
 from compress.stages.deploy import MANIFEST, SCHEMA
 
 BATCH = 64
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How many classes to report per image."""
+
+    top_k: int = option(3, "Classes shown per image.", flag="--top")
 
 
 @dataclass
@@ -105,11 +113,15 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def predict(
-    model: str | Path | Deployed, images: Sequence[str | Path], top_k: int = 3
+    model: str | Path | Deployed,
+    images: Sequence[str | Path],
+    config: PredictConfig | None = None,
+    **options: Any,
 ) -> list[Prediction]:
     """The `top_k` classes of each image (files or folders) from a `deploy` directory, on the
     runtime, precision and threads deploy chose, preprocessed exactly as in training
-    (`compress.predict`, `compress predict`)."""
+    (`compress.predict`, `compress predict`; `options` override `config`, e.g. `top_k=5`)."""
+    top_k = replace(config or PredictConfig(), **options).top_k
     d = model if isinstance(model, Deployed) else load_deployed(model)
     paths = image_paths(images)
     ds = ImageFiles([(p, 0) for p in paths], d.card.model_spec)

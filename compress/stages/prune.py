@@ -188,11 +188,12 @@ def run_sensitivity(
     config: SensitivityConfig | None = None,
     data: DataConfig | None = None,
     *,
-    val_limit: int | None = 2000,
     overwrite: bool = False,
 ) -> SensitivityResult:
     """Prune each layer of `model` alone at a few ratios (`compress.sensitivity`, `compress
     prune --sensitivity`); the report (json, md, png) goes to `out`."""
+    cfg = config or SensitivityConfig()
+    val_limit = cfg.val_limit or None
     with stage_output(out, overwrite, collective=False) as frame:
         src = load_source(model, data)
         require_trained(src)
@@ -205,10 +206,10 @@ def run_sensitivity(
             def score(m: nn.Module) -> float:
                 return evaluate(torch_predictor(m), bundle.loader("val"), n, limit=val_limit).top1
 
-        res = analyze(net, config or SensitivityConfig(), score, model_name=src.ref)
+        res = analyze(net, cfg, score, model_name=src.ref)
         if not src.trained:
             res.notes.append("untrained model (--weights random): accuracy not measured")
-        res.config["val_limit"] = val_limit
+        res.config["val_limit"] = val_limit  # null: the whole split, as before
         with frame.directory() as tmp:
             write_report(res, tmp)
     return res

@@ -8,7 +8,9 @@ checks live in `compress.export.doctor.checks`, the probe in `compress.export.do
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from compress.export.doctor.checks import CHECKS
 from compress.export.doctor.diagnosis import QUANT_OPS, Diagnosis, Finding
@@ -18,35 +20,54 @@ from compress.export.environment import cpu_info, isa_flags, physical_cores
 from compress.export.runtimes.runner import ORT_PROVIDERS, check_runtime, inspect_onnx
 from compress.export.runtimes.session import OnnxInfo
 from compress.models.errors import UsageError
+from compress.models.options import option
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """Which onnxruntime session to diagnose, its threads, and whether to rank the runtimes."""
+
+    runtime: str = option(
+        "ort-cpu",
+        "The onnxruntime session whose graph is diagnosed: ort-cpu, ort-cuda or ort-trt. "
+        "(--rank also times the ONNX runtimes available here: ort-*, openvino, openvino-gpu, "
+        "openvino-npu.)",
+        flag=("--runtime", "-r"),
+    )
+    threads: int | None = option(
+        None, "Intra-op threads for every runtime (default: physical cores)."
+    )
+    rank: bool = option(
+        False,
+        "Also time every ONNX runtime x precision (fp32, bf16, int8, ...) this machine "
+        "has (a few seconds) and name the fastest, and why.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.runtime not in ORT_PROVIDERS:
+            raise UsageError(f"doctor diagnoses onnxruntime runtimes ({', '.join(ORT_PROVIDERS)})")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError("--threads must be >= 1")
 
 
 def diagnose(
-    path: str | Path,
-    runtime: str = "ort-cpu",
-    threads: int | None = None,
-    *,
-    isolate: bool = True,
-    rank: bool = False,
+    path: str | Path, config: DoctorConfig | None = None, *, isolate: bool = True, **options: Any
 ) -> Diagnosis:
-    """Examine an ONNX file for `runtime` on this machine; runtime checks in a child process.
-    `rank` also times every runtime x precision here (a few seconds) and names the fastest."""
+    """Examine an ONNX file for `config.runtime` on this machine; runtime checks in a child
+    process (`isolate`); `options` override `config`'s fields (`rank=True`, ...)."""
     import onnx
 
-    if runtime not in ORT_PROVIDERS:
-        raise UsageError(f"doctor diagnoses onnxruntime runtimes ({', '.join(ORT_PROVIDERS)})")
-    check_runtime(runtime)
+    cfg = replace(config or DoctorConfig(), **options)
+    check_runtime(cfg.runtime)
     info = inspect_onnx(path)
-    threads = threads or physical_cores()
+    threads = cfg.threads or physical_cores()
     graph = onnx.load(str(path), load_external_data=False).graph
     ops = Counter(n.op_type for n in graph.node)
-    session = (
-        session_facts_isolated(path, runtime, threads)
-        if isolate
-        else session_facts(str(path), runtime, threads)
-    )
+    facts = session_facts_isolated if isolate else session_facts
+    session = facts(str(path), cfg.runtime, threads)
     d = Diagnosis(
         model=str(path),
-        runtime=runtime,
+        runtime=cfg.runtime,
         threads=threads,
         cpu=cpu_info()[0],
         isa=isa_flags(),
@@ -56,7 +77,7 @@ def diagnose(
     )
     for check in CHECKS:
         d.findings.extend(check(d, graph, info))
-    if rank:
+    if cfg.rank:
         d.findings.append(_rank(d, path, info, threads))
     return d
 

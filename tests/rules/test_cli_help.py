@@ -168,16 +168,18 @@ def test_option_groups_are_declared_once_and_reach_the_command():
     ("verb", "groups"),
     [
         ("train", "model data train"),
-        ("eval", "model data"),
+        ("eval", "model data eval"),
         ("prune", "model data train prune"),
         ("sensitivity", "model data"),
         ("quantize", "model data quantize"),
         ("export", "run-model data export"),
         ("bench", "run-model bench"),
-        ("doctor", "model bench"),
+        ("doctor", "model doctor"),
         ("distill", "shape data train distill"),
         ("tune", "tune"),
         ("deploy", "data deploy"),
+        ("run", "run"),
+        ("predict", "predict"),
     ],
 )
 def test_verbs_use_the_shared_groups(verb, groups):
@@ -188,7 +190,8 @@ def test_verbs_use_the_shared_groups(verb, groups):
     cls = {"model": o.ModelOptions, "shape": o.ShapeOptions, "run-model": o.RunModelOptions}
     configs = {"data": o.DATA, "train": o.TRAIN, "prune": o.PRUNE, "quantize": o.QUANTIZE}
     configs |= {"export": o.EXPORT, "bench": o.BENCH, "distill": o.DISTILL, "tune": o.TUNE}
-    configs |= {"deploy": o.DEPLOY}
+    configs |= {"deploy": o.DEPLOY, "eval": o.EVAL, "doctor": o.DOCTOR, "run": o.RUN}
+    configs |= {"predict": o.PREDICT}
     cmd = next(c for c in app.registered_commands if c.name == verb)
     sig = inspect.signature(cmd.callback.__wrapped__)
     shown = inspect.signature(cmd.callback).parameters

@@ -17,21 +17,21 @@ from compress.cli.app import app
 from compress.cli.fields import config_fields
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
-CONFIGS += (o.FACTORIZE, o.SENSITIVITY)
+CONFIGS += (o.FACTORIZE, o.SENSITIVITY, o.EVAL, o.PREDICT, o.DOCTOR, o.RUN)
 # Flags that are no config field: what to run on and where the result goes (model reference,
-# output, report files), verbs whose library call takes plain arguments (eval, doctor, predict,
-# models, info, run), sensitivity's --val-limit, and prune's fine-tuning --lr / --latency.
+# recipe, images, output, report files), verbs that only show (models, info), and prune's
+# fine-tuning --lr / --latency.
 MODEL = {"model", "weights", "num_classes", "in_channels", "input_size", "trust_pickle"}
 MODEL |= {"trust_code"}
 OUTPUT = {"out", "overwrite", "json_out", "csv_out", "md_out", "plot", "help"}
 CLI_ONLY = {
     "prune": {"latency", "lr"},
     "distill": {"teacher", "student", "teacher_weights", "student_weights"},
-    "bench": set(),
-    "tune": {"recipe", "set_"},
-    "sensitivity": {"val_limit"},
+    "tune": {"recipe"},
+    "run": {"recipe"},
+    "predict": {"images"},
 }
-PLAIN = {"eval", "doctor", "predict", "models", "info", "run"}
+PLAIN = {"models", "info"}
 
 
 def _class(target: str) -> type:
