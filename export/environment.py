@@ -1,8 +1,5 @@
-"""What machine a number was measured on: CPU model and ISA, threads, library versions, GPU.
-
-Latency means little without it: int8 kernels need VNNI/AMX (x86) or dot-product (ARM) to beat
-fp32, so the ISA flags are recorded with every benchmark and read by the doctor.
-"""
+"""What machine a number was measured on (CPU model and ISA, threads, library versions, GPU): int8
+kernels need VNNI/AMX (x86) or dot-product (ARM) to beat fp32, so every benchmark records it."""
 
 from __future__ import annotations
 

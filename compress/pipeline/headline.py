@@ -1,7 +1,5 @@
-"""The report's headline: the final artifact, its size ratio, accuracy change and speed-ups
-(vs the fastest dense case and onnxruntime fp32), the gates, and a one-sentence verdict derived
-from those numbers (e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU").
-"""
+"""The report's headline: final artifact, size ratio, accuracy change, speed-ups, gates, and a
+verdict derived from them (e.g. "pruning + int8 buys 10.2x size, not speed, on this CPU")."""
 
 from __future__ import annotations
 

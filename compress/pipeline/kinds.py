@@ -1,6 +1,5 @@
-"""What a recipe stage is: its kind (what it consumes and produces, how its options become
-configs, how it runs), the context stages share and the outcome each returns. The table of
-kinds itself is `compress.pipeline.table.STAGES`, built on these types."""
+"""What a recipe stage is: its kind (inputs, output, configs, runner), the shared context and its
+outcome; the table of kinds is `compress.pipeline.table.STAGES`."""
 
 from __future__ import annotations
 

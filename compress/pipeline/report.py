@@ -1,11 +1,6 @@
-"""The pipeline report: one row per stage with what it bought and cost, gates, environment, plots.
-
-Written as `report.json`, `report.md` and a self-contained `report.html`, each opening with the
-headline. Every number comes from this run's stage records: accuracy from each artifact's card,
-latency from the bench stage (synthetic inputs). Speed-ups are against the fastest dense case and
-onnxruntime fp32 (`compress.export.bench.baseline`); the same-runtime ratio vs the baseline stage
-stays in the JSON rows.
-"""
+"""The pipeline report (`report.json`, `.md`, self-contained `.html`, each opening with the
+headline): one row per stage with what it bought and cost, from this run's records (accuracy
+from the cards, latency from the bench stage); speed-ups vs `compress.export.bench.baseline`'s."""
 
 from __future__ import annotations
 

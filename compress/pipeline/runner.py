@@ -1,10 +1,7 @@
-"""Run a recipe: validate the whole plan first, then each stage into its own folder, atomically.
-
-Each stage writes `OUT/NN-name/` then `stage.json` with the hash of its inputs; `--resume` skips
-complete stages whose hash is unchanged (older record formats re-run, with a warning). Gates
-(`max_drop`, validation top-1 points vs the baseline) run after each stage and for the whole run.
-Under torchrun every rank runs the plan; rank 0 alone checks the folder and writes the records.
-"""
+"""Run a recipe: validate the whole plan, then each stage into `OUT/NN-name/` atomically, with
+`stage.json` holding its input hash (`--resume` skips unchanged complete stages; older formats
+re-run). Gates (`max_drop`, val top-1 points vs the baseline) run per stage and for the run.
+Under torchrun every rank runs the plan; rank 0 alone checks the folder and writes the records."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Compression search with Optuna over a recipe's `search:` space.
-
-    search: {prune.ratio: {low: 0.3, high: 0.8}, prune.criterion: {choices: [l1, l2, lamp]},
-             distill.epochs: {low: 1, high: 4, type: int}}
-
-Each trial runs the recipe with the sampled values into OUT/trials/NNNN. Objectives: validation
-accuracy (max), bench p50 at batch 1 on the first runtime (min), artifact size (min); a trial
-whose gate fails is pruned. The study lives in `--storage` (SQLite by default), so an interrupted
-tune resumes and several processes on one storage cooperate.
-"""
+"""Compression search with Optuna over a recipe's `search:` space, e.g.
+`{prune.ratio: {low: 0.3, high: 0.8}, distill.epochs: {low: 1, high: 4, type: int}}`. Trials run
+into OUT/trials/NNNN; objectives: val accuracy (max), bench p50 at batch 1 (min), size (min); a
+failed gate prunes the trial. The study lives in `--storage` (SQLite), so tunes resume and share."""
 
 from __future__ import annotations
 

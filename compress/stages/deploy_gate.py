@@ -1,9 +1,6 @@
-"""`compress deploy`'s candidates: bench cases opened, gated on the validation split, timed.
-
-A candidate is a bench case at one thread count. Its validation top-1 is measured on its own
-runner, once per (runtime, precision): threads change speed, not results. Latency comes from
-the bench's loop (`run_rounds`), candidates taking turns so outside load hits them alike.
-"""
+"""`compress deploy`'s candidates (a bench case at one thread count): opened, gated on validation
+top-1 once per (runtime, precision) (threads change speed, not results), then timed taking turns
+in the bench's loop (`run_rounds`) so outside load hits them alike."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Speed-ups against the right baseline: the fastest dense case measured here, and ORT fp32.
-
-A compressed model's "8x faster" means little when the dense model on another runtime (or in
-bf16) gets half of that for free, so every report gives both, labelled. A case measured below
-the accuracy gate never counts as a baseline. Works over any case with `model`, `runtime`,
-`precision`, `batch_size`, `p50_ms` (a `CaseResult` or its JSON dict).
-"""
+"""Speed-ups against the fastest dense case measured here and ORT fp32, both labelled: "8x faster"
+means little when the dense model gets half of it for free elsewhere. A case below the accuracy
+gate is never a baseline. Takes any case with `model`, `runtime`, `precision`, `batch_size`,
+`p50_ms` (a `CaseResult` or its JSON dict)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Benchmark cases: which (model, runtime, precision, threads) can run here, and their runners.
-
-`compress bench`, `compress deploy` and `compress predict` plan through `plan_cases` and open
-through `open_runner`, so a pair is refused for the same reason and opened the same way in all.
-"""
+"""Benchmark cases: which (model, runtime, precision, threads) run here, and their runners. bench,
+deploy and predict plan with `plan_cases` and open with `open_runner`: same refusals and opening."""
 
 from __future__ import annotations
 

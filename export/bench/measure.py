@@ -1,9 +1,6 @@
-"""Latency benchmark: every (model, runtime, batch size), measured the same way.
-
-Per case: warm-up, then timed runs (`compress.export.bench.timing`) on synthetic inputs (speed
-only, never accuracy). With `rounds` > 1 each case's budget is split into slices and the cases
-take turns, so load from other processes hits every model alike and the speed-ups stay steady.
-"""
+"""Latency benchmark: every (model, runtime, batch size) timed the same way on synthetic inputs
+(speed only). With `rounds` > 1 each case's budget is split into slices and the cases take turns,
+so outside load hits every model alike and the speed-ups stay steady."""
 
 from __future__ import annotations
 

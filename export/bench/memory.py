@@ -1,6 +1,5 @@
-"""Memory of one benchmark case: this process's peak RSS (Linux resets VmHWM through
-/proc/self/clear_refs, so each case's peak is its own) and, on CUDA runtimes, device memory.
-"""
+"""Memory of one benchmark case: this process's peak RSS (reset per case through
+/proc/self/clear_refs) and, on CUDA runtimes, device memory."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Benchmark reports: table rows (the CLI draws them with rich), JSON, CSV, Markdown, PNG plots.
-
-Every format says that the inputs were synthetic and on what machine the numbers were taken.
-Speed-ups are p50 ratios at the same batch size against `compress.export.bench.baseline`'s two.
-"""
+"""Benchmark reports: table rows (drawn by the CLI with rich), JSON, CSV, Markdown, PNG plots; each
+says the inputs were synthetic and names the machine. Speed-ups: p50 ratios at the same batch size
+against `compress.export.bench.baseline`'s two."""
 
 from __future__ import annotations
 

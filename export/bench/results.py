@@ -1,8 +1,5 @@
-"""Benchmark results: one row per (model, runtime, batch) case, the whole report, speed-ups.
-
-A case may be timed in several slices (`BenchConfig.rounds`); `Measured` gathers them and
-`case_result` turns the pooled timings into the row every report format shows.
-"""
+"""Benchmark results: one row per (model, runtime, batch) case, the report, speed-ups. `Measured`
+pools a case's slices (`BenchConfig.rounds`); `case_result` makes the row every format shows."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The one timing loop: warm-up, repeated timed calls, then median and percentiles.
-
-`compress bench`, pruning's latency target, the sensitivity scan and the quantizer all time
-through here. Several callables are timed interleaved (one call of each per round), so load
-from other processes hits them alike and their ratio stays meaningful.
-"""
+"""The one timing loop (warm-up, timed calls, median and percentiles) for bench, pruning's latency
+target, the sensitivity scan and the quantizer. Callables timed interleaved (one call each per
+round) share outside load, so their ratio stays meaningful."""
 
 from __future__ import annotations
 

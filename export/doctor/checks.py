@@ -1,7 +1,5 @@
-"""The doctor's checks: plain functions `(Diagnosis, GraphProto, OnnxInfo) -> list[Finding]`,
-listed in report order in `CHECKS`. They only read facts already gathered (the graph, the
-probe's session facts), so each is cheap and testable on a crafted graph.
-"""
+"""The doctor's checks: `(Diagnosis, GraphProto, OnnxInfo) -> list[Finding]`, in report order in
+`CHECKS`; they only read facts already gathered, so each is cheap and testable on a fake graph."""
 
 from __future__ import annotations
 

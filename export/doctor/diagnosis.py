@@ -1,6 +1,5 @@
-"""What `compress doctor` reports: findings, the diagnosis that holds them, the op vocabulary.
-
-Kept apart so the checks, the probe and the renderers share one small data model."""
+"""What `compress doctor` reports: findings, the diagnosis holding them, the op vocabulary
+(one small data model for the checks, the probe and the renderers)."""
 
 from __future__ import annotations
 

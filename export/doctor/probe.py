@@ -1,7 +1,5 @@
-"""The doctor's runtime facts: open a model in onnxruntime, see what it fused, profile where the
-time goes and which execution provider ran each node; in a child process, so a runtime that
-crashes on the model becomes a finding rather than a dead CLI.
-"""
+"""The doctor's runtime facts (fusions, per-node time and execution provider) from onnxruntime, in a
+child process, so a runtime that crashes on the model becomes a finding, not a dead CLI."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The doctor's measured verdict: which runtime x precision is fastest for this file here, and why.
-
-Every ONNX runtime here at every precision the file and the CPU allow is timed at batch 1 in a
-short interleaved benchmark (the loop of `compress bench`). The winner's finding says why it
-wins: the precision OpenVINO really ran, int8 dot-product instructions, or the runtime's kernels.
-"""
+"""The doctor's measured verdict: every ONNX runtime x precision the file and CPU allow, timed at
+batch 1 (bench's interleaved loop); the winner's finding says why it wins (effective precision,
+int8 dot-product instructions, or the runtime's kernels)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""PyTorch -> ONNX: run the exporter, clean up its graph, stamp metadata, save a checked file.
-
-The TorchScript exporter is the default: ~2.5 s for ResNet-50 here, the torch.export-based one
-~23 s. Parity is checked by the caller (`compress.export.onnx.parity`).
-"""
+"""PyTorch -> ONNX: export, clean the graph, stamp metadata, save a checked file (parity: caller).
+TorchScript exporter by default: ~2.5 s for ResNet-50 here, the torch.export-based one ~23 s."""
 
 from __future__ import annotations
 

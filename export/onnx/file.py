@@ -1,9 +1,5 @@
-"""An ONNX file on disk: checked saving, external data, metadata, size.
-
-Weights past the 2 GB protobuf limit go to `<name>.onnx.data`, which every helper here handles
-too. Metadata props carry the card's key facts (prefixed `compress.`), so a bare `.onnx`
-describes itself.
-"""
+"""An ONNX file on disk: checked saving, external data (`<name>.onnx.data` past protobuf's 2 GB),
+metadata (the card's key facts, prefixed `compress.`, so a bare `.onnx` describes itself), size."""
 
 from __future__ import annotations
 

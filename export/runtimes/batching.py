@@ -1,9 +1,6 @@
-"""Shape checks, batching and autocast shared by every runner (onnxruntime, OpenVINO, torch).
-
-A model exported with a fixed batch still has to evaluate a whole split: `run_batched` feeds it
-chunks of its batch (padding the tail); `Runner` is every runner's base, with the facts a
-benchmark reports and a torch-in, torch-out `predict` for `compress.training.evaluate`.
-"""
+"""Shape checks, batching and autocast shared by every runner. `run_batched` feeds a fixed-batch
+model chunks of its batch (padding the tail); `Runner` is every runner's base (benchmark facts and
+a torch-in, torch-out `predict` for `compress.training.evaluate`)."""
 
 from __future__ import annotations
 

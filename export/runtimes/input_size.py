@@ -1,10 +1,6 @@
-"""Running an existing model at another input size than the one it was built or trained at.
-
-A network whose head sits behind adaptive pooling is resolution-independent: `check_input_size`
-proves it for one size by a shape probe, refusing (naming the layer) a size that collapses a map
-below 1x1 or changes what a fixed-size Linear after flatten gets. An ONNX file with fixed H/W runs
-only at that size, one with symbolic H/W at any (`onnx_spec_at_size`).
-"""
+"""Running a model at another input size than it was built or trained at: `check_input_size` proves
+it by a shape probe (refusing, naming the layer, a size that collapses a map below 1x1 or changes
+a fixed Linear's input); an ONNX file runs at its fixed H/W or, symbolic, at any."""
 
 from __future__ import annotations
 

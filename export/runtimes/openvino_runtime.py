@@ -1,9 +1,6 @@
-"""OpenVINO runtimes (`openvino` on CPU, `openvino-gpu`, `openvino-npu`) behind the Runner interface.
-
-OpenVINO reads our ONNX artifacts as they are (fp32, fp16 weights, QDQ int8) and compiles them
-with a thread count, the LATENCY hint and a precision hint. It picks bf16 by itself on CPUs with
-native bf16 when no hint is given, so the runner records the *effective* precision.
-"""
+"""OpenVINO runtimes (`openvino`, `openvino-gpu`, `openvino-npu`) behind the Runner interface, on
+our ONNX files as they are. Unhinted, OpenVINO picks bf16 itself on CPUs with native bf16, so the
+runner records the *effective* precision."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Precision as an axis: which (runtime, precision) pairs this machine can really run, and why not.
-
-`bf16` needs native bf16 on the CPU or a GPU (emulated bf16 is slower than fp32 and would
-mislead a benchmark); `fp16` is a GPU precision; `int8` is the precision of int8 artifacts,
-never a run-time cast. Refusals are reason strings, so skipped cases say why in every report.
-"""
+"""Which (runtime, precision) pairs this machine can really run, and why not: `bf16` needs native
+bf16 or a GPU (emulated is slower than fp32), `fp16` is a GPU precision, `int8` comes from int8
+artifacts, never a run-time cast. Refusals are reason strings every report shows."""
 
 from __future__ import annotations
 

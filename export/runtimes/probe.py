@@ -1,9 +1,5 @@
-"""Running an ONNX file once in a child process, so a runtime that crashes (a malformed file,
-a runtime bug) costs a typed error instead of the whole command.
-
-`probe_in_subprocess` is the parent side, `probe_main` the child's; `run_child` starts any such
-child (also `compress.export.doctor.probe`'s).
-"""
+"""Running an ONNX file once in a child process, so a runtime crash costs a typed error, not the
+command: `probe_in_subprocess` (parent), `probe_main` (child), `run_child` (any such child)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Runtimes behind one interface: `runner.run(x: np.ndarray) -> np.ndarray`.
-
-`RUNTIMES` is the registry: `TORCH_RUNTIMES` need a PyTorch module, `ONNX_RUNTIMES` (onnxruntime
-execution providers, OpenVINO devices) read ONNX files. An onnxruntime session records the
-providers it really got; when it silently fell back (asked for CUDA, got CPU) we warn and say so
-in every result.
-"""
+"""Runtimes behind one interface, `runner.run(x: np.ndarray) -> np.ndarray`; `RUNTIMES` is the
+registry (`TORCH_RUNTIMES` take a module, `ONNX_RUNTIMES` ONNX files). An onnxruntime session that
+silently fell back (asked for CUDA, got CPU) is warned about and flagged in every result."""
 
 from __future__ import annotations
 

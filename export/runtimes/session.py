@@ -1,9 +1,6 @@
-"""ONNX files into onnxruntime sessions: the one place that sets session options.
-
-`inspect_onnx` reads what a file declares (without its weights) so bad or too-new files fail with
-one clear line; `open_session` is what runners, pruning's latency target, the quantizer and
-`optimize_offline` all open sessions with, so they run the same graph the same way.
-"""
+"""ONNX files into onnxruntime sessions, the one place that sets session options: `inspect_onnx`
+reads what a file declares (bad or too-new files fail in one line); `open_session` opens every
+session (runners, latency target, quantizer, `optimize_offline`) the same way."""
 
 from __future__ import annotations
 

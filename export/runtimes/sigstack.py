@@ -1,10 +1,6 @@
-"""Keep this thread's signal alternate stack across calls into native code that replaces it.
-
-OpenVINO's CPU plugin (2026.x) installs its own `sigaltstack` on the calling thread and leaves
-installed a stack it has already unmapped; the next `SA_ONSTACK` signal (Python installs all its
-handlers that way) then kills the process with SIGSEGV, no traceback. `kept_sigaltstack`
-restores the thread's previous stack, so OpenVINO can run in-process.
-"""
+"""Keep this thread's signal alternate stack across native calls that replace it: OpenVINO's CPU
+plugin (2026.x) leaves installed a `sigaltstack` it already unmapped, so the next `SA_ONSTACK`
+signal (all of Python's) is a SIGSEGV; `kept_sigaltstack` restores the previous stack."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """`torch-compile`: PyTorch models through `torch.compile` (inductor, CPU) behind the Runner interface.
-
-Compiling happens again for every new input shape, so it is never part of a latency figure: the
-first call per shape is timed apart and added to `create_seconds` (the bench's "session" column).
+Each new input shape recompiles, so the first call per shape goes to `create_seconds`, not latency.
 Channels-last is off by default: slower in every round on the shared 2-core EPYC (ResNet-18,
-224², batch 1; benchmarks/compile_channels_last.py).
-"""
+224², batch 1; benchmarks/compile_channels_last.py)."""
 
 from __future__ import annotations
 

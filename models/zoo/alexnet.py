@@ -1,9 +1,7 @@
-"""AlexNet (Krizhevsky et al., 2012) with torchvision's module names and shapes, in two variants
-sharing every module name: ``imagenet`` (input_size >= 64): torchvision's exactly; ``small``
-(< 64): a 3x3 stride-1 stem, max-pools padded by 1 (inputs down to 8x8: 28 -> 14 -> 7 -> 4),
-AdaptiveAvgPool2d((2, 2)) and a ``hidden``-wide (default 1024) classifier, because the ImageNet
-stem would shrink a 28x28 image to nothing.
-"""
+"""AlexNet (Krizhevsky et al., 2012), torchvision's names and shapes. ``imagenet`` (input_size
+>= 64): torchvision's exactly; ``small``: 3x3 stride-1 stem, pools padded by 1 (28 -> 14 -> 7
+-> 4), AdaptiveAvgPool2d((2, 2)) and a ``hidden``-wide (1024) classifier, as ImageNet's stem
+would erase a 28x28 input."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""LeNet-5 (LeCun et al., 1998) in its modern ReLU / max-pool form: the zoo's smallest model,
-the usual Fashion-MNIST baseline. Every op is a module (not a functional call), so
-torch-pruning's dependency graph and ONNX export see the whole network.
-"""
+"""LeNet-5 (LeCun et al., 1998), ReLU / max-pool form: the zoo's smallest, the Fashion-MNIST
+baseline. Every op is a module, so torch-pruning's graph and ONNX export see the whole network."""
 
 from __future__ import annotations
 

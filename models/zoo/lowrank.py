@@ -1,9 +1,6 @@
-"""`LowRankLinear`: a Linear layer stored as two thinner ones (a truncated SVD), y = B (A x) + b.
-
-An m x n weight becomes A (r x n) and B (m x r): r (m + n) numbers instead of m n, which pays
-only when r < mn / (m + n). It lives in models/ because an artifact must rebuild it from its card
-(compress.models.artifacts.structure records the rank) before loading the tensors strictly, without pickle.
-"""
+"""`LowRankLinear`: a Linear stored as a truncated SVD, y = B (A x) + b: r (m + n) numbers instead
+of m n (pays when r < mn / (m + n)). In models/ because an artifact rebuilds it from its card's rank
+before a strict, pickle-free load."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Published ImageNet weights by name (`--weights imagenet`), and transfer learning onto our zoo.
-
-Facts are torchvision's `*_Weights.IMAGENET1K_V1` entries (shorter side 256, center crop 224,
-ImageNet mean/std); each file name's 8 hex digits prefix its SHA-256, checked on download.
-Checkpoints load strictly; another `num_classes` keeps the fresh classifier head.
-"""
+"""Published ImageNet weights by name (`--weights imagenet`) and transfer onto our zoo:
+torchvision's `IMAGENET1K_V1` facts (resize 256, crop 224, ImageNet mean/std); a file name's
+8 hex digits prefix its SHA-256, checked. Strict loads; another `num_classes` keeps a fresh head."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The model zoo: a registry of factories, each model carrying its :class:`ModelSpec`.
-
-`create_model("resnet50", num_classes=1000, in_channels=3, input_size=224)` builds a model whose
-module names and parameter shapes are torchvision's; smaller input sizes select the family's
-small-input variant (documented per family). User models come from `path/to/file.py:factory`.
-"""
+"""The model zoo: factories whose models carry a :class:`ModelSpec` and torchvision's module names
+and shapes (`create_model("resnet50", num_classes=1000, in_channels=3, input_size=224)`); smaller
+inputs select the family's small variant. User models come from `path/to/file.py:factory`."""
 
 from __future__ import annotations
 

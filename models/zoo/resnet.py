@@ -1,9 +1,5 @@
-"""ResNet-18 and ResNet-50 (He et al., 2015), torchvision's v1.5 layout and initialization.
-
-Module names and shapes equal torchvision's, so its state_dicts load unchanged. The same network
-serves 28x28 inputs; ``stem="cifar"`` swaps conv1 for a 3x3 stride-1 conv and the max-pool for
-``nn.Identity``, keeping more resolution on small images.
-"""
+"""ResNet-18/50 (He et al., 2015), torchvision's v1.5 layout, names, shapes and init (its
+state_dicts load unchanged). ``stem="cifar"``: 3x3 stride-1 conv1, no max-pool, for small images."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""What a model is, independent of how it is built: :class:`ModelSpec` (input size, channels,
-normalization, classes, classifier) and the helpers that attach it to and read it from a module.
-
-The zoo families and the registry both use it, so it sits below them.
-"""
+"""What a model is, however built: :class:`ModelSpec` (input size, channels, normalization, classes,
+classifier) and its attach/read helpers; below the families and the registry, which both use it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Running a user's model code (`file.py:factory`), and refusing to run code nobody consented to.
-
-A factory the user types runs. One *named by a file* (an artifact's card, a recipe) runs only with
-consent (`--trust-code`), and never when its bytes differ from the SHA-256 recorded when the
-artifact was made. The bytes that are hashed are the bytes that are executed.
-"""
+"""Running a user's model code (`file.py:factory`): a factory the user types runs; one named by a
+file (card, recipe) only with `--trust-code`, and never when its bytes differ from the recorded
+SHA-256. The bytes hashed are the bytes executed."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""VGG-16 (configuration D), with and without BatchNorm, torchvision's names, indices and init.
-
-``imagenet`` (input_size >= 64): torchvision exactly (7x7 pool, 25088-4096-4096 classifier).
-``small`` (< 64): the last two max-pools become ``nn.Identity`` (same keys; 28 -> 14 -> 7 -> 3),
-a 1x1 pool and a 512-hidden-hidden classifier (hidden 512): five pools would leave nothing of a
-28x28 image, and a 25088-wide head would dwarf the convs."""
+"""VGG-16 (config D), with and without BatchNorm, torchvision's names, indices and init.
+``imagenet`` (input_size >= 64): torchvision's exactly. ``small``: the last two max-pools become
+``nn.Identity`` (same keys; 28 -> 14 -> 7 -> 3), a 1x1 pool and a 512-hidden classifier: five
+pools erase a 28x28 image, and a 25088-wide head would dwarf the convs."""
 
 from __future__ import annotations
 
