@@ -74,10 +74,9 @@ class Trial:
 
 def _latency(bs: int, m: Measured) -> JsonObject:
     """One batch size's timings as deploy.json shows them (ms, 4 decimals)."""
-    t = Timings(tuple(m.ms))
-    ms = {"p50_ms": t.median_ms, "p90_ms": t.percentile(90), "mean_ms": t.mean_ms}
-    per_s = bs / t.median_ms * 1e3 if t.median_ms > 0 else 0.0
-    return {k: rnd(v, 4) for k, v in ms.items()} | {"runs": t.runs, "throughput": rnd(per_s)}
+    s = Timings(tuple(m.ms)).stats(bs, 4)
+    keep = ("p50_ms", "p90_ms", "mean_ms")
+    return {k: s[k] for k in keep} | {"runs": len(m.ms), "throughput": s["throughput"]}
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,6 @@ class Measured:
 def case_result(case: Case, bs: int, m: Measured) -> CaseResult:
     """The result row of one case at batch size `bs` from all its timed slices."""
     t = Timings(tuple(m.ms))
-    p50 = t.median_ms
     return CaseResult(
         model=case.model.label,
         runtime=m.runtime,
@@ -110,14 +109,7 @@ def case_result(case: Case, bs: int, m: Measured) -> CaseResult:
         fallback=m.fallback,
         threads=case.threads,
         iters=t.runs,
-        p50_ms=rnd(p50),
-        p90_ms=rnd(t.percentile(90)),
-        p99_ms=rnd(t.percentile(99)),
-        mean_ms=rnd(t.mean_ms),
-        std_ms=rnd(t.std_ms),
-        min_ms=rnd(t.min_ms),
-        max_ms=rnd(t.max_ms),
-        throughput=rnd(bs / p50 * 1e3 if p50 > 0 else 0.0),
+        **t.stats(bs),
         peak_rss_mb=m.peak_mb,
         run_rss_mb=m.delta_mb,
         cuda_mem_mb=m.cuda_mb,

@@ -15,6 +15,7 @@ import numpy as np
 from compress.models.errors import UsageError
 
 MAX_RUNS = 100_000  # a safety cap when only a time budget bounds the loop
+STATS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,19 @@ class Timings:
         return float(np.mean(self.ms))
 
     @property
-    def std_ms(self) -> float:
-        return float(np.std(self.ms))
-
-    @property
     def min_ms(self) -> float:
         return float(min(self.ms))
 
     @property
     def max_ms(self) -> float:
         return float(max(self.ms))
+
+    def stats(self, batch_size: int, nd: int = 3) -> dict[str, Any]:
+        """`{p50,p90,p99,mean,std,min,max}_ms` (`nd` decimals) and items per second at p50."""
+        p50, a = self.median_ms, np.asarray(self.ms)
+        ms = [p50, self.percentile(90), self.percentile(99), a.mean(), a.std(), a.min(), a.max()]
+        out = {f"{k}_ms": round(float(v), nd) for k, v in zip(STATS, ms, strict=True)}
+        return out | {"throughput": round(batch_size / p50 * 1e3 if p50 > 0 else 0.0, 3)}
 
 
 def time_calls(fn: Callable[[], object], **kw: Any) -> Timings:

@@ -197,10 +197,8 @@ def onnx_runner(
     precision: str | None = None,
     artifact_precision: str = "fp32",
 ) -> OrtRunner | OvRunner:
-    """An ONNX file on onnxruntime or OpenVINO at `precision` (None: as the file is).
-
-    The pair is refused (UnsupportedError, with the reason) when this machine can't run it.
-    """
+    """An ONNX file on onnxruntime or OpenVINO at `precision` (None: as the file is); a pair this
+    machine can't run is refused (UnsupportedError, with the reason)."""
     from compress.export.runtimes.precision import refuse
 
     if runtime not in ONNX_RUNTIMES:

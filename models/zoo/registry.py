@@ -80,11 +80,9 @@ def create_model(
     input_size: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached.
-
-    Shapes default to 10 classes, 1 channel and the model's native size (224 for the ImageNet
-    families, 28 for LeNet-5 and user factories); with `weights="imagenet"` (in `kwargs`) to
-    1000 classes, 3 channels, 224 pixels, and the published weights are loaded."""
+    """Build a zoo model (or a `file.py:factory` user model) with its `.spec` attached. Shapes
+    default to 10 classes, 1 channel and the native size (224 ImageNet families, 28 LeNet-5 and
+    user factories); `weights="imagenet"`: 1000, 3, 224 and the published weights loaded."""
     weights: str | None = kwargs.pop("weights", None)
     entry = None
     if weights is not None:
