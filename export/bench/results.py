@@ -101,6 +101,7 @@ class Measured:
 def case_result(case: Case, bs: int, m: Measured) -> CaseResult:
     """The result row of one case at batch size `bs` from all its timed slices."""
     t = Timings(tuple(m.ms))
+    stats: dict[str, Any] = t.stats(bs)  # the p50_ms ... max_ms and throughput fields
     return CaseResult(
         model=case.model.label,
         runtime=m.runtime,
@@ -109,7 +110,7 @@ def case_result(case: Case, bs: int, m: Measured) -> CaseResult:
         fallback=m.fallback,
         threads=case.threads,
         iters=t.runs,
-        **t.stats(bs),
+        **stats,
         peak_rss_mb=m.peak_mb,
         run_rss_mb=m.delta_mb,
         cuda_mem_mb=m.cuda_mb,

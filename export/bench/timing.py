@@ -48,7 +48,7 @@ class Timings:
     def max_ms(self) -> float:
         return float(max(self.ms))
 
-    def stats(self, batch_size: int, nd: int = 3) -> dict[str, Any]:
+    def stats(self, batch_size: int, nd: int = 3) -> dict[str, float]:
         """`{p50,p90,p99,mean,std,min,max}_ms` (`nd` decimals) and items per second at p50."""
         p50, a = self.median_ms, np.asarray(self.ms)
         ms = [p50, self.percentile(90), self.percentile(99), a.mean(), a.std(), a.min(), a.max()]
