@@ -4,6 +4,7 @@ on a trained LeNet-5, accuracy-aware fallback, the quality gate, and the CLI."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -291,9 +292,10 @@ def test_fp16_keeps_fp32_io_and_passes_parity(lenet_onnx, calib, bundle, tmp_pat
 def test_mixed_fp16_keeps_sensitive_nodes_fp32_until_the_gate_holds(
     lenet_onnx, calib, tmp_path, monkeypatch
 ):
-    import compress.quantization.fp16 as fp16
+    from compress.export.onnx import parity
 
-    monkeypatch.setattr(fp16, "MAX_ABS", 1e-9)  # a gate only (nearly) fp32 nodes can pass
+    strict = replace(parity.TOLERANCES["fp16"], atol=1e-9)  # only (nearly) fp32 nodes pass
+    monkeypatch.setitem(parity.TOLERANCES, "fp16", strict)
     plain = quantize(
         lenet_onnx / "model.onnx",
         QuantizeConfig(method="fp16", latency=False, max_drop=None),

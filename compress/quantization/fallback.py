@@ -76,8 +76,11 @@ def fallback_search(
     fp32_top1: float,
     max_drop: float,
     limit: int,
+    gate: bool = False,
 ) -> FallbackResult:
-    """Keep the top-k sensitive nodes in float for growing k until the drop is <= max_drop."""
+    """Keep the top-k sensitive nodes in float for growing k until the drop is <= max_drop, else
+    the best try. `gate`: `score` is pass/fail (1.0/0.0), logs itself, and the last try (the most
+    float) is kept when none passes."""
     attempts: list[Attempt] = []
     best: FallbackResult | None = None
     for k in steps(min(limit, len(ranked))):
@@ -86,12 +89,13 @@ def fallback_search(
         top1 = score(path)
         drop = round((fp32_top1 - top1) * 100, 3)
         attempts.append(Attempt(k, top1, drop))
-        msg = "fallback: %d node(s) kept in float -> top-1 %.2f %% (drop %.2f pt)"
-        log.info(msg, k, 100 * top1, drop)
+        if not gate:
+            msg = "fallback: %d node(s) kept in float -> top-1 %.2f %% (drop %.2f pt)"
+            log.info(msg, k, 100 * top1, drop)
         result = FallbackResult(path, excluded, top1, drop, drop <= max_drop, attempts)
         if result.met:
             return result
-        if best is None or top1 > best.top1:
+        if best is None or gate or top1 > best.top1:
             best = result
     if best is None:
         raise ValueError("fallback_search needs a positive limit and at least one node")

@@ -11,15 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from compress.export.onnx.parity import ParityReport, compare, tolerance_for
 from compress.models.errors import UnsupportedError
 from compress.quantization import graph as qgraph
 from compress.quantization import ortrun
 from compress.quantization.context import QuantContext, QuantizeResult
-from compress.quantization.fallback import NodeScore, rank_nodes, steps
+from compress.quantization.fallback import fallback_search, rank_nodes
 
 log = logging.getLogger(__name__)
-MAX_ABS = 1e-2
-MIN_COSINE = 0.999
 
 
 def to_fp16(src: Path, dst: Path, block: list[str]) -> Path:
@@ -88,36 +87,31 @@ def _drop_round_trips(nodes: list[Any], outputs: set[str]) -> list[Any]:
         nodes = [n for n in nodes if n not in dead]
 
 
-def gate(p: dict[str, float]) -> bool:
-    return p["max_abs"] <= MAX_ABS and p["cosine"] >= MIN_COSINE
-
-
 def convert_fp16(ctx: QuantContext) -> QuantizeResult:
     """fp16 model (mixed when asked and needed), its parity and validation accuracy."""
     ref = ortrun.run(ortrun.session(ctx.pre), ctx.probe)
     nodes = qgraph.inspect(ctx.pre).nodes
+    reports: dict[Path, ParityReport] = {}
 
     def build(block: list[str]) -> Path:
         return to_fp16(ctx.pre, ctx.fresh("fp16"), block)
 
-    def check(path: Path) -> dict[str, float]:
-        return ortrun.parity(ref, ortrun.run(ortrun.session(path), ctx.probe))
+    def check(path: Path) -> float:
+        got = ortrun.run(ortrun.session(path), ctx.probe)
+        reports[path] = compare(ref, got, "fp16", inputs="calibration")
+        log.info("%s", reports[path].summary())
+        return float(reports[path].passed)
 
-    path, block = build([]), []
-    par = check(path)
-    ranked: list[NodeScore] = []
-    if not gate(par) and ctx.cfg.mixed:
+    path, block, ranked = build([]), [], []
+    if not check(path) and ctx.cfg.mixed:
         ranked = rank_nodes(
             lambda only: build([n for n in nodes if n not in only]), nodes, ctx.probe, ref
         )
-        for k in steps(min(ctx.cfg.max_fallback, len(ranked))):
-            block = [r.node for r in ranked[:k]]
-            path = build(block)
-            par = check(path)
-            msg = "mixed fp16: %d node(s) in fp32 -> max abs %.2e, cosine %.5f"
-            log.info(msg, k, par["max_abs"], par["cosine"])
-            if gate(par):
-                break
+        if ranked and ctx.cfg.max_fallback:
+            names, limit = [r.node for r in ranked], ctx.cfg.max_fallback
+            fb = fallback_search(build, names, check, 1.0, 0.0, limit, gate=True)
+            path, block = fb.path, fb.excluded
+    par, tol = reports[path], tolerance_for("fp16")
     result = ctx.result(
         path,
         "fp16",
@@ -126,11 +120,15 @@ def convert_fp16(ctx: QuantContext) -> QuantizeResult:
         settings={"format": "fp16", "keep_io_types": True, "mixed": ctx.cfg.mixed},
         reason=(
             "fp16 halves the weights and targets GPU execution providers; inputs and outputs "
-            f"stay fp32 (parity gate: max abs <= {MAX_ABS}, cosine >= {MIN_COSINE})"
+            f"stay fp32 (parity gate: max abs <= {tol.atol}, cosine >= {tol.min_cosine})"
         ),
         fallback_nodes=block,
         sensitivity=[r.__dict__ for r in ranked],
     )
-    result.quantized["parity"] = {**{k: round(v, 6) for k, v in par.items()}, "passed": gate(par)}
-    result.budget_met = gate(par) and result.budget_met
+    result.quantized["parity"] = {
+        "max_abs": round(par.max_abs_diff, 6),
+        "cosine": round(par.min_cosine, 6),
+        "passed": par.passed,
+    }
+    result.budget_met = par.passed and result.budget_met
     return result

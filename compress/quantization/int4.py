@@ -42,13 +42,6 @@ def weighted_layers(model: Any) -> dict[str, str]:
     }
 
 
-def weight_count(model: Any, layers: list[str]) -> dict[str, int]:
-    """Number of weight elements of each layer (for size estimates)."""
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node}
-    return {name: int(np.prod(inits[nodes[name].input[1]].dims)) for name in layers}
-
-
 def check_layer_bits(model: Any, layer_bits: dict[str, int]) -> None:
     """Each named node exists, takes a constant weight, and gets 4, 8 or 32 bits: else one line."""
     ops = {n.name: n.op_type for n in model.graph.node}

@@ -9,6 +9,7 @@ target is met; while the combined model misses the budget, the worst layer goes 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -96,7 +97,9 @@ def _choose(
         top1 = {b: octx.top1(int4.build(octx, {name: b})) or 0.0 for b in (8, 4)}
         drops[name] = {b: max(0.0, (fp32_top1 - t) * 100) for b, t in top1.items()}
         log.info("sensitivity %s: int8 %.2f pt, int4 %.2f pt", name, drops[name][8], drops[name][4])
-    count = int4.weight_count(qgraph.load(octx.pre), list(layers))
+    graph = qgraph.load(octx.pre).graph
+    dims = {i.name: i.dims for i in graph.initializer}
+    count = {n.name: math.prod(dims[n.input[1]]) for n in graph.node if n.name in layers}
     bits = {**dict.fromkeys(layers, 32), **cfg.layer_bits}
     size = octx.pre.stat().st_size
 

@@ -94,10 +94,3 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     if noise == 0:
         return float("inf")
     return float(10 * np.log10(max(signal, 1e-30) / noise))
-
-
-def parity(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
-    """Max abs difference and mean per-row cosine similarity of two logit arrays."""
-    a, b = ref.astype(np.float64), test.astype(np.float64)
-    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-    return {"max_abs": float(np.max(np.abs(a - b))), "cosine": float(np.min(cos))}
