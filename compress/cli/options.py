@@ -7,13 +7,13 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from compress.cli.fields import ConfigField, config_fields
 from compress.models.errors import CompressError, UsageError
-from compress.models.options import long_flag
+from compress.models.options import long_flag, option
 
 if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
     from compress.stages.common import ModelRef
@@ -29,14 +29,11 @@ ModelOpt = Annotated[
         help="Zoo name (see `compress models`), artifact directory, or path/to/file.py:factory.",
     ),
 ]
-TrustCodeOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-code",
-        help="Allow an artifact (or recipe) to build its model by running the Python factory it "
-        "names (only for code you trust; a factory you pass as --model FILE.py:fn always runs).",
-    ),
-]
+TRUST_CODE = (
+    "Allow an artifact (or recipe) to build its model by running the Python factory it names "
+    "(only for code you trust; a factory you pass as --model FILE.py:fn always runs)."
+)
+TrustCodeOpt = Annotated[bool, typer.Option("--trust-code", help=TRUST_CODE)]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output artifact directory.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
 JsonOpt = Annotated[
@@ -50,26 +47,20 @@ class ShapeOptions:
     """How a zoo/factory model is shaped, and whether its weights file may be unpickled. A verb
     takes such a dataclass as one parameter; :func:`with_groups` spreads its fields."""
 
-    num_classes: Annotated[
-        int | None, typer.Option(help="Classes of a zoo model (default: from the data set).")
-    ] = None
-    in_channels: Annotated[
-        int | None, typer.Option(help="Input channels of a zoo model (default: from the data set).")
-    ] = None
-    input_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
-        ),
-    ] = None
-    trust_pickle: Annotated[
-        bool,
-        typer.Option(
-            "--trust-pickle",
-            help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
-        ),
-    ] = False
-    trust_code: TrustCodeOpt = False
+    num_classes: int | None = option(None, "Classes of a zoo model (default: from the data set).")
+    in_channels: int | None = option(
+        None, "Input channels of a zoo model (default: from the data set)."
+    )
+    input_size: int | None = option(
+        None,
+        "Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape).",
+    )
+    trust_pickle: bool = option(
+        False,
+        "Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
+        flag="--trust-pickle",
+    )
+    trust_code: bool = option(False, TRUST_CODE, flag="--trust-code")
 
     def ref(self, model: str, weights: str | None = None) -> ModelRef:
         """The library's model reference for `model` with these options."""
@@ -83,15 +74,13 @@ class ShapeOptions:
 class ModelOptions(ShapeOptions):
     """The shape options plus `--weights`."""
 
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
-            "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
-            "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
-            "--num-classes replaces the classifier)."
-        ),
-    ] = None
+    weights: str | None = option(
+        None,
+        "Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
+        "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
+        "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
+        "--num-classes replaces the classifier).",
+    )
 
     def of(self, model: str) -> ModelRef:
         return self.ref(model, self.weights)
@@ -101,19 +90,17 @@ class ModelOptions(ShapeOptions):
 class RunModelOptions(ModelOptions):
     """The model options of verbs that run a model at an input size (export, bench)."""
 
-    input_size: Annotated[
-        int | None,
-        typer.Option(
-            "--input-size",
-            help="Input height=width to run at. A zoo name is built at N (default: from the data "
-            "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
-            "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
-            "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
-            "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
-            "was exported at (recorded in its card); another N is refused unless its H/W are "
-            "dynamic. The artifact itself is never changed.",
-        ),
-    ] = None
+    input_size: int | None = option(
+        None,
+        "Input height=width to run at. A zoo name is built at N (default: from the data "
+        "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
+        "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
+        "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
+        "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
+        "was exported at (recorded in its card); another N is refused unless its H/W are "
+        "dynamic. The artifact itself is never changed.",
+        flag="--input-size",
+    )
 
 
 # Report files a verb writes besides --out, checked before any work like --out itself.
@@ -308,7 +295,8 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
             ann = p.annotation
             ann = eval(ann, fn.__globals__) if isinstance(ann, str) else ann
             if isinstance(ann, type) and is_dataclass(ann):  # ShapeOptions, ModelOptions, ...
-                groups[p.name], own = _group(ann, p.default)
+                group = ConfigOptions(f"{ann.__module__}:{ann.__name__}")
+                groups[p.name], own = group.build, group.parameters()
             else:
                 own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
         for q in own:
@@ -324,21 +312,3 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
     wrapper.__signature__ = sig.replace(parameters=shown)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in shown}
     return wrapper
-
-
-def _group(
-    cls: type[Any], given: Any
-) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]]:
-    """An option group's fields as options (defaults from `given`, an instance) and back."""
-    hints = get_type_hints(cls, include_extras=True)
-    given = given if isinstance(given, cls) else cls()
-    own = [
-        inspect.Parameter(
-            f.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=getattr(given, f.name),
-            annotation=hints[f.name],
-        )
-        for f in fields(cls)
-    ]
-    return lambda values: cls(**{f.name: values[f.name] for f in fields(cls)}), own

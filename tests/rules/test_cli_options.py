@@ -18,11 +18,12 @@ from compress.cli.fields import config_fields
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
 CONFIGS += (o.FACTORIZE, o.SENSITIVITY, o.EVAL, o.PREDICT, o.DOCTOR, o.RUN)
+CONFIGS += tuple(f"compress.cli.options:{c}" for c in ("ShapeOptions", "ModelOptions"))
+CONFIGS += ("compress.cli.options:RunModelOptions",)
 # Flags that are no config field: what to run on and where the result goes (model reference,
 # recipe, images, output, report files), verbs that only show (models, info), and prune's
 # fine-tuning --lr / --latency.
-MODEL = {"model", "weights", "num_classes", "in_channels", "input_size", "trust_pickle"}
-MODEL |= {"trust_code"}
+MODEL = {"model"}
 OUTPUT = {"out", "overwrite", "json_out", "csv_out", "md_out", "plot", "help"}
 CLI_ONLY = {
     "prune": {"latency", "lr"},
