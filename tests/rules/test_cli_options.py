@@ -21,12 +21,10 @@ CONFIGS += (o.FACTORIZE, o.SENSITIVITY, o.EVAL, o.PREDICT, o.DOCTOR, o.RUN)
 CONFIGS += tuple(f"compress.cli.options:{c}" for c in ("ShapeOptions", "ModelOptions"))
 CONFIGS += ("compress.cli.options:RunModelOptions",)
 # Flags that are no config field: what to run on and where the result goes (model reference,
-# recipe, images, output, report files), verbs that only show (models, info), and prune's
-# fine-tuning --lr / --latency.
+# recipe, images, output, report files) and verbs that only show (models, info).
 MODEL = {"model"}
 OUTPUT = {"out", "overwrite", "json_out", "csv_out", "md_out", "plot", "help"}
 CLI_ONLY = {
-    "prune": {"latency", "lr"},
     "distill": {"teacher", "student", "teacher_weights", "student_weights"},
     "tune": {"recipe"},
     "run": {"recipe"},
@@ -117,3 +115,11 @@ def test_comma_lists_and_pairs_are_parsed_in_one_place():
         scan.build({"ratios": "0.5,half"})
     with pytest.raises(o.UsageError, match="--batch-sizes is empty"):
         bench.build({"batch_sizes": ","})
+
+
+def test_prune_lr_help_names_the_default_lr():
+    """The --lr help is a literal (read from source); it must say FINETUNE_LR."""
+    from compress.pruning.config import FINETUNE_LR
+
+    (lr,) = [f for f in config_fields(o.PRUNE) if f.name == "finetune_lr"]
+    assert f"else {FINETUNE_LR:g})." in lr.meta["help"]
