@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,7 @@ def run_prune(
     config = config or PruneConfig()
     if config.finetune_lr is not None and (finetune is None or isinstance(finetune, Mapping)):
         finetune = {"lr": config.finetune_lr, **(finetune or {})}
+        config = replace(config, finetune_lr=None)  # the request carries it, as a recipe's lr
     with stage_output(out, overwrite) as frame:
         src = load_source(model, data)
         require_trained(src)
@@ -127,11 +128,8 @@ def run_prune(
         net, bundle = src.model, None
         if src.trained or cfg.criterion in DATA_CRITERIA or tune is not None:
             bundle = load_data(data_config_for(data, src.card), spec_of(net))
-        lat = (
-            LatencyConfig(cfg.latency_batch, cfg.latency_threads)
-            if latency and cfg.latency
-            else None
-        )
+        lat = LatencyConfig(cfg.latency_batch, cfg.latency_threads)
+        lat = lat if latency and cfg.latency else None
         before = collectives.on_main(lambda: measure(net, bundle if src.trained else None, lat))
         evaluator = None  # rank 0 scores the steps for the card
         if bundle is not None and src.trained and dist.is_main:
