@@ -187,7 +187,7 @@ class ConfigOptions:
         except CompressError as e:
             field, _, rest = str(e.args[0]).partition(" ")
             if field in shown and rest:
-                e.args = (f"{flag_of(shown[field])} {rest}", *e.args[1:])
+                e.args = (f"{long_flag(field, shown[field].meta)} {rest}", *e.args[1:])
             raise
 
 
@@ -197,11 +197,6 @@ def options_from(
     """A verb parameter's default: :func:`with_groups` spreads the config's fields into options
     and hands the verb the built config (typed Any: the verb imports the class only to type)."""
     return ConfigOptions(target, only, exclude, take, tuple(kw.items()))  # kw: per-verb defaults
-
-
-def flag_of(f: ConfigField) -> str:
-    """The long flag of a field: metadata "flag" (its first spelling), else --field-name."""
-    return long_flag(f.name, f.meta)
 
 
 def _option(f: ConfigField) -> Any:
@@ -240,7 +235,7 @@ def _cli_default(f: ConfigField, value: Any) -> Any:
 
 def _config_value(f: ConfigField, value: Any) -> Any:
     """A parsed option as the config field takes it (a comma list as a tuple, ...)."""
-    form, flag = f.meta.get("cli"), flag_of(f)
+    form, flag = f.meta.get("cli"), long_flag(f.name, f.meta)
     if value is None:
         return f.default if form in _LISTS else None
     if form == "repeat":

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from compress.cli import options as o
 from compress.cli.app import app
 from compress.cli.fields import config_fields
+from compress.models.options import long_flag
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
 CONFIGS += (o.FACTORIZE, o.SENSITIVITY, o.EVAL, o.PREDICT, o.DOCTOR, o.RUN)
@@ -76,7 +77,7 @@ def test_every_flag_is_a_config_field_with_its_help(verb):
         assert p.name in by_name, f"{verb} --{p.name}: no config field behind it"
         helps = {f.meta["help"] for f in by_name[p.name]}
         assert p.help in helps, f"{verb} {p.opts}: help differs from the field's metadata"
-        assert any(o.flag_of(f) in p.opts for f in by_name[p.name]), (verb, p.opts)
+        assert any(long_flag(f.name, f.meta) in p.opts for f in by_name[p.name]), (verb, p.opts)
 
 
 def test_a_field_default_is_the_flag_default():
