@@ -6,7 +6,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -44,8 +44,8 @@ JsonOpt = Annotated[
 
 @dataclass(frozen=True)
 class ShapeOptions:
-    """How a zoo/factory model is shaped, and whether its weights file may be unpickled. A verb
-    takes such a dataclass as one parameter; :func:`with_groups` spreads its fields."""
+    """How a zoo/factory model is shaped, and whether its weights file may be unpickled (a verb
+    takes it as `options_from(SHAPE)`, as a config)."""
 
     num_classes: int | None = option(None, "Classes of a zoo model (default: from the data set).")
     in_channels: int | None = option(
@@ -132,6 +132,8 @@ EVAL = "compress.stages.evaluate:EvalConfig"
 PREDICT = "compress.stages.predict:PredictConfig"
 DOCTOR = "compress.export.doctor.diagnose:DoctorConfig"
 RUN = "compress.pipeline.runner:RunConfig"
+SHAPE, MODEL = "compress.cli.options:ShapeOptions", "compress.cli.options:ModelOptions"
+RUN_MODEL = "compress.cli.options:RunModelOptions"
 WHERE = ("dataset", "data_dir")  # the DataConfig options of a verb that only reads data
 TRAIN_DATA = (*WHERE, "batch_size", "seed", "limit", "augment")  # ... and of one that trains
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
@@ -277,9 +279,9 @@ def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
 
 
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
-    """Let Typer see each group parameter of `fn` as its options: an option dataclass (its
-    fields) or a :class:`ConfigOptions` default (the config's fields). `fn` gets the group or the
-    built config; report files are checked first. Groups may share an option (one flag)."""
+    """Let Typer see each group parameter of `fn` (a :class:`ConfigOptions` default) as the
+    config's fields; `fn` gets the built config. Report files are checked first. Groups may
+    share an option (one flag)."""
     sig = inspect.signature(fn)
     params: dict[str, inspect.Parameter] = {}
     groups: dict[str, Callable[[dict[str, Any]], Any]] = {}
@@ -287,13 +289,9 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
         if isinstance(p.default, ConfigOptions):
             groups[p.name], own = p.default.build, p.default.parameters()
         else:
-            ann = p.annotation
+            ann = p.annotation  # a string (postponed annotations): Typer needs the type
             ann = eval(ann, fn.__globals__) if isinstance(ann, str) else ann
-            if isinstance(ann, type) and is_dataclass(ann):  # ShapeOptions, ModelOptions, ...
-                group = ConfigOptions(f"{ann.__module__}:{ann.__name__}")
-                groups[p.name], own = group.build, group.parameters()
-            else:
-                own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
+            own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
         for q in own:
             params.setdefault(q.name, q)
     shown = list(params.values())

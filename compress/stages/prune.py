@@ -128,8 +128,8 @@ def run_prune(
         net, bundle = src.model, None
         if src.trained or cfg.criterion in DATA_CRITERIA or tune is not None:
             bundle = load_data(data_config_for(data, src.card), spec_of(net))
-        lat = LatencyConfig(cfg.latency_batch, cfg.latency_threads)
-        lat = lat if latency and cfg.latency else None
+        measured = latency and cfg.latency
+        lat = LatencyConfig(cfg.latency_batch, cfg.latency_threads) if measured else None
         before = collectives.on_main(lambda: measure(net, bundle if src.trained else None, lat))
         evaluator = None  # rank 0 scores the steps for the card
         if bundle is not None and src.trained and dist.is_main:

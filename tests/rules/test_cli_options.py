@@ -19,8 +19,7 @@ from compress.models.options import long_flag
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
 CONFIGS += (o.FACTORIZE, o.SENSITIVITY, o.EVAL, o.PREDICT, o.DOCTOR, o.RUN)
-CONFIGS += tuple(f"compress.cli.options:{c}" for c in ("ShapeOptions", "ModelOptions"))
-CONFIGS += ("compress.cli.options:RunModelOptions",)
+CONFIGS += (o.SHAPE, o.MODEL, o.RUN_MODEL)
 # Flags that are no config field: what to run on and where the result goes (model reference,
 # recipe, images, output, report files) and verbs that only show (models, info).
 MODEL = {"model"}
