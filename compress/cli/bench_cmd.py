@@ -22,7 +22,7 @@ def export(
     model: o.ModelOpt,
     out: o.OutOpt,
     how: ExportConfig = o.options_from(o.EXPORT, take=("input_size",)),
-    mo: o.RunModelOptions = o.RunModelOptions(),
+    mo: o.RunModelOptions = o.options_from(o.RUN_MODEL),
     data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
@@ -62,7 +62,7 @@ def bench(
         ),
     ],
     how: BenchConfig = o.options_from(o.BENCH, take=("input_size",)),
-    mo: o.RunModelOptions = o.RunModelOptions(),
+    mo: o.RunModelOptions = o.options_from(o.RUN_MODEL),
     json_out: o.JsonOpt = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write a CSV here.")] = None,
     md_out: Annotated[str | None, typer.Option("--md", help="Write a Markdown table here.")] = None,
@@ -106,7 +106,7 @@ def bench(
 def doctor(
     model: o.ModelOpt,
     how: DoctorConfig = o.options_from(o.DOCTOR, take=("rank",)),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     json_out: o.JsonOpt = None,
     _rank: DoctorConfig = o.options_from(o.DOCTOR, only=("rank",), rank=True),  # --rank last
 ) -> None:
@@ -134,7 +134,7 @@ def quantize(
     out: o.OutOpt,
     how: QuantizeConfig = o.options_from(o.QUANTIZE, take=("seed",)),
     data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "limit", "seed")),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:

@@ -29,16 +29,21 @@ class ConfigField:
 
 @functools.cache
 def config_fields(target: str) -> tuple[ConfigField, ...]:
-    """The fields of `module:Class`, in declaration order."""
+    """The fields of `module:Class`, in declaration order (a base class of the same module's
+    first; a field declared again keeps its place, as in dataclasses)."""
     module, _, name = target.partition(":")
-    node = next(
-        n for n in _tree(module).body if isinstance(n, ast.ClassDef) and n.name == name
-    )  # a wrong target is a bug: StopIteration names it in the traceback
-    return tuple(
-        _field(stmt, module)
-        for stmt in node.body
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-    )
+    classes = {n.name: n for n in _tree(module).body if isinstance(n, ast.ClassDef)}
+    node = classes[name]  # a wrong target is a bug: KeyError names it in the traceback
+    out = {
+        f.name: f
+        for base in node.bases
+        if isinstance(base, ast.Name) and base.id in classes
+        for f in config_fields(f"{module}:{base.id}")
+    }
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            out[stmt.target.id] = _field(stmt, module)
+    return tuple(out.values())
 
 
 def _field(stmt: ast.AnnAssign, module: str) -> ConfigField:

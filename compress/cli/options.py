@@ -6,14 +6,14 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
+from dataclasses import MISSING, dataclass, fields
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from compress.cli.fields import ConfigField, config_fields
 from compress.models.errors import CompressError, UsageError
-from compress.models.options import long_flag
+from compress.models.options import long_flag, option
 
 if TYPE_CHECKING:  # torch-heavy; imported when a command runs, so `--help` stays fast
     from compress.stages.common import ModelRef
@@ -29,14 +29,11 @@ ModelOpt = Annotated[
         help="Zoo name (see `compress models`), artifact directory, or path/to/file.py:factory.",
     ),
 ]
-TrustCodeOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-code",
-        help="Allow an artifact (or recipe) to build its model by running the Python factory it "
-        "names (only for code you trust; a factory you pass as --model FILE.py:fn always runs).",
-    ),
-]
+TRUST_CODE = (
+    "Allow an artifact (or recipe) to build its model by running the Python factory it names "
+    "(only for code you trust; a factory you pass as --model FILE.py:fn always runs)."
+)
+TrustCodeOpt = Annotated[bool, typer.Option("--trust-code", help=TRUST_CODE)]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output artifact directory.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
 JsonOpt = Annotated[
@@ -47,29 +44,23 @@ JsonOpt = Annotated[
 
 @dataclass(frozen=True)
 class ShapeOptions:
-    """How a zoo/factory model is shaped, and whether its weights file may be unpickled. A verb
-    takes such a dataclass as one parameter; :func:`with_groups` spreads its fields."""
+    """How a zoo/factory model is shaped, and whether its weights file may be unpickled (a verb
+    takes it as `options_from(SHAPE)`, as a config)."""
 
-    num_classes: Annotated[
-        int | None, typer.Option(help="Classes of a zoo model (default: from the data set).")
-    ] = None
-    in_channels: Annotated[
-        int | None, typer.Option(help="Input channels of a zoo model (default: from the data set).")
-    ] = None
-    input_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape)."
-        ),
-    ] = None
-    trust_pickle: Annotated[
-        bool,
-        typer.Option(
-            "--trust-pickle",
-            help="Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
-        ),
-    ] = False
-    trust_code: TrustCodeOpt = False
+    num_classes: int | None = option(None, "Classes of a zoo model (default: from the data set).")
+    in_channels: int | None = option(
+        None, "Input channels of a zoo model (default: from the data set)."
+    )
+    input_size: int | None = option(
+        None,
+        "Input height=width of a zoo model (default: from the data set; 224 = ImageNet shape).",
+    )
+    trust_pickle: bool = option(
+        False,
+        "Allow .pt files that need arbitrary code to unpickle (only for files you trust).",
+        flag="--trust-pickle",
+    )
+    trust_code: bool = option(False, TRUST_CODE, flag="--trust-code")
 
     def ref(self, model: str, weights: str | None = None) -> ModelRef:
         """The library's model reference for `model` with these options."""
@@ -83,15 +74,13 @@ class ShapeOptions:
 class ModelOptions(ShapeOptions):
     """The shape options plus `--weights`."""
 
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
-            "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
-            "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
-            "--num-classes replaces the classifier)."
-        ),
-    ] = None
+    weights: str | None = option(
+        None,
+        "Weights: .safetensors, artifact dir, .pt/.pth state_dict (weights_only), `random` "
+        "(explicitly untrained), or `imagenet` (torchvision's published weights for alexnet, "
+        "vgg16, vgg16_bn, resnet18, resnet50; downloaded once into $COMPRESS_CACHE; another "
+        "--num-classes replaces the classifier).",
+    )
 
     def of(self, model: str) -> ModelRef:
         return self.ref(model, self.weights)
@@ -101,19 +90,17 @@ class ModelOptions(ShapeOptions):
 class RunModelOptions(ModelOptions):
     """The model options of verbs that run a model at an input size (export, bench)."""
 
-    input_size: Annotated[
-        int | None,
-        typer.Option(
-            "--input-size",
-            help="Input height=width to run at. A zoo name is built at N (default: from the data "
-            "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
-            "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
-            "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
-            "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
-            "was exported at (recorded in its card); another N is refused unless its H/W are "
-            "dynamic. The artifact itself is never changed.",
-        ),
-    ] = None
+    input_size: int | None = option(
+        None,
+        "Input height=width to run at. A zoo name is built at N (default: from the data "
+        "set; 224 = ImageNet shape). A PyTorch artifact is re-targeted to N when it is "
+        "resolution-independent (adaptive pooling before the head, as ResNet): checked by a "
+        "shape probe, and a size too small for a layer's stride, or a fixed-size Linear after "
+        "flatten (LeNet-5), is refused naming the layer. An ONNX artifact runs at the size it "
+        "was exported at (recorded in its card); another N is refused unless its H/W are "
+        "dynamic. The artifact itself is never changed.",
+        flag="--input-size",
+    )
 
 
 # Report files a verb writes besides --out, checked before any work like --out itself.
@@ -145,6 +132,8 @@ EVAL = "compress.stages.evaluate:EvalConfig"
 PREDICT = "compress.stages.predict:PredictConfig"
 DOCTOR = "compress.export.doctor.diagnose:DoctorConfig"
 RUN = "compress.pipeline.runner:RunConfig"
+SHAPE, MODEL = "compress.cli.options:ShapeOptions", "compress.cli.options:ModelOptions"
+RUN_MODEL = "compress.cli.options:RunModelOptions"
 WHERE = ("dataset", "data_dir")  # the DataConfig options of a verb that only reads data
 TRAIN_DATA = (*WHERE, "batch_size", "seed", "limit", "augment")  # ... and of one that trains
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
@@ -200,7 +189,7 @@ class ConfigOptions:
         except CompressError as e:
             field, _, rest = str(e.args[0]).partition(" ")
             if field in shown and rest:
-                e.args = (f"{flag_of(shown[field])} {rest}", *e.args[1:])
+                e.args = (f"{long_flag(field, shown[field].meta)} {rest}", *e.args[1:])
             raise
 
 
@@ -210,11 +199,6 @@ def options_from(
     """A verb parameter's default: :func:`with_groups` spreads the config's fields into options
     and hands the verb the built config (typed Any: the verb imports the class only to type)."""
     return ConfigOptions(target, only, exclude, take, tuple(kw.items()))  # kw: per-verb defaults
-
-
-def flag_of(f: ConfigField) -> str:
-    """The long flag of a field: metadata "flag" (its first spelling), else --field-name."""
-    return long_flag(f.name, f.meta)
 
 
 def _option(f: ConfigField) -> Any:
@@ -253,7 +237,7 @@ def _cli_default(f: ConfigField, value: Any) -> Any:
 
 def _config_value(f: ConfigField, value: Any) -> Any:
     """A parsed option as the config field takes it (a comma list as a tuple, ...)."""
-    form, flag = f.meta.get("cli"), flag_of(f)
+    form, flag = f.meta.get("cli"), long_flag(f.name, f.meta)
     if value is None:
         return f.default if form in _LISTS else None
     if form == "repeat":
@@ -295,9 +279,9 @@ def verb(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
 
 
 def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
-    """Let Typer see each group parameter of `fn` as its options: an option dataclass (its
-    fields) or a :class:`ConfigOptions` default (the config's fields). `fn` gets the group or the
-    built config; report files are checked first. Groups may share an option (one flag)."""
+    """Let Typer see each group parameter of `fn` (a :class:`ConfigOptions` default) as the
+    config's fields; `fn` gets the built config. Report files are checked first. Groups may
+    share an option (one flag)."""
     sig = inspect.signature(fn)
     params: dict[str, inspect.Parameter] = {}
     groups: dict[str, Callable[[dict[str, Any]], Any]] = {}
@@ -305,12 +289,9 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
         if isinstance(p.default, ConfigOptions):
             groups[p.name], own = p.default.build, p.default.parameters()
         else:
-            ann = p.annotation
+            ann = p.annotation  # a string (postponed annotations): Typer needs the type
             ann = eval(ann, fn.__globals__) if isinstance(ann, str) else ann
-            if isinstance(ann, type) and is_dataclass(ann):  # ShapeOptions, ModelOptions, ...
-                groups[p.name], own = _group(ann, p.default)
-            else:
-                own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
+            own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=ann)]
         for q in own:
             params.setdefault(q.name, q)
     shown = list(params.values())
@@ -324,21 +305,3 @@ def with_groups(fn: Callable[..., R]) -> Callable[..., R]:
     wrapper.__signature__ = sig.replace(parameters=shown)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in shown}
     return wrapper
-
-
-def _group(
-    cls: type[Any], given: Any
-) -> tuple[Callable[[dict[str, Any]], Any], list[inspect.Parameter]]:
-    """An option group's fields as options (defaults from `given`, an instance) and back."""
-    hints = get_type_hints(cls, include_extras=True)
-    given = given if isinstance(given, cls) else cls()
-    own = [
-        inspect.Parameter(
-            f.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=getattr(given, f.name),
-            annotation=hints[f.name],
-        )
-        for f in fields(cls)
-    ]
-    return lambda values: cls(**{f.name: values[f.name] for f in fields(cls)}), own

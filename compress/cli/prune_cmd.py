@@ -9,7 +9,6 @@ import typer
 
 from compress.cli import options as o
 from compress.cli.output import console, fresh_out_dir, pct, table, write_json
-from compress.pruning.config import FINETUNE_LR
 
 if TYPE_CHECKING:
     from compress.factorization.svd import FactorizeConfig
@@ -39,19 +38,8 @@ def prune(
         ),
     ] = None,
     how: PruneConfig = o.options_from(o.PRUNE, take=("seed",)),
-    latency: Annotated[
-        bool, typer.Option(help="Measure latency before/after (onnxruntime and torch eager).")
-    ] = True,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Fine-tuning peak learning rate (default: the parent's, from its card, else "
-            f"{FINETUNE_LR:g}).",
-            show_default=False,
-        ),
-    ] = None,
     data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "batch_size", "seed", "limit")),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     dev: TrainConfig = o.options_from(o.TRAIN, only=("device", "amp")),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
@@ -66,15 +54,13 @@ def prune(
     from compress import api
     from compress.cli.progress import RichHooks
 
-    keys = {"device": dev.device, "amp": dev.amp} | ({"lr": lr} if lr is not None else {})
+    keys = {"device": dev.device, "amp": dev.amp}
     if out is None:
         out = str(fresh_out_dir(model, "pruned"))
         console.print(f"no --out given: writing {out}")
     ref = mo.of(model)
     with RichHooks() as hooks:
-        summary = api.prune(
-            ref, out, how, data, overwrite=overwrite, finetune=keys, latency=latency, hooks=hooks
-        )
+        summary = api.prune(ref, out, how, data, overwrite=overwrite, finetune=keys, hooks=hooks)
         s = summary.to_dict()
     _print_summary(s)
     write_json(json_out, s)
@@ -126,7 +112,7 @@ def sensitivity(
     model: o.ModelOpt,
     out: o.OutOpt,
     how: SensitivityConfig = o.options_from(o.SENSITIVITY),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
@@ -147,7 +133,7 @@ def factorize(
     model: o.ModelOpt,
     out: o.OutOpt,
     how: FactorizeConfig = o.options_from(o.FACTORIZE, take=("seed",)),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     data: DataConfig = o.options_from(o.DATA, only=(*o.WHERE, "seed", "limit")),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,

@@ -23,7 +23,7 @@ def train(
     out: o.OutOpt,
     how: TrainConfig = o.options_from(o.TRAIN, take=("seed",)),
     data: DataConfig = o.options_from(o.DATA, only=o.TRAIN_DATA),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -50,7 +50,7 @@ def train(
 def evaluate(
     model: o.ModelOpt,
     how: EvalConfig = o.options_from(o.EVAL),
-    mo: o.ModelOptions = o.ModelOptions(),
+    mo: o.ModelOptions = o.options_from(o.MODEL),
     data: DataConfig = o.options_from(o.DATA, only=o.WHERE),
     json_out: o.JsonOpt = None,
 ) -> None:
@@ -104,7 +104,7 @@ def distill(
         str | None, typer.Option(help="Weights to start the student from.")
     ] = None,
     data: DataConfig = o.options_from(o.DATA, only=o.TRAIN_DATA),
-    shape: o.ShapeOptions = o.ShapeOptions(),
+    shape: o.ShapeOptions = o.options_from(o.SHAPE),
     overwrite: o.OverwriteOpt = False,
     json_out: o.JsonOpt = None,
 ) -> None:

@@ -222,6 +222,13 @@ class PruneConfig:
         4, "Training batches whose gradients rank channels (taylor, hessian).", cli=False, min=1
     )
     seed: int = option(0, "Seed of the channel ranking and fine-tuning.", cli=False)
+    latency: bool = option(True, "Measure latency before/after (onnxruntime and torch eager).")
+    finetune_lr: float | None = option(  # FINETUNE_LR in the help: test_cli_options checks it
+        None,
+        "Fine-tuning peak learning rate (default: the parent's, from its card, else 0.001).",
+        flag="--lr",
+        show_default=False,
+    )
 
     def __post_init__(self) -> None:
         self._resolve_target()

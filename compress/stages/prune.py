@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,20 +109,27 @@ def run_prune(
     the artifact `out` (`compress.prune`, `compress prune`).
 
     `finetune` (decided by `compress.pruning.policy.plan_finetune`): a TrainConfig used whole,
-    a mapping of training keys over the default recipe (`{"lr": 2e-3}`), or None (5 epochs of
-    KD where the training data is known; `PruneConfig(finetune_epochs=0)` skips it). Under
-    torchrun every rank prunes identically and fine-tunes (DDP); rank 0 measures and writes."""
+    a mapping of training keys over the default recipe (`{"lr": 2e-3}`; `config.finetune_lr`
+    is its default lr), or None (5 epochs of KD where the training data is known;
+    `PruneConfig(finetune_epochs=0)` skips it). `latency=False` or `config.latency=False`: not
+    measured. Under torchrun every rank prunes identically and fine-tunes (DDP); rank 0
+    measures and writes."""
+    config = config or PruneConfig()
+    if config.finetune_lr is not None and (finetune is None or isinstance(finetune, Mapping)):
+        finetune = {"lr": config.finetune_lr, **(finetune or {})}
+        config = replace(config, finetune_lr=None)  # the request carries it, as a recipe's lr
     with stage_output(out, overwrite) as frame:
         src = load_source(model, data)
         require_trained(src)
-        plan = plan_finetune(config or PruneConfig(), finetune, source_facts(src, data))
+        plan = plan_finetune(config, finetune, source_facts(src, data))
         cfg, tune = plan.config, plan.train  # the card records what ran
         log.info("%s", plan.said)
         dist, _ = frame.join(resolve_device(tune.device) if tune else "cpu")
         net, bundle = src.model, None
         if src.trained or cfg.criterion in DATA_CRITERIA or tune is not None:
             bundle = load_data(data_config_for(data, src.card), spec_of(net))
-        lat = LatencyConfig(cfg.latency_batch, cfg.latency_threads) if latency else None
+        measured = latency and cfg.latency
+        lat = LatencyConfig(cfg.latency_batch, cfg.latency_threads) if measured else None
         before = collectives.on_main(lambda: measure(net, bundle if src.trained else None, lat))
         evaluator = None  # rank 0 scores the steps for the card
         if bundle is not None and src.trained and dist.is_main:

@@ -20,7 +20,7 @@ from compress.export.environment import cpu_info, isa_flags, physical_cores
 from compress.export.runtimes.runner import ORT_PROVIDERS, check_runtime, inspect_onnx
 from compress.export.runtimes.session import OnnxInfo
 from compress.models.errors import UsageError
-from compress.models.options import option
+from compress.models.options import check_options, option
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class DoctorConfig:
         flag=("--runtime", "-r"),
     )
     threads: int | None = option(
-        None, "Intra-op threads for every runtime (default: physical cores)."
+        None, "Intra-op threads for every runtime (default: physical cores).", min=1
     )
     rank: bool = option(
         False,
@@ -46,8 +46,7 @@ class DoctorConfig:
     def __post_init__(self) -> None:
         if self.runtime not in ORT_PROVIDERS:
             raise UsageError(f"doctor diagnoses onnxruntime runtimes ({', '.join(ORT_PROVIDERS)})")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError("--threads must be >= 1")
+        check_options(self, flags=True)
 
 
 def diagnose(

@@ -141,7 +141,7 @@ def test_option_groups_are_declared_once_and_reach_the_command():
 
     def cmd(
         model: o.ModelOpt,
-        mo: o.ModelOptions = o.ModelOptions(),
+        mo: o.ModelOptions = o.options_from(o.MODEL),
         data: object = o.options_from(o.DATA, only=(*o.WHERE, "limit")),
         dev: object = o.options_from(o.TRAIN, only=("device", "amp")),
     ) -> None:

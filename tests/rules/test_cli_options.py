@@ -15,17 +15,16 @@ from typer.testing import CliRunner
 from compress.cli import options as o
 from compress.cli.app import app
 from compress.cli.fields import config_fields
+from compress.models.options import long_flag
 
 CONFIGS = (o.PRUNE, o.QUANTIZE, o.DISTILL, o.TRAIN, o.DATA, o.BENCH, o.TUNE, o.EXPORT, o.DEPLOY)
 CONFIGS += (o.FACTORIZE, o.SENSITIVITY, o.EVAL, o.PREDICT, o.DOCTOR, o.RUN)
+CONFIGS += (o.SHAPE, o.MODEL, o.RUN_MODEL)
 # Flags that are no config field: what to run on and where the result goes (model reference,
-# recipe, images, output, report files), verbs that only show (models, info), and prune's
-# fine-tuning --lr / --latency.
-MODEL = {"model", "weights", "num_classes", "in_channels", "input_size", "trust_pickle"}
-MODEL |= {"trust_code"}
+# recipe, images, output, report files) and verbs that only show (models, info).
+MODEL = {"model"}
 OUTPUT = {"out", "overwrite", "json_out", "csv_out", "md_out", "plot", "help"}
 CLI_ONLY = {
-    "prune": {"latency", "lr"},
     "distill": {"teacher", "student", "teacher_weights", "student_weights"},
     "tune": {"recipe"},
     "run": {"recipe"},
@@ -77,7 +76,7 @@ def test_every_flag_is_a_config_field_with_its_help(verb):
         assert p.name in by_name, f"{verb} --{p.name}: no config field behind it"
         helps = {f.meta["help"] for f in by_name[p.name]}
         assert p.help in helps, f"{verb} {p.opts}: help differs from the field's metadata"
-        assert any(o.flag_of(f) in p.opts for f in by_name[p.name]), (verb, p.opts)
+        assert any(long_flag(f.name, f.meta) in p.opts for f in by_name[p.name]), (verb, p.opts)
 
 
 def test_a_field_default_is_the_flag_default():
@@ -116,3 +115,11 @@ def test_comma_lists_and_pairs_are_parsed_in_one_place():
         scan.build({"ratios": "0.5,half"})
     with pytest.raises(o.UsageError, match="--batch-sizes is empty"):
         bench.build({"batch_sizes": ","})
+
+
+def test_prune_lr_help_names_the_default_lr():
+    """The --lr help is a literal (read from source); it must say FINETUNE_LR."""
+    from compress.pruning.config import FINETUNE_LR
+
+    (lr,) = [f for f in config_fields(o.PRUNE) if f.name == "finetune_lr"]
+    assert f"else {FINETUNE_LR:g})." in lr.meta["help"]
