@@ -352,3 +352,19 @@ def test_rewinding_reads_the_last_training_that_ran_epochs():
     card = SimpleNamespace(history=history, dataset={"dataset": "fashion-mnist"})
     facts = source_facts(SimpleNamespace(card=card, trained=True), None)
     assert facts.recipe["optimizer"] == "sgd" and facts.augmented is True and facts.data_known
+
+
+def test_finetune_lr_is_the_default_recipes_lr_and_refused_where_it_cannot_apply():
+    """`--lr` (PruneConfig.finetune_lr) is a training key like a recipe's `lr`; beside a whole
+    TrainConfig or callable, or a different `lr` key, it is refused, never silently dropped."""
+    plan = plan_finetune(PruneConfig(ratio=0.5, finetune_lr=3e-3), None, SourceFacts())
+    assert plan.train is not None and plan.train.lr == 3e-3
+    assert plan.config.finetune_lr is None  # the request carries it; the card records the lr run
+    same = plan_finetune(PruneConfig(ratio=0.5, finetune_lr=3e-3), {"lr": 3e-3}, SourceFacts())
+    assert same.train is not None and same.train.lr == 3e-3
+    with pytest.raises(UsageError, match="a TrainConfig or callable given as `finetune`"):
+        plan_finetune(
+            PruneConfig(ratio=0.5, finetune_lr=3e-3), TrainConfig(epochs=1), SourceFacts()
+        )
+    with pytest.raises(UsageError, match=r"--lr 0\.003 and the fine-tuning key lr 0\.01 disagree"):
+        plan_finetune(PruneConfig(ratio=0.5, finetune_lr=3e-3), {"lr": 1e-2}, SourceFacts())

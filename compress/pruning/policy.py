@@ -68,6 +68,24 @@ class FinetunePlan:
         return _epochs(self.config)
 
 
+def _with_lr(cfg: PruneConfig, finetune: FinetuneRequest) -> tuple[PruneConfig, FinetuneRequest]:
+    """`cfg.finetune_lr` (`--lr`) joins the training keys, as a recipe's `lr`; refused beside a
+    whole TrainConfig or callable (their lr is theirs) or a different `lr` key."""
+    lr = cfg.finetune_lr
+    if lr is None:
+        return cfg, finetune
+    if finetune is not None and not isinstance(finetune, Mapping):
+        raise UsageError(
+            "--lr sets the default fine-tuning recipe's learning rate; a TrainConfig or callable "
+            "given as `finetune` brings its own",
+            hint="set the TrainConfig's lr, or drop finetune_lr",
+        )
+    keys = dict(finetune or {})
+    if keys.setdefault("lr", lr) != lr:
+        raise UsageError(f"--lr {lr:g} and the fine-tuning key lr {keys['lr']:g} disagree")
+    return replace(cfg, finetune_lr=None), keys
+
+
 def plan_finetune(
     cfg: PruneConfig,
     finetune: FinetuneRequest = None,
@@ -79,6 +97,7 @@ def plan_finetune(
     over the default recipe (lr, optimizer, device...), a callable(model, epochs) owning its loop,
     or None. `default_epochs`: when no epochs are given anywhere and the data is known."""
     facts = facts or SourceFacts()
+    cfg, finetune = _with_lr(cfg, finetune)
     if callable(finetune) and not isinstance(finetune, TrainConfig):
         unset = cfg.finetune_epochs is None and cfg.final_finetune_epochs is None
         cfg = replace(cfg, finetune_epochs=0, final_finetune_epochs=0) if unset else cfg

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +114,6 @@ def run_prune(
     measured. Under torchrun every rank prunes identically and fine-tunes (DDP); rank 0
     measures and writes."""
     config = config or PruneConfig()
-    if config.finetune_lr is not None and (finetune is None or isinstance(finetune, Mapping)):
-        finetune = {"lr": config.finetune_lr, **(finetune or {})}
-        config = replace(config, finetune_lr=None)  # the request carries it, as a recipe's lr
     with stage_output(out, overwrite) as frame:
         src = load_source(model, data)
         require_trained(src)
