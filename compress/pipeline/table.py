@@ -24,8 +24,7 @@ from compress.stages.common import ModelRef
 
 
 def _prune_keywords(ctx: StageContext, config: StageConfig) -> dict[str, Any]:
-    latency = bool(config.extra.get("latency", True))
-    return {"finetune": config["finetune"], "latency": latency, "hooks": ctx.hooks}
+    return {"finetune": config["finetune"], "hooks": ctx.hooks}
 
 
 def _teacher(ctx: StageContext, config: StageConfig) -> str:
@@ -170,7 +169,6 @@ def _model_kinds() -> list[StageKind]:
             _SOURCE,
             "pytorch",
             verb("prune", _prune_keywords),
-            frozenset({"latency"}),
             needs_trained=True,
             finish=_prune_finish,
         ),
