@@ -43,6 +43,10 @@ _LAZY = dict.fromkeys(_VERBS, "compress.api") | {
     "DataConfig": "compress.models.data.splits",
     "FactorizeConfig": "compress.factorization.svd",
     "SensitivityConfig": "compress.pruning.sensitivity",
+    "EvalConfig": "compress.stages.evaluate",
+    "PredictConfig": "compress.stages.predict",
+    "RunConfig": "compress.pipeline.runner",
+    "DoctorConfig": "compress.export.doctor.diagnose",
 }
 __all__ = ["__version__", *_LAZY]
 
@@ -50,15 +54,19 @@ if TYPE_CHECKING:
     from compress.api import *  # noqa: F403
     from compress.distillation.distill import DistillConfig as DistillConfig
     from compress.export.bench.measure import BenchConfig as BenchConfig
+    from compress.export.doctor.diagnose import DoctorConfig as DoctorConfig
     from compress.export.onnx.convert import ExportConfig as ExportConfig
     from compress.factorization.svd import FactorizeConfig as FactorizeConfig
     from compress.models.data.splits import DataConfig as DataConfig
+    from compress.pipeline.runner import RunConfig as RunConfig
     from compress.pipeline.tune import TuneConfig as TuneConfig
     from compress.pruning.config import PruneConfig as PruneConfig
     from compress.pruning.sensitivity import SensitivityConfig as SensitivityConfig
     from compress.quantization.context import QuantizeConfig as QuantizeConfig
     from compress.stages.common import ModelRef as ModelRef
     from compress.stages.deploy import DeployConfig as DeployConfig
+    from compress.stages.evaluate import EvalConfig as EvalConfig
+    from compress.stages.predict import PredictConfig as PredictConfig
     from compress.training.config import TrainConfig as TrainConfig
 
 

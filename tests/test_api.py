@@ -31,6 +31,14 @@ def test_every_public_name_is_lazy_and_resolves() -> None:
         _ = compress.nope  # type: ignore[attr-defined]
 
 
+def test_the_lazy_verbs_are_the_apis() -> None:
+    """compress._VERBS (kept literal so `import compress` stays torch-free) names exactly what
+    compress.api exports, less its helper names."""
+    import compress.api
+
+    assert set(compress._VERBS) == set(compress.api.__all__) - {"Model", "model_ref"}
+
+
 def test_import_compress_loads_no_torch() -> None:
     code = "import sys, compress\nprint('torch' in sys.modules, compress.__version__)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
